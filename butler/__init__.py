@@ -1,0 +1,1 @@
+"""The ccdflow data butler: registry, datastore and collections."""

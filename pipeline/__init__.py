@@ -1,0 +1,1 @@
+"""ccdflow pipelines: tasks, connections, quantum graphs, executors and the science tasks."""
