@@ -1,0 +1,254 @@
+"""FITS persistence of `Exposure` (multi-extension file) and the butler formatter.
+
+File layout (one file per exposure)::
+
+    HDU 0  PRIMARY   no data; the exposure's header (metadata) cards
+    HDU 1  IMAGE     the image plane (its dtype: float32, or the raw integer type)
+    HDU 2  MASK      int32 bit planes; header cards ``MP_<NAME> = bit`` (HIERARCH for long names)
+    HDU 3  VARIANCE  float32, ADU²
+    HDU 4  ARCHIVE   binary table, one row: JSON of the detector, exposure info, photo-calib and
+                     transmission curve
+
+Every image extension carries ``LTV1 = -x0``, ``LTV2 = -y0`` (IRAF convention) for the origin
+``xy0``. Sub-image reads use astropy's ``ImageHDU.section`` so only the rows of the requested
+box are read from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from .exposure import Exposure, ExposureInfo, MaskedImage
+from .geometry import Box, Detector
+
+__all__ = ["write_exposure", "read_exposure", "ExposureFormatter", "clean_header", "ExposureFitsError"]
+
+_STRUCTURAL = {
+    "SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "BLANK",
+    "EXTNAME", "EXTVER", "CHECKSUM", "DATASUM", "TFIELDS", "ZIMAGE", "ZBITPIX", "ZCMPTYPE",
+    "ZSIMPLE", "ZEXTEND", "ZBLOCKED", "ZTENSION", "ZPCOUNT", "ZGCOUNT", "ZHECKSUM", "ZDATASUM",
+    "ZQUANTIZ", "ZDITHER0", "ZBLANK", "ZTILELEN", "INHERIT", "LTV1", "LTV2",
+}
+_STRUCTURAL_PREFIXES = ("NAXIS", "ZNAXIS", "ZTILE", "ZNAME", "ZVAL", "TTYPE", "TFORM", "TUNIT", "TDIM",
+                        "TNULL", "TSCAL", "TZERO", "TDISP", "MP_")
+
+
+class ExposureFitsError(ValueError):
+    """A file is not a readable ccdflow Exposure FITS file."""
+
+
+def clean_header(header: fits.Header) -> fits.Header:
+    """Copy of ``header`` without structural/compression keywords (NAXIS, BZERO, EXTNAME...).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Any FITS header.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The descriptive cards only, safe to put on another HDU.
+    """
+    out = fits.Header()
+    for card in header.cards:
+        key = card.keyword
+        if key in _STRUCTURAL or key.startswith(_STRUCTURAL_PREFIXES) or key == "END":
+            continue
+        try:
+            out.append(card, end=True)
+        except (ValueError, fits.VerifyError):  # unparseable card: skip it, keep the rest
+            continue
+    return out
+
+
+def _mask_header(mask_planes: Mapping[str, int]) -> fits.Header:
+    hdr = fits.Header()
+    for name, bit in sorted(mask_planes.items(), key=lambda kv: kv[1]):
+        key = f"MP_{name}"
+        if len(key) > 8:
+            hdr.append(fits.Card(f"HIERARCH {key}", int(bit)))
+        else:
+            hdr.append(fits.Card(key, int(bit)))
+    return hdr
+
+
+def _mask_planes_from_header(hdr: fits.Header) -> dict[str, int]:
+    planes: dict[str, int] = {}
+    for card in hdr.cards:
+        if card.keyword.startswith("MP_"):
+            planes[card.keyword[3:]] = int(card.value)
+    return planes
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} in an Exposure FITS file (not JSON-able)")
+
+
+def write_exposure(exposure: Exposure, path: str | os.PathLike[str]) -> None:
+    """Write an exposure to a multi-extension FITS file (layout in the module docstring).
+
+    Parameters
+    ----------
+    exposure : Exposure
+        The exposure; the image keeps its dtype, mask is int32 and variance float32.
+    path : str or path-like
+        Output file; overwritten if it exists.
+
+    Raises
+    ------
+    TypeError
+        If ``photo_calib`` or ``transmission_curve`` are not JSON-able.
+    """
+    mi = exposure.masked_image
+    x0, y0 = mi.xy0
+    primary = fits.PrimaryHDU(header=clean_header(exposure.metadata))
+    hdus: list[Any] = [primary]
+    for name, data in (("IMAGE", mi.image), ("MASK", mi.mask), ("VARIANCE", mi.variance)):
+        hdr = _mask_header(mi.mask_planes) if name == "MASK" else fits.Header()
+        hdr["LTV1"] = -x0
+        hdr["LTV2"] = -y0
+        hdu = fits.ImageHDU(data=np.ascontiguousarray(data), header=hdr, name=name)
+        hdus.append(hdu)
+    archive = {
+        "detector": None if exposure.detector is None else exposure.detector.to_dict(),
+        "info": exposure.info.to_dict(),
+        "photo_calib": exposure.photo_calib,
+        "transmission_curve": exposure.transmission_curve,
+    }
+    text = json.dumps(archive, default=_json_default, allow_nan=True)
+    col = fits.Column(name="JSON", format=f"{max(len(text), 1)}A", array=np.array([text]))
+    hdus.append(fits.BinTableHDU.from_columns([col], name="ARCHIVE"))
+    fits.HDUList(hdus).writeto(os.fspath(path), overwrite=True)
+
+
+def read_exposure(path: str | os.PathLike[str], bbox: Box | None = None) -> Exposure:
+    """Read an exposure written by `write_exposure`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The FITS file.
+    bbox : Box, optional
+        Read only this region (parent coordinates, i.e. including the stored origin); only the
+        needed rows are read from disk. The returned exposure has ``xy0 = (bbox.x0, bbox.y0)``.
+
+    Returns
+    -------
+    Exposure
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ExposureFitsError
+        If the file lacks the IMAGE extension or ``bbox`` is outside the image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such Exposure file: {path}")
+    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+        try:
+            img_hdu = hdul["IMAGE"]
+        except KeyError:
+            raise ExposureFitsError(
+                f"{path} is not a ccdflow Exposure file (no IMAGE extension); raw files are read "
+                "with pipeline.instruments.raw.RawFormatter"
+            ) from None
+        ihdr = img_hdu.header
+        x0 = -int(ihdr.get("LTV1", 0))
+        y0 = -int(ihdr.get("LTV2", 0))
+        full = Box(x0, y0, int(ihdr["NAXIS1"]), int(ihdr["NAXIS2"]))
+        if bbox is None:
+            box = full
+        else:
+            box = Box.coerce(bbox)
+            if not full.contains(box):
+                raise ExposureFitsError(f"requested {box} is outside the image {full} of {path}")
+        local = box.shifted(-x0, -y0).slices
+
+        def _get(name: str) -> np.ndarray | None:
+            try:
+                hdu = hdul[name]
+            except KeyError:
+                return None
+            if bbox is None:
+                return np.array(hdu.data)
+            return np.array(hdu.section[local])
+
+        image = _get("IMAGE")
+        mask = _get("MASK")
+        variance = _get("VARIANCE")
+        planes = _mask_planes_from_header(hdul["MASK"].header) if mask is not None else None
+        if image is not None and image.dtype.byteorder not in ("=", "|"):
+            image = image.astype(image.dtype.newbyteorder("="))
+        metadata = clean_header(hdul[0].header)
+        archive: dict[str, Any] = {}
+        try:
+            table = hdul["ARCHIVE"].data
+            archive = json.loads(table["JSON"][0])
+        except KeyError:
+            pass
+    mi = MaskedImage(image, mask, variance, mask_planes=planes or None, xy0=(box.x0, box.y0))
+    det = archive.get("detector")
+    info = archive.get("info")
+    return Exposure(
+        mi,
+        metadata=metadata,
+        detector=None if det is None else Detector.from_dict(det),
+        info=ExposureInfo() if info is None else ExposureInfo.from_dict(info),
+        photo_calib=archive.get("photo_calib"),
+        transmission_curve=archive.get("transmission_curve"),
+    )
+
+
+class ExposureFormatter:
+    """Butler formatter for the ``Exposure`` storage class (multi-extension FITS).
+
+    Read parameters: ``bbox`` (a `Box`, or ``(x0, y0, nx, ny)``) reads a sub-image.
+    """
+
+    extension = ".fits"
+
+    def read(
+        self,
+        path: str | os.PathLike[str],
+        ref: Any = None,
+        parameters: Mapping[str, Any] | None = None,
+        repo_root: str | os.PathLike[str] | None = None,
+    ) -> Exposure:
+        """Read the exposure at ``path`` (``parameters['bbox']`` selects a sub-image).
+
+        Raises
+        ------
+        ValueError
+            If ``parameters`` holds a key other than ``bbox``.
+        """
+        parameters = dict(parameters or {})
+        bbox = parameters.pop("bbox", None)
+        if parameters:
+            raise ValueError(f"unknown read parameters for Exposure: {sorted(parameters)}; known: ['bbox']")
+        return read_exposure(path, bbox=None if bbox is None else Box.coerce(bbox))
+
+    def write(self, obj: Exposure, path: str | os.PathLike[str], ref: Any = None) -> None:
+        """Write ``obj`` to ``path``.
+
+        Raises
+        ------
+        TypeError
+            If ``obj`` is not an `Exposure`.
+        """
+        if not isinstance(obj, Exposure):
+            raise TypeError(f"ExposureFormatter writes Exposure objects, got {type(obj).__name__}")
+        write_exposure(obj, path)
