@@ -1,0 +1,231 @@
+"""The ``butlerQC`` a task's ``runQuantum`` receives, and the per-connection ref containers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..struct import Struct
+
+__all__ = ["QuantizedConnection", "ButlerQuantumContext", "DeferredDatasetHandle"]
+
+
+class QuantizedConnection:
+    """Refs of one quantum by connection name: ``inputRefs.ccdExposure``.
+
+    Parameters
+    ----------
+    refs : `~collections.abc.Mapping` [`str`, `butler.DatasetRef` or `list`]
+        Connection name -> one ref (scalar connection) or a list (``multiple=True``).
+
+    Notes
+    -----
+    Iterating yields ``(name, ref_or_list)`` pairs, like ``lsst.pipe.base.QuantizedConnection``.
+    """
+
+    def __init__(self, refs: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_refs", dict(refs))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_refs"][name]
+        except KeyError:
+            raise AttributeError(
+                f"this quantum has no connection {name!r}; it has {sorted(self.__dict__['_refs'])}"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._refs[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self._refs[name]
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self._refs.items())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._refs
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def keys(self) -> list[str]:
+        """Return the connection names.
+
+        Returns
+        -------
+        names : `list` [`str`]
+        """
+        return list(self._refs)
+
+    def __repr__(self) -> str:
+        return f"QuantizedConnection({sorted(self._refs)})"
+
+
+class DeferredDatasetHandle:
+    """A handle that reads its dataset only when `get` is called (``deferLoad=True``).
+
+    Parameters
+    ----------
+    butler : quantum-backed butler
+        Where to read from.
+    ref : `butler.DatasetRef`
+        The dataset.
+    """
+
+    def __init__(self, butler: Any, ref: Any) -> None:
+        self.butler = butler
+        self.ref = ref
+
+    @property
+    def dataId(self) -> Any:  # noqa: N802 - LSST name
+        """The data ID of the dataset."""
+        return self.ref.data_id
+
+    def get(self, *, parameters: Mapping[str, Any] | None = None) -> Any:
+        """Read the dataset (optionally a part of it, e.g. ``parameters={"bbox": box}``).
+
+        Parameters
+        ----------
+        parameters : `dict`, optional
+            Formatter read parameters.
+
+        Returns
+        -------
+        obj : `object`
+        """
+        return self.butler.get(self.ref, parameters=parameters)
+
+
+class ButlerQuantumContext:
+    """Gets and puts for one quantum, restricted to its predicted datasets.
+
+    Parameters
+    ----------
+    butler : `butler.QuantumBackedButler`
+        The quantum-backed butler (no registry).
+    quantum : `pipeline.graph.Quantum`
+        The quantum being executed.
+    repo_root : path-like
+        Root of the repository.
+    deferred : `set` [`str`], optional
+        Connection names declared ``deferLoad=True`` (their `get` returns a
+        `DeferredDatasetHandle`).
+
+    Notes
+    -----
+    Keeps simple counters (``n_get``, ``n_put``, ``time_in_get``, ``time_in_put`` in s) that
+    end up in the quantum's metadata as ``butler_metrics``.
+    """
+
+    def __init__(self, butler: Any, quantum: Any, repo_root: str | Path, *,
+                 deferred: set[str] | None = None) -> None:
+        self.butler = butler
+        self.quantum = quantum
+        self.repo_root = Path(repo_root)
+        self.deferred = set(deferred or ())
+        self._allowed_in = {r.id for r in quantum.all_inputs()}
+        self._allowed_out = {r.id for r in quantum.all_outputs()}
+        self.n_get = 0
+        self.n_put = 0
+        self.time_in_get = 0.0
+        self.time_in_put = 0.0
+        self.put_ids: list[Any] = []
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The quantum's dimensions."""
+        return tuple(self.quantum.data_id.dimensions)
+
+    def _get_one(self, ref: Any, deferred: bool = False) -> Any:
+        if ref.id not in self._allowed_in:
+            raise ValueError(f"dataset {ref} is not an input of quantum {self.quantum.describe()}")
+        if deferred:
+            return DeferredDatasetHandle(self.butler, ref)
+        t0 = time.perf_counter()
+        obj = self.butler.get(ref)
+        self.time_in_get += time.perf_counter() - t0
+        self.n_get += 1
+        return obj
+
+    def get(self, refs: Any) -> Any:
+        """Read one ref, a list of refs, or every ref of a `QuantizedConnection`.
+
+        Parameters
+        ----------
+        refs : `butler.DatasetRef`, `list`, or `QuantizedConnection`
+            What to read.
+
+        Returns
+        -------
+        obj : `object`, `list`, or `dict` [`str`, `object`]
+            The dataset, a list of datasets, or connection name -> dataset(s).
+
+        Raises
+        ------
+        ValueError
+            If a ref is not an input of this quantum.
+        """
+        if isinstance(refs, QuantizedConnection):
+            out: dict[str, Any] = {}
+            for name, value in refs:
+                d = name in self.deferred
+                if isinstance(value, list | tuple):
+                    out[name] = [self._get_one(r, d) for r in value]
+                elif value is None:
+                    out[name] = None
+                else:
+                    out[name] = self._get_one(value, d)
+            return out
+        if isinstance(refs, list | tuple):
+            return [self._get_one(r) for r in refs]
+        return self._get_one(refs)
+
+    def _put_one(self, obj: Any, ref: Any) -> None:
+        if ref.id not in self._allowed_out:
+            raise ValueError(f"dataset {ref} is not a predicted output of quantum {self.quantum.describe()}")
+        t0 = time.perf_counter()
+        self.butler.put(obj, ref)
+        self.time_in_put += time.perf_counter() - t0
+        self.n_put += 1
+        self.put_ids.append(ref.id)
+
+    def put(self, values: Any, refs: Any) -> None:
+        """Write outputs.
+
+        Parameters
+        ----------
+        values : `object`, `list`, or `~pipeline.struct.Struct`
+            One dataset, a list matching ``refs``, or a Struct whose fields are the output
+            connection names (fields that are not connections are ignored, missing ones raise).
+        refs : `butler.DatasetRef`, `list`, or `QuantizedConnection`
+            Where to write.
+
+        Raises
+        ------
+        ValueError
+            If a ref is not a predicted output, a Struct lacks an output's field, or list
+            lengths differ.
+        """
+        if isinstance(refs, QuantizedConnection):
+            if not isinstance(values, Struct | Mapping):
+                raise ValueError("put with a QuantizedConnection needs a Struct (or dict) of outputs")
+            fields = values.getDict() if isinstance(values, Struct) else dict(values)
+            for name, ref in refs:
+                if name not in fields:
+                    raise ValueError(
+                        f"task {self.quantum.task_label!r} returned no {name!r} output; run() must return a "
+                        f"Struct with a field per output connection (got {sorted(fields)})")
+                self.put(fields[name], ref)
+            return
+        if isinstance(refs, list | tuple):
+            if not isinstance(values, list | tuple) or len(values) != len(refs):
+                raise ValueError(
+                    f"put of {len(refs)} refs needs a list of {len(refs)} objects for quantum "
+                    f"{self.quantum.describe()}")
+            for v, r in zip(values, refs):
+                self._put_one(v, r)
+            return
+        self._put_one(values, refs)
