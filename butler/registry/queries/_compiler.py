@@ -1,0 +1,697 @@
+"""Type-check a query-expression tree and compile it to a SQLAlchemy Core boolean clause.
+
+Every value from the user — literals in the expression and values from ``bind`` — becomes a
+bound parameter; no user text is ever pasted into SQL. Identifiers are turned into columns by
+a :class:`~._resolver.ColumnResolver` supplied by the registry.
+
+Semantics
+---------
+- Numbers compare with ``int``/``float`` columns, strings with ``str`` columns, ``UUID('...')``
+  (or a string holding a UUID) with ``uuid`` columns; anything else is a type mismatch.
+- Time values are integer TAI ns (see :mod:`._time`); a bare number compared with a time or
+  timespan is an MJD in TAI.
+- ``a OVERLAPS b``: each side may be a timespan column, a time (a point, ``[t, t + 1 ns)``) or
+  an interval ``(begin, end)``; half-open overlap ``a.begin < b.end AND b.begin < a.end``.
+- ``timespan < t`` means the span ends at or before ``t``; ``timespan > t`` means it begins
+  after ``t`` (LSST semantics); ``timespan = other`` compares both bounds.
+- ``IN (...)`` accepts values, bind names (a list/tuple/set bind value is expanded) and
+  inclusive ranges ``start..stop[:stride]`` (integer columns only).
+- ``GLOB(field, 'pat*')`` is case-sensitive on every backend: SQLite ``GLOB``, PostgreSQL
+  ``~`` with an anchored regular expression, ``LIKE ... ESCAPE '\\'`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import datetime
+import numbers
+import re
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.expression import ColumnElement as _ColumnElementBase
+
+from ._ast import (
+    BinaryOp,
+    BindName,
+    FunctionCall,
+    Identifier,
+    IsIn,
+    Literal,
+    Node,
+    RangeLiteral,
+    TupleNode,
+    UnaryOp,
+)
+from ._errors import ExpressionError, caret_display
+from ._parser import parse_expression
+from ._resolver import ColumnResolver, ResolvedColumn
+from ._time import mjd_tai_to_ns, tai_ns_to_utc_datetime
+
+__all__ = ["compile_expression"]
+
+_NUMERIC = ("int", "float")
+_COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
+_ARITHMETIC = ("+", "-", "*", "/", "%")
+
+
+@dataclass
+class _Value:
+    """A typed intermediate value.
+
+    ``kind`` is one of int, float, str, uuid, time, datetime, timespan, bool, list. ``sql`` is
+    a ColumnElement, a Python value (when ``literal``), a ``(begin, end)`` pair for timespans
+    (each element SQL or ``int``), or a list of `_Value` for ``list``.
+    """
+
+    kind: str
+    sql: Any
+    literal: bool
+    pos: int
+    text: str  # how to name it in messages
+
+    def describe(self) -> str:
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        what = "value" if self.literal else "column"
+        return f"{self.text} ({article} {self.kind} {what})"
+
+
+class _GlobMatch(_ColumnElementBase):
+    """``column GLOB pattern`` with a per-dialect, case-sensitive translation."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+    _is_implicitly_boolean = True  # a predicate: SQLAlchemy must not append "= 1" on SQLite
+
+    def __init__(self, column: ColumnElement, pattern: str) -> None:
+        self.column = column
+        self.pattern = pattern
+
+
+def glob_to_like(pattern: str) -> str:
+    """Translate a glob (``*``, ``?``) into a SQL LIKE pattern escaped with backslash.
+
+    Parameters
+    ----------
+    pattern : `str`
+        Shell-style glob; ``[...]`` classes are taken literally.
+
+    Returns
+    -------
+    like : `str`
+        ``%``/``_`` wildcards; literal ``%``, ``_`` and ``\\`` escaped with ``\\``.
+    """
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        elif ch in "%_\\":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def glob_to_regex(pattern: str) -> str:
+    """Translate a glob into an anchored POSIX regular expression (PostgreSQL ``~``).
+
+    Parameters
+    ----------
+    pattern : `str`
+        Shell-style glob with ``*``, ``?`` and ``[...]`` / ``[!...]`` classes.
+
+    Returns
+    -------
+    regex : `str`
+        ``^...$`` with every other non-alphanumeric character backslash-escaped.
+    """
+    out = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            k = pattern.find("]", j)
+            if k < 0:
+                out.append("\\[")
+            else:
+                body = pattern[i + 1 : k]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = k
+        elif ch.isalnum():
+            out.append(ch)
+        else:
+            out.append("\\" + ch)
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def _glob_to_sqlite(pattern: str) -> str:
+    # SQLite GLOB negates a class with '^', shell globs with '!'.
+    return re.sub(r"\[!", "[^", pattern)
+
+
+@compiles(_GlobMatch)
+def _glob_default(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
+    col = compiler.process(element.column, **kw)
+    pat = compiler.process(sa.literal(glob_to_like(element.pattern), sa.String()), **kw)
+    return f"({col} LIKE {pat} ESCAPE '\\')"
+
+
+@compiles(_GlobMatch, "sqlite")
+def _glob_sqlite(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
+    col = compiler.process(element.column, **kw)
+    pat = compiler.process(sa.literal(_glob_to_sqlite(element.pattern), sa.String()), **kw)
+    return f"({col} GLOB {pat})"
+
+
+@compiles(_GlobMatch, "postgresql")
+def _glob_postgresql(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
+    col = compiler.process(element.column, **kw)
+    pat = compiler.process(sa.literal(glob_to_regex(element.pattern), sa.String()), **kw)
+    return f"({col} ~ {pat})"
+
+
+def _node_text(node: Node) -> str:
+    """A short rendering of a node for messages."""
+    if isinstance(node, Literal):
+        if node.kind == "str":
+            return repr(node.value)
+        if node.kind == "uuid":
+            return f"UUID('{node.value}')"
+        if node.kind == "time":
+            return "time literal"
+        return str(node.value)
+    if isinstance(node, Identifier):
+        return node.name
+    if isinstance(node, BindName):
+        return f":{node.name}"
+    if isinstance(node, BinaryOp):
+        return f"{_node_text(node.lhs)} {node.op} {_node_text(node.rhs)}"
+    if isinstance(node, UnaryOp):
+        return f"{node.op} {_node_text(node.operand)}"
+    if isinstance(node, FunctionCall):
+        return f"{node.name}(...)"
+    if isinstance(node, TupleNode):
+        return "(..., ...)"
+    return type(node).__name__
+
+
+class _Compiler:
+    def __init__(self, text: str, resolver: ColumnResolver, bind: Mapping[str, Any]) -> None:
+        self.text = text
+        self.resolver = resolver
+        self.bind = bind
+        self._resolved: dict[str, ResolvedColumn] = {}
+
+    # --- errors ----------------------------------------------------------------------------
+    def error(self, reason: str, pos: int) -> ExpressionError:
+        return ExpressionError(reason, self.text, pos)
+
+    # --- leaves ------------------------------------------------------------------------------
+    def _resolve(self, name: str, pos: int) -> ResolvedColumn:
+        cached = self._resolved.get(name)
+        if cached is not None:
+            return cached
+        try:
+            resolved = self._resolve_uncached(name)
+        except ExpressionError:
+            raise
+        except Exception as exc:
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"in the query expression:\n{caret_display(self.text, pos)}")
+            raise
+        if not isinstance(resolved, ResolvedColumn):
+            raise TypeError(f"ColumnResolver.resolve({name!r}) returned {resolved!r}, not a ResolvedColumn")
+        self._resolved[name] = resolved
+        return resolved
+
+    def _resolve_uncached(self, name: str) -> ResolvedColumn:
+        head, dot, tail = name.rpartition(".")
+        if dot and tail in ("begin", "end") and "." in head:
+            # element.timespan.begin / .end: one bound of a timespan
+            try:
+                span = self.resolver.resolve(head)
+            except Exception:
+                span = None
+            if span is not None and span.kind == "timespan":
+                assert span.timespan is not None
+                column = span.timespan[0] if tail == "begin" else span.timespan[1]
+                return ResolvedColumn("time", span.element, column=column)
+        return self.resolver.resolve(name)
+
+    def identifier(self, node: Identifier) -> _Value:
+        rc = self._resolve(node.name, node.pos)
+        if rc.kind == "timespan":
+            return _Value("timespan", rc.timespan, False, node.pos, node.name)
+        return _Value(rc.kind, rc.column, False, node.pos, node.name)
+
+    def bind_value(self, node: BindName) -> _Value:
+        if node.name not in self.bind:
+            known = ", ".join(f":{k}" for k in sorted(self.bind)) or "none"
+            raise self.error(
+                f"unknown bind name ':{node.name}'; pass it in bind={{'{node.name}': ...}} (bound names: {known})",
+                node.pos,
+            )
+        return self.python_value(self.bind[node.name], node.pos, f":{node.name}")
+
+    def python_value(self, value: Any, pos: int, text: str) -> _Value:
+        if isinstance(value, bool):
+            return _Value("int", int(value), True, pos, text)
+        if isinstance(value, numbers.Integral):
+            return _Value("int", int(value), True, pos, text)
+        if isinstance(value, numbers.Real):
+            return _Value("float", float(value), True, pos, text)
+        if isinstance(value, str):
+            return _Value("str", value, True, pos, text)
+        if isinstance(value, uuid.UUID):
+            return _Value("uuid", value, True, pos, text)
+        if isinstance(value, datetime.datetime):
+            # Naive datetimes are TAI, like time literals; aware ones are converted via astropy.
+            if value.tzinfo is not None:
+                from ...timespan import time_to_ns
+                from astropy.time import Time
+
+                return _Value("time", time_to_ns(Time(value, scale="utc")), True, pos, text)
+            delta = value - datetime.datetime(1970, 1, 1)
+            ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+            return _Value("time", ns, True, pos, text)
+        time_mod = sys.modules.get("astropy.time")
+        if time_mod is not None and isinstance(value, time_mod.Time):
+            from ...timespan import time_to_ns
+
+            try:
+                return _Value("time", time_to_ns(value), True, pos, text)
+            except TypeError:
+                raise self.error(f"bind value {text} must be a scalar astropy Time", pos) from None
+        if hasattr(value, "begin_ns") and hasattr(value, "end_ns"):  # butler.timespan.Timespan
+            return _Value("timespan", (int(value.begin_ns), int(value.end_ns)), True, pos, text)
+        if isinstance(value, (list, tuple, set, frozenset, range)):
+            items = [self.python_value(v, pos, text) for v in value]
+            return _Value("list", items, True, pos, text)
+        time_np = sys.modules.get("numpy")
+        if time_np is not None and isinstance(value, time_np.ndarray):
+            return self.python_value(value.tolist(), pos, text)
+        raise self.error(
+            f"bind value {text} has unsupported type {type(value).__name__}; use int, float, str, "
+            "uuid.UUID, astropy Time, Timespan, or a list of those",
+            pos,
+        )
+
+    def literal(self, node: Literal) -> _Value:
+        return _Value(node.kind, node.value, True, node.pos, _node_text(node))
+
+    # --- dispatch ----------------------------------------------------------------------------
+    def value(self, node: Node) -> _Value:
+        if isinstance(node, Literal):
+            return self.literal(node)
+        if isinstance(node, Identifier):
+            return self.identifier(node)
+        if isinstance(node, BindName):
+            return self.bind_value(node)
+        if isinstance(node, BinaryOp):
+            if node.op in ("AND", "OR"):
+                return self.boolean(node)
+            if node.op in _COMPARISONS:
+                return self.compare(node)
+            if node.op == "OVERLAPS":
+                return self.overlaps(node)
+            return self.arithmetic(node)
+        if isinstance(node, UnaryOp):
+            return self.unary(node)
+        if isinstance(node, IsIn):
+            return self.is_in(node)
+        if isinstance(node, FunctionCall):
+            return self.glob(node)
+        if isinstance(node, TupleNode):
+            begin, end = (self.time_point(item) for item in node.items)
+            return _Value("timespan", (begin, end), begin_end_literal(begin, end), node.pos, "(..., ...)")
+        if isinstance(node, RangeLiteral):
+            raise self.error("a range (1..5) is only allowed inside IN (...)", node.pos)
+        raise self.error(f"unsupported expression node {type(node).__name__}", getattr(node, "pos", 0))
+
+    def condition(self, node: Node) -> ColumnElement:
+        v = self.value(node)
+        if v.kind != "bool":
+            raise self.error(
+                f"expected a condition (e.g. exposure.exposure_time > 10), got {v.describe()}", v.pos
+            )
+        if v.literal:
+            return sa.true() if v.sql else sa.false()
+        return v.sql
+
+    # --- boolean -----------------------------------------------------------------------------
+    def boolean(self, node: BinaryOp) -> _Value:
+        lhs = self.condition(node.lhs)
+        rhs = self.condition(node.rhs)
+        sql = sa.and_(lhs, rhs) if node.op == "AND" else sa.or_(lhs, rhs)
+        return _Value("bool", sql, False, node.pos, _node_text(node))
+
+    def unary(self, node: UnaryOp) -> _Value:
+        if node.op == "NOT":
+            return _Value("bool", sa.not_(self.condition(node.operand)), False, node.pos, _node_text(node))
+        v = self.value(node.operand)
+        if v.kind not in _NUMERIC:
+            raise self.error(f"unary {node.op!r} needs a number, got {v.describe()}", node.pos)
+        if node.op == "+":
+            return v
+        return _Value(v.kind, -v.sql, v.literal, node.pos, f"-{v.text}")
+
+    # --- arithmetic --------------------------------------------------------------------------
+    def arithmetic(self, node: BinaryOp) -> _Value:
+        lhs, rhs = self.value(node.lhs), self.value(node.rhs)
+        for v in (lhs, rhs):
+            if v.kind not in _NUMERIC:
+                raise self.error(f"operator {node.op!r} needs numbers, got {v.describe()}", v.pos)
+        kind = "int" if lhs.kind == rhs.kind == "int" and node.op != "/" else "float"
+        text = f"{lhs.text} {node.op} {rhs.text}"
+        if lhs.literal and rhs.literal:
+            a, b = lhs.sql, rhs.sql
+            if node.op in ("/", "%") and b == 0:
+                raise self.error("division by zero", rhs.pos)
+            result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0, "%": a % b if b else 0}[node.op]
+            return _Value(kind, result, True, node.pos, text)
+        a = lhs.sql if not lhs.literal else sa.literal(lhs.sql)
+        b = rhs.sql
+        sql = {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "%": a % b}[node.op]
+        return _Value(kind, sql, False, node.pos, text)
+
+    # --- comparisons -------------------------------------------------------------------------
+    def coerce_pair(self, lhs: _Value, rhs: _Value, op_text: str, op_pos: int) -> tuple[_Value, _Value]:
+        """Bring two scalar values to comparable kinds, or raise a type-mismatch error."""
+        if lhs.kind in _NUMERIC and rhs.kind in _NUMERIC:
+            return lhs, rhs
+        if lhs.kind == rhs.kind and lhs.kind in ("str", "uuid", "time", "datetime"):
+            return lhs, rhs
+        # uuid vs string literal holding a UUID
+        for a, b, swap in ((lhs, rhs, False), (rhs, lhs, True)):
+            if a.kind == "uuid" and b.kind == "str" and b.literal:
+                try:
+                    nb = _Value("uuid", uuid.UUID(b.sql), True, b.pos, b.text)
+                except ValueError:
+                    raise self.error(
+                        f"type mismatch: {a.text} is a UUID but {b.text} is not a valid UUID", b.pos
+                    ) from None
+                return (nb, a) if swap else (a, nb)
+            # time vs bare number = MJD TAI
+            if a.kind in ("time", "timespan", "datetime") and b.kind in _NUMERIC and b.literal:
+                nb = _Value("time", mjd_tai_to_ns(b.sql), True, b.pos, f"MJD {b.text}")
+                if a.kind == "datetime":
+                    nb = _Value("datetime", tai_ns_to_utc_datetime(nb.sql), True, b.pos, nb.text)
+                return (nb, a) if swap else (a, nb)
+            # datetime column vs time literal/bind
+            if a.kind == "datetime" and b.kind == "time" and b.literal:
+                nb = _Value("datetime", tai_ns_to_utc_datetime(b.sql), True, b.pos, b.text)
+                return (nb, a) if swap else (a, nb)
+        culprit = rhs if rhs.literal or not lhs.literal else lhs
+        hint = ""
+        if {lhs.kind, rhs.kind} == {"str", "int"} or {lhs.kind, rhs.kind} == {"str", "float"}:
+            hint = "; quote strings ('...') and leave numbers bare"
+        elif "timespan" in (lhs.kind, rhs.kind):
+            hint = "; use OVERLAPS, or < / > with a time"
+        raise self.error(
+            f"type mismatch: cannot compare {lhs.describe()} {op_text} {rhs.describe()}{hint}",
+            culprit.pos if culprit.pos != lhs.pos or culprit is lhs else op_pos,
+        )
+
+    def compare(self, node: BinaryOp) -> _Value:
+        lhs, rhs = self.value(node.lhs), self.value(node.rhs)
+        for v in (lhs, rhs):
+            if v.kind in ("bool", "list"):
+                raise self.error(
+                    f"cannot use {v.describe()} in a comparison; expected a column or a value", v.pos
+                )
+        text = f"{lhs.text} {node.op} {rhs.text}"
+        if lhs.kind == "timespan" or rhs.kind == "timespan":
+            return _Value("bool", self.compare_timespan(node, lhs, rhs), False, node.pos, text)
+        lhs, rhs = self.coerce_pair(lhs, rhs, node.op, node.op_pos)
+        if lhs.literal and rhs.literal:
+            return _Value("bool", _py_compare(node.op, lhs.sql, rhs.sql), True, node.pos, text)
+        a = lhs.sql if not lhs.literal else sa.literal(lhs.sql, rhs.sql.type)
+        return _Value("bool", _sql_compare(node.op, a, rhs.sql), False, node.pos, text)
+
+    def compare_timespan(self, node: BinaryOp, lhs: _Value, rhs: _Value) -> ColumnElement:
+        op = node.op
+        if lhs.kind != "timespan":  # put the timespan on the left, mirroring the operator
+            lhs, rhs = rhs, lhs
+            op = {"<": ">", ">": "<", "=": "=", "!=": "!=", "<=": ">=", ">=": "<="}[op]
+        if rhs.kind in _NUMERIC and rhs.literal:
+            rhs = _Value("time", mjd_tai_to_ns(rhs.sql), True, rhs.pos, f"MJD {rhs.text}")
+        lb, le = lhs.sql
+        if rhs.kind == "timespan":
+            rb, re_ = rhs.sql
+            if op == "<":
+                return _bool(le <= rb)
+            if op == ">":
+                return _bool(lb >= re_)
+            if op == "=":
+                return sa.and_(_bool(lb == rb), _bool(le == re_))
+            if op == "!=":
+                return sa.or_(_bool(lb != rb), _bool(le != re_))
+        elif rhs.kind == "time":
+            t = rhs.sql
+            if op == "<":
+                return _bool(le <= t)
+            if op == ">":
+                return _bool(lb > t)
+        else:
+            raise self.error(
+                f"type mismatch: cannot compare {lhs.describe()} {node.op} {rhs.describe()}; "
+                "a timespan compares with a time, a number (MJD TAI) or another timespan",
+                rhs.pos,
+            )
+        raise self.error(
+            f"operator {node.op!r} is not defined for timespans; use OVERLAPS, or '<' / '>'", node.op_pos
+        )
+
+    # --- OVERLAPS ----------------------------------------------------------------------------
+    def time_point(self, node: Node) -> Any:
+        """A time-valued node → int ns or SQL column (inside an interval tuple)."""
+        v = self.value(node)
+        if v.kind == "time":
+            return v.sql
+        if v.kind in _NUMERIC and v.literal:
+            return mjd_tai_to_ns(v.sql)
+        raise self.error(
+            f"an interval (begin, end) needs two times (T'...' or an MJD number), got {v.describe()}", v.pos
+        )
+
+    def interval(self, v: _Value) -> tuple[Any, Any]:
+        if v.kind == "timespan":
+            return v.sql
+        if v.kind == "time":
+            return (v.sql, v.sql + 1)
+        if v.kind in _NUMERIC and v.literal:
+            t = mjd_tai_to_ns(v.sql)
+            return (t, t + 1)
+        if v.kind == "list" and len(v.sql) == 2:
+            return tuple(self.interval_bound(item) for item in v.sql)  # type: ignore[return-value]
+        raise self.error(
+            f"OVERLAPS needs a timespan, a time or a (begin, end) interval on each side, got {v.describe()}",
+            v.pos,
+        )
+
+    def interval_bound(self, v: _Value) -> int:
+        if v.kind == "time":
+            return v.sql
+        if v.kind in _NUMERIC:
+            return mjd_tai_to_ns(v.sql)
+        raise self.error(f"an interval bound must be a time, got {v.describe()}", v.pos)
+
+    def overlaps(self, node: BinaryOp) -> _Value:
+        lhs, rhs = self.value(node.lhs), self.value(node.rhs)
+        a_begin, a_end = self.interval(lhs)
+        b_begin, b_end = self.interval(rhs)
+        first = _lt(a_begin, b_end)
+        second = _lt(b_begin, a_end)
+        text = f"{lhs.text} OVERLAPS {rhs.text}"
+        if isinstance(first, bool) and isinstance(second, bool):
+            return _Value("bool", first and second, True, node.pos, text)
+        return _Value("bool", sa.and_(_bool(first), _bool(second)), False, node.pos, text)
+
+    # --- IN ----------------------------------------------------------------------------------
+    def is_in(self, node: IsIn) -> _Value:
+        lhs = self.value(node.lhs)
+        if lhs.kind in ("bool", "list", "timespan"):
+            raise self.error(f"IN needs a column or value on its left, got {lhs.describe()}", lhs.pos)
+        literals: list[Any] = []
+        clauses: list[Any] = []
+        lhs_sql = lhs.sql if not lhs.literal else None
+
+        def add(v: _Value) -> None:
+            if v.kind == "list":
+                for item in v.sql:
+                    add(item)
+                return
+            if v.kind in ("bool", "timespan"):
+                raise self.error(f"IN (...) takes values, got {v.describe()}", v.pos)
+            a, b = self.coerce_pair(lhs, v, "IN", v.pos)
+            if b.literal:
+                literals.append(b.sql)
+            else:
+                left = a.sql if not a.literal else sa.literal(a.sql, b.sql.type)
+                clauses.append(left == b.sql)
+
+        for item in node.values:
+            if isinstance(item, RangeLiteral):
+                if lhs.kind != "int":
+                    raise self.error(
+                        f"a range needs an integer on the left of IN, got {lhs.describe()}", item.pos
+                    )
+                if lhs.literal:
+                    clauses.append(sa.true() if lhs.sql in item else sa.false())
+                    continue
+                rng = lhs_sql.between(item.start, item.stop)
+                if item.stride > 1:
+                    rng = sa.and_(rng, ((lhs_sql - item.start) % item.stride) == 0)
+                clauses.append(rng)
+            else:
+                add(self.value(item))
+        if literals:
+            if lhs.literal:
+                clauses.append(sa.true() if lhs.sql in literals else sa.false())
+            elif len(literals) == 1:
+                clauses.append(lhs_sql == literals[0])
+            else:
+                clauses.append(lhs_sql.in_(literals))
+        if not clauses:  # e.g. an empty list bound to :name
+            sql: Any = sa.false()
+        else:
+            sql = clauses[0] if len(clauses) == 1 else sa.or_(*clauses)
+        if node.negated:
+            sql = sa.not_(sql)
+        return _Value("bool", sql, False, node.pos, "IN (...)")
+
+    # --- GLOB --------------------------------------------------------------------------------
+    def glob(self, node: FunctionCall) -> _Value:
+        field, pattern = (self.value(arg) for arg in node.args)
+        if field.kind != "str" or field.literal:
+            raise self.error(f"GLOB needs a string column first, got {field.describe()}", field.pos)
+        if pattern.kind != "str" or not pattern.literal:
+            raise self.error(f"GLOB needs a string pattern second, got {pattern.describe()}", pattern.pos)
+        return _Value("bool", _GlobMatch(field.sql, pattern.sql), False, node.pos, f"GLOB({field.text}, ...)")
+
+
+def begin_end_literal(begin: Any, end: Any) -> bool:
+    return isinstance(begin, int) and isinstance(end, int)
+
+
+def _both_py(a: Any, b: Any) -> bool:
+    return not isinstance(a, sa.ColumnElement) and not isinstance(b, sa.ColumnElement)
+
+
+def _lt(a: Any, b: Any) -> Any:
+    if _both_py(a, b):
+        return a < b
+    if not isinstance(a, sa.ColumnElement):
+        return b > a
+    return a < b
+
+
+def _bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        return sa.true() if v else sa.false()
+    return v
+
+
+def _py_compare(op: str, a: Any, b: Any) -> bool:
+    return {
+        "=": a == b,
+        "!=": a != b,
+        "<": a < b,
+        "<=": a <= b,
+        ">": a > b,
+        ">=": a >= b,
+    }[op]
+
+
+def _sql_compare(op: str, a: Any, b: Any) -> Any:
+    if op == "=":
+        return a == b
+    if op == "!=":
+        return a != b
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    return a >= b
+
+
+def compile_expression(
+    expression: str | Node | None,
+    resolver: ColumnResolver,
+    *,
+    bind: Mapping[str, Any] | None = None,
+    text: str | None = None,
+) -> ColumnElement[bool]:
+    """Compile a query expression into a SQLAlchemy Core boolean clause.
+
+    Parameters
+    ----------
+    expression : `str`, `Node` or `None`
+        The expression text, or a tree from :func:`parse_expression`. Blank or `None` means
+        no constraint.
+    resolver : `ColumnResolver`
+        Turns identifiers into columns (implemented by the registry). Called once per distinct
+        identifier, in order of first appearance.
+    bind : `Mapping` [`str`, `Any`], optional
+        Values for ``:name`` placeholders: int, float, str, `uuid.UUID`, astropy `Time`,
+        naive `datetime.datetime` (taken as TAI), `butler.Timespan`, or a list/tuple/set of
+        those (expanded inside ``IN (...)``; a 2-sequence of times is an interval for
+        ``OVERLAPS``).
+    text : `str`, optional
+        The source text when ``expression`` is a tree (for the caret in error messages).
+
+    Returns
+    -------
+    clause : `sqlalchemy.sql.ColumnElement` [`bool`]
+        A boolean clause using only bound parameters for user values; ``sqlalchemy.true()``
+        for a blank expression.
+
+    Raises
+    ------
+    ExpressionError
+        Syntax errors (see :func:`parse_expression`), unknown bind names, type mismatches
+        (string vs number column, OVERLAPS on a non-time, range on a non-integer, a value
+        where a condition is expected), division by zero in constants.
+    Exception
+        Whatever the resolver raises for an unknown identifier, with a note showing the caret.
+
+    Notes
+    -----
+    Semantics are described in this module's docstring; grammar and LSST behaviour in
+    middleware-reference §8.
+    """
+    if expression is None:
+        return sa.true()
+    if isinstance(expression, str):
+        text = expression
+        tree = parse_expression(expression)
+        if tree is None:
+            return sa.true()
+    else:
+        tree = expression
+        if text is None:
+            text = _node_text(tree)
+    compiler = _Compiler(text, resolver, bind or {})
+    return compiler.condition(tree)
