@@ -1,0 +1,163 @@
+"""CCD assembly: trimmed or untrimmed mosaics of the amplifiers, with raw flips.
+
+Implements reference-algorithms §2.4 (ip_isr ``assembleCcdTask.py``, afw
+``cameraGeom/_assembleImage.py``) on plain numpy planes, one plane at a time so the caller can
+free each raw plane as soon as it has been assembled (peak-memory friendly).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.image import Amplifier, Box, Detector
+
+__all__ = [
+    "amp_view",
+    "assemble_plane",
+    "assembled_detector",
+    "untrimmed_shape",
+]
+
+
+def amp_view(raw: np.ndarray, box: "Box", flip_x: bool, flip_y: bool) -> np.ndarray:
+    """Return a (possibly mirrored) view of ``raw[box]``.
+
+    Parameters
+    ----------
+    raw : `numpy.ndarray`, shape ``(ny, nx)``
+        Raw plane.
+    box : `pipeline.image.Box`
+        Region in raw coordinates.
+    flip_x, flip_y : `bool`
+        Mirror along x / y (numpy ``[::-1]``; y first, as afw).
+
+    Returns
+    -------
+    view : `numpy.ndarray`, shape ``box.shape``
+        A view (no copy).
+    """
+    view = raw[box.slices]
+    if flip_y:
+        view = view[::-1, :]
+    if flip_x:
+        view = view[:, ::-1]
+    return view
+
+
+def untrimmed_shape(detector: "Detector") -> tuple[int, int]:
+    """Shape ``(ny, nx)`` of the untrimmed assembled image: the union of the raw amp boxes."""
+    ys = [a.raw_bbox.y1 for a in detector] or [0]
+    xs = [a.raw_bbox.x1 for a in detector] or [0]
+    return max(ys), max(xs)
+
+
+def assemble_plane(
+    raw: np.ndarray,
+    detector: "Detector",
+    *,
+    trim: bool = True,
+    dtype: np.dtype | type | None = None,
+    fill: float = 0,
+) -> np.ndarray:
+    """Assemble one plane (image, mask or variance) of a raw detector image.
+
+    Parameters
+    ----------
+    raw : `numpy.ndarray`, shape ``(ny_raw, nx_raw)``
+        Raw plane containing every amplifier (ADU for the image, ADU² for the variance).
+    detector : `pipeline.image.Detector`
+        Geometry: ``amp.bbox`` (assembled), ``amp.raw_data_bbox``, ``amp.raw_bbox``,
+        ``amp.raw_flip_x``, ``amp.raw_flip_y``.
+    trim : `bool`, optional
+        Trimmed output of shape ``detector.bbox.shape`` with
+        ``out[amp.bbox] = flip(raw[amp.raw_data_bbox])`` (default); otherwise the untrimmed
+        union of the raw boxes with ``out[amp.raw_bbox] = flip(raw[amp.raw_bbox])``.
+    dtype : numpy dtype, optional
+        Output dtype (default: the raw dtype).
+    fill : `float`, optional
+        Value of output pixels covered by no amplifier.
+
+    Returns
+    -------
+    out : `numpy.ndarray`
+        The assembled plane.
+
+    Raises
+    ------
+    ValueError
+        If an amplifier's raw box lies outside the raw plane or its assembled box does not
+        have the shape of its raw data box.
+    """
+    dtype = raw.dtype if dtype is None else np.dtype(dtype)
+    shape = detector.bbox.shape if trim else untrimmed_shape(detector)
+    out = np.empty(shape, dtype=dtype)
+    covered = 0
+    for amp in detector:
+        src_box = amp.raw_data_bbox if trim else amp.raw_bbox
+        dst_box = amp.bbox if trim else amp.raw_bbox
+        if src_box.y1 > raw.shape[0] or src_box.x1 > raw.shape[1]:
+            raise ValueError(
+                f"amplifier {amp.name!r}: raw box {src_box} lies outside the raw image of shape "
+                f"{raw.shape}; the camera description does not match this raw file"
+            )
+        if src_box.shape != dst_box.shape:
+            raise ValueError(
+                f"amplifier {amp.name!r}: raw data box {src_box} and assembled box {dst_box} differ in "
+                "shape; fix the camera description"
+            )
+        out[dst_box.slices] = amp_view(raw, src_box, amp.raw_flip_x, amp.raw_flip_y)
+        covered += dst_box.area
+    if covered < out.size:
+        cov = np.zeros(shape, bool)
+        for amp in detector:
+            cov[(amp.bbox if trim else amp.raw_bbox).slices] = True
+        out[~cov] = fill
+    return out
+
+
+def _mirror(box: "Box", outer: "Box", fx: bool, fy: bool) -> "Box":
+    from pipeline.image import Box
+
+    if box.is_empty:
+        return box
+    x0, y0 = box.x0, box.y0
+    if fx:
+        x0 = outer.x0 + (outer.x1 - box.x1)
+    if fy:
+        y0 = outer.y0 + (outer.y1 - box.y1)
+    return Box(x0, y0, box.nx, box.ny)
+
+
+def assembled_detector(detector: "Detector", *, trim: bool = True) -> "Detector":
+    """Return the detector geometry describing the assembled image.
+
+    Parameters
+    ----------
+    detector : `pipeline.image.Detector`
+        Raw geometry.
+    trim : `bool`
+        Trimmed assembly leaves the geometry unchanged except that flips are cleared on
+        nothing (``amp.bbox`` already describes the output); untrimmed assembly mirrors each
+        amp's raw sub-boxes inside its ``raw_bbox`` where flipped and clears the flips.
+
+    Returns
+    -------
+    detector : `pipeline.image.Detector`
+        Geometry of the assembled image.
+    """
+    if trim:
+        return detector
+    amps = []
+    for a in detector:
+        fx, fy = a.raw_flip_x, a.raw_flip_y
+        amps.append(a.replace(
+            raw_data_bbox=_mirror(a.raw_data_bbox, a.raw_bbox, fx, fy),
+            raw_serial_overscan_bbox=_mirror(a.raw_serial_overscan_bbox, a.raw_bbox, fx, fy),
+            raw_serial_prescan_bbox=_mirror(a.raw_serial_prescan_bbox, a.raw_bbox, fx, fy),
+            raw_parallel_overscan_bbox=_mirror(a.raw_parallel_overscan_bbox, a.raw_bbox, fx, fy),
+            raw_flip_x=False, raw_flip_y=False,
+        ))
+    return detector.replace(amplifiers=tuple(amps))
