@@ -1,0 +1,168 @@
+"""Config validation, overrides, freezing, retargeting, round trips and diffs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.config import ConfigError, apply_overrides, diff_configs, flatten_config
+from tests.pipeline.defs.toy_tasks import (
+    OffsetTask,
+    ScaledOffsetConfig,
+    ScaledOffsetTask,
+    SubtractConfig,
+    SubtractTask,
+)
+
+
+def test_defaults_and_to_dict():
+    config = SubtractConfig()
+    data = config.to_dict()
+    assert data["doCalib"] is True
+    assert data["saturation"] == {"ALL_AMPS": 1e6}
+    assert data["threshold"] is None
+    assert data["offset"] == {"method": "ADD", "value": 0.0}
+    assert data["connections"] == {"inputExp": "raw", "calib": "{calibType}", "outputExp": "toyPostIsr",
+                                   "calibType": "bias"}
+    assert SubtractConfig.model_fields["doCalib"].description == "Subtract the calibration?"
+
+
+def test_unknown_field_suggests_close_match():
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(SubtractConfig(), {"doCalb": False}, label="isr")
+    assert str(exc.value) == (
+        "task 'isr': unknown config field 'doCalb' for SubtractConfig; did you mean 'doCalib'? "
+        "(allowed fields: connections, doCalib, level, offset, saturation, statistic, threshold)"
+    )
+    assert exc.value.label == "isr" and exc.value.field == "doCalb"
+
+
+def test_unknown_nested_field():
+    with pytest.raises(ConfigError, match=r"unknown config field 'offset\.valeu' for OffsetConfig; "
+                                          r"did you mean 'value'\?"):
+        apply_overrides(SubtractConfig(), {"offset.valeu": 1.0}, label="isr")
+
+
+def test_choice_error_lists_allowed_values():
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(SubtractConfig(), {"statistic": "MEDAN"}, label="isr")
+    assert str(exc.value).startswith(
+        "task 'isr': config field 'statistic' = 'MEDAN' is invalid: expected one of 'MEAN', 'MEDIAN'")
+
+
+def test_wrong_type_names_expected_type():
+    with pytest.raises(ConfigError, match=r"task 'isr': config field 'level' = 'abc' is invalid: expected a number"):
+        apply_overrides(SubtractConfig(), {"level": "abc"}, label="isr")
+    with pytest.raises(ConfigError, match=r"config field 'saturation\.C1' = 'x' is invalid: "
+                                          r"expected a mapping of str to float"):
+        apply_overrides(SubtractConfig(), {"saturation.C1": "x"}, label="isr")
+    with pytest.raises(ConfigError, match=r"'threshold' = 'q' is invalid: expected a number or None"):
+        apply_overrides(SubtractConfig(), {"threshold": "q"}, label="isr")
+
+
+def test_dict_field_and_optional_overrides():
+    config = apply_overrides(SubtractConfig(), {"saturation.C1": 5e4, "threshold": 10, "level": 2},
+                             label="isr")
+    assert config.saturation == {"ALL_AMPS": 1e6, "C1": 5e4}
+    assert config.threshold == 10.0
+    config = apply_overrides(config, [("saturation", {"A": 1.0}), ("threshold", None)])
+    assert config.saturation == {"A": 1.0} and config.threshold is None
+
+
+def test_cross_field_check_sees_all_overrides_together():
+    # level=5 then threshold=6 is valid only when applied together.
+    config = apply_overrides(SubtractConfig(), {"threshold": 6.0, "level": 5.0})
+    assert (config.threshold, config.level) == (6.0, 5.0)
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(SubtractConfig(), {"threshold": 1.0, "level": 5.0}, label="isr")
+    assert str(exc.value) == "task 'isr': SubtractConfig check failed: threshold (1.0) must be >= level (5.0)"
+
+
+def test_assignment_validated_and_rolled_back():
+    config = SubtractConfig()
+    with pytest.raises(ConfigError, match="config field 'doCalib' = 'maybe' is invalid: expected true or false"):
+        config.doCalib = "maybe"
+    assert config.doCalib is True
+    with pytest.raises(ConfigError, match="did you mean 'level'"):
+        config.levle = 3.0
+    config.level = 3
+    assert config.level == 3.0
+
+
+def test_freeze_is_recursive():
+    config = SubtractConfig()
+    config.freeze()
+    assert config.frozen
+    with pytest.raises(ConfigError, match="frozen"):
+        config.level = 1.0
+    with pytest.raises(ConfigError, match="frozen"):
+        config.offset.value = 1.0
+    # Overrides make a new, unfrozen config.
+    new = apply_overrides(config, {"offset.value": 2.0})
+    assert new.offset.value == 2.0 and not new.frozen and config.offset.value == 0.0
+
+
+def test_retarget_round_trip_and_subtask():
+    config = SubtractConfig()
+    config.retarget_field("offset", ScaledOffsetTask)
+    config.offset.value = 1.0
+    data = config.to_dict()
+    assert data["offset"]["__target__"] == "tests.pipeline.defs.toy_tasks.ScaledOffsetTask"
+    restored = SubtractConfig.from_dict(data)
+    assert isinstance(restored.offset, ScaledOffsetConfig)
+    assert restored.offset.target is ScaledOffsetTask
+    task = SubtractTask(config=restored)
+    assert isinstance(task.offset, ScaledOffsetTask)
+    assert task.offset.run(3.0) == pytest.approx((3.0 + 1.0) * 2.0)
+    # Not retargeted: the default target, no __target__ key.
+    plain = SubtractConfig.from_dict(SubtractConfig().to_dict())
+    assert "__target__" not in SubtractConfig().to_dict()["offset"]
+    assert type(SubtractTask(config=plain).offset) is OffsetTask
+
+
+def test_retarget_via_override_mapping():
+    config = apply_overrides(SubtractConfig(), {
+        "offset": {"__target__": "tests.pipeline.defs.toy_tasks.ScaledOffsetTask", "scale": 3.0}})
+    assert isinstance(config.offset, ScaledOffsetConfig) and config.offset.scale == 3.0
+
+
+def test_retarget_wrong_config_class():
+    from tests.pipeline.defs.toy_tasks import CombineTask
+
+    with pytest.raises(ConfigError, match="is not a subclass of OffsetConfig"):
+        SubtractConfig().retarget_field("offset", CombineTask)
+
+
+def test_connections_renames_and_templates():
+    config = apply_overrides(SubtractConfig(), {"connections.outputExp": "myPostIsr",
+                                                "connections.calibType": "dark"})
+    connections = config.make_connections()
+    assert connections.outputExp.name == "myPostIsr"
+    assert connections.calib.name == "dark"
+    assert connections.inputExp.name == "raw"
+    with pytest.raises(ConfigError, match="unknown config field 'connections.outptExp'.*'outputExp'"):
+        apply_overrides(SubtractConfig(), {"connections.outptExp": "x"})
+
+
+def test_diff_configs_and_flatten():
+    a = SubtractConfig()
+    b = apply_overrides(a, {"level": 2.0, "offset.method": "SUBTRACT", "saturation.C1": 1.0})
+    assert diff_configs(a, b) == [
+        "level: 0.0 != 2.0",
+        "offset.method: 'ADD' != 'SUBTRACT'",
+        "saturation.C1: <absent> != 1.0",
+    ]
+    assert diff_configs(a.to_dict(), SubtractConfig().to_dict()) == []
+    flat = dict(flatten_config(b))
+    assert flat["offset.method"] == "SUBTRACT" and flat["saturation"] == {"ALL_AMPS": 1e6, "C1": 1.0}
+    nan = apply_overrides(a, {"level": float("nan")})
+    assert math.isnan(nan.level) and diff_configs(nan, nan.to_dict()) == []
+
+
+def test_from_dict_reports_every_bad_field():
+    with pytest.raises(ConfigError) as exc:
+        SubtractConfig.from_dict({"level": "x", "statistic": "MODE"}, label="isr")
+    text = str(exc.value)
+    assert text.startswith("task 'isr': 2 config errors:")
+    assert "'level' = 'x'" in text and "'statistic' = 'MODE'" in text
