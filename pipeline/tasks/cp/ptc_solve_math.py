@@ -1,0 +1,540 @@
+"""Photon transfer curve fits: pure numpy/scipy functions on per-amp arrays of PTC points.
+
+Models (μ is the mean signal in ADU, g the gain in e⁻/ADU, variances in ADU²):
+
+* EXPAPPROXIMATION (Astier et al. 2019, A&A 629, A36, eq. 16):
+  ``C00(μ) = (exp(2 a00 g μ) - 1) / (2 a00 g²) + n00 / g²`` with ``n00`` in e⁻²;
+* FULLCOVARIANCE (Astier+19 eq. 20), per lag ``(i, j)`` with ``b = g μ`` (e⁻):
+  ``C_ij = (b/g²) [δ_i0 δ_j0 + a_ij b + ⅔ b² ((a⊗a)_ij + c_ij)
+  + b³ (⅓ (a⊗a⊗a)_ij + ⅚ (a⊗c)_ij)] + n_ij / g²`` with ``c_ij = a_ij b_ij``;
+  FULLCOVARIANCE_NO_B sets ``c = 0``; ``⊗`` is the 2-D convolution of the matrices
+  symmetrized to four quadrants;
+* POLYNOMIAL (cp_pipe ≤ 2024): ``C00 = Σ_k p_k μ^k``, ``g = 1/p1``, ``noise = sqrt(|p0|) g``.
+
+Reference behaviour: cp_pipe ``PhotonTransferCurveSolveTask`` (reference-algorithms §3.4).
+Decisions: the min/max mean cuts are exclusive (as the reference code, not its doc); the
+full-covariance convolution is centred on the lag (0, 0) element by construction (the
+reference re-crops at the largest |a| element, which assumes a00 dominates).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.signal import fftconvolve
+
+__all__ = [
+    "ExpApproxResult",
+    "FullCovResult",
+    "PolynomialResult",
+    "exp_approx_model",
+    "fit_exp_approximation",
+    "fit_full_covariance",
+    "fit_polynomial",
+    "full_cov_model",
+    "symmetrize",
+]
+
+
+def exp_approx_model(params: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """EXPAPPROXIMATION variance model (Astier+19 eq. 16).
+
+    Parameters
+    ----------
+    params : array-like, shape ``(3,)``
+        ``(a00 [1/e⁻], gain [e⁻/ADU], n00 [e⁻²])``.
+    mu : `numpy.ndarray`, shape ``(n,)``
+        Mean signal (ADU).
+
+    Returns
+    -------
+    var : `numpy.ndarray`, shape ``(n,)``
+        Model variance (ADU²). For ``|a00| < 1e-12`` the ``a00 → 0`` limit ``μ/g + n00/g²``.
+    """
+    a00, g, n00 = params
+    mu = np.asarray(mu, dtype=np.float64)
+    if abs(a00) < 1e-12:
+        return mu / g + n00 / g**2
+    return np.expm1(2.0 * a00 * g * mu) / (2.0 * a00 * g**2) + n00 / g**2
+
+
+@dataclass
+class ExpApproxResult:
+    """Result of `fit_exp_approximation` for one amplifier.
+
+    Attributes
+    ----------
+    bad : `bool`
+        Fewer than 2 good points remained (all values NaN).
+    gain, gain_err : `float`
+        e⁻/ADU.
+    noise, noise_err : `float`
+        Read noise (e⁻), ``sqrt(|n00|)``.
+    a00, a00_err : `float`
+        1/e⁻.
+    params, params_err : `numpy.ndarray`, shape ``(3,)``
+        ``(a00, gain, n00)`` and their errors (scaled by sqrt of the reduced χ²).
+    mask : `numpy.ndarray` of `bool`, shape ``(n,)``
+        Points used in the final fit (the PTC ``expIdMask``).
+    turnoff, turnoff_sampling_err : `float`
+        Largest good mean (ADU) and half the gap to the next point (ADU).
+    model : `numpy.ndarray`, shape ``(n,)``
+        Model variance at every point (ADU²).
+    """
+
+    bad: bool
+    gain: float = float("nan")
+    gain_err: float = float("nan")
+    noise: float = float("nan")
+    noise_err: float = float("nan")
+    a00: float = float("nan")
+    a00_err: float = float("nan")
+    params: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    params_err: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    mask: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    turnoff: float = float("nan")
+    turnoff_sampling_err: float = float("nan")
+    model: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def _param_errors(res, n_data: int) -> np.ndarray:
+    """Parameter errors from a least_squares result, scaled by sqrt(reduced chi²)."""
+    jac = res.jac
+    dof = max(n_data - jac.shape[1], 1)
+    chi2 = float(np.sum(res.fun**2)) / dof
+    try:
+        cov = np.linalg.pinv(jac.T @ jac) * chi2
+        return np.sqrt(np.abs(np.diag(cov)))
+    except np.linalg.LinAlgError:
+        return np.full(jac.shape[1], np.nan)
+
+
+def fit_exp_approximation(
+    means: np.ndarray,
+    variances: np.ndarray,
+    sqrt_weights: np.ndarray | None = None,
+    good: np.ndarray | None = None,
+    *,
+    sigma_cut: float = 5.0,
+    max_iterations: int = 2,
+    max_signal_initial: float = 50000.0,
+    max_delta_initial: float = 9000.0,
+    scale_initial_by_gain: bool = True,
+    bounded: bool = True,
+) -> ExpApproxResult:
+    """Fit the EXPAPPROXIMATION PTC of one amp with outlier rejection and turnoff.
+
+    Parameters
+    ----------
+    means : `numpy.ndarray`, shape ``(n,)``
+        Mean signal per point (ADU).
+    variances : `numpy.ndarray`, shape ``(n,)``
+        Variance per point (ADU²), i.e. ``C00``.
+    sqrt_weights : `numpy.ndarray`, shape ``(n,)``, optional
+        ``1/σ(C00)`` per point for the final fit (default: ``1/var``, the Poisson-like weight).
+    good : `numpy.ndarray` of `bool`, shape ``(n,)``, optional
+        Points allowed at all (after the mean-signal cuts); default all finite points.
+    sigma_cut : `float`
+        ``sigmaCutPtcOutliers``: rejection threshold on ``(var - model) / sqrt(var)``.
+    max_iterations : `int`
+        ``maxIterationsPtcOutliers``.
+    max_signal_initial, max_delta_initial : `float`
+        ``maxSignalInitialPtcOutlierFit`` and ``maxDeltaInitialPtcOutlierFit`` (e⁻ if
+        ``scale_initial_by_gain``, else ADU): points used for the first fit, and the mean gap
+        beyond which the curve is cut (turnoff detection).
+    scale_initial_by_gain : `bool`
+        Convert the two limits to ADU with the approximate gain ``median(μ/var)``.
+    bounded : `bool`
+        Bounds ``a00 ∈ [-1e-4, 0]``, ``g ∈ [0.1, 10]``, ``n00 ∈ [0, 2000]`` (unbounded when
+        the data were binned, as the reference).
+
+    Returns
+    -------
+    result : `ExpApproxResult`
+        Per-point arrays are in the input order.
+
+    Notes
+    -----
+    cp_pipe ``PhotonTransferCurveSolveTask.fitPtc`` (reference-algorithms §3.4 step 2). The
+    initial fit uses points with mean and variance ≤ the initial limit; later iterations
+    test every good point against the model; after each sigma cut, scanning upwards in mean,
+    the first kept point that follows a rejected one with a mean gap ≥ ``max_delta_initial``
+    from the previous kept point is cut together with everything above it.
+    """
+    mu = np.asarray(means, dtype=np.float64)
+    var = np.asarray(variances, dtype=np.float64)
+    n = mu.size
+    ok = np.isfinite(mu) & np.isfinite(var) & (var > 0)
+    if good is not None:
+        ok &= np.asarray(good, bool)
+    if ok.sum() < 2:
+        return ExpApproxResult(bad=True, mask=np.zeros(n, bool), model=np.full(n, np.nan))
+    order = np.argsort(np.where(np.isfinite(mu), mu, np.inf), kind="stable")
+    mu_s, var_s, ok_s = mu[order], var[order], ok[order]
+    var_s = np.where(var_s == 0, 1e-9, var_s)
+    if sqrt_weights is None:
+        sw_s = np.where(ok_s, 1.0 / np.abs(var_s), 0.0)
+    else:
+        sw_s = np.asarray(sqrt_weights, dtype=np.float64)[order]
+    approx_gain = float(np.nanmedian(mu_s[ok_s] / var_s[ok_s]))
+    scale = approx_gain if scale_initial_by_gain and approx_gain > 0 else 1.0
+    lim = max_signal_initial / scale
+    max_delta = max_delta_initial / scale
+    p0 = np.array([-2e-6, min(max(approx_gain, 0.11), 9.9), 25.0])
+    if bounded:
+        bounds = ([-1e-4, 0.1, 0.0], [0.0, 10.0, 2000.0])
+    else:
+        bounds = ([-np.inf] * 3, [np.inf] * 3)
+
+    def resid(p, m, v, w):
+        return (exp_approx_model(p, m) - v) * w
+
+    mask = ok_s & (mu_s <= lim) & (var_s <= lim)
+    if mask.sum() < 3:
+        mask = ok_s.copy()
+    params = p0
+    for _ in range(max_iterations):
+        if mask.sum() < 2:
+            break
+        fit = least_squares(resid, params, bounds=bounds,
+                            args=(mu_s[mask], var_s[mask], np.ones(mask.sum())),
+                            x_scale=np.array([1e-6, 1.0, 10.0]))
+        params = fit.x
+        z = (var_s - exp_approx_model(params, mu_s)) / np.sqrt(np.abs(var_s))
+        new_mask = ok_s & np.isfinite(z) & (np.abs(z) < sigma_cut)
+        new_mask = _cut_at_gap(mu_s, new_mask, max_delta)
+        if np.array_equal(new_mask, mask):
+            break
+        mask = new_mask
+    if mask.sum() < 2:
+        return ExpApproxResult(bad=True, mask=np.zeros(n, bool), model=np.full(n, np.nan))
+    w = sw_s[mask]
+    if not np.all(np.isfinite(w)) or np.all(w == 0):
+        w = 1.0 / np.abs(var_s[mask])
+    fit = least_squares(resid, params, bounds=bounds, args=(mu_s[mask], var_s[mask], w),
+                        x_scale=np.array([1e-6, 1.0, 10.0]))
+    params = fit.x
+    errs = _param_errors(fit, int(mask.sum()))
+    a00, g, n00 = params
+    noise = math.sqrt(abs(n00))
+    noise_err = 0.5 * errs[2] / noise if noise > 0 else float("nan")
+    good_mu = mu_s[mask]
+    turnoff = float(good_mu.max())
+    idx = int(np.nonzero(mask)[0].max())
+    higher = mu_s[idx + 1:][np.isfinite(mu_s[idx + 1:])]
+    if higher.size:
+        sampling = 0.5 * float(higher.min() - turnoff)
+    else:
+        lower = good_mu[good_mu < turnoff]
+        sampling = float(turnoff - lower.max()) if lower.size else float("nan")
+    inv = np.empty_like(order)
+    inv[order] = np.arange(n)
+    return ExpApproxResult(
+        bad=False, gain=float(g), gain_err=float(errs[1]), noise=noise, noise_err=noise_err,
+        a00=float(a00), a00_err=float(errs[0]), params=params.copy(), params_err=errs,
+        mask=mask[inv], turnoff=turnoff, turnoff_sampling_err=sampling,
+        model=exp_approx_model(params, mu),
+    )
+
+
+def _cut_at_gap(mu_sorted: np.ndarray, mask: np.ndarray, max_delta: float) -> np.ndarray:
+    """Cut the (sorted) curve at the first kept point after a rejection with a big gap."""
+    mask = mask.copy()
+    prev_kept_mu = None
+    prev_rejected = False
+    for k in range(mu_sorted.size):
+        if not mask[k]:
+            prev_rejected = True
+            continue
+        if prev_rejected and prev_kept_mu is not None and mu_sorted[k] - prev_kept_mu >= max_delta:
+            mask[k:] = False
+            break
+        prev_kept_mu = mu_sorted[k]
+        prev_rejected = False
+    return mask
+
+
+@dataclass
+class PolynomialResult:
+    """Result of `fit_polynomial`: ``coeffs`` (ascending powers), ``coeffs_err``, ``gain``,
+    ``gain_err`` (e⁻/ADU), ``noise``, ``noise_err`` (e⁻), ``model`` (ADU², shape ``(n,)``)."""
+
+    coeffs: np.ndarray
+    coeffs_err: np.ndarray
+    gain: float
+    gain_err: float
+    noise: float
+    noise_err: float
+    model: np.ndarray
+
+
+def fit_polynomial(
+    means: np.ndarray, variances: np.ndarray, mask: np.ndarray, degree: int = 3,
+    sqrt_weights: np.ndarray | None = None,
+) -> PolynomialResult:
+    """Weighted polynomial PTC ``var = Σ p_k μ^k`` (cp_pipe ≤ 2024 POLYNOMIAL).
+
+    Parameters
+    ----------
+    means, variances : `numpy.ndarray`, shape ``(n,)``
+        ADU and ADU².
+    mask : `numpy.ndarray` of `bool`, shape ``(n,)``
+        Points used.
+    degree : `int`
+        ``polynomialFitDegree`` (≥ 1).
+    sqrt_weights : `numpy.ndarray`, shape ``(n,)``, optional
+        ``1/σ(var)``; default ``1/var``.
+
+    Returns
+    -------
+    result : `PolynomialResult`
+        ``gain = 1/p1``, ``noise = sqrt(|p0|)·gain``.
+
+    Raises
+    ------
+    ValueError
+        If fewer than ``degree + 1`` points are usable.
+    """
+    mu = np.asarray(means, float)[mask]
+    var = np.asarray(variances, float)[mask]
+    if mu.size < degree + 1:
+        raise ValueError(f"POLYNOMIAL fit of degree {degree} needs {degree + 1} points, got {mu.size}")
+    w = (1.0 / np.abs(var)) if sqrt_weights is None else np.asarray(sqrt_weights, float)[mask]
+    coeffs, cov = np.polynomial.polynomial.polyfit(mu, var, degree, w=w, full=False), None
+    vander = np.polynomial.polynomial.polyvander(mu, degree) * w[:, None]
+    resid = (np.polynomial.polynomial.polyval(mu, coeffs) - var) * w
+    dof = max(mu.size - degree - 1, 1)
+    cov = np.linalg.pinv(vander.T @ vander) * float(resid @ resid) / dof
+    errs = np.sqrt(np.abs(np.diag(cov)))
+    gain = 1.0 / coeffs[1]
+    noise = math.sqrt(abs(coeffs[0])) * gain
+    gain_err = errs[1] / coeffs[1] ** 2
+    noise_err = (0.5 * errs[0] / math.sqrt(abs(coeffs[0])) * abs(gain)) if coeffs[0] != 0 else float("nan")
+    return PolynomialResult(coeffs, errs, float(gain), float(gain_err), float(noise),
+                            float(noise_err),
+                            np.polynomial.polynomial.polyval(np.asarray(means, float), coeffs))
+
+
+def symmetrize(m: np.ndarray) -> np.ndarray:
+    """Expand a first-quadrant ``(r, r)`` lag matrix to the full ``(2r-1, 2r-1)`` plane.
+
+    Parameters
+    ----------
+    m : `numpy.ndarray`, shape ``(r, r)`` (or ``(..., r, r)``)
+        ``m[i, j]`` for lags ``i, j ≥ 0``.
+
+    Returns
+    -------
+    full : `numpy.ndarray`, shape ``(..., 2r-1, 2r-1)``
+        ``full[r-1+i, r-1+j] = m[|i|, |j|]``.
+    """
+    m = np.asarray(m)
+    r = m.shape[-1]
+    idx = np.abs(np.arange(-(r - 1), r))
+    return m[..., idx[:, None], idx[None, :]]
+
+
+def _conv_quadrant(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """First quadrant of the 2-D convolution of two symmetrized ``(r, r)`` matrices."""
+    r = x.shape[0]
+    full = fftconvolve(symmetrize(x), symmetrize(y), mode="full")
+    c = 2 * (r - 1)  # index of lag (0, 0) in the full result
+    return full[c:c + r, c:c + r]
+
+
+def full_cov_model(
+    a: np.ndarray, c: np.ndarray, noise: np.ndarray, gain: float, mu: np.ndarray
+) -> np.ndarray:
+    """Astier+19 eq. 20 covariance model.
+
+    Parameters
+    ----------
+    a : `numpy.ndarray`, shape ``(r, r)``
+        ``a_ij`` (1/e⁻), first quadrant, ``[i, j]`` = lag ``(x, y)`` as the covariances.
+    c : `numpy.ndarray`, shape ``(r, r)``
+        ``c_ij = a_ij b_ij`` (1/e⁻²); zeros for FULLCOVARIANCE_NO_B.
+    noise : `numpy.ndarray`, shape ``(r, r)``
+        ``n_ij`` (e⁻²).
+    gain : `float`
+        e⁻/ADU.
+    mu : `numpy.ndarray`, shape ``(n,)``
+        Mean signal (ADU).
+
+    Returns
+    -------
+    cov : `numpy.ndarray`, shape ``(n, r, r)``
+        Model covariances (ADU²).
+    """
+    r = a.shape[0]
+    aa = _conv_quadrant(a, a)
+    aaa = _conv_quadrant(aa, a)
+    ac = _conv_quadrant(a, c)
+    b = (gain * np.asarray(mu, float))[:, None, None]
+    delta = np.zeros((r, r))
+    delta[0, 0] = 1.0
+    bracket = (delta + a * b + (2.0 / 3.0) * b**2 * (aa + c)
+               + b**3 * ((1.0 / 3.0) * aaa + (5.0 / 6.0) * ac))
+    return b / gain**2 * bracket + noise / gain**2
+
+
+@dataclass
+class FullCovResult:
+    """Result of `fit_full_covariance` for one amp.
+
+    Attributes
+    ----------
+    a_matrix, b_matrix, noise_matrix : `numpy.ndarray`, shape ``(r, r)``
+        ``a`` (1/e⁻), ``b = c/a`` (1/e⁻; NaN where a = 0; zeros for NO_B), ``n`` (e⁻²).
+    a_matrix_err, b_matrix_err, noise_matrix_err : `numpy.ndarray`, shape ``(r, r)``
+    gain, gain_err : `float`
+        e⁻/ADU.
+    noise, noise_err : `float`
+        ``sqrt(|n00|)`` (e⁻).
+    model : `numpy.ndarray`, shape ``(n, r, r)``
+        Model covariances at every point (ADU²).
+    mask : `numpy.ndarray` of `bool`, shape ``(n,)``
+        Points used.
+    """
+
+    a_matrix: np.ndarray
+    b_matrix: np.ndarray
+    noise_matrix: np.ndarray
+    a_matrix_err: np.ndarray
+    b_matrix_err: np.ndarray
+    noise_matrix_err: np.ndarray
+    gain: float
+    gain_err: float
+    noise: float
+    noise_err: float
+    model: np.ndarray
+    mask: np.ndarray
+
+
+def fit_full_covariance(
+    means: np.ndarray,
+    covariances: np.ndarray,
+    sqrt_weights: np.ndarray,
+    mask: np.ndarray,
+    fit_range: int,
+    *,
+    no_b: bool = False,
+    sigma_cut: float = 5.0,
+    n_sigma_iter: int = 3,
+) -> FullCovResult:
+    """Weighted least-squares fit of the Astier+19 eq. 20 model to all lags.
+
+    Parameters
+    ----------
+    means : `numpy.ndarray`, shape ``(n,)``
+        Mean signal per point (ADU).
+    covariances : `numpy.ndarray`, shape ``(n, M, M)``
+        Measured covariances ``[point, dx, dy]`` (ADU²).
+    sqrt_weights : `numpy.ndarray`, shape ``(n, M, M)``
+        ``1/σ`` of each covariance.
+    mask : `numpy.ndarray` of `bool`, shape ``(n,)``
+        Points to use (typically the EXPAPPROXIMATION mask).
+    fit_range : `int`
+        ``r``: lags ``0 .. r-1`` fitted (``maximumRangeCovariancesAstierFullCovFit``), ≤ M.
+    no_b : `bool`
+        FULLCOVARIANCE_NO_B: ``c = 0``.
+    sigma_cut, n_sigma_iter : `float`, `int`
+        Clipping of weighted residuals (all lags) and number of refits.
+
+    Returns
+    -------
+    result : `FullCovResult`
+
+    Raises
+    ------
+    ValueError
+        If fewer than ``r`` points are usable (the amp is then BAD for the caller).
+
+    Notes
+    -----
+    Initial values come from per-lag weighted quadratic fits in μ (``a_ij`` ≈ quadratic
+    coefficient, ``1/g`` ≈ linear coefficient of ``C00``, ``n_ij`` ≈ constant × g²), then
+    `scipy.optimize.least_squares` over ``(a, [c], n, g)`` (Astier+19 §6; reference §3.4 step 3).
+    """
+    mu_all = np.asarray(means, float)
+    cov_all = np.asarray(covariances, float)
+    sw_all = np.asarray(sqrt_weights, float)
+    r = min(int(fit_range), cov_all.shape[1])
+    use = np.asarray(mask, bool) & np.isfinite(mu_all)
+    use &= np.all(np.isfinite(cov_all[:, :r, :r]), axis=(1, 2))
+    if use.sum() < max(r, 3):
+        raise ValueError(f"full-covariance fit needs at least {max(r, 3)} good points, got {int(use.sum())}")
+    mu = mu_all[use]
+    cv = cov_all[use, :r, :r]
+    sw = np.where(np.isfinite(sw_all[use, :r, :r]), sw_all[use, :r, :r], 0.0)
+    # initial guess from per-lag quadratic fits
+    a0 = np.zeros((r, r))
+    n0 = np.zeros((r, r))
+    lin00 = None
+    for i in range(r):
+        for j in range(r):
+            w = sw[:, i, j] if np.any(sw[:, i, j] > 0) else None
+            p = np.polynomial.polynomial.polyfit(mu, cv[:, i, j], 2, w=w)
+            a0[i, j] = p[2]
+            n0[i, j] = p[0]
+            if i == 0 and j == 0:
+                lin00 = p[1]
+    g0 = 1.0 / lin00 if lin00 and lin00 > 0 else float(np.median(mu / cv[:, 0, 0]))
+    a0 = a0 / 1.0  # C_ij ≈ a_ij μ² at second order, independent of g
+    n0 = n0 * g0**2
+    nr = r * r
+
+    def unpack(p):
+        a = p[:nr].reshape(r, r)
+        if no_b:
+            c = np.zeros((r, r))
+            n = p[nr:2 * nr].reshape(r, r)
+        else:
+            c = p[nr:2 * nr].reshape(r, r)
+            n = p[2 * nr:3 * nr].reshape(r, r)
+        return a, c, n, p[-1]
+
+    if no_b:
+        p_init = np.concatenate([a0.ravel(), n0.ravel(), [g0]])
+    else:
+        p_init = np.concatenate([a0.ravel(), np.zeros(nr), n0.ravel(), [g0]])
+    scale_a = max(abs(a0[0, 0]), 1e-7)
+    x_scale = np.concatenate([np.full(nr, scale_a)] + ([] if no_b else [np.full(nr, scale_a**2)])
+                             + [np.full(nr, max(abs(n0[0, 0]), 1.0)), [max(g0, 0.1)]])
+    point_mask = np.ones(mu.size, bool)
+    w_eff = sw.copy()
+
+    def resid(p, m, c_meas, w):
+        a, c, n, g = unpack(p)
+        return ((full_cov_model(a, c, n, g, m) - c_meas) * w).ravel()
+
+    params = p_init
+    fit = None
+    for _ in range(max(n_sigma_iter, 1)):
+        fit = least_squares(resid, params, args=(mu[point_mask], cv[point_mask], w_eff[point_mask]),
+                            x_scale=x_scale, method="trf")
+        params = fit.x
+        res = (full_cov_model(*unpack(params), mu) - cv) * w_eff
+        sd = np.std(res[point_mask])
+        bad_elem = np.abs(res) > sigma_cut * sd
+        new_w = np.where(bad_elem, 0.0, sw)
+        if np.array_equal(new_w > 0, w_eff > 0):
+            break
+        w_eff = new_w
+    errs = _param_errors(fit, int(np.count_nonzero(w_eff[point_mask])))
+    a, c, n, g = unpack(params)
+    ea, ec, en, eg = unpack(errs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.zeros((r, r)) if no_b else c / a
+        eb = np.zeros((r, r)) if no_b else np.abs(b) * np.hypot(ec / c, ea / a)
+    noise = math.sqrt(abs(n[0, 0]))
+    full_mask = np.zeros(mu_all.size, bool)
+    full_mask[np.nonzero(use)[0]] = True
+    return FullCovResult(
+        a_matrix=a, b_matrix=b, noise_matrix=n, a_matrix_err=ea, b_matrix_err=eb,
+        noise_matrix_err=en, gain=float(g), gain_err=float(eg), noise=noise,
+        noise_err=float(0.5 * en[0, 0] / noise) if noise > 0 else float("nan"),
+        model=full_cov_model(a, c, n, g, mu_all), mask=full_mask,
+    )
