@@ -281,6 +281,8 @@ class _Compiler:
         if isinstance(value, numbers.Real):
             return _Value("float", float(value), True, pos, text)
         if isinstance(value, str):
+            if "\x00" in value:
+                raise self.error(f"bind value {text} contains a NUL character, which no database stores", pos)
             return _Value("str", value, True, pos, text)
         if isinstance(value, uuid.UUID):
             return _Value("uuid", value, True, pos, text)

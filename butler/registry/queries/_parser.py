@@ -169,6 +169,8 @@ def _make_transformer_class() -> type:
         def string_lit(self, c: list[Any]) -> Node:
             tok = c[0]
             quote = tok[0]
+            if "\x00" in tok:
+                raise self._err("a string literal contains a NUL character, which no database stores", tok.start_pos)
             return Literal(tok[1:-1].replace(quote * 2, quote), "str", tok.start_pos)
 
         def time_lit(self, c: list[Any]) -> Node:

@@ -1,0 +1,195 @@
+"""Parse trees of the data query language (middleware-reference §8)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from butler.registry.queries import (
+    BinaryOp,
+    BindName,
+    FunctionCall,
+    Identifier,
+    IsIn,
+    Literal,
+    RangeLiteral,
+    TupleNode,
+    UnaryOp,
+    parse_expression,
+    referenced_identifiers,
+)
+from butler.registry.queries._time import mjd_tai_to_ns, parse_time_literal
+
+NS = 1_000_000_000
+DAY = 86_400 * NS
+
+
+def lit(v, kind=None):
+    if kind is None:
+        kind = {int: "int", float: "float", str: "str"}[type(v)]
+    return Literal(v, kind)
+
+
+def ident(name):
+    return Identifier(name)
+
+
+def test_blank_is_none():
+    assert parse_expression("") is None
+    assert parse_expression("   \n ") is None
+    assert referenced_identifiers(None) == []
+
+
+def test_simple_comparison_and_positions():
+    tree = parse_expression("instrument = 'kast_blue'")
+    assert tree == BinaryOp("=", ident("instrument"), lit("kast_blue"))
+    assert tree.op_pos == 11
+    assert tree.rhs.pos == 13
+
+
+@pytest.mark.parametrize("op", ["=", "!=", "<", "<=", ">", ">="])
+def test_comparison_operators(op):
+    assert parse_expression(f"exposure {op} 5") == BinaryOp(op, ident("exposure"), lit(5))
+
+
+def test_sql_not_equal_spelling():
+    assert parse_expression("detector <> 2") == BinaryOp("!=", ident("detector"), lit(2))
+
+
+def test_precedence_or_and_not():
+    tree = parse_expression("a = 1 OR b = 2 AND NOT c = 3")
+    assert tree == BinaryOp(
+        "OR",
+        BinaryOp("=", ident("a"), lit(1)),
+        BinaryOp("AND", BinaryOp("=", ident("b"), lit(2)), UnaryOp("NOT", BinaryOp("=", ident("c"), lit(3)))),
+    )
+
+
+def test_keywords_are_case_insensitive_identifiers_are_not():
+    upper = parse_expression("A = 1 AND b IN (1) OR NOT c OVERLAPS d")
+    lower = parse_expression("A = 1 and b in (1) or not c overlaps d")
+    assert upper == lower
+    assert referenced_identifiers(upper) == ["A", "b", "c", "d"]
+    # identifiers that merely start with a keyword stay identifiers
+    assert parse_expression("android = order") == BinaryOp("=", ident("android"), ident("order"))
+
+
+def test_parentheses_override_precedence():
+    tree = parse_expression("(a = 1 OR b = 2) AND c = 3")
+    assert tree.op == "AND"
+    assert tree.lhs.op == "OR"
+
+
+def test_arithmetic_precedence_and_unary_folding():
+    tree = parse_expression("x = -5 + 3 * 2 % 4 - -y")
+    assert tree == BinaryOp(
+        "=",
+        ident("x"),
+        BinaryOp(
+            "-",
+            BinaryOp("+", lit(-5), BinaryOp("%", BinaryOp("*", lit(3), lit(2)), lit(4))),
+            UnaryOp("-", ident("y")),
+        ),
+    )
+    assert parse_expression("x > +2.5") == BinaryOp(">", ident("x"), lit(2.5))
+
+
+def test_numbers():
+    assert parse_expression("x = 1.5e3").rhs == lit(1500.0)
+    assert parse_expression("x = .25").rhs == lit(0.25)
+    assert parse_expression("x = 7.").rhs == lit(7.0)
+    assert parse_expression("x = 12").rhs == lit(12)
+
+
+def test_strings_with_both_quotes_and_doubling():
+    assert parse_expression("x = 'it''s'").rhs == lit("it's")
+    assert parse_expression('x = "say ""hi"""').rhs == lit('say "hi"')
+    assert parse_expression("x = 'a \"b\" -- ; OR 1=1'").rhs == lit('a "b" -- ; OR 1=1')
+
+
+def test_in_with_ranges_and_strides():
+    tree = parse_expression("exposure IN (1..5, 7, 10..20:2, :extra)")
+    assert tree == IsIn(
+        ident("exposure"),
+        (RangeLiteral(1, 5, 1), lit(7), RangeLiteral(10, 20, 2), BindName("extra")),
+        False,
+    )
+    assert 14 in tree.values[2] and 15 not in tree.values[2] and 20 in tree.values[2]
+    neg = parse_expression("detector NOT IN (0..2)")
+    assert neg == IsIn(ident("detector"), (RangeLiteral(0, 2, 1),), True)
+
+
+def test_element_field_identifiers_and_binds():
+    tree = parse_expression("exposure.obs_id = :obs AND raw.dataset_id = :id")
+    assert referenced_identifiers(tree) == ["exposure.obs_id", "raw.dataset_id"]
+    assert tree.lhs.rhs == BindName("obs")
+
+
+def test_glob_and_uuid_functions():
+    u = "12345678-1234-5678-1234-567812345678"
+    tree = parse_expression(f"glob(exposure.obs_id, 'KB*') AND raw.dataset_id = uuid('{u}')")
+    assert tree.lhs == FunctionCall("GLOB", (ident("exposure.obs_id"), lit("KB*")))
+    assert tree.rhs.rhs == Literal(uuid.UUID(u), "uuid")
+
+
+def test_time_literals_default_to_tai():
+    tree = parse_expression("exposure.timespan OVERLAPS T'2022-01-26T19:00:00'")
+    # 2022-01-26 is day 19018 after 1970-01-01
+    assert tree == BinaryOp("OVERLAPS", ident("exposure.timespan"), Literal(19018 * DAY + 19 * 3600 * NS, "time"))
+    assert parse_time_literal("2022-01-26T19:00:00") == parse_time_literal("isot/2022-01-26T19:00:00/tai")
+    assert parse_time_literal("2022-01-26 19:00:00") == parse_time_literal("2022-01-26T19:00:00")
+    assert parse_time_literal("2022-01-26") == 19018 * DAY
+    assert parse_time_literal("2022-01-26T19:00:00.123456789") == 19018 * DAY + 19 * 3600 * NS + 123456789
+
+
+def test_time_literal_utc_is_37_seconds_earlier_than_tai():
+    # TAI - UTC = 37 s since 2017; the same wall-clock reading in UTC is 37 s later in TAI.
+    tai = parse_time_literal("2022-01-26T19:00:00")
+    utc = parse_time_literal("2022-01-26T19:00:00/utc")
+    assert utc - tai == 37 * NS
+
+
+def test_time_literal_mjd_and_jd():
+    # MJD 59605 = 2022-01-26
+    assert parse_time_literal("mjd/59605.5") == 19018 * DAY + DAY // 2
+    assert parse_time_literal("59605.5") == 19018 * DAY + DAY // 2  # bare number = MJD
+    assert parse_time_literal("jd/2459606.0") == 19018 * DAY + DAY // 2
+    assert mjd_tai_to_ns(40587) == 0
+
+
+def test_time_literal_matches_butler_timespan_conversion():
+    from astropy.time import Time
+
+    from butler.timespan import time_to_ns
+
+    for text in ("2022-01-26T19:00:00.5", "2019-12-31T23:59:59"):
+        assert parse_time_literal(text) == time_to_ns(Time(text, scale="tai"))
+        assert parse_time_literal(text + "/utc") == time_to_ns(Time(text, scale="utc"))
+
+
+def test_interval_tuple_and_overlaps():
+    tree = parse_expression("exposure.timespan OVERLAPS (T'2022-01-26', T'2022-01-27')")
+    assert tree.rhs == TupleNode((Literal(19018 * DAY, "time"), Literal(19019 * DAY, "time")))
+    assert referenced_identifiers(tree) == ["exposure.timespan"]
+
+
+def test_multiline_expression():
+    tree = parse_expression("instrument = 'x'\n  AND detector = 1")
+    assert tree.rhs.lhs.pos == len("instrument = 'x'\n  AND ")
+
+
+def test_parse_is_cached_and_trees_are_frozen():
+    a = parse_expression("exposure = 1")
+    assert parse_expression("exposure = 1") is a
+    with pytest.raises(AttributeError):
+        a.op = "!="  # type: ignore[misc]
+
+
+def test_lark_is_not_imported_by_the_package():
+    import subprocess
+    import sys
+
+    code = "import sys, butler.registry.queries; print('lark' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
