@@ -1,0 +1,99 @@
+"""Fringe template amplitude fit and subtraction (reference-algorithms §2.10, ip_isr ``fringe.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .statistics import IQR_TO_SIGMA, clipped_stats
+
+__all__ = ["measure_fringes", "solve_fringes", "subtract_fringes"]
+
+
+def _box_stat(image: np.ndarray, bad: np.ndarray, x: int, y: int, half: int) -> float:
+    sl = (slice(max(y - half, 0), y + half), slice(max(x - half, 0), x + half))
+    return clipped_stats(image[sl], bad[sl], 3.0, 3)[0]
+
+
+def measure_fringes(image: np.ndarray, bad: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+                    small: int = 3, large: int = 30) -> np.ndarray:
+    """Fringe amplitude at each position: stat(small box) − stat(large box).
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape ``(ny, nx)``
+    bad : `numpy.ndarray` of `bool`, shape ``(ny, nx)``
+        Excluded pixels (SAT...).
+    xs, ys : `numpy.ndarray` of `int`
+        Positions.
+    small, large : `int`
+        Half sizes of the boxes (``fringe.small``, ``fringe.large``).
+
+    Returns
+    -------
+    values : `numpy.ndarray`, shape ``(n,)``
+    """
+    return np.array([_box_stat(image, bad, x, y, small) - _box_stat(image, bad, x, y, large)
+                     for x, y in zip(xs, ys)])
+
+
+def solve_fringes(science: np.ndarray, fringes: np.ndarray, iterations: int = 20, clip: float = 3.0
+                  ) -> np.ndarray:
+    """Least-squares fringe amplitudes with iterative clipping.
+
+    Parameters
+    ----------
+    science : `numpy.ndarray`, shape ``(n,)``
+        Science measurements.
+    fringes : `numpy.ndarray`, shape ``(n, n_fringe)``
+        Template measurements.
+    iterations : `int`
+    clip : `float`
+
+    Returns
+    -------
+    amplitudes : `numpy.ndarray`, shape ``(n_fringe,)``
+
+    Raises
+    ------
+    RuntimeError
+        If the array lengths differ.
+    """
+    science = np.asarray(science, float)
+    fringes = np.asarray(fringes, float).reshape(science.size, -1) if fringes.size else fringes
+    if fringes.shape[0] != science.size:
+        raise RuntimeError(f"fringe measurements differ in length: {science.size} vs {fringes.shape[0]}")
+    good = np.isfinite(science) & np.all(np.isfinite(fringes), axis=1)
+    s, f = science[good], fringes[good]
+
+    def robust_keep(v: np.ndarray) -> np.ndarray:
+        q25, q50, q75 = np.percentile(v, [25, 50, 75])
+        return np.abs(v - q50) <= clip * IQR_TO_SIGMA * (q75 - q25) if q75 > q25 else np.ones(v.size, bool)
+
+    keep = robust_keep(s)
+    for j in range(f.shape[1]):
+        keep &= robust_keep(f[:, j])
+    s, f = s[keep], f[keep]
+    n_prev = -1
+    amp = np.zeros(f.shape[1])
+    for _ in range(iterations):
+        amp = np.linalg.lstsq(f, s, rcond=None)[0]
+        resid = s - f @ amp
+        q25, q75 = np.percentile(resid, [25, 75])
+        rms = IQR_TO_SIGMA * (q75 - q25)
+        ok = np.abs(resid) <= clip * rms if rms > 0 else np.ones(s.size, bool)
+        if ok.sum() == n_prev or ok.sum() < f.shape[1]:
+            break
+        n_prev = int(ok.sum())
+        s, f = s[ok], f[ok]
+    return np.linalg.lstsq(f, s, rcond=None)[0] if s.size >= f.shape[1] else amp
+
+
+def subtract_fringes(image: np.ndarray, variance: np.ndarray | None, fringes: Sequence[np.ndarray],
+                     amplitudes: Sequence[float], fringe_variances: Sequence[np.ndarray] | None = None) -> None:
+    """``image -= sum_i s_i fringe_i``; ``variance += s_i² var_i`` (in place)."""
+    for i, (fr, s) in enumerate(zip(fringes, amplitudes)):
+        image -= np.float32(s) * np.nan_to_num(fr).astype(np.float32, copy=False)
+        if variance is not None and fringe_variances is not None:
+            variance += np.float32(s * s) * fringe_variances[i]
