@@ -7,61 +7,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..connections import InputQuantizedConnection, OutputQuantizedConnection, QuantizedConnection
 from ..struct import Struct
 
-__all__ = ["QuantizedConnection", "ButlerQuantumContext", "DeferredDatasetHandle"]
-
-
-class QuantizedConnection:
-    """Refs of one quantum by connection name: ``inputRefs.ccdExposure``.
-
-    Parameters
-    ----------
-    refs : `~collections.abc.Mapping` [`str`, `butler.DatasetRef` or `list`]
-        Connection name -> one ref (scalar connection) or a list (``multiple=True``).
-
-    Notes
-    -----
-    Iterating yields ``(name, ref_or_list)`` pairs, like ``lsst.pipe.base.QuantizedConnection``.
-    """
-
-    def __init__(self, refs: Mapping[str, Any]) -> None:
-        object.__setattr__(self, "_refs", dict(refs))
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["_refs"][name]
-        except KeyError:
-            raise AttributeError(
-                f"this quantum has no connection {name!r}; it has {sorted(self.__dict__['_refs'])}"
-            ) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self._refs[name] = value
-
-    def __delattr__(self, name: str) -> None:
-        del self._refs[name]
-
-    def __iter__(self) -> Iterator[tuple[str, Any]]:
-        return iter(self._refs.items())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._refs
-
-    def __len__(self) -> int:
-        return len(self._refs)
-
-    def keys(self) -> list[str]:
-        """Return the connection names.
-
-        Returns
-        -------
-        names : `list` [`str`]
-        """
-        return list(self._refs)
-
-    def __repr__(self) -> str:
-        return f"QuantizedConnection({sorted(self._refs)})"
+__all__ = ["ButlerQuantumContext", "DeferredDatasetHandle", "InputQuantizedConnection",
+           "OutputQuantizedConnection", "QuantizedConnection"]
 
 
 class DeferredDatasetHandle:
@@ -126,6 +76,8 @@ class ButlerQuantumContext:
         self.quantum = quantum
         self.repo_root = Path(repo_root)
         self.deferred = set(deferred or ())
+        self._deferred_ids = {r.id for name in self.deferred
+                              for r in quantum.inputs.get(name, []) + quantum.prerequisites.get(name, [])}
         self._allowed_in = {r.id for r in quantum.all_inputs()}
         self._allowed_out = {r.id for r in quantum.all_outputs()}
         self.n_get = 0
@@ -140,9 +92,11 @@ class ButlerQuantumContext:
         return tuple(self.quantum.data_id.dimensions)
 
     def _get_one(self, ref: Any, deferred: bool = False) -> Any:
+        if ref is None:
+            return None
         if ref.id not in self._allowed_in:
             raise ValueError(f"dataset {ref} is not an input of quantum {self.quantum.describe()}")
-        if deferred:
+        if deferred or ref.id in self._deferred_ids:
             return DeferredDatasetHandle(self.butler, ref)
         t0 = time.perf_counter()
         obj = self.butler.get(ref)

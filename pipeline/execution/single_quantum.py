@@ -36,7 +36,7 @@ from typing import Any
 from uuid import UUID
 
 from ..graph.quantum import LOG_CONNECTION, METADATA_CONNECTION, Quantum
-from .butler_qc import ButlerQuantumContext, QuantizedConnection
+from .butler_qc import ButlerQuantumContext, InputQuantizedConnection, OutputQuantizedConnection
 
 __all__ = ["QuantumResult", "SingleQuantumExecutor", "QuantumTimeoutError", "make_task"]
 
@@ -254,7 +254,7 @@ class SingleQuantumExecutor:
             (status ``failed``, error and traceback), with the log written.
         """
         from ..exceptions import NoWorkFound
-        from ._butler_adapter import make_qbb
+        from ._butler_adapter import make_qbb, remove_stale
 
         t_start = time.perf_counter()
         prep = _usage()
@@ -274,12 +274,12 @@ class SingleQuantumExecutor:
                 with _time_limit(self.timeout):
                     task = self.task_for(label)
                     qbb = make_qbb(self.repo_root, self._input_records(quantum), quantum.all_outputs())
-                    self._remove_stale_outputs(qbb, quantum)
+                    remove_stale(qbb, self.repo_root, quantum.all_outputs())
                     inputs = self._present_inputs(qbb, quantum, conn_specs)
-                    in_refs = QuantizedConnection(self._shape(inputs, conn_specs))
+                    in_refs = InputQuantizedConnection(**self._shape(inputs, conn_specs))
                     outputs = {k: v for k, v in quantum.outputs.items()
                                if k not in (METADATA_CONNECTION, LOG_CONNECTION)}
-                    out_refs = QuantizedConnection(self._shape(outputs, conn_specs))
+                    out_refs = OutputQuantizedConnection(**self._shape(outputs, conn_specs))
                     deferred = {n for n, c in conn_specs.items() if c.get("defer_load")}
                     butler_qc = ButlerQuantumContext(qbb, quantum, self.repo_root, deferred=deferred)
                     start = _usage()
@@ -378,14 +378,6 @@ class SingleQuantumExecutor:
                 if present or minimum > 0 or refs:
                     result[name] = present
         return result
-
-    @staticmethod
-    def _remove_stale_outputs(qbb: Any, quantum: Quantum) -> None:
-        """Delete unregistered leftovers of an interrupted attempt at the predicted paths."""
-        remover = getattr(qbb, "remove_predicted", None)
-        if remover is not None:
-            for ref in quantum.all_outputs():
-                remover(ref)
 
     @staticmethod
     def _delete_written(qbb: Any) -> None:

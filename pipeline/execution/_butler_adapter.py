@@ -1,0 +1,201 @@
+"""The few butler calls execution needs, in one place (quantum-backed butler, file predictions).
+
+Workers only need: a quantum-backed butler for a quantum's refs, the file a not-yet-registered
+dataset will have (for inputs produced upstream in the same graph), and the removal of files
+written by a failed attempt. The driver needs the datastore records of existing inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+__all__ = ["make_qbb", "predicted_file_info", "delete_written", "remove_stale", "stored_infos"]
+
+
+def _real_qbb() -> Any:
+    try:
+        from butler import QuantumBackedButler
+    except ImportError:
+        return None
+    return QuantumBackedButler
+
+
+def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]], outputs: Iterable[Any]) -> Any:
+    """Make the quantum-backed butler of one quantum.
+
+    Parameters
+    ----------
+    root : path-like
+        Repository root.
+    inputs : `dict` [`uuid.UUID`, `tuple` [`butler.DatasetRef`, `butler.StoredFileInfo`]]
+        Inputs with their datastore records.
+    outputs : iterable of `butler.DatasetRef`
+        Predicted outputs.
+
+    Returns
+    -------
+    qbb : `butler.QuantumBackedButler`
+    """
+    cls = _real_qbb()
+    if cls is None:
+        return _StandInQBB(root, inputs, outputs)
+    return cls(root, inputs=inputs, outputs=list(outputs))
+
+
+def _datastore_for(root: str | os.PathLike[str]) -> Any:
+    from butler.datastore import FileDatastore
+
+    return FileDatastore(Path(root))
+
+
+def predicted_file_info(root: str | os.PathLike[str], ref: Any) -> Any:
+    """The `StoredFileInfo` a dataset produced in this graph has (or will have).
+
+    Parameters
+    ----------
+    root : path-like
+        Repository root.
+    ref : `butler.DatasetRef`
+        A predicted dataset (its data ID expanded).
+
+    Returns
+    -------
+    info : `butler.StoredFileInfo`
+        Path from the datastore's file template, default formatter of the storage class;
+        unknown checksum and size.
+    """
+    from butler import StoredFileInfo
+    from butler.storage_classes import get_storage_class
+
+    sc = get_storage_class(ref.dataset_type.storage_class)
+    if _real_qbb() is not None:
+        path = _datastore_for(root).path_for(ref)
+        rel = os.path.relpath(path, root) if os.path.isabs(path) else str(path)
+    else:
+        rel = _StandInQBB.relpath(ref, sc.formatter)
+    return StoredFileInfo(rel, sc.formatter, sc.name, None, -1)
+
+
+def remove_stale(qbb: Any, root: str | os.PathLike[str], refs: Iterable[Any]) -> None:
+    """Delete leftovers of an interrupted attempt at the predicted output paths.
+
+    They are never registered (the driver registers only after a quantum finished, and the
+    graph builder does not predict outputs that are registered), so removing them is safe.
+
+    Parameters
+    ----------
+    qbb : quantum-backed butler
+    root : path-like
+    refs : iterable of `butler.DatasetRef`
+    """
+    for ref in refs:
+        try:
+            info = predicted_file_info(root, ref)
+        except Exception:  # noqa: BLE001
+            continue
+        p = Path(root) / info.path
+        if p.exists():
+            p.unlink()
+
+
+def delete_written(qbb: Any) -> None:
+    """Delete the files a failed quantum wrote and forget them.
+
+    Parameters
+    ----------
+    qbb : quantum-backed butler
+    """
+    root = Path(getattr(qbb, "root", "."))
+    for _ref, info in list(qbb.written):
+        p = Path(info.path)
+        p = p if p.is_absolute() else root / p
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+    written = qbb.written
+    if isinstance(written, list):
+        written.clear()
+    elif hasattr(qbb, "_written"):
+        qbb._written.clear()
+
+
+def stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
+    """Datastore records of existing datasets (bulk when possible).
+
+    Parameters
+    ----------
+    butler : `butler.Butler`
+    refs : `list` [`butler.DatasetRef`]
+
+    Returns
+    -------
+    infos : `dict` [`uuid.UUID`, `butler.StoredFileInfo`]
+    """
+    if not refs:
+        return {}
+    ds = butler.datastore
+    for name in ("get_stored_infos", "stored_infos", "get_infos", "records_for"):
+        fn = getattr(ds, name, None)
+        if fn is not None:
+            res = fn(refs)
+            if isinstance(res, Mapping):
+                return dict(res)
+            return {r.id: i for r, i in zip(refs, res)}
+    out = {}
+    for name in ("get_stored_info", "get_info", "info"):
+        fn = getattr(ds, name, None)
+        if fn is not None:
+            for r in refs:
+                out[r.id] = fn(r)
+            return out
+    raise RuntimeError("the datastore offers no way to read datastore records")
+
+
+class _StandInQBB:
+    """Private stand-in used only until ``butler.QuantumBackedButler`` exists."""
+
+    def __init__(self, root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]],
+                 outputs: Iterable[Any]) -> None:
+        self.root = Path(root)
+        self._inputs = dict(inputs)
+        self._outputs = {r.id: r for r in outputs}
+        self.written: list[tuple[Any, Any]] = []
+
+    @staticmethod
+    def relpath(ref: Any, formatter: str) -> str:
+        from butler.storage_classes import get_formatter
+
+        ext = getattr(get_formatter(formatter), "extension", ".dat")
+        vals = "_".join(str(v) for v in ref.data_id.required.values())
+        return f"{ref.run}/{ref.dataset_type.name}/{ref.dataset_type.name}_{vals}{ext}"
+
+    def get(self, ref: Any, parameters: Any = None) -> Any:
+        from butler.storage_classes import get_formatter
+
+        _r, info = self._inputs[ref.id]
+        return get_formatter(info.formatter).read(self.root / info.path, ref, parameters=parameters,
+                                                  repo_root=self.root)
+
+    def exists(self, ref: Any) -> bool:
+        entry = self._inputs.get(ref.id)
+        return entry is not None and (self.root / entry[1].path).exists()
+
+    def put(self, obj: Any, ref: Any) -> Any:
+        from butler import StoredFileInfo
+        from butler.storage_classes import get_formatter, get_storage_class
+
+        sc = get_storage_class(ref.dataset_type.storage_class)
+        rel = self.relpath(ref, sc.formatter)
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        get_formatter(sc.formatter).write(obj, tmp, ref)
+        os.replace(tmp, path)
+        info = StoredFileInfo(rel, sc.formatter, sc.name, None, path.stat().st_size)
+        self.written.append((ref, info))
+        return ref

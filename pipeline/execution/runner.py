@@ -1,0 +1,490 @@
+"""The driver: prepares the output run, walks the graph, registers outputs in batches.
+
+`pre_exec_init` makes the repository ready (dataset types, RUN and CHAINED collections, run-level
+``<label>_config`` and ``packages`` datasets, checked against the existing ones when a run is
+extended, removal of clobbered outputs). `run_graph` then keeps a bounded window of ready
+quanta submitted to an executor (`pipeline.execution.executors`), records each result in a
+`GraphWalker` (a failure blocks only its descendants) and registers the files workers wrote
+with `butler.Butler.register_outputs` in batched transactions -- after the files exist, so an
+interrupted run never leaves a registered dataset without its file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from .executors import WorkerLostError
+from .single_quantum import QuantumResult
+from .walker import GraphWalker
+
+__all__ = ["QuantumReport", "RunReport", "run_graph", "pre_exec_init", "ExecutionError",
+           "packages_versions"]
+
+_log = logging.getLogger("ccdflow.exec")
+
+
+class ExecutionError(RuntimeError):
+    """Raised when the repository is not ready for a graph (dataset types, configs, run)."""
+
+
+@dataclass
+class QuantumReport:
+    """Outcome of one quantum (one entry of ``--summary``)."""
+
+    quantum_id: UUID
+    task_label: str
+    data_id: dict[str, Any]
+    status: str = "pending"
+    time: float = 0.0
+    error: str | None = None
+    traceback: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used in ``--summary``.
+
+        Returns
+        -------
+        data : `dict`
+        """
+        return {"quantumId": str(self.quantum_id), "taskLabel": self.task_label, "dataId": self.data_id,
+                "status": self.status, "time": round(self.time, 6), "error": self.error,
+                "traceback": self.traceback}
+
+
+@dataclass
+class RunReport:
+    """Outcome of a whole run.
+
+    Attributes
+    ----------
+    quanta : `dict` [`uuid.UUID`, `QuantumReport`]
+    wall_time : `float`
+        Seconds for the walk (s).
+    interrupted : `bool`
+        True when the run was stopped by Ctrl-C / a signal.
+    """
+
+    quanta: dict[UUID, QuantumReport] = field(default_factory=dict)
+    wall_time: float = 0.0
+    run_time: float = 0.0
+    interrupted: bool = False
+    n_registered: int = 0
+
+    def count(self, status: str) -> int:
+        """Number of quanta with a status.
+
+        Parameters
+        ----------
+        status : `str`
+            ``done``, ``no_work``, ``failed``, ``blocked``, ``skipped`` or ``pending``.
+
+        Returns
+        -------
+        n : `int`
+        """
+        return sum(1 for q in self.quanta.values() if q.status == status)
+
+    @property
+    def success(self) -> bool:
+        """True when no quantum failed or was blocked and the run was not interrupted."""
+        return not self.interrupted and all(q.status in ("done", "no_work", "skipped")
+                                            for q in self.quanta.values())
+
+    def summary(self, graph: Any = None, command: Sequence[str] | None = None) -> dict[str, Any]:
+        """Return the ``--summary`` JSON document.
+
+        Parameters
+        ----------
+        graph : `pipeline.graph.QuantumGraph`, optional
+            For the per-task counts.
+        command : `list` [`str`], optional
+            The command line.
+
+        Returns
+        -------
+        summary : `dict`
+        """
+        status = "interrupted" if self.interrupted else ("success" if self.success else "failure")
+        failed = [q for q in self.quanta.values() if q.status == "failed"]
+        return {
+            "status": status,
+            "cmdLine": " ".join(command) if command else None,
+            "wallTime": round(self.wall_time, 3),
+            "counts": {s: self.count(s) for s in ("done", "no_work", "failed", "blocked", "pending")},
+            "qgraphSummary": {"outputRun": graph.output_run if graph is not None else None,
+                              "quanta": graph.count_by_task() if graph is not None else {}},
+            "exceptionInfo": ({"type": (failed[0].error or "").split(":")[0], "message": failed[0].error}
+                              if failed else None),
+            "quantaReports": [q.to_dict() for q in self.quanta.values()],
+        }
+
+
+def packages_versions() -> dict[str, str]:
+    """Return the versions of the packages that matter for reproducibility.
+
+    Returns
+    -------
+    versions : `dict` [`str`, `str`]
+        ``python``, ``ccdflow`` and the main numerical libraries.
+    """
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for dist in ("ccdflow", "numpy", "scipy", "astropy", "sqlalchemy", "pydantic"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------------- pre-exec-init
+def pre_exec_init(butler: Any, graph: Any, *, register_dataset_types: bool = False,
+                  save_versions: bool = True) -> None:
+    """Prepare the repository for a graph's outputs.
+
+    Registers (``register_dataset_types``) or checks the dataset types, creates the output RUN
+    and the CHAINED output collection, removes clobbered outputs, and writes the run-level
+    ``<label>_config`` and ``packages`` datasets -- comparing them with those already in the run
+    when it is extended.
+
+    Parameters
+    ----------
+    butler : `butler.Butler`
+        A writeable butler.
+    graph : `pipeline.graph.QuantumGraph`
+        The graph to run.
+    register_dataset_types : `bool`
+        Register missing dataset types instead of failing.
+    save_versions : `bool`
+        Write/check the ``packages`` dataset.
+
+    Raises
+    ------
+    ExecutionError
+        If a dataset type is missing (without ``register_dataset_types``) or defined
+        differently, or the existing configs/packages of an extended run differ (the message
+        names the differing fields and the fix).
+    """
+    from butler import MissingDatasetTypeError
+
+    registry = butler.registry
+    md = graph.metadata
+    missing, conflicts = [], []
+    for dt in graph.dataset_types.values():
+        try:
+            existing = registry.get_dataset_type(dt.name)
+        except (MissingDatasetTypeError, KeyError, LookupError):
+            existing = None
+        if existing is None:
+            missing.append(dt)
+        elif existing != dt:
+            conflicts.append(f"{dt.name}: repository has {existing}, pipeline needs {dt}")
+    if conflicts:
+        raise ExecutionError("dataset type definitions conflict with the repository: "
+                             + "; ".join(conflicts) + ". Rename the pipeline's dataset type "
+                             "(config.connections.<name>) or remove the old type")
+    if missing and not register_dataset_types:
+        raise ExecutionError(
+            "dataset type(s) not registered in the repository: "
+            + ", ".join(sorted(d.name for d in missing)) + "; rerun with --register-dataset-types")
+    run = graph.output_run
+    if not run:
+        raise ExecutionError("the quantum graph has no output run; build it with -o or --output-run")
+    existing_init = {}
+    if not md.get("extend_run"):
+        pass
+    else:
+        for refs in graph.init_outputs.values():
+            for ref in refs:
+                found = butler.find_dataset(ref.dataset_type.name, collections=[run]) \
+                    if _has_type(registry, ref.dataset_type.name) else None
+                if found is not None:
+                    existing_init[ref.dataset_type.name] = found
+    # Compare before writing anything.
+    problems: list[str] = []
+    from ..config import diff_configs
+
+    new_values: dict[str, Any] = {}
+    for label, refs in graph.init_outputs.items():
+        for ref in refs:
+            name = ref.dataset_type.name
+            value = packages_versions() if name == "packages" else graph.tasks[label].config
+            new_values[name] = value
+            old_ref = existing_init.get(name)
+            if old_ref is None:
+                continue
+            old = butler.get(old_ref)
+            if name == "packages":
+                if not save_versions:
+                    continue
+                diff = [f"{k}: {old.get(k)!r} != {value.get(k)!r}" for k in sorted(set(old) | set(value))
+                        if old.get(k) != value.get(k)]
+                if diff:
+                    problems.append(f"package versions differ from run {run!r}: " + "; ".join(diff)
+                                    + " (rerun with --no-versions to ignore)")
+            else:
+                diff = diff_configs(old, value)
+                if diff:
+                    problems.append(f"task {label!r} config differs from the one saved in run {run!r}: "
+                                    + "; ".join(diff[:10]))
+    if problems:
+        raise ExecutionError(" | ".join(problems) + ". Use a new output run, or the same config to extend it")
+    with registry.transaction():
+        for dt in missing:
+            registry.register_dataset_type(dt)
+        registry.register_run(run)
+        chain_name = md.get("output")
+        if chain_name:
+            from butler import CollectionType
+
+            chain = list(md.get("output_chain") or [run, *md.get("inputs", [])])
+            try:
+                registry.get_collection_type(chain_name)
+                exists = True
+            except Exception:  # noqa: BLE001 - MissingCollectionError
+                exists = False
+            if not exists:
+                registry.register_collection(chain_name, CollectionType.CHAINED)
+            registry.set_collection_chain(chain_name, chain)
+    prune = md.get("clobber_refs") or []
+    if prune:
+        _prune(butler, prune)
+    for label, refs in graph.init_outputs.items():
+        for ref in refs:
+            name = ref.dataset_type.name
+            if name in existing_init or (name == "packages" and not save_versions):
+                continue
+            butler.put(new_values[name], ref)
+
+
+def _has_type(registry: Any, name: str) -> bool:
+    try:
+        registry.get_dataset_type(name)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _prune(butler: Any, refs: list[dict[str, Any]]) -> None:
+    from butler import DataCoordinate, DatasetRef
+
+    objs = []
+    for r in refs:
+        dt = butler.registry.get_dataset_type(r["dataset_type"])
+        objs.append(DatasetRef(dt, DataCoordinate.make(dt.dimensions, **r["data_id"]), r["run"],
+                               UUID(r["id"])))
+    _log.info("Removing %d outputs of previous attempts (--clobber-outputs)", len(objs))
+    butler.prune_datasets(objs, purge=True)
+
+
+# ---------------------------------------------------------------------------- progress
+class _Progress:
+    """A rich progress bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, total: int, mode: str) -> None:
+        self.total = total
+        if mode == "auto":
+            mode = "rich" if sys.stderr.isatty() else "plain"
+        self.mode = mode
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self._bar: Any = None
+        if mode == "rich" and total:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._bar = Progress(TextColumn("[bold]quanta"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+            self._task = self._bar.add_task("run", total=total, status="")
+            self._bar.start()
+
+    def update(self, done: int, failed: int, blocked: int, final: bool = False) -> None:
+        finished = done + failed + blocked
+        elapsed = time.monotonic() - self.t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if self._bar is not None:
+            self._bar.update(self._task, completed=finished,
+                             status=f"done {done} failed {failed} blocked {blocked} {rate:.1f}/s")
+            if final:
+                self._bar.stop()
+            return
+        if self.mode != "plain":
+            return
+        now = time.monotonic()
+        if final or now - self.last >= 5.0 or finished == self.total:
+            self.last = now
+            eta = (self.total - finished) / rate if rate > 0 else float("nan")
+            _log.info("%d/%d quanta finished: %d done, %d failed, %d blocked; %.1f quanta/s, ETA %.0f s",
+                      finished, self.total, done, failed, blocked, rate, eta)
+
+
+# ---------------------------------------------------------------------------- driver
+def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False,
+              progress: str = "auto", summary_path: str | os.PathLike[str] | None = None,
+              batch_seconds: float = 1.0, batch_size: int = 500, max_retries: int = 1,
+              command: Sequence[str] | None = None) -> RunReport:
+    """Execute every quantum of a graph and register the outputs.
+
+    Parameters
+    ----------
+    butler : `butler.Butler`
+        Writeable butler of the repository (registration only; workers never use it).
+    graph : `pipeline.graph.QuantumGraph`
+        The graph; `pre_exec_init` must have run.
+    executor : `pipeline.execution.executors.QuantumExecutor`
+        Where quanta run.
+    fail_fast : `bool`
+        Stop submitting new quanta after the first failure.
+    progress : {"auto", "rich", "plain", "none"}
+        Progress display (``auto``: rich bar on a terminal, log lines otherwise).
+    summary_path : path-like, optional
+        Write the JSON summary (status, time, error per quantum) there.
+    batch_seconds, batch_size : `float`, `int`
+        Register finished outputs at least this often / in batches of this many results.
+    max_retries : `int`
+        How often a quantum whose worker died is resubmitted before it counts as failed.
+    command : `list` [`str`], optional
+        Command line recorded in the summary.
+
+    Returns
+    -------
+    report : `RunReport`
+        Per-quantum statuses. A `KeyboardInterrupt` is re-raised after the finished outputs were
+        registered and the summary written.
+    """
+    t0 = time.perf_counter()
+    n = len(graph)
+    succ = graph.successor_indices()
+    walker: GraphWalker[int] = GraphWalker({i: succ[i] for i in range(n)})
+    report = RunReport()
+    for i in range(n):
+        q = graph.quantum_at(i)
+        report.quanta[q.id] = QuantumReport(q.id, q.task_label, dict(q.data_id.required))
+    bar = _Progress(n, progress)
+    in_flight: dict[Future[QuantumResult], int] = {}
+    retries: dict[int, int] = {}
+    pending: list[QuantumResult] = []
+    last_flush = time.monotonic()
+    window = max(1, int(getattr(executor, "max_in_flight", 1)))
+    stop_submitting = False
+    n_done = n_failed = n_blocked = 0
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending:
+            report.n_registered += _register(butler, graph, pending)
+            pending.clear()
+        last_flush = time.monotonic()
+
+    def on_result(idx: int, res: QuantumResult) -> None:
+        nonlocal n_done, n_failed, n_blocked, stop_submitting
+        rep = report.quanta[graph.id_at(idx)]
+        rep.time = res.wall_time
+        report.run_time += res.run_time
+        pending.append(res)
+        if res.ok:
+            rep.status = res.status
+            walker.mark_done(idx)
+            n_done += 1
+        else:
+            rep.status, rep.error, rep.traceback = "failed", res.error, res.traceback
+            _log.error("Quantum %s failed: %s", graph.quantum_at(idx).describe(), res.error)
+            for b in walker.mark_failed(idx):
+                report.quanta[graph.id_at(b)].status = "blocked"
+                n_blocked += 1
+            n_failed += 1
+            if fail_fast:
+                stop_submitting = True
+
+    try:
+        while not walker.finished:
+            if not stop_submitting:
+                for idx in walker.take_ready(window - len(in_flight)):
+                    fut = executor.submit(graph.id_at(idx))
+                    in_flight[fut] = idx
+            if not in_flight:
+                break
+            done, _ = wait(list(in_flight), timeout=batch_seconds, return_when=FIRST_COMPLETED)
+            lost = False
+            for fut in done:
+                idx = in_flight.pop(fut)
+                try:
+                    res = fut.result()
+                except BrokenProcessPool:
+                    lost = True
+                    retries[idx] = retries.get(idx, 0) + 1
+                    if retries[idx] > max_retries:
+                        qid = graph.id_at(idx)
+                        on_result(idx, QuantumResult(qid, "failed", error=f"{WorkerLostError.__name__}: the "
+                                                     "worker process running it died"))
+                    else:
+                        walker.requeue(idx)
+                    continue
+                on_result(idx, res)
+            if lost:
+                _log.warning("A worker process died; restarting the pool and resubmitting its quanta")
+                for fut, idx in list(in_flight.items()):
+                    retries[idx] = retries.get(idx, 0) + 1
+                    walker.requeue(idx)
+                in_flight.clear()
+                executor.reset()
+            if len(pending) >= batch_size or time.monotonic() - last_flush >= batch_seconds:
+                flush()
+            bar.update(n_done, n_failed, n_blocked)
+        flush()
+    except BaseException:
+        report.interrupted = True
+        executor.shutdown(cancel=True)
+        # Results that already came back still get registered: their files are complete.
+        for fut, idx in list(in_flight.items()):
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                pending.append(fut.result())
+        try:
+            flush()
+        except Exception:  # noqa: BLE001 - never mask the interrupt
+            _log.exception("could not register the outputs of the finished quanta")
+        raise
+    finally:
+        report.wall_time = time.perf_counter() - t0
+        bar.update(n_done, n_failed, n_blocked, final=True)
+        if summary_path is not None:
+            Path(summary_path).write_text(json.dumps(report.summary(graph, command), indent=1, default=str))
+    if stop_submitting:
+        for i in range(n):
+            rep = report.quanta[graph.id_at(i)]
+            if rep.status == "pending":
+                rep.status = "blocked"
+    return report
+
+
+def _register(butler: Any, graph: Any, results: list[QuantumResult]) -> int:
+    """Register the files of finished quanta in one transaction; return how many."""
+    items = []
+    for res in results:
+        if not res.written:
+            continue
+        q = graph[res.quantum_id]
+        by_id = {r.id: r for r in q.all_outputs()}
+        for uid, info in res.written:
+            items.append((by_id[uid], info))
+    if items:
+        butler.register_outputs(items)
+    return len(items)
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

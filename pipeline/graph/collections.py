@@ -1,0 +1,209 @@
+"""Output collections as ``pipetask`` makes them: ``-o``, ``--output-run``, ``--extend-run`` ...
+
+`resolve_output_collections` decides (without writing anything) which RUN gets the outputs,
+what the CHAINED output collection will contain, where inputs are searched and where existing
+outputs are looked for (skip-existing). `pipeline.execution.runner.pre_exec_init` applies it.
+Semantics follow ``pipetask`` (middleware-reference sections 6 and 8b):
+
+- ``-o NAME`` (new): RUN ``NAME/<UTC timestamp>``, CHAINED ``NAME = [run, inputs...]``.
+- ``-o NAME`` (existing chain): a new timestamped RUN is prepended; ``-i`` may be omitted (the
+  chain's members are the inputs).
+- ``--extend-run``: the outputs go to the chain's first RUN (or ``--output-run``); implies
+  skip-existing in that run.
+- ``--replace-run``: the chain's first RUN is replaced by a new one (``--prune-replaced``
+  removes the old one after the run).
+- ``--skip-existing-in COLL...``; ``--skip-existing`` = skip-existing in the output chain.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["OutputCollections", "OutputCollectionError", "resolve_output_collections", "utc_timestamp"]
+
+
+class OutputCollectionError(ValueError):
+    """The requested combination of input/output collection options cannot be honoured."""
+
+
+def utc_timestamp() -> str:
+    """Return the current UTC time as ``YYYYMMDDTHHMMSSZ`` (the ``-o`` run suffix).
+
+    Returns
+    -------
+    stamp : `str`
+    """
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass
+class OutputCollections:
+    """Where a graph reads and writes.
+
+    Attributes
+    ----------
+    inputs : `list` [`str`]
+        Collections searched for inputs and prerequisites, in order.
+    run : `str`
+        The RUN that receives the outputs.
+    output : `str` or `None`
+        The CHAINED output collection (``-o``).
+    chain : `list` [`str`] or `None`
+        The definition the output chain gets when the graph runs.
+    extend_run : `bool`
+        The run exists and is being extended.
+    skip_existing_in : `list` [`str`]
+        Collections where an existing ``<label>_metadata`` makes a quantum skipped.
+    replaced_run : `str` or `None`
+        The run that ``--replace-run`` takes out of the chain.
+    """
+
+    inputs: list[str]
+    run: str
+    output: str | None = None
+    chain: list[str] | None = None
+    extend_run: bool = False
+    skip_existing_in: list[str] = field(default_factory=list)
+    replaced_run: str | None = None
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Return the fields stored in the graph metadata.
+
+        Returns
+        -------
+        metadata : `dict`
+        """
+        return {"inputs": list(self.inputs), "output_run": self.run, "output": self.output,
+                "output_chain": self.chain, "extend_run": self.extend_run,
+                "skip_existing_in": list(self.skip_existing_in), "replaced_run": self.replaced_run}
+
+
+def _collection_type(registry: Any, name: str) -> Any:
+    try:
+        return registry.get_collection_type(name)
+    except Exception:  # noqa: BLE001 - MissingCollectionError
+        return None
+
+
+def resolve_output_collections(
+    registry: Any,
+    *,
+    inputs: Sequence[str] = (),
+    output: str | None = None,
+    output_run: str | None = None,
+    extend_run: bool = False,
+    replace_run: bool = False,
+    skip_existing_in: Sequence[str] = (),
+    skip_existing: bool = False,
+    timestamp: str | None = None,
+) -> OutputCollections:
+    """Work out the output RUN and chain from ``pipetask`` options.
+
+    Parameters
+    ----------
+    registry : `butler.registry.Registry`
+        Used to look up existing collections (nothing is written).
+    inputs : `list` [`str`]
+        ``-i`` collections.
+    output : `str`, optional
+        ``-o`` CHAINED collection.
+    output_run : `str`, optional
+        ``--output-run``.
+    extend_run, replace_run, skip_existing : `bool`
+        The options of the same names.
+    skip_existing_in : `list` [`str`]
+        ``--skip-existing-in``.
+    timestamp : `str`, optional
+        Run suffix (default: `utc_timestamp`).
+
+    Returns
+    -------
+    collections : `OutputCollections`
+
+    Raises
+    ------
+    OutputCollectionError
+        If no output is given, options conflict, an input collection does not exist, the output
+        exists but is not CHAINED, ``--extend-run`` names nothing to extend, or a new run
+        already exists. Each message says which option to change.
+    """
+    from butler import CollectionType
+
+    if extend_run and replace_run:
+        raise OutputCollectionError("--extend-run and --replace-run cannot be used together; choose one")
+    if not output and not output_run:
+        raise OutputCollectionError("no output collection: give -o/--output NAME (a CHAINED collection) "
+                                    "or --output-run RUN")
+    inputs = list(dict.fromkeys(inputs))
+    missing = [c for c in inputs if _collection_type(registry, c) is None]
+    if missing:
+        raise OutputCollectionError(
+            f"input collection(s) {', '.join(missing)} do not exist in the repository; check -i "
+            "(butler query-collections REPO lists them)")
+    existing_chain: list[str] | None = None
+    if output:
+        ctype = _collection_type(registry, output)
+        if ctype is not None:
+            if ctype != CollectionType.CHAINED:
+                raise OutputCollectionError(
+                    f"-o {output}: the collection exists and is a {getattr(ctype, 'name', ctype)} "
+                    "collection, not CHAINED; use --output-run for a RUN, or another -o name")
+            existing_chain = list(registry.get_collection_chain(output))
+    stamp = timestamp or utc_timestamp()
+    replaced = None
+    if existing_chain is not None:
+        if not inputs:
+            first_is_run = existing_chain and _collection_type(registry, existing_chain[0]) == CollectionType.RUN
+            inputs = existing_chain[1:] if first_is_run else list(existing_chain)
+        if extend_run:
+            if output_run is None:
+                if not existing_chain or _collection_type(registry, existing_chain[0]) != CollectionType.RUN:
+                    raise OutputCollectionError(
+                        f"--extend-run: the first member of {output} is not a RUN to extend")
+                output_run = existing_chain[0]
+            chain = existing_chain if output_run in existing_chain else [output_run, *existing_chain]
+        elif replace_run:
+            if not existing_chain or _collection_type(registry, existing_chain[0]) != CollectionType.RUN:
+                raise OutputCollectionError(f"--replace-run: {output} has no RUN to replace")
+            replaced = existing_chain[0]
+            output_run = output_run or f"{output}/{stamp}"
+            chain = [output_run, *[c for c in existing_chain[1:]]]
+        else:
+            output_run = output_run or f"{output}/{stamp}"
+            chain = [output_run, *[c for c in existing_chain if c != output_run]]
+            for c in inputs:
+                if c not in chain:
+                    chain.append(c)
+    else:
+        if output and extend_run and output_run is None:
+            raise OutputCollectionError(f"--extend-run: output collection {output} does not exist yet; "
+                                        "drop --extend-run for a first run")
+        if replace_run:
+            raise OutputCollectionError("--replace-run needs an existing -o collection")
+        if output and not inputs:
+            raise OutputCollectionError(f"-o {output} is a new collection: give the input collections with -i")
+        output_run = output_run or f"{output}/{stamp}"
+        chain = [output_run, *inputs] if output else None
+    assert output_run is not None
+    run_type = _collection_type(registry, output_run)
+    if extend_run:
+        if run_type is None:
+            raise OutputCollectionError(f"--extend-run: run {output_run} does not exist; drop --extend-run")
+        if run_type != CollectionType.RUN:
+            raise OutputCollectionError(f"--extend-run: {output_run} is not a RUN collection")
+    elif run_type is not None:
+        raise OutputCollectionError(
+            f"output run {output_run} already exists; use --extend-run to add to it, --replace-run "
+            "with -o to start a new one, or another --output-run name")
+    skip = list(skip_existing_in)
+    if extend_run and output_run not in skip:
+        skip.insert(0, output_run)
+    if skip_existing:
+        for c in (chain or [output_run]):
+            if c not in skip and _collection_type(registry, c) is not None:
+                skip.append(c)
+    return OutputCollections(inputs=inputs, run=output_run, output=output, chain=chain,
+                             extend_run=extend_run, skip_existing_in=skip, replaced_run=replaced)
