@@ -1,0 +1,61 @@
+"""Collection types and glob patterns over names."""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+__all__ = ["CollectionType", "has_glob", "glob_filter", "glob_regex"]
+
+
+class CollectionType(enum.IntEnum):
+    """Kinds of collection (values as in daf_butler)."""
+
+    RUN = 1
+    """Owns datasets; every dataset is in exactly one RUN."""
+    TAGGED = 2
+    """A hand-picked set of datasets (at most one per dataset type and data ID)."""
+    CHAINED = 3
+    """An ordered search path of other collections (find-first)."""
+    CALIBRATION = 4
+    """Datasets certified with a validity timespan, looked up by time."""
+
+    @classmethod
+    def from_name(cls, name: str | int | CollectionType) -> CollectionType:
+        """Parse ``"RUN"``/``"run"``/1.
+
+        Raises
+        ------
+        ValueError
+            On an unknown name; the message lists the valid ones.
+        """
+        if isinstance(name, CollectionType):
+            return name
+        if isinstance(name, int):
+            return cls(name)
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown collection type {name!r}; use one of RUN, TAGGED, CHAINED, CALIBRATION") from None
+
+
+def has_glob(pattern: str) -> bool:
+    """Whether a name contains shell glob characters (``* ? [``)."""
+    return any(c in pattern for c in "*?[")
+
+
+@lru_cache(maxsize=256)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a shell glob (``*``, ``?``, ``[abc]``; case-sensitive) to a regular expression."""
+    return re.compile(fnmatch.translate(pattern))
+
+
+def glob_filter(patterns: str | Iterable[str], names: Iterable[str]) -> list[str]:
+    """Names matching any of the glob patterns, in the order of ``names``."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    regs = [glob_regex(p) for p in patterns]
+    return [n for n in names if any(r.match(n) for r in regs)]

@@ -1,0 +1,489 @@
+"""SQL construction for registry queries (datasets, data IDs, dimension records).
+
+A `QueryContext` is the `ColumnResolver` handed to the expression compiler
+(`butler.registry.queries`): it maps identifiers to columns and joins the dimension tables an
+expression, an ``order_by`` or a data ID constraint needs, each at most once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .._errors import DataIdError, InvalidQueryError
+from ..collections import CollectionType
+from ..datasets import DatasetRef, DatasetType
+from ..dimensions import DataCoordinate, DimensionRecord
+from ..timespan import TIMESPAN_MAX, TIMESPAN_MIN, Timespan
+from .queries import ExpressionError, ResolvedColumn, compile_expression, parse_expression
+
+if TYPE_CHECKING:
+    from .registry import CollectionRecord, Registry
+
+__all__ = ["DataIdQuery", "DatasetQuery", "QueryContext", "RecordQuery"]
+
+_KIND = {"string": "str", "text": "str", "int": "int", "float": "float", "bool": "int"}
+
+
+class QueryContext:
+    """Resolves identifiers to columns and records the joins they need.
+
+    Parameters
+    ----------
+    registry : `Registry`
+    dimensions : sequence of `str`
+        Every dimension (required and implied) the query's rows have.
+    """
+
+    def __init__(self, registry: Registry, dimensions: Sequence[str]) -> None:
+        self.registry = registry
+        self.universe = registry.universe
+        self.dims = tuple(dimensions)
+        self.dim_cols: dict[str, Any] = {}
+        self.tables: dict[str, Any] = {}
+        self.joins: list[tuple[Any, Any]] = []
+        self.dataset_fields: dict[str, Any] = {}
+
+    # -- columns and joins ----------------------------------------------------------------------
+    def dim_col(self, d: str) -> Any:
+        """Column holding dimension ``d``'s value (joins the table that implies it if needed)."""
+        col = self.dim_cols.get(d)
+        if col is not None:
+            return col
+        if d not in self.dims:
+            raise InvalidQueryError(
+                f"dimension {d!r} is not part of this query; its dimensions are {', '.join(self.dims) or '(none)'}"
+            )
+        for e in self.universe.names:
+            if e in self.dims and d in self.universe[e].implies:
+                col = self.table(e).c[d]
+                self.dim_cols[d] = col
+                return col
+        raise InvalidQueryError(f"cannot find a column for dimension {d!r}")
+
+    def table(self, element: str) -> Any:
+        """The (aliased) table of a dimension element, joined on its key columns."""
+        t = self.tables.get(element)
+        if t is not None:
+            return t
+        el = self.universe[element]
+        alias = self.registry._dim_tables[element].alias(f"t_{element}")
+        on = [alias.c[r] == self.dim_col(r) for r in el.requires]
+        on.append(alias.c[el.primary_key.name] == self.dim_col(element))
+        self.tables[element] = alias
+        self.joins.append((alias, sa.and_(*on)))
+        return alias
+
+    def from_clause(self, base: Any) -> Any:
+        """``base`` joined with every table the query needed."""
+        j = base
+        for t, on in self.joins:
+            j = j.join(t, on)
+        return j
+
+    # -- ColumnResolver protocol ------------------------------------------------------------------
+    def resolve(self, identifier: str) -> ResolvedColumn:
+        """Return the column an expression identifier refers to.
+
+        Raises
+        ------
+        InvalidQueryError
+            For an unknown dimension, element, field or dataset type.
+        """
+        u = self.universe
+        if "." not in identifier:
+            if identifier in u:
+                pk = u[identifier].primary_key
+                return ResolvedColumn(_KIND[pk.type], identifier, column=self.dim_col(identifier))
+            raise InvalidQueryError(
+                f"unknown dimension {identifier!r} in query expression; dimensions of this query: "
+                f"{', '.join(self.dims) or '(none)'} (fields are written element.field, e.g. exposure.obs_id)"
+            )
+        head, _, field = identifier.partition(".")
+        if head in self.dataset_fields:
+            return self.dataset_fields[head](field)
+        if head not in u:
+            known = ", ".join(list(self.dims) + list(self.dataset_fields))
+            raise InvalidQueryError(f"unknown dimension element or dataset type {head!r} in {identifier!r}; known here: {known}")
+        el = u[head]
+        if head not in self.dims:
+            raise InvalidQueryError(
+                f"{identifier!r}: {head!r} is not a dimension of this query ({', '.join(self.dims) or 'none'})"
+            )
+        if field == el.primary_key.name:
+            return ResolvedColumn(_KIND[el.primary_key.type], head, column=self.dim_col(head))
+        if field in el.requires or field in el.implies:
+            return ResolvedColumn(_KIND[u[field].primary_key.type], head, column=self.dim_col(field))
+        if field == "timespan" and el.temporal:
+            t = self.table(head)
+            begin = sa.func.coalesce(t.c.timespan_begin, TIMESPAN_MIN)
+            end = sa.func.coalesce(t.c.timespan_end, TIMESPAN_MAX)
+            return ResolvedColumn("timespan", head, timespan=(begin, end))
+        for f in el.metadata:
+            if f.name == field:
+                return ResolvedColumn(_KIND[f.type], head, column=self.table(head).c[field])
+        raise InvalidQueryError(
+            f"{head} has no field {field!r}; its fields are {', '.join(el.record_fields)}"
+        )
+
+    # -- where / data ID / order_by ---------------------------------------------------------------
+    def compile_where(self, where: str | None, bind: Mapping[str, Any] | None) -> Any:
+        """Compile a query expression into a clause (or `None` when blank).
+
+        Raises
+        ------
+        InvalidQueryError
+            With the expression and a caret at the problem.
+        """
+        if not where or not where.strip():
+            return None
+        try:
+            tree = parse_expression(where)
+            return compile_expression(tree, self, bind=bind, text=where)
+        except ExpressionError as exc:
+            raise InvalidQueryError(str(exc)) from None
+        except InvalidQueryError as exc:
+            notes = getattr(exc, "__notes__", [])
+            raise InvalidQueryError("\n".join([str(exc), *notes])) from None
+
+    def constrain(self, data_id: Mapping[str, Any] | None, dims: Mapping[str, Any]) -> list[Any]:
+        """Equality clauses for data ID values.
+
+        Raises
+        ------
+        DataIdError
+            For a name that is not a dimension of the query, or a badly typed value.
+        """
+        values = dict(data_id or {})
+        values.update(dims)
+        out = []
+        for k, v in values.items():
+            if v is None:
+                continue
+            if k not in self.universe:
+                raise DataIdError(f"data ID key {k!r} is not a dimension; dimensions are {', '.join(self.universe.names)}")
+            if k not in self.dims:
+                raise DataIdError(f"{k!r} is not a dimension of this query ({', '.join(self.dims) or 'none'})")
+            out.append(self.dim_col(k) == self.universe.coerce_value(k, v))
+        return out
+
+    def order_columns(self, order_by: str | Sequence[str] | None) -> list[tuple[Any, bool]]:
+        """Resolve ``order_by`` terms (``-`` prefix = descending) to ``(column, descending)``."""
+        if not order_by:
+            return []
+        if isinstance(order_by, str):
+            order_by = [t for t in order_by.split(",") if t.strip()]
+        out = []
+        for term in order_by:
+            term = term.strip()
+            desc = term.startswith("-")
+            rc = self.resolve(term.lstrip("-+"))
+            col = rc.timespan[0] if rc.kind == "timespan" else rc.column
+            out.append((col, desc))
+        return out
+
+
+def _make_coords(
+    registry: Registry, required: tuple[str, ...], implied: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+) -> list[DataCoordinate]:
+    """Build expanded data IDs from row mappings holding required and implied values."""
+    u = registry.universe
+    dims = required + implied
+    for d in dims:
+        el = u[d]
+        cols = list(el.requires) + [d]
+        registry._prefetch_records(d, {tuple(r[c] for c in cols) for r in rows if r.get(d) is not None})
+    caches = registry._records
+    out = []
+    for r in rows:
+        values = {d: r[d] for d in dims if r.get(d) is not None}
+        recs = {}
+        for d in dims:
+            if d in values:
+                el = u.elements[d]
+                rec = caches[d].get(tuple(values[q] for q in el.requires) + (values[d],))
+                if rec is not None:
+                    recs[d] = rec
+        out.append(DataCoordinate(u, required, values, recs))
+    return out
+
+
+class DatasetQuery:
+    """Query datasets of one dataset type in a collection search path.
+
+    Parameters
+    ----------
+    registry : `Registry`
+    dataset_type : `DatasetType`
+    search : sequence of `CollectionRecord`
+        Flattened search path (no CHAINED entries needed; they are skipped).
+    timespan : `Timespan`, optional
+        Keep calibrations whose validity overlaps it.
+    """
+
+    def __init__(
+        self, registry: Registry, dataset_type: DatasetType, search: Sequence[CollectionRecord], *, timespan: Timespan | None = None
+    ) -> None:
+        self.registry = registry
+        self.dataset_type = dataset_type
+        self.dt_id = registry._dataset_type_entry(dataset_type)[0]
+        self.search = [c for c in search if c.type is not CollectionType.CHAINED]
+        self.timespan = timespan
+        self.dims = dataset_type.dimensions + dataset_type.implied
+
+    def subquery(self) -> Any:
+        """Union of the dataset rows found in each kind of collection, with a search ``rank``."""
+        reg = self.registry
+        d = reg._t["dataset"]
+        rank = {c.id: i for i, c in enumerate(self.search)}
+        parts = []
+        by_kind: dict[CollectionType, list[int]] = {}
+        for c in self.search:
+            by_kind.setdefault(c.type, []).append(c.id)
+
+        def cols(coll_col: Any, vb: Any, ve: Any) -> list[Any]:
+            rank_expr = sa.case(rank, value=coll_col, else_=len(rank)) if len(rank) > 1 else sa.literal(0)
+            return [
+                d.c.id.label("dataset_id"),
+                d.c.dataset_type_id,
+                d.c.run_id,
+                coll_col.label("collection_id"),
+                rank_expr.label("rank"),
+                d.c.data_id_key,
+                d.c.ingest_date,
+                sa.cast(vb, sa.BigInteger).label("validity_begin"),
+                sa.cast(ve, sa.BigInteger).label("validity_end"),
+                *[d.c[x] for x in self.dims],
+            ]
+
+        if CollectionType.RUN in by_kind:
+            ids = by_kind[CollectionType.RUN]
+            parts.append(
+                sa.select(*cols(d.c.run_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX))).where(
+                    d.c.dataset_type_id == self.dt_id, d.c.run_id.in_(ids) if len(ids) > 1 else d.c.run_id == ids[0]
+                )
+            )
+        if CollectionType.TAGGED in by_kind:
+            t = reg._t["dataset_tags"]
+            parts.append(
+                sa.select(*cols(t.c.collection_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX)))
+                .select_from(t.join(d, d.c.id == t.c.dataset_id))
+                .where(t.c.dataset_type_id == self.dt_id, t.c.collection_id.in_(by_kind[CollectionType.TAGGED]))
+            )
+        if CollectionType.CALIBRATION in by_kind:
+            t = reg._t["dataset_calibs"]
+            conds = [t.c.dataset_type_id == self.dt_id, t.c.collection_id.in_(by_kind[CollectionType.CALIBRATION])]
+            if self.timespan is not None:
+                conds += [t.c.validity_begin < self.timespan.end_ns, sa.literal(self.timespan.begin_ns) < t.c.validity_end]
+            parts.append(
+                sa.select(*cols(t.c.collection_id, t.c.validity_begin, t.c.validity_end))
+                .select_from(t.join(d, d.c.id == t.c.dataset_id))
+                .where(*conds)
+            )
+        if not parts:
+            return None
+        sel = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        return sel.subquery("ds")
+
+    def context(self, sub: Any) -> QueryContext:
+        """A `QueryContext` over the dataset subquery (dimension columns come from it)."""
+        ctx = QueryContext(self.registry, self.dims)
+        for x in self.dims:
+            ctx.dim_cols[x] = sub.c[x]
+        name = self.dataset_type.name
+        reg = self.registry
+
+        def dataset_field(field: str) -> ResolvedColumn:
+            if field in ("id", "dataset_id"):
+                return ResolvedColumn("uuid", name, column=sub.c.dataset_id)
+            if field == "ingest_date":
+                return ResolvedColumn("datetime", name, column=sub.c.ingest_date)
+            if field in ("run", "collection"):
+                key = f"coll_{field}"
+                if key not in ctx.tables:
+                    c = reg._t["collection"].alias(key)
+                    ctx.tables[key] = c
+                    ctx.joins.append((c, c.c.collection_id == (sub.c.run_id if field == "run" else sub.c.collection_id)))
+                return ResolvedColumn("str", name, column=ctx.tables[key].c.name)
+            if field == "timespan":
+                return ResolvedColumn("timespan", name, timespan=(sub.c.validity_begin, sub.c.validity_end))
+            raise InvalidQueryError(
+                f"dataset type {name!r} has no field {field!r}; use run, collection, dataset_id, ingest_date or timespan"
+            )
+
+        ctx.dataset_fields[name] = dataset_field
+        return ctx
+
+    def run(
+        self,
+        *,
+        where: str = "",
+        bind: Mapping[str, Any] | None = None,
+        data_id: Mapping[str, Any] | None = None,
+        dims: Mapping[str, Any] | None = None,
+        find_first: bool = True,
+        limit: int | None = None,
+        order_by: str | Sequence[str] | None = None,
+    ) -> list[DatasetRef]:
+        """Execute the query (see `Registry.query_datasets`)."""
+        from .registry import CalibrationLookupError
+
+        sub = self.subquery()
+        if sub is None:
+            return []
+        ctx = self.context(sub)
+        clauses = ctx.constrain(data_id, dims or {})
+        w = ctx.compile_where(where, bind)
+        if w is not None:
+            clauses.append(w)
+        orders = ctx.order_columns(order_by)
+        out_cols = [sub.c.dataset_id, sub.c.dataset_type_id, sub.c.run_id, *[sub.c[x] for x in self.dims]]
+        order_labels = [col.label(f"o_{i}") for i, (col, _) in enumerate(orders)]
+        has_calib = any(c.type is CollectionType.CALIBRATION for c in self.search)
+        do_ff = find_first and len(self.search) > 1 or (find_first and has_calib)
+        extra = []
+        if do_ff:
+            extra.append(sa.func.row_number().over(partition_by=sub.c.data_id_key, order_by=sub.c.rank).label("rn"))
+            if has_calib:
+                extra.append(sa.func.count().over(partition_by=[sub.c.data_id_key, sub.c.rank]).label("nrank"))
+        inner = sa.select(*out_cols, *order_labels, *extra).select_from(ctx.from_clause(sub))
+        if clauses:
+            inner = inner.where(*clauses)
+        if do_ff:
+            inner = inner.subquery("ff")
+            stmt = sa.select(inner).where(inner.c.rn == 1)
+            order_exprs = [inner.c[f"o_{i}"].desc() if desc else inner.c[f"o_{i}"] for i, (_, desc) in enumerate(orders)]
+        else:
+            stmt = inner
+            order_exprs = [col.desc() if desc else col for col, desc in orders]
+        if order_exprs:
+            stmt = stmt.order_by(*order_exprs)
+        if limit is not None and limit > 0:
+            stmt = stmt.limit(limit)
+        rows = self.registry._fetchall(stmt)
+        if do_ff and has_calib:
+            bad = [r for r in rows if r.nrank > 1]
+            if bad:
+                raise CalibrationLookupError(
+                    f"find-first search of {self.dataset_type.name} in a CALIBRATION collection matched {bad[0].nrank} "
+                    f"validity ranges for one data ID; give a timespan, or use find_first=False"
+                )
+        if not do_ff:
+            seen: set = set()
+            rows = [r for r in rows if not (r.dataset_id in seen or seen.add(r.dataset_id))]
+        return self.registry._rows_to_refs(rows, self.dataset_type)
+
+
+class DataIdQuery:
+    """Query the data IDs of a set of dimensions (optionally constrained by existing datasets)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        dimensions: Sequence[str],
+        *,
+        datasets: Sequence[DatasetType] | None = None,
+        search: Sequence[CollectionRecord] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.required, self.implied = registry.universe.group(dimensions)
+        self.datasets = datasets or []
+        self.search = search or []
+
+    def run(
+        self,
+        *,
+        where: str = "",
+        bind: Mapping[str, Any] | None = None,
+        data_id: Mapping[str, Any] | None = None,
+        dims: Mapping[str, Any] | None = None,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[DataCoordinate]:
+        """Execute the query (see `Registry.query_data_ids`)."""
+        reg = self.registry
+        u = reg.universe
+        all_dims = self.required + self.implied
+        ctx = QueryContext(reg, all_dims)
+        base = None
+        for d in self.required:
+            el = u[d]
+            t = reg._dim_tables[d].alias(f"t_{d}")
+            on = [t.c[r] == ctx.dim_cols[r] for r in el.requires]
+            ctx.tables[d] = t
+            ctx.dim_cols[d] = t.c[el.primary_key.name]
+            if base is None:
+                base = t
+            else:
+                ctx.joins.append((t, sa.and_(*on) if on else sa.true()))
+        if base is None:
+            return [DataCoordinate.empty(u)]
+        clauses = ctx.constrain(data_id, dims or {})
+        for dt in self.datasets:
+            dq = DatasetQuery(reg, dt, self.search)
+            sub = dq.subquery()
+            if sub is None:
+                return []
+            common = [x for x in dt.dimensions + dt.implied if x in all_dims]
+            clauses.append(sa.exists(sa.select(sa.literal(1)).select_from(sub).where(*[sub.c[x] == ctx.dim_col(x) for x in common])))
+        w = ctx.compile_where(where, bind)
+        if w is not None:
+            clauses.append(w)
+        orders = ctx.order_columns(order_by)
+        cols = [ctx.dim_col(d).label(d) for d in all_dims]
+        stmt = sa.select(*cols).select_from(ctx.from_clause(base)).distinct()
+        if clauses:
+            stmt = stmt.where(*clauses)
+        if orders:
+            stmt = stmt.order_by(*[c.desc() if desc else c for c, desc in orders])
+        else:
+            stmt = stmt.order_by(*[ctx.dim_col(d) for d in self.required])
+        if limit is not None and limit > 0:
+            stmt = stmt.limit(limit)
+        rows = [dict(r._mapping) for r in reg._fetchall(stmt)]
+        return _make_coords(reg, self.required, self.implied, rows)
+
+
+class RecordQuery:
+    """Query the records of one dimension element."""
+
+    def __init__(self, registry: Registry, element: str) -> None:
+        self.registry = registry
+        self.element = element
+
+    def run(
+        self,
+        *,
+        where: str = "",
+        bind: Mapping[str, Any] | None = None,
+        data_id: Mapping[str, Any] | None = None,
+        dims: Mapping[str, Any] | None = None,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[DimensionRecord]:
+        """Execute the query (see `Registry.query_dimension_records`)."""
+        reg = self.registry
+        el = reg.universe[self.element]
+        required, implied = reg.universe.group([self.element])
+        ctx = QueryContext(reg, required + implied)
+        t = reg._dim_tables[self.element].alias(f"t_{self.element}")
+        ctx.tables[self.element] = t
+        for r in el.requires:
+            ctx.dim_cols[r] = t.c[r]
+        for i in el.implies:
+            ctx.dim_cols[i] = t.c[i]
+        ctx.dim_cols[self.element] = t.c[el.primary_key.name]
+        clauses = ctx.constrain(data_id, dims or {})
+        w = ctx.compile_where(where, bind)
+        if w is not None:
+            clauses.append(w)
+        orders = ctx.order_columns(order_by)
+        stmt = sa.select(t).select_from(ctx.from_clause(t))
+        if clauses:
+            stmt = stmt.where(*clauses)
+        stmt = stmt.order_by(*([c.desc() if desc else c for c, desc in orders] or [t.c[k] for k in list(el.requires) + [el.primary_key.name]]))
+        if limit is not None and limit > 0:
+            stmt = stmt.limit(limit)
+        return [reg._row_to_record(el, row) for row in reg._fetchall(stmt)]
