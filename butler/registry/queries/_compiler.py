@@ -27,6 +27,7 @@ import numbers
 import re
 import sys
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ from ._ast import (
     RangeLiteral,
     TupleNode,
     UnaryOp,
+    walk,
 )
 from ._errors import ExpressionError, caret_display
 from ._parser import parse_expression
@@ -362,9 +364,18 @@ class _Compiler:
 
     # --- boolean -----------------------------------------------------------------------------
     def boolean(self, node: BinaryOp) -> _Value:
-        lhs = self.condition(node.lhs)
-        rhs = self.condition(node.rhs)
-        sql = sa.and_(lhs, rhs) if node.op == "AND" else sa.or_(lhs, rhs)
+        # Flatten chains of the same operator into one and_/or_ call (cheaper, flatter SQL).
+        operands: list[Node] = []
+        stack: list[Node] = [node]
+        while stack:
+            sub = stack.pop()
+            if isinstance(sub, BinaryOp) and sub.op == node.op:
+                stack.append(sub.rhs)
+                stack.append(sub.lhs)
+            else:
+                operands.append(sub)
+        clauses = [self.condition(sub) for sub in operands]
+        sql = sa.and_(*clauses) if node.op == "AND" else sa.or_(*clauses)
         return _Value("bool", sql, False, node.pos, _node_text(node))
 
     def unary(self, node: UnaryOp) -> _Value:
@@ -695,5 +706,56 @@ def compile_expression(
         tree = expression
         if text is None:
             text = _node_text(tree)
-    compiler = _Compiler(text, resolver, bind or {})
-    return compiler.condition(tree)
+    bind = bind or {}
+    compiler = _Compiler(text, resolver, bind)
+    # Resolve every identifier first (in order of appearance), then reuse a previous result
+    # when the same tree is compiled again against the same columns and bind values.
+    for sub in walk(tree):
+        if isinstance(sub, Identifier):
+            compiler._resolve(sub.name, sub.pos)
+    key = _cache_key(tree, text, compiler._resolved, bind)
+    if key is not None:
+        cached = _CLAUSE_CACHE.get(key)
+        if cached is not None:
+            _CLAUSE_CACHE.move_to_end(key)
+            return cached
+    clause = compiler.condition(tree)
+    if key is not None:
+        _CLAUSE_CACHE[key] = clause
+        if len(_CLAUSE_CACHE) > _CLAUSE_CACHE_SIZE:
+            _CLAUSE_CACHE.popitem(last=False)
+    return clause
+
+
+_CLAUSE_CACHE: OrderedDict[tuple, ColumnElement] = OrderedDict()
+_CLAUSE_CACHE_SIZE = 256
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple, set, frozenset, range)):
+        items = tuple(_freeze(v) for v in value)
+        return (type(value).__name__, tuple(sorted(items, key=repr)) if isinstance(value, (set, frozenset)) else items)
+    if isinstance(value, (str, int, float, uuid.UUID, datetime.datetime)) or hasattr(value, "begin_ns"):
+        return (type(value).__name__, value)
+    raise TypeError("not cacheable")
+
+
+def _cache_key(tree: Node, text: str, resolved: Mapping[str, ResolvedColumn], bind: Mapping[str, Any]) -> tuple | None:
+    """Key for the compiled-clause cache; `None` when a bind value is not safely hashable.
+
+    Resolved columns enter the key by identity (a registry that builds fresh aliases per query
+    simply never hits the cache).
+    """
+    try:
+        columns = tuple(
+            (name, rc.kind, id(rc.column), id(rc.timespan[0]) if rc.timespan else 0,
+             id(rc.timespan[1]) if rc.timespan else 0)
+            for name, rc in resolved.items()
+        )
+        frozen_bind = tuple(sorted((name, _freeze(value)) for name, value in bind.items()))
+        key = (tree, text, columns, frozen_bind)
+        hash(key)
+    except TypeError:
+        return None
+    # keep the columns alive while cached so ids cannot be reused by new objects
+    return key + (tuple(resolved.values()),)
