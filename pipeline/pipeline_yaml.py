@@ -1,0 +1,971 @@
+"""Pipeline definitions read from YAML (``lsst.pipe.base.pipelineIR`` / ``Pipeline``).
+
+A pipeline file::
+
+    description: Combine biases.                     # required
+    instrument: kast_blue                            # optional; applies instrument config overrides
+    parameters: {nSigma: 5.0}                        # referenced as "parameters.nSigma" in config
+    imports:                                         # optional; alias "inherits"
+      - location: $CCDFLOW_PIPELINES/_ingredients/isr.yaml   # env vars expanded; relative to this file
+        exclude: [amp]                               # or include: [...]; labels or subset names
+        importContracts: true
+        labeledSubsetModifyMode: DROP                # DROP (default) or EDIT subsets losing a label
+    tasks:
+      isr:
+        class: pipeline.tasks.isr.IsrTask
+        config:                                      # a mapping, or a list of blocks:
+          - doDark: false
+          - file: overrides.yaml                     # YAML mapping, or .py "config.x = value" lines
+          - python: "config.overscan.order = 3"      # restricted: only literal assignments
+          - dataId: {detector: 1}                    # block applies only to matching quanta
+            overscan.fitType: MEAN
+      combine: pipeline.tasks.cp.CalibCombineTask    # short form
+    subsets:
+      step1: {subset: [isr], description: ISR only} # or a bare list
+    contracts:
+      - contract: "isr.doBias == combine.doBias"     # evaluated safely over the label configs
+        msg: ISR and combine must agree on bias.
+
+Select part of a pipeline with ``file.yaml#subset`` or ``file.yaml#label1,label2``.
+
+Config override sources, in the order applied to each task: the class defaults, the instrument's
+``pipeline/instruments/<instrument>/<label>.yaml`` (or ``<_DefaultName>.yaml``), then the config blocks
+in order (imported ones first, then this file's, then the command line ``-c``/``-C``). All sources of
+a task are validated together, so a cross-field rule sees the final values.
+
+Override files (``file:`` and ``-C label:file``) are either YAML mappings (dotted or nested field
+names → values) or Python files whose statements are only ``config.<field path> = <literal>`` (or
+``config.<dict field>["key"] = <literal>``); they are parsed, never executed.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import difflib
+import importlib.util
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .config import Config, apply_overrides, import_dotted
+from .exceptions import ContractError, PipelineDefinitionError
+
+if TYPE_CHECKING:
+    from .pipeline_graph import PipelineGraph
+
+__all__ = [
+    "ConfigBlock",
+    "Contract",
+    "LabeledSubset",
+    "Pipeline",
+    "TaskSpec",
+    "evaluate_contract",
+    "parse_override_file",
+    "parse_python_overrides",
+]
+
+_TOP_KEYS = ("description", "instrument", "parameters", "imports", "inherits", "tasks", "subsets",
+             "contracts", "steps")
+_TASK_KEYS = ("class", "config")
+_IMPORT_KEYS = ("location", "include", "exclude", "importContracts", "importSubsets", "importSteps",
+                "labeledSubsetModifyMode", "instrument")
+_PARAM_RE = re.compile(r"^parameters\.([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _suggest(name: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(allowed), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise PipelineDefinitionError(
+                f"{where}: unknown key {key!r}{_suggest(str(key), allowed)} (allowed: {', '.join(allowed)})")
+
+
+# ----------------------------------------------------------------------- override files
+def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
+    """Parse ``config.a.b = literal`` statements into ``(path, value)`` overrides, without executing.
+
+    Parameters
+    ----------
+    text : `str`
+        Python source made only of assignments to ``config.<path>`` (or
+        ``config.<dictField>["key"]``) of literal values (numbers, strings, booleans, None, lists,
+        tuples, dicts), plus comments and ``import`` lines (ignored).
+    where : `str`
+        File name or label for error messages.
+
+    Returns
+    -------
+    overrides : `list` [`tuple` [`str`, `object`]]
+        Dotted field path and value, in file order.
+
+    Raises
+    ------
+    PipelineDefinitionError
+        For any other statement, with its line number and the accepted form.
+    """
+    try:
+        tree = ast.parse(text, filename=where)
+    except SyntaxError as exc:
+        raise PipelineDefinitionError(f"{where}: invalid Python on line {exc.lineno}: {exc.msg}") from None
+    out: list[tuple[str, Any]] = []
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue  # docstring
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            path = _target_path(stmt.targets[0])
+            if path is not None:
+                try:
+                    value = ast.literal_eval(stmt.value)
+                except ValueError:
+                    raise PipelineDefinitionError(
+                        f"{where}, line {stmt.lineno}: the value assigned to config.{path} must be a literal "
+                        "(number, string, True/False/None, list, tuple or dict); expressions are not run"
+                    ) from None
+                out.append((path, list(value) if isinstance(value, tuple) else value))
+                continue
+        raise PipelineDefinitionError(
+            f"{where}, line {stmt.lineno}: only 'config.<field> = <literal>' statements are allowed in config "
+            f"override files (got: {ast.unparse(stmt)[:80]!r})"
+        )
+    return out
+
+
+def _target_path(node: ast.AST) -> str | None:
+    parts: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(
+                node.slice.value, (str, int)):
+            parts.append(str(node.slice.value))
+            node = node.value
+        elif isinstance(node, ast.Name) and node.id == "config" and parts:
+            return ".".join(reversed(parts))
+        else:
+            return None
+
+
+def parse_override_file(path: str | Path, where: str | None = None) -> list[tuple[str, Any]]:
+    """Read a config override file: YAML mapping or restricted Python (see `parse_python_overrides`).
+
+    Parameters
+    ----------
+    path : `str` or `pathlib.Path`
+        File path; ``.py`` files are parsed as Python, anything else as YAML.
+    where : `str`, optional
+        Context for error messages (e.g. the task label).
+
+    Returns
+    -------
+    overrides : `list` [`tuple` [`str`, `object`]]
+        Field path (dotted or top-level with a nested mapping value) and value.
+
+    Raises
+    ------
+    PipelineDefinitionError
+        If the file is missing, unreadable or not of the accepted form.
+    """
+    path = Path(path)
+    ctx = f"{where}: " if where else ""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PipelineDefinitionError(f"{ctx}cannot read config override file {str(path)!r}: {exc.strerror}") from None
+    if path.suffix == ".py":
+        return parse_python_overrides(text, str(path))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PipelineDefinitionError(f"{ctx}config override file {str(path)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        return []
+    if not isinstance(data, Mapping):
+        raise PipelineDefinitionError(
+            f"{ctx}config override file {str(path)!r} must hold a mapping of field names to values, "
+            f"got {type(data).__name__}")
+    if "config" in data and len(data) == 1 and isinstance(data["config"], Mapping):
+        data = data["config"]
+    return [(str(k), v) for k, v in data.items()]
+
+
+# ------------------------------------------------------------------------ data classes
+@dataclasses.dataclass
+class ConfigBlock:
+    """One block of config overrides of a task.
+
+    Attributes
+    ----------
+    values : `dict`
+        Field path → value (values ``"parameters.NAME"`` are substituted).
+    files : `list` [`str`]
+        Override files (absolute paths), applied before ``values``.
+    python : `str` or `None`
+        Restricted Python overrides, applied after ``files``.
+    data_id : `dict` or `None`
+        When set, the block applies only to quanta whose data ID matches every key.
+    """
+
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    files: list[str] = dataclasses.field(default_factory=list)
+    python: str | None = None
+    data_id: dict[str, Any] | None = None
+
+    def to_yaml_obj(self) -> dict[str, Any]:
+        """Return the block as written in a pipeline file."""
+        out: dict[str, Any] = {}
+        if self.data_id is not None:
+            out["dataId"] = dict(self.data_id)
+        if self.files:
+            out["file"] = list(self.files)
+        if self.python:
+            out["python"] = self.python
+        out.update(self.values)
+        return out
+
+    def matches(self, data_id: Mapping[str, Any] | None) -> bool:
+        """Whether this block applies to a quantum with ``data_id`` (`None`: the base config)."""
+        if self.data_id is None:
+            return True
+        if data_id is None:
+            return False
+        for key, value in self.data_id.items():
+            try:
+                actual = data_id[key]
+            except (KeyError, TypeError):
+                return False
+            if str(actual) != str(value):
+                return False
+        return True
+
+
+@dataclasses.dataclass
+class TaskSpec:
+    """A task entry of a pipeline: label, class path and config blocks."""
+
+    label: str
+    class_name: str
+    config: list[ConfigBlock] = dataclasses.field(default_factory=list)
+
+    def to_yaml_obj(self) -> dict[str, Any]:
+        """Return the entry as written in a pipeline file."""
+        out: dict[str, Any] = {"class": self.class_name}
+        if self.config:
+            out["config"] = [b.to_yaml_obj() for b in self.config]
+        return out
+
+
+@dataclasses.dataclass
+class LabeledSubset:
+    """A named group of task labels."""
+
+    name: str
+    labels: list[str]
+    description: str = ""
+
+
+@dataclasses.dataclass
+class Contract:
+    """A Python expression over ``<label>.<field>`` that must hold (``msg`` explains it)."""
+
+    contract: str
+    msg: str = ""
+
+
+# --------------------------------------------------------------------------- contracts
+_SAFE_CALLS = {"len": len, "abs": abs, "min": min, "max": max, "any": any, "all": all, "set": set,
+               "round": round, "sorted": sorted, "int": int, "float": float, "str": str, "bool": bool,
+               "sum": sum, "tuple": tuple, "list": list}
+_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+           ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b,
+           ast.Pow: lambda a, b: a ** b}
+_CMPOPS = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
+           ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
+           ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b, ast.Is: lambda a, b: a is b,
+           ast.IsNot: lambda a, b: a is not b}
+
+
+def contract_labels(expression: str) -> set[str]:
+    """Return the bare names used in a contract expression (task labels and builtins)."""
+    return {n.id for n in ast.walk(ast.parse(expression, mode="eval")) if isinstance(n, ast.Name)}
+
+
+def evaluate_contract(expression: str, namespace: Mapping[str, Any]) -> Any:
+    """Evaluate a contract expression without `eval`: only a safe subset of Python.
+
+    Parameters
+    ----------
+    expression : `str`
+        E.g. ``"isr.doBias and combine.combine == 'MEAN'"``.
+    namespace : `~collections.abc.Mapping`
+        Name → object (task label → config).
+
+    Returns
+    -------
+    value : `object`
+        The expression's value.
+
+    Raises
+    ------
+    ContractError
+        For a syntax error, a disallowed construct (private attributes, arbitrary calls, lambdas,
+        comprehensions ...), or an unknown name.
+    """
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:
+        raise ContractError(f"contract {expression!r} is not a valid expression: {exc.msg}") from None
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in namespace:
+                return namespace[node.id]
+            if node.id in ("True", "False", "None"):
+                return {"True": True, "False": False, "None": None}[node.id]
+            raise ContractError(f"contract {expression!r}: unknown name {node.id!r}"
+                                f"{_suggest(node.id, namespace)} (task labels: {', '.join(namespace)})")
+        if isinstance(node, ast.Attribute):
+            if node.attr.startswith("_"):
+                raise ContractError(f"contract {expression!r}: private attribute {node.attr!r} not allowed")
+            obj = ev(node.value)
+            if isinstance(obj, Config) and node.attr not in type(obj).model_fields:
+                raise ContractError(f"contract {expression!r}: {type(obj).__name__} has no field "
+                                    f"{node.attr!r}{_suggest(node.attr, type(obj).model_fields)}")
+            if isinstance(obj, Mapping) and not isinstance(obj, Config):
+                return obj[node.attr]
+            return getattr(obj, node.attr)
+        if isinstance(node, ast.Subscript):
+            return ev(node.value)[ev(node.slice)]
+        if isinstance(node, ast.BoolOp):
+            if isinstance(node.op, ast.And):
+                result: Any = True
+                for v in node.values:
+                    result = ev(v)
+                    if not result:
+                        return result
+                return result
+            result = False
+            for v in node.values:
+                result = ev(v)
+                if result:
+                    return result
+            return result
+        if isinstance(node, ast.UnaryOp):
+            operand = ev(node.operand)
+            if isinstance(node.op, ast.Not):
+                return not operand
+            if isinstance(node.op, ast.USub):
+                return -operand
+            if isinstance(node.op, ast.UAdd):
+                return +operand
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.Compare):
+            left = ev(node.left)
+            for op, comp in zip(node.ops, node.comparators):
+                right = ev(comp)
+                if not _CMPOPS[type(op)](left, right):
+                    return False
+                left = right
+            return True
+        if isinstance(node, ast.IfExp):
+            return ev(node.body) if ev(node.test) else ev(node.orelse)
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            items = [ev(e) for e in node.elts]
+            return {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)](items)
+        if isinstance(node, ast.Dict):
+            return {ev(k): ev(v) for k, v in zip(node.keys, node.values) if k is not None}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _SAFE_CALLS \
+                and node.func.id not in namespace and not node.keywords:
+            return _SAFE_CALLS[node.func.id](*[ev(a) for a in node.args])
+        raise ContractError(f"contract {expression!r}: {type(node).__name__} is not allowed in contracts "
+                            "(use comparisons, and/or/not, arithmetic, attribute access and "
+                            f"{', '.join(sorted(_SAFE_CALLS))})")
+
+    try:
+        return ev(tree)
+    except ContractError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - report any evaluation error as a contract error
+        raise ContractError(f"contract {expression!r} could not be evaluated: {type(exc).__name__}: {exc}") from None
+
+
+# -------------------------------------------------------------------------- pipeline
+def _instruments_dir() -> Path | None:
+    spec = importlib.util.find_spec("pipeline.instruments")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _substitute(value: Any, parameters: Mapping[str, Any], where: str) -> Any:
+    if isinstance(value, str):
+        m = _PARAM_RE.match(value.strip())
+        if m:
+            name = m.group(1)
+            if name not in parameters:
+                raise PipelineDefinitionError(
+                    f"{where}: unknown pipeline parameter {name!r}{_suggest(name, parameters)} "
+                    f"(defined: {', '.join(parameters) or 'none'}); add it under 'parameters:'")
+            return copy.deepcopy(parameters[name])
+        return value
+    if isinstance(value, Mapping):
+        return {k: _substitute(v, parameters, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, parameters, where) for v in value]
+    return value
+
+
+class Pipeline:
+    """An ordered set of labelled tasks with their config overrides, subsets and contracts.
+
+    Build with `Pipeline.from_file`, `Pipeline.from_string` or an empty ``Pipeline(description)``
+    plus `add_task`; turn into a validated `~pipeline.pipeline_graph.PipelineGraph` with `to_graph`.
+
+    Parameters
+    ----------
+    description : `str`
+        What the pipeline does.
+    """
+
+    def __init__(self, description: str = "") -> None:
+        self.description = description
+        self.instrument: str | None = None
+        self.parameters: dict[str, Any] = {}
+        self.tasks: dict[str, TaskSpec] = {}
+        self.subsets: dict[str, LabeledSubset] = {}
+        self.contracts: list[Contract] = []
+        self.steps: list[dict[str, Any]] = []
+        self.source: str | None = None
+        self._removed_labels: set[str] = set()
+        self._config_cache: dict[tuple[str, tuple[int, ...]], Config] = {}
+
+    # ---------------------------------------------------------------------- reading
+    @classmethod
+    def from_file(cls, uri: str | Path) -> Pipeline:
+        """Read a pipeline file, optionally selecting ``#subset`` or ``#label1,label2``.
+
+        Parameters
+        ----------
+        uri : `str` or `pathlib.Path`
+            ``path.yaml``, ``path.yaml#name[,name...]``; environment variables are expanded.
+
+        Returns
+        -------
+        pipeline : `Pipeline`
+            With imports resolved.
+
+        Raises
+        ------
+        PipelineDefinitionError
+            For a missing file, invalid YAML, unknown keys, bad imports or an unknown selection.
+        """
+        text = str(uri)
+        path_text, _, fragment = text.partition("#")
+        path = Path(_expand(path_text, "pipeline path")).resolve()
+        pipeline = cls._load(path, ())
+        if fragment:
+            pipeline = pipeline.subset([s.strip() for s in fragment.split(",") if s.strip()])
+        return pipeline
+
+    @classmethod
+    def from_string(cls, text: str, *, base_dir: str | Path | None = None, name: str = "<string>") -> Pipeline:
+        """Parse pipeline YAML text (relative imports/files resolve from ``base_dir``, default cwd)."""
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+        return cls._from_data(_parse_yaml(text, name), base.resolve(), name, ())
+
+    @classmethod
+    def _load(cls, path: Path, stack: tuple[Path, ...]) -> Pipeline:
+        if path in stack:
+            chain = " -> ".join(str(p) for p in stack + (path,))
+            raise PipelineDefinitionError(f"pipeline import cycle: {chain}")
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise PipelineDefinitionError(f"pipeline file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise PipelineDefinitionError(f"cannot read pipeline file {str(path)!r}: {exc.strerror}") from None
+        pipeline = cls._from_data(_parse_yaml(text, str(path)), path.parent, str(path), stack + (path,))
+        pipeline.source = str(path)
+        return pipeline
+
+    @classmethod
+    def _from_data(cls, data: Any, base: Path, where: str, stack: tuple[Path, ...]) -> Pipeline:
+        if not isinstance(data, Mapping):
+            raise PipelineDefinitionError(f"{where}: a pipeline file must be a YAML mapping with 'description' "
+                                          "and 'tasks'")
+        _check_keys(where, data, _TOP_KEYS)
+        if "description" not in data:
+            raise PipelineDefinitionError(f"{where}: missing required key 'description'")
+        pipeline = cls(str(data["description"]))
+        # Imports first: their tasks, parameters, subsets and contracts are the base.
+        imports = data.get("imports", data.get("inherits")) or []
+        if "imports" in data and "inherits" in data:
+            raise PipelineDefinitionError(f"{where}: use either 'imports' or 'inherits', not both")
+        if not isinstance(imports, list):
+            imports = [imports]
+        origin: dict[str, str] = {}
+        for entry in imports:
+            pipeline._merge_import(entry, base, where, stack, origin)
+        if data.get("instrument") is not None:
+            pipeline.instrument = str(data["instrument"])
+        params = data.get("parameters") or {}
+        if not isinstance(params, Mapping):
+            raise PipelineDefinitionError(f"{where}: 'parameters' must be a mapping of name to value")
+        pipeline.parameters.update(params)
+        tasks = data.get("tasks") or {}
+        if not isinstance(tasks, Mapping):
+            raise PipelineDefinitionError(f"{where}: 'tasks' must be a mapping of label to task")
+        for label, entry in tasks.items():
+            pipeline._read_task(str(label), entry, base, where)
+        subsets = data.get("subsets") or {}
+        if not isinstance(subsets, Mapping):
+            raise PipelineDefinitionError(f"{where}: 'subsets' must be a mapping of name to labels")
+        for name, entry in subsets.items():
+            if isinstance(entry, Mapping):
+                _check_keys(f"{where}: subset {name!r}", entry, ("subset", "description"))
+                labels, desc = entry.get("subset") or [], str(entry.get("description", ""))
+            else:
+                labels, desc = entry, ""
+            if not isinstance(labels, list):
+                raise PipelineDefinitionError(f"{where}: subset {name!r} must list task labels")
+            if name in pipeline.subsets:
+                raise PipelineDefinitionError(f"{where}: subset {name!r} is already defined by an import "
+                                              f"({origin.get('subset:' + str(name), 'unknown')})")
+            pipeline.subsets[str(name)] = LabeledSubset(str(name), [str(x) for x in labels], desc)
+        for entry in data.get("contracts") or []:
+            if isinstance(entry, str):
+                pipeline.contracts.append(Contract(entry))
+            elif isinstance(entry, Mapping) and "contract" in entry:
+                _check_keys(f"{where}: contract", entry, ("contract", "msg"))
+                pipeline.contracts.append(Contract(str(entry["contract"]), str(entry.get("msg", ""))))
+            else:
+                raise PipelineDefinitionError(f"{where}: each contract needs a 'contract' expression")
+        steps = data.get("steps") or []
+        if not isinstance(steps, list):
+            raise PipelineDefinitionError(f"{where}: 'steps' must be a list of {{label, dimensions}}")
+        pipeline.steps.extend(dict(s) for s in steps)
+        pipeline._check_subsets(where)
+        return pipeline
+
+    def _read_task(self, label: str, entry: Any, base: Path, where: str) -> None:
+        ctx = f"{where}: task {label!r}"
+        if isinstance(entry, str):
+            entry = {"class": entry}
+        if not isinstance(entry, Mapping):
+            raise PipelineDefinitionError(f"{ctx}: must be a class path or a mapping with 'class' and 'config'")
+        _check_keys(ctx, entry, _TASK_KEYS)
+        class_name = entry.get("class")
+        blocks = _read_config_blocks(entry.get("config"), base, ctx)
+        if label in self.tasks:
+            existing = self.tasks[label]
+            if class_name is not None and str(class_name) != existing.class_name:
+                raise PipelineDefinitionError(
+                    f"{ctx}: class {class_name!r} differs from the imported task's class "
+                    f"{existing.class_name!r}; omit 'class' to extend the imported task's config, or use "
+                    "another label")
+            existing.config.extend(blocks)
+            return
+        if class_name is None:
+            raise PipelineDefinitionError(f"{ctx}: missing 'class' (a dotted path such as "
+                                          "pipeline.tasks.isr.IsrTask)")
+        self.tasks[label] = TaskSpec(label, str(class_name), blocks)
+
+    def _merge_import(self, entry: Any, base: Path, where: str, stack: tuple[Path, ...],
+                      origin: dict[str, str]) -> None:
+        if isinstance(entry, str):
+            entry = {"location": entry}
+        if not isinstance(entry, Mapping) or "location" not in entry:
+            raise PipelineDefinitionError(f"{where}: each import needs a 'location'")
+        _check_keys(f"{where}: import", entry, _IMPORT_KEYS)
+        location = _expand(str(entry["location"]), f"{where}: import location")
+        path = Path(location)
+        if not path.is_absolute():
+            path = base / path
+        path = path.resolve()
+        if not path.exists():
+            raise PipelineDefinitionError(f"{where}: imported pipeline {str(path)!r} does not exist "
+                                          f"(location {entry['location']!r})")
+        imported = Pipeline._load(path, stack)
+        include, exclude = entry.get("include"), entry.get("exclude")
+        if include is not None and exclude is not None:
+            raise PipelineDefinitionError(f"{where}: import {entry['location']!r} has both include and exclude")
+        mode = str(entry.get("labeledSubsetModifyMode", "DROP")).upper()
+        if mode not in ("DROP", "EDIT"):
+            raise PipelineDefinitionError(f"{where}: labeledSubsetModifyMode must be DROP or EDIT, got {mode!r}")
+        if include is not None:
+            keep = imported._expand_names(list(include), f"{where}: import {entry['location']!r} include")
+            imported = imported._restrict(keep, mode)
+        elif exclude is not None:
+            drop = imported._expand_names(list(exclude), f"{where}: import {entry['location']!r} exclude")
+            imported = imported._restrict([lb for lb in imported.tasks if lb not in drop], mode)
+        for label, spec in imported.tasks.items():
+            if label in self.tasks:
+                raise PipelineDefinitionError(
+                    f"{where}: task label {label!r} is defined by two imports ({origin[label]} and {path}); "
+                    "exclude it from one of them")
+            self.tasks[label] = spec
+            origin[label] = str(path)
+        for name, subset in imported.subsets.items():
+            if name in self.subsets:
+                raise PipelineDefinitionError(f"{where}: subset {name!r} is defined by two imports")
+            self.subsets[name] = subset
+            origin["subset:" + name] = str(path)
+        for key, value in imported.parameters.items():
+            self.parameters.setdefault(key, value)
+        if entry.get("importContracts", True):
+            self.contracts.extend(imported.contracts)
+        if entry.get("importSteps", True):
+            self.steps.extend(imported.steps)
+        instrument = entry.get("instrument", imported.instrument)
+        if instrument is not None:
+            if self.instrument is not None and self.instrument != instrument:
+                raise PipelineDefinitionError(
+                    f"{where}: imports declare different instruments ({self.instrument!r} and {instrument!r})")
+            self.instrument = str(instrument)
+
+    def _check_subsets(self, where: str) -> None:
+        for name, subset in self.subsets.items():
+            if name in self.tasks:
+                raise PipelineDefinitionError(f"{where}: subset name {name!r} is also a task label; rename one")
+            for label in subset.labels:
+                if label not in self.tasks:
+                    raise PipelineDefinitionError(
+                        f"{where}: subset {name!r} names unknown task label {label!r}"
+                        f"{_suggest(label, self.tasks)} (labels: {', '.join(self.tasks)})")
+        for step in self.steps:
+            label = step.get("label")
+            if label not in self.subsets:
+                raise PipelineDefinitionError(f"{where}: step {label!r} must name a subset")
+
+    # ---------------------------------------------------------------------- selection
+    def _expand_names(self, names: Sequence[str], where: str) -> set[str]:
+        out: set[str] = set()
+        for name in names:
+            if name in self.tasks:
+                out.add(name)
+            elif name in self.subsets:
+                out.update(self.subsets[name].labels)
+            else:
+                choices = list(self.tasks) + list(self.subsets)
+                raise PipelineDefinitionError(
+                    f"{where}: {name!r} is neither a task label nor a subset{_suggest(name, choices)} "
+                    f"(labels: {', '.join(self.tasks)}; subsets: {', '.join(self.subsets) or 'none'})")
+        return out
+
+    def _restrict(self, labels: Iterable[str], mode: str = "DROP") -> Pipeline:
+        keep = set(labels)
+        new = Pipeline(self.description)
+        new.instrument = self.instrument
+        new.parameters = dict(self.parameters)
+        new.tasks = {lb: copy.deepcopy(spec) for lb, spec in self.tasks.items() if lb in keep}
+        for name, subset in self.subsets.items():
+            present = [lb for lb in subset.labels if lb in keep]
+            if len(present) == len(subset.labels):
+                new.subsets[name] = copy.deepcopy(subset)
+            elif mode == "EDIT" and present:
+                new.subsets[name] = LabeledSubset(name, present, subset.description)
+        new.contracts = list(self.contracts)
+        new.steps = [s for s in self.steps if s.get("label") in new.subsets]
+        new.source = self.source
+        new._removed_labels = self._removed_labels | (set(self.tasks) - keep)
+        return new
+
+    def subset(self, names: Sequence[str]) -> Pipeline:
+        """Return the pipeline restricted to labels and/or subsets (the ``#a,b`` selection).
+
+        Parameters
+        ----------
+        names : sequence of `str`
+            Task labels or subset names.
+
+        Returns
+        -------
+        pipeline : `Pipeline`
+            Subsets that lost a label are dropped; contracts naming removed labels are skipped.
+
+        Raises
+        ------
+        PipelineDefinitionError
+            If a name is neither a label nor a subset.
+        """
+        return self._restrict(self._expand_names(names, f"{self.source or 'pipeline'} selection"))
+
+    # ---------------------------------------------------------------------- editing
+    def add_task(self, task_class: str | type, label: str | None = None) -> str:
+        """Add a task (``-t Class[:label]``); the label defaults to the class's ``_DefaultName``.
+
+        Returns
+        -------
+        label : `str`
+            The label used.
+
+        Raises
+        ------
+        PipelineDefinitionError
+            If the class cannot be imported or the label exists already.
+        """
+        if isinstance(task_class, str):
+            class_name = task_class
+            if label is None:
+                label = getattr(_import_task(class_name, "-t"), "_DefaultName", None)
+        else:
+            class_name = f"{task_class.__module__}.{task_class.__qualname__}"
+            label = label or getattr(task_class, "_DefaultName", None)
+        if not label:
+            raise PipelineDefinitionError(f"task {class_name!r} has no _DefaultName; give a label as Class:label")
+        if label in self.tasks:
+            raise PipelineDefinitionError(f"task label {label!r} already exists in the pipeline; choose another")
+        self.tasks[label] = TaskSpec(label, class_name, [])
+        return label
+
+    def remove_task(self, label: str) -> None:
+        """Remove a task and drop it from subsets (``--delete``)."""
+        self._require_label(label, "--delete")
+        del self.tasks[label]
+        self._removed_labels.add(label)
+        for subset in self.subsets.values():
+            if label in subset.labels:
+                subset.labels.remove(label)
+
+    def _require_label(self, label: str, where: str) -> TaskSpec:
+        if label not in self.tasks:
+            raise PipelineDefinitionError(
+                f"{where}: no task labelled {label!r} in the pipeline{_suggest(label, self.tasks)} "
+                f"(labels: {', '.join(self.tasks) or 'none'})")
+        return self.tasks[label]
+
+    def add_config_override(self, label: str, field: str, value: Any) -> None:
+        """Append an override ``field = value`` for a task (``-c label:field=value``).
+
+        ``label`` may be ``parameters`` to set a pipeline parameter.
+        """
+        if label == "parameters" and label not in self.tasks:
+            self.parameters[field] = value
+            return
+        self._require_label(label, "-c").config.append(ConfigBlock(values={field: value}))
+        self._config_cache.clear()
+
+    def add_config_file(self, label: str, path: str | Path) -> None:
+        """Append an override file for a task (``-C label:file``)."""
+        spec = self._require_label(label, "-C")
+        p = Path(path).expanduser().resolve()
+        if not p.is_file():
+            raise PipelineDefinitionError(f"-C {label}:{path}: config override file does not exist")
+        spec.config.append(ConfigBlock(files=[str(p)]))
+        self._config_cache.clear()
+
+    # ---------------------------------------------------------------------- configs
+    def task_class(self, label: str) -> type:
+        """Import and return the task class of ``label``."""
+        return _import_task(self._require_label(label, "pipeline").class_name, f"task {label!r}")
+
+    def instrument_overrides(self, label: str) -> list[tuple[str, Any]]:
+        """Overrides from ``pipeline/instruments/<instrument>/<label or _DefaultName>.yaml``, if any."""
+        if not self.instrument:
+            return []
+        root = _instruments_dir()
+        if root is None:
+            return []
+        name = self.instrument.rsplit(".", 1)[-1]
+        cls = self.task_class(label)
+        candidates = [label, getattr(cls, "_DefaultName", None)]
+        for inst_dir in (root / name, root / name.lower()):
+            for cand in candidates:
+                if cand and (inst_dir / f"{cand}.yaml").is_file():
+                    return parse_override_file(inst_dir / f"{cand}.yaml", f"task {label!r}")
+        return []
+
+    def _override_items(self, label: str, data_id: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+        spec = self._require_label(label, "pipeline")
+        where = f"task {label!r}"
+        items = list(self.instrument_overrides(label))
+        for block in spec.config:
+            if not block.matches(data_id):
+                continue
+            for f in block.files:
+                items.extend(parse_override_file(f, where))
+            if block.python:
+                items.extend(parse_python_overrides(block.python, f"{where} python block"))
+            items.extend(block.values.items())
+        return [(k, _substitute(v, self.parameters, where)) for k, v in items]
+
+    def task_config(self, label: str, data_id: Mapping[str, Any] | None = None) -> Config:
+        """Return the (unfrozen) config of a task with every override applied.
+
+        Parameters
+        ----------
+        label : `str`
+            Task label.
+        data_id : `~collections.abc.Mapping`, optional
+            A quantum's data ID: data-ID-scoped blocks matching it are applied too. `None` gives the
+            base config (no scoped blocks).
+
+        Returns
+        -------
+        config : `~pipeline.config.Config`
+            A new config.
+
+        Raises
+        ------
+        ConfigError
+            Naming the label and the field, for an unknown field or a bad value.
+        PipelineDefinitionError
+            For an unreadable override file or an unknown parameter.
+        """
+        spec = self._require_label(label, "pipeline")
+        matching = tuple(i for i, b in enumerate(spec.config) if b.matches(data_id))
+        key = (label, matching)
+        cached = self._config_cache.get(key)
+        if cached is not None:
+            return cached.model_copy(deep=True)
+        cls = self.task_class(label)
+        config_class = getattr(cls, "ConfigClass", None)
+        if config_class is None:
+            raise PipelineDefinitionError(f"task {label!r}: {spec.class_name} has no ConfigClass")
+        config = apply_overrides(config_class(), self._override_items(label, data_id), label=label)
+        self._config_cache[key] = config
+        return config.model_copy(deep=True)
+
+    def has_data_id_overrides(self, label: str) -> bool:
+        """Whether a task has data-ID-scoped config blocks (its config may differ per quantum)."""
+        return any(b.data_id is not None for b in self._require_label(label, "pipeline").config)
+
+    def check_contracts(self, configs: Mapping[str, Config]) -> None:
+        """Evaluate every contract over the task configs.
+
+        Raises
+        ------
+        ContractError
+            If a contract is false (message: the expression and its ``msg``), names an unknown label,
+            or cannot be evaluated.
+        """
+        for contract in self.contracts:
+            names = contract_labels(contract.contract)
+            if names & self._removed_labels:
+                continue  # the selection removed a task this contract is about
+            result = evaluate_contract(contract.contract, configs)
+            if not result:
+                msg = f": {contract.msg}" if contract.msg else ""
+                raise ContractError(f"pipeline contract {contract.contract!r} failed{msg}")
+
+    def to_graph(self, *, validate: bool = True) -> PipelineGraph:
+        """Import every task, build its config, check contracts and return the pipeline graph.
+
+        Raises
+        ------
+        ConfigError, PipelineDefinitionError, ContractError, PipelineGraphError
+            See `task_config`, `check_contracts` and `~pipeline.pipeline_graph.PipelineGraph`.
+        """
+        from .pipeline_graph import PipelineGraph
+
+        return PipelineGraph.from_pipeline(self, validate=validate)
+
+    # ---------------------------------------------------------------------- writing
+    def to_dict(self) -> dict[str, Any]:
+        """Return the expanded pipeline (imports resolved) as written by `write`."""
+        out: dict[str, Any] = {"description": self.description}
+        if self.instrument:
+            out["instrument"] = self.instrument
+        if self.parameters:
+            out["parameters"] = dict(self.parameters)
+        out["tasks"] = {lb: spec.to_yaml_obj() for lb, spec in self.tasks.items()}
+        if self.subsets:
+            out["subsets"] = {n: {"subset": list(s.labels), "description": s.description}
+                              if s.description else {"subset": list(s.labels)} for n, s in self.subsets.items()}
+        if self.steps:
+            out["steps"] = [dict(s) for s in self.steps]
+        if self.contracts:
+            out["contracts"] = [{"contract": c.contract, "msg": c.msg} if c.msg else {"contract": c.contract}
+                                for c in self.contracts]
+        return out
+
+    def to_yaml(self) -> str:
+        """Return the expanded pipeline as YAML text (readable back by `from_string`)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+    def write(self, path: str | Path) -> None:
+        """Write `to_yaml` to ``path`` (atomically: temporary file then rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(self.to_yaml())
+        os.replace(tmp, path)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.description!r}, tasks={list(self.tasks)})"
+
+
+def _read_config_blocks(config: Any, base: Path, ctx: str) -> list[ConfigBlock]:
+    if config is None:
+        return []
+    entries = config if isinstance(config, list) else [config]
+    blocks = []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise PipelineDefinitionError(f"{ctx}: each config block must be a mapping of field: value")
+        values = {str(k): v for k, v in entry.items() if k not in ("file", "python", "dataId")}
+        files = entry.get("file") or []
+        if isinstance(files, str):
+            files = [files]
+        resolved = []
+        for f in files:
+            p = Path(_expand(str(f), f"{ctx}: config file"))
+            if not p.is_absolute():
+                p = base / p
+            if not p.is_file():
+                raise PipelineDefinitionError(f"{ctx}: config override file {str(p)!r} does not exist")
+            resolved.append(str(p.resolve()))
+        data_id = entry.get("dataId")
+        if data_id is not None and not isinstance(data_id, Mapping):
+            raise PipelineDefinitionError(f"{ctx}: 'dataId' must be a mapping such as {{detector: 1}}")
+        python = entry.get("python")
+        if python is not None:
+            parse_python_overrides(str(python), f"{ctx} python block")  # fail early
+        blocks.append(ConfigBlock(values=values, files=resolved, python=None if python is None else str(python),
+                                  data_id=dict(data_id) if data_id is not None else None))
+    return blocks
+
+
+def _import_task(class_name: str, where: str) -> type:
+    try:
+        cls = import_dotted(class_name)
+    except ImportError as exc:
+        raise PipelineDefinitionError(f"{where}: cannot import task class {class_name!r}: {exc}") from None
+    if not isinstance(cls, type):
+        raise PipelineDefinitionError(f"{where}: {class_name!r} is not a class")
+    return cls
+
+
+def _expand(text: str, where: str) -> str:
+    expanded = os.path.expanduser(os.path.expandvars(text))
+    m = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if m:
+        raise PipelineDefinitionError(f"{where} {text!r}: environment variable {m.group(1)} is not set")
+    return expanded
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PipelineDefinitionError(f"{where}: invalid YAML: {exc}") from None
+
