@@ -128,3 +128,96 @@ class GatherMediansTask(PipelineTask):
         detectors = detectors if detectors is not None else list(range(len(inputImages)))
         means = {int(d): float(np.mean(im)) for d, im in zip(detectors, inputImages)}
         return Struct(summary={"n": len(inputImages), "means": means})
+
+
+# ----------------------------------------------------------------------------- toy repository
+TOY_INSTRUMENT = "ToyCam"
+TOY_RAW_RUN = "ToyCam/raw/all"
+
+
+def register_toy_dimensions(butler: Any, n_exposures: int, n_detectors: int, *, start_id: int = 1,
+                            exposure_time: float = 10.0) -> None:
+    """Insert the instrument, filter, night, detector and exposure records of the toy camera.
+
+    Parameters
+    ----------
+    butler : `butler.Butler`
+        A writeable butler.
+    n_exposures, n_detectors : `int`
+        How many exposures (ids ``start_id ...``) and detectors (ids ``0 ..``).
+    start_id : `int`
+        First exposure id.
+    exposure_time : `float`
+        Exposure time of every exposure (s); exposures are 60 s apart from 2025-01-01T00:00 TAI.
+    """
+    from butler import Timespan
+
+    reg = butler.registry
+    reg.insert_dimension_data("instrument", {"name": TOY_INSTRUMENT, "class_name": "", "camera_yaml": "",
+                                             "detector_max": max(n_detectors, 1)}, skip_existing=True)
+    reg.insert_dimension_data("physical_filter", {"instrument": TOY_INSTRUMENT, "name": "toy_r", "band": "r"},
+                              skip_existing=True)
+    reg.insert_dimension_data("detector", *[{"instrument": TOY_INSTRUMENT, "id": d, "full_name": f"S{d:03d}",
+                                             "purpose": "SCIENCE"} for d in range(n_detectors)],
+                              skip_existing=True)
+    t0 = 1_735_689_600 * 10**9 + 37 * 10**9  # 2025-01-01T00:00:00 TAI in TAI ns since 1970
+    day = 86_400 * 10**9
+    reg.insert_dimension_data("day_obs", {"instrument": TOY_INSTRUMENT, "id": 20250101,
+                                          "timespan": Timespan.from_ns(t0, t0 + day)}, skip_existing=True)
+    recs = []
+    for i in range(n_exposures):
+        e = start_id + i
+        b = t0 + i * 60 * 10**9
+        recs.append({"instrument": TOY_INSTRUMENT, "id": e, "obs_id": f"TOY_{e:06d}",
+                     "exposure_time": exposure_time, "dark_time": exposure_time, "observation_type": "science",
+                     "physical_filter": "toy_r", "day_obs": 20250101,
+                     "timespan": Timespan.from_ns(b, b + int(exposure_time * 1e9))})
+    reg.insert_dimension_data("exposure", *recs, skip_existing=True)
+
+
+def make_toy_repo(root: Any, n_exposures: int, n_detectors: int, *, shape: tuple[int, int] = (512, 512),
+                  seed: int = 1234, with_files: bool = True) -> tuple[Any, dict[tuple[int, int], float]]:
+    """Create a repository with ``toyRaw`` uint16 images (known medians) in RUN ``ToyCam/raw/all``.
+
+    Parameters
+    ----------
+    root : path-like
+        New repository root.
+    n_exposures, n_detectors : `int`
+        Size of the workload.
+    shape : `tuple` [`int`, `int`]
+        Image shape (ny, nx).
+    seed : `int`
+        Random seed; image (e, d) is ``1000 + 10 e + d`` plus Poisson-like noise.
+    with_files : `bool`
+        Write image files (``False``: register the datasets only, for graph-build benchmarks).
+
+    Returns
+    -------
+    butler : `butler.Butler`
+        Writeable butler on the new repository.
+    medians : `dict` [`tuple` [`int`, `int`], `float`]
+        The true median of each (exposure, detector) image, in ADU.
+    """
+    from butler import Butler, DatasetType
+
+    butler = Butler.create(root)
+    butler = Butler(root, writeable=True)
+    register_toy_dimensions(butler, n_exposures, n_detectors)
+    dt = DatasetType("toyRaw", ("instrument", "exposure", "detector"), "NumpyArray")
+    butler.registry.register_dataset_type(dt)
+    butler.registry.register_run(TOY_RAW_RUN)
+    rng = np.random.default_rng(seed)
+    medians: dict[tuple[int, int], float] = {}
+    if not with_files:
+        ids = [{"instrument": TOY_INSTRUMENT, "exposure": e, "detector": d}
+               for e in range(1, n_exposures + 1) for d in range(n_detectors)]
+        butler.registry.insert_datasets(dt, ids, TOY_RAW_RUN)
+        return butler, medians
+    for e in range(1, n_exposures + 1):
+        for d in range(n_detectors):
+            level = 1000 + 10 * e + d
+            img = (level + rng.integers(-20, 21, size=shape)).astype(np.uint16)
+            medians[(e, d)] = float(np.median(img))
+            butler.put(img, dt.name, instrument=TOY_INSTRUMENT, exposure=e, detector=d, run=TOY_RAW_RUN)
+    return butler, medians

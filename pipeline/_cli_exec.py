@@ -173,7 +173,7 @@ def _setup_logging(level: str | None, log_file: str | None) -> None:
 # --------------------------------------------------------------------------- building blocks
 def _load_pipeline(pipeline: str | None, tasks: Sequence[str], delete: Sequence[str],
                    config_overrides: Sequence[str], config_files: Sequence[str], instrument: str | None) -> Any:
-    """Build the pipeline from -p/-t/-c/-C and return ``[(label, class, config)]``."""
+    """Build the pipeline from -p/-t/-c/-C and return its validated pipeline graph."""
     from .exceptions import PipelineDefinitionError
     from .pipeline_yaml import Pipeline
 
@@ -203,13 +203,7 @@ def _load_pipeline(pipeline: str | None, tasks: Sequence[str], delete: Sequence[
         pipe.add_config_file(label, path)
     if not pipe.tasks:
         raise PipelineDefinitionError("the pipeline has no tasks after the selection")
-    try:
-        pipe.to_graph()
-    except ImportError:
-        pass  # pipeline graph validation not available
-    configs = {label: pipe.task_config(label) for label in pipe.tasks}
-    pipe.check_contracts(configs)
-    return [(label, pipe.task_class(label), configs[label]) for label in pipe.tasks]
+    return pipe.to_graph()
 
 
 def _parse_value(text: str) -> Any:
