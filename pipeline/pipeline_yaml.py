@@ -681,7 +681,8 @@ class Pipeline:
                 new.subsets[name] = copy.deepcopy(subset)
             elif mode == "EDIT" and present:
                 new.subsets[name] = LabeledSubset(name, present, subset.description)
-        new.contracts = list(self.contracts)
+        removed = set(self.tasks) - keep
+        new.contracts = [c for c in self.contracts if not (contract_labels(c.contract) & removed)]
         new.steps = [s for s in self.steps if s.get("label") in new.subsets]
         new.source = self.source
         new._removed_labels = self._removed_labels | (set(self.tasks) - keep)

@@ -1,0 +1,261 @@
+"""Shared ``pipetask`` option decorators and pipeline-loading helpers (importing only click).
+
+The option names and letters follow ``ctrl_mpexec`` (middleware-reference section 6), so users'
+habits carry over. Commands receive them as keyword arguments named as in the ``dest`` column:
+
+=====================================  =====================  ===============================
+option                                 dest                   meaning
+=====================================  =====================  ===============================
+``-p/--pipeline FILE[#sel]``           ``pipeline``           pipeline YAML (+ subset/labels)
+``-t/--task Class[:label]``            ``tasks``              add a task (repeatable)
+``--delete label``                     ``delete``             remove a task (repeatable)
+``-c/--config label:field=value``      ``config_overrides``   config override (repeatable)
+``-C/--config-file label:file``        ``config_files``       override file (repeatable)
+``--instrument NAME``                  ``instrument``         instrument config overrides
+``-b/--butler-config REPO``            ``repo``               repository
+``-i/--input COLL[,COLL]``             ``inputs``             input collections
+``-o/--output NAME``                   ``output``             output CHAINED collection
+``--output-run RUN``                   ``output_run``
+``--extend-run``, ``--replace-run``    flags
+``--skip-existing-in COLL``            ``skip_existing_in``
+``--skip-existing``,                   flags
+``--clobber-outputs``
+``-d/--data-query EXPR``               ``data_query``
+``-g/--qgraph FILE``                   ``qgraph``             read a quantum graph
+``-q/--save-qgraph FILE``              ``save_qgraph``
+``-j/--processes N``                   ``processes``
+``--register-dataset-types``           flag
+``--log-level [comp=]LEVEL``           ``log_level``          repeatable
+``--log-file FILE``                    ``log_file``
+=====================================  =====================  ===============================
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+__all__ = [
+    "butler_options",
+    "compose",
+    "exec_options",
+    "handle_pipeline_errors",
+    "load_pipeline",
+    "log_options",
+    "parse_config_override",
+    "parse_yaml_value",
+    "pipeline_options",
+    "setup_logging",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def compose(*decorators: Callable[[_F], _F]) -> Callable[[_F], _F]:
+    """Combine click option decorators (applied so options show in the listed order)."""
+
+    def wrap(f: _F) -> _F:
+        for dec in reversed(decorators):
+            f = dec(f)
+        return f
+
+    return wrap
+
+
+pipeline_options = compose(
+    click.option("-p", "--pipeline", "pipeline", default=None, metavar="FILE[#SUBSET|#LABEL,...]",
+                 help="Pipeline YAML file; '#name' selects a subset or comma-separated task labels."),
+    click.option("-t", "--task", "tasks", multiple=True, metavar="CLASS[:LABEL]",
+                 help="Add a task by dotted class path (label defaults to its _DefaultName). Repeatable."),
+    click.option("--delete", "delete", multiple=True, metavar="LABEL", help="Remove a task. Repeatable."),
+    click.option("-c", "--config", "config_overrides", multiple=True, metavar="LABEL:FIELD=VALUE",
+                 help="Override a config field (dotted path; value parsed as YAML). 'parameters:NAME=VALUE' "
+                      "sets a pipeline parameter. Repeatable."),
+    click.option("-C", "--config-file", "config_files", multiple=True, metavar="LABEL:FILE",
+                 help="Config override file: YAML mapping, or .py with 'config.x = literal' lines. Repeatable."),
+    click.option("--instrument", default=None, metavar="NAME",
+                 help="Instrument whose pipeline/instruments/<NAME>/<label>.yaml overrides apply."),
+)
+
+butler_options = compose(
+    click.option("-b", "--butler-config", "repo", default=None, metavar="REPO", help="Repository root."),
+    click.option("-i", "--input", "inputs", multiple=True, metavar="COLL[,COLL]",
+                 help="Input collections, searched in order. Repeatable or comma-separated."),
+    click.option("-o", "--output", "output", default=None, metavar="NAME",
+                 help="Output CHAINED collection: a new timestamped RUN followed by the inputs."),
+    click.option("--output-run", default=None, metavar="RUN", help="Output RUN collection."),
+    click.option("--extend-run", is_flag=True, help="Add to the existing output RUN (implies --skip-existing)."),
+    click.option("--replace-run", is_flag=True, help="Replace the first RUN of the output chain with a new one."),
+    click.option("--skip-existing-in", multiple=True, metavar="COLL",
+                 help="Skip quanta whose outputs (metadata) exist in these collections."),
+    click.option("--skip-existing", is_flag=True, help="Skip quanta already done in the output RUN."),
+    click.option("--clobber-outputs", is_flag=True,
+                 help="Remove partial outputs of failed quanta before rerunning them (with --extend-run)."),
+    click.option("-d", "--data-query", "data_query", default="", metavar="EXPR",
+                 help="Data query expression, e.g. \"instrument='kast_blue' AND exposure IN (1..5)\"."),
+    click.option("-g", "--qgraph", "qgraph", default=None, metavar="FILE", help="Read the quantum graph from FILE."),
+    click.option("-q", "--save-qgraph", "save_qgraph", default=None, metavar="FILE",
+                 help="Write the quantum graph to FILE."),
+    click.option("--register-dataset-types", is_flag=True, help="Register missing dataset types."),
+)
+
+exec_options = compose(
+    click.option("-j", "--processes", default=1, type=click.IntRange(min=1), show_default=True,
+                 help="Number of worker processes."),
+)
+
+log_options = compose(
+    click.option("--log-level", "log_level", multiple=True, metavar="[COMPONENT=]LEVEL",
+                 help="Log level (DEBUG, INFO, WARNING, ERROR), globally or for one logger. Repeatable."),
+    click.option("--log-file", "log_file", default=None, metavar="FILE", help="Also write log records to FILE."),
+)
+
+
+def setup_logging(levels: Sequence[str] | str | None, log_file: str | None = None) -> None:
+    """Configure logging from ``--log-level`` values and ``--log-file``.
+
+    Parameters
+    ----------
+    levels : sequence of `str`, `str` or `None`
+        ``LEVEL`` (root) or ``component=LEVEL`` entries.
+    log_file : `str`, optional
+        File receiving every record (plain text, or JSON lines when it ends in ``.json``).
+
+    Raises
+    ------
+    click.BadParameter
+        For an unknown level name.
+    """
+    if isinstance(levels, str):
+        levels = [levels]
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    for item in levels or ():
+        comp, _, level = item.rpartition("=")
+        value = logging.getLevelName(level.upper())
+        if not isinstance(value, int):
+            raise click.BadParameter(f"unknown log level {level!r} (use DEBUG, INFO, WARNING or ERROR)",
+                                     param_hint="--log-level")
+        (logging.getLogger(comp) if comp else root).setLevel(value)
+    if log_file:
+        fh = logging.FileHandler(log_file)
+        if log_file.endswith(".json"):
+            import json
+
+            class _Json(logging.Formatter):
+                def format(self, record: logging.LogRecord) -> str:
+                    return json.dumps({"name": record.name, "level": record.levelname, "time": record.created,
+                                       "message": record.getMessage()})
+
+            fh.setFormatter(_Json())
+        else:
+            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
+
+
+def parse_yaml_value(text: str) -> Any:
+    """Parse a ``-c`` value with YAML rules (``1`` int, ``1e3`` float, ``no`` false, ``[1, 2]`` list);
+    text that is not valid YAML stays a string."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def parse_config_override(item: str) -> tuple[str, str, Any]:
+    """Split ``label:field=value`` into ``(label, field, parsed value)``.
+
+    Raises
+    ------
+    click.BadParameter
+        If the text is not of that form.
+    """
+    label, sep, rest = item.partition(":")
+    field, eq, value = rest.partition("=")
+    if not sep or not eq or not label.strip() or not field.strip():
+        raise click.BadParameter(f"{item!r} is not of the form LABEL:FIELD=VALUE (e.g. isr:doBias=false)",
+                                 param_hint="-c/--config")
+    return label.strip(), field.strip(), parse_yaml_value(value)
+
+
+def load_pipeline(pipeline: str | None = None, tasks: Sequence[str] = (), delete: Sequence[str] = (),
+                  config_overrides: Sequence[str] = (), config_files: Sequence[str] = (),
+                  instrument: str | None = None) -> Any:
+    """Build a `~pipeline.pipeline_yaml.Pipeline` from the pipeline options.
+
+    Parameters
+    ----------
+    pipeline : `str`, optional
+        ``-p`` value.
+    tasks, delete, config_overrides, config_files : sequence of `str`
+        ``-t``, ``--delete``, ``-c``, ``-C`` values.
+    instrument : `str`, optional
+        ``--instrument`` value.
+
+    Returns
+    -------
+    pipeline : `~pipeline.pipeline_yaml.Pipeline`
+        Not yet validated; call ``.to_graph()``.
+
+    Raises
+    ------
+    click.UsageError
+        If neither ``-p`` nor ``-t`` is given.
+    PipelineDefinitionError, click.BadParameter
+        For bad files, labels or option syntax.
+    """
+    from .exceptions import PipelineDefinitionError
+    from .pipeline_yaml import Pipeline
+
+    if pipeline:
+        pipe = Pipeline.from_file(pipeline)
+    elif tasks:
+        pipe = Pipeline("Pipeline built on the command line.")
+    else:
+        raise click.UsageError("give a pipeline with -p FILE.yaml (or tasks with -t CLASS[:LABEL])")
+    if instrument:
+        pipe.instrument = instrument
+    for item in tasks:
+        cls, _, label = item.partition(":")
+        pipe.add_task(cls.strip(), label.strip() or None)
+    for label in delete:
+        pipe.remove_task(label)
+    for item in config_overrides:
+        label, field, value = parse_config_override(item)
+        pipe.add_config_override(label, field, value)
+    for item in config_files:
+        label, sep, path = item.partition(":")
+        if not sep or not path:
+            raise click.BadParameter(f"{item!r} is not of the form LABEL:FILE", param_hint="-C/--config-file")
+        pipe.add_config_file(label.strip(), path.strip())
+    if not pipe.tasks:
+        raise PipelineDefinitionError("the pipeline has no tasks left after the selection and --delete")
+    return pipe
+
+
+def handle_pipeline_errors(fn: _F) -> _F:
+    """Turn the framework's definition errors into one ``Error: ...`` line and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .exceptions import PipelineError
+
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            raise click.ClickException(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename}") from None
+
+    return wrapper  # type: ignore[return-value]
