@@ -1,1 +1,36 @@
-"""ccdflow."""
+"""Instruments: camera descriptions (YAML), header translation, raw ingest, raw reading and the
+raw simulator. See docs/contracts.md §3 and CAMERA_FORMAT.md."""
+
+from __future__ import annotations
+
+from .camera_yaml import CameraDescription, CameraDescriptionError, load_camera_description, parse_camera_description
+from .headers import RawFileError, read_headers
+from .instrument import BUILTIN_INSTRUMENTS, Instrument, UnknownInstrumentError, get_instrument
+from .translator import ObservationInfo, TranslationError, Translator
+
+__all__ = [
+    "BUILTIN_INSTRUMENTS",
+    "CameraDescription",
+    "CameraDescriptionError",
+    "Instrument",
+    "IngestReport",
+    "ObservationInfo",
+    "RawFileError",
+    "TranslationError",
+    "Translator",
+    "UnknownInstrumentError",
+    "get_instrument",
+    "ingest_raws",
+    "load_camera_description",
+    "parse_camera_description",
+    "read_headers",
+    "register_instrument",
+]
+
+
+def __getattr__(name: str):  # lazy: ingest imports the butler
+    if name in ("ingest_raws", "register_instrument", "IngestReport"):
+        from . import ingest
+
+        return getattr(ingest, name)
+    raise AttributeError(f"module 'pipeline.instruments' has no attribute {name!r}")

@@ -1,0 +1,249 @@
+"""Reading FITS headers without pixels, and loading header dumps (text and PropertyList YAML).
+
+`read_headers` opens plain, gzipped (``.gz``) and tile-compressed (``.fz``) FITS files and returns
+the header of every HDU without reading any pixel data (astropy reads lazily). For a
+tile-compressed image HDU the header returned is the *image* header (ZNAXIS → NAXIS, BZERO ...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
+
+__all__ = [
+    "RawFileError",
+    "read_headers",
+    "merge_headers",
+    "MergedHeader",
+    "headers_from_text",
+    "header_from_propertylist_yaml",
+    "load_header_dump",
+    "FITS_SUFFIXES",
+]
+
+#: File name endings ingest treats as FITS.
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz", ".fits.bz2")
+
+
+class RawFileError(ValueError):
+    """A raw file cannot be read (not FITS, truncated, empty)."""
+
+
+def read_headers(path: str | os.PathLike[str]) -> list[fits.Header]:
+    """Return the header of every HDU of a FITS file, reading no pixel data.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A plain, gzipped or tile-compressed FITS file.
+
+    Returns
+    -------
+    list of astropy.io.fits.Header
+        ``headers[i]`` is the header of HDU ``i`` (compressed image HDUs give the image header).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    RawFileError
+        If the file is not FITS or is truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            with fits.open(path, memmap=False, lazy_load_hdus=True, ignore_missing_simple=False) as hdul:
+                headers = [hdu.header.copy() for hdu in hdul]
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # astropy raises OSError/ValueError/TypeError/EOFError for junk
+        raise RawFileError(f"{path} is not a readable FITS file ({type(exc).__name__}: {exc})") from None
+    if not headers:
+        raise RawFileError(f"{path} has no HDU (empty or truncated FITS file)")
+    return headers
+
+
+def merge_headers(primary: fits.Header, extension: fits.Header | None) -> fits.Header:
+    """Primary header updated with the extension's cards (extension wins), as a new header.
+
+    Parameters
+    ----------
+    primary : astropy.io.fits.Header
+        The primary (HDU 0) header.
+    extension : astropy.io.fits.Header or None
+        The header of the HDU holding the detector's pixels, or None.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        Extension cards (COMMENT/HISTORY of the primary kept) then the primary's other cards.
+
+    Notes
+    -----
+    Built from the cards' 80-character images, so no card value is parsed (a MegaCam primary +
+    extension merge costs ~2 ms instead of ~0.3 s with ``Header.update``).
+    """
+    if extension is None or extension is primary:
+        return primary.copy()
+    ext_keys = set()
+    images = []
+    for card in extension.cards:
+        key = card.keyword
+        if key in ("COMMENT", "HISTORY", "") or key in _SKIP_MERGE:
+            continue
+        ext_keys.add(key)
+        images.append(card.image)
+    for card in primary.cards:
+        key = card.keyword
+        if key in ext_keys and key not in ("COMMENT", "HISTORY", ""):
+            continue
+        images.append(card.image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        return fits.Header.fromstring("".join(images))
+
+
+_SKIP_MERGE = {"XTENSION", "SIMPLE", "END"}
+
+
+class MergedHeader:
+    """Read-only view of a primary header overlaid by an extension header (extension wins).
+
+    Supports ``key in h``, ``h[key]`` and ``h.get(key, default)`` without copying or parsing
+    any card, which is what header translation needs; use `merge_headers` for a real header.
+    """
+
+    __slots__ = ("primary", "extension")
+
+    def __init__(self, primary: fits.Header, extension: fits.Header | None) -> None:
+        self.primary = primary
+        self.extension = extension
+
+    def __contains__(self, key: object) -> bool:
+        return (self.extension is not None and key in self.extension) or key in self.primary
+
+    def __getitem__(self, key: str) -> Any:
+        if self.extension is not None and key in self.extension:
+            return self.extension[key]
+        return self.primary[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Value of ``key`` (extension first) or ``default``."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+_END_RE = re.compile(r"^END\s*$", re.M)
+
+
+def headers_from_text(text: str) -> list[fits.Header]:
+    """Parse a text dump of FITS headers (80-column cards, one ``END`` per HDU).
+
+    Lines starting with ``#`` (e.g. ``# HDU 1 in file.fits:``) and blank lines are ignored.
+
+    Returns
+    -------
+    list of astropy.io.fits.Header
+        One header per ``END``-terminated block.
+    """
+    blocks = _END_RE.split(text)
+    headers: list[fits.Header] = []
+    for block in blocks:
+        lines = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+        if not lines:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            headers.append(fits.Header.fromstring("\n".join(lines), sep="\n"))
+    return headers
+
+
+def _add_card(header: fits.Header, key: str, value: Any, comment: str = "") -> None:
+    if key in ("COMMENT", "HISTORY"):
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            header.add_comment(str(v)) if key == "COMMENT" else header.add_history(str(v))
+        return
+    if len(key) > 8 or " " in key:
+        key = f"HIERARCH {key}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        try:
+            header.append(fits.Card(key, value, str(comment or "")[:40]), end=True)
+        except ValueError:
+            header.append(fits.Card(key, str(value)), end=True)
+
+
+class _PropertyListLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_propertylist(loader: yaml.SafeLoader, node: yaml.Node) -> list[Any]:
+    return loader.construct_sequence(node, deep=True)
+
+
+_PropertyListLoader.add_constructor("!<lsst.daf.base.PropertyList>", _construct_propertylist)
+_PropertyListLoader.add_constructor("tag:yaml.org,2002:lsst.daf.base.PropertyList", _construct_propertylist)
+_PropertyListLoader.add_constructor("lsst.daf.base.PropertyList", _construct_propertylist)
+
+
+def header_from_propertylist_yaml(text: str) -> fits.Header:
+    """Parse an LSST ``PropertyList`` YAML dump (or a plain ``key: value`` YAML mapping).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+
+    Raises
+    ------
+    ValueError
+        If the YAML is neither a PropertyList list of ``[key, type, value, comment]`` nor a mapping.
+    """
+    data = yaml.load(text, Loader=_PropertyListLoader)  # noqa: S506 - SafeLoader subclass
+    header = fits.Header()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _add_card(header, str(key), value)
+        return header
+    if not isinstance(data, list):
+        raise ValueError("header YAML must be a PropertyList list or a key: value mapping")
+    for entry in data:
+        if not isinstance(entry, (list, tuple)) or len(entry) < 3:
+            continue
+        key, _type, value = entry[0], entry[1], entry[2]
+        comment = entry[3] if len(entry) > 3 else ""
+        _add_card(header, str(key), value, comment)
+    return header
+
+
+def load_header_dump(path: str | os.PathLike[str]) -> list[fits.Header]:
+    """Load a header dump file: ``*.header`` text (all HDUs) or PropertyList/plain YAML (one).
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.yaml``/``.yml`` files are parsed with `header_from_propertylist_yaml`, anything else
+        with `headers_from_text`.
+
+    Returns
+    -------
+    list of astropy.io.fits.Header
+    """
+    path = Path(path)
+    text = path.read_text(errors="replace")
+    if path.suffix in (".yaml", ".yml"):
+        return [header_from_propertylist_yaml(text)]
+    return headers_from_text(text)
