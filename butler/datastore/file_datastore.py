@@ -1,0 +1,436 @@
+"""Files under the repository root: path templates, atomic writes, checksums, ingest transfers.
+
+The datastore never touches the registry: the `Butler` stores the `StoredFileInfo` it returns in
+the registry's ``file_datastore_records`` table, and the `QuantumBackedButler` uses the same
+class with records that travel in the quantum graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .._errors import DatastoreError
+from ..storage_classes import get_formatter, get_storage_class
+from .records import StoredFileInfo
+
+__all__ = ["DEFAULT_TEMPLATES", "FileDatastore", "PathTemplate", "TRANSFER_MODES"]
+
+DEFAULT_TEMPLATES: dict[str, str] = {
+    # Used when the dataset type has an exposure dimension (LSST's raw-style layout).
+    "exposure_default": (
+        "{run}/{datasetType}/{day_obs:?}/{exposure.obs_id}/"
+        "{datasetType}_{instrument}_{exposure.obs_id}_{detector.full_name:?}_{run}"
+    ),
+    # Everything else: optional fields render when the (expanded) data ID has them.
+    "default": (
+        "{run}/{datasetType}/{band:?}/{physical_filter:?}/"
+        "{datasetType}_{instrument:?}_{band:?}_{physical_filter:?}_{day_obs:?}_{detector.full_name:?}_{run}"
+    ),
+}
+
+TRANSFER_MODES = ("auto", "copy", "symlink", "hardlink", "move", "direct")
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)(:\?)?\}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.,+@=-]")
+
+
+class PathTemplate:
+    """An LSST-style file template: ``{run}/{datasetType}/{day_obs}/{exposure.obs_id}/...``.
+
+    Fields are ``run``, ``datasetType``, a dimension name (its data ID value) or
+    ``element.field`` (a record attribute of the expanded data ID). ``{x:?}`` is optional: when the
+    data ID has no value for it, it is dropped together with one neighbouring ``_``. A field without ``:?`` must have a
+    value. ``/`` in values is kept in directory parts for ``run`` and becomes ``_`` elsewhere.
+
+    Parameters
+    ----------
+    template : `str`
+        The template text.
+
+    Raises
+    ------
+    ValueError
+        If the template is empty or has no ``{run}`` field.
+    """
+
+    def __init__(self, template: str) -> None:
+        if not template or "{run" not in template:
+            raise ValueError(f"file template {template!r} must contain {{run}} so runs do not collide")
+        self.template = template
+        self.segments = template.strip("/").split("/")
+
+    def fields(self) -> set[str]:
+        """Heads (dimension names, ``run``, ``datasetType``) of every field."""
+        return {m.group(1).split(".")[0] for m in _FIELD.finditer(self.template)}
+
+    def render(self, ref: Any) -> str:
+        """Render the template for a dataset (without the file extension).
+
+        Raises
+        ------
+        DatastoreError
+            If a mandatory field has no value in the (expanded) data ID.
+        """
+        data_id = ref.data_id
+        out_segments = []
+        last = len(self.segments) - 1
+        for i, seg in enumerate(self.segments):
+            pieces: list[str] = []
+            pos = 0
+            drop_next_sep = False
+            for m in _FIELD.finditer(seg):
+                literal = seg[pos : m.start()]
+                if drop_next_sep and literal.startswith("_"):
+                    literal = literal[1:]
+                drop_next_sep = False
+                name, optional = m.group(1), bool(m.group(2))
+                value = self._value(ref, name)
+                if optional and value is None:
+                    if literal.endswith("_"):
+                        literal = literal[:-1]
+                    else:
+                        drop_next_sep = True
+                    pieces.append(literal)
+                else:
+                    if value is None:
+                        raise DatastoreError(
+                            f"file template {self.template!r} needs {name!r}, which the data ID "
+                            f"{data_id.to_simple()} of {ref.dataset_type.name} does not provide; make it optional ({{{name}:?}}) "
+                            "or configure another template for this dataset type in butler.yaml"
+                        )
+                    text = str(value)
+                    if name == "run" and i != last:
+                        text = "/".join(_UNSAFE.sub("_", p) for p in text.split("/") if p not in ("", ".", ".."))
+                    else:
+                        text = _UNSAFE.sub("_", text.replace("/", "_"))
+                    pieces.append(literal + text)
+                pos = m.end()
+            tail = seg[pos:]
+            if drop_next_sep and tail.startswith("_"):
+                tail = tail[1:]
+            rendered = ("".join(pieces) + tail).strip("_")
+            if rendered:
+                out_segments.append(rendered)
+        return "/".join(out_segments)
+
+    @staticmethod
+    def _value(ref: Any, name: str) -> Any:
+        if name == "run":
+            return ref.run
+        if name == "datasetType":
+            return ref.dataset_type.name
+        data_id = ref.data_id
+        if "." in name:
+            head, _, field = name.partition(".")
+            rec = data_id.records.get(head)
+            return None if rec is None else rec.get(field)
+        return data_id.get(name)
+
+
+def _config_from_root(root: Path) -> dict[str, Any]:
+    path = root / "butler.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    with open(path) as f:
+        return (yaml.safe_load(f) or {}).get("datastore") or {}
+
+
+def _checksum(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FileDatastore:
+    """Datasets as files under a root directory.
+
+    Parameters
+    ----------
+    root : `str` or `pathlib.Path`
+        The repository root.
+    config : mapping, optional
+        The ``datastore`` section of ``butler.yaml``: ``checksum`` (bool, default false) and
+        ``templates`` (``default``, ``exposure_default`` and per dataset type or storage class name).
+        Default: read from ``ROOT/butler.yaml`` when it exists (so a worker that only knows the
+        root lays files out exactly like the butler).
+
+    Attributes
+    ----------
+    bridge : callable or `None`
+        Set by `Butler`: ``ids -> {id: StoredFileInfo}`` reading the registry's datastore records.
+    """
+
+    def __init__(self, root: str | os.PathLike, config: Mapping[str, Any] | None = None) -> None:
+        self.root = Path(root).absolute()
+        if config is None:
+            config = _config_from_root(self.root)
+        config = dict(config or {})
+        self.bridge: Any = None
+        self.checksum = bool(config.get("checksum", False))
+        templates = dict(DEFAULT_TEMPLATES)
+        templates.update(config.get("templates") or {})
+        self.templates = {k: PathTemplate(v) for k, v in templates.items()}
+        self._made_dirs: set[Path] = set()
+
+    # ------------------------------------------------------------------ paths
+    def template_for(self, dataset_type: Any) -> PathTemplate:
+        """The template of a dataset type (by name, then storage class, then the defaults)."""
+        t = self.templates.get(dataset_type.name) or self.templates.get(dataset_type.storage_class)
+        if t is not None:
+            return t
+        return self.templates["exposure_default" if "exposure" in dataset_type.dimensions else "default"]
+
+    def path_for(self, ref: Any, formatter: str | None = None) -> Path:
+        """Path, relative to the root, where a dataset is written (template + formatter extension).
+
+        Parameters
+        ----------
+        ref : `DatasetRef`
+            With an expanded data ID when the template uses record fields.
+        formatter : `str`, optional
+            Dotted formatter path (default: the storage class's).
+
+        Raises
+        ------
+        DatastoreError
+            If the template needs a value the data ID lacks.
+        """
+        fmt = get_formatter(formatter or get_storage_class(ref.dataset_type.storage_class).formatter)
+        return Path(self.template_for(ref.dataset_type).render(ref) + fmt.extension)
+
+    def abspath(self, path: str | os.PathLike) -> Path:
+        """Absolute path of a stored path (relative to the root unless already absolute)."""
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def _mkdir(self, d: Path) -> None:
+        if d not in self._made_dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(d)
+
+    # ------------------------------------------------------------------ writing
+    def prepare_write(self, obj: Any, ref: Any) -> tuple[Path, Path, StoredFileInfo]:
+        """Write a dataset to a temporary file beside its final path.
+
+        Returns
+        -------
+        tmp, final : `pathlib.Path`
+            Absolute temporary and final paths (`commit_write` renames one to the other).
+        info : `StoredFileInfo`
+
+        Raises
+        ------
+        DatastoreError
+            If the formatter fails (nothing is left behind).
+        """
+        sc = get_storage_class(ref.dataset_type.storage_class)
+        fmt = get_formatter(sc.formatter)
+        rel = Path(self.template_for(ref.dataset_type).render(ref) + fmt.extension)
+        final = self.root / rel
+        self._mkdir(final.parent)
+        tmp = final.parent / f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{fmt.extension}"
+        try:
+            fmt.write(obj, tmp, ref)
+            size = tmp.stat().st_size
+            checksum = _checksum(tmp) if self.checksum else None
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, DatastoreError):
+                raise
+            raise DatastoreError(
+                f"cannot write {ref.dataset_type.name} {ref.data_id.required} with {sc.formatter}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return tmp, final, StoredFileInfo(rel.as_posix(), sc.formatter, sc.name, checksum, size)
+
+    def commit_write(self, tmp: Path, final: Path, *, clobber: bool = False) -> None:
+        """Move a prepared file into place (atomic rename).
+
+        Raises
+        ------
+        DatastoreError
+            If the final path exists and ``clobber`` is false (another dataset would be overwritten).
+        """
+        if not clobber and os.path.lexists(final):
+            tmp.unlink(missing_ok=True)
+            raise DatastoreError(
+                f"refusing to overwrite the existing file {final}: it belongs to another dataset or is left over "
+                "from an earlier failure; remove it, or make the file template of this dataset type unique"
+            )
+        os.replace(tmp, final)
+
+    def write(self, obj: Any, ref: Any, *, clobber: bool = False) -> StoredFileInfo:
+        """Write a dataset atomically (temporary file + rename) and return its record.
+
+        Raises
+        ------
+        DatastoreError
+            If writing fails or the file exists already (unless ``clobber``).
+        """
+        tmp, final, info = self.prepare_write(obj, ref)
+        self.commit_write(tmp, final, clobber=clobber)
+        return info
+
+    # ------------------------------------------------------------------ reading
+    def read(self, ref: Any, info: StoredFileInfo, parameters: Mapping[str, Any] | None = None) -> Any:
+        """Read a dataset through the formatter recorded for it.
+
+        Raises
+        ------
+        DatastoreError
+            If the file is missing, has the wrong size or checksum, or the formatter fails;
+            the message names the dataset and the path.
+        """
+        path = self.abspath(info.path)
+        what = f"dataset {ref.dataset_type.name} {ref.data_id.required} (run {ref.run!r}, id {ref.id})"
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise DatastoreError(
+                f"{what} has no file at {path}: it was deleted or moved behind the registry's back; "
+                "restore the file or remove the dataset (butler prune-datasets)"
+            ) from None
+        if info.file_size >= 0 and size != info.file_size:
+            raise DatastoreError(
+                f"{what}: file {path} is corrupted (size {size} bytes, {info.file_size} when written); "
+                "restore it or remove the dataset"
+            )
+        if info.checksum and _checksum(path) != info.checksum:
+            raise DatastoreError(f"{what}: file {path} is corrupted (checksum mismatch); restore it or remove the dataset")
+        fmt = get_formatter(info.formatter)
+        try:
+            return fmt.read(path, ref, parameters=parameters, repo_root=self.root)
+        except DatastoreError:
+            raise
+        except ValueError as exc:
+            if parameters and "parameter" in str(exc):
+                raise
+            raise DatastoreError(f"cannot read {what} from {path} (corrupted?): {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise DatastoreError(f"cannot read {what} from {path} (corrupted?): {type(exc).__name__}: {exc}") from exc
+
+    def get_stored_infos(self, refs: list[Any]) -> dict[uuid.UUID, StoredFileInfo]:
+        """Datastore records of registered datasets (needs the `bridge` a `Butler` sets).
+
+        Raises
+        ------
+        DatastoreError
+            If the datastore is not attached to a registry.
+        """
+        if self.bridge is None:
+            raise DatastoreError("this datastore is not attached to a registry; use Butler(repo).datastore")
+        return self.bridge([r.id for r in refs])
+
+    def exists(self, info: StoredFileInfo) -> bool:
+        """Whether the file of a record exists."""
+        return self.abspath(info.path).exists()
+
+    # ------------------------------------------------------------------ ingest and removal
+    def transfer(self, src: str | os.PathLike, ref: Any, transfer: str, formatter: str | None = None) -> tuple[str, Path | None]:
+        """Bring an external file into the datastore.
+
+        Parameters
+        ----------
+        src : path
+            The file to ingest.
+        ref : `DatasetRef`
+            A dataset in the file (its template gives the destination).
+        transfer : {"auto", "copy", "symlink", "hardlink", "move", "direct"}
+            ``auto`` keeps files already under the root in place and copies others;
+            ``direct`` records the file where it is.
+        formatter : `str`, optional
+            Formatter dotted path (for the extension; default the storage class's).
+
+        Returns
+        -------
+        path : `str`
+            Stored path (relative to the root, or absolute for ``direct`` outside it).
+        created : `pathlib.Path` or `None`
+            The file created in the datastore (to undo on failure), or `None`.
+
+        Raises
+        ------
+        DatastoreError
+            If the source is missing, the mode unknown, or the destination exists.
+        """
+        if transfer not in TRANSFER_MODES:
+            raise DatastoreError(f"unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
+        src_path = Path(src).absolute()
+        if not src_path.is_file():
+            raise DatastoreError(f"cannot ingest {src}: no such file")
+        try:
+            inside = src_path.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            inside = None
+        if transfer == "direct" or (transfer == "auto" and inside is not None):
+            return (inside.as_posix() if inside is not None else str(src_path)), None
+        if transfer == "auto":
+            transfer = "copy"
+        ext = "".join(src_path.suffixes[-2:]) if src_path.suffix in (".gz", ".fz", ".bz2") else src_path.suffix
+        rel = Path(self.template_for(ref.dataset_type).render(ref) + ext)
+        dest = self.root / rel
+        self._mkdir(dest.parent)
+        if os.path.lexists(dest):
+            raise DatastoreError(f"cannot ingest {src}: the destination {dest} already exists")
+        try:
+            if transfer == "copy":
+                tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp"
+                shutil.copyfile(src_path, tmp)
+                os.replace(tmp, dest)
+            elif transfer == "symlink":
+                os.symlink(src_path.resolve(), dest)
+            elif transfer == "hardlink":
+                os.link(src_path, dest)
+            elif transfer == "move":
+                shutil.move(src_path, dest)
+        except OSError as exc:
+            raise DatastoreError(f"cannot {transfer} {src} to {dest}: {exc}") from exc
+        return rel.as_posix(), dest
+
+    def file_info_for(self, path: str, dataset_type: Any, formatter: str | None = None) -> StoredFileInfo:
+        """A record for an ingested file (size and, if enabled, checksum computed now)."""
+        sc = get_storage_class(dataset_type.storage_class)
+        p = self.abspath(path)
+        return StoredFileInfo(
+            path, formatter or sc.formatter, sc.name, _checksum(p) if self.checksum else None, p.stat().st_size
+        )
+
+    def remove_files(self, paths: list[str]) -> int:
+        """Delete stored files inside the root (absolute paths outside it are left alone).
+
+        Returns
+        -------
+        n : `int`
+            Number of files deleted. Empty directories left behind are removed.
+        """
+        n = 0
+        dirs: set[Path] = set()
+        for p in paths:
+            if Path(p).is_absolute():
+                continue
+            ap = self.root / p
+            try:
+                ap.unlink()
+                n += 1
+                dirs.add(ap.parent)
+            except FileNotFoundError:
+                pass
+        self._made_dirs.clear()
+        for d in sorted(dirs, key=lambda x: len(x.parts), reverse=True):
+            while d != self.root and d.is_relative_to(self.root):
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+                d = d.parent
+        return n

@@ -1,0 +1,177 @@
+"""Generic formatters: how datasets of the pure-Python storage classes are written and read.
+
+A formatter has ``extension`` (with the dot), ``read(path, ref, parameters=None,
+repo_root=None)`` and ``write(obj, path, ref)``. ``write`` gets a temporary path that already
+carries the final extension; the datastore renames it into place. Heavy libraries (numpy,
+astropy, matplotlib) are imported inside the methods.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "AstropyFitsTableFormatter",
+    "AstropyTableFormatter",
+    "Formatter",
+    "JsonFormatter",
+    "NumpyFormatter",
+    "PngFormatter",
+    "YamlFormatter",
+    "to_builtin",
+]
+
+
+def to_builtin(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples, paths, UUIDs and mappings to plain Python for YAML/JSON."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k) if not isinstance(k, (int, float, bool)) else k: to_builtin(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_builtin(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return to_builtin(obj.tolist())
+    if hasattr(obj, "to_dict"):
+        return to_builtin(obj.to_dict())
+    return str(obj)
+
+
+class Formatter:
+    """Base class; subclasses set `extension` and implement `read` and `write`."""
+
+    extension = ""
+    supported_parameters: frozenset[str] = frozenset()
+
+    def check_parameters(self, parameters: Mapping[str, Any] | None) -> None:
+        """Raise `ValueError` naming unsupported read parameters."""
+        if parameters:
+            bad = set(parameters) - self.supported_parameters
+            if bad:
+                raise ValueError(
+                    f"{type(self).__name__} does not support read parameter(s) {sorted(bad)}; "
+                    f"supported: {sorted(self.supported_parameters) or 'none'}"
+                )
+
+    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+        """Read the dataset at ``path``."""
+        raise NotImplementedError
+
+    def write(self, obj: Any, path: Path, ref: Any) -> None:
+        """Write ``obj`` to ``path``."""
+        raise NotImplementedError
+
+
+class NumpyFormatter(Formatter):
+    """numpy arrays as ``.npy``; read parameter ``slices`` (a slice or tuple of slices) memory-maps a cut-out."""
+
+    extension = ".npy"
+    supported_parameters = frozenset({"slices"})
+
+    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+        import numpy as np
+
+        self.check_parameters(parameters)
+        if parameters and parameters.get("slices") is not None:
+            return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[parameters["slices"]])
+        return np.load(path, allow_pickle=False)
+
+    def write(self, obj: Any, path: Path, ref: Any) -> None:
+        import numpy as np
+
+        with open(path, "wb") as f:
+            np.save(f, np.asarray(obj), allow_pickle=False)
+
+
+class YamlFormatter(Formatter):
+    """Dicts/lists of plain values as YAML."""
+
+    extension = ".yaml"
+
+    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+        import yaml
+
+        self.check_parameters(parameters)
+        with open(path) as f:
+            return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+    def write(self, obj: Any, path: Path, ref: Any) -> None:
+        import yaml
+
+        with open(path, "w") as f:
+            yaml.dump(to_builtin(obj), f, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+
+
+class JsonFormatter(Formatter):
+    """Dicts/lists of plain values as JSON."""
+
+    extension = ".json"
+
+    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+        self.check_parameters(parameters)
+        with open(path) as f:
+            return json.load(f)
+
+    def write(self, obj: Any, path: Path, ref: Any) -> None:
+        with open(path, "w") as f:
+            json.dump(to_builtin(obj), f)
+
+
+class AstropyTableFormatter(Formatter):
+    """astropy Tables as ECSV; read parameter ``columns`` selects columns."""
+
+    extension = ".ecsv"
+    supported_parameters = frozenset({"columns"})
+
+    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+        from astropy.table import Table
+
+        self.check_parameters(parameters)
+        t = Table.read(path, format="ascii.ecsv")
+        if parameters and parameters.get("columns") is not None:
+            t = t[list(parameters["columns"])]
+        return t
+
+    def write(self, obj: Any, path: Path, ref: Any) -> None:
+        obj.write(path, format="ascii.ecsv", overwrite=True)
+
+
+class AstropyFitsTableFormatter(Formatter):
+    """astropy Tables as a FITS binary table; read parameter ``columns`` selects columns."""
+
+    extension = ".fits"
+    supported_parameters = frozenset({"columns"})
+
+    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+        from astropy.table import Table
+
+        self.check_parameters(parameters)
+        t = Table.read(path, format="fits")
+        if parameters and parameters.get("columns") is not None:
+            t = t[list(parameters["columns"])]
+        return t
+
+    def write(self, obj: Any, path: Path, ref: Any) -> None:
+        obj.write(path, format="fits", overwrite=True)
+
+
+class PngFormatter(Formatter):
+    """matplotlib Figures (or PNG bytes) written as PNG; read back as the PNG bytes."""
+
+    extension = ".png"
+
+    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+        self.check_parameters(parameters)
+        data = Path(path).read_bytes()
+        if not data.startswith(b"\x89PNG"):
+            raise ValueError(f"{path} is not a PNG file")
+        return data
+
+    def write(self, obj: Any, path: Path, ref: Any) -> None:
+        if isinstance(obj, (bytes, bytearray)):
+            Path(path).write_bytes(obj)
+        else:
+            obj.savefig(path, format="png")
