@@ -12,6 +12,7 @@ Both use the ``NumpyArray`` / ``StructuredDataDict`` storage classes so they nee
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -54,7 +55,8 @@ class SubtractMedianTask(PipelineTask):
     def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
         """Check the failure/no-work switches, then do the default get/run/put."""
         exposure = butlerQC.quantum.data_id["exposure"]
-        if exposure in self.config.fail_on:
+        env_fail = os.environ.get("CCDFLOW_TOY_FAIL", "")
+        if exposure in self.config.fail_on or str(exposure) in env_fail.split(","):
             raise RuntimeError(f"injected failure for exposure {exposure}")
         if exposure in self.config.no_work_on:
             raise NoWorkFound(f"injected no-work for exposure {exposure}")

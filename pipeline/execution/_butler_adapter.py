@@ -46,10 +46,17 @@ def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]
     return cls(root, inputs=inputs, outputs=list(outputs))
 
 
-def _datastore_for(root: str | os.PathLike[str]) -> Any:
-    from butler.datastore import FileDatastore
+_DATASTORES: dict[str, Any] = {}
 
-    return FileDatastore(Path(root))
+
+def _datastore_for(root: str | os.PathLike[str]) -> Any:
+    key = str(Path(root).absolute())
+    ds = _DATASTORES.get(key)
+    if ds is None:
+        from butler.datastore.file_datastore import FileDatastore
+
+        ds = _DATASTORES[key] = FileDatastore(Path(root))
+    return ds
 
 
 def predicted_file_info(root: str | os.PathLike[str], ref: Any) -> Any:
@@ -73,8 +80,8 @@ def predicted_file_info(root: str | os.PathLike[str], ref: Any) -> Any:
 
     sc = get_storage_class(ref.dataset_type.storage_class)
     if _real_qbb() is not None:
-        path = _datastore_for(root).path_for(ref)
-        rel = os.path.relpath(path, root) if os.path.isabs(path) else str(path)
+        path = _datastore_for(root).path_for(ref, sc.formatter)
+        rel = os.path.relpath(path, root) if os.path.isabs(path) else Path(path).as_posix()
     else:
         rel = _StandInQBB.relpath(ref, sc.formatter)
     return StoredFileInfo(rel, sc.formatter, sc.name, None, -1)
@@ -138,6 +145,16 @@ def stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
     """
     if not refs:
         return {}
+    get_records = getattr(butler.registry, "get_file_records", None)
+    if get_records is not None:
+        found = get_records([r.id for r in refs])
+        missing = [r for r in refs if r.id not in found]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} input dataset(s) have no file in the datastore, e.g. "
+                f"{missing[0].dataset_type.name} {dict(missing[0].data_id.required)} in run {missing[0].run}; "
+                "re-ingest or remove them (butler prune-datasets)")
+        return found
     ds = butler.datastore
     for name in ("get_stored_infos", "stored_infos", "get_infos", "records_for"):
         fn = getattr(ds, name, None)

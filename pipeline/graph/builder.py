@@ -492,14 +492,19 @@ def build_quantum_graph(
                     dropped[spec.label].append(f"{_fmt(qdata)}: {drop_reason}")
                     continue
                 prereq_refs: dict[str, list[Any]] = {}
+                quantum_missing = False
                 for c in spec.by_kind("prerequisite"):
                     found = _lookup_prerequisite(butler, c, qdata, q_rows[qk], inputs, prereq_cache, stats)
                     if isinstance(found, str):
                         missing_prereqs[(spec.label, c.name)].append(found)
+                        quantum_missing = True
                         found = []
-                    elif not found and c.minimum > 0:
+                    elif len(found) < c.minimum:
                         missing_prereqs[(spec.label, c.name)].append(_fmt(qdata))
+                        quantum_missing = True
                     prereq_refs[c.name] = found
+                if quantum_missing:
+                    continue
                 # Predicted outputs.
                 outputs_refs: dict[str, list[Any]] = {}
                 for c in out_conns:
@@ -630,9 +635,7 @@ def _quantum_timespan(qdata: Any, rows: Sequence[Any]) -> Any:
         return None
     from butler import Timespan
 
-    begins = [s.begin for s in spans if s.begin is not None]
-    ends = [s.end for s in spans if s.end is not None]
-    return Timespan(min(begins) if begins else None, max(ends) if ends else None)
+    return Timespan.from_ns(min(s.begin_ns for s in spans), max(s.end_ns for s in spans))
 
 
 def _lookup_prerequisite(butler: Any, c: _Conn, qdata: Any, rows: Sequence[Any], collections: list[str],
@@ -661,7 +664,12 @@ def _lookup_prerequisite(butler: Any, c: _Conn, qdata: Any, rows: Sequence[Any],
                 else:
                     ref = butler.find_dataset(dt.name, pid, collections=collections, timespan=ts)
             except Exception as exc:  # noqa: BLE001 - e.g. ambiguous calibration validity match
+                from butler import MissingDatasetTypeError
+
                 stats["queries"] += 1
+                if isinstance(exc, MissingDatasetTypeError):
+                    cache[ck] = None
+                    continue
                 return (f"{_fmt(pid)}: {type(exc).__name__}: {exc}")
             stats["queries"] += 1
             cache[ck] = ref
