@@ -251,6 +251,8 @@ class TaskNode:
     log_output: ResolvedConnection
     config_output: ResolvedConnection
     _pipeline: Any = dataclasses.field(default=None, repr=False, compare=False)
+    _scoped_configs: dict[tuple[int, ...], Config] = dataclasses.field(default_factory=dict, repr=False,
+                                                                       compare=False)
 
     @property
     def all_outputs(self) -> dict[str, ResolvedConnection]:
@@ -290,9 +292,16 @@ class TaskNode:
         """
         if data_id is None or not self.has_data_id_overrides:
             return self.config
-        config = self._pipeline.task_config(self.label, data_id)
-        config.freeze()
-        return config
+        blocks = self._pipeline.tasks[self.label].config
+        matching = tuple(i for i, b in enumerate(blocks) if b.data_id is not None and b.matches(data_id))
+        if not matching:
+            return self.config
+        cached = self._scoped_configs.get(matching)
+        if cached is None:
+            cached = self._pipeline.task_config(self.label, data_id)
+            cached.freeze()
+            self._scoped_configs[matching] = cached
+        return cached
 
     def make_task(self, *, config: Config | None = None, log: Any = None,
                   initInputs: Mapping[str, Any] | None = None) -> Any:

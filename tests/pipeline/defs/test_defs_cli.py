@@ -1,0 +1,136 @@
+"""``pipetask build`` through click's CliRunner: --show outputs, -s, --pipeline-dot, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import pipetask
+from pipeline.pipeline_yaml import Pipeline
+
+T = "tests.pipeline.defs.toy_tasks"
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture()
+def toy_yaml(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(textwrap.dedent(f"""
+        description: Toy pipeline.
+        parameters: {{lvl: 1.0}}
+        tasks:
+          isr:
+            class: {T}.SubtractTask
+            config: {{level: parameters.lvl}}
+          combine: {T}.CombineTask
+        subsets:
+          step1:
+            subset: [isr]
+            description: Only ISR.
+    """))
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(pipetask, list(args))
+
+
+def test_show_config_pattern_and_override(toy_yaml):
+    result = run("build", "-p", str(toy_yaml), "-c", "isr:offset.value=2.5", "-c", "isr:doCalib=no",
+                 "--show", "config=isr::offset*", "--show", "config=isr::doCalib")
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "### Configuration for task 'isr'\n"
+        "config.offset.method='ADD'\n"
+        "config.offset.value=2.5\n"
+        "### Configuration for task 'isr'\n"
+        "config.doCalib=False\n"
+    )
+
+
+def test_show_tasks_subsets_inputs_graph(toy_yaml):
+    result = run("build", "-p", str(toy_yaml), "--show", "tasks", "--show", "subsets", "--show", "inputs",
+                 "--show", "pipeline-graph", "--show", "task-graph")
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "### Subtasks for task 'isr'\n"
+        f"isr: {T}.SubtractTask\n"
+        f"isr.offset: {T}.OffsetTask\n"
+        "### Subtasks for task 'combine'\n"
+        f"combine: {T}.CombineTask\n"
+        "step1: isr  # Only ISR.\n"
+        "### Overall inputs\n"
+        "raw (instrument, detector, exposure) NumpyArray\n"
+        "### Prerequisite inputs\n"
+        "bias (instrument, detector) NumpyArray calibration\n"
+        "○  bias (instrument, detector) NumpyArray [prerequisite, calibration]\n"
+        "│ ○  raw (instrument, detector, exposure) NumpyArray\n"
+        "├─╯\n"
+        "■  isr: SubtractTask (instrument, detector, exposure)\n"
+        "○  toyPostIsr (instrument, detector, exposure) NumpyArray\n"
+        "■  combine: CombineTask (instrument, detector)\n"
+        "○  toyCombined (instrument, detector) NumpyArray\n"
+        "■  isr: SubtractTask (instrument, detector, exposure)\n"
+        "■  combine: CombineTask (instrument, detector)\n"
+    )
+
+
+def test_show_pipeline_subset_and_save(toy_yaml, tmp_path):
+    saved = tmp_path / "saved.yaml"
+    dot = tmp_path / "p.dot"
+    result = run("build", "-p", f"{toy_yaml}#step1", "-t", f"{T}.MeasureTask:meas", "-C",
+                 f"isr:{_write(tmp_path / 'o.py', 'config.statistic = ' + repr('MEAN'))}",
+                 "--show", "pipeline", "-s", str(saved), "--pipeline-dot", str(dot))
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("description: Toy pipeline.\nparameters:\n  lvl: 1.0\ntasks:\n  isr:\n")
+    again = Pipeline.from_file(saved)
+    assert list(again.tasks) == ["isr", "meas"]
+    assert again.task_config("isr").statistic == "MEAN" and again.task_config("isr").level == 1.0
+    text = dot.read_text()
+    assert text.startswith("digraph pipeline {") and "style=dashed" in text and "meas\\nMeasureTask" in text
+
+
+def test_errors_are_one_line_and_write_nothing(toy_yaml, tmp_path):
+    saved = tmp_path / "never.yaml"
+    result = run("build", "-p", str(toy_yaml), "-c", "isr:levle=3", "-s", str(saved))
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: task 'isr': unknown config field 'levle' for SubtractConfig; did you mean 'level'? (allowed fields: "
+        "connections, doCalib, level, offset, saturation, statistic, threshold)\n")
+    assert not saved.exists()
+    result = run("build", "-p", str(toy_yaml), "-c", "isr:statistic=MODE")
+    assert result.exit_code == 1
+    assert "Error: task 'isr': config field 'statistic' = 'MODE' is invalid: expected one of 'MEAN', 'MEDIAN'" \
+        in result.output
+    result = run("build", "-p", str(toy_yaml), "-c", "isr-level")
+    assert result.exit_code == 2 and "is not of the form LABEL:FIELD=VALUE" in result.output
+    result = run("build", "-p", str(toy_yaml), "--show", "pipline")
+    assert result.exit_code == 2 and "Did you mean 'pipeline'?" in result.output
+    result = run("build", "-p", str(toy_yaml), "--show", "config=isr::nothing*")
+    assert result.exit_code == 2 and "no config field of task 'isr' matches 'nothing*'" in result.output
+    result = run("build", "-p", str(tmp_path / "missing.yaml"))
+    assert result.exit_code == 1 and "missing.yaml' does not exist" in result.output
+    result = run("build", "-p", str(toy_yaml), "-C", f"isr:{tmp_path / 'nope.yaml'}")
+    assert result.exit_code == 1 and "config override file does not exist" in result.output
+    result = run("build")
+    assert result.exit_code == 2 and "give a pipeline with -p" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_is_lazy():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom pipeline.cli import pipetask\n"
+            "r = CliRunner().invoke(pipetask, ['--help'])\nassert r.exit_code == 0, r.output\n"
+            "assert 'qgraph' in r.output and 'build' in r.output\n"
+            "heavy = [m for m in ('pipeline._cli_exec', 'numpy', 'pydantic', 'yaml', 'networkx', 'butler')"
+            " if m in sys.modules]\nassert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text + "\n")
+    return path

@@ -1,0 +1,289 @@
+"""Pipeline graph: resolution, automatic outputs, ordering, subgraphs and every validation error."""
+
+from __future__ import annotations
+
+import pytest
+
+import pipeline.connection_types as cT
+from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
+from pipeline.exceptions import PipelineGraphError
+from pipeline.pipeline_graph import PipelineGraph, make_task_node, sort_dimensions
+from pipeline.pipeline_yaml import Pipeline
+from pipeline.task import PipelineTask
+
+T = "tests.pipeline.defs.toy_tasks"
+TOY = f"""
+description: toy
+tasks:
+  isr: {T}.SubtractTask
+  measure: {T}.MeasureTask
+  combine: {T}.CombineTask
+  norm: {T}.NormTask
+"""
+
+
+def graph_of(text: str) -> PipelineGraph:
+    return Pipeline.from_string(text).to_graph()
+
+
+def test_resolved_connections_and_automatic_outputs():
+    graph = graph_of(TOY)
+    assert list(graph.tasks) == ["isr", "measure", "combine", "norm"]
+    isr = graph.tasks["isr"]
+    assert isr.dimensions == ("instrument", "detector", "exposure")
+    calib = isr.prerequisite_inputs["calib"]
+    assert (calib.dataset_type_name, calib.dimensions, calib.storage_class, calib.is_calibration, calib.minimum,
+            calib.prerequisite, calib.multiple) == ("bias", ("instrument", "detector"), "NumpyArray", True, 0, True,
+                                                    False)
+    combine_in = graph.tasks["combine"].inputs["inputExps"]
+    assert combine_in.multiple and combine_in.dimensions == ("instrument", "detector", "exposure")
+    assert isr.metadata_output.dataset_type_name == "isr_metadata"
+    assert isr.metadata_output.storage_class == "TaskMetadata" and isr.metadata_output.dimensions == isr.dimensions
+    assert isr.log_output.dataset_type_name == "isr_log" and isr.log_output.storage_class == "ButlerLogRecords"
+    assert isr.config_output.dataset_type_name == "isr_config" and isr.config_output.dimensions == ()
+    assert set(isr.all_outputs) == {"outputExp", "_metadata", "_log"}
+    assert graph.dataset_types["isr_metadata"].producer == "isr"
+    assert graph.dataset_types["toyPostIsr"].consumers == ["measure", "combine"]
+    assert set(graph.overall_inputs()) == {"raw"}
+    assert set(graph.prerequisite_inputs()) == {"bias", "toyCamera"}
+    assert graph.producer_of("toyStats").label == "measure"
+    assert graph.upstream_tasks("norm") == ["isr", "measure"]
+    assert graph.downstream_tasks("isr") == ["measure", "combine", "norm"]
+    assert isr.config.frozen
+    assert graph.packages_dataset_type == ("packages", (), "Packages")
+
+
+def test_topological_order_ignores_declaration_order():
+    graph = graph_of(f"""
+description: reversed
+tasks:
+  norm: {T}.NormTask
+  combine: {T}.CombineTask
+  measure: {T}.MeasureTask
+  isr: {T}.SubtractTask
+""")
+    order = list(graph.tasks)
+    assert order.index("isr") < order.index("measure") < order.index("norm")
+    assert order.index("isr") < order.index("combine")
+
+
+def test_metadata_consumed_with_wrong_storage_class():
+    with pytest.raises(PipelineGraphError) as exc:
+        graph_of(TOY + f"""  meta:
+    class: {T}.MeasureTask
+    config:
+      connections.inputExp: isr_metadata
+      connections.stats: metaStats
+""")
+    assert str(exc.value) == (
+        "dataset type 'isr_metadata' has inconsistent storage classes: 'TaskMetadata' in task 'isr' (connection "
+        "'_metadata') vs 'NumpyArray' in task 'meta' (connection 'inputExp')")
+
+
+def test_independent_subgraphs():
+    graph = graph_of(f"""
+description: two chains
+tasks:
+  isrA: {T}.SubtractTask
+  combineA: {T}.CombineTask
+  isrB:
+    class: {T}.SubtractTask
+    config:
+      connections.inputExp: rawB
+      connections.outputExp: postB
+""")
+    subs = graph.independent_subgraphs()
+    assert [list(s.tasks) for s in subs] == [["isrA", "combineA"], ["isrB"]]
+    # Sharing only a prerequisite (bias) does not join them; sharing an overall input does.
+    joined = graph_of(f"""
+description: shared raw
+tasks:
+  isrA: {T}.SubtractTask
+  isrB:
+    class: {T}.SubtractTask
+    config:
+      connections.outputExp: postB
+""")
+    assert [list(s.tasks) for s in joined.independent_subgraphs()] == [["isrA", "isrB"]]
+
+
+def test_produced_twice():
+    with pytest.raises(PipelineGraphError) as exc:
+        graph_of(f"description: x\ntasks:\n  a: {T}.SubtractTask\n  b: {T}.SubtractTask\n")
+    assert str(exc.value) == (
+        "dataset type 'toyPostIsr' is produced by more than one task: task 'a' (connection 'outputExp') and "
+        "task 'b' (connection 'outputExp'); rename one output with config.connections.<name>")
+
+
+def test_cycle():
+    with pytest.raises(PipelineGraphError) as exc:
+        graph_of(f"""
+description: cycle
+tasks:
+  a:
+    class: {T}.SubtractTask
+    config: {{connections.inputExp: loop}}
+  b:
+    class: {T}.SubtractTask
+    config: {{connections.inputExp: toyPostIsr, connections.outputExp: loop}}
+""")
+    text = str(exc.value)
+    assert text.startswith("pipeline graph has a cycle: ")
+    assert text.endswith("; a task cannot (indirectly) consume its own output")
+    assert "task 'a'" in text and "task 'b'" in text and "'loop'" in text and "'toyPostIsr'" in text
+
+
+def test_inconsistent_storage_class():
+    with pytest.raises(PipelineGraphError) as exc:
+        graph_of(f"""
+description: sc
+tasks:
+  isr: {T}.SubtractTask
+  norm:
+    class: {T}.NormTask
+    config: {{connections.inputStats: toyPostIsr}}
+""")
+    assert str(exc.value) == (
+        "dataset type 'toyPostIsr' has inconsistent storage classes: 'NumpyArray' in task 'isr' (connection "
+        "'outputExp') vs 'StructuredDataDict' in task 'norm' (connection 'inputStats')")
+
+
+def test_inconsistent_dimensions():
+    with pytest.raises(PipelineGraphError) as exc:
+        graph_of(f"""
+description: dims
+tasks:
+  isr: {T}.SubtractTask
+  combine: {T}.CombineTask
+  combine2:
+    class: {T}.CombineTask
+    config: {{connections.inputExps: toyCombined, connections.outputCalib: toyCombined2}}
+""")
+    assert str(exc.value) == (
+        "dataset type 'toyCombined' has inconsistent dimensions: (instrument, detector) in task 'combine' "
+        "(connection 'outputCalib') vs (instrument, detector, exposure) in task 'combine2' (connection 'inputExps')")
+
+
+def test_prerequisite_produced_in_pipeline():
+    with pytest.raises(PipelineGraphError) as exc:
+        graph_of(f"""
+description: prereq
+tasks:
+  combine: {T}.CombineTask
+  isr:
+    class: {T}.SubtractTask
+    config: {{connections.calibType: toyCombined, connections.inputExp: raw}}
+""")
+    text = str(exc.value)
+    assert text.startswith("2 pipeline graph errors:")
+    assert ("dataset type 'toyCombined' is a PrerequisiteInput of task 'isr' (connection 'calib') but is produced "
+            "by task 'combine' in the same pipeline") in text
+    assert "dataset type 'toyCombined' is a calibration in one connection and not in another" in text
+
+
+class WideConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """A scalar input with more dimensions than the task: ambiguous."""
+
+    inputExp = cT.Input(name="raw", storageClass="NumpyArray", dimensions=("instrument", "exposure", "detector"))
+    flat = cT.PrerequisiteInput(name="flat", storageClass="NumpyArray", isCalibration=True,
+                                dimensions=("instrument", "detector", "physical_filter"))
+    out = cT.Output(name="wideOut", storageClass="NumpyArray", dimensions=("instrument", "detector"))
+
+
+class WideConfig(PipelineTaskConfig, pipelineConnections=WideConnections):
+    """Config."""
+
+
+class WideTask(PipelineTask):
+    """Task with ambiguous connections."""
+
+    ConfigClass = WideConfig
+    _DefaultName = "wide"
+
+
+class ExposureConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector")):
+    """A flat (physical_filter) prerequisite is fine for an exposure task: exposure implies the filter."""
+
+    inputExp = cT.Input(name="raw", storageClass="NumpyArray", dimensions=("instrument", "exposure", "detector"))
+    flat = cT.PrerequisiteInput(name="flat", storageClass="NumpyArray", isCalibration=True,
+                                dimensions=("instrument", "detector", "physical_filter"))
+    out = cT.Output(name="flattened", storageClass="NumpyArray", dimensions=("instrument", "detector", "exposure"))
+
+
+class ExposureConfig(PipelineTaskConfig, pipelineConnections=ExposureConnections):
+    """Config."""
+
+
+class ExposureTask(PipelineTask):
+    """Task."""
+
+    ConfigClass = ExposureConfig
+    _DefaultName = "flatten"
+
+
+class TypoConnections(PipelineTaskConnections, dimensions=("instrument", "detecter")):
+    """Unknown dimension."""
+
+    out = cT.Output(name="x", storageClass="NumpyArray", dimensions=("instrument",))
+
+
+class TypoConfig(PipelineTaskConfig, pipelineConnections=TypoConnections):
+    """Config."""
+
+
+class TypoTask(PipelineTask):
+    """Task."""
+
+    ConfigClass = TypoConfig
+
+
+def test_scalar_connection_wider_than_task():
+    with pytest.raises(PipelineGraphError) as exc:
+        make_task_node("wide", WideTask, "WideTask", WideConfig())
+    text = str(exc.value)
+    assert text.startswith("2 connection errors:")
+    assert ("task 'wide': connection 'inputExp' (dataset type 'raw') has dimensions (instrument, detector, "
+            "exposure) beyond the task's (instrument, detector) (exposure) but is not multiple=True") in text
+    assert "connection 'flat' (dataset type 'flat')" in text
+    node = make_task_node("flatten", ExposureTask, "ExposureTask", ExposureConfig())
+    assert node.prerequisite_inputs["flat"].dimensions == ("instrument", "physical_filter", "detector")
+
+
+def test_unknown_dimension():
+    with pytest.raises(PipelineGraphError, match=r"task 'typo': quantum dimensions: unknown dimension 'detecter'; "
+                                                 r"did you mean 'detector'\?"):
+        make_task_node("typo", TypoTask, "TypoTask", TypoConfig())
+    assert sort_dimensions(["exposure", "detector"]) == ("instrument", "detector", "exposure")
+
+
+def test_not_a_pipeline_task():
+    from pipeline.exceptions import PipelineDefinitionError
+
+    with pytest.raises(PipelineDefinitionError, match="task 'o': tests.pipeline.defs.toy_tasks.OffsetTask is not a "
+                                                      "PipelineTask"):
+        graph_of(f"description: x\ntasks:\n  o: {T}.OffsetTask\n")
+
+
+def test_text_and_dot_rendering():
+    graph = graph_of(TOY)
+    assert graph.to_text() == (
+        "○  bias (instrument, detector) NumpyArray [prerequisite, calibration]\n"
+        "│ ○  raw (instrument, detector, exposure) NumpyArray\n"
+        "├─╯\n"
+        "■  isr: SubtractTask (instrument, detector, exposure)\n"
+        "○  toyPostIsr (instrument, detector, exposure) NumpyArray\n"
+        "├─╮\n"
+        "■ │  measure: MeasureTask (instrument, detector, exposure)\n"
+        "○ │  toyStats (instrument, detector, exposure) StructuredDataDict\n"
+        "│ ■  combine: CombineTask (instrument, detector)\n"
+        "│ ○  toyCombined (instrument, detector) NumpyArray\n"
+        "│ ○  toyCamera (instrument) StructuredDataDict [prerequisite, calibration]\n"
+        "├─╯\n"
+        "■  norm: NormTask (instrument, physical_filter)\n"
+        "○  toyScales (instrument, physical_filter) StructuredDataDict\n"
+    )
+    dot = graph.to_dot()
+    assert dot.startswith("digraph pipeline {")
+    dashed = [line for line in dot.splitlines() if "style=dashed" in line]
+    assert len(dashed) == 2  # bias -> isr, toyCamera -> norm
+    assert dot.count("->") == 10 and "isr_metadata" not in dot

@@ -1,0 +1,282 @@
+"""Pipeline YAML: tasks, config blocks, parameters, imports, subsets, contracts, data-ID scoping."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.exceptions import ConfigError, ContractError, PipelineDefinitionError
+from pipeline.pipeline_yaml import Pipeline, evaluate_contract, parse_python_overrides
+
+T = "tests.pipeline.defs.toy_tasks"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture()
+def base_pipeline(tmp_path):
+    write(tmp_path / "over.yaml", "offset:\n  value: 4.0\nsaturation.C1: 5.0e4\n")
+    write(tmp_path / "over.py", "import os\nconfig.statistic = 'MEAN'\nconfig.saturation['C2'] = 7.0\n")
+    return write(tmp_path / "base.yaml", f"""
+        description: Toy ISR + combine.
+        parameters:
+          lvl: 1.5
+          method: MEDIAN
+        tasks:
+          isr:
+            class: {T}.SubtractTask
+            config:
+              - level: parameters.lvl
+              - file: [over.yaml, over.py]
+              - python: "config.threshold = 9.0"
+              - dataId: {{detector: 2}}
+                level: 3.0
+          combine:
+            class: {T}.CombineTask
+            config:
+              combine: parameters.method
+          measure: {T}.MeasureTask
+        subsets:
+          isrOnly: [isr]
+          products:
+            subset: [isr, combine]
+            description: ISR and combination.
+        contracts:
+          - contract: "isr.level < isr.threshold"
+            msg: threshold must exceed level
+    """)
+
+
+def test_config_blocks_files_parameters(base_pipeline):
+    pipe = Pipeline.from_file(base_pipeline)
+    assert list(pipe.tasks) == ["isr", "combine", "measure"]
+    config = pipe.task_config("isr")
+    assert config.level == 1.5
+    assert config.offset.value == 4.0
+    assert config.saturation == {"ALL_AMPS": 1e6, "C1": 5e4, "C2": 7.0}
+    assert config.statistic == "MEAN"
+    assert config.threshold == 9.0
+    assert pipe.task_config("combine").combine == "MEDIAN"
+
+
+def test_data_id_scoped_block(base_pipeline):
+    pipe = Pipeline.from_file(base_pipeline)
+    assert pipe.task_config("isr", {"instrument": "x", "detector": 2, "exposure": 5}).level == 3.0
+    assert pipe.task_config("isr", {"instrument": "x", "detector": 1, "exposure": 5}).level == 1.5
+    assert pipe.task_config("isr", None).level == 1.5
+    graph = pipe.to_graph()
+    node = graph.tasks["isr"]
+    assert node.has_data_id_overrides
+    scoped = node.config_for({"detector": 2})
+    assert scoped.level == 3.0 and scoped.frozen
+    assert node.config_for({"detector": 7}) is node.config
+    assert not graph.tasks["combine"].has_data_id_overrides
+
+
+def test_subset_selection_by_name_and_labels(base_pipeline):
+    pipe = Pipeline.from_file(f"{base_pipeline}#products")
+    assert list(pipe.tasks) == ["isr", "combine"]
+    assert set(pipe.subsets) == {"isrOnly", "products"}
+    pipe = Pipeline.from_file(f"{base_pipeline}#measure,isrOnly")
+    assert list(pipe.tasks) == ["isr", "measure"]
+    assert set(pipe.subsets) == {"isrOnly"}
+    with pytest.raises(PipelineDefinitionError, match=r"'mesure' is neither a task label nor a subset; "
+                                                      r"did you mean 'measure'\?"):
+        Pipeline.from_file(f"{base_pipeline}#mesure")
+
+
+def test_contract_pass_and_fail(base_pipeline):
+    Pipeline.from_file(base_pipeline).to_graph()
+    pipe = Pipeline.from_file(base_pipeline)
+    pipe.add_config_override("isr", "threshold", 20.0)
+    pipe.add_config_override("isr", "level", 10.0)
+    pipe.to_graph()
+    pipe.add_config_override("isr", "level", 20.0)  # level == threshold: the contract fails
+    with pytest.raises(ContractError) as exc:
+        pipe.to_graph()
+    assert str(exc.value) == "pipeline contract 'isr.level < isr.threshold' failed: threshold must exceed level"
+
+
+def test_contract_evaluator_is_safe():
+    ns = {"a": {"x": 1}}
+    assert evaluate_contract("a.x + 1 == 2 and len([1, 2]) == 2", ns) is True
+    for expr, msg in [("__import__('os')", "Call is not allowed"),
+                      ("a.__class__", "private attribute '__class__'"),
+                      ("(lambda: 1)()", "is not allowed"),
+                      ("b.x == 1", "unknown name 'b'"),
+                      ("[x for x in (1,)]", "ListComp is not allowed")]:
+        with pytest.raises(ContractError, match=msg):
+            evaluate_contract(expr, ns)
+
+
+def test_contract_unknown_field(base_pipeline, tmp_path):
+    path = write(tmp_path / "c.yaml", f"""
+        description: bad contract
+        tasks:
+          isr: {T}.SubtractTask
+        contracts:
+          - "isr.levle > 0"
+    """)
+    with pytest.raises(ContractError, match="SubtractConfig has no field 'levle'; did you mean 'level'"):
+        Pipeline.from_file(path).to_graph()
+
+
+def test_imports_include_exclude_env_and_extension(base_pipeline, tmp_path, monkeypatch):
+    monkeypatch.setenv("TOY_PIPELINES", str(tmp_path))
+    sub = write(tmp_path / "sub" / "child.yaml", """
+        description: Child.
+        parameters:
+          lvl: 2.5
+        imports:
+          - location: $TOY_PIPELINES/base.yaml
+            exclude: [measure]
+        tasks:
+          isr:
+            config:
+              offset.method: SUBTRACT
+          norm:
+            class: tests.pipeline.defs.toy_tasks.NormTask
+    """)
+    pipe = Pipeline.from_file(sub)
+    assert list(pipe.tasks) == ["isr", "combine", "norm"]
+    config = pipe.task_config("isr")
+    assert config.level == 2.5  # importing file's parameter wins
+    assert config.offset.method == "SUBTRACT" and config.offset.value == 4.0
+    assert [c.contract for c in pipe.contracts] == ["isr.level < isr.threshold"]
+    inc = write(tmp_path / "sub" / "inc.yaml", """
+        description: Include by subset, relative path.
+        imports:
+          - location: ../base.yaml
+            include: [isrOnly]
+            importContracts: false
+    """)
+    pipe = Pipeline.from_file(inc)
+    assert list(pipe.tasks) == ["isr"] and pipe.contracts == [] and list(pipe.subsets) == ["isrOnly"]
+
+
+def test_import_subset_modify_modes(base_pipeline, tmp_path):
+    drop = write(tmp_path / "drop.yaml", "description: d\nimports:\n  - location: base.yaml\n    exclude: [combine]\n")
+    assert set(Pipeline.from_file(drop).subsets) == {"isrOnly"}
+    edit = write(tmp_path / "edit.yaml", "description: d\nimports:\n  - location: base.yaml\n"
+                                         "    exclude: [combine]\n    labeledSubsetModifyMode: EDIT\n")
+    assert Pipeline.from_file(edit).subsets["products"].labels == ["isr"]
+
+
+def test_import_errors(base_pipeline, tmp_path, monkeypatch):
+    monkeypatch.delenv("NOPE_DIR", raising=False)
+    cases = {
+        "missing.yaml": ("description: x\nimports: [does_not_exist.yaml]\n", "does not exist"),
+        "env.yaml": ("description: x\nimports:\n  - location: $NOPE_DIR/a.yaml\n",
+                     "environment variable NOPE_DIR is not set"),
+        "both.yaml": ("description: x\nimports:\n  - location: base.yaml\n    include: [isr]\n    exclude: [combine]\n",
+                      "has both include and exclude"),
+        "twice.yaml": ("description: x\nimports: [base.yaml, base.yaml]\n", "task label 'isr' is defined by two imports"),
+        "cls.yaml": (f"description: x\nimports: [base.yaml]\ntasks:\n  isr: {T}.CombineTask\n",
+                     "class 'tests.pipeline.defs.toy_tasks.CombineTask' differs from the imported task's class"),
+    }
+    for name, (text, msg) in cases.items():
+        with pytest.raises(PipelineDefinitionError, match=msg):
+            Pipeline.from_file(write(tmp_path / name, text))
+    write(tmp_path / "cyc_a.yaml", "description: a\nimports: [cyc_b.yaml]\n")
+    write(tmp_path / "cyc_b.yaml", "description: b\nimports: [cyc_a.yaml]\n")
+    with pytest.raises(PipelineDefinitionError, match="pipeline import cycle: .*cyc_a.yaml -> .*cyc_b.yaml -> .*cyc_a.yaml"):
+        Pipeline.from_file(tmp_path / "cyc_a.yaml")
+
+
+def test_definition_errors(tmp_path):
+    cases = [
+        ("tasks: {}\n", "missing required key 'description'"),
+        ("description: x\ntask: {}\n", r"unknown key 'task'; did you mean 'tasks'\?"),
+        (f"description: x\ntasks:\n  isr:\n    clas: {T}.SubtractTask\n", r"task 'isr': unknown key 'clas'; did you mean 'class'"),
+        ("description: x\ntasks:\n  isr:\n    config: {level: 1}\n", "task 'isr': missing 'class'"),
+        (f"description: x\ntasks:\n  isr: {T}.SubtractTask\nsubsets:\n  s: [isrr]\n",
+         r"subset 's' names unknown task label 'isrr'; did you mean 'isr'\?"),
+        (f"description: x\ntasks:\n  isr:\n    class: {T}.SubtractTask\n    config:\n      - python: 'import os; os.remove(\"x\")'\n",
+         "only 'config.<field> = <literal>' statements are allowed"),
+        ("description: [unclosed\n", "invalid YAML"),
+    ]
+    for i, (text, msg) in enumerate(cases):
+        with pytest.raises(PipelineDefinitionError, match=msg):
+            Pipeline.from_file(write(tmp_path / f"p{i}.yaml", text))
+
+
+def test_unknown_parameter_and_bad_config(tmp_path):
+    path = write(tmp_path / "p.yaml", f"""
+        description: x
+        parameters: {{level: 1}}
+        tasks:
+          isr:
+            class: {T}.SubtractTask
+            config: {{level: parameters.levle}}
+    """)
+    with pytest.raises(PipelineDefinitionError, match=r"task 'isr': unknown pipeline parameter 'levle'; did you mean 'level'\?"):
+        Pipeline.from_file(path).to_graph()
+    path = write(tmp_path / "q.yaml", f"""
+        description: x
+        tasks:
+          isr:
+            class: {T}.SubtractTask
+            config: {{statistic: MODE}}
+    """)
+    with pytest.raises(ConfigError, match="task 'isr': config field 'statistic' = 'MODE' is invalid: expected one of 'MEAN', 'MEDIAN'"):
+        Pipeline.from_file(path).to_graph()
+    with pytest.raises(PipelineDefinitionError, match="cannot import task class 'no.such.Task'"):
+        Pipeline.from_string("description: x\ntasks:\n  a: no.such.Task\n").to_graph()
+
+
+def test_python_override_parser():
+    assert parse_python_overrides("config.a.b = [1, 2]\nconfig.d['k'] = (1, 2)\n", "f.py") == [
+        ("a.b", [1, 2]), ("d.k", [1, 2])]
+    with pytest.raises(PipelineDefinitionError, match=r"f.py, line 1: the value assigned to config.a must be a literal"):
+        parse_python_overrides("config.a = os.getcwd()\n", "f.py")
+
+
+def test_round_trip_and_cli_style_edits(base_pipeline, tmp_path):
+    pipe = Pipeline.from_file(base_pipeline)
+    pipe.add_task(f"{T}.NormTask")
+    assert "norm" in pipe.tasks
+    pipe.add_task(f"{T}.MeasureTask", "measure2")
+    pipe.remove_task("measure2")
+    pipe.add_config_override("combine", "combine", "MEAN")
+    pipe.add_config_override("parameters", "lvl", 0.5)
+    out = tmp_path / "saved.yaml"
+    pipe.write(out)
+    again = Pipeline.from_file(out)
+    assert list(again.tasks) == ["isr", "combine", "measure", "norm"]
+    for label in again.tasks:
+        assert again.task_config(label) == pipe.task_config(label)
+    assert again.task_config("isr").level == 0.5 and again.task_config("combine").combine == "MEAN"
+    with pytest.raises(PipelineDefinitionError, match="-c: no task labelled 'comb'"):
+        pipe.add_config_override("comb", "x", 1)
+    with pytest.raises(PipelineDefinitionError, match="task label 'isr' already exists"):
+        pipe.add_task(f"{T}.SubtractTask", "isr")
+
+
+def test_instrument_overrides(tmp_path, monkeypatch):
+    import pipeline.pipeline_yaml as py
+
+    inst_root = tmp_path / "instruments"
+    write(inst_root / "toycam" / "isr.yaml", "level: 0.25\noffset.method: SUBTRACT\n")
+    write(inst_root / "toycam" / "combine.yaml", "combine: MEDIAN\n")  # by _DefaultName
+    monkeypatch.setattr(py, "_instruments_dir", lambda: inst_root)
+    pipe = Pipeline.from_string(f"""
+description: x
+instrument: toycam
+tasks:
+  isr:
+    class: {T}.SubtractTask
+    config: {{statistic: MEAN}}
+  myCombine: {T}.CombineTask
+""")
+    config = pipe.task_config("isr")
+    assert (config.level, config.offset.method, config.statistic) == (0.25, "SUBTRACT", "MEAN")
+    assert pipe.task_config("myCombine").combine == "MEDIAN"
+    # The pipeline's own config wins over the instrument's.
+    pipe.add_config_override("isr", "level", 2.0)
+    assert pipe.task_config("isr").level == 2.0
