@@ -344,7 +344,7 @@ class SingleQuantumExecutor:
         except Exception:  # noqa: BLE001
             md = getattr(task, "metadata", {})
         try:
-            return _jsonable(dict(md))
+            return _jsonable(md.to_dict() if hasattr(md, "to_dict") else dict(md))
         except Exception:  # noqa: BLE001
             return {}
 
