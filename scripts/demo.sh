@@ -11,6 +11,6 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q -e . 2>&1 | grep -v -i "warning" || true
+"$VENV/bin/python" -m pip install -q -e .
 export PATH="$PWD/$VENV/bin:$PATH"
 exec "$VENV/bin/ccdflow-demo" "$@"
