@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["SynthDetector", "make_flat", "make_pair_sequence"]
+__all__ = ["SynthDetector", "make_correlated_flat", "make_detector", "make_exposure", "make_flat",
+           "make_pair_sequence"]
 
 
 @dataclass
@@ -73,3 +74,61 @@ def make_pair_sequence(det: SynthDetector, signals_e: np.ndarray, seed: int):
     rng = np.random.default_rng(seed)
     for s in signals_e:
         yield float(s) / 1000.0, make_flat(det, s, rng), make_flat(det, s, rng)
+
+
+def make_detector(det: SynthDetector, det_id: int = 0):
+    """A `pipeline.image.Detector` with the synthetic amp layout (nominal gain/noise = truth)."""
+    from pipeline.image import Amplifier, Box, Detector
+
+    amps = tuple(
+        Amplifier(name=n, gain=g, read_noise=rn, bbox=Box(i * det.nx_amp, 0, det.nx_amp, det.ny))
+        for i, (n, g, rn) in enumerate(zip(det.names, det.gains, det.read_noise_e))
+    )
+    return Detector(id=det_id, name=f"det{det_id:02d}", bbox=Box(0, 0, det.shape[1], det.ny),
+                    amplifiers=amps)
+
+
+def make_exposure(image: np.ndarray, detector, exp_id: int, exp_time: float,
+                  mask: np.ndarray | None = None, obs_type: str = "flat", dark_time: float | None = None,
+                  variance: np.ndarray | None = None):
+    """Wrap an ``(ny, nx)`` array as a post-ISR `pipeline.image.Exposure`."""
+    from astropy.time import Time, TimeDelta
+
+    from pipeline.image import Exposure, ExposureInfo, MaskedImage
+
+    begin = Time(60000.0 + exp_id / 1440.0, format="mjd", scale="tai")
+    info = ExposureInfo(id=exp_id, obs_id=f"synth{exp_id}", instrument="synth",
+                        exposure_time=exp_time,
+                        dark_time=exp_time if dark_time is None else dark_time,
+                        observation_type=obs_type, physical_filter="white", begin=begin,
+                        end=begin + TimeDelta(exp_time, format="sec"), detector=detector.id)
+    mi = MaskedImage(image.astype(np.float32),
+                     None if mask is None else mask.astype(np.int32),
+                     None if variance is None else variance.astype(np.float32))
+    return Exposure(mi, detector=detector, info=info)
+
+
+def make_correlated_flat(mean_adu: float, cov_lags: np.ndarray, shape: tuple[int, int],
+                         rng: np.random.Generator) -> np.ndarray:
+    """Gaussian flat with an exactly prescribed covariance function (ADU).
+
+    ``cov_lags[i, j]`` (ADU²) is the covariance at lag ``(dx=i, dy=j)``, first quadrant, assumed
+    symmetric in both axes. White noise is filtered by ``sqrt(PSD)`` where the power spectrum is
+    the Fourier transform of the (circular) covariance function, so the image's covariance at
+    every lag in the matrix is ``cov_lags`` and zero beyond. Used to test the FULLCOVARIANCE fit
+    against Astier+19 eq. 20 truth without simulating the physics.
+    """
+    ny, nx = shape
+    r = cov_lags.shape[0]
+    kern = np.zeros((ny, nx))
+    for i in range(r):
+        for j in range(r):
+            for sx in (1, -1):
+                for sy in (1, -1):
+                    kern[(sy * j) % ny, (sx * i) % nx] = cov_lags[i, j]
+    psd = np.fft.rfft2(kern).real
+    if np.any(psd < 0):
+        raise ValueError("covariance matrix is not positive definite on this grid")
+    white = rng.standard_normal(shape)
+    img = np.fft.irfft2(np.fft.rfft2(white) * np.sqrt(psd), s=shape)
+    return mean_adu + img

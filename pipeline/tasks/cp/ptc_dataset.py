@@ -216,7 +216,8 @@ class PhotonTransferCurveDataset:
         -------
         table : `astropy.table.Table`
             Columns ``AMPLIFIER_NAME``, ``nPoints``, scalars, padded point columns, matrices;
-            ``table.meta`` holds ``PTC_FIT_TYPE``, ``COV_MATRIX_SIDE``, ``BAD_AMPS``, ``METADATA``.
+            ``table.meta`` holds ``PTC_TYPE`` (fit type), ``COV_SIDE`` (matrix side), ``BAD_AMPS``,
+            ``METADATA`` (JSON).
         """
         amps = self.ampNames
         m = self.covMatrixSide
@@ -253,8 +254,8 @@ class PhotonTransferCurveDataset:
                 v = np.asarray(getattr(self, name)[a], float)
                 arr[i, : v.size] = v
             t[name] = arr
-        t.meta["PTC_FIT_TYPE"] = self.ptcFitType
-        t.meta["COV_MATRIX_SIDE"] = m
+        t.meta["PTC_TYPE"] = self.ptcFitType
+        t.meta["COV_SIDE"] = m
         t.meta["BAD_AMPS"] = ",".join(self.badAmps)
         t.meta["METADATA"] = json.dumps(self.metadata, default=str)
         return t
@@ -270,7 +271,7 @@ class PhotonTransferCurveDataset:
         """
         meta = {str(k).upper(): v for k, v in table.meta.items()}
         amps = [str(a).strip() for a in table["AMPLIFIER_NAME"]]
-        ds = cls(amps, ptcFitType=str(meta["PTC_FIT_TYPE"]), covMatrixSide=int(meta["COV_MATRIX_SIDE"]))
+        ds = cls(amps, ptcFitType=str(meta["PTC_TYPE"]), covMatrixSide=int(meta["COV_SIDE"]))
         bad = str(meta.get("BAD_AMPS", "") or "")
         ds.badAmps = [b for b in bad.split(",") if b]
         ds.metadata = json.loads(meta.get("METADATA", "{}") or "{}")
@@ -307,7 +308,7 @@ class PhotonTransferCurveDataset:
         KeyError
             If it is not a PTC table.
         """
-        return cls.from_table(Table.read(path, hdu=1))
+        return cls.from_table(Table.read(path, hdu=1, mask_invalid=False))
 
     def __repr__(self) -> str:
         return (f"PhotonTransferCurveDataset(ptcFitType={self.ptcFitType!r}, amps={self.ampNames}, "

@@ -1,0 +1,196 @@
+"""PTC measurement math against known truth: FFT vs direct covariances, pair gains, clipping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.tasks.cp.ptc_math import (
+    clip_correction_factor,
+    covariance_arrays,
+    covariances_direct,
+    covariances_fft,
+    fast_clipped_stats,
+    grid_boxes,
+    measure_pair,
+    measure_pair_region,
+    pair_gain,
+)
+from pipeline.tasks.isr.statistics import clipped_stats
+from tests.cp._synth import SynthDetector, make_flat
+
+
+@pytest.mark.parametrize("frac_masked", [0.0, 0.01, 0.4])
+@pytest.mark.parametrize("shape", [(61, 83), (128, 40)])
+def test_fft_covariances_equal_direct_sum(frac_masked, shape):
+    rng = np.random.default_rng(11)
+    d = rng.normal(0.0, 7.0, shape)
+    # correlated field so the covariances are not ~0, on a large offset (precision check)
+    d[:, 1:] += 0.3 * d[:, :-1]
+    d += 5000.0
+    w = rng.random(shape) >= frac_masked
+    d[~w] = np.nan  # NaNs under zero weight must not poison the FFT (reference quirk)
+    c_fft, n_fft = covariances_fft(d, w, 8)
+    c_dir, n_dir = covariances_direct(d, w, 8)
+    np.testing.assert_array_equal(n_fft, n_dir)
+    np.testing.assert_allclose(c_fft, c_dir, rtol=0, atol=1e-10)
+    # single precision FFT: tiny relative error
+    c32, _ = covariances_fft(d, w, 8, single_precision=True)
+    np.testing.assert_allclose(c32, c_dir, rtol=0, atol=1e-5 * c_dir[0, 0])
+    # the injected x-correlation shows at lag dx=1 only: 0.3 / (1 + 0.09) of the variance
+    assert c_fft[1, 0] / c_fft[0, 0] == pytest.approx(0.3 / 1.09, abs=0.06)
+    assert abs(c_fft[0, 1] / c_fft[0, 0]) < 0.03
+
+
+def test_covariance_counts_and_orientation():
+    d = np.zeros((10, 12))
+    w = np.ones_like(d)
+    _, n = covariances_fft(d, w, 3)
+    # lag (dx, dy) pairs: (12-dx)(10-dy), two orientations when both non-zero
+    assert n[0, 0] == 120
+    assert n[2, 0] == 10 * 10
+    assert n[0, 2] == 12 * 8
+    assert n[1, 1] == 2 * 11 * 9
+
+
+def test_covariance_arrays_halves_and_weights():
+    cov = np.array([[4.0, 0.4, 0.1], [0.2, 0.05, 0.0], [0.1, 0.0, 0.0]])
+    npix = np.full((3, 3), 100)
+    out, sw, n = covariance_arrays(cov, npix, 2, clip_factor=1.0)
+    np.testing.assert_allclose(out, 0.5 * cov[:2, :2])
+    # V = (C00/2)^2 / npix, doubled at (0, 0)
+    assert sw[1, 0] == pytest.approx(1.0 / np.sqrt(4.0 / 100))
+    assert sw[0, 0] == pytest.approx(1.0 / np.sqrt(2 * 4.0 / 100))
+    f = clip_correction_factor(5.5)
+    assert f - 1 == pytest.approx(1.2e-6, rel=0.2)
+    out_f, _, _ = covariance_arrays(cov, npix, 2, clip_factor=2.0)
+    assert out_f[0, 0] == pytest.approx(2.0 * 2.0) and out_f[1, 0] == pytest.approx(0.1 * 4)
+
+
+def test_fast_clipped_stats_matches_engine():
+    rng = np.random.default_rng(5)
+    small = rng.normal(100, 10, 5000)
+    small[:20] = 1e4
+    assert fast_clipped_stats(small, None, 3.0, 3) == clipped_stats(small, None, 3.0, 3)
+    big = rng.normal(1000, 30, 600_000)
+    big[:1000] = 5e4
+    bad = np.zeros(big.size, bool)
+    bad[5:50] = True
+    m1, v1, n1 = fast_clipped_stats(big, bad, 5.5, 3)
+    m2, v2, n2 = clipped_stats(big, bad, 5.5, 3)
+    assert m1 == pytest.approx(m2, rel=1e-12) and v1 == pytest.approx(v2, rel=1e-9)
+    assert abs(n1 - n2) <= 2
+
+
+@pytest.mark.parametrize("correction", ["NONE", "SIMPLE", "FULL"])
+def test_pair_gain_within_one_percent(correction):
+    det = SynthDetector(gains=(0.75, 3.0), read_noise_e=(5.0, 9.0), ny=250, nx_amp=400)
+    rng = np.random.default_rng(1984)
+    for signal in (2000.0, 20000.0):
+        i1, i2 = make_flat(det, signal, rng), make_flat(det, signal, rng)
+        rn = {a: det.read_noise_e[k] / det.gains[k] for k, a in enumerate(det.names)}
+        meas = measure_pair(i1, i2, None, None, det.amp_regions(), read_noise_adu=rn,
+                            gain_correction=correction, max_range=3)
+        for k, a in enumerate(det.names):
+            m = meas[a][0]
+            assert m.valid
+            assert m.mean == pytest.approx(signal / det.gains[k], rel=2e-3)
+            expected_var = (signal + det.read_noise_e[k] ** 2) / det.gains[k] ** 2
+            assert m.raw_var == pytest.approx(expected_var, rel=0.02)
+            tol = 0.06 if correction == "NONE" and signal == 2000.0 else 0.01
+            assert m.gain == pytest.approx(det.gains[k], rel=tol), (a, signal)
+
+
+def test_pair_gain_formulas():
+    g, mu, s = 2.0, 1000.0, 3.0
+    c = 1 / g + s**2 / mu - 1 / (2 * g**2 * mu)
+    assert pair_gain(c, mu, s, "FULL") == pytest.approx(g, rel=1e-12)
+    assert pair_gain(0.5, mu, np.nan, "FULL") == pytest.approx(2.0)
+    c_simple = 1 / g + (s**2 - 1 / (2 * g**2)) / mu
+    assert pair_gain(c_simple, mu, s, "SIMPLE") == pytest.approx(1 / (c_simple - (s**2 - c_simple**2 / 2) / mu))
+    with pytest.raises(ValueError, match="gainCorrectionType"):
+        pair_gain(0.5, mu, s, "BOGUS")
+
+
+def test_invalid_regions():
+    z = np.zeros((120, 120))
+    m = measure_pair_region(z, z, max_range=4)
+    assert not m.valid and "mean" in m.reason
+    rng = np.random.default_rng(2)
+    a = rng.normal(1000, 30, (50, 50))
+    b = rng.normal(1000, 30, (50, 50))
+    m = measure_pair_region(a, b, max_range=4, min_good_pixels=10000)
+    assert not m.valid and "good pixels" in m.reason
+    assert m.mean == pytest.approx(1000, abs=3)
+    nan = np.full((50, 50), np.nan)
+    assert not measure_pair_region(nan, nan).valid
+
+
+def test_binning_and_mask_exclusion():
+    det = SynthDetector(gains=(1.0,), read_noise_e=(0.0,), ny=200, nx_amp=200)
+    rng = np.random.default_rng(4)
+    i1, i2 = make_flat(det, 10000, rng), make_flat(det, 10000, rng)
+    bad = np.zeros(i1.shape, bool)
+    bad[:, :20] = True
+    i1[:, :20] = 1e6  # garbage under the mask must not matter
+    m = measure_pair_region(i1, i2, bad, bad, max_range=3, min_good_pixels=1000)
+    assert m.mean == pytest.approx(10000, rel=2e-3)
+    assert m.raw_var == pytest.approx(10000, rel=0.03)
+    mb = measure_pair_region(i1, i2, bad, bad, max_range=3, bin_size=2, min_good_pixels=1000)
+    # binning 2x2 averages 4 independent pixels: variance / 4
+    assert mb.raw_var == pytest.approx(10000 / 4, rel=0.05)
+
+
+def test_grid_region_gives_one_point_per_box():
+    det = SynthDetector(gains=(1.2, 1.2), read_noise_e=(3.5, 3.5), ny=100, nx_amp=512)
+    x = np.linspace(0.05, 1.0, det.shape[1])
+    pattern = np.broadcast_to(x, det.shape)
+    rng = np.random.default_rng(6)
+    i1 = make_flat(det, 20000, rng, pattern)
+    i2 = make_flat(det, 20000, rng, pattern)
+    meas = measure_pair(i1, i2, None, None, det.amp_regions(), region="GRID", grid_size=(64, 0),
+                        max_range=3, min_good_pixels=5000)
+    for a in det.names:
+        pts = meas[a]
+        assert len(pts) == 8
+        mu = np.array([p.mean for p in pts])
+        var = np.array([p.raw_var for p in pts])
+        assert np.all(np.diff(mu) > 0)
+        slope = np.polyfit(mu, var, 1)[0]
+        assert 1 / slope == pytest.approx(1.2, rel=0.03)
+    assert len(grid_boxes(100, 512, (64, 0))) == 8
+    assert len(grid_boxes(100, 512, (100, 30))) == 5 * 3
+    full = measure_pair(i1, i2, None, None, det.amp_regions(), region="FULL", max_range=3)
+    assert full["C00"][0].mean == full["C01"][0].mean
+    with pytest.raises(ValueError, match="detectorMeasurementRegion"):
+        measure_pair(i1, i2, None, None, det.amp_regions(), region="BOX")
+
+
+def test_full_cov_model_series_by_hand():
+    from pipeline.tasks.cp.ptc_solve_math import exp_approx_model, full_cov_model
+
+    a00, a01, g, n00 = -2e-6, 5e-7, 1.6, 30.0
+    a = np.array([[a00, a01, 0.0], [a01, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    c = np.zeros((3, 3))
+    c[0, 0] = 3e-12
+    noise = np.zeros((3, 3))
+    noise[0, 0] = n00
+    mu = np.array([1000.0, 40000.0])
+    model = full_cov_model(a, c, noise, g, mu)
+    b = g * mu
+    aa00 = a00**2 + 4 * a01**2                       # (a⊗a)(0,0) over the 4-quadrant plane
+    aaa00 = a00**3 + 12 * a00 * a01**2               # (a⊗a⊗a)(0,0)
+    ac00 = a00 * c[0, 0]
+    c00 = b / g**2 * (1 + a00 * b + 2 / 3 * b**2 * (aa00 + c[0, 0])
+                      + b**3 * (aaa00 / 3 + 5 / 6 * ac00)) + n00 / g**2
+    np.testing.assert_allclose(model[:, 0, 0], c00, rtol=1e-12)
+    aa01 = 2 * a00 * a01                            # (a⊗a)(0,1)
+    # (a⊗a⊗a)(0,1): q=(0,1) 2a00²a01; q=(0,0) (a00²+4a01²)a01; q=(±1,1) 2·2a01³; q=(0,2) a01³
+    aaa01 = 3 * a00**2 * a01 + 9 * a01**3
+    c01 = b / g**2 * (a01 * b + 2 / 3 * b**2 * aa01 + b**3 * (aaa01 / 3 + 5 / 6 * a01 * c[0, 0]))
+    np.testing.assert_allclose(model[:, 0, 1], c01, rtol=1e-10)
+    np.testing.assert_allclose(model[:, 1, 0], model[:, 0, 1], rtol=1e-12)
+    # EXPAPPROXIMATION is the a00-only, c = 0 limit of eq. 20 to second order
+    lin = exp_approx_model((a00, g, n00), mu)
+    a_only = full_cov_model(np.diag([a00, 0, 0]), np.zeros((3, 3)), noise, g, mu)[:, 0, 0]
+    np.testing.assert_allclose(lin, a_only, rtol=2e-3)
