@@ -173,6 +173,7 @@ class FileDatastore:
 
     def __init__(self, root: str | os.PathLike, config: Mapping[str, Any] | None = None) -> None:
         self.root = Path(root).absolute()
+        self._root_str = str(self.root)
         if config is None:
             config = _config_from_root(self.root)
         config = dict(config or {})
@@ -291,22 +292,27 @@ class FileDatastore:
             If the file is missing, has the wrong size or checksum, or the formatter fails;
             the message names the dataset and the path.
         """
-        path = self.abspath(info.path)
-        what = f"dataset {ref.dataset_type.name} {ref.data_id.required} (run {ref.run!r}, id {ref.id})"
+        rel = info.path
+        path_str = rel if os.path.isabs(rel) else os.path.join(self._root_str, rel)
+
+        def what() -> str:
+            return f"dataset {ref.dataset_type.name} {ref.data_id.required} (run {ref.run!r}, id {ref.id})"
+
         try:
-            size = path.stat().st_size
+            size = os.stat(path_str).st_size
         except FileNotFoundError:
             raise DatastoreError(
-                f"{what} has no file at {path}: it was deleted or moved behind the registry's back; "
+                f"{what()} has no file at {path_str}: it was deleted or moved behind the registry's back; "
                 "restore the file or remove the dataset (butler prune-datasets)"
             ) from None
         if info.file_size >= 0 and size != info.file_size:
             raise DatastoreError(
-                f"{what}: file {path} is corrupted (size {size} bytes, {info.file_size} when written); "
+                f"{what()}: file {path_str} is corrupted (size {size} bytes, {info.file_size} when written); "
                 "restore it or remove the dataset"
             )
+        path = Path(path_str)
         if info.checksum and _checksum(path) != info.checksum:
-            raise DatastoreError(f"{what}: file {path} is corrupted (checksum mismatch); restore it or remove the dataset")
+            raise DatastoreError(f"{what()}: file {path} is corrupted (checksum mismatch); restore it or remove the dataset")
         fmt = get_formatter(info.formatter)
         try:
             return fmt.read(path, ref, parameters=parameters, repo_root=self.root)
@@ -315,9 +321,9 @@ class FileDatastore:
         except ValueError as exc:
             if parameters and "parameter" in str(exc):
                 raise
-            raise DatastoreError(f"cannot read {what} from {path} (corrupted?): {type(exc).__name__}: {exc}") from exc
+            raise DatastoreError(f"cannot read {what()} from {path} (corrupted?): {type(exc).__name__}: {exc}") from exc
         except Exception as exc:
-            raise DatastoreError(f"cannot read {what} from {path} (corrupted?): {type(exc).__name__}: {exc}") from exc
+            raise DatastoreError(f"cannot read {what()} from {path} (corrupted?): {type(exc).__name__}: {exc}") from exc
 
     def get_stored_infos(self, refs: list[Any]) -> dict[uuid.UUID, StoredFileInfo]:
         """Datastore records of registered datasets (needs the `bridge` a `Butler` sets).

@@ -9,6 +9,7 @@ astropy, matplotlib) are imported inside the methods.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,34 @@ class Formatter:
         raise NotImplementedError
 
 
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|=]?[a-zA-Z]\d*)', 'fortran_order': (True|False), 'shape': \(([\d, ]*)\), \}"
+)
+
+
+def _fast_npy_read(path: Path) -> Any:
+    """Read a version 1.0 ``.npy`` of a plain dtype without ``ast.literal_eval`` (else `None`)."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        head = f.read(10)
+        if len(head) < 10 or head[:8] != b"\x93NUMPY\x01\x00":
+            return None
+        hlen = int.from_bytes(head[8:10], "little")
+        m = _NPY_HEADER.match(f.read(hlen).rstrip())
+        if m is None:
+            return None
+        dtype = np.dtype(m.group(1).decode())
+        shape = tuple(int(x) for x in m.group(3).split(b",") if x.strip())
+        count = 1
+        for n in shape:
+            count *= n
+        data = np.fromfile(f, dtype=dtype, count=count)
+    if data.size != count:
+        raise ValueError(f"{path} is truncated: {data.size} of {count} values")
+    return data.reshape(shape, order="F" if m.group(2) == b"True" else "C")
+
+
 class NumpyFormatter(Formatter):
     """numpy arrays as ``.npy``; read parameter ``slices`` (a slice or tuple of slices) memory-maps a cut-out."""
 
@@ -77,7 +106,8 @@ class NumpyFormatter(Formatter):
         self.check_parameters(parameters)
         if parameters and parameters.get("slices") is not None:
             return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[parameters["slices"]])
-        return np.load(path, allow_pickle=False)
+        arr = _fast_npy_read(path)
+        return arr if arr is not None else np.load(path, allow_pickle=False)
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
         import numpy as np

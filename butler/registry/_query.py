@@ -283,7 +283,8 @@ class DatasetQuery:
                 .where(*conds)
             )
         if not parts:
-            return None
+            # No collection to search: an empty result that still validates the expression.
+            parts.append(sa.select(*cols(d.c.run_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX))).where(sa.false()))
         sel = parts[0] if len(parts) == 1 else sa.union_all(*parts)
         return sel.subquery("ds")
 

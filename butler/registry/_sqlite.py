@@ -31,9 +31,11 @@ class SqliteDatabase(Database):
     """
 
     dialect_name = "sqlite"
+    statement_atomic = True
 
     def __init__(self, engine: sa.Engine, *, writeable: bool = True, busy_timeout: float = 60.0) -> None:
         self.busy_timeout = busy_timeout
+        self._compiled: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
         super().__init__(engine, schema=None, writeable=writeable)
 
         @event.listens_for(engine, "connect")
@@ -50,6 +52,50 @@ class SqliteDatabase(Database):
         @event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if self._write else "BEGIN")
+
+    # -- precompiled statements on the raw sqlite3 cursor -----------------------------------------
+    def _compile(self, key: Any, factory: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+        entry = self._compiled.get(key)
+        if entry is None:
+            c = factory().compile(dialect=self.engine.dialect)
+            entry = (str(c), tuple(c.positiontup or ()), dict(c._bind_processors))
+            self._compiled[key] = entry
+        return entry
+
+    def _raw_cursor(self) -> sqlite3.Cursor:
+        return self.connection.connection.dbapi_connection.cursor()
+
+    def _convert(self, names: tuple[str, ...], procs: dict[str, Any], params: dict[str, Any]) -> list[Any]:
+        out = []
+        for n in names:
+            v = params[n]
+            p = procs.get(n)
+            out.append(p(v) if p is not None and v is not None else v)
+        return out
+
+    def fast_fetch(self, key: Any, factory: Any, params: dict[str, Any]) -> list[tuple] | None:
+        """Precompiled query on the raw sqlite3 cursor (autocommit outside a transaction: WAL
+        gives every statement a consistent snapshot)."""
+        sql, names, procs = self._compile(key, factory)
+        try:
+            cur = self._raw_cursor()
+            cur.execute(sql, self._convert(names, procs, params))
+            return cur.fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise self.translate_error(sa.exc.OperationalError(sql, None, exc)) from exc
+            raise
+
+    def fast_executemany(self, key: Any, factory: Any, rows: list[dict[str, Any]]) -> bool:
+        """Precompiled INSERT/UPDATE for many rows on the raw cursor (must be inside `transaction`)."""
+        if not self._depth:
+            raise RuntimeError("fast_executemany needs an open transaction")
+        sql, names, procs = self._compile(key, factory)
+        try:
+            self._raw_cursor().executemany(sql, [self._convert(names, procs, r) for r in rows])
+        except sqlite3.IntegrityError as exc:
+            raise sa.exc.IntegrityError(sql, None, exc) from exc
+        return True
 
     @classmethod
     def from_url(cls, url: str, *, writeable: bool = True, busy_timeout: float = 60.0) -> SqliteDatabase:

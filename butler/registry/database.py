@@ -34,6 +34,8 @@ class Database:
     """
 
     dialect_name = "generic"
+    statement_atomic = False
+    """Whether a failed statement leaves the transaction usable (SQLite: yes; PostgreSQL: no)."""
 
     def __init__(self, engine: sa.Engine, *, schema: str | None = None, writeable: bool = True) -> None:
         self.engine = engine
@@ -129,6 +131,33 @@ class Database:
             return self.execute(stmt, params).fetchall()
         with self.transaction(write=False):
             return self.execute(stmt, params).fetchall()
+
+    def fast_fetch(self, key: Any, factory: Any, params: dict[str, Any]) -> list[tuple] | None:
+        """Run a cached, precompiled query on the raw DBAPI cursor (SQLite fast path).
+
+        Parameters
+        ----------
+        key : hashable
+            Cache key of the statement shape.
+        factory : callable
+            ``factory() -> Select``; called once per key.
+        params : `dict`
+            Values of the statement's bind parameters.
+
+        Returns
+        -------
+        rows : `list` of `tuple` or `None`
+            Raw rows (no type conversion), or `None` when the backend has no fast path and the
+            caller must use SQLAlchemy.
+        """
+        return None
+
+    def fast_executemany(self, key: Any, factory: Any, rows: list[dict[str, Any]]) -> bool:
+        """Execute a cached, precompiled statement for many parameter sets (inside a transaction).
+
+        Returns `False` (doing nothing) when the backend has no fast path.
+        """
+        return False
 
     def create_tables(self) -> None:
         """Create every registry table (and the schema, where the backend has them)."""

@@ -85,7 +85,8 @@ class Registry:
         self._dataset_types_by_id: dict[int, DatasetType] = {}
         self._records: dict[str, dict[tuple, DimensionRecord]] = {e: {} for e in universe.names}
         self._complete: set[str] = set()
-        self._stmts: dict[str, Any] = {}
+        self._stmts: dict[Any, Any] = {}
+        self._expanded: dict[tuple, DataCoordinate] = {}
 
     # ------------------------------------------------------------------ creation / opening
     @classmethod
@@ -171,6 +172,7 @@ class Registry:
         for d in self._records.values():
             d.clear()
         self._complete.clear()
+        self._expanded.clear()
 
     def _fetchall(self, stmt: Any, params: Any = None) -> Sequence[sa.Row]:
         return self.db.fetchall(stmt, params)
@@ -349,6 +351,7 @@ class Registry:
                     ) from None
             self._records[element].clear()
             self._complete.discard(element)
+            self._expanded.clear()
         return len(rows)
 
     def _existing_keys(self, t: sa.Table, keycols: list[str], keys: list[tuple]) -> set[tuple]:
@@ -442,6 +445,12 @@ class Registry:
                     f"data ID key {k!r} is not a dimension; dimensions are {', '.join(self.universe.names)}"
                 )
             values[k] = self.universe.coerce_value(k, values[k])
+        if dimensions is not None:
+            dimensions = tuple(dimensions)
+        memo_key = (dimensions, frozenset(values.items()))
+        hit = self._expanded.get(memo_key)
+        if hit is not None:
+            return hit
         required, implied = self.universe.group(dimensions if dimensions is not None else values.keys())
         given_req, given_imp = self.universe.group(values.keys())
         todo = [d for d in self.universe.names if d in set(required + implied + given_req + given_imp)]
@@ -480,7 +489,11 @@ class Registry:
             if d in values:
                 out_vals[d] = values[d]
         out_recs = {d: records[d] for d in required + implied if d in records}
-        return DataCoordinate(self.universe, required, out_vals, out_recs)
+        result = DataCoordinate(self.universe, required, out_vals, out_recs)
+        if len(self._expanded) > 50_000:
+            self._expanded.clear()
+        self._expanded[memo_key] = result
+        return result
 
     # ------------------------------------------------------------------ dataset types
     def register_dataset_type(self, dataset_type: DatasetType) -> bool:
@@ -914,18 +927,19 @@ class Registry:
                 run_id = self._run_record(run).id
                 rows = self._dataset_rows(dt_id, [refs[i] for i in idx], run_id)
                 try:
-                    with self.db.transaction(savepoint=True):
-                        self.db.execute(self._insert_dataset_stmt(), rows)
+                    with self.db.transaction(savepoint=not self.db.statement_atomic):
+                        self._execute_many("insert_dataset", self._t["dataset"], rows)
                 except sa.exc.IntegrityError as exc:
                     raise self._diagnose_conflict(dt_name, dt_id, run, run_id, [refs[i] for i in idx], exc) from None
             if file_infos is not None:
                 self.insert_file_records(list(zip((r.id for r in refs), file_infos)))
 
-    def _insert_dataset_stmt(self) -> Any:
-        stmt = self._stmts.get("insert_dataset")
-        if stmt is None:
-            stmt = self._stmts["insert_dataset"] = sa.insert(self._t["dataset"])
-        return stmt
+    def _execute_many(self, key: str, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """INSERT rows with a precompiled statement (raw cursor on SQLite, SQLAlchemy elsewhere)."""
+        cols = list(rows[0])
+        factory = lambda: sa.insert(table).values({c: sa.bindparam(c) for c in cols})  # noqa: E731
+        if not self.db.fast_executemany((key, tuple(cols)), factory, rows):
+            self.db.execute(sa.insert(table), rows)
 
     def _diagnose_conflict(
         self, dt_name: str, dt_id: int, run: str, run_id: int, refs: Sequence[DatasetRef], exc: Exception
@@ -1096,12 +1110,10 @@ class Registry:
         """Insert ``file_datastore_records`` rows."""
         if not items:
             return
-        stmt = self._stmts.get("insert_file")
-        if stmt is None:
-            stmt = self._stmts["insert_file"] = sa.insert(self._t["file_datastore_records"])
         with self.transaction():
-            self.db.execute(
-                stmt,
+            self._execute_many(
+                "insert_file",
+                self._t["file_datastore_records"],
                 [
                     {
                         "dataset_id": i,
@@ -1283,26 +1295,28 @@ class Registry:
         return [(refs[r.dataset_id], Timespan.from_ns(r.validity_begin, r.validity_end)) for r in rows]
 
     # ------------------------------------------------------------------ find
-    def _find_stmt(self, kind: CollectionType) -> Any:
-        key = f"find:{kind.name}"
+    def _find_stmt(self, kind: CollectionType, n: int) -> Any:
+        """The find-by-data-ID query for ``n`` collections of one kind (built once per shape)."""
+        key = ("find", kind, n)
         stmt = self._stmts.get(key)
         if stmt is not None:
             return stmt
         d = self._t["dataset"]
         f = self._t["file_datastore_records"]
+        cids = [sa.bindparam(f"c{i}") for i in range(n)]
         cols = [d.c.id, d.c.run_id, f.c.path, f.c.formatter, f.c.storage_class, f.c.checksum, f.c.file_size]
         if kind is CollectionType.RUN:
             stmt = (
                 sa.select(d.c.run_id.label("collection_id"), *cols)
                 .select_from(d.outerjoin(f, f.c.dataset_id == d.c.id))
-                .where(d.c.dataset_type_id == sa.bindparam("dt"), d.c.data_id_key == sa.bindparam("key"), d.c.run_id.in_(sa.bindparam("cids", expanding=True)))
+                .where(d.c.dataset_type_id == sa.bindparam("dt"), d.c.data_id_key == sa.bindparam("key"), d.c.run_id.in_(cids))
             )
         elif kind is CollectionType.TAGGED:
             t = self._t["dataset_tags"]
             stmt = (
                 sa.select(t.c.collection_id, *cols)
                 .select_from(t.join(d, d.c.id == t.c.dataset_id).outerjoin(f, f.c.dataset_id == d.c.id))
-                .where(t.c.dataset_type_id == sa.bindparam("dt"), t.c.data_id_key == sa.bindparam("key"), t.c.collection_id.in_(sa.bindparam("cids", expanding=True)))
+                .where(t.c.dataset_type_id == sa.bindparam("dt"), t.c.data_id_key == sa.bindparam("key"), t.c.collection_id.in_(cids))
             )
         else:
             t = self._t["dataset_calibs"]
@@ -1312,13 +1326,22 @@ class Registry:
                 .where(
                     t.c.dataset_type_id == sa.bindparam("dt"),
                     t.c.data_id_key == sa.bindparam("key"),
-                    t.c.collection_id.in_(sa.bindparam("cids", expanding=True)),
+                    t.c.collection_id.in_(cids),
                     t.c.validity_begin < sa.bindparam("end"),
                     sa.bindparam("begin") < t.c.validity_end,
                 )
             )
         self._stmts[key] = stmt
         return stmt
+
+    def _run_find(self, kind: CollectionType, params: dict[str, Any], cids: list[int]) -> list[tuple]:
+        n = len(cids)
+        for i, c in enumerate(cids):
+            params[f"c{i}"] = c
+        rows = self.db.fast_fetch(("find", kind, n), lambda: self._find_stmt(kind, n), params)
+        if rows is None:
+            rows = [tuple(r) for r in self._fetchall(self._find_stmt(kind, n), params)]
+        return rows
 
     def find_dataset_with_info(
         self,
@@ -1352,11 +1375,11 @@ class Registry:
                     params["begin"], params["end"] = TIMESPAN_MIN, TIMESPAN_MAX
                 else:
                     params["begin"], params["end"] = timespan.begin_ns, timespan.end_ns
-            rows = self._fetchall(self._find_stmt(kind), params)
+            rows = self._run_find(kind, params, cids)
             if kind is CollectionType.CALIBRATION:
                 per_coll: dict[int, list] = {}
                 for r in rows:
-                    per_coll.setdefault(r.collection_id, []).append(r)
+                    per_coll.setdefault(r[0], []).append(r)
                 rows = []
                 for cid, rs in per_coll.items():
                     if len(rs) > 1:
@@ -1367,14 +1390,13 @@ class Registry:
                         )
                     rows.append(rs[0])
             for r in rows:
-                if best is None or rank[r.collection_id] < rank[best.collection_id]:
+                if best is None or rank[r[0]] < rank[best[0]]:
                     best = r
         if best is None:
             return None
-        ref = DatasetRef(dt, coord, self._collection_by_id(best.run_id).name, best.id)
-        info = None
-        if best.path is not None:
-            info = StoredFileInfo(best.path, best.formatter, best.storage_class, best.checksum, best.file_size)
+        _, did, run_id, path, formatter, sc, checksum, size = best[:8]
+        ref = DatasetRef(dt, coord, self._collection_by_id(run_id).name, did if isinstance(did, uuid.UUID) else uuid.UUID(did))
+        info = None if path is None else StoredFileInfo(path, formatter, sc, checksum, size)
         return ref, info
 
     def find_dataset(

@@ -26,6 +26,7 @@ import datetime
 import numbers
 import re
 import sys
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -76,9 +77,10 @@ class _Value:
     literal: bool
     pos: int
     text: str  # how to name it in messages
+    raw: Any = None  # the original datetime.datetime of a bind value (for datetime columns)
 
     def describe(self) -> str:
-        article = "an" if self.kind[0] in "aeiou" else "a"
+        article = "an" if self.kind == "int" else "a"
         what = "value" if self.literal else "column"
         return f"{self.text} ({article} {self.kind} {what})"
 
@@ -291,13 +293,15 @@ class _Compiler:
         if isinstance(value, datetime.datetime):
             # Naive datetimes are TAI, like time literals; aware ones are converted via astropy.
             if value.tzinfo is not None:
-                from ...timespan import time_to_ns
                 from astropy.time import Time
 
-                return _Value("time", time_to_ns(Time(value, scale="utc")), True, pos, text)
+                from ...timespan import time_to_ns
+
+                utc = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+                return _Value("time", time_to_ns(Time(utc, scale="utc")), True, pos, text, raw=utc)
             delta = value - datetime.datetime(1970, 1, 1)
             ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-            return _Value("time", ns, True, pos, text)
+            return _Value("time", ns, True, pos, text, raw=value)
         time_mod = sys.modules.get("astropy.time")
         if time_mod is not None and isinstance(value, time_mod.Time):
             from ...timespan import time_to_ns
@@ -408,7 +412,7 @@ class _Compiler:
         return _Value(kind, sql, False, node.pos, text)
 
     # --- comparisons -------------------------------------------------------------------------
-    def coerce_pair(self, lhs: _Value, rhs: _Value, op_text: str, op_pos: int) -> tuple[_Value, _Value]:
+    def coerce_pair(self, lhs: _Value, rhs: _Value, op_text: str) -> tuple[_Value, _Value]:
         """Bring two scalar values to comparable kinds, or raise a type-mismatch error."""
         if lhs.kind in _NUMERIC and rhs.kind in _NUMERIC:
             return lhs, rhs
@@ -430,9 +434,10 @@ class _Compiler:
                 if a.kind == "datetime":
                     nb = _Value("datetime", tai_ns_to_utc_datetime(nb.sql), True, b.pos, nb.text)
                 return (nb, a) if swap else (a, nb)
-            # datetime column vs time literal/bind
+            # datetime column (naive UTC) vs time literal/bind; a datetime bind is used as given
             if a.kind == "datetime" and b.kind == "time" and b.literal:
-                nb = _Value("datetime", tai_ns_to_utc_datetime(b.sql), True, b.pos, b.text)
+                value = b.raw if b.raw is not None else tai_ns_to_utc_datetime(b.sql)
+                nb = _Value("datetime", value, True, b.pos, b.text)
                 return (nb, a) if swap else (a, nb)
         culprit = rhs if rhs.literal or not lhs.literal else lhs
         hint = ""
@@ -442,7 +447,7 @@ class _Compiler:
             hint = "; use OVERLAPS, or < / > with a time"
         raise self.error(
             f"type mismatch: cannot compare {lhs.describe()} {op_text} {rhs.describe()}{hint}",
-            culprit.pos if culprit.pos != lhs.pos or culprit is lhs else op_pos,
+            culprit.pos,
         )
 
     def compare(self, node: BinaryOp) -> _Value:
@@ -455,7 +460,7 @@ class _Compiler:
         text = f"{lhs.text} {node.op} {rhs.text}"
         if lhs.kind == "timespan" or rhs.kind == "timespan":
             return _Value("bool", self.compare_timespan(node, lhs, rhs), False, node.pos, text)
-        lhs, rhs = self.coerce_pair(lhs, rhs, node.op, node.op_pos)
+        lhs, rhs = self.coerce_pair(lhs, rhs, node.op)
         if lhs.literal and rhs.literal:
             return _Value("bool", _py_compare(node.op, lhs.sql, rhs.sql), True, node.pos, text)
         a = lhs.sql if not lhs.literal else sa.literal(lhs.sql, rhs.sql.type)
@@ -556,7 +561,7 @@ class _Compiler:
                 return
             if v.kind in ("bool", "timespan"):
                 raise self.error(f"IN (...) takes values, got {v.describe()}", v.pos)
-            a, b = self.coerce_pair(lhs, v, "IN", v.pos)
+            a, b = self.coerce_pair(lhs, v, "IN")
             if b.literal:
                 literals.append(b.sql)
             else:
@@ -715,20 +720,23 @@ def compile_expression(
             compiler._resolve(sub.name, sub.pos)
     key = _cache_key(tree, text, compiler._resolved, bind)
     if key is not None:
-        cached = _CLAUSE_CACHE.get(key)
-        if cached is not None:
-            _CLAUSE_CACHE.move_to_end(key)
-            return cached
+        with _CLAUSE_CACHE_LOCK:
+            cached = _CLAUSE_CACHE.get(key)
+            if cached is not None:
+                _CLAUSE_CACHE.move_to_end(key)
+                return cached
     clause = compiler.condition(tree)
     if key is not None:
-        _CLAUSE_CACHE[key] = clause
-        if len(_CLAUSE_CACHE) > _CLAUSE_CACHE_SIZE:
-            _CLAUSE_CACHE.popitem(last=False)
+        with _CLAUSE_CACHE_LOCK:
+            _CLAUSE_CACHE[key] = clause
+            if len(_CLAUSE_CACHE) > _CLAUSE_CACHE_SIZE:
+                _CLAUSE_CACHE.popitem(last=False)
     return clause
 
 
 _CLAUSE_CACHE: OrderedDict[tuple, ColumnElement] = OrderedDict()
 _CLAUSE_CACHE_SIZE = 256
+_CLAUSE_CACHE_LOCK = threading.Lock()
 
 
 def _freeze(value: Any) -> Any:

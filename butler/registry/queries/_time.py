@@ -78,13 +78,24 @@ def _split(body: str) -> tuple[str | None, str, str]:
     else:
         (value,) = parts
     scale = scale.strip().lower()
+    value = value.strip()
+    if value[-1:] in ("Z", "z") and _ISO.match(value[:-1]):
+        # ISO 8601 "Z" (Zulu) means UTC
+        if len(parts) == 3 or (len(parts) == 2 and parts[0].strip().lower() not in FORMATS):
+            if scale != "utc":
+                raise TimeLiteralError(f"{value!r} ends in Z (UTC) but the scale says {scale!r}")
+        value, scale = value[:-1], "utc"
+    elif re.search(r"T\d\d:\d\d(:\d\d(\.\d+)?)?[+-]\d\d:?\d\d\Z", value):
+        raise TimeLiteralError(
+            f"{value!r} has a UTC offset; write the time in TAI (default) or UTC with /utc, e.g. 2022-01-26T19:00:00/utc"
+        )
     if scale not in SCALES:
         raise TimeLiteralError(f"unknown time scale {scale!r}; expected one of {', '.join(SCALES)}")
     if fmt is not None:
         fmt = fmt.strip().lower()
         if fmt not in FORMATS:
             raise TimeLiteralError(f"unknown time format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return fmt, value.strip(), scale
+    return fmt, value, scale
 
 
 def parse_time_literal(body: str) -> int:
@@ -171,8 +182,14 @@ def tai_ns_to_utc_datetime(ns: int) -> datetime.datetime:
     Used to compare time literals with ``datetime`` columns (e.g. ``ingest_date``), which
     hold naive UTC. Leap seconds come from astropy.
     """
+    import warnings
+
     from astropy.time import Time
 
     days, rem = divmod(int(ns), NS_PER_DAY)
-    t = Time(2440588.0 + days, -0.5 + rem / NS_PER_DAY, format="jd", scale="tai")
-    return t.utc.to_datetime()
+    with warnings.catch_warnings():
+        # ERFA warns "dubious year" outside the leap-second table (future dates); the
+        # conversion then uses the last known TAI-UTC offset, which is what we want.
+        warnings.simplefilter("ignore")
+        t = Time(2440588.0 + days, -0.5 + rem / NS_PER_DAY, format="jd", scale="tai")
+        return t.utc.to_datetime()

@@ -1,0 +1,518 @@
+"""The ``butler`` command line (click).
+
+Every command opens the repository, does one thing and prints either an aligned table (default)
+or ``--format json|csv`` for scripts. Errors print one message and exit 1; the traceback appears
+only with ``--log-level DEBUG``. Heavy modules (SQLAlchemy, numpy, astropy) are imported inside
+the commands so ``butler --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+
+__all__ = ["main", "cli"]
+
+_LOG = logging.getLogger("butler")
+
+
+# ---------------------------------------------------------------------- output helpers
+def _print_table(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None, empty: str = "") -> None:
+    """Print rows as an aligned table, JSON or CSV."""
+    if columns is None:
+        columns = []
+        for r in rows:
+            for k in r:
+                if k not in columns:
+                    columns.append(k)
+    if fmt == "json":
+        click.echo(json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1, default=str))
+        return
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+        click.echo(buf.getvalue(), nl=False)
+        return
+    if not rows:
+        if empty:
+            click.echo(empty)
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    numeric = [all(_is_number(row[i]) for row in cells) for i in range(len(columns))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    click.echo(line(list(columns)))
+    click.echo("  ".join("-" * w for w in widths))
+    for row in cells:
+        click.echo(line(row))
+
+
+def _is_number(s: str) -> bool:
+    if not s:
+        return True
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _split(values: Iterable[str] | None) -> list[str]:
+    """Flatten repeated and comma-separated option values."""
+    out: list[str] = []
+    for v in values or ():
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def _open(repo: str, **kwargs: Any) -> Any:
+    from butler import Butler
+
+    return Butler(repo, **kwargs)
+
+
+FORMAT_OPTION = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+    help="Output format: an aligned table for people, json or csv for scripts.",
+)
+WHERE_OPTION = click.option(
+    "--where", "-d", "where", default="", help="Data query expression, e.g. \"exposure.observation_type = 'flat' AND detector IN (0..3)\"."
+)
+COLLECTIONS_OPTION = click.option(
+    "--collections", multiple=True, help="Collections to search (names or glob patterns; repeat or comma-separate)."
+)
+
+
+# ---------------------------------------------------------------------- the group
+class _ButlerGroup(click.Group):
+    """A group that turns butler errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - report every failure the same way
+            if _LOG.isEnabledFor(logging.DEBUG):
+                raise
+            from butler._errors import ButlerError
+
+            notes = getattr(exc, "__notes__", [])
+            msg = "\n".join([str(exc), *notes])
+            kind = "" if isinstance(exc, (ButlerError, ValueError)) else f"{type(exc).__name__}: "
+            click.echo(f"Error: {kind}{msg}", err=True)
+            click.echo("(run with --log-level DEBUG for the traceback)", err=True) if not isinstance(exc, ButlerError) else None
+            sys.exit(1)
+
+
+@click.group(cls=_ButlerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), default="WARNING",
+    show_default=True, help="Logging level; DEBUG also shows tracebacks of errors.",
+)
+def cli(log_level: str) -> None:
+    """Manage a ccdflow data repository: create it, ingest raws, query and curate collections."""
+    logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+    _LOG.setLevel(getattr(logging, log_level.upper()))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="butler")
+
+
+# ---------------------------------------------------------------------- repository
+@cli.command()
+@click.argument("repo")
+@click.option("--db", default=None, help="Registry database URL (default: SQLite REPO/registry.sqlite3), e.g. postgresql+psycopg://user@host:5432/db[?schema=NAME].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing repository (deletes its registry and files).")
+@click.option("--checksum", is_flag=True, help="Record a checksum of every file and verify it on read.")
+def create(repo: str, db: str | None, overwrite: bool, checksum: bool) -> None:
+    """Create an empty repository at REPO."""
+    from butler import Butler
+
+    b = Butler.create(repo, db=db, overwrite=overwrite, checksum=checksum)
+    click.echo(f"Created repository {b.root} (registry: {b.config['registry']['db']})")
+    b.close()
+
+
+@cli.command("register-instrument")
+@click.argument("repo")
+@click.argument("instrument")
+def register_instrument(repo: str, instrument: str) -> None:
+    """Register INSTRUMENT (a built-in name or a camera YAML path): its detectors and filters."""
+    from pipeline.instruments import register_instrument as _register
+
+    b = _open(repo)
+    result = _register(b, instrument)
+    name = getattr(result, "name", None) or instrument
+    click.echo(f"Registered instrument {name}")
+
+
+@cli.command("ingest-raws")
+@click.argument("repo")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--transfer", type=click.Choice(["auto", "copy", "symlink", "hardlink", "move", "direct"]), default="auto", show_default=True, help="How files enter the repository.")
+@click.option("-j", "--processes", default=1, show_default=True, help="Processes reading headers.")
+def ingest_raws(repo: str, paths: tuple[str, ...], transfer: str, processes: int) -> None:
+    """Ingest raw files (or directories of them) into <instrument>/raw/all."""
+    from pipeline.instruments import ingest_raws as _ingest
+
+    b = _open(repo)
+    report = _ingest(b, list(paths), transfer=transfer, processes=processes)
+    ingested = getattr(report, "ingested", [])
+    skipped = getattr(report, "skipped", [])
+    failed = list(getattr(report, "failed", []))
+    n = lambda x: x if isinstance(x, int) else len(x)  # noqa: E731
+    click.echo(f"Ingested {n(ingested)} dataset(s); {n(skipped)} already present; {len(failed)} file(s) failed.")
+    for path, reason in failed:
+        click.echo(f"  FAILED {path}: {reason}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@cli.command("register-dataset-type")
+@click.argument("repo")
+@click.argument("name")
+@click.argument("storage_class")
+@click.argument("dimensions", nargs=-1)
+@click.option("--is-calibration", is_flag=True, help="Datasets of this type can be certified into CALIBRATION collections.")
+def register_dataset_type(repo: str, name: str, storage_class: str, dimensions: tuple[str, ...], is_calibration: bool) -> None:
+    """Register dataset type NAME with STORAGE_CLASS and DIMENSIONS."""
+    from butler import DatasetType
+
+    b = _open(repo)
+    dt = DatasetType(name, _split(dimensions), storage_class, is_calibration)
+    created = b.registry.register_dataset_type(dt)
+    click.echo(("Registered " if created else "Already registered: ") + repr(dt))
+
+
+# ---------------------------------------------------------------------- queries
+@cli.command("query-collections")
+@click.argument("repo")
+@click.argument("patterns", nargs=-1)
+@click.option("--collection-type", "types", multiple=True, type=click.Choice(["RUN", "TAGGED", "CHAINED", "CALIBRATION"], case_sensitive=False), help="Only these types (repeatable).")
+@click.option("--chains", type=click.Choice(["table", "tree", "flatten", "no-children"]), default="table", show_default=True, help="How to show CHAINED collections.")
+@FORMAT_OPTION
+def query_collections(repo: str, patterns: tuple[str, ...], types: tuple[str, ...], chains: str, fmt: str) -> None:
+    """List collections matching glob PATTERNS (default: all)."""
+    b = _open(repo, writeable=False)
+    reg = b.registry
+    names = reg.query_collections(list(patterns) or "*", types=list(types) or None, flatten_chains=chains == "flatten")
+    rows = []
+    for n in names:
+        ctype = reg.get_collection_type(n)
+        row: dict[str, Any] = {"Name": n, "Type": ctype.name}
+        if ctype.name == "CHAINED" and chains == "table":
+            row["Children"] = ", ".join(reg.get_collection_chain(n))
+        rows.append(row)
+        if ctype.name == "CHAINED" and chains == "tree":
+            for depth, child in _tree(reg, n, 1):
+                rows.append({"Name": "  " * depth + child, "Type": reg.get_collection_type(child).name})
+    _print_table(rows, fmt, ["Name", "Type"] + (["Children"] if chains == "table" else []), empty="No collections found.")
+
+
+def _tree(reg: Any, name: str, depth: int) -> Iterable[tuple[int, str]]:
+    for c in reg.get_collection_chain(name):
+        yield depth, c
+        if reg.get_collection_type(c).name == "CHAINED":
+            yield from _tree(reg, c, depth + 1)
+
+
+@cli.command("query-dataset-types")
+@click.argument("repo")
+@click.argument("patterns", nargs=-1)
+@FORMAT_OPTION
+def query_dataset_types(repo: str, patterns: tuple[str, ...], fmt: str) -> None:
+    """List dataset types matching glob PATTERNS (default: all)."""
+    b = _open(repo, writeable=False)
+    rows = [
+        {"Name": dt.name, "Dimensions": ", ".join(dt.dimensions), "Storage class": dt.storage_class, "Calibration": "yes" if dt.is_calibration else ""}
+        for dt in b.registry.query_dataset_types(list(patterns) or "*")
+    ]
+    _print_table(rows, fmt, ["Name", "Dimensions", "Storage class", "Calibration"], empty="No dataset types found.")
+
+
+def _ref_rows(refs: Sequence[Any], b: Any, show_uri: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    dims: list[str] = []
+    for r in refs:
+        for d in r.data_id:
+            if d not in dims:
+                dims.append(d)
+    order = b.registry.universe.names
+    dims.sort(key=order.index)
+    infos = b.registry.get_file_records([r.id for r in refs]) if show_uri else {}
+    rows = []
+    for r in refs:
+        row: dict[str, Any] = {"type": r.dataset_type.name, "run": r.run, "id": str(r.id)}
+        row.update({d: r.data_id.get(d) for d in dims})
+        if show_uri:
+            info = infos.get(r.id)
+            row["URI"] = str(b.datastore.abspath(info.path)) if info else ""
+        rows.append(row)
+    return rows, ["type", "run", "id", *dims] + (["URI"] if show_uri else [])
+
+
+@cli.command("query-datasets")
+@click.argument("repo")
+@click.argument("dataset_types", nargs=-1)
+@COLLECTIONS_OPTION
+@WHERE_OPTION
+@click.option("--find-first/--no-find-first", default=False, show_default=True, help="Only the first dataset per data ID along the collections (needs --collections).")
+@click.option("--limit", default=0, show_default=True, help="At most this many datasets per type (0 = no limit).")
+@click.option("--order-by", default="", help="Comma-separated dimensions or element.field, '-' for descending.")
+@click.option("--show-uri", is_flag=True, help="Also show each dataset's file.")
+@FORMAT_OPTION
+def query_datasets(repo: str, dataset_types: tuple[str, ...], collections: tuple[str, ...], where: str, find_first: bool, limit: int, order_by: str, show_uri: bool, fmt: str) -> None:
+    """List datasets of DATASET_TYPES (glob patterns; default: all) in collections."""
+    b = _open(repo, writeable=False)
+    cols = _split(collections) or None
+    if find_first and cols is None:
+        raise click.UsageError("--find-first needs --collections (the search order)")
+    types = list(dataset_types) or ["*"]
+    refs = []
+    for dt in b.registry._resolve_dataset_types(types):
+        refs += b.registry.query_datasets(dt, collections=cols, where=where, find_first=find_first, limit=limit or None, order_by=order_by or None)
+    if not order_by:
+        order = b.registry.universe.names
+        refs.sort(key=lambda r: (r.dataset_type.name, r.run, [(r.data_id.get(d) is None, str(r.data_id.get(d))) if isinstance(r.data_id.get(d), str) else (False, r.data_id.get(d) or 0) for d in order]))
+    rows, columns = _ref_rows(refs, b, show_uri)
+    _print_table(rows, fmt, columns, empty="No datasets found.")
+
+
+@cli.command("query-data-ids")
+@click.argument("repo")
+@click.argument("dimensions", nargs=-1, required=True)
+@COLLECTIONS_OPTION
+@click.option("--datasets", multiple=True, help="Only data IDs with datasets of these types in --collections.")
+@WHERE_OPTION
+@click.option("--order-by", default="", help="Comma-separated dimensions or element.field, '-' for descending.")
+@click.option("--limit", default=0, show_default=True, help="At most this many (0 = no limit).")
+@FORMAT_OPTION
+def query_data_ids(repo: str, dimensions: tuple[str, ...], collections: tuple[str, ...], datasets: tuple[str, ...], where: str, order_by: str, limit: int, fmt: str) -> None:
+    """List data IDs of DIMENSIONS that exist and match the query."""
+    b = _open(repo, writeable=False)
+    ids = b.registry.query_data_ids(
+        _split(dimensions), where=where, datasets=_split(datasets) or None, collections=_split(collections) or None,
+        order_by=order_by or None, limit=limit or None,
+    )
+    rows = [dict(d) for d in ids]
+    columns = list(ids[0].keys()) if ids else []
+    _print_table(rows, fmt, columns, empty="No data IDs found.")
+
+
+@cli.command("query-dimension-records")
+@click.argument("repo")
+@click.argument("element")
+@WHERE_OPTION
+@click.option("--order-by", default="", help="Comma-separated fields, '-' for descending.")
+@click.option("--limit", default=0, show_default=True, help="At most this many (0 = no limit).")
+@FORMAT_OPTION
+def query_dimension_records(repo: str, element: str, where: str, order_by: str, limit: int, fmt: str) -> None:
+    """List the records of dimension ELEMENT (instrument, detector, exposure ...)."""
+    b = _open(repo, writeable=False)
+    recs = b.registry.query_dimension_records(element, where=where, order_by=order_by or None, limit=limit or None)
+    rows = []
+    for r in recs:
+        d = {k: v for k, v in r.to_dict().items() if k != "camera_yaml"}
+        ts = r.get("timespan")
+        if "timespan" in d:
+            d.pop("timespan")
+            if fmt == "json":
+                d["timespan"] = None if ts is None else ts.to_dict()
+            else:
+                td = ts.to_dict() if ts is not None else {"begin": None, "end": None}
+                d["timespan (begin)"], d["timespan (end)"] = td["begin"], td["end"]
+        rows.append(d)
+    _print_table(rows, fmt, empty=f"No {element} records found.")
+
+
+# ---------------------------------------------------------------------- curation
+@cli.command("collection-chain")
+@click.argument("repo")
+@click.argument("parent")
+@click.argument("children", nargs=-1)
+@click.option("--mode", type=click.Choice(["redefine", "extend", "remove", "prepend", "pop"]), default="redefine", show_default=True, help="How CHILDREN change the chain (pop: remove positions, default 0).")
+@click.option("--flatten", is_flag=True, help="Replace CHAINED children by their flattened contents.")
+@click.option("--doc", default="", help="Documentation string of a new chain.")
+def collection_chain(repo: str, parent: str, children: tuple[str, ...], mode: str, flatten: bool, doc: str) -> None:
+    """Define or change the CHAINED collection PARENT."""
+    from butler import CollectionType, MissingCollectionError
+
+    b = _open(repo)
+    reg = b.registry
+    kids = _split(children)
+    try:
+        current = list(reg.get_collection_chain(parent))
+    except MissingCollectionError:
+        if mode in ("remove", "pop"):
+            raise
+        reg.register_collection(parent, CollectionType.CHAINED, doc)
+        current = []
+    if mode == "redefine":
+        new = kids
+    elif mode == "extend":
+        new = current + [k for k in kids if k not in current]
+    elif mode == "prepend":
+        new = kids + [c for c in current if c not in kids]
+    elif mode == "remove":
+        missing = [k for k in kids if k not in current]
+        if missing:
+            raise click.UsageError(f"{', '.join(missing)} not in chain {parent} ({', '.join(current)})")
+        new = [c for c in current if c not in kids]
+    else:
+        positions = [int(k) for k in kids] or [0]
+        bad = [p for p in positions if not -len(current) <= p < len(current)]
+        if bad:
+            raise click.UsageError(f"position(s) {bad} out of range for chain {parent} of length {len(current)}")
+        drop = {p % len(current) for p in positions}
+        new = [c for i, c in enumerate(current) if i not in drop]
+    reg.set_collection_chain(parent, new, flatten=flatten)
+    click.echo(f"{parent}: [{', '.join(reg.get_collection_chain(parent))}]")
+
+
+@cli.command()
+@click.argument("repo")
+@click.argument("tag")
+@COLLECTIONS_OPTION
+@click.option("--datasets", multiple=True, required=True, help="Dataset types (glob patterns) to associate.")
+@WHERE_OPTION
+@click.option("--find-first", is_flag=True, help="Only the first dataset per data ID along --collections.")
+def associate(repo: str, tag: str, collections: tuple[str, ...], datasets: tuple[str, ...], where: str, find_first: bool) -> None:
+    """Add datasets found in --collections to the TAGGED collection TAG (created if missing)."""
+    from butler import CollectionType
+
+    b = _open(repo)
+    cols = _split(collections)
+    if not cols:
+        raise click.UsageError("--collections is required")
+    refs = b.registry.query_datasets(_split(datasets), collections=cols, where=where, find_first=find_first)
+    b.registry.register_collection(tag, CollectionType.TAGGED)
+    b.registry.associate(tag, refs)
+    click.echo(f"Associated {len(refs)} dataset(s) with {tag}")
+
+
+def _timespan(begin: str | None, end: str | None) -> Any:
+    from butler import Timespan
+
+    try:
+        return Timespan.from_strings(begin, end)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command("certify-calibrations")
+@click.argument("repo")
+@click.argument("input_run")
+@click.argument("calib_collection")
+@click.argument("dataset_type")
+@click.option("--begin-date", default=None, help="Start of validity, ISO TAI (default: unbounded).")
+@click.option("--end-date", default=None, help="End of validity (exclusive), ISO TAI (default: unbounded).")
+@click.option("--search-all-inputs", is_flag=True, help="Search INPUT_RUN as a collection (chains allowed) instead of requiring a RUN.")
+def certify_calibrations(repo: str, input_run: str, calib_collection: str, dataset_type: str, begin_date: str | None, end_date: str | None, search_all_inputs: bool) -> None:
+    """Certify the DATASET_TYPE datasets of INPUT_RUN into CALIB_COLLECTION for a validity range."""
+    from butler import CollectionType, CollectionTypeError
+
+    ts = _timespan(begin_date, end_date)
+    b = _open(repo)
+    reg = b.registry
+    if not search_all_inputs and reg.get_collection_type(input_run) is not CollectionType.RUN:
+        raise CollectionTypeError(f"{input_run!r} is not a RUN; pass --search-all-inputs to search it as a collection")
+    refs = reg.query_datasets(dataset_type, collections=[input_run], find_first=True)
+    if not refs:
+        raise click.ClickException(f"no {dataset_type} datasets in {input_run}")
+    with reg.transaction():
+        reg.register_collection(calib_collection, CollectionType.CALIBRATION)
+        reg.certify(calib_collection, refs, ts)
+    click.echo(f"Certified {len(refs)} {dataset_type} dataset(s) from {input_run} into {calib_collection} for {ts}")
+
+
+@cli.command()
+@click.argument("repo")
+@click.argument("calib_collection")
+@click.argument("dataset_type")
+@click.option("--begin-date", default=None, help="Start of the range to remove, ISO TAI (default: unbounded).")
+@click.option("--end-date", default=None, help="End of the range to remove, ISO TAI (default: unbounded).")
+def decertify(repo: str, calib_collection: str, dataset_type: str, begin_date: str | None, end_date: str | None) -> None:
+    """Remove a time range from the DATASET_TYPE certifications in CALIB_COLLECTION (trim/split)."""
+    ts = _timespan(begin_date, end_date)
+    b = _open(repo)
+    n = b.registry.decertify(calib_collection, dataset_type, ts)
+    click.echo(f"Changed {n} validity range(s) of {dataset_type} in {calib_collection}")
+
+
+@cli.command("prune-datasets")
+@click.argument("repo")
+@click.argument("collections", nargs=-1, required=True)
+@click.option("--datasets", multiple=True, default=("*",), show_default=True, help="Dataset types (glob patterns).")
+@WHERE_OPTION
+@click.option("--unstore", is_flag=True, help="Only delete the files (keep the registry entries).")
+@click.option("--disassociate", "tags", multiple=True, help="Only remove them from these TAGGED collections.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+def prune_datasets(repo: str, collections: tuple[str, ...], datasets: tuple[str, ...], where: str, unstore: bool, tags: tuple[str, ...], dry_run: bool) -> None:
+    """Remove datasets found in COLLECTIONS (default: purge them and their files)."""
+    b = _open(repo)
+    refs = b.registry.query_datasets(_split(datasets), collections=_split(collections), where=where, find_first=False)
+    if dry_run:
+        rows, columns = _ref_rows(refs, b, False)
+        _print_table(rows, "table", columns, empty="No datasets found.")
+        return
+    purge = not unstore and not tags
+    n = b.prune_datasets(refs, purge=purge, unstore=unstore, disassociate=_split(tags))
+    what = "Purged" if purge else ("Unstored" if unstore else "Disassociated")
+    click.echo(f"{what} {n} dataset(s)")
+
+
+@cli.command("remove-runs")
+@click.argument("repo")
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+def remove_runs(repo: str, patterns: tuple[str, ...], dry_run: bool) -> None:
+    """Remove RUN collections matching PATTERNS with their datasets and files."""
+    b = _open(repo)
+    runs = b.registry.query_collections(list(patterns), types=["RUN"])
+    if not runs:
+        raise click.ClickException(f"no RUN collections match {', '.join(patterns)}")
+    if dry_run:
+        _print_table([{"Run": r} for r in runs], "table")
+        return
+    n = b.remove_runs(runs)
+    click.echo(f"Removed {len(runs)} run(s) and {n} dataset(s): {', '.join(runs)}")
+
+
+@cli.command("remove-collections")
+@click.argument("repo")
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+def remove_collections(repo: str, patterns: tuple[str, ...], dry_run: bool) -> None:
+    """Remove TAGGED, CHAINED and CALIBRATION collections matching PATTERNS (not RUNs: use remove-runs)."""
+    b = _open(repo)
+    names = b.registry.query_collections(list(patterns), types=["TAGGED", "CHAINED", "CALIBRATION"])
+    if not names:
+        raise click.ClickException(f"no non-RUN collections match {', '.join(patterns)}")
+    if dry_run:
+        _print_table([{"Collection": n} for n in names], "table")
+        return
+    # Chains first so their children are free to go.
+    names.sort(key=lambda n: b.registry.get_collection_type(n).name != "CHAINED")
+    with b.registry.transaction():
+        for n in names:
+            b.registry.remove_collection(n)
+    click.echo(f"Removed {len(names)} collection(s): {', '.join(names)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
