@@ -49,6 +49,8 @@ SYNTAX_ERRORS = [
     ("t OVERLAPS T'2022-01-26/martian'", 12, ["bad time literal", "unknown time scale 'martian'"]),
     ("t OVERLAPS T'vulcan/2022-01-26/tai'", 12, ["bad time literal", "unknown time format 'vulcan'"]),
     ("t > T'3000-01-01'", 5, ["bad time literal", "storable time range"]),
+    ("t > T'2022-01-01T00:00:00Z/tai'", 5, ["bad time literal", "ends in Z (UTC)"]),
+    ("t > T'2022-01-01T00:00:00+01:00'", 5, ["bad time literal", "UTC offset"]),
     ("a = 1 b = 2", 7, ["unexpected name 'b'", "expected an operator", "AND"]),
     ("a = ", 5, ["unexpected end of expression", "expected", "a number"]),
     ("a < b < c", 7, ["comparisons cannot be chained"]),

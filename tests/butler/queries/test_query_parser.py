@@ -150,6 +150,11 @@ def test_time_literal_utc_is_37_seconds_earlier_than_tai():
     assert utc - tai == 37 * NS
 
 
+def test_time_literal_z_suffix_means_utc():
+    assert parse_time_literal("2022-01-26T19:00:00Z") == parse_time_literal("2022-01-26T19:00:00/utc")
+    assert parse_time_literal("2022-01-26T19:00:00Z") - parse_time_literal("2022-01-26T19:00:00") == 37 * NS
+
+
 def test_time_literal_mjd_and_jd():
     # MJD 59605 = 2022-01-26
     assert parse_time_literal("mjd/59605.5") == 19018 * DAY + DAY // 2

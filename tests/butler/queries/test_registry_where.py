@@ -242,6 +242,23 @@ def test_bind_values(repo):
     assert [(r.data_id["instrument"], r.data_id["exposure"]) for r in refs] == [("efosc2", 1)]
 
 
+def test_ingest_date_datetime_column(repo):
+    import datetime
+
+    registry, _ = repo
+    n_raw = len(EXPOSURES) * len(DETECTORS)
+    # ingest_date is naive UTC "now": after 2020 and before 2100, whatever the literal's scale
+    assert len(registry.query_datasets("raw", collections=RUN, where="raw.ingest_date > T'2020-01-01'")) == n_raw
+    assert registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < T'2020-01-01T00:00:00/utc'") == []
+    assert len(registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < 88069")) == n_raw  # MJD, 2100
+    # a datetime bind value is compared as given (naive UTC for this column)
+    future = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(minutes=5)
+    refs = registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < :t", bind={"t": future})
+    assert len(refs) == n_raw
+    past = future - datetime.timedelta(days=1)
+    assert registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < :t", bind={"t": past}) == []
+
+
 def test_dimension_records(repo):
     registry, _ = repo
     recs = registry.query_dimension_records("exposure", where="exposure.exposure_time > 15 AND instrument = 'kast_blue'")
