@@ -166,6 +166,7 @@ class Config(BaseModel):
         arbitrary_types_allowed=True,
         protected_namespaces=(),
         revalidate_instances="never",
+        coerce_numbers_to_str=True,
     )
 
     _frozen: bool = PrivateAttr(default=False)

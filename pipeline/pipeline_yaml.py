@@ -99,7 +99,8 @@ def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
     text : `str`
         Python source made only of assignments to ``config.<path>`` (or
         ``config.<dictField>["key"]``) of literal values (numbers, strings, booleans, None, lists,
-        tuples, dicts), plus comments and ``import`` lines (ignored).
+        tuples, dicts), ``config.<subtask>.retarget(ImportedTask)`` calls, comments and imports
+        (used only to resolve retarget names).
     where : `str`
         File name or label for error messages.
 
@@ -118,8 +119,20 @@ def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
     except SyntaxError as exc:
         raise PipelineDefinitionError(f"{where}: invalid Python on line {exc.lineno}: {exc.msg}") from None
     out: list[tuple[str, Any]] = []
+    imported: dict[str, str] = {}  # local name -> dotted path, for retarget(...) calls
     for stmt in tree.body:
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
+            for alias in stmt.names:
+                imported[alias.asname or alias.name] = f"{stmt.module}.{alias.name}"
+            continue
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                imported[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else \
+                    alias.name.split(".")[0]
+            continue
+        retarget = _retarget_call(stmt, imported)
+        if retarget is not None:
+            out.append(retarget)
             continue
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # docstring
@@ -140,6 +153,29 @@ def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
             f"override files (got: {ast.unparse(stmt)[:80]!r})"
         )
     return out
+
+
+def _retarget_call(stmt: ast.stmt, imported: Mapping[str, str]) -> tuple[str, str] | None:
+    """``config.<path>.retarget(Name)`` → ``("<path>.__target__", "dotted.path.Name")``."""
+    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
+        return None
+    call = stmt.value
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr == "retarget" and len(call.args) == 1
+            and not call.keywords):
+        return None
+    path = _target_path(func.value)
+    if path is None:
+        return None
+    arg = call.args[0]
+    parts: list[str] = []
+    while isinstance(arg, ast.Attribute):
+        parts.append(arg.attr)
+        arg = arg.value
+    if not isinstance(arg, ast.Name):
+        return None
+    root = imported.get(arg.id, arg.id)
+    return (f"{path}.__target__", ".".join([root] + list(reversed(parts))))
 
 
 def _target_path(node: ast.AST) -> str | None:

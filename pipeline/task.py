@@ -278,6 +278,9 @@ class Task:
         if not isinstance(config, Config):
             raise TypeError(f"{type(self).__name__}: config must be a Config instance, "
                             f"got {type(config).__name__}")
+        if not isinstance(config, self.ConfigClass):
+            raise TypeError(f"{type(self).__name__}: config must be a {self.ConfigClass.__name__}, "
+                            f"got {type(config).__name__}")
         self.config = config
         self._taskDict[self._fullName] = self
 

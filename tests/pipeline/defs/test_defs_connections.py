@@ -71,5 +71,5 @@ def test_quantized_connection_iteration():
 
 
 def test_rename_to_bad_type():
-    with pytest.raises(ConfigError, match="'connections.outputExp' = 3 is invalid: expected a string"):
-        apply_overrides(SubtractConfig(), {"connections.outputExp": 3})
+    with pytest.raises(ConfigError, match=r"'connections.outputExp' = \['a'\] is invalid: expected a string"):
+        apply_overrides(SubtractConfig(), {"connections.outputExp": ["a"]})

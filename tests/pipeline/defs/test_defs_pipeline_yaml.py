@@ -280,3 +280,31 @@ tasks:
     # The pipeline's own config wins over the instrument's.
     pipe.add_config_override("isr", "level", 2.0)
     assert pipe.task_config("isr").level == 2.0
+
+
+def test_python_override_retarget(tmp_path):
+    text = ("from tests.pipeline.defs.toy_tasks import ScaledOffsetTask\n"
+            "config.offset.retarget(ScaledOffsetTask)\nconfig.offset.scale = 5.0\n")
+    assert parse_python_overrides(text, "r.py") == [
+        ("offset.__target__", "tests.pipeline.defs.toy_tasks.ScaledOffsetTask"), ("offset.scale", 5.0)]
+    path = write(tmp_path / "p.yaml", f"""
+        description: x
+        tasks:
+          isr:
+            class: {T}.SubtractTask
+            config:
+              - python: |
+                  import tests.pipeline.defs.toy_tasks as toy
+                  config.offset.retarget(toy.ScaledOffsetTask)
+                  config.offset.value = 1.0
+    """)
+    graph = Pipeline.from_file(path).to_graph()
+    task = graph.tasks["isr"].make_task()
+    assert type(task.offset).__name__ == "ScaledOffsetTask"
+    assert task.offset.run(2.0) == (2.0 + 1.0) * 2.0
+
+
+def test_numbers_coerced_for_string_fields():
+    pipe = Pipeline.from_string(f"description: x\ntasks:\n  isr: {T}.SubtractTask\n")
+    pipe.add_config_override("isr", "connections.outputExp", 123)
+    assert pipe.task_config("isr").connections.outputExp == "123"

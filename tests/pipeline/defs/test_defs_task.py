@@ -136,3 +136,10 @@ def test_run_not_implemented():
 
     with pytest.raises(NotImplementedError):
         Empty().run()
+
+
+def test_config_of_wrong_class():
+    from tests.pipeline.defs.toy_tasks import CombineConfig
+
+    with pytest.raises(TypeError, match="SubtractTask: config must be a SubtractConfig, got CombineConfig"):
+        SubtractTask(config=CombineConfig())
