@@ -1,4 +1,4 @@
-"""Type-check a query-expression tree and compile it to a SQLAlchemy Core boolean clause.
+r"""Type-check a query-expression tree and compile it to a SQLAlchemy Core boolean clause.
 
 Every value from the user — literals in the expression and values from ``bind`` — becomes a
 bound parameter; no user text is ever pasted into SQL. Identifiers are turned into columns by
@@ -98,7 +98,7 @@ class _GlobMatch(_ColumnElementBase):
 
 
 def glob_to_like(pattern: str) -> str:
-    """Translate a glob (``*``, ``?``) into a SQL LIKE pattern escaped with backslash.
+    r"""Translate a glob (``*``, ``?``) into a SQL LIKE pattern escaped with backslash.
 
     Parameters
     ----------
@@ -195,7 +195,7 @@ def _glob_postgresql(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
 
 
 def _node_text(node: Node) -> str:
-    """A short rendering of a node for messages."""
+    """Render a node briefly for messages."""
     if isinstance(node, Literal):
         if node.kind == "str":
             return repr(node.value)
@@ -272,7 +272,8 @@ class _Compiler:
         if node.name not in self.bind:
             known = ", ".join(f":{k}" for k in sorted(self.bind)) or "none"
             raise self.error(
-                f"unknown bind name ':{node.name}'; pass it in bind={{'{node.name}': ...}} (bound names: {known})",
+                f"unknown bind name ':{node.name}'; pass it in bind={{'{node.name}': ...}} "
+                f"(bound names: {known})",
                 node.pos,
             )
         return self.python_value(self.bind[node.name], node.pos, f":{node.name}")
@@ -404,7 +405,9 @@ class _Compiler:
             a, b = lhs.sql, rhs.sql
             if node.op in ("/", "%") and b == 0:
                 raise self.error("division by zero", rhs.pos)
-            result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0, "%": a % b if b else 0}[node.op]
+            result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0, "%": a % b if b else 0}[
+                node.op
+            ]
             return _Value(kind, result, True, node.pos, text)
         a = lhs.sql if not lhs.literal else sa.literal(lhs.sql)
         b = rhs.sql
@@ -502,7 +505,7 @@ class _Compiler:
 
     # --- OVERLAPS ----------------------------------------------------------------------------
     def time_point(self, node: Node) -> Any:
-        """A time-valued node → int ns or SQL column (inside an interval tuple)."""
+        """Return a time-valued node as int TAI ns or a SQL column (inside an interval tuple)."""
         v = self.value(node)
         if v.kind == "time":
             return v.sql
@@ -742,13 +745,18 @@ _CLAUSE_CACHE_LOCK = threading.Lock()
 def _freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset, range)):
         items = tuple(_freeze(v) for v in value)
-        return (type(value).__name__, tuple(sorted(items, key=repr)) if isinstance(value, (set, frozenset)) else items)
+        return (
+            type(value).__name__,
+            tuple(sorted(items, key=repr)) if isinstance(value, (set, frozenset)) else items,
+        )
     if isinstance(value, (str, int, float, uuid.UUID, datetime.datetime)) or hasattr(value, "begin_ns"):
         return (type(value).__name__, value)
     raise TypeError("not cacheable")
 
 
-def _cache_key(tree: Node, text: str, resolved: Mapping[str, ResolvedColumn], bind: Mapping[str, Any]) -> tuple | None:
+def _cache_key(
+    tree: Node, text: str, resolved: Mapping[str, ResolvedColumn], bind: Mapping[str, Any]
+) -> tuple | None:
     """Key for the compiled-clause cache; `None` when a bind value is not safely hashable.
 
     Resolved columns enter the key by identity (a registry that builds fresh aliases per query
@@ -756,8 +764,13 @@ def _cache_key(tree: Node, text: str, resolved: Mapping[str, ResolvedColumn], bi
     """
     try:
         columns = tuple(
-            (name, rc.kind, id(rc.column), id(rc.timespan[0]) if rc.timespan else 0,
-             id(rc.timespan[1]) if rc.timespan else 0)
+            (
+                name,
+                rc.kind,
+                id(rc.column),
+                id(rc.timespan[0]) if rc.timespan else 0,
+                id(rc.timespan[1]) if rc.timespan else 0,
+            )
             for name, rc in resolved.items()
         )
         frozen_bind = tuple(sorted((name, _freeze(value)) for name, value in bind.items()))

@@ -174,7 +174,9 @@ def _make_transformer_class() -> type:
             tok = c[0]
             quote = tok[0]
             if "\x00" in tok:
-                raise self._err("a string literal contains a NUL character, which no database stores", tok.start_pos)
+                raise self._err(
+                    "a string literal contains a NUL character, which no database stores", tok.start_pos
+                )
             return Literal(tok[1:-1].replace(quote * 2, quote), "str", tok.start_pos)
 
         def time_lit(self, c: list[Any]) -> Node:
@@ -282,8 +284,11 @@ _CACHE_TAG = "ccdflow-query-lexer-1"
 
 
 def _cache_path() -> str | None:
-    """Per-user file for lark's pickled parse tables (not world-writable /tmp, which lark uses
-    by default): ``$XDG_CACHE_HOME/ccdflow/`` or ``~/.cache/ccdflow/``; `None` if unusable."""
+    """Return the per-user file for lark's pickled parse tables, or `None` if unusable.
+
+    The file is in ``$XDG_CACHE_HOME/ccdflow/`` or ``~/.cache/ccdflow/`` (not world-writable
+    /tmp, which lark uses by default, so nobody else can plant a pickle for us to load).
+    """
     import hashlib
     import os
 
@@ -329,8 +334,27 @@ def _parser() -> Any:
     return Lark(_GRAMMAR, **options), transformer
 
 
-_EXPECTED_ORDER = ("CMP_OP", "IN", "NOT", "OVERLAPS", "AND", "OR", "ADD_OP", "MUL_OP", "IDENT", "INT",
-                   "FLOAT", "STRING", "TIME", "BIND", "RANGE", "LPAR", "COMMA", "RPAR", "$END")
+_EXPECTED_ORDER = (
+    "CMP_OP",
+    "IN",
+    "NOT",
+    "OVERLAPS",
+    "AND",
+    "OR",
+    "ADD_OP",
+    "MUL_OP",
+    "IDENT",
+    "INT",
+    "FLOAT",
+    "STRING",
+    "TIME",
+    "BIND",
+    "RANGE",
+    "LPAR",
+    "COMMA",
+    "RPAR",
+    "$END",
+)
 
 
 def _describe_expected(expected: set[str], text: str = "", pos: int = 0) -> str:
@@ -347,9 +371,14 @@ def _describe_expected(expected: set[str], text: str = "", pos: int = 0) -> str:
 
 
 def _character_error(text: str, pos: int) -> ExpressionError:
-    """The error for a character that starts no token."""
+    """Build the error for a character that starts no token."""
     char = text[pos]
-    if char == "'" and pos > 0 and text[pos - 1] in "Tt" and (pos < 2 or not _IDENT_CHAR.match(text[pos - 2])):
+    if (
+        char == "'"
+        and pos > 0
+        and text[pos - 1] in "Tt"
+        and (pos < 2 or not _IDENT_CHAR.match(text[pos - 2]))
+    ):
         return ExpressionError("unterminated time literal: no closing ' for T'...", text, pos - 1)
     if char in "'\"":
         return ExpressionError(f"unterminated string: no closing {char} for the quote opened here", text, pos)
@@ -423,13 +452,22 @@ def _syntax_error(text: str, exc: Exception) -> ExpressionError:
                 text,
                 pos,
             )
-        return ExpressionError(f"unexpected {what}; expected {_describe_expected(expected, text, pos)}", text, pos)
+        return ExpressionError(
+            f"unexpected {what}; expected {_describe_expected(expected, text, pos)}", text, pos
+        )
     return ExpressionError(str(exc), text, 0)
 
 
 def _unknown_operator(op: str) -> str:
-    hints = {"==": " (use '=')", "&&": " (use AND)", "||": " (use OR)", "!": " (use NOT or '!=')",
-             "=<": " (use '<=')", "=>": " (use '>=')", "**": ""}
+    hints = {
+        "==": " (use '=')",
+        "&&": " (use AND)",
+        "||": " (use OR)",
+        "!": " (use NOT or '!=')",
+        "=<": " (use '<=')",
+        "=>": " (use '>=')",
+        "**": "",
+    }
     return f"unknown operator {op!r}{hints.get(op, '')}; expected one of = != < <= > >= OVERLAPS IN"
 
 

@@ -40,7 +40,6 @@ __all__ = [
 ColumnKind = Literal["int", "float", "str", "timespan", "time", "uuid", "datetime"]
 
 
-
 @dataclass(frozen=True)
 class ResolvedColumn:
     """What an identifier in a query expression refers to.

@@ -87,7 +87,8 @@ def _split(body: str) -> tuple[str | None, str, str]:
         value, scale = value[:-1], "utc"
     elif re.search(r"T\d\d:\d\d(:\d\d(\.\d+)?)?[+-]\d\d:?\d\d\Z", value):
         raise TimeLiteralError(
-            f"{value!r} has a UTC offset; write the time in TAI (default) or UTC with /utc, e.g. 2022-01-26T19:00:00/utc"
+            f"{value!r} has a UTC offset; write the time in TAI (default) or UTC with /utc, "
+            "e.g. 2022-01-26T19:00:00/utc"
         )
     if scale not in SCALES:
         raise TimeLiteralError(f"unknown time scale {scale!r}; expected one of {', '.join(SCALES)}")

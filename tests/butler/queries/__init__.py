@@ -1,0 +1,1 @@
+"""Tests of the butler data query language (butler/registry/queries)."""

@@ -33,6 +33,7 @@ def best_cpu(fn, n: int, rounds: int) -> float:
 
 
 def main() -> None:
+    """Print parser/compiler timings for a few typical expressions."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
@@ -40,12 +41,18 @@ def main() -> None:
 
     here = Path(__file__).resolve().parent
     code = (
-        "import time; t0 = time.perf_counter(); import butler.registry.queries as q; t1 = time.perf_counter();"
-        "q.parse_expression(\"a = 1\"); t2 = time.perf_counter();"
+        "import time; t0 = time.perf_counter(); import butler.registry.queries as q; "
+        "t1 = time.perf_counter();"
+        'q.parse_expression("a = 1"); t2 = time.perf_counter();'
         "print(f'{1e3*(t1-t0):.0f} {1e3*(t2-t1):.1f}')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    print(f"import butler.registry.queries (new process): {out[0]} ms; first parse (builds/loads lark tables): {out[1]} ms")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    print(
+        f"import butler.registry.queries (new process): {out[0]} ms; "
+        f"first parse (builds/loads lark tables): {out[1]} ms"
+    )
 
     sys.path.insert(0, str(here.parent))
     from queries.conftest import FakeResolver, make_table  # noqa: E402
@@ -55,7 +62,10 @@ def main() -> None:
 
     table = make_table("bench")
     resolver = FakeResolver(table)
-    print(f"{'expression':>10} {'chars':>5} {'parse':>10} {'compile':>10} {'parse+compile':>14} {'repeat (cached)':>16}")
+    print(
+        f"{'expression':>10} {'chars':>5} {'parse':>10} {'compile':>10} {'parse+compile':>14} "
+        f"{'repeat (cached)':>16}"
+    )
     for label, text in EXPRESSIONS.items():
         tree = parse_expression(text)
         parse_s = best_cpu(lambda: _parser._parse_cached.__wrapped__(text), n, rounds)

@@ -70,7 +70,7 @@ ROWS = _make_rows()
 
 
 def make_table(name: str) -> sa.Table:
-    """The test table (one row per raw dataset)."""
+    """Return the test table (one row per raw dataset), not yet created."""
     md = sa.MetaData()
     return sa.Table(
         name,
@@ -111,6 +111,7 @@ class FakeResolver:
         }
 
     def resolve(self, identifier: str) -> ResolvedColumn:
+        """Return the column of ``identifier`` or raise `UnknownIdentifierError`."""
         self.calls.append(identifier)
         try:
             return self._map[identifier]
@@ -138,7 +139,7 @@ def sqlite_db() -> Iterator[tuple[sa.Engine, sa.Table]]:
 
 @pytest.fixture(scope="session")
 def postgres_db(postgres_url: str) -> Iterator[tuple[sa.Engine, sa.Table]]:
-    """The test table on the PostgreSQL server, under a per-process name, dropped afterwards."""
+    """Yield the test table on the PostgreSQL server, under a per-process name, dropped afterwards."""
     engine = sa.create_engine(postgres_url)
     table = make_table(f"dql_raw_rows_{os.getpid()}")
     table.metadata.drop_all(engine)
@@ -150,7 +151,7 @@ def postgres_db(postgres_url: str) -> Iterator[tuple[sa.Engine, sa.Table]]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest) -> tuple[sa.Engine, sa.Table]:
-    """The filled test table on each backend (PostgreSQL skipped when no server URL is set)."""
+    """Return the filled test table on each backend (PostgreSQL skipped when no server URL is set)."""
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_db")
     return request.getfixturevalue("postgres_db")

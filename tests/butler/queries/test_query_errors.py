@@ -19,6 +19,7 @@ def caret_column(message: str) -> int:
 
 
 def check(exc: ExpressionError, expression: str, column: int, *words: str) -> None:
+    """Assert the error's column, caret line, echoed source line and message words."""
     message = str(exc)
     assert exc.expression == expression
     assert exc.column == column, message
@@ -69,12 +70,14 @@ SYNTAX_ERRORS = [
 
 @pytest.mark.parametrize("expression, column, words", SYNTAX_ERRORS)
 def test_syntax_errors(expression, column, words):
+    """Each syntax error names the problem and puts the caret at the right column."""
     with pytest.raises(ExpressionError) as info:
         parse_expression(expression)
     check(info.value, expression, column, *words)
 
 
 def test_multiline_error_names_line_and_column():
+    """Errors in multi-line expressions report line and column."""
     with pytest.raises(ExpressionError) as info:
         parse_expression("a = 1 AND\n  b $ 2")
     err = info.value
@@ -83,6 +86,7 @@ def test_multiline_error_names_line_and_column():
 
 
 def test_expression_error_is_a_value_error_and_picklable():
+    """ExpressionError is a ValueError and survives pickling (process pools)."""
     with pytest.raises(ValueError):
         parse_expression("(")
     try:
@@ -94,14 +98,23 @@ def test_expression_error_is_a_value_error_and_picklable():
 
 @pytest.fixture(scope="module")
 def resolver():
+    """Return a fake resolver over an (uncreated) test table."""
     return FakeResolver(make_table("errors_table"))
 
 
 TYPE_ERRORS = [
-    ("exposure = 'five'", 12, ["type mismatch", "exposure (an int column)", "'five' (a str value)", "quote strings"]),
+    (
+        "exposure = 'five'",
+        12,
+        ["type mismatch", "exposure (an int column)", "'five' (a str value)", "quote strings"],
+    ),
     ("exposure.obs_id = 5", 19, ["type mismatch", "exposure.obs_id (a str column)", "5 (an int value)"]),
     ("exposure.obs_id IN ('a', 3)", 26, ["type mismatch", "3 (an int value)"]),
-    ("exposure.obs_id OVERLAPS T'2022-01-01'", 1, ["OVERLAPS needs a timespan", "exposure.obs_id (a str column)"]),
+    (
+        "exposure.obs_id OVERLAPS T'2022-01-01'",
+        1,
+        ["OVERLAPS needs a timespan", "exposure.obs_id (a str column)"],
+    ),
     ("exposure.timespan OVERLAPS 'tomorrow'", 28, ["OVERLAPS needs a timespan", "'tomorrow'"]),
     ("exposure.timespan = 'x'", 21, ["type mismatch", "timespan"]),
     ("exposure.timespan <= T'2022-01-01'", 19, ["not defined for timespans", "OVERLAPS"]),
@@ -125,18 +138,21 @@ TYPE_ERRORS = [
 
 @pytest.mark.parametrize("expression, column, words", TYPE_ERRORS)
 def test_type_errors(resolver, expression, column, words):
+    """Each type error names both operands' kinds and puts the caret on the culprit."""
     with pytest.raises(ExpressionError) as info:
         compile_expression(expression, resolver, bind={"present": 1})
     check(info.value, expression, column, *words)
 
 
 def test_unsupported_bind_type(resolver):
+    """A bind value of an unsupported type is rejected at its placeholder."""
     with pytest.raises(ExpressionError) as info:
         compile_expression("exposure = :x", resolver, bind={"x": object()})
     check(info.value, "exposure = :x", 12, "unsupported type object")
 
 
 def test_unknown_identifier_error_propagates_with_caret_note(resolver):
+    """The resolver's own error propagates, with a caret note added."""
     expression = "instrument = 'kast_blue' AND exposure.nonsense > 3"
     with pytest.raises(UnknownIdentifierError) as info:
         compile_expression(expression, resolver)
@@ -147,6 +163,7 @@ def test_unknown_identifier_error_propagates_with_caret_note(resolver):
 
 
 def test_compile_given_a_tree_uses_text_for_carets(resolver):
+    """Compiling a pre-parsed tree uses the given text for carets."""
     text = "detector = 'a'"
     tree = parse_expression(text)
     with pytest.raises(ExpressionError) as info:

@@ -26,22 +26,26 @@ DAY = 86_400 * NS
 
 
 def lit(v, kind=None):
+    """Build a Literal node with the kind inferred from the Python type."""
     if kind is None:
         kind = {int: "int", float: "float", str: "str"}[type(v)]
     return Literal(v, kind)
 
 
 def ident(name):
+    """Build an Identifier node."""
     return Identifier(name)
 
 
 def test_blank_is_none():
+    """Blank expressions parse to None."""
     assert parse_expression("") is None
     assert parse_expression("   \n ") is None
     assert referenced_identifiers(None) == []
 
 
 def test_simple_comparison_and_positions():
+    """A comparison parses with the right operand and operator positions."""
     tree = parse_expression("instrument = 'kast_blue'")
     assert tree == BinaryOp("=", ident("instrument"), lit("kast_blue"))
     assert tree.op_pos == 11
@@ -50,14 +54,17 @@ def test_simple_comparison_and_positions():
 
 @pytest.mark.parametrize("op", ["=", "!=", "<", "<=", ">", ">="])
 def test_comparison_operators(op):
+    """Every comparison operator parses."""
     assert parse_expression(f"exposure {op} 5") == BinaryOp(op, ident("exposure"), lit(5))
 
 
 def test_sql_not_equal_spelling():
+    """``<>`` is normalised to ``!=``."""
     assert parse_expression("detector <> 2") == BinaryOp("!=", ident("detector"), lit(2))
 
 
 def test_precedence_or_and_not():
+    """NOT binds tighter than AND, which binds tighter than OR."""
     tree = parse_expression("a = 1 OR b = 2 AND NOT c = 3")
     assert tree == BinaryOp(
         "OR",
@@ -67,6 +74,7 @@ def test_precedence_or_and_not():
 
 
 def test_keywords_are_case_insensitive_identifiers_are_not():
+    """Keywords are case-insensitive; names starting with keywords stay names."""
     upper = parse_expression("A = 1 AND b IN (1) OR NOT c OVERLAPS d")
     lower = parse_expression("A = 1 and b in (1) or not c overlaps d")
     assert upper == lower
@@ -76,12 +84,14 @@ def test_keywords_are_case_insensitive_identifiers_are_not():
 
 
 def test_parentheses_override_precedence():
+    """Parentheses override operator precedence."""
     tree = parse_expression("(a = 1 OR b = 2) AND c = 3")
     assert tree.op == "AND"
     assert tree.lhs.op == "OR"
 
 
 def test_arithmetic_precedence_and_unary_folding():
+    """Arithmetic precedence; unary signs fold into numeric literals."""
     tree = parse_expression("x = -5 + 3 * 2 % 4 - -y")
     assert tree == BinaryOp(
         "=",
@@ -96,6 +106,7 @@ def test_arithmetic_precedence_and_unary_folding():
 
 
 def test_numbers():
+    """Integer and float literal forms."""
     assert parse_expression("x = 1.5e3").rhs == lit(1500.0)
     assert parse_expression("x = .25").rhs == lit(0.25)
     assert parse_expression("x = 7.").rhs == lit(7.0)
@@ -103,12 +114,14 @@ def test_numbers():
 
 
 def test_strings_with_both_quotes_and_doubling():
+    """Both quote styles, with doubled quotes as escapes."""
     assert parse_expression("x = 'it''s'").rhs == lit("it's")
     assert parse_expression('x = "say ""hi"""').rhs == lit('say "hi"')
     assert parse_expression("x = 'a \"b\" -- ; OR 1=1'").rhs == lit('a "b" -- ; OR 1=1')
 
 
 def test_in_with_ranges_and_strides():
+    """IN lists hold literals, inclusive ranges, strides and binds."""
     tree = parse_expression("exposure IN (1..5, 7, 10..20:2, :extra)")
     assert tree == IsIn(
         ident("exposure"),
@@ -121,12 +134,14 @@ def test_in_with_ranges_and_strides():
 
 
 def test_element_field_identifiers_and_binds():
+    """Dotted identifiers and bind names parse and are listed in order."""
     tree = parse_expression("exposure.obs_id = :obs AND raw.dataset_id = :id")
     assert referenced_identifiers(tree) == ["exposure.obs_id", "raw.dataset_id"]
     assert tree.lhs.rhs == BindName("obs")
 
 
 def test_glob_and_uuid_functions():
+    """GLOB stays a call; UUID('...') folds into a UUID literal."""
     u = "12345678-1234-5678-1234-567812345678"
     tree = parse_expression(f"glob(exposure.obs_id, 'KB*') AND raw.dataset_id = uuid('{u}')")
     assert tree.lhs == FunctionCall("GLOB", (ident("exposure.obs_id"), lit("KB*")))
@@ -134,9 +149,12 @@ def test_glob_and_uuid_functions():
 
 
 def test_time_literals_default_to_tai():
+    """Time literals are TAI by default and exact to the nanosecond."""
     tree = parse_expression("exposure.timespan OVERLAPS T'2022-01-26T19:00:00'")
     # 2022-01-26 is day 19018 after 1970-01-01
-    assert tree == BinaryOp("OVERLAPS", ident("exposure.timespan"), Literal(19018 * DAY + 19 * 3600 * NS, "time"))
+    assert tree == BinaryOp(
+        "OVERLAPS", ident("exposure.timespan"), Literal(19018 * DAY + 19 * 3600 * NS, "time")
+    )
     assert parse_time_literal("2022-01-26T19:00:00") == parse_time_literal("isot/2022-01-26T19:00:00/tai")
     assert parse_time_literal("2022-01-26 19:00:00") == parse_time_literal("2022-01-26T19:00:00")
     assert parse_time_literal("2022-01-26") == 19018 * DAY
@@ -144,6 +162,7 @@ def test_time_literals_default_to_tai():
 
 
 def test_time_literal_utc_is_37_seconds_earlier_than_tai():
+    """The same reading in UTC is 37 s later in TAI (2022)."""
     # TAI - UTC = 37 s since 2017; the same wall-clock reading in UTC is 37 s later in TAI.
     tai = parse_time_literal("2022-01-26T19:00:00")
     utc = parse_time_literal("2022-01-26T19:00:00/utc")
@@ -151,11 +170,13 @@ def test_time_literal_utc_is_37_seconds_earlier_than_tai():
 
 
 def test_time_literal_z_suffix_means_utc():
+    """An ISO 'Z' suffix means UTC."""
     assert parse_time_literal("2022-01-26T19:00:00Z") == parse_time_literal("2022-01-26T19:00:00/utc")
     assert parse_time_literal("2022-01-26T19:00:00Z") - parse_time_literal("2022-01-26T19:00:00") == 37 * NS
 
 
 def test_time_literal_mjd_and_jd():
+    """MJD and JD literals (explicit and bare) convert exactly."""
     # MJD 59605 = 2022-01-26
     assert parse_time_literal("mjd/59605.5") == 19018 * DAY + DAY // 2
     assert parse_time_literal("59605.5") == 19018 * DAY + DAY // 2  # bare number = MJD
@@ -164,6 +185,7 @@ def test_time_literal_mjd_and_jd():
 
 
 def test_time_literal_matches_butler_timespan_conversion():
+    """Literal conversion agrees with butler.timespan.time_to_ns via astropy."""
     from astropy.time import Time
 
     from butler.timespan import time_to_ns
@@ -174,17 +196,20 @@ def test_time_literal_matches_butler_timespan_conversion():
 
 
 def test_interval_tuple_and_overlaps():
+    """A 2-tuple of times is an interval operand of OVERLAPS."""
     tree = parse_expression("exposure.timespan OVERLAPS (T'2022-01-26', T'2022-01-27')")
     assert tree.rhs == TupleNode((Literal(19018 * DAY, "time"), Literal(19019 * DAY, "time")))
     assert referenced_identifiers(tree) == ["exposure.timespan"]
 
 
 def test_multiline_expression():
+    """Positions are offsets into multi-line text."""
     tree = parse_expression("instrument = 'x'\n  AND detector = 1")
     assert tree.rhs.lhs.pos == len("instrument = 'x'\n  AND ")
 
 
 def test_parse_is_cached_and_trees_are_frozen():
+    """Parsing the same text returns the same immutable tree."""
     a = parse_expression("exposure = 1")
     assert parse_expression("exposure = 1") is a
     with pytest.raises(AttributeError):
@@ -192,6 +217,7 @@ def test_parse_is_cached_and_trees_are_frozen():
 
 
 def test_lark_is_not_imported_by_the_package():
+    """Importing the package does not import lark (keeps ``butler --help`` fast)."""
     import subprocess
     import sys
 

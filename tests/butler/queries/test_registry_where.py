@@ -28,6 +28,7 @@ INSTRUMENT = "kast_blue"
 
 
 def tai(text: str) -> Time:
+    """Return a TAI astropy Time."""
     return Time(text, scale="tai")
 
 
@@ -39,7 +40,14 @@ EXPOSURES = {
     4: ("KB0004", "flat", 20.0, "d46", "2022-01-26T00:03:00", "2022-01-26T00:03:25"),
     5: ("KB0005", "dark", 300.0, "open", "2022-01-26T00:04:00", "2022-01-26T00:09:05"),
     6: ("KB0006", "flat", 40.0, "d57", "2022-01-27T00:00:00", "2022-01-27T00:00:45"),
-    7: ("O'Brien'); DROP TABLE dataset; --", "science", 60.0, "d57", "2022-01-27T01:00:00", "2022-01-27T01:01:05"),
+    7: (
+        "O'Brien'); DROP TABLE dataset; --",
+        "science",
+        60.0,
+        "d57",
+        "2022-01-27T01:00:00",
+        "2022-01-27T01:01:05",
+    ),
 }
 FILTER_BAND = {"open": "white", "d46": "g", "d57": "r"}
 DETECTORS = {0: ("ccd0", "SCIENCE"), 1: ("ccd1", "WAVEFRONT")}
@@ -104,7 +112,9 @@ def _fill(registry: Registry) -> dict[tuple[int, int], uuid.UUID]:
     registry.register_dataset_type(bias)
     registry.register_run(RUN)
     registry.register_run("efosc2/raw/all")
-    data_ids = [{"instrument": INSTRUMENT, "exposure": e, "detector": d} for e in EXPOSURES for d in DETECTORS]
+    data_ids = [
+        {"instrument": INSTRUMENT, "exposure": e, "detector": d} for e in EXPOSURES for d in DETECTORS
+    ]
     refs = registry.insert_datasets(raw, data_ids, RUN)
     registry.insert_datasets(raw, [{"instrument": "efosc2", "exposure": 1, "detector": 0}], "efosc2/raw/all")
     # two certified biases for detector 0: v1 before 00:03:00 TAI, v2 from then on
@@ -122,8 +132,10 @@ def _fill(registry: Registry) -> dict[tuple[int, int], uuid.UUID]:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def repo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, dict]]:
-    """A filled registry on each backend (PostgreSQL in a fresh schema, dropped afterwards)."""
+def repo(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Registry, dict]]:
+    """Yield a filled registry on each backend (PostgreSQL in a fresh schema, dropped afterwards)."""
     universe = default_universe()
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("where") / "registry.sqlite3"
@@ -143,16 +155,21 @@ def repo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 def exposures_of(data_ids) -> list[int]:
+    """Return the sorted exposure ids of data IDs."""
     return sorted({int(d["exposure"]) for d in data_ids})
 
 
 def raw_keys(refs) -> list[tuple[int, int]]:
+    """Return the sorted (exposure, detector) keys of raw refs."""
     return sorted((int(r.data_id["exposure"]), int(r.data_id["detector"])) for r in refs)
 
 
 def test_metadata_field_and_governor(repo):
+    """A metadata field selects the right exposures, per instrument or across them."""
     registry, _ = repo
-    got = registry.query_data_ids(["exposure"], where="instrument = 'kast_blue' AND exposure.observation_type = 'flat'")
+    got = registry.query_data_ids(
+        ["exposure"], where="instrument = 'kast_blue' AND exposure.observation_type = 'flat'"
+    )
     assert exposures_of(got) == [e for e, v in EXPOSURES.items() if v[1] == "flat"] == [3, 4, 6]
     both = registry.query_data_ids(["exposure"], where="exposure.observation_type = 'flat'")
     assert sorted((d["instrument"], d["exposure"]) for d in both) == [
@@ -164,6 +181,7 @@ def test_metadata_field_and_governor(repo):
 
 
 def test_ranges_strides_and_detectors_on_datasets(repo):
+    """Ranges, strides and NOT IN select the right raw datasets."""
     registry, _ = repo
     refs = registry.query_datasets(
         "raw", collections=RUN, where="instrument = 'kast_blue' AND exposure IN (1..7:3) AND detector = 1"
@@ -174,8 +192,11 @@ def test_ranges_strides_and_detectors_on_datasets(repo):
 
 
 def test_fields_of_other_elements(repo):
+    """Fields of detector, implied band/physical_filter/day_obs and arithmetic work."""
     registry, _ = repo
-    refs = registry.query_datasets("raw", collections=RUN, where="detector.purpose = 'WAVEFRONT' AND exposure <= 2")
+    refs = registry.query_datasets(
+        "raw", collections=RUN, where="detector.purpose = 'WAVEFRONT' AND exposure <= 2"
+    )
     assert raw_keys(refs) == [(1, 1), (2, 1)]
     refs = registry.query_datasets("raw", collections=RUN, where="band = 'g'")
     assert raw_keys(refs) == [(3, 0), (3, 1), (4, 0), (4, 1)]
@@ -183,13 +204,18 @@ def test_fields_of_other_elements(repo):
     assert raw_keys(refs) == [(6, 0), (7, 0)]
     refs = registry.query_datasets("raw", collections=RUN, where="day_obs = 20220127 AND detector = 0")
     assert raw_keys(refs) == [(6, 0), (7, 0)]
-    got = registry.query_data_ids(["exposure"], where="exposure.exposure_time * 2 >= 80 AND instrument = 'kast_blue'")
+    got = registry.query_data_ids(
+        ["exposure"], where="exposure.exposure_time * 2 >= 80 AND instrument = 'kast_blue'"
+    )
     assert exposures_of(got) == [e for e, v in EXPOSURES.items() if v[2] * 2 >= 80] == [5, 6, 7]
 
 
 def test_glob(repo):
+    """GLOB on obs_id with classes and wildcards; case-sensitive."""
     registry, _ = repo
-    got = registry.query_data_ids(["exposure"], where="GLOB(exposure.obs_id, 'KB000[2-4]') AND instrument = 'kast_blue'")
+    got = registry.query_data_ids(
+        ["exposure"], where="GLOB(exposure.obs_id, 'KB000[2-4]') AND instrument = 'kast_blue'"
+    )
     assert exposures_of(got) == [2, 3, 4]
     got = registry.query_data_ids(["exposure"], where="GLOB(exposure.obs_id, '*DROP*')")
     assert exposures_of(got) == [7]
@@ -198,6 +224,7 @@ def test_glob(repo):
 
 
 def test_timespan_overlaps_and_comparisons(repo):
+    """OVERLAPS with times and intervals (TAI default, /utc), and < / > on timespans."""
     registry, _ = repo
     got = registry.query_data_ids(
         ["exposure"], where="instrument = 'kast_blue' AND exposure.timespan OVERLAPS T'2022-01-26T00:02:10'"
@@ -205,7 +232,8 @@ def test_timespan_overlaps_and_comparisons(repo):
     assert exposures_of(got) == [3]
     # time literals are TAI by default; 00:01:33 UTC is 00:02:10 TAI (TAI - UTC = 37 s)
     got = registry.query_data_ids(
-        ["exposure"], where="instrument = 'kast_blue' AND exposure.timespan OVERLAPS T'2022-01-26T00:01:33/utc'"
+        ["exposure"],
+        where="instrument = 'kast_blue' AND exposure.timespan OVERLAPS T'2022-01-26T00:01:33/utc'",
     )
     assert exposures_of(got) == [3]
     got = registry.query_data_ids(
@@ -214,18 +242,22 @@ def test_timespan_overlaps_and_comparisons(repo):
     assert got == []  # read as TAI, 00:01:33 falls between exposures 2 and 3
     got = registry.query_data_ids(
         ["exposure"],
-        where="instrument = 'kast_blue' AND exposure.timespan OVERLAPS (T'2022-01-26T00:01:03', T'2022-01-26T00:04:00')",
+        where="instrument = 'kast_blue' AND exposure.timespan "
+        "OVERLAPS (T'2022-01-26T00:01:03', T'2022-01-26T00:04:00')",
     )
     assert exposures_of(got) == [2, 3, 4]  # end is exclusive: exposure 5 begins exactly at 00:04:00
     got = registry.query_data_ids(
         ["exposure"], where="instrument = 'kast_blue' AND exposure.timespan < T'2022-01-26T00:02:15'"
     )
     assert exposures_of(got) == [1, 2, 3]  # ends at or before
-    got = registry.query_data_ids(["exposure"], where="instrument = 'kast_blue' AND exposure.timespan > 59605.5")
+    got = registry.query_data_ids(
+        ["exposure"], where="instrument = 'kast_blue' AND exposure.timespan > 59605.5"
+    )
     assert exposures_of(got) == [6, 7]  # a bare number is an MJD (TAI); MJD 59605.5 = 2022-01-26T12:00
 
 
 def test_bind_values(repo):
+    """Bind values (UUIDs, lists expanded in IN, empty lists, floats) select the right rows."""
     registry, ids = repo
     got = registry.query_data_ids(
         ["exposure"],
@@ -234,40 +266,60 @@ def test_bind_values(repo):
     )
     assert exposures_of(got) == [3, 5, 6]
     t = Time("2022-01-26T00:04:30", scale="tai")
-    got = registry.query_data_ids(["exposure"], where="instrument = 'kast_blue' AND exposure.timespan OVERLAPS :t", bind={"t": t})
+    got = registry.query_data_ids(
+        ["exposure"], where="instrument = 'kast_blue' AND exposure.timespan OVERLAPS :t", bind={"t": t}
+    )
     assert exposures_of(got) == [5]
-    refs = registry.query_datasets("raw", collections=RUN, where="raw.dataset_id = :id", bind={"id": ids[(4, 1)]})
+    refs = registry.query_datasets(
+        "raw", collections=RUN, where="raw.dataset_id = :id", bind={"id": ids[(4, 1)]}
+    )
     assert [r.id for r in refs] == [ids[(4, 1)]]
-    refs = registry.query_datasets("raw", collections=[RUN, "efosc2/raw/all"], where="raw.run = 'efosc2/raw/all'")
+    refs = registry.query_datasets(
+        "raw", collections=[RUN, "efosc2/raw/all"], where="raw.run = 'efosc2/raw/all'"
+    )
     assert [(r.data_id["instrument"], r.data_id["exposure"]) for r in refs] == [("efosc2", 1)]
 
 
 def test_ingest_date_datetime_column(repo):
+    """Time literals, MJDs and datetime binds compare with the naive-UTC ingest_date."""
     import datetime
 
     registry, _ = repo
     n_raw = len(EXPOSURES) * len(DETECTORS)
     # ingest_date is naive UTC "now": after 2020 and before 2100, whatever the literal's scale
-    assert len(registry.query_datasets("raw", collections=RUN, where="raw.ingest_date > T'2020-01-01'")) == n_raw
-    assert registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < T'2020-01-01T00:00:00/utc'") == []
-    assert len(registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < 88069")) == n_raw  # MJD, 2100
+    assert (
+        len(registry.query_datasets("raw", collections=RUN, where="raw.ingest_date > T'2020-01-01'")) == n_raw
+    )
+    assert (
+        registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < T'2020-01-01T00:00:00/utc'")
+        == []
+    )
+    assert (
+        len(registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < 88069")) == n_raw
+    )  # MJD, 2100
     # a datetime bind value is compared as given (naive UTC for this column)
     future = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(minutes=5)
     refs = registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < :t", bind={"t": future})
     assert len(refs) == n_raw
     past = future - datetime.timedelta(days=1)
-    assert registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < :t", bind={"t": past}) == []
+    assert (
+        registry.query_datasets("raw", collections=RUN, where="raw.ingest_date < :t", bind={"t": past}) == []
+    )
 
 
 def test_dimension_records(repo):
+    """query_dimension_records honours where=."""
     registry, _ = repo
-    recs = registry.query_dimension_records("exposure", where="exposure.exposure_time > 15 AND instrument = 'kast_blue'")
+    recs = registry.query_dimension_records(
+        "exposure", where="exposure.exposure_time > 15 AND instrument = 'kast_blue'"
+    )
     assert sorted(r.obs_id for r in recs) == sorted(v[0] for v in EXPOSURES.values() if v[2] > 15)
     recs = registry.query_dimension_records("detector", where="detector.full_name = 'ccd1'")
     assert [(r.instrument, r.id) for r in recs] == [(INSTRUMENT, 1)]
 
 
 def test_calibration_validity_timespan(repo):
+    """<datasetType>.timespan selects certified calibrations by validity (half-open)."""
     registry, ids = repo
     refs = registry.query_datasets(
         "bias", collections="calib", find_first=False, where="bias.timespan OVERLAPS T'2022-01-26T00:02:00'"
@@ -287,6 +339,7 @@ def test_calibration_validity_timespan(repo):
 
 
 def test_hostile_values_are_data_not_sql(repo):
+    """SQL-looking values are data through the registry too."""
     registry, _ = repo
     hostile = EXPOSURES[7][0]
     got = registry.query_data_ids(["exposure"], where="exposure.obs_id = :v", bind={"v": hostile})
@@ -314,6 +367,7 @@ def test_hostile_values_are_data_not_sql(repo):
     ],
 )
 def test_bad_expressions_raise_invalid_query_with_caret(repo, where, column, words):
+    """Registry errors for bad expressions keep the caret and the reason."""
     registry, _ = repo
     with pytest.raises(InvalidQueryError) as info:
         registry.query_datasets("raw", collections=RUN, where=where)
