@@ -294,10 +294,9 @@ class Translator:
         return out
 
     def _resolve_hdu(self, det: Detector, headers: Sequence[fits.Header], source: str) -> int:
-        if isinstance(det.hdu, int):
-            if det.hdu >= len(headers):
-                raise TranslationError(f"{source}: detector {det.name} expects HDU {det.hdu}, file has {len(headers)}")
+        if isinstance(det.hdu, int) and det.hdu < len(headers) and _has_image(headers[det.hdu]):
             return det.hdu
+        # (a tile-compressed copy of a single-HDU raw has its image in HDU 1: fall through)
         if isinstance(det.hdu, str):
             for i, h in enumerate(headers):
                 if str(h.get("EXTNAME", "")).strip() == det.hdu:
