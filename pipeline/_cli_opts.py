@@ -68,51 +68,129 @@ def compose(*decorators: Callable[[_F], _F]) -> Callable[[_F], _F]:
 
 
 pipeline_options = compose(
-    click.option("-p", "--pipeline", "pipeline", default=None, metavar="FILE[#SUBSET|#LABEL,...]",
-                 help="Pipeline YAML file; '#name' selects a subset or comma-separated task labels."),
-    click.option("-t", "--task", "tasks", multiple=True, metavar="CLASS[:LABEL]",
-                 help="Add a task by dotted class path (label defaults to its _DefaultName). Repeatable."),
+    click.option(
+        "-p",
+        "--pipeline",
+        "pipeline",
+        default=None,
+        metavar="FILE[#SUBSET|#LABEL,...]",
+        help="Pipeline YAML file; '#name' selects a subset or comma-separated task labels.",
+    ),
+    click.option(
+        "-t",
+        "--task",
+        "tasks",
+        multiple=True,
+        metavar="CLASS[:LABEL]",
+        help="Add a task by dotted class path (label defaults to its _DefaultName). Repeatable.",
+    ),
     click.option("--delete", "delete", multiple=True, metavar="LABEL", help="Remove a task. Repeatable."),
-    click.option("-c", "--config", "config_overrides", multiple=True, metavar="LABEL:FIELD=VALUE",
-                 help="Override a config field (dotted path; value parsed as YAML). 'parameters:NAME=VALUE' "
-                      "sets a pipeline parameter. Repeatable."),
-    click.option("-C", "--config-file", "config_files", multiple=True, metavar="LABEL:FILE",
-                 help="Config override file: YAML mapping, or .py with 'config.x = literal' lines. Repeatable."),
-    click.option("--instrument", default=None, metavar="NAME",
-                 help="Instrument whose pipeline/instruments/<NAME>/<label>.yaml overrides apply."),
+    click.option(
+        "-c",
+        "--config",
+        "config_overrides",
+        multiple=True,
+        metavar="LABEL:FIELD=VALUE",
+        help="Override a config field (dotted path; value parsed as YAML). 'parameters:NAME=VALUE' "
+        "sets a pipeline parameter. Repeatable.",
+    ),
+    click.option(
+        "-C",
+        "--config-file",
+        "config_files",
+        multiple=True,
+        metavar="LABEL:FILE",
+        help="Config override file: YAML mapping, or .py with 'config.x = literal' lines. Repeatable.",
+    ),
+    click.option(
+        "--instrument",
+        default=None,
+        metavar="NAME",
+        help="Instrument whose pipeline/instruments/<NAME>/<label>.yaml overrides apply.",
+    ),
 )
 
 butler_options = compose(
     click.option("-b", "--butler-config", "repo", default=None, metavar="REPO", help="Repository root."),
-    click.option("-i", "--input", "inputs", multiple=True, metavar="COLL[,COLL]",
-                 help="Input collections, searched in order. Repeatable or comma-separated."),
-    click.option("-o", "--output", "output", default=None, metavar="NAME",
-                 help="Output CHAINED collection: a new timestamped RUN followed by the inputs."),
+    click.option(
+        "-i",
+        "--input",
+        "inputs",
+        multiple=True,
+        metavar="COLL[,COLL]",
+        help="Input collections, searched in order. Repeatable or comma-separated.",
+    ),
+    click.option(
+        "-o",
+        "--output",
+        "output",
+        default=None,
+        metavar="NAME",
+        help="Output CHAINED collection: a new timestamped RUN followed by the inputs.",
+    ),
     click.option("--output-run", default=None, metavar="RUN", help="Output RUN collection."),
-    click.option("--extend-run", is_flag=True, help="Add to the existing output RUN (implies --skip-existing)."),
-    click.option("--replace-run", is_flag=True, help="Replace the first RUN of the output chain with a new one."),
-    click.option("--skip-existing-in", multiple=True, metavar="COLL",
-                 help="Skip quanta whose outputs (metadata) exist in these collections."),
+    click.option(
+        "--extend-run", is_flag=True, help="Add to the existing output RUN (implies --skip-existing)."
+    ),
+    click.option(
+        "--replace-run", is_flag=True, help="Replace the first RUN of the output chain with a new one."
+    ),
+    click.option(
+        "--skip-existing-in",
+        multiple=True,
+        metavar="COLL",
+        help="Skip quanta whose outputs (metadata) exist in these collections.",
+    ),
     click.option("--skip-existing", is_flag=True, help="Skip quanta already done in the output RUN."),
-    click.option("--clobber-outputs", is_flag=True,
-                 help="Remove partial outputs of failed quanta before rerunning them (with --extend-run)."),
-    click.option("-d", "--data-query", "data_query", default="", metavar="EXPR",
-                 help="Data query expression, e.g. \"instrument='kast_blue' AND exposure IN (1..5)\"."),
-    click.option("-g", "--qgraph", "qgraph", default=None, metavar="FILE", help="Read the quantum graph from FILE."),
-    click.option("-q", "--save-qgraph", "save_qgraph", default=None, metavar="FILE",
-                 help="Write the quantum graph to FILE."),
+    click.option(
+        "--clobber-outputs",
+        is_flag=True,
+        help="Remove partial outputs of failed quanta before rerunning them (with --extend-run).",
+    ),
+    click.option(
+        "-d",
+        "--data-query",
+        "data_query",
+        default="",
+        metavar="EXPR",
+        help="Data query expression, e.g. \"instrument='kast_blue' AND exposure IN (1..5)\".",
+    ),
+    click.option(
+        "-g", "--qgraph", "qgraph", default=None, metavar="FILE", help="Read the quantum graph from FILE."
+    ),
+    click.option(
+        "-q",
+        "--save-qgraph",
+        "save_qgraph",
+        default=None,
+        metavar="FILE",
+        help="Write the quantum graph to FILE.",
+    ),
     click.option("--register-dataset-types", is_flag=True, help="Register missing dataset types."),
 )
 
 exec_options = compose(
-    click.option("-j", "--processes", default=1, type=click.IntRange(min=1), show_default=True,
-                 help="Number of worker processes."),
+    click.option(
+        "-j",
+        "--processes",
+        default=1,
+        type=click.IntRange(min=1),
+        show_default=True,
+        help="Number of worker processes.",
+    ),
 )
 
 log_options = compose(
-    click.option("--log-level", "log_level", multiple=True, metavar="[COMPONENT=]LEVEL",
-                 help="Log level (DEBUG, INFO, WARNING, ERROR), globally or for one logger. Repeatable."),
-    click.option("--log-file", "log_file", default=None, metavar="FILE", help="Also write log records to FILE."),
+    click.option(
+        "--log-level",
+        "log_level",
+        multiple=True,
+        metavar="[COMPONENT=]LEVEL",
+        help="Log level (DEBUG, INFO, WARNING, ERROR), globally or for one logger. Repeatable.",
+    ),
+    click.option(
+        "--log-file", "log_file", default=None, metavar="FILE", help="Also write log records to FILE."
+    ),
 )
 
 
@@ -143,8 +221,9 @@ def setup_logging(levels: Sequence[str] | str | None, log_file: str | None = Non
         comp, _, level = item.rpartition("=")
         value = logging.getLevelName(level.upper())
         if not isinstance(value, int):
-            raise click.BadParameter(f"unknown log level {level!r} (use DEBUG, INFO, WARNING or ERROR)",
-                                     param_hint="--log-level")
+            raise click.BadParameter(
+                f"unknown log level {level!r} (use DEBUG, INFO, WARNING or ERROR)", param_hint="--log-level"
+            )
         (logging.getLogger(comp) if comp else root).setLevel(value)
     if log_file:
         fh = logging.FileHandler(log_file)
@@ -153,8 +232,14 @@ def setup_logging(levels: Sequence[str] | str | None, log_file: str | None = Non
 
             class _Json(logging.Formatter):
                 def format(self, record: logging.LogRecord) -> str:
-                    return json.dumps({"name": record.name, "level": record.levelname, "time": record.created,
-                                       "message": record.getMessage()})
+                    return json.dumps(
+                        {
+                            "name": record.name,
+                            "level": record.levelname,
+                            "time": record.created,
+                            "message": record.getMessage(),
+                        }
+                    )
 
             fh.setFormatter(_Json())
         else:
@@ -163,8 +248,11 @@ def setup_logging(levels: Sequence[str] | str | None, log_file: str | None = Non
 
 
 def parse_yaml_value(text: str) -> Any:
-    """Parse a ``-c`` value with YAML rules (``1`` int, ``1e3`` float, ``no`` false, ``[1, 2]`` list);
-    text that is not valid YAML stays a string."""
+    """Parse a ``-c`` value with YAML rules.
+
+    ``1`` is an int, ``1.0e3`` a float, ``no`` false, ``[1, 2]`` a list; text that is not valid YAML
+    stays a string.
+    """
     import yaml
 
     try:
@@ -184,14 +272,20 @@ def parse_config_override(item: str) -> tuple[str, str, Any]:
     label, sep, rest = item.partition(":")
     field, eq, value = rest.partition("=")
     if not sep or not eq or not label.strip() or not field.strip():
-        raise click.BadParameter(f"{item!r} is not of the form LABEL:FIELD=VALUE (e.g. isr:doBias=false)",
-                                 param_hint="-c/--config")
+        raise click.BadParameter(
+            f"{item!r} is not of the form LABEL:FIELD=VALUE (e.g. isr:doBias=false)", param_hint="-c/--config"
+        )
     return label.strip(), field.strip(), parse_yaml_value(value)
 
 
-def load_pipeline(pipeline: str | None = None, tasks: Sequence[str] = (), delete: Sequence[str] = (),
-                  config_overrides: Sequence[str] = (), config_files: Sequence[str] = (),
-                  instrument: str | None = None) -> Any:
+def load_pipeline(
+    pipeline: str | None = None,
+    tasks: Sequence[str] = (),
+    delete: Sequence[str] = (),
+    config_overrides: Sequence[str] = (),
+    config_files: Sequence[str] = (),
+    instrument: str | None = None,
+) -> Any:
     """Build a `~pipeline.pipeline_yaml.Pipeline` from the pipeline options.
 
     Parameters

@@ -1,4 +1,4 @@
-"""The ``pipetask`` command line: ``build`` here, ``qgraph``/``run``/... loaded on demand.
+r"""The ``pipetask`` command line: ``build`` here, ``qgraph``/``run``/... loaded on demand.
 
 ``pipetask --help`` imports only click (the execution commands live in `pipeline._cli_exec` and
 are imported when invoked), so it starts in well under 0.3 s.
@@ -32,13 +32,25 @@ __all__ = ["SHOW_CHOICES", "main", "pipetask"]
 _LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "qgraph": ("pipeline._cli_exec", "qgraph", "Build a quantum graph (and save, show or draw it)."),
     "run": ("pipeline._cli_exec", "run", "Build (or read) a quantum graph and execute it."),
-    "pre-exec-init-qbb": ("pipeline._cli_exec", "pre_exec_init_qbb",
-                          "Write a graph's run-level outputs without registering."),
+    "pre-exec-init-qbb": (
+        "pipeline._cli_exec",
+        "pre_exec_init_qbb",
+        "Write a graph's run-level outputs without registering.",
+    ),
     "run-qbb": ("pipeline._cli_exec", "run_qbb", "Execute a saved graph with no registry access."),
 }
 
-SHOW_CHOICES = ("pipeline", "config", "config=[LABEL::]PATTERN", "dump-config", "tasks", "subsets",
-                "inputs", "pipeline-graph", "task-graph")
+SHOW_CHOICES = (
+    "pipeline",
+    "config",
+    "config=[LABEL::]PATTERN",
+    "dump-config",
+    "tasks",
+    "subsets",
+    "inputs",
+    "pipeline-graph",
+    "task-graph",
+)
 
 
 class LazyGroup(click.Group):
@@ -81,20 +93,49 @@ def pipetask() -> None:
 
 @pipetask.command("build", short_help="Expand, validate, show and save a pipeline (no repository needed).")
 @pipeline_options
-@click.option("-s", "--save-pipeline", "save_pipeline", default=None, metavar="FILE",
-              help="Write the expanded pipeline (imports resolved, overrides included) as YAML.")
-@click.option("--show", "show", multiple=True, metavar="ITEM",
-              help="What to print: pipeline, config, config=[LABEL::]PATTERN, dump-config, tasks, subsets, "
-                   "inputs, pipeline-graph, task-graph. Repeatable.")
-@click.option("--pipeline-dot", "pipeline_dot", default=None, metavar="FILE",
-              help="Write the pipeline graph as Graphviz dot (prerequisite edges dashed).")
+@click.option(
+    "-s",
+    "--save-pipeline",
+    "save_pipeline",
+    default=None,
+    metavar="FILE",
+    help="Write the expanded pipeline (imports resolved, overrides included) as YAML.",
+)
+@click.option(
+    "--show",
+    "show",
+    multiple=True,
+    metavar="ITEM",
+    help="What to print: pipeline, config, config=[LABEL::]PATTERN, dump-config, tasks, subsets, "
+    "inputs, pipeline-graph, task-graph. Repeatable.",
+)
+@click.option(
+    "--pipeline-dot",
+    "pipeline_dot",
+    default=None,
+    metavar="FILE",
+    help="Write the pipeline graph as Graphviz dot (prerequisite edges dashed).",
+)
 @log_options
 @handle_pipeline_errors
-def build(pipeline: str | None, tasks: Sequence[str], delete: Sequence[str], config_overrides: Sequence[str],
-          config_files: Sequence[str], instrument: str | None, save_pipeline: str | None, show: Sequence[str],
-          pipeline_dot: str | None, log_level: Sequence[str], log_file: str | None) -> None:
-    """Expand a pipeline (imports, subsets, parameters, overrides), validate its configs, contracts and
-    graph, then print, save or draw it. Nothing is written unless everything validates.
+def build(
+    pipeline: str | None,
+    tasks: Sequence[str],
+    delete: Sequence[str],
+    config_overrides: Sequence[str],
+    config_files: Sequence[str],
+    instrument: str | None,
+    save_pipeline: str | None,
+    show: Sequence[str],
+    pipeline_dot: str | None,
+    log_level: Sequence[str],
+    log_file: str | None,
+) -> None:
+    """Expand, validate, show and save a pipeline.
+
+    Imports, subsets, parameters and overrides are expanded; configs, contracts and the pipeline graph
+    are validated; then the pipeline is printed, saved or drawn. Nothing is written unless everything
+    validates.
     """
     setup_logging(log_level, log_file)
     for item in show:
@@ -113,14 +154,23 @@ def build(pipeline: str | None, tasks: Sequence[str], delete: Sequence[str], con
 
 def _check_show(item: str) -> None:
     name = item.split("=", 1)[0]
-    if name not in ("pipeline", "config", "dump-config", "tasks", "subsets", "inputs", "pipeline-graph",
-                    "task-graph"):
+    if name not in (
+        "pipeline",
+        "config",
+        "dump-config",
+        "tasks",
+        "subsets",
+        "inputs",
+        "pipeline-graph",
+        "task-graph",
+    ):
         import difflib
 
         close = difflib.get_close_matches(name, [c.split("=")[0] for c in SHOW_CHOICES], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise click.BadParameter(f"unknown --show item {item!r}.{hint} Choose from: {', '.join(SHOW_CHOICES)}",
-                                 param_hint="--show")
+        raise click.BadParameter(
+            f"unknown --show item {item!r}.{hint} Choose from: {', '.join(SHOW_CHOICES)}", param_hint="--show"
+        )
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -140,15 +190,19 @@ def _render_show(item: str, pipe: Any, graph: Any) -> str:
     if name == "task-graph":
         return _task_graph_text(graph)
     if name == "subsets":
-        lines = [f"{n}: {', '.join(s.labels)}" + (f"  # {s.description}" if s.description else "")
-                 for n, s in pipe.subsets.items()]
+        lines = [
+            f"{n}: {', '.join(s.labels)}" + (f"  # {s.description}" if s.description else "")
+            for n, s in pipe.subsets.items()
+        ]
         return "\n".join(lines or ["(no subsets)"]) + "\n"
     if name == "inputs":
         lines = ["### Overall inputs"]
         lines += [f"{n} {_dims(d.dimensions)} {d.storage_class}" for n, d in graph.overall_inputs().items()]
         lines.append("### Prerequisite inputs")
-        lines += [f"{n} {_dims(d.dimensions)} {d.storage_class}" + (" calibration" if d.is_calibration else "")
-                  for n, d in graph.prerequisite_inputs().items()]
+        lines += [
+            f"{n} {_dims(d.dimensions)} {d.storage_class}" + (" calibration" if d.is_calibration else "")
+            for n, d in graph.prerequisite_inputs().items()
+        ]
         return "\n".join(lines) + "\n"
     if name == "tasks":
         lines = []
@@ -174,8 +228,10 @@ def _render_show(item: str, pipe: Any, graph: Any) -> str:
 
             close = difflib.get_close_matches(label, list(graph.tasks), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise click.BadParameter(f"no task labelled {label!r}{hint} (labels: {', '.join(graph.tasks)})",
-                                     param_hint="--show config")
+            raise click.BadParameter(
+                f"no task labelled {label!r}{hint} (labels: {', '.join(graph.tasks)})",
+                param_hint="--show config",
+            )
     lines = []
     matched = False
     for label in labels:
@@ -187,7 +243,9 @@ def _render_show(item: str, pipe: Any, graph: Any) -> str:
         lines += [f"config.{p}={v!r}" for p, v in items]
     if not matched:
         where = f"task {label_part!r}" if label_part else "any task"
-        raise click.BadParameter(f"no config field of {where} matches {pattern!r}", param_hint="--show config")
+        raise click.BadParameter(
+            f"no config field of {where} matches {pattern!r}", param_hint="--show config"
+        )
     return "\n".join(lines) + "\n"
 
 

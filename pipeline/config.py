@@ -149,8 +149,9 @@ def _config_field_class(cls: type[Config], name: str) -> type[Config] | None:
 
 
 class Config(BaseModel):
-    """Base class of every task config: a pydantic model, extra fields forbidden, assignment
-    validated, freezable.
+    """Base class of every task config.
+
+    A pydantic model: extra fields forbidden, assignment validated, freezable.
 
     Notes
     -----
@@ -256,7 +257,9 @@ class Config(BaseModel):
         cls = type(self)
         field_cls = _config_field_class(cls, name)
         if field_cls is None:
-            raise ConfigError(f"{cls.__name__}.{name} is not a subtask (ConfigurableField) config", field=name)
+            raise ConfigError(
+                f"{cls.__name__}.{name} is not a subtask (ConfigurableField) config", field=name
+            )
         cc = ConfigClass or target.ConfigClass
         if not issubclass(cc, field_cls):
             raise ConfigError(
@@ -289,8 +292,11 @@ class Config(BaseModel):
             value = getattr(self, name)
             if isinstance(value, Config):
                 sub = value.to_dict()
-                default_target = (info.json_schema_extra or {}).get(_TARGET_EXTRA) if isinstance(
-                    info.json_schema_extra, dict) else None
+                default_target = (
+                    (info.json_schema_extra or {}).get(_TARGET_EXTRA)
+                    if isinstance(info.json_schema_extra, dict)
+                    else None
+                )
                 if value._target is not None and _dotted_name(value._target) != default_target:
                     sub[TARGET_KEY] = _dotted_name(value._target)
                 out[name] = sub
@@ -359,7 +365,8 @@ def _prepare(cls: type[Config], data: Mapping[str, Any], label: str | None, pref
                 except ImportError as exc:
                     raise ConfigError(
                         f"{_who(label)}field '{path}': cannot import retarget {value[TARGET_KEY]!r} ({exc})",
-                        label=label, field=path,
+                        label=label,
+                        field=path,
                     ) from None
                 sub_cls = getattr(target, "ConfigClass", sub_cls)
             sub_data = _prepare(sub_cls, value, label, prefix + (key,))
@@ -375,8 +382,9 @@ def _prepare(cls: type[Config], data: Mapping[str, Any], label: str | None, pref
     return out
 
 
-def ConfigurableField(target: type, *, description: str = "", doc: str | None = None,
-                      ConfigClass: type[Config] | None = None) -> Any:
+def ConfigurableField(
+    target: type, *, description: str = "", doc: str | None = None, ConfigClass: type[Config] | None = None
+) -> Any:
     """Declare a retargetable subtask config field (``lsst.pex.config.ConfigurableField``).
 
     Use as ``overscan: OverscanCorrectionTaskConfig = ConfigurableField(OverscanCorrectionTask,
@@ -405,8 +413,11 @@ def ConfigurableField(target: type, *, description: str = "", doc: str | None = 
         inst._target = target
         return inst
 
-    return Field(default_factory=factory, description=description or doc or "",
-                 json_schema_extra={_TARGET_EXTRA: _dotted_name(target)})
+    return Field(
+        default_factory=factory,
+        description=description or doc or "",
+        json_schema_extra={_TARGET_EXTRA: _dotted_name(target)},
+    )
 
 
 def configurable_target(config: Config, name: str) -> type:
@@ -439,8 +450,9 @@ def configurable_target(config: Config, name: str) -> type:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     path = extra.get(_TARGET_EXTRA)
     if path is None:
-        raise ConfigError(f"{cls.__name__}.{name} is not a ConfigurableField; cannot make a subtask from it",
-                          field=name)
+        raise ConfigError(
+            f"{cls.__name__}.{name} is not a ConfigurableField; cannot make a subtask from it", field=name
+        )
     return import_dotted(str(path))
 
 
@@ -449,7 +461,9 @@ def _who(label: str | None) -> str:
     return f"task '{label}': " if label else ""
 
 
-def _unknown_field_error(cls: type[Config], name: str, prefix: tuple[str, ...], label: str | None) -> ConfigError:
+def _unknown_field_error(
+    cls: type[Config], name: str, prefix: tuple[str, ...], label: str | None
+) -> ConfigError:
     path = ".".join(prefix + (name,))
     allowed = sorted(cls.model_fields)
     close = difflib.get_close_matches(name, allowed, n=3, cutoff=0.6)
@@ -457,7 +471,8 @@ def _unknown_field_error(cls: type[Config], name: str, prefix: tuple[str, ...], 
     return ConfigError(
         f"{_who(label)}unknown config field '{path}' for {cls.__name__}{hint} "
         f"(allowed fields: {', '.join(allowed)})",
-        label=label, field=path,
+        label=label,
+        field=path,
     )
 
 
@@ -489,9 +504,14 @@ def _walk(cls: type[Config], loc: Iterable[Any]) -> tuple[type[Config] | None, l
     return owner, path, annotation
 
 
-def _convert_validation_error(exc: ValidationError, cls: type[Config], label: str | None, *,
-                              prefix: tuple[str, ...] = (), value_hint: Mapping[str, Any] | None = None
-                              ) -> ConfigError:
+def _convert_validation_error(
+    exc: ValidationError,
+    cls: type[Config],
+    label: str | None,
+    *,
+    prefix: tuple[str, ...] = (),
+    value_hint: Mapping[str, Any] | None = None,
+) -> ConfigError:
     messages: list[str] = []
     first_field: str | None = None
     seen: set[str] = set()
@@ -533,8 +553,9 @@ def _convert_validation_error(exc: ValidationError, cls: type[Config], label: st
 
 
 # --------------------------------------------------------------------------- overrides
-def _set_path(cls: type[Config], data: dict[str, Any], path: list[str], value: Any, label: str | None,
-              full: str) -> None:
+def _set_path(
+    cls: type[Config], data: dict[str, Any], path: list[str], value: Any, label: str | None, full: str
+) -> None:
     key = path[0]
     if key == TARGET_KEY:
         data[key] = value
@@ -543,10 +564,15 @@ def _set_path(cls: type[Config], data: dict[str, Any], path: list[str], value: A
         try:
             cls = getattr(import_dotted(str(data[TARGET_KEY])), "ConfigClass", cls)
         except ImportError as exc:
-            raise ConfigError(f"{_who(label)}field '{full}': cannot import retarget {data[TARGET_KEY]!r} ({exc})",
-                              label=label, field=full) from None
+            raise ConfigError(
+                f"{_who(label)}field '{full}': cannot import retarget {data[TARGET_KEY]!r} ({exc})",
+                label=label,
+                field=full,
+            ) from None
     if key not in cls.model_fields:
-        raise _unknown_field_error(cls, key, tuple(full.split(".")[: len(full.split(".")) - len(path)]), label)
+        raise _unknown_field_error(
+            cls, key, tuple(full.split(".")[: len(full.split(".")) - len(path)]), label
+        )
     sub_cls = _config_field_class(cls, key)
     if len(path) == 1:
         if sub_cls is not None and isinstance(value, Mapping):
@@ -567,7 +593,9 @@ def _set_path(cls: type[Config], data: dict[str, Any], path: list[str], value: A
     ann = cls.model_fields[key].annotation
     origin = get_origin(ann)
     container = data.get(key)
-    if origin in (dict, Mapping) or (origin in (typing.Union, types.UnionType) and isinstance(container, dict)):
+    if origin in (dict, Mapping) or (
+        origin in (typing.Union, types.UnionType) and isinstance(container, dict)
+    ):
         if container is None:
             container = {}
         container = dict(container)
@@ -577,7 +605,8 @@ def _set_path(cls: type[Config], data: dict[str, Any], path: list[str], value: A
     raise ConfigError(
         f"{_who(label)}config field '{'.'.join(full.split('.')[: len(full.split('.')) - len(path) + 1])}' is "
         f"{describe_type(ann)}, it has no sub-field '{'.'.join(path[1:])}'",
-        label=label, field=full,
+        label=label,
+        field=full,
     )
 
 
@@ -590,8 +619,9 @@ def _set_plain(container: dict[str, Any], path: list[str], value: Any) -> None:
     container[path[-1]] = value
 
 
-def apply_overrides(config: Config, overrides: Mapping[str, Any] | Iterable[tuple[str, Any]], *,
-                    label: str | None = None) -> Config:
+def apply_overrides(
+    config: Config, overrides: Mapping[str, Any] | Iterable[tuple[str, Any]], *, label: str | None = None
+) -> Config:
     """Return a new config with overrides applied and validated all together.
 
     Parameters
@@ -620,7 +650,7 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any] | Iterable[tupl
     for path, value in items:
         path = str(path).strip()
         if path.startswith("config."):
-            path = path[len("config."):]
+            path = path[len("config.") :]
         if not path:
             raise ConfigError(f"{_who(label)}empty config field name in override", label=label)
         _set_path(type(config), data, path.split("."), value, label, path)
@@ -647,7 +677,8 @@ def flatten_config(data: Config | Mapping[str, Any], prefix: str = "") -> Iterat
     for key, value in mapping.items():
         path = f"{prefix}{key}"
         is_sub = isinstance(value, Mapping) and (
-            (cls is not None and _config_field_class(cls, key) is not None) or (cls is None and TARGET_KEY in value)
+            (cls is not None and _config_field_class(cls, key) is not None)
+            or (cls is None and TARGET_KEY in value)
         )
         if cls is not None and is_sub:
             yield from flatten_config(getattr(data, key), path + ".")
@@ -697,4 +728,3 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
         return True  # NaN == NaN for config purposes
     return a == b
-

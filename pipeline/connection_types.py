@@ -56,8 +56,10 @@ class BaseConnection:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"connection name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.storageClass, str) or not self.storageClass:
-            raise TypeError(f"connection {self.name!r}: storageClass must be a non-empty string, "
-                            f"got {self.storageClass!r}")
+            raise TypeError(
+                f"connection {self.name!r}: storageClass must be a non-empty string, "
+                f"got {self.storageClass!r}"
+            )
 
     # Connection kinds, used by the pipeline graph.
     is_init: bool = dataclasses.field(default=False, init=False, repr=False)
@@ -98,8 +100,10 @@ class DimensionedConnection(BaseConnection):
         super().__post_init__()
         dims = self.dimensions
         if isinstance(dims, str):
-            raise TypeError(f"connection {self.name!r}: dimensions must be a tuple of names, not the "
-                            f"string {dims!r} (write ({dims!r},))")
+            raise TypeError(
+                f"connection {self.name!r}: dimensions must be a tuple of names, not the "
+                f"string {dims!r} (write ({dims!r},))"
+            )
         object.__setattr__(self, "dimensions", tuple(dims))
 
 
@@ -153,8 +157,9 @@ class Input(BaseInput):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PrerequisiteInput(BaseInput):
-    """An input that must exist before the pipeline runs (never produced by it), looked up per
-    quantum; calibrations are found by the quantum's exposure time span.
+    """An input that must exist before the pipeline runs (never produced by it).
+
+    Looked up per quantum; calibrations are found by the quantum's exposure time span.
 
     Parameters
     ----------

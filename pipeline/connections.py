@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from pydantic import Field, create_model
 from pydantic._internal._model_construction import ModelMetaclass
 
-from . import connection_types as cT
+from . import connection_types as cT  # noqa: N812 - the LSST spelling
 from .config import Config
 from .exceptions import ConfigError, InvalidQuantumError, NoWorkFound
 
@@ -51,9 +51,15 @@ def _template_names(name: str) -> list[str]:
 class PipelineTaskConnectionsMetaclass(type):
     """Collects the connection attributes and the ``dimensions``/``defaultTemplates`` keywords."""
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
-                dimensions: Any = None, defaultTemplates: Mapping[str, str] | None = None,
-                **kwargs: Any) -> type:
+    def __new__(
+        mcs,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, Any],
+        dimensions: Any = None,
+        defaultTemplates: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> type:
         connections: dict[str, cT.BaseConnection] = {}
         templates: dict[str, str] = {}
         base_dims: tuple[str, ...] | None = None
@@ -183,8 +189,13 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
         """Build the ``connections`` sub-config class: one `str` field per connection and template."""
         fields: dict[str, Any] = {}
         for conn_name, conn in cls._connection_decls.items():
-            fields[conn_name] = (str, Field(conn.name, description=f"Dataset type name of connection "
-                                                                   f"{conn_name!r}. {conn.doc}".strip()))
+            fields[conn_name] = (
+                str,
+                Field(
+                    conn.name,
+                    description=f"Dataset type name of connection {conn_name!r}. {conn.doc}".strip(),
+                ),
+            )
         for tmpl, default in cls.defaultTemplates.items():
             if tmpl in fields:
                 raise TypeError(f"{cls.__name__}: template {tmpl!r} has the name of a connection")
@@ -194,9 +205,13 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
         return model
 
     # ------------------------------------------------------------------ hooks
-    def adjustQuantum(self, inputs: dict[str, tuple[cT.BaseInput, list[Any]]],
-                      outputs: dict[str, tuple[cT.Output, list[Any]]], label: str, data_id: Any
-                      ) -> tuple[dict[str, tuple[cT.BaseInput, list[Any]]], dict[str, tuple[cT.Output, list[Any]]]]:
+    def adjustQuantum(
+        self,
+        inputs: dict[str, tuple[cT.BaseInput, list[Any]]],
+        outputs: dict[str, tuple[cT.Output, list[Any]]],
+        label: str,
+        data_id: Any,
+    ) -> tuple[dict[str, tuple[cT.BaseInput, list[Any]]], dict[str, tuple[cT.Output, list[Any]]]]:
         """Check (and optionally adjust) one quantum's inputs and outputs.
 
         Called by the quantum-graph builder for every quantum, and again before execution.
@@ -236,8 +251,10 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
                     "check the connection's dimensions"
                 )
             if n < conn.minimum:
-                msg = (f"task '{label}' quantum {dict(data_id) if data_id is not None else {}}: connection "
-                       f"{conn_name!r} needs at least {conn.minimum} {conn.name!r} dataset(s), found {n}")
+                msg = (
+                    f"task '{label}' quantum {dict(data_id) if data_id is not None else {}}: connection "
+                    f"{conn_name!r} needs at least {conn.minimum} {conn.name!r} dataset(s), found {n}"
+                )
                 if isinstance(conn, cT.PrerequisiteInput):
                     raise FileNotFoundError(msg)
                 raise NoWorkFound(msg)
@@ -274,7 +291,7 @@ class QuantizedConnection:
             yield name, self.__dict__[name]
 
     def keys(self) -> list[str]:
-        """Connection names, in insertion order."""
+        """Return the connection names, in insertion order."""
         return list(self._names)
 
     def __contains__(self, name: object) -> bool:
@@ -299,11 +316,19 @@ class OutputQuantizedConnection(QuantizedConnection):
 class PipelineTaskConfigMeta(ModelMetaclass):
     """Adds the ``connections`` field when a config class is declared with ``pipelineConnections=``."""
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any],
-                pipelineConnections: type[PipelineTaskConnections] | None = None, **kwargs: Any) -> type:
+    def __new__(
+        mcs,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict[str, Any],
+        pipelineConnections: type[PipelineTaskConnections] | None = None,
+        **kwargs: Any,
+    ) -> type:
         if pipelineConnections is not None:
-            if not (isinstance(pipelineConnections, type) and issubclass(pipelineConnections,
-                                                                           PipelineTaskConnections)):
+            if not (
+                isinstance(pipelineConnections, type)
+                and issubclass(pipelineConnections, PipelineTaskConnections)
+            ):
                 raise TypeError(f"{name}: pipelineConnections must be a PipelineTaskConnections subclass")
             conn_config = pipelineConnections.make_config_class()
             annotations = dict(namespace.get("__annotations__", {}))
@@ -312,7 +337,8 @@ class PipelineTaskConfigMeta(ModelMetaclass):
             namespace["connections"] = Field(
                 default_factory=conn_config,
                 description="Dataset type names of the connections (config.connections.<name> renames) "
-                            "and template values.")
+                "and template values.",
+            )
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)
         if pipelineConnections is not None:
             type.__setattr__(cls, "ConnectionsClass", pipelineConnections)

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-class NoWorkFound(Exception):
+class NoWorkFound(Exception):  # noqa: N818 - the LSST name
     """Raised by a task when a quantum has nothing to do.
 
     The quantum counts as successful (its metadata is written) but its outputs are not.
@@ -70,10 +70,15 @@ class ContractError(PipelineDefinitionError):
 
 
 class PipelineGraphError(PipelineError):
-    """The pipeline graph is inconsistent: a cycle, a dataset type produced twice, or
-    conflicting storage classes / dimensions for one dataset type."""
+    """The pipeline graph is inconsistent.
+
+    A cycle, a dataset type produced twice, or conflicting storage classes / dimensions for one
+    dataset type.
+    """
 
 
 class InvalidQuantumError(PipelineError):
-    """A quantum's inputs or outputs violate its connections (e.g. several refs for a scalar
-    connection, or a missing required prerequisite)."""
+    """A quantum's inputs or outputs violate its connections.
+
+    For example several refs for a scalar connection, or a missing required prerequisite.
+    """

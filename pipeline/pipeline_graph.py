@@ -67,8 +67,10 @@ def _universe() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     try:
         data = yaml.safe_load(path.read_text())
         elements = data["elements"]
-        return {name: (tuple(el.get("requires") or ()), tuple(el.get("implies") or ()))
-                for name, el in elements.items()}
+        return {
+            name: (tuple(el.get("requires") or ()), tuple(el.get("implies") or ()))
+            for name, el in elements.items()
+        }
     except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         return dict(_FALLBACK_UNIVERSE)
 
@@ -205,11 +207,19 @@ class ResolvedConnection:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (without ``lookup_function``)."""
-        return {"connection_name": self.connection_name, "kind": self.kind,
-                "dataset_type_name": self.dataset_type_name, "dimensions": list(self.dimensions),
-                "storage_class": self.storage_class, "is_calibration": self.is_calibration,
-                "multiple": self.multiple, "minimum": self.minimum, "defer_load": self.defer_load,
-                "has_lookup_function": self.lookup_function is not None, "automatic": self.automatic}
+        return {
+            "connection_name": self.connection_name,
+            "kind": self.kind,
+            "dataset_type_name": self.dataset_type_name,
+            "dimensions": list(self.dimensions),
+            "storage_class": self.storage_class,
+            "is_calibration": self.is_calibration,
+            "multiple": self.multiple,
+            "minimum": self.minimum,
+            "defer_load": self.defer_load,
+            "has_lookup_function": self.lookup_function is not None,
+            "automatic": self.automatic,
+        }
 
 
 @dataclasses.dataclass
@@ -251,8 +261,9 @@ class TaskNode:
     log_output: ResolvedConnection
     config_output: ResolvedConnection
     _pipeline: Any = dataclasses.field(default=None, repr=False, compare=False)
-    _scoped_configs: dict[tuple[int, ...], Config] = dataclasses.field(default_factory=dict, repr=False,
-                                                                       compare=False)
+    _scoped_configs: dict[tuple[int, ...], Config] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def all_outputs(self) -> dict[str, ResolvedConnection]:
@@ -303,16 +314,21 @@ class TaskNode:
             self._scoped_configs[matching] = cached
         return cached
 
-    def make_task(self, *, config: Config | None = None, log: Any = None,
-                  initInputs: Mapping[str, Any] | None = None) -> Any:
+    def make_task(
+        self, *, config: Config | None = None, log: Any = None, initInputs: Mapping[str, Any] | None = None
+    ) -> Any:
         """Instantiate the task (named after its label)."""
         return self.task_class(config=config or self.config, log=log, initInputs=initInputs, name=self.label)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description: class, label, dimensions, config and connections."""
-        return {"label": self.label, "task_class": self.task_class_name, "dimensions": list(self.dimensions),
-                "config": self.config.to_dict(),
-                "connections": {c.connection_name: c.to_dict() for c in self.iter_connections()}}
+        return {
+            "label": self.label,
+            "task_class": self.task_class_name,
+            "dimensions": list(self.dimensions),
+            "config": self.config.to_dict(),
+            "connections": {c.connection_name: c.to_dict() for c in self.iter_connections()},
+        }
 
 
 @dataclasses.dataclass
@@ -350,10 +366,16 @@ class DatasetTypeNode:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"name": self.name, "dimensions": list(self.dimensions), "storage_class": self.storage_class,
-                "is_calibration": self.is_calibration, "is_init": self.is_init,
-                "is_prerequisite": self.is_prerequisite, "producer": self.producer,
-                "consumers": list(self.consumers)}
+        return {
+            "name": self.name,
+            "dimensions": list(self.dimensions),
+            "storage_class": self.storage_class,
+            "is_calibration": self.is_calibration,
+            "is_init": self.is_init,
+            "is_prerequisite": self.is_prerequisite,
+            "producer": self.producer,
+            "consumers": list(self.consumers),
+        }
 
 
 def _task_key(label: str) -> tuple[str, str]:
@@ -381,8 +403,14 @@ class PipelineGraph:
         Run the validation checks (raise `PipelineGraphError`).
     """
 
-    def __init__(self, task_nodes: Iterable[TaskNode], *, description: str = "", instrument: str | None = None,
-                 validate: bool = True) -> None:
+    def __init__(
+        self,
+        task_nodes: Iterable[TaskNode],
+        *,
+        description: str = "",
+        instrument: str | None = None,
+        validate: bool = True,
+    ) -> None:
         self.description = description
         self.instrument = instrument
         nodes = list(task_nodes)
@@ -408,11 +436,16 @@ class PipelineGraph:
             self._check_cycles()
         order = {label: i for i, label in enumerate(self._declared_order)}
         try:
-            sorted_keys = list(nx.lexicographical_topological_sort(
-                self.xgraph, key=lambda k: (0, order[k[1]], "") if k[0] == "task" else (1, 0, k[1])))
+            sorted_keys = list(
+                nx.lexicographical_topological_sort(
+                    self.xgraph, key=lambda k: (0, order[k[1]], "") if k[0] == "task" else (1, 0, k[1])
+                )
+            )
         except nx.NetworkXUnfeasible:
             sorted_keys = [_task_key(lb) for lb in self._declared_order]
-        self.tasks: dict[str, TaskNode] = {k[1]: self.xgraph.nodes[k]["node"] for k in sorted_keys if k[0] == "task"}
+        self.tasks: dict[str, TaskNode] = {
+            k[1]: self.xgraph.nodes[k]["node"] for k in sorted_keys if k[0] == "task"
+        }
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -440,7 +473,9 @@ class PipelineGraph:
             For an inconsistent graph.
         """
         if not pipeline.tasks:
-            raise PipelineDefinitionError(f"pipeline {pipeline.source or ''!s} has no tasks".replace("  ", " "))
+            raise PipelineDefinitionError(
+                f"pipeline {pipeline.source or ''!s} has no tasks".replace("  ", " ")
+            )
         configs: dict[str, Config] = {}
         nodes = []
         for label in pipeline.tasks:
@@ -455,8 +490,12 @@ class PipelineGraph:
     def subgraph(self, labels: Iterable[str]) -> PipelineGraph:
         """Return a graph of only some tasks (no re-validation)."""
         keep = set(labels)
-        return PipelineGraph([self.tasks[lb] for lb in self._declared_order if lb in keep],
-                             description=self.description, instrument=self.instrument, validate=False)
+        return PipelineGraph(
+            [self.tasks[lb] for lb in self._declared_order if lb in keep],
+            description=self.description,
+            instrument=self.instrument,
+            validate=False,
+        )
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -465,37 +504,52 @@ class PipelineGraph:
             producers = [e for e in edges if e.is_output]
             consumers = [e for e in edges if not e.is_output]
             if len(producers) > 1:
-                who = " and ".join(f"task '{e.task_label}' (connection '{e.connection_name}')" for e in producers)
-                problems.append(f"dataset type '{name}' is produced by more than one task: {who}; rename one "
-                                "output with config.connections.<name>")
+                who = " and ".join(
+                    f"task '{e.task_label}' (connection '{e.connection_name}')" for e in producers
+                )
+                problems.append(
+                    f"dataset type '{name}' is produced by more than one task: {who}; rename one "
+                    "output with config.connections.<name>"
+                )
             if producers:
                 for e in consumers:
                     if e.prerequisite:
                         problems.append(
-                            f"dataset type '{name}' is a PrerequisiteInput of task '{e.task_label}' (connection "
-                            f"'{e.connection_name}') but is produced by task '{producers[0].task_label}' in the "
-                            "same pipeline; declare it as an Input, or run the producer in an earlier pipeline")
+                            f"dataset type '{name}' is a PrerequisiteInput of task '{e.task_label}' "
+                            f"(connection '{e.connection_name}') but is produced by task "
+                            f"'{producers[0].task_label}' in the same pipeline; declare it as an Input, "
+                            "or run the producer in an earlier pipeline"
+                        )
             first = producers[0] if producers else edges[0]
             for e in edges:
                 if e is first:
                     continue
-                where = (f"task '{first.task_label}' (connection '{first.connection_name}') vs task "
-                         f"'{e.task_label}' (connection '{e.connection_name}')")
+                where = (
+                    f"task '{first.task_label}' (connection '{first.connection_name}') vs task "
+                    f"'{e.task_label}' (connection '{e.connection_name}')"
+                )
                 if e.is_init != first.is_init:
-                    problems.append(f"dataset type '{name}' is used both as an init dataset and a regular one: "
-                                    f"{where}")
+                    problems.append(
+                        f"dataset type '{name}' is used both as an init dataset and a regular one: {where}"
+                    )
                     continue
                 if e.dimensions != first.dimensions:
-                    problems.append(f"dataset type '{name}' has inconsistent dimensions: "
-                                    f"{_fmt_dims(first.dimensions)} in {where.split(' vs ')[0]} vs "
-                                    f"{_fmt_dims(e.dimensions)} in {where.split(' vs ')[1]}")
+                    problems.append(
+                        f"dataset type '{name}' has inconsistent dimensions: "
+                        f"{_fmt_dims(first.dimensions)} in {where.split(' vs ')[0]} vs "
+                        f"{_fmt_dims(e.dimensions)} in {where.split(' vs ')[1]}"
+                    )
                 if not _compatible_storage_classes(first.storage_class, e.storage_class):
-                    problems.append(f"dataset type '{name}' has inconsistent storage classes: "
-                                    f"'{first.storage_class}' in {where.split(' vs ')[0]} vs "
-                                    f"'{e.storage_class}' in {where.split(' vs ')[1]}")
+                    problems.append(
+                        f"dataset type '{name}' has inconsistent storage classes: "
+                        f"'{first.storage_class}' in {where.split(' vs ')[0]} vs "
+                        f"'{e.storage_class}' in {where.split(' vs ')[1]}"
+                    )
                 if e.is_calibration != first.is_calibration:
-                    problems.append(f"dataset type '{name}' is a calibration in one connection and not in "
-                                    f"another: {where}")
+                    problems.append(
+                        f"dataset type '{name}' is a calibration in one connection and not in "
+                        f"another: {where}"
+                    )
         if problems:
             unique = list(dict.fromkeys(problems))
             if len(unique) == 1:
@@ -511,8 +565,11 @@ class PipelineGraph:
         for u, _v in cycle:
             parts.append(f"task '{u[1]}'" if u[0] == "task" else f"'{u[1]}'")
         parts.append(parts[0])
-        raise PipelineGraphError("pipeline graph has a cycle: " + " -> ".join(parts)
-                                 + "; a task cannot (indirectly) consume its own output")
+        raise PipelineGraphError(
+            "pipeline graph has a cycle: "
+            + " -> ".join(parts)
+            + "; a task cannot (indirectly) consume its own output"
+        )
 
     def _resolve_dataset_types(self) -> None:
         for name, edges in self._edges_by_dataset.items():
@@ -520,12 +577,17 @@ class PipelineGraph:
             first = producers[0] if producers else edges[0]
             consumers = [e.task_label for e in edges if not e.is_output]
             self.dataset_types[name] = DatasetTypeNode(
-                name=name, dimensions=first.dimensions, storage_class=first.storage_class,
-                is_calibration=first.is_calibration, is_init=first.is_init,
-                is_prerequisite=bool(edges) and not producers and all(e.prerequisite for e in edges
-                                                                       if not e.is_output),
+                name=name,
+                dimensions=first.dimensions,
+                storage_class=first.storage_class,
+                is_calibration=first.is_calibration,
+                is_init=first.is_init,
+                is_prerequisite=bool(edges)
+                and not producers
+                and all(e.prerequisite for e in edges if not e.is_output),
                 producer=producers[0].task_label if producers else None,
-                consumers=list(dict.fromkeys(consumers)))
+                consumers=list(dict.fromkeys(consumers)),
+            )
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
@@ -546,8 +608,11 @@ class PipelineGraph:
 
     def overall_inputs(self) -> dict[str, DatasetTypeNode]:
         """Dataset types read but not produced: regular inputs (not prerequisites, not init)."""
-        return {n: d for n, d in self.dataset_types.items()
-                if d.producer is None and not d.is_prerequisite and not d.is_init}
+        return {
+            n: d
+            for n, d in self.dataset_types.items()
+            if d.producer is None and not d.is_prerequisite and not d.is_init
+        }
 
     def prerequisite_inputs(self) -> dict[str, DatasetTypeNode]:
         """Dataset types only read as prerequisites."""
@@ -564,8 +629,10 @@ class PipelineGraph:
         return [lb for lb in self.tasks if _task_key(lb) in desc]
 
     def independent_subgraphs(self) -> list[PipelineGraph]:
-        """Split into graphs that share no regular dataset type (prerequisites and init datasets do
-        not connect tasks); each needs its own data-ID query.
+        """Split into graphs that share no regular dataset type.
+
+        Prerequisites and init datasets do not connect tasks; each subgraph needs its own data-ID
+        query.
 
         Returns
         -------
@@ -598,20 +665,25 @@ class PipelineGraph:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description of tasks and dataset types."""
-        return {"description": self.description, "instrument": self.instrument,
-                "tasks": {lb: t.to_dict() for lb, t in self.tasks.items()},
-                "dataset_types": {n: d.to_dict() for n, d in self.dataset_types.items()}}
+        return {
+            "description": self.description,
+            "instrument": self.instrument,
+            "tasks": {lb: t.to_dict() for lb, t in self.tasks.items()},
+            "dataset_types": {n: d.to_dict() for n, d in self.dataset_types.items()},
+        }
 
     # ------------------------------------------------------------------ drawing
     def to_dot(self) -> str:
-        """Graphviz dot text: tasks as boxes, dataset types as ellipses; prerequisite edges dashed
-        (calibration prerequisites also grey); automatic ``_metadata``/``_log``/``_config`` omitted.
+        """Return Graphviz dot text for the graph.
+
+        Tasks are boxes, dataset types ellipses; prerequisite edges are dashed (calibration
+        prerequisites also grey); automatic ``_metadata``/``_log``/``_config`` are omitted.
 
         Returns
         -------
         dot : `str`
         """
-        lines = ["digraph pipeline {", '  rankdir=TB;', '  node [fontname="Helvetica", fontsize=10];']
+        lines = ["digraph pipeline {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
         ids: dict[tuple[str, str], str] = {}
 
         def nid(key: tuple[str, str]) -> str:
@@ -621,8 +693,10 @@ class PipelineGraph:
 
         for label, node in self.tasks.items():
             text = f"{label}\\n{node.task_class.__name__}\\n{_fmt_dims(node.dimensions)}"
-            lines.append(f'  {nid(_task_key(label))} [shape=box, style="rounded,filled", fillcolor="#dbe9f6", '
-                         f'label="{_esc(text)}"];')
+            lines.append(
+                f'  {nid(_task_key(label))} [shape=box, style="rounded,filled", fillcolor="#dbe9f6", '
+                f'label="{_esc(text)}"];'
+            )
         for name, d in self.dataset_types.items():
             if self._automatic_only(name):
                 continue
@@ -642,8 +716,11 @@ class PipelineGraph:
 
     def _automatic_only(self, name: str) -> bool:
         edges = self._edges_by_dataset.get(name, [])
-        return bool(edges) and all(e.automatic for e in edges if e.is_output) and not any(
-            not e.is_output for e in edges)
+        return (
+            bool(edges)
+            and all(e.automatic for e in edges if e.is_output)
+            and not any(not e.is_output for e in edges)
+        )
 
     def to_text(self, *, show_automatic: bool = False) -> str:
         """Draw the graph as a Unicode DAG, one node per line (``■`` task, ``○`` dataset type).
@@ -803,7 +880,8 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
     if conn_class is None or not hasattr(task_class, "runQuantum"):
         raise PipelineDefinitionError(
             f"task '{label}': {task_class_name} is not a PipelineTask whose ConfigClass is declared with "
-            "pipelineConnections= (needed to know its inputs and outputs)")
+            "pipelineConnections= (needed to know its inputs and outputs)"
+        )
     try:
         connections = conn_class(config=config)
     except ConfigError as exc:
@@ -812,39 +890,84 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
     where = f"task '{label}': "
     dims = sort_dimensions(connections.dimensions, where=where + "quantum dimensions: ")
     closure = set(dimension_closure(dims))
-    kinds = {"inputs": "input", "prerequisiteInputs": "prerequisite", "outputs": "output",
-             "initInputs": "init_input", "initOutputs": "init_output"}
+    kinds = {
+        "inputs": "input",
+        "prerequisiteInputs": "prerequisite",
+        "outputs": "output",
+        "initInputs": "init_input",
+        "initOutputs": "init_output",
+    }
     resolved: dict[str, dict[str, ResolvedConnection]] = {k: {} for k in kinds.values()}
     problems = []
     for attr, kind in kinds.items():
         for conn_name, conn in connections.iter_kind(attr):
-            cdims = () if kind.startswith("init") else sort_dimensions(
-                conn.dimensions, where=f"{where}connection '{conn_name}': ")
+            cdims = (
+                ()
+                if kind.startswith("init")
+                else sort_dimensions(conn.dimensions, where=f"{where}connection '{conn_name}': ")
+            )
             if cdims and not conn.multiple and not set(cdims) <= closure:
                 extra = [d for d in cdims if d not in closure]
                 problems.append(
                     f"{where}connection '{conn_name}' (dataset type '{conn.name}') has dimensions "
                     f"{_fmt_dims(cdims)} beyond the task's {_fmt_dims(dims)} ({', '.join(extra)}) but is not "
-                    "multiple=True, so a quantum could match several datasets")
+                    "multiple=True, so a quantum could match several datasets"
+                )
             resolved[kind][conn_name] = ResolvedConnection(
-                task_label=label, connection_name=conn_name, kind=kind, dataset_type_name=conn.name,
-                dimensions=cdims, storage_class=conn.storageClass,
-                is_calibration=bool(getattr(conn, "isCalibration", False)), multiple=conn.multiple,
-                minimum=getattr(conn, "minimum", 1), defer_load=getattr(conn, "deferLoad", False),
-                lookup_function=getattr(conn, "lookupFunction", None), doc=conn.doc)
+                task_label=label,
+                connection_name=conn_name,
+                kind=kind,
+                dataset_type_name=conn.name,
+                dimensions=cdims,
+                storage_class=conn.storageClass,
+                is_calibration=bool(getattr(conn, "isCalibration", False)),
+                multiple=conn.multiple,
+                minimum=getattr(conn, "minimum", 1),
+                defer_load=getattr(conn, "deferLoad", False),
+                lookup_function=getattr(conn, "lookupFunction", None),
+                doc=conn.doc,
+            )
     if problems:
-        raise PipelineGraphError(problems[0] if len(problems) == 1 else
-                                 f"{len(problems)} connection errors:\n  - " + "\n  - ".join(problems))
+        raise PipelineGraphError(
+            problems[0]
+            if len(problems) == 1
+            else f"{len(problems)} connection errors:\n  - " + "\n  - ".join(problems)
+        )
     auto = functools.partial(ResolvedConnection, task_label=label, automatic=True)
     return TaskNode(
-        label=label, task_class=task_class, task_class_name=task_class_name, config=config,
-        connections=connections, dimensions=dims,
-        inputs=resolved["input"], prerequisite_inputs=resolved["prerequisite"], outputs=resolved["output"],
-        init_inputs=resolved["init_input"], init_outputs=resolved["init_output"],
-        metadata_output=auto(connection_name="_metadata", kind="output", dataset_type_name=f"{label}_metadata",
-                             dimensions=dims, storage_class="TaskMetadata", doc="Task metadata of the quantum."),
-        log_output=auto(connection_name="_log", kind="output", dataset_type_name=f"{label}_log",
-                        dimensions=dims, storage_class="ButlerLogRecords", doc="Log records of the quantum."),
-        config_output=auto(connection_name="_config", kind="init_output", dataset_type_name=f"{label}_config",
-                           dimensions=(), storage_class="Config", doc="The task's frozen config."),
+        label=label,
+        task_class=task_class,
+        task_class_name=task_class_name,
+        config=config,
+        connections=connections,
+        dimensions=dims,
+        inputs=resolved["input"],
+        prerequisite_inputs=resolved["prerequisite"],
+        outputs=resolved["output"],
+        init_inputs=resolved["init_input"],
+        init_outputs=resolved["init_output"],
+        metadata_output=auto(
+            connection_name="_metadata",
+            kind="output",
+            dataset_type_name=f"{label}_metadata",
+            dimensions=dims,
+            storage_class="TaskMetadata",
+            doc="Task metadata of the quantum.",
+        ),
+        log_output=auto(
+            connection_name="_log",
+            kind="output",
+            dataset_type_name=f"{label}_log",
+            dimensions=dims,
+            storage_class="ButlerLogRecords",
+            doc="Log records of the quantum.",
+        ),
+        config_output=auto(
+            connection_name="_config",
+            kind="init_output",
+            dataset_type_name=f"{label}_config",
+            dimensions=(),
+            storage_class="Config",
+            doc="The task's frozen config.",
+        ),
     )

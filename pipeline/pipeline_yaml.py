@@ -70,11 +70,28 @@ __all__ = [
     "parse_python_overrides",
 ]
 
-_TOP_KEYS = ("description", "instrument", "parameters", "imports", "inherits", "tasks", "subsets",
-             "contracts", "steps")
+_TOP_KEYS = (
+    "description",
+    "instrument",
+    "parameters",
+    "imports",
+    "inherits",
+    "tasks",
+    "subsets",
+    "contracts",
+    "steps",
+)
 _TASK_KEYS = ("class", "config")
-_IMPORT_KEYS = ("location", "include", "exclude", "importContracts", "importSubsets", "importSteps",
-                "labeledSubsetModifyMode", "instrument")
+_IMPORT_KEYS = (
+    "location",
+    "include",
+    "exclude",
+    "importContracts",
+    "importSubsets",
+    "importSteps",
+    "labeledSubsetModifyMode",
+    "instrument",
+)
 _PARAM_RE = re.compile(r"^parameters\.([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -87,7 +104,8 @@ def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> 
     for key in data:
         if key not in allowed:
             raise PipelineDefinitionError(
-                f"{where}: unknown key {key!r}{_suggest(str(key), allowed)} (allowed: {', '.join(allowed)})")
+                f"{where}: unknown key {key!r}{_suggest(str(key), allowed)} (allowed: {', '.join(allowed)})"
+            )
 
 
 # ----------------------------------------------------------------------- override files
@@ -127,8 +145,9 @@ def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
             continue
         if isinstance(stmt, ast.Import):
             for alias in stmt.names:
-                imported[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else \
-                    alias.name.split(".")[0]
+                imported[alias.asname or alias.name.split(".")[0]] = (
+                    alias.name if alias.asname else alias.name.split(".")[0]
+                )
             continue
         retarget = _retarget_call(stmt, imported)
         if retarget is not None:
@@ -149,8 +168,8 @@ def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
                 out.append((path, list(value) if isinstance(value, tuple) else value))
                 continue
         raise PipelineDefinitionError(
-            f"{where}, line {stmt.lineno}: only 'config.<field> = <literal>' statements are allowed in config "
-            f"override files (got: {ast.unparse(stmt)[:80]!r})"
+            f"{where}, line {stmt.lineno}: only 'config.<field> = <literal>' statements are allowed "
+            f"in config override files (got: {ast.unparse(stmt)[:80]!r})"
         )
     return out
 
@@ -161,8 +180,12 @@ def _retarget_call(stmt: ast.stmt, imported: Mapping[str, str]) -> tuple[str, st
         return None
     call = stmt.value
     func = call.func
-    if not (isinstance(func, ast.Attribute) and func.attr == "retarget" and len(call.args) == 1
-            and not call.keywords):
+    if not (
+        isinstance(func, ast.Attribute)
+        and func.attr == "retarget"
+        and len(call.args) == 1
+        and not call.keywords
+    ):
         return None
     path = _target_path(func.value)
     if path is None:
@@ -184,8 +207,11 @@ def _target_path(node: ast.AST) -> str | None:
         if isinstance(node, ast.Attribute):
             parts.append(node.attr)
             node = node.value
-        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(
-                node.slice.value, (str, int)):
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, (str, int))
+        ):
             parts.append(str(node.slice.value))
             node = node.value
         elif isinstance(node, ast.Name) and node.id == "config" and parts:
@@ -219,19 +245,24 @@ def parse_override_file(path: str | Path, where: str | None = None) -> list[tupl
     try:
         text = path.read_text()
     except OSError as exc:
-        raise PipelineDefinitionError(f"{ctx}cannot read config override file {str(path)!r}: {exc.strerror}") from None
+        raise PipelineDefinitionError(
+            f"{ctx}cannot read config override file {str(path)!r}: {exc.strerror}"
+        ) from None
     if path.suffix == ".py":
         return parse_python_overrides(text, str(path))
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PipelineDefinitionError(f"{ctx}config override file {str(path)!r} is not valid YAML: {exc}") from None
+        raise PipelineDefinitionError(
+            f"{ctx}config override file {str(path)!r} is not valid YAML: {exc}"
+        ) from None
     if data is None:
         return []
     if not isinstance(data, Mapping):
         raise PipelineDefinitionError(
             f"{ctx}config override file {str(path)!r} must hold a mapping of field names to values, "
-            f"got {type(data).__name__}")
+            f"got {type(data).__name__}"
+        )
     if "config" in data and len(data) == 1 and isinstance(data["config"], Mapping):
         data = data["config"]
     return [(str(k), v) for k, v in data.items()]
@@ -321,16 +352,45 @@ class Contract:
 
 
 # --------------------------------------------------------------------------- contracts
-_SAFE_CALLS = {"len": len, "abs": abs, "min": min, "max": max, "any": any, "all": all, "set": set,
-               "round": round, "sorted": sorted, "int": int, "float": float, "str": str, "bool": bool,
-               "sum": sum, "tuple": tuple, "list": list}
-_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b,
-           ast.Pow: lambda a, b: a ** b}
-_CMPOPS = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
-           ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
-           ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b, ast.Is: lambda a, b: a is b,
-           ast.IsNot: lambda a, b: a is not b}
+_SAFE_CALLS = {
+    "len": len,
+    "abs": abs,
+    "min": min,
+    "max": max,
+    "any": any,
+    "all": all,
+    "set": set,
+    "round": round,
+    "sorted": sorted,
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "sum": sum,
+    "tuple": tuple,
+    "list": list,
+}
+_BINOPS = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Mod: lambda a, b: a % b,
+    ast.Pow: lambda a, b: a**b,
+}
+_CMPOPS = {
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+    ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b,
+    ast.GtE: lambda a, b: a >= b,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: lambda a, b: a is b,
+    ast.IsNot: lambda a, b: a is not b,
+}
 
 
 def contract_labels(expression: str) -> set[str]:
@@ -374,15 +434,19 @@ def evaluate_contract(expression: str, namespace: Mapping[str, Any]) -> Any:
                 return namespace[node.id]
             if node.id in ("True", "False", "None"):
                 return {"True": True, "False": False, "None": None}[node.id]
-            raise ContractError(f"contract {expression!r}: unknown name {node.id!r}"
-                                f"{_suggest(node.id, namespace)} (task labels: {', '.join(namespace)})")
+            raise ContractError(
+                f"contract {expression!r}: unknown name {node.id!r}"
+                f"{_suggest(node.id, namespace)} (task labels: {', '.join(namespace)})"
+            )
         if isinstance(node, ast.Attribute):
             if node.attr.startswith("_"):
                 raise ContractError(f"contract {expression!r}: private attribute {node.attr!r} not allowed")
             obj = ev(node.value)
             if isinstance(obj, Config) and node.attr not in type(obj).model_fields:
-                raise ContractError(f"contract {expression!r}: {type(obj).__name__} has no field "
-                                    f"{node.attr!r}{_suggest(node.attr, type(obj).model_fields)}")
+                raise ContractError(
+                    f"contract {expression!r}: {type(obj).__name__} has no field "
+                    f"{node.attr!r}{_suggest(node.attr, type(obj).model_fields)}"
+                )
             if isinstance(obj, Mapping) and not isinstance(obj, Config):
                 return obj[node.attr]
             return getattr(obj, node.attr)
@@ -427,19 +491,28 @@ def evaluate_contract(expression: str, namespace: Mapping[str, Any]) -> Any:
             return {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)](items)
         if isinstance(node, ast.Dict):
             return {ev(k): ev(v) for k, v in zip(node.keys, node.values) if k is not None}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _SAFE_CALLS \
-                and node.func.id not in namespace and not node.keywords:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _SAFE_CALLS
+            and node.func.id not in namespace
+            and not node.keywords
+        ):
             return _SAFE_CALLS[node.func.id](*[ev(a) for a in node.args])
-        raise ContractError(f"contract {expression!r}: {type(node).__name__} is not allowed in contracts "
-                            "(use comparisons, and/or/not, arithmetic, attribute access and "
-                            f"{', '.join(sorted(_SAFE_CALLS))})")
+        raise ContractError(
+            f"contract {expression!r}: {type(node).__name__} is not allowed in contracts "
+            "(use comparisons, and/or/not, arithmetic, attribute access and "
+            f"{', '.join(sorted(_SAFE_CALLS))})"
+        )
 
     try:
         return ev(tree)
     except ContractError:
         raise
     except Exception as exc:  # noqa: BLE001 - report any evaluation error as a contract error
-        raise ContractError(f"contract {expression!r} could not be evaluated: {type(exc).__name__}: {exc}") from None
+        raise ContractError(
+            f"contract {expression!r} could not be evaluated: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 # -------------------------------------------------------------------------- pipeline
@@ -458,7 +531,8 @@ def _substitute(value: Any, parameters: Mapping[str, Any], where: str) -> Any:
             if name not in parameters:
                 raise PipelineDefinitionError(
                     f"{where}: unknown pipeline parameter {name!r}{_suggest(name, parameters)} "
-                    f"(defined: {', '.join(parameters) or 'none'}); add it under 'parameters:'")
+                    f"(defined: {', '.join(parameters) or 'none'}); add it under 'parameters:'"
+                )
             return copy.deepcopy(parameters[name])
         return value
     if isinstance(value, Mapping):
@@ -521,7 +595,9 @@ class Pipeline:
         return pipeline
 
     @classmethod
-    def from_string(cls, text: str, *, base_dir: str | Path | None = None, name: str = "<string>") -> Pipeline:
+    def from_string(
+        cls, text: str, *, base_dir: str | Path | None = None, name: str = "<string>"
+    ) -> Pipeline:
         """Parse pipeline YAML text (relative imports/files resolve from ``base_dir``, default cwd)."""
         base = Path(base_dir) if base_dir is not None else Path.cwd()
         return cls._from_data(_parse_yaml(text, name), base.resolve(), name, ())
@@ -536,7 +612,9 @@ class Pipeline:
         except FileNotFoundError:
             raise PipelineDefinitionError(f"pipeline file {str(path)!r} does not exist") from None
         except OSError as exc:
-            raise PipelineDefinitionError(f"cannot read pipeline file {str(path)!r}: {exc.strerror}") from None
+            raise PipelineDefinitionError(
+                f"cannot read pipeline file {str(path)!r}: {exc.strerror}"
+            ) from None
         pipeline = cls._from_data(_parse_yaml(text, str(path)), path.parent, str(path), stack + (path,))
         pipeline.source = str(path)
         return pipeline
@@ -544,8 +622,9 @@ class Pipeline:
     @classmethod
     def _from_data(cls, data: Any, base: Path, where: str, stack: tuple[Path, ...]) -> Pipeline:
         if not isinstance(data, Mapping):
-            raise PipelineDefinitionError(f"{where}: a pipeline file must be a YAML mapping with 'description' "
-                                          "and 'tasks'")
+            raise PipelineDefinitionError(
+                f"{where}: a pipeline file must be a YAML mapping with 'description' and 'tasks'"
+            )
         _check_keys(where, data, _TOP_KEYS)
         if "description" not in data:
             raise PipelineDefinitionError(f"{where}: missing required key 'description'")
@@ -582,8 +661,10 @@ class Pipeline:
             if not isinstance(labels, list):
                 raise PipelineDefinitionError(f"{where}: subset {name!r} must list task labels")
             if name in pipeline.subsets:
-                raise PipelineDefinitionError(f"{where}: subset {name!r} is already defined by an import "
-                                              f"({origin.get('subset:' + str(name), 'unknown')})")
+                raise PipelineDefinitionError(
+                    f"{where}: subset {name!r} is already defined by an import "
+                    f"({origin.get('subset:' + str(name), 'unknown')})"
+                )
             pipeline.subsets[str(name)] = LabeledSubset(str(name), [str(x) for x in labels], desc)
         for entry in data.get("contracts") or []:
             if isinstance(entry, str):
@@ -605,7 +686,9 @@ class Pipeline:
         if isinstance(entry, str):
             entry = {"class": entry}
         if not isinstance(entry, Mapping):
-            raise PipelineDefinitionError(f"{ctx}: must be a class path or a mapping with 'class' and 'config'")
+            raise PipelineDefinitionError(
+                f"{ctx}: must be a class path or a mapping with 'class' and 'config'"
+            )
         _check_keys(ctx, entry, _TASK_KEYS)
         class_name = entry.get("class")
         blocks = _read_config_blocks(entry.get("config"), base, ctx)
@@ -615,16 +698,19 @@ class Pipeline:
                 raise PipelineDefinitionError(
                     f"{ctx}: class {class_name!r} differs from the imported task's class "
                     f"{existing.class_name!r}; omit 'class' to extend the imported task's config, or use "
-                    "another label")
+                    "another label"
+                )
             existing.config.extend(blocks)
             return
         if class_name is None:
-            raise PipelineDefinitionError(f"{ctx}: missing 'class' (a dotted path such as "
-                                          "pipeline.tasks.isr.IsrTask)")
+            raise PipelineDefinitionError(
+                f"{ctx}: missing 'class' (a dotted path such as pipeline.tasks.isr.IsrTask)"
+            )
         self.tasks[label] = TaskSpec(label, str(class_name), blocks)
 
-    def _merge_import(self, entry: Any, base: Path, where: str, stack: tuple[Path, ...],
-                      origin: dict[str, str]) -> None:
+    def _merge_import(
+        self, entry: Any, base: Path, where: str, stack: tuple[Path, ...], origin: dict[str, str]
+    ) -> None:
         if isinstance(entry, str):
             entry = {"location": entry}
         if not isinstance(entry, Mapping) or "location" not in entry:
@@ -636,15 +722,20 @@ class Pipeline:
             path = base / path
         path = path.resolve()
         if not path.exists():
-            raise PipelineDefinitionError(f"{where}: imported pipeline {str(path)!r} does not exist "
-                                          f"(location {entry['location']!r})")
+            raise PipelineDefinitionError(
+                f"{where}: imported pipeline {str(path)!r} does not exist (location {entry['location']!r})"
+            )
         imported = Pipeline._load(path, stack)
         include, exclude = entry.get("include"), entry.get("exclude")
         if include is not None and exclude is not None:
-            raise PipelineDefinitionError(f"{where}: import {entry['location']!r} has both include and exclude")
+            raise PipelineDefinitionError(
+                f"{where}: import {entry['location']!r} has both include and exclude"
+            )
         mode = str(entry.get("labeledSubsetModifyMode", "DROP")).upper()
         if mode not in ("DROP", "EDIT"):
-            raise PipelineDefinitionError(f"{where}: labeledSubsetModifyMode must be DROP or EDIT, got {mode!r}")
+            raise PipelineDefinitionError(
+                f"{where}: labeledSubsetModifyMode must be DROP or EDIT, got {mode!r}"
+            )
         if include is not None:
             keep = imported._expand_names(list(include), f"{where}: import {entry['location']!r} include")
             imported = imported._restrict(keep, mode)
@@ -655,7 +746,8 @@ class Pipeline:
             if label in self.tasks:
                 raise PipelineDefinitionError(
                     f"{where}: task label {label!r} is defined by two imports ({origin[label]} and {path}); "
-                    "exclude it from one of them")
+                    "exclude it from one of them"
+                )
             self.tasks[label] = spec
             origin[label] = str(path)
         for name, subset in imported.subsets.items():
@@ -673,18 +765,22 @@ class Pipeline:
         if instrument is not None:
             if self.instrument is not None and self.instrument != instrument:
                 raise PipelineDefinitionError(
-                    f"{where}: imports declare different instruments ({self.instrument!r} and {instrument!r})")
+                    f"{where}: imports declare different instruments ({self.instrument!r} and {instrument!r})"
+                )
             self.instrument = str(instrument)
 
     def _check_subsets(self, where: str) -> None:
         for name, subset in self.subsets.items():
             if name in self.tasks:
-                raise PipelineDefinitionError(f"{where}: subset name {name!r} is also a task label; rename one")
+                raise PipelineDefinitionError(
+                    f"{where}: subset name {name!r} is also a task label; rename one"
+                )
             for label in subset.labels:
                 if label not in self.tasks:
                     raise PipelineDefinitionError(
                         f"{where}: subset {name!r} names unknown task label {label!r}"
-                        f"{_suggest(label, self.tasks)} (labels: {', '.join(self.tasks)})")
+                        f"{_suggest(label, self.tasks)} (labels: {', '.join(self.tasks)})"
+                    )
         for step in self.steps:
             label = step.get("label")
             if label not in self.subsets:
@@ -702,7 +798,8 @@ class Pipeline:
                 choices = list(self.tasks) + list(self.subsets)
                 raise PipelineDefinitionError(
                     f"{where}: {name!r} is neither a task label nor a subset{_suggest(name, choices)} "
-                    f"(labels: {', '.join(self.tasks)}; subsets: {', '.join(self.subsets) or 'none'})")
+                    f"(labels: {', '.join(self.tasks)}; subsets: {', '.join(self.subsets) or 'none'})"
+                )
         return out
 
     def _restrict(self, labels: Iterable[str], mode: str = "DROP") -> Pipeline:
@@ -766,9 +863,13 @@ class Pipeline:
             class_name = f"{task_class.__module__}.{task_class.__qualname__}"
             label = label or getattr(task_class, "_DefaultName", None)
         if not label:
-            raise PipelineDefinitionError(f"task {class_name!r} has no _DefaultName; give a label as Class:label")
+            raise PipelineDefinitionError(
+                f"task {class_name!r} has no _DefaultName; give a label as Class:label"
+            )
         if label in self.tasks:
-            raise PipelineDefinitionError(f"task label {label!r} already exists in the pipeline; choose another")
+            raise PipelineDefinitionError(
+                f"task label {label!r} already exists in the pipeline; choose another"
+            )
         self.tasks[label] = TaskSpec(label, class_name, [])
         return label
 
@@ -785,7 +886,8 @@ class Pipeline:
         if label not in self.tasks:
             raise PipelineDefinitionError(
                 f"{where}: no task labelled {label!r} in the pipeline{_suggest(label, self.tasks)} "
-                f"(labels: {', '.join(self.tasks) or 'none'})")
+                f"(labels: {', '.join(self.tasks) or 'none'})"
+            )
         return self.tasks[label]
 
     def add_config_override(self, label: str, field: str, value: Any) -> None:
@@ -814,7 +916,7 @@ class Pipeline:
         return _import_task(self._require_label(label, "pipeline").class_name, f"task {label!r}")
 
     def instrument_overrides(self, label: str) -> list[tuple[str, Any]]:
-        """Overrides from ``pipeline/instruments/<instrument>/<label or _DefaultName>.yaml``, if any."""
+        """Return the overrides in ``pipeline/instruments/<instrument>/<label or _DefaultName>.yaml``."""
         if not self.instrument:
             return []
         root = _instruments_dir()
@@ -924,13 +1026,19 @@ class Pipeline:
             out["parameters"] = dict(self.parameters)
         out["tasks"] = {lb: spec.to_yaml_obj() for lb, spec in self.tasks.items()}
         if self.subsets:
-            out["subsets"] = {n: {"subset": list(s.labels), "description": s.description}
-                              if s.description else {"subset": list(s.labels)} for n, s in self.subsets.items()}
+            out["subsets"] = {
+                n: {"subset": list(s.labels), "description": s.description}
+                if s.description
+                else {"subset": list(s.labels)}
+                for n, s in self.subsets.items()
+            }
         if self.steps:
             out["steps"] = [dict(s) for s in self.steps]
         if self.contracts:
-            out["contracts"] = [{"contract": c.contract, "msg": c.msg} if c.msg else {"contract": c.contract}
-                                for c in self.contracts]
+            out["contracts"] = [
+                {"contract": c.contract, "msg": c.msg} if c.msg else {"contract": c.contract}
+                for c in self.contracts
+            ]
         return out
 
     def to_yaml(self) -> str:
@@ -977,8 +1085,14 @@ def _read_config_blocks(config: Any, base: Path, ctx: str) -> list[ConfigBlock]:
         python = entry.get("python")
         if python is not None:
             parse_python_overrides(str(python), f"{ctx} python block")  # fail early
-        blocks.append(ConfigBlock(values=values, files=resolved, python=None if python is None else str(python),
-                                  data_id=dict(data_id) if data_id is not None else None))
+        blocks.append(
+            ConfigBlock(
+                values=values,
+                files=resolved,
+                python=None if python is None else str(python),
+                data_id=dict(data_id) if data_id is not None else None,
+            )
+        )
     return blocks
 
 
@@ -1005,4 +1119,3 @@ def _parse_yaml(text: str, where: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PipelineDefinitionError(f"{where}: invalid YAML: {exc}") from None
-

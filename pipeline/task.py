@@ -49,8 +49,10 @@ def _to_plain(value: Any) -> Any:
         return [_to_plain(v) for v in value]
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
-    raise TypeError(f"task metadata value {value!r} of type {type(value).__name__} is not JSON-able; "
-                    "store numbers, strings, lists or mappings")
+    raise TypeError(
+        f"task metadata value {value!r} of type {type(value).__name__} is not JSON-able; "
+        "store numbers, strings, lists or mappings"
+    )
 
 
 class TaskMetadata(MutableMapping[str, Any]):
@@ -246,8 +248,14 @@ class Task:
     ConfigClass: ClassVar[type[Config]] = Config
     _DefaultName: ClassVar[str | None] = None
 
-    def __init__(self, config: Config | None = None, *, name: str | None = None,
-                 parentTask: Task | None = None, log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        name: str | None = None,
+        parentTask: Task | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
         self.metadata = TaskMetadata()
         self._parentTask = parentTask
         if parentTask is not None:
@@ -276,11 +284,14 @@ class Task:
             else:
                 self.log = log.getChild(name)
         if not isinstance(config, Config):
-            raise TypeError(f"{type(self).__name__}: config must be a Config instance, "
-                            f"got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: config must be a Config instance, got {type(config).__name__}"
+            )
         if not isinstance(config, self.ConfigClass):
-            raise TypeError(f"{type(self).__name__}: config must be a {self.ConfigClass.__name__}, "
-                            f"got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: config must be a {self.ConfigClass.__name__}, "
+                f"got {type(config).__name__}"
+            )
         self.config = config
         self._taskDict[self._fullName] = self
 
@@ -370,8 +381,9 @@ class Task:
             elapsed = time.perf_counter() - start
             record_time(self.metadata, f"{name}End")
             self.metadata[f"{name}Duration"] = elapsed
-            self.metadata[f"{name}CpuDuration"] = (self.metadata[f"{name}EndCpuTime"]
-                                                   - self.metadata[f"{name}StartCpuTime"])
+            self.metadata[f"{name}CpuDuration"] = (
+                self.metadata[f"{name}EndCpuTime"] - self.metadata[f"{name}StartCpuTime"]
+            )
             self.log.log(logLevel, "%s took %.3f s", name, elapsed)
 
     def __repr__(self) -> str:
@@ -411,12 +423,18 @@ class ButlerQuantumContext(Protocol):
     repo_root: Any
 
     def get(self, ref: Any) -> Any:
-        """Read one ref → object; a list of refs → list of objects; an
-        `~pipeline.connections.InputQuantizedConnection` → dict connection name → object(s)."""
+        """Read datasets.
+
+        One ref → object; a list of refs → list of objects; an
+        `~pipeline.connections.InputQuantizedConnection` → dict connection name → object(s).
+        """
 
     def put(self, obj: Any, ref: Any) -> None:
-        """Write an object to one ref; a list of objects to a list of refs; a `Struct` to an
-        `~pipeline.connections.OutputQuantizedConnection` (field name = connection name)."""
+        """Write datasets.
+
+        An object to one ref; a list of objects to a list of refs; a `Struct` to an
+        `~pipeline.connections.OutputQuantizedConnection` (field name = connection name).
+        """
 
 
 class PipelineTask(Task):
@@ -436,8 +454,14 @@ class PipelineTask(Task):
 
     canMultiprocess: ClassVar[bool] = True
 
-    def __init__(self, *, config: Config | None = None, log: logging.Logger | None = None,
-                 initInputs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config | None = None,
+        log: logging.Logger | None = None,
+        initInputs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(config=config, log=log, **kwargs)
 
     def run(self, **inputs: Any) -> Struct:
@@ -471,7 +495,9 @@ class PipelineTask(Task):
         inputs = {name: butlerQC.get(refs) for name, refs in inputRefs}
         outputs = self.run(**inputs)
         if not isinstance(outputs, Struct):
-            raise RuntimeError(f"{type(self).__name__}.run() must return a Struct, got {type(outputs).__name__}")
+            raise RuntimeError(
+                f"{type(self).__name__}.run() must return a Struct, got {type(outputs).__name__}"
+            )
         values = outputs.getDict()
         for name, refs in outputRefs:
             if name not in values:
