@@ -153,12 +153,12 @@ def stack_statistic(
         dev = np.where(sel, data - mean[None], 0.0)
         sample_var = (dev * dev).sum(axis=0) / (n_used - 1)
         input_var = np.where(sel, var, 0.0).sum(axis=0) / n_used**2
-    if statistic == "MEDIAN":
-        value = med
-        err = input_var if n_in < n_var_switch else (math.pi / 2) * sample_var / n_used
-    else:
-        value = mean
-        err = input_var if n_in < n_var_switch else sample_var / n_used
+        if statistic == "MEDIAN":
+            value = med
+            err = input_var if n_in < n_var_switch else (math.pi / 2) * sample_var / n_used
+        else:
+            value = mean
+            err = input_var if n_in < n_var_switch else sample_var / n_used
     none = n_used == 0
     value = np.where(none, np.nan, value)
     err = np.where(none, np.nan, err)
