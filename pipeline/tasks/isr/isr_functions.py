@@ -47,6 +47,12 @@ LEGACY_SINGLE_PIXEL_WEIGHTS = (-0.2737, 0.7737, 0.7737, -0.2737)
 _EDGE_RUN = 6
 
 
+def _row_blocks(ny: int, block: int = 256):
+    """Yield row slices of ``block`` rows (bounds full-image float temporaries)."""
+    for y in range(0, ny, block):
+        yield slice(y, min(y + block, ny))
+
+
 # --------------------------------------------------------------------------------------------
 # masks
 # --------------------------------------------------------------------------------------------
@@ -324,13 +330,12 @@ def dark_correction(
         dark_dark_time = 1.0
     _check_same_shape(image, dark_image, "dark")
     scale = float(exp_dark_time) / float(dark_dark_time)
-    s = np.float32(scale)
-    if invert:
-        image += dark_image * s
-    else:
-        image -= dark_image * s
-    if dark_variance is not None:
-        variance += dark_variance * np.float32(scale * scale)
+    s = np.float32(-scale if invert else scale)
+    s2 = np.float32(scale * scale)
+    for rows in _row_blocks(image.shape[0]):
+        image[rows] -= dark_image[rows] * s
+        if dark_variance is not None:
+            variance[rows] += dark_variance[rows] * s2
     if dark_mask is not None:
         mask |= dark_mask
     return scale
@@ -399,21 +404,22 @@ def flat_correction(
     _check_same_shape(image, flat_image, "flat")
     scale = flat_scale(flat_image, scaling_type, user_scale)
     inv = np.float32(1.0 / scale)
-    b = flat_image * inv
-    vb = None if flat_variance is None else flat_variance * (inv * inv)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if not invert:
-            # var_out = (A² vB + B² vA)/B⁴ = vA/B² + out² vB / B²
-            b2 = b * b
-            variance /= b2
-            image /= b
-            if vb is not None:
-                variance += image * image * vb / b2
-        else:
-            # Undo: exact inverse of the image operation; the flat's own variance that was
-            # added on the way in is not removed (it is not recoverable from the output).
-            variance *= b * b
-            image *= b
+        for rows in _row_blocks(image.shape[0]):
+            b = flat_image[rows] * inv
+            img, var = image[rows], variance[rows]
+            if not invert:
+                # var_out = (A² vB + B² vA)/B⁴ = vA/B² + out² vB / B²
+                b2 = b * b
+                var /= b2
+                img /= b
+                if flat_variance is not None:
+                    var += img * img * (flat_variance[rows] * (inv * inv)) / b2
+            else:
+                # Undo: exact inverse of the image operation; the flat's own variance added
+                # on the way in is not removed (it is not recoverable from the output).
+                var *= b * b
+                img *= b
     if flat_mask is not None:
         mask |= flat_mask
     return scale

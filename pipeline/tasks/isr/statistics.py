@@ -23,6 +23,7 @@ All functions are pure numpy and accept any array shape; the ``*_per_row`` varia
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -394,8 +395,8 @@ def clipped_stats_per_row(
         raise ValueError(f"clipped_stats_per_row: niter must be >= 1, got {niter}")
     valid = _row_valid(array, mask)
     data = np.where(valid, array, np.nan).astype(np.float64, copy=False)
-    with np.errstate(invalid="ignore", divide="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         q25, q50, q75 = np.nanpercentile(data, [25.0, 50.0, 75.0], axis=1)
         centre = q50
         half = nsigma * IQR_TO_SIGMA * (q75 - q25)

@@ -1,0 +1,1291 @@
+"""`IsrTask`: instrument signature removal (classic LSST ``IsrTask``), thin glue over pure functions.
+
+The steps run in the reference order (reference-algorithms §2.1), each behind its LSST config
+switch with the LSST default. The math lives in `overscan`, `assembly`, `isr_functions`,
+`linearize`, `crosstalk`, `brighter_fatter`, `fringe`, `binning` and `statistics`.
+
+Header keywords written to the output exposure (all ``HIERARCH``; ``<amp>`` = amp name):
+
+=============================================  ====================================================
+``LSST ISR UNITS``                             ``adu`` (``electron`` after ``doApplyGains``)
+``LSST ISR <STEP> APPLIED``                    `True`/`False` per step (OVERSCAN, ASSEMBLECCD, BIAS,
+                                               VARIANCE, LINEARIZE, CROSSTALK, DEFECT, DARK, FLAT …)
+``LSST ISR OVERSCAN SERIAL MEDIAN <amp>``      serial overscan level subtracted (ADU; also MEAN,
+                                               STDEV of the fitted model)
+``LSST ISR OVERSCAN RESIDUAL SERIAL STDEV``    clipped stdev of the overscan after subtraction
+``<amp>``                                      (ADU; also MEAN, MEDIAN) = empirical read noise
+``LSST ISR OVERSCAN PARALLEL ... <amp>``       the same for the parallel overscan when run
+``LSST ISR GAIN <amp>``                        gain used (e⁻/ADU)
+``LSST ISR READNOISE <amp>``                   read noise used (e⁻)
+``LSST ISR GAIN SOURCE`` / ``NOISE SOURCE``    CAMERA, PTC or OVERSCAN
+``LSST ISR SATURATION LEVEL <amp>``            saturation level used (ADU)
+``LSST ISR LEVEL <amp>``                       final median − serial overscan median
+``LSST ISR FINAL MEDIAN|MEAN|STDEV <amp>``     statistics of the processed amp (ADU)
+``LSST ISR NSAT <amp>``, ``LSST ISR NBAD <amp>``  SAT / BAD pixel counts
+``LSST CALIB DATE <CALIB>``                    calibration dates (``extractCalibDate``)
+=============================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import numpy as np
+from astropy.io import fits
+
+import pipeline.connection_types as cT
+from pipeline.config import Config, ConfigurableField, Field, model_validator
+from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
+from pipeline.image import Box, Exposure, MaskedImage
+from pipeline.struct import Struct
+from pipeline.task import PipelineTask, Task
+from pipeline.tasks.amp_offset import AmpOffsetConfig, AmpOffsetTask
+
+from . import isr_functions as F
+from .assembly import assemble_plane, assembled_detector
+from .binning import bin_image, bin_planes
+from .brighter_fatter import brighter_fatter_correction
+from .calibs import BrighterFatterKernel, CrosstalkCalib, Defects, Linearizer
+from .crosstalk import crosstalk_correct
+from .fringe import measure_fringes, solve_fringes, subtract_fringes
+from .linearize import apply_linearity
+from .overscan import FIT_TYPES, correct_overscan
+from .statistics import clipped_stats
+
+__all__ = [
+    "AssembleCcdConfig",
+    "CrosstalkConfig",
+    "FringeConfig",
+    "IsrQaConfig",
+    "IsrTask",
+    "IsrTaskConfig",
+    "IsrTaskConnections",
+    "OverscanCorrectionTask",
+    "OverscanCorrectionTaskConfig",
+    "VignetteConfig",
+]
+
+_log = logging.getLogger(__name__)
+
+FitType = Literal["MEDIAN", "MEAN", "MEANCLIP", "MEDIAN_PER_ROW", "MEAN_PER_ROW", "POLY", "CHEB", "LEG",
+                  "NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE"]
+
+
+def _hset(header: fits.Header, key: str, value: Any) -> None:
+    """Set a (HIERARCH) header keyword, rounding floats so the card fits in 80 characters."""
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        value = float(f"{value:.7g}") if math.isfinite(value) else str(value)
+    elif isinstance(value, np.integer):
+        value = int(value)
+    elif isinstance(value, np.bool_):
+        value = bool(value)
+    header[f"HIERARCH {key}"] = value
+
+
+# ============================================================================================
+# Overscan subtask
+# ============================================================================================
+class OverscanCorrectionTaskConfig(Config):
+    """Overscan correction configuration (LSST ``OverscanCorrectionTaskConfig``, reference §2.3)."""
+
+    fitType: FitType = Field("MEDIAN", description="Overscan model: constant (MEDIAN, MEAN, MEANCLIP), "
+                             "per row (MEDIAN_PER_ROW, MEAN_PER_ROW), polynomial (POLY, CHEB, LEG) or "
+                             "spline (NATURAL_SPLINE, CUBIC_SPLINE, AKIMA_SPLINE).")
+    order: int = Field(1, description="Polynomial order, or number of spline bins (splines need >= 5, "
+                       "fewer degrade to a constant).")
+    numSigmaClip: float = Field(3.0, description="Rejection threshold (sigma) for MEANCLIP and the "
+                                "per-line outlier rejection.")
+    maskPlanes: list[str] = Field(default_factory=lambda: ["BAD", "SAT"],
+                                  description="Mask planes excluded from the overscan fit.")
+    overscanIsInt: bool = Field(True, description="Treat the overscan as integer data (truncate, "
+                                "tie-aware integer median) for the per-row fits.")
+    maxDeviation: float = Field(1000.0, description="Overscan pixels deviating from the overscan median "
+                                "by more than this (ADU) are masked BAD.")
+    doAbsoluteMaxDeviation: bool = Field(True, description="Apply maxDeviation to |deviation| (else "
+                                         "only to positive deviations).")
+    doParallelOverscan: bool = Field(False, description="Also fit and subtract the parallel overscan.")
+    parallelOverscanMaskThreshold: int = Field(100000, description="Parallel-overscan pixels at or above "
+                                               "this (ADU) are masked SAT (bleeds).")
+    parallelOverscanMaskGrowSize: int = Field(7, description="Diamond growth of the parallel bleed mask.")
+    leadingColumnsToSkip: int = Field(0, description="Serial-overscan columns next to the data to ignore.")
+    trailingColumnsToSkip: int = Field(0, description="Serial-overscan columns away from the data to ignore.")
+    leadingRowsToSkip: int = Field(0, description="Parallel-overscan rows next to the data to ignore.")
+    trailingRowsToSkip: int = Field(0, description="Parallel-overscan rows away from the data to ignore.")
+
+    @model_validator(mode="after")
+    def _check(self) -> OverscanCorrectionTaskConfig:
+        if not self.maxDeviation > 0:
+            raise ValueError("overscan.maxDeviation must be > 0")
+        for name in ("leadingColumnsToSkip", "trailingColumnsToSkip", "leadingRowsToSkip", "trailingRowsToSkip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"overscan.{name} must be >= 0")
+        return self
+
+
+class OverscanCorrectionTask(Task):
+    """Fit and subtract the serial (and optionally parallel) overscan of one amplifier."""
+
+    ConfigClass = OverscanCorrectionTaskConfig
+    _DefaultName = "overscan"
+
+    def run(self, exposure: Exposure, amp: Any, isTransposed: bool = False) -> Struct:
+        """Correct one amplifier of an untrimmed raw exposure in place.
+
+        Parameters
+        ----------
+        exposure : `pipeline.image.Exposure`
+            Raw exposure (float image, ADU).
+        amp : `pipeline.image.Amplifier`
+            Amplifier geometry (raw boxes).
+        isTransposed : `bool`
+            The amplifier is read along y (swap serial and parallel).
+
+        Returns
+        -------
+        result : `pipeline.struct.Struct`
+            ``imageFit`` (level subtracted from the data, scalar or per-row array),
+            ``overscanMean``, ``overscanMedian``, ``overscanSigma`` (of the model),
+            ``residualMean``, ``residualMedian``, ``residualSigma`` (of the corrected
+            overscan; ADU), ``parallel`` (a `Struct` of the same for the parallel overscan or
+            `None`), ``nBadLines``.
+
+        Raises
+        ------
+        RuntimeError
+            If the amplifier has no serial overscan.
+        """
+        c = self.config
+        mi = exposure.masked_image
+        exclude = mi.get_plane_bitmask([p for p in c.maskPlanes if p in mi.mask_planes])
+        bad = mi.get_plane_bitmask("BAD")
+        data = amp.raw_data_bbox
+        serial = amp.raw_serial_overscan_bbox
+        if serial.is_empty:
+            raise RuntimeError(f"amplifier {amp.name!r} has no serial overscan box; set doOverscan=False "
+                               "or fix the camera description")
+        par = amp.raw_parallel_overscan_bbox
+        img_box = data
+        if c.doParallelOverscan and not par.is_empty:
+            img_box = data.union(par)
+            serial = Box(serial.x0, img_box.y0, serial.nx, img_box.ny)
+        common = dict(fit_type=c.fitType, order=c.order, nsigma=c.numSigmaClip, is_int=c.overscanIsInt,
+                      max_deviation=c.maxDeviation, absolute_max_deviation=c.doAbsoluteMaxDeviation,
+                      exclude_bits=exclude, bad_bit=bad)
+        res = correct_overscan(mi.image, mi.mask, img_box.slices, serial.slices,
+                               leading_to_skip=c.leadingColumnsToSkip, trailing_to_skip=c.trailingColumnsToSkip,
+                               transpose=isTransposed, **common)
+        parallel = None
+        if c.doParallelOverscan and not par.is_empty:
+            common.update(absolute_max_deviation=False)
+            pres = correct_overscan(mi.image, mi.mask, data.slices, par.slices,
+                                    leading_to_skip=c.leadingRowsToSkip, trailing_to_skip=c.trailingRowsToSkip,
+                                    transpose=not isTransposed, **common)
+            parallel = Struct(overscanMean=pres.mean, overscanMedian=pres.median, overscanSigma=pres.sigma,
+                              residualMean=pres.residual_mean, residualMedian=pres.residual_median,
+                              residualSigma=pres.residual_sigma, imageFit=pres.image_model)
+        return Struct(imageFit=res.image_model, overscanFit=res.model, overscanMean=res.mean,
+                      overscanMedian=res.median, overscanSigma=res.sigma, residualMean=res.residual_mean,
+                      residualMedian=res.residual_median, residualSigma=res.residual_sigma,
+                      parallel=parallel, nBadLines=res.n_bad_lines, skipped=res.skipped)
+
+
+# ============================================================================================
+# Small sub-configs
+# ============================================================================================
+class AssembleCcdConfig(Config):
+    """CCD assembly configuration (LSST ``AssembleCcdConfig``, reference §2.4)."""
+
+    doTrim: bool = Field(True, description="Trim prescan/overscan (assemble amp.bbox from rawDataBBox).")
+    keysToRemove: list[str] = Field(default_factory=list, description="Header keys removed after assembly "
+                                    "(DATASEC, BIASSEC, TRIMSEC and GAIN are always removed).")
+
+
+class CrosstalkConfig(Config):
+    """Crosstalk configuration (LSST ``CrosstalkConfig``, reference §2.8)."""
+
+    minPixelToMask: float = Field(45000.0, description="Source pixels this far above the source median "
+                                  "(ADU) flag the target pixels they feed.")
+    crosstalkMaskPlane: str = Field("CROSSTALK", description="Mask plane for crosstalk-affected pixels.")
+    crosstalkBackgroundMethod: Literal["None", "AMP", "DETECTOR"] = Field(
+        "None", description="Background removed from each source before scaling.")
+    useConfigCoefficients: bool = Field(False, description="Use crosstalkValues instead of a calibration.")
+    crosstalkValues: list[float] = Field(default_factory=lambda: [0.0], description="Flattened "
+                                         "[source, target] coefficient matrix (useConfigCoefficients).")
+    crosstalkShape: list[int] = Field(default_factory=lambda: [1], description="Shape of crosstalkValues.")
+    doQuadraticCrosstalkCorrection: bool = Field(False, description="Apply the quadratic coefficients.")
+
+
+class FringeConfig(Config):
+    """Fringe configuration (LSST ``FringeConfig``, reference §2.10)."""
+
+    filters: list[str] = Field(default_factory=list, description="Physical filters needing fringe removal.")
+    num: int = Field(30000, description="Number of fringe measurement positions.")
+    small: int = Field(3, description="Half-size of the small measurement box (pixels).")
+    large: int = Field(30, description="Half-size of the large background box (pixels).")
+    iterations: int = Field(20, description="Maximum clipping iterations of the fit.")
+    clip: float = Field(3.0, description="Clipping threshold (sigma).")
+    pedestal: bool = Field(False, description="Subtract the clipped median of each fringe frame first.")
+    rngSeedOffset: int = Field(0, description="Offset added to the exposure id for the RNG seed.")
+
+
+class VignetteConfig(Config):
+    """Circular vignetting in detector pixel coordinates (simplified LSST ``VignetteConfig``)."""
+
+    xCenter: float = Field(0.0, description="Centre x (detector pixels).")
+    yCenter: float = Field(0.0, description="Centre y (detector pixels).")
+    radius: float = Field(1e9, description="Unvignetted radius (pixels).")
+
+
+class IsrQaConfig(Config):
+    """QA configuration (LSST ``IsrQaConfig``): thumbnails and background flatness grid."""
+
+    saveStats: bool = Field(True, description="Record the flatness statistics in the metadata.")
+    doThumbnailOss: bool = Field(True, description="Make a binned thumbnail after overscan + assembly.")
+    doThumbnailFlattened: bool = Field(True, description="Make a binned thumbnail after flat-fielding.")
+    thumbnailBinning: int = Field(4, description="Binning factor of the thumbnails.")
+    flatnessMeshX: int = Field(256, description="Background grid cell width (pixels).")
+    flatnessMeshY: int = Field(256, description="Background grid cell height (pixels).")
+    flatnessClipSigma: float = Field(3.0, description="Clipping sigma of the cell statistics.")
+    flatnessNIter: int = Field(3, description="Clipping iterations of the cell statistics.")
+
+
+# ============================================================================================
+# Connections and config
+# ============================================================================================
+class IsrTaskConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector"),
+                         defaultTemplates={}):
+    """Connections of `IsrTask`; calibration inputs are removed when their switch is off."""
+
+    ccdExposure = cT.Input(name="raw", storageClass="Exposure", doc="Input raw exposure (untrimmed).",
+                           dimensions=("instrument", "exposure", "detector"))
+    bias = cT.PrerequisiteInput(name="bias", storageClass="Exposure", doc="Combined bias.",
+                                dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
+    dark = cT.PrerequisiteInput(name="dark", storageClass="Exposure", doc="Combined dark.",
+                                dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
+    flat = cT.PrerequisiteInput(name="flat", storageClass="Exposure", doc="Combined flat.",
+                                dimensions=("instrument", "physical_filter", "detector"), isCalibration=True,
+                                minimum=0)
+    ptc = cT.PrerequisiteInput(name="ptc", storageClass="PhotonTransferCurveDataset",
+                               doc="Photon transfer curve (gains, read noise).",
+                               dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
+    linearizer = cT.PrerequisiteInput(name="linearizer", storageClass="IsrCalib", doc="Linearity model.",
+                                      dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
+    crosstalk = cT.PrerequisiteInput(name="crosstalk", storageClass="IsrCalib", doc="Crosstalk coefficients.",
+                                     dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
+    defects = cT.PrerequisiteInput(name="defects", storageClass="IsrCalib", doc="Defect list.",
+                                   dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
+    bfKernel = cT.PrerequisiteInput(name="bfk", storageClass="IsrCalib", doc="Brighter-fatter kernel.",
+                                    dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
+    fringes = cT.PrerequisiteInput(name="fringe", storageClass="Exposure", doc="Fringe template.",
+                                   dimensions=("instrument", "physical_filter", "detector"),
+                                   isCalibration=True, minimum=0)
+    outputExposure = cT.Output(name="postISRCCD", storageClass="Exposure", doc="ISR-corrected exposure.",
+                               dimensions=("instrument", "exposure", "detector"))
+    preInterpExposure = cT.Output(name="postISRCCD_uninterpolated", storageClass="Exposure",
+                                  doc="Exposure before interpolation (doSaveInterpPixels).",
+                                  dimensions=("instrument", "exposure", "detector"))
+    ossThumb = cT.Output(name="OssThumb", storageClass="NumpyArray", doc="Binned image after overscan.",
+                         dimensions=("instrument", "exposure", "detector"))
+    flattenedThumb = cT.Output(name="FlattenedThumb", storageClass="NumpyArray",
+                               doc="Binned image after flat-fielding.",
+                               dimensions=("instrument", "exposure", "detector"))
+    outputStatistics = cT.Output(name="isrStatistics", storageClass="StructuredDataDict",
+                                 doc="Per-amp statistics (doCalculateStatistics).",
+                                 dimensions=("instrument", "exposure", "detector"))
+    outputBin1Exposure = cT.Output(name="postISRCCDBin1", storageClass="Exposure", doc="Binned by binFactor1.",
+                                   dimensions=("instrument", "exposure", "detector"))
+    outputBin2Exposure = cT.Output(name="postISRCCDBin2", storageClass="Exposure", doc="Binned by binFactor2.",
+                                   dimensions=("instrument", "exposure", "detector"))
+
+    def __init__(self, *, config: Any = None) -> None:
+        super().__init__(config=config)
+        c = config
+        drop: list[tuple[str, str]] = []
+        if not c.doBias:
+            drop.append(("prerequisiteInputs", "bias"))
+        if not c.doDark:
+            drop.append(("prerequisiteInputs", "dark"))
+        if not c.doFlat:
+            drop.append(("prerequisiteInputs", "flat"))
+        if not (c.usePtcGains or c.usePtcReadNoise):
+            drop.append(("prerequisiteInputs", "ptc"))
+        if not c.doLinearize:
+            drop.append(("prerequisiteInputs", "linearizer"))
+        if not c.doCrosstalk:
+            drop.append(("prerequisiteInputs", "crosstalk"))
+        if not c.doDefect:
+            drop.append(("prerequisiteInputs", "defects"))
+        if not c.doBrighterFatter:
+            drop.append(("prerequisiteInputs", "bfKernel"))
+        if not (c.doFringe and c.fringe.filters):
+            drop.append(("prerequisiteInputs", "fringes"))
+        if not c.doSaveInterpPixels:
+            drop.append(("outputs", "preInterpExposure"))
+        if not c.qa.doThumbnailOss:
+            drop.append(("outputs", "ossThumb"))
+        if not c.qa.doThumbnailFlattened:
+            drop.append(("outputs", "flattenedThumb"))
+        if not c.doCalculateStatistics:
+            drop.append(("outputs", "outputStatistics"))
+        if not c.doBinnedExposures:
+            drop.append(("outputs", "outputBin1Exposure"))
+            drop.append(("outputs", "outputBin2Exposure"))
+        for kind, name in drop:
+            getattr(self, kind).discard(name)
+
+
+_DEFAULT_FLUXMAG0 = 10 ** (0.4 * 28.0)
+
+
+class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
+    """Configuration of `IsrTask`: every classic LSST switch with its LSST default."""
+
+    # --- generic -------------------------------------------------------------------------
+    datasetType: str = Field("raw", description="Dataset type of the input raw.")
+    fallbackFilterName: str = Field("unknown", description="Filter name used when none is known.")
+    doConvertIntToFloat: bool = Field(True, description="Convert integer raws to float32 (variance 1, mask 0).")
+    # --- saturation / suspect --------------------------------------------------------------
+    doSaturation: bool = Field(True, description="Mask saturated pixels (>= saturation level) as SAT.")
+    saturatedMaskName: str = Field("SAT", description="Mask plane for saturated pixels.")
+    saturation: float = Field(float("nan"), description="Saturation level (ADU) overriding the camera's "
+                              "when finite.")
+    growSaturationFootprintSize: int = Field(1, description="Diamond growth of SAT before interpolation.")
+    doSuspect: bool = Field(False, description="Mask pixels above the amp suspect level as SUSPECT.")
+    suspectMaskName: str = Field("SUSPECT", description="Mask plane for suspect pixels.")
+    numEdgeSuspect: int = Field(0, description="Pixels at the image/amp edges to mask as SUSPECT.")
+    edgeMaskLevel: Literal["DETECTOR", "AMP"] = Field("DETECTOR", description="Edge masking per detector "
+                                                      "or per amplifier.")
+    doSetBadRegions: bool = Field(True, description="Set BAD, non-interpolated pixels to badStatistic.")
+    badStatistic: Literal["MEANCLIP", "MEDIAN"] = Field("MEANCLIP", description="Statistic for "
+                                                        "doSetBadRegions (honoured; see set_bad_regions).")
+    # --- overscan / assembly ----------------------------------------------------------------
+    doOverscan: bool = Field(True, description="Do overscan subtraction?")
+    overscan: OverscanCorrectionTaskConfig = ConfigurableField(OverscanCorrectionTask,
+                                                               description="Overscan subtask.")
+    doAssembleCcd: bool = Field(True, description="Assemble the amplifiers into a CCD image.")
+    assembleCcd: AssembleCcdConfig = Field(default_factory=AssembleCcdConfig, description="CCD assembly.")
+    doAssembleIsrExposures: bool = Field(False, description="Assemble amp-level calibration exposures "
+                                         "(unused: calibrations are detector-level here).")
+    doTrimToMatchCalib: bool = Field(False, description="Trim the raw symmetrically to the calibration size.")
+    # --- bias / CTI ----------------------------------------------------------------------
+    doBias: bool = Field(True, description="Apply bias frame correction?")
+    biasDataProductName: str = Field("bias", description="Name of the bias data product.")
+    doBiasBeforeOverscan: bool = Field(False, description="Subtract the bias before overscan (untrimmed bias).")
+    doDeferredCharge: bool = Field(False, description="Deferred charge (CTI) correction (not implemented).")
+    # --- variance ----------------------------------------------------------------------
+    doVariance: bool = Field(True, description="Compute the variance plane.")
+    gain: float = Field(float("nan"), description="Gain (e-/ADU) for detector-less exposures.")
+    readNoise: float = Field(0.0, description="Read noise (e-) for detector-less exposures.")
+    doEmpiricalReadNoise: bool = Field(False, description="Read noise from the overscan residual stdev.")
+    usePtcReadNoise: bool = Field(False, description="Read noise from the PTC.")
+    maskNegativeVariance: bool = Field(True, description="Mask pixels with variance <= 0.")
+    negativeVarianceMaskName: str = Field("BAD", description="Plane for non-positive variance pixels.")
+    # --- linearity / crosstalk ------------------------------------------------------------
+    doLinearize: bool = Field(True, description="Correct for non-linearity (if the camera declares a type).")
+    doCrosstalk: bool = Field(False, description="Apply intra-detector crosstalk correction.")
+    doCrosstalkBeforeAssemble: bool = Field(False, description="Apply crosstalk before assembly.")
+    crosstalk: CrosstalkConfig = Field(default_factory=CrosstalkConfig, description="Crosstalk options.")
+    # --- defects / NaN ------------------------------------------------------------------
+    doDefect: bool = Field(True, description="Mask defects BAD (and interpolate them).")
+    doNanMasking: bool = Field(True, description="Mask non-finite pixels as UNMASKEDNAN.")
+    doWidenSaturationTrails: bool = Field(True, description="Widen horizontal saturated spans.")
+    doCameraSpecificMasking: bool = Field(False, description="Camera-specific masking (no-op base).")
+    # --- brighter-fatter ------------------------------------------------------------------
+    doBrighterFatter: bool = Field(False, description="Apply the brighter-fatter correction.")
+    brighterFatterLevel: Literal["DETECTOR", "AMP"] = Field("DETECTOR", description="Kernel level.")
+    brighterFatterMaxIter: int = Field(10, description="Maximum BF iterations.")
+    brighterFatterThreshold: float = Field(1000.0, description="BF convergence threshold (e-).")
+    brighterFatterApplyGain: bool = Field(True, description="Convert to electrons for the BF correction.")
+    brighterFatterMaskListToInterpolate: list[str] = Field(
+        default_factory=lambda: ["SAT", "BAD", "NO_DATA", "UNMASKEDNAN"],
+        description="Planes interpolated on the BF working copy.")
+    brighterFatterMaskGrowSize: int = Field(0, description="Growth of the masks after BF.")
+    # --- dark / stray light / flat ------------------------------------------------------
+    doDark: bool = Field(True, description="Apply dark frame correction (scaled by dark time).")
+    darkDataProductName: str = Field("dark", description="Name of the dark data product.")
+    doStrayLight: bool = Field(False, description="Subtract a provided stray-light model.")
+    doFlat: bool = Field(True, description="Apply flat field correction?")
+    flatDataProductName: str = Field("flat", description="Name of the flat data product.")
+    flatScalingType: Literal["USER", "MEAN", "MEDIAN"] = Field("USER", description="Flat normalisation.")
+    flatUserScale: float = Field(1.0, description="Flat scale for flatScalingType USER.")
+    doTweakFlat: bool = Field(False, description="Unused (kept for LSST compatibility).")
+    doApplyGains: bool = Field(False, description="Multiply by the gains (ADU -> e-); exclusive with doFlat.")
+    usePtcGains: bool = Field(False, description="Use the PTC gains.")
+    normalizeGains: bool = Field(False, description="Normalise amp levels after applying gains.")
+    # --- fringe ---------------------------------------------------------------------------
+    doFringe: bool = Field(True, description="Apply fringe correction (only for fringe.filters).")
+    fringe: FringeConfig = Field(default_factory=FringeConfig, description="Fringe options.")
+    fringeAfterFlat: bool = Field(True, description="Fringe correction after (True) or before the flat.")
+    # --- amp offset / background / stats --------------------------------------------------
+    doAmpOffset: bool = Field(False, description="Measure (and optionally apply) amp offsets.")
+    ampOffset: AmpOffsetConfig = ConfigurableField(AmpOffsetTask, description="Amp offset subtask.")
+    doMeasureBackground: bool = Field(False, description="Measure background statistics on a grid (QA).")
+    qa: IsrQaConfig = Field(default_factory=IsrQaConfig, description="QA options.")
+    doStandardStatistics: bool = Field(True, description="Per-amp SAT/BAD counts and final statistics.")
+    doCalculateStatistics: bool = Field(False, description="Output per-amp statistics (isrStatistics).")
+    # --- interpolation -------------------------------------------------------------------
+    doInterpolate: bool = Field(True, description="Interpolate over maskListToInterpolate.")
+    doSaturationInterpolation: bool = Field(True, description="Interpolate over saturated pixels.")
+    doNanInterpolation: bool = Field(True, description="Interpolate over UNMASKEDNAN pixels.")
+    maskListToInterpolate: list[str] = Field(default_factory=lambda: ["SAT", "BAD"],
+                                             description="Planes to interpolate (SAT/UNMASKEDNAN follow the "
+                                             "doSaturationInterpolation/doNanInterpolation switches).")
+    doSaveInterpPixels: bool = Field(False, description="Output a copy before interpolation.")
+    # --- zero point / vignette / transmission / illumination -------------------------------
+    fluxMag0T1: dict[str, float] = Field(default_factory=lambda: {"Unknown": _DEFAULT_FLUXMAG0},
+                                         description="Flux of a zero-magnitude source in 1 s, per filter.")
+    defaultFluxMag0T1: float = Field(_DEFAULT_FLUXMAG0, description="fluxMag0T1 of other filters.")
+    doVignette: bool = Field(False, description="Mask the vignetted region (VIGNETTED + NO_DATA).")
+    doMaskVignettePolygon: bool = Field(True, description="Set the vignetted pixels' mask bits.")
+    vignetteValue: float = Field(float("nan"), description="Image value of vignetted pixels (NaN: keep).")
+    vignette: VignetteConfig = Field(default_factory=VignetteConfig, description="Vignetting geometry.")
+    doAttachTransmissionCurve: bool = Field(False, description="Attach the transmission curves.")
+    doUseOpticsTransmission: bool = Field(True, description="Use the optics transmission.")
+    doUseFilterTransmission: bool = Field(True, description="Use the filter transmission.")
+    doUseSensorTransmission: bool = Field(True, description="Use the sensor transmission.")
+    doUseAtmosphereTransmission: bool = Field(True, description="Use the atmosphere transmission.")
+    doIlluminationCorrection: bool = Field(False, description="Divide by an illumination correction.")
+    illuminationCorrectionDataProductName: str = Field("illumcor", description="Illumination product.")
+    illumScale: float = Field(1.0, description="Illumination scale.")
+    illumFilters: list[str] = Field(default_factory=list, description="Filters needing illumination correction.")
+    # --- binned outputs / calib checks ----------------------------------------------------
+    doBinnedExposures: bool = Field(False, description="Output binned exposures.")
+    binFactor1: int = Field(8, description="First binning factor.")
+    binFactor2: int = Field(64, description="Second binning factor.")
+    cameraKeywordsToCompare: list[str] = Field(default_factory=list, description="Header keywords that must "
+                                               "agree between the exposure and each calibration.")
+    doRaiseOnCalibMismatch: bool = Field(False, description="Raise (else warn) on a keyword mismatch.")
+    doWrite: bool = Field(True, description="Persist postISRCCD.")
+
+    @model_validator(mode="after")
+    def _check(self) -> IsrTaskConfig:
+        if self.doFlat and self.doApplyGains:
+            raise ValueError("doFlat and doApplyGains are mutually exclusive; set one to False")
+        if self.doBiasBeforeOverscan and self.doTrimToMatchCalib:
+            raise ValueError("doBiasBeforeOverscan and doTrimToMatchCalib are mutually exclusive")
+        if self.ampOffset.doApplyAmpOffset and not self.doAmpOffset:
+            raise ValueError("ampOffset.doApplyAmpOffset requires doAmpOffset=True")
+        for name in ("binFactor1", "binFactor2"):
+            if getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be > 1")
+        return self
+
+    def interpolation_planes(self) -> list[str]:
+        """Effective list of planes to interpolate (reference §2.1 step 28)."""
+        planes = list(self.maskListToInterpolate)
+        if self.doSaturationInterpolation and self.saturatedMaskName not in planes:
+            planes.append(self.saturatedMaskName)
+        if not self.doSaturationInterpolation and self.saturatedMaskName in planes:
+            planes.remove(self.saturatedMaskName)
+        if self.doNanInterpolation and "UNMASKEDNAN" not in planes:
+            planes.append("UNMASKEDNAN")
+        return planes
+
+
+# ============================================================================================
+# The task
+# ============================================================================================
+def _calib_planes(calib: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    if isinstance(calib, Exposure):
+        return calib.image, calib.mask, calib.variance
+    if isinstance(calib, MaskedImage):
+        return calib.image, calib.mask, calib.variance
+    arr = np.asarray(calib, dtype=np.float32)
+    return arr, None, None
+
+
+def _calib_metadata(calib: Any) -> Mapping[str, Any]:
+    md = getattr(calib, "metadata", None)
+    return md if md is not None else {}
+
+
+class IsrTask(PipelineTask):
+    """Apply common instrument signature correction algorithms to a raw frame.
+
+    See the module docstring for the header keywords written. Steps and order follow
+    reference-algorithms §2.1; each reference QUIRK (§9) and the behaviour chosen is documented
+    in the function implementing the step.
+    """
+
+    ConfigClass = IsrTaskConfig
+    _DefaultName = "isr"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.makeSubtask("overscan")
+        self.makeSubtask("ampOffset")
+
+    # -------------------------------------------------------------------- helpers (LSST names)
+    def ensureExposure(self, inputExp: Any, camera: Any = None, detectorNum: int | None = None) -> Exposure:
+        """Wrap an array / MaskedImage into an Exposure and attach its detector.
+
+        Raises
+        ------
+        TypeError
+            If the input cannot be turned into an exposure.
+        RuntimeError
+            If no detector is attached and ``camera``/``detectorNum`` cannot supply one.
+        """
+        if isinstance(inputExp, Exposure):
+            exp = inputExp
+        elif isinstance(inputExp, MaskedImage):
+            exp = Exposure(inputExp)
+        elif isinstance(inputExp, np.ndarray) and inputExp.ndim == 2:
+            exp = Exposure(MaskedImage(inputExp))
+        else:
+            raise TypeError(f"IsrTask input must be an Exposure, MaskedImage or 2-D array, "
+                            f"got {type(inputExp).__name__}")
+        if exp.detector is None:
+            if camera is None or detectorNum is None:
+                raise RuntimeError("The raw exposure has no detector; pass camera= and detectorNum= to "
+                                   "IsrTask.run (or read it with the instrument's RawFormatter)")
+            exp.detector = camera[detectorNum]
+        return exp
+
+    def convertIntToFloat(self, exposure: Exposure) -> Exposure:
+        """Integer raw → float32 with variance 1 and mask 0 (no-op for float input)."""
+        mi = exposure.masked_image
+        if np.issubdtype(mi.image.dtype, np.floating):
+            if mi.image.dtype != np.float32:
+                exposure.masked_image = MaskedImage(mi.image.astype(np.float32), mi.mask, mi.variance,
+                                                    mi.mask_planes, mi.xy0)
+            return exposure
+        if not np.issubdtype(mi.image.dtype, np.integer):
+            raise RuntimeError(f"cannot convert raw pixels of dtype {mi.image.dtype} to float")
+        img = mi.image.astype(np.float32)
+        exposure.masked_image = MaskedImage(img, np.zeros(img.shape, np.int32), np.ones(img.shape, np.float32),
+                                            mi.mask_planes, mi.xy0)
+        return exposure
+
+    def compareCameraKeywords(self, exposureMetadata: Mapping[str, Any], calib: Any, calibName: str) -> None:
+        """Compare ``cameraKeywordsToCompare`` between the exposure and a calibration.
+
+        Raises
+        ------
+        RuntimeError
+            On a mismatch when ``doRaiseOnCalibMismatch``; otherwise a warning and the header key
+            ``LSST ISR <CALIB> SEQUENCER MISMATCH`` = True.
+        """
+        md = _calib_metadata(calib)
+        for key in self.config.cameraKeywordsToCompare:
+            ev, cv = exposureMetadata.get(key), md.get(key)
+            if ev != cv:
+                msg = (f"{calibName} keyword {key}={cv!r} differs from the exposure's {key}={ev!r}; "
+                       "use a calibration taken in the same camera state")
+                if self.config.doRaiseOnCalibMismatch:
+                    raise RuntimeError(msg)
+                self.log.warning(msg)
+                if isinstance(exposureMetadata, fits.Header):
+                    _hset(exposureMetadata, f"LSST ISR {calibName.upper()} SEQUENCER MISMATCH", True)
+
+    @staticmethod
+    def extractCalibDate(calib: Any) -> str:
+        """Calibration date string from ``CALIBDATE`` / ``CALIB_CREATION_DATE`` ("Unknown" if absent)."""
+        md = _calib_metadata(calib)
+        for key in ("CALIBDATE", "CALIB_CREATION_DATE", "CALIB_CREATE_DATE", "DATE"):
+            if key in md and md[key]:
+                val = str(md[key])
+                if key == "CALIB_CREATION_DATE" and md.get("CALIB_CREATION_TIME"):
+                    val += "T" + str(md["CALIB_CREATION_TIME"])
+                return val
+        return "Unknown"
+
+    def doLinearize(self, detector: Any) -> bool:
+        """Whether to linearize: ``config.doLinearize`` and amp 0's linearity type is not "None"."""
+        return bool(self.config.doLinearize and detector is not None and len(detector)
+                    and detector[0].linearity_type not in ("None", ""))
+
+    def maskAmplifier(self, ccdExposure: Exposure, amp: Any, defects: Defects | None) -> bool:
+        """Mask SAT/SUSPECT in the amp's raw box; return True if the amp is bad (see §2.1 step 5a)."""
+        c = self.config
+        mi = ccdExposure.masked_image
+        if defects is not None and defects.covers(amp.bbox):
+            mi.mask[amp.raw_bbox.slices] |= np.int32(mi.get_plane_bitmask("BAD"))
+            return True
+        data = mi.image[amp.raw_bbox.slices]
+        mask = mi.mask[amp.raw_bbox.slices]
+        flagged = np.int32(0)
+        if c.doSaturation:
+            level = c.saturation if math.isfinite(c.saturation) else amp.saturation
+            _hset(ccdExposure.metadata, f"LSST ISR SATURATION LEVEL {amp.name}", level)
+            if math.isfinite(level):
+                bit = np.int32(mi.get_plane_bitmask(c.saturatedMaskName, add=True))
+                mask[data >= level] |= bit
+                flagged |= bit
+        if c.doSuspect and math.isfinite(amp.suspect_level):
+            bit = np.int32(mi.get_plane_bitmask(c.suspectMaskName, add=True))
+            mask[data >= amp.suspect_level] |= bit
+            flagged |= bit
+        if flagged:
+            dmask = mi.mask[amp.raw_data_bbox.slices]
+            if np.all(dmask & flagged):
+                mi.mask[amp.raw_bbox.slices] |= np.int32(mi.get_plane_bitmask("BAD"))
+                return True
+        return False
+
+    def overscanCorrection(self, ccdExposure: Exposure, amp: Any) -> Struct:
+        """Apply overscan correction in place (delegates to the ``overscan`` subtask)."""
+        return self.overscan.run(ccdExposure, amp)
+
+    def darkCorrection(self, exposure: Exposure, darkExposure: Any, invert: bool = False) -> None:
+        """Subtract the dark scaled by the dark-time ratio (see `isr_functions.dark_correction`)."""
+        di, dm, dv = _calib_planes(darkExposure)
+        dark_time = getattr(getattr(darkExposure, "info", None), "dark_time", None)
+        F.dark_correction(exposure.image, exposure.mask, exposure.variance, di,
+                          self._conform(exposure, darkExposure, dm), dv, exposure.info.dark_time, dark_time,
+                          invert)
+
+    def flatCorrection(self, exposure: Exposure, flatExposure: Any, invert: bool = False) -> None:
+        """Divide by the flat (see `isr_functions.flat_correction`)."""
+        fi, fm, fv = _calib_planes(flatExposure)
+        F.flat_correction(exposure.image, exposure.mask, exposure.variance, fi,
+                          self._conform(exposure, flatExposure, fm), fv,
+                          self.config.flatScalingType, self.config.flatUserScale, invert)
+
+    @contextlib.contextmanager
+    def flatContext(self, exp: Exposure, flat: Any, dark: Any = None) -> Iterator[Exposure]:
+        """Temporarily apply dark and flat (if configured), undoing them on exit."""
+        if self.config.doDark and dark is not None:
+            self.darkCorrection(exp, dark)
+        if self.config.doFlat and flat is not None:
+            self.flatCorrection(exp, flat)
+        try:
+            yield exp
+        finally:
+            if self.config.doFlat and flat is not None:
+                self.flatCorrection(exp, flat, invert=True)
+            if self.config.doDark and dark is not None:
+                self.darkCorrection(exp, dark, invert=True)
+
+    def maskNan(self, exposure: Exposure) -> int:
+        """OR UNMASKEDNAN onto every non-finite image or variance pixel; return the count."""
+        bad = F.mask_nans(exposure.image, exposure.variance)
+        n = int(np.count_nonzero(bad))
+        if n:
+            exposure.mask[bad] |= np.int32(exposure.masked_image.get_plane_bitmask("UNMASKEDNAN", add=True))
+        else:
+            exposure.masked_image.add_mask_plane("UNMASKEDNAN")
+        self.metadata["NUMNANS"] = n
+        return n
+
+    def maskDefect(self, exposure: Exposure, defectBaseList: Any) -> None:
+        """OR BAD onto the defect boxes (assembled detector coordinates)."""
+        boxes = defectBaseList.boxes if isinstance(defectBaseList, Defects) else list(defectBaseList)
+        F.mask_boxes(exposure.mask, boxes, exposure.masked_image.get_plane_bitmask("BAD"))
+
+    def maskEdges(self, exposure: Exposure, numEdgePixels: int = 0, maskPlane: str = "SUSPECT",
+                  level: str = "DETECTOR") -> None:
+        """Mask pixels within ``numEdgePixels`` of the detector (or each amp) border."""
+        if numEdgePixels <= 0:
+            return
+        bit = exposure.masked_image.get_plane_bitmask(maskPlane, add=True)
+        boxes = None if level == "DETECTOR" else [a.bbox for a in exposure.detector]
+        F.mask_edges(exposure.mask, numEdgePixels, bit, boxes)
+
+    def maskNegativeVariance(self, exposure: Exposure) -> None:
+        """OR ``negativeVarianceMaskName`` onto pixels with variance <= 0."""
+        bad = F.mask_negative_variance(exposure.variance)
+        if bad.any():
+            exposure.mask[bad] |= np.int32(exposure.masked_image.get_plane_bitmask(
+                self.config.negativeVarianceMaskName, add=True))
+
+    def saturationInterpolation(self, exposure: Exposure) -> None:
+        """Interpolate over SAT (grown by growSaturationFootprintSize)."""
+        self._interpolate(exposure, [self.config.saturatedMaskName])
+
+    def maskAndInterpolateDefects(self, exposure: Exposure, defectBaseList: Any) -> None:
+        """Mask defects BAD and interpolate over them."""
+        self.maskDefect(exposure, defectBaseList)
+        self._interpolate(exposure, ["BAD"])
+
+    def maskAndInterpolateNan(self, exposure: Exposure) -> None:
+        """Mask non-finite pixels UNMASKEDNAN and interpolate over them."""
+        self.maskNan(exposure)
+        self._interpolate(exposure, ["UNMASKEDNAN"])
+
+    def roughZeroPoint(self, exposure: Exposure) -> None:
+        """Attach ``photo_calib = {"fluxMag0": fluxMag0T1[filter] * exposure_time}`` (§2.1 step 29)."""
+        exp_time = exposure.info.exposure_time
+        if exp_time is None or not (exp_time > 0):
+            self.log.warning("exposure time is %r; no rough zero point", exp_time)
+            return
+        filt = exposure.info.physical_filter or self.config.fallbackFilterName
+        f0 = self.config.fluxMag0T1.get(filt, self.config.defaultFluxMag0T1)
+        exposure.photo_calib = {"fluxMag0": float(f0 * exp_time), "filter": filt}
+
+    def measureBackground(self, exposure: Exposure, IsrQaConfig: Any = None) -> dict[str, float]:
+        """Clipped median background on a grid of ``qa.flatnessMesh{X,Y}`` cells (QA).
+
+        Returns
+        -------
+        stats : `dict`
+            ``BGMEAN`` and ``BGVAR`` of the cell levels, also written to the metadata.
+        """
+        qa = IsrQaConfig or self.config.qa
+        img = exposure.image
+        good = (exposure.mask & exposure.masked_image.get_plane_bitmask(
+            [p for p in ("BAD", "SAT", "NO_DATA", "UNMASKEDNAN") if p in exposure.masked_image.mask_planes])) == 0
+        levels = []
+        for y in range(0, img.shape[0] - qa.flatnessMeshY + 1, qa.flatnessMeshY):
+            for x in range(0, img.shape[1] - qa.flatnessMeshX + 1, qa.flatnessMeshX):
+                sl = (slice(y, y + qa.flatnessMeshY), slice(x, x + qa.flatnessMeshX))
+                levels.append(clipped_stats(img[sl], ~good[sl], qa.flatnessClipSigma, qa.flatnessNIter)[0])
+        arr = np.array(levels, float)
+        arr = arr[np.isfinite(arr)]
+        stats = {"BGMEAN": float(arr.mean()) if arr.size else float("nan"),
+                 "BGVAR": float(arr.var()) if arr.size else float("nan")}
+        if qa.saveStats:
+            self.metadata.update(stats)
+        return stats
+
+    def makeBinnedImages(self, exposure: Exposure) -> tuple[Exposure, Exposure]:
+        """Exposures binned by ``binFactor1`` and ``binFactor2`` (mean, mask OR, var/b²)."""
+        out = []
+        for b in (self.config.binFactor1, self.config.binFactor2):
+            i, m, v = bin_planes(exposure.image, exposure.mask, exposure.variance, b)
+            out.append(Exposure(MaskedImage(i, m, v, dict(exposure.masked_image.mask_planes), exposure.xy0),
+                                metadata=exposure.metadata.copy(), info=exposure.info))
+        return out[0], out[1]
+
+    # ----------------------------------------------------------------------------- internals
+    @staticmethod
+    def _conform(exposure: Exposure, calib: Any, mask: np.ndarray | None) -> np.ndarray | None:
+        if mask is None or not isinstance(calib, (Exposure, MaskedImage)):
+            return mask
+        mi = calib.masked_image if isinstance(calib, Exposure) else calib
+        return exposure.masked_image._conformed_mask(mi) if mi.mask_planes != exposure.masked_image.mask_planes \
+            else mask
+
+    def _interpolate(self, exposure: Exposure, planes: list[str]) -> int:
+        mi = exposure.masked_image
+        planes = [p for p in planes if p in mi.mask_planes]
+        if not planes:
+            return 0
+        sat_name = self.config.saturatedMaskName
+        if sat_name in planes and self.config.growSaturationFootprintSize > 0:
+            sat_bit = np.int32(mi.get_plane_bitmask(sat_name))
+            sat = (mi.mask & sat_bit) != 0
+            if sat.any():
+                grown = F.grow_mask(sat, self.config.growSaturationFootprintSize)
+                mi.mask[grown & ~sat] |= sat_bit
+        bits = mi.get_plane_bitmask(planes)
+        bad = (mi.mask & np.int32(bits)) != 0
+        n = F.interpolate_from_mask(mi.image, bad)
+        if n:
+            mi.mask[bad] |= np.int32(mi.get_plane_bitmask("INTRP"))
+        return n
+
+    def _effective_gain_noise(self, detector: Any, ptc: Any, overscans: dict[str, Struct]
+                              ) -> tuple[dict[str, float], dict[str, float], str, str]:
+        c = self.config
+        gains: dict[str, float] = {}
+        noises: dict[str, float] = {}
+        gsrc = "PTC" if c.usePtcGains else "CAMERA"
+        nsrc = "OVERSCAN" if c.doEmpiricalReadNoise else ("PTC" if c.usePtcReadNoise else "CAMERA")
+        for amp in detector:
+            g = float(ptc.gain[amp.name]) if c.usePtcGains else amp.gain
+            if c.doEmpiricalReadNoise:
+                os = overscans.get(amp.name)
+                if os is None:
+                    raise RuntimeError(f"doEmpiricalReadNoise needs the overscan of amp {amp.name!r}; "
+                                       "enable doOverscan")
+                g_ok = g if g > 0 else 1.0
+                n = float(os.residualSigma) * g_ok
+            elif c.usePtcReadNoise:
+                n = float(ptc.noise[amp.name])
+            else:
+                n = amp.read_noise
+            gains[amp.name], noises[amp.name] = F.effective_gain_noise(g, n, amp.name)
+        return gains, noises, gsrc, nsrc
+
+    def _validate_inputs(self, ccd: Exposure, *, bias: Any, dark: Any, flat: Any, defects: Any, linearizer: Any,
+                         bfKernel: Any, ptc: Any, crosstalk: Any, fringes: Any, strayLightData: Any,
+                         illumMaskedImage: Any, deferredChargeCalib: Any) -> None:
+        c = self.config
+        filt = ccd.info.physical_filter
+        need = [
+            (c.doBias, bias, "bias", "doBias"),
+            (c.doDark, dark, "dark", "doDark"),
+            (c.doFlat, flat, "flat", "doFlat"),
+            (c.doDefect, defects, "defects", "doDefect"),
+            (c.doBrighterFatter, bfKernel, "bfKernel (brighter-fatter kernel)", "doBrighterFatter"),
+            (c.usePtcGains or c.usePtcReadNoise, ptc, "ptc (photon transfer curve)", "usePtcGains/usePtcReadNoise"),
+            (c.doStrayLight, strayLightData, "strayLightData", "doStrayLight"),
+            (c.doDeferredCharge, deferredChargeCalib, "deferredChargeCalib", "doDeferredCharge"),
+        ]
+        if self.doLinearize(ccd.detector) and ccd.detector[0].linearity_type == "LookupTable":
+            need.append((True, linearizer, "linearizer (lookup table)", "doLinearize"))
+        if c.doCrosstalk and not c.crosstalk.useConfigCoefficients and ccd.detector.crosstalk is None:
+            need.append((True, crosstalk, "crosstalk", "doCrosstalk"))
+        if c.doFringe and filt in c.fringe.filters:
+            need.append((True, fringes, "fringes", "doFringe"))
+        if c.doIlluminationCorrection and filt in c.illumFilters:
+            need.append((True, illumMaskedImage, "illumMaskedImage", "doIlluminationCorrection"))
+        for on, value, what, switch in need:
+            if on and value is None:
+                raise RuntimeError(f"IsrTask: {switch} is True but no {what} was provided; provide the "
+                                   f"calibration or set {switch}=False")
+        if c.doDeferredCharge:
+            raise NotImplementedError("deferred charge (CTI) correction is not implemented; set "
+                                      "doDeferredCharge=False")
+
+    # ----------------------------------------------------------------------------------- run
+    def run(self, ccdExposure: Any, *, camera: Any = None, bias: Any = None, linearizer: Any = None,
+            crosstalk: Any = None, crosstalkSources: Any = None, dark: Any = None, flat: Any = None,
+            ptc: Any = None, bfKernel: Any = None, bfGains: Any = None, defects: Any = None,
+            fringes: Any = None, opticsTransmission: Any = None, filterTransmission: Any = None,
+            sensorTransmission: Any = None, atmosphereTransmission: Any = None, detectorNum: int | None = None,
+            strayLightData: Any = None, illumMaskedImage: Any = None, deferredChargeCalib: Any = None
+            ) -> Struct:
+        """Perform instrument signature removal on an exposure.
+
+        Parameters
+        ----------
+        ccdExposure : `pipeline.image.Exposure`
+            Raw, untrimmed exposure of one detector (integer or float pixels, ADU) with its
+            ``detector`` attached; modified in place and returned.
+        camera : `pipeline.image.Camera`, optional
+            Used only when the exposure has no detector (with ``detectorNum``).
+        bias, dark, flat : `pipeline.image.Exposure`, optional
+            Assembled, trimmed calibration frames (ADU; dark for its ``info.dark_time``).
+        linearizer : `Linearizer`, optional
+            Overrides the camera's per-amp linearity (needed for LookupTable).
+        crosstalk : `CrosstalkCalib`, optional
+            Coefficients ``[source, target]`` (else ``detector.crosstalk``).
+        crosstalkSources : optional
+            Inter-chip sources (not supported; ignored with a warning).
+        ptc : `PhotonTransferCurveDataset`, optional
+            Per-amp ``gain`` / ``noise`` dicts (usePtcGains / usePtcReadNoise).
+        bfKernel : `BrighterFatterKernel` or `numpy.ndarray`, optional
+            Kernel ``[y, x]``.
+        bfGains : `dict`, optional
+            Gains for the BF correction (default: the effective gains).
+        defects : `Defects` or list of boxes, optional
+            Defects in assembled coordinates.
+        fringes : `pipeline.struct.Struct` (``fringes``, ``seed``), `Exposure` or list, optional
+            Fringe template(s).
+        opticsTransmission, filterTransmission, sensorTransmission, atmosphereTransmission : optional
+            Attached as ``exposure.transmission_curve`` (a dict) when doAttachTransmissionCurve.
+        detectorNum : `int`, optional
+            Detector id in ``camera``.
+        strayLightData : `numpy.ndarray` or `Exposure`, optional
+            Stray-light model subtracted when doStrayLight.
+        illumMaskedImage : `MaskedImage`, optional
+            Illumination correction.
+        deferredChargeCalib : optional
+            Not supported.
+
+        Returns
+        -------
+        result : `pipeline.struct.Struct`
+            ``exposure``/``outputExposure`` (the corrected exposure), ``ossThumb``,
+            ``flattenedThumb`` (binned `numpy.ndarray` or `None`), ``outputStatistics`` (dict or
+            `None`), ``preInterpExposure``, ``outputBin1Exposure``, ``outputBin2Exposure``.
+
+        Raises
+        ------
+        RuntimeError
+            A switch is on but its calibration is missing; calibration size mismatch; no
+            detector; exposure dark time NaN with doDark.
+        TypeError
+            Input is not an exposure-like object.
+        """
+        c = self.config
+        ccd = self.ensureExposure(ccdExposure, camera, detectorNum)
+        det = ccd.detector
+        if isinstance(bfKernel, BrighterFatterKernel):
+            bfGains = bfGains or bfKernel.gains or None
+            bfKernel = bfKernel.kernel
+        if isinstance(fringes, Struct):
+            fringes = getattr(fringes, "fringes", None)
+        self._validate_inputs(ccd, bias=bias, dark=dark, flat=flat, defects=defects, linearizer=linearizer,
+                              bfKernel=bfKernel, ptc=ptc, crosstalk=crosstalk, fringes=fringes,
+                              strayLightData=strayLightData, illumMaskedImage=illumMaskedImage,
+                              deferredChargeCalib=deferredChargeCalib)
+        if defects is not None and not isinstance(defects, Defects):
+            defects = Defects(defects)
+        md = ccd.metadata
+        for name, calib in (("bias", bias), ("dark", dark), ("flat", flat), ("defects", defects),
+                            ("linearizer", linearizer), ("crosstalk", crosstalk), ("ptc", ptc)):
+            if calib is not None:
+                self.compareCameraKeywords(md, calib, name)
+                _hset(md, f"LSST CALIB DATE {name.upper()}", self.extractCalibDate(calib))
+        _hset(md, "LSST ISR UNITS", "adu")
+        for step in ("OVERSCAN", "ASSEMBLECCD", "BIAS", "VARIANCE", "LINEARIZE", "CROSSTALK", "DEFECT",
+                     "DARK", "FLAT", "FRINGE", "BF", "STRAYLIGHT", "APPLYGAINS"):
+            _hset(md, f"LSST ISR {step} APPLIED", False)
+
+        # 2. int -> float
+        if c.doConvertIntToFloat:
+            self.convertIntToFloat(ccd)
+        mi = ccd.masked_image
+        for name in ("SAT", "SUSPECT", "BAD", "INTRP", "UNMASKEDNAN"):
+            mi.add_mask_plane(name)
+        # 3. bias before overscan (untrimmed bias)
+        if c.doBias and c.doBiasBeforeOverscan:
+            bi, bm, bv = _calib_planes(bias)
+            F.bias_correction(mi.image, mi.mask, mi.variance, bi, bm, bv)
+            _hset(md, "LSST ISR BIAS APPLIED", True)
+        # 4. parallel-overscan bleed masking
+        if c.doOverscan and c.overscan.doParallelOverscan:
+            self._mask_parallel_bleeds(ccd)
+        # 5. per amp: saturation/suspect, overscan
+        overscans: dict[str, Struct] = {}
+        bad_amps: list[str] = []
+        for amp in det:
+            if amp.raw_bbox.y1 > mi.shape[0] or amp.raw_bbox.x1 > mi.shape[1]:
+                raise RuntimeError(f"amplifier {amp.name!r} raw box {amp.raw_bbox} is outside the raw image "
+                                   f"{mi.shape}; the detector geometry does not match the raw")
+            if self.maskAmplifier(ccd, amp, defects):
+                bad_amps.append(amp.name)
+                continue
+            if c.doOverscan:
+                if amp.raw_serial_overscan_bbox.is_empty:
+                    self.log.info("amp %s has no serial overscan; skipping overscan correction", amp.name)
+                    continue
+                res = self.overscanCorrection(ccd, amp)
+                overscans[amp.name] = res
+                for key, val in (("SERIAL MEAN", res.overscanMean), ("SERIAL MEDIAN", res.overscanMedian),
+                                 ("SERIAL STDEV", res.overscanSigma), ("RESIDUAL SERIAL MEAN", res.residualMean),
+                                 ("RESIDUAL SERIAL MEDIAN", res.residualMedian),
+                                 ("RESIDUAL SERIAL STDEV", res.residualSigma)):
+                    _hset(md, f"LSST ISR OVERSCAN {key} {amp.name}", val)
+                    self.metadata[f"LSST ISR OVERSCAN {key} {amp.name}"] = float(val)
+                if res.parallel is not None:
+                    p = res.parallel
+                    for key, val in (("PARALLEL MEAN", p.overscanMean), ("PARALLEL MEDIAN", p.overscanMedian),
+                                     ("PARALLEL STDEV", p.overscanSigma),
+                                     ("RESIDUAL PARALLEL MEAN", p.residualMean),
+                                     ("RESIDUAL PARALLEL MEDIAN", p.residualMedian),
+                                     ("RESIDUAL PARALLEL STDEV", p.residualSigma)):
+                        _hset(md, f"LSST ISR OVERSCAN {key} {amp.name}", val)
+        if c.doOverscan and overscans:
+            _hset(md, "LSST ISR OVERSCAN APPLIED", True)
+        # 6. effective gains / noise
+        gains, noises, gsrc, nsrc = self._effective_gain_noise(det, ptc, overscans)
+        for amp in det:
+            _hset(md, f"LSST ISR GAIN {amp.name}", gains[amp.name])
+            _hset(md, f"LSST ISR READNOISE {amp.name}", noises[amp.name])
+            self.metadata[f"LSST ISR GAIN {amp.name}"] = gains[amp.name]
+            self.metadata[f"LSST ISR READNOISE {amp.name}"] = noises[amp.name]
+        _hset(md, "LSST ISR GAIN SOURCE", gsrc)
+        _hset(md, "LSST ISR NOISE SOURCE", nsrc)
+        # 8. crosstalk before assembly
+        if c.doCrosstalk and c.doCrosstalkBeforeAssemble:
+            self._crosstalk(ccd, crosstalk, trimmed=False)
+        # 9. assembly
+        if c.doAssembleCcd:
+            self._assemble(ccd)
+            _hset(md, "LSST ISR ASSEMBLECCD APPLIED", True)
+        mi = ccd.masked_image
+        trimmed = c.doAssembleCcd and c.assembleCcd.doTrim
+        amp_boxes = {a.name: (a.bbox if trimmed else a.raw_data_bbox) for a in ccd.detector}
+        oss_thumb = bin_image(mi.image, c.qa.thumbnailBinning) if c.qa.doThumbnailOss else None
+        if c.doTrimToMatchCalib:
+            ref = bias if bias is not None else (dark if dark is not None else flat)
+            if ref is not None:
+                self._trim_to_match(ccd, _calib_planes(ref)[0].shape)
+                mi = ccd.masked_image
+        # 10. bias
+        if c.doBias and not c.doBiasBeforeOverscan:
+            bi, bm, bv = _calib_planes(bias)
+            F.bias_correction(mi.image, mi.mask, mi.variance, bi, self._conform(ccd, bias, bm), bv)
+            _hset(md, "LSST ISR BIAS APPLIED", True)
+        # 11. variance
+        if c.doVariance:
+            for amp in ccd.detector:
+                sl = amp_boxes[amp.name].slices
+                F.update_variance(mi.image[sl], mi.variance[sl], gains[amp.name], noises[amp.name])
+            _hset(md, "LSST ISR VARIANCE APPLIED", True)
+            if c.maskNegativeVariance:
+                self.maskNegativeVariance(ccd)
+        # 12. linearity
+        if self.doLinearize(ccd.detector) or (c.doLinearize and linearizer is not None):
+            self._linearize(ccd, linearizer, amp_boxes)
+        # 13. crosstalk
+        if c.doCrosstalk and not c.doCrosstalkBeforeAssemble:
+            self._crosstalk(ccd, crosstalk, trimmed=trimmed)
+        if crosstalkSources:
+            self.log.warning("inter-chip crosstalk sources are not supported; ignored")
+        # 14. defects + edges
+        if c.doDefect:
+            self.maskDefect(ccd, defects)
+            _hset(md, "LSST ISR DEFECT APPLIED", True)
+        if c.numEdgeSuspect > 0:
+            self.maskEdges(ccd, c.numEdgeSuspect, c.suspectMaskName, c.edgeMaskLevel)
+        # 15. NaN masking
+        if c.doNanMasking:
+            self.maskNan(ccd)
+        # 16. saturation trails
+        if c.doWidenSaturationTrails and c.saturatedMaskName in mi.mask_planes:
+            bit = np.int32(mi.get_plane_bitmask(c.saturatedMaskName))
+            sat = (mi.mask & bit) != 0
+            if sat.any():
+                wide = F.widen_saturation_trails(sat)
+                mi.mask[wide & ~sat] |= bit
+        # 18. brighter-fatter
+        if c.doBrighterFatter:
+            self._brighter_fatter(ccd, bfKernel, bfGains or gains, dark, flat, amp_boxes)
+            _hset(md, "LSST ISR BF APPLIED", True)
+        # 19. dark
+        if c.doDark:
+            self.darkCorrection(ccd, dark)
+            _hset(md, "LSST ISR DARK APPLIED", True)
+        # 20. fringe before flat
+        filt = ccd.info.physical_filter
+        do_fringe = c.doFringe and filt in c.fringe.filters and fringes is not None
+        if do_fringe and not c.fringeAfterFlat:
+            self._fringe(ccd, fringes)
+        # 21. stray light
+        if c.doStrayLight:
+            sl_img = _calib_planes(strayLightData)[0]
+            mi.image -= sl_img.astype(np.float32, copy=False)
+            _hset(md, "LSST ISR STRAYLIGHT APPLIED", True)
+        # 22. flat
+        if c.doFlat:
+            self.flatCorrection(ccd, flat)
+            _hset(md, "LSST ISR FLAT APPLIED", True)
+        # 23. gains
+        if c.doApplyGains:
+            for amp in ccd.detector:
+                sl = amp_boxes[amp.name].slices
+                F.apply_gains(mi.image[sl], mi.variance[sl], gains[amp.name])
+            if c.normalizeGains:
+                meds = {a.name: float(np.median(mi.image[amp_boxes[a.name].slices][::4, ::4]))
+                        for a in ccd.detector}
+                ref = float(np.median(list(meds.values())))
+                for amp in ccd.detector:
+                    if meds[amp.name]:
+                        mi.image[amp_boxes[amp.name].slices] *= np.float32(ref / meds[amp.name])
+            _hset(md, "LSST ISR UNITS", "electron")
+            _hset(md, "LSST ISR APPLYGAINS APPLIED", True)
+        # 24. fringe after flat
+        if do_fringe and c.fringeAfterFlat:
+            self._fringe(ccd, fringes)
+        # 25. vignette, transmission, illumination
+        if c.doVignette:
+            self._vignette(ccd)
+        if c.doAttachTransmissionCurve:
+            curves = {k: v for k, v, use in (
+                ("optics", opticsTransmission, c.doUseOpticsTransmission),
+                ("filter", filterTransmission, c.doUseFilterTransmission),
+                ("sensor", sensorTransmission, c.doUseSensorTransmission),
+                ("atmosphere", atmosphereTransmission, c.doUseAtmosphereTransmission)) if use and v is not None}
+            ccd.transmission_curve = curves or None
+        if c.doIlluminationCorrection and filt in c.illumFilters:
+            ii, im_, iv = _calib_planes(illumMaskedImage)
+            F.flat_correction(mi.image, mi.mask, mi.variance, ii, im_, iv, "USER", c.illumScale)
+        flattened_thumb = bin_image(mi.image, c.qa.thumbnailBinning) if c.qa.doThumbnailFlattened else None
+        # 26. pre-interpolation copy
+        pre_interp = ccd.copy() if c.doSaveInterpPixels else None
+        # 27. bad regions
+        if c.doSetBadRegions:
+            n, value = F.set_bad_regions(mi.image, mi.mask, mi.get_plane_bitmask("BAD"),
+                                         mi.get_plane_bitmask("INTRP"), c.badStatistic)
+            if n:
+                self.log.info("set %d BAD pixels to %s = %g", n, c.badStatistic, value)
+        # 28. interpolation
+        if c.doInterpolate:
+            self._interpolate(ccd, c.interpolation_planes())
+        # 29. rough zero point
+        self.roughZeroPoint(ccd)
+        # 30. amp offset, background, statistics, binning
+        if c.doAmpOffset:
+            self.ampOffset.run(ccd)
+        if c.doMeasureBackground:
+            self.measureBackground(ccd)
+        stats = self._statistics(ccd, overscans, amp_boxes) if (c.doStandardStatistics or
+                                                                c.doCalculateStatistics) else None
+        bin1 = bin2 = None
+        if c.doBinnedExposures:
+            bin1, bin2 = self.makeBinnedImages(ccd)
+        return Struct(exposure=ccd, outputExposure=ccd, ossThumb=oss_thumb, flattenedThumb=flattened_thumb,
+                      outputStatistics=stats if c.doCalculateStatistics else None,
+                      preInterpExposure=pre_interp, outputBin1Exposure=bin1, outputBin2Exposure=bin2)
+
+    # ------------------------------------------------------------------------- step helpers
+    def _mask_parallel_bleeds(self, ccd: Exposure) -> None:
+        oc = self.config.overscan
+        mi = ccd.masked_image
+        sat_bit = np.int32(mi.get_plane_bitmask("SAT"))
+        union = None
+        boxes = [a.raw_parallel_overscan_bbox for a in ccd.detector if not a.raw_parallel_overscan_bbox.is_empty]
+        if not boxes or len({b.shape for b in boxes}) != 1:
+            return
+        for b in boxes:
+            sel = F.make_threshold_mask(mi.image[b.slices], oc.parallelOverscanMaskThreshold,
+                                        oc.parallelOverscanMaskGrowSize)
+            union = sel if union is None else (union | sel)
+        if union is not None and union.any():
+            for b in boxes:
+                mi.mask[b.slices][union] |= sat_bit
+
+    def _assemble(self, ccd: Exposure) -> None:
+        c = self.config
+        det = ccd.detector
+        mi = ccd.masked_image
+        trim = c.assembleCcd.doTrim
+        planes = dict(mi.mask_planes)
+        xy0 = mi.xy0
+        img = assemble_plane(mi.image, det, trim=trim, dtype=np.float32)
+        raw_mask, raw_var = mi.mask, mi.variance
+        ccd.masked_image = None  # free the raw image plane before assembling the others
+        del mi
+        mask = assemble_plane(raw_mask, det, trim=trim, dtype=np.int32)
+        del raw_mask
+        var = assemble_plane(raw_var, det, trim=trim, dtype=np.float32, fill=1.0)
+        del raw_var
+        ccd.masked_image = MaskedImage(img, mask, var, planes, xy0)
+        ccd.detector = assembled_detector(det, trim=trim)
+        for key in ["DATASEC", "BIASSEC", "TRIMSEC", "GAIN", *c.assembleCcd.keysToRemove]:
+            ccd.metadata.remove(key, ignore_missing=True, remove_all=True)
+
+    def _trim_to_match(self, ccd: Exposure, shape: tuple[int, int]) -> None:
+        ny, nx = ccd.shape
+        dy, dx = ny - shape[0], nx - shape[1]
+        if dy == 0 and dx == 0:
+            return
+        if dy != dx or dy % 2 or dy < 0:
+            raise RuntimeError(f"cannot trim the raw {ccd.shape} symmetrically to the calibration {shape}; "
+                               "the size differences must be equal, even and non-negative")
+        n = dy // 2
+        mi = ccd.masked_image
+        sl = (slice(n, ny - n), slice(n, nx - n))
+        ccd.masked_image = MaskedImage(mi.image[sl].copy(), mi.mask[sl].copy(), mi.variance[sl].copy(),
+                                       mi.mask_planes, mi.xy0)
+        ccd.mask[:1, :] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
+        ccd.mask[-1:, :] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
+        ccd.mask[:, :1] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
+        ccd.mask[:, -1:] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
+        amps = [a.replace(bbox=a.bbox.shifted(-n, -n)) for a in ccd.detector]
+        ccd.detector = ccd.detector.replace(amplifiers=tuple(amps), bbox=Box(0, 0, nx - 2 * n, ny - 2 * n))
+
+    def _linearize(self, ccd: Exposure, linearizer: Linearizer | None, amp_boxes: dict[str, Box]) -> None:
+        lin = linearizer if linearizer is not None else Linearizer.from_detector(ccd.detector)
+        n_out = 0
+        for amp in ccd.detector:
+            ltype = lin.linearity_type.get(amp.name, "None")
+            coeffs = lin.linearity_coeffs.get(amp.name, ())
+            n_out += apply_linearity(ccd.image[amp_boxes[amp.name].slices], ltype, coeffs, lin.table)
+        self.metadata["LINEARITY OUT OF RANGE"] = n_out
+        _hset(ccd.metadata, "LSST ISR LINEARIZE APPLIED", True)
+
+    def _crosstalk(self, ccd: Exposure, calib: CrosstalkCalib | None, trimmed: bool) -> None:
+        c = self.config.crosstalk
+        det = ccd.detector
+        sqr = None
+        if c.useConfigCoefficients:
+            coeffs = np.asarray(c.crosstalkValues, float).reshape(c.crosstalkShape)
+        elif calib is not None:
+            coeffs = calib.coeffs
+            sqr = calib.coeffs_sqr
+        else:
+            coeffs = det.crosstalk
+        if c.doQuadraticCrosstalkCorrection and sqr is None:
+            raise RuntimeError("doQuadraticCrosstalkCorrection needs quadratic coefficients (coeffs_sqr) in "
+                               "the crosstalk calibration")
+        mi = ccd.masked_image
+        bit = mi.get_plane_bitmask(c.crosstalkMaskPlane, add=True)
+        boxes = [a.bbox if trimmed else a.raw_data_bbox for a in det]
+        crosstalk_correct(mi.image, mi.mask, mi.variance, list(det), coeffs, boxes=boxes,
+                          coeffs_sqr=sqr if c.doQuadraticCrosstalkCorrection else None,
+                          background=c.crosstalkBackgroundMethod, min_pixel_to_mask=c.minPixelToMask,
+                          crosstalk_bit=bit, bad_bit=mi.get_plane_bitmask("BAD"))
+        _hset(ccd.metadata, "LSST ISR CROSSTALK APPLIED", True)
+
+    def _brighter_fatter(self, ccd: Exposure, kernel: np.ndarray, gains: Mapping[str, float], dark: Any,
+                         flat: Any, amp_boxes: dict[str, Box]) -> None:
+        c = self.config
+        if c.brighterFatterLevel == "AMP":
+            raise NotImplementedError("AMP-level brighter-fatter correction is not implemented; use "
+                                      "brighterFatterLevel='DETECTOR'")
+        work = ccd.copy()
+        with self.flatContext(work, flat, dark):
+            self._interpolate(work, [p for p in c.brighterFatterMaskListToInterpolate
+                                     if p in work.masked_image.mask_planes])
+        img = work.image.astype(np.float64)
+        if c.brighterFatterApplyGain:
+            for amp in ccd.detector:
+                img[amp_boxes[amp.name].slices] *= gains.get(amp.name, 1.0)
+        corrected, diff, n = brighter_fatter_correction(img, np.asarray(kernel, float),
+                                                        c.brighterFatterMaxIter, c.brighterFatterThreshold)
+        delta = corrected - img
+        if c.brighterFatterApplyGain:
+            for amp in ccd.detector:
+                delta[amp_boxes[amp.name].slices] /= gains.get(amp.name, 1.0)
+        if n >= c.brighterFatterMaxIter:
+            self.log.warning("brighter-fatter correction did not converge (final difference %g)", diff)
+        ccd.image += delta.astype(np.float32)
+        ky, kx = np.asarray(kernel).shape
+        b = max(ky, kx) // 2
+        F.mask_edges(ccd.mask, b, ccd.masked_image.get_plane_bitmask("EDGE"))
+        self.metadata["BRIGHTER_FATTER_ITERATIONS"] = n
+        self.metadata["BRIGHTER_FATTER_DIFFERENCE"] = diff
+
+    def _fringe(self, ccd: Exposure, fringes: Any) -> None:
+        c = self.config.fringe
+        frames = fringes if isinstance(fringes, (list, tuple)) else [fringes]
+        mi = ccd.masked_image
+        bad = (mi.mask & mi.get_plane_bitmask([p for p in ("SAT", "BAD", "UNMASKEDNAN") if p in mi.mask_planes])) != 0
+        seed = (c.rngSeedOffset + int(ccd.info.id or 0)) % (2 ** 32)
+        rng = np.random.RandomState(seed)
+        ny, nx = mi.shape
+        xs = rng.randint(c.large, nx - c.large, c.num)
+        ys = rng.randint(c.large, ny - c.large, c.num)
+        sci = measure_fringes(mi.image, bad, xs, ys, c.small, c.large)
+        templ, tvars = [], []
+        for fr in frames:
+            fi, fm, fv = _calib_planes(fr)
+            fi = fi.astype(np.float32, copy=True)
+            if c.pedestal:
+                fi -= np.float32(clipped_stats(fi)[0])
+            templ.append(fi)
+            tvars.append(fv)
+            if fm is not None:
+                mi.mask |= fm
+        fmeas = np.stack([measure_fringes(t, bad, xs, ys, c.small, c.large) for t in templ], axis=1)
+        amps = solve_fringes(sci, fmeas, c.iterations, c.clip)
+        subtract_fringes(mi.image, mi.variance, templ, amps,
+                         tvars if all(v is not None for v in tvars) else None)
+        self.metadata["FRINGE_AMPLITUDES"] = [float(a) for a in amps]
+        _hset(ccd.metadata, "LSST ISR FRINGE APPLIED", True)
+
+    def _vignette(self, ccd: Exposure) -> None:
+        v = self.config.vignette
+        ny, nx = ccd.shape
+        yy, xx = np.ogrid[:ny, :nx]
+        outside = (xx - v.xCenter) ** 2 + (yy - v.yCenter) ** 2 > v.radius ** 2
+        if self.config.doMaskVignettePolygon and outside.any():
+            ccd.mask[outside] |= np.int32(ccd.masked_image.get_plane_bitmask(["VIGNETTED", "NO_DATA"]))
+        if math.isfinite(self.config.vignetteValue):
+            ccd.image[outside] = np.float32(self.config.vignetteValue)
+
+    def _statistics(self, ccd: Exposure, overscans: dict[str, Struct], amp_boxes: dict[str, Box]
+                    ) -> dict[str, Any]:
+        mi = ccd.masked_image
+        sat_bit = mi.get_plane_bitmask("SAT")
+        bad_bit = mi.get_plane_bitmask("BAD")
+        excl = mi.get_plane_bitmask([p for p in ("BAD", "SAT", "NO_DATA", "UNMASKEDNAN") if p in mi.mask_planes])
+        out: dict[str, Any] = {}
+        for amp in ccd.detector:
+            sl = amp_boxes[amp.name].slices
+            img, msk = mi.image[sl], mi.mask[sl]
+            nsat = int(np.count_nonzero(msk & sat_bit))
+            nbad = int(np.count_nonzero(msk & bad_bit))
+            sample = F.sample_for_statistics(img, (msk & excl) == 0, 1 << 16)
+            mean, var, _ = clipped_stats(sample) if sample.size else (float("nan"),) * 2 + (0,)
+            med = float(np.median(sample)) if sample.size else float("nan")
+            stdev = float(np.sqrt(var)) if var == var else float("nan")
+            level = med - overscans[amp.name].overscanMedian if amp.name in overscans else float("nan")
+            md = ccd.metadata
+            for key, val in (("NSAT", nsat), ("NBAD", nbad), ("FINAL MEAN", mean), ("FINAL MEDIAN", med),
+                             ("FINAL STDEV", stdev), ("LEVEL", level)):
+                _hset(md, f"LSST ISR {key} {amp.name}", val)
+            out[amp.name] = {"NSAT": nsat, "NBAD": nbad, "MEAN": mean, "MEDIAN": med, "STDEV": stdev,
+                             "LEVEL": level}
+        return out
