@@ -16,8 +16,10 @@ Validation (each error names the labels, connections and dataset types involved)
   dimensions (with the dimensions they imply), so it could match several datasets per quantum;
 - unknown dimension names.
 
-The graph is a `networkx.DiGraph` (`PipelineGraph.xgraph`) over node keys ``("task", label)`` and
-``("dataset", name)``; `PipelineGraph.tasks` is in a deterministic topological order.
+The graph is held in a small internal adjacency structure (so that importing this module does not
+import networkx, which costs 0.3-1 s of CLI start-up); `PipelineGraph.xgraph` returns it as a
+`networkx.DiGraph` over node keys ``("task", label)`` and ``("dataset", name)`` on demand.
+`PipelineGraph.tasks` is in a deterministic topological order.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
+import heapq
+
 import yaml
 
 from .config import Config
@@ -49,6 +52,7 @@ __all__ = [
 ]
 
 PACKAGES_DATASET_TYPE = "packages"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _FALLBACK_UNIVERSE = {
     "instrument": ((), ()),
@@ -65,7 +69,7 @@ def _universe() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Element name → (requires, implies), in universe order (``registry_schema/dimensions.yaml``)."""
     path = _REPO_ROOT / "registry_schema" / "dimensions.yaml"
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_LOADER)
         elements = data["elements"]
         return {
             name: (tuple(el.get("requires") or ()), tuple(el.get("implies") or ()))
@@ -80,7 +84,7 @@ def _storage_class_kinds() -> dict[str, tuple[str, str]]:
     """Storage class → (pytype, formatter); classes with equal pairs are interchangeable aliases."""
     path = _REPO_ROOT / "registry_schema" / "storage_classes.yaml"
     try:
-        data = yaml.safe_load(path.read_text())["storage_classes"]
+        data = yaml.load(path.read_text(), Loader=_LOADER)["storage_classes"]
         return {name: (str(sc.get("pytype")), str(sc.get("formatter"))) for name, sc in data.items()}
     except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         return {}
@@ -378,6 +382,83 @@ class DatasetTypeNode:
         }
 
 
+class _DiGraph:
+    """Minimal directed graph: ordered nodes with attributes, edges with data (last wins)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[Any, dict[str, Any]] = {}
+        self.succ: dict[Any, dict[Any, dict[str, Any]]] = {}
+        self.pred: dict[Any, dict[Any, dict[str, Any]]] = {}
+
+    def add_node(self, key: Any, **attrs: Any) -> None:
+        self.nodes.setdefault(key, {}).update(attrs)
+        self.succ.setdefault(key, {})
+        self.pred.setdefault(key, {})
+
+    def add_edge(self, u: Any, v: Any, **data: Any) -> None:
+        self.add_node(u)
+        self.add_node(v)
+        self.succ[u][v] = data
+        self.pred[v][u] = data
+
+    def edges(self) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
+        for u, targets in self.succ.items():
+            for v, data in targets.items():
+                yield u, v, data
+
+    def topological_sort(self, key: Any) -> list[Any] | None:
+        """Kahn's algorithm, always taking the ready node with the smallest ``key``; None on a cycle."""
+        indegree = {k: len(p) for k, p in self.pred.items()}
+        ready = [(key(k), i, k) for i, k in enumerate(self.nodes) if indegree[k] == 0]
+        heapq.heapify(ready)
+        index = {k: i for i, k in enumerate(self.nodes)}
+        out = []
+        while ready:
+            _, _, k = heapq.heappop(ready)
+            out.append(k)
+            for v in self.succ[k]:
+                indegree[v] -= 1
+                if indegree[v] == 0:
+                    heapq.heappush(ready, (key(v), index[v], v))
+        return out if len(out) == len(self.nodes) else None
+
+    def find_cycle(self) -> list[Any] | None:
+        """Return the nodes of one cycle (in edge order), or None."""
+        state: dict[Any, int] = {}
+        for start in self.nodes:
+            if start in state:
+                continue
+            stack = [(start, iter(self.succ[start]))]
+            path = [start]
+            state[start] = 1
+            while stack:
+                node, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    stack.pop()
+                    path.pop()
+                    state[node] = 2
+                elif state.get(nxt) == 1:
+                    return path[path.index(nxt):]
+                elif nxt not in state:
+                    state[nxt] = 1
+                    path.append(nxt)
+                    stack.append((nxt, iter(self.succ[nxt])))
+        return None
+
+    def reachable(self, start: Any, *, forward: bool) -> set[Any]:
+        """Nodes reachable from ``start`` (descendants if forward, else ancestors), without it."""
+        adj = self.succ if forward else self.pred
+        seen: set[Any] = set()
+        todo = list(adj[start])
+        while todo:
+            k = todo.pop()
+            if k not in seen:
+                seen.add(k)
+                todo.extend(adj[k])
+        return seen
+
+
 def _task_key(label: str) -> tuple[str, str]:
     return ("task", label)
 
@@ -414,38 +495,54 @@ class PipelineGraph:
         self.description = description
         self.instrument = instrument
         nodes = list(task_nodes)
+        self._xgraph: Any = None
         self._declared_order = [t.label for t in nodes]
-        self.xgraph = nx.DiGraph()
+        self._graph = _DiGraph()
         self.dataset_types: dict[str, DatasetTypeNode] = {}
         self._edges_by_dataset: dict[str, list[ResolvedConnection]] = {}
         for node in nodes:
-            self.xgraph.add_node(_task_key(node.label), node=node)
+            self._graph.add_node(_task_key(node.label), node=node)
             for conn in node.iter_connections():
                 self._edges_by_dataset.setdefault(conn.dataset_type_name, []).append(conn)
                 dkey = _dataset_key(conn.dataset_type_name)
-                if not self.xgraph.has_node(dkey):
-                    self.xgraph.add_node(dkey)
+                if dkey not in self._graph.nodes:
+                    self._graph.add_node(dkey)
                 if conn.is_output:
-                    self.xgraph.add_edge(_task_key(node.label), dkey, connection=conn)
+                    self._graph.add_edge(_task_key(node.label), dkey, connection=conn)
                 else:
-                    self.xgraph.add_edge(dkey, _task_key(node.label), connection=conn)
+                    self._graph.add_edge(dkey, _task_key(node.label), connection=conn)
         if validate:
             self._validate()
         self._resolve_dataset_types()
         if validate:
             self._check_cycles()
         order = {label: i for i, label in enumerate(self._declared_order)}
-        try:
-            sorted_keys = list(
-                nx.lexicographical_topological_sort(
-                    self.xgraph, key=lambda k: (0, order[k[1]], "") if k[0] == "task" else (1, 0, k[1])
-                )
-            )
-        except nx.NetworkXUnfeasible:
+        sorted_keys = self._graph.topological_sort(
+            key=lambda k: (0, order[k[1]], "") if k[0] == "task" else (1, 0, k[1])
+        )
+        if sorted_keys is None:  # a cycle (only when not validating)
             sorted_keys = [_task_key(lb) for lb in self._declared_order]
         self.tasks: dict[str, TaskNode] = {
-            k[1]: self.xgraph.nodes[k]["node"] for k in sorted_keys if k[0] == "task"
+            k[1]: self._graph.nodes[k]["node"] for k in sorted_keys if k[0] == "task"
         }
+
+    @property
+    def xgraph(self) -> Any:
+        """The graph as a `networkx.DiGraph` (built on first access).
+
+        Nodes are ``("task", label)`` (attribute ``node``: the `TaskNode`) and ``("dataset", name)``;
+        edges carry ``connection``: the `ResolvedConnection`.
+        """
+        if self._xgraph is None:
+            import networkx as nx
+
+            g = nx.DiGraph()
+            for key, attrs in self._graph.nodes.items():
+                g.add_node(key, **attrs)
+            for u, v, data in self._graph.edges():
+                g.add_edge(u, v, **data)
+            self._xgraph = g
+        return self._xgraph
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -557,12 +654,11 @@ class PipelineGraph:
             raise PipelineGraphError(f"{len(unique)} pipeline graph errors:\n  - " + "\n  - ".join(unique))
 
     def _check_cycles(self) -> None:
-        try:
-            cycle = nx.find_cycle(self.xgraph)
-        except nx.NetworkXNoCycle:
+        cycle = self._graph.find_cycle()
+        if cycle is None:
             return
         parts = []
-        for u, _v in cycle:
+        for u in cycle:
             parts.append(f"task '{u[1]}'" if u[0] == "task" else f"'{u[1]}'")
         parts.append(parts[0])
         raise PipelineGraphError(
@@ -620,12 +716,12 @@ class PipelineGraph:
 
     def upstream_tasks(self, label: str) -> list[str]:
         """Labels of the tasks whose outputs ``label`` (indirectly) reads, topological order."""
-        anc = nx.ancestors(self.xgraph, _task_key(label))
+        anc = self._graph.reachable(_task_key(label), forward=False)
         return [lb for lb in self.tasks if _task_key(lb) in anc]
 
     def downstream_tasks(self, label: str) -> list[str]:
         """Labels of the tasks that (indirectly) read ``label``'s outputs, topological order."""
-        desc = nx.descendants(self.xgraph, _task_key(label))
+        desc = self._graph.reachable(_task_key(label), forward=True)
         return [lb for lb in self.tasks if _task_key(lb) in desc]
 
     def independent_subgraphs(self) -> list[PipelineGraph]:
@@ -639,24 +735,24 @@ class PipelineGraph:
         graphs : `list` [`PipelineGraph`]
             In the topological order of their first task.
         """
-        g = nx.Graph()
-        for label in self.tasks:
-            g.add_node(_task_key(label))
-        for u, v, data in self.xgraph.edges(data=True):
+        parent: dict[Any, Any] = {}
+
+        def find(x: Any) -> Any:
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for u, v, data in self._graph.edges():
             conn: ResolvedConnection = data["connection"]
             if conn.prerequisite or conn.is_init:
                 continue
-            g.add_edge(u, v)
-        groups: list[list[str]] = []
-        seen: set[str] = set()
+            parent[find(u)] = find(v)
+        groups: dict[Any, list[str]] = {}
         for label in self.tasks:
-            if label in seen:
-                continue
-            comp = nx.node_connected_component(g, _task_key(label))
-            labels = [lb for lb in self.tasks if _task_key(lb) in comp]
-            seen.update(labels)
-            groups.append(labels)
-        return [self.subgraph(labels) for labels in groups]
+            groups.setdefault(find(_task_key(label)), []).append(label)
+        return [self.subgraph(labels) for labels in groups.values()]
 
     @property
     def packages_dataset_type(self) -> tuple[str, tuple[str, ...], str]:
@@ -703,7 +799,7 @@ class PipelineGraph:
             extra = ", calibration" if d.is_calibration else ""
             text = f"{name}\\n{_fmt_dims(d.dimensions)}\\n{d.storage_class}{extra}"
             lines.append(f'  {nid(_dataset_key(name))} [shape=ellipse, label="{_esc(text)}"];')
-        for u, v, data in self.xgraph.edges(data=True):
+        for u, v, data in self._graph.edges():
             conn: ResolvedConnection = data["connection"]
             if conn.automatic:
                 continue
@@ -768,10 +864,10 @@ class PipelineGraph:
                 return (order[d.producer], 1, k[1])
             return (min((order[c] for c in d.consumers), default=0), -1, k[1])
 
-        return list(nx.lexicographical_topological_sort(self.xgraph, key=sort_key))
+        return self._graph.topological_sort(key=sort_key) or list(self._graph.nodes)
 
     def _ordered_successors(self, key: tuple[str, str]) -> list[tuple[str, str]]:
-        return list(self.xgraph.successors(key))
+        return list(self._graph.succ[key])
 
 
 def _draw_dag(keys: list[Any], succ: Mapping[Any, list[Any]], labels: Mapping[Any, str]) -> str:

@@ -1114,8 +1114,11 @@ def _expand(text: str, where: str) -> str:
     return expanded
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse_yaml(text: str, where: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         raise PipelineDefinitionError(f"{where}: invalid YAML: {exc}") from None

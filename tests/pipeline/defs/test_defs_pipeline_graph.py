@@ -287,3 +287,17 @@ def test_text_and_dot_rendering():
     dashed = [line for line in dot.splitlines() if "style=dashed" in line]
     assert len(dashed) == 2  # bias -> isr, toyCamera -> norm
     assert dot.count("->") == 10 and "isr_metadata" not in dot
+
+
+def test_networkx_view_is_lazy_and_consistent():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nfrom pipeline.pipeline_yaml import Pipeline\n"
+            f"g = Pipeline.from_string({TOY!r}).to_graph()\n"
+            "assert 'networkx' not in sys.modules\n"
+            "import networkx as nx\nx = g.xgraph\nassert nx.is_directed_acyclic_graph(x)\n"
+            "assert x.number_of_nodes() == len(g.tasks) + len(g.dataset_types)\n"
+            "assert x.edges[('dataset', 'toyPostIsr'), ('task', 'combine')]['connection'].multiple\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
