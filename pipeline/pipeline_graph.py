@@ -27,11 +27,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import heapq
 
 import yaml
 
