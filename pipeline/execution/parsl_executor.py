@@ -1,0 +1,628 @@
+"""Run quanta on Parsl (``pipetask run --executor parsl --parsl-config FILE``).
+
+`ParslQuantumExecutor` implements the small executor interface of
+`pipeline.execution.executors` (``max_in_flight``, ``submit``, ``shutdown``, ``reset``) on a
+Parsl ``DataFlowKernel``, so the driver (`pipeline.execution.runner.run_graph`) is the same for
+serial, process-pool and Parsl runs: it walks the graph, keeps at most ``max_in_flight`` quanta
+submitted (never the whole graph) and registers the outputs in batched transactions.
+
+Workers receive only ``(graph path, repository root, quantum id)`` and run the quantum through
+`pipeline.execution.single_quantum.SingleQuantumExecutor` (a quantum-backed butler: predicted
+refs, no registry), cached once per worker process. This is the ctrl_bps_parsl model
+(middleware-reference section 7) without an extra workflow layer.
+
+Failures
+--------
+- An algorithm error inside a task is reported as a failed `QuantumResult` by the worker; it is
+  never retried and the driver blocks only the quantum's descendants.
+- A lost worker or manager (``WorkerLost``/``ManagerLost``: killed process, node crash, missed
+  heartbeats) is retried: first by Parsl's own ``retries`` (with a retry handler that counts only
+  lost-worker errors), then by this executor up to ``lost_worker_retries`` more times; after
+  that the quantum fails with ``WorkerLostError`` and only its descendants are blocked.
+- Any other infrastructure error (e.g. ccdflow cannot be imported on the workers) fails the
+  quantum with the Parsl error message instead of killing the whole run.
+
+Configuration
+-------------
+``--parsl-config`` is either a Python file defining ``config`` (a `parsl.config.Config`), or a
+YAML file in the schema of `ParslSiteConfig`::
+
+    executor: htex                 # HighThroughputExecutor (the only one supported)
+    retries: 1                     # Parsl retries, counted only for lost workers
+    lost_worker_retries: 2         # further resubmissions by ccdflow
+    strategy_period: 0.5           # s between Parsl scaling decisions
+    htex: {max_workers_per_node: 8, cores_per_worker: 1, mem_per_worker: 4}
+    provider:
+      kind: slurm                  # local | slurm | pbs | lsf | kubernetes
+      partition: normal
+      walltime: "02:00:00"
+      max_blocks: 10
+      worker_init: "source /path/to/venv/bin/activate"
+      launcher: srun               # single | srun | mpiexec | aprun | simple
+
+See ``docs/parsl.md`` for complete examples.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import runpy
+import sys
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .executors import WorkerLostError
+from .single_quantum import QuantumResult
+
+__all__ = ["ParslQuantumExecutor", "ParslConfigError", "ParslSiteConfig", "HtexOptions", "ProviderOptions",
+           "load_parsl_config", "make_parsl_config", "run_quantum_on_worker", "is_lost_worker_error",
+           "PROVIDER_KINDS"]
+
+_log = logging.getLogger("ccdflow.exec.parsl")
+
+#: ``provider.kind`` -> Parsl provider class path.
+PROVIDER_KINDS: dict[str, str] = {
+    "local": "parsl.providers.LocalProvider",
+    "slurm": "parsl.providers.SlurmProvider",
+    "pbs": "parsl.providers.PBSProProvider",
+    "lsf": "parsl.providers.LSFProvider",
+    "kubernetes": "parsl.providers.KubernetesProvider",
+}
+
+_LAUNCHERS: dict[str, str] = {
+    "single": "parsl.launchers.SingleNodeLauncher",
+    "simple": "parsl.launchers.SimpleLauncher",
+    "srun": "parsl.launchers.SrunLauncher",
+    "mpiexec": "parsl.launchers.MpiExecLauncher",
+    "aprun": "parsl.launchers.AprunLauncher",
+    "jsrun": "parsl.launchers.JsrunLauncher",
+}
+
+
+class ParslConfigError(ValueError):
+    """A Parsl configuration file or section is invalid (the message names the field and the fix)."""
+
+
+# ============================================================================ YAML schema
+class HtexOptions(BaseModel):
+    """Options of Parsl's ``HighThroughputExecutor`` (the ``htex:`` section).
+
+    Attributes
+    ----------
+    label : `str`
+        Executor label.
+    max_workers_per_node : `int`, optional
+        Worker processes per node (default: as many as ``cores_per_worker`` allows).
+    cores_per_worker : `float`
+        Cores each worker (one quantum at a time) gets.
+    mem_per_worker : `float`, optional
+        Memory per worker in GB (Parsl limits the worker count per node accordingly).
+    prefetch_capacity : `int`
+        Tasks a worker pool fetches ahead of its free workers.
+    heartbeat_period, heartbeat_threshold : `int`
+        Seconds between heartbeats / before a silent manager counts as lost.
+    address : `str`, optional
+        Address workers use to reach the driver. Default: ``127.0.0.1`` for the local provider,
+        the host name otherwise.
+    interface : `str`, optional
+        Network interface whose address to use instead (e.g. ``ib0``).
+    worker_debug : `bool`
+        Verbose worker logs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = "ccdflow"
+    max_workers_per_node: int | None = Field(None, ge=1)
+    cores_per_worker: float = Field(1.0, gt=0)
+    mem_per_worker: float | None = Field(None, gt=0)
+    prefetch_capacity: int = Field(0, ge=0)
+    heartbeat_period: int = Field(30, ge=1)
+    heartbeat_threshold: int = Field(120, ge=1)
+    address: str | None = None
+    interface: str | None = None
+    worker_debug: bool = False
+
+
+class ProviderOptions(BaseModel):
+    """Where worker blocks come from (the ``provider:`` section).
+
+    ``kind`` picks the Parsl provider; every other key is passed to its constructor and must be
+    one of its parameters (``partition``, ``account``, ``qos``, ``walltime``, ``nodes_per_block``,
+    ``init_blocks``, ``min_blocks``, ``max_blocks``, ``worker_init``, ``scheduler_options``,
+    ``queue``, ``project``, ``image``, ``namespace`` ... depending on the provider). ``launcher``
+    is a name (``single``, ``srun``, ``mpiexec``, ``aprun``, ``simple``, ``jsrun``).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["local", "slurm", "pbs", "lsf", "kubernetes"] = "local"
+    launcher: str | None = None
+    worker_init: str = ""
+
+
+class ParslSiteConfig(BaseModel):
+    """The YAML form of a Parsl configuration for ccdflow.
+
+    Attributes
+    ----------
+    executor : ``"htex"``
+        Parsl ``HighThroughputExecutor``.
+    retries : `int`
+        Parsl retries; the installed retry handler counts only lost workers/managers.
+    lost_worker_retries : `int`
+        Resubmissions by ccdflow after Parsl's retries are used up.
+    max_in_flight : `int`, optional
+        Quanta the driver keeps submitted (default ``2 x workers + prefetch``).
+    strategy_period : `float`
+        Seconds between Parsl scaling decisions (short values start the first block sooner).
+    max_idletime : `float`
+        Seconds an idle block is kept before being released.
+    run_dir : `str`, optional
+        Parsl's log directory (default ``REPO/.ccdflow/parsl``).
+    export_env : `dict`
+        Environment variables exported on the workers before they start.
+    htex : `HtexOptions`
+    provider : `ProviderOptions`
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    executor: Literal["htex", "HighThroughputExecutor"] = "htex"
+    retries: int = Field(1, ge=0)
+    lost_worker_retries: int = Field(2, ge=0)
+    max_in_flight: int | None = Field(None, ge=1)
+    strategy_period: float = Field(0.5, gt=0)
+    max_idletime: float = Field(120.0, ge=0)
+    run_dir: str | None = None
+    export_env: dict[str, str] = Field(default_factory=dict)
+    htex: HtexOptions = Field(default_factory=HtexOptions)
+    provider: ProviderOptions = Field(default_factory=ProviderOptions)
+
+
+def _import(path: str) -> Any:
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _format_validation(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"invalid Parsl configuration {where}: " + "; ".join(parts)
+
+
+def _worker_slots(site: ParslSiteConfig) -> int:
+    """Number of workers a site configuration gives at most."""
+    prov = site.provider.model_dump()
+    nodes = int(prov.get("nodes_per_block") or 1)
+    blocks = int(prov.get("max_blocks") or prov.get("init_blocks") or 1)
+    per_node = site.htex.max_workers_per_node
+    if per_node is None:
+        cores = prov.get("cores_per_node") or (os.cpu_count() or 1)
+        per_node = max(1, int(cores // site.htex.cores_per_worker))
+    return max(1, nodes * blocks * per_node)
+
+
+def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *, run_dir: str | os.PathLike[str] | None = None) -> Any:
+    """Build a `parsl.config.Config` from the YAML schema.
+
+    Parameters
+    ----------
+    site : `ParslSiteConfig` or `dict`
+        The configuration (a mapping is validated first).
+    run_dir : path-like, optional
+        Parsl's run directory when ``site.run_dir`` is not set.
+
+    Returns
+    -------
+    config : `parsl.config.Config`
+        A fresh config (Parsl configs are single-use), with one ``HighThroughputExecutor``.
+
+    Raises
+    ------
+    ParslConfigError
+        If a field is unknown or has a wrong value, the provider does not accept a key, or the
+        launcher name is unknown.
+    """
+    if not isinstance(site, ParslSiteConfig):
+        try:
+            site = ParslSiteConfig.model_validate(site or {})
+        except ValidationError as exc:
+            raise ParslConfigError(_format_validation(exc, "")) from None
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+
+    prov_cls = _import(PROVIDER_KINDS[site.provider.kind])
+    kwargs = {k: v for k, v in site.provider.model_dump().items() if k not in ("kind", "launcher", "worker_init")}
+    allowed = [p for p in inspect.signature(prov_cls.__init__).parameters if p not in ("self", "launcher",
+                                                                                      "worker_init")]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ParslConfigError(
+            f"provider kind {site.provider.kind!r} does not accept {', '.join(unknown)}; "
+            f"allowed keys: kind, launcher, worker_init, {', '.join(allowed)}")
+    if site.provider.launcher is not None:
+        lname = site.provider.launcher.lower()
+        if lname not in _LAUNCHERS:
+            raise ParslConfigError(f"unknown provider.launcher {site.provider.launcher!r}; choose one of "
+                                   f"{', '.join(_LAUNCHERS)}")
+        if "launcher" not in inspect.signature(prov_cls.__init__).parameters:
+            raise ParslConfigError(f"provider kind {site.provider.kind!r} takes no launcher; remove provider.launcher")
+        kwargs["launcher"] = _import(_LAUNCHERS[lname])()
+    # Workers are fresh interpreters: put this Python's bin/ first on PATH (process_worker_pool.py
+    # and the ccdflow installation), one BLAS thread per single-core worker, then the user's lines.
+    init = [f'export PATH="{Path(sys.executable).parent}:$PATH"']
+    if site.htex.cores_per_worker <= 1:
+        init.append("export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1")
+    for k, v in site.export_env.items():
+        init.append(f"export {k}={_shell_quote(str(v))}")
+    if site.provider.worker_init:
+        init.append(site.provider.worker_init)
+    kwargs["worker_init"] = "\n".join(init) if site.provider.kind != "kubernetes" else "; ".join(init)
+    try:
+        provider = prov_cls(**kwargs)
+    except TypeError as exc:
+        raise ParslConfigError(f"provider kind {site.provider.kind!r}: {exc}") from None
+    h = site.htex
+    address = h.address
+    if address is None and h.interface is not None:
+        from parsl.addresses import address_by_interface
+
+        address = address_by_interface(h.interface)
+    if address is None:
+        if site.provider.kind == "local":
+            address = "127.0.0.1"
+        else:
+            from parsl.addresses import address_by_hostname
+
+            address = address_by_hostname()
+    htex = HighThroughputExecutor(
+        label=h.label, provider=provider, address=address, cores_per_worker=h.cores_per_worker,
+        mem_per_worker=h.mem_per_worker, max_workers_per_node=h.max_workers_per_node,
+        prefetch_capacity=h.prefetch_capacity, heartbeat_period=h.heartbeat_period,
+        heartbeat_threshold=h.heartbeat_threshold, worker_debug=h.worker_debug)
+    rd = site.run_dir or (str(run_dir) if run_dir is not None else "runinfo")
+    return Config(executors=[htex], retries=site.retries, retry_handler=lost_worker_retry_handler,
+                  strategy_period=site.strategy_period, max_idletime=site.max_idletime, run_dir=rd,
+                  initialize_logging=True)
+
+
+def _shell_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def load_parsl_config(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
+                      run_dir: str | os.PathLike[str] | None = None) -> tuple[Any, ParslSiteConfig | None]:
+    """Load a Parsl configuration from a ``.py`` file, a ``.yaml`` file, a mapping or a Config.
+
+    Parameters
+    ----------
+    source : path-like, `dict` or `parsl.config.Config`
+        ``.py``: a module defining ``config`` (a `parsl.config.Config`); ``.yaml``/``.yml``: the
+        `ParslSiteConfig` schema; a mapping: that schema in memory; a Config: used as is.
+    run_dir : path-like, optional
+        Parsl run directory for YAML configs without ``run_dir``.
+
+    Returns
+    -------
+    config : `parsl.config.Config`
+    site : `ParslSiteConfig` or `None`
+        The parsed YAML (`None` for Python configs).
+
+    Raises
+    ------
+    ParslConfigError
+        If the file is missing, has another extension, does not define ``config``, or the YAML
+        is invalid.
+    """
+    from parsl.config import Config
+
+    if isinstance(source, Config):
+        return source, None
+    if isinstance(source, dict):
+        site = _validate_site(source, "(mapping)")
+        return make_parsl_config(site, run_dir=run_dir), site
+    path = Path(source)
+    if not path.is_file():
+        raise ParslConfigError(f"Parsl config file {path} does not exist; give a .py file defining `config` "
+                               "or a .yaml file (see docs/parsl.md)")
+    suffix = path.suffix.lower()
+    if suffix == ".py":
+        try:
+            ns = runpy.run_path(str(path))
+        except Exception as exc:  # noqa: BLE001 - the user's file: report, do not crash
+            raise ParslConfigError(f"Parsl config file {path} raised {type(exc).__name__}: {exc}") from None
+        config = ns.get("config")
+        if not isinstance(config, Config):
+            raise ParslConfigError(f"Parsl config file {path} must define `config = parsl.config.Config(...)`"
+                                   f" (found {type(config).__name__})")
+        return config, None
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ParslConfigError(f"Parsl config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ParslConfigError(f"Parsl config file {path} must hold a mapping (executor:, htex:, provider: ...)")
+        site = _validate_site(data, str(path))
+        return make_parsl_config(site, run_dir=run_dir), site
+    raise ParslConfigError(f"Parsl config file {path} must end in .py or .yaml, not {suffix!r}")
+
+
+def _validate_site(data: dict[str, Any], where: str) -> ParslSiteConfig:
+    try:
+        return ParslSiteConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ParslConfigError(_format_validation(exc, where)) from None
+
+
+# ============================================================================ failure classification
+def is_lost_worker_error(exc: BaseException) -> bool:
+    """Whether an exception means the worker/manager running a task was lost (retryable).
+
+    Parameters
+    ----------
+    exc : `BaseException`
+
+    Returns
+    -------
+    lost : `bool`
+        True for Parsl's ``WorkerLost``, ``ManagerLost`` and a bad-state executor (all blocks
+        failed), and for `WorkerLostError`.
+    """
+    names = {"WorkerLost", "ManagerLost", "WorkerLostError", "BadStateException"}
+    return type(exc).__name__ in names or isinstance(exc, WorkerLostError)
+
+
+def lost_worker_retry_handler(exc: BaseException, task_record: Any) -> float:
+    """Parsl ``retry_handler``: lost workers cost 1 retry, anything else is not retried.
+
+    Parameters
+    ----------
+    exc : `BaseException`
+        The failure.
+    task_record : `parsl.dataflow.taskrecord.TaskRecord`
+        Parsl's task record (unused).
+
+    Returns
+    -------
+    cost : `float`
+        1 for a lost worker/manager, a cost above any retry budget otherwise.
+    """
+    return 1.0 if is_lost_worker_error(exc) else 1e9
+
+
+# ============================================================================ worker side
+_WORKER_CACHE: dict[tuple[str, str, int, int, float | None, int], Any] = {}
+
+
+def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, timeout: float | None = None,
+                          log_level: int = logging.INFO) -> QuantumResult:
+    """Run one quantum in a Parsl worker (the Parsl app body).
+
+    The graph is loaded and the `SingleQuantumExecutor` built once per worker process and
+    graph file (cached); tasks are cached by label inside it.
+
+    Parameters
+    ----------
+    graph_path : `str`
+        Saved graph file (shared filesystem).
+    repo_root : `str`
+        Repository root (shared filesystem).
+    quantum_id : `str`
+        Quantum UUID.
+    timeout : `float`, optional
+        Per-quantum wall-clock limit (s).
+    log_level : `int`
+        Level of records kept in ``<label>_log``.
+
+    Returns
+    -------
+    result : `QuantumResult`
+        Task errors are reported in the result, not raised.
+    """
+    from .single_quantum import SingleQuantumExecutor
+
+    st = os.stat(graph_path)
+    key = (graph_path, repo_root, st.st_mtime_ns, st.st_size, timeout, log_level)
+    sqe = _WORKER_CACHE.get(key)
+    if sqe is None:
+        from ..graph.quantum_graph import QuantumGraph
+
+        _WORKER_CACHE.clear()
+        graph = QuantumGraph.load(graph_path)
+        sqe = _WORKER_CACHE[key] = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level)
+    return sqe.execute(UUID(quantum_id))
+
+
+# ============================================================================ driver side
+class ParslQuantumExecutor:
+    """Quantum executor on a Parsl ``DataFlowKernel`` (see the module docstring).
+
+    Parameters
+    ----------
+    graph_path : path-like
+        The saved graph file; workers load it (shared filesystem).
+    repo_root : path-like
+        Repository root (shared filesystem).
+    config : path-like, `dict`, `ParslSiteConfig` or `parsl.config.Config`, optional
+        ``.py``/``.yaml`` file, schema mapping or Config (default: 2 local workers).
+    max_in_flight : `int`, optional
+        Quanta kept submitted (default ``2 x workers + prefetch``, or 64 for Python configs
+        whose worker count is unknown).
+    lost_worker_retries : `int`, optional
+        Resubmissions after a lost worker once Parsl's own retries are used up (default: the
+        YAML's ``lost_worker_retries``, else 2).
+    timeout : `float`, optional
+        Per-quantum wall-clock limit (s), enforced in the worker.
+    log_level : `int`
+        Level of records kept in ``<label>_log``.
+
+    Raises
+    ------
+    ParslConfigError
+        If the configuration cannot be loaded (raised at construction, before anything starts).
+
+    Notes
+    -----
+    Parsl starts on the first `submit`. `shutdown` always calls ``dfk.cleanup()`` (which stops
+    the interchange and cancels the blocks); the driver calls it in a ``finally``.
+    """
+
+    def __init__(self, graph_path: str | os.PathLike[str], repo_root: str | os.PathLike[str],
+                 config: Any = None, *, max_in_flight: int | None = None,
+                 lost_worker_retries: int | None = None, timeout: float | None = None,
+                 log_level: int = logging.INFO) -> None:
+        self.graph_path = str(Path(graph_path).resolve())
+        self.repo_root = str(Path(repo_root).resolve())
+        if not Path(self.graph_path).is_file():
+            raise ParslConfigError(f"graph file {self.graph_path} does not exist; save the graph first (-q FILE)")
+        self.timeout = timeout
+        self.log_level = log_level
+        run_dir = Path(self.repo_root) / ".ccdflow" / "parsl"
+        if config is None:
+            config = {"htex": {"max_workers_per_node": 2}}
+        if isinstance(config, ParslSiteConfig):
+            self._config, self.site = make_parsl_config(config, run_dir=run_dir), config
+        else:
+            self._config, self.site = load_parsl_config(config, run_dir=run_dir)
+        if max_in_flight is None:
+            if self.site is not None:
+                max_in_flight = self.site.max_in_flight or (
+                    2 * _worker_slots(self.site) + self.site.htex.prefetch_capacity)
+            else:
+                max_in_flight = 64
+        self.max_in_flight = max(1, int(max_in_flight))
+        if lost_worker_retries is None:
+            lost_worker_retries = self.site.lost_worker_retries if self.site is not None else 2
+        self.lost_worker_retries = int(lost_worker_retries)
+        self._dfk: Any = None
+        self._app: Any = None
+        self._lock = threading.Lock()
+        self._outstanding: set[Future[QuantumResult]] = set()
+        self.n_lost = 0
+        """Number of task attempts lost with their worker (resubmitted or failed)."""
+
+    # -------------------------------------------------------------------- lifecycle
+    def _ensure_started(self) -> Any:
+        if self._dfk is None:
+            from parsl.app.app import python_app
+            from parsl.dataflow.dflow import DataFlowKernel
+
+            if self._config is None:
+                raise RuntimeError("this ParslQuantumExecutor was shut down; make a new one")
+            Path(self._config.run_dir).mkdir(parents=True, exist_ok=True)
+            _log.info("Starting Parsl (run dir %s, %d quanta in flight at most)", self._config.run_dir,
+                      self.max_in_flight)
+            self._dfk = DataFlowKernel(config=self._config)
+            self._app = python_app(run_quantum_on_worker, data_flow_kernel=self._dfk)
+        return self._app
+
+    @property
+    def dfk(self) -> Any:
+        """The running ``DataFlowKernel`` (`None` before the first submit and after shutdown)."""
+        return self._dfk
+
+    def submit(self, quantum_id: UUID) -> Future[QuantumResult]:
+        """Submit one quantum to Parsl.
+
+        Parameters
+        ----------
+        quantum_id : `uuid.UUID`
+
+        Returns
+        -------
+        future : `concurrent.futures.Future` [`QuantumResult`]
+            Never raises from ``result()``: lost workers are retried, other infrastructure
+            errors become a failed result.
+        """
+        outer: Future[QuantumResult] = Future()
+        with self._lock:
+            self._outstanding.add(outer)
+        self._attempt(quantum_id, outer, 0)
+        return outer
+
+    def _attempt(self, quantum_id: UUID, outer: Future[QuantumResult], n_lost: int) -> None:
+        try:
+            app = self._ensure_started()
+            fut = app(self.graph_path, self.repo_root, str(quantum_id), self.timeout, self.log_level)
+        except Exception as exc:  # noqa: BLE001 - e.g. Parsl already shut down
+            self._finish(outer, QuantumResult(quantum_id, "failed", error=f"{type(exc).__name__}: {exc}"))
+            return
+        fut.add_done_callback(lambda f: self._on_done(f, quantum_id, outer, n_lost))
+
+    def _on_done(self, fut: Any, quantum_id: UUID, outer: Future[QuantumResult], n_lost: int) -> None:
+        try:
+            res = fut.result()
+        except BaseException as exc:  # noqa: BLE001 - classify every infrastructure error
+            if is_lost_worker_error(exc):
+                with self._lock:
+                    self.n_lost += 1
+                    stopping = self._dfk is None
+                if n_lost < self.lost_worker_retries and not stopping:
+                    _log.warning("Worker lost while running quantum %s (%s); resubmitting (%d/%d)",
+                                 quantum_id, exc, n_lost + 1, self.lost_worker_retries)
+                    self._attempt(quantum_id, outer, n_lost + 1)
+                    return
+                res = QuantumResult(quantum_id, "failed", error=f"{WorkerLostError.__name__}: the worker running "
+                                    f"this quantum was lost {n_lost + 1} time(s); last error: {exc}")
+            else:
+                res = QuantumResult(quantum_id, "failed",
+                                    error=f"ParslError: {type(exc).__name__}: {exc} (check that ccdflow is "
+                                          "installed on the workers and the repository is on a shared filesystem)")
+        if not isinstance(res, QuantumResult):
+            res = QuantumResult(quantum_id, "failed", error=f"ParslError: the worker returned {type(res).__name__}")
+        self._finish(outer, res)
+
+    def _finish(self, outer: Future[QuantumResult], res: QuantumResult) -> None:
+        with self._lock:
+            self._outstanding.discard(outer)
+        if not outer.done():
+            try:
+                outer.set_result(res)
+            except Exception:  # noqa: BLE001 - cancelled by shutdown(cancel=True) meanwhile
+                pass
+
+    def shutdown(self, cancel: bool = False) -> None:
+        """Stop Parsl: ``dfk.cleanup()`` (interchange stopped, blocks cancelled).
+
+        Parameters
+        ----------
+        cancel : `bool`
+            Also mark the quanta still outstanding as cancelled (interrupted runs).
+        """
+        with self._lock:
+            dfk, self._dfk, self._app = self._dfk, None, None
+            outstanding = list(self._outstanding) if cancel else []
+            self._outstanding.clear() if cancel else None
+        try:
+            if dfk is not None:
+                dfk.cleanup()
+        finally:
+            for fut in outstanding:
+                fut.cancel()
+            self._config = None
+
+    def reset(self) -> None:
+        """Nothing to rebuild: lost workers are handled inside the executor."""
+
+    def __enter__(self) -> ParslQuantumExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(cancel=exc[0] is not None)
