@@ -514,5 +514,19 @@ def remove_collections(repo: str, patterns: tuple[str, ...], dry_run: bool) -> N
     click.echo(f"Removed {len(names)} collection(s): {', '.join(names)}")
 
 
+@cli.command("transfer-from-graph")
+@click.argument("graph")
+@click.argument("repo")
+@click.option("--register-dataset-types", is_flag=True, help="Register the graph's dataset types the repository lacks.")
+@click.option("--update-output-chain", is_flag=True, help="Create/update the graph's CHAINED output collection (run first).")
+def transfer_from_graph(graph: str, repo: str, register_dataset_types: bool, update_output_chain: bool) -> None:
+    """Register the outputs that 'pipetask run-qbb' wrote for GRAPH into REPO (safe to run again)."""
+    from pipeline.execution.qbb import transfer_from_graph as _transfer  # lazy: butler never imports pipeline
+
+    r = _transfer(graph, repo, register_dataset_types=register_dataset_types, update_output_chain=update_output_chain)
+    click.echo(f"Registered {r.n_registered} dataset(s) from {r.n_done} of {r.n_quanta} finished quanta "
+               f"({r.n_already} already registered)" + (f"; {r.chain[0]} is first in the output chain" if r.chain else ""))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
