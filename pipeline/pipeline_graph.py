@@ -914,7 +914,8 @@ def _draw_dag(keys: list[Any], succ: Mapping[Any, list[Any]], labels: Mapping[An
         symbol, text = labels[key].split(" ", 1)
         row[col] = symbol + " "
         out.append("".join(row) + " " + text)
-        targets = sorted(succ.get(key, []), key=lambda t: position[t])
+        # The target that leads on (has successors) keeps this lane; leaves branch off to the right.
+        targets = sorted(succ.get(key, []), key=lambda t: (not succ.get(t), position[t]))
         lanes[col] = targets[0] if targets else None
         new_cols = []
         for t in targets[1:]:
