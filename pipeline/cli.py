@@ -38,6 +38,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "Write a graph's run-level outputs without registering.",
     ),
     "run-qbb": ("pipeline._cli_exec", "run_qbb", "Execute a saved graph with no registry access."),
+    "submit": ("pipeline.execution.submit", "submit_command", "Build a graph from a submit YAML and run it on Parsl."),
 }
 
 SHOW_CHOICES = (
