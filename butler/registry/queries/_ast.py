@@ -153,10 +153,16 @@ class FunctionCall(Node):
 
 
 def walk(node: Node) -> Iterator[Node]:
-    """Yield ``node`` and all its descendants, depth first, in source order."""
-    yield node
-    for child in node.children():
-        yield from walk(child)
+    """Yield ``node`` and all its descendants, depth first, in source order.
+
+    Iterative, so machine-generated expressions (thousands of ``OR`` terms) do not hit the
+    recursion limit.
+    """
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.children()))
 
 
 def referenced_identifiers(node: Node | None) -> list[str]:

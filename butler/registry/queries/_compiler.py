@@ -96,6 +96,13 @@ class _GlobMatch(_ColumnElementBase):
         self.column = column
         self.pattern = pattern
 
+    @property
+    def _from_objects(self) -> list[Any]:  # so SELECT infers the FROM of the column
+        return self.column._from_objects
+
+    def get_children(self, **kw: Any) -> tuple[Any, ...]:  # noqa: D102
+        return (self.column,)
+
 
 def glob_to_like(pattern: str) -> str:
     r"""Translate a glob (``*``, ``?``) into a SQL LIKE pattern escaped with backslash.
@@ -168,6 +175,29 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
+class _Parens(_ColumnElementBase):
+    """A parenthesised boolean clause that SQLAlchemy will not flatten into its parent."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+    _is_implicitly_boolean = True
+
+    def __init__(self, clause: ColumnElement) -> None:
+        self.clause = clause
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        return self.clause._from_objects
+
+    def get_children(self, **kw: Any) -> tuple[Any, ...]:  # noqa: D102
+        return (self.clause,)
+
+
+@compiles(_Parens)
+def _parens_default(element: _Parens, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.clause, **kw)})"
+
+
 def _glob_to_sqlite(pattern: str) -> str:
     # SQLite GLOB negates a class with '^', shell globs with '!'.
     return re.sub(r"\[!", "[^", pattern)
@@ -194,8 +224,10 @@ def _glob_postgresql(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
     return f"({col} ~ {pat})"
 
 
-def _node_text(node: Node) -> str:
-    """Render a node briefly for messages."""
+def _node_text(node: Node, depth: int = 0) -> str:
+    """Render a node briefly for messages (sub-expressions deeper than 3 levels are elided)."""
+    if depth > 3:
+        return "..."
     if isinstance(node, Literal):
         if node.kind == "str":
             return repr(node.value)
@@ -209,9 +241,9 @@ def _node_text(node: Node) -> str:
     if isinstance(node, BindName):
         return f":{node.name}"
     if isinstance(node, BinaryOp):
-        return f"{_node_text(node.lhs)} {node.op} {_node_text(node.rhs)}"
+        return f"{_node_text(node.lhs, depth + 1)} {node.op} {_node_text(node.rhs, depth + 1)}"
     if isinstance(node, UnaryOp):
-        return f"{node.op} {_node_text(node.operand)}"
+        return f"{node.op} {_node_text(node.operand, depth + 1)}"
     if isinstance(node, FunctionCall):
         return f"{node.name}(...)"
     if isinstance(node, TupleNode):
@@ -380,7 +412,7 @@ class _Compiler:
             else:
                 operands.append(sub)
         clauses = [self.condition(sub) for sub in operands]
-        sql = sa.and_(*clauses) if node.op == "AND" else sa.or_(*clauses)
+        sql = _balanced(sa.and_ if node.op == "AND" else sa.or_, clauses)
         return _Value("bool", sql, False, node.pos, _node_text(node))
 
     def unary(self, node: UnaryOp) -> _Value:
@@ -585,7 +617,11 @@ class _Compiler:
                     rng = sa.and_(rng, ((lhs_sql - item.start) % item.stride) == 0)
                 clauses.append(rng)
             else:
-                add(self.value(item))
+                fast = self.fast_list(lhs, item)
+                if fast is not None:
+                    literals.extend(fast)
+                else:
+                    add(self.value(item))
         if literals:
             if lhs.literal:
                 clauses.append(sa.true() if lhs.sql in literals else sa.false())
@@ -601,6 +637,24 @@ class _Compiler:
             sql = sa.not_(sql)
         return _Value("bool", sql, False, node.pos, "IN (...)")
 
+    def fast_list(self, lhs: _Value, item: Node) -> list[Any] | None:
+        """Return a homogeneous bound list's values directly (big ``IN (:ids)``), else `None`."""
+        if not isinstance(item, BindName) or lhs.literal:
+            return None
+        raw = self.bind.get(item.name)
+        if not isinstance(raw, (list, tuple, set, frozenset, range)):
+            return None
+        values = list(raw)
+        if lhs.kind in _NUMERIC:
+            ok = all(type(v) is int or type(v) is float for v in values)
+        elif lhs.kind == "str":
+            ok = all(type(v) is str and "\x00" not in v for v in values)
+        elif lhs.kind == "uuid":
+            ok = all(type(v) is uuid.UUID for v in values)
+        else:
+            ok = False
+        return values if ok else None
+
     # --- GLOB --------------------------------------------------------------------------------
     def glob(self, node: FunctionCall) -> _Value:
         field, pattern = (self.value(arg) for arg in node.args)
@@ -609,6 +663,20 @@ class _Compiler:
         if pattern.kind != "str" or not pattern.literal:
             raise self.error(f"GLOB needs a string pattern second, got {pattern.describe()}", pattern.pos)
         return _Value("bool", _GlobMatch(field.sql, pattern.sql), False, node.pos, f"GLOB({field.text}, ...)")
+
+
+_CHUNK = 64
+
+
+def _balanced(combine: Any, clauses: list[Any]) -> Any:
+    """Combine many clauses as a tree of parenthesised groups of at most `_CHUNK` terms.
+
+    SQLite parses ``a OR b OR c ...`` into a left-deep tree and refuses more than 1000 levels;
+    grouping keeps the depth logarithmic for machine-generated expressions.
+    """
+    while len(clauses) > _CHUNK:
+        clauses = [_Parens(combine(*clauses[i : i + _CHUNK])) for i in range(0, len(clauses), _CHUNK)]
+    return combine(*clauses)
 
 
 def begin_end_literal(begin: Any, end: Any) -> bool:
@@ -728,7 +796,14 @@ def compile_expression(
             if cached is not None:
                 _CLAUSE_CACHE.move_to_end(key)
                 return cached
-    clause = compiler.condition(tree)
+    try:
+        clause = compiler.condition(tree)
+    except RecursionError:
+        raise ExpressionError(
+            "expression is nested too deeply; use IN (...) instead of long chains, fewer parentheses",
+            text,
+            0,
+        ) from None
     if key is not None:
         with _CLAUSE_CACHE_LOCK:
             _CLAUSE_CACHE[key] = clause
@@ -776,7 +851,7 @@ def _cache_key(
         frozen_bind = tuple(sorted((name, _freeze(value)) for name, value in bind.items()))
         key = (tree, text, columns, frozen_bind)
         hash(key)
-    except TypeError:
+    except (TypeError, RecursionError):  # unhashable bind value, or a very deep tree
         return None
     # keep the columns alive while cached so ids cannot be reused by new objects
     return key + (tuple(resolved.values()),)

@@ -91,7 +91,7 @@ args: (arg ("," arg)*)?
 ?arg: expr
 
 items: item ("," item)*
-?item: expr
+?item: sum
      | RANGE                             -> range_lit
 
 OR: "OR"i

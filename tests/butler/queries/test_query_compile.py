@@ -245,3 +245,36 @@ def test_nul_characters_are_rejected_before_reaching_the_database(db):
         run_where(db, "exposure.obs_id = :v", {"v": "a\x00b"})
     with pytest.raises(ExpressionError, match="NUL character"):
         run_where(db, "exposure.obs_id = 'a\x00b'")
+
+
+def test_machine_generated_long_expressions(db):
+    """Thousands of OR terms and big IN lists compile (no recursion limit) and select correctly."""
+    chain = " OR ".join(f"exposure = {i}" for i in range(1500)) + " OR exposure = 12"
+    assert run_where(db, f"detector = 0 AND ({chain})") == expected(
+        lambda r: r["detector"] == 0 and r["exposure"] in set(range(1500)) | {12}
+    )
+    listed = "exposure IN (" + ", ".join(str(i) for i in range(3, 3000, 2)) + ")"
+    assert run_where(db, listed) == expected(lambda r: r["exposure"] % 2 == 1 and 3 <= r["exposure"] < 3000)
+    ids = list(range(5, 5000))
+    assert run_where(db, "exposure IN (:ids)", {"ids": ids}) == expected(lambda r: r["exposure"] >= 5)
+
+
+def test_pathologically_deep_nesting_is_a_clear_error():
+    """Nesting beyond Python's recursion limit is an ExpressionError, not a RecursionError."""
+    from butler.registry.queries import ExpressionError
+
+    from .conftest import make_table
+
+    resolver = FakeResolver(make_table("deep"))
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        compile_expression("NOT " * 3000 + "exposure = 1", resolver)
+
+
+def test_glob_and_grouping_elements_carry_their_from_clause(db):
+    """A SELECT whose only reference to the table is inside GLOB still gets its FROM clause."""
+    engine, table = db
+    clause = compile_expression("GLOB(exposure.obs_id, 'KB001?')", FakeResolver(table))
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).where(clause)).scalar()
+    assert count == len(expected(lambda r: r["obs_id"] in ("KB0010", "KB0011", "KB0012")))
+    assert count == 6
