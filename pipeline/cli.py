@@ -38,13 +38,18 @@ _LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "Write a graph's run-level outputs without registering.",
     ),
     "run-qbb": ("pipeline._cli_exec", "run_qbb", "Execute a saved graph with no registry access."),
-    "submit": ("pipeline.execution.submit", "submit_command", "Build a graph from a submit YAML and run it on Parsl."),
+    "submit": (
+        "pipeline.execution.submit",
+        "submit_command",
+        "Build a graph from a submit YAML and run it on Parsl.",
+    ),
 }
 
 SHOW_CHOICES = (
     "pipeline",
     "config",
     "config=[LABEL::]PATTERN",
+    "history=LABEL::FIELD",
     "dump-config",
     "tasks",
     "subsets",
@@ -107,8 +112,8 @@ def pipetask() -> None:
     "show",
     multiple=True,
     metavar="ITEM",
-    help="What to print: pipeline, config, config=[LABEL::]PATTERN, dump-config, tasks, subsets, "
-    "inputs, pipeline-graph, task-graph. Repeatable.",
+    help="What to print: pipeline, config, config=[LABEL::]PATTERN, history=LABEL::FIELD, dump-config, "
+    "tasks, subsets, inputs, pipeline-graph, task-graph. Repeatable.",
 )
 @click.option(
     "--pipeline-dot",
@@ -158,6 +163,7 @@ def _check_show(item: str) -> None:
     if name not in (
         "pipeline",
         "config",
+        "history",
         "dump-config",
         "tasks",
         "subsets",
@@ -186,6 +192,15 @@ def _render_show(item: str, pipe: Any, graph: Any) -> str:
     name, _, arg = item.partition("=")
     if name == "pipeline":
         return pipe.to_yaml()
+    if name == "history":
+        label, sep, field = arg.partition("::")
+        if not sep or not label or not field:
+            raise click.BadParameter(f"{item!r}: use history=LABEL::FIELD", param_hint="--show")
+        if label not in graph.tasks:
+            raise click.BadParameter(f"no task labelled {label!r} (labels: {', '.join(graph.tasks)})",
+                                     param_hint="--show history")
+        lines = [f"### History of config field '{field}' of task '{label}'"]
+        return "\n".join(lines + pipe.config_history(label, field)) + "\n"
     if name == "pipeline-graph":
         return graph.to_text()
     if name == "task-graph":

@@ -283,12 +283,15 @@ class ConfigBlock:
         Restricted Python overrides, applied after ``files``.
     data_id : `dict` or `None`
         When set, the block applies only to quanta whose data ID matches every key.
+    origin : `str`
+        Where the block comes from (file and block number, ``-c``, ``-C``), for ``--show history``.
     """
 
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     files: list[str] = dataclasses.field(default_factory=list)
     python: str | None = None
     data_id: dict[str, Any] | None = None
+    origin: str = dataclasses.field(default="", compare=False)
 
     def to_yaml_obj(self) -> dict[str, Any]:
         """Return the block as written in a pipeline file."""
@@ -898,7 +901,9 @@ class Pipeline:
         if label == "parameters" and label not in self.tasks:
             self.parameters[field] = value
             return
-        self._require_label(label, "-c").config.append(ConfigBlock(values={field: value}))
+        self._require_label(label, "-c").config.append(
+            ConfigBlock(values={field: value}, origin=f"-c {label}:{field}")
+        )
         self._config_cache.clear()
 
     def add_config_file(self, label: str, path: str | Path) -> None:
@@ -907,7 +912,7 @@ class Pipeline:
         p = Path(path).expanduser().resolve()
         if not p.is_file():
             raise PipelineDefinitionError(f"-C {label}:{path}: config override file does not exist")
-        spec.config.append(ConfigBlock(files=[str(p)]))
+        spec.config.append(ConfigBlock(files=[str(p)], origin=f"-C {label}:{p}"))
         self._config_cache.clear()
 
     # ---------------------------------------------------------------------- configs
@@ -932,18 +937,83 @@ class Pipeline:
         return []
 
     def _override_items(self, label: str, data_id: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+        return [(path, value) for path, value, _ in self._override_entries(label, data_id)]
+
+    def _override_entries(
+        self, label: str, data_id: Mapping[str, Any] | None, *, include_scoped: bool = False
+    ) -> list[tuple[str, Any, str]]:
+        """Every override of a task in application order: (field path, value, origin).
+
+        With ``include_scoped``, data-ID blocks that do not match are listed too (marked as such).
+        """
         spec = self._require_label(label, "pipeline")
         where = f"task {label!r}"
-        items = list(self.instrument_overrides(label))
-        for block in spec.config:
-            if not block.matches(data_id):
+        entries: list[tuple[str, Any, str]] = []
+        if self.instrument:
+            origin = f"instrument {self.instrument!r} overrides"
+            entries.extend((k, v, origin) for k, v in self.instrument_overrides(label))
+        for i, block in enumerate(spec.config):
+            matches = block.matches(data_id)
+            if not matches and not include_scoped:
                 continue
+            origin = block.origin or f"{where} config block {i + 1}"
+            if block.data_id is not None:
+                origin += f" (only quanta with dataId {block.data_id})"
             for f in block.files:
-                items.extend(parse_override_file(f, where))
+                entries.extend((k, v, f"{origin}, file {f}") for k, v in parse_override_file(f, where))
             if block.python:
-                items.extend(parse_python_overrides(block.python, f"{where} python block"))
-            items.extend(block.values.items())
-        return [(k, _substitute(v, self.parameters, where)) for k, v in items]
+                entries.extend(
+                    (k, v, f"{origin}, python")
+                    for k, v in parse_python_overrides(block.python, f"{where} python block")
+                )
+            entries.extend((k, v, origin) for k, v in block.values.items())
+        out = []
+        for k, v, origin in entries:
+            new = _substitute(v, self.parameters, where)
+            if new is not v and isinstance(v, str):
+                origin += f" [{v}]"
+            out.append((k, new, origin))
+        return out
+
+    def config_history(self, label: str, field: str, data_id: Mapping[str, Any] | None = None) -> list[str]:
+        """Describe how a config field got its value: default, each override in order, final value.
+
+        Parameters
+        ----------
+        label : `str`
+            Task label.
+        field : `str`
+            Dotted field path (``overscan.fitType``; a prefix such as ``overscan`` covers its fields).
+        data_id : `~collections.abc.Mapping`, optional
+            Include the data-ID-scoped blocks matching this data ID.
+
+        Returns
+        -------
+        lines : `list` [`str`]
+            ``"<origin>: <path> = <value>"`` lines, starting with the default and ending with the
+            final value.
+
+        Raises
+        ------
+        PipelineDefinitionError
+            If the task has no such field (close matches suggested).
+        """
+        from .config import flatten_config
+
+        field = field.removeprefix("config.")
+        final = dict(flatten_config(self.task_config(label, data_id)))
+        default = dict(flatten_config(self.task_class(label).ConfigClass()))
+        paths = [p for p in final if p == field or p.startswith(field + ".")]
+        if not paths:
+            raise PipelineDefinitionError(
+                f"task {label!r} has no config field {field!r}{_suggest(field, final)}"
+            )
+        lines = [f"default: {p} = {default.get(p, '<absent>')!r}" for p in paths]
+        for path, value, origin in self._override_entries(label, data_id, include_scoped=True):
+            for shown, v in _touching(path, value, field):
+                lines.append(f"{origin}: {shown} = {v!r}")
+        lines += [f"final: {p} = {final[p]!r}" for p in paths]
+        return lines
 
     def task_config(self, label: str, data_id: Mapping[str, Any] | None = None) -> Config:
         """Return the (unfrozen) config of a task with every override applied.
@@ -1091,9 +1161,22 @@ def _read_config_blocks(config: Any, base: Path, ctx: str) -> list[ConfigBlock]:
                 files=resolved,
                 python=None if python is None else str(python),
                 data_id=dict(data_id) if data_id is not None else None,
+                origin=f"{ctx}, config block {len(blocks) + 1}",
             )
         )
     return blocks
+
+
+def _touching(path: str, value: Any, field: str) -> list[tuple[str, Any]]:
+    """Return the parts of an override ``path = value`` that set ``field`` or something inside it."""
+    if path == field or path.startswith(field + "."):
+        return [(path, value)]
+    if field.startswith(path + ".") and isinstance(value, Mapping):
+        out: list[tuple[str, Any]] = []
+        for key, sub in value.items():
+            out += _touching(f"{path}.{key}", sub, field)
+        return out
+    return []
 
 
 def _import_task(class_name: str, where: str) -> type:

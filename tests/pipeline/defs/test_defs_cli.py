@@ -134,3 +134,37 @@ def test_help_is_lazy():
 def _write(path: Path, text: str) -> Path:
     path.write_text(text + "\n")
     return path
+
+
+def test_show_history(tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text(textwrap.dedent(f"""
+        description: history
+        parameters: {{lvl: 1.5}}
+        tasks:
+          isr:
+            class: {T}.SubtractTask
+            config:
+              - level: parameters.lvl
+              - offset: {{value: 2.0}}
+              - dataId: {{detector: 2}}
+                level: 3.0
+    """))
+    result = run("build", "-p", str(path), "-c", "isr:level=4", "--show", "history=isr::level",
+                 "--show", "history=isr::offset.value")
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "### History of config field 'level' of task 'isr'\n"
+        "default: level = 0.0\n"
+        f"{path}: task 'isr', config block 1 [parameters.lvl]: level = 1.5\n"
+        f"{path}: task 'isr', config block 3 (only quanta with dataId {{'detector': 2}}): level = 3.0\n"
+        "-c isr:level: level = 4\n"
+        "final: level = 4.0\n"
+        "### History of config field 'offset.value' of task 'isr'\n"
+        "default: offset.value = 0.0\n"
+        f"{path}: task 'isr', config block 2: offset.value = 2.0\n"
+        "final: offset.value = 2.0\n"
+    )
+    result = run("build", "-p", str(path), "--show", "history=isr::levl")
+    assert result.exit_code == 1
+    assert result.output == "Error: task 'isr' has no config field 'levl'; did you mean 'level'?\n"
