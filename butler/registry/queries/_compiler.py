@@ -274,6 +274,10 @@ class _Compiler:
         except Exception as exc:
             if hasattr(exc, "add_note"):
                 exc.add_note(f"in the query expression:\n{caret_display(self.text, pos)}")
+                if "." not in name:
+                    exc.add_note(
+                        f"(if {name} is meant as a value rather than a dimension, quote it: '{name}')"
+                    )
             raise
         if not isinstance(resolved, ResolvedColumn):
             raise TypeError(f"ColumnResolver.resolve({name!r}) returned {resolved!r}, not a ResolvedColumn")
@@ -528,7 +532,7 @@ class _Compiler:
         else:
             raise self.error(
                 f"type mismatch: cannot compare {lhs.describe()} {node.op} {rhs.describe()}; "
-                "a timespan compares with a time, a number (MJD TAI) or another timespan",
+                f"a timespan compares with a time, a number (MJD TAI) or another timespan{_time_hint(rhs)}",
                 rhs.pos,
             )
         raise self.error(
@@ -558,7 +562,8 @@ class _Compiler:
         if v.kind == "list" and len(v.sql) == 2:
             return tuple(self.interval_bound(item) for item in v.sql)  # type: ignore[return-value]
         raise self.error(
-            f"OVERLAPS needs a timespan, a time or a (begin, end) interval on each side, got {v.describe()}",
+            f"OVERLAPS needs a timespan, a time or a (begin, end) interval on each side, "
+            f"got {v.describe()}{_time_hint(v)}",
             v.pos,
         )
 
@@ -666,6 +671,14 @@ class _Compiler:
 
 
 _CHUNK = 64
+_LOOKS_LIKE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _time_hint(v: _Value) -> str:
+    """Suggest the time-literal syntax when a string literal looks like a date."""
+    if v.kind == "str" and v.literal and _LOOKS_LIKE_DATE.match(v.sql):
+        return f"; write times as T'{v.sql}'"
+    return ""
 
 
 def _balanced(combine: Any, clauses: list[Any]) -> Any:

@@ -382,6 +382,14 @@ def _character_error(text: str, pos: int) -> ExpressionError:
         return ExpressionError("unterminated time literal: no closing ' for T'...", text, pos - 1)
     if char in "'\"":
         return ExpressionError(f"unterminated string: no closing {char} for the quote opened here", text, pos)
+    if char in "[]{}":
+        return ExpressionError(
+            f"unexpected {char!r}: lists are written in parentheses, e.g. detector IN (1, 2)", text, pos
+        )
+    if char == ";":
+        return ExpressionError(
+            "unexpected ';': a query is one expression; combine conditions with AND", text, pos
+        )
     if _OPERATOR_CHARS.match(text, pos):
         start = pos
         while start > 0 and _OPERATOR_CHARS.match(text[start - 1]):

@@ -64,6 +64,8 @@ SYNTAX_ERRORS = [
     ("id = UUID('not-a-uuid')", 11, ["bad UUID"]),
     ("id = UUID(3)", 6, ["UUID(...) takes one string"]),
     ("a = :", 5, ["bind name needs a name"]),
+    ("detector IN [1, 2]", 13, ["lists are written in parentheses"]),
+    ("detector = 1;", 13, ["one expression", "AND"]),
     ("a = 1 AND\n  b $ 2", 5, ["unknown operator '$'"]),
 ]
 
@@ -116,6 +118,12 @@ TYPE_ERRORS = [
         ["OVERLAPS needs a timespan", "exposure.obs_id (a str column)"],
     ),
     ("exposure.timespan OVERLAPS 'tomorrow'", 28, ["OVERLAPS needs a timespan", "'tomorrow'"]),
+    (
+        "exposure.timespan OVERLAPS '2022-01-26'",
+        28,
+        ["OVERLAPS needs a timespan", "write times as T'2022-01-26'"],
+    ),
+    ("exposure.timespan > '2022-01-26'", 21, ["type mismatch", "write times as T'2022-01-26'"]),
     ("exposure.timespan = 'x'", 21, ["type mismatch", "timespan"]),
     ("exposure.timespan <= T'2022-01-01'", 19, ["not defined for timespans", "OVERLAPS"]),
     ("exposure.timespan OVERLAPS ('a', 'b')", 29, ["interval (begin, end) needs two times"]),
@@ -157,9 +165,16 @@ def test_unknown_identifier_error_propagates_with_caret_note(resolver):
     with pytest.raises(UnknownIdentifierError) as info:
         compile_expression(expression, resolver)
     assert "exposure.nonsense" in str(info.value)
-    note = "\n".join(info.value.__notes__)
+    note = info.value.__notes__[0]
     assert "  " + expression in note
     assert note.splitlines()[-1].index("^") - 2 == expression.index("exposure.nonsense")
+
+
+def test_unquoted_value_gets_a_quoting_hint(resolver):
+    """A bare word that is not a dimension suggests quoting it."""
+    with pytest.raises(UnknownIdentifierError) as info:
+        compile_expression("instrument = kast_blue", resolver)
+    assert "quote it: 'kast_blue'" in "\n".join(info.value.__notes__)
 
 
 def test_compile_given_a_tree_uses_text_for_carets(resolver):
