@@ -283,9 +283,7 @@ def query_datasets(repo: str, dataset_types: tuple[str, ...], collections: tuple
     if find_first and cols is None:
         raise click.UsageError("--find-first needs --collections (the search order)")
     types = list(dataset_types) or ["*"]
-    refs = []
-    for dt in b.registry._resolve_dataset_types(types):
-        refs += b.registry.query_datasets(dt, collections=cols, where=where, find_first=find_first, limit=limit or None, order_by=order_by or None)
+    refs = b.registry.query_datasets(types, collections=cols, where=where, find_first=find_first, limit=limit or None, order_by=order_by or None)
     if not order_by:
         order = b.registry.universe.names
         refs.sort(key=lambda r: (r.dataset_type.name, r.run, [(r.data_id.get(d) is None, str(r.data_id.get(d))) if isinstance(r.data_id.get(d), str) else (False, r.data_id.get(d) or 0) for d in order]))

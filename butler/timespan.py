@@ -113,8 +113,8 @@ def parse_time(value: Any, *, scale: str = "tai") -> Time:
         return value
     try:
         return Time(value, scale=scale)
-    except Exception as exc:  # astropy raises several types for bad strings
-        raise ValueError(f"{value!r} is not a valid time (use ISO 8601, e.g. 2022-01-26T19:00:00): {exc}") from None
+    except Exception:  # astropy raises several types for bad strings
+        raise ValueError(f"{value!r} is not a valid time; use ISO 8601, e.g. 2022-01-26T19:00:00 ({scale.upper()})") from None
 
 
 @total_ordering

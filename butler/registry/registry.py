@@ -1490,6 +1490,10 @@ class Registry:
         from ._query import DatasetQuery
 
         dts = self._resolve_dataset_types(dataset_type)
+        if _has_pattern(dataset_type):
+            # Types matched by a pattern that lack a dimension the query names are skipped.
+            needed = self._query_dimensions(where, data_id, dims)
+            dts = [dt for dt in dts if needed <= set(dt.dimensions + dt.implied)]
         if collections is None:
             search = [self._collection(n) for n in self.query_collections("*", types=[CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION])]
             find_first = False
@@ -1500,6 +1504,19 @@ class Registry:
             q = DatasetQuery(self, dt, search, timespan=timespan)
             out += q.run(where=where, bind=bind, data_id=data_id, dims=dims, find_first=find_first, limit=limit, order_by=order_by)
         return out
+
+    def _query_dimensions(self, where: str, data_id: Mapping[str, Any] | None, dims: Mapping[str, Any]) -> set[str]:
+        """Dimensions named by a query's expression and data ID constraints."""
+        from .queries import ExpressionError, parse_expression, referenced_identifiers
+
+        names = set(data_id or {}) | set(dims)
+        if where and where.strip():
+            try:
+                idents = referenced_identifiers(parse_expression(where))
+            except ExpressionError:
+                idents = []  # reported when the query is compiled
+            names |= {i.split(".")[0] for i in idents}
+        return {n for n in names if n in self.universe}
 
     def _resolve_dataset_types(self, dataset_type: Any) -> list[DatasetType]:
         if isinstance(dataset_type, (str, DatasetType)):
@@ -1587,6 +1604,14 @@ class Registry:
         self.universe[element]
         q = RecordQuery(self, element)
         return q.run(where=where, bind=bind, data_id=data_id, dims=dims, order_by=order_by, limit=limit)
+
+
+def _has_pattern(dataset_type: Any) -> bool:
+    if isinstance(dataset_type, str):
+        return has_glob(dataset_type)
+    if isinstance(dataset_type, DatasetType):
+        return False
+    return any(isinstance(x, str) and has_glob(x) for x in dataset_type)
 
 
 def time_to_ns_now() -> int:
