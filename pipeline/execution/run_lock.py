@@ -67,8 +67,8 @@ def run_lock(butler: Any, run: str) -> Iterator[None]:
     ----------
     butler : `butler.Butler`
         Butler on the repository (its registry database decides the mechanism).
-    run : `str`
-        The output RUN collection.
+    run : `str` or `None`
+        The output RUN collection (`None`: no lock, nothing to protect).
 
     Yields
     ------
@@ -80,6 +80,9 @@ def run_lock(butler: Any, run: str) -> Iterator[None]:
         If another driver (on any host, for PostgreSQL) holds the lock of this RUN; the message
         names the holder and the fix (wait, or write into another RUN).
     """
+    if not run:
+        yield
+        return
     db = butler.registry.db
     if getattr(db, "dialect_name", "") == "postgresql":
         with _pg_lock(db, run):
