@@ -127,6 +127,12 @@ def _exec_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("-j", "--processes", default=1, type=click.IntRange(min=1), show_default=True,
                      help="Worker processes (started once, each runs many quanta)."),
+        click.option("--executor", type=click.Choice(["auto", "serial", "pool", "parsl"]), default="auto",
+                     show_default=True, help="Where quanta run: auto (serial for -j 1, else a process pool), "
+                     "serial, pool (-j N) or parsl (see --parsl-config)."),
+        click.option("--parsl-config", default=None, metavar="FILE",
+                     help="Parsl configuration: a .py file defining `config`, or a .yaml site file "
+                     "(docs/parsl.md); implies --executor parsl."),
         click.option("--start-method", type=click.Choice(["forkserver", "spawn"]), default="forkserver",
                      show_default=True, help="How worker processes start."),
         click.option("--timeout", type=float, default=None, help="Per-quantum wall-clock limit in seconds."),
@@ -323,7 +329,14 @@ def run(**opts: Any) -> None:
     butler = _make_butler(opts["repo"], writeable=True)
     graph = _build_or_load(opts, butler)
     _finish_graph(graph, opts, butler)
-    code = _execute(butler, graph, opts)
+    if opts.get("parsl_config"):
+        from .execution.parsl_executor import load_parsl_config
+
+        load_parsl_config(opts["parsl_config"])  # a bad Parsl config fails before anything is written
+    from .execution.run_lock import run_lock
+
+    with run_lock(butler, graph.output_run):  # one driver per output RUN; a second one gets a clear error
+        code = _execute(butler, graph, opts)
     if code:
         sys.exit(code)
 
@@ -338,8 +351,17 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
         _log.info("Initialized run %s (--init-only)", graph.output_run)
         return 0
     level = logging.getLogger().getEffectiveLevel()
-    if opts["processes"] == 1:
-        executor: Any = SerialExecutor(graph, butler.root, timeout=opts["timeout"], log_level=min(level, logging.INFO))
+    if opts.get("parsl_config") or opts.get("executor", "auto") != "auto":
+        from .execution.submit import make_executor
+
+        executor: Any = make_executor(
+            "parsl" if opts.get("parsl_config") else opts["executor"], graph, butler.root,
+            processes=opts["processes"], parsl_config=opts.get("parsl_config"), timeout=opts["timeout"],
+            graph_path=None if opts["qgraph_node_id"] else (opts.get("qgraph") or opts.get("qgraph_file")
+                                                            or opts.get("save_qgraph")),
+            start_method=opts["start_method"], log_level=min(level, logging.INFO))
+    elif opts["processes"] == 1:
+        executor = SerialExecutor(graph, butler.root, timeout=opts["timeout"], log_level=min(level, logging.INFO))
     else:
         graph_path = opts["qgraph_file"] or opts["save_qgraph"]
         if not graph_path or opts["qgraph_node_id"]:
