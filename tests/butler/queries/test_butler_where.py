@@ -117,7 +117,7 @@ def test_butler_bad_expression_raises_invalid_query_error(repo):
 
 
 def test_cli_where_json(repo):
-    """butler query-data-ids --where ... --format json prints the matching data IDs."""
+    """Butler query-data-ids --where ... --format json prints the matching data IDs."""
     result = CliRunner().invoke(
         cli,
         [
