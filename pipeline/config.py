@@ -194,15 +194,18 @@ class Config(BaseModel):
             raise _convert_validation_error(exc, type(self), None, value_hint={name: value}) from None
 
     def freeze(self) -> None:
-        """Make this config and all nested subtask configs read-only.
+        """Make this config, its nested configs and its dict/list values read-only.
 
-        Assignments afterwards raise `ConfigError`. Dict and list field values are not deep-frozen.
+        Assignments afterwards raise `ConfigError`; dict and list values become `dict`/`list`
+        subclasses whose mutating methods raise `ConfigError` too.
         """
         self._frozen = True
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, Config):
                 value.freeze()
+            elif isinstance(value, (dict, list)):
+                self.__dict__[name] = _deep_freeze(value, f"{type(self).__name__}.{name}")
 
     @property
     def frozen(self) -> bool:
@@ -335,6 +338,68 @@ class Config(BaseModel):
         return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[union-attr]
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _frozen_error(where: str) -> ConfigError:
+    return ConfigError(f"cannot modify {where}: the config is frozen (configs are frozen before execution); "
+                       "change it through a pipeline override instead")
+
+
+class _FrozenDict(dict):  # type: ignore[type-arg]
+    """A read-only dict (a `dict` for isinstance checks) used for the dict fields of frozen configs."""
+
+    _where = "a dict field"
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise _frozen_error(self._where)
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+    def __copy__(self) -> dict[Any, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
+        import copy
+
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+
+class _FrozenList(list):  # type: ignore[type-arg]
+    """A read-only list used for the list fields of frozen configs."""
+
+    _where = "a list field"
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise _frozen_error(self._where)
+
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore
+    __iadd__ = __imul__ = _refuse  # type: ignore
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (list(self),))
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        import copy
+
+        return [copy.deepcopy(v, memo) for v in self]
+
+
+def _deep_freeze(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        out = _FrozenDict({k: _deep_freeze(v, f"{where}[{k!r}]") for k, v in value.items()})
+        out._where = where
+        return out
+    if isinstance(value, list):
+        lst = _FrozenList(_deep_freeze(v, f"{where}[{i}]") for i, v in enumerate(value))
+        lst._where = where
+        return lst
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -186,7 +186,14 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
 
     @classmethod
     def make_config_class(cls) -> type[Config]:
-        """Build the ``connections`` sub-config class: one `str` field per connection and template."""
+        """Return the ``connections`` sub-config class: one `str` field per connection and template.
+
+        The class is built once per connections class and stored on it as ``ConnectionsConfig`` (so
+        configs pickle: its qualified name is ``<Connections>.ConnectionsConfig``).
+        """
+        existing = cls.__dict__.get("ConnectionsConfig")
+        if existing is not None:
+            return existing
         fields: dict[str, Any] = {}
         for conn_name, conn in cls._connection_decls.items():
             fields[conn_name] = (
@@ -202,6 +209,8 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
             fields[tmpl] = (str, Field(default, description=f"Template value for {{{tmpl}}}."))
         model = create_model(f"{cls.__name__}Config", __base__=Config, **fields)
         model.__module__ = cls.__module__
+        model.__qualname__ = f"{cls.__qualname__}.ConnectionsConfig"
+        type.__setattr__(cls, "ConnectionsConfig", model)
         return model
 
     # ------------------------------------------------------------------ hooks

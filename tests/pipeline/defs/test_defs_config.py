@@ -166,3 +166,25 @@ def test_from_dict_reports_every_bad_field():
     text = str(exc.value)
     assert text.startswith("task 'isr': 2 config errors:")
     assert "'level' = 'x'" in text and "'statistic' = 'MODE'" in text
+
+
+def test_freeze_protects_dict_and_list_values():
+    import copy
+    import pickle
+
+    config = apply_overrides(SubtractConfig(), {"saturation.C1": 2.0})
+    config.freeze()
+    assert isinstance(config.saturation, dict) and config.saturation["C1"] == 2.0
+    with pytest.raises(ConfigError, match=r"cannot modify SubtractConfig\.saturation: the config is frozen"):
+        config.saturation["C1"] = 3.0
+    with pytest.raises(ConfigError, match="frozen"):
+        config.saturation.update({"C2": 1.0})
+    assert config.saturation == {"ALL_AMPS": 1e6, "C1": 2.0}
+    # Copies and pickles are ordinary, mutable values; round trips keep the content.
+    clone = copy.deepcopy(config)
+    assert clone.saturation == config.saturation
+    restored = pickle.loads(pickle.dumps(config))
+    assert restored == config and restored.frozen
+    assert SubtractConfig.from_dict(config.to_dict()) == config
+    thawed = config.model_copy(deep=True)
+    assert thawed.saturation == config.saturation
