@@ -982,6 +982,10 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
         connections = conn_class(config=config)
     except ConfigError as exc:
         raise ConfigError(f"task '{label}': {exc}", label=label, field=exc.field) from None
+    except Exception as exc:  # noqa: BLE001 - a bug in the task's connections: one clear error
+        raise PipelineDefinitionError(
+            f"task '{label}': {conn_class.__name__}(config=...) failed with {type(exc).__name__}: {exc}"
+        ) from None
     config.freeze()
     where = f"task '{label}': "
     dims = sort_dimensions(connections.dimensions, where=where + "quantum dimensions: ")

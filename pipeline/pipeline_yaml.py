@@ -1184,6 +1184,10 @@ def _import_task(class_name: str, where: str) -> type:
         cls = import_dotted(class_name)
     except ImportError as exc:
         raise PipelineDefinitionError(f"{where}: cannot import task class {class_name!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a broken module: report it as one error, not a traceback
+        raise PipelineDefinitionError(
+            f"{where}: importing task class {class_name!r} failed with {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(cls, type):
         raise PipelineDefinitionError(f"{where}: {class_name!r} is not a class")
     return cls

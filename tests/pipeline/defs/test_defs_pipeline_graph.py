@@ -301,3 +301,37 @@ def test_networkx_view_is_lazy_and_consistent():
             "assert x.number_of_nodes() == len(g.tasks) + len(g.dataset_types)\n"
             "assert x.edges[('dataset', 'toyPostIsr'), ('task', 'combine')]['connection'].multiple\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
+
+
+class BrokenConnections(PipelineTaskConnections, dimensions=("instrument",)):
+    """Connections whose __init__ reads a config field that does not exist."""
+
+    out = cT.Output(name="brokenOut", storageClass="NumpyArray", dimensions=("instrument",))
+
+    def __init__(self, *, config=None):
+        super().__init__(config=config)
+        if not config.doSomething:
+            self.outputs.remove("out")
+
+
+class BrokenConfig(PipelineTaskConfig, pipelineConnections=BrokenConnections):
+    """Config."""
+
+
+class BrokenTask(PipelineTask):
+    """Task."""
+
+    ConfigClass = BrokenConfig
+
+
+def test_broken_connections_and_module_are_one_error(tmp_path, monkeypatch):
+    from pipeline.exceptions import PipelineDefinitionError
+
+    with pytest.raises(PipelineDefinitionError, match=r"task 'b': BrokenConnections\(config=\.\.\.\) failed with "
+                                                      r"AttributeError: .*doSomething"):
+        make_task_node("b", BrokenTask, "BrokenTask", BrokenConfig())
+    (tmp_path / "broken_toy_module.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PipelineDefinitionError, match="task 'x': importing task class 'broken_toy_module.Task' "
+                                                      "failed with RuntimeError: boom at import"):
+        graph_of("description: x\ntasks:\n  x: broken_toy_module.Task\n")
