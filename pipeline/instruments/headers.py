@@ -7,6 +7,8 @@ tile-compressed image HDU the header returned is the *image* header (ZNAXIS → 
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import os
 import re
 import warnings
@@ -47,31 +49,93 @@ def read_headers(path: str | os.PathLike[str]) -> list[fits.Header]:
     Returns
     -------
     list of astropy.io.fits.Header
-        ``headers[i]`` is the header of HDU ``i`` (compressed image HDUs give the image header).
+        ``headers[i]`` is the header of HDU ``i``. A tile-compressed image HDU gives its binary
+        table header (``ZIMAGE = T``, ``ZNAXISn``... plus the image's own cards).
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     RawFileError
-        If the file is not FITS or is truncated.
+        If the file is not FITS or its first header is truncated.
+
+    Notes
+    -----
+    The 2880-byte header blocks are read directly and parsed lazily by astropy; data units are
+    skipped by their size from NAXISn/BITPIX/PCOUNT/GCOUNT (FITS standard 4.0, section 4.4.1),
+    so a single-HDU ``.fits.gz`` costs one small decompression (astropy's ``fits.open`` would
+    decompress the whole file to look for a next HDU).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            with fits.open(path, memmap=False, lazy_load_hdus=True, ignore_missing_simple=False) as hdul:
-                headers = [hdu.header.copy() for hdu in hdul]
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # astropy raises OSError/ValueError/TypeError/EOFError for junk
+        with open(path, "rb") as raw:
+            magic = raw.read(3)
+        opener: Any = gzip.open if magic[:2] == b"\x1f\x8b" else (bz2.open if magic == b"BZh" else open)
+        headers: list[fits.Header] = []
+        with opener(path, "rb") as fh:
+            while True:
+                text = _read_header_blocks(fh, first=not headers, source=path)
+                if text is None:
+                    break
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", VerifyWarning)
+                    header = fits.Header.fromstring(text)
+                headers.append(header)
+                if len(headers) == 1 and not header.get("EXTEND", False) and int(header.get("NAXIS", 0)) > 0:
+                    break
+                size = _data_size(header)
+                if size:
+                    fh.seek(size, 1)
+    except (OSError, EOFError, ValueError, KeyError) as exc:
+        if isinstance(exc, RawFileError):
+            raise
         raise RawFileError(f"{path} is not a readable FITS file ({type(exc).__name__}: {exc})") from None
     if not headers:
         raise RawFileError(f"{path} has no HDU (empty or truncated FITS file)")
     return headers
+
+
+_BLOCK = 2880
+
+
+def _read_header_blocks(fh: Any, *, first: bool, source: Path) -> str | None:
+    chunks: list[bytes] = []
+    while True:
+        block = fh.read(_BLOCK)
+        if not block:
+            if first and not chunks:
+                raise RawFileError(f"{source} is empty (not a FITS file)")
+            if chunks:
+                raise RawFileError(f"{source}: truncated FITS header (no END card)")
+            return None
+        if len(block) < _BLOCK:
+            if first or chunks:
+                raise RawFileError(f"{source}: truncated FITS file (a {len(block)}-byte partial block)")
+            return None
+        if first and not chunks and not block.startswith(b"SIMPLE  ="):
+            raise RawFileError(f"{source} is not a readable FITS file (it does not start with SIMPLE =)")
+        if not first and not chunks and not block.startswith(b"XTENSION="):
+            return None  # trailing junk after the last HDU: ignore
+        chunks.append(block)
+        for i in range(0, _BLOCK, 80):
+            if block[i:i + 8] == b"END     ":
+                text = b"".join(chunks)
+                end = (len(chunks) - 1) * _BLOCK + i
+                return text[:end].decode("ascii", errors="replace")
+
+
+def _data_size(header: fits.Header) -> int:
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        n *= int(header.get(f"NAXIS{i}", 0))
+    bits = abs(int(header.get("BITPIX", 8)))
+    size = bits // 8 * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + n)
+    return (size + _BLOCK - 1) // _BLOCK * _BLOCK
 
 
 def merge_headers(primary: fits.Header, extension: fits.Header | None) -> fits.Header:

@@ -294,7 +294,7 @@ def ingest_raws(
                 continue
             if info.physical_filter not in known_filters:
                 new_filters[info.physical_filter] = inst.translator.bands.get(info.physical_filter, info.physical_filter)
-            if info.day_obs not in known_days:
+            if info.day_obs not in known_days and info.day_obs not in new_days:
                 new_days[info.day_obs] = _day_obs_record(inst_name, info.day_obs, inst)
             if info.exposure_id not in known_exposures:
                 new_exposures[info.exposure_id] = info.exposure_record()

@@ -74,24 +74,30 @@ def test_bad_files_are_reported_and_good_files_land(butler, tmp_path, shared_dat
     shutil.copy(shared_data / "raw" / "kast_blue" / "b21.fits.gz", src / "b21.fits.gz")
     (src / "notfits.fits").write_text("this is not a FITS file\n" * 200)
     raw = gzip.decompress((shared_data / "raw" / "kast_blue" / "b22.fits.gz").read_bytes())
-    (src / "truncated.fits").write_bytes(raw[:2880 * 3 + 100])
+    (src / "truncated.fits").write_bytes(raw[:2880 * 3 + 100])  # inside the 5-block header
+    (src / "truncdata.fits").write_bytes(raw[:2880 * 40])  # whole header, partial pixels
     hdr = fits.getheader(shared_data / "raw" / "kast_blue" / "b23.fits.gz")
     del hdr["EXPTIME"]
     fits.PrimaryHDU(np.zeros((350, 2112), np.uint16), header=hdr).writeto(src / "noexptime.fits")
     fits.PrimaryHDU(np.zeros((4, 4), np.int16), header=fits.Header({"INSTRUME": "HAL9000"})).writeto(src / "other.fits")
     report = ingest_raws(butler, [src, tmp_path / "missing.fits"])
     reasons = dict(report.failed)
-    assert len(report.ingested) == 1 and report.ingested[0].data_id["exposure"] == 20150520034404
+    assert sorted(r.data_id["exposure"] for r in report.ingested) == [20150520034404, 20150520034422]
     assert "not a readable FITS file" in reasons[str(src / "notfits.fits")]
     assert "cannot translate exposure_time" in reasons[str(src / "noexptime.fits")]
     assert "EXPTIME" in reasons[str(src / "noexptime.fits")]
     assert "unknown instrument" in reasons[str(src / "other.fits")] and "HAL9000" in reasons[str(src / "other.fits")]
     assert "no such file" in reasons[str(tmp_path / "missing.fits")]
-    trunc = reasons.get(str(src / "truncated.fits"))
-    if trunc is None:  # header intact: ingested, but reading its pixels must fail clearly
-        from pipeline.instruments.raw import RawFileError, read_raw
-        with pytest.raises(RawFileError, match="cannot read the pixels|not a readable"):
-            read_raw(src / "truncated.fits")
+    assert "truncated FITS file" in reasons[str(src / "truncated.fits")]
+    # a file truncated in its pixels still has a whole header: ingest (headers only) accepts it,
+    # reading it fails with a clear error naming the file
+    assert str(src / "truncdata.fits") not in reasons
+    from pipeline.instruments.raw import RawFileError, read_raw
+    with pytest.raises(RawFileError, match="truncdata.fits: cannot read the pixels"):
+        read_raw(src / "truncdata.fits")
+    (src / "tiny.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    report2 = ingest_raws(butler, [src / "tiny.fits"])
+    assert "truncated FITS file" in dict(report2.failed)[str(src / "tiny.fits")]
     assert not report.ok and "FAILED" in report.summary()
 
 
