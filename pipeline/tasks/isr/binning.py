@@ -33,9 +33,16 @@ def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
         If ``factor`` is not an int.
     """
     b = _check(factor)
-    ny, nx = image.shape[0] // b, image.shape[1] // b
-    blocks = image[:ny * b, :nx * b].reshape(ny, b, nx, b)
-    return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+    return (_block_sum(image, b) / (b * b)).astype(np.float32)
+
+
+def _block_sum(plane: np.ndarray, b: int) -> np.ndarray:
+    """Sum of ``b × b`` blocks in float64: strided row sums, then contiguous column sums."""
+    ny, nx = plane.shape[0] // b, plane.shape[1] // b
+    acc = plane[0:ny * b:b, :nx * b].astype(np.float64)
+    for k in range(1, b):
+        acc += plane[k:ny * b:b, :nx * b]
+    return acc.reshape(ny, nx, b).sum(axis=2)
 
 
 def bin_planes(image: np.ndarray, mask: np.ndarray, variance: np.ndarray, factor: int
@@ -61,5 +68,5 @@ def bin_planes(image: np.ndarray, mask: np.ndarray, variance: np.ndarray, factor
     ny, nx = image.shape[0] // b, image.shape[1] // b
     img = bin_image(image, b)
     m = np.bitwise_or.reduce(mask[:ny * b, :nx * b].reshape(ny, b, nx, b), axis=(1, 3)).astype(np.int32)
-    v = (variance[:ny * b, :nx * b].reshape(ny, b, nx, b).sum(axis=(1, 3), dtype=np.float64) / (b * b))
+    v = _block_sum(variance, b) / (b * b)
     return img, m, v.astype(np.float32)

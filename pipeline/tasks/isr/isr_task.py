@@ -75,16 +75,85 @@ FitType = Literal["MEDIAN", "MEAN", "MEANCLIP", "MEDIAN_PER_ROW", "MEAN_PER_ROW"
                   "NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE"]
 
 
-def _hset(header: fits.Header, key: str, value: Any) -> None:
-    """Set a (HIERARCH) header keyword, rounding floats so the card fits in 80 characters."""
+def _card_value(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         value = float(value)
-        value = float(f"{value:.7g}") if math.isfinite(value) else str(value)
-    elif isinstance(value, np.integer):
-        value = int(value)
-    elif isinstance(value, np.bool_):
-        value = bool(value)
-    header[f"HIERARCH {key}"] = value
+        return float(f"{value:.7g}") if math.isfinite(value) else str(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _hset(header: Any, key: str, value: Any) -> None:
+    """Set a (HIERARCH) header keyword, rounding floats so the card fits in 80 characters.
+
+    ``header`` is an astropy `~astropy.io.fits.Header` or a `_HeaderBuffer`.
+    """
+    if key.startswith("HIERARCH "):
+        key = key[9:]
+    if isinstance(header, _HeaderBuffer):
+        header.pending[key] = _card_value(value)
+    else:
+        header[f"HIERARCH {key}"] = _card_value(value)
+
+
+class _HeaderBuffer:
+    """Collects header keywords during `IsrTask.run` and writes them in one batch.
+
+    astropy's ``Header.__setitem__`` costs ~2 ms per new HIERARCH card (it searches the header);
+    a 16-amplifier run writes ~250 keywords, so they are buffered and appended with
+    ``Header.extend`` at the end. Reads fall through to the pending values, then the header.
+    """
+
+    def __init__(self, header: fits.Header) -> None:
+        self.header = header
+        self.pending: dict[str, Any] = {}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        _hset(self, key, value)
+
+    def __getitem__(self, key: str) -> Any:
+        k = key[9:] if key.startswith("HIERARCH ") else key
+        if k in self.pending:
+            return self.pending[k]
+        return self.header[key]
+
+    def __contains__(self, key: str) -> bool:
+        k = key[9:] if key.startswith("HIERARCH ") else key
+        return k in self.pending or key in self.header
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def remove(self, key: str, ignore_missing: bool = False, remove_all: bool = False) -> None:
+        self.pending.pop(key, None)
+        self.header.remove(key, ignore_missing=ignore_missing, remove_all=remove_all)
+
+    def copy(self) -> fits.Header:
+        out = self.header.copy()
+        _flush(out, self.pending)
+        return out
+
+    def flush(self) -> fits.Header:
+        _flush(self.header, self.pending)
+        self.pending = {}
+        return self.header
+
+
+def _flush(header: fits.Header, values: Mapping[str, Any]) -> None:
+    new = []
+    for key, value in values.items():
+        if key in header:
+            header[key] = value
+        else:
+            new.append(fits.Card(f"HIERARCH {key}" if (len(key) > 8 or " " in key) else key, value))
+    if new:
+        header.extend(new, unique=False)
 
 
 # ============================================================================================
@@ -558,9 +627,19 @@ class IsrTask(PipelineTask):
         if not np.issubdtype(mi.image.dtype, np.integer):
             raise RuntimeError(f"cannot convert raw pixels of dtype {mi.image.dtype} to float")
         img = mi.image.astype(np.float32)
-        exposure.masked_image = MaskedImage(img, np.zeros(img.shape, np.int32), np.ones(img.shape, np.float32),
-                                            mi.mask_planes, mi.xy0)
+        # Variance 1 everywhere: a read-only broadcast until a step writes to the raw variance
+        # (see `_writable_variance`); assembly creates the real plane. Saves one full-size plane.
+        exposure.masked_image = MaskedImage(img, np.zeros(img.shape, np.int32),
+                                            np.broadcast_to(np.float32(1.0), img.shape), mi.mask_planes, mi.xy0)
         return exposure
+
+    @staticmethod
+    def _writable_variance(exposure: Exposure) -> np.ndarray:
+        """Materialise a broadcast (read-only) variance plane before writing to it."""
+        mi = exposure.masked_image
+        if not mi.variance.flags.writeable:
+            mi.variance = np.array(mi.variance, dtype=np.float32)
+        return mi.variance
 
     def compareCameraKeywords(self, exposureMetadata: Mapping[str, Any], calib: Any, calibName: str) -> None:
         """Compare ``cameraKeywordsToCompare`` between the exposure and a calibration.
@@ -580,7 +659,7 @@ class IsrTask(PipelineTask):
                 if self.config.doRaiseOnCalibMismatch:
                     raise RuntimeError(msg)
                 self.log.warning(msg)
-                if isinstance(exposureMetadata, fits.Header):
+                if isinstance(exposureMetadata, (fits.Header, _HeaderBuffer)):
                     _hset(exposureMetadata, f"LSST ISR {calibName.upper()} SEQUENCER MISMATCH", True)
 
     @staticmethod
@@ -895,8 +974,33 @@ class IsrTask(PipelineTask):
         TypeError
             Input is not an exposure-like object.
         """
-        c = self.config
         ccd = self.ensureExposure(ccdExposure, camera, detectorNum)
+        header = ccd.metadata
+        buffer = _HeaderBuffer(header)
+        ccd.metadata = buffer
+        try:
+            result = self._run(ccd, camera=camera, bias=bias, linearizer=linearizer, crosstalk=crosstalk,
+                               crosstalkSources=crosstalkSources, dark=dark, flat=flat, ptc=ptc,
+                               bfKernel=bfKernel, bfGains=bfGains, defects=defects, fringes=fringes,
+                               opticsTransmission=opticsTransmission, filterTransmission=filterTransmission,
+                               sensorTransmission=sensorTransmission,
+                               atmosphereTransmission=atmosphereTransmission,
+                               strayLightData=strayLightData, illumMaskedImage=illumMaskedImage,
+                               deferredChargeCalib=deferredChargeCalib)
+        finally:
+            ccd.metadata = buffer.flush()
+        for name in ("preInterpExposure", "outputBin1Exposure", "outputBin2Exposure"):
+            other = getattr(result, name)
+            if other is not None and isinstance(other.metadata, _HeaderBuffer):
+                other.metadata = other.metadata.copy()
+        return result
+
+    def _run(self, ccd: Exposure, *, camera: Any, bias: Any, linearizer: Any, crosstalk: Any,
+             crosstalkSources: Any, dark: Any, flat: Any, ptc: Any, bfKernel: Any, bfGains: Any, defects: Any,
+             fringes: Any, opticsTransmission: Any, filterTransmission: Any, sensorTransmission: Any,
+             atmosphereTransmission: Any, strayLightData: Any, illumMaskedImage: Any,
+             deferredChargeCalib: Any) -> Struct:
+        c = self.config
         det = ccd.detector
         if isinstance(bfKernel, BrighterFatterKernel):
             bfGains = bfGains or bfKernel.gains or None
@@ -928,6 +1032,7 @@ class IsrTask(PipelineTask):
             mi.add_mask_plane(name)
         # 3. bias before overscan (untrimmed bias)
         if c.doBias and c.doBiasBeforeOverscan:
+            self._writable_variance(ccd)
             bi, bm, bv = _calib_planes(bias)
             F.bias_correction(mi.image, mi.mask, mi.variance, bi, bm, bv)
             _hset(md, "LSST ISR BIAS APPLIED", True)
@@ -977,11 +1082,13 @@ class IsrTask(PipelineTask):
         _hset(md, "LSST ISR NOISE SOURCE", nsrc)
         # 8. crosstalk before assembly
         if c.doCrosstalk and c.doCrosstalkBeforeAssemble:
+            self._writable_variance(ccd)
             self._crosstalk(ccd, crosstalk, trimmed=False)
         # 9. assembly
         if c.doAssembleCcd:
             self._assemble(ccd)
             _hset(md, "LSST ISR ASSEMBLECCD APPLIED", True)
+        self._writable_variance(ccd)
         mi = ccd.masked_image
         trimmed = c.doAssembleCcd and c.assembleCcd.doTrim
         amp_boxes = {a.name: (a.bbox if trimmed else a.raw_data_bbox) for a in ccd.detector}
@@ -1138,7 +1245,10 @@ class IsrTask(PipelineTask):
         del mi
         mask = assemble_plane(raw_mask, det, trim=trim, dtype=np.int32)
         del raw_mask
-        var = assemble_plane(raw_var, det, trim=trim, dtype=np.float32, fill=1.0)
+        if not raw_var.flags.writeable:  # untouched broadcast of 1.0 from convertIntToFloat
+            var = np.ones(img.shape, np.float32)
+        else:
+            var = assemble_plane(raw_var, det, trim=trim, dtype=np.float32, fill=1.0)
         del raw_var
         ccd.masked_image = MaskedImage(img, mask, var, planes, xy0)
         ccd.detector = assembled_detector(det, trim=trim)
@@ -1277,7 +1387,7 @@ class IsrTask(PipelineTask):
             img, msk = mi.image[sl], mi.mask[sl]
             nsat = int(np.count_nonzero(msk & sat_bit))
             nbad = int(np.count_nonzero(msk & bad_bit))
-            sample = F.sample_for_statistics(img, (msk & excl) == 0, 1 << 16)
+            sample = F.sample_for_statistics(img, (msk & excl) == 0, 1 << 15)
             mean, var, _ = clipped_stats(sample) if sample.size else (float("nan"),) * 2 + (0,)
             med = float(np.median(sample)) if sample.size else float("nan")
             stdev = float(np.sqrt(var)) if var == var else float("nan")
