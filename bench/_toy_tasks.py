@@ -214,7 +214,12 @@ def make_toy_repo(root: Any, n_exposures: int, n_detectors: int, *, shape: tuple
     if not with_files:
         ids = [{"instrument": TOY_INSTRUMENT, "exposure": e, "detector": d}
                for e in range(1, n_exposures + 1) for d in range(n_detectors)]
-        butler.registry.insert_datasets(dt, ids, TOY_RAW_RUN)
+        from butler import StoredFileInfo
+
+        refs = butler.registry.insert_datasets(dt, ids, TOY_RAW_RUN)
+        fmt = "butler.datastore.formatters.NumpyFormatter"
+        butler.registry.insert_file_records(
+            [(r.id, StoredFileInfo(f"toy/{r.id.hex}.npy", fmt, "NumpyArray", None, 0)) for r in refs])
         return butler, medians
     for e in range(1, n_exposures + 1):
         for d in range(n_detectors):

@@ -276,6 +276,35 @@ def _query_datasets(butler: Any, name: str, collections: Sequence[str], where: s
         return butler.query_datasets(name, collections=list(collections), data_id=data_id, find_first=True)
 
 
+def _rows_from_dataset_query(butler: Any, overall: Mapping[str, _Conn], constraint: list[str],
+                             union_required: tuple[str, ...], inputs: list[str], where: str, bind: Any,
+                             data_id: Any, available: dict[str, dict[tuple[Any, ...], Any]]) -> list[Any] | None:
+    """The data-ID query as a dataset query, when an overall input has exactly the subgraph's
+    dimensions (the usual case: ``raw`` for ISR/cp pipelines). Returns `None` when not applicable.
+
+    The dataset query returns the same expanded data IDs (each with its dataset) and lets the
+    registry use its dataset indexes directly instead of a correlated EXISTS per row.
+    """
+    lead = next((n for n in constraint if overall[n].dataset_type.dimensions == union_required), None)
+    if lead is None:
+        return None
+    try:
+        refs = butler.query_datasets(lead, collections=list(inputs), where=where, bind=bind, data_id=data_id,
+                                     find_first=True)
+    except Exception:  # noqa: BLE001 - e.g. a where clause on dimensions the type lacks
+        return None
+    available[lead] = {_key(r.data_id, union_required): r for r in refs}
+    rows = [r.data_id for r in refs]
+    for other in constraint:
+        if other == lead or not rows:
+            continue
+        req = overall[other].dataset_type.dimensions
+        orefs = _query_datasets(butler, other, inputs, where, bind, data_id)
+        available[other] = {_key(r.data_id, req): r for r in orefs}
+        rows = [r for r in rows if _key(r, req) in available[other]]
+    return rows
+
+
 def _stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
     """Datastore records of existing datasets, in bulk when the datastore allows it."""
     from ..execution._butler_adapter import stored_infos
@@ -283,7 +312,30 @@ def _stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
     return stored_infos(butler, refs)
 
 
-def build_quantum_graph(
+def build_quantum_graph(butler: Any, pipeline: Any, **kwargs: Any) -> QuantumGraph:
+    """Build the quantum graph of a pipeline over a repository (see `_build` for parameters).
+
+    Parameters
+    ----------
+    butler : `butler.Butler`
+        The repository (read only here).
+    pipeline : pipeline graph or `list` of ``(label, task_class, config)``
+        The tasks.
+    **kwargs
+        ``collections``, ``where``, ``bind``, ``data_id``, ``clobber_outputs``, ``metadata``,
+        ``dataset_query_constraint`` (see `_build`).
+
+    Returns
+    -------
+    graph : `QuantumGraph`
+    """
+    from .quantum_graph import no_gc
+
+    with no_gc():
+        return _build(butler, pipeline, **kwargs)
+
+
+def _build(
     butler: Any,
     pipeline: Any,
     *,
@@ -389,17 +441,24 @@ def build_quantum_graph(
             if unknown:
                 raise GraphBuilderError(f"--dataset-query-constraint names {unknown}, which are not overall "
                                         f"inputs of the pipeline ({sorted(overall)})")
-        rows = butler.query_data_ids(sorted(dims), where=where, bind=bind, data_id=data_id,
-                                     datasets=constraint or None, collections=inputs)
+        from butler.dimensions import default_universe
+
+        union_required = default_universe().group(dims)[0]
+        available: dict[str, dict[tuple[Any, ...], Any]] = {}
+        rows = _rows_from_dataset_query(butler, overall, constraint, union_required, inputs, where, bind,
+                                        data_id, available)
+        if rows is None:
+            rows = list(butler.query_data_ids(sorted(dims), where=where, bind=bind, data_id=data_id,
+                                              datasets=constraint or None, collections=inputs))
         stats["queries"] += 1
-        rows = list(rows)
         labels = [s.label for s in comp]
         if not rows:
             raise EmptyGraphError(_explain_empty(butler, sorted(dims), where, bind, data_id, constraint,
                                                  inputs, labels))
         # Existing datasets of the overall inputs, keyed by required values.
-        available: dict[str, dict[tuple[Any, ...], Any]] = {}
         for name, c in overall.items():
+            if name in available:
+                continue
             refs = _query_datasets(butler, name, inputs, where, bind, data_id)
             stats["queries"] += 1
             req = c.dataset_type.dimensions

@@ -1,12 +1,12 @@
 """The quantum graph: quanta, their dependencies, and its compact versioned file format.
 
-File format (``.qg``), version 1::
+File format (``.qg``), version 2::
 
     line 1   b"CCDFLOW-QG <version>\\n"
     line 2   header: one line of JSON (metadata and counts; readable without decompressing)
-    rest     zlib-compressed JSON payload, *columnar*: dataset types, runs, dimension records,
-             data IDs and datasets are stored once each and referenced by integer index;
-             UUIDs are concatenated hex strings.
+    rest     zlib-compressed JSON payload, *columnar* (see `pipeline.graph._qg_codec`): dataset
+             types, runs, dimension records and data IDs are stored once each and referenced by
+             index; per-quantum and per-dataset columns are base64 int32 / UUID byte arrays.
 
 Loading parses the columns only; `Quantum` objects and their `DatasetRef`\\ s are built on
 demand (and cached), so a 100,000-quantum graph loads in well under a second. The payload also
@@ -16,6 +16,9 @@ can read through a quantum-backed butler without any registry.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import gc
 import getpass
 import json
 import os
@@ -26,14 +29,30 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from .quantum import LOG_CONNECTION, METADATA_CONNECTION, Quantum
+from .quantum import Quantum
 
-__all__ = ["QuantumGraph", "TaskInfo", "QuantumGraphFileError", "FORMAT_VERSION", "MAGIC"]
+__all__ = ["QuantumGraph", "TaskInfo", "QuantumGraphFileError", "FORMAT_VERSION", "MAGIC", "no_gc"]
 
 MAGIC = b"CCDFLOW-QG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _ROLES = ("inputs", "prerequisites", "outputs")
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small containers.
+
+    Building or decoding a big graph creates millions of lists/dicts that are never cyclic
+    garbage; generational collections would rescan them all (quadratic-looking slow-downs).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class QuantumGraphFileError(ValueError):
@@ -91,35 +110,6 @@ class TaskInfo:
                    dict(data.get("connections", {})))
 
 
-def _butler_types() -> tuple[Any, Any, Any, Any]:
-    from butler import DataCoordinate, DatasetRef, DatasetType, StoredFileInfo
-
-    return DataCoordinate, DatasetRef, DatasetType, StoredFileInfo
-
-
-@dataclass
-class _Columns:
-    """Columnar payload of a loaded graph (indices into the shared tables)."""
-
-    dataset_types: list[Any]
-    runs: list[str]
-    records: dict[str, list[Any]]
-    data_ids: list[Any]
-    ds_type: list[int]
-    ds_data_id: list[int]
-    ds_run: list[int]
-    ds_id: bytes
-    conn_names: list[str]
-    q_id: bytes
-    q_task: list[int]
-    q_data_id: list[int]
-    q_io: list[list[list[Any]]]
-    task_labels: list[str]
-    dc_cache: dict[int, Any] = field(default_factory=dict)
-    rec_cache: dict[tuple[str, int], Any] = field(default_factory=dict)
-    ref_cache: dict[int, Any] = field(default_factory=dict)
-
-
 class QuantumGraph:
     """A directed acyclic graph of quanta.
 
@@ -162,11 +152,11 @@ class QuantumGraph:
         self.dataset_types: dict[str, Any] = {dt.name: dt for dt in dataset_types}
         self.datastore_records: dict[UUID, Any] = dict(datastore_records or {})
         quanta = list(quanta)
-        self._ids: list[UUID] = [q.id for q in quanta]
+        self._ids: Sequence[UUID] = [q.id for q in quanta]
         self._labels: list[str] = [q.task_label for q in quanta]
         self._quanta: dict[int, Quantum] = dict(enumerate(quanta))
-        self._index: dict[UUID, int] = {qid: i for i, qid in enumerate(self._ids)}
-        self._cols: _Columns | None = None
+        self._index_: dict[bytes, int] | None = None
+        self._cols: Any = None
         self._succ: list[list[int]] | None = None
         self._pred: list[list[int]] | None = None
         self._order: list[int] | None = None
@@ -175,13 +165,23 @@ class QuantumGraph:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def _index(self) -> dict[bytes, int]:
+        if self._index_ is None:
+            if self._cols is not None:
+                qb = self._cols.q_id
+                self._index_ = {qb[16 * i:16 * i + 16]: i for i in range(len(self._labels))}
+            else:
+                self._index_ = {qid.bytes: i for i, qid in enumerate(self._ids)}
+        return self._index_
+
     def __contains__(self, qid: object) -> bool:
-        return qid in self._index
+        return getattr(qid, "bytes", None) in self._index
 
     def __getitem__(self, qid: UUID) -> Quantum:
         try:
-            return self.quantum_at(self._index[qid])
-        except KeyError:
+            return self.quantum_at(self._index[qid.bytes])
+        except (KeyError, AttributeError):
             raise KeyError(f"quantum {qid} is not in this graph") from None
 
     def __iter__(self) -> Iterator[UUID]:
@@ -209,7 +209,7 @@ class QuantumGraph:
         KeyError
             If the id is not in the graph.
         """
-        return self._index[qid]
+        return self._index[qid.bytes]
 
     def id_at(self, index: int) -> UUID:
         """Return the quantum id at an integer index.
@@ -295,29 +295,18 @@ class QuantumGraph:
 
     # ------------------------------------------------------------------ edges
     def _build_edges(self) -> None:
+        with no_gc():
+            self._build_edges_impl()
+
+    def _build_edges_impl(self) -> None:
         n = len(self._ids)
         succ: list[list[int]] = [[] for _ in range(n)]
         pred: list[list[int]] = [[] for _ in range(n)]
         if self._cols is not None and len(self._quanta) < n:
-            # Work on the integer columns: no object construction.
-            producer: dict[int, int] = {}
-            c = self._cols
-            out_role = _ROLES.index("outputs")
-            for qi, io in enumerate(c.q_io):
-                for _conn, role, ds in io:
-                    if role == out_role:
-                        for d in ds:
-                            producer[d] = qi
-            for qi, io in enumerate(c.q_io):
-                seen: set[int] = set()
-                for _conn, role, ds in io:
-                    if role != out_role:
-                        for d in ds:
-                            p = producer.get(d)
-                            if p is not None and p not in seen:
-                                seen.add(p)
-                                succ[p].append(qi)
-                                pred[qi].append(p)
+            prod, cons = self._cols.edges()
+            for p, c in zip(prod.tolist(), cons.tolist()):
+                succ[p].append(c)
+                pred[c].append(p)
         else:
             producer_u: dict[UUID, int] = {}
             for qi in range(n):
@@ -368,7 +357,7 @@ class QuantumGraph:
         -------
         ids : `list` [`uuid.UUID`]
         """
-        return [self._ids[i] for i in self.predecessor_indices()[self._index[qid]]]
+        return [self._ids[i] for i in self.predecessor_indices()[self.index_of(qid)]]
 
     def successors(self, qid: UUID) -> list[UUID]:
         """Return the ids of the quanta that read this quantum's outputs.
@@ -381,7 +370,7 @@ class QuantumGraph:
         -------
         ids : `list` [`uuid.UUID`]
         """
-        return [self._ids[i] for i in self.successor_indices()[self._index[qid]]]
+        return [self._ids[i] for i in self.successor_indices()[self.index_of(qid)]]
 
     def topological_order(self) -> list[int]:
         """Return quantum indices in a topological order (producers before consumers).
@@ -463,7 +452,8 @@ class QuantumGraph:
         path : `pathlib.Path`
         """
         path = Path(path)
-        header, payload = self._encode()
+        with no_gc():
+            header, payload = self._encode()
         blob = zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 3)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -517,7 +507,7 @@ class QuantumGraph:
         KeyError
             If a requested node id is not in the graph.
         """
-        with _open_graph(path) as fh:
+        with _open_graph(path) as fh, no_gc():
             _check_magic(fh, path)
             header = json.loads(fh.readline())
             try:
@@ -526,225 +516,114 @@ class QuantumGraph:
                 raise QuantumGraphFileError(
                     f"quantum graph file {path} is truncated or corrupt ({exc}); rebuild it with "
                     "'pipetask qgraph ... -q FILE'") from None
-        graph = cls._decode(header, payload)
+            graph = cls._decode(header, payload)
         if nodes is not None:
             graph = graph.subset(nodes)
         return graph
 
     def _encode(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        enc = _Encoder()
+        from ._qg_codec import ROLES, Encoder, encode_stored, pack
+
+        enc = Encoder()
         conn_index: dict[str, int] = {}
-        q_ids: list[str] = []
-        q_task: list[int] = []
-        q_data: list[int] = []
-        q_io: list[list[list[Any]]] = []
         labels = list(self.tasks)
         label_index = {lab: i for i, lab in enumerate(labels)}
+        q_ids: list[bytes] = []
+        q_task: list[int] = []
+        q_data: list[int] = []
+        q_io_start = [0]
+        io_conn: list[int] = []
+        io_role: list[int] = []
+        io_ds_start = [0]
+        io_ds: list[int] = []
         for i in range(len(self)):
             q = self.quantum_at(i)
-            if q.task_label not in label_index:
-                label_index[q.task_label] = len(labels)
+            li = label_index.get(q.task_label)
+            if li is None:
+                li = label_index[q.task_label] = len(labels)
                 labels.append(q.task_label)
-            q_ids.append(q.id.hex)
-            q_task.append(label_index[q.task_label])
+            q_ids.append(q.id.bytes)
+            q_task.append(li)
             q_data.append(enc.data_id(q.data_id))
-            io: list[list[Any]] = []
-            for role_i, role in enumerate(_ROLES):
+            for role_i, role in enumerate(ROLES):
                 for conn, refs in getattr(q, role).items():
-                    ci = conn_index.setdefault(conn, len(conn_index))
-                    io.append([ci, role_i, [enc.ref(r) for r in refs]])
-            q_io.append(io)
+                    ci = conn_index.get(conn)
+                    if ci is None:
+                        ci = conn_index[conn] = len(conn_index)
+                    io_conn.append(ci)
+                    io_role.append(role_i)
+                    io_ds.extend(enc.ref(r) for r in refs)
+                    io_ds_start.append(len(io_ds))
+            q_io_start.append(len(io_conn))
         init = {lab: [enc.ref(r) for r in refs] for lab, refs in self.init_outputs.items()}
-        stored_ds: list[int] = []
-        stored_info: list[Any] = []
-        for uid, info in self.datastore_records.items():
-            idx = enc.ref_index.get(uid)
-            if idx is None:
-                continue
-            stored_ds.append(idx)
-            d = info.to_dict()
-            stored_info.append(d)
         for dt in self.dataset_types.values():
             enc.dataset_type(dt)
-        payload = {
+        payload = enc.tables()
+        payload.update({
             "tasks": [self.tasks[lab].to_dict() for lab in self.tasks],
             "task_labels": labels,
-            "dataset_types": enc.dataset_types,
-            "runs": enc.runs,
-            "records": enc.records,
-            "data_ids": enc.data_ids,
-            "datasets": {"type": enc.ds_type, "data_id": enc.ds_data_id, "run": enc.ds_run,
-                         "id": "".join(enc.ds_id)},
-            "stored": {"ds": stored_ds, "info": stored_info},
             "conn_names": list(conn_index),
-            "quanta": {"id": "".join(q_ids), "task": q_task, "data_id": q_data, "io": q_io},
+            "q_id": base64.b64encode(b"".join(q_ids)).decode("ascii"),
+            "q_task": pack(q_task), "q_data_id": pack(q_data), "q_io_start": pack(q_io_start),
+            "io_conn": pack(io_conn), "io_role": pack(io_role), "io_ds_start": pack(io_ds_start),
+            "io_ds": pack(io_ds),
+            "stored": encode_stored(enc, self.datastore_records),
             "init_outputs": init,
-        }
+        })
         header = {
             "format": "ccdflow quantum graph", "version": FORMAT_VERSION,
             "n_quanta": len(self), "n_datasets": len(enc.ds_type),
             "tasks": self.count_by_task(), "metadata": self.metadata,
-            "saved_by": getpass.getuser() if hasattr(os, "getuid") else "",
+            "saved_by": _default_user(),
         }
         return header, payload
 
     @classmethod
     def _decode(cls, header: Mapping[str, Any], payload: Mapping[str, Any]) -> QuantumGraph:
-        _DataCoordinate, DatasetRef, DatasetType, StoredFileInfo = _butler_types()
-        dts = [DatasetType(d[0], tuple(d[1]), d[2], is_calibration=bool(d[3]))
-               for d in payload["dataset_types"]]
-        ds = payload["datasets"]
-        qd = payload["quanta"]
-        cols = _Columns(
-            dataset_types=dts, runs=payload["runs"], records=payload["records"],
-            data_ids=payload["data_ids"], ds_type=ds["type"], ds_data_id=ds["data_id"],
-            ds_run=ds["run"], ds_id=bytes.fromhex(ds["id"]), conn_names=payload["conn_names"],
-            q_id=bytes.fromhex(qd["id"]), q_task=qd["task"], q_data_id=qd["data_id"], q_io=qd["io"],
-            task_labels=payload["task_labels"],
-        )
+        from ._qg_codec import Columns, LazyRecords
+
+        cols = Columns(payload)
         graph = cls(tasks={t["label"]: TaskInfo.from_dict(t) for t in payload["tasks"]},
-                    metadata=header.get("metadata", {}), dataset_types=dts)
+                    metadata=header.get("metadata", {}), dataset_types=cols.dataset_types)
         graph._cols = cols
-        qb = cols.q_id
-        graph._ids = [UUID(bytes=qb[16 * i:16 * i + 16]) for i in range(len(cols.q_task))]
-        graph._labels = [cols.task_labels[t] for t in cols.q_task]
-        graph._index = {qid: i for i, qid in enumerate(graph._ids)}
-        graph.init_outputs = {lab: [graph._ref(i) for i in idxs]
-                              for lab, idxs in payload["init_outputs"].items()}
-        st = payload["stored"]
-        del DatasetRef
-        records: dict[UUID, Any] = {}
-        for di, info in zip(st["ds"], st["info"]):
-            records[UUID(bytes=cols.ds_id[16 * di:16 * di + 16])] = StoredFileInfo.from_dict(info)
-        graph.datastore_records = records
+        graph._ids = _LazyIds(cols.q_id)
+        labels = cols.task_labels
+        graph._labels = [labels[t] for t in cols.q_task.tolist()]
+        graph.init_outputs = {lab: [cols.ref(i) for i in idxs] for lab, idxs in payload["init_outputs"].items()}
+        graph.datastore_records = LazyRecords(cols, payload["stored"])  # type: ignore[assignment]
         return graph
-
-    def _ref(self, di: int) -> Any:
-        c = self._cols
-        assert c is not None
-        ref = c.ref_cache.get(di)
-        if ref is None:
-            _DC, DatasetRef, _DT, _SFI = _butler_types()
-            ref = DatasetRef(c.dataset_types[c.ds_type[di]], self._data_id(c.ds_data_id[di]),
-                             c.runs[c.ds_run[di]], UUID(bytes=c.ds_id[16 * di:16 * di + 16]))
-            c.ref_cache[di] = ref
-        return ref
-
-    def _data_id(self, i: int) -> Any:
-        c = self._cols
-        assert c is not None
-        dc = c.dc_cache.get(i)
-        if dc is None:
-            dc = _decode_data_id(c.data_ids[i], c)
-            c.dc_cache[i] = dc
-        return dc
 
     def _materialize(self, index: int) -> Quantum:
         c = self._cols
         if c is None:
             raise KeyError(index)
-        parts: dict[str, dict[str, list[Any]]] = {r: {} for r in _ROLES}
-        for ci, role, dsi in c.q_io[index]:
-            parts[_ROLES[role]][c.conn_names[ci]] = [self._ref(d) for d in dsi]
-        return Quantum(self._ids[index], self._labels[index], self._data_id(c.q_data_id[index]),
+        parts = c.quantum_parts(index)
+        return Quantum(self._ids[index], self._labels[index], c.data_id(int(c.q_data_id[index])),
                        parts["inputs"], parts["prerequisites"], parts["outputs"])
 
 
-# ---------------------------------------------------------------------- codec helpers
-class _Encoder:
-    """Deduplicating encoder of dataset types, runs, records, data IDs and refs."""
+class _LazyIds(Sequence[UUID]):
+    """Quantum ids of a loaded graph, built from the raw bytes on access."""
 
-    def __init__(self) -> None:
-        self.dataset_types: list[list[Any]] = []
-        self._dt_index: dict[str, int] = {}
-        self.runs: list[str] = []
-        self._run_index: dict[str, int] = {}
-        self.records: dict[str, list[Any]] = {}
-        self._rec_index: dict[tuple[str, str], int] = {}
-        self.data_ids: list[Any] = []
-        self._did_index: dict[Any, int] = {}
-        self._did_obj: dict[int, int] = {}
-        self.ds_type: list[int] = []
-        self.ds_data_id: list[int] = []
-        self.ds_run: list[int] = []
-        self.ds_id: list[str] = []
-        self.ref_index: dict[UUID, int] = {}
+    def __init__(self, blob: bytes) -> None:
+        self._blob = blob
+        self._cache: dict[int, UUID] = {}
 
-    def dataset_type(self, dt: Any) -> int:
-        i = self._dt_index.get(dt.name)
-        if i is None:
-            i = self._dt_index[dt.name] = len(self.dataset_types)
-            self.dataset_types.append([dt.name, list(dt.dimensions), dt.storage_class,
-                                       bool(dt.is_calibration)])
-        return i
+    def __len__(self) -> int:
+        return len(self._blob) // 16
 
-    def run(self, name: str) -> int:
-        i = self._run_index.get(name)
-        if i is None:
-            i = self._run_index[name] = len(self.runs)
-            self.runs.append(name)
-        return i
-
-    def data_id(self, dc: Any) -> int:
-        key_obj = id(dc)
-        i = self._did_obj.get(key_obj)
-        if i is not None:
-            return i
-        enc = _encode_data_id(dc, self)
-        key = json.dumps(enc, sort_keys=True, default=str)
-        i = self._did_index.get(key)
-        if i is None:
-            i = self._did_index[key] = len(self.data_ids)
-            self.data_ids.append(enc)
-        self._did_obj[key_obj] = i
-        self._keepalive = getattr(self, "_keepalive", [])
-        self._keepalive.append(dc)
-        return i
-
-    def record(self, element: str, rec: Mapping[str, Any]) -> int:
-        key = json.dumps(rec, sort_keys=True, default=str)
-        i = self._rec_index.get((element, key))
-        if i is None:
-            lst = self.records.setdefault(element, [])
-            i = self._rec_index[(element, key)] = len(lst)
-            lst.append(rec)
-        return i
-
-    def ref(self, ref: Any) -> int:
-        i = self.ref_index.get(ref.id)
-        if i is None:
-            i = self.ref_index[ref.id] = len(self.ds_type)
-            self.ds_type.append(self.dataset_type(ref.dataset_type))
-            self.ds_data_id.append(self.data_id(ref.data_id))
-            self.ds_run.append(self.run(ref.run))
-            self.ds_id.append(ref.id.hex)
-        return i
-
-
-def _encode_data_id(dc: Any, enc: _Encoder) -> Any:
-    """Encode a data ID as its ``to_dict()`` with each record replaced by a table index."""
-    d = dict(dc.to_dict())
-    recs = d.pop("records", None)
-    if recs:
-        d["records"] = {el: enc.record(el, r) for el, r in recs.items() if r is not None}
-    return d
-
-
-def _decode_data_id(enc: Mapping[str, Any], cols: _Columns) -> Any:
-    """Build a `DataCoordinate`, sharing one `DimensionRecord` object per stored record."""
-    from butler.dimensions import DataCoordinate, DimensionRecord, default_universe
-
-    universe = default_universe()
-    recs = enc.get("records")
-    records = None
-    if recs is not None:
-        records = {}
-        for el, i in recs.items():
-            rec = cols.rec_cache.get((el, i))
-            if rec is None:
-                rec = cols.rec_cache[(el, i)] = DimensionRecord.from_dict(universe[el], cols.records[el][i])
-            records[el] = rec
-    return DataCoordinate(universe, tuple(enc["dimensions"]), dict(enc["values"]), records)
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        u = self._cache.get(i)
+        if u is None:
+            u = self._cache[i] = UUID(bytes=self._blob[16 * i:16 * i + 16])
+        return u
 
 
 class _open_graph:
@@ -789,4 +668,3 @@ def _default_user() -> str:
         return "unknown"
 
 
-_ = (METADATA_CONNECTION, LOG_CONNECTION, _default_user)
