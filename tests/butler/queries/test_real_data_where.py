@@ -113,3 +113,13 @@ def test_glob_on_obs_id_and_raw_datasets(efosc2):
     assert sorted(r.data_id.records["exposure"].obs_id for r in refs) == stems(
         truth, lambda t: "T08:4" in t["stem"]
     )
+
+
+def test_window_finds_zero_second_biases(efosc2):
+    """Biases (EXPTIME 0) are found by a window that contains their DATE-OBS."""
+    butler, truth = efosc2
+    lo, hi = Time("2022-01-26T19:00:00", scale="utc").tai, Time("2022-01-26T19:10:00", scale="utc").tai
+    want = stems(truth, lambda t: lo < t["begin"] < hi)
+    assert len(want) == 5
+    where = "exposure.timespan OVERLAPS (T'2022-01-26T19:00:00/utc', T'2022-01-26T19:10:00/utc')"
+    assert obs_ids(butler.query_data_ids(["exposure"], where=where)) == want
