@@ -152,3 +152,19 @@ def test_config_overrides_missing_is_empty():
     inst = get_instrument("testcam")
     assert inst.config_overrides("noSuchTask") == {}
     assert _HERE.name == "instruments"
+
+
+def test_camera_format_doc_example_is_valid(tmp_path):
+    from astropy.io import fits
+
+    doc = (_HERE / "CAMERA_FORMAT.md").read_text()
+    block = doc.split("## A complete example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    inst = get_instrument(_write(tmp_path, block, "mycam_doc.yaml"))
+    det = inst.camera[0]
+    assert det["L"].raw_serial_overscan_bbox == Box(4, 0, 16, 1024)
+    assert det.crosstalk[0, 1] == pytest.approx(2e-4)
+    hdr = fits.Header({"INSTRUME": "MYCAM", "EXPNUM": 7, "EXPOSURE": 0.0, "IMAGETYP": "Dark Frame",
+                       "DATE-OBS": "2024-06-01T22:00:00", "FILENAME": "d007.fits", "GAIN_R": 2.2})
+    info = inst.translate(hdr)
+    assert (info.observation_type, info.obs_id, info.exposure_time) == ("bias", "d007", 0.0)
+    assert inst.detector_for_raw(0, hdr)["R"].gain == 2.2 and inst.detector_for_raw(0, hdr)["L"].gain == 1.9
