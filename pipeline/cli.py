@@ -228,10 +228,12 @@ def _render_show(item: str, pipe: Any, graph: Any) -> str:
                 lines.append(f"{full}: {cls.__module__}.{cls.__qualname__}")
         return "\n".join(lines) + "\n"
     if name == "dump-config" or (name == "config" and not arg):
+        from .config import format_config
+
         lines = []
         for label, node in graph.tasks.items():
             lines.append(f"### Configuration for task '{label}'")
-            lines += [f"config.{path}={value!r}" for path, value in flatten_config(node.config)]
+            lines += format_config(node.config, docs=name == "dump-config")
         return "\n".join(lines) + "\n"
     # config=[LABEL::]PATTERN
     label_part, sep, pattern = arg.partition("::")

@@ -49,9 +49,12 @@ __all__ = [
     "apply_overrides",
     "describe_type",
     "diff_configs",
+    "field_descriptions",
     "flatten_config",
+    "format_config",
     "import_dotted",
     "model_validator",
+    "py_repr",
 ]
 
 TARGET_KEY = "__target__"
@@ -751,6 +754,79 @@ def flatten_config(data: Config | Mapping[str, Any], prefix: str = "") -> Iterat
             yield from flatten_config(value, path + ".")
         else:
             yield path, value
+
+
+def field_descriptions(config: Config, prefix: str = "") -> dict[str, str]:
+    """Return dotted field path → description for every leaf field of a config.
+
+    Parameters
+    ----------
+    config : `Config`
+        The config (its actual, possibly retargeted, sub-config classes are used).
+    prefix : `str`
+        Prefix for the paths.
+
+    Returns
+    -------
+    descriptions : `dict` [`str`, `str`]
+        Same paths as `flatten_config`; an empty string when a field has no description.
+    """
+    out: dict[str, str] = {}
+    for name, info in type(config).model_fields.items():
+        value = getattr(config, name)
+        if isinstance(value, Config):
+            out.update(field_descriptions(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = info.description or ""
+    return out
+
+
+def format_config(config: Config, *, docs: bool = True, root: str = "config") -> list[str]:
+    """Render a config as ``config.<path>=<value>`` lines (pex_config style).
+
+    Parameters
+    ----------
+    config : `Config`
+        The config.
+    docs : `bool`
+        Precede each line with ``# <description>``.
+    root : `str`
+        Name the lines start with.
+
+    Returns
+    -------
+    lines : `list` [`str`]
+        One line per leaf field (two with ``docs``); a retargeted subtask gets a
+        ``<root>.<path>.retarget(<dotted.Task>)`` line first.
+    """
+    lines: list[str] = []
+    cls = type(config)
+    data = config.to_dict()
+    for name, info in cls.model_fields.items():
+        value = getattr(config, name)
+        if isinstance(value, Config):
+            target = data[name].get(TARGET_KEY) if isinstance(data[name], dict) else None
+            if target:
+                lines.append(f"{root}.{name}.retarget({target})")
+            lines += format_config(value, docs=docs, root=f"{root}.{name}")
+            continue
+        if docs and info.description:
+            lines.append("# " + " ".join(info.description.split()))
+        lines.append(f"{root}.{name}={py_repr(_plain(value))}")
+    return lines
+
+
+def py_repr(value: Any) -> str:
+    """Return ``repr(value)`` that Python (and the override-file parser) reads back, NaN/inf included."""
+    if isinstance(value, float) and value != value:
+        return "float('nan')"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "float('inf')" if value > 0 else "-float('inf')"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{py_repr(k)}: {py_repr(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(py_repr(v) for v in value) + "]"
+    return repr(value)
 
 
 def diff_configs(old: Config | Mapping[str, Any], new: Config | Mapping[str, Any]) -> list[str]:

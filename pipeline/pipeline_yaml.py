@@ -159,7 +159,7 @@ def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
             path = _target_path(stmt.targets[0])
             if path is not None:
                 try:
-                    value = ast.literal_eval(stmt.value)
+                    value = _literal(stmt.value)
                 except ValueError:
                     raise PipelineDefinitionError(
                         f"{where}, line {stmt.lineno}: the value assigned to config.{path} must be a literal "
@@ -172,6 +172,34 @@ def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
             f"in config override files (got: {ast.unparse(stmt)[:80]!r})"
         )
     return out
+
+
+def _literal(node: ast.expr) -> Any:
+    """`ast.literal_eval` plus ``float('nan')``, ``float('inf')``, ``-float('inf')``, ``nan``, ``inf``."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        pass
+
+    def conv(n: ast.AST) -> Any:
+        if isinstance(n, ast.Name) and n.id in ("nan", "inf"):
+            return float(n.id)
+        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "float"
+                and len(n.args) == 1 and isinstance(n.args[0], ast.Constant)
+                and str(n.args[0].value).strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity")):
+            return float(n.args[0].value)
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
+            v = conv(n.operand)
+            return -v if isinstance(n.op, ast.USub) else v
+        if isinstance(n, ast.Constant):
+            return n.value
+        if isinstance(n, (ast.List, ast.Tuple)):
+            return [conv(e) for e in n.elts]
+        if isinstance(n, ast.Dict):
+            return {conv(k): conv(v) for k, v in zip(n.keys, n.values) if k is not None}
+        raise ValueError("not a literal")
+
+    return conv(node)
 
 
 def _retarget_call(stmt: ast.stmt, imported: Mapping[str, str]) -> tuple[str, str] | None:

@@ -168,3 +168,29 @@ def test_show_history(tmp_path):
     result = run("build", "-p", str(path), "--show", "history=isr::levl")
     assert result.exit_code == 1
     assert result.output == "Error: task 'isr' has no config field 'levl'; did you mean 'level'?\n"
+
+
+def test_dump_config_round_trips_through_config_file(tmp_path):
+    from pipeline.config import apply_overrides
+    from tests.pipeline.defs.toy_tasks import SubtractConfig
+
+    result = run("build", "-t", f"{T}.SubtractTask:isr", "-c", f"isr:offset.__target__={T}.ScaledOffsetTask",
+                 "-c", "isr:level=.nan", "-c", "isr:saturation.C1=.inf", "-c", "isr:offset.scale=3",
+                 "--show", "dump-config")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "### Configuration for task 'isr'"
+    assert "# Extra constant to subtract (ADU)." in lines
+    assert "config.level=float('nan')" in lines
+    assert f"config.offset.retarget({T}.ScaledOffsetTask)" in lines
+    assert "config.saturation={'ALL_AMPS': 1000000.0, 'C1': float('inf')}" in lines
+    dumped = tmp_path / "dumped.py"
+    dumped.write_text("\n".join(lines[1:]) + "\n")
+    pipe = Pipeline("x")
+    pipe.add_task(f"{T}.SubtractTask", "isr")
+    pipe.add_config_file("isr", dumped)
+    config = pipe.task_config("isr")
+    expected = apply_overrides(SubtractConfig(), {"offset.__target__": f"{T}.ScaledOffsetTask", "level": float("nan"),
+                                                  "saturation.C1": float("inf"), "offset.scale": 3.0})
+    assert config == expected
+    assert type(config.offset).__name__ == "ScaledOffsetConfig" and config.offset.scale == 3.0
