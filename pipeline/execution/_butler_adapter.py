@@ -7,6 +7,7 @@ written by a failed attempt. The driver needs the datastore records of existing 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -43,7 +44,24 @@ def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]
     cls = _real_qbb()
     if cls is None:
         return _StandInQBB(root, inputs, outputs)
-    return cls(root, inputs=inputs, outputs=list(outputs))
+    key = str(root)
+    template = _QBB_TEMPLATES.get(key)
+    if template is None:
+        qbb = cls(root, inputs=inputs, outputs=list(outputs))
+        if all(hasattr(qbb, a) for a in _QBB_STATE):
+            _QBB_TEMPLATES[key] = qbb
+        return qbb
+    # Re-use the template's datastore (its construction parses butler.yaml: ~1 ms per quantum);
+    # only the per-quantum state is new.
+    qbb = copy.copy(template)
+    qbb._inputs = dict(inputs)
+    qbb._outputs = {r.id: r for r in outputs}
+    qbb._written = {}
+    return qbb
+
+
+_QBB_TEMPLATES: dict[str, Any] = {}
+_QBB_STATE = ("_inputs", "_outputs", "_written", "datastore")
 
 
 _DATASTORES: dict[str, Any] = {}
@@ -124,11 +142,11 @@ def delete_written(qbb: Any) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
-    written = qbb.written
-    if isinstance(written, list):
-        written.clear()
-    elif hasattr(qbb, "_written"):
-        qbb._written.clear()
+    state = getattr(qbb, "_written", None)
+    if state is not None:
+        state.clear()
+    elif isinstance(qbb.written, list):
+        qbb.written.clear()
 
 
 def stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
