@@ -338,7 +338,8 @@ class Config(BaseModel):
             raise _convert_validation_error(exc, cls, label) from None
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[union-attr]
+        # NaN-aware: two configs with a NaN in the same field are equal.
+        return type(self) is type(other) and not diff_configs(self, other)  # type: ignore[arg-type]
 
     __hash__ = None  # type: ignore[assignment]
 
