@@ -238,10 +238,10 @@ def summarize(repo: Path, flows: Sequence[Flow]) -> str:
         overscan: dict[tuple[int, str], float] = {}
         for ref in isr_refs[:1]:
             md = b.get(ref).metadata
+            prefix = "LSST ISR OVERSCAN SERIAL MEAN "
             for key, value in md.items():
-                if "OVERSCAN" in key.upper() and "LEVEL" in key.upper() and "MEAN" in key.upper():
-                    amp = key.split()[-1] if " " in key else key.rsplit("_", 1)[-1]
-                    overscan[(ref.data_id["detector"], amp)] = float(value)
+                if key.startswith(prefix):
+                    overscan[(ref.data_id["detector"], key[len(prefix):])] = float(value)
         for ref in ptc_refs:
             ptc = b.get(ref)
             det = ref.data_id["detector"]
