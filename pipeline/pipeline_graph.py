@@ -171,6 +171,8 @@ class ResolvedConnection:
         Minimum refs per quantum (inputs); 0 makes a prerequisite optional.
     defer_load : `bool`
         The task gets a deferred handle.
+    defer_graph_constraint : `bool`
+        Do not constrain the initial data-ID query by this input's existence.
     lookup_function : callable or `None`
         Custom prerequisite lookup.
     doc : `str`
@@ -189,6 +191,7 @@ class ResolvedConnection:
     multiple: bool = False
     minimum: int = 1
     defer_load: bool = False
+    defer_graph_constraint: bool = False
     lookup_function: Any = None
     doc: str = ""
     automatic: bool = False
@@ -220,6 +223,7 @@ class ResolvedConnection:
             "multiple": self.multiple,
             "minimum": self.minimum,
             "defer_load": self.defer_load,
+            "defer_graph_constraint": self.defer_graph_constraint,
             "has_lookup_function": self.lookup_function is not None,
             "automatic": self.automatic,
         }
@@ -1024,6 +1028,7 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
                 multiple=conn.multiple,
                 minimum=getattr(conn, "minimum", 1),
                 defer_load=getattr(conn, "deferLoad", False),
+                defer_graph_constraint=getattr(conn, "deferGraphConstraint", False),
                 lookup_function=getattr(conn, "lookupFunction", None),
                 doc=conn.doc,
             )
