@@ -337,6 +337,31 @@ class Config(BaseModel):
         except ValidationError as exc:
             raise _convert_validation_error(exc, cls, label) from None
 
+    @classmethod
+    def from_overrides(
+        cls, overrides: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), *, label: str | None = None
+    ) -> Config:
+        """Build a default config of this class with overrides applied (see `apply_overrides`).
+
+        Parameters
+        ----------
+        overrides : `~collections.abc.Mapping` or iterable of ``(path, value)``
+            Dotted field paths (or field names with nested mappings) and values.
+        label : `str`, optional
+            Task label for error messages.
+
+        Returns
+        -------
+        config : `Config`
+            A new, unfrozen config.
+
+        Raises
+        ------
+        ConfigError
+            For unknown fields, wrong types or a failed cross-field rule.
+        """
+        return apply_overrides(cls(), overrides, label=label)
+
     def __eq__(self, other: object) -> bool:
         # NaN-aware: two configs with a NaN in the same field are equal.
         return type(self) is type(other) and not diff_configs(self, other)  # type: ignore[arg-type]

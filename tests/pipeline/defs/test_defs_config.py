@@ -188,3 +188,10 @@ def test_freeze_protects_dict_and_list_values():
     assert SubtractConfig.from_dict(config.to_dict()) == config
     thawed = config.model_copy(deep=True)
     assert thawed.saturation == config.saturation
+
+
+def test_from_overrides():
+    config = SubtractConfig.from_overrides({"level": 2, "offset.method": "SUBTRACT"}, label="isr")
+    assert (config.level, config.offset.method) == (2.0, "SUBTRACT")
+    with pytest.raises(ConfigError, match="task 'isr': unknown config field 'x'"):
+        SubtractConfig.from_overrides([("x", 1)], label="isr")
