@@ -363,18 +363,20 @@ class DatasetQuery:
             stmt = stmt.order_by(*order_exprs)
         if limit is not None and limit > 0:
             stmt = stmt.limit(limit)
-        rows = self.registry._fetchall(stmt)
+        rows, keys = self.registry.db.fetch_tuples(stmt)
         if do_ff and has_calib:
-            bad = [r for r in rows if r.nrank > 1]
+            i = keys.index("nrank")
+            bad = [r for r in rows if r[i] > 1]
             if bad:
                 raise CalibrationLookupError(
-                    f"find-first search of {self.dataset_type.name} in a CALIBRATION collection matched {bad[0].nrank} "
+                    f"find-first search of {self.dataset_type.name} in a CALIBRATION collection matched {bad[0][i]} "
                     f"validity ranges for one data ID; give a timespan, or use find_first=False"
                 )
-        if not do_ff:
+        if not do_ff and len(self.search) > 1:
+            i = keys.index("dataset_id")
             seen: set = set()
-            rows = [r for r in rows if not (r.dataset_id in seen or seen.add(r.dataset_id))]
-        return self.registry._rows_to_refs(rows, self.dataset_type)
+            rows = [r for r in rows if not (r[i] in seen or seen.add(r[i]))]
+        return self.registry._rows_to_refs(rows, self.dataset_type, keys)
 
 
 class DataIdQuery:

@@ -86,6 +86,25 @@ class SqliteDatabase(Database):
                 raise self.translate_error(sa.exc.OperationalError(sql, None, exc)) from exc
             raise
 
+    def fetch_tuples(self, stmt: Any) -> tuple[list[tuple], list[str]]:
+        """Compile once and run on the raw sqlite3 cursor (UUIDs come back as 32-char hex)."""
+        c = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = c.construct_params()
+        procs = c._bind_processors
+        values = []
+        for n in c.positiontup or ():
+            v = params[n]
+            p = procs.get(n)
+            values.append(p(v) if p is not None and v is not None else v)
+        cur = self._raw_cursor()
+        try:
+            cur.execute(str(c), values)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise self.translate_error(sa.exc.OperationalError(str(c), None, exc)) from exc
+            raise
+        return cur.fetchall(), [d[0] for d in cur.description]
+
     def fast_executemany(self, key: Any, factory: Any, rows: list[dict[str, Any]]) -> bool:
         """Precompiled INSERT/UPDATE for many rows on the raw cursor (must be inside `transaction`)."""
         if not self._depth:

@@ -132,6 +132,19 @@ class Database:
         with self.transaction(write=False):
             return self.execute(stmt, params).fetchall()
 
+    def fetch_tuples(self, stmt: Any) -> tuple[list[tuple], list[str]]:
+        """Run a SELECT and return plain tuples and the column names (bulk query results).
+
+        Type conversions of the backend's driver apply; UUID columns may come back as hex
+        strings on SQLite (see `as_uuid`).
+        """
+        if self._depth:
+            res = self.execute(stmt)
+            return [tuple(r) for r in res.fetchall()], list(res.keys())
+        with self.transaction(write=False):
+            res = self.execute(stmt)
+            return [tuple(r) for r in res.fetchall()], list(res.keys())
+
     def fast_fetch(self, key: Any, factory: Any, params: dict[str, Any]) -> list[tuple] | None:
         """Run a cached, precompiled query on the raw DBAPI cursor (SQLite fast path).
 

@@ -1033,57 +1033,59 @@ class Registry:
         rows.sort(key=lambda r: order[r.id])
         return self._rows_to_refs(rows)
 
-    def _rows_to_refs(self, rows: Sequence[Any], dataset_type: DatasetType | None = None) -> list[DatasetRef]:
-        """Build expanded refs from rows with dataset_id/id, dataset_type_id, run_id and dimension columns."""
+    def _rows_to_refs(
+        self, rows: Sequence[Any], dataset_type: DatasetType | None = None, keys: Sequence[str] | None = None
+    ) -> list[DatasetRef]:
+        """Build expanded refs from rows holding dataset_id (or id), dataset_type_id, run_id and dimension columns.
+
+        ``rows`` are SQLAlchemy rows, or plain tuples with their column names in ``keys``.
+        """
         if not rows:
             return []
+        if keys is None:
+            keys = list(rows[0]._mapping.keys())
+            rows = [tuple(r) for r in rows]
+        pos = {k: i for i, k in enumerate(keys)}
         u = self.universe
-        # Prefetch the records every row needs.
-        groups: dict[int, DatasetType] = {}
+        i_id = pos["dataset_id"] if "dataset_id" in pos else pos["id"]
+        i_type, i_run = pos["dataset_type_id"], pos["run_id"]
+        types: dict[int, DatasetType] = {}
         for r in rows:
-            tid = r.dataset_type_id
-            if tid not in groups:
-                groups[tid] = dataset_type if dataset_type is not None else self._dataset_type_by_id(tid)
-        needed: dict[str, set[tuple]] = {}
-        for dt in groups.values():
-            for dim in dt.dimensions + dt.implied:
-                needed.setdefault(dim, set())
-        for dim, keys in needed.items():
-            el = u[dim]
-            if dim in _SMALL_ELEMENTS:
-                if dim not in self._complete:
-                    self._load_complete(dim)
-                continue
-            cols = list(el.requires) + [dim]
-            for r in rows:
-                m = r._mapping
-                k = tuple(m[c] for c in cols)
-                if k[-1] is not None:
-                    keys.add(k)
-            self._prefetch_records(dim, keys)
-        caches = self._records
-        out = []
-        runs: dict[int, str] = {}
-        for r in rows:
-            m = r._mapping
-            dt = groups[m["dataset_type_id"]]
+            tid = r[i_type]
+            if tid not in types:
+                types[tid] = dataset_type if dataset_type is not None else self._dataset_type_by_id(tid)
+        # Per dataset type: dimension names, their column positions and record-key positions.
+        plans: dict[int, tuple] = {}
+        for tid, dt in types.items():
             dims = dt.dimensions + dt.implied
-            values = {d: m[d] for d in dims if m[d] is not None}
+            dpos = [pos[d] for d in dims]
+            rec_keys = [(d, tuple(pos[q] for q in u[d].requires) + (pos[d],)) for d in dims]
+            plans[tid] = (dt, dims, dpos, rec_keys)
+            for d, kp in rec_keys:
+                if d in _SMALL_ELEMENTS:
+                    if d not in self._complete:
+                        self._load_complete(d)
+                else:
+                    self._prefetch_records(d, {k for k in (tuple(r[i] for i in kp) for r in rows) if k[-1] is not None})
+        caches = self._records
+        runs: dict[int, str] = {}
+        out = []
+        UUID = uuid.UUID
+        for r in rows:
+            dt, dims, dpos, rec_keys = plans[r[i_type]]
+            values = {d: r[i] for d, i in zip(dims, dpos) if r[i] is not None}
             recs = {}
-            for dim in dims:
-                v = values.get(dim)
-                if v is None:
-                    continue
-                el = u.elements[dim]
-                key = tuple(values[q] for q in el.requires) + (v,)
-                rec = caches[dim].get(key)
+            for d, kp in rec_keys:
+                rec = caches[d].get(tuple(r[i] for i in kp))
                 if rec is not None:
-                    recs[dim] = rec
-            run_id = m["run_id"]
+                    recs[d] = rec
+            run_id = r[i_run]
             run = runs.get(run_id)
             if run is None:
                 run = runs[run_id] = self._collection_by_id(run_id).name
-            did = m["dataset_id"] if "dataset_id" in m else m["id"]
+            did = r[i_id]
+            if not isinstance(did, UUID):
+                did = UUID(int=int(did, 16))
             out.append(DatasetRef(dt, DataCoordinate(u, dt.dimensions, values, recs), run, did))
         return out
 

@@ -1,0 +1,174 @@
+"""Butler benchmark: put/get of 0.5 MB numpy datasets, queries over 3,600 and 100,000 datasets, CLI time.
+
+Usage::
+
+    python bench/butler_bench.py [--quick] [--keep DIR]
+
+Prints one line per figure (milliseconds unless stated). LSST figures on the same machine class
+(middleware-reference §10): put 4-12 ms, get by data ID 3.5-8 ms, get by ref 0.4-0.8 ms, CLI
+query ~1.5 s. Our targets: put <= 1.5 ms, get by data ID <= 0.5 ms, query over 100,000 datasets
+<= 100 ms, CLI query <= 0.4 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from butler import Butler, DatasetType, Timespan  # noqa: E402
+
+N_DET = 36
+
+
+def _fill(butler: Butler, n_exposures: int) -> None:
+    import astropy.units as u
+    from astropy.time import Time
+
+    reg = butler.registry
+    reg.insert_dimension_data("instrument", {"name": "bench", "class_name": "", "detector_max": N_DET})
+    reg.insert_dimension_data("physical_filter", {"instrument": "bench", "name": "r_01", "band": "r"})
+    reg.insert_dimension_data("detector", *[{"instrument": "bench", "id": d, "full_name": f"S{d:03d}", "purpose": "SCIENCE"} for d in range(N_DET)])
+    reg.insert_dimension_data("day_obs", {"instrument": "bench", "id": 20250101})
+    t0 = Time("2025-01-01T20:00:00", scale="tai")
+    begin = [t0 + i * 60 * u.s for i in range(n_exposures)]
+    reg.insert_dimension_data(
+        "exposure",
+        *[
+            {
+                "instrument": "bench", "id": i, "obs_id": f"BE_{i:06d}", "physical_filter": "r_01", "day_obs": 20250101,
+                "exposure_time": 15.0, "dark_time": 15.0, "observation_type": "flat" if i % 2 else "bias",
+                "timespan": Timespan(begin[i], begin[i] + 30 * u.s),
+            }
+            for i in range(n_exposures)
+        ],
+    )
+    reg.register_dataset_type(DatasetType("arr", ["exposure", "detector"], "NumpyArray"))
+
+
+def _ms(t: float, n: int) -> float:
+    return (time.perf_counter() - t) / n * 1e3
+
+
+def bench_put_get(root: Path, n: int) -> None:
+    b = Butler.create(root / "putget")
+    _fill(b, max(2, n // N_DET + 1))
+    arr = np.random.default_rng(1).normal(size=(256, 256))  # 0.5 MB float64
+    ids = [(i // N_DET, i % N_DET) for i in range(n)]
+    b.put(arr, "arr", instrument="bench", exposure=0, detector=0, run="warm")
+    t = time.perf_counter()
+    refs = [b.put(arr, "arr", instrument="bench", exposure=e, detector=d, run="bench/run") for e, d in ids]
+    put_ms = _ms(t, n)
+    # File write alone, for reference (same formatter, same sizes).
+    fw = root / "filewrite"
+    fw.mkdir()
+    t = time.perf_counter()
+    for i in range(n):
+        with open(fw / f"{i}.npy", "wb") as f:
+            np.save(f, arr)
+    write_ms = _ms(t, n)
+    b.close()
+    b = Butler(root / "putget", collections=["bench/run"])
+    b.get(refs[0])
+    t = time.perf_counter()
+    for r in refs:
+        b.get(r)
+    ref_ms = _ms(t, n)
+    t = time.perf_counter()
+    for e, d in ids:
+        b.get("arr", instrument="bench", exposure=e, detector=d)
+    did_ms = _ms(t, n)
+    t = time.perf_counter()
+    for e, d in ids:
+        b.find_dataset("arr", instrument="bench", exposure=e, detector=d)
+    find_ms = _ms(t, n)
+    print(f"put 0.5 MB numpy           {put_ms:8.3f} ms/dataset   (file write alone {write_ms:.3f} ms; registry+template {put_ms - write_ms:.3f} ms)  [LSST 4-12 ms; target <= 1.5]")
+    print(f"get by ref                 {ref_ms:8.3f} ms/dataset   [LSST 0.4-0.8 ms]")
+    print(f"get by data ID             {did_ms:8.3f} ms/dataset   (registry lookup alone {find_ms:.3f} ms)  [LSST 3.5-8 ms; target <= 0.5]")
+    b.close()
+
+
+def _registry_repo(root: Path, name: str, n_datasets: int) -> Butler:
+    b = Butler.create(root / name)
+    n_exp = (n_datasets + N_DET - 1) // N_DET
+    _fill(b, n_exp)
+    data_ids = [{"instrument": "bench", "exposure": i // N_DET, "detector": i % N_DET} for i in range(n_datasets)]
+    b.registry.register_run("bench/run")
+    t = time.perf_counter()
+    for i in range(0, n_datasets, 20000):
+        b.registry.insert_datasets("arr", data_ids[i : i + 20000], "bench/run")
+    print(f"  (registered {n_datasets} datasets in {time.perf_counter() - t:.2f} s)")
+    return b
+
+
+def _time(fn, repeat: int = 3) -> tuple[float, int]:
+    fn()
+    times = []
+    n = 0
+    for _ in range(repeat):
+        t = time.perf_counter()
+        n = len(fn())
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times), n
+
+
+def bench_queries(root: Path, n_datasets: int, label: str) -> Path:
+    b = _registry_repo(root, label, n_datasets)
+    b.close()
+    b = Butler(root / label, collections=["bench/run"])
+    ms_all, n_all = _time(lambda: b.query_datasets("arr"))
+    ms_det, n_det = _time(lambda: b.query_datasets("arr", where="detector = 7 AND exposure.observation_type = 'flat'"))
+    ms_exp, n_exp = _time(lambda: b.query_datasets("arr", where="exposure = 42"))
+    print(f"query_datasets over {n_datasets:>7,d}: all ({n_all:,d} refs, expanded) {ms_all:8.1f} ms")
+    print(f"query_datasets over {n_datasets:>7,d}: detector = 7 AND flat ({n_det:,d}) {ms_det:8.1f} ms;  exposure = 42 ({n_exp}) {ms_exp:6.1f} ms  [target <= 100 ms]")
+    b.close()
+    return root / label
+
+
+def bench_cli(repo: Path) -> None:
+    exe = Path(sys.executable).with_name("butler")
+    cmd = [str(exe), "query-datasets", str(repo), "arr", "--collections", "bench/run", "--where", "exposure = 42"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    help_times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run([str(exe), "--help"], check=True, capture_output=True)
+        help_times.append(time.perf_counter() - t)
+    print(f"butler query-datasets CLI  {statistics.median(times):8.3f} s wall   [LSST ~1.5 s; target <= 0.4 s]")
+    print(f"butler --help              {statistics.median(help_times):8.3f} s wall   [target <= 0.3 s]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Small sizes (a few seconds).")
+    parser.add_argument("--keep", default=None, help="Keep the repositories in this directory.")
+    args = parser.parse_args()
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="butler_bench_"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        print(f"butler benchmark ({'quick' if args.quick else 'full'}), repositories under {root}")
+        bench_put_get(root, 100 if args.quick else 500)
+        repo = bench_queries(root, 3600, "q3600")
+        bench_queries(root, 20_000 if args.quick else 100_000, "qbig")
+        bench_cli(repo)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
