@@ -34,8 +34,16 @@ def make_files(out: Path, n: int) -> list[Path]:
     if SHARED.is_file():
         header = fits.getheader(SHARED)
     else:  # minimal Kast-like header
-        header = fits.Header({"VERSION": "kastb", "OBSTYPE": "OBJECT", "OBJECT": "Dome Flat", "EXPTIME": 15,
-                              "BSPLIT_N": "d55", "GRISM_N": "600/4310"})
+        header = fits.Header(
+            {
+                "VERSION": "kastb",
+                "OBSTYPE": "OBJECT",
+                "OBJECT": "Dome Flat",
+                "EXPTIME": 15,
+                "BSPLIT_N": "d55",
+                "GRISM_N": "600/4310",
+            }
+        )
     buf = io.BytesIO()
     fits.PrimaryHDU(np.zeros((350, 2112), np.uint16), header=header, uint=True).writeto(buf)
     blob = buf.getvalue()
@@ -48,7 +56,9 @@ def make_files(out: Path, n: int) -> list[Path]:
             h[key] = t
         h["DATE-END"] = (start + TimeDelta(20.0 * i + 15, format="sec")).isot[:22]
         hdr_bytes = h.tostring().encode()
-        data_start = len(fits.PrimaryHDU(np.zeros((350, 2112), np.uint16), header=header, uint=True).header.tostring())
+        data_start = len(
+            fits.PrimaryHDU(np.zeros((350, 2112), np.uint16), header=header, uint=True).header.tostring()
+        )
         p = out / f"b{i:05d}.fits.gz"
         p.write_bytes(gzip.compress(hdr_bytes + blob[data_start:], compresslevel=1))
         paths.append(p)
@@ -68,7 +78,7 @@ def main() -> None:
         tmp = Path(tmp)
         (tmp / "raw").mkdir()
         t0 = time.perf_counter()
-        files = make_files(tmp / "raw", n)
+        make_files(tmp / "raw", n)
         t_make = time.perf_counter() - t0
         Butler.create(tmp / "repo")
         butler = Butler(tmp / "repo", writeable=True)
@@ -82,8 +92,10 @@ def main() -> None:
         t_again = time.perf_counter() - t0
         assert not again.ingested and len(again.skipped) == n
     print(f"ingest_bench: {n} Kast raw files (gz, real header) made in {t_make:.1f} s")
-    print(f"ingest_raws  ({args.transfer}, -j {args.j}): {t_ingest:.2f} s  = {1e3 * t_ingest / n:.2f} ms/file "
-          f"({'PASS' if t_ingest * 1000 / n < 10 else 'FAIL'} vs 10 s per 1000 files)")
+    print(
+        f"ingest_raws  ({args.transfer}, -j {args.j}): {t_ingest:.2f} s  = {1e3 * t_ingest / n:.2f} ms/file "
+        f"({'PASS' if t_ingest * 1000 / n < 10 else 'FAIL'} vs 10 s per 1000 files)"
+    )
     print(f"re-ingest (no-op): {t_again:.2f} s")
 
 

@@ -74,7 +74,10 @@ def make_raw_exposure(
     exps, truth = simulate_exposures(
         _inst(camera),
         [ExposureSpec(observation_type, exposure_time, flux=flux)],
-        seed=seed, truth=truth, detectors=[detector], **truth_params,
+        seed=seed,
+        truth=truth,
+        detectors=[detector],
+        **truth_params,
     )
     return exps[0], truth
 
@@ -116,37 +119,71 @@ def make_flat_pair_sequence(
     for t in exposure_times:
         specs += [ExposureSpec("flat", float(t), flux=flux)] * 2
     exps, truth = simulate_exposures(
-        _inst(camera), specs, seed=seed, detectors=[detector], gains=gains, read_noises=read_noises, **truth_params
+        _inst(camera),
+        specs,
+        seed=seed,
+        detectors=[detector],
+        gains=gains,
+        read_noises=read_noises,
+        **truth_params,
     )
     return [(exps[i], exps[i + 1]) for i in range(0, len(exps), 2)], truth
 
 
 def make_bias_set(
-    camera: Instrument | str = "testcam", n: int = 5, seed: int = 0, *, detector: int = 0,
-    truth: SimulationTruth | None = None, **truth_params: Any,
+    camera: Instrument | str = "testcam",
+    n: int = 5,
+    seed: int = 0,
+    *,
+    detector: int = 0,
+    truth: SimulationTruth | None = None,
+    **truth_params: Any,
 ) -> tuple[list[Exposure], SimulationTruth]:
     """``n`` simulated raw biases of one detector and the truth."""
-    return simulate_exposures(_inst(camera), [ExposureSpec("bias")] * n, seed=seed, truth=truth,
-                              detectors=[detector], **truth_params)
+    return simulate_exposures(
+        _inst(camera),
+        [ExposureSpec("bias")] * n,
+        seed=seed,
+        truth=truth,
+        detectors=[detector],
+        **truth_params,
+    )
 
 
 def make_dark_set(
-    camera: Instrument | str = "testcam", n: int = 3, exposure_time: float = 100.0, seed: int = 0, *,
-    detector: int = 0, dark_current: float = 0.5, truth: SimulationTruth | None = None, **truth_params: Any,
+    camera: Instrument | str = "testcam",
+    n: int = 3,
+    exposure_time: float = 100.0,
+    seed: int = 0,
+    *,
+    detector: int = 0,
+    dark_current: float = 0.5,
+    truth: SimulationTruth | None = None,
+    **truth_params: Any,
 ) -> tuple[list[Exposure], SimulationTruth]:
     """``n`` simulated raw darks (``dark_current`` e⁻/s/pixel) of one detector and the truth."""
     if truth is None:
-        truth = make_truth(_inst(camera), seed=seed, detectors=[detector], dark_current=dark_current, **truth_params)
-    return simulate_exposures(_inst(camera), [ExposureSpec("dark", exposure_time)] * n, seed=seed, truth=truth,
-                              detectors=[detector])
+        truth = make_truth(
+            _inst(camera), seed=seed, detectors=[detector], dark_current=dark_current, **truth_params
+        )
+    return simulate_exposures(
+        _inst(camera), [ExposureSpec("dark", exposure_time)] * n, seed=seed, truth=truth, detectors=[detector]
+    )
 
 
 def write_raw_set(
-    out_dir: str | Path, camera: Instrument | str = "testcam", exposures: Sequence[Any] = ("bias",) * 3, *,
-    seed: int = 0, detectors: Iterable[int] | None = None, **kwargs: Any,
+    out_dir: str | Path,
+    camera: Instrument | str = "testcam",
+    exposures: Sequence[Any] = ("bias",) * 3,
+    *,
+    seed: int = 0,
+    detectors: Iterable[int] | None = None,
+    **kwargs: Any,
 ) -> SimulationResult:
     """Write simulated raw files (see `simulate_raws`); returns the paths with ``.truth``."""
-    return simulate_raws(_inst(camera), out_dir, exposures=list(exposures), seed=seed, detectors=detectors, **kwargs)
+    return simulate_raws(
+        _inst(camera), out_dir, exposures=list(exposures), seed=seed, detectors=detectors, **kwargs
+    )
 
 
 def make_exposure(
@@ -161,13 +198,17 @@ def make_exposure(
     dark_time: float | None = None,
     observation_type: str = "science",
 ) -> Exposure:
-    """A float32 `Exposure` of constant ``value`` (+ Gaussian ``noise``), constant variance."""
+    """Return a float32 `Exposure` of constant ``value`` (+ Gaussian ``noise``) and variance."""
     rng = np.random.default_rng(seed)
     image = np.full(shape, value, dtype=np.float32)
     if noise:
         image += rng.normal(0.0, noise, size=shape).astype(np.float32)
     mi = MaskedImage(image, None, np.full(shape, variance, dtype=np.float32))
-    info = ExposureInfo(id=1, obs_id="synthetic", exposure_time=exposure_time,
-                        dark_time=exposure_time if dark_time is None else dark_time,
-                        observation_type=observation_type)
+    info = ExposureInfo(
+        id=1,
+        obs_id="synthetic",
+        exposure_time=exposure_time,
+        dark_time=exposure_time if dark_time is None else dark_time,
+        observation_type=observation_type,
+    )
     return Exposure(mi, detector=detector, info=info)

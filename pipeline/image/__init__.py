@@ -1,5 +1,7 @@
-"""Image model: geometry (`Box`, `Amplifier`, `Detector`, `Camera`), `MaskedImage`, `Exposure`
-and their FITS I/O. See docs/contracts.md §2."""
+"""Image model: geometry, `MaskedImage`, `Exposure` and their FITS I/O.
+
+Geometry is `Box`, `Amplifier`, `Detector` and `Camera`; see docs/contracts.md §2.
+"""
 
 from __future__ import annotations
 

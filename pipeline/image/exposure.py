@@ -516,7 +516,7 @@ class Exposure:
         )
 
     def subexposure(self, box: Box) -> Exposure:
-        """A view on ``box`` (parent coordinates); header and info shared with this exposure."""
+        """Return a view on ``box`` (parent coordinates); header and info are shared."""
         return Exposure(
             self.masked_image.subimage(box),
             metadata=self.metadata,

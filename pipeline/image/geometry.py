@@ -122,15 +122,13 @@ class Box:
         return Box(self.x0, height - self.y1, self.nx, self.ny)
 
     def contains(self, other: Box) -> bool:
-        """True if ``other`` lies entirely inside this box (an empty box is contained anywhere)."""
+        """Return True if ``other`` lies entirely inside this box (an empty box always does)."""
         if other.is_empty:
             return True
-        return (
-            self.x0 <= other.x0 and self.y0 <= other.y0 and other.x1 <= self.x1 and other.y1 <= self.y1
-        )
+        return self.x0 <= other.x0 and self.y0 <= other.y0 and other.x1 <= self.x1 and other.y1 <= self.y1
 
     def contains_point(self, x: int, y: int) -> bool:
-        """True if pixel ``(x, y)`` is inside the box."""
+        """Return True if pixel ``(x, y)`` is inside the box."""
         return self.x0 <= x < self.x1 and self.y0 <= y < self.y1
 
     # -- conversions -------------------------------------------------------------------------
@@ -264,8 +262,14 @@ raw_parallel_overscan_bbox : Box
             "raw_parallel_overscan_bbox",
         ):
             object.__setattr__(self, name, Box.coerce(getattr(self, name)))
-        for name in ("gain", "read_noise", "saturation", "suspect_level", "linearity_threshold",
-                     "linearity_maximum"):
+        for name in (
+            "gain",
+            "read_noise",
+            "saturation",
+            "suspect_level",
+            "linearity_threshold",
+            "linearity_maximum",
+        ):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "linearity_coeffs", tuple(float(c) for c in self.linearity_coeffs))
         object.__setattr__(self, "raw_flip_x", bool(self.raw_flip_x))
@@ -508,7 +512,8 @@ class Camera:
             return self.detectors[int(key)]
         except KeyError:
             raise KeyError(
-                f"camera {self.name!r} has no detector id {key!r}; ids {min(self.detectors)}..{max(self.detectors)}"
+                f"camera {self.name!r} has no detector id {key!r}; "
+                f"ids {min(self.detectors)}..{max(self.detectors)}"
                 if self.detectors
                 else f"camera {self.name!r} has no detectors"
             ) from None

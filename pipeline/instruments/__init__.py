@@ -1,9 +1,16 @@
-"""Instruments: camera descriptions (YAML), header translation, raw ingest, raw reading and the
-raw simulator. See docs/contracts.md §3 and CAMERA_FORMAT.md."""
+"""Instruments: camera descriptions, header translation, raw ingest and reading, simulator.
+
+See docs/contracts.md §3 and CAMERA_FORMAT.md.
+"""
 
 from __future__ import annotations
 
-from .camera_yaml import CameraDescription, CameraDescriptionError, load_camera_description, parse_camera_description
+from .camera_yaml import (
+    CameraDescription,
+    CameraDescriptionError,
+    load_camera_description,
+    parse_camera_description,
+)
 from .headers import RawFileError, read_headers
 from .instrument import BUILTIN_INSTRUMENTS, Instrument, UnknownInstrumentError, get_instrument
 from .translator import ObservationInfo, TranslationError, Translator

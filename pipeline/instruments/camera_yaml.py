@@ -77,15 +77,22 @@ class PropertyRule(_Strict):
 
     keyword: str | list[str] | None = Field(None, description="Header keyword, or keywords tried in order.")
     format: str | None = Field(
-        None, description="Python format string over header keywords and translated properties, e.g. '{FILTER}~{GRISM}'."
+        None,
+        description="Format string over header keywords and translated properties: '{FILTER}~{GRISM}'.",
     )
     transform: Literal[
         "none", "datetime_digits", "strip_fits_suffix", "sanitize", "lower", "upper", "int", "detector_name"
     ] = Field("none", description="Conversion applied to the raw value.")
     value_map: dict[str, Any] = Field(default_factory=dict, description="Raw value → translated value.")
-    default: Any = Field(None, description="Value when no keyword is present (None: the property is required).")
-    fallback: str | None = Field(None, description="Use this other property's value when no keyword is present.")
-    time_format: Literal["isot", "fits", "mjd", "unix"] = Field("isot", description="For times: value format.")
+    default: Any = Field(
+        None, description="Value when no keyword is present (None: the property is required)."
+    )
+    fallback: str | None = Field(
+        None, description="Use this other property's value when no keyword is present."
+    )
+    time_format: Literal["isot", "fits", "mjd", "unix"] = Field(
+        "isot", description="For times: value format."
+    )
     time_scale: Literal["utc", "tai", "tt"] = Field("utc", description="For times: value time scale.")
 
     @model_validator(mode="before")
@@ -97,8 +104,11 @@ class PropertyRule(_Strict):
 
 
 class ConditionalRule(_Strict):
-    """``if`` all conditions hold, ``set`` properties. Condition keys are property names or
-    ``header:KEYWORD``; a value matches case-insensitively, a list means any of."""
+    """A conditional rule: when all ``if`` conditions hold, ``set`` the properties.
+
+    Condition keys are property names or ``header:KEYWORD``; a value matches
+    case-insensitively, a list means any of.
+    """
 
     if_: dict[str, Any] = Field(alias="if", description="Conditions (all must hold).")
     set: dict[str, Any] = Field(description="Properties to set when the conditions hold.")
@@ -135,15 +145,29 @@ class TranslationSpec(_Strict):
     )
     amp_overrides: dict[str, dict[str, str | list[str]]] = Field(
         default_factory=dict,
-        description="Per-file amplifier values from the detector's header: {amp: {gain: KEYWORD, read_noise: KEYWORD}}.",
+        description="Per-file amp values from the detector's header: {amp: {gain: KEY, read_noise: KEY}}.",
     )
     band_map: dict[str, str] = Field(default_factory=dict, description="physical_filter → band.")
 
 
 _AMP_FIELDS = {
-    "name", "gain", "read_noise", "saturation", "suspect_level", "readout_corner", "bbox", "raw_bbox",
-    "raw_data_bbox", "raw_serial_overscan_bbox", "raw_serial_prescan_bbox", "raw_parallel_overscan_bbox",
-    "raw_flip_x", "raw_flip_y", "linearity_type", "linearity_coeffs", "linearity_threshold",
+    "name",
+    "gain",
+    "read_noise",
+    "saturation",
+    "suspect_level",
+    "readout_corner",
+    "bbox",
+    "raw_bbox",
+    "raw_data_bbox",
+    "raw_serial_overscan_bbox",
+    "raw_serial_prescan_bbox",
+    "raw_parallel_overscan_bbox",
+    "raw_flip_x",
+    "raw_flip_y",
+    "linearity_type",
+    "linearity_coeffs",
+    "linearity_threshold",
     "linearity_maximum",
 }
 
@@ -171,8 +195,13 @@ class AmplifierModel(_Strict):
     linearity_maximum: float | None = None
 
     @field_validator(
-        "bbox", "raw_bbox", "raw_data_bbox", "raw_serial_overscan_bbox", "raw_serial_prescan_bbox",
-        "raw_parallel_overscan_bbox", mode="before",
+        "bbox",
+        "raw_bbox",
+        "raw_data_bbox",
+        "raw_serial_overscan_bbox",
+        "raw_serial_prescan_bbox",
+        "raw_parallel_overscan_bbox",
+        mode="before",
     )
     @classmethod
     def _box(cls, value: Any) -> Box:
@@ -182,10 +211,18 @@ class AmplifierModel(_Strict):
         """Build the `Amplifier`."""
         data = self.model_dump()
         data["suspect_level"] = float("nan") if data["suspect_level"] is None else data["suspect_level"]
-        data["linearity_maximum"] = float("nan") if data["linearity_maximum"] is None else data["linearity_maximum"]
+        data["linearity_maximum"] = (
+            float("nan") if data["linearity_maximum"] is None else data["linearity_maximum"]
+        )
         data["linearity_coeffs"] = tuple(data["linearity_coeffs"])
-        for key in ("bbox", "raw_bbox", "raw_data_bbox", "raw_serial_overscan_bbox", "raw_serial_prescan_bbox",
-                    "raw_parallel_overscan_bbox"):
+        for key in (
+            "bbox",
+            "raw_bbox",
+            "raw_data_bbox",
+            "raw_serial_overscan_bbox",
+            "raw_serial_prescan_bbox",
+            "raw_parallel_overscan_bbox",
+        ):
             data[key] = getattr(self, key)
         return Amplifier(**data)
 
@@ -196,7 +233,9 @@ class DetectorModel(_Strict):
     id: int = Field(ge=0)
     name: str
     purpose: str = "SCIENCE"
-    hdu: int | str | None = Field(None, description="HDU index or EXTNAME of the raw pixels; null = first image HDU")
+    hdu: int | str | None = Field(
+        None, description="HDU index or EXTNAME of the raw pixels; null = first image HDU"
+    )
     raw_shape: tuple[int, int] = Field(description="(ny, nx) of the raw detector image")
     bbox: Box | None = Field(None, description="assembled detector box; default: union of amplifier boxes")
     crosstalk: list[list[float]] | None = Field(None, description="(n_amp, n_amp), [source][target]")
@@ -220,8 +259,13 @@ class DetectorModel(_Strict):
             union = union.union(amp.bbox)
         det_box = self.bbox if self.bbox is not None else union
         for amp in self.amplifiers:
-            for key in ("raw_bbox", "raw_data_bbox", "raw_serial_overscan_bbox", "raw_serial_prescan_bbox",
-                        "raw_parallel_overscan_bbox"):
+            for key in (
+                "raw_bbox",
+                "raw_data_bbox",
+                "raw_serial_overscan_bbox",
+                "raw_serial_prescan_bbox",
+                "raw_parallel_overscan_bbox",
+            ):
                 box = getattr(amp, key)
                 if not raw.contains(box):
                     raise ValueError(
@@ -230,14 +274,19 @@ class DetectorModel(_Strict):
                     )
             if amp.raw_data_bbox.shape != amp.bbox.shape:
                 raise ValueError(
-                    f"amplifier {amp.name!r}: raw_data_bbox {amp.raw_data_bbox} and bbox {amp.bbox} differ in size"
+                    f"amplifier {amp.name!r}: raw_data_bbox {amp.raw_data_bbox} and bbox {amp.bbox} "
+                    "differ in size"
                 )
             if not det_box.contains(amp.bbox):
-                raise ValueError(f"amplifier {amp.name!r} field 'bbox': {amp.bbox} is outside the detector {det_box}")
+                raise ValueError(
+                    f"amplifier {amp.name!r} field 'bbox': {amp.bbox} is outside the detector {det_box}"
+                )
         if self.crosstalk is not None:
             n = len(self.amplifiers)
             if len(self.crosstalk) != n or any(len(row) != n for row in self.crosstalk):
-                raise ValueError(f"field 'crosstalk' must be a {n}x{n} matrix (one row and column per amplifier)")
+                raise ValueError(
+                    f"field 'crosstalk' must be a {n}x{n} matrix (one row and column per amplifier)"
+                )
         return self
 
     def to_detector(self) -> Detector:
@@ -249,8 +298,14 @@ class DetectorModel(_Strict):
             for a in amps:
                 bbox = bbox.union(a.bbox)
         return Detector(
-            id=self.id, name=self.name, purpose=self.purpose, bbox=bbox, amplifiers=amps,
-            crosstalk=self.crosstalk, hdu=self.hdu, raw_shape=self.raw_shape,
+            id=self.id,
+            name=self.name,
+            purpose=self.purpose,
+            bbox=bbox,
+            amplifiers=amps,
+            crosstalk=self.crosstalk,
+            hdu=self.hdu,
+            raw_shape=self.raw_shape,
         )
 
 
@@ -273,7 +328,8 @@ class CameraModel(_Strict):
     filters: list[FilterModel] = Field(default_factory=list)
     amplifier_defaults: dict[str, Any] = Field(default_factory=dict)
     templates: dict[str, Any] = Field(
-        default_factory=dict, description="Free-form YAML anchors (&name) reused with <<: *name; not read otherwise."
+        default_factory=dict,
+        description="Free-form YAML anchors (&name) reused with <<: *name; not read otherwise.",
     )
     detectors: list[DetectorModel] = Field(min_length=1)
     translation: TranslationSpec
@@ -368,7 +424,9 @@ def parse_camera_description(text: str, source: str = "<string>") -> CameraDescr
     except yaml.YAMLError as exc:
         raise CameraDescriptionError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise CameraDescriptionError(f"{source}: a camera description must be a YAML mapping (name:, detectors:, ...)")
+        raise CameraDescriptionError(
+            f"{source}: a camera description must be a YAML mapping (name:, detectors:, ...)"
+        )
     defaults = raw.get("amplifier_defaults") or {}
     if isinstance(defaults, dict) and isinstance(raw.get("detectors"), list):
         bad = sorted(set(defaults) - _AMP_FIELDS)
@@ -389,7 +447,9 @@ def parse_camera_description(text: str, source: str = "<string>") -> CameraDescr
             lines.append(f"  {where}: {msg}")
         more = "" if exc.error_count() <= 10 else f"\n  ... and {exc.error_count() - 10} more"
         raise CameraDescriptionError(
-            f"{source}: invalid camera description ({exc.error_count()} error(s)):\n" + "\n".join(lines) + more
+            f"{source}: invalid camera description ({exc.error_count()} error(s)):\n"
+            + "\n".join(lines)
+            + more
         ) from None
     return CameraDescription(model, text, source)
 

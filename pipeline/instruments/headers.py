@@ -120,7 +120,7 @@ def _read_header_blocks(fh: Any, *, first: bool, source: Path) -> str | None:
             return None  # trailing junk after the last HDU: ignore
         chunks.append(block)
         for i in range(0, _BLOCK, 80):
-            if block[i:i + 8] == b"END     ":
+            if block[i : i + 8] == b"END     ":
                 text = b"".join(chunks)
                 end = (len(chunks) - 1) * _BLOCK + i
                 return text[:end].decode("ascii", errors="replace")

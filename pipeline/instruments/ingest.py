@@ -23,7 +23,14 @@ from .headers import FITS_SUFFIXES, read_headers
 from .instrument import Instrument, get_instrument, instrument_for_headers
 from .translator import ObservationInfo
 
-__all__ = ["IngestReport", "register_instrument", "ingest_raws", "RAW_FORMATTER", "raw_dataset_type", "find_raw_files"]
+__all__ = [
+    "IngestReport",
+    "register_instrument",
+    "ingest_raws",
+    "RAW_FORMATTER",
+    "raw_dataset_type",
+    "find_raw_files",
+]
 
 #: Formatter recorded for ingested raws.
 RAW_FORMATTER = "pipeline.instruments.raw.RawFormatter"
@@ -57,7 +64,7 @@ class IngestReport:
         return not self.failed
 
     def summary(self) -> str:
-        """A human-readable summary (one line, then one line per failure)."""
+        """Return a human-readable summary (one line, then one line per failure)."""
         lines = [
             f"ingested {len(self.ingested)} raw dataset(s); {len(self.skipped)} file(s) already present; "
             f"{len(self.failed)} file(s) failed ({self.seconds:.2f} s)"
@@ -67,7 +74,7 @@ class IngestReport:
 
 
 def raw_dataset_type() -> Any:
-    """The ``raw`` `~butler.DatasetType` (instrument, exposure, detector; storage class Exposure)."""
+    """Return the ``raw`` `~butler.DatasetType` (instrument, exposure, detector; Exposure)."""
     from butler import DatasetType
 
     return DatasetType("raw", RAW_DIMENSIONS, "Exposure")
@@ -110,7 +117,11 @@ def register_instrument(butler: Any, name_or_path: str | os.PathLike[str]) -> In
         "camera_yaml": inst.camera_yaml,
         "detector_max": max(d.id for d in inst.camera) + 1,
     }
-    existing = butler.query_dimension_records("instrument", instrument=inst.name) if _has_instrument(butler, inst.name) else []
+    existing = (
+        butler.query_dimension_records("instrument", instrument=inst.name)
+        if _has_instrument(butler, inst.name)
+        else []
+    )
     if existing and (existing[0].get("camera_yaml") or "") != inst.camera_yaml:
         raise ConflictingDefinitionError(
             f"instrument {inst.name!r} is already registered in {butler.root} with a different camera "
@@ -121,13 +132,18 @@ def register_instrument(butler: Any, name_or_path: str | os.PathLike[str]) -> In
             reg.insert_dimension_data("instrument", record)
         reg.insert_dimension_data(
             "detector",
-            *({"instrument": inst.name, "id": d.id, "full_name": d.name, "purpose": d.purpose} for d in inst.camera),
+            *(
+                {"instrument": inst.name, "id": d.id, "full_name": d.name, "purpose": d.purpose}
+                for d in inst.camera
+            ),
             skip_existing=True,
         )
         for physical_filter, band in inst.filters:
             reg.insert_dimension_data("band", {"name": band}, skip_existing=True)
             reg.insert_dimension_data(
-                "physical_filter", {"instrument": inst.name, "name": physical_filter, "band": band}, skip_existing=True
+                "physical_filter",
+                {"instrument": inst.name, "name": physical_filter, "band": band},
+                skip_existing=True,
             )
         reg.register_dataset_type(raw_dataset_type())
     mirror = Path(butler.root) / "instruments" / f"{inst.name}.yaml"
@@ -158,7 +174,8 @@ def find_raw_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path],
         path = Path(p)
         if path.is_dir():
             files.extend(
-                f for f in sorted(path.rglob("*"))
+                f
+                for f in sorted(path.rglob("*"))
                 if f.is_file() and f.name.lower().endswith(FITS_SUFFIXES) and not f.name.startswith(".")
             )
         elif path.is_file():
@@ -191,9 +208,15 @@ def _translate_file(path: str) -> tuple[str, str | None, list[ObservationInfo] |
         inst = instrument_for_headers(headers[0], _WORKER_INSTRUMENTS)
         if inst is None:
             names = ", ".join(i.name for i in _WORKER_INSTRUMENTS)
-            return path, None, None, (
-                f"unknown instrument (INSTRUME={headers[0].get('INSTRUME')!r}); registered instruments: {names}; "
-                "register the right one with `butler register-instrument REPO NAME_OR_YAML`"
+            return (
+                path,
+                None,
+                None,
+                (
+                    f"unknown instrument (INSTRUME={headers[0].get('INSTRUME')!r}); "
+                    f"registered instruments: {names}; "
+                    "register the right one with `butler register-instrument REPO NAME_OR_YAML`"
+                ),
             )
         return path, inst.name, inst.translate_file_headers(headers, path), None
     except Exception as exc:  # noqa: BLE001 - every failure becomes a report line
@@ -240,7 +263,8 @@ def ingest_raws(
     records = butler.query_dimension_records("instrument")
     if not records:
         raise ValueError(
-            f"no instrument is registered in {butler.root}; run `butler register-instrument {butler.root} NAME` "
+            f"no instrument is registered in {butler.root}; "
+            f"run `butler register-instrument {butler.root} NAME` "
             "(kast_blue, efosc2, megacam, testcam or a camera YAML) first"
         )
     instruments = [get_instrument(r.get("name"), repo_root=butler.root) for r in records]
@@ -253,7 +277,11 @@ def ingest_raws(
     # 1. headers -> observation infos
     if processes > 1 and len(files) > 1:
         with ProcessPoolExecutor(max_workers=processes, initializer=_init_worker, initargs=(texts,)) as pool:
-            results = list(pool.map(_translate_file, [str(f) for f in files], chunksize=max(1, len(files) // (4 * processes))))
+            results = list(
+                pool.map(
+                    _translate_file, [str(f) for f in files], chunksize=max(1, len(files) // (4 * processes))
+                )
+            )
     else:
         _WORKER_INSTRUMENTS[:] = instruments
         results = [_translate_file(str(f)) for f in files]
@@ -272,10 +300,15 @@ def ingest_raws(
     accepted: list[tuple[str, str, list[ObservationInfo]]] = []
     for inst_name, items in by_inst.items():
         inst = next(i for i in instruments if i.name == inst_name)
-        known_filters = {r.get("name") for r in butler.query_dimension_records("physical_filter", instrument=inst_name)}
-        known_days = {int(r.get("id")) for r in butler.query_dimension_records("day_obs", instrument=inst_name)}
+        known_filters = {
+            r.get("name") for r in butler.query_dimension_records("physical_filter", instrument=inst_name)
+        }
+        known_days = {
+            int(r.get("id")) for r in butler.query_dimension_records("day_obs", instrument=inst_name)
+        }
         known_exposures = {
-            int(r.get("id")): r.get("obs_id") for r in butler.query_dimension_records("exposure", instrument=inst_name)
+            int(r.get("id")): r.get("obs_id")
+            for r in butler.query_dimension_records("exposure", instrument=inst_name)
         }
         new_filters: dict[str, str] = {}
         new_days: dict[int, Any] = {}
@@ -286,14 +319,19 @@ def ingest_raws(
                 new_exposures[info.exposure_id]["obs_id"] if info.exposure_id in new_exposures else None
             )
             if owner is not None and owner != info.obs_id:
-                report.failed.append((
-                    path,
-                    f"exposure id {info.exposure_id} is already used by obs_id {owner!r} (this file: {info.obs_id!r}); "
-                    f"fix translation.exposure_id in the {inst_name} camera description",
-                ))
+                report.failed.append(
+                    (
+                        path,
+                        f"exposure id {info.exposure_id} is already used by obs_id {owner!r} "
+                        f"(this file: {info.obs_id!r}); "
+                        f"fix translation.exposure_id in the {inst_name} camera description",
+                    )
+                )
                 continue
             if info.physical_filter not in known_filters:
-                new_filters[info.physical_filter] = inst.translator.bands.get(info.physical_filter, info.physical_filter)
+                new_filters[info.physical_filter] = inst.translator.bands.get(
+                    info.physical_filter, info.physical_filter
+                )
             if info.day_obs not in known_days and info.day_obs not in new_days:
                 new_days[info.day_obs] = _day_obs_record(inst_name, info.day_obs, inst)
             if info.exposure_id not in known_exposures:
@@ -303,7 +341,9 @@ def ingest_raws(
             for name, band in new_filters.items():
                 reg.insert_dimension_data("band", {"name": band}, skip_existing=True)
                 reg.insert_dimension_data(
-                    "physical_filter", {"instrument": inst_name, "name": name, "band": band}, skip_existing=True
+                    "physical_filter",
+                    {"instrument": inst_name, "name": name, "band": band},
+                    skip_existing=True,
                 )
             if new_days:
                 reg.insert_dimension_data("day_obs", *new_days.values(), skip_existing=True)
@@ -317,19 +357,29 @@ def ingest_raws(
     for path, inst_name, infos in accepted:
         run_name = run or f"{inst_name}/raw/all"
         refs = [
-            DatasetRef(raw_type, {"instrument": inst_name, "exposure": i.exposure_id, "detector": i.detector}, run_name)
+            DatasetRef(
+                raw_type,
+                {"instrument": inst_name, "exposure": i.exposure_id, "detector": i.detector},
+                run_name,
+            )
             for i in infos
         ]
         datasets.append((path, FileDataset(path=path, refs=refs, formatter=RAW_FORMATTER)))
     if datasets:
         try:
-            new = butler.ingest(*(fd for _, fd in datasets), transfer=transfer, formatter=RAW_FORMATTER,
-                                id_generation="dataid_type")
+            new = butler.ingest(
+                *(fd for _, fd in datasets),
+                transfer=transfer,
+                formatter=RAW_FORMATTER,
+                id_generation="dataid_type",
+            )
             _account(report, datasets, new)
         except Exception:  # noqa: BLE001 - isolate the bad file(s): retry one file at a time
             for path, fd in datasets:
                 try:
-                    new = butler.ingest(fd, transfer=transfer, formatter=RAW_FORMATTER, id_generation="dataid_type")
+                    new = butler.ingest(
+                        fd, transfer=transfer, formatter=RAW_FORMATTER, id_generation="dataid_type"
+                    )
                     _account(report, [(path, fd)], new)
                 except Exception as exc:  # noqa: BLE001
                     report.failed.append((path, f"{type(exc).__name__}: {exc}"))
@@ -353,7 +403,9 @@ def _day_obs_record(instrument: str, day_obs: int, inst: Instrument) -> dict[str
 
     offset = inst.description.translation.day_obs_offset_hours
     text = str(day_obs)
-    start = Time(f"{text[:4]}-{text[4:6]}-{text[6:]}T00:00:00", scale="utc") - TimeDelta(offset * 3600.0, format="sec")
+    start = Time(f"{text[:4]}-{text[4:6]}-{text[6:]}T00:00:00", scale="utc") - TimeDelta(
+        offset * 3600.0, format="sec"
+    )
     return {
         "instrument": instrument,
         "id": day_obs,

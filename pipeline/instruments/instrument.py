@@ -14,11 +14,22 @@ from astropy.io import fits
 
 from pipeline.image.geometry import Camera, Detector
 
-from .camera_yaml import CameraDescription, CameraDescriptionError, load_camera_description, parse_camera_description
+from .camera_yaml import (
+    CameraDescription,
+    CameraDescriptionError,
+    load_camera_description,
+    parse_camera_description,
+)
 from .headers import MergedHeader, read_headers
 from .translator import ObservationInfo, TranslationError, Translator
 
-__all__ = ["Instrument", "get_instrument", "BUILTIN_INSTRUMENTS", "UnknownInstrumentError", "instrument_for_headers"]
+__all__ = [
+    "Instrument",
+    "get_instrument",
+    "BUILTIN_INSTRUMENTS",
+    "UnknownInstrumentError",
+    "instrument_for_headers",
+]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -26,7 +37,7 @@ _HERE = Path(__file__).resolve().parent
 BUILTIN_INSTRUMENTS = ("kast_blue", "efosc2", "megacam", "testcam")
 
 
-class UnknownInstrumentError(LookupError):
+class UnknownInstrumentError(ValueError, LookupError):
     """No camera description of that name (built-in, file or repository)."""
 
 
@@ -69,7 +80,7 @@ class Instrument:
         return self.description.text
 
     def matches(self, header: fits.Header) -> bool:
-        """True if a primary header belongs to this instrument (the YAML ``match:`` keywords)."""
+        """Return True if a primary header belongs to this instrument (YAML ``match:`` keywords)."""
         match = self.description.model.match
         if not match:
             return False
@@ -83,13 +94,19 @@ class Instrument:
         return True
 
     def translate(
-        self, header: fits.Header, hdu_index: int | None = None, *, detector: int | None = None,
+        self,
+        header: fits.Header,
+        hdu_index: int | None = None,
+        *,
+        detector: int | None = None,
         source: str = "<header>",
     ) -> ObservationInfo:
         """Translate a header; see `Translator.translate`."""
         return self.translator.translate(header, hdu_index, detector=detector, source=source)
 
-    def translate_file_headers(self, headers: Sequence[fits.Header], source: str = "<file>") -> list[ObservationInfo]:
+    def translate_file_headers(
+        self, headers: Sequence[fits.Header], source: str = "<file>"
+    ) -> list[ObservationInfo]:
         """One `ObservationInfo` per detector held by a file (headers of all its HDUs).
 
         Raises
@@ -108,7 +125,7 @@ class Instrument:
         return self.translator.detectors_in_headers(read_headers(path), str(path))
 
     def detector_for_raw(self, detector_id: int, header: fits.Header) -> Detector:
-        """The detector with per-file header overrides (e.g. MegaCam GAINA/GAINB) applied."""
+        """Return the detector with per-file header overrides (e.g. MegaCam GAINA/GAINB) applied."""
         det = self.camera[detector_id]
         overrides = self.translator.amp_overrides(header, det)
         return det.with_amp_overrides(overrides) if overrides else det
@@ -151,7 +168,9 @@ def _from_text(text: str, source: str) -> Instrument:
     return Instrument(parse_camera_description(text, source))
 
 
-def get_instrument(name_or_path: str | os.PathLike[str], *, repo_root: str | os.PathLike[str] | None = None) -> Instrument:
+def get_instrument(
+    name_or_path: str | os.PathLike[str], *, repo_root: str | os.PathLike[str] | None = None
+) -> Instrument:
     """Return an instrument by built-in name, camera-description path, or repository name.
 
     Parameters
@@ -214,7 +233,7 @@ def _camera_yaml_from_registry(repo_root: str | os.PathLike[str], name: str) -> 
 def instrument_for_headers(
     header: fits.Header, candidates: Sequence[Instrument] | Mapping[str, Instrument]
 ) -> Instrument | None:
-    """The first candidate whose ``match:`` keywords all match the primary header, or None."""
+    """Return the first candidate whose ``match:`` keywords fit the primary header, or None."""
     values = candidates.values() if isinstance(candidates, Mapping) else candidates
     for inst in values:
         if inst.matches(header):

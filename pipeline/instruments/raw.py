@@ -109,7 +109,9 @@ def read_raw(
                 else:
                     data = np.asarray(hdu_obj.section[Box.coerce(bbox).slices])
     except Exception as exc:  # noqa: BLE001 - astropy's errors for truncated data vary
-        raise RawFileError(f"{source}: cannot read the pixels of HDU {hdu} ({type(exc).__name__}: {exc})") from None
+        raise RawFileError(
+            f"{source}: cannot read the pixels of HDU {hdu} ({type(exc).__name__}: {exc})"
+        ) from None
     if data.ndim != 2:
         raise RawFileError(f"{source}: HDU {hdu} holds a {data.ndim}-D array, expected a 2-D image")
     if bbox is None and det.raw_shape != (0, 0) and data.shape != det.raw_shape:

@@ -213,7 +213,9 @@ class SimulationTruth:
             "hot_columns": {str(d): v for d, v in self.hot_columns.items()},
             "hot_column_current": self.hot_column_current,
             "nonlinearity": self.nonlinearity,
-            "crosstalk": {str(d): None if v is None else np.asarray(v).tolist() for d, v in self.crosstalk.items()},
+            "crosstalk": {
+                str(d): None if v is None else np.asarray(v).tolist() for d, v in self.crosstalk.items()
+            },
             "bf_strength": self.bf_strength,
             "exposures": [asdict(e) for e in self.exposures],
         }
@@ -318,14 +320,22 @@ def make_truth(
         }
         ny, nx = det.bbox.shape
         yy, xx = np.mgrid[0:ny, 0:nx]
-        grad = 1.0 + flat_gradient * ((xx / max(nx - 1, 1)) - 0.5) + 0.5 * flat_gradient * ((yy / max(ny - 1, 1)) - 0.5)
+        grad = (
+            1.0
+            + flat_gradient * ((xx / max(nx - 1, 1)) - 0.5)
+            + 0.5 * flat_gradient * ((yy / max(ny - 1, 1)) - 0.5)
+        )
         flat = grad * (1.0 + flat_rms * rng.standard_normal((ny, nx)))
         flats[det_id] = flat / flat.mean()
-        hot[det_id] = sorted(int(x) for x in rng.choice(nx, size=min(hot_columns, nx), replace=False)) if hot_columns else []
+        hot[det_id] = (
+            sorted(int(x) for x in rng.choice(nx, size=min(hot_columns, nx), replace=False))
+            if hot_columns
+            else []
+        )
         pattern = np.zeros(det.raw_shape[1])
         for a in det:
             box = a.raw_data_bbox
-            pattern[box.x0:box.x1] = bias_col_rms * rng.standard_normal(box.nx)
+            pattern[box.x0 : box.x1] = bias_col_rms * rng.standard_normal(box.nx)
         colpat[det_id] = pattern
         if crosstalk is False or crosstalk is None:
             xt[det_id] = None
@@ -336,9 +346,17 @@ def make_truth(
             n = len(det)
             xt[det_id] = np.full((n, n), c) - np.eye(n) * c
     return SimulationTruth(
-        instrument=instrument.name, seed=seed, amps=amps, flat=flats, dark_current=float(dark_current),
-        hot_columns=hot, hot_column_current=float(hot_column_current), bias_col_pattern=colpat,
-        nonlinearity=float(nonlinearity), crosstalk=xt, bf_strength=float(bf_strength),
+        instrument=instrument.name,
+        seed=seed,
+        amps=amps,
+        flat=flats,
+        dark_current=float(dark_current),
+        hot_columns=hot,
+        hot_column_current=float(hot_column_current),
+        bias_col_pattern=colpat,
+        nonlinearity=float(nonlinearity),
+        crosstalk=xt,
+        bf_strength=float(bf_strength),
     )
 
 
@@ -433,8 +451,12 @@ def render_detector(
         raw[a.raw_data_bbox.slices] = _flip(signal, a.raw_flip_x, a.raw_flip_y)
         seg = a.raw_bbox
         boxes = [seg] if not seg.is_empty else []
-        for box in (a.raw_data_bbox, a.raw_serial_overscan_bbox, a.raw_serial_prescan_bbox,
-                    a.raw_parallel_overscan_bbox):
+        for box in (
+            a.raw_data_bbox,
+            a.raw_serial_overscan_bbox,
+            a.raw_serial_prescan_bbox,
+            a.raw_parallel_overscan_bbox,
+        ):
             if not box.is_empty and not seg.contains(box):
                 boxes.append(box)
         for box in boxes:
@@ -448,7 +470,7 @@ def render_detector(
             raw[box.slices] += noise
         if colpat is not None:
             d = a.raw_data_bbox
-            raw[d.slices] += colpat[d.x0:d.x1][None, :]
+            raw[d.slices] += colpat[d.x0 : d.x1][None, :]
         d = a.raw_data_bbox
         np.minimum(raw[d.slices], at.saturation, out=raw[d.slices])
     return np.clip(np.rint(raw), 0, 65535).astype(np.uint16)
@@ -477,7 +499,9 @@ def _set_from_rule(header: fits.Header, rule: Any, value: Any, props: Mapping[st
             if lit and len(parts[-1].split(lit, 1)) == 2:
                 head, tail = parts[-1].split(lit, 1)
                 parts[-1:] = [head, tail]
-        for name, part in zip(header_fields, parts if len(parts) == len(header_fields) else [str(value)] * len(header_fields)):
+        for name, part in zip(
+            header_fields, parts if len(parts) == len(header_fields) else [str(value)] * len(header_fields)
+        ):
             _put(header, name, part)
         return
     if rule.keyword is None:
@@ -508,8 +532,9 @@ def _time_value(rule: Any, t: Time) -> Any:
     return tt.isot
 
 
-def _primary_header(instrument: Instrument, info: ExposureTruth, begin: Time, end: Time,
-                    target: str | None) -> fits.Header:
+def _primary_header(
+    instrument: Instrument, info: ExposureTruth, begin: Time, end: Time, target: str | None
+) -> fits.Header:
     spec = instrument.description.translation
     hdr = fits.Header()
     if instrument.name == "megacam" and (_SHARED_MEGACAM / "1927963o.fits.header").is_file():
@@ -573,8 +598,10 @@ def _ext_header(instrument: Instrument, det: Detector, truth: SimulationTruth) -
                 _put(hdr, kw, at.read_noise)
     if instrument.name == "megacam":
         hdr["DATASEC"] = "[33:2080,1:4612]"
-        for amp, (a, d, b) in {"A": ("[1:1056,1:4612]", "[33:1056,1:4612]", "[1:32,1:4644]"),
-                               "B": ("[1057:2112,1:4612]", "[1057:2080,1:4612]", "[2081:2112,1:4644]")}.items():
+        for amp, (a, d, b) in {
+            "A": ("[1:1056,1:4612]", "[33:1056,1:4612]", "[1:32,1:4644]"),
+            "B": ("[1057:2112,1:4612]", "[1057:2080,1:4612]", "[2081:2112,1:4644]"),
+        }.items():
             hdr[f"ASEC{amp}"] = a
             hdr[f"DSEC{amp}"] = d
             hdr[f"TSEC{amp}"] = d
@@ -589,13 +616,19 @@ _START = Time("2024-03-01T02:00:00", scale="tai")
 _LETTER = {"bias": "b", "dark": "d", "flat": "f", "science": "o", "arc": "a", "focus": "x"}
 
 
-def _exposure_truths(instrument: Instrument, specs: list[ExposureSpec], first_id: int) -> list[tuple[ExposureTruth, Time, Time]]:
+def _exposure_truths(
+    instrument: Instrument, specs: list[ExposureSpec], first_id: int
+) -> list[tuple[ExposureTruth, Time, Time]]:
     out = []
     t = _START
     spec = instrument.description.translation
     filt0 = instrument.filters[0][0] if instrument.filters else "unknown"
     for i, s in enumerate(specs):
-        begin = Time(s.begin, scale="tai") if s.begin is not None and not isinstance(s.begin, Time) else (s.begin or t)
+        begin = (
+            Time(s.begin, scale="tai")
+            if s.begin is not None and not isinstance(s.begin, Time)
+            else (s.begin or t)
+        )
         begin = Time(begin.tai.isot[:19], format="isot", scale="tai")  # whole seconds: stable DATE-OBS ids
         end = begin + TimeDelta(float(s.exposure_time), format="sec")
         t = end + TimeDelta(30.0, format="sec")
@@ -616,9 +649,14 @@ def _exposure_truths(instrument: Instrument, specs: list[ExposureSpec], first_id
         if obstype not in ("flat", "science", "arc"):
             level = 0.0
         et = ExposureTruth(
-            exposure_id=exp_id, obs_id=obs_id, observation_type=obstype, exposure_time=float(s.exposure_time),
-            dark_time=float(s.exposure_time if s.dark_time is None else s.dark_time), level=level,
-            physical_filter=s.physical_filter or filt0, begin=begin.tai.isot,
+            exposure_id=exp_id,
+            obs_id=obs_id,
+            observation_type=obstype,
+            exposure_time=float(s.exposure_time),
+            dark_time=float(s.exposure_time if s.dark_time is None else s.dark_time),
+            level=level,
+            physical_filter=s.physical_filter or filt0,
+            begin=begin.tai.isot,
         )
         out.append((et, begin, end))
     return out
@@ -680,8 +718,14 @@ def simulate_exposures(
             merged = primary.copy()
             merged.extend(ext, update=True)
             info = inst.translate(merged, None, detector=det_id, source=et.obs_id).to_exposure_info()
-            out.append(Exposure(MaskedImage(pixels), metadata=merged,
-                                detector=inst.detector_for_raw(det_id, merged), info=info))
+            out.append(
+                Exposure(
+                    MaskedImage(pixels),
+                    metadata=merged,
+                    detector=inst.detector_for_raw(det_id, merged),
+                    info=info,
+                )
+            )
     return out, truth
 
 
@@ -755,14 +799,18 @@ def simulate_raws(
             else:
                 ext = _ext_header(inst, det, truth)
                 if compress:
-                    hdus.append(fits.CompImageHDU(data=pixels, header=ext, compression_type="RICE_1", uint=True))
+                    hdus.append(
+                        fits.CompImageHDU(data=pixels, header=ext, compression_type="RICE_1", uint=True)
+                    )
                 else:
                     hdus.append(fits.ImageHDU(data=pixels, header=ext, uint=True))
         if not single:
             hdus.insert(0, fits.PrimaryHDU(header=primary))
         elif compress:
-            hdus = [fits.PrimaryHDU(header=primary),
-                    fits.CompImageHDU(data=hdus[0].data, compression_type="RICE_1", uint=True)]
+            hdus = [
+                fits.PrimaryHDU(header=primary),
+                fits.CompImageHDU(data=hdus[0].data, compression_type="RICE_1", uint=True),
+            ]
         suffix = ".fits.fz" if compress else ".fits"
         path = out_dir / f"{et.obs_id.replace('/', '_')}{suffix}"
         with warnings.catch_warnings():
@@ -781,7 +829,9 @@ def _parse_set(text: str, obstype: str) -> list[dict[str, Any]]:
     n = int(count)
     if not times:
         return [{"observation_type": obstype}] * n
-    return [{"observation_type": obstype, "exposure_time": float(t)} for t in times.split(",") for _ in range(n)]
+    return [
+        {"observation_type": obstype, "exposure_time": float(t)} for t in times.split(",") for _ in range(n)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -792,15 +842,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ccdflow-simulate testcam sim/ --bias 5 --dark 3:60 --flat 2:1,2,4,8 --flux 2000 --seed 3
     """
     parser = argparse.ArgumentParser(
-        prog="ccdflow-simulate", description="Write simulated raw files with known truth for a camera description."
+        prog="ccdflow-simulate",
+        description="Write simulated raw files with known truth for a camera description.",
     )
-    parser.add_argument("instrument", help="built-in name (kast_blue, efosc2, megacam, testcam) or camera YAML path")
+    parser.add_argument(
+        "instrument", help="built-in name (kast_blue, efosc2, megacam, testcam) or camera YAML path"
+    )
     parser.add_argument("out_dir", help="output directory")
     parser.add_argument("--bias", default="0", help="number of biases (default 0)")
     parser.add_argument("--dark", default="0", help="N or N:t1,t2 (N darks per exposure time, s)")
     parser.add_argument("--flat", default="0", help="N or N:t1,t2 (N flats per exposure time, s)")
     parser.add_argument("--science", default="0", help="N or N:t1,t2")
-    parser.add_argument("--flux", type=float, default=1000.0, help="flat/science flux, e-/s/pixel (default 1000)")
+    parser.add_argument(
+        "--flux", type=float, default=1000.0, help="flat/science flux, e-/s/pixel (default 1000)"
+    )
     parser.add_argument("--dark-current", type=float, default=0.0, help="e-/s/pixel (default 0)")
     parser.add_argument("--nonlinearity", type=float, default=0.0, help="quadratic coefficient, 1/ADU")
     parser.add_argument("--bf-strength", type=float, default=0.0, help="brighter-fatter-like charge sharing")
@@ -823,9 +878,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 e["exposure_time"] = 1.0
         dets = None if args.detectors is None else [int(d) for d in args.detectors.split(",")]
         result = simulate_raws(
-            args.instrument, args.out_dir, exposures=exposures, seed=args.seed, detectors=dets,
-            compress=args.compress, dark_current=args.dark_current, nonlinearity=args.nonlinearity,
-            bf_strength=args.bf_strength, crosstalk=args.crosstalk, hot_columns=args.hot_columns,
+            args.instrument,
+            args.out_dir,
+            exposures=exposures,
+            seed=args.seed,
+            detectors=dets,
+            compress=args.compress,
+            dark_current=args.dark_current,
+            nonlinearity=args.nonlinearity,
+            bf_strength=args.bf_strength,
+            crosstalk=args.crosstalk,
+            hot_columns=args.hot_columns,
         )
     except (ValueError, KeyError, LookupError, OSError) as exc:
         print(f"ccdflow-simulate: error: {exc}", file=sys.stderr)

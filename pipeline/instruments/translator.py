@@ -26,7 +26,7 @@ from astropy.time import Time, TimeDelta
 from pipeline.image.exposure import ExposureInfo
 from pipeline.image.geometry import Camera, Detector
 
-from .camera_yaml import PROPERTY_NAMES, PropertyRule, TranslationSpec
+from .camera_yaml import PropertyRule, TranslationSpec
 
 __all__ = ["ObservationInfo", "TranslationError", "Translator", "OBSERVATION_TYPE_WORDS"]
 
@@ -109,7 +109,7 @@ class ObservationInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def exposure_record(self) -> dict[str, Any]:
-        """The ``exposure`` dimension record (dict) for the registry."""
+        """Return the ``exposure`` dimension record (dict) for the registry."""
         from butler import Timespan  # local: pipeline.instruments may be used without a butler
 
         return {
@@ -129,7 +129,7 @@ class ObservationInfo:
         }
 
     def to_exposure_info(self) -> ExposureInfo:
-        """The `~pipeline.image.ExposureInfo` of an Exposure read from this raw."""
+        """Return the `~pipeline.image.ExposureInfo` of an Exposure read from this raw."""
         return ExposureInfo(
             id=self.exposure_id,
             obs_id=self.obs_id,
@@ -265,7 +265,9 @@ class Translator:
         return out
 
     # -- detectors in a file -----------------------------------------------------------------------
-    def detectors_in_headers(self, headers: Sequence[fits.Header], source: str = "<header>") -> list[tuple[int, int]]:
+    def detectors_in_headers(
+        self, headers: Sequence[fits.Header], source: str = "<header>"
+    ) -> list[tuple[int, int]]:
         """Return ``[(detector_id, hdu_index), ...]`` for the detectors whose pixels a file holds.
 
         Raises
@@ -325,7 +327,9 @@ class Translator:
                 if isinstance(value, int) and value in self.camera.detectors:
                     return value
         for det in self.camera:
-            if det.hdu == index or (isinstance(det.hdu, str) and str(hdr.get("EXTNAME", "")).strip() == det.hdu):
+            if det.hdu == index or (
+                isinstance(det.hdu, str) and str(hdr.get("EXTNAME", "")).strip() == det.hdu
+            ):
                 return det.id
         return None
 
@@ -364,9 +368,21 @@ class Translator:
         """
         spec = self.spec
         props: dict[str, Any] = {}
-        order = ["exposure_time", "observation_type", "begin", "exposure_id", "obs_id", "dark_time",
-                 "physical_filter", "end", "day_obs", "science_program", "target_name", "observation_reason",
-                 "group"]
+        order = [
+            "exposure_time",
+            "observation_type",
+            "begin",
+            "exposure_id",
+            "obs_id",
+            "dark_time",
+            "physical_filter",
+            "end",
+            "day_obs",
+            "science_program",
+            "target_name",
+            "observation_reason",
+            "group",
+        ]
         required = {"exposure_time", "observation_type", "begin", "exposure_id"}
         for name in order:
             rule: PropertyRule | None = getattr(spec, name)
@@ -430,7 +446,7 @@ class Translator:
 
     def _condition(self, key: str, expected: Any, props: Mapping[str, Any], header: fits.Header) -> bool:
         if key.startswith("header:"):
-            kw = key[len("header:"):]
+            kw = key[len("header:") :]
             return _matches(header.get(kw), expected)
         return _matches(props.get(key), expected)
 
@@ -470,7 +486,8 @@ class Translator:
                 tried = ", ".join(keywords) if keywords else "(no keyword configured)"
                 raise TranslationError(
                     f"{source}: cannot translate {name} for instrument {self.instrument}: header keyword(s) "
-                    f"{tried} missing; the file is not a valid {self.instrument} raw, or add a keyword/default "
+                    f"{tried} missing; the file is not a valid {self.instrument} raw, "
+                    "or add a keyword/default "
                     f"for translation.{name} in the camera description"
                 )
             else:

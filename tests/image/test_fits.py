@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from astropy.time import Time
 
-from pipeline.image import (Amplifier, Box, Detector, Exposure, ExposureFormatter, ExposureInfo, MaskedImage,
-                            read_exposure, write_exposure)
+from pipeline.image import (
+    Amplifier,
+    Box,
+    Detector,
+    Exposure,
+    ExposureFormatter,
+    ExposureInfo,
+    MaskedImage,
+    read_exposure,
+    write_exposure,
+)
 from pipeline.image.fits import ExposureFitsError
 
 
@@ -17,16 +26,39 @@ def _exposure(dtype=np.float32):
     mi = MaskedImage(img, rng.integers(0, 8, size=(40, 30)), rng.uniform(1, 2, size=(40, 30)))
     mi.add_mask_plane("UNMASKEDNAN")
     mi.mask[5, 5] |= 1 << mi.mask_planes["UNMASKEDNAN"]
-    amps = (Amplifier("A", gain=1.2, read_noise=3.7, bbox=(0, 0, 15, 40)),
-            Amplifier("B", gain=1.3, read_noise=3.9, bbox=(15, 0, 15, 40), readout_corner="LR", raw_flip_x=True))
-    det = Detector(4, "ccd04", bbox=Box(0, 0, 30, 40), amplifiers=amps, crosstalk=[[0, 1e-3], [2e-3, 0]],
-                   hdu=5, raw_shape=(40, 34))
-    info = ExposureInfo(id=2015052001, obs_id="b11", instrument="kast_blue", exposure_time=15.0, dark_time=15.5,
-                        observation_type="flat", physical_filter="d55",
-                        begin=Time("2015-05-20T01:53:27.99", scale="tai"),
-                        end=Time("2015-05-20T01:53:42.99", scale="tai"), day_obs=20150519, detector=4)
-    exp = Exposure(mi, detector=det, info=info, photo_calib={"zero_point": 27.1},
-                   transmission_curve={"wavelength": [400.0, 500.0], "throughput": [0.5, 0.6]})
+    amps = (
+        Amplifier("A", gain=1.2, read_noise=3.7, bbox=(0, 0, 15, 40)),
+        Amplifier("B", gain=1.3, read_noise=3.9, bbox=(15, 0, 15, 40), readout_corner="LR", raw_flip_x=True),
+    )
+    det = Detector(
+        4,
+        "ccd04",
+        bbox=Box(0, 0, 30, 40),
+        amplifiers=amps,
+        crosstalk=[[0, 1e-3], [2e-3, 0]],
+        hdu=5,
+        raw_shape=(40, 34),
+    )
+    info = ExposureInfo(
+        id=2015052001,
+        obs_id="b11",
+        instrument="kast_blue",
+        exposure_time=15.0,
+        dark_time=15.5,
+        observation_type="flat",
+        physical_filter="d55",
+        begin=Time("2015-05-20T01:53:27.99", scale="tai"),
+        end=Time("2015-05-20T01:53:42.99", scale="tai"),
+        day_obs=20150519,
+        detector=4,
+    )
+    exp = Exposure(
+        mi,
+        detector=det,
+        info=info,
+        photo_calib={"zero_point": 27.1},
+        transmission_curve={"wavelength": [400.0, 500.0], "throughput": [0.5, 0.6]},
+    )
     exp.metadata["OBJECT"] = "Dome Flat"
     exp.metadata["HIERARCH ESO DET OUT1 CONAD"] = 1.1
     return exp
@@ -34,6 +66,7 @@ def _exposure(dtype=np.float32):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int32])
 def test_round_trip_lossless(tmp_path, dtype):
+    """Check round trip lossless."""
     exp = _exposure(dtype)
     path = tmp_path / "e.fits"
     write_exposure(exp, path)
@@ -55,6 +88,7 @@ def test_round_trip_lossless(tmp_path, dtype):
 
 
 def test_sub_image_read(tmp_path):
+    """Check sub image read."""
     exp = _exposure()
     path = tmp_path / "e.fits"
     ExposureFormatter().write(exp, path, None)
@@ -75,9 +109,11 @@ def test_sub_image_read(tmp_path):
 
 
 def test_bad_inputs(tmp_path):
+    """Check bad inputs."""
     with pytest.raises(FileNotFoundError, match="no such Exposure file"):
         read_exposure(tmp_path / "missing.fits")
     from astropy.io import fits
+
     fits.PrimaryHDU(np.zeros((3, 3))).writeto(tmp_path / "plain.fits")
     with pytest.raises(ExposureFitsError, match="no IMAGE extension"):
         read_exposure(tmp_path / "plain.fits")

@@ -9,6 +9,7 @@ from pipeline.image import Amplifier, Box, Camera, Detector, ReadoutCorner
 
 
 def test_box_basics():
+    """Check box basics."""
     b = Box(2, 3, 4, 5)
     assert (b.x1, b.y1, b.shape, b.area) == (6, 8, (5, 4), 20)
     arr = np.arange(100).reshape(10, 10)
@@ -22,6 +23,7 @@ def test_box_basics():
 
 
 def test_box_flips_mirror_inside_extent():
+    """Check box flips mirror inside extent."""
     b = Box(0, 0, 3, 2)
     assert b.flipped_x(10) == Box(7, 0, 3, 2)
     assert b.flipped_y(6) == Box(0, 4, 3, 2)
@@ -33,6 +35,7 @@ def test_box_flips_mirror_inside_extent():
 
 
 def test_box_fits_section_round_trip():
+    """Check box fits section round trip."""
     b = Box.from_fits_section("[33:2080,1:4612]")
     assert b == Box(32, 0, 2048, 4612)
     assert b.to_fits_section() == "[33:2080,1:4612]"
@@ -45,14 +48,22 @@ def test_box_fits_section_round_trip():
 
 
 def test_amplifier_and_detector():
-    a = Amplifier("A", gain=1.5, read_noise=4.0, readout_corner="LR", bbox=(0, 0, 10, 20),
-                  raw_data_bbox="[3:12,1:20]")
+    """Check amplifier and detector."""
+    a = Amplifier(
+        "A", gain=1.5, read_noise=4.0, readout_corner="LR", bbox=(0, 0, 10, 20), raw_data_bbox="[3:12,1:20]"
+    )
     assert a.readout_corner is ReadoutCorner.LR and a.readout_corner == "LR"
     assert a.raw_data_bbox == Box(2, 0, 10, 20)
     assert a.replace(gain=2.0).gain == 2.0 and a.gain == 1.5
     b = a.replace(name="B", bbox=Box(10, 0, 10, 20))
-    det = Detector(3, "ccd03", bbox=Box(0, 0, 20, 20), amplifiers=(a, b), crosstalk=[[0, 1e-4], [2e-4, 0]],
-                   raw_shape=(20, 24))
+    det = Detector(
+        3,
+        "ccd03",
+        bbox=Box(0, 0, 20, 20),
+        amplifiers=(a, b),
+        crosstalk=[[0, 1e-4], [2e-4, 0]],
+        raw_shape=(20, 24),
+    )
     assert det["B"] is b and det[0] is a and len(det) == 2
     assert [amp.name for amp in det] == ["A", "B"]
     assert det.crosstalk[0, 1] == pytest.approx(1e-4)

@@ -9,11 +9,13 @@ from pipeline.image import MASK_PLANES, MaskedImage
 
 
 def _mi(value, var, mask=0, shape=(3, 4)):
-    return MaskedImage(np.full(shape, value, np.float32), np.full(shape, mask, np.int32),
-                       np.full(shape, var, np.float32))
+    return MaskedImage(
+        np.full(shape, value, np.float32), np.full(shape, mask, np.int32), np.full(shape, var, np.float32)
+    )
 
 
 def test_default_planes_fixed_bits():
+    """Check default planes fixed bits."""
     assert MASK_PLANES["BAD"] == 0 and MASK_PLANES["SAT"] == 1 and MASK_PLANES["SUSPECT"] == 7
     assert MASK_PLANES["NO_DATA"] == 8 and MASK_PLANES["STREAK"] == 10
     mi = _mi(0, 0)
@@ -27,6 +29,7 @@ def test_default_planes_fixed_bits():
 
 
 def test_add_subtract_scaled():
+    """Check add subtract scaled."""
     a = _mi(10.0, 2.0, mask=1)
     a -= _mi(1.0, 0.5, mask=2)
     assert np.all(a.image == 9.0) and np.all(a.variance == 2.5) and np.all(a.mask == 3)
@@ -39,6 +42,7 @@ def test_add_subtract_scaled():
 
 
 def test_multiply_divide_variance():
+    """Check multiply divide variance."""
     a = _mi(4.0, 1.0)
     b = _mi(2.0, 0.5)
     a *= b  # var = A² var_B + B² var_A = 16*0.5 + 4*1 = 12
@@ -60,6 +64,7 @@ def test_multiply_divide_variance():
 
 
 def test_integer_image_promoted_on_arithmetic_and_mask_conformed():
+    """Check integer image promoted on arithmetic and mask conformed."""
     raw = MaskedImage(np.full((2, 2), 100, np.uint16))
     assert raw.image.dtype == np.uint16
     other = _mi(0.5, 0.0, shape=(2, 2))
@@ -71,8 +76,10 @@ def test_integer_image_promoted_on_arithmetic_and_mask_conformed():
 
 
 def test_subimage_is_view_and_shape_check():
+    """Check subimage is view and shape check."""
     mi = MaskedImage(np.arange(20, dtype=np.float32).reshape(4, 5))
     from pipeline.image import Box
+
     sub = mi.subimage(Box(1, 2, 3, 2))
     assert sub.xy0 == (1, 2) and sub.image[0, 0] == 11.0
     sub.image[0, 0] = -1

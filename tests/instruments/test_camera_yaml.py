@@ -49,6 +49,7 @@ def _write(tmp_path, text, name="mycam.yaml"):
 
 
 def test_builtins_load_and_shapes():
+    """Check builtins load and shapes."""
     expected = {"kast_blue": (1, {2}), "efosc2": (1, {1}), "megacam": (40, {2}), "testcam": (3, {4, 8, 16})}
     assert set(BUILTIN_INSTRUMENTS) == set(expected)
     for name, (ndet, namps) in expected.items():
@@ -60,22 +61,40 @@ def test_builtins_load_and_shapes():
                 assert Box(0, 0, nx, ny).contains(amp.raw_data_bbox)
                 assert amp.raw_data_bbox.shape == amp.bbox.shape and det.bbox.contains(amp.bbox)
     k = get_instrument("kast_blue").camera[0]
-    assert (k["A"].gain, k["A"].read_noise, k["B"].raw_serial_overscan_bbox) == (1.2, 3.7, Box(2080, 0, 31, 350))
+    assert (k["A"].gain, k["A"].read_noise, k["B"].raw_serial_overscan_bbox) == (
+        1.2,
+        3.7,
+        Box(2080, 0, 31, 350),
+    )
     e = get_instrument("efosc2").camera[0]["L"]
     assert e.raw_serial_prescan_bbox == Box(1024, 0, 6, 1024) and e.raw_parallel_overscan_bbox.y0 == 1024
 
 
 def test_minimal_yaml_only_instrument(tmp_path):
+    """Check minimal yaml only instrument."""
     from astropy.io import fits
 
     inst = get_instrument(_write(tmp_path, MINIMAL))
     assert inst.name == "mycam" and inst.camera[0]["R"].raw_flip_x
     assert inst.camera[0]["L"].raw_serial_overscan_bbox == Box(100, 0, 10, 100)
     assert inst.camera[0].bbox == Box(0, 0, 200, 100)
-    hdr = fits.Header({"INSTRUME": "MYCAM", "EXPNUM": 42, "EXPTIME": 3.0, "IMAGETYP": "zero",
-                       "DATE-OBS": "2023-06-01T03:00:00", "OBJECT": "x"})
+    hdr = fits.Header(
+        {
+            "INSTRUME": "MYCAM",
+            "EXPNUM": 42,
+            "EXPTIME": 3.0,
+            "IMAGETYP": "zero",
+            "DATE-OBS": "2023-06-01T03:00:00",
+            "OBJECT": "x",
+        }
+    )
     info = inst.translate(hdr)
-    assert (info.exposure_id, info.observation_type, info.physical_filter, info.day_obs) == (42, "bias", "V", 20230531)
+    assert (info.exposure_id, info.observation_type, info.physical_filter, info.day_obs) == (
+        42,
+        "bias",
+        "V",
+        20230531,
+    )
     assert info.obs_id == "42" and info.dark_time == 3.0 and info.detector == 0
     assert (info.end - info.begin).sec == pytest.approx(3.0)
     hdr["IMAGETYP"] = "OBJECT"
@@ -89,27 +108,40 @@ def test_minimal_yaml_only_instrument(tmp_path):
 @pytest.mark.parametrize(
     "edit, pattern",
     [
-        (lambda d: d["detectors"][0]["amplifiers"][1].update(gain=-1),
-         r"mycam.yaml: .*detector 'chip0' \(id 0, detectors\[0\]\), amplifier 'R' \(amplifiers\[1\]\), field 'gain'"),
-        (lambda d: d["detectors"][0]["amplifiers"][0].update(raw_data_bbox=[0, 0, 100, 300]),
-         r"detector 'chip0'.*amplifier 'L' field 'raw_data_bbox'.*outside the raw image"),
-        (lambda d: d["detectors"][0]["amplifiers"][0].update(raw_bbox="33:44"),
-         r"amplifier 'L'.*field 'raw_bbox'.*FITS section"),
-        (lambda d: d["detectors"][0]["amplifiers"][0].pop("read_noise"),
-         r"amplifier 'L'.*field 'read_noise': Field required"),
-        (lambda d: d["detectors"][0]["amplifiers"][0].update(colour="red"),
-         r"amplifier 'L'.*field 'colour': Extra inputs are not permitted"),
-        (lambda d: d["detectors"][0]["amplifiers"][0].update(readout_corner="XX"),
-         r"field 'readout_corner'"),
+        (
+            lambda d: d["detectors"][0]["amplifiers"][1].update(gain=-1),
+            r"mycam.yaml: .*detector 'chip0' \(id 0, detectors\[0\]\), amplifier 'R' \(amplifiers\[1\]\), field 'gain'",  # noqa: E501
+        ),
+        (
+            lambda d: d["detectors"][0]["amplifiers"][0].update(raw_data_bbox=[0, 0, 100, 300]),
+            r"detector 'chip0'.*amplifier 'L' field 'raw_data_bbox'.*outside the raw image",
+        ),
+        (
+            lambda d: d["detectors"][0]["amplifiers"][0].update(raw_bbox="33:44"),
+            r"amplifier 'L'.*field 'raw_bbox'.*FITS section",
+        ),
+        (
+            lambda d: d["detectors"][0]["amplifiers"][0].pop("read_noise"),
+            r"amplifier 'L'.*field 'read_noise': Field required",
+        ),
+        (
+            lambda d: d["detectors"][0]["amplifiers"][0].update(colour="red"),
+            r"amplifier 'L'.*field 'colour': Extra inputs are not permitted",
+        ),
+        (lambda d: d["detectors"][0]["amplifiers"][0].update(readout_corner="XX"), r"field 'readout_corner'"),
         (lambda d: d["detectors"][0]["amplifiers"][1].update(name="L"), r"amplifier names repeat"),
         (lambda d: d["detectors"][0].update(crosstalk=[[0, 1]]), r"crosstalk' must be a 2x2"),
         (lambda d: d["detectors"].append(dict(d["detectors"][0])), r"detector ids repeat"),
-        (lambda d: d["translation"].pop("exposure_time"), r"field 'translation.exposure_time': Field required"),
+        (
+            lambda d: d["translation"].pop("exposure_time"),
+            r"field 'translation.exposure_time': Field required",
+        ),
         (lambda d: d["translation"]["rules"][0]["set"].update(colour="x"), r"unknown property 'colour'"),
         (lambda d: d.update(name="my cam"), r"field 'name'"),
     ],
 )
 def test_validation_errors_name_file_detector_field(tmp_path, edit, pattern):
+    """Check validation errors name file detector field."""
     data = yaml.safe_load(MINIMAL)
     edit(data)
     path = _write(tmp_path, yaml.safe_dump(data))
@@ -118,11 +150,14 @@ def test_validation_errors_name_file_detector_field(tmp_path, edit, pattern):
 
 
 def test_bad_files_and_names(tmp_path):
+    """Check bad files and names."""
     with pytest.raises(CameraDescriptionError, match="not valid YAML"):
         load_camera_description(_write(tmp_path, "name: [unclosed"))
     with pytest.raises(CameraDescriptionError, match="must be a YAML mapping"):
         load_camera_description(_write(tmp_path, "- 1\n- 2\n"))
-    with pytest.raises(UnknownInstrumentError, match="unknown instrument 'hsc'.*kast_blue, efosc2, megacam, testcam"):
+    with pytest.raises(
+        UnknownInstrumentError, match="unknown instrument 'hsc'.*kast_blue, efosc2, megacam, testcam"
+    ):
         get_instrument("hsc")
     with pytest.raises(UnknownInstrumentError, match="does not exist"):
         get_instrument(tmp_path / "nope.yaml")
@@ -132,12 +167,19 @@ def test_bad_files_and_names(tmp_path):
 
 
 def test_translation_value_errors(tmp_path):
+    """Check translation value errors."""
     from astropy.io import fits
 
     from pipeline.instruments import TranslationError
 
     inst = get_instrument(_write(tmp_path, MINIMAL))
-    base = {"INSTRUME": "MYCAM", "EXPNUM": 42, "EXPTIME": 3.0, "IMAGETYP": "zero", "DATE-OBS": "2023-06-01T03:00:00"}
+    base = {
+        "INSTRUME": "MYCAM",
+        "EXPNUM": 42,
+        "EXPTIME": 3.0,
+        "IMAGETYP": "zero",
+        "DATE-OBS": "2023-06-01T03:00:00",
+    }
     with pytest.raises(TranslationError, match="f.fits: cannot translate exposure_time .* from EXPTIME=-3.0"):
         inst.translate(fits.Header({**base, "EXPTIME": -3.0}), source="f.fits")
     with pytest.raises(TranslationError, match="cannot translate begin .* DATE-OBS='yesterday'"):
@@ -149,12 +191,14 @@ def test_translation_value_errors(tmp_path):
 
 
 def test_config_overrides_missing_is_empty():
+    """Check config overrides missing is empty."""
     inst = get_instrument("testcam")
     assert inst.config_overrides("noSuchTask") == {}
     assert _HERE.name == "instruments"
 
 
 def test_camera_format_doc_example_is_valid(tmp_path):
+    """Check camera format doc example is valid."""
     from astropy.io import fits
 
     doc = (_HERE / "CAMERA_FORMAT.md").read_text()
@@ -163,8 +207,17 @@ def test_camera_format_doc_example_is_valid(tmp_path):
     det = inst.camera[0]
     assert det["L"].raw_serial_overscan_bbox == Box(4, 0, 16, 1024)
     assert det.crosstalk[0, 1] == pytest.approx(2e-4)
-    hdr = fits.Header({"INSTRUME": "MYCAM", "EXPNUM": 7, "EXPOSURE": 0.0, "IMAGETYP": "Dark Frame",
-                       "DATE-OBS": "2024-06-01T22:00:00", "FILENAME": "d007.fits", "GAIN_R": 2.2})
+    hdr = fits.Header(
+        {
+            "INSTRUME": "MYCAM",
+            "EXPNUM": 7,
+            "EXPOSURE": 0.0,
+            "IMAGETYP": "Dark Frame",
+            "DATE-OBS": "2024-06-01T22:00:00",
+            "FILENAME": "d007.fits",
+            "GAIN_R": 2.2,
+        }
+    )
     info = inst.translate(hdr)
     assert (info.observation_type, info.obs_id, info.exposure_time) == ("bias", "d007", 0.0)
     assert inst.detector_for_raw(0, hdr)["R"].gain == 2.2 and inst.detector_for_raw(0, hdr)["L"].gain == 1.9

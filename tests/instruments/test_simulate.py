@@ -18,9 +18,17 @@ def _amp_stats(exp, amp):
 
 
 def test_flat_pair_gain_and_noise_recovered():
-    pairs, truth = make_flat_pair_sequence("testcam", gains={"C00": 1.5, "C01": 2.5}, read_noises=6.0,
-                                           exposure_times=[4.0], seed=11, flux=2000.0, flat_rms=0.0,
-                                           bias_col_rms=0.0)
+    """Check flat pair gain and noise recovered."""
+    pairs, truth = make_flat_pair_sequence(
+        "testcam",
+        gains={"C00": 1.5, "C01": 2.5},
+        read_noises=6.0,
+        exposure_times=[4.0],
+        seed=11,
+        flux=2000.0,
+        flat_rms=0.0,
+        bias_col_rms=0.0,
+    )
     e1, e2 = pairs[0]
     assert e1.image.dtype == np.uint16 and e1.shape == e1.detector.raw_shape
     for name in ("C00", "C01", "C11"):
@@ -29,7 +37,9 @@ def test_flat_pair_gain_and_noise_recovered():
         d1, o1 = _amp_stats(e1, amp)
         d2, o2 = _amp_stats(e2, amp)
         # overscan-corrected mean and pair-difference variance: var(diff)/2 = mu/g + (rn/g)^2
-        mu = 0.5 * ((d1 - np.median(o1, axis=1)[:, None]).mean() + (d2 - np.median(o2, axis=1)[:, None]).mean())
+        mu = 0.5 * (
+            (d1 - np.median(o1, axis=1)[:, None]).mean() + (d2 - np.median(o2, axis=1)[:, None]).mean()
+        )
         var = np.var(d1 - d2) / 2.0
         rn_adu = truth.amps[0][name].read_noise / g
         gain_est = mu / (var - rn_adu**2)
@@ -40,8 +50,10 @@ def test_flat_pair_gain_and_noise_recovered():
 
 
 def test_bias_level_row_structure_and_flips():
-    exps, truth = make_bias_set("testcam", n=1, seed=2, detector=1, bias_level={"C00": 500.0}, bias_row_amplitude=3.0,
-                                 read_noises=1.0)
+    """Check bias level row structure and flips."""
+    exps, truth = make_bias_set(
+        "testcam", n=1, seed=2, detector=1, bias_level={"C00": 500.0}, bias_row_amplitude=3.0, read_noises=1.0
+    )
     exp = exps[0]
     det = exp.detector
     c00 = det["C00"]
@@ -60,10 +72,20 @@ def test_bias_level_row_structure_and_flips():
 
 
 def test_flat_pattern_lands_through_flips():
+    """Check flat pattern lands through flips."""
     # a flat with no noise sources but photon noise: the assembled data region follows truth.flat
-    exp, truth = make_raw_exposure("testcam", detector=0, exposure_time=10.0, flux=2000.0, seed=5,
-                                   read_noises=0.0, bias_row_amplitude=0.0, bias_col_rms=0.0, flat_gradient=0.3,
-                                   flat_rms=0.0)
+    exp, truth = make_raw_exposure(
+        "testcam",
+        detector=0,
+        exposure_time=10.0,
+        flux=2000.0,
+        seed=5,
+        read_noises=0.0,
+        bias_row_amplitude=0.0,
+        bias_col_rms=0.0,
+        flat_gradient=0.3,
+        flat_rms=0.0,
+    )
     flat = truth.flat[0]
     for amp in exp.detector:
         g = truth.gain(0, amp.name)
@@ -80,8 +102,18 @@ def test_flat_pattern_lands_through_flips():
 
 
 def test_crosstalk_nonlinearity_dark_hot_columns_saturation():
-    exp, truth = make_raw_exposure("testcam", detector=0, observation_type="dark", exposure_time=100.0, seed=9,
-                                   dark_current=2.0, hot_columns=2, hot_column_current=30.0, read_noises=2.0)
+    """Check crosstalk nonlinearity dark hot columns saturation."""
+    exp, truth = make_raw_exposure(
+        "testcam",
+        detector=0,
+        observation_type="dark",
+        exposure_time=100.0,
+        seed=9,
+        dark_current=2.0,
+        hot_columns=2,
+        hot_column_current=30.0,
+        read_noises=2.0,
+    )
     amp = exp.detector["C00"]
     d, o = _amp_stats(exp, amp)
     signal_e = (d - o.mean()).mean() * truth.gain(0, "C00")
@@ -92,36 +124,92 @@ def test_crosstalk_nonlinearity_dark_hot_columns_saturation():
     for x in hot:
         assert (d[:, x] - o.mean()).mean() * truth.gain(0, "C00") == pytest.approx(3200.0, rel=0.05)
     # saturation clips
-    sat, _ = make_raw_exposure("testcam", detector=0, exposure_time=10.0, flux=1e5, seed=1, saturation=30000.0)
+    sat, _ = make_raw_exposure(
+        "testcam", detector=0, exposure_time=10.0, flux=1e5, seed=1, saturation=30000.0
+    )
     assert sat.image[sat.detector["C00"].raw_data_bbox.slices].max() == 30000
     # non-linearity: measured = true + c true^2
-    lin, t_lin = make_raw_exposure("testcam", detector=0, exposure_time=5.0, flux=4000.0, seed=4, read_noises=0.0,
-                                   flat_rms=0.0, flat_gradient=0.0, bias_row_amplitude=0.0, bias_col_rms=0.0)
-    nl, _ = make_raw_exposure("testcam", detector=0, exposure_time=5.0, flux=4000.0, seed=4, read_noises=0.0,
-                              flat_rms=0.0, flat_gradient=0.0, bias_row_amplitude=0.0, bias_col_rms=0.0,
-                              nonlinearity=1e-5)
+    lin, t_lin = make_raw_exposure(
+        "testcam",
+        detector=0,
+        exposure_time=5.0,
+        flux=4000.0,
+        seed=4,
+        read_noises=0.0,
+        flat_rms=0.0,
+        flat_gradient=0.0,
+        bias_row_amplitude=0.0,
+        bias_col_rms=0.0,
+    )
+    nl, _ = make_raw_exposure(
+        "testcam",
+        detector=0,
+        exposure_time=5.0,
+        flux=4000.0,
+        seed=4,
+        read_noises=0.0,
+        flat_rms=0.0,
+        flat_gradient=0.0,
+        bias_row_amplitude=0.0,
+        bias_col_rms=0.0,
+        nonlinearity=1e-5,
+    )
     a = lin.detector["C00"]
     m0 = lin.image[a.raw_data_bbox.slices].astype(float).mean() - 1000.0
     m1 = nl.image[a.raw_data_bbox.slices].astype(float).mean() - 1000.0
     assert m1 == pytest.approx(m0 + 1e-5 * m0**2, rel=2e-3)
     # crosstalk: a source amp at high signal leaks c[s, t] x signal into a target
-    xt_exp, xt_truth = make_raw_exposure("testcam", detector=0, exposure_time=1.0, flux=30000.0, seed=3,
-                                         crosstalk=True, read_noises=0.0, flat_rms=0.0, flat_gradient=0.0,
-                                         bias_row_amplitude=0.0, bias_col_rms=0.0)
+    xt_exp, xt_truth = make_raw_exposure(
+        "testcam",
+        detector=0,
+        exposure_time=1.0,
+        flux=30000.0,
+        seed=3,
+        crosstalk=True,
+        read_noises=0.0,
+        flat_rms=0.0,
+        flat_gradient=0.0,
+        bias_row_amplitude=0.0,
+        bias_col_rms=0.0,
+    )
     coeffs = xt_truth.crosstalk[0]
     det = xt_exp.detector
-    ref, _ = make_raw_exposure("testcam", detector=0, exposure_time=1.0, flux=30000.0, seed=3, read_noises=0.0,
-                               flat_rms=0.0, flat_gradient=0.0, bias_row_amplitude=0.0, bias_col_rms=0.0)
+    ref, _ = make_raw_exposure(
+        "testcam",
+        detector=0,
+        exposure_time=1.0,
+        flux=30000.0,
+        seed=3,
+        read_noises=0.0,
+        flat_rms=0.0,
+        flat_gradient=0.0,
+        bias_row_amplitude=0.0,
+        bias_col_rms=0.0,
+    )
     target = det["C11"]
-    extra = (xt_exp.image[target.raw_data_bbox.slices].astype(float) - ref.image[target.raw_data_bbox.slices]).mean()
+    extra = (
+        xt_exp.image[target.raw_data_bbox.slices].astype(float) - ref.image[target.raw_data_bbox.slices]
+    ).mean()
     expected = sum(coeffs[s, 3] * 30000.0 / xt_truth.gain(0, det[s].name) for s in range(3))
     assert extra == pytest.approx(expected, abs=0.3)
 
 
 def test_brighter_fatter_like_correlations():
-    pairs, truth = make_flat_pair_sequence("testcam", gains=1.0, read_noises=0.0, exposure_times=[20.0], seed=8,
-                                           flux=2000.0, bf_strength=0.02, flat_rms=0.0, flat_gradient=0.0,
-                                           bias_row_amplitude=0.0, bias_col_rms=0.0, detector=2)
+    """Check brighter fatter like correlations."""
+    pairs, truth = make_flat_pair_sequence(
+        "testcam",
+        gains=1.0,
+        read_noises=0.0,
+        exposure_times=[20.0],
+        seed=8,
+        flux=2000.0,
+        bf_strength=0.02,
+        flat_rms=0.0,
+        flat_gradient=0.0,
+        bias_row_amplitude=0.0,
+        bias_col_rms=0.0,
+        detector=2,
+    )
     e1, e2 = pairs[0]
     amp = e1.detector["C00"]
     diff = e1.image[amp.raw_data_bbox.slices].astype(float) - e2.image[amp.raw_data_bbox.slices].astype(float)
@@ -132,10 +220,21 @@ def test_brighter_fatter_like_correlations():
 
 
 def test_reproducible_and_files_translate(tmp_path):
-    r1 = simulate_raws("testcam", tmp_path / "a", exposures=["bias", {"type": "flat", "exposure_time": 2, "flux": 100}],
-                       seed=3, detectors=[0, 2])
-    r2 = simulate_raws("testcam", tmp_path / "b", exposures=["bias", {"type": "flat", "exposure_time": 2, "flux": 100}],
-                       seed=3, detectors=[0, 2])
+    """Check reproducible and files translate."""
+    r1 = simulate_raws(
+        "testcam",
+        tmp_path / "a",
+        exposures=["bias", {"type": "flat", "exposure_time": 2, "flux": 100}],
+        seed=3,
+        detectors=[0, 2],
+    )
+    r2 = simulate_raws(
+        "testcam",
+        tmp_path / "b",
+        exposures=["bias", {"type": "flat", "exposure_time": 2, "flux": 100}],
+        seed=3,
+        detectors=[0, 2],
+    )
     assert [p.name for p in r1] == ["testcam_1000.fits", "testcam_1001.fits"]
     for p1, p2 in zip(r1, r2):
         a = read_raw(p1, "testcam", 2)
@@ -150,8 +249,18 @@ def test_reproducible_and_files_translate(tmp_path):
 
 @pytest.mark.parametrize("name", ["kast_blue", "efosc2"])
 def test_single_hdu_instruments_round_trip(tmp_path, name):
-    res = simulate_raws(name, tmp_path, exposures=["bias", {"type": "flat", "exposure_time": 3.0, "flux": 1000.0},
-                                                   {"type": "dark", "exposure_time": 60.0}], seed=1, compress=(name == "efosc2"))
+    """Check single hdu instruments round trip."""
+    res = simulate_raws(
+        name,
+        tmp_path,
+        exposures=[
+            "bias",
+            {"type": "flat", "exposure_time": 3.0, "flux": 1000.0},
+            {"type": "dark", "exposure_time": 60.0},
+        ],
+        seed=1,
+        compress=(name == "efosc2"),
+    )
     types = [read_raw(p).info.observation_type for p in res]
     assert types == ["bias", "flat", "dark"]
     exp = read_raw(res[1])
@@ -160,8 +269,17 @@ def test_single_hdu_instruments_round_trip(tmp_path, name):
 
 
 def test_megacam_simulation_uses_real_header_cards(tmp_path, shared_data):
-    res = simulate_raws("megacam", tmp_path, exposures=[{"type": "flat", "exposure_time": 1.0, "flux": 2000.0}],
-                        seed=1, detectors=[12], compress=True, gains={"A": 1.7}, read_noises={"B": 4.5})
+    """Check megacam simulation uses real header cards."""
+    res = simulate_raws(
+        "megacam",
+        tmp_path,
+        exposures=[{"type": "flat", "exposure_time": 1.0, "flux": 2000.0}],
+        seed=1,
+        detectors=[12],
+        compress=True,
+        gains={"A": 1.7},
+        read_noises={"B": 4.5},
+    )
     path = res[0]
     assert path.name == "1000f.fits.fz"
     exp = read_raw(path, "megacam", 12)
@@ -173,7 +291,11 @@ def test_megacam_simulation_uses_real_header_cards(tmp_path, shared_data):
 
 
 def test_cli(tmp_path, capsys):
-    assert main(["testcam", str(tmp_path), "--bias", "2", "--flat", "1:1,2", "--detectors", "0", "--seed", "4"]) == 0
+    """Check cli."""
+    assert (
+        main(["testcam", str(tmp_path), "--bias", "2", "--flat", "1:1,2", "--detectors", "0", "--seed", "4"])
+        == 0
+    )
     assert len(list(tmp_path.glob("testcam_*.fits"))) == 4
     assert (tmp_path / "truth.json").is_file()
     assert main(["nosuchcam", str(tmp_path / "x"), "--bias", "1"]) == 2

@@ -22,6 +22,7 @@ KAST = {
 
 
 def test_kast_blue_every_file(shared_data):
+    """Check kast blue every file."""
     inst = get_instrument("kast_blue")
     files = sorted((shared_data / "raw" / "kast_blue").glob("*.fits.gz"))
     assert len(files) == len(KAST)
@@ -46,6 +47,7 @@ EFOSC_TYPES = {"DARK": "bias", "FLAT": "flat", "SKY,FLAT": "flat", "OBJECT": "sc
 
 
 def test_efosc2_every_file(shared_data):
+    """Check efosc2 every file."""
     from astropy.io import fits
 
     inst = get_instrument("efosc2")
@@ -72,6 +74,7 @@ def test_efosc2_every_file(shared_data):
 
 
 def test_megacam_real_headers(shared_data):
+    """Check megacam real headers."""
     inst = get_instrument("megacam")
     expected = {
         "1927963f": (1927963, "flat", 2.03, 2.0, "gri.MP9605", 20160511, 40),
@@ -103,6 +106,7 @@ def test_megacam_real_headers(shared_data):
 
 
 def test_megacam_ccd36_to_39_use_header_values(shared_data):
+    """Check megacam ccd36 to 39 use header values."""
     inst = get_instrument("megacam")
     headers = load_header_dump(shared_data / "headers" / "megacam" / "2463854b.fits.header")
     for det_id in range(36, 40):
@@ -112,6 +116,7 @@ def test_megacam_ccd36_to_39_use_header_values(shared_data):
 
 
 def test_megacam_2003_per_amp_layout_is_refused(shared_data):
+    """Check megacam 2003 per amp layout is refused."""
     inst = get_instrument("megacam")
     headers = load_header_dump(shared_data / "headers" / "megacam" / "688231o.fits.header")
     with pytest.raises(TranslationError, match="one HDU per amplifier.*2003-era"):
@@ -119,6 +124,7 @@ def test_megacam_2003_per_amp_layout_is_refused(shared_data):
 
 
 def test_megaprime_translator_yaml_headers(shared_data):
+    """Check megaprime translator yaml headers."""
     inst = get_instrument("megacam")
     (good,) = load_header_dump(shared_data / "headers" / "translator" / "fitsheader-megaprime.yaml")
     info = inst.translate(good, 3, source="fitsheader-megaprime.yaml")
@@ -130,13 +136,17 @@ def test_megaprime_translator_yaml_headers(shared_data):
 
 
 def test_broken_megaprime_header_gives_clear_error(shared_data):
+    """Check broken megaprime header gives clear error."""
     inst = get_instrument("megacam")
     (bad,) = load_header_dump(shared_data / "headers" / "translator" / "bad-megaprime.yaml")
-    with pytest.raises(TranslationError, match=r"bad-megaprime.yaml: cannot translate exposure_time .*EXPTIME"):
+    with pytest.raises(
+        TranslationError, match=r"bad-megaprime.yaml: cannot translate exposure_time .*EXPTIME"
+    ):
         inst.translate(bad, 3, source="bad-megaprime.yaml")
 
 
 def test_other_instruments_headers_are_not_megacam(shared_data):
+    """Check other instruments headers are not megacam."""
     inst = get_instrument("megacam")
     for name in ("fitsheader-decam.yaml", "fitsheader-hsc.yaml"):
         (hdr,) = load_header_dump(shared_data / "headers" / "translator" / name)
@@ -145,6 +155,7 @@ def test_other_instruments_headers_are_not_megacam(shared_data):
 
 
 def test_merge_headers_extension_wins():
+    """Check merge headers extension wins."""
     from astropy.io import fits
 
     p = fits.Header({"EXPTIME": 1.0, "FILTER": "r"})
