@@ -598,6 +598,24 @@ def _walk(cls: type[Config], loc: Iterable[Any]) -> tuple[type[Config] | None, l
     return owner, path, annotation
 
 
+_SELF_EXPLAINED = {
+    "literal_error", "bool_parsing", "bool_type", "int_parsing", "int_type", "float_parsing", "float_type",
+    "string_type", "dict_type", "list_type", "model_type", "int_from_float", "model_attributes_type",
+}
+
+
+def _literal_choices(annotation: Any) -> tuple[Any, ...]:
+    """Return the allowed values of a ``Literal[...]`` (or ``Literal[...] | None``) annotation, else ()."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        out: tuple[Any, ...] = ()
+        for arg in get_args(annotation):
+            out += _literal_choices(arg)
+        return out
+    return ()
+
+
 def _convert_validation_error(
     exc: ValidationError,
     cls: type[Config],
@@ -632,7 +650,16 @@ def _convert_validation_error(
             if etype.startswith("value_error") or etype == "assertion_error":
                 text = f"config field '{field}' = {got!r}: {msg.removeprefix('Value error, ')}"
             else:
-                text = f"config field '{field}' = {got!r} is invalid: expected {allowed} ({msg})"
+                text = f"config field '{field}' = {got!r} is invalid: expected {allowed}"
+                choices = _literal_choices(annotation)
+                if choices and isinstance(got, str):
+                    close = difflib.get_close_matches(got, [str(c) for c in choices], n=1, cutoff=0.6)
+                    if not close:
+                        close = [str(c) for c in choices if str(c).lower() == got.lower()]
+                    if close:
+                        text += f"; did you mean {close[0]!r}?"
+                elif etype not in _SELF_EXPLAINED:
+                    text += f" ({msg})"
         if field and field in seen:
             continue  # one message per field (unions report each branch)
         if field:

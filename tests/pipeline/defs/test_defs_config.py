@@ -47,8 +47,12 @@ def test_unknown_nested_field():
 def test_choice_error_lists_allowed_values():
     with pytest.raises(ConfigError) as exc:
         apply_overrides(SubtractConfig(), {"statistic": "MEDAN"}, label="isr")
-    assert str(exc.value).startswith(
-        "task 'isr': config field 'statistic' = 'MEDAN' is invalid: expected one of 'MEAN', 'MEDIAN'")
+    assert str(exc.value) == (
+        "task 'isr': config field 'statistic' = 'MEDAN' is invalid: expected one of 'MEAN', 'MEDIAN'; "
+        "did you mean 'MEDIAN'?")
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(SubtractConfig(), {"statistic": "mean"}, label="isr")
+    assert str(exc.value).endswith("did you mean 'MEAN'?")
 
 
 def test_wrong_type_names_expected_type():
