@@ -598,6 +598,10 @@ def _walk(cls: type[Config], loc: Iterable[Any]) -> tuple[type[Config] | None, l
     return owner, path, annotation
 
 
+_CONSTRAINTS = {
+    "greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of", "too_short",
+    "too_long", "string_too_short", "string_too_long", "string_pattern_mismatch", "finite_number",
+}
 _SELF_EXPLAINED = {
     "literal_error", "bool_parsing", "bool_type", "int_parsing", "int_type", "float_parsing", "float_type",
     "string_type", "dict_type", "list_type", "model_type", "int_from_float", "model_attributes_type",
@@ -649,6 +653,8 @@ def _convert_validation_error(
             msg = err.get("msg", "")
             if etype.startswith("value_error") or etype == "assertion_error":
                 text = f"config field '{field}' = {got!r}: {msg.removeprefix('Value error, ')}"
+            elif etype in _CONSTRAINTS:
+                text = f"config field '{field}' = {got!r} is invalid: {msg[0].lower() + msg[1:]}"
             else:
                 text = f"config field '{field}' = {got!r} is invalid: expected {allowed}"
                 choices = _literal_choices(annotation)

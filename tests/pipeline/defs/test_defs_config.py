@@ -199,3 +199,15 @@ def test_from_overrides():
     assert (config.level, config.offset.method) == (2.0, "SUBTRACT")
     with pytest.raises(ConfigError, match="task 'isr': unknown config field 'x'"):
         SubtractConfig.from_overrides([("x", 1)], label="isr")
+
+
+def test_constraint_error_message():
+    from pipeline.config import Config, Field
+
+    class Bounded(Config):
+        order: int = Field(1, ge=0, description="Polynomial order.")
+
+    with pytest.raises(ConfigError) as exc:
+        Bounded.from_overrides({"order": -3}, label="isr")
+    assert str(exc.value) == ("task 'isr': config field 'order' = -3 is invalid: input should be greater than "
+                              "or equal to 0")
