@@ -205,25 +205,28 @@ class SingleQuantumExecutor:
         self.repo_root = Path(repo_root)
         self.timeout = timeout
         self.log_level = log_level
-        self._tasks: dict[str, Any] = {}
+        self._tasks: dict[tuple[str, int], Any] = {}
         self._predictor: Any = None
 
     # -------------------------------------------------------------------- helpers
-    def task_for(self, label: str) -> Any:
-        """Return the (cached) task instance of a label.
+    def task_for(self, label: str, quantum_id: UUID | None = None) -> Any:
+        """Return the (cached) task instance of a label (and of a quantum's config variant).
 
         Parameters
         ----------
         label : `str`
+        quantum_id : `uuid.UUID`, optional
+            Selects the config of data-ID-scoped pipeline config blocks, when any.
 
         Returns
         -------
         task : `pipeline.task.PipelineTask`
         """
-        task = self._tasks.get(label)
+        info = self.graph.tasks[label]
+        variant, config = info.config_for(quantum_id) if quantum_id is not None else (-1, info.config)
+        task = self._tasks.get((label, variant))
         if task is None:
-            info = self.graph.tasks[label]
-            task = self._tasks[label] = make_task(info.task_class, info.config, label)
+            task = self._tasks[(label, variant)] = make_task(info.task_class, config, label)
         return task
 
     def _input_records(self, quantum: Quantum) -> dict[UUID, tuple[Any, Any]]:
@@ -272,7 +275,7 @@ class SingleQuantumExecutor:
         with _capture_logs(self.log_level) as logs:
             try:
                 with _time_limit(self.timeout):
-                    task = self.task_for(label)
+                    task = self.task_for(label, quantum.id)
                     qbb = make_qbb(self.repo_root, self._input_records(quantum), quantum.all_outputs())
                     remove_stale(qbb, self.repo_root, quantum.all_outputs())
                     inputs = self._present_inputs(qbb, quantum, conn_specs)

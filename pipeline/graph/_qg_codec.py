@@ -91,6 +91,7 @@ class Encoder:
         self.ds_run: list[int] = []
         self.ds_id: list[bytes] = []
         self.ref_index: dict[Any, int] = {}
+        self._ref_obj: dict[int, int] = {}
         self._keep: list[Any] = []
 
     def dataset_type(self, dt: Any) -> int:
@@ -159,7 +160,12 @@ class Encoder:
         return i
 
     def ref(self, ref: Any) -> int:
+        i = self._ref_obj.get(id(ref))
+        if i is not None:
+            return i
         i = self.ref_index.get(ref.id)
+        self._ref_obj[id(ref)] = i if i is not None else len(self.ds_type)
+        self._keep.append(ref)
         if i is None:
             i = self.ref_index[ref.id] = len(self.ds_type)
             self.ds_type.append(self.dataset_type(ref.dataset_type))

@@ -87,6 +87,34 @@ class TaskSpec:
     connections: Any = None
     dimensions: tuple[str, ...] = ()
     conns: list[_Conn] = field(default_factory=list)
+    node: Any = None
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    quantum_variant: dict[str, int] = field(default_factory=dict)
+
+    def config_variant(self, qid: Any, data_id: Any) -> None:
+        """Record the data-ID-scoped config of one quantum when it differs from the base config.
+
+        Parameters
+        ----------
+        qid : `uuid.UUID`
+            Quantum id.
+        data_id : `butler.DataCoordinate`
+            The quantum's data ID (matched against the pipeline's ``dataId:`` config blocks).
+        """
+        if self.node is None:
+            return
+        cfg = self.node.config_for(dict(data_id.to_simple()))
+        if cfg is self.config:
+            return
+        d = cfg.to_dict()
+        if d == self.config.to_dict():
+            return
+        try:
+            idx = self.variants.index(d)
+        except ValueError:
+            idx = len(self.variants)
+            self.variants.append(d)
+        self.quantum_variant[qid.hex] = idx
 
     @property
     def class_path(self) -> str:
@@ -115,14 +143,15 @@ class TaskSpec:
         """
         return TaskInfo(self.label, self.class_path, self.config.to_dict(), self.dimensions,
                         {c.name: {"kind": c.kind, "dataset_type": c.dataset_type.name, "multiple": c.multiple,
-                                  "minimum": c.minimum, "defer_load": c.defer_load} for c in self.conns})
+                                  "minimum": c.minimum, "defer_load": c.defer_load} for c in self.conns},
+                        self.variants, self.quantum_variant)
 
 
 _KINDS = (("inputs", "input"), ("prerequisiteInputs", "prerequisite"), ("outputs", "output"),
           ("initInputs", "init_input"), ("initOutputs", "init_output"))
 
 
-def _iter_tasks(pipeline: Any) -> list[tuple[str, Any, Any]]:
+def _iter_tasks(pipeline: Any) -> list[tuple[str, Any, Any, Any]]:
     """Normalise a pipeline (defs engineer's objects or a plain list) to (label, class, config)."""
     items = None
     for attr in ("tasks", "task_nodes", "iter_tasks"):
@@ -137,7 +166,7 @@ def _iter_tasks(pipeline: Any) -> list[tuple[str, Any, Any]]:
     out = []
     for item in items:
         if isinstance(item, tuple):
-            out.append(item)
+            out.append((*item[:3], None))
             continue
         label = getattr(item, "label")
         cls = getattr(item, "task_class", None) or getattr(item, "taskClass")
@@ -145,7 +174,7 @@ def _iter_tasks(pipeline: Any) -> list[tuple[str, Any, Any]]:
             from ..config import import_dotted
 
             cls = import_dotted(cls)
-        out.append((label, cls, getattr(item, "config")))
+        out.append((label, cls, getattr(item, "config"), item))
     return out
 
 
@@ -182,7 +211,7 @@ def task_specs(pipeline: Any) -> list[TaskSpec]:
         known[name] = dt
         return dt
 
-    for label, cls, config in _iter_tasks(pipeline):
+    for label, cls, config, node in _iter_tasks(pipeline):
         if not getattr(config, "frozen", False):
             try:
                 config.freeze()
@@ -190,6 +219,8 @@ def task_specs(pipeline: Any) -> list[TaskSpec]:
                 pass
         conns_obj = config.make_connections()
         spec = TaskSpec(label, cls, config, conns_obj, tuple(sorted(conns_obj.dimensions)))
+        if node is not None and getattr(node, "has_data_id_overrides", False):
+            spec.node = node
         for kind_set, kind in _KINDS:
             for cname, c in conns_obj.iter_kind(kind_set):
                 dims = tuple(c.dimensions) if kind not in ("init_input", "init_output") else ()
@@ -599,6 +630,7 @@ def _build(
                 q = Quantum(make_id(all_types[f"{spec.label}_metadata"], qdata, run), spec.label, qdata,
                             inputs_refs, prereq_refs, outputs_refs)
                 quanta.append(q)
+                spec.config_variant(q.id, qdata)
                 task_quanta += 1
                 for c in out_conns:
                     avail = available.setdefault(c.dataset_type.name, {})

@@ -76,6 +76,10 @@ class TaskInfo:
     connections : `dict` [`str`, `dict`]
         Connection name -> ``{"kind", "dataset_type", "multiple", "minimum", "defer_load"}``
         (kind is ``input``, ``prerequisite``, ``output``, ``init_input`` or ``init_output``).
+    config_variants : `list` [`dict`]
+        Configs of quanta matched by data-ID-scoped pipeline config blocks.
+    quantum_variant : `dict` [`str`, `int`]
+        Quantum id (hex) -> index into ``config_variants`` for those quanta.
     """
 
     label: str
@@ -83,6 +87,24 @@ class TaskInfo:
     config: dict[str, Any]
     dimensions: tuple[str, ...] = ()
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config_variants: list[dict[str, Any]] = field(default_factory=list)
+    quantum_variant: dict[str, int] = field(default_factory=dict)
+
+    def config_for(self, quantum_id: UUID) -> tuple[int, dict[str, Any]]:
+        """Return ``(variant index or -1, config dict)`` for one quantum.
+
+        Parameters
+        ----------
+        quantum_id : `uuid.UUID`
+
+        Returns
+        -------
+        variant, config : `int`, `dict`
+        """
+        v = self.quantum_variant.get(quantum_id.hex)
+        if v is None:
+            return -1, self.config
+        return v, self.config_variants[v]
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict.
@@ -92,7 +114,8 @@ class TaskInfo:
         data : `dict`
         """
         return {"label": self.label, "task_class": self.task_class, "config": self.config,
-                "dimensions": list(self.dimensions), "connections": self.connections}
+                "dimensions": list(self.dimensions), "connections": self.connections,
+                "config_variants": self.config_variants, "quantum_variant": self.quantum_variant}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskInfo:
@@ -107,7 +130,8 @@ class TaskInfo:
         info : `TaskInfo`
         """
         return cls(data["label"], data["task_class"], dict(data["config"]), tuple(data["dimensions"]),
-                   dict(data.get("connections", {})))
+                   dict(data.get("connections", {})), list(data.get("config_variants", [])),
+                   dict(data.get("quantum_variant", {})))
 
 
 class QuantumGraph:

@@ -196,3 +196,21 @@ def test_killed_worker_is_replaced(toy_cli: Any, tmp_path: Path) -> None:
     assert doc["counts"]["done"] == 9
     assert "worker process died" in out.decode() or "A worker process died" in out.decode()
     _registered_files_exist(butler.root, "u/wk")
+
+
+def test_data_id_scoped_config_applies_per_quantum(toy_cli: Any, tmp_path: Path) -> None:
+    butler, _, _ = toy_cli
+    pipe = tmp_path / "scoped.yaml"
+    pipe.write_text(TOY_YAML.replace(
+        "    class: _toy_tasks.SubtractMedianTask\n",
+        "    class: _toy_tasks.SubtractMedianTask\n    config:\n      - dataId: {exposure: 2}\n"
+        "        fail_on: [2]\n"))
+    summary = tmp_path / "s.json"
+    r = _invoke("run", "-b", str(butler.root), "-p", str(pipe), "-i", toy.TOY_RAW_RUN, "-o", "u/scoped",
+                "--register-dataset-types", "--no-progress", "--summary", str(summary))
+    assert r.exit_code == 1
+    doc = json.loads(summary.read_text())
+    failed = {(q["dataId"]["exposure"], q["dataId"]["detector"]) for q in doc["quantaReports"]
+              if q["status"] == "failed"}
+    assert failed == {(2, 0), (2, 1)}
+    assert doc["counts"]["done"] == 6
