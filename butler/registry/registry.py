@@ -1133,6 +1133,14 @@ class Registry:
         """Datastore records of datasets (missing ids are absent from the result)."""
         t = self._t["file_datastore_records"]
         out = {}
+        if len(ids) == 1:
+            rows = self.db.fast_fetch(
+                "file_record", lambda: sa.select(t).where(t.c.dataset_id == sa.bindparam("id")), {"id": ids[0]}
+            )
+            if rows is not None:
+                for _, path, formatter, sc, checksum, size in rows:
+                    out[ids[0]] = StoredFileInfo(path, formatter, sc, checksum, size)
+                return out
         for i in range(0, len(ids), 5000):
             for r in self._fetchall(sa.select(t).where(t.c.dataset_id.in_(list(ids[i : i + 5000])))):
                 out[r.dataset_id] = StoredFileInfo(r.path, r.formatter, r.storage_class, r.checksum, r.file_size)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from ..dimensions import DimensionUniverse, default_universe
 
-__all__ = ["RegistrySchema", "build_schema", "schema_version"]
+__all__ = ["RegistrySchema", "build_schema", "schema_summary", "schema_version"]
 
 
 def _sa_type(spec: dict[str, Any]) -> sa.types.TypeEngine:
@@ -149,3 +149,46 @@ def build_schema(universe: DimensionUniverse | None = None, *, schema: str | Non
             constraints.append(sa.Index(f"{tname}_idx_{i}", *ix))
         tables[tname] = sa.Table(tname, md, *cols, *constraints, comment=tspec.get("doc"))
     return RegistrySchema(md, tables, dims, universe, int(cfg["version"]))
+
+
+def schema_summary() -> dict[str, Any]:
+    """Versions, table names and undocumented entries of the schema YAML files (for checks and docs).
+
+    Returns
+    -------
+    summary : `dict`
+        ``dimensions_version``, ``tables_version``, ``tables`` (static table names),
+        ``elements`` (dimension names) and ``undocumented`` (``"file: path"`` of every element,
+        field, table or column without a ``doc``).
+    """
+    import yaml
+
+    import registry_schema
+
+    with open(Path(registry_schema.__file__).parent / "dimensions.yaml") as f:
+        dims = yaml.safe_load(f)
+    tables = _tables_config()
+    missing = []
+    if not dims.get("doc"):
+        missing.append("dimensions.yaml: (top)")
+    for name, el in dims["elements"].items():
+        if not el.get("doc"):
+            missing.append(f"dimensions.yaml: {name}")
+        for fld in list(el.get("keys", [])) + list(el.get("fields", []) or []):
+            if not fld.get("doc"):
+                missing.append(f"dimensions.yaml: {name}.{fld['name']}")
+    if not tables.get("doc"):
+        missing.append("tables.yaml: (top)")
+    for tname, t in tables["tables"].items():
+        if not t.get("doc"):
+            missing.append(f"tables.yaml: {tname}")
+        for c in t["columns"]:
+            if not c.get("dimensions") and not c.get("doc"):
+                missing.append(f"tables.yaml: {tname}.{c['name']}")
+    return {
+        "dimensions_version": int(dims["version"]),
+        "tables_version": int(tables["version"]),
+        "tables": list(tables["tables"]),
+        "elements": list(dims["elements"]),
+        "undocumented": missing,
+    }

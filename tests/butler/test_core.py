@@ -1,0 +1,112 @@
+"""Timespans, the dimension universe, data IDs, dataset types/refs and path templates (no database)."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+
+import pytest
+from astropy.time import Time
+
+from butler import DataCoordinate, DataIdError, DatasetRef, DatasetType, Timespan
+from butler.datastore.file_datastore import PathTemplate
+from butler.dimensions import DimensionRecord, default_universe
+from butler.registry.schema import schema_summary
+from butler.timespan import TIMESPAN_MAX, TIMESPAN_MIN, ns_to_time, time_to_ns
+
+
+def test_time_ns_roundtrip_is_exact_and_tai():
+    t = Time("2022-01-26T19:00:00.123456789", scale="tai", precision=9)
+    ns = time_to_ns(t)
+    assert ns == (19018 * 86400 + 19 * 3600) * 10**9 + 123456789
+    assert ns_to_time(ns).isot == "2022-01-26T19:00:00.123"
+    assert abs((ns_to_time(ns) - t).to_value("s")) < 1e-9
+    # A UTC time is converted to TAI (37 s ahead since 2017).
+    utc = Time("2022-01-26T19:00:00", scale="utc")
+    assert time_to_ns(utc) - time_to_ns(Time("2022-01-26T19:00:00", scale="tai")) == 37 * 10**9
+    assert time_to_ns(Time("1970-01-01T00:00:00", scale="tai")) == 0
+
+
+def test_timespan_overlap_contains_difference():
+    def t(s):
+        return Time(f"2025-01-01T{s}", scale="tai")
+
+    a = Timespan(t("10:00:00"), t("11:00:00"))
+    b = Timespan(t("11:00:00"), t("12:00:00"))
+    assert not a.overlaps(b) and not b.overlaps(a)  # half-open
+    assert a.overlaps(Timespan(t("10:59:59"), None))
+    assert a.contains(t("10:00:00")) and not a.contains(t("11:00:00"))
+    unbounded = Timespan(None, None)
+    assert (unbounded.begin_ns, unbounded.end_ns) == (TIMESPAN_MIN, TIMESPAN_MAX)
+    assert unbounded.overlaps(a) and unbounded.begin is None
+    parts = Timespan(t("09:00:00"), t("13:00:00")).difference(a)
+    assert parts == [Timespan(t("09:00:00"), t("10:00:00")), Timespan(t("11:00:00"), t("13:00:00"))]
+    assert a.difference(unbounded) == []
+    with pytest.raises(ValueError, match="before its begin"):
+        Timespan(t("11:00:00"), t("10:00:00"))
+    assert Timespan.from_dict(a.to_dict()) == a
+
+
+def test_universe_groups_and_data_coordinates():
+    u = default_universe()
+    assert u.group(["exposure", "detector"]) == (("instrument", "detector", "exposure"), ("band", "physical_filter", "day_obs"))
+    assert u.group(["physical_filter"]) == (("instrument", "physical_filter"), ("band",))
+    did = DataCoordinate.make(["exposure", "detector"], instrument="cam", exposure="12", detector=3)
+    assert did.required == {"instrument": "cam", "detector": 3, "exposure": 12}
+    assert did == {"instrument": "cam", "detector": 3, "exposure": 12}
+    assert hash(did) == hash(DataCoordinate.make(["exposure", "detector"], instrument="cam", exposure=12, detector=3))
+    assert did.key == '["cam",3,12]'
+    with pytest.raises(DataIdError, match="missing required dimension"):
+        DataCoordinate.make(["exposure", "detector"], instrument="cam", exposure=1)
+    with pytest.raises(DataIdError, match="not a valid int"):
+        DataCoordinate.make(["detector"], instrument="cam", detector=1.5)
+    rec = DimensionRecord(u["detector"], {"instrument": "cam", "id": 3, "full_name": "S03", "purpose": "SCIENCE"})
+    full = DataCoordinate(u, ("instrument", "detector"), {"instrument": "cam", "detector": 3}, {"detector": rec})
+    back = DataCoordinate.from_dict(full.to_dict())
+    assert back == full and back.records["detector"].full_name == "S03"
+    assert pickle.loads(pickle.dumps(full)).records["detector"] == rec
+    with pytest.raises(AttributeError, match="no field 'bogus'"):
+        rec.bogus
+
+
+def test_dataset_type_and_ref():
+    dt = DatasetType("flat", ["detector", "physical_filter", "instrument"], "Exposure", is_calibration=True)
+    assert dt.dimensions == ("instrument", "physical_filter", "detector") and dt.implied == ("band",)
+    assert dt == DatasetType("flat", ["physical_filter", "detector"], "Exposure", True)
+    with pytest.raises(ValueError, match="invalid dataset type name"):
+        DatasetType("bad name", [], "NumpyArray")
+    did = dt.make_data_id(instrument="cam", physical_filter="r", detector=1)
+    ref = DatasetRef(dt, did, "calib/run")
+    assert ref.id.version == 7
+    assert DatasetRef.from_dict(ref.to_dict()) == ref
+    expected = uuid.uuid5(uuid.uuid5(uuid.NAMESPACE_DNS, "lsst.org"), "dataset_type=flat,detector=1,instrument=cam,physical_filter=r")
+    assert DatasetRef.make_id(dt, did, "x", "dataid_type") == expected
+    with pytest.raises(ValueError, match="unknown id generation mode"):
+        DatasetRef.make_id(dt, did, "x", "random")
+
+
+def test_path_template_rendering():
+    u = default_universe()
+    dt = DatasetType("raw", ["exposure", "detector"], "Exposure")
+    recs = {
+        "exposure": DimensionRecord(u["exposure"], {"instrument": "cam", "id": 5, "obs_id": "CAM_0005", "day_obs": 20250101}),
+        "detector": DimensionRecord(u["detector"], {"instrument": "cam", "id": 2, "full_name": "S02"}),
+    }
+    did = DataCoordinate(u, dt.dimensions, {"instrument": "cam", "detector": 2, "exposure": 5, "day_obs": 20250101}, recs)
+    ref = DatasetRef(dt, did, "cam/raw/all")
+    tpl = PathTemplate("{run}/{datasetType}/{day_obs}/{exposure.obs_id}/{datasetType}_{instrument}_{exposure.obs_id}_{detector.full_name}_{run}")
+    assert tpl.render(ref) == "cam/raw/all/raw/20250101/CAM_0005/raw_cam_CAM_0005_S02_cam_raw_all"
+    opt = PathTemplate("{run}/{datasetType}/{band:?}/{datasetType}_{band:?}_{detector.full_name:?}_{run}")
+    assert opt.render(ref) == "cam/raw/all/raw/raw_S02_cam_raw_all"
+    with pytest.raises(Exception, match="needs 'physical_filter'"):
+        PathTemplate("{run}/{physical_filter}").render(ref)
+    with pytest.raises(ValueError, match="must contain"):
+        PathTemplate("{datasetType}")
+
+
+def test_schema_yaml_has_docs_and_versions():
+    summary = schema_summary()
+    assert summary["dimensions_version"] >= 1 and summary["tables_version"] >= 1
+    assert summary["undocumented"] == []
+    assert {"dataset", "collection", "run", "collection_chain", "dataset_type", "dataset_tags", "dataset_calibs",
+            "file_datastore_records", "butler_attributes"} <= set(summary["tables"])
