@@ -51,9 +51,10 @@ def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]
         if all(hasattr(qbb, a) for a in _QBB_STATE):
             _QBB_TEMPLATES[key] = qbb
         return qbb
-    # Re-use the template's datastore (its construction parses butler.yaml: ~1 ms per quantum);
-    # only the per-quantum state is new.
+    # The datastore config is parsed once (butler.yaml: ~1 ms per quantum); each quantum gets a
+    # fresh datastore object (its directory cache must not outlive a prune) and fresh state.
     qbb = copy.copy(template)
+    qbb.datastore = _fresh_datastore(root)
     qbb._inputs = dict(inputs)
     qbb._outputs = {r.id: r for r in outputs}
     qbb._written = {}
@@ -65,6 +66,21 @@ _QBB_STATE = ("_inputs", "_outputs", "_written", "datastore")
 
 
 _DATASTORES: dict[str, Any] = {}
+_DATASTORE_CONFIGS: dict[str, Any] = {}
+
+
+def _fresh_datastore(root: str | os.PathLike[str]) -> Any:
+    from butler.datastore.file_datastore import FileDatastore
+
+    key = str(Path(root).absolute())
+    config = _DATASTORE_CONFIGS.get(key)
+    if config is None:
+        import yaml
+
+        path = Path(key) / "butler.yaml"
+        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        config = _DATASTORE_CONFIGS[key] = (data or {}).get("datastore") or {}
+    return FileDatastore(Path(key), config=config)
 
 
 def _datastore_for(root: str | os.PathLike[str]) -> Any:

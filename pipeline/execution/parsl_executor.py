@@ -62,7 +62,8 @@ from .executors import WorkerLostError
 from .single_quantum import QuantumResult
 
 __all__ = ["ParslQuantumExecutor", "ParslConfigError", "ParslSiteConfig", "HtexOptions", "ProviderOptions",
-           "load_parsl_config", "make_parsl_config", "run_quantum_on_worker", "is_lost_worker_error",
+           "load_parsl_config", "make_parsl_config", "run_quantum_on_worker", "run_quanta_on_worker",
+           "is_lost_worker_error", "lost_worker_retry_handler",
            "PROVIDER_KINDS"]
 
 _log = logging.getLogger("ccdflow.exec.parsl")
@@ -160,7 +161,9 @@ class ParslSiteConfig(BaseModel):
     lost_worker_retries : `int`
         Resubmissions by ccdflow after Parsl's retries are used up.
     max_in_flight : `int`, optional
-        Quanta the driver keeps submitted (default ``2 x workers + prefetch``).
+        Quanta the driver keeps submitted (default ``quanta_per_task x (2 x workers + prefetch)``).
+    quanta_per_task : `int`
+        Quanta sent to a worker in one Parsl task (>1 for very short quanta).
     strategy_period : `float`
         Seconds between Parsl scaling decisions (short values start the first block sooner).
     max_idletime : `float`
@@ -179,6 +182,7 @@ class ParslSiteConfig(BaseModel):
     retries: int = Field(1, ge=0)
     lost_worker_retries: int = Field(2, ge=0)
     max_in_flight: int | None = Field(None, ge=1)
+    quanta_per_task: int = Field(1, ge=1)
     strategy_period: float = Field(0.5, gt=0)
     max_idletime: float = Field(120.0, ge=0)
     run_dir: str | None = None
@@ -450,6 +454,25 @@ def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, time
     return sqe.execute(UUID(quantum_id))
 
 
+def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str], timeout: float | None = None,
+                         log_level: int = logging.INFO) -> list[QuantumResult]:
+    """Run several quanta one after the other in a Parsl worker (one Parsl task per batch).
+
+    Parameters
+    ----------
+    graph_path, repo_root, timeout, log_level
+        As for `run_quantum_on_worker`.
+    quantum_ids : `list` [`str`]
+        Quantum UUIDs.
+
+    Returns
+    -------
+    results : `list` [`QuantumResult`]
+        In the order of ``quantum_ids``.
+    """
+    return [run_quantum_on_worker(graph_path, repo_root, q, timeout, log_level) for q in quantum_ids]
+
+
 # ============================================================================ driver side
 class ParslQuantumExecutor:
     """Quantum executor on a Parsl ``DataFlowKernel`` (see the module docstring).
@@ -463,11 +486,17 @@ class ParslQuantumExecutor:
     config : path-like, `dict`, `ParslSiteConfig` or `parsl.config.Config`, optional
         ``.py``/``.yaml`` file, schema mapping or Config (default: 2 local workers).
     max_in_flight : `int`, optional
-        Quanta kept submitted (default ``2 x workers + prefetch``, or 64 for Python configs
-        whose worker count is unknown).
+        Quanta kept submitted (default ``quanta_per_task x (2 x workers + prefetch)``, or
+        ``64 x quanta_per_task`` for Python configs whose worker count is unknown).
     lost_worker_retries : `int`, optional
         Resubmissions after a lost worker once Parsl's own retries are used up (default: the
         YAML's ``lost_worker_retries``, else 2).
+    quanta_per_task : `int`, optional
+        Quanta sent to a worker in one Parsl task (default: the YAML's ``quanta_per_task``, else
+        1). Values above 1 divide Parsl's per-task cost for short quanta; quanta submitted within
+        ``batch_delay`` seconds of each other are grouped.
+    batch_delay : `float`
+        Seconds to wait for more quanta before sending an incomplete batch.
     timeout : `float`, optional
         Per-quantum wall-clock limit (s), enforced in the worker.
     log_level : `int`
@@ -487,7 +516,8 @@ class ParslQuantumExecutor:
     def __init__(self, graph_path: str | os.PathLike[str], repo_root: str | os.PathLike[str],
                  config: Any = None, *, max_in_flight: int | None = None,
                  lost_worker_retries: int | None = None, timeout: float | None = None,
-                 log_level: int = logging.INFO) -> None:
+                 log_level: int = logging.INFO, quanta_per_task: int | None = None,
+                 batch_delay: float = 0.002) -> None:
         self.graph_path = str(Path(graph_path).resolve())
         self.repo_root = str(Path(repo_root).resolve())
         if not Path(self.graph_path).is_file():
@@ -501,18 +531,27 @@ class ParslQuantumExecutor:
             self._config, self.site = make_parsl_config(config, run_dir=run_dir), config
         else:
             self._config, self.site = load_parsl_config(config, run_dir=run_dir)
+        if quanta_per_task is None:
+            quanta_per_task = self.site.quanta_per_task if self.site is not None else 1
+        if quanta_per_task < 1:
+            raise ParslConfigError(f"quanta_per_task must be at least 1, not {quanta_per_task}")
+        self.quanta_per_task = int(quanta_per_task)
+        self.batch_delay = float(batch_delay)
         if max_in_flight is None:
             if self.site is not None:
-                max_in_flight = self.site.max_in_flight or (
+                max_in_flight = self.site.max_in_flight or self.quanta_per_task * (
                     2 * _worker_slots(self.site) + self.site.htex.prefetch_capacity)
             else:
-                max_in_flight = 64
+                max_in_flight = 64 * self.quanta_per_task
         self.max_in_flight = max(1, int(max_in_flight))
         if lost_worker_retries is None:
             lost_worker_retries = self.site.lost_worker_retries if self.site is not None else 2
         self.lost_worker_retries = int(lost_worker_retries)
         self._dfk: Any = None
         self._app: Any = None
+        self._batch_app: Any = None
+        self._pending: list[tuple[UUID, Future[QuantumResult], int]] = []
+        self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._outstanding: set[Future[QuantumResult]] = set()
         self.n_lost = 0
@@ -533,6 +572,7 @@ class ParslQuantumExecutor:
             # Parsl logs (DEBUG) go to RUN_DIR/parsl.log; keep them off the user's console.
             logging.getLogger("parsl").propagate = False
             self._app = python_app(run_quantum_on_worker, data_flow_kernel=self._dfk)
+            self._batch_app = python_app(run_quanta_on_worker, data_flow_kernel=self._dfk)
         return self._app
 
     @property
@@ -556,19 +596,44 @@ class ParslQuantumExecutor:
         outer: Future[QuantumResult] = Future()
         with self._lock:
             self._outstanding.add(outer)
-        self._attempt(quantum_id, outer, 0)
+        if self.quanta_per_task == 1:
+            self._attempt([(quantum_id, outer, 0)])
+            return outer
+        flush = None
+        with self._lock:
+            self._pending.append((quantum_id, outer, 0))
+            if len(self._pending) >= self.quanta_per_task:
+                flush, self._pending = self._pending, []
+            elif self._timer is None:
+                self._timer = threading.Timer(self.batch_delay, self._flush_pending)
+                self._timer.daemon = True
+                self._timer.start()
+        if flush:
+            self._attempt(flush)
         return outer
 
-    def _attempt(self, quantum_id: UUID, outer: Future[QuantumResult], n_lost: int) -> None:
+    def _flush_pending(self) -> None:
+        with self._lock:
+            batch, self._pending, self._timer = self._pending, [], None
+        if batch:
+            self._attempt(batch)
+
+    def _attempt(self, items: list[tuple[UUID, Future[QuantumResult], int]]) -> None:
+        """Send quanta ``(id, outer future, times lost so far)`` as one Parsl task."""
         try:
             app = self._ensure_started()
-            fut = app(self.graph_path, self.repo_root, str(quantum_id), self.timeout, self.log_level)
+            if len(items) == 1:
+                fut = app(self.graph_path, self.repo_root, str(items[0][0]), self.timeout, self.log_level)
+            else:
+                fut = self._batch_app(self.graph_path, self.repo_root, [str(q) for q, _, _ in items],
+                                      self.timeout, self.log_level)
         except Exception as exc:  # noqa: BLE001 - e.g. Parsl already shut down
-            self._finish(outer, QuantumResult(quantum_id, "failed", error=f"{type(exc).__name__}: {exc}"))
+            for qid, outer, _ in items:
+                self._finish(outer, QuantumResult(qid, "failed", error=f"{type(exc).__name__}: {exc}"))
             return
-        fut.add_done_callback(lambda f: self._on_done(f, quantum_id, outer, n_lost))
+        fut.add_done_callback(lambda f: self._on_done(f, items))
 
-    def _on_done(self, fut: Any, quantum_id: UUID, outer: Future[QuantumResult], n_lost: int) -> None:
+    def _on_done(self, fut: Any, items: list[tuple[UUID, Future[QuantumResult], int]]) -> None:
         try:
             res = fut.result()
         except BaseException as exc:  # noqa: BLE001 - classify every infrastructure error
@@ -576,20 +641,27 @@ class ParslQuantumExecutor:
                 with self._lock:
                     self.n_lost += 1
                     stopping = self._dfk is None
-                if n_lost < self.lost_worker_retries and not stopping:
-                    _log.warning("Worker lost while running quantum %s (%s); resubmitting (%d/%d)",
-                                 quantum_id, exc, n_lost + 1, self.lost_worker_retries)
-                    self._attempt(quantum_id, outer, n_lost + 1)
-                    return
-                res = QuantumResult(quantum_id, "failed", error=f"{WorkerLostError.__name__}: the worker running "
-                                    f"this quantum was lost {n_lost + 1} time(s); last error: {exc}")
-            else:
-                res = QuantumResult(quantum_id, "failed",
-                                    error=f"ParslError: {type(exc).__name__}: {exc} (check that ccdflow is "
-                                          "installed on the workers and the repository is on a shared filesystem)")
-        if not isinstance(res, QuantumResult):
-            res = QuantumResult(quantum_id, "failed", error=f"ParslError: the worker returned {type(res).__name__}")
-        self._finish(outer, res)
+                for qid, outer, n_lost in items:
+                    if n_lost < self.lost_worker_retries and not stopping:
+                        _log.warning("Worker lost while running quantum %s (%s); resubmitting (%d/%d)",
+                                     qid, exc, n_lost + 1, self.lost_worker_retries)
+                        self._attempt([(qid, outer, n_lost + 1)])
+                    else:
+                        self._finish(outer, QuantumResult(
+                            qid, "failed", error=f"{WorkerLostError.__name__}: the worker running this quantum "
+                            f"was lost {n_lost + 1} time(s); last error: {exc}"))
+                return
+            for qid, outer, _ in items:
+                self._finish(outer, QuantumResult(
+                    qid, "failed", error=f"ParslError: {type(exc).__name__}: {exc} (check that ccdflow is "
+                    "installed on the workers and the repository is on a shared filesystem)"))
+            return
+        results = res if isinstance(res, list) else [res]
+        for i, (qid, outer, _) in enumerate(items):
+            r = results[i] if i < len(results) else None
+            if not isinstance(r, QuantumResult):
+                r = QuantumResult(qid, "failed", error=f"ParslError: the worker returned {type(r).__name__}")
+            self._finish(outer, r)
 
     def _finish(self, outer: Future[QuantumResult], res: QuantumResult) -> None:
         with self._lock:
@@ -609,7 +681,14 @@ class ParslQuantumExecutor:
             Also mark the quanta still outstanding as cancelled (interrupted runs).
         """
         with self._lock:
-            dfk, self._dfk, self._app = self._dfk, None, None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            pending, self._pending = self._pending, []
+        for _qid, outer, _n in pending:  # never sent: the run is over or interrupted
+            outer.cancel()
+        with self._lock:
+            dfk, self._dfk, self._app, self._batch_app = self._dfk, None, None, None
             outstanding = list(self._outstanding) if cancel else []
             self._outstanding.clear() if cancel else None
         try:
