@@ -47,6 +47,10 @@ def make_files(out: Path, n: int) -> list[Path]:
     buf = io.BytesIO()
     fits.PrimaryHDU(np.zeros((350, 2112), np.uint16), header=header, uint=True).writeto(buf)
     blob = buf.getvalue()
+    data_start = len(
+        fits.PrimaryHDU(np.zeros((350, 2112), np.uint16), header=header, uint=True).header.tostring()
+    )
+    data_gz = gzip.compress(blob[data_start:], compresslevel=1)  # gzip members concatenate
     start = Time("2020-01-01T00:00:00", scale="utc")
     paths = []
     for i in range(n):
@@ -56,11 +60,9 @@ def make_files(out: Path, n: int) -> list[Path]:
             h[key] = t
         h["DATE-END"] = (start + TimeDelta(20.0 * i + 15, format="sec")).isot[:22]
         hdr_bytes = h.tostring().encode()
-        data_start = len(
-            fits.PrimaryHDU(np.zeros((350, 2112), np.uint16), header=header, uint=True).header.tostring()
-        )
+        assert len(hdr_bytes) == data_start
         p = out / f"b{i:05d}.fits.gz"
-        p.write_bytes(gzip.compress(hdr_bytes + blob[data_start:], compresslevel=1))
+        p.write_bytes(gzip.compress(hdr_bytes, compresslevel=1) + data_gz)
         paths.append(p)
     return paths
 

@@ -204,7 +204,7 @@ def _init_worker(texts: Sequence[tuple[str, str]]) -> None:
 
 def _translate_file(path: str) -> tuple[str, str | None, list[ObservationInfo] | None, str | None]:
     try:
-        headers = read_headers(path)
+        headers = read_headers(path, fast=True)
         inst = instrument_for_headers(headers[0], _WORKER_INSTRUMENTS)
         if inst is None:
             names = ", ".join(i.name for i in _WORKER_INSTRUMENTS)

@@ -161,6 +161,7 @@ class ObservationInfo:
 
 _MISSING = object()
 _SANITIZE_RE = re.compile(r"[\s/\\]+")
+_ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
 class _HeaderFormatMap(Mapping[str, Any]):
@@ -517,6 +518,8 @@ class Translator:
             return _to_time(value, rule)
         t = rule.transform
         if t == "datetime_digits":
+            if isinstance(value, str) and rule.time_scale == "utc" and _ISO_RE.match(value):
+                return int(re.sub(r"\D", "", value[:19]))  # fast path: the UTC digits themselves
             time = _to_time(value, rule)
             return int(time.utc.strftime("%Y%m%d%H%M%S"))
         if t == "strip_fits_suffix":
