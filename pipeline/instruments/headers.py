@@ -246,7 +246,7 @@ class FastHeader:
         return list(self._cards)
 
     def to_header(self) -> fits.Header:
-        """The same cards as an astropy header."""
+        """Return the same cards as an astropy header."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
             return fits.Header.fromstring(self._text)
