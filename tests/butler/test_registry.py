@@ -147,6 +147,8 @@ def test_chained_find_first(filled):
     by_exp = {r.data_id["exposure"]: r.id for r in found}
     assert by_exp == {1: a[0].id, 2: b[0].id, 3: b[1].id}
     assert len(reg.query_datasets("arr", collections="chain", find_first=False)) == 4
+    ordered = reg.query_datasets("arr", collections="chain", find_first=True, order_by="-exposure", limit=2)
+    assert [(r.data_id["exposure"], r.run) for r in ordered] == [(3, "r2"), (2, "r2")]
     assert reg.find_dataset("arr", instrument="cam", exposure=2, detector=0, collections=["r1", "chain"]).id == a[1].id
     with pytest.raises(ConflictingDefinitionError, match="cycle"):
         reg.set_collection_chain("inner", ["chain"])
