@@ -15,13 +15,15 @@ def _check(factor: int) -> int:
     return int(factor)
 
 
-def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
+def bin_image(image: np.ndarray, factor: int, dtype: type = np.float64) -> np.ndarray:
     """Mean of ``factor × factor`` blocks; trailing rows/columns are dropped.
 
     Parameters
     ----------
     image : `numpy.ndarray`, shape ``(ny, nx)``
     factor : `int`
+    dtype : numpy dtype
+        Accumulation type (float32 is enough for thumbnails and twice as fast).
 
     Returns
     -------
@@ -33,16 +35,18 @@ def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
         If ``factor`` is not an int.
     """
     b = _check(factor)
-    return (_block_sum(image, b) / (b * b)).astype(np.float32)
+    out = _block_sum(image, b, dtype)
+    out *= 1.0 / (b * b)
+    return out.astype(np.float32, copy=False)
 
 
-def _block_sum(plane: np.ndarray, b: int) -> np.ndarray:
-    """Sum of ``b × b`` blocks in float64: strided row sums, then contiguous column sums."""
+def _block_sum(plane: np.ndarray, b: int, dtype: type = np.float64) -> np.ndarray:
+    """Sum of ``b × b`` blocks: strided row sums, then contiguous column sums."""
     ny, nx = plane.shape[0] // b, plane.shape[1] // b
-    acc = plane[0:ny * b:b, :nx * b].astype(np.float64)
+    acc = plane[0:ny * b:b, :nx * b].astype(dtype)
     for k in range(1, b):
         acc += plane[k:ny * b:b, :nx * b]
-    return acc.reshape(ny, nx, b).sum(axis=2)
+    return acc.reshape(ny, nx, b).sum(axis=2, dtype=dtype)
 
 
 def bin_planes(image: np.ndarray, mask: np.ndarray, variance: np.ndarray, factor: int

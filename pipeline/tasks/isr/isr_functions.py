@@ -406,18 +406,23 @@ def flat_correction(
     inv = np.float32(1.0 / scale)
     with np.errstate(divide="ignore", invalid="ignore"):
         for rows in _row_blocks(image.shape[0]):
-            b = flat_image[rows] * inv
             img, var = image[rows], variance[rows]
             if not invert:
-                # var_out = (A² vB + B² vA)/B⁴ = vA/B² + out² vB / B²
-                b2 = b * b
-                var /= b2
-                img /= b
+                # var_out = (A² vB + B² vA)/B⁴ = vA/B² + out² vB / B², with r = 1/B
+                r = np.float32(scale) / flat_image[rows]
+                r2 = r * r
+                img *= r
+                var *= r2
                 if flat_variance is not None:
-                    var += img * img * (flat_variance[rows] * (inv * inv)) / b2
+                    r2 *= flat_variance[rows]
+                    r2 *= inv * inv
+                    r2 *= img
+                    r2 *= img
+                    var += r2
             else:
                 # Undo: exact inverse of the image operation; the flat's own variance added
                 # on the way in is not removed (it is not recoverable from the output).
+                b = flat_image[rows] * inv
                 var *= b * b
                 img *= b
     if flat_mask is not None:
@@ -501,7 +506,8 @@ def apply_gains(image: np.ndarray, variance: np.ndarray, gain: float) -> None:
 # statistics on big images
 # --------------------------------------------------------------------------------------------
 def sample_for_statistics(values: np.ndarray, good: np.ndarray | None = None,
-                          max_samples: int = 1 << 20) -> np.ndarray:
+                          max_samples: int = 1 << 20, mask: np.ndarray | None = None,
+                          exclude_bits: int = 0) -> np.ndarray:
     """Deterministic strided subsample of the good values of a large image.
 
     Parameters
@@ -512,6 +518,11 @@ def sample_for_statistics(values: np.ndarray, good: np.ndarray | None = None,
         Values to use.
     max_samples : `int`
         At most about this many values are returned.
+    mask : `numpy.ndarray` of int, optional
+        Mask plane; values with any of ``exclude_bits`` are dropped (evaluated on the
+        subsample only, so no full-image temporary is made).
+    exclude_bits : `int`
+        Bits excluded via ``mask``.
 
     Returns
     -------
@@ -524,6 +535,8 @@ def sample_for_statistics(values: np.ndarray, good: np.ndarray | None = None,
     keep = np.isfinite(s)
     if good is not None:
         keep &= good.reshape(-1)[::step]
+    if mask is not None and exclude_bits:
+        keep &= (mask.reshape(-1)[::step] & exclude_bits) == 0
     return s[keep]
 
 
@@ -551,11 +564,12 @@ def set_bad_regions(image: np.ndarray, mask: np.ndarray, bad_value: int, intrp_v
     uses MEDIAN. We honour the configured statistic (default MEANCLIP). The statistic is
     computed on a deterministic ≈1M-pixel strided subsample of the non-BAD pixels for speed.
     """
-    sel = ((mask & bad_value) != 0) & ((mask & intrp_value) == 0)
+    m = mask & np.int32(bad_value | intrp_value)
+    sel = m == bad_value
     n = int(np.count_nonzero(sel))
     if n == 0:
         return 0, float("nan")
-    sample = sample_for_statistics(image, (mask & bad_value) == 0)
+    sample = sample_for_statistics(image, max_samples=1 << 18, mask=mask, exclude_bits=bad_value)
     if statistic.upper() == "MEDIAN":
         value = float(np.median(sample)) if sample.size else 0.0
     else:
@@ -571,6 +585,7 @@ def interpolate_from_mask(
     image: np.ndarray,
     bad: np.ndarray,
     fallback: float | None = None,
+    coords: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> int:
     """Replace bad pixels by row-wise (along x) interpolation, in place.
 
@@ -578,11 +593,13 @@ def interpolate_from_mask(
     ----------
     image : `numpy.ndarray`, shape ``(ny, nx)``
         Image (ADU), modified in place.
-    bad : `numpy.ndarray` of `bool`, shape ``(ny, nx)``
-        Pixels to replace.
+    bad : `numpy.ndarray` of `bool` or int, shape ``(ny, nx)``
+        Pixels to replace (non-zero = bad).
     fallback : `float`, optional
         Value for pixels far from good data; default = MEANCLIP of the good pixels
         (computed on a subsample, and only when needed).
+    coords : `tuple` of `numpy.ndarray`, optional
+        ``np.nonzero(bad)`` if already computed (row-major order).
 
     Returns
     -------
@@ -604,55 +621,54 @@ def interpolate_from_mask(
       and the nearest good pixel; shorter edge runs take the nearest good value;
     * a run spanning a whole row gets the fallback.
 
-    Fully vectorised (no per-run Python loop).
+    Fully vectorised over the bad pixels (no per-run Python loop, no full-image temporaries):
+    runs are found from the row-major list of bad pixels, whose neighbours just outside each
+    run are by construction good (or outside the image).
     """
-    rows = np.flatnonzero(bad.any(axis=1))
-    if rows.size == 0:
+    r_i, x_i = np.nonzero(bad) if coords is None else coords
+    if r_i.size == 0:
         return 0
-    sub_bad = bad[rows]
-    sub = image[rows].astype(np.float64)
-    nr, nx = sub.shape
-    xs = np.broadcast_to(np.arange(nx), (nr, nx))
-    left = np.maximum.accumulate(np.where(~sub_bad, xs, -1), axis=1)
-    right = np.minimum.accumulate(np.where(~sub_bad, xs, nx)[:, ::-1], axis=1)[:, ::-1]
-    r_i, x_i = np.nonzero(sub_bad)
-    L = left[r_i, x_i]
-    R = right[r_i, x_i]
-    vals = np.empty(r_i.size)
+    ny, nx = bad.shape
+    new_run = np.ones(r_i.size, bool)
+    new_run[1:] = (r_i[1:] != r_i[:-1]) | (x_i[1:] != x_i[:-1] + 1)
+    starts = np.flatnonzero(new_run)
+    run_id = np.cumsum(new_run) - 1
+    ends = np.append(starts[1:], r_i.size) - 1
+    run_row = r_i[starts]
+    L = (x_i[starts] - 1)[run_id]  # good pixel left of the run (or -1)
+    R = (x_i[ends] + 1)[run_id]  # good pixel right of the run (or nx)
+    rows = r_i
+    vals = np.empty(r_i.size, dtype=np.float64)
     interior = (L >= 0) & (R < nx)
-    # interior linear interpolation
-    li, ri = L[interior], R[interior]
-    ri_rows = r_i[interior]
-    vl = sub[ri_rows, li]
-    vr = sub[ri_rows, ri]
-    t = (x_i[interior] - li) / (ri - li)
-    v_int = vl + (vr - vl) * t
-    # single-pixel runs with two good neighbours on each side
-    single = (ri - li == 2) & (li - 1 >= 0) & (ri + 1 < nx)
-    if single.any():
-        rr, a, b = ri_rows[single], li[single], ri[single]
-        ok = ~sub_bad[rr, a - 1] & ~sub_bad[rr, b + 1]
-        w = LEGACY_SINGLE_PIXEL_WEIGHTS
-        pred = w[0] * sub[rr, a - 1] + w[1] * sub[rr, a] + w[2] * sub[rr, b] + w[3] * sub[rr, b + 1]
-        tmp = v_int[single]
-        tmp[ok] = pred[ok]
-        v_int[single] = tmp
-    vals[interior] = v_int
+    if interior.any():
+        ri, li, rr_ = rows[interior], L[interior], R[interior]
+        vl = image[ri, li].astype(np.float64)
+        vr = image[ri, rr_].astype(np.float64)
+        t = (x_i[interior] - li) / (rr_ - li)
+        v_int = vl + (vr - vl) * t
+        single = (rr_ - li == 2) & (li >= 1) & (rr_ + 1 < nx)
+        if single.any():
+            rs, a, b = ri[single], li[single], rr_[single]
+            ok = (bad[rs, a - 1] == 0) & (bad[rs, b + 1] == 0)
+            w = LEGACY_SINGLE_PIXEL_WEIGHTS
+            pred = (w[0] * image[rs, a - 1].astype(np.float64) + w[1] * image[rs, a].astype(np.float64)
+                    + w[2] * image[rs, b].astype(np.float64) + w[3] * image[rs, b + 1].astype(np.float64))
+            tmp = v_int[single]
+            tmp[ok] = pred[ok]
+            v_int[single] = tmp
+        vals[interior] = v_int
     edge = ~interior
     if edge.any():
-        need_fb = False
-        Le, Re, xe, re = L[edge], R[edge], x_i[edge], r_i[edge]
+        Le, Re, xe, re = L[edge], R[edge], x_i[edge], rows[edge]
         whole = (Le < 0) & (Re >= nx)
-        left_edge = (Le < 0) & (Re < nx)  # run touches x=0, good data on the right
+        left_edge = (Le < 0) & (Re < nx)  # run touches x = 0, good data on the right
         run_len = np.where(left_edge, Re, nx - 1 - Le)
         dist = np.where(left_edge, Re - xe, xe - Le)  # distance to the good pixel (>= 1)
-        good_idx = np.where(left_edge, Re, Le)
-        good_idx = np.clip(good_idx, 0, nx - 1)
-        gv = sub[re, good_idx]
+        good_idx = np.clip(np.where(left_edge, Re, Le), 0, nx - 1)
+        gv = image[re, good_idx].astype(np.float64)
         long_run = run_len > _EDGE_RUN
-        need_fb = bool(whole.any() or long_run.any())
-        if need_fb and fallback is None:
-            sample = sample_for_statistics(image, ~bad)
+        if (whole.any() or long_run.any()) and fallback is None:
+            sample = sample_for_statistics(image, bad == 0)
             fallback = clipped_stats(sample)[0] if sample.size else 0.0
             if fallback != fallback:
                 fallback = 0.0
@@ -666,7 +682,6 @@ def interpolate_from_mask(
         ev[near] = gv[near] + (fb - gv[near]) * tt
         ev[whole] = fb
         vals[edge] = ev
-    out_rows = image[rows]
-    out_rows[r_i, x_i] = vals.astype(image.dtype, copy=False)
-    image[rows] = out_rows
+    del run_row
+    image[r_i, x_i] = vals.astype(image.dtype, copy=False)
     return int(r_i.size)

@@ -689,17 +689,22 @@ class IsrTask(PipelineTask):
         data = mi.image[amp.raw_bbox.slices]
         mask = mi.mask[amp.raw_bbox.slices]
         flagged = np.int32(0)
+        levels = []
         if c.doSaturation:
             level = c.saturation if math.isfinite(c.saturation) else amp.saturation
             _hset(ccdExposure.metadata, f"LSST ISR SATURATION LEVEL {amp.name}", level)
             if math.isfinite(level):
-                bit = np.int32(mi.get_plane_bitmask(c.saturatedMaskName, add=True))
-                mask[data >= level] |= bit
-                flagged |= bit
+                levels.append((level, c.saturatedMaskName))
         if c.doSuspect and math.isfinite(amp.suspect_level):
-            bit = np.int32(mi.get_plane_bitmask(c.suspectMaskName, add=True))
-            mask[data >= amp.suspect_level] |= bit
-            flagged |= bit
+            levels.append((amp.suspect_level, c.suspectMaskName))
+        for level, plane in levels:
+            sel = data >= level
+            if sel.any():
+                bit = np.int32(mi.get_plane_bitmask(plane, add=True))
+                mask[sel] |= bit
+                flagged |= bit
+            else:
+                mi.add_mask_plane(plane)
         if flagged:
             dmask = mi.mask[amp.raw_data_bbox.slices]
             if np.all(dmask & flagged):
@@ -845,18 +850,36 @@ class IsrTask(PipelineTask):
         planes = [p for p in planes if p in mi.mask_planes]
         if not planes:
             return 0
+        bits = np.int32(mi.get_plane_bitmask(planes))
+        flagged = mi.mask & bits  # one full pass; everything below is sparse or window-limited
+        ys, xs = np.nonzero(flagged)
+        if ys.size == 0:
+            return 0
         sat_name = self.config.saturatedMaskName
-        if sat_name in planes and self.config.growSaturationFootprintSize > 0:
+        grow = self.config.growSaturationFootprintSize
+        if sat_name in planes and grow > 0:
             sat_bit = np.int32(mi.get_plane_bitmask(sat_name))
-            sat = (mi.mask & sat_bit) != 0
-            if sat.any():
-                grown = F.grow_mask(sat, self.config.growSaturationFootprintSize)
-                mi.mask[grown & ~sat] |= sat_bit
-        bits = mi.get_plane_bitmask(planes)
-        bad = (mi.mask & np.int32(bits)) != 0
-        n = F.interpolate_from_mask(mi.image, bad)
+            is_sat = (flagged[ys, xs] & sat_bit) != 0
+            if is_sat.any():
+                sy, sx = ys[is_sat], xs[is_sat]
+                ny, nx = flagged.shape
+                win = (slice(max(int(sy.min()) - grow, 0), min(int(sy.max()) + 1 + grow, ny)),
+                       slice(max(int(sx.min()) - grow, 0), min(int(sx.max()) + 1 + grow, nx)))
+                sat = (flagged[win] & sat_bit) != 0
+                new = F.grow_mask(sat, grow) & ~sat
+                mi.mask[win][new] |= sat_bit
+                was_flagged = flagged[win][new] != 0
+                flagged[win][new] |= sat_bit
+                wy, wx = np.nonzero(new)
+                keep = ~was_flagged
+                if keep.any():
+                    ys = np.concatenate([ys, wy[keep] + win[0].start])
+                    xs = np.concatenate([xs, wx[keep] + win[1].start])
+                    order = np.lexsort((xs, ys))
+                    ys, xs = ys[order], xs[order]
+        n = F.interpolate_from_mask(mi.image, flagged, coords=(ys, xs))
         if n:
-            mi.mask[bad] |= np.int32(mi.get_plane_bitmask("INTRP"))
+            mi.mask[ys, xs] |= np.int32(mi.get_plane_bitmask("INTRP"))
         return n
 
     def _effective_gain_noise(self, detector: Any, ptc: Any, overscans: dict[str, Struct]
@@ -1092,7 +1115,7 @@ class IsrTask(PipelineTask):
         mi = ccd.masked_image
         trimmed = c.doAssembleCcd and c.assembleCcd.doTrim
         amp_boxes = {a.name: (a.bbox if trimmed else a.raw_data_bbox) for a in ccd.detector}
-        oss_thumb = bin_image(mi.image, c.qa.thumbnailBinning) if c.qa.doThumbnailOss else None
+        oss_thumb = bin_image(mi.image, c.qa.thumbnailBinning, np.float32) if c.qa.doThumbnailOss else None
         if c.doTrimToMatchCalib:
             ref = bias if bias is not None else (dark if dark is not None else flat)
             if ref is not None:
@@ -1187,7 +1210,7 @@ class IsrTask(PipelineTask):
         if c.doIlluminationCorrection and filt in c.illumFilters:
             ii, im_, iv = _calib_planes(illumMaskedImage)
             F.flat_correction(mi.image, mi.mask, mi.variance, ii, im_, iv, "USER", c.illumScale)
-        flattened_thumb = bin_image(mi.image, c.qa.thumbnailBinning) if c.qa.doThumbnailFlattened else None
+        flattened_thumb = bin_image(mi.image, c.qa.thumbnailBinning, np.float32) if c.qa.doThumbnailFlattened else None
         # 26. pre-interpolation copy
         pre_interp = ccd.copy() if c.doSaveInterpPixels else None
         # 27. bad regions
@@ -1385,9 +1408,10 @@ class IsrTask(PipelineTask):
         for amp in ccd.detector:
             sl = amp_boxes[amp.name].slices
             img, msk = mi.image[sl], mi.mask[sl]
-            nsat = int(np.count_nonzero(msk & sat_bit))
-            nbad = int(np.count_nonzero(msk & bad_bit))
-            sample = F.sample_for_statistics(img, (msk & excl) == 0, 1 << 15)
+            m = msk & np.int32(sat_bit | bad_bit)
+            nsat = int(np.count_nonzero(m & sat_bit)) if m.any() else 0
+            nbad = int(np.count_nonzero(m & bad_bit)) if nsat or m.any() else 0
+            sample = F.sample_for_statistics(img, None, 1 << 14, mask=msk, exclude_bits=excl)
             mean, var, _ = clipped_stats(sample) if sample.size else (float("nan"),) * 2 + (0,)
             med = float(np.median(sample)) if sample.size else float("nan")
             stdev = float(np.sqrt(var)) if var == var else float("nan")

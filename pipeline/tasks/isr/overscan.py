@@ -134,6 +134,7 @@ def mask_deviant_pixels(
     masked: np.ndarray,
     max_deviation: float,
     absolute: bool = True,
+    med: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flag overscan pixels deviating from the overscan median by more than ``max_deviation``.
 
@@ -147,6 +148,8 @@ def mask_deviant_pixels(
         Threshold (ADU), must be > 0.
     absolute : `bool`, optional
         Cut on ``|x - med|`` (`True`) or the one-sided ``x - med`` (`False`).
+    med : `float`, optional
+        The median of the unmasked pixels if already known.
 
     Returns
     -------
@@ -166,7 +169,8 @@ def mask_deviant_pixels(
     """
     if not max_deviation > 0:
         raise ValueError(f"overscan maxDeviation must be > 0, got {max_deviation}")
-    med = median(overscan, masked)
+    if med is None:
+        med = median(overscan, masked)
     if not np.isfinite(med):
         return masked, np.zeros(overscan.shape[0], bool)
     delta = overscan - med
@@ -509,7 +513,9 @@ def correct_overscan(
         if med_img != 0 and med_os / med_img > overscan_fraction and med_img > image_threshold:
             result.skipped = True
             return result
-    masked, bad_lines = mask_deviant_pixels(lines, masked, max_deviation, absolute_max_deviation)
+    med0 = median(lines, masked)
+    n_masked0 = int(np.count_nonzero(masked))
+    masked, bad_lines = mask_deviant_pixels(lines, masked, max_deviation, absolute_max_deviation, med0)
     if smoothing_kernel > 0:
         bad_lines |= smoothing_bad_lines(lines, smoothing_kernel, smoothing_threshold)
     result.n_bad_lines = int(bad_lines.sum())
@@ -522,7 +528,10 @@ def correct_overscan(
                 st = _ndi.generate_binary_structure(2, 1)
                 badmask = _ndi.binary_dilation(badmask, st, iterations=masked_line_grow)
             msk[oys, oxs][badmask] |= bad_bit
-    model, mmean, mmed, msig = fit_overscan(lines, masked, fit_type, order, nsigma, is_int)
+    if fit_type.upper() == "MEDIAN" and int(np.count_nonzero(masked)) == n_masked0:
+        model, mmean, mmed, msig = med0, med0, med0, 0.0  # nothing new masked: same median
+    else:
+        model, mmean, mmed, msig = fit_overscan(lines, masked, fit_type, order, nsigma, is_int)
     result.model, result.mean, result.median, result.sigma = model, mmean, mmed, msig
     ov_full = img[oys, oxs]
     if np.ndim(model) == 0:
@@ -539,10 +548,10 @@ def correct_overscan(
         ov_full -= model.astype(img.dtype, copy=False)[:, None]
         result.image_model = img_model
     res_mask = None if msk is None else (msk[oys, oxs] & exclude_bits) != 0
-    rmean, rvar, _ = clipped_stats(ov_full, res_mask, 3.0, 3)
     sel = ov_full if res_mask is None else ov_full[~res_mask]
     sel = sel[np.isfinite(sel)]
+    rmean, rvar, _, rmed = clipped_stats(sel, None, 3.0, 3, _with_median=True)
     result.residual_mean = float(sel.mean(dtype=np.float64)) if sel.size else float("nan")
-    result.residual_median = float(np.median(sel)) if sel.size else float("nan")
+    result.residual_median = rmed
     result.residual_sigma = float(np.sqrt(rvar)) if np.isfinite(rvar) else float("nan")
     return result

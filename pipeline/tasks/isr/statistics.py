@@ -149,6 +149,7 @@ def clipped_stats(
     mask: np.ndarray | None = None,
     nsigma: float = 3.0,
     niter: int = 3,
+    _with_median: bool = False,
 ) -> StatsResult:
     """afw MEANCLIP / VARIANCECLIP: iterated sigma-clipped mean and unbiased variance.
 
@@ -190,8 +191,10 @@ def clipped_stats(
         raise ValueError(f"clipped_stats: niter must be >= 1, got {niter}")
     s = select_finite(values, mask).astype(np.float64, copy=False)
     if s.size == 0:
-        return float("nan"), float("nan"), 0
+        return (float("nan"), float("nan"), 0, float("nan")) if _with_median else (float("nan"), float("nan"), 0)
     q25, q50, q75 = np.percentile(s, [25.0, 50.0, 75.0])
+    if _with_median:
+        return (*clipped_stats(s, None, nsigma, niter), float(q50))
     centre = q50
     half = nsigma * IQR_TO_SIGMA * (q75 - q25)
     mean, var, n = float("nan"), float("nan"), 0

@@ -1,0 +1,259 @@
+"""Benchmark: full ISR of a 16-amp 4072×4000 detector and of a MegaCam CCD, ccdflow vs ccdproc.
+
+Usage::
+
+    python bench/isr_bench.py [--quick] [--repeat N]
+
+Steps timed for ccdflow (`IsrTask.run`): integer→float, saturation masking, overscan (MEDIAN),
+assembly, bias, variance, linearity (Squared), dark (scaled by dark time), flat, defects
+(mask + interpolate), NaN masking, trail widening, bad regions, interpolation, statistics.
+ccdproc does the same on the same data: ``subtract_overscan`` (median) and ``trim_image`` per
+amplifier, mosaicking, ``create_deviation``, ``subtract_bias``, ``subtract_dark`` scaled by the
+exposure time, ``flat_correct`` (no linearity, masking or interpolation: it has none).
+
+Printed: seconds per detector (best of N, one core), ratio ccdproc / ccdflow, and the peak memory
+allocated during the ccdflow run (tracemalloc, which sees numpy buffers) relative to the float32
+size of the assembled image. Targets (issue 5): ≤ 1 s per 16-amp detector, ≥ 3× faster than
+ccdproc, peak < 6× the float32 image.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.image import Amplifier, Box, Detector, Exposure, ExposureInfo, MaskedImage  # noqa: E402
+from pipeline.tasks.isr import Defects, IsrTask, IsrTaskConfig  # noqa: E402
+
+__all__ = ["lsst_like_detector", "main", "make_inputs"]
+
+AMP_NX, AMP_NY = 509, 2000  # data pixels per amp (16 amps in 8 x 2 -> 4072 x 4000)
+PRESCAN, SERIAL_OS, PARALLEL_OS = 3, 32, 48
+
+
+def lsst_like_detector() -> Detector:
+    """A 16-amplifier 4072×4000 detector (8 × 2 amps of 509 × 2000, LSST-like raw layout).
+
+    Returns
+    -------
+    detector : `pipeline.image.Detector`
+        Raw amp segments of ``(3 + 509 + 32) × (2000 + 48)`` pixels, readout corners and flips
+        as an LSST sensor (top row flipped in y, right half... every other amp flipped in x).
+    """
+    seg_nx, seg_ny = PRESCAN + AMP_NX + SERIAL_OS, AMP_NY + PARALLEL_OS
+    amps = []
+    for row in range(2):
+        for col in range(8):
+            fx, fy = bool(col % 2), bool(row)
+            corner = ("U" if fy else "L") + ("R" if fx else "L")
+            x0, y0 = col * seg_nx, row * seg_ny
+            # raw segment in readout order: prescan | data | serial overscan, data then parallel OS
+            if fx:
+                data = Box(x0 + SERIAL_OS, 0, AMP_NX, AMP_NY)
+                serial = Box(x0, 0, SERIAL_OS, AMP_NY)
+                pre = Box(x0 + SERIAL_OS + AMP_NX, 0, PRESCAN, AMP_NY)
+            else:
+                data = Box(x0 + PRESCAN, 0, AMP_NX, AMP_NY)
+                serial = Box(x0 + PRESCAN + AMP_NX, 0, SERIAL_OS, AMP_NY)
+                pre = Box(x0, 0, PRESCAN, AMP_NY)
+            par = Box(data.x0, AMP_NY, AMP_NX, PARALLEL_OS)
+            if fy:
+                data, serial, pre = (b.shifted(0, PARALLEL_OS) for b in (data, serial, pre))
+                par = Box(data.x0, 0, AMP_NX, PARALLEL_OS)
+            data, serial, pre, par = (b.shifted(0, y0) for b in (data, serial, pre, par))
+            amps.append(Amplifier(
+                f"C{row}{col}", gain=1.5 + 0.02 * col, read_noise=6.0, saturation=65000.0,
+                readout_corner=corner, bbox=Box(col * AMP_NX, row * AMP_NY, AMP_NX, AMP_NY),
+                raw_bbox=Box(x0, y0, seg_nx, seg_ny), raw_data_bbox=data, raw_serial_overscan_bbox=serial,
+                raw_serial_prescan_bbox=pre, raw_parallel_overscan_bbox=par, raw_flip_x=fx, raw_flip_y=fy,
+                linearity_type="Squared", linearity_coeffs=(1e-7,)))
+    return Detector(0, "R00_S00", bbox=Box(0, 0, 8 * AMP_NX, 2 * AMP_NY), amplifiers=tuple(amps),
+                    raw_shape=(2 * seg_ny, 8 * seg_nx))
+
+
+def make_inputs(detector: Detector, seed: int = 1) -> tuple[Exposure, dict]:
+    """A uint16 raw (sky × flat / gain + bias + noise) and matching bias, dark, flat, defects.
+
+    Returns
+    -------
+    raw : `pipeline.image.Exposure`
+    calibs : `dict`
+        ``bias``, ``dark``, ``flat`` (assembled float32 exposures) and ``defects``.
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = detector.bbox.shape
+    yy = np.linspace(-1, 1, ny, dtype=np.float32)[:, None]
+    xx = np.linspace(-1, 1, nx, dtype=np.float32)[None, :]
+    flat = (1.0 + 0.05 * xx + 0.03 * yy * yy).astype(np.float32)
+    raw = np.empty(detector.raw_shape, np.float32)
+    raw[:] = 1000.0
+    raw += rng.standard_normal(raw.shape, dtype=np.float32) * np.float32(4.0)
+    for amp in detector:
+        sky = np.float32(20000.0 / amp.gain) * flat[amp.bbox.slices]
+        sky += rng.standard_normal(sky.shape, dtype=np.float32) * np.sqrt(sky / amp.gain)
+        view = raw[amp.raw_data_bbox.slices]
+        if amp.raw_flip_y:
+            view = view[::-1]
+        if amp.raw_flip_x:
+            view = view[:, ::-1]
+        view += sky
+    raw[100:110, 200:205] = 65535  # a saturated star
+    raw_u16 = np.clip(np.rint(raw), 0, 65535).astype(np.uint16)
+    info = ExposureInfo(id=1, exposure_time=30.0, dark_time=31.0, physical_filter="r")
+    zeros = np.zeros((ny, nx), np.float32)
+    calibs = {
+        "bias": Exposure(MaskedImage(zeros.copy(), None, np.full((ny, nx), 0.1, np.float32))),
+        "dark": Exposure(MaskedImage(np.full((ny, nx), 0.002, np.float32), None, zeros.copy()),
+                         info=ExposureInfo(dark_time=1.0, exposure_time=1.0)),
+        "flat": Exposure(MaskedImage(flat, None, np.full((ny, nx), 1e-6, np.float32))),
+        "defects": Defects([Box(1000, 0, 1, ny), Box(3000, 500, 2, 300), Box(10, 10, 5, 5)]),
+    }
+    return Exposure(MaskedImage(raw_u16), detector=detector, info=info), calibs
+
+
+def run_ccdflow(raw: Exposure, calibs: dict) -> Exposure:
+    """Full IsrTask run (defaults: MEDIAN overscan, variance, linearity, defects, interpolation)."""
+    task = IsrTask(config=IsrTaskConfig())
+    return task.run(raw, **calibs).exposure
+
+
+def run_ccdproc(raw: Exposure, calibs: dict) -> object:
+    """The same steps with ccdproc (overscan+trim per amp, mosaic, deviation, bias, dark, flat)."""
+    import astropy.units as u
+    import ccdproc
+    from astropy.nddata import CCDData
+
+    det = raw.detector
+    out = np.empty(det.bbox.shape, np.float32)
+    for amp in det:
+        seg = amp.raw_bbox
+        d0 = amp.raw_data_bbox
+        seg = Box(seg.x0, d0.y0, seg.nx, d0.ny)  # the data rows (the serial overscan's rows)
+        sub = CCDData(raw.image[seg.slices].astype(np.float32), unit="adu")
+        os_box = amp.raw_serial_overscan_bbox.shifted(-seg.x0, -seg.y0)
+        os_box = Box(os_box.x0, 0, os_box.nx, d0.ny)
+        data_box = d0.shifted(-seg.x0, -seg.y0)
+        sub = ccdproc.subtract_overscan(sub, overscan=sub[os_box.y0:os_box.y1, os_box.x0:os_box.x1],
+                                        overscan_axis=1, median=True)
+        sub = ccdproc.trim_image(sub[data_box.y0:data_box.y1, data_box.x0:data_box.x1])
+        d = sub.data
+        if amp.raw_flip_y:
+            d = d[::-1]
+        if amp.raw_flip_x:
+            d = d[:, ::-1]
+        out[amp.bbox.slices] = d
+    ccd = CCDData(out, unit="adu")
+    ccd = ccdproc.create_deviation(ccd, gain=1.5 * u.electron / u.adu, readnoise=6.0 * u.electron,
+                                   disregard_nan=True)
+    ccd = ccdproc.gain_correct(ccd, 1.0 * u.dimensionless_unscaled)
+    bias = CCDData(calibs["bias"].image, unit="adu")
+    dark = CCDData(calibs["dark"].image, unit="adu")
+    flat = CCDData(calibs["flat"].image, unit="adu")
+    ccd = ccdproc.subtract_bias(ccd, bias)
+    ccd = ccdproc.subtract_dark(ccd, dark, dark_exposure=1.0 * u.s, data_exposure=30.0 * u.s, scale=True)
+    ccd = ccdproc.flat_correct(ccd, flat)
+    return ccd
+
+
+def _best(fn, make, repeat: int) -> tuple[float, float]:
+    """Best wall-clock and best process-CPU time of ``repeat`` runs (CPU time is robust to
+    other processes sharing the core)."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        args = make()
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(*args)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        del args
+    return min(walls), min(cpus)
+
+
+def _peak(fn, make) -> float:
+    args = make()
+    raw = args[0]
+    del args
+    calibs = make()[1]
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    fn(raw, calibs)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak
+
+
+def bench_case(name: str, detector_factory, repeat: int, with_ccdproc: bool = True) -> dict:
+    """Time one detector type; returns the figures printed."""
+    det = detector_factory()
+    raw0, calibs = make_inputs(det) if callable(detector_factory) and name != "megacam" else detector_factory.inputs
+
+    def make():
+        return raw0.copy(), calibs
+
+    run_ccdflow(*make())  # warm-up
+    t_flow, c_flow = _best(run_ccdflow, make, repeat)
+    t_proc, c_proc = _best(run_ccdproc, make, repeat) if with_ccdproc else (float("nan"),) * 2
+    peak = _peak(run_ccdflow, make)
+    f32 = det.bbox.area * 4
+    return {"name": name, "shape": det.bbox.shape, "namps": len(det), "flow": t_flow, "proc": t_proc,
+            "cflow": c_flow, "cproc": c_proc, "peak": peak, "f32": f32}
+
+
+def megacam_factory():
+    """MegaCam ccd00 simulated with the raw simulator (2 amps, 2048 × 4612 assembled)."""
+    from pipeline.instruments.simulate import simulate_exposures
+
+    exps, truth = simulate_exposures("megacam", [{"observation_type": "science", "exposure_time": 30.0,
+                                                  "flux": 500.0}], seed=4, detectors=[0])
+    raw = exps[0]
+    ny, nx = raw.detector.bbox.shape
+    zeros = np.zeros((ny, nx), np.float32)
+    calibs = {
+        "bias": Exposure(MaskedImage(zeros.copy(), None, zeros.copy())),
+        "dark": Exposure(MaskedImage(zeros.copy(), None, zeros.copy()), info=ExposureInfo(dark_time=1.0)),
+        "flat": Exposure(MaskedImage(truth.flat[0].astype(np.float32), None, zeros.copy())),
+        "defects": Defects([Box(500, 0, 1, ny)]),
+    }
+    factory = lambda: raw.detector  # noqa: E731
+    factory.inputs = (raw, calibs)
+    return factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repetition each (fast check)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions; the best is reported")
+    args = parser.parse_args(argv)
+    repeat = 1 if args.quick else args.repeat
+    logging.getLogger("isr").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    rows = [bench_case("16-amp 4072x4000", lsst_like_detector, repeat),
+            bench_case("megacam", megacam_factory(), repeat)]
+    print("ISR benchmark (one core; best of %d; wall-clock and process CPU seconds per detector)" % repeat)
+    print(f"{'detector':<18} {'amps':>4} {'ccdflow s':>10} {'(cpu)':>7} {'ccdproc s':>10} {'(cpu)':>7} "
+          f"{'speed-up':>9} {'peak MB':>8} {'peak/f32':>8}")
+    for r in rows:
+        print(f"{r['name']:<18} {r['namps']:>4} {r['flow']:>10.3f} {r['cflow']:>7.3f} {r['proc']:>10.3f} "
+              f"{r['cproc']:>7.3f} {r['cproc'] / r['cflow']:>8.1f}x {r['peak'] / 1e6:>8.0f} "
+              f"{r['peak'] / r['f32']:>8.2f}")
+    print("targets: <= 1 s per 16-amp detector, >= 3x faster than ccdproc, peak < 6x the float32 image")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
