@@ -179,3 +179,39 @@ def test_megacam_simulated_raw_ingest_uses_header_gains(butler, tmp_path, shared
     exp = butler.get(ref)
     assert exp.detector["B"].gain == 1.91 and exp.image.dtype == np.uint16
     assert exp.info.observation_type == "bias" and exp.info.obs_id == "2463900b"
+
+
+@pytest.fixture
+def pg_butler(tmp_path, postgres_url):
+    """Return a writeable butler whose registry is a fresh schema on the PostgreSQL server."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"t_ingest_{uuid.uuid4().hex[:10]}"
+    Butler.create(tmp_path / "pgrepo", db=f"{postgres_url}?schema={schema}")
+    butler = Butler(tmp_path / "pgrepo", writeable=True)
+    yield butler
+    butler.close()
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_ingest_on_postgresql(pg_butler, shared_data):
+    """Check register and ingest of the real EFOSC2 raws on a PostgreSQL registry, and re-ingest."""
+    register_instrument(pg_butler, "efosc2")
+    report = ingest_raws(pg_butler, [shared_data / "raw" / "efosc2"], transfer="direct")
+    assert report.ok and len(report.ingested) == 17
+    assert len(ingest_raws(pg_butler, [shared_data / "raw" / "efosc2"], transfer="direct").skipped) == 17
+    ids = sorted(
+        d["exposure"]
+        for d in pg_butler.query_data_ids(
+            ["exposure"], where="instrument = 'efosc2' AND exposure.observation_type = 'bias'"
+        )
+    )
+    assert ids[0] == 20220126190238 and len(ids) == 5
+    exp = pg_butler.get("raw", instrument="efosc2", exposure=ids[0], detector=0, collections="efosc2/raw/all")
+    assert exp.info.observation_type == "bias" and exp.image.dtype == np.uint16
