@@ -435,20 +435,16 @@ class _Compiler:
         for v in (lhs, rhs):
             if v.kind not in _NUMERIC:
                 raise self.error(f"operator {node.op!r} needs numbers, got {v.describe()}", v.pos)
+            if node.op == "%" and v.kind != "int":
+                raise self.error(f"operator '%' needs integers, got {v.describe()}", v.pos)
         kind = "int" if lhs.kind == rhs.kind == "int" and node.op != "/" else "float"
         text = f"{lhs.text} {node.op} {rhs.text}"
         if lhs.literal and rhs.literal:
-            a, b = lhs.sql, rhs.sql
-            if node.op in ("/", "%") and b == 0:
+            if node.op in ("/", "%") and rhs.sql == 0:
                 raise self.error("division by zero", rhs.pos)
-            result = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0, "%": a % b if b else 0}[
-                node.op
-            ]
-            return _Value(kind, result, True, node.pos, text)
+            return _Value(kind, _fold(node.op, lhs.sql, rhs.sql), True, node.pos, text)
         a = lhs.sql if not lhs.literal else sa.literal(lhs.sql)
-        b = rhs.sql
-        sql = {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "%": a % b}[node.op]
-        return _Value(kind, sql, False, node.pos, text)
+        return _Value(kind, _ARITH_SQL[node.op](a, rhs.sql), False, node.pos, text)
 
     # --- comparisons -------------------------------------------------------------------------
     def coerce_pair(self, lhs: _Value, rhs: _Value, op_text: str) -> tuple[_Value, _Value]:
@@ -671,6 +667,26 @@ class _Compiler:
 
 
 _CHUNK = 64
+
+_ARITH_SQL = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,  # SQLAlchemy 2: true division on every backend
+    "%": lambda a, b: a % b,
+}
+
+
+def _fold(op: str, a: int | float, b: int | float) -> int | float:
+    """Evaluate constant arithmetic with SQL semantics (true ``/``, truncating ``%``)."""
+    if op == "/":
+        return a / b
+    if op == "%":
+        remainder = abs(a) % abs(b)  # SQLite and PostgreSQL: the sign follows the dividend
+        return remainder if a >= 0 else -remainder
+    return _ARITH_SQL[op](a, b)
+
+
 _LOOKS_LIKE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

@@ -98,6 +98,11 @@ CASES = [
     ("1 = 1 AND detector = 0", lambda r: r["detector"] == 0),
     ("2 IN (1..3) AND 5 NOT IN (4, 6) AND exposure = 2", lambda r: r["exposure"] == 2),
     ("exposure = 3 - 1", lambda r: r["exposure"] == 2),
+    # constants fold with SQL semantics: '%' truncates towards zero, '/' is true division
+    ("-7 % 3 = -1 AND exposure = 1", lambda r: r["exposure"] == 1),
+    ("-exposure % 4 = -1", lambda r: r["exposure"] % 4 == 1),
+    ("exposure / 2 = 2.5", lambda r: r["exposure"] == 5),
+    ("7 / 2 = 3.5 AND exposure = 2", lambda r: r["exposure"] == 2),
 ]
 
 

@@ -139,6 +139,7 @@ TYPE_ERRORS = [
     ("exposure.obs_id + 1 = 2", 1, ["operator '+' needs numbers"]),
     ("-exposure.obs_id = 2", 1, ["unary '-' needs a number"]),
     ("exposure = 1 / 0", 16, ["division by zero"]),
+    ("exposure.exposure_time % 2 = 0", 1, ["'%' needs integers"]),
     ("exposure = :missing", 12, ["unknown bind name ':missing'", "bind={'missing': ...}", ":present"]),
     ("exposure = (detector = 1)", 13, ["cannot use", "comparison"]),
 ]
