@@ -235,3 +235,39 @@ def test_time_literals_in_generator_are_inside_the_data():
     """The generated time window covers the injected exposures (BASE + 100..1200 s)."""
     first = min(r["ts_begin"] for r in ROWS if r["exposure"] != 99)
     assert first == BASE_NS + 100 * NS
+
+
+def test_mangled_expressions_give_only_expression_errors():
+    """Random deletions, insertions and truncations never escape as anything but clean errors.
+
+    Each mangled expression either compiles, or raises `ExpressionError` with a position inside
+    the text and a caret, or the resolver's own error for a name it does not know.
+    """
+    from butler.registry.queries import ExpressionError, compile_expression
+
+    from .conftest import FakeResolver, UnknownIdentifierError, make_table
+
+    resolver = FakeResolver(make_table("mangled"))
+    rng = random.Random(20261122)
+    chars = "()'\",.:=<>!+-*/%[]{}T0123456789 aAnNoO_;\\\t\n"
+    outcomes = {"ok": 0, "expression error": 0, "unknown name": 0}
+    for text in EXPRESSIONS:
+        for _ in range(4):
+            i = rng.randrange(len(text) + 1)
+            action = rng.random()
+            if action < 0.33:
+                mangled = text[:i] + text[i + 1 :]
+            elif action < 0.66:
+                mangled = text[:i] + rng.choice(chars) + text[i:]
+            else:
+                mangled = text[:i]
+            try:
+                compile_expression(mangled, resolver)
+                outcomes["ok"] += 1
+            except ExpressionError as err:
+                assert 0 <= err.position <= len(mangled)
+                assert str(err).rstrip().endswith("^")
+                outcomes["expression error"] += 1
+            except UnknownIdentifierError:
+                outcomes["unknown name"] += 1
+    assert outcomes["expression error"] > 300 and outcomes["ok"] > 50
