@@ -616,11 +616,19 @@ _START = Time("2024-03-01T02:00:00", scale="tai")
 _LETTER = {"bias": "b", "dark": "d", "flat": "f", "science": "o", "arc": "a", "focus": "x"}
 
 
+def _next_start(truth: SimulationTruth) -> Time | None:
+    """Start of the next exposure after those already in ``truth`` (so ids never repeat)."""
+    if not truth.exposures:
+        return None
+    last = truth.exposures[-1]
+    return Time(last.begin, format="isot", scale="tai") + TimeDelta(last.exposure_time + 30.0, format="sec")
+
+
 def _exposure_truths(
-    instrument: Instrument, specs: list[ExposureSpec], first_id: int
+    instrument: Instrument, specs: list[ExposureSpec], first_id: int, start: Time | None = None
 ) -> list[tuple[ExposureTruth, Time, Time]]:
     out = []
-    t = _START
+    t = _START if start is None else start
     spec = instrument.description.translation
     filt0 = instrument.filters[0][0] if instrument.filters else "unknown"
     for i, s in enumerate(specs):
@@ -707,7 +715,7 @@ def simulate_exposures(
     specs = [ExposureSpec.coerce(e) for e in exposures]
     rng = np.random.default_rng([seed, len(truth.exposures)])
     out: list[Exposure] = []
-    for et, begin, end in _exposure_truths(inst, specs, first_id + len(truth.exposures)):
+    for et, begin, end in _exposure_truths(inst, specs, first_id + len(truth.exposures), _next_start(truth)):
         truth.exposures.append(et)
         primary = _primary_header(inst, et, begin, end, None)
         for det_id in det_ids:
@@ -787,7 +795,7 @@ def simulate_raws(
     rng = np.random.default_rng([seed, len(truth.exposures)])
     result = SimulationResult()
     single = len(inst.camera) == 1
-    for et, begin, end in _exposure_truths(inst, specs, first_id + len(truth.exposures)):
+    for et, begin, end in _exposure_truths(inst, specs, first_id + len(truth.exposures), _next_start(truth)):
         primary = _primary_header(inst, et, begin, end, None)
         hdus: list[Any] = []
         for det_id in det_ids:

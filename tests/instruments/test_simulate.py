@@ -300,3 +300,13 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "truth.json").is_file()
     assert main(["nosuchcam", str(tmp_path / "x"), "--bias", "1"]) == 2
     assert "unknown instrument 'nosuchcam'" in capsys.readouterr().err
+
+
+def test_reusing_truth_continues_ids_and_keeps_fixed_structure(tmp_path):
+    """Check a second call with truth= gets new exposure ids (DATE-OBS based) and the same bias structure."""
+    first = simulate_raws("kast_blue", tmp_path, exposures=["bias", "bias"], seed=1, bias_level=800.0)
+    second = simulate_raws("kast_blue", tmp_path, exposures=["bias"], seed=1, truth=first.truth)
+    ids = [e.exposure_id for e in second.truth.exposures]
+    assert len(set(ids)) == 3 and ids == sorted(ids)
+    assert second.truth is first.truth and second.truth.amps[0]["A"].bias_level == 800.0
+    assert read_raw(second[0]).info.id == ids[2]
