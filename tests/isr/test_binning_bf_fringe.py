@@ -52,3 +52,14 @@ def test_fringe_amplitude_recovered():
     assert amp[0] == pytest.approx(12.5, rel=0.03)
     subtract_fringes(sci, None, [fringe], amp)
     assert np.std(sci) < 0.6
+
+
+def test_bf_single_iteration_quirk_defined():
+    # Reference QUIRK: maxIter = 1 leaves the difference undefined; we return 0.0 and 1 iteration.
+    rng = np.random.default_rng(0)
+    img = (1000 + rng.normal(0, 30, (40, 40))).astype(np.float32)
+    k = np.full((3, 3), 1e-4)
+    out, diff, n = brighter_fatter_correction(img, k, 1, 1000.0)
+    assert n == 1 and diff == 0.0
+    assert not np.array_equal(out, img)
+    np.testing.assert_array_equal(out[:2], img[:2])  # border untouched

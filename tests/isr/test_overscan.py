@@ -169,3 +169,11 @@ def test_parallel_overscan_transposed_and_megacam_row_mismatch():
     correct_overscan(img, None, (slice(0, 10), slice(0, 10)), (slice(10, 13), slice(0, 10)),
                      fit_type="MEDIAN_PER_ROW", transpose=True, is_int=False)
     assert np.all(img[:10] == 5.0)
+
+
+def test_spline_config_with_too_few_bins_is_refused():
+    from pipeline.tasks.isr.isr_task import OverscanCorrectionTaskConfig
+
+    with pytest.raises(Exception, match="order >= 5"):
+        OverscanCorrectionTaskConfig(fitType="AKIMA_SPLINE", order=1)
+    assert OverscanCorrectionTaskConfig(fitType="AKIMA_SPLINE", order=5).order == 5

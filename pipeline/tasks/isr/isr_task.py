@@ -190,6 +190,11 @@ class OverscanCorrectionTaskConfig(Config):
     def _check(self) -> OverscanCorrectionTaskConfig:
         if not self.maxDeviation > 0:
             raise ValueError("overscan.maxDeviation must be > 0")
+        if self.fitType in ("NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE") and self.order < 5:
+            # Reference QUIRK (§2.3, §9): a spline with fewer than 5 bins silently became a
+            # constant. Intended behaviour: refuse the configuration.
+            raise ValueError(f"overscan.fitType={self.fitType} needs overscan.order >= 5 spline bins "
+                             f"(got {self.order}); fewer bins would degrade to a constant")
         for name in ("leadingColumnsToSkip", "trailingColumnsToSkip", "leadingRowsToSkip", "trailingRowsToSkip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"overscan.{name} must be >= 0")

@@ -15,6 +15,7 @@ Units: whatever the image is in (ADU for the classic IsrTask).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,8 @@ __all__ = [
     "mask_line_outliers",
     "skip_columns",
 ]
+
+_log = logging.getLogger(__name__)
 
 CONSTANT_FIT_TYPES = ("MEDIAN", "MEAN", "MEANCLIP")
 PER_ROW_FIT_TYPES = ("MEDIAN_PER_ROW", "MEAN_PER_ROW")
@@ -323,6 +326,8 @@ def _spline_model(collapsed: np.ndarray, bad: np.ndarray, order: int, kind: str)
     isum = np.bincount(which[good], weights=idx[good], minlength=nbins)
     nonempty = cnt > 0
     if nonempty.sum() < 5:
+        _log.warning("overscan %s fit: only %d non-empty bins (< 5); using a constant", kind,
+                     int(nonempty.sum()))
         value = float(vsum[nonempty][0] / cnt[nonempty][0]) if nonempty.any() else 0.0
         return np.full(n, value)
     centres = isum[nonempty] / cnt[nonempty]
@@ -379,9 +384,11 @@ def fit_overscan(
     Splines bin the collapsed lines into ``order`` equal-width bins (value = mean of the
     good collapsed values, centre = mean of their indices) and interpolate (NATURAL: natural
     cubic; CUBIC: not-a-knot cubic — GSL's periodic variant makes no sense for an overscan,
-    a documented deviation; AKIMA: Akima). **QUIRK** kept deliberately (reference §9):
-    fewer than 5 non-empty bins (e.g. the default ``order=1``) degrade to a constant equal
-    to the first bin value, with the fit type documented in the config.
+    a documented deviation; AKIMA: Akima). **QUIRK** (reference §9): the reference silently
+    degrades to a constant (the first bin value) with fewer than 5 non-empty bins, e.g. the
+    default ``order=1``. Intended behaviour here: the task config refuses a spline with
+    ``order < 5``; if masking leaves fewer than 5 non-empty bins this function still falls back
+    to the constant, but logs a warning.
     """
     fit_type = fit_type.upper()
     if fit_type not in FIT_TYPES:
