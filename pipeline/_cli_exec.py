@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from ._cli_opts import butler_options, exec_options, log_options, pipeline_options
+
 __all__ = ["qgraph", "run", "pre_exec_init_qbb", "run_qbb", "COMMANDS"]
 
 _log = logging.getLogger("ccdflow.pipetask")
@@ -72,61 +74,30 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # --------------------------------------------------------------------------- options
-def _pipeline_options(f: Callable[..., Any]) -> Callable[..., Any]:
+# Shared options (-p -t -c -C -b -i -o ... -j --log-level) come from pipeline._cli_opts; the ones
+# below only exist for graph building/execution.
+def _graph_extra_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("-p", "--pipeline", "pipeline", default=None,
-                     help="Pipeline YAML file, optionally with #subset or #label1,label2."),
-        click.option("-t", "--task", "tasks", multiple=True,
-                     help="Add a task: dotted.Class[:label] (repeatable)."),
-        click.option("--delete", "delete", multiple=True, help="Remove a task label from the pipeline."),
-        click.option("-c", "--config", "config_overrides", multiple=True,
-                     help="Config override label:field=value (repeatable)."),
-        click.option("-C", "--config-file", "config_files", multiple=True,
-                     help="Config override file label:path (YAML or config.x = value lines)."),
-        click.option("--instrument", default=None, help="Instrument whose config overrides apply."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-def _graph_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    opts = [
-        click.option("-b", "--butler-config", "repo", default=None, help="Repository root (or its butler.yaml)."),
-        click.option("-i", "--input", "inputs", multiple=True, help="Input collections (comma separated)."),
-        click.option("-o", "--output", "output", default=None,
-                     help="CHAINED output collection; a new RUN <output>/<timestamp> is prepended."),
-        click.option("--output-run", default=None, help="The RUN collection for the outputs."),
-        click.option("--extend-run", is_flag=True, help="Add to the existing output run (implies skip-existing in it)."),
-        click.option("--replace-run", is_flag=True, help="Replace the output chain's first RUN with a new one."),
         click.option("--prune-replaced", type=click.Choice(["unstore", "purge"]), default=None,
-                     help="Delete the replaced run's datasets (purge) after --replace-run."),
-        click.option("--skip-existing-in", multiple=True,
-                     help="Skip quanta whose <label>_metadata exists in these collections."),
-        click.option("--skip-existing", is_flag=True, help="Skip quanta already done in the output collections."),
-        click.option("--clobber-outputs", is_flag=True,
-                     help="Remove outputs of unfinished quanta in the output run before rerunning them."),
-        click.option("-d", "--data-query", "where", default="", help="Data query expression, e.g. \"instrument='x' AND exposure IN (1..5)\"."),
-        click.option("--dataset-query-constraint", default="all",
+                     help="Delete the replaced run's datasets after --replace-run."),
+        click.option("--dataset-query-constraint", default="all", show_default=True,
                      help="Overall inputs that constrain the data query: all, off, or type1,type2."),
-        click.option("-g", "--qgraph", "qgraph_file", default=None, help="Read the quantum graph from this file."),
-        click.option("--qgraph-node-id", multiple=True, help="Only these quantum ids of -g (comma separated)."),
-        click.option("-q", "--save-qgraph", default=None, help="Write the quantum graph to this file (.qg)."),
+        click.option("--qgraph-node-id", multiple=True, metavar="UUID[,UUID]",
+                     help="With -g: only these quanta (comma separated)."),
         click.option("--qgraph-datastore-records", is_flag=True,
                      help="Accepted for compatibility: graphs always carry their inputs' datastore records."),
-        click.option("--show", "show", multiple=True,
-                     help="Print: summary, graph, workflow, uri (repeatable)."),
-        click.option("--qgraph-dot", default=None, help="Write a Graphviz file (.dot; .png/.svg with dot)."),
+        click.option("--show", "show", multiple=True, metavar="summary|graph|workflow|uri",
+                     help="Print the graph summary, every quantum, the dependency edges, or output URIs."),
+        click.option("--qgraph-dot", default=None, metavar="FILE",
+                     help="Write the graph for Graphviz (.dot; .png/.svg/.pdf rendered with 'dot')."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _exec_options(f: Callable[..., Any]) -> Callable[..., Any]:
+def _exec_extra_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("-j", "--processes", default=1, type=click.IntRange(min=1), show_default=True,
-                     help="Worker processes (started once, each runs many quanta)."),
         click.option("--executor", type=click.Choice(["auto", "serial", "pool", "parsl"]), default="auto",
                      show_default=True, help="Where quanta run: auto (serial for -j 1, else a process pool), "
                      "serial, pool (-j N) or parsl (see --parsl-config)."),
@@ -134,91 +105,35 @@ def _exec_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Parsl configuration: a .py file defining `config`, or a .yaml site file "
                      "(docs/parsl.md); implies --executor parsl."),
         click.option("--start-method", type=click.Choice(["forkserver", "spawn"]), default="forkserver",
-                     show_default=True, help="How worker processes start."),
-        click.option("--timeout", type=float, default=None, help="Per-quantum wall-clock limit in seconds."),
-        click.option("--fail-fast", is_flag=True, help="Stop at the first failed quantum."),
-        click.option("--summary", "summary", default=None, help="Write a JSON summary of the run here."),
-        click.option("--register-dataset-types", is_flag=True, help="Register the pipeline's dataset types."),
+                     show_default=True, help="How worker processes start (they start once and run many quanta)."),
+        click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="Per-quantum wall-clock limit; a quantum over it fails."),
+        click.option("--fail-fast", is_flag=True, help="Stop submitting quanta after the first failure."),
+        click.option("--summary", "summary", default=None, metavar="FILE",
+                     help="Write a JSON summary (status, time, error per quantum)."),
         click.option("--no-versions", is_flag=True, help="Do not save or check the 'packages' dataset."),
-        click.option("--init-only", is_flag=True, help="Only prepare the output run (configs, packages)."),
-        click.option("--progress/--no-progress", default=True, help="Show progress (bar on a terminal)."),
+        click.option("--init-only", is_flag=True, help="Only prepare the output run (collections, configs)."),
+        click.option("--progress/--no-progress", default=True,
+                     help="Show progress: a bar on a terminal, log lines otherwise."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _log_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    opts = [
-        click.option("--log-level", default=None, help="Log level (DEBUG, INFO, WARNING) or component=LEVEL."),
-        click.option("--log-file", default=None, help="Also write log records to this file."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+def _setup_logging(level: Any, log_file: str | None) -> None:
+    from ._cli_opts import setup_logging
 
-
-def _setup_logging(level: str | None, log_file: str | None) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(asctime)s %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
-    for spec in [s for s in (level or "").split(",") if s]:
-        comp, _, lev = spec.rpartition("=")
-        lvl = getattr(logging, lev.upper(), None)
-        if not isinstance(lvl, int):
-            raise click.BadParameter(f"unknown log level {lev!r}; use DEBUG, INFO, WARNING, ERROR",
-                                     param_hint="--log-level")
-        logging.getLogger(comp or None).setLevel(lvl)
-    if log_file:
-        h = logging.FileHandler(log_file)
-        h.setFormatter(logging.Formatter("%(levelname)s %(asctime)s %(name)s: %(message)s"))
-        root.addHandler(h)
+    setup_logging(level, log_file)
 
 
 # --------------------------------------------------------------------------- building blocks
 def _load_pipeline(pipeline: str | None, tasks: Sequence[str], delete: Sequence[str],
                    config_overrides: Sequence[str], config_files: Sequence[str], instrument: str | None) -> Any:
     """Build the pipeline from -p/-t/-c/-C and return its validated pipeline graph."""
-    from .exceptions import PipelineDefinitionError
-    from .pipeline_yaml import Pipeline
+    from ._cli_opts import load_pipeline
 
-    if pipeline:
-        pipe = Pipeline.from_file(pipeline)
-    elif tasks:
-        pipe = Pipeline("command-line pipeline")
-    else:
-        raise click.UsageError("give a pipeline with -p FILE.yaml (or tasks with -t)")
-    if instrument:
-        pipe.instrument = instrument
-    for t in tasks:
-        cls, _, label = t.partition(":")
-        pipe.add_task(cls, label or None)
-    for label in delete:
-        pipe.remove_task(label)
-    for item in config_overrides:
-        label, sep, rest = item.partition(":")
-        field, eq, value = rest.partition("=")
-        if not sep or not eq or not field:
-            raise click.BadParameter(f"{item!r} is not label:field=value", param_hint="-c/--config")
-        pipe.add_config_override(label, field.strip(), _parse_value(value))
-    for item in config_files:
-        label, sep, path = item.partition(":")
-        if not sep or not path:
-            raise click.BadParameter(f"{item!r} is not label:path", param_hint="-C/--config-file")
-        pipe.add_config_file(label, path)
-    if not pipe.tasks:
-        raise PipelineDefinitionError("the pipeline has no tasks after the selection")
-    return pipe.to_graph()
-
-
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    return load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument).to_graph()
 
 
 def _make_butler(repo: str | None, *, writeable: bool) -> Any:
@@ -234,7 +149,7 @@ def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
     from .graph.collections import resolve_output_collections
     from .graph.quantum_graph import QuantumGraph
 
-    if opts["qgraph_file"]:
+    if opts["qgraph"]:
         from uuid import UUID
 
         nodes = None
@@ -243,7 +158,7 @@ def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
                 nodes = [UUID(x) for x in _split_commas(opts["qgraph_node_id"])]
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="--qgraph-node-id") from None
-        graph = QuantumGraph.load(opts["qgraph_file"], nodes=nodes)
+        graph = QuantumGraph.load(opts["qgraph"], nodes=nodes)
         return graph
     if butler is None:
         raise click.UsageError("building a graph needs the repository: -b REPO")
@@ -255,7 +170,7 @@ def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
         skip_existing_in=_split_commas(opts["skip_existing_in"]), skip_existing=opts["skip_existing"])
     md = {"command": " ".join(["pipetask", *sys.argv[1:]]), "pipeline": opts["pipeline"],
           "prune_replaced": opts.get("prune_replaced")}
-    graph = build_quantum_graph(butler, tasks, collections=colls, where=opts["where"],
+    graph = build_quantum_graph(butler, tasks, collections=colls, where=opts["data_query"],
                                 clobber_outputs=opts["clobber_outputs"], metadata=md,
                                 dataset_query_constraint=opts["dataset_query_constraint"])
     return graph
@@ -292,9 +207,10 @@ def _finish_graph(graph: Any, opts: dict[str, Any], butler: Any) -> None:
 
 # --------------------------------------------------------------------------- commands
 @click.command("qgraph", short_help="Build a quantum graph (and save, show or draw it).")
-@_pipeline_options
-@_graph_options
-@_log_options
+@pipeline_options
+@butler_options
+@_graph_extra_options
+@log_options
 @_handle_errors
 def qgraph(**opts: Any) -> None:
     """Build the quantum graph of a pipeline over a repository.
@@ -313,10 +229,12 @@ def qgraph(**opts: Any) -> None:
 
 
 @click.command("run", short_help="Build (or read) a quantum graph and execute it.")
-@_pipeline_options
-@_graph_options
-@_exec_options
-@_log_options
+@pipeline_options
+@butler_options
+@_graph_extra_options
+@exec_options
+@_exec_extra_options
+@log_options
 @_handle_errors
 def run(**opts: Any) -> None:
     """Execute a pipeline: build the graph (or read it with -g) and run every quantum.
@@ -363,7 +281,7 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
     elif opts["processes"] == 1:
         executor = SerialExecutor(graph, butler.root, timeout=opts["timeout"], log_level=min(level, logging.INFO))
     else:
-        graph_path = opts["qgraph_file"] or opts["save_qgraph"]
+        graph_path = opts["qgraph"] or opts["save_qgraph"]
         if not graph_path or opts["qgraph_node_id"]:
             gdir = Path(butler.root) / ".ccdflow" / "graphs"
             gdir.mkdir(parents=True, exist_ok=True)
@@ -400,7 +318,7 @@ def _after_run(butler: Any, graph: Any, opts: dict[str, Any]) -> None:
 @click.command("pre-exec-init-qbb", short_help="Write a graph's run-level outputs without registering.")
 @click.argument("repo")
 @click.argument("qgraph_file")
-@_log_options
+@log_options
 @_handle_errors
 def pre_exec_init_qbb(repo: str, qgraph_file: str, log_level: str | None, log_file: str | None) -> None:
     """Write the init outputs (<label>_config, packages) of a graph with a quantum-backed butler."""
@@ -426,7 +344,7 @@ def pre_exec_init_qbb(repo: str, qgraph_file: str, log_level: str | None, log_fi
 @click.option("-j", "--processes", default=1, type=click.IntRange(min=1))
 @click.option("--timeout", type=float, default=None)
 @click.option("--summary", default=None)
-@_log_options
+@log_options
 @_handle_errors
 def run_qbb(repo: str, qgraph_file: str, qgraph_node_id: Sequence[str], processes: int,
             timeout: float | None, summary: str | None, log_level: str | None, log_file: str | None) -> None:

@@ -197,11 +197,18 @@ class SingleQuantumExecutor:
         Wall-clock limit per quantum in s; a quantum over it fails with `QuantumTimeoutError`.
     log_level : `int`, optional
         Level of the records kept in ``<label>_log`` (default INFO).
+    clean_stale : `bool`, optional
+        Delete unregistered files left at the predicted output paths by an interrupted attempt
+        before running. Default: only when the graph extends an existing run (a new run cannot
+        have leftovers); ``run-qbb`` always cleans.
     """
 
     def __init__(self, graph: Any, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
-                 log_level: int = logging.INFO) -> None:
+                 log_level: int = logging.INFO, clean_stale: bool | None = None) -> None:
         self.graph = graph
+        if clean_stale is None:
+            clean_stale = bool(graph.metadata.get("extend_run", True))
+        self.clean_stale = clean_stale
         self.repo_root = Path(repo_root)
         self.timeout = timeout
         self.log_level = log_level
@@ -277,7 +284,8 @@ class SingleQuantumExecutor:
                 with _time_limit(self.timeout):
                     task = self.task_for(label, quantum.id)
                     qbb = make_qbb(self.repo_root, self._input_records(quantum), quantum.all_outputs())
-                    remove_stale(qbb, self.repo_root, quantum.all_outputs())
+                    if self.clean_stale:
+                        remove_stale(qbb, self.repo_root, quantum.all_outputs())
                     inputs = self._present_inputs(qbb, quantum, conn_specs)
                     in_refs = InputQuantizedConnection(**self._shape(inputs, conn_specs))
                     outputs = {k: v for k, v in quantum.outputs.items()
