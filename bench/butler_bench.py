@@ -39,7 +39,13 @@ def _fill(butler: Butler, n_exposures: int) -> None:
     reg = butler.registry
     reg.insert_dimension_data("instrument", {"name": "bench", "class_name": "", "detector_max": N_DET})
     reg.insert_dimension_data("physical_filter", {"instrument": "bench", "name": "r_01", "band": "r"})
-    reg.insert_dimension_data("detector", *[{"instrument": "bench", "id": d, "full_name": f"S{d:03d}", "purpose": "SCIENCE"} for d in range(N_DET)])
+    reg.insert_dimension_data(
+        "detector",
+        *[
+            {"instrument": "bench", "id": d, "full_name": f"S{d:03d}", "purpose": "SCIENCE"}
+            for d in range(N_DET)
+        ],
+    )
     reg.insert_dimension_data("day_obs", {"instrument": "bench", "id": 20250101})
     t0 = Time("2025-01-01T20:00:00", scale="tai")
     begin = [t0 + i * 60 * u.s for i in range(n_exposures)]
@@ -47,8 +53,14 @@ def _fill(butler: Butler, n_exposures: int) -> None:
         "exposure",
         *[
             {
-                "instrument": "bench", "id": i, "obs_id": f"BE_{i:06d}", "physical_filter": "r_01", "day_obs": 20250101,
-                "exposure_time": 15.0, "dark_time": 15.0, "observation_type": "flat" if i % 2 else "bias",
+                "instrument": "bench",
+                "id": i,
+                "obs_id": f"BE_{i:06d}",
+                "physical_filter": "r_01",
+                "day_obs": 20250101,
+                "exposure_time": 15.0,
+                "dark_time": 15.0,
+                "observation_type": "flat" if i % 2 else "bias",
                 "timespan": Timespan(begin[i], begin[i] + 30 * u.s),
             }
             for i in range(n_exposures)
@@ -82,7 +94,9 @@ def bench_put_get(root: Path, n: int) -> None:
     ids = [(i // N_DET, i % N_DET) for i in range(n)]
     b.put(arr, "arr", instrument="bench", exposure=0, detector=0, run="warm")
     with _Clock(n) as put:
-        refs = [b.put(arr, "arr", instrument="bench", exposure=e, detector=d, run="bench/run") for e, d in ids]
+        refs = [
+            b.put(arr, "arr", instrument="bench", exposure=e, detector=d, run="bench/run") for e, d in ids
+        ]
     # File write alone, for reference (same formatter, same sizes).
     fw = root / "filewrite"
     fw.mkdir()
@@ -102,9 +116,13 @@ def bench_put_get(root: Path, n: int) -> None:
     with _Clock(n) as find:
         for e, d in ids:
             b.find_dataset("arr", instrument="bench", exposure=e, detector=d)
-    print(f"put 0.5 MB numpy        {put}   (np.save alone {write.wall:.3f} wall / {write.cpu:.3f} CPU)  [LSST 4-12 ms; target <= 1.5]")
+    print(
+        f"put 0.5 MB numpy        {put}   (np.save alone {write.wall:.3f} wall / {write.cpu:.3f} CPU)  [LSST 4-12 ms; target <= 1.5]"
+    )
     print(f"get by ref              {by_ref}   [LSST 0.4-0.8 ms]")
-    print(f"get by data ID          {by_id}   (registry lookup alone {find.wall:.3f} wall / {find.cpu:.3f} CPU)  [LSST 3.5-8 ms; target <= 0.5]")
+    print(
+        f"get by data ID          {by_id}   (registry lookup alone {find.wall:.3f} wall / {find.cpu:.3f} CPU)  [LSST 3.5-8 ms; target <= 0.5]"
+    )
     b.close()
 
 
@@ -112,7 +130,9 @@ def _registry_repo(root: Path, name: str, n_datasets: int) -> Butler:
     b = Butler.create(root / name)
     n_exp = (n_datasets + N_DET - 1) // N_DET
     _fill(b, n_exp)
-    data_ids = [{"instrument": "bench", "exposure": i // N_DET, "detector": i % N_DET} for i in range(n_datasets)]
+    data_ids = [
+        {"instrument": "bench", "exposure": i // N_DET, "detector": i % N_DET} for i in range(n_datasets)
+    ]
     b.registry.register_run("bench/run")
     t = time.perf_counter()
     for i in range(0, n_datasets, 20000):
@@ -138,7 +158,9 @@ def bench_queries(root: Path, n_datasets: int, label: str) -> Path:
     b.close()
     b = Butler(root / label, collections=["bench/run"])
     ms_all, n_all = _time(lambda: b.query_datasets("arr"))
-    ms_det, n_det = _time(lambda: b.query_datasets("arr", where="detector = 7 AND exposure.observation_type = 'flat'"))
+    ms_det, n_det = _time(
+        lambda: b.query_datasets("arr", where="detector = 7 AND exposure.observation_type = 'flat'")
+    )
     ms_exp, n_exp = _time(lambda: b.query_datasets("arr", where="exposure = 42"))
     print(f"query_datasets over {n_datasets:>7,d}: all ({n_all:,d} refs, expanded)  {ms_all}")
     print(f"query_datasets over {n_datasets:>7,d}: detector = 7 AND flat ({n_det:,d})  {ms_det}")
@@ -149,7 +171,16 @@ def bench_queries(root: Path, n_datasets: int, label: str) -> Path:
 
 def bench_cli(repo: Path) -> None:
     exe = Path(sys.executable).with_name("butler")
-    cmd = [str(exe), "query-datasets", str(repo), "arr", "--collections", "bench/run", "--where", "exposure = 42"]
+    cmd = [
+        str(exe),
+        "query-datasets",
+        str(repo),
+        "arr",
+        "--collections",
+        "bench/run",
+        "--where",
+        "exposure = 42",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
 
     def timed(c: list[str]) -> tuple[float, float]:
@@ -167,7 +198,9 @@ def bench_cli(repo: Path) -> None:
     print(f"butler query-datasets CLI  {wall:8.3f} s wall, {cpu:.3f} s CPU   [LSST ~1.5 s; target <= 0.4 s]")
     wall, cpu = timed([str(exe), "--help"])
     print(f"butler --help              {wall:8.3f} s wall, {cpu:.3f} s CPU   [target <= 0.3 s]")
-    print(f"(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; wall times scale with it)")
+    print(
+        f"(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; wall times scale with it)"
+    )
 
 
 def main() -> None:

@@ -142,7 +142,9 @@ class Butler:
                 )
             cls._destroy(root)
         elif root.exists() and any(root.iterdir()):
-            raise RepositoryError(f"{root} exists and is not empty; create the repository in a new or empty directory")
+            raise RepositoryError(
+                f"{root} exists and is not empty; create the repository in a new or empty directory"
+            )
         created_dir = not root.exists()
         config = default_config(root, db)
         if templates:
@@ -170,7 +172,9 @@ class Butler:
             if isinstance(exc, RepositoryError):
                 raise
             if isinstance(exc, Exception):
-                raise RepositoryError(f"cannot create repository {root}: {type(exc).__name__}: {exc}") from exc
+                raise RepositoryError(
+                    f"cannot create repository {root}: {type(exc).__name__}: {exc}"
+                ) from exc
             raise
         return cls(root)
 
@@ -277,7 +281,9 @@ class Butler:
             dt = self._dataset_type(dataset_type_or_ref)
             run = run or self.run
             if run is None:
-                raise CollectionTypeError("no RUN to put into: pass run=... or create the Butler with run=...")
+                raise CollectionTypeError(
+                    "no RUN to put into: pass run=... or create the Butler with run=..."
+                )
             values = dict(data_id or {})
             values.update(dims)
             coord = self.registry._expand_for(dt, values)
@@ -352,7 +358,9 @@ class Butler:
         dims: Mapping[str, Any],
     ) -> tuple[DatasetRef, StoredFileInfo]:
         search = self._search(collections)
-        found = self.registry.find_dataset_with_info(dataset_type, data_id, collections=search, timespan=timespan, **dims)
+        found = self.registry.find_dataset_with_info(
+            dataset_type, data_id, collections=search, timespan=timespan, **dims
+        )
         name = dataset_type.name if isinstance(dataset_type, DatasetType) else dataset_type
         if found is None:
             values = dict(data_id or {})
@@ -364,7 +372,9 @@ class Butler:
             )
         ref, info = found
         if info is None:
-            raise DatastoreError(f"dataset {name} {ref.data_id.required} (run {ref.run!r}) is registered but has no file")
+            raise DatastoreError(
+                f"dataset {name} {ref.data_id.required} (run {ref.run!r}) is registered but has no file"
+            )
         return ref, info
 
     def exists(
@@ -395,8 +405,10 @@ class Butler:
         timespan: Timespan | None = None,
         **dims: Any,
     ) -> DatasetRef | None:
-        """The first matching dataset along the collections, or `None` (see `Registry.find_dataset`)."""
-        return self.registry.find_dataset(dataset_type, data_id, collections=self._search(collections), timespan=timespan, **dims)
+        """Return the first matching dataset along the collections, or `None` (see `Registry.find_dataset`)."""
+        return self.registry.find_dataset(
+            dataset_type, data_id, collections=self._search(collections), timespan=timespan, **dims
+        )
 
     def get_uri(self, ref: DatasetRef) -> Path:
         """Absolute path of a stored dataset's file.
@@ -408,7 +420,9 @@ class Butler:
         """
         info = self.registry.get_file_records([ref.id]).get(ref.id)
         if info is None:
-            raise DatasetNotFoundError(f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not stored")
+            raise DatasetNotFoundError(
+                f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not stored"
+            )
         return self.datastore.abspath(info.path)
 
     # ------------------------------------------------------------------ queries
@@ -428,8 +442,15 @@ class Butler:
         """Datasets matching a query (see `Registry.query_datasets`); default collections: the butler's, else all."""
         cols = _as_tuple(collections) if collections is not None else (self.collections or None)
         return self.registry.query_datasets(
-            dataset_type, collections=cols, where=where, bind=bind, data_id=data_id, find_first=find_first,
-            limit=limit, order_by=order_by, **dims,
+            dataset_type,
+            collections=cols,
+            where=where,
+            bind=bind,
+            data_id=data_id,
+            find_first=find_first,
+            limit=limit,
+            order_by=order_by,
+            **dims,
         )
 
     def query_data_ids(
@@ -445,11 +466,18 @@ class Butler:
         limit: int | None = None,
         **dims: Any,
     ) -> list[DataCoordinate]:
-        """Expanded data IDs matching a query (see `Registry.query_data_ids`)."""
+        """Return expanded data IDs matching a query (see `Registry.query_data_ids`)."""
         cols = _as_tuple(collections) if collections is not None else (self.collections or None)
         return self.registry.query_data_ids(
-            dimensions, where=where, bind=bind, data_id=data_id, datasets=datasets, collections=cols,
-            order_by=order_by, limit=limit, **dims,
+            dimensions,
+            where=where,
+            bind=bind,
+            data_id=data_id,
+            datasets=datasets,
+            collections=cols,
+            order_by=order_by,
+            limit=limit,
+            **dims,
         )
 
     def query_dimension_records(
@@ -510,10 +538,14 @@ class Butler:
             for r in fd.refs:
                 r_run = r.run or run_default
                 if not r_run:
-                    raise CollectionTypeError("no RUN to ingest into: pass run=... or create the Butler with run=...")
+                    raise CollectionTypeError(
+                        "no RUN to ingest into: pass run=... or create the Butler with run=..."
+                    )
                 dt = self._dataset_type(r.dataset_type)
                 coord = self.registry._expand_for(dt, r.data_id)
-                rid = r.id if id_generation == "unique" else DatasetRef.make_id(dt, coord, r_run, id_generation)
+                rid = (
+                    r.id if id_generation == "unique" else DatasetRef.make_id(dt, coord, r_run, id_generation)
+                )
                 refs.append(DatasetRef(dt, coord, r_run, rid))
             plans.append((fd, refs))
         for run_name in {r.run for _, refs in plans for r in refs}:
@@ -572,7 +604,12 @@ class Butler:
             self.registry.insert_file_records([(r.id, info) for r, info in items])
 
     def prune_datasets(
-        self, refs: Iterable[DatasetRef], *, purge: bool = True, unstore: bool = True, disassociate: Iterable[str] = ()
+        self,
+        refs: Iterable[DatasetRef],
+        *,
+        purge: bool = True,
+        unstore: bool = True,
+        disassociate: Iterable[str] = (),
     ) -> int:
         """Remove datasets.
 
@@ -650,10 +687,14 @@ class Butler:
             for n in names:
                 cid = self.registry._collection(n).id
                 rows = self.registry.db.execute(
-                    sa.select(f.c.path).select_from(d.join(f, f.c.dataset_id == d.c.id)).where(d.c.run_id == cid)
+                    sa.select(f.c.path)
+                    .select_from(d.join(f, f.c.dataset_id == d.c.id))
+                    .where(d.c.run_id == cid)
                 ).fetchall()
                 paths += [r.path for r in rows]
-                total += self.registry.db.execute(sa.select(sa.func.count()).select_from(d).where(d.c.run_id == cid)).scalar()
+                total += self.registry.db.execute(
+                    sa.select(sa.func.count()).select_from(d).where(d.c.run_id == cid)
+                ).scalar()
                 self.registry.remove_collection(n)
         if unstore:
             self._delete_unreferenced(paths)

@@ -11,7 +11,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import RepositoryError
 
-__all__ = ["CONFIG_NAME", "ROOT_TOKEN", "default_config", "load_config", "repo_root", "split_db_url", "write_config"]
+__all__ = [
+    "CONFIG_NAME",
+    "ROOT_TOKEN",
+    "default_config",
+    "load_config",
+    "repo_root",
+    "split_db_url",
+    "write_config",
+]
 
 CONFIG_NAME = "butler.yaml"
 ROOT_TOKEN = "<butlerRoot>"
@@ -19,7 +27,7 @@ DEFAULT_BUSY_TIMEOUT = 60.0
 
 
 def repo_root(repo: str | os.PathLike) -> Path:
-    """The repository root for a path to the root or to its ``butler.yaml``."""
+    """Return the repository root for a path to the root or to its ``butler.yaml``."""
     p = Path(repo).expanduser()
     if p.name == CONFIG_NAME:
         p = p.parent
@@ -41,13 +49,13 @@ def split_db_url(url: str) -> tuple[str, str | None]:
 
 
 def default_schema_name(root: Path) -> str:
-    """A PostgreSQL schema name unique to a repository path (``ccdflow_<dir>_<hash>``)."""
+    """Return a PostgreSQL schema name unique to a repository path (``ccdflow_<dir>_<hash>``)."""
     stem = re.sub(r"[^a-z0-9_]", "_", root.name.lower())[:30] or "repo"
     return f"ccdflow_{stem}_{hashlib.blake2b(str(root).encode(), digest_size=4).hexdigest()}"
 
 
 def default_config(root: Path, db: str | None) -> dict[str, Any]:
-    """The configuration a new repository gets."""
+    """Return the configuration a new repository gets."""
     schema = None
     if db is None:
         url = f"sqlite:///{ROOT_TOKEN}/registry.sqlite3"
@@ -69,8 +77,12 @@ def write_config(root: Path, config: dict[str, Any]) -> None:
     tmp = root / f".{CONFIG_NAME}.tmp"
     with open(tmp, "w") as f:
         f.write("# ccdflow repository configuration.\n")
-        f.write("# registry.db: SQLAlchemy URL (<butlerRoot> = this directory); registry.busy_timeout: seconds\n")
-        f.write("# a writer waits for the SQLite lock; datastore.templates: file templates per dataset type\n")
+        f.write(
+            "# registry.db: SQLAlchemy URL (<butlerRoot> = this directory); registry.busy_timeout: seconds\n"
+        )
+        f.write(
+            "# a writer waits for the SQLite lock; datastore.templates: file templates per dataset type\n"
+        )
         f.write("# or storage class name ('default', 'exposure_default' override the built-in ones).\n")
         yaml.safe_dump(config, f, sort_keys=False)
     os.replace(tmp, root / CONFIG_NAME)
@@ -90,18 +102,22 @@ def load_config(root: Path) -> dict[str, Any]:
         raise RepositoryError(f"repository {root} does not exist; create it with `butler create {root}`")
     path = root / CONFIG_NAME
     if not path.is_file():
-        raise RepositoryError(f"{root} is not a butler repository (no {CONFIG_NAME}); create one with `butler create`")
+        raise RepositoryError(
+            f"{root} is not a butler repository (no {CONFIG_NAME}); create one with `butler create`"
+        )
     try:
         with open(path) as f:
             cfg = yaml.safe_load(f) or {}
     except yaml.YAMLError as exc:
         raise RepositoryError(f"{path} is not valid YAML: {exc}") from None
     if "registry" not in cfg:
-        raise RepositoryError(f"{path} has no 'registry' section; it is not a ccdflow repository configuration")
+        raise RepositoryError(
+            f"{path} has no 'registry' section; it is not a ccdflow repository configuration"
+        )
     cfg.setdefault("datastore", {})
     return cfg
 
 
 def resolve_db_url(root: Path, config: dict[str, Any]) -> str:
-    """The registry URL with ``<butlerRoot>`` replaced by the repository root."""
+    """Return the registry URL with ``<butlerRoot>`` replaced by the repository root."""
     return str(config["registry"]["db"]).replace(ROOT_TOKEN, str(root))

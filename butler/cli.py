@@ -24,7 +24,9 @@ _LOG = logging.getLogger("butler")
 
 
 # ---------------------------------------------------------------------- output helpers
-def _print_table(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None, empty: str = "") -> None:
+def _print_table(
+    rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None, empty: str = ""
+) -> None:
     """Print rows as an aligned table, JSON or CSV."""
     if columns is None:
         columns = []
@@ -52,7 +54,9 @@ def _print_table(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str
     numeric = [all(_is_number(row[i]) for row in cells) for i in range(len(columns))]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+        ).rstrip()
 
     click.echo(line(list(columns)))
     click.echo("  ".join("-" * w for w in widths))
@@ -85,14 +89,24 @@ def _open(repo: str, **kwargs: Any) -> Any:
 
 
 FORMAT_OPTION = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
     help="Output format: an aligned table for people, json or csv for scripts.",
 )
 WHERE_OPTION = click.option(
-    "--where", "-d", "where", default="", help="Data query expression, e.g. \"exposure.observation_type = 'flat' AND detector IN (0..3)\"."
+    "--where",
+    "-d",
+    "where",
+    default="",
+    help="Data query expression, e.g. \"exposure.observation_type = 'flat' AND detector IN (0..3)\".",
 )
 COLLECTIONS_OPTION = click.option(
-    "--collections", multiple=True, help="Collections to search (names or glob patterns; repeat or comma-separate)."
+    "--collections",
+    multiple=True,
+    help="Collections to search (names or glob patterns; repeat or comma-separate).",
 )
 
 
@@ -114,18 +128,25 @@ class _ButlerGroup(click.Group):
             msg = "\n".join([str(exc), *notes])
             kind = "" if isinstance(exc, (ButlerError, ValueError)) else f"{type(exc).__name__}: "
             click.echo(f"Error: {kind}{msg}", err=True)
-            click.echo("(run with --log-level DEBUG for the traceback)", err=True) if not isinstance(exc, ButlerError) else None
+            click.echo("(run with --log-level DEBUG for the traceback)", err=True) if not isinstance(
+                exc, ButlerError
+            ) else None
             sys.exit(1)
 
 
 @click.group(cls=_ButlerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), default="WARNING",
-    show_default=True, help="Logging level; DEBUG also shows tracebacks of errors.",
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+    help="Logging level; DEBUG also shows tracebacks of errors.",
 )
 def cli(log_level: str) -> None:
     """Manage a ccdflow data repository: create it, ingest raws, query and curate collections."""
-    logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s"
+    )
     _LOG.setLevel(getattr(logging, log_level.upper()))
 
 
@@ -137,8 +158,14 @@ def main() -> None:
 # ---------------------------------------------------------------------- repository
 @cli.command()
 @click.argument("repo")
-@click.option("--db", default=None, help="Registry database URL (default: SQLite REPO/registry.sqlite3), e.g. postgresql+psycopg://user@host:5432/db[?schema=NAME].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing repository (deletes its registry and files).")
+@click.option(
+    "--db",
+    default=None,
+    help="Registry database URL (default: SQLite REPO/registry.sqlite3), e.g. postgresql+psycopg://user@host:5432/db[?schema=NAME].",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing repository (deletes its registry and files)."
+)
 @click.option("--checksum", is_flag=True, help="Record a checksum of every file and verify it on read.")
 def create(repo: str, db: str | None, overwrite: bool, checksum: bool) -> None:
     """Create an empty repository at REPO."""
@@ -165,7 +192,13 @@ def register_instrument(repo: str, instrument: str) -> None:
 @cli.command("ingest-raws")
 @click.argument("repo")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--transfer", type=click.Choice(["auto", "copy", "symlink", "hardlink", "move", "direct"]), default="auto", show_default=True, help="How files enter the repository.")
+@click.option(
+    "--transfer",
+    type=click.Choice(["auto", "copy", "symlink", "hardlink", "move", "direct"]),
+    default="auto",
+    show_default=True,
+    help="How files enter the repository.",
+)
 @click.option("-j", "--processes", default=1, show_default=True, help="Processes reading headers.")
 def ingest_raws(repo: str, paths: tuple[str, ...], transfer: str, processes: int) -> None:
     """Ingest raw files (or directories of them) into <instrument>/raw/all."""
@@ -177,7 +210,9 @@ def ingest_raws(repo: str, paths: tuple[str, ...], transfer: str, processes: int
     skipped = getattr(report, "skipped", [])
     failed = list(getattr(report, "failed", []))
     n = lambda x: x if isinstance(x, int) else len(x)  # noqa: E731
-    click.echo(f"Ingested {n(ingested)} dataset(s); {n(skipped)} already present; {len(failed)} file(s) failed.")
+    click.echo(
+        f"Ingested {n(ingested)} dataset(s); {n(skipped)} already present; {len(failed)} file(s) failed."
+    )
     for path, reason in failed:
         click.echo(f"  FAILED {path}: {reason}", err=True)
     if failed:
@@ -189,8 +224,14 @@ def ingest_raws(repo: str, paths: tuple[str, ...], transfer: str, processes: int
 @click.argument("name")
 @click.argument("storage_class")
 @click.argument("dimensions", nargs=-1)
-@click.option("--is-calibration", is_flag=True, help="Datasets of this type can be certified into CALIBRATION collections.")
-def register_dataset_type(repo: str, name: str, storage_class: str, dimensions: tuple[str, ...], is_calibration: bool) -> None:
+@click.option(
+    "--is-calibration",
+    is_flag=True,
+    help="Datasets of this type can be certified into CALIBRATION collections.",
+)
+def register_dataset_type(
+    repo: str, name: str, storage_class: str, dimensions: tuple[str, ...], is_calibration: bool
+) -> None:
     """Register dataset type NAME with STORAGE_CLASS and DIMENSIONS."""
     from butler import DatasetType
 
@@ -204,14 +245,30 @@ def register_dataset_type(repo: str, name: str, storage_class: str, dimensions: 
 @cli.command("query-collections")
 @click.argument("repo")
 @click.argument("patterns", nargs=-1)
-@click.option("--collection-type", "types", multiple=True, type=click.Choice(["RUN", "TAGGED", "CHAINED", "CALIBRATION"], case_sensitive=False), help="Only these types (repeatable).")
-@click.option("--chains", type=click.Choice(["table", "tree", "flatten", "no-children"]), default="table", show_default=True, help="How to show CHAINED collections.")
+@click.option(
+    "--collection-type",
+    "types",
+    multiple=True,
+    type=click.Choice(["RUN", "TAGGED", "CHAINED", "CALIBRATION"], case_sensitive=False),
+    help="Only these types (repeatable).",
+)
+@click.option(
+    "--chains",
+    type=click.Choice(["table", "tree", "flatten", "no-children"]),
+    default="table",
+    show_default=True,
+    help="How to show CHAINED collections.",
+)
 @FORMAT_OPTION
-def query_collections(repo: str, patterns: tuple[str, ...], types: tuple[str, ...], chains: str, fmt: str) -> None:
+def query_collections(
+    repo: str, patterns: tuple[str, ...], types: tuple[str, ...], chains: str, fmt: str
+) -> None:
     """List collections matching glob PATTERNS (default: all)."""
     b = _open(repo, writeable=False)
     reg = b.registry
-    names = reg.query_collections(list(patterns) or "*", types=list(types) or None, flatten_chains=chains == "flatten")
+    names = reg.query_collections(
+        list(patterns) or "*", types=list(types) or None, flatten_chains=chains == "flatten"
+    )
     rows = []
     for n in names:
         ctype = reg.get_collection_type(n)
@@ -222,7 +279,12 @@ def query_collections(repo: str, patterns: tuple[str, ...], types: tuple[str, ..
         if ctype.name == "CHAINED" and chains == "tree":
             for depth, child in _tree(reg, n, 1):
                 rows.append({"Name": "  " * depth + child, "Type": reg.get_collection_type(child).name})
-    _print_table(rows, fmt, ["Name", "Type"] + (["Children"] if chains == "table" else []), empty="No collections found.")
+    _print_table(
+        rows,
+        fmt,
+        ["Name", "Type"] + (["Children"] if chains == "table" else []),
+        empty="No collections found.",
+    )
 
 
 def _tree(reg: Any, name: str, depth: int) -> Iterable[tuple[int, str]]:
@@ -240,10 +302,17 @@ def query_dataset_types(repo: str, patterns: tuple[str, ...], fmt: str) -> None:
     """List dataset types matching glob PATTERNS (default: all)."""
     b = _open(repo, writeable=False)
     rows = [
-        {"Name": dt.name, "Dimensions": ", ".join(dt.dimensions), "Storage class": dt.storage_class, "Calibration": "yes" if dt.is_calibration else ""}
+        {
+            "Name": dt.name,
+            "Dimensions": ", ".join(dt.dimensions),
+            "Storage class": dt.storage_class,
+            "Calibration": "yes" if dt.is_calibration else "",
+        }
         for dt in b.registry.query_dataset_types(list(patterns) or "*")
     ]
-    _print_table(rows, fmt, ["Name", "Dimensions", "Storage class", "Calibration"], empty="No dataset types found.")
+    _print_table(
+        rows, fmt, ["Name", "Dimensions", "Storage class", "Calibration"], empty="No dataset types found."
+    )
 
 
 def _ref_rows(refs: Sequence[Any], b: Any, show_uri: bool) -> tuple[list[dict[str, Any]], list[str]]:
@@ -271,22 +340,59 @@ def _ref_rows(refs: Sequence[Any], b: Any, show_uri: bool) -> tuple[list[dict[st
 @click.argument("dataset_types", nargs=-1)
 @COLLECTIONS_OPTION
 @WHERE_OPTION
-@click.option("--find-first/--no-find-first", default=False, show_default=True, help="Only the first dataset per data ID along the collections (needs --collections).")
-@click.option("--limit", default=0, show_default=True, help="At most this many datasets per type (0 = no limit).")
-@click.option("--order-by", default="", help="Comma-separated dimensions or element.field, '-' for descending.")
+@click.option(
+    "--find-first/--no-find-first",
+    default=False,
+    show_default=True,
+    help="Only the first dataset per data ID along the collections (needs --collections).",
+)
+@click.option(
+    "--limit", default=0, show_default=True, help="At most this many datasets per type (0 = no limit)."
+)
+@click.option(
+    "--order-by", default="", help="Comma-separated dimensions or element.field, '-' for descending."
+)
 @click.option("--show-uri", is_flag=True, help="Also show each dataset's file.")
 @FORMAT_OPTION
-def query_datasets(repo: str, dataset_types: tuple[str, ...], collections: tuple[str, ...], where: str, find_first: bool, limit: int, order_by: str, show_uri: bool, fmt: str) -> None:
+def query_datasets(
+    repo: str,
+    dataset_types: tuple[str, ...],
+    collections: tuple[str, ...],
+    where: str,
+    find_first: bool,
+    limit: int,
+    order_by: str,
+    show_uri: bool,
+    fmt: str,
+) -> None:
     """List datasets of DATASET_TYPES (glob patterns; default: all) in collections."""
     b = _open(repo, writeable=False)
     cols = _split(collections) or None
     if find_first and cols is None:
         raise click.UsageError("--find-first needs --collections (the search order)")
     types = list(dataset_types) or ["*"]
-    refs = b.registry.query_datasets(types, collections=cols, where=where, find_first=find_first, limit=limit or None, order_by=order_by or None)
+    refs = b.registry.query_datasets(
+        types,
+        collections=cols,
+        where=where,
+        find_first=find_first,
+        limit=limit or None,
+        order_by=order_by or None,
+    )
     if not order_by:
         order = b.registry.universe.names
-        refs.sort(key=lambda r: (r.dataset_type.name, r.run, [(r.data_id.get(d) is None, str(r.data_id.get(d))) if isinstance(r.data_id.get(d), str) else (False, r.data_id.get(d) or 0) for d in order]))
+        refs.sort(
+            key=lambda r: (
+                r.dataset_type.name,
+                r.run,
+                [
+                    (r.data_id.get(d) is None, str(r.data_id.get(d)))
+                    if isinstance(r.data_id.get(d), str)
+                    else (False, r.data_id.get(d) or 0)
+                    for d in order
+                ],
+            )
+        )
     rows, columns = _ref_rows(refs, b, show_uri)
     _print_table(rows, fmt, columns, empty="No datasets found.")
 
@@ -295,17 +401,34 @@ def query_datasets(repo: str, dataset_types: tuple[str, ...], collections: tuple
 @click.argument("repo")
 @click.argument("dimensions", nargs=-1, required=True)
 @COLLECTIONS_OPTION
-@click.option("--datasets", multiple=True, help="Only data IDs with datasets of these types in --collections.")
+@click.option(
+    "--datasets", multiple=True, help="Only data IDs with datasets of these types in --collections."
+)
 @WHERE_OPTION
-@click.option("--order-by", default="", help="Comma-separated dimensions or element.field, '-' for descending.")
+@click.option(
+    "--order-by", default="", help="Comma-separated dimensions or element.field, '-' for descending."
+)
 @click.option("--limit", default=0, show_default=True, help="At most this many (0 = no limit).")
 @FORMAT_OPTION
-def query_data_ids(repo: str, dimensions: tuple[str, ...], collections: tuple[str, ...], datasets: tuple[str, ...], where: str, order_by: str, limit: int, fmt: str) -> None:
+def query_data_ids(
+    repo: str,
+    dimensions: tuple[str, ...],
+    collections: tuple[str, ...],
+    datasets: tuple[str, ...],
+    where: str,
+    order_by: str,
+    limit: int,
+    fmt: str,
+) -> None:
     """List data IDs of DIMENSIONS that exist and match the query."""
     b = _open(repo, writeable=False)
     ids = b.registry.query_data_ids(
-        _split(dimensions), where=where, datasets=_split(datasets) or None, collections=_split(collections) or None,
-        order_by=order_by or None, limit=limit or None,
+        _split(dimensions),
+        where=where,
+        datasets=_split(datasets) or None,
+        collections=_split(collections) or None,
+        order_by=order_by or None,
+        limit=limit or None,
     )
     rows = [dict(d) for d in ids]
     columns = list(ids[0].keys()) if ids else []
@@ -322,7 +445,9 @@ def query_data_ids(repo: str, dimensions: tuple[str, ...], collections: tuple[st
 def query_dimension_records(repo: str, element: str, where: str, order_by: str, limit: int, fmt: str) -> None:
     """List the records of dimension ELEMENT (instrument, detector, exposure ...)."""
     b = _open(repo, writeable=False)
-    recs = b.registry.query_dimension_records(element, where=where, order_by=order_by or None, limit=limit or None)
+    recs = b.registry.query_dimension_records(
+        element, where=where, order_by=order_by or None, limit=limit or None
+    )
     rows = []
     for r in recs:
         d = {k: v for k, v in r.to_dict().items() if k != "camera_yaml"}
@@ -343,10 +468,18 @@ def query_dimension_records(repo: str, element: str, where: str, order_by: str, 
 @click.argument("repo")
 @click.argument("parent")
 @click.argument("children", nargs=-1)
-@click.option("--mode", type=click.Choice(["redefine", "extend", "remove", "prepend", "pop"]), default="redefine", show_default=True, help="How CHILDREN change the chain (pop: remove positions, default 0).")
+@click.option(
+    "--mode",
+    type=click.Choice(["redefine", "extend", "remove", "prepend", "pop"]),
+    default="redefine",
+    show_default=True,
+    help="How CHILDREN change the chain (pop: remove positions, default 0).",
+)
 @click.option("--flatten", is_flag=True, help="Replace CHAINED children by their flattened contents.")
 @click.option("--doc", default="", help="Documentation string of a new chain.")
-def collection_chain(repo: str, parent: str, children: tuple[str, ...], mode: str, flatten: bool, doc: str) -> None:
+def collection_chain(
+    repo: str, parent: str, children: tuple[str, ...], mode: str, flatten: bool, doc: str
+) -> None:
     """Define or change the CHAINED collection PARENT."""
     from butler import CollectionType, MissingCollectionError
 
@@ -375,7 +508,9 @@ def collection_chain(repo: str, parent: str, children: tuple[str, ...], mode: st
         positions = [int(k) for k in kids] or [0]
         bad = [p for p in positions if not -len(current) <= p < len(current)]
         if bad:
-            raise click.UsageError(f"position(s) {bad} out of range for chain {parent} of length {len(current)}")
+            raise click.UsageError(
+                f"position(s) {bad} out of range for chain {parent} of length {len(current)}"
+            )
         drop = {p % len(current) for p in positions}
         new = [c for i, c in enumerate(current) if i not in drop]
     reg.set_collection_chain(parent, new, flatten=flatten)
@@ -389,7 +524,9 @@ def collection_chain(repo: str, parent: str, children: tuple[str, ...], mode: st
 @click.option("--datasets", multiple=True, required=True, help="Dataset types (glob patterns) to associate.")
 @WHERE_OPTION
 @click.option("--find-first", is_flag=True, help="Only the first dataset per data ID along --collections.")
-def associate(repo: str, tag: str, collections: tuple[str, ...], datasets: tuple[str, ...], where: str, find_first: bool) -> None:
+def associate(
+    repo: str, tag: str, collections: tuple[str, ...], datasets: tuple[str, ...], where: str, find_first: bool
+) -> None:
     """Add datasets found in --collections to the TAGGED collection TAG (created if missing)."""
     from butler import CollectionType
 
@@ -419,8 +556,20 @@ def _timespan(begin: str | None, end: str | None) -> Any:
 @click.argument("dataset_type")
 @click.option("--begin-date", default=None, help="Start of validity, ISO TAI (default: unbounded).")
 @click.option("--end-date", default=None, help="End of validity (exclusive), ISO TAI (default: unbounded).")
-@click.option("--search-all-inputs", is_flag=True, help="Search INPUT_RUN as a collection (chains allowed) instead of requiring a RUN.")
-def certify_calibrations(repo: str, input_run: str, calib_collection: str, dataset_type: str, begin_date: str | None, end_date: str | None, search_all_inputs: bool) -> None:
+@click.option(
+    "--search-all-inputs",
+    is_flag=True,
+    help="Search INPUT_RUN as a collection (chains allowed) instead of requiring a RUN.",
+)
+def certify_calibrations(
+    repo: str,
+    input_run: str,
+    calib_collection: str,
+    dataset_type: str,
+    begin_date: str | None,
+    end_date: str | None,
+    search_all_inputs: bool,
+) -> None:
     """Certify the DATASET_TYPE datasets of INPUT_RUN into CALIB_COLLECTION for a validity range."""
     from butler import CollectionType, CollectionTypeError
 
@@ -428,23 +577,31 @@ def certify_calibrations(repo: str, input_run: str, calib_collection: str, datas
     b = _open(repo)
     reg = b.registry
     if not search_all_inputs and reg.get_collection_type(input_run) is not CollectionType.RUN:
-        raise CollectionTypeError(f"{input_run!r} is not a RUN; pass --search-all-inputs to search it as a collection")
+        raise CollectionTypeError(
+            f"{input_run!r} is not a RUN; pass --search-all-inputs to search it as a collection"
+        )
     refs = reg.query_datasets(dataset_type, collections=[input_run], find_first=True)
     if not refs:
         raise click.ClickException(f"no {dataset_type} datasets in {input_run}")
     with reg.transaction():
         reg.register_collection(calib_collection, CollectionType.CALIBRATION)
         reg.certify(calib_collection, refs, ts)
-    click.echo(f"Certified {len(refs)} {dataset_type} dataset(s) from {input_run} into {calib_collection} for {ts}")
+    click.echo(
+        f"Certified {len(refs)} {dataset_type} dataset(s) from {input_run} into {calib_collection} for {ts}"
+    )
 
 
 @cli.command()
 @click.argument("repo")
 @click.argument("calib_collection")
 @click.argument("dataset_type")
-@click.option("--begin-date", default=None, help="Start of the range to remove, ISO TAI (default: unbounded).")
+@click.option(
+    "--begin-date", default=None, help="Start of the range to remove, ISO TAI (default: unbounded)."
+)
 @click.option("--end-date", default=None, help="End of the range to remove, ISO TAI (default: unbounded).")
-def decertify(repo: str, calib_collection: str, dataset_type: str, begin_date: str | None, end_date: str | None) -> None:
+def decertify(
+    repo: str, calib_collection: str, dataset_type: str, begin_date: str | None, end_date: str | None
+) -> None:
     """Remove a time range from the DATASET_TYPE certifications in CALIB_COLLECTION (trim/split)."""
     ts = _timespan(begin_date, end_date)
     b = _open(repo)
@@ -455,15 +612,27 @@ def decertify(repo: str, calib_collection: str, dataset_type: str, begin_date: s
 @cli.command("prune-datasets")
 @click.argument("repo")
 @click.argument("collections", nargs=-1, required=True)
-@click.option("--datasets", multiple=True, default=("*",), show_default=True, help="Dataset types (glob patterns).")
+@click.option(
+    "--datasets", multiple=True, default=("*",), show_default=True, help="Dataset types (glob patterns)."
+)
 @WHERE_OPTION
 @click.option("--unstore", is_flag=True, help="Only delete the files (keep the registry entries).")
 @click.option("--disassociate", "tags", multiple=True, help="Only remove them from these TAGGED collections.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed.")
-def prune_datasets(repo: str, collections: tuple[str, ...], datasets: tuple[str, ...], where: str, unstore: bool, tags: tuple[str, ...], dry_run: bool) -> None:
+def prune_datasets(
+    repo: str,
+    collections: tuple[str, ...],
+    datasets: tuple[str, ...],
+    where: str,
+    unstore: bool,
+    tags: tuple[str, ...],
+    dry_run: bool,
+) -> None:
     """Remove datasets found in COLLECTIONS (default: purge them and their files)."""
     b = _open(repo)
-    refs = b.registry.query_datasets(_split(datasets), collections=_split(collections), where=where, find_first=False)
+    refs = b.registry.query_datasets(
+        _split(datasets), collections=_split(collections), where=where, find_first=False
+    )
     if dry_run:
         rows, columns = _ref_rows(refs, b, False)
         _print_table(rows, "table", columns, empty="No datasets found.")
@@ -515,15 +684,28 @@ def remove_collections(repo: str, patterns: tuple[str, ...], dry_run: bool) -> N
 @cli.command("transfer-from-graph")
 @click.argument("graph")
 @click.argument("repo")
-@click.option("--register-dataset-types", is_flag=True, help="Register the graph's dataset types the repository lacks.")
-@click.option("--update-output-chain", is_flag=True, help="Create/update the graph's CHAINED output collection (run first).")
-def transfer_from_graph(graph: str, repo: str, register_dataset_types: bool, update_output_chain: bool) -> None:
+@click.option(
+    "--register-dataset-types", is_flag=True, help="Register the graph's dataset types the repository lacks."
+)
+@click.option(
+    "--update-output-chain",
+    is_flag=True,
+    help="Create/update the graph's CHAINED output collection (run first).",
+)
+def transfer_from_graph(
+    graph: str, repo: str, register_dataset_types: bool, update_output_chain: bool
+) -> None:
     """Register the outputs that 'pipetask run-qbb' wrote for GRAPH into REPO (safe to run again)."""
     from pipeline.execution.qbb import transfer_from_graph as _transfer  # lazy: butler never imports pipeline
 
-    r = _transfer(graph, repo, register_dataset_types=register_dataset_types, update_output_chain=update_output_chain)
-    click.echo(f"Registered {r.n_registered} dataset(s) from {r.n_done} of {r.n_quanta} finished quanta "
-               f"({r.n_already} already registered)" + (f"; {r.chain[0]} is first in the output chain" if r.chain else ""))
+    r = _transfer(
+        graph, repo, register_dataset_types=register_dataset_types, update_output_chain=update_output_chain
+    )
+    click.echo(
+        f"Registered {r.n_registered} dataset(s) from {r.n_done} of {r.n_quanta} finished quanta "
+        f"({r.n_already} already registered)"
+        + (f"; {r.chain[0]} is first in the output chain" if r.chain else "")
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,7 +39,9 @@ class CollectionType(enum.IntEnum):
         try:
             return cls[name.upper()]
         except KeyError:
-            raise ValueError(f"unknown collection type {name!r}; use one of RUN, TAGGED, CHAINED, CALIBRATION") from None
+            raise ValueError(
+                f"unknown collection type {name!r}; use one of RUN, TAGGED, CHAINED, CALIBRATION"
+            ) from None
 
 
 def has_glob(pattern: str) -> bool:

@@ -202,8 +202,14 @@ class DatasetRef:
         if mode == "unique":
             return uuid7()
         if mode not in ("dataid_type", "dataid_type_run"):
-            raise ValueError(f"unknown id generation mode {mode!r}; use unique, dataid_type or dataid_type_run")
-        req = data_id.required if isinstance(data_id, DataCoordinate) else {d: data_id[d] for d in dataset_type.dimensions}
+            raise ValueError(
+                f"unknown id generation mode {mode!r}; use unique, dataid_type or dataid_type_run"
+            )
+        req = (
+            data_id.required
+            if isinstance(data_id, DataCoordinate)
+            else {d: data_id[d] for d in dataset_type.dimensions}
+        )
         items = [("dataset_type", dataset_type.name)] + sorted((k, v) for k, v in req.items())
         if mode == "dataid_type_run":
             items.append(("run", run))
@@ -221,7 +227,12 @@ class DatasetRef:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DatasetRef:
         """Inverse of `to_dict`."""
-        return cls(DatasetType.from_dict(d["dataset_type"]), DataCoordinate.from_dict(d["data_id"]), d["run"], uuid.UUID(d["id"]))
+        return cls(
+            DatasetType.from_dict(d["dataset_type"]),
+            DataCoordinate.from_dict(d["data_id"]),
+            d["run"],
+            uuid.UUID(d["id"]),
+        )
 
     def replace(self, **changes: Any) -> DatasetRef:
         """Return a copy with some fields changed."""

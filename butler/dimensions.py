@@ -318,7 +318,9 @@ class DataCoordinate(Mapping[str, Any]):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def make(cls, universe_dims: Iterable[str], universe: DimensionUniverse | None = None, **values: Any) -> DataCoordinate:
+    def make(
+        cls, universe_dims: Iterable[str], universe: DimensionUniverse | None = None, **values: Any
+    ) -> DataCoordinate:
         """Build a (not expanded) data ID for a set of dimensions from keyword values.
 
         Parameters
@@ -365,7 +367,7 @@ class DataCoordinate(Mapping[str, Any]):
 
     @classmethod
     def empty(cls, universe: DimensionUniverse | None = None) -> DataCoordinate:
-        """The data ID of a dataset type with no dimensions."""
+        """Return the data ID of a dataset type with no dimensions."""
         return cls(universe or default_universe(), (), {}, {})
 
     # -- mapping --------------------------------------------------------------------------------
@@ -413,9 +415,7 @@ class DataCoordinate(Mapping[str, Any]):
 
     def has_records(self) -> bool:
         """Whether the data ID was expanded (records of every dimension attached)."""
-        return self._records is not None and (
-            len(self._records) == len(self._dims) + len(self.implied)
-        )
+        return self._records is not None and (len(self._records) == len(self._dims) + len(self.implied))
 
     def has_full(self) -> bool:
         """Whether the implied dimension values are known."""

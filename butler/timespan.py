@@ -114,7 +114,9 @@ def parse_time(value: Any, *, scale: str = "tai") -> Time:
     try:
         return Time(value, scale=scale)
     except Exception:  # astropy raises several types for bad strings
-        raise ValueError(f"{value!r} is not a valid time; use ISO 8601, e.g. 2022-01-26T19:00:00 ({scale.upper()})") from None
+        raise ValueError(
+            f"{value!r} is not a valid time; use ISO 8601, e.g. 2022-01-26T19:00:00 ({scale.upper()})"
+        ) from None
 
 
 @total_ordering
@@ -170,7 +172,9 @@ class Timespan:
     @classmethod
     def from_strings(cls, begin: str | None, end: str | None, *, scale: str = "tai") -> Timespan:
         """Build a timespan from ISO strings (TAI by default); `None` or ``""`` is unbounded."""
-        return cls(parse_time(begin, scale=scale) if begin else None, parse_time(end, scale=scale) if end else None)
+        return cls(
+            parse_time(begin, scale=scale) if begin else None, parse_time(end, scale=scale) if end else None
+        )
 
     @property
     def begin_ns(self) -> int:

@@ -107,7 +107,9 @@ class PathTemplate:
                         )
                     text = str(value)
                     if name == "run" and i != last:
-                        text = "/".join(_UNSAFE.sub("_", p) for p in text.split("/") if p not in ("", ".", ".."))
+                        text = "/".join(
+                            _UNSAFE.sub("_", p) for p in text.split("/") if p not in ("", ".", "..")
+                        )
                     else:
                         text = _UNSAFE.sub("_", text.replace("/", "_"))
                     pieces.append(literal + text)
@@ -186,7 +188,7 @@ class FileDatastore:
 
     # ------------------------------------------------------------------ paths
     def template_for(self, dataset_type: Any) -> PathTemplate:
-        """The template of a dataset type (by name, then storage class, then the defaults)."""
+        """Return the template of a dataset type (by name, then storage class, then the defaults)."""
         t = self.templates.get(dataset_type.name) or self.templates.get(dataset_type.storage_class)
         if t is not None:
             return t
@@ -312,7 +314,9 @@ class FileDatastore:
             )
         path = Path(path_str)
         if info.checksum and _checksum(path) != info.checksum:
-            raise DatastoreError(f"{what()}: file {path} is corrupted (checksum mismatch); restore it or remove the dataset")
+            raise DatastoreError(
+                f"{what()}: file {path} is corrupted (checksum mismatch); restore it or remove the dataset"
+            )
         fmt = get_formatter(info.formatter)
         try:
             return fmt.read(path, ref, parameters=parameters, repo_root=self.root)
@@ -321,9 +325,13 @@ class FileDatastore:
         except ValueError as exc:
             if parameters and "parameter" in str(exc):
                 raise
-            raise DatastoreError(f"cannot read {what()} from {path} (corrupted?): {type(exc).__name__}: {exc}") from exc
+            raise DatastoreError(
+                f"cannot read {what()} from {path} (corrupted?): {type(exc).__name__}: {exc}"
+            ) from exc
         except Exception as exc:
-            raise DatastoreError(f"cannot read {what()} from {path} (corrupted?): {type(exc).__name__}: {exc}") from exc
+            raise DatastoreError(
+                f"cannot read {what()} from {path} (corrupted?): {type(exc).__name__}: {exc}"
+            ) from exc
 
     def get_stored_infos(self, refs: list[Any]) -> dict[uuid.UUID, StoredFileInfo]:
         """Datastore records of registered datasets (needs the `bridge` a `Butler` sets).
@@ -342,7 +350,9 @@ class FileDatastore:
         return self.abspath(info.path).exists()
 
     # ------------------------------------------------------------------ ingest and removal
-    def transfer(self, src: str | os.PathLike, ref: Any, transfer: str, formatter: str | None = None) -> tuple[str, Path | None]:
+    def transfer(
+        self, src: str | os.PathLike, ref: Any, transfer: str, formatter: str | None = None
+    ) -> tuple[str, Path | None]:
         """Bring an external file into the datastore.
 
         Parameters
@@ -370,7 +380,9 @@ class FileDatastore:
             If the source is missing, the mode unknown, or the destination exists.
         """
         if transfer not in TRANSFER_MODES:
-            raise DatastoreError(f"unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}")
+            raise DatastoreError(
+                f"unknown transfer mode {transfer!r}; use one of {', '.join(TRANSFER_MODES)}"
+            )
         src_path = Path(src).absolute()
         if not src_path.is_file():
             raise DatastoreError(f"cannot ingest {src}: no such file")
@@ -382,7 +394,9 @@ class FileDatastore:
             return (inside.as_posix() if inside is not None else str(src_path)), None
         if transfer == "auto":
             transfer = "copy"
-        ext = "".join(src_path.suffixes[-2:]) if src_path.suffix in (".gz", ".fz", ".bz2") else src_path.suffix
+        ext = (
+            "".join(src_path.suffixes[-2:]) if src_path.suffix in (".gz", ".fz", ".bz2") else src_path.suffix
+        )
         rel = Path(self.template_for(ref.dataset_type).render(ref) + ext)
         dest = self.root / rel
         self._mkdir(dest.parent)
@@ -404,11 +418,15 @@ class FileDatastore:
         return rel.as_posix(), dest
 
     def file_info_for(self, path: str, dataset_type: Any, formatter: str | None = None) -> StoredFileInfo:
-        """A record for an ingested file (size and, if enabled, checksum computed now)."""
+        """Return a record for an ingested file (size and, if enabled, checksum computed now)."""
         sc = get_storage_class(dataset_type.storage_class)
         p = self.abspath(path)
         return StoredFileInfo(
-            path, formatter or sc.formatter, sc.name, _checksum(p) if self.checksum else None, p.stat().st_size
+            path,
+            formatter or sc.formatter,
+            sc.name,
+            _checksum(p) if self.checksum else None,
+            p.stat().st_size,
         )
 
     def remove_files(self, paths: list[str]) -> int:

@@ -57,7 +57,9 @@ class Formatter:
                     f"supported: {sorted(self.supported_parameters) or 'none'}"
                 )
 
-    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+    def read(
+        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+    ) -> Any:
         """Read the dataset at ``path``."""
         raise NotImplementedError
 
@@ -100,7 +102,10 @@ class NumpyFormatter(Formatter):
     extension = ".npy"
     supported_parameters = frozenset({"slices"})
 
-    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+    def read(
+        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+    ) -> Any:
+        """Read the dataset at ``path`` (see `Formatter.read`)."""
         import numpy as np
 
         self.check_parameters(parameters)
@@ -110,6 +115,7 @@ class NumpyFormatter(Formatter):
         return arr if arr is not None else np.load(path, allow_pickle=False)
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
+        """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         import numpy as np
 
         with open(path, "wb") as f:
@@ -121,7 +127,10 @@ class YamlFormatter(Formatter):
 
     extension = ".yaml"
 
-    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+    def read(
+        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+    ) -> Any:
+        """Read the dataset at ``path`` (see `Formatter.read`)."""
         import yaml
 
         self.check_parameters(parameters)
@@ -129,10 +138,13 @@ class YamlFormatter(Formatter):
             return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
+        """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         import yaml
 
         with open(path, "w") as f:
-            yaml.dump(to_builtin(obj), f, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+            yaml.dump(
+                to_builtin(obj), f, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False
+            )
 
 
 class JsonFormatter(Formatter):
@@ -140,12 +152,16 @@ class JsonFormatter(Formatter):
 
     extension = ".json"
 
-    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+    def read(
+        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+    ) -> Any:
+        """Read the dataset at ``path`` (see `Formatter.read`)."""
         self.check_parameters(parameters)
         with open(path) as f:
             return json.load(f)
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
+        """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         with open(path, "w") as f:
             json.dump(to_builtin(obj), f)
 
@@ -156,7 +172,10 @@ class AstropyTableFormatter(Formatter):
     extension = ".ecsv"
     supported_parameters = frozenset({"columns"})
 
-    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+    def read(
+        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+    ) -> Any:
+        """Read the dataset at ``path`` (see `Formatter.read`)."""
         from astropy.table import Table
 
         self.check_parameters(parameters)
@@ -166,6 +185,7 @@ class AstropyTableFormatter(Formatter):
         return t
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
+        """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         obj.write(path, format="ascii.ecsv", overwrite=True)
 
 
@@ -175,7 +195,10 @@ class AstropyFitsTableFormatter(Formatter):
     extension = ".fits"
     supported_parameters = frozenset({"columns"})
 
-    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+    def read(
+        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+    ) -> Any:
+        """Read the dataset at ``path`` (see `Formatter.read`)."""
         from astropy.table import Table
 
         self.check_parameters(parameters)
@@ -185,6 +208,7 @@ class AstropyFitsTableFormatter(Formatter):
         return t
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
+        """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         obj.write(path, format="fits", overwrite=True)
 
 
@@ -193,7 +217,10 @@ class PngFormatter(Formatter):
 
     extension = ".png"
 
-    def read(self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None) -> Any:
+    def read(
+        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+    ) -> Any:
+        """Read the dataset at ``path`` (see `Formatter.read`)."""
         self.check_parameters(parameters)
         data = Path(path).read_bytes()
         if not data.startswith(b"\x89PNG"):
@@ -201,6 +228,7 @@ class PngFormatter(Formatter):
         return data
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
+        """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         if isinstance(obj, (bytes, bytearray)):
             Path(path).write_bytes(obj)
         else:

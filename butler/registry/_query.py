@@ -64,7 +64,7 @@ class QueryContext:
         raise InvalidQueryError(f"cannot find a column for dimension {d!r}")
 
     def table(self, element: str) -> Any:
-        """The (aliased) table of a dimension element, joined on its key columns."""
+        """Return the (aliased) table of a dimension element, joined on its key columns."""
         t = self.tables.get(element)
         if t is not None:
             return t
@@ -77,7 +77,7 @@ class QueryContext:
         return alias
 
     def from_clause(self, base: Any) -> Any:
-        """``base`` joined with every table the query needed."""
+        """Return ``base`` joined with every table the query needed."""
         j = base
         for t, on in self.joins:
             j = j.join(t, on)
@@ -106,7 +106,9 @@ class QueryContext:
             return self.dataset_fields[head](field)
         if head not in u:
             known = ", ".join(list(self.dims) + list(self.dataset_fields))
-            raise InvalidQueryError(f"unknown dimension element or dataset type {head!r} in {identifier!r}; known here: {known}")
+            raise InvalidQueryError(
+                f"unknown dimension element or dataset type {head!r} in {identifier!r}; known here: {known}"
+            )
         el = u[head]
         if head not in self.dims:
             raise InvalidQueryError(
@@ -163,9 +165,13 @@ class QueryContext:
             if v is None:
                 continue
             if k not in self.universe:
-                raise DataIdError(f"data ID key {k!r} is not a dimension; dimensions are {', '.join(self.universe.names)}")
+                raise DataIdError(
+                    f"data ID key {k!r} is not a dimension; dimensions are {', '.join(self.universe.names)}"
+                )
             if k not in self.dims:
-                raise DataIdError(f"{k!r} is not a dimension of this query ({', '.join(self.dims) or 'none'})")
+                raise DataIdError(
+                    f"{k!r} is not a dimension of this query ({', '.join(self.dims) or 'none'})"
+                )
             out.append(self.dim_col(k) == self.universe.coerce_value(k, v))
         return out
 
@@ -224,7 +230,12 @@ class DatasetQuery:
     """
 
     def __init__(
-        self, registry: Registry, dataset_type: DatasetType, search: Sequence[CollectionRecord], *, timespan: Timespan | None = None
+        self,
+        registry: Registry,
+        dataset_type: DatasetType,
+        search: Sequence[CollectionRecord],
+        *,
+        timespan: Timespan | None = None,
     ) -> None:
         self.registry = registry
         self.dataset_type = dataset_type
@@ -262,7 +273,8 @@ class DatasetQuery:
             ids = by_kind[CollectionType.RUN]
             parts.append(
                 sa.select(*cols(d.c.run_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX))).where(
-                    d.c.dataset_type_id == self.dt_id, d.c.run_id.in_(ids) if len(ids) > 1 else d.c.run_id == ids[0]
+                    d.c.dataset_type_id == self.dt_id,
+                    d.c.run_id.in_(ids) if len(ids) > 1 else d.c.run_id == ids[0],
                 )
             )
         if CollectionType.TAGGED in by_kind:
@@ -270,13 +282,21 @@ class DatasetQuery:
             parts.append(
                 sa.select(*cols(t.c.collection_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX)))
                 .select_from(t.join(d, d.c.id == t.c.dataset_id))
-                .where(t.c.dataset_type_id == self.dt_id, t.c.collection_id.in_(by_kind[CollectionType.TAGGED]))
+                .where(
+                    t.c.dataset_type_id == self.dt_id, t.c.collection_id.in_(by_kind[CollectionType.TAGGED])
+                )
             )
         if CollectionType.CALIBRATION in by_kind:
             t = reg._t["dataset_calibs"]
-            conds = [t.c.dataset_type_id == self.dt_id, t.c.collection_id.in_(by_kind[CollectionType.CALIBRATION])]
+            conds = [
+                t.c.dataset_type_id == self.dt_id,
+                t.c.collection_id.in_(by_kind[CollectionType.CALIBRATION]),
+            ]
             if self.timespan is not None:
-                conds += [t.c.validity_begin < self.timespan.end_ns, sa.literal(self.timespan.begin_ns) < t.c.validity_end]
+                conds += [
+                    t.c.validity_begin < self.timespan.end_ns,
+                    sa.literal(self.timespan.begin_ns) < t.c.validity_end,
+                ]
             parts.append(
                 sa.select(*cols(t.c.collection_id, t.c.validity_begin, t.c.validity_end))
                 .select_from(t.join(d, d.c.id == t.c.dataset_id))
@@ -284,12 +304,16 @@ class DatasetQuery:
             )
         if not parts:
             # No collection to search: an empty result that still validates the expression.
-            parts.append(sa.select(*cols(d.c.run_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX))).where(sa.false()))
+            parts.append(
+                sa.select(*cols(d.c.run_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX))).where(
+                    sa.false()
+                )
+            )
         sel = parts[0] if len(parts) == 1 else sa.union_all(*parts)
         return sel.subquery("ds")
 
     def context(self, sub: Any) -> QueryContext:
-        """A `QueryContext` over the dataset subquery (dimension columns come from it)."""
+        """Return a `QueryContext` over the dataset subquery (dimension columns come from it)."""
         ctx = QueryContext(self.registry, self.dims)
         for x in self.dims:
             ctx.dim_cols[x] = sub.c[x]
@@ -306,7 +330,9 @@ class DatasetQuery:
                 if key not in ctx.tables:
                     c = reg._t["collection"].alias(key)
                     ctx.tables[key] = c
-                    ctx.joins.append((c, c.c.collection_id == (sub.c.run_id if field == "run" else sub.c.collection_id)))
+                    ctx.joins.append(
+                        (c, c.c.collection_id == (sub.c.run_id if field == "run" else sub.c.collection_id))
+                    )
                 return ResolvedColumn("str", name, column=ctx.tables[key].c.name)
             if field == "timespan":
                 return ResolvedColumn("timespan", name, timespan=(sub.c.validity_begin, sub.c.validity_end))
@@ -346,16 +372,22 @@ class DatasetQuery:
         do_ff = find_first and len(self.search) > 1 or (find_first and has_calib)
         extra = []
         if do_ff:
-            extra.append(sa.func.row_number().over(partition_by=sub.c.data_id_key, order_by=sub.c.rank).label("rn"))
+            extra.append(
+                sa.func.row_number().over(partition_by=sub.c.data_id_key, order_by=sub.c.rank).label("rn")
+            )
             if has_calib:
-                extra.append(sa.func.count().over(partition_by=[sub.c.data_id_key, sub.c.rank]).label("nrank"))
+                extra.append(
+                    sa.func.count().over(partition_by=[sub.c.data_id_key, sub.c.rank]).label("nrank")
+                )
         inner = sa.select(*out_cols, *order_labels, *extra).select_from(ctx.from_clause(sub))
         if clauses:
             inner = inner.where(*clauses)
         if do_ff:
             inner = inner.subquery("ff")
             stmt = sa.select(inner).where(inner.c.rn == 1)
-            order_exprs = [inner.c[f"o_{i}"].desc() if desc else inner.c[f"o_{i}"] for i, (_, desc) in enumerate(orders)]
+            order_exprs = [
+                inner.c[f"o_{i}"].desc() if desc else inner.c[f"o_{i}"] for i, (_, desc) in enumerate(orders)
+            ]
         else:
             stmt = inner
             order_exprs = [col.desc() if desc else col for col, desc in orders]
@@ -430,7 +462,13 @@ class DataIdQuery:
             if sub is None:
                 return []
             common = [x for x in dt.dimensions + dt.implied if x in all_dims]
-            clauses.append(sa.exists(sa.select(sa.literal(1)).select_from(sub).where(*[sub.c[x] == ctx.dim_col(x) for x in common])))
+            clauses.append(
+                sa.exists(
+                    sa.select(sa.literal(1))
+                    .select_from(sub)
+                    .where(*[sub.c[x] == ctx.dim_col(x) for x in common])
+                )
+            )
         w = ctx.compile_where(where, bind)
         if w is not None:
             clauses.append(w)
@@ -486,7 +524,12 @@ class RecordQuery:
         stmt = sa.select(t).select_from(ctx.from_clause(t))
         if clauses:
             stmt = stmt.where(*clauses)
-        stmt = stmt.order_by(*([c.desc() if desc else c for c, desc in orders] or [t.c[k] for k in list(el.requires) + [el.primary_key.name]]))
+        stmt = stmt.order_by(
+            *(
+                [c.desc() if desc else c for c, desc in orders]
+                or [t.c[k] for k in list(el.requires) + [el.primary_key.name]]
+            )
+        )
         if limit is not None and limit > 0:
             stmt = stmt.limit(limit)
         return [reg._row_to_record(el, row) for row in reg._fetchall(stmt)]

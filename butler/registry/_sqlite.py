@@ -74,8 +74,10 @@ class SqliteDatabase(Database):
         return out
 
     def fast_fetch(self, key: Any, factory: Any, params: dict[str, Any]) -> list[tuple] | None:
-        """Precompiled query on the raw sqlite3 cursor (autocommit outside a transaction: WAL
-        gives every statement a consistent snapshot)."""
+        """Run a precompiled query on the raw sqlite3 cursor.
+
+        Outside a transaction it runs in autocommit mode: WAL gives the statement a consistent snapshot.
+        """
         sql, names, procs = self._compile(key, factory)
         try:
             cur = self._raw_cursor()
@@ -120,7 +122,9 @@ class SqliteDatabase(Database):
     def from_url(cls, url: str, *, writeable: bool = True, busy_timeout: float = 60.0) -> SqliteDatabase:
         """Open an SQLite database from a ``sqlite:///path`` URL."""
         engine = sa.create_engine(
-            url, connect_args={"timeout": busy_timeout, "check_same_thread": False}, poolclass=sa.pool.NullPool
+            url,
+            connect_args={"timeout": busy_timeout, "check_same_thread": False},
+            poolclass=sa.pool.NullPool,
         )
         return cls(engine, writeable=writeable, busy_timeout=busy_timeout)
 

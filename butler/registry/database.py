@@ -83,7 +83,9 @@ class Database:
             (SQLite) if another process held the write lock past the busy timeout.
         """
         if write and not self.writeable:
-            raise RepositoryError("the repository was opened read-only; open it with writeable=True to change it")
+            raise RepositoryError(
+                "the repository was opened read-only; open it with writeable=True to change it"
+            )
         conn = self.connection
         if self._depth == 0:
             self._write = write
@@ -194,7 +196,12 @@ class Database:
 
 
 def make_database(
-    url: str, *, schema: str | None = None, writeable: bool = True, busy_timeout: float = 60.0, create: bool = False
+    url: str,
+    *,
+    schema: str | None = None,
+    writeable: bool = True,
+    busy_timeout: float = 60.0,
+    create: bool = False,
 ) -> Database:
     """Open the database of a repository, choosing the backend from the URL.
 
@@ -224,4 +231,6 @@ def make_database(
         from ._postgresql import PostgresqlDatabase
 
         return PostgresqlDatabase.from_url(url, schema=schema, writeable=writeable, create=create)
-    raise RepositoryError(f"unsupported registry database URL {url!r}: use sqlite:///... or postgresql+psycopg://...")
+    raise RepositoryError(
+        f"unsupported registry database URL {url!r}: use sqlite:///... or postgresql+psycopg://..."
+    )

@@ -147,7 +147,7 @@ class Registry:
     # ------------------------------------------------------------------ transactions
     @contextlib.contextmanager
     def transaction(self, *, savepoint: bool = False) -> Iterator[None]:
-        """The registry's one transaction context manager.
+        """Open (or join) the registry's one transaction.
 
         Nested calls join the outer transaction (``savepoint=True`` isolates the inner block).
         On any exception everything done inside is rolled back and the caches are cleared.
@@ -245,7 +245,9 @@ class Registry:
         for prefix, ids in by_prefix.items():
             for i in range(0, len(ids), 5000):
                 chunk = ids[i : i + 5000]
-                stmt = sa.select(t).where(*[t.c[r] == v for r, v in zip(el.requires, prefix)], t.c[pk].in_(chunk))
+                stmt = sa.select(t).where(
+                    *[t.c[r] == v for r, v in zip(el.requires, prefix)], t.c[pk].in_(chunk)
+                )
                 for row in self._fetchall(stmt):
                     rec = self._row_to_record(el, row)
                     cache[prefix + (rec.data_id_value,)] = rec
@@ -287,7 +289,10 @@ class Registry:
             elif isinstance(ts, Mapping):
                 ts = Timespan.from_dict(ts)
             if ts is None and ("timespan_begin" in rec or "timespan_end" in rec):
-                row["timespan_begin"], row["timespan_end"] = rec.get("timespan_begin"), rec.get("timespan_end")
+                row["timespan_begin"], row["timespan_end"] = (
+                    rec.get("timespan_begin"),
+                    rec.get("timespan_end"),
+                )
             else:
                 row["timespan_begin"] = None if ts is None else ts.begin_ns
                 row["timespan_end"] = None if ts is None else ts.end_ns
@@ -361,7 +366,10 @@ class Registry:
         if len(keycols) == 1:
             for i in range(0, len(keys), 5000):
                 chunk = [k[0] for k in keys[i : i + 5000]]
-                found |= {(r[0],) for r in self.db.execute(sa.select(t.c[keycols[0]]).where(t.c[keycols[0]].in_(chunk)))}
+                found |= {
+                    (r[0],)
+                    for r in self.db.execute(sa.select(t.c[keycols[0]]).where(t.c[keycols[0]].in_(chunk)))
+                }
             return found
         by_prefix: dict[tuple, list] = {}
         for k in keys:
@@ -369,7 +377,8 @@ class Registry:
         for prefix, ids in by_prefix.items():
             for i in range(0, len(ids), 5000):
                 stmt = sa.select(*[t.c[c] for c in keycols]).where(
-                    *[t.c[c] == v for c, v in zip(keycols[:-1], prefix)], t.c[keycols[-1]].in_(ids[i : i + 5000])
+                    *[t.c[c] == v for c, v in zip(keycols[:-1], prefix)],
+                    t.c[keycols[-1]].in_(ids[i : i + 5000]),
                 )
                 found |= {tuple(r) for r in self.db.execute(stmt)}
         return found
@@ -395,7 +404,14 @@ class Registry:
                 self.insert_dimension_data(element, record)
                 return True
             old = self._normalize_record(el, existing.to_dict())
-            diffs = [k for k in row if k in old and row[k] != old[k] and k in record or (k.startswith("timespan") and row[k] != old[k])]
+            diffs = [
+                k
+                for k in row
+                if k in old
+                and row[k] != old[k]
+                and k in record
+                or (k.startswith("timespan") and row[k] != old[k])
+            ]
             if diffs:
                 raise ConflictingDefinitionError(
                     f"{element} {row[el.primary_key.name]!r} already exists with different "
@@ -404,7 +420,11 @@ class Registry:
             return False
 
     def expand_data_id(
-        self, data_id: Mapping[str, Any] | None = None, *, dimensions: Iterable[str] | None = None, **dims: Any
+        self,
+        data_id: Mapping[str, Any] | None = None,
+        *,
+        dimensions: Iterable[str] | None = None,
+        **dims: Any,
     ) -> DataCoordinate:
         """Validate a data ID against the universe and attach its dimension records.
 
@@ -467,7 +487,9 @@ class Registry:
                 if rec is None:
                     key = {r: values[r] for r in el.requires}
                     key[d] = values[d]
-                    raise DataIdError(f"no {d} record for {key}; register it first (unknown value {values[d]!r})")
+                    raise DataIdError(
+                        f"no {d} record for {key}; register it first (unknown value {values[d]!r})"
+                    )
                 records[d] = rec
                 changed = True
                 for imp in el.implies:
@@ -538,13 +560,17 @@ class Registry:
             except sa.exc.IntegrityError:
                 self._dataset_types.clear()
                 if self.get_dataset_type(dataset_type.name) != dataset_type:
-                    raise ConflictingDefinitionError(f"dataset type {dataset_type.name!r} was registered concurrently with another definition") from None
+                    raise ConflictingDefinitionError(
+                        f"dataset type {dataset_type.name!r} was registered concurrently with another definition"
+                    ) from None
                 return False
         return True
 
     def _row_to_dataset_type(self, row: sa.Row) -> DatasetType:
         dims = [d for d in row.dimensions.split(",") if d]
-        return DatasetType(row.name, dims, row.storage_class, bool(row.is_calibration), universe=self.universe)
+        return DatasetType(
+            row.name, dims, row.storage_class, bool(row.is_calibration), universe=self.universe
+        )
 
     def _dataset_type_entry(self, name: str | DatasetType) -> tuple[int, DatasetType]:
         key = name.name if isinstance(name, DatasetType) else name
@@ -575,7 +601,7 @@ class Registry:
         return self._dataset_type_entry(name)[1]
 
     def query_dataset_types(self, pattern: str | Iterable[str] = "*") -> list[DatasetType]:
-        """Registered dataset types whose names match glob pattern(s), sorted by name."""
+        """Return registered dataset types whose names match glob pattern(s), sorted by name."""
         t = self._t["dataset_type"]
         rows = self._fetchall(sa.select(t).order_by(t.c.name))
         names = glob_filter(pattern, [r.name for r in rows])
@@ -593,10 +619,16 @@ class Registry:
         dt_id, _ = self._dataset_type_entry(name)
         d = self._t["dataset"]
         with self.transaction():
-            n = self.db.execute(sa.select(sa.func.count()).select_from(d).where(d.c.dataset_type_id == dt_id)).scalar()
+            n = self.db.execute(
+                sa.select(sa.func.count()).select_from(d).where(d.c.dataset_type_id == dt_id)
+            ).scalar()
             if n:
-                raise ConflictingDefinitionError(f"dataset type {name!r} still has {n} datasets; remove them first")
-            self.db.execute(sa.delete(self._t["dataset_type"]).where(self._t["dataset_type"].c.dataset_type_id == dt_id))
+                raise ConflictingDefinitionError(
+                    f"dataset type {name!r} still has {n} datasets; remove them first"
+                )
+            self.db.execute(
+                sa.delete(self._t["dataset_type"]).where(self._t["dataset_type"].c.dataset_type_id == dt_id)
+            )
         self._dataset_types.pop(name, None)
 
     # ------------------------------------------------------------------ collections
@@ -624,7 +656,9 @@ class Registry:
             self._collections_by_id[cid] = rec
         return rec
 
-    def register_collection(self, name: str, type: CollectionType | str = CollectionType.TAGGED, doc: str = "") -> bool:
+    def register_collection(
+        self, name: str, type: CollectionType | str = CollectionType.TAGGED, doc: str = ""
+    ) -> bool:
         """Register a collection (no-op if it exists with the same type).
 
         Returns
@@ -640,7 +674,9 @@ class Registry:
         """
         type = CollectionType.from_name(type)
         if not name or has_glob(name) or name != name.strip():
-            raise ValueError(f"invalid collection name {name!r}: it must be non-empty, without *?[ or surrounding spaces")
+            raise ValueError(
+                f"invalid collection name {name!r}: it must be non-empty, without *?[ or surrounding spaces"
+            )
         try:
             existing = self._collection(name)
         except MissingCollectionError:
@@ -729,15 +765,22 @@ class Registry:
         if flatten:
             kids = [self._collection(n) for n in self._flatten([c.name for c in kids])]
         for k in kids:
-            if k.name == parent or (k.type is CollectionType.CHAINED and parent in self._flatten([k.name], keep_chains=True)):
-                raise ConflictingDefinitionError(f"chain {parent!r} cannot contain {k.name!r}: that would be a cycle")
+            if k.name == parent or (
+                k.type is CollectionType.CHAINED and parent in self._flatten([k.name], keep_chains=True)
+            ):
+                raise ConflictingDefinitionError(
+                    f"chain {parent!r} cannot contain {k.name!r}: that would be a cycle"
+                )
         seen: set[int] = set()
         kids = [k for k in kids if not (k.id in seen or seen.add(k.id))]
         t = self._t["collection_chain"]
         with self.transaction():
             self.db.execute(sa.delete(t).where(t.c.parent == rec.id))
             if kids:
-                self.db.execute(sa.insert(t), [{"parent": rec.id, "position": i, "child": k.id} for i, k in enumerate(kids)])
+                self.db.execute(
+                    sa.insert(t),
+                    [{"parent": rec.id, "position": i, "child": k.id} for i, k in enumerate(kids)],
+                )
 
     def _flatten(self, names: Iterable[str], *, keep_chains: bool = False) -> list[str]:
         out: list[str] = []
@@ -761,7 +804,9 @@ class Registry:
             visit(n, 0)
         return out
 
-    def resolve_collections(self, collections: str | Iterable[str] | None, *, flatten: bool = True) -> list[CollectionRecord]:
+    def resolve_collections(
+        self, collections: str | Iterable[str] | None, *, flatten: bool = True
+    ) -> list[CollectionRecord]:
         """Expand collection names/glob patterns into the flattened search path.
 
         Raises
@@ -770,7 +815,9 @@ class Registry:
             If a name (not a pattern) does not exist, or nothing was given.
         """
         if collections is None:
-            raise MissingCollectionError("no collections to search; pass collections=... (or set Butler(collections=...))")
+            raise MissingCollectionError(
+                "no collections to search; pass collections=... (or set Butler(collections=...))"
+            )
         if isinstance(collections, str):
             collections = [collections]
         names: list[str] = []
@@ -838,7 +885,9 @@ class Registry:
         with self.transaction():
             if rec.type is CollectionType.RUN:
                 self.db.execute(sa.delete(d).where(d.c.run_id == rec.id))
-            self.db.execute(sa.delete(self._t["collection"]).where(self._t["collection"].c.collection_id == rec.id))
+            self.db.execute(
+                sa.delete(self._t["collection"]).where(self._t["collection"].c.collection_id == rec.id)
+            )
         self._collections_by_name.pop(name, None)
         self._collections_by_id.pop(rec.id, None)
 
@@ -852,7 +901,11 @@ class Registry:
         return rec
 
     def _expand_for(self, dataset_type: DatasetType, data_id: Mapping[str, Any]) -> DataCoordinate:
-        if isinstance(data_id, DataCoordinate) and data_id.dimensions == dataset_type.dimensions and data_id.has_records():
+        if (
+            isinstance(data_id, DataCoordinate)
+            and data_id.dimensions == dataset_type.dimensions
+            and data_id.has_records()
+        ):
             return data_id
         try:
             return self.expand_data_id(data_id, dimensions=dataset_type.dimensions)
@@ -917,7 +970,9 @@ class Registry:
         self._insert_refs(refs)
         return refs
 
-    def _insert_refs(self, refs: Sequence[DatasetRef], file_infos: Sequence[StoredFileInfo] | None = None) -> None:
+    def _insert_refs(
+        self, refs: Sequence[DatasetRef], file_infos: Sequence[StoredFileInfo] | None = None
+    ) -> None:
         by_type_run: dict[tuple[str, str], list[int]] = {}
         for i, r in enumerate(refs):
             by_type_run.setdefault((r.dataset_type.name, r.run), []).append(i)
@@ -930,7 +985,9 @@ class Registry:
                     with self.db.transaction(savepoint=not self.db.statement_atomic):
                         self._execute_many("insert_dataset", self._t["dataset"], rows)
                 except sa.exc.IntegrityError as exc:
-                    raise self._diagnose_conflict(dt_name, dt_id, run, run_id, [refs[i] for i in idx], exc) from None
+                    raise self._diagnose_conflict(
+                        dt_name, dt_id, run, run_id, [refs[i] for i in idx], exc
+                    ) from None
             if file_infos is not None:
                 self.insert_file_records(list(zip((r.id for r in refs), file_infos)))
 
@@ -947,7 +1004,9 @@ class Registry:
         d = self._t["dataset"]
         keys = [r.data_id.key for r in refs]
         dup = self.db.execute(
-            sa.select(d.c.data_id_key).where(d.c.dataset_type_id == dt_id, d.c.run_id == run_id, d.c.data_id_key.in_(keys[:5000]))
+            sa.select(d.c.data_id_key).where(
+                d.c.dataset_type_id == dt_id, d.c.run_id == run_id, d.c.data_id_key.in_(keys[:5000])
+            )
         ).fetchall()
         if dup:
             first = next(r for r in refs if r.data_id.key == dup[0][0])
@@ -960,8 +1019,12 @@ class Registry:
         if ids:
             return ConflictingDefinitionError(f"dataset id {ids[0][0]} is already registered")
         if len(set(keys)) < len(keys):
-            return ConflictingDefinitionError(f"the {dt_name} datasets to insert into RUN {run!r} repeat a data ID")
-        return ConflictingDefinitionError(f"cannot insert {dt_name} datasets into {run!r}: {getattr(exc, 'orig', exc)}")
+            return ConflictingDefinitionError(
+                f"the {dt_name} datasets to insert into RUN {run!r} repeat a data ID"
+            )
+        return ConflictingDefinitionError(
+            f"cannot insert {dt_name} datasets into {run!r}: {getattr(exc, 'orig', exc)}"
+        )
 
     def import_datasets(self, refs: Iterable[DatasetRef], *, skip_existing: bool = True) -> list[DatasetRef]:
         """Insert datasets with their given IDs, creating their RUNs if needed (one transaction).
@@ -990,7 +1053,9 @@ class Registry:
             for run in {r.run for r in refs}:
                 self.register_run(run)
             expanded = [
-                r if r.data_id.has_full() and r.data_id.has_records() else r.replace(data_id=self._expand_for(r.dataset_type, r.data_id))
+                r
+                if r.data_id.has_full() and r.data_id.has_records()
+                else r.replace(data_id=self._expand_for(r.dataset_type, r.data_id))
                 for r in refs
             ]
             for r in expanded:
@@ -1003,9 +1068,16 @@ class Registry:
                     new.append(r)
                     continue
                 dt_id, run_id, key = old
-                if skip_existing and dt_id == self._dataset_type_entry(r.dataset_type)[0] and run_id == self._collection(r.run).id and key == r.data_id.key:
+                if (
+                    skip_existing
+                    and dt_id == self._dataset_type_entry(r.dataset_type)[0]
+                    and run_id == self._collection(r.run).id
+                    and key == r.data_id.key
+                ):
                     continue
-                raise ConflictingDefinitionError(f"dataset id {r.id} already exists with another definition than {r}")
+                raise ConflictingDefinitionError(
+                    f"dataset id {r.id} already exists with another definition than {r}"
+                )
             self._insert_refs(new)
         return new
 
@@ -1014,7 +1086,9 @@ class Registry:
         out = {}
         for i in range(0, len(ids), 5000):
             for row in self.db.execute(
-                sa.select(d.c.id, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key).where(d.c.id.in_(ids[i : i + 5000]))
+                sa.select(d.c.id, d.c.dataset_type_id, d.c.run_id, d.c.data_id_key).where(
+                    d.c.id.in_(ids[i : i + 5000])
+                )
             ):
                 out[row.id] = (row.dataset_type_id, row.run_id, row.data_id_key)
         return out
@@ -1066,7 +1140,9 @@ class Registry:
                     if d not in self._complete:
                         self._load_complete(d)
                 else:
-                    self._prefetch_records(d, {k for k in (tuple(r[i] for i in kp) for r in rows) if k[-1] is not None})
+                    self._prefetch_records(
+                        d, {k for k in (tuple(r[i] for i in kp) for r in rows) if k[-1] is not None}
+                    )
         caches = self._records
         runs: dict[int, str] = {}
         out = []
@@ -1135,7 +1211,9 @@ class Registry:
         out = {}
         if len(ids) == 1:
             rows = self.db.fast_fetch(
-                "file_record", lambda: sa.select(t).where(t.c.dataset_id == sa.bindparam("id")), {"id": ids[0]}
+                "file_record",
+                lambda: sa.select(t).where(t.c.dataset_id == sa.bindparam("id")),
+                {"id": ids[0]},
             )
             if rows is not None:
                 for _, path, formatter, sc, checksum, size in rows:
@@ -1143,7 +1221,9 @@ class Registry:
                 return out
         for i in range(0, len(ids), 5000):
             for r in self._fetchall(sa.select(t).where(t.c.dataset_id.in_(list(ids[i : i + 5000])))):
-                out[r.dataset_id] = StoredFileInfo(r.path, r.formatter, r.storage_class, r.checksum, r.file_size)
+                out[r.dataset_id] = StoredFileInfo(
+                    r.path, r.formatter, r.storage_class, r.checksum, r.file_size
+                )
         return out
 
     def count_file_references(self, paths: Iterable[str]) -> dict[str, int]:
@@ -1152,7 +1232,11 @@ class Registry:
         paths = list(paths)
         out = dict.fromkeys(paths, 0)
         for i in range(0, len(paths), 5000):
-            stmt = sa.select(t.c.path, sa.func.count()).where(t.c.path.in_(paths[i : i + 5000])).group_by(t.c.path)
+            stmt = (
+                sa.select(t.c.path, sa.func.count())
+                .where(t.c.path.in_(paths[i : i + 5000]))
+                .group_by(t.c.path)
+            )
             for p, n in self._fetchall(stmt):
                 out[p] = n
         return out
@@ -1170,13 +1254,17 @@ class Registry:
         """
         rec = self._collection(tag)
         if rec.type is not CollectionType.TAGGED:
-            raise CollectionTypeError(f"collection {tag!r} is {rec.type.name}; associate needs a TAGGED collection")
+            raise CollectionTypeError(
+                f"collection {tag!r} is {rec.type.name}; associate needs a TAGGED collection"
+            )
         t = self._t["dataset_tags"]
         refs = list(refs)
         with self.transaction():
             existing = {}
             for row in self.db.execute(
-                sa.select(t.c.dataset_id, t.c.dataset_type_id, t.c.data_id_key).where(t.c.collection_id == rec.id)
+                sa.select(t.c.dataset_id, t.c.dataset_type_id, t.c.data_id_key).where(
+                    t.c.collection_id == rec.id
+                )
             ):
                 existing[(row.dataset_type_id, row.data_id_key)] = row.dataset_id
             rows = []
@@ -1190,7 +1278,14 @@ class Registry:
                         )
                     continue
                 existing[k] = r.id
-                rows.append({"collection_id": rec.id, "dataset_id": r.id, "dataset_type_id": dt_id, "data_id_key": r.data_id.key})
+                rows.append(
+                    {
+                        "collection_id": rec.id,
+                        "dataset_id": r.id,
+                        "dataset_type_id": dt_id,
+                        "data_id_key": r.data_id.key,
+                    }
+                )
             if rows:
                 self.db.execute(sa.insert(t), rows)
 
@@ -1198,7 +1293,9 @@ class Registry:
         """Remove datasets from a TAGGED collection."""
         rec = self._collection(tag)
         if rec.type is not CollectionType.TAGGED:
-            raise CollectionTypeError(f"collection {tag!r} is {rec.type.name}; disassociate needs a TAGGED collection")
+            raise CollectionTypeError(
+                f"collection {tag!r} is {rec.type.name}; disassociate needs a TAGGED collection"
+            )
         t = self._t["dataset_tags"]
         ids = [r.id for r in refs]
         with self.transaction():
@@ -1217,7 +1314,9 @@ class Registry:
         """
         rec = self._collection(collection)
         if rec.type is not CollectionType.CALIBRATION:
-            raise CollectionTypeError(f"collection {collection!r} is {rec.type.name}; certify needs a CALIBRATION collection")
+            raise CollectionTypeError(
+                f"collection {collection!r} is {rec.type.name}; certify needs a CALIBRATION collection"
+            )
         refs = list(refs)
         t = self._t["dataset_calibs"]
         b, e = timespan.begin_ns, timespan.end_ns
@@ -1233,9 +1332,20 @@ class Registry:
                     )
                 k = (dt_id, r.data_id.key)
                 if k in seen:
-                    raise ConflictingDefinitionError(f"two {dt.name} datasets for {r.data_id.required} certified for the same range")
+                    raise ConflictingDefinitionError(
+                        f"two {dt.name} datasets for {r.data_id.required} certified for the same range"
+                    )
                 seen.add(k)
-                rows.append({"collection_id": rec.id, "dataset_id": r.id, "dataset_type_id": dt_id, "data_id_key": r.data_id.key, "validity_begin": b, "validity_end": e})
+                rows.append(
+                    {
+                        "collection_id": rec.id,
+                        "dataset_id": r.id,
+                        "dataset_type_id": dt_id,
+                        "data_id_key": r.data_id.key,
+                        "validity_begin": b,
+                        "validity_end": e,
+                    }
+                )
             conflicts = []
             for dt_id in {r["dataset_type_id"] for r in rows}:
                 keys = [r["data_id_key"] for r in rows if r["dataset_type_id"] == dt_id]
@@ -1276,10 +1386,17 @@ class Registry:
         """
         rec = self._collection(collection)
         if rec.type is not CollectionType.CALIBRATION:
-            raise CollectionTypeError(f"collection {collection!r} is {rec.type.name}; decertify needs a CALIBRATION collection")
+            raise CollectionTypeError(
+                f"collection {collection!r} is {rec.type.name}; decertify needs a CALIBRATION collection"
+            )
         dt_id, dt = self._dataset_type_entry(dataset_type)
         t = self._t["dataset_calibs"]
-        conds = [t.c.collection_id == rec.id, t.c.dataset_type_id == dt_id, t.c.validity_begin < timespan.end_ns, sa.literal(timespan.begin_ns) < t.c.validity_end]
+        conds = [
+            t.c.collection_id == rec.id,
+            t.c.dataset_type_id == dt_id,
+            t.c.validity_begin < timespan.end_ns,
+            sa.literal(timespan.begin_ns) < t.c.validity_end,
+        ]
         if data_ids is not None:
             conds.append(t.c.data_id_key.in_([dt.make_data_id(d).key for d in data_ids]))
         with self.transaction():
@@ -1288,25 +1405,40 @@ class Registry:
             new = []
             for r in rows:
                 for part in Timespan.from_ns(r.validity_begin, r.validity_end).difference(timespan):
-                    new.append({"collection_id": r.collection_id, "dataset_id": r.dataset_id, "dataset_type_id": r.dataset_type_id, "data_id_key": r.data_id_key, "validity_begin": part.begin_ns, "validity_end": part.end_ns})
+                    new.append(
+                        {
+                            "collection_id": r.collection_id,
+                            "dataset_id": r.dataset_id,
+                            "dataset_type_id": r.dataset_type_id,
+                            "data_id_key": r.data_id_key,
+                            "validity_begin": part.begin_ns,
+                            "validity_end": part.end_ns,
+                        }
+                    )
             if rows:
                 self.db.execute(sa.delete(t).where(t.c.calib_id.in_([r.calib_id for r in rows])))
             if new:
                 self.db.execute(sa.insert(t), new)
         return len(rows)
 
-    def query_calibration_validity(self, collection: str, dataset_type: str) -> list[tuple[DatasetRef, Timespan]]:
+    def query_calibration_validity(
+        self, collection: str, dataset_type: str
+    ) -> list[tuple[DatasetRef, Timespan]]:
         """Every certification of a dataset type in a CALIBRATION collection, by begin time."""
         rec = self._collection(collection)
         dt_id, dt = self._dataset_type_entry(dataset_type)
         t = self._t["dataset_calibs"]
-        rows = self._fetchall(sa.select(t).where(t.c.collection_id == rec.id, t.c.dataset_type_id == dt_id).order_by(t.c.validity_begin))
+        rows = self._fetchall(
+            sa.select(t)
+            .where(t.c.collection_id == rec.id, t.c.dataset_type_id == dt_id)
+            .order_by(t.c.validity_begin)
+        )
         refs = {r.id: r for r in self._refs_from_ids(list({r.dataset_id for r in rows}))}
         return [(refs[r.dataset_id], Timespan.from_ns(r.validity_begin, r.validity_end)) for r in rows]
 
     # ------------------------------------------------------------------ find
     def _find_stmt(self, kind: CollectionType, n: int) -> Any:
-        """The find-by-data-ID query for ``n`` collections of one kind (built once per shape)."""
+        """Return the find-by-data-ID query for ``n`` collections of one kind (built once per shape)."""
         key = ("find", kind, n)
         stmt = self._stmts.get(key)
         if stmt is not None:
@@ -1319,14 +1451,22 @@ class Registry:
             stmt = (
                 sa.select(d.c.run_id.label("collection_id"), *cols)
                 .select_from(d.outerjoin(f, f.c.dataset_id == d.c.id))
-                .where(d.c.dataset_type_id == sa.bindparam("dt"), d.c.data_id_key == sa.bindparam("key"), d.c.run_id.in_(cids))
+                .where(
+                    d.c.dataset_type_id == sa.bindparam("dt"),
+                    d.c.data_id_key == sa.bindparam("key"),
+                    d.c.run_id.in_(cids),
+                )
             )
         elif kind is CollectionType.TAGGED:
             t = self._t["dataset_tags"]
             stmt = (
                 sa.select(t.c.collection_id, *cols)
                 .select_from(t.join(d, d.c.id == t.c.dataset_id).outerjoin(f, f.c.dataset_id == d.c.id))
-                .where(t.c.dataset_type_id == sa.bindparam("dt"), t.c.data_id_key == sa.bindparam("key"), t.c.collection_id.in_(cids))
+                .where(
+                    t.c.dataset_type_id == sa.bindparam("dt"),
+                    t.c.data_id_key == sa.bindparam("key"),
+                    t.c.collection_id.in_(cids),
+                )
             )
         else:
             t = self._t["dataset_calibs"]
@@ -1405,7 +1545,12 @@ class Registry:
         if best is None:
             return None
         _, did, run_id, path, formatter, sc, checksum, size = best[:8]
-        ref = DatasetRef(dt, coord, self._collection_by_id(run_id).name, did if isinstance(did, uuid.UUID) else uuid.UUID(did))
+        ref = DatasetRef(
+            dt,
+            coord,
+            self._collection_by_id(run_id).name,
+            did if isinstance(did, uuid.UUID) else uuid.UUID(did),
+        )
         info = None if path is None else StoredFileInfo(path, formatter, sc, checksum, size)
         return ref, info
 
@@ -1441,7 +1586,9 @@ class Registry:
         CalibrationLookupError
             If more than one validity range in a CALIBRATION collection matches.
         """
-        found = self.find_dataset_with_info(dataset_type, data_id, collections=collections, timespan=timespan, **dims)
+        found = self.find_dataset_with_info(
+            dataset_type, data_id, collections=collections, timespan=timespan, **dims
+        )
         return None if found is None else found[0]
 
     # ------------------------------------------------------------------ queries
@@ -1505,17 +1652,32 @@ class Registry:
             needed = self._query_dimensions(where, data_id, dims)
             dts = [dt for dt in dts if needed <= set(dt.dimensions + dt.implied)]
         if collections is None:
-            search = [self._collection(n) for n in self.query_collections("*", types=[CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION])]
+            search = [
+                self._collection(n)
+                for n in self.query_collections(
+                    "*", types=[CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION]
+                )
+            ]
             find_first = False
         else:
             search = self.resolve_collections(collections)
         out: list[DatasetRef] = []
         for dt in dts:
             q = DatasetQuery(self, dt, search, timespan=timespan)
-            out += q.run(where=where, bind=bind, data_id=data_id, dims=dims, find_first=find_first, limit=limit, order_by=order_by)
+            out += q.run(
+                where=where,
+                bind=bind,
+                data_id=data_id,
+                dims=dims,
+                find_first=find_first,
+                limit=limit,
+                order_by=order_by,
+            )
         return out
 
-    def _query_dimensions(self, where: str, data_id: Mapping[str, Any] | None, dims: Mapping[str, Any]) -> set[str]:
+    def _query_dimensions(
+        self, where: str, data_id: Mapping[str, Any] | None, dims: Mapping[str, Any]
+    ) -> set[str]:
         """Dimensions named by a query's expression and data ID constraints."""
         from .queries import ExpressionError, parse_expression, referenced_identifiers
 
@@ -1552,7 +1714,7 @@ class Registry:
         limit: int | None = None,
         **dims: Any,
     ) -> list[DataCoordinate]:
-        """Data IDs of a set of dimensions that exist in the registry and satisfy a query.
+        """Return data IDs of a set of dimensions that exist in the registry and satisfy a query.
 
         Parameters
         ----------
@@ -1583,7 +1745,12 @@ class Registry:
         if datasets is not None:
             dts = self._resolve_dataset_types(datasets)
             if collections is None:
-                search = [self._collection(n) for n in self.query_collections("*", types=[CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION])]
+                search = [
+                    self._collection(n)
+                    for n in self.query_collections(
+                        "*", types=[CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION]
+                    )
+                ]
             else:
                 search = self.resolve_collections(collections)
         q = DataIdQuery(self, list(dimensions), datasets=dts, search=search)
@@ -1600,7 +1767,7 @@ class Registry:
         limit: int | None = None,
         **dims: Any,
     ) -> list[DimensionRecord]:
-        """Records of one dimension element that satisfy a query.
+        """Return records of one dimension element that satisfy a query.
 
         Raises
         ------
@@ -1625,8 +1792,7 @@ def _has_pattern(dataset_type: Any) -> bool:
 
 
 def time_to_ns_now() -> int:
-    """Current time in TAI ns (via astropy only when needed; approximate TAI-UTC = 37 s after 2017)."""
+    """Return the current time in TAI ns (via astropy only when needed; approximate TAI-UTC = 37 s after 2017)."""
     import time
 
     return time.time_ns() + 37_000_000_000
-

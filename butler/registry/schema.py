@@ -50,7 +50,7 @@ def _tables_config() -> dict[str, Any]:
 
 
 def schema_version() -> int:
-    """The version of ``tables.yaml``."""
+    """Return the version of ``tables.yaml``."""
     return int(_tables_config()["version"])
 
 
@@ -96,12 +96,18 @@ def build_schema(universe: DimensionUniverse | None = None, *, schema: str | Non
             cols.append(sa.Column(dep, _sa_type(_dimension_key_type(universe, dep)), nullable=False))
             pk_cols.append(dep)
         for k in el.keys:
-            cols.append(sa.Column(k.name, _sa_type({"type": k.type, "length": k.length}), nullable=False, doc=k.doc))
+            cols.append(
+                sa.Column(k.name, _sa_type({"type": k.type, "length": k.length}), nullable=False, doc=k.doc)
+            )
             pk_cols.append(k.name)
         for dep in el.implies:
             cols.append(sa.Column(dep, _sa_type(_dimension_key_type(universe, dep)), nullable=True))
         for f in el.metadata:
-            cols.append(sa.Column(f.name, _sa_type({"type": f.type, "length": f.length}), nullable=f.nullable, doc=f.doc))
+            cols.append(
+                sa.Column(
+                    f.name, _sa_type({"type": f.type, "length": f.length}), nullable=f.nullable, doc=f.doc
+                )
+            )
         if el.temporal:
             cols.append(sa.Column("timespan_begin", sa.BigInteger, nullable=True))
             cols.append(sa.Column("timespan_end", sa.BigInteger, nullable=True))
@@ -110,7 +116,9 @@ def build_schema(universe: DimensionUniverse | None = None, *, schema: str | Non
         for dep in el.requires + el.implies:
             dep_el = universe[dep]
             local = [d for d in dep_el.requires] + [dep]
-            remote = [f"{prefix}{dep}.{d}" for d in dep_el.requires] + [f"{prefix}{dep}.{dep_el.primary_key.name}"]
+            remote = [f"{prefix}{dep}.{d}" for d in dep_el.requires] + [
+                f"{prefix}{dep}.{dep_el.primary_key.name}"
+            ]
             constraints.append(sa.ForeignKeyConstraint(local, remote))
         dims[el.name] = sa.Table(el.name, md, *cols, *constraints, comment=el.doc)
 
@@ -126,13 +134,17 @@ def build_schema(universe: DimensionUniverse | None = None, *, schema: str | Non
                 for dim in universe.names:
                     el = universe[dim]
                     local = list(el.requires) + [dim]
-                    remote = [f"{prefix}{dim}.{d}" for d in el.requires] + [f"{prefix}{dim}.{el.primary_key.name}"]
+                    remote = [f"{prefix}{dim}.{d}" for d in el.requires] + [
+                        f"{prefix}{dim}.{el.primary_key.name}"
+                    ]
                     constraints.append(sa.ForeignKeyConstraint(local, remote))
                 continue
             args: list[Any] = [c["name"], _sa_type(c)]
             fk = c.get("foreign_key")
             if fk:
-                args.append(sa.ForeignKey(f"{prefix}{fk['table']}.{fk['column']}", ondelete=fk.get("ondelete")))
+                args.append(
+                    sa.ForeignKey(f"{prefix}{fk['table']}.{fk['column']}", ondelete=fk.get("ondelete"))
+                )
             cols.append(
                 sa.Column(
                     *args,

@@ -35,10 +35,13 @@ def fill_dimensions(registry) -> None:
     """Insert instrument ``cam`` (4 detectors, 2 filters), one night and six exposures."""
     registry.insert_dimension_data("instrument", {"name": "cam", "class_name": "", "detector_max": 4})
     registry.insert_dimension_data(
-        "physical_filter", {"instrument": "cam", "name": "r_01", "band": "r"}, {"instrument": "cam", "name": "g_01", "band": "g"}
+        "physical_filter",
+        {"instrument": "cam", "name": "r_01", "band": "r"},
+        {"instrument": "cam", "name": "g_01", "band": "g"},
     )
     registry.insert_dimension_data(
-        "detector", *[{"instrument": "cam", "id": i, "full_name": f"S{i:02d}", "purpose": "SCIENCE"} for i in range(4)]
+        "detector",
+        *[{"instrument": "cam", "id": i, "full_name": f"S{i:02d}", "purpose": "SCIENCE"} for i in range(4)],
     )
     registry.insert_dimension_data("day_obs", {"instrument": "cam", "id": 20250101})
     registry.insert_dimension_data(
@@ -98,5 +101,7 @@ def filled(repo):
     repo.registry.register_dataset_type(DatasetType("arr", ["exposure", "detector"], "NumpyArray"))
     repo.registry.register_dataset_type(DatasetType("meta", ["exposure"], "StructuredDataDict"))
     repo.registry.register_dataset_type(DatasetType("bias", ["detector"], "NumpyArray", is_calibration=True))
-    repo.registry.register_dataset_type(DatasetType("flat", ["detector", "physical_filter"], "NumpyArray", is_calibration=True))
+    repo.registry.register_dataset_type(
+        DatasetType("flat", ["detector", "physical_filter"], "NumpyArray", is_calibration=True)
+    )
     return repo

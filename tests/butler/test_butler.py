@@ -111,7 +111,10 @@ def test_calibration_get_by_exposure_time(filled):
     reg.certify("calib", [b2], Timespan(exposure_span(4).begin, None))
     assert filled.get("bias", instrument="cam", exposure=2, detector=0, collections="calib")[0] == 1.0
     assert filled.get("bias", instrument="cam", exposure=5, detector=0, collections="calib")[0] == 2.0
-    assert filled.get("bias", instrument="cam", detector=0, collections="calib", timespan=exposure_span(1))[0] == 1.0
+    assert (
+        filled.get("bias", instrument="cam", detector=0, collections="calib", timespan=exposure_span(1))[0]
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize("transfer", ["copy", "symlink", "hardlink", "move", "direct", "auto"])
@@ -131,7 +134,9 @@ def test_ingest_transfer_modes(filled, tmp_path, transfer):
         assert uri.is_relative_to(filled.root)
     assert uri.is_symlink() == (transfer == "symlink")
     assert src.exists() == (transfer != "move")
-    assert np.array_equal(filled.get("arr", instrument="cam", exposure=4, detector=3, collections="raw/all"), data)
+    assert np.array_equal(
+        filled.get("arr", instrument="cam", exposure=4, detector=3, collections="raw/all"), data
+    )
     if transfer != "move":
         # Re-ingesting the same file is a no-op with deterministic ids.
         assert filled.ingest(fd, transfer=transfer, id_generation="dataid_type") == []
@@ -143,7 +148,10 @@ def test_ingest_failure_leaves_nothing(filled, tmp_path):
     np.save(src, np.zeros(3))
     dt = filled.registry.get_dataset_type("arr")
     good = FileDataset(src, DatasetRef(dt, {"instrument": "cam", "exposure": 1, "detector": 0}, "raw/all"))
-    bad = FileDataset(tmp_path / "missing.npy", DatasetRef(dt, {"instrument": "cam", "exposure": 2, "detector": 0}, "raw/all"))
+    bad = FileDataset(
+        tmp_path / "missing.npy",
+        DatasetRef(dt, {"instrument": "cam", "exposure": 2, "detector": 0}, "raw/all"),
+    )
     with pytest.raises(DatastoreError, match="missing.npy"):
         filled.ingest(good, bad, transfer="copy")
     assert filled.query_datasets("arr", collections="raw/all") == []
@@ -151,7 +159,10 @@ def test_ingest_failure_leaves_nothing(filled, tmp_path):
 
 
 def test_prune_and_remove_runs_delete_files(filled):
-    refs = [filled.put(np.ones(3) * i, "arr", instrument="cam", exposure=i, detector=0, run="r") for i in (1, 2, 3)]
+    refs = [
+        filled.put(np.ones(3) * i, "arr", instrument="cam", exposure=i, detector=0, run="r")
+        for i in (1, 2, 3)
+    ]
     paths = [filled.get_uri(r) for r in refs]
     filled.prune_datasets(refs[:1])
     assert not paths[0].exists() and paths[1].exists()
@@ -170,7 +181,9 @@ def test_register_outputs_and_quantum_backed_butler(filled):
     inp = filled.put(np.arange(5.0), "arr", instrument="cam", exposure=1, detector=0, run="in")
     info = reg.get_file_records([inp.id])[inp.id]
     dt = reg.get_dataset_type("meta")
-    out = DatasetRef(dt, reg.expand_data_id(instrument="cam", exposure=1, dimensions=dt.dimensions), "out/run")
+    out = DatasetRef(
+        dt, reg.expand_data_id(instrument="cam", exposure=1, dimensions=dt.dimensions), "out/run"
+    )
     qbb = QuantumBackedButler(filled.root, inputs={inp.id: (inp, info)}, outputs=[out])
     x = qbb.get(inp)
     qbb.put({"sum": float(x.sum())}, out)
@@ -220,7 +233,9 @@ def test_repository_errors(tmp_path):
 def test_template_per_dataset_type(tmp_path):
     from .conftest import fill_dimensions
 
-    b = Butler.create(tmp_path / "t", templates={"meta": "{run}/custom/{exposure}/{datasetType}_{exposure.obs_id}"})
+    b = Butler.create(
+        tmp_path / "t", templates={"meta": "{run}/custom/{exposure}/{datasetType}_{exposure.obs_id}"}
+    )
     fill_dimensions(b.registry)
     b.registry.register_dataset_type(DatasetType("meta", ["exposure"], "StructuredDataDict"))
     ref = b.put({"a": 1}, "meta", instrument="cam", exposure=6, run="r")

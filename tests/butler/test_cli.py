@@ -37,7 +37,14 @@ def cli_repo(tmp_path):
     b.registry.register_dataset_type(DatasetType("arr", ["exposure", "detector"], "NumpyArray"))
     for e in (1, 2, 3):
         for d in (0, 1):
-            b.put(np.full(3, 10 * e + d, dtype=float), "arr", instrument="cam", exposure=e, detector=d, run="raw/all")
+            b.put(
+                np.full(3, 10 * e + d, dtype=float),
+                "arr",
+                instrument="cam",
+                exposure=e,
+                detector=d,
+                run="raw/all",
+            )
     b.close()
     return root
 
@@ -52,11 +59,29 @@ def test_create_errors(tmp_path):
 
 
 def test_query_datasets_table_json_csv(cli_repo):
-    r = run("query-datasets", cli_repo, "arr", "--collections", "raw/all", "--where", "detector = 1 AND exposure > 1")
+    r = run(
+        "query-datasets",
+        cli_repo,
+        "arr",
+        "--collections",
+        "raw/all",
+        "--where",
+        "detector = 1 AND exposure > 1",
+    )
     lines = r.output.splitlines()
     assert lines[0].split()[:3] == ["type", "run", "id"] and set(lines[1]) <= {"-", " "}
     assert len(lines) == 4
-    r = run("query-datasets", cli_repo, "arr", "--collections", "raw/all", "--format", "json", "--order-by", "-exposure,detector")
+    r = run(
+        "query-datasets",
+        cli_repo,
+        "arr",
+        "--collections",
+        "raw/all",
+        "--format",
+        "json",
+        "--order-by",
+        "-exposure,detector",
+    )
     rows = json.loads(r.output)
     assert [(x["exposure"], x["detector"]) for x in rows] == [(3, 0), (3, 1), (2, 0), (2, 1), (1, 0), (1, 1)]
     assert rows[0]["physical_filter"] == "g_01"
@@ -82,12 +107,22 @@ def test_bad_where_is_one_clear_error(cli_repo, where, message):
 
 def test_unknown_names(cli_repo):
     assert "not registered" in run("query-datasets", cli_repo, "nosuch", ok=False).output
-    assert "does not exist" in run("query-datasets", cli_repo, "arr", "--collections", "nope", ok=False).output
+    assert (
+        "does not exist" in run("query-datasets", cli_repo, "arr", "--collections", "nope", ok=False).output
+    )
     assert "unknown dimension" in run("query-data-ids", cli_repo, "visit", ok=False).output
 
 
 def test_data_ids_records_and_types(cli_repo):
-    r = run("query-data-ids", cli_repo, "exposure", "--where", "exposure.observation_type = 'flat'", "--format", "json")
+    r = run(
+        "query-data-ids",
+        cli_repo,
+        "exposure",
+        "--where",
+        "exposure.observation_type = 'flat'",
+        "--format",
+        "json",
+    )
     assert [x["exposure"] for x in json.loads(r.output)] == [3, 4, 6]
     r = run("query-dimension-records", cli_repo, "exposure", "--where", "exposure = 5", "--format", "json")
     rec = json.loads(r.output)[0]
@@ -103,10 +138,38 @@ def test_chains_certify_decertify_and_removal(cli_repo):
     b.put(np.zeros(2), "bias", instrument="cam", detector=0, run="calib/bias1")
     b.close()
     t_end = exposure_span(3).begin.isot
-    run("certify-calibrations", cli_repo, "calib/bias1", "calib", "bias", "--begin-date", "2025-01-01", "--end-date", t_end)
-    r = run("certify-calibrations", cli_repo, "calib/bias1", "calib", "bias", "--begin-date", "2025-01-01T20:05:00", ok=False)
+    run(
+        "certify-calibrations",
+        cli_repo,
+        "calib/bias1",
+        "calib",
+        "bias",
+        "--begin-date",
+        "2025-01-01",
+        "--end-date",
+        t_end,
+    )
+    r = run(
+        "certify-calibrations",
+        cli_repo,
+        "calib/bias1",
+        "calib",
+        "bias",
+        "--begin-date",
+        "2025-01-01T20:05:00",
+        ok=False,
+    )
     assert "validity range conflict" in r.output
-    r = run("certify-calibrations", cli_repo, "calib/bias1", "calib", "bias", "--begin-date", "2025-99-01", ok=False)
+    r = run(
+        "certify-calibrations",
+        cli_repo,
+        "calib/bias1",
+        "calib",
+        "bias",
+        "--begin-date",
+        "2025-99-01",
+        ok=False,
+    )
     assert "valid time" in r.output
     run("collection-chain", cli_repo, "cam/defaults", "calib", "raw/all")
     r = run("collection-chain", cli_repo, "cam/defaults", "calib/bias1", "--mode", "prepend")
@@ -123,8 +186,23 @@ def test_chains_certify_decertify_and_removal(cli_repo):
     b.close()
     r = run("query-collections", cli_repo, "--format", "json")
     kinds = {x["Name"]: x["Type"] for x in json.loads(r.output)}
-    assert kinds == {"calib": "CALIBRATION", "calib/bias1": "RUN", "cam/defaults": "CHAINED", "raw/all": "RUN"}
-    run("associate", cli_repo, "best", "--collections", "raw/all", "--datasets", "arr", "--where", "detector = 0")
+    assert kinds == {
+        "calib": "CALIBRATION",
+        "calib/bias1": "RUN",
+        "cam/defaults": "CHAINED",
+        "raw/all": "RUN",
+    }
+    run(
+        "associate",
+        cli_repo,
+        "best",
+        "--collections",
+        "raw/all",
+        "--datasets",
+        "arr",
+        "--where",
+        "detector = 0",
+    )
     r = run("query-datasets", cli_repo, "arr", "--collections", "best", "--format", "json")
     assert len(json.loads(r.output)) == 3
     assert "chained" in run("remove-runs", cli_repo, "raw/all", ok=False).output
@@ -138,5 +216,7 @@ def test_chains_certify_decertify_and_removal(cli_repo):
 
 def test_help_is_fast_and_lazy():
     code = "import sys, butler.cli; bad = [m for m in ('sqlalchemy', 'numpy', 'astropy') if m in sys.modules]; print(bad)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"

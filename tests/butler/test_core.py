@@ -49,19 +49,28 @@ def test_timespan_overlap_contains_difference():
 
 def test_universe_groups_and_data_coordinates():
     u = default_universe()
-    assert u.group(["exposure", "detector"]) == (("instrument", "detector", "exposure"), ("band", "physical_filter", "day_obs"))
+    assert u.group(["exposure", "detector"]) == (
+        ("instrument", "detector", "exposure"),
+        ("band", "physical_filter", "day_obs"),
+    )
     assert u.group(["physical_filter"]) == (("instrument", "physical_filter"), ("band",))
     did = DataCoordinate.make(["exposure", "detector"], instrument="cam", exposure="12", detector=3)
     assert did.required == {"instrument": "cam", "detector": 3, "exposure": 12}
     assert did == {"instrument": "cam", "detector": 3, "exposure": 12}
-    assert hash(did) == hash(DataCoordinate.make(["exposure", "detector"], instrument="cam", exposure=12, detector=3))
+    assert hash(did) == hash(
+        DataCoordinate.make(["exposure", "detector"], instrument="cam", exposure=12, detector=3)
+    )
     assert did.key == '["cam",3,12]'
     with pytest.raises(DataIdError, match="missing required dimension"):
         DataCoordinate.make(["exposure", "detector"], instrument="cam", exposure=1)
     with pytest.raises(DataIdError, match="not a valid int"):
         DataCoordinate.make(["detector"], instrument="cam", detector=1.5)
-    rec = DimensionRecord(u["detector"], {"instrument": "cam", "id": 3, "full_name": "S03", "purpose": "SCIENCE"})
-    full = DataCoordinate(u, ("instrument", "detector"), {"instrument": "cam", "detector": 3}, {"detector": rec})
+    rec = DimensionRecord(
+        u["detector"], {"instrument": "cam", "id": 3, "full_name": "S03", "purpose": "SCIENCE"}
+    )
+    full = DataCoordinate(
+        u, ("instrument", "detector"), {"instrument": "cam", "detector": 3}, {"detector": rec}
+    )
     back = DataCoordinate.from_dict(full.to_dict())
     assert back == full and back.records["detector"].full_name == "S03"
     assert pickle.loads(pickle.dumps(full)).records["detector"] == rec
@@ -79,7 +88,10 @@ def test_dataset_type_and_ref():
     ref = DatasetRef(dt, did, "calib/run")
     assert ref.id.version == 7
     assert DatasetRef.from_dict(ref.to_dict()) == ref
-    expected = uuid.uuid5(uuid.uuid5(uuid.NAMESPACE_DNS, "lsst.org"), "dataset_type=flat,detector=1,instrument=cam,physical_filter=r")
+    expected = uuid.uuid5(
+        uuid.uuid5(uuid.NAMESPACE_DNS, "lsst.org"),
+        "dataset_type=flat,detector=1,instrument=cam,physical_filter=r",
+    )
     assert DatasetRef.make_id(dt, did, "x", "dataid_type") == expected
     with pytest.raises(ValueError, match="unknown id generation mode"):
         DatasetRef.make_id(dt, did, "x", "random")
@@ -89,12 +101,18 @@ def test_path_template_rendering():
     u = default_universe()
     dt = DatasetType("raw", ["exposure", "detector"], "Exposure")
     recs = {
-        "exposure": DimensionRecord(u["exposure"], {"instrument": "cam", "id": 5, "obs_id": "CAM_0005", "day_obs": 20250101}),
+        "exposure": DimensionRecord(
+            u["exposure"], {"instrument": "cam", "id": 5, "obs_id": "CAM_0005", "day_obs": 20250101}
+        ),
         "detector": DimensionRecord(u["detector"], {"instrument": "cam", "id": 2, "full_name": "S02"}),
     }
-    did = DataCoordinate(u, dt.dimensions, {"instrument": "cam", "detector": 2, "exposure": 5, "day_obs": 20250101}, recs)
+    did = DataCoordinate(
+        u, dt.dimensions, {"instrument": "cam", "detector": 2, "exposure": 5, "day_obs": 20250101}, recs
+    )
     ref = DatasetRef(dt, did, "cam/raw/all")
-    tpl = PathTemplate("{run}/{datasetType}/{day_obs}/{exposure.obs_id}/{datasetType}_{instrument}_{exposure.obs_id}_{detector.full_name}_{run}")
+    tpl = PathTemplate(
+        "{run}/{datasetType}/{day_obs}/{exposure.obs_id}/{datasetType}_{instrument}_{exposure.obs_id}_{detector.full_name}_{run}"
+    )
     assert tpl.render(ref) == "cam/raw/all/raw/20250101/CAM_0005/raw_cam_CAM_0005_S02_cam_raw_all"
     opt = PathTemplate("{run}/{datasetType}/{band:?}/{datasetType}_{band:?}_{detector.full_name:?}_{run}")
     assert opt.render(ref) == "cam/raw/all/raw/raw_S02_cam_raw_all"
@@ -108,5 +126,14 @@ def test_schema_yaml_has_docs_and_versions():
     summary = schema_summary()
     assert summary["dimensions_version"] >= 1 and summary["tables_version"] >= 1
     assert summary["undocumented"] == []
-    assert {"dataset", "collection", "run", "collection_chain", "dataset_type", "dataset_tags", "dataset_calibs",
-            "file_datastore_records", "butler_attributes"} <= set(summary["tables"])
+    assert {
+        "dataset",
+        "collection",
+        "run",
+        "collection_chain",
+        "dataset_type",
+        "dataset_tags",
+        "dataset_calibs",
+        "file_datastore_records",
+        "butler_attributes",
+    } <= set(summary["tables"])

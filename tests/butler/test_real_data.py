@@ -29,11 +29,32 @@ def test_kast_blue_ingest_query_get(shared_data, tmp_path):
     assert "Ingested 9 dataset(s)" in out
     # Re-ingesting the same files is a no-op (deterministic UUIDv5 ids).
     assert "0 dataset(s); 9 already present" in _run("ingest-raws", repo, *raws)
-    rows = json.loads(_run("query-datasets", repo, "raw", "--collections", "kast_blue/raw/all", "--format", "json",
-                           "--where", "exposure.observation_type = 'flat'"))
+    rows = json.loads(
+        _run(
+            "query-datasets",
+            repo,
+            "raw",
+            "--collections",
+            "kast_blue/raw/all",
+            "--format",
+            "json",
+            "--where",
+            "exposure.observation_type = 'flat'",
+        )
+    )
     # The three 15 s dome flats of 2015-05-20 (SOURCE.txt).
     assert len(rows) == 3 and {r["physical_filter"] for r in rows} == {"d55~600_4310"}
-    recs = json.loads(_run("query-dimension-records", repo, "exposure", "--where", "exposure.observation_type = 'flat'", "--format", "json"))
+    recs = json.loads(
+        _run(
+            "query-dimension-records",
+            repo,
+            "exposure",
+            "--where",
+            "exposure.observation_type = 'flat'",
+            "--format",
+            "json",
+        )
+    )
     assert [r["exposure_time"] for r in recs] == [15.0, 15.0, 15.0]
     assert all(r["timespan"]["begin"].startswith("2015-05-20T01:5") for r in recs)
     b = Butler(repo, collections="kast_blue/raw/all")

@@ -39,7 +39,9 @@ def test_expand_data_id_attaches_records_and_implied_values(filled):
     assert did.records["exposure"].timespan == exposure_span(3)
     assert did.has_records()
     # The exposure gives the physical_filter of a flat's data ID.
-    flat_id = reg.expand_data_id({"instrument": "cam", "exposure": 4, "detector": 1}, dimensions=["detector", "physical_filter"])
+    flat_id = reg.expand_data_id(
+        {"instrument": "cam", "exposure": 4, "detector": 1}, dimensions=["detector", "physical_filter"]
+    )
     assert flat_id.required == {"instrument": "cam", "physical_filter": "g_01", "detector": 1}
 
 
@@ -51,7 +53,10 @@ def test_expand_data_id_attaches_records_and_implied_values(filled):
         ({"instrument": "nocam", "exposure": 3, "detector": 0}, "no instrument record"),
         ({"instrument": "cam", "exposure": 3, "detector": 0, "visit": 1}, "'visit' is not a dimension"),
         ({"instrument": "cam", "exposure": "three", "detector": 0}, "not a valid int"),
-        ({"instrument": "cam", "exposure": 3, "detector": 0, "physical_filter": "r_01"}, "implies physical_filter='g_01'"),
+        (
+            {"instrument": "cam", "exposure": 3, "detector": 0, "physical_filter": "r_01"},
+            "implies physical_filter='g_01'",
+        ),
     ],
 )
 def test_bad_data_ids_are_rejected(filled, data_id, message):
@@ -63,7 +68,12 @@ def test_dimension_insert_conflicts_and_sync(filled):
     reg = filled.registry
     with pytest.raises(ConflictingDefinitionError, match="already exist"):
         reg.insert_dimension_data("detector", {"instrument": "cam", "id": 0, "full_name": "S00"})
-    assert reg.insert_dimension_data("detector", {"instrument": "cam", "id": 0, "full_name": "S00"}, skip_existing=True) == 0
+    assert (
+        reg.insert_dimension_data(
+            "detector", {"instrument": "cam", "id": 0, "full_name": "S00"}, skip_existing=True
+        )
+        == 0
+    )
     assert reg.sync_dimension_data("detector", {"instrument": "cam", "id": 9, "full_name": "S09"}) is True
     assert reg.sync_dimension_data("detector", {"instrument": "cam", "id": 9, "full_name": "S09"}) is False
     with pytest.raises(ConflictingDefinitionError, match="full_name"):
@@ -125,7 +135,9 @@ def test_dataid_type_ids_are_deterministic_and_reimport_is_noop(filled):
     did = reg.expand_data_id(instrument="cam", exposure=1, detector=0)
     i1 = DatasetRef.make_id(dt, did, "x", "dataid_type")
     assert i1 == DatasetRef.make_id(dt, did, "y", "dataid_type") and i1.version == 5
-    assert DatasetRef.make_id(dt, did, "x", "dataid_type_run") != DatasetRef.make_id(dt, did, "y", "dataid_type_run")
+    assert DatasetRef.make_id(dt, did, "x", "dataid_type_run") != DatasetRef.make_id(
+        dt, did, "y", "dataid_type_run"
+    )
     refs = [DatasetRef(dt, did, "raw/all", i1)]
     assert len(reg.import_datasets(refs)) == 1
     assert reg.import_datasets(refs) == []
@@ -149,7 +161,10 @@ def test_chained_find_first(filled):
     assert len(reg.query_datasets("arr", collections="chain", find_first=False)) == 4
     ordered = reg.query_datasets("arr", collections="chain", find_first=True, order_by="-exposure", limit=2)
     assert [(r.data_id["exposure"], r.run) for r in ordered] == [(3, "r2"), (2, "r2")]
-    assert reg.find_dataset("arr", instrument="cam", exposure=2, detector=0, collections=["r1", "chain"]).id == a[1].id
+    assert (
+        reg.find_dataset("arr", instrument="cam", exposure=2, detector=0, collections=["r1", "chain"]).id
+        == a[1].id
+    )
     with pytest.raises(ConflictingDefinitionError, match="cycle"):
         reg.set_collection_chain("inner", ["chain"])
     with pytest.raises(ConflictingDefinitionError, match="chained"):
@@ -212,7 +227,10 @@ def test_decertify_trims_and_splits(filled):
     # Remove exposure 3's span from the middle: the range splits in two.
     assert reg.decertify("calib", "bias", exposure_span(3)) == 1
     spans = [ts for _, ts in reg.query_calibration_validity("calib", "bias")]
-    assert spans == [Timespan(exposure_span(1).begin, exposure_span(3).begin), Timespan(exposure_span(3).end, exposure_span(6).end)]
+    assert spans == [
+        Timespan(exposure_span(1).begin, exposure_span(3).begin),
+        Timespan(exposure_span(3).end, exposure_span(6).end),
+    ]
     assert reg.find_dataset("bias", instrument="cam", exposure=3, detector=1, collections="calib") is None
     assert reg.find_dataset("bias", instrument="cam", exposure=4, detector=1, collections="calib").id == b1.id
     # Trim the end.
@@ -225,7 +243,9 @@ def test_flat_found_by_exposure_filter_and_time(filled):
     reg = filled.registry
     reg.register_run("calib/flats")
     flats = reg.insert_datasets(
-        "flat", [{"instrument": "cam", "detector": 0, "physical_filter": f} for f in ("r_01", "g_01")], "calib/flats"
+        "flat",
+        [{"instrument": "cam", "detector": 0, "physical_filter": f} for f in ("r_01", "g_01")],
+        "calib/flats",
     )
     reg.register_collection("calib", CollectionType.CALIBRATION)
     reg.certify("calib", flats, Timespan(None, None))
@@ -258,18 +278,30 @@ def test_query_datasets_where_order_limit(filled):
     reg = filled.registry
     reg.register_run("r")
     reg.insert_datasets("arr", _raw_ids(), "r")
-    refs = reg.query_datasets("arr", collections="r", where="exposure.observation_type = 'flat' AND detector IN (1..3:2)")
+    refs = reg.query_datasets(
+        "arr", collections="r", where="exposure.observation_type = 'flat' AND detector IN (1..3:2)"
+    )
     flats = [e for e in EXPOSURE_IDS if OBS_TYPES[e] == "flat"]
-    assert sorted((r.data_id["exposure"], r.data_id["detector"]) for r in refs) == [(e, d) for e in flats for d in (1, 3)]
+    assert sorted((r.data_id["exposure"], r.data_id["detector"]) for r in refs) == [
+        (e, d) for e in flats for d in (1, 3)
+    ]
     assert all(r.data_id.records["exposure"].observation_type == "flat" for r in refs)
-    refs = reg.query_datasets("arr", collections="r", where="band = 'r'", order_by=["-exposure", "detector"], limit=3)
+    refs = reg.query_datasets(
+        "arr", collections="r", where="band = 'r'", order_by=["-exposure", "detector"], limit=3
+    )
     assert [(r.data_id["exposure"], r.data_id["detector"]) for r in refs] == [(5, 0), (5, 1), (5, 2)]
-    refs = reg.query_datasets("arr", collections="r", where="exposure.exposure_time > :t", bind={"t": 20.0}, detector=0)
+    refs = reg.query_datasets(
+        "arr", collections="r", where="exposure.exposure_time > :t", bind={"t": 20.0}, detector=0
+    )
     assert sorted(r.data_id["exposure"] for r in refs) == [e for e in EXPOSURE_IDS if EXPTIMES[e] > 20.0]
     t = exposure_span(2).begin.isot
-    refs = reg.query_datasets("arr", collections="r", where=f"exposure.timespan OVERLAPS T'{t}' AND detector = 0")
+    refs = reg.query_datasets(
+        "arr", collections="r", where=f"exposure.timespan OVERLAPS T'{t}' AND detector = 0"
+    )
     assert [r.data_id["exposure"] for r in refs] == [2]
-    refs = reg.query_datasets("arr", collections="r", where="arr.run = 'r' AND GLOB(exposure.obs_id, 'CAM_000[12]')", detector=2)
+    refs = reg.query_datasets(
+        "arr", collections="r", where="arr.run = 'r' AND GLOB(exposure.obs_id, 'CAM_000[12]')", detector=2
+    )
     assert sorted(r.data_id["exposure"] for r in refs) == [1, 2]
 
 
@@ -313,7 +345,9 @@ def test_hostile_string_cannot_change_query(filled):
     reg = filled.registry
     reg.register_run("r")
     reg.insert_datasets("arr", _raw_ids([1], [0]), "r")
-    refs = reg.query_datasets("arr", collections="r", where="exposure.obs_id = :o", bind={"o": "x' OR '1'='1"})
+    refs = reg.query_datasets(
+        "arr", collections="r", where="exposure.obs_id = :o", bind={"o": "x' OR '1'='1"}
+    )
     assert refs == []
     assert len(reg.query_datasets("arr", collections="r")) == 1
 
