@@ -408,7 +408,6 @@ _BINOPS = {
     ast.Div: lambda a, b: a / b,
     ast.FloorDiv: lambda a, b: a // b,
     ast.Mod: lambda a, b: a % b,
-    ast.Pow: lambda a, b: a**b,
 }
 _CMPOPS = {
     ast.Eq: lambda a, b: a == b,
@@ -595,7 +594,7 @@ class Pipeline:
         self.steps: list[dict[str, Any]] = []
         self.source: str | None = None
         self._removed_labels: set[str] = set()
-        self._config_cache: dict[tuple[str, tuple[int, ...]], Config] = {}
+        self._config_cache: dict[tuple[Any, ...], Config] = {}
 
     # ---------------------------------------------------------------------- reading
     @classmethod
@@ -1068,7 +1067,7 @@ class Pipeline:
         """
         spec = self._require_label(label, "pipeline")
         matching = tuple(i for i, b in enumerate(spec.config) if b.matches(data_id))
-        key = (label, matching)
+        key = (label, matching, self.instrument, repr(self.parameters))
         cached = self._config_cache.get(key)
         if cached is not None:
             return cached.model_copy(deep=True)

@@ -308,3 +308,20 @@ def test_numbers_coerced_for_string_fields():
     pipe = Pipeline.from_string(f"description: x\ntasks:\n  isr: {T}.SubtractTask\n")
     pipe.add_config_override("isr", "connections.outputExp", 123)
     assert pipe.task_config("isr").connections.outputExp == "123"
+
+
+def test_config_cache_follows_parameters_and_instrument(tmp_path, monkeypatch):
+    import pipeline.pipeline_yaml as py
+
+    write(tmp_path / "instruments" / "toycam" / "isr.yaml", "statistic: MEAN\n")
+    monkeypatch.setattr(py, "_instruments_dir", lambda: tmp_path / "instruments")
+    pipe = Pipeline.from_string(f"description: x\nparameters: {{lvl: 1.0}}\ntasks:\n  isr:\n"
+                                f"    class: {T}.SubtractTask\n    config: {{level: parameters.lvl}}\n")
+    assert pipe.task_config("isr").level == 1.0
+    pipe.add_config_override("parameters", "lvl", 2.0)
+    assert pipe.task_config("isr").level == 2.0
+    assert pipe.task_config("isr").statistic == "MEDIAN"
+    pipe.instrument = "toycam"
+    assert pipe.task_config("isr").statistic == "MEAN"
+    with pytest.raises(ContractError, match="BinOp is not allowed"):
+        evaluate_contract("2 ** 100000 > 1", {})
