@@ -325,3 +325,51 @@ def test_config_cache_follows_parameters_and_instrument(tmp_path, monkeypatch):
     assert pipe.task_config("isr").statistic == "MEAN"
     with pytest.raises(ContractError, match="BinOp is not allowed"):
         evaluate_contract("2 ** 100000 > 1", {})
+
+
+def test_steps_and_instrument_from_import(tmp_path):
+    write(tmp_path / "base.yaml", f"""
+        description: base
+        instrument: toycam
+        tasks:
+          isr: {T}.SubtractTask
+          combine: {T}.CombineTask
+        subsets:
+          s1: [isr]
+          s2: [combine]
+        steps:
+          - label: s1
+            dimensions: [instrument, exposure]
+          - label: s2
+            dimensions: [instrument]
+    """)
+    child = write(tmp_path / "child.yaml", "description: child\nimports: [base.yaml]\n")
+    pipe = Pipeline.from_file(child)
+    assert pipe.instrument == "toycam"
+    assert [s["label"] for s in pipe.steps] == ["s1", "s2"]
+    again = Pipeline.from_string(pipe.to_yaml(), base_dir=tmp_path)
+    assert again.steps == pipe.steps and again.instrument == "toycam"
+    assert [s["label"] for s in Pipeline.from_file(f"{child}#s1").steps] == ["s1"]
+    bad = write(tmp_path / "bad.yaml", f"description: x\ntasks:\n  isr: {T}.SubtractTask\nsteps:\n  - label: nope\n")
+    with pytest.raises(PipelineDefinitionError, match="step 'nope' must name a subset"):
+        Pipeline.from_file(bad)
+    clash = write(tmp_path / "clash.yaml", "description: x\ninstrument: other\nimports: [base.yaml]\n")
+    assert Pipeline.from_file(clash).instrument == "other"  # the importing file's instrument wins
+    two = write(tmp_path / "other.yaml", f"description: o\ninstrument: other\ntasks:\n  m: {T}.MeasureTask\n")
+    both = write(tmp_path / "both.yaml", f"description: x\nimports: [base.yaml, {two.name}]\n")
+    with pytest.raises(PipelineDefinitionError, match="imports declare different instruments"):
+        Pipeline.from_file(both)
+
+
+def test_task_node_to_dict():
+    graph = Pipeline.from_string(f"description: x\ntasks:\n  isr: {T}.SubtractTask\n").to_graph()
+    data = graph.tasks["isr"].to_dict()
+    assert data["task_class"] == f"{T}.SubtractTask" and data["dimensions"] == ["instrument", "detector", "exposure"]
+    assert data["connections"]["calib"] == {
+        "connection_name": "calib", "kind": "prerequisite", "dataset_type_name": "bias",
+        "dimensions": ["instrument", "detector"], "storage_class": "NumpyArray", "is_calibration": True,
+        "multiple": False, "minimum": 0, "defer_load": False, "defer_graph_constraint": False,
+        "has_lookup_function": False, "automatic": False}
+    assert data["connections"]["_metadata"]["dataset_type_name"] == "isr_metadata"
+    assert data["config"]["level"] == 0.0
+    assert graph.to_dict()["dataset_types"]["toyPostIsr"]["producer"] == "isr"
