@@ -6,7 +6,7 @@ Usage by the registry::
 
     tree = parse_expression(where)                    # Node | None, cached
     names = referenced_identifiers(tree)             # decide which tables to join
-    clause = compile_expression(tree, resolver, bind=bind, expression=where)
+    clause = compile_expression(tree, resolver, bind=bind, text=where)
 
 ``resolver`` implements :class:`ColumnResolver` (identifier → :class:`ResolvedColumn`).
 Every user value ends up in a bound parameter; nothing is pasted into SQL text. Bad

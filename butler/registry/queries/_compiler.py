@@ -352,8 +352,8 @@ class _Compiler:
         if isinstance(value, (list, tuple, set, frozenset, range)):
             items = [self.python_value(v, pos, text) for v in value]
             return _Value("list", items, True, pos, text)
-        time_np = sys.modules.get("numpy")
-        if time_np is not None and isinstance(value, time_np.ndarray):
+        np_mod = sys.modules.get("numpy")
+        if np_mod is not None and isinstance(value, (np_mod.ndarray, np_mod.generic)):
             return self.python_value(value.tolist(), pos, text)
         raise self.error(
             f"bind value {text} has unsupported type {type(value).__name__}; use int, float, str, "
@@ -388,7 +388,10 @@ class _Compiler:
             return self.glob(node)
         if isinstance(node, TupleNode):
             begin, end = (self.time_point(item) for item in node.items)
-            return _Value("timespan", (begin, end), begin_end_literal(begin, end), node.pos, "(..., ...)")
+            literal = _begin_end_literal(begin, end)
+            if literal and end < begin:
+                raise self.error("interval (begin, end) ends before it begins; swap the two times", node.pos)
+            return _Value("timespan", (begin, end), literal, node.pos, "(..., ...)")
         if isinstance(node, RangeLiteral):
             raise self.error("a range (1..5) is only allowed inside IN (...)", node.pos)
         raise self.error(f"unsupported expression node {type(node).__name__}", getattr(node, "pos", 0))
@@ -708,7 +711,7 @@ def _balanced(combine: Any, clauses: list[Any]) -> Any:
     return combine(*clauses)
 
 
-def begin_end_literal(begin: Any, end: Any) -> bool:
+def _begin_end_literal(begin: Any, end: Any) -> bool:
     return isinstance(begin, int) and isinstance(end, int)
 
 

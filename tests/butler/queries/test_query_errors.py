@@ -185,3 +185,22 @@ def test_compile_given_a_tree_uses_text_for_carets(resolver):
     with pytest.raises(ExpressionError) as info:
         compile_expression(tree, resolver, text=text)
     check(info.value, text, 12, "type mismatch")
+
+
+def test_reversed_interval_is_an_error(resolver):
+    """An interval whose end precedes its begin is rejected at the tuple."""
+    text = "exposure.timespan OVERLAPS (T'2022-01-02', T'2022-01-01')"
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(text, resolver)
+    check(info.value, text, 28, "ends before it begins")
+
+
+def test_numpy_bind_values(resolver):
+    """Numpy scalars and arrays are accepted as bind values."""
+    import numpy as np
+
+    clause = compile_expression(
+        "exposure = :a AND detector IN (:b)", resolver, bind={"a": np.int64(3), "b": np.arange(2)}
+    )
+    params = clause.compile().params
+    assert 3 in params.values() and [0, 1] in params.values()

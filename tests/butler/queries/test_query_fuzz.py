@@ -68,10 +68,16 @@ class Gen:
             )
         return self.int_term(depth)
 
-    def time_literal(self) -> str:
+    def time_literal(self, seconds: int | None = None) -> str:
         """Return a TAI time literal inside the data's time range."""
-        seconds = self.r.randint(0, 1400)
+        if seconds is None:
+            seconds = self.r.randint(0, 1400)
         return f"T'2022-01-26T00:{seconds // 60:02d}:{seconds % 60:02d}'"
+
+    def interval(self) -> str:
+        """Return an interval literal ``(begin, end)`` with begin <= end."""
+        a, b = sorted(self.r.randint(0, 1400) for _ in range(2))
+        return f"({self.time_literal(a)}, {self.time_literal(b)})"
 
     def predicate(self, depth: int) -> str:
         """Return one comparison, IN, GLOB or OVERLAPS predicate."""
@@ -100,9 +106,7 @@ class Gen:
         if kind < 0.72:
             return f"GLOB(exposure.obs_id, '{r.choice(GLOBS)}')"
         if kind < 0.9:
-            other = (
-                self.time_literal() if r.random() < 0.5 else f"({self.time_literal()}, {self.time_literal()})"
-            )
+            other = self.time_literal() if r.random() < 0.5 else self.interval()
             return (
                 f"exposure.timespan OVERLAPS {other}"
                 if r.random() < 0.7
