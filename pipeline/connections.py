@@ -149,9 +149,30 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
                     field=f"connections.{exc.args[0]}",
                 ) from None
             resolved[conn_name] = conn.replace(name=ds_name)
+        self._templates = templates
         self._resolved = resolved
 
     # ------------------------------------------------------------------ access
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, cT.BaseConnection):
+            # Replacing (or adding) a connection in __init__, as pipe_base allows:
+            # ``self.outputData = cT.Output(name=..., dimensions=...)``.
+            try:
+                value = value.replace(name=value.name.format(**self.__dict__.get("_templates", {})))
+            except (KeyError, IndexError):
+                pass
+            self.__dict__.setdefault("_resolved", {})[name] = value
+            for kind, ctype in _KIND_SETS.items():
+                names = self.__dict__.get(kind)
+                if names is None:
+                    continue
+                if isinstance(value, ctype):
+                    names.add(name)
+                else:
+                    names.discard(name)
+            return
+        super().__setattr__(name, value)
+
     def __getattr__(self, name: str) -> Any:
         resolved = self.__dict__.get("_resolved")
         if resolved is not None and name in resolved:

@@ -73,3 +73,35 @@ def test_quantized_connection_iteration():
 def test_rename_to_bad_type():
     with pytest.raises(ConfigError, match=r"'connections.outputExp' = \['a'\] is invalid: expected a string"):
         apply_overrides(SubtractConfig(), {"connections.outputExp": ["a"]})
+
+
+class ByFilterConnections(PipelineTaskConnections, dimensions=("instrument", "detector"),
+                          defaultTemplates={"calibType": "flat"}):
+    """Replaces its output in __init__ (the cp_pipe combine-by-filter pattern)."""
+
+    inputs_ = cT.Input(name="cpInputs", storageClass="NumpyArray", multiple=True,
+                       dimensions=("instrument", "exposure", "detector"))
+    outputData = cT.Output(name="{calibType}Proposal", storageClass="NumpyArray",
+                           dimensions=("instrument", "detector"), isCalibration=True)
+
+    def __init__(self, *, config=None):
+        super().__init__(config=config)
+        self.dimensions = {"instrument", "detector", "physical_filter"}
+        self.outputData = cT.Output(name="{calibType}Proposal", storageClass="NumpyArray",
+                                    dimensions=("instrument", "detector", "physical_filter"), isCalibration=True)
+        self.extraOutput = cT.Output(name="extra", storageClass="NumpyArray",
+                                     dimensions=("instrument", "detector", "physical_filter"))
+
+
+def test_connection_replaced_or_added_in_init():
+    from pipeline.connections import PipelineTaskConfig
+
+    class ByFilterConfig(PipelineTaskConfig, pipelineConnections=ByFilterConnections):
+        """Config."""
+
+    connections = ByFilterConfig().make_connections()
+    assert connections.outputs == {"outputData", "extraOutput"}
+    assert connections.outputData.dimensions == ("instrument", "detector", "physical_filter")
+    assert connections.outputData.name == "flatProposal"
+    assert [n for n, _ in connections.iter_kind("outputs")] == ["outputData", "extraOutput"]
+    assert connections.dimensions == {"instrument", "detector", "physical_filter"}
