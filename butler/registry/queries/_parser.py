@@ -50,6 +50,8 @@ from ._tokens import LexError as _LexError
 
 __all__ = ["parse_expression"]
 
+# The terminals below define the parse tables; tokenising is done by the equivalent one-regex
+# lexer in _tokens.py (faster). tests/butler/queries/test_query_parser.py checks they agree.
 _GRAMMAR = r"""
 ?start: expr
 

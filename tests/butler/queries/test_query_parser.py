@@ -224,3 +224,25 @@ def test_lark_is_not_imported_by_the_package():
     code = "import sys, butler.registry.queries; print('lark' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+SAMPLES = [
+    "instrument = 'kast_blue' AND exposure IN (1..20:2, 30) and detector <> 3",
+    "exposure.timespan OVERLAPS (T'2022-01-26', t'mjd/59605.5/utc') OR NOT x >= -1.5e3",
+    'GLOB(exposure.obs_id, "a""b*") AND raw.dataset_id = UUID(\'12345678-1234-5678-1234-567812345678\')',
+    "a IN (:ids) AND b % 2 != 0 AND c / .5 <= 7. AND android = orchid AND notable = inline",
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_custom_lexer_agrees_with_the_grammar_terminals(text):
+    """The one-regex lexer produces the same tokens as lark's lexer built from the grammar."""
+    from lark import Lark
+
+    from butler.registry.queries._lark_lexer import QueryLexer
+    from butler.registry.queries._parser import _GRAMMAR
+
+    reference = Lark(_GRAMMAR, parser="lalr", lexer="basic")
+    want = [(t.type, str(t), t.start_pos) for t in reference.lex(text)]
+    got = [(t.type, str(t), t.start_pos) for t in QueryLexer(None).lex(text)]
+    assert got == want
