@@ -14,7 +14,7 @@ def test_isr_pipeline_yaml():
     p = Pipeline.from_file(REPO / "pipelines" / "isr.yaml")
     assert p.task_class("isr") is IsrTask
     cfg = p.task_config("isr")
-    assert cfg.doDefect is False and cfg.doBias is True and cfg.overscan.fitType == "MEDIAN"
+    assert cfg.doDefect is False and cfg.doDark is False and cfg.doBias is True and cfg.overscan.fitType == "MEDIAN"
     conns = cfg.make_connections()
     assert conns.ccdExposure.name == "raw" and conns.outputExposure.name == "postISRCCD"
     assert "defects" not in conns.prerequisiteInputs
