@@ -1,4 +1,4 @@
-"""A real Parsl HighThroughputExecutor (LocalProvider, 2 workers) on a 264-quantum graph with the
+"""A real Parsl HighThroughputExecutor (LocalProvider, 2 workers, 2 quanta per Parsl task) on a 264-quantum graph with the
 registry on PostgreSQL, compared file by file with a serial run of the same graph shape; one
 worker is killed mid-quantum (SIGKILL) and the run still completes; an injected algorithm error
 is not retried and blocks only its descendants.
@@ -89,6 +89,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterato
         marker = tmp / "killed"
         attempts = tmp / "attempts"
         cfg = {"strategy_period": 0.1, "run_dir": str(tmp / "runinfo"), "retries": 0, "lost_worker_retries": 2,
+               "quanta_per_task": 2,
                "htex": {"max_workers_per_node": 2},
                "export_env": {"CCDFLOW_TEST_KILL": f"{KILL[0]}:{KILL[1]}:{marker}",
                               "CCDFLOW_TEST_ATTEMPTS": str(attempts)}}
@@ -166,7 +167,7 @@ def test_killed_worker_is_retried_and_run_completes(runs: dict[str, Any]) -> Non
 
 def test_bounded_window(runs: dict[str, Any]) -> None:
     counting = runs["counting"]
-    assert counting.max_in_flight == 2 * 2  # 2 x workers (prefetch 0)
+    assert counting.max_in_flight == 2 * (2 * 2)  # quanta_per_task x 2 x workers (prefetch 0)
     assert 1 <= counting.peak <= counting.max_in_flight
     assert runs["executor"].dfk is None  # dfk.cleanup() ran
 
