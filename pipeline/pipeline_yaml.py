@@ -66,6 +66,7 @@ __all__ = [
     "Pipeline",
     "TaskSpec",
     "evaluate_contract",
+    "find_pipeline_file",
     "parse_override_file",
     "parse_python_overrides",
 ]
@@ -546,6 +547,38 @@ def evaluate_contract(expression: str, namespace: Mapping[str, Any]) -> Any:
 
 
 # -------------------------------------------------------------------------- pipeline
+def pipeline_search_path() -> list[Path]:
+    """Return the directories searched for relative pipeline paths.
+
+    ``$CCDFLOW_PIPELINE_PATH`` (colon-separated) first, then ccdflow's ``pipelines/`` (next to the
+    ``pipeline`` package in a source checkout or editable install).
+    """
+    dirs = [Path(p) for p in os.environ.get("CCDFLOW_PIPELINE_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parents[1] / "pipelines")
+    return dirs
+
+
+def find_pipeline_file(path_text: str) -> Path:
+    """Resolve a pipeline path: as given (relative to the cwd), else in `pipeline_search_path`.
+
+    Raises
+    ------
+    PipelineDefinitionError
+        If it is found nowhere; the message lists the places searched.
+    """
+    path = Path(path_text)
+    if path.exists() or path.is_absolute():
+        return path.resolve()
+    for directory in pipeline_search_path():
+        candidate = directory / path
+        if candidate.exists():
+            return candidate.resolve()
+    searched = ", ".join(str(d) for d in pipeline_search_path())
+    raise PipelineDefinitionError(
+        f"pipeline file {path_text!r} does not exist (looked in the current directory and in {searched})"
+    )
+
+
 def _instruments_dir() -> Path | None:
     spec = importlib.util.find_spec("pipeline.instruments")
     if spec is None or not spec.submodule_search_locations:
@@ -604,7 +637,10 @@ class Pipeline:
         Parameters
         ----------
         uri : `str` or `pathlib.Path`
-            ``path.yaml``, ``path.yaml#name[,name...]``; environment variables are expanded.
+            ``path.yaml``, ``path.yaml#name[,name...]``; environment variables are expanded. A
+            relative path that does not exist is also looked up in ``$CCDFLOW_PIPELINE_PATH``
+            (colon-separated) and in ccdflow's own ``pipelines/`` directory, so ``-p cpBias.yaml``
+            works from anywhere.
 
         Returns
         -------
@@ -618,7 +654,7 @@ class Pipeline:
         """
         text = str(uri)
         path_text, _, fragment = text.partition("#")
-        path = Path(_expand(path_text, "pipeline path")).resolve()
+        path = find_pipeline_file(_expand(path_text, "pipeline path"))
         pipeline = cls._load(path, ())
         if fragment:
             pipeline = pipeline.subset([s.strip() for s in fragment.split(",") if s.strip()])

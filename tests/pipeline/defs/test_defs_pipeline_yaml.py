@@ -373,3 +373,15 @@ def test_task_node_to_dict():
     assert data["connections"]["_metadata"]["dataset_type_name"] == "isr_metadata"
     assert data["config"]["level"] == 0.0
     assert graph.to_dict()["dataset_types"]["toyPostIsr"]["producer"] == "isr"
+
+
+def test_pipeline_search_path(tmp_path, monkeypatch):
+    write(tmp_path / "lib" / "mine.yaml", f"description: x\ntasks:\n  isr: {T}.SubtractTask\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("CCDFLOW_PIPELINE_PATH", str(tmp_path / "lib"))
+    assert list(Pipeline.from_file("mine.yaml#isr").tasks) == ["isr"]
+    with pytest.raises(PipelineDefinitionError, match=r"pipeline file 'none.yaml' does not exist \(looked in the "
+                                                      r"current directory and in .*lib, .*pipelines\)"):
+        Pipeline.from_file("none.yaml")
