@@ -616,6 +616,10 @@ class _Compiler:
                 if lhs.literal:
                     clauses.append(sa.true() if lhs.sql in item else sa.false())
                     continue
+                count = (item.stop - item.start) // item.stride + 1
+                if count <= _EXPAND_RANGE:  # small ranges join the IN list (one parameter)
+                    literals.extend(range(item.start, item.stop + 1, item.stride))
+                    continue
                 rng = lhs_sql.between(item.start, item.stop)
                 if item.stride > 1:
                     rng = sa.and_(rng, ((lhs_sql - item.start) % item.stride) == 0)
@@ -670,6 +674,7 @@ class _Compiler:
 
 
 _CHUNK = 64
+_EXPAND_RANGE = 100  # ranges with at most this many values become IN-list values
 
 _ARITH_SQL = {
     "+": lambda a, b: a + b,

@@ -32,6 +32,13 @@ CASES = [
         lambda r: r["instrument"] == "kast_blue" and 1 <= r["exposure"] <= 5,
     ),
     ("exposure IN (1..12:3)", lambda r: r["exposure"] in (1, 4, 7, 10)),
+    # ranges longer than 100 values stay BETWEEN (+ a modulo for strides) instead of a list
+    ("exposure IN (0..100000:3)", lambda r: r["exposure"] % 3 == 0),
+    ("exposure IN (2..5000) AND detector = 0", lambda r: 2 <= r["exposure"] <= 5000 and r["detector"] == 0),
+    (
+        "exposure NOT IN (4..400:5, 1)",
+        lambda r: not ((4 <= r["exposure"] <= 400 and (r["exposure"] - 4) % 5 == 0) or r["exposure"] == 1),
+    ),
     (
         "exposure IN (2..12:5, 11, 99) AND detector = 1",
         lambda r: r["exposure"] in (2, 7, 12, 11, 99) and r["detector"] == 1,
