@@ -261,8 +261,20 @@ def run(**opts: Any) -> None:
 
 def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
     from .execution.executors import ProcessPoolQuantumExecutor, SerialExecutor
-    from .execution.runner import pre_exec_init, run_graph
+    from .execution.runner import pre_exec_init, resume_state, run_graph
 
+    done: set[Any] = set()
+    clean_stale = None
+    if opts.get("qgraph"):
+        # Running a saved graph again (after Ctrl-C, kill -9 or failures) finishes the job:
+        # quanta whose metadata is registered are skipped, stale logs of failed attempts removed.
+        done, stale = resume_state(butler, graph)
+        if done or stale:
+            clean_stale = True
+            _log.info("Resuming run %s: %d quanta already done, %d stale datasets removed",
+                      graph.output_run, len(done), len(stale))
+        if stale:
+            butler.prune_datasets(stale, purge=True)
     pre_exec_init(butler, graph, register_dataset_types=opts["register_dataset_types"],
                   save_versions=not opts["no_versions"])
     if opts["init_only"]:
@@ -279,7 +291,8 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
                                                             or opts.get("save_qgraph")),
             start_method=opts["start_method"], log_level=min(level, logging.INFO))
     elif opts["processes"] == 1:
-        executor = SerialExecutor(graph, butler.root, timeout=opts["timeout"], log_level=min(level, logging.INFO))
+        executor = SerialExecutor(graph, butler.root, timeout=opts["timeout"], log_level=min(level, logging.INFO),
+                                  clean_stale=clean_stale)
     else:
         graph_path = opts["qgraph"] or opts["save_qgraph"]
         if not graph_path or opts["qgraph_node_id"]:
@@ -289,15 +302,17 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
             graph.save(graph_path)
         executor = ProcessPoolQuantumExecutor(graph_path, butler.root, opts["processes"],
                                               timeout=opts["timeout"], start_method=opts["start_method"],
-                                              log_level=min(level, logging.INFO))
+                                              log_level=min(level, logging.INFO), clean_stale=clean_stale)
     try:
         report = run_graph(butler, graph, executor, fail_fast=opts["fail_fast"],
                            progress="auto" if opts["progress"] else "none",
-                           summary_path=opts["summary"], command=["pipetask", *sys.argv[1:]])
+                           summary_path=opts["summary"], command=["pipetask", *sys.argv[1:]], skip=done)
     finally:
         executor.shutdown()
     _after_run(butler, graph, opts)
     n_ok = report.count("done") + report.count("no_work")
+    if report.count("skipped"):
+        click.echo(f"Skipped {report.count('skipped')} quanta already done in {graph.output_run}.")
     n_fail, n_blocked = report.count("failed"), report.count("blocked")
     click.echo(f"Executed {n_ok} quanta successfully, {n_fail} failed and {n_blocked} blocked "
                f"in {report.wall_time:.2f} s (output run {graph.output_run}).")

@@ -56,13 +56,16 @@ class SerialExecutor:
         Per-quantum wall-clock limit (s).
     log_level : `int`, optional
         Level of records kept in ``<label>_log``.
+    clean_stale : `bool`, optional
+        Passed to `SingleQuantumExecutor`.
     """
 
     max_in_flight = 1
 
     def __init__(self, graph: Any, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
-                 log_level: int = logging.INFO) -> None:
-        self._sqe = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level)
+                 log_level: int = logging.INFO, clean_stale: bool | None = None) -> None:
+        self._sqe = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level,
+                                          clean_stale=clean_stale)
 
     def submit(self, quantum_id: UUID) -> Future[QuantumResult]:
         """Run the quantum now and return a completed future.
@@ -90,7 +93,8 @@ class SerialExecutor:
 _WORKER: SingleQuantumExecutor | None = None
 
 
-def _init_worker(graph_path: str, repo_root: str, timeout: float | None, log_level: int) -> None:
+def _init_worker(graph_path: str, repo_root: str, timeout: float | None, log_level: int,
+                 clean_stale: bool | None = None) -> None:
     """Pool initializer: load the graph once per worker process."""
     global _WORKER
     from ..graph.quantum_graph import QuantumGraph
@@ -100,7 +104,8 @@ def _init_worker(graph_path: str, repo_root: str, timeout: float | None, log_lev
         os.environ.setdefault(var, "1")
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     graph = QuantumGraph.load(graph_path)
-    _WORKER = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level)
+    _WORKER = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level,
+                                    clean_stale=clean_stale)
 
 
 def _run_in_worker(quantum_id: UUID) -> QuantumResult:
@@ -125,6 +130,8 @@ class ProcessPoolQuantumExecutor:
         How workers start (``fork`` is refused: it copies the driver's database connections).
     log_level : `int`, optional
         Level of records kept in ``<label>_log``.
+    clean_stale : `bool`, optional
+        Passed to `SingleQuantumExecutor`.
 
     Raises
     ------
@@ -134,7 +141,7 @@ class ProcessPoolQuantumExecutor:
 
     def __init__(self, graph_path: str | os.PathLike[str], repo_root: str | os.PathLike[str],
                  processes: int, *, timeout: float | None = None, start_method: str = "forkserver",
-                 log_level: int = logging.INFO) -> None:
+                 log_level: int = logging.INFO, clean_stale: bool | None = None) -> None:
         if processes < 1:
             raise ValueError(f"-j/--processes must be at least 1, not {processes}")
         if start_method not in ("forkserver", "spawn"):
@@ -145,6 +152,7 @@ class ProcessPoolQuantumExecutor:
         self.timeout = timeout
         self.start_method = start_method
         self.log_level = log_level
+        self.clean_stale = clean_stale
         self.max_in_flight = 2 * processes
         self._pool: ProcessPoolExecutor | None = None
 
@@ -155,7 +163,7 @@ class ProcessPoolQuantumExecutor:
                 ctx.set_forkserver_preload(["pipeline.execution.single_quantum", "butler"])
             self._pool = ProcessPoolExecutor(
                 max_workers=self.processes, mp_context=ctx, initializer=_init_worker,
-                initargs=(self.graph_path, self.repo_root, self.timeout, self.log_level))
+                initargs=(self.graph_path, self.repo_root, self.timeout, self.log_level, self.clean_stale))
         return self._pool
 
     def submit(self, quantum_id: UUID) -> Future[QuantumResult]:

@@ -30,7 +30,7 @@ from .single_quantum import QuantumResult
 from .walker import GraphWalker
 
 __all__ = ["QuantumReport", "RunReport", "run_graph", "pre_exec_init", "ExecutionError",
-           "packages_versions"]
+           "packages_versions", "resume_state"]
 
 _log = logging.getLogger("ccdflow.exec")
 
@@ -122,7 +122,7 @@ class RunReport:
             "status": status,
             "cmdLine": " ".join(command) if command else None,
             "wallTime": round(self.wall_time, 3),
-            "counts": {s: self.count(s) for s in ("done", "no_work", "failed", "blocked", "pending")},
+            "counts": {s: self.count(s) for s in ("done", "no_work", "failed", "blocked", "pending", "skipped")},
             "qgraphSummary": {"outputRun": graph.output_run if graph is not None else None,
                               "quanta": graph.count_by_task() if graph is not None else {}},
             "exceptionInfo": ({"type": (failed[0].error or "").split(":")[0], "message": failed[0].error}
@@ -204,9 +204,12 @@ def pre_exec_init(butler: Any, graph: Any, *, register_dataset_types: bool = Fal
     if not run:
         raise ExecutionError("the quantum graph has no output run; build it with -o or --output-run")
     existing_init = {}
-    if not md.get("extend_run"):
-        pass
-    else:
+    try:
+        registry.get_collection_type(run)
+        run_exists = True
+    except Exception:  # noqa: BLE001 - MissingCollectionError
+        run_exists = False
+    if run_exists:
         for refs in graph.init_outputs.values():
             for ref in refs:
                 found = butler.find_dataset(ref.dataset_type.name, collections=[run]) \
@@ -336,7 +339,7 @@ class _Progress:
 def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False,
               progress: str = "auto", summary_path: str | os.PathLike[str] | None = None,
               batch_seconds: float = 1.0, batch_size: int = 500, max_retries: int = 1,
-              command: Sequence[str] | None = None) -> RunReport:
+              command: Sequence[str] | None = None, skip: set[UUID] | frozenset[UUID] = frozenset()) -> RunReport:
     """Execute every quantum of a graph and register the outputs.
 
     Parameters
@@ -359,6 +362,8 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
         How often a quantum whose worker died is resubmitted before it counts as failed.
     command : `list` [`str`], optional
         Command line recorded in the summary.
+    skip : `set` [`uuid.UUID`], optional
+        Quanta already done (e.g. from `resume_state`); marked ``skipped`` without running.
 
     Returns
     -------
@@ -414,9 +419,16 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
         while not walker.finished:
             if not stop_submitting:
                 for idx in walker.take_ready(window - len(in_flight)):
-                    fut = executor.submit(graph.id_at(idx))
+                    qid = graph.id_at(idx)
+                    if qid in skip:
+                        report.quanta[qid].status = "skipped"
+                        walker.mark_done(idx)
+                        continue
+                    fut = executor.submit(qid)
                     in_flight[fut] = idx
             if not in_flight:
+                if walker.n_ready and not stop_submitting:
+                    continue
                 break
             done, _ = wait(list(in_flight), timeout=batch_seconds, return_when=FIRST_COMPLETED)
             lost = False
@@ -469,6 +481,49 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
             if rep.status == "pending":
                 rep.status = "blocked"
     return report
+
+
+def resume_state(butler: Any, graph: Any) -> tuple[set[UUID], list[Any]]:
+    """What a previous attempt at the same graph left in its output run.
+
+    Used when a saved graph is run again (``pipetask run -g``) after an interruption or failure:
+    quanta whose predicted ``<label>_metadata`` UUID is registered are done; datasets registered
+    for the other quanta (the ``<label>_log`` of a failed attempt) are stale and must be removed
+    before those quanta run again.
+
+    Parameters
+    ----------
+    butler : `butler.Butler`
+    graph : `pipeline.graph.QuantumGraph`
+
+    Returns
+    -------
+    done : `set` [`uuid.UUID`]
+        Ids of quanta that already succeeded.
+    stale : `list` [`butler.DatasetRef`]
+        Registered outputs of quanta that will run again.
+    """
+    run = graph.output_run
+    try:
+        butler.registry.get_collection_type(run)
+    except Exception:  # noqa: BLE001 - MissingCollectionError: a fresh run
+        return set(), []
+    registered: set[UUID] = set()
+    names = {r.dataset_type.name for i in range(len(graph)) for r in graph.quantum_at(i).all_outputs()}
+    for name in sorted(names):
+        try:
+            registered.update(r.id for r in butler.query_datasets(name, collections=[run], find_first=True))
+        except Exception:  # noqa: BLE001 - dataset type not registered yet
+            continue
+    done: set[UUID] = set()
+    stale: list[Any] = []
+    for i in range(len(graph)):
+        q = graph.quantum_at(i)
+        if q.metadata_ref.id in registered:
+            done.add(q.id)
+        else:
+            stale.extend(r for r in q.all_outputs() if r.id in registered)
+    return done, stale
 
 
 def _register(butler: Any, graph: Any, results: list[QuantumResult]) -> int:

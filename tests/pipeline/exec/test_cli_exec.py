@@ -72,7 +72,7 @@ def test_run_failure_exit_code_and_summary(toy_cli: Any, tmp_path: Path) -> None
     assert "Executed 6 quanta successfully, 2 failed and 1 blocked" in r.output
     doc = json.loads(summary.read_text())
     assert doc["status"] == "failure" and doc["counts"] == {"done": 6, "no_work": 0, "failed": 2, "blocked": 1,
-                                                           "pending": 0}
+                                                           "pending": 0, "skipped": 0}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -214,3 +214,27 @@ def test_data_id_scoped_config_applies_per_quantum(toy_cli: Any, tmp_path: Path)
               if q["status"] == "failed"}
     assert failed == {(2, 0), (2, 1)}
     assert doc["counts"]["done"] == 6
+
+
+def test_rerunning_a_saved_graph_finishes_the_job(toy_cli: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    butler, pipe, medians = toy_cli
+    qg = tmp_path / "g.qg"
+    r = _invoke("qgraph", "-b", str(butler.root), "-p", str(pipe), "-i", toy.TOY_RAW_RUN, "-o", "u/again",
+                "-q", str(qg))
+    assert r.exit_code == 0, r.output
+    monkeypatch.setenv("CCDFLOW_TOY_FAIL", "3")
+    r = _invoke("run", "-b", str(butler.root), "-g", str(qg), "--register-dataset-types", "--no-progress")
+    assert r.exit_code == 1 and "2 failed and 1 blocked" in r.output
+    monkeypatch.delenv("CCDFLOW_TOY_FAIL")
+    r = _invoke("run", "-b", str(butler.root), "-g", str(qg), "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "Skipped 6 quanta" in r.output and "Executed 3 quanta successfully" in r.output
+    # 9 quanta x (output, metadata, log) + 2 configs + packages, plus the 6 raws in the chain
+    assert _registered_files_exist(butler.root, "u/again") == 9 * 3 + 2 + 1 + 6
+    from butler import Butler
+
+    b = Butler(butler.root)
+    for d in (0, 1):
+        out = b.get("toyCalexp", collections=["u/again"], instrument=toy.TOY_INSTRUMENT, exposure=3, detector=d)
+        raw = b.get("toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=3, detector=d)
+        np.testing.assert_allclose(out, raw.astype(np.float32) - medians[(3, d)])
