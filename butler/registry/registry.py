@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import operator
 import socket
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -1140,19 +1141,32 @@ class Registry:
                     if d not in self._complete:
                         self._load_complete(d)
                 else:
-                    self._prefetch_records(
-                        d, {k for k in (tuple(r[i] for i in kp) for r in rows) if k[-1] is not None}
-                    )
+                    get_key = operator.itemgetter(*kp) if len(kp) > 1 else (lambda r, i=kp[0]: (r[i],))
+                    keys = set(map(get_key, rows))
+                    self._prefetch_records(d, {k for k in keys if k[-1] is not None})
         caches = self._records
+        # itemgetters that pull a row's dimension values and each record's key tuple at C speed.
+        getters = {}
+        for tid, (dt, dims, dpos, rec_keys) in plans.items():
+            getters[tid] = (
+                dt,
+                dims,
+                operator.itemgetter(*dpos) if len(dpos) > 1 else (lambda r, i=dpos[0]: (r[i],)) if dpos else (lambda r: ()),
+                [
+                    (d, caches[d], operator.itemgetter(*kp) if len(kp) > 1 else (lambda r, i=kp[0]: (r[i],)))
+                    for d, kp in rec_keys
+                ],
+            )
         runs: dict[int, str] = {}
         out = []
         UUID = uuid.UUID
         for r in rows:
-            dt, dims, dpos, rec_keys = plans[r[i_type]]
-            values = {d: r[i] for d, i in zip(dims, dpos) if r[i] is not None}
+            dt, dims, get_values, rec_getters = getters[r[i_type]]
+            vals = get_values(r)
+            values = dict(zip(dims, vals)) if None not in vals else {d: v for d, v in zip(dims, vals) if v is not None}
             recs = {}
-            for d, kp in rec_keys:
-                rec = caches[d].get(tuple(r[i] for i in kp))
+            for d, cache, get_key in rec_getters:
+                rec = cache.get(get_key(r))
                 if rec is not None:
                     recs[d] = rec
             run_id = r[i_run]
