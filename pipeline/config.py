@@ -720,9 +720,10 @@ def _set_path(
     ann = cls.model_fields[key].annotation
     origin = get_origin(ann)
     container = data.get(key)
-    if origin in (dict, Mapping) or (
-        origin in (typing.Union, types.UnionType) and isinstance(container, dict)
-    ):
+    union_of_dict = origin in (typing.Union, types.UnionType) and any(
+        get_origin(a) in (dict, Mapping) or a is dict for a in get_args(ann)
+    )
+    if origin in (dict, Mapping) or union_of_dict:
         if container is None:
             container = {}
         container = dict(container)

@@ -211,3 +211,13 @@ def test_constraint_error_message():
         Bounded.from_overrides({"order": -3}, label="isr")
     assert str(exc.value) == ("task 'isr': config field 'order' = -3 is invalid: input should be greater than "
                               "or equal to 0")
+
+
+def test_optional_dict_field_dotted_override():
+    from pipeline.config import Config, Field
+
+    class Opt(Config):
+        gains: dict[str, float] | None = Field(None, description="Per-amp gains (e-/ADU).")
+
+    assert Opt.from_overrides({"gains.C1": "1.5"}).gains == {"C1": 1.5}
+    assert Opt.from_overrides({"gains": None}).gains is None
