@@ -197,8 +197,9 @@ def _render_show(item: str, pipe: Any, graph: Any) -> str:
         if not sep or not label or not field:
             raise click.BadParameter(f"{item!r}: use history=LABEL::FIELD", param_hint="--show")
         if label not in graph.tasks:
-            raise click.BadParameter(f"no task labelled {label!r} (labels: {', '.join(graph.tasks)})",
-                                     param_hint="--show history")
+            raise click.BadParameter(
+                f"no task labelled {label!r} (labels: {', '.join(graph.tasks)})", param_hint="--show history"
+            )
         lines = [f"### History of config field '{field}' of task '{label}'"]
         return "\n".join(lines + pipe.config_history(label, field)) + "\n"
     if name == "pipeline-graph":

@@ -370,8 +370,10 @@ class Config(BaseModel):
 
 
 def _frozen_error(where: str) -> ConfigError:
-    return ConfigError(f"cannot modify {where}: the config is frozen (configs are frozen before execution); "
-                       "change it through a pipeline override instead")
+    return ConfigError(
+        f"cannot modify {where}: the config is frozen (configs are frozen before execution); "
+        "change it through a pipeline override instead"
+    )
 
 
 class _FrozenDict(dict):  # type: ignore[type-arg]
@@ -599,12 +601,32 @@ def _walk(cls: type[Config], loc: Iterable[Any]) -> tuple[type[Config] | None, l
 
 
 _CONSTRAINTS = {
-    "greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of", "too_short",
-    "too_long", "string_too_short", "string_too_long", "string_pattern_mismatch", "finite_number",
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "multiple_of",
+    "too_short",
+    "too_long",
+    "string_too_short",
+    "string_too_long",
+    "string_pattern_mismatch",
+    "finite_number",
 }
 _SELF_EXPLAINED = {
-    "literal_error", "bool_parsing", "bool_type", "int_parsing", "int_type", "float_parsing", "float_type",
-    "string_type", "dict_type", "list_type", "model_type", "int_from_float", "model_attributes_type",
+    "literal_error",
+    "bool_parsing",
+    "bool_type",
+    "int_parsing",
+    "int_type",
+    "float_parsing",
+    "float_type",
+    "string_type",
+    "dict_type",
+    "list_type",
+    "model_type",
+    "int_from_float",
+    "model_attributes_type",
 }
 
 

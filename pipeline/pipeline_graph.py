@@ -442,7 +442,7 @@ class _DiGraph:
                     path.pop()
                     state[node] = 2
                 elif state.get(nxt) == 1:
-                    return path[path.index(nxt):]
+                    return path[path.index(nxt) :]
                 elif nxt not in state:
                     state[nxt] = 1
                     path.append(nxt)

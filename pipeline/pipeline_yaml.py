@@ -185,9 +185,14 @@ def _literal(node: ast.expr) -> Any:
     def conv(n: ast.AST) -> Any:
         if isinstance(n, ast.Name) and n.id in ("nan", "inf"):
             return float(n.id)
-        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "float"
-                and len(n.args) == 1 and isinstance(n.args[0], ast.Constant)
-                and str(n.args[0].value).strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity")):
+        if (
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name)
+            and n.func.id == "float"
+            and len(n.args) == 1
+            and isinstance(n.args[0], ast.Constant)
+            and str(n.args[0].value).strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity")
+        ):
             return float(n.args[0].value)
         if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
             v = conv(n.operand)
