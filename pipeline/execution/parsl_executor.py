@@ -278,6 +278,12 @@ def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *, run_dir: str | 
         provider = prov_cls(**kwargs)
     except TypeError as exc:
         raise ParslConfigError(f"provider kind {site.provider.kind!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - parsl.errors.OptionalModuleMissing and the like
+        if type(exc).__name__ == "OptionalModuleMissing":
+            mods = ", ".join(getattr(exc, "module_names", []) or ["?"])
+            raise ParslConfigError(f"provider kind {site.provider.kind!r} needs the Python package(s) {mods} "
+                                   f"on the driver: pip install {mods.replace(', ', ' ')}") from None
+        raise
     h = site.htex
     address = h.address
     if address is None and h.interface is not None:
