@@ -46,7 +46,7 @@ PRESCAN, SERIAL_OS, PARALLEL_OS = 3, 32, 48
 
 
 def lsst_like_detector() -> Detector:
-    """A 16-amplifier 4072×4000 detector (8 × 2 amps of 509 × 2000, LSST-like raw layout).
+    """Build a 16-amplifier 4072×4000 detector (8 × 2 amps of 509 × 2000, LSST-like raw layout).
 
     Returns
     -------
@@ -75,18 +75,36 @@ def lsst_like_detector() -> Detector:
                 data, serial, pre = (b.shifted(0, PARALLEL_OS) for b in (data, serial, pre))
                 par = Box(data.x0, 0, AMP_NX, PARALLEL_OS)
             data, serial, pre, par = (b.shifted(0, y0) for b in (data, serial, pre, par))
-            amps.append(Amplifier(
-                f"C{row}{col}", gain=1.5 + 0.02 * col, read_noise=6.0, saturation=65000.0,
-                readout_corner=corner, bbox=Box(col * AMP_NX, row * AMP_NY, AMP_NX, AMP_NY),
-                raw_bbox=Box(x0, y0, seg_nx, seg_ny), raw_data_bbox=data, raw_serial_overscan_bbox=serial,
-                raw_serial_prescan_bbox=pre, raw_parallel_overscan_bbox=par, raw_flip_x=fx, raw_flip_y=fy,
-                linearity_type="Squared", linearity_coeffs=(1e-7,)))
-    return Detector(0, "R00_S00", bbox=Box(0, 0, 8 * AMP_NX, 2 * AMP_NY), amplifiers=tuple(amps),
-                    raw_shape=(2 * seg_ny, 8 * seg_nx))
+            amps.append(
+                Amplifier(
+                    f"C{row}{col}",
+                    gain=1.5 + 0.02 * col,
+                    read_noise=6.0,
+                    saturation=65000.0,
+                    readout_corner=corner,
+                    bbox=Box(col * AMP_NX, row * AMP_NY, AMP_NX, AMP_NY),
+                    raw_bbox=Box(x0, y0, seg_nx, seg_ny),
+                    raw_data_bbox=data,
+                    raw_serial_overscan_bbox=serial,
+                    raw_serial_prescan_bbox=pre,
+                    raw_parallel_overscan_bbox=par,
+                    raw_flip_x=fx,
+                    raw_flip_y=fy,
+                    linearity_type="Squared",
+                    linearity_coeffs=(1e-7,),
+                )
+            )
+    return Detector(
+        0,
+        "R00_S00",
+        bbox=Box(0, 0, 8 * AMP_NX, 2 * AMP_NY),
+        amplifiers=tuple(amps),
+        raw_shape=(2 * seg_ny, 8 * seg_nx),
+    )
 
 
 def make_inputs(detector: Detector, seed: int = 1) -> tuple[Exposure, dict]:
-    """A uint16 raw (sky × flat / gain + bias + noise) and matching bias, dark, flat, defects.
+    """Make a uint16 raw (sky × flat / gain + bias + noise) and matching bias, dark, flat, defects.
 
     Returns
     -------
@@ -117,8 +135,10 @@ def make_inputs(detector: Detector, seed: int = 1) -> tuple[Exposure, dict]:
     zeros = np.zeros((ny, nx), np.float32)
     calibs = {
         "bias": Exposure(MaskedImage(zeros.copy(), None, np.full((ny, nx), 0.1, np.float32))),
-        "dark": Exposure(MaskedImage(np.full((ny, nx), 0.002, np.float32), None, zeros.copy()),
-                         info=ExposureInfo(dark_time=1.0, exposure_time=1.0)),
+        "dark": Exposure(
+            MaskedImage(np.full((ny, nx), 0.002, np.float32), None, zeros.copy()),
+            info=ExposureInfo(dark_time=1.0, exposure_time=1.0),
+        ),
         "flat": Exposure(MaskedImage(flat, None, np.full((ny, nx), 1e-6, np.float32))),
         "defects": Defects([Box(1000, 0, 1, ny), Box(3000, 500, 2, 300), Box(10, 10, 5, 5)]),
     }
@@ -132,7 +152,7 @@ def run_ccdflow(raw: Exposure, calibs: dict) -> Exposure:
 
 
 def run_ccdproc(raw: Exposure, calibs: dict) -> object:
-    """The same steps with ccdproc (overscan+trim per amp, mosaic, deviation, bias, dark, flat)."""
+    """Run the same steps with ccdproc (overscan+trim per amp, mosaic, deviation, bias, dark, flat)."""
     import astropy.units as u
     import ccdproc
     from astropy.nddata import CCDData
@@ -147,9 +167,10 @@ def run_ccdproc(raw: Exposure, calibs: dict) -> object:
         os_box = amp.raw_serial_overscan_bbox.shifted(-seg.x0, -seg.y0)
         os_box = Box(os_box.x0, 0, os_box.nx, d0.ny)
         data_box = d0.shifted(-seg.x0, -seg.y0)
-        sub = ccdproc.subtract_overscan(sub, overscan=sub[os_box.y0:os_box.y1, os_box.x0:os_box.x1],
-                                        overscan_axis=1, median=True)
-        sub = ccdproc.trim_image(sub[data_box.y0:data_box.y1, data_box.x0:data_box.x1])
+        sub = ccdproc.subtract_overscan(
+            sub, overscan=sub[os_box.y0 : os_box.y1, os_box.x0 : os_box.x1], overscan_axis=1, median=True
+        )
+        sub = ccdproc.trim_image(sub[data_box.y0 : data_box.y1, data_box.x0 : data_box.x1])
         d = sub.data
         if amp.raw_flip_y:
             d = d[::-1]
@@ -157,8 +178,9 @@ def run_ccdproc(raw: Exposure, calibs: dict) -> object:
             d = d[:, ::-1]
         out[amp.bbox.slices] = d
     ccd = CCDData(out, unit="adu")
-    ccd = ccdproc.create_deviation(ccd, gain=1.5 * u.electron / u.adu, readnoise=6.0 * u.electron,
-                                   disregard_nan=True)
+    ccd = ccdproc.create_deviation(
+        ccd, gain=1.5 * u.electron / u.adu, readnoise=6.0 * u.electron, disregard_nan=True
+    )
     ccd = ccdproc.gain_correct(ccd, 1.0 * u.dimensionless_unscaled)
     bias = CCDData(calibs["bias"].image, unit="adu")
     dark = CCDData(calibs["dark"].image, unit="adu")
@@ -170,8 +192,10 @@ def run_ccdproc(raw: Exposure, calibs: dict) -> object:
 
 
 def _best(fn, make, repeat: int) -> tuple[float, float]:
-    """Best wall-clock and best process-CPU time of ``repeat`` runs (CPU time is robust to
-    other processes sharing the core)."""
+    """Return the best wall-clock and best process-CPU time of ``repeat`` runs.
+
+    CPU time is robust to other processes sharing the core.
+    """
     walls, cpus = [], []
     for _ in range(repeat):
         args = make()
@@ -199,7 +223,9 @@ def _peak(fn, make) -> float:
 def bench_case(name: str, detector_factory, repeat: int, with_ccdproc: bool = True) -> dict:
     """Time one detector type; returns the figures printed."""
     det = detector_factory()
-    raw0, calibs = make_inputs(det) if callable(detector_factory) and name != "megacam" else detector_factory.inputs
+    raw0, calibs = (
+        make_inputs(det) if callable(detector_factory) and name != "megacam" else detector_factory.inputs
+    )
 
     def make():
         return raw0.copy(), calibs
@@ -209,16 +235,29 @@ def bench_case(name: str, detector_factory, repeat: int, with_ccdproc: bool = Tr
     t_proc, c_proc = _best(run_ccdproc, make, repeat) if with_ccdproc else (float("nan"),) * 2
     peak = _peak(run_ccdflow, make)
     f32 = det.bbox.area * 4
-    return {"name": name, "shape": det.bbox.shape, "namps": len(det), "flow": t_flow, "proc": t_proc,
-            "cflow": c_flow, "cproc": c_proc, "peak": peak, "f32": f32}
+    return {
+        "name": name,
+        "shape": det.bbox.shape,
+        "namps": len(det),
+        "flow": t_flow,
+        "proc": t_proc,
+        "cflow": c_flow,
+        "cproc": c_proc,
+        "peak": peak,
+        "f32": f32,
+    }
 
 
 def megacam_factory():
     """MegaCam ccd00 simulated with the raw simulator (2 amps, 2048 × 4612 assembled)."""
     from pipeline.instruments.simulate import simulate_exposures
 
-    exps, truth = simulate_exposures("megacam", [{"observation_type": "science", "exposure_time": 30.0,
-                                                  "flux": 500.0}], seed=4, detectors=[0])
+    exps, truth = simulate_exposures(
+        "megacam",
+        [{"observation_type": "science", "exposure_time": 30.0, "flux": 500.0}],
+        seed=4,
+        detectors=[0],
+    )
     raw = exps[0]
     ny, nx = raw.detector.bbox.shape
     zeros = np.zeros((ny, nx), np.float32)
@@ -242,15 +281,21 @@ def main(argv: list[str] | None = None) -> int:
     repeat = 1 if args.quick else args.repeat
     logging.getLogger("isr").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    rows = [bench_case("16-amp 4072x4000", lsst_like_detector, repeat),
-            bench_case("megacam", megacam_factory(), repeat)]
+    rows = [
+        bench_case("16-amp 4072x4000", lsst_like_detector, repeat),
+        bench_case("megacam", megacam_factory(), repeat),
+    ]
     print("ISR benchmark (one core; best of %d; wall-clock and process CPU seconds per detector)" % repeat)
-    print(f"{'detector':<18} {'amps':>4} {'ccdflow s':>10} {'(cpu)':>7} {'ccdproc s':>10} {'(cpu)':>7} "
-          f"{'speed-up':>9} {'peak MB':>8} {'peak/f32':>8}")
+    print(
+        f"{'detector':<18} {'amps':>4} {'ccdflow s':>10} {'(cpu)':>7} {'ccdproc s':>10} {'(cpu)':>7} "
+        f"{'speed-up':>9} {'peak MB':>8} {'peak/f32':>8}"
+    )
     for r in rows:
-        print(f"{r['name']:<18} {r['namps']:>4} {r['flow']:>10.3f} {r['cflow']:>7.3f} {r['proc']:>10.3f} "
-              f"{r['cproc']:>7.3f} {r['cproc'] / r['cflow']:>8.1f}x {r['peak'] / 1e6:>8.0f} "
-              f"{r['peak'] / r['f32']:>8.2f}")
+        print(
+            f"{r['name']:<18} {r['namps']:>4} {r['flow']:>10.3f} {r['cflow']:>7.3f} {r['proc']:>10.3f} "
+            f"{r['cproc']:>7.3f} {r['cproc'] / r['cflow']:>8.1f}x {r['peak'] / 1e6:>8.0f} "
+            f"{r['peak'] / r['f32']:>8.2f}"
+        )
     print("targets: <= 1 s per 16-amp detector, >= 3x faster than ccdproc, peak < 6x the float32 image")
     return 0
 

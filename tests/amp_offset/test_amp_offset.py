@@ -16,6 +16,7 @@ from pipeline.tasks.amp_offset import (
 
 
 def grid_detector(ncol: int, nrow: int, nx: int, ny: int) -> Detector:
+    """Build the grid detector test input."""
     amps = []
     for r in range(nrow):
         for c in range(ncol):
@@ -24,6 +25,7 @@ def grid_detector(ncol: int, nrow: int, nx: int, ny: int) -> Detector:
 
 
 def constant_exposure(det: Detector, values, noise: float = 0.0, seed: int = 1) -> Exposure:
+    """Build the constant exposure test input."""
     img = np.zeros(det.bbox.shape, np.float32)
     for amp, v in zip(det, values):
         img[amp.bbox.slices] = v
@@ -33,11 +35,13 @@ def constant_exposure(det: Detector, values, noise: float = 0.0, seed: int = 1) 
 
 
 def quiet_task(**kw) -> AmpOffsetTask:
+    """Build the quiet task test input."""
     cfg = AmpOffsetConfig(doBackground=False, doDetection=False, **kw)
     return AmpOffsetTask(config=cfg)
 
 
 def test_associations_lsst_like_layout():
+    """Check associations lsst like layout."""
     det = grid_detector(4, 2, 100, 51)
     assoc, sides = get_amp_associations(list(det))
     assert np.all(assoc.sum(axis=1) == 0) and np.array_equal(assoc, assoc.T)
@@ -49,6 +53,7 @@ def test_associations_lsst_like_layout():
 
 @pytest.mark.parametrize("kind", ["symmetric", "random", "artificial"])
 def test_constant_amps_pedestals_exact(kind):
+    """Check constant amps pedestals exact."""
     det = grid_detector(4, 2, 100, 51)
     if kind == "symmetric":
         v = np.linspace(-2.5, 2.5, 8)
@@ -69,6 +74,7 @@ def test_constant_amps_pedestals_exact(kind):
 
 
 def test_megacam_two_amps_and_16_amp_noisy():
+    """Check megacam two amps and 16 amp noisy."""
     det = grid_detector(2, 1, 256, 1024)
     v = np.array([3.0, -1.0])
     res = quiet_task().run(constant_exposure(det, v))
@@ -87,6 +93,7 @@ def test_megacam_two_amps_and_16_amp_noisy():
 
 
 def test_offset_caps_and_failures():
+    """Check offset caps and failures."""
     a = np.full(100, 10.0)
     b = np.full(100, 2.0)
     r = get_interface_offset("A", "B", a, b, max_offset=5.0)
@@ -101,6 +108,7 @@ def test_offset_caps_and_failures():
 
 
 def test_with_background_and_detection_on_sources():
+    """Check with background and detection on sources."""
     det = grid_detector(4, 2, 100, 51)
     # Checkerboard pedestals on a smooth y ramp 0..100 (the ramp must go into the background,
     # the pedestals must not).

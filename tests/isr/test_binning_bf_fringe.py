@@ -11,6 +11,7 @@ from pipeline.tasks.isr.fringe import measure_fringes, solve_fringes, subtract_f
 
 
 def test_binning_floor_mean_or_variance():
+    """Check binning floor mean or variance."""
     img = np.arange(7 * 9, dtype=np.float32).reshape(7, 9)
     mask = np.zeros((7, 9), np.int32)
     mask[1, 1] = 4
@@ -27,6 +28,7 @@ def test_binning_floor_mean_or_variance():
 
 
 def test_bf_delta_kernel_leaves_flat_image():
+    """Check bf delta kernel leaves flat image."""
     img = np.full((100, 100), 1000.0, np.float32)
     k = np.zeros((5, 5))
     k[2, 2] = 1.0
@@ -38,6 +40,7 @@ def test_bf_delta_kernel_leaves_flat_image():
 
 
 def test_fringe_amplitude_recovered():
+    """Check fringe amplitude recovered."""
     rng = np.random.default_rng(2)
     ny, nx = 200, 200
     y, x = np.mgrid[:ny, :nx]
@@ -55,6 +58,7 @@ def test_fringe_amplitude_recovered():
 
 
 def test_bf_single_iteration_quirk_defined():
+    """Check bf single iteration quirk defined."""
     # Reference QUIRK: maxIter = 1 leaves the difference undefined; we return 0.0 and 1 iteration.
     rng = np.random.default_rng(0)
     img = (1000 + rng.normal(0, 30, (40, 40))).astype(np.float32)

@@ -17,6 +17,7 @@ from pipeline.tasks.isr.calibs import (
 
 
 def test_defects_round_trip(tmp_path):
+    """Check defects round trip."""
     d = Defects([Box(3, 4, 1, 10), (0, 0, 2, 2)], metadata={"CALIBDATE": "2026-01-01", "INSTRUME": "testcam"})
     path = tmp_path / "defects.fits"
     d.write_fits(path)
@@ -30,8 +31,12 @@ def test_defects_round_trip(tmp_path):
 
 
 def test_linearizer_crosstalk_bfk_round_trip(tmp_path):
-    lin = Linearizer({"A": "Squared", "B": "LookupTable"}, {"A": [1e-6], "B": [1, 0.5]},
-                     table=np.arange(12.0).reshape(2, 6))
+    """Check linearizer crosstalk bfk round trip."""
+    lin = Linearizer(
+        {"A": "Squared", "B": "LookupTable"},
+        {"A": [1e-6], "B": [1, 0.5]},
+        table=np.arange(12.0).reshape(2, 6),
+    )
     fmt = IsrCalibFormatter()
     fmt.write(lin, tmp_path / "lin.fits")
     back = fmt.read(tmp_path / "lin.fits")

@@ -12,6 +12,7 @@ from pipeline.tasks.isr.cfht_isr_task import estimate_saturation
 
 
 def test_estimate_saturation_histogram():
+    """Check estimate saturation histogram."""
     rng = np.random.default_rng(0)
     img = rng.integers(1000, 2000, (100, 100)).astype(np.uint16)
     assert estimate_saturation(img, 65535.0) == 65535.0  # nothing above 60000 -> header SATURATE
@@ -24,12 +25,18 @@ def test_estimate_saturation_histogram():
 
 @pytest.fixture(scope="module")
 def megacam_flat():
-    exps, truth = simulate_exposures("megacam", [{"observation_type": "flat", "exposure_time": 1.0,
-                                                  "flux": 20000.0}], seed=2, detectors=[0])
+    """Build the megacam flat test input."""
+    exps, truth = simulate_exposures(
+        "megacam",
+        [{"observation_type": "flat", "exposure_time": 1.0, "flux": 20000.0}],
+        seed=2,
+        detectors=[0],
+    )
     return exps[0], truth
 
 
 def test_cfht_isr_gains_saturation_and_overrides(megacam_flat):
+    """Check cfht isr gains saturation and overrides."""
     raw, truth = megacam_flat
     raw = raw.copy()
     raw.metadata["GAINA"] = 1.71
@@ -61,11 +68,14 @@ def test_cfht_isr_gains_saturation_and_overrides(megacam_flat):
 
 
 def test_cfht_refuses_bf_kernel_and_bad_amp_names(megacam_flat):
+    """Check cfht refuses bf kernel and bad amp names."""
     raw, _ = megacam_flat
     task = CfhtIsrTask(config=CfhtIsrTaskConfig(doBias=False, doDark=False, doFlat=False, doDefect=False))
     with pytest.raises(ValueError, match="brighter-fatter"):
         task.run(raw.copy(), bfKernel=np.ones((3, 3)))
     bad = raw.copy()
-    bad.detector = bad.detector.replace(amplifiers=tuple(a.replace(name=n) for a, n in zip(bad.detector, "XY")))
+    bad.detector = bad.detector.replace(
+        amplifiers=tuple(a.replace(name=n) for a, n in zip(bad.detector, "XY"))
+    )
     with pytest.raises(ValueError, match="named A and B"):
         task.run(bad)

@@ -27,10 +27,12 @@ from pipeline.tasks.isr.isr_functions import (
 
 
 def planes(value=10.0, shape=(8, 8), var=1.0):
+    """Build the planes test input."""
     return (np.full(shape, value, np.float32), np.zeros(shape, np.int32), np.full(shape, var, np.float32))
 
 
 def test_bias_exact_and_mask_or_var_add():
+    """Check bias exact and mask or var add."""
     img, msk, var = planes()
     bi, bm, bv = planes(1.0, var=0.5)
     bm[2, 3] = 1
@@ -43,6 +45,7 @@ def test_bias_exact_and_mask_or_var_add():
 
 
 def test_dark_scaling_and_variance():
+    """Check dark scaling and variance."""
     img, msk, var = planes(1.0, var=1.0)
     di, dm, dv = planes(1.0 / 128, var=0.0)
     s = dark_correction(img, msk, var, di, dm, dv, 128.0, 1.0)
@@ -64,6 +67,7 @@ def test_dark_scaling_and_variance():
 
 @pytest.mark.parametrize("scale", [1.0, 2.5])
 def test_flat_user_scale_and_quotient_variance(scale):
+    """Check flat user scale and quotient variance."""
     img, msk, var = planes(10.0, var=4.0)
     fi, fm, fv = planes(2.0, var=0.01)
     flat_correction(img, msk, var, fi, fm, fv, "USER", scale)
@@ -75,6 +79,7 @@ def test_flat_user_scale_and_quotient_variance(scale):
 
 
 def test_flat_mean_median_and_unknown():
+    """Check flat mean median and unknown."""
     img, msk, var = planes(10.0)
     fi = np.ones((8, 8), np.float32)
     fi[:4] = 3.0
@@ -86,6 +91,7 @@ def test_flat_mean_median_and_unknown():
 
 @pytest.mark.parametrize("gain", [-1.0, 0.0, 0.1, 1.0, float("nan")])
 def test_variance_formula_and_gain_fallback(gain):
+    """Check variance formula and gain fallback."""
     level, rn = 1000.0, 1.5
     g, n = effective_gain_noise(gain, rn)
     img = np.full((4, 4), level, np.float32)
@@ -97,6 +103,7 @@ def test_variance_formula_and_gain_fallback(gain):
 
 
 def test_read_noise_zero_is_kept_quirk():
+    """Check read noise zero is kept quirk."""
     # Reference QUIRK: noise 0 -> 1 e-. Intended behaviour: 0 stays 0; NaN/negative -> 1.
     assert effective_gain_noise(2.0, 0.0) == (2.0, 0.0)
     assert effective_gain_noise(2.0, float("nan")) == (2.0, 1.0)
@@ -104,6 +111,7 @@ def test_read_noise_zero_is_kept_quirk():
 
 
 def test_negative_variance_and_nans():
+    """Check negative variance and nans."""
     v = np.array([[1.0, 0.0], [-1.0, 2.0]], np.float32)
     assert mask_negative_variance(v).tolist() == [[False, True], [True, False]]
     img = np.array([[1.0, np.nan], [np.inf, 2.0]], np.float32)
@@ -112,6 +120,7 @@ def test_negative_variance_and_nans():
 
 
 def test_saturation_diamond_growth_and_interpolation():
+    """Check saturation diamond growth and interpolation."""
     # reference test_saturationCorrection: 20x20 image of 100, column x=9 y=5..15 = 1000
     img = np.full((20, 20), 100.0, np.float32)
     img[5:16, 9] = 1000.0
@@ -130,6 +139,7 @@ def test_saturation_diamond_growth_and_interpolation():
 
 
 def test_interpolation_weights_linear_and_edges():
+    """Check interpolation weights linear and edges."""
     row = np.array([[1.0, 2.0, 4.0, 100.0, 5.0, 7.0, 8.0]], np.float32)
     bad = np.zeros(row.shape, bool)
     bad[0, 3] = True
@@ -156,11 +166,12 @@ def test_interpolation_weights_linear_and_edges():
 
 
 def test_widen_saturation_trails():
+    """Check widen saturation trails."""
     sat = np.zeros((4, 40), bool)
-    sat[0, 10:15] = True   # w=5 -> 0
-    sat[1, 10:16] = True   # w=6 -> 1
-    sat[2, 10:18] = True   # w=8 -> 3
-    sat[3, 2:14] = True    # w=12 -> 4, clipped at 0
+    sat[0, 10:15] = True  # w=5 -> 0
+    sat[1, 10:16] = True  # w=6 -> 1
+    sat[2, 10:18] = True  # w=8 -> 3
+    sat[3, 2:14] = True  # w=12 -> 4, clipped at 0
     out = widen_saturation_trails(sat)
     assert out[0].sum() == 5
     assert np.flatnonzero(out[1]).tolist() == list(range(9, 17))
@@ -169,6 +180,7 @@ def test_widen_saturation_trails():
 
 
 def test_mask_edges_and_boxes():
+    """Check mask edges and boxes."""
     m = np.zeros((10, 12), np.int32)
     mask_edges(m, 2, 128)
     assert (m == 128).sum() == 10 * 12 - 6 * 8
@@ -181,6 +193,7 @@ def test_mask_edges_and_boxes():
 
 
 def test_set_bad_regions_uses_configured_statistic():
+    """Check set bad regions uses configured statistic."""
     # Reference QUIRK ignores badStatistic (always MEDIAN); we honour it.
     img = np.concatenate([np.zeros(60), np.full(40, 10.0), [1e6]]).astype(np.float32)[None, :]
     mask = np.zeros(img.shape, np.int32)
@@ -197,15 +210,29 @@ def test_set_bad_regions_uses_configured_statistic():
 
 def _two_amp_detector(flip_b: bool) -> Detector:
     # MegaCam-like: A serial overscan on the low-x side, B on the high-x side.
-    a = Amplifier("A", bbox=Box(0, 0, 4, 3), raw_bbox=Box(0, 0, 6, 4), raw_data_bbox=Box(2, 0, 4, 3),
-                  raw_serial_overscan_bbox=Box(0, 0, 2, 3), readout_corner="LL")
-    b = Amplifier("B", bbox=Box(4, 0, 4, 3), raw_bbox=Box(6, 0, 6, 4), raw_data_bbox=Box(6, 0, 4, 3),
-                  raw_serial_overscan_bbox=Box(10, 0, 2, 3), readout_corner="LR", raw_flip_x=flip_b)
+    a = Amplifier(
+        "A",
+        bbox=Box(0, 0, 4, 3),
+        raw_bbox=Box(0, 0, 6, 4),
+        raw_data_bbox=Box(2, 0, 4, 3),
+        raw_serial_overscan_bbox=Box(0, 0, 2, 3),
+        readout_corner="LL",
+    )
+    b = Amplifier(
+        "B",
+        bbox=Box(4, 0, 4, 3),
+        raw_bbox=Box(6, 0, 6, 4),
+        raw_data_bbox=Box(6, 0, 4, 3),
+        raw_serial_overscan_bbox=Box(10, 0, 2, 3),
+        readout_corner="LR",
+        raw_flip_x=flip_b,
+    )
     return Detector(0, "ccd", bbox=Box(0, 0, 8, 3), amplifiers=(a, b), raw_shape=(4, 12))
 
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_assembly_trimmed_and_untrimmed(flip):
+    """Check assembly trimmed and untrimmed."""
     det = _two_amp_detector(flip)
     raw = np.arange(48, dtype=np.float32).reshape(4, 12)
     out = assemble_plane(raw, det)

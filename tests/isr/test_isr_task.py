@@ -15,8 +15,10 @@ LEVEL = 20000.0  # e- at flat = 1
 
 @pytest.fixture(scope="module")
 def sim():
+    """Build the sim test input."""
     specs = [{"observation_type": "bias"}] * 8 + [
-        {"observation_type": "science", "exposure_time": 10.0, "flux": LEVEL / 10.0}] * 4
+        {"observation_type": "science", "exposure_time": 10.0, "flux": LEVEL / 10.0}
+    ] * 4
     exps, truth = simulate_exposures("testcam", specs, seed=11, detectors=[DET], flat_rms=0.03)
     return exps, truth
 
@@ -36,22 +38,26 @@ def _master_bias(bias_raws) -> Exposure:
 
 
 def test_full_isr_recovers_sky_and_variance(sim):
+    """Check full isr recovers sky and variance."""
     exps, truth = sim
     bias = _master_bias(exps[:8])
     raw = exps[8].copy()
     flat_img = truth.flat[DET].astype(np.float32)
     flat = Exposure(MaskedImage(flat_img, None, np.zeros_like(flat_img)))
-    dark = Exposure(MaskedImage(np.zeros_like(flat_img), None, np.zeros_like(flat_img)),
-                    info=ExposureInfo(dark_time=1.0))
+    dark = Exposure(
+        MaskedImage(np.zeros_like(flat_img), None, np.zeros_like(flat_img)), info=ExposureInfo(dark_time=1.0)
+    )
     defects = Defects([Box(20, 10, 1, 30), Box(100, 60, 3, 3)])
     # A saturated star in raw amp 0 (no flip): raw data box starts at x=3.
     amp0 = raw.detector.amplifiers[0]
     x0, y0 = amp0.raw_data_bbox.x0 + 30, amp0.raw_data_bbox.y0 + 20
-    raw.image[y0:y0 + 3, x0:x0 + 3] = 65000
+    raw.image[y0 : y0 + 3, x0 : x0 + 3] = 65000
     cfg = IsrTaskConfig(doDefect=True, saturation=60000.0, doCalculateStatistics=True)
     res = IsrTask(config=cfg).run(raw, bias=bias, dark=dark, flat=flat, defects=defects)
-    others = [IsrTask(config=IsrTaskConfig(doDefect=False)).run(e.copy(), bias=bias, dark=dark, flat=flat)
-              .exposure for e in exps[9:]]
+    others = [
+        IsrTask(config=IsrTaskConfig(doDefect=False)).run(e.copy(), bias=bias, dark=dark, flat=flat).exposure
+        for e in exps[9:]
+    ]
     out = res.exposure
     mi = out.masked_image
     assert out.shape == out.detector.bbox.shape
@@ -66,7 +72,7 @@ def test_full_isr_recovers_sky_and_variance(sim):
         for o in [out, *others]:
             img = o.image[sl][good].astype(np.float64)
             # Noise of the amp mean: pixel noise plus the constant overscan median (8 x 48 pixels).
-            tol = 5 * np.sqrt(img.var() / img.size + 1.57 * rn_adu ** 2 / (8 * 48))
+            tol = 5 * np.sqrt(img.var() / img.size + 1.57 * rn_adu**2 / (8 * 48))
             assert abs(img.mean() - expected) < tol, amp.name
             pooled.append(img - img.mean())
             planes.append(o.variance[sl][good])
@@ -76,11 +82,11 @@ def test_full_isr_recovers_sky_and_variance(sim):
         assert var_plane == pytest.approx(var_pix, rel=0.05), amp.name
     # saturated star: SAT and interpolated (assembled coords equal raw data coords - 3 for amp 0)
     ax, ay = amp0.bbox.x0 + 30, amp0.bbox.y0 + 20
-    assert np.all(mi.mask[ay:ay + 3, ax:ax + 3] & sat)
-    assert np.all(mi.mask[ay:ay + 3, ax:ax + 3] & mi.get_plane_bitmask("INTRP"))
+    assert np.all(mi.mask[ay : ay + 3, ax : ax + 3] & sat)
+    assert np.all(mi.mask[ay : ay + 3, ax : ax + 3] & mi.get_plane_bitmask("INTRP"))
     assert mi.mask[ay - 1, ax + 1] & sat and not mi.mask[ay - 1, ax - 1] & sat  # diamond growth
     expected0 = LEVEL / truth.gain(DET, amp0.name)
-    assert abs(np.median(mi.image[ay:ay + 3, ax:ax + 3]) - expected0) < 0.05 * expected0
+    assert abs(np.median(mi.image[ay : ay + 3, ax : ax + 3]) - expected0) < 0.05 * expected0
     # defects: BAD + INTRP, values interpolated to the sky level
     badbit, intrp = mi.get_plane_bitmask("BAD"), mi.get_plane_bitmask("INTRP")
     assert np.all(mi.mask[10:40, 20] & badbit) and np.all(mi.mask[10:40, 20] & intrp)
@@ -90,12 +96,14 @@ def test_full_isr_recovers_sky_and_variance(sim):
     md = out.metadata
     for amp in out.detector:
         assert md[f"LSST ISR OVERSCAN SERIAL MEDIAN {amp.name}"] == pytest.approx(
-            truth.amps[DET][amp.name].bias_level, abs=3.0)
+            truth.amps[DET][amp.name].bias_level, abs=3.0
+        )
         assert md[f"LSST ISR READNOISE {amp.name}"] == pytest.approx(truth.amps[DET][amp.name].read_noise)
         rn_adu = truth.amps[DET][amp.name].read_noise / truth.gain(DET, amp.name)
         # 8 x 48 overscan pixels, plus the +-2 ADU row pattern a constant fit leaves in
         assert md[f"LSST ISR OVERSCAN RESIDUAL SERIAL STDEV {amp.name}"] == pytest.approx(
-            np.sqrt(rn_adu ** 2 + 2.0), rel=0.2)
+            np.sqrt(rn_adu**2 + 2.0), rel=0.2
+        )
     assert md["LSST ISR FLAT APPLIED"] and md["LSST ISR BIAS APPLIED"] and md["LSST ISR DEFECT APPLIED"]
     stats = res.outputStatistics
     assert set(stats) == {a.name for a in out.detector}
@@ -105,6 +113,7 @@ def test_full_isr_recovers_sky_and_variance(sim):
 
 
 def test_empirical_read_noise_and_ptc_gains(sim):
+    """Check empirical read noise and ptc gains."""
     exps, truth = sim
     raw = exps[0].copy()
 
@@ -124,10 +133,19 @@ def test_empirical_read_noise_and_ptc_gains(sim):
     assert res.exposure.metadata[f"LSST ISR READNOISE {raw.detector[0].name}"] == 4.0
 
 
-@pytest.mark.parametrize("switch,calib", [("doBias", "bias"), ("doDark", "dark"), ("doFlat", "flat"),
-                                          ("doDefect", "defects"), ("usePtcGains", "ptc"),
-                                          ("doBrighterFatter", "bfKernel")])
+@pytest.mark.parametrize(
+    "switch,calib",
+    [
+        ("doBias", "bias"),
+        ("doDark", "dark"),
+        ("doFlat", "flat"),
+        ("doDefect", "defects"),
+        ("usePtcGains", "ptc"),
+        ("doBrighterFatter", "bfKernel"),
+    ],
+)
 def test_switch_without_calibration_raises(sim, switch, calib):
+    """Check switch without calibration raises."""
     exps, _ = sim
     cfg = _plain_config(**{switch: True})
     with pytest.raises(RuntimeError, match=calib):
@@ -135,14 +153,16 @@ def test_switch_without_calibration_raises(sim, switch, calib):
 
 
 def test_config_validation_and_connections():
+    """Check config validation and connections."""
     with pytest.raises(Exception, match="doApplyGains"):
         IsrTaskConfig(doApplyGains=True)
     cfg = IsrTaskConfig()
     conns = cfg.make_connections()
     assert {"bias", "dark", "flat", "defects", "linearizer"} <= conns.prerequisiteInputs
     assert "ptc" not in conns.prerequisiteInputs and "outputStatistics" not in conns.outputs
-    conns = IsrTaskConfig(doBias=False, doDark=False, usePtcGains=True, doCalculateStatistics=True
-                          ).make_connections()
+    conns = IsrTaskConfig(
+        doBias=False, doDark=False, usePtcGains=True, doCalculateStatistics=True
+    ).make_connections()
     assert "bias" not in conns.prerequisiteInputs and "ptc" in conns.prerequisiteInputs
     assert "outputStatistics" in conns.outputs
     assert conns.outputExposure.name == "postISRCCD"
@@ -150,6 +170,7 @@ def test_config_validation_and_connections():
 
 
 def test_no_detector_and_bad_input():
+    """Check no detector and bad input."""
     task = IsrTask(config=_plain_config())
     with pytest.raises(RuntimeError, match="no detector"):
         task.run(Exposure(np.zeros((4, 4), np.uint16)))
@@ -158,15 +179,31 @@ def test_no_detector_and_bad_input():
 
 
 def test_crosstalk_in_task_uses_detector_matrix():
-    exps, truth = simulate_exposures("testcam", [{"observation_type": "science", "exposure_time": 1.0,
-                                                  "flux": 100.0}], seed=3, detectors=[0], crosstalk=True)
+    """Check crosstalk in task uses detector matrix."""
+    exps, truth = simulate_exposures(
+        "testcam",
+        [{"observation_type": "science", "exposure_time": 1.0, "flux": 100.0}],
+        seed=3,
+        detectors=[0],
+        crosstalk=True,
+    )
     raw = exps[0]
     amp = raw.detector.amplifiers[0]
     # a bright block in amp 0 must leave crosstalk ghosts that the correction removes
-    raw.image[amp.raw_data_bbox.y0 + 5:amp.raw_data_bbox.y0 + 15, amp.raw_data_bbox.x0 + 5:amp.raw_data_bbox.x0 + 15] = 50000
+    raw.image[
+        amp.raw_data_bbox.y0 + 5 : amp.raw_data_bbox.y0 + 15,
+        amp.raw_data_bbox.x0 + 5 : amp.raw_data_bbox.x0 + 15,
+    ] = 50000
     off = IsrTask(config=_plain_config(doInterpolate=False, doSaturation=False)).run(raw.copy()).exposure
-    on = IsrTask(config=_plain_config(doCrosstalk=True, doInterpolate=False, doSaturation=False,
-                                      crosstalk={"minPixelToMask": 10000})).run(raw.copy()).exposure
+    on = (
+        IsrTask(
+            config=_plain_config(
+                doCrosstalk=True, doInterpolate=False, doSaturation=False, crosstalk={"minPixelToMask": 10000}
+            )
+        )
+        .run(raw.copy())
+        .exposure
+    )
     xt = raw.detector.crosstalk
     assert xt is not None
     mi = on.masked_image

@@ -17,6 +17,7 @@ from pipeline.tasks.isr.linearize import (
 
 
 def test_lookup_table_known_values():
+    """Check lookup table known values."""
     table = np.array([(7, 6, 5, 4), (1, 1, 1, 1), (5, 4, 3, 2), (0, 0, 0, 0)], dtype=np.float32)
     rows, offsets = (3, 2, 1, 0), (0, 0, 1, 1)
     expected = [(-1, 0, 1, 2), (4, 5, 5, 5), (0, 1, 2, 3), (6, 6, 6, 6)]
@@ -34,15 +35,19 @@ def test_lookup_table_known_values():
 
 @pytest.mark.parametrize("c", [0.0, 0.11, -0.15, -12.0])
 def test_squared_known_values(c):
+    """Check squared known values."""
     amp = np.array([-1.0, 0.0, 1.0, 2.0], np.float32)
     linearize_squared(amp, c)
     np.testing.assert_allclose(amp, [-1 + c, 0, 1 + c, 2 + 4 * c], rtol=1e-6)
 
 
 def test_polynomial_and_dispatch():
+    """Check polynomial and dispatch."""
     amp = np.array([[10.0, 100.0]], np.float32)
     linearize_polynomial(amp, [1e-3, 1e-6])
-    np.testing.assert_allclose(amp, [[10 + 1e-3 * 100 + 1e-6 * 1000, 100 + 1e-3 * 1e4 + 1e-6 * 1e6]], rtol=1e-6)
+    np.testing.assert_allclose(
+        amp, [[10 + 1e-3 * 100 + 1e-6 * 1000, 100 + 1e-3 * 1e4 + 1e-6 * 1e6]], rtol=1e-6
+    )
     amp2 = np.array([[10.0]], np.float32)
     assert not linearize_polynomial(amp2, [0.0, 0.0])
     apply_linearity(amp2, "Proportional", [])
@@ -52,6 +57,7 @@ def test_polynomial_and_dispatch():
 
 
 def test_spline_subtracts_akima():
+    """Check spline subtracts akima."""
     nodes = [0.0, 1000.0, 2000.0, 3000.0]
     values = [0.0, 10.0, 20.0, 30.0]  # linear: correction = v / 100
     amp = np.array([[500.0, 1500.0, 5000.0]], np.float32)
@@ -67,6 +73,7 @@ def _amps(ny, nx):
 
 
 def test_needs_flip():
+    """Check needs flip."""
     assert needs_flip("LL", "LR") == (True, False)
     assert needs_flip("LL", "UR") == (True, True)
     assert needs_flip("UR", "UL") == (True, False)
@@ -74,6 +81,7 @@ def test_needs_flip():
 
 
 def test_crosstalk_with_flips_recovers_clean_image():
+    """Check crosstalk with flips recovers clean image."""
     ny, nx = 50, 25
     amps = _amps(ny, nx)
     rng = np.random.default_rng(12345)

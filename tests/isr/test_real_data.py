@@ -15,6 +15,7 @@ def _config(**kw) -> IsrTaskConfig:
 
 @pytest.mark.parametrize("name", ["b21", "b22", "b23", "b24"])
 def test_kast_no_amp_step_after_overscan_and_assembly(shared_data, name):
+    """Check kast no amp step after overscan and assembly."""
     raw = read_raw(shared_data / "raw" / "kast_blue" / f"{name}.fits.gz")
     before = raw.image.astype(float)
     # the two amplifiers sit ~20 ADU apart before overscan correction
@@ -24,7 +25,9 @@ def test_kast_no_amp_step_after_overscan_and_assembly(shared_data, name):
     assert out.shape == (350, 2048)
     img = out.image
     md = out.metadata
-    noise = max(md["LSST ISR OVERSCAN RESIDUAL SERIAL STDEV A"], md["LSST ISR OVERSCAN RESIDUAL SERIAL STDEV B"])
+    noise = max(
+        md["LSST ISR OVERSCAN RESIDUAL SERIAL STDEV A"], md["LSST ISR OVERSCAN RESIDUAL SERIAL STDEV B"]
+    )
     assert 2.0 < noise < 4.0  # ~3.7 e- / 1.2 e-/ADU
     step = np.median(img[:, 1004:1024]) - np.median(img[:, 1024:1044])
     assert abs(step) < noise
@@ -33,11 +36,13 @@ def test_kast_no_amp_step_after_overscan_and_assembly(shared_data, name):
     assert md["LSST ISR OVERSCAN SERIAL MEDIAN B"] == pytest.approx(966, abs=20)
     for amp in ("A", "B"):
         assert md[f"LSST ISR READNOISE {amp}"] == pytest.approx(
-            md[f"LSST ISR OVERSCAN RESIDUAL SERIAL STDEV {amp}"] * 1.2, rel=1e-6)
+            md[f"LSST ISR OVERSCAN RESIDUAL SERIAL STDEV {amp}"] * 1.2, rel=1e-6
+        )
     assert md["LSST ISR NOISE SOURCE"] == "OVERSCAN"
 
 
 def test_kast_bias_level_removed_per_amp(shared_data):
+    """Check kast bias level removed per amp."""
     out = IsrTask(config=_config()).run(read_raw(shared_data / "raw" / "kast_blue" / "b21.fits.gz")).exposure
     for amp in out.detector:
         sub = out.image[amp.bbox.slices]
@@ -48,6 +53,7 @@ def test_kast_bias_level_removed_per_amp(shared_data):
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_efosc2_bias_overscan_and_header(shared_data, index):
+    """Check efosc2 bias overscan and header."""
     path = sorted((shared_data / "raw" / "efosc2").glob("EFOSC*.fits"))[index]
     raw = read_raw(path)
     assert raw.info.observation_type == "bias"

@@ -19,6 +19,7 @@ from pipeline.tasks.isr.statistics import (
 
 
 def test_integer_median_tie_aware():
+    """Check integer median tie aware."""
     assert integer_median(np.array([1, 2, 2, 2])) == pytest.approx(1.8333333333333333, abs=1e-12)
     # All ties: exactly the value.
     assert integer_median(np.array([2, 2, 2, 2, 2])) == 2.0
@@ -28,6 +29,7 @@ def test_integer_median_tie_aware():
 
 
 def test_integer_median_per_row_matches_scalar():
+    """Check integer median per row matches scalar."""
     rng = np.random.default_rng(42)
     arr = rng.integers(0, 5, size=(50, 9))
     mask = rng.random((50, 9)) < 0.2
@@ -38,12 +40,14 @@ def test_integer_median_per_row_matches_scalar():
 
 
 def test_median_linear_interpolation():
+    """Check median linear interpolation."""
     assert median(np.array([1.0, 2.0, 3.0, 10.0])) == 2.5
     assert median(np.array([1.0, np.nan, 3.0])) == 2.0
     assert median(np.array([1.0, 5.0, 3.0]), mask=np.array([False, True, False])) == 2.0
 
 
 def test_clipped_stats_reselects_from_full_set():
+    """Check clipped stats reselects from full set."""
     rng = np.random.default_rng(7)
     x = rng.normal(100.0, 5.0, 10000)
     x[:50] = 1e4  # outliers
@@ -63,6 +67,7 @@ def test_clipped_stats_reselects_from_full_set():
 
 
 def test_clipped_stats_reselection_differs_from_survivor_clipping():
+    """Check clipped stats reselection differs from survivor clipping."""
     # Value 1.4 is rejected at iteration 0 (IQR-based) but re-admitted later because each
     # iteration re-selects from the full set.
     x = np.array([0.3, -0.3, -0.8, 1.4, -0.5, -0.3, -1.8, -0.1, 0.2])
@@ -76,6 +81,7 @@ def test_clipped_stats_reselection_differs_from_survivor_clipping():
 
 
 def test_clipped_stats_mask_and_nan():
+    """Check clipped stats mask and nan."""
     x = np.array([1.0, 2.0, 3.0, np.nan, 100.0])
     mean, var, n = clipped_stats(x, mask=np.array([False, False, False, False, True]))
     assert (mean, n) == (2.0, 3)
@@ -84,6 +90,7 @@ def test_clipped_stats_mask_and_nan():
 
 
 def test_per_row_variants():
+    """Check per row variants."""
     rng = np.random.default_rng(3)
     arr = rng.normal(0, 1, (20, 31)).astype(np.float32)
     mask = rng.random(arr.shape) < 0.1
@@ -102,6 +109,7 @@ def test_per_row_variants():
 
 
 def test_compute_statistic_names():
+    """Check compute statistic names."""
     x = np.array([1.0, 2.0, 3.0, 4.0])
     assert compute_statistic(x, "MEAN") == 2.5
     assert compute_statistic(x, "VARIANCE") == pytest.approx(x.var(ddof=1))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from pipeline.tasks.isr.statistics import clipped_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,7 +81,12 @@ def get_amp_associations(amps: Sequence["Amplifier"]) -> tuple[np.ndarray, np.nd
     assoc = np.zeros((n, n), dtype=int)
     sides = np.full((n, n), -1, dtype=int)
     for (r, c), i in pos.items():
-        for dr, dc, side in ((1, 0, SIDE_PLUS_Y), (0, 1, SIDE_PLUS_X), (-1, 0, SIDE_MINUS_Y), (0, -1, SIDE_MINUS_X)):
+        for dr, dc, side in (
+            (1, 0, SIDE_PLUS_Y),
+            (0, 1, SIDE_PLUS_X),
+            (-1, 0, SIDE_MINUS_Y),
+            (0, -1, SIDE_MINUS_X),
+        ):
             j = pos.get((r + dr, c + dc))
             if j is not None:
                 assoc[i, j] = -1
@@ -116,8 +122,9 @@ def side_length(amp: "Amplifier", side: int) -> int:
     return amp.bbox.nx if side in (SIDE_PLUS_Y, SIDE_MINUS_Y) else amp.bbox.ny
 
 
-def get_amp_edges(im: np.ndarray, amps: Sequence["Amplifier"], sides: np.ndarray,
-                  inset: int = 5, width: int = 64) -> dict[int, dict[int, np.ndarray]]:
+def get_amp_edges(
+    im: np.ndarray, amps: Sequence["Amplifier"], sides: np.ndarray, inset: int = 5, width: int = 64
+) -> dict[int, dict[int, np.ndarray]]:
     """Median profiles of the strips along each amplifier interface.
 
     Parameters
@@ -151,19 +158,19 @@ def get_amp_edges(im: np.ndarray, amps: Sequence["Amplifier"], sides: np.ndarray
         edges[i] = {}
         for side in set(int(s) for s in sides[i] if s >= 0):
             if side == SIDE_PLUS_Y:
-                strip, axis = sub[-(inset + width):-inset if inset else None, :], 0
+                strip, axis = sub[-(inset + width) : -inset if inset else None, :], 0
             elif side == SIDE_MINUS_Y:
-                strip, axis = sub[inset:inset + width, :], 0
+                strip, axis = sub[inset : inset + width, :], 0
             elif side == SIDE_PLUS_X:
-                strip, axis = sub[:, -(inset + width):-inset if inset else None], 1
+                strip, axis = sub[:, -(inset + width) : -inset if inset else None], 1
             else:
-                strip, axis = sub[:, inset:inset + width], 1
-            with np.errstate(all="ignore"), _quiet():
+                strip, axis = sub[:, inset : inset + width], 1
+            with np.errstate(all="ignore"), _Quiet():
                 edges[i][side] = np.nanmedian(strip, axis=axis)
     return edges
 
 
-class _quiet:
+class _Quiet:
     def __enter__(self) -> None:
         import warnings
 
@@ -187,9 +194,17 @@ class InterfaceOffset:
     maxOffsetFail: bool
 
 
-def get_interface_offset(name_a: str, name_b: str, edge_a: np.ndarray, edge_b: np.ndarray, *,
-                         window_frac: float = 512 / 4176, do_window_smoothing: bool = True,
-                         min_frac: float = 0.5, max_offset: float = 5.0) -> InterfaceOffset:
+def get_interface_offset(
+    name_a: str,
+    name_b: str,
+    edge_a: np.ndarray,
+    edge_b: np.ndarray,
+    *,
+    window_frac: float = 512 / 4176,
+    do_window_smoothing: bool = True,
+    min_frac: float = 0.5,
+    max_offset: float = 5.0,
+) -> InterfaceOffset:
     """Robust offset between two amplifiers across their interface.
 
     Parameters
@@ -245,10 +260,20 @@ def get_interface_offset(name_a: str, name_b: str, edge_a: np.ndarray, edge_b: n
     return InterfaceOffset(iid, value, raw, frac, min_fail, max_fail)
 
 
-def get_amp_offsets(im: np.ndarray, amps: Sequence["Amplifier"], associations: np.ndarray,
-                    sides: np.ndarray, *, inset: int = 5, width: int = 64, window_frac: float = 512 / 4176,
-                    do_window_smoothing: bool = True, min_frac: float = 0.5, max_offset: float = 5.0,
-                    apply_weights: bool = True) -> tuple[np.ndarray, dict[str, float]]:
+def get_amp_offsets(
+    im: np.ndarray,
+    amps: Sequence["Amplifier"],
+    associations: np.ndarray,
+    sides: np.ndarray,
+    *,
+    inset: int = 5,
+    width: int = 64,
+    window_frac: float = 512 / 4176,
+    do_window_smoothing: bool = True,
+    min_frac: float = 0.5,
+    max_offset: float = 5.0,
+    apply_weights: bool = True,
+) -> tuple[np.ndarray, dict[str, float]]:
     """Pedestals of all amplifiers (weighted least squares over the interfaces).
 
     Parameters
@@ -287,10 +312,16 @@ def get_amp_offsets(im: np.ndarray, amps: Sequence["Amplifier"], associations: n
         for j in range(i + 1, n):
             if sides[i, j] < 0:
                 continue
-            res = get_interface_offset(amps[i].name, amps[j].name, edges[i][int(sides[i, j])],
-                                       edges[j][int(sides[j, i])], window_frac=window_frac,
-                                       do_window_smoothing=do_window_smoothing, min_frac=min_frac,
-                                       max_offset=max_offset)
+            res = get_interface_offset(
+                amps[i].name,
+                amps[j].name,
+                edges[i][int(sides[i, j])],
+                edges[j][int(sides[j, i])],
+                window_frac=window_frac,
+                do_window_smoothing=do_window_smoothing,
+                min_frac=min_frac,
+                max_offset=max_offset,
+            )
             offsets[i, j] = res.interfaceOffset
             offsets[j, i] = -res.interfaceOffset
             interfaces[res.interfaceId] = res.interfaceOffsetOriginal
@@ -330,11 +361,11 @@ def estimate_background(im: np.ndarray, bin_size: int, order: int = 1) -> np.nda
     ey = np.linspace(0, ny, gy + 1).astype(int)
     ex = np.linspace(0, nx, gx + 1).astype(int)
     cells = np.full((gy, gx), np.nan)
-    with _quiet():
+    with _Quiet():
         for r in range(gy):
-            band = im[ey[r]:ey[r + 1]]
+            band = im[ey[r] : ey[r + 1]]
             for c in range(gx):
-                cells[r, c] = np.nanmedian(band[:, ex[c]:ex[c + 1]])
+                cells[r, c] = np.nanmedian(band[:, ex[c] : ex[c + 1]])
     good = np.isfinite(cells)
     if not good.any():
         return np.zeros_like(im)
@@ -342,12 +373,12 @@ def estimate_background(im: np.ndarray, bin_size: int, order: int = 1) -> np.nda
     xc = ((ex[:-1] + ex[1:]) / 2 - 0.5) / max(nx, 1) * 2 - 1
     yy, xx = np.meshgrid(yc, xc, indexing="ij")
     terms = [(i, j) for i in range(order + 1) for j in range(order + 1 - i)]
-    terms = terms[:max(int(good.sum()), 1)]
+    terms = terms[: max(int(good.sum()), 1)]
     design = np.stack([xx[good] ** i * yy[good] ** j for i, j in terms], axis=1)
     coef = np.linalg.lstsq(design, cells[good], rcond=None)[0]
     ys = (np.arange(ny) / max(ny, 1)) * 2 - 1
     xs = (np.arange(nx) / max(nx, 1)) * 2 - 1
     out = np.zeros((ny, nx))
     for (i, j), cf in zip(terms, coef):
-        out += cf * np.outer(ys ** j, xs ** i)
+        out += cf * np.outer(ys**j, xs**i)
     return out

@@ -26,19 +26,25 @@ class AmpOffsetConfig(Config):
     ampEdgeMinFrac: float = Field(0.5, description="Minimum fraction of good edge values for a valid offset.")
     ampEdgeMaxOffset: float = Field(5.0, description="Largest interface offset (image units) accepted.")
     doWindowSmoothing: bool = Field(True, description="Smooth the edge differences with a running window.")
-    ampEdgeWindowFrac: float = Field(512 / 4176, description="Smoothing window as a fraction of the edge "
-                                                             "length (<= 1).")
+    ampEdgeWindowFrac: float = Field(
+        512 / 4176, description="Smoothing window as a fraction of the edge length (<= 1)."
+    )
     doBackground: bool = Field(True, description="Subtract a smooth background before measuring.")
-    backgroundFractionSample: float = Field(1.0, description="Background cell size (for the cell medians "
-                                                             "the smooth background is fitted to) as a "
-                                                             "fraction of the short amp side.")
+    backgroundFractionSample: float = Field(
+        1.0,
+        description="Background cell size (for the cell medians "
+        "the smooth background is fitted to) as a "
+        "fraction of the short amp side.",
+    )
     doDetection: bool = Field(True, description="Mask sources (> detectionThreshold sigma) before measuring.")
     detectionThreshold: float = Field(5.0, description="Detection threshold in units of the clipped sigma.")
     applyWeights: bool = Field(True, description="Weight interfaces by their length.")
-    doApplyAmpOffset: bool = Field(False, description="Subtract the pedestals from the image "
-                                                      "(False: measure only).")
-    ignorePlanes: list[str] = Field(default_factory=lambda: list(_IGNORED),
-                                    description="Mask planes whose pixels are ignored.")
+    doApplyAmpOffset: bool = Field(
+        False, description="Subtract the pedestals from the image (False: measure only)."
+    )
+    ignorePlanes: list[str] = Field(
+        default_factory=lambda: list(_IGNORED), description="Mask planes whose pixels are ignored."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "AmpOffsetConfig":
@@ -68,24 +74,48 @@ class AmpOffsetTask(Task):
         """See `pipeline.tasks.amp_offset.amp_offset.get_amp_edges`."""
         return _ao.get_amp_edges(im, list(amps), ampSides, self.config.ampEdgeInset, self.config.ampEdgeWidth)
 
-    def getInterfaceOffset(self, ampNameA: str, ampNameB: str, edgeA: np.ndarray, edgeB: np.ndarray
-                           ) -> tuple[str, float, float, float, bool, bool]:
+    def getInterfaceOffset(
+        self, ampNameA: str, ampNameB: str, edgeA: np.ndarray, edgeB: np.ndarray
+    ) -> tuple[str, float, float, float, bool, bool]:
         """See `pipeline.tasks.amp_offset.amp_offset.get_interface_offset` (returns the LSST tuple)."""
         c = self.config
-        r = _ao.get_interface_offset(ampNameA, ampNameB, edgeA, edgeB, window_frac=c.ampEdgeWindowFrac,
-                                     do_window_smoothing=c.doWindowSmoothing, min_frac=c.ampEdgeMinFrac,
-                                     max_offset=c.ampEdgeMaxOffset)
-        return (r.interfaceId, r.interfaceOffset, r.interfaceOffsetOriginal, r.ampEdgeGoodFrac,
-                r.minFracFail, r.maxOffsetFail)
+        r = _ao.get_interface_offset(
+            ampNameA,
+            ampNameB,
+            edgeA,
+            edgeB,
+            window_frac=c.ampEdgeWindowFrac,
+            do_window_smoothing=c.doWindowSmoothing,
+            min_frac=c.ampEdgeMinFrac,
+            max_offset=c.ampEdgeMaxOffset,
+        )
+        return (
+            r.interfaceId,
+            r.interfaceOffset,
+            r.interfaceOffsetOriginal,
+            r.ampEdgeGoodFrac,
+            r.minFracFail,
+            r.maxOffsetFail,
+        )
 
-    def getAmpOffsets(self, im: np.ndarray, amps: Any, associations: np.ndarray, sides: np.ndarray
-                      ) -> tuple[np.ndarray, dict[str, float]]:
+    def getAmpOffsets(
+        self, im: np.ndarray, amps: Any, associations: np.ndarray, sides: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, float]]:
         """See `pipeline.tasks.amp_offset.amp_offset.get_amp_offsets`."""
         c = self.config
-        return _ao.get_amp_offsets(im, list(amps), associations, sides, inset=c.ampEdgeInset,
-                                   width=c.ampEdgeWidth, window_frac=c.ampEdgeWindowFrac,
-                                   do_window_smoothing=c.doWindowSmoothing, min_frac=c.ampEdgeMinFrac,
-                                   max_offset=c.ampEdgeMaxOffset, apply_weights=c.applyWeights)
+        return _ao.get_amp_offsets(
+            im,
+            list(amps),
+            associations,
+            sides,
+            inset=c.ampEdgeInset,
+            width=c.ampEdgeWidth,
+            window_frac=c.ampEdgeWindowFrac,
+            do_window_smoothing=c.doWindowSmoothing,
+            min_frac=c.ampEdgeMinFrac,
+            max_offset=c.ampEdgeMaxOffset,
+            apply_weights=c.applyWeights,
+        )
 
     def run(self, exposure: Any) -> Struct:
         """Measure the pedestals of an assembled exposure; subtract them if ``doApplyAmpOffset``.
@@ -112,8 +142,9 @@ class AmpOffsetTask(Task):
         amps = list(det)
         c = self.config
         im = exposure.image.astype(np.float64)
-        bits = exposure.masked_image.get_plane_bitmask([p for p in c.ignorePlanes
-                                                        if p in exposure.masked_image.mask_planes])
+        bits = exposure.masked_image.get_plane_bitmask(
+            [p for p in c.ignorePlanes if p in exposure.masked_image.mask_planes]
+        )
         bad = (exposure.mask & bits) != 0 if bits else np.zeros(im.shape, bool)
         im[bad] = np.nan
         if c.doBackground:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from .calibs import BrighterFatterKernel, CrosstalkCalib, Defects, IsrCalib, IsrCalibFormatter, Linearizer
 from .cfht_isr_task import CfhtIsrTask, CfhtIsrTaskConfig
-from .isr_task import IsrTask, IsrTaskConfig, IsrTaskConnections, OverscanCorrectionTask, OverscanCorrectionTaskConfig
+from .isr_task import (
+    IsrTask,
+    IsrTaskConfig,
+    IsrTaskConnections,
+    OverscanCorrectionTask,
+    OverscanCorrectionTaskConfig,
+)
 
 __all__ = [
     "BrighterFatterKernel",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pipeline.image import Amplifier, Box, Detector
+    from pipeline.image import Box, Detector
 
 __all__ = [
     "amp_view",
@@ -153,11 +153,14 @@ def assembled_detector(detector: "Detector", *, trim: bool = True) -> "Detector"
     amps = []
     for a in detector:
         fx, fy = a.raw_flip_x, a.raw_flip_y
-        amps.append(a.replace(
-            raw_data_bbox=_mirror(a.raw_data_bbox, a.raw_bbox, fx, fy),
-            raw_serial_overscan_bbox=_mirror(a.raw_serial_overscan_bbox, a.raw_bbox, fx, fy),
-            raw_serial_prescan_bbox=_mirror(a.raw_serial_prescan_bbox, a.raw_bbox, fx, fy),
-            raw_parallel_overscan_bbox=_mirror(a.raw_parallel_overscan_bbox, a.raw_bbox, fx, fy),
-            raw_flip_x=False, raw_flip_y=False,
-        ))
+        amps.append(
+            a.replace(
+                raw_data_bbox=_mirror(a.raw_data_bbox, a.raw_bbox, fx, fy),
+                raw_serial_overscan_bbox=_mirror(a.raw_serial_overscan_bbox, a.raw_bbox, fx, fy),
+                raw_serial_prescan_bbox=_mirror(a.raw_serial_prescan_bbox, a.raw_bbox, fx, fy),
+                raw_parallel_overscan_bbox=_mirror(a.raw_parallel_overscan_bbox, a.raw_bbox, fx, fy),
+                raw_flip_x=False,
+                raw_flip_y=False,
+            )
+        )
     return detector.replace(amplifiers=tuple(amps))

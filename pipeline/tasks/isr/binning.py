@@ -43,14 +43,15 @@ def bin_image(image: np.ndarray, factor: int, dtype: type = np.float64) -> np.nd
 def _block_sum(plane: np.ndarray, b: int, dtype: type = np.float64) -> np.ndarray:
     """Sum of ``b × b`` blocks: strided row sums, then contiguous column sums."""
     ny, nx = plane.shape[0] // b, plane.shape[1] // b
-    acc = plane[0:ny * b:b, :nx * b].astype(dtype)
+    acc = plane[0 : ny * b : b, : nx * b].astype(dtype)
     for k in range(1, b):
-        acc += plane[k:ny * b:b, :nx * b]
+        acc += plane[k : ny * b : b, : nx * b]
     return acc.reshape(ny, nx, b).sum(axis=2, dtype=dtype)
 
 
-def bin_planes(image: np.ndarray, mask: np.ndarray, variance: np.ndarray, factor: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bin_planes(
+    image: np.ndarray, mask: np.ndarray, variance: np.ndarray, factor: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bin a masked image: image mean, mask OR, variance ``sum(var) / b²`` (variance of the mean).
 
     Parameters
@@ -71,6 +72,6 @@ def bin_planes(image: np.ndarray, mask: np.ndarray, variance: np.ndarray, factor
     b = _check(factor)
     ny, nx = image.shape[0] // b, image.shape[1] // b
     img = bin_image(image, b)
-    m = np.bitwise_or.reduce(mask[:ny * b, :nx * b].reshape(ny, b, nx, b), axis=(1, 3)).astype(np.int32)
+    m = np.bitwise_or.reduce(mask[: ny * b, : nx * b].reshape(ny, b, nx, b), axis=(1, 3)).astype(np.int32)
     v = _block_sum(variance, b) / (b * b)
     return img, m, v.astype(np.float32)

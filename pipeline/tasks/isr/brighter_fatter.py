@@ -11,9 +11,10 @@ from scipy.signal import fftconvolve
 __all__ = ["brighter_fatter_correction"]
 
 
-def brighter_fatter_correction(image: np.ndarray, kernel: np.ndarray, max_iter: int = 10,
-                               threshold: float = 1000.0) -> tuple[np.ndarray, float, int]:
-    """Iteratively compute the brighter-fatter correction of an image in electrons.
+def brighter_fatter_correction(
+    image: np.ndarray, kernel: np.ndarray, max_iter: int = 10, threshold: float = 1000.0
+) -> tuple[np.ndarray, float, int]:
+    """Compute iteratively the brighter-fatter correction of an image in electrons.
 
     Parameters
     ----------
@@ -67,8 +68,9 @@ def brighter_fatter_correction(image: np.ndarray, kernel: np.ndarray, max_iter: 
         d2x[:, 1:-1] = phi[:, 2:] - 2 * phi[:, 1:-1] + phi[:, :-2]
         corr = np.zeros_like(orig)
         inner = (slice(y0, y1), slice(x0, x1))
-        corr[inner] = 0.5 * (gy[inner] * py[inner] + gx[inner] * px[inner]
-                             + current[inner] * (d2y[inner] + d2x[inner]))
+        corr[inner] = 0.5 * (
+            gy[inner] * py[inner] + gx[inner] * px[inner] + current[inner] * (d2y[inner] + d2x[inner])
+        )
         nxt = orig + corr
         if it >= 1:
             diff = float(np.sum(np.abs(nxt - prev)))

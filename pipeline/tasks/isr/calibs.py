@@ -46,8 +46,13 @@ class IsrCalib:
 
     calib_type: ClassVar[str] = "IsrCalib"
 
-    def __init__(self, *, metadata: Mapping[str, Any] | None = None, detector_name: str | None = None,
-                 detector_id: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        detector_name: str | None = None,
+        detector_id: int | None = None,
+    ) -> None:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.metadata.setdefault("OBSTYPE", self.calib_type)
         if detector_name is not None:
@@ -72,7 +77,7 @@ class IsrCalib:
         raise NotImplementedError
 
     def getMetadata(self) -> dict[str, Any]:
-        """The metadata dict (LSST-style accessor used by ``extractCalibDate``)."""
+        """Return the metadata dict (LSST-style accessor used by ``extractCalibDate``)."""
         return self.metadata
 
     # -- FITS --------------------------------------------------------------------------------
@@ -137,7 +142,7 @@ class Defects(IsrCalib):
         """Rasterise the boxes into a boolean ``(ny, nx)`` array (clipped to the shape)."""
         out = np.zeros(shape, bool)
         for x0, y0, nx, ny in self.boxes:
-            out[max(y0, 0):max(y0 + ny, 0), max(x0, 0):max(x0 + nx, 0)] = True
+            out[max(y0, 0) : max(y0 + ny, 0), max(x0, 0) : max(x0 + nx, 0)] = True
         return out
 
     def covers(self, box: Any) -> bool:
@@ -148,13 +153,18 @@ class Defects(IsrCalib):
         return False
 
     def to_table(self) -> list[Table]:
-        t = Table(rows=self.boxes or None, names=("x0", "y0", "width", "height"),
-                  dtype=(np.int32, np.int32, np.int32, np.int32))
+        """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
+        t = Table(
+            rows=self.boxes or None,
+            names=("x0", "y0", "width", "height"),
+            dtype=(np.int32, np.int32, np.int32, np.int32),
+        )
         t.meta.update(self.metadata)
         return [t]
 
     @classmethod
     def from_table(cls, tables: Sequence[Table]) -> Defects:
+        """Build from `to_table` output (see `IsrCalib.from_table`)."""
         t = tables[0]
         _need(t, ("x0", "y0", "width", "height"), "defects")
         return cls(zip(t["x0"], t["y0"], t["width"], t["height"]), metadata=dict(t.meta))
@@ -176,30 +186,46 @@ class Linearizer(IsrCalib):
 
     calib_type = "linearizer"
 
-    def __init__(self, linearity_type: Mapping[str, str] | None = None,
-                 linearity_coeffs: Mapping[str, Sequence[float]] | None = None,
-                 table: np.ndarray | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        linearity_type: Mapping[str, str] | None = None,
+        linearity_coeffs: Mapping[str, Sequence[float]] | None = None,
+        table: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.linearity_type = dict(linearity_type or {})
-        self.linearity_coeffs = {k: np.asarray(v, dtype=np.float64) for k, v in (linearity_coeffs or {}).items()}
+        self.linearity_coeffs = {
+            k: np.asarray(v, dtype=np.float64) for k, v in (linearity_coeffs or {}).items()
+        }
         self.table = None if table is None else np.asarray(table)
 
     @classmethod
     def from_detector(cls, detector: Any) -> Linearizer:
         """Linearizer from the camera's per-amp ``linearity_type`` / ``linearity_coeffs``."""
-        return cls({a.name: a.linearity_type for a in detector},
-                   {a.name: a.linearity_coeffs for a in detector},
-                   detector_name=detector.name, detector_id=detector.id)
+        return cls(
+            {a.name: a.linearity_type for a in detector},
+            {a.name: a.linearity_coeffs for a in detector},
+            detector_name=detector.name,
+            detector_id=detector.id,
+        )
 
     def to_table(self) -> list[Table]:
+        """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
         names = list(self.linearity_type)
         width = max([len(self.linearity_coeffs.get(n, ())) for n in names] + [1])
         coeffs = np.full((len(names), width), np.nan)
         for i, n in enumerate(names):
             c = self.linearity_coeffs.get(n, np.zeros(0))
-            coeffs[i, :c.size] = c
-        t = Table({"AMPLIFIER_NAME": names, "TYPE": [self.linearity_type[n] for n in names],
-                   "COEFFS": coeffs, "NCOEFFS": [len(self.linearity_coeffs.get(n, ())) for n in names]})
+            coeffs[i, : c.size] = c
+        t = Table(
+            {
+                "AMPLIFIER_NAME": names,
+                "TYPE": [self.linearity_type[n] for n in names],
+                "COEFFS": coeffs,
+                "NCOEFFS": [len(self.linearity_coeffs.get(n, ())) for n in names],
+            }
+        )
         t.meta.update(self.metadata)
         out = [t]
         if self.table is not None:
@@ -208,10 +234,13 @@ class Linearizer(IsrCalib):
 
     @classmethod
     def from_table(cls, tables: Sequence[Table]) -> Linearizer:
+        """Build from `to_table` output (see `IsrCalib.from_table`)."""
         t = tables[0]
         _need(t, ("AMPLIFIER_NAME", "TYPE", "COEFFS", "NCOEFFS"), "linearizer")
         types = {str(n): str(ty) for n, ty in zip(t["AMPLIFIER_NAME"], t["TYPE"])}
-        coeffs = {str(n): np.asarray(c)[:int(k)] for n, c, k in zip(t["AMPLIFIER_NAME"], t["COEFFS"], t["NCOEFFS"])}
+        coeffs = {
+            str(n): np.asarray(c)[: int(k)] for n, c, k in zip(t["AMPLIFIER_NAME"], t["COEFFS"], t["NCOEFFS"])
+        }
         table = np.asarray(tables[1]["LOOKUP_VALUES"]) if len(tables) > 1 else None
         return cls(types, coeffs, table, metadata=dict(t.meta))
 
@@ -234,8 +263,14 @@ class CrosstalkCalib(IsrCalib):
 
     calib_type = "crosstalk"
 
-    def __init__(self, coeffs: np.ndarray | None = None, coeffs_sqr: np.ndarray | None = None,
-                 amp_names: Sequence[str] = (), units: str = "adu", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        coeffs: np.ndarray | None = None,
+        coeffs_sqr: np.ndarray | None = None,
+        amp_names: Sequence[str] = (),
+        units: str = "adu",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.coeffs = None if coeffs is None else np.asarray(coeffs, dtype=np.float64)
         self.coeffs_sqr = None if coeffs_sqr is None else np.asarray(coeffs_sqr, dtype=np.float64)
@@ -248,6 +283,7 @@ class CrosstalkCalib(IsrCalib):
         return 0 if self.coeffs is None else self.coeffs.shape[0]
 
     def to_table(self) -> list[Table]:
+        """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
         cols: dict[str, Any] = {"COEFFS": self.coeffs}
         if self.coeffs_sqr is not None:
             cols["COEFFS_SQR"] = self.coeffs_sqr
@@ -259,6 +295,7 @@ class CrosstalkCalib(IsrCalib):
 
     @classmethod
     def from_table(cls, tables: Sequence[Table]) -> CrosstalkCalib:
+        """Build from `to_table` output (see `IsrCalib.from_table`)."""
         t = tables[0]
         _need(t, ("COEFFS",), "crosstalk")
         meta = dict(t.meta)
@@ -283,13 +320,15 @@ class BrighterFatterKernel(IsrCalib):
 
     calib_type = "bfk"
 
-    def __init__(self, kernel: np.ndarray | None = None, gains: Mapping[str, float] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, kernel: np.ndarray | None = None, gains: Mapping[str, float] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.kernel = None if kernel is None else np.asarray(kernel, dtype=np.float64)
         self.gains = dict(gains or {})
 
     def to_table(self) -> list[Table]:
+        """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
         t = Table({"KERNEL": self.kernel[None]})
         t.meta.update(self.metadata)
         t.meta["GAINS"] = json.dumps(self.gains)
@@ -297,6 +336,7 @@ class BrighterFatterKernel(IsrCalib):
 
     @classmethod
     def from_table(cls, tables: Sequence[Table]) -> BrighterFatterKernel:
+        """Build from `to_table` output (see `IsrCalib.from_table`)."""
         t = tables[0]
         _need(t, ("KERNEL",), "brighter-fatter kernel")
         meta = dict(t.meta)
@@ -347,8 +387,9 @@ class IsrCalibFormatter:
         hdus.append(meta_hdu)
         fits.HDUList(hdus).writeto(path, overwrite=True)
 
-    def read(self, path: str | os.PathLike[str], ref: Any = None, parameters: Any = None,
-             repo_root: Any = None) -> IsrCalib:
+    def read(
+        self, path: str | os.PathLike[str], ref: Any = None, parameters: Any = None, repo_root: Any = None
+    ) -> IsrCalib:
         """Read a file written by `write`.
 
         Raises

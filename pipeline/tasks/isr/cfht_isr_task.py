@@ -88,8 +88,10 @@ class CfhtIsrTask(IsrTask):
             If a brighter-fatter kernel is given or an amplifier is not named A or B.
         """
         if kwargs.get("bfKernel") is not None:
-            raise ValueError("CfhtIsrTask does not support a brighter-fatter kernel; set "
-                             "doBrighterFatter=False and pass no bfKernel")
+            raise ValueError(
+                "CfhtIsrTask does not support a brighter-fatter kernel; set "
+                "doBrighterFatter=False and pass no bfKernel"
+            )
         exp = self.ensureExposure(ccdExposure, kwargs.get("camera"), kwargs.get("detectorNum"))
         md = exp.metadata
         det = exp.detector
@@ -97,8 +99,10 @@ class CfhtIsrTask(IsrTask):
         amps = []
         for amp in det:
             if amp.name not in ("A", "B"):
-                raise ValueError(f"MegaCam amplifiers must be named A and B, got {amp.name!r}; "
-                                 "use IsrTask for other cameras")
+                raise ValueError(
+                    f"MegaCam amplifiers must be named A and B, got {amp.name!r}; "
+                    "use IsrTask for other cameras"
+                )
             changes: dict[str, float] = {"saturation": sat}
             if f"GAIN{amp.name}" in md:
                 changes["gain"] = float(md[f"GAIN{amp.name}"])

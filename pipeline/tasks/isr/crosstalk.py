@@ -16,7 +16,7 @@ import numpy as np
 from .statistics import median
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pipeline.image import Amplifier, Box, Detector
+    from pipeline.image import Amplifier, Box
 
 __all__ = ["crosstalk_correct", "flip_to", "needs_flip"]
 
@@ -130,8 +130,10 @@ def crosstalk_correct(
     sources = [image[b.slices].astype(np.float32, copy=True) for b in boxes]
     src_mask = None if mask is None else [(mask[b.slices] & bad_bit) != 0 for b in boxes]
     src_var = None if variance is None else [variance[b.slices].copy() for b in boxes]
-    meds = [median(s, None if src_mask is None else m) for s, m in
-            zip(sources, src_mask if src_mask is not None else [None] * n)]
+    meds = [
+        median(s, None if src_mask is None else m)
+        for s, m in zip(sources, src_mask if src_mask is not None else [None] * n)
+    ]
     if bg == "DETECTOR":
         det_med = median(image)
         bkg = [det_med] * n

@@ -16,8 +16,9 @@ def _box_stat(image: np.ndarray, bad: np.ndarray, x: int, y: int, half: int) -> 
     return clipped_stats(image[sl], bad[sl], 3.0, 3)[0]
 
 
-def measure_fringes(image: np.ndarray, bad: np.ndarray, xs: np.ndarray, ys: np.ndarray,
-                    small: int = 3, large: int = 30) -> np.ndarray:
+def measure_fringes(
+    image: np.ndarray, bad: np.ndarray, xs: np.ndarray, ys: np.ndarray, small: int = 3, large: int = 30
+) -> np.ndarray:
     """Fringe amplitude at each position: stat(small box) − stat(large box).
 
     Parameters
@@ -34,12 +35,14 @@ def measure_fringes(image: np.ndarray, bad: np.ndarray, xs: np.ndarray, ys: np.n
     -------
     values : `numpy.ndarray`, shape ``(n,)``
     """
-    return np.array([_box_stat(image, bad, x, y, small) - _box_stat(image, bad, x, y, large)
-                     for x, y in zip(xs, ys)])
+    return np.array(
+        [_box_stat(image, bad, x, y, small) - _box_stat(image, bad, x, y, large) for x, y in zip(xs, ys)]
+    )
 
 
-def solve_fringes(science: np.ndarray, fringes: np.ndarray, iterations: int = 20, clip: float = 3.0
-                  ) -> np.ndarray:
+def solve_fringes(
+    science: np.ndarray, fringes: np.ndarray, iterations: int = 20, clip: float = 3.0
+) -> np.ndarray:
     """Least-squares fringe amplitudes with iterative clipping.
 
     Parameters
@@ -90,8 +93,13 @@ def solve_fringes(science: np.ndarray, fringes: np.ndarray, iterations: int = 20
     return np.linalg.lstsq(f, s, rcond=None)[0] if s.size >= f.shape[1] else amp
 
 
-def subtract_fringes(image: np.ndarray, variance: np.ndarray | None, fringes: Sequence[np.ndarray],
-                     amplitudes: Sequence[float], fringe_variances: Sequence[np.ndarray] | None = None) -> None:
+def subtract_fringes(
+    image: np.ndarray,
+    variance: np.ndarray | None,
+    fringes: Sequence[np.ndarray],
+    amplitudes: Sequence[float],
+    fringe_variances: Sequence[np.ndarray] | None = None,
+) -> None:
     """``image -= sum_i s_i fringe_i``; ``variance += s_i² var_i`` (in place)."""
     for i, (fr, s) in enumerate(zip(fringes, amplitudes)):
         image -= np.float32(s) * np.nan_to_num(fr).astype(np.float32, copy=False)

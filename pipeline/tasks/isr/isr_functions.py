@@ -60,10 +60,12 @@ def _bbox_of(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
     ny, nx = mask.shape
-    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, ny)),
-            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, nx)))
+    return (
+        slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, ny)),
+        slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, nx)),
+    )
 
 
 def grow_mask(selected: np.ndarray, radius: int) -> np.ndarray:
@@ -186,7 +188,7 @@ def widen_saturation_trails(sat: np.ndarray) -> np.ndarray:
     w = ec - sc
     extra = np.select([w >= 10, w >= 8, w >= 6], [4, 3, 1], 0)
     for r, a, b, e in zip(sr[extra > 0], sc[extra > 0], ec[extra > 0], extra[extra > 0]):
-        out[rows[r], max(a - e, 0):min(b + e, nx)] = True
+        out[rows[r], max(a - e, 0) : min(b + e, nx)] = True
     return out
 
 
@@ -264,8 +266,12 @@ def _check_same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 
 def bias_correction(
-    image: np.ndarray, mask: np.ndarray, variance: np.ndarray,
-    bias_image: np.ndarray, bias_mask: np.ndarray | None = None, bias_variance: np.ndarray | None = None,
+    image: np.ndarray,
+    mask: np.ndarray,
+    variance: np.ndarray,
+    bias_image: np.ndarray,
+    bias_mask: np.ndarray | None = None,
+    bias_variance: np.ndarray | None = None,
 ) -> None:
     """Subtract a bias frame in place with MaskedImage semantics.
 
@@ -290,9 +296,15 @@ def bias_correction(
 
 
 def dark_correction(
-    image: np.ndarray, mask: np.ndarray, variance: np.ndarray,
-    dark_image: np.ndarray, dark_mask: np.ndarray | None, dark_variance: np.ndarray | None,
-    exp_dark_time: float, dark_dark_time: float | None, invert: bool = False,
+    image: np.ndarray,
+    mask: np.ndarray,
+    variance: np.ndarray,
+    dark_image: np.ndarray,
+    dark_mask: np.ndarray | None,
+    dark_variance: np.ndarray | None,
+    exp_dark_time: float,
+    dark_dark_time: float | None,
+    invert: bool = False,
 ) -> float:
     """Subtract (or re-add) a dark scaled by the dark-time ratio, in place.
 
@@ -372,9 +384,15 @@ def flat_scale(flat_image: np.ndarray, scaling_type: str, user_scale: float = 1.
 
 
 def flat_correction(
-    image: np.ndarray, mask: np.ndarray, variance: np.ndarray,
-    flat_image: np.ndarray, flat_mask: np.ndarray | None, flat_variance: np.ndarray | None,
-    scaling_type: str = "USER", user_scale: float = 1.0, invert: bool = False,
+    image: np.ndarray,
+    mask: np.ndarray,
+    variance: np.ndarray,
+    flat_image: np.ndarray,
+    flat_mask: np.ndarray | None,
+    flat_variance: np.ndarray | None,
+    scaling_type: str = "USER",
+    user_scale: float = 1.0,
+    invert: bool = False,
 ) -> float:
     """Divide (or multiply back) by ``flat / scale`` in place with quotient variance.
 
@@ -464,8 +482,9 @@ def effective_gain_noise(gain: float, read_noise: float, amp_name: str = "?") ->
     return g, rn
 
 
-def update_variance(image: np.ndarray, variance: np.ndarray, gain: float, read_noise: float,
-                    replace: bool = True) -> None:
+def update_variance(
+    image: np.ndarray, variance: np.ndarray, gain: float, read_noise: float, replace: bool = True
+) -> None:
     """Set (or accumulate) the variance from Poisson + read noise, in place.
 
     Parameters
@@ -505,9 +524,13 @@ def apply_gains(image: np.ndarray, variance: np.ndarray, gain: float) -> None:
 # --------------------------------------------------------------------------------------------
 # statistics on big images
 # --------------------------------------------------------------------------------------------
-def sample_for_statistics(values: np.ndarray, good: np.ndarray | None = None,
-                          max_samples: int = 1 << 20, mask: np.ndarray | None = None,
-                          exclude_bits: int = 0) -> np.ndarray:
+def sample_for_statistics(
+    values: np.ndarray,
+    good: np.ndarray | None = None,
+    max_samples: int = 1 << 20,
+    mask: np.ndarray | None = None,
+    exclude_bits: int = 0,
+) -> np.ndarray:
     """Deterministic strided subsample of the good values of a large image.
 
     Parameters
@@ -540,8 +563,9 @@ def sample_for_statistics(values: np.ndarray, good: np.ndarray | None = None,
     return s[keep]
 
 
-def set_bad_regions(image: np.ndarray, mask: np.ndarray, bad_value: int, intrp_value: int,
-                    statistic: str = "MEANCLIP") -> tuple[int, float]:
+def set_bad_regions(
+    image: np.ndarray, mask: np.ndarray, bad_value: int, intrp_value: int, statistic: str = "MEANCLIP"
+) -> tuple[int, float]:
     """Set BAD, not-yet-interpolated pixels to a robust level of the good pixels.
 
     Parameters
@@ -651,8 +675,12 @@ def interpolate_from_mask(
             rs, a, b = ri[single], li[single], rr_[single]
             ok = (bad[rs, a - 1] == 0) & (bad[rs, b + 1] == 0)
             w = LEGACY_SINGLE_PIXEL_WEIGHTS
-            pred = (w[0] * image[rs, a - 1].astype(np.float64) + w[1] * image[rs, a].astype(np.float64)
-                    + w[2] * image[rs, b].astype(np.float64) + w[3] * image[rs, b + 1].astype(np.float64))
+            pred = (
+                w[0] * image[rs, a - 1].astype(np.float64)
+                + w[1] * image[rs, a].astype(np.float64)
+                + w[2] * image[rs, b].astype(np.float64)
+                + w[3] * image[rs, b + 1].astype(np.float64)
+            )
             tmp = v_int[single]
             tmp[ok] = pred[ok]
             v_int[single] = tmp

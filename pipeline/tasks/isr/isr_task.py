@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from astropy.io import fits
 
-import pipeline.connection_types as cT
+import pipeline.connection_types as cT  # noqa: N812 (contract spelling)
 from pipeline.config import Config, ConfigurableField, Field, model_validator
 from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
 from pipeline.image import Box, Exposure, MaskedImage
@@ -45,7 +45,7 @@ from pipeline.struct import Struct
 from pipeline.task import PipelineTask, Task
 from pipeline.tasks.amp_offset import AmpOffsetConfig, AmpOffsetTask
 
-from . import isr_functions as F
+from . import isr_functions as F  # noqa: N812
 from .assembly import assemble_plane, assembled_detector
 from .binning import bin_image, bin_planes
 from .brighter_fatter import brighter_fatter_correction
@@ -53,7 +53,7 @@ from .calibs import BrighterFatterKernel, CrosstalkCalib, Defects, Linearizer
 from .crosstalk import crosstalk_correct
 from .fringe import measure_fringes, solve_fringes, subtract_fringes
 from .linearize import apply_linearity
-from .overscan import FIT_TYPES, correct_overscan
+from .overscan import correct_overscan
 from .statistics import clipped_stats
 
 __all__ = [
@@ -71,8 +71,19 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-FitType = Literal["MEDIAN", "MEAN", "MEANCLIP", "MEDIAN_PER_ROW", "MEAN_PER_ROW", "POLY", "CHEB", "LEG",
-                  "NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE"]
+FitType = Literal[
+    "MEDIAN",
+    "MEAN",
+    "MEANCLIP",
+    "MEDIAN_PER_ROW",
+    "MEAN_PER_ROW",
+    "POLY",
+    "CHEB",
+    "LEG",
+    "NATURAL_SPLINE",
+    "CUBIC_SPLINE",
+    "AKIMA_SPLINE",
+]
 
 
 def _card_value(value: Any) -> Any:
@@ -162,24 +173,40 @@ def _flush(header: fits.Header, values: Mapping[str, Any]) -> None:
 class OverscanCorrectionTaskConfig(Config):
     """Overscan correction configuration (LSST ``OverscanCorrectionTaskConfig``, reference §2.3)."""
 
-    fitType: FitType = Field("MEDIAN", description="Overscan model: constant (MEDIAN, MEAN, MEANCLIP), "
-                             "per row (MEDIAN_PER_ROW, MEAN_PER_ROW), polynomial (POLY, CHEB, LEG) or "
-                             "spline (NATURAL_SPLINE, CUBIC_SPLINE, AKIMA_SPLINE).")
-    order: int = Field(1, description="Polynomial order, or number of spline bins (splines need >= 5, "
-                       "fewer degrade to a constant).")
-    numSigmaClip: float = Field(3.0, description="Rejection threshold (sigma) for MEANCLIP and the "
-                                "per-line outlier rejection.")
-    maskPlanes: list[str] = Field(default_factory=lambda: ["BAD", "SAT"],
-                                  description="Mask planes excluded from the overscan fit.")
-    overscanIsInt: bool = Field(True, description="Treat the overscan as integer data (truncate, "
-                                "tie-aware integer median) for the per-row fits.")
-    maxDeviation: float = Field(1000.0, description="Overscan pixels deviating from the overscan median "
-                                "by more than this (ADU) are masked BAD.")
-    doAbsoluteMaxDeviation: bool = Field(True, description="Apply maxDeviation to |deviation| (else "
-                                         "only to positive deviations).")
+    fitType: FitType = Field(
+        "MEDIAN",
+        description="Overscan model: constant (MEDIAN, MEAN, MEANCLIP), "
+        "per row (MEDIAN_PER_ROW, MEAN_PER_ROW), polynomial (POLY, CHEB, LEG) or "
+        "spline (NATURAL_SPLINE, CUBIC_SPLINE, AKIMA_SPLINE).",
+    )
+    order: int = Field(
+        1,
+        description="Polynomial order, or number of spline bins (splines need >= 5, "
+        "fewer degrade to a constant).",
+    )
+    numSigmaClip: float = Field(
+        3.0, description="Rejection threshold (sigma) for MEANCLIP and the per-line outlier rejection."
+    )
+    maskPlanes: list[str] = Field(
+        default_factory=lambda: ["BAD", "SAT"], description="Mask planes excluded from the overscan fit."
+    )
+    overscanIsInt: bool = Field(
+        True,
+        description="Treat the overscan as integer data (truncate, "
+        "tie-aware integer median) for the per-row fits.",
+    )
+    maxDeviation: float = Field(
+        1000.0,
+        description="Overscan pixels deviating from the overscan median "
+        "by more than this (ADU) are masked BAD.",
+    )
+    doAbsoluteMaxDeviation: bool = Field(
+        True, description="Apply maxDeviation to |deviation| (else only to positive deviations)."
+    )
     doParallelOverscan: bool = Field(False, description="Also fit and subtract the parallel overscan.")
-    parallelOverscanMaskThreshold: int = Field(100000, description="Parallel-overscan pixels at or above "
-                                               "this (ADU) are masked SAT (bleeds).")
+    parallelOverscanMaskThreshold: int = Field(
+        100000, description="Parallel-overscan pixels at or above this (ADU) are masked SAT (bleeds)."
+    )
     parallelOverscanMaskGrowSize: int = Field(7, description="Diamond growth of the parallel bleed mask.")
     leadingColumnsToSkip: int = Field(0, description="Serial-overscan columns next to the data to ignore.")
     trailingColumnsToSkip: int = Field(0, description="Serial-overscan columns away from the data to ignore.")
@@ -193,9 +220,16 @@ class OverscanCorrectionTaskConfig(Config):
         if self.fitType in ("NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE") and self.order < 5:
             # Reference QUIRK (§2.3, §9): a spline with fewer than 5 bins silently became a
             # constant. Intended behaviour: refuse the configuration.
-            raise ValueError(f"overscan.fitType={self.fitType} needs overscan.order >= 5 spline bins "
-                             f"(got {self.order}); fewer bins would degrade to a constant")
-        for name in ("leadingColumnsToSkip", "trailingColumnsToSkip", "leadingRowsToSkip", "trailingRowsToSkip"):
+            raise ValueError(
+                f"overscan.fitType={self.fitType} needs overscan.order >= 5 spline bins "
+                f"(got {self.order}); fewer bins would degrade to a constant"
+            )
+        for name in (
+            "leadingColumnsToSkip",
+            "trailingColumnsToSkip",
+            "leadingRowsToSkip",
+            "trailingRowsToSkip",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"overscan.{name} must be >= 0")
         return self
@@ -240,32 +274,70 @@ class OverscanCorrectionTask(Task):
         data = amp.raw_data_bbox
         serial = amp.raw_serial_overscan_bbox
         if serial.is_empty:
-            raise RuntimeError(f"amplifier {amp.name!r} has no serial overscan box; set doOverscan=False "
-                               "or fix the camera description")
+            raise RuntimeError(
+                f"amplifier {amp.name!r} has no serial overscan box; set doOverscan=False "
+                "or fix the camera description"
+            )
         par = amp.raw_parallel_overscan_bbox
         img_box = data
         if c.doParallelOverscan and not par.is_empty:
             img_box = data.union(par)
             serial = Box(serial.x0, img_box.y0, serial.nx, img_box.ny)
-        common = dict(fit_type=c.fitType, order=c.order, nsigma=c.numSigmaClip, is_int=c.overscanIsInt,
-                      max_deviation=c.maxDeviation, absolute_max_deviation=c.doAbsoluteMaxDeviation,
-                      exclude_bits=exclude, bad_bit=bad)
-        res = correct_overscan(mi.image, mi.mask, img_box.slices, serial.slices,
-                               leading_to_skip=c.leadingColumnsToSkip, trailing_to_skip=c.trailingColumnsToSkip,
-                               transpose=isTransposed, **common)
+        common = dict(
+            fit_type=c.fitType,
+            order=c.order,
+            nsigma=c.numSigmaClip,
+            is_int=c.overscanIsInt,
+            max_deviation=c.maxDeviation,
+            absolute_max_deviation=c.doAbsoluteMaxDeviation,
+            exclude_bits=exclude,
+            bad_bit=bad,
+        )
+        res = correct_overscan(
+            mi.image,
+            mi.mask,
+            img_box.slices,
+            serial.slices,
+            leading_to_skip=c.leadingColumnsToSkip,
+            trailing_to_skip=c.trailingColumnsToSkip,
+            transpose=isTransposed,
+            **common,
+        )
         parallel = None
         if c.doParallelOverscan and not par.is_empty:
             common.update(absolute_max_deviation=False)
-            pres = correct_overscan(mi.image, mi.mask, data.slices, par.slices,
-                                    leading_to_skip=c.leadingRowsToSkip, trailing_to_skip=c.trailingRowsToSkip,
-                                    transpose=not isTransposed, **common)
-            parallel = Struct(overscanMean=pres.mean, overscanMedian=pres.median, overscanSigma=pres.sigma,
-                              residualMean=pres.residual_mean, residualMedian=pres.residual_median,
-                              residualSigma=pres.residual_sigma, imageFit=pres.image_model)
-        return Struct(imageFit=res.image_model, overscanFit=res.model, overscanMean=res.mean,
-                      overscanMedian=res.median, overscanSigma=res.sigma, residualMean=res.residual_mean,
-                      residualMedian=res.residual_median, residualSigma=res.residual_sigma,
-                      parallel=parallel, nBadLines=res.n_bad_lines, skipped=res.skipped)
+            pres = correct_overscan(
+                mi.image,
+                mi.mask,
+                data.slices,
+                par.slices,
+                leading_to_skip=c.leadingRowsToSkip,
+                trailing_to_skip=c.trailingRowsToSkip,
+                transpose=not isTransposed,
+                **common,
+            )
+            parallel = Struct(
+                overscanMean=pres.mean,
+                overscanMedian=pres.median,
+                overscanSigma=pres.sigma,
+                residualMean=pres.residual_mean,
+                residualMedian=pres.residual_median,
+                residualSigma=pres.residual_sigma,
+                imageFit=pres.image_model,
+            )
+        return Struct(
+            imageFit=res.image_model,
+            overscanFit=res.model,
+            overscanMean=res.mean,
+            overscanMedian=res.median,
+            overscanSigma=res.sigma,
+            residualMean=res.residual_mean,
+            residualMedian=res.residual_median,
+            residualSigma=res.residual_sigma,
+            parallel=parallel,
+            nBadLines=res.n_bad_lines,
+            skipped=res.skipped,
+        )
 
 
 # ============================================================================================
@@ -275,21 +347,29 @@ class AssembleCcdConfig(Config):
     """CCD assembly configuration (LSST ``AssembleCcdConfig``, reference §2.4)."""
 
     doTrim: bool = Field(True, description="Trim prescan/overscan (assemble amp.bbox from rawDataBBox).")
-    keysToRemove: list[str] = Field(default_factory=list, description="Header keys removed after assembly "
-                                    "(DATASEC, BIASSEC, TRIMSEC and GAIN are always removed).")
+    keysToRemove: list[str] = Field(
+        default_factory=list,
+        description="Header keys removed after assembly "
+        "(DATASEC, BIASSEC, TRIMSEC and GAIN are always removed).",
+    )
 
 
 class CrosstalkConfig(Config):
     """Crosstalk configuration (LSST ``CrosstalkConfig``, reference §2.8)."""
 
-    minPixelToMask: float = Field(45000.0, description="Source pixels this far above the source median "
-                                  "(ADU) flag the target pixels they feed.")
+    minPixelToMask: float = Field(
+        45000.0,
+        description="Source pixels this far above the source median (ADU) flag the target pixels they feed.",
+    )
     crosstalkMaskPlane: str = Field("CROSSTALK", description="Mask plane for crosstalk-affected pixels.")
     crosstalkBackgroundMethod: Literal["None", "AMP", "DETECTOR"] = Field(
-        "None", description="Background removed from each source before scaling.")
+        "None", description="Background removed from each source before scaling."
+    )
     useConfigCoefficients: bool = Field(False, description="Use crosstalkValues instead of a calibration.")
-    crosstalkValues: list[float] = Field(default_factory=lambda: [0.0], description="Flattened "
-                                         "[source, target] coefficient matrix (useConfigCoefficients).")
+    crosstalkValues: list[float] = Field(
+        default_factory=lambda: [0.0],
+        description="Flattened [source, target] coefficient matrix (useConfigCoefficients).",
+    )
     crosstalkShape: list[int] = Field(default_factory=lambda: [1], description="Shape of crosstalkValues.")
     doQuadraticCrosstalkCorrection: bool = Field(False, description="Apply the quadratic coefficients.")
 
@@ -331,50 +411,131 @@ class IsrQaConfig(Config):
 # ============================================================================================
 # Connections and config
 # ============================================================================================
-class IsrTaskConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector"),
-                         defaultTemplates={}):
+class IsrTaskConnections(
+    PipelineTaskConnections, dimensions=("instrument", "exposure", "detector"), defaultTemplates={}
+):
     """Connections of `IsrTask`; calibration inputs are removed when their switch is off."""
 
-    ccdExposure = cT.Input(name="raw", storageClass="Exposure", doc="Input raw exposure (untrimmed).",
-                           dimensions=("instrument", "exposure", "detector"))
-    bias = cT.PrerequisiteInput(name="bias", storageClass="Exposure", doc="Combined bias.",
-                                dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
-    dark = cT.PrerequisiteInput(name="dark", storageClass="Exposure", doc="Combined dark.",
-                                dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
-    flat = cT.PrerequisiteInput(name="flat", storageClass="Exposure", doc="Combined flat.",
-                                dimensions=("instrument", "physical_filter", "detector"), isCalibration=True,
-                                minimum=0)
-    ptc = cT.PrerequisiteInput(name="ptc", storageClass="PhotonTransferCurveDataset",
-                               doc="Photon transfer curve (gains, read noise).",
-                               dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
-    linearizer = cT.PrerequisiteInput(name="linearizer", storageClass="IsrCalib", doc="Linearity model.",
-                                      dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
-    crosstalk = cT.PrerequisiteInput(name="crosstalk", storageClass="IsrCalib", doc="Crosstalk coefficients.",
-                                     dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
-    defects = cT.PrerequisiteInput(name="defects", storageClass="IsrCalib", doc="Defect list.",
-                                   dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
-    bfKernel = cT.PrerequisiteInput(name="bfk", storageClass="IsrCalib", doc="Brighter-fatter kernel.",
-                                    dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
-    fringes = cT.PrerequisiteInput(name="fringe", storageClass="Exposure", doc="Fringe template.",
-                                   dimensions=("instrument", "physical_filter", "detector"),
-                                   isCalibration=True, minimum=0)
-    outputExposure = cT.Output(name="postISRCCD", storageClass="Exposure", doc="ISR-corrected exposure.",
-                               dimensions=("instrument", "exposure", "detector"))
-    preInterpExposure = cT.Output(name="postISRCCD_uninterpolated", storageClass="Exposure",
-                                  doc="Exposure before interpolation (doSaveInterpPixels).",
-                                  dimensions=("instrument", "exposure", "detector"))
-    ossThumb = cT.Output(name="OssThumb", storageClass="NumpyArray", doc="Binned image after overscan.",
-                         dimensions=("instrument", "exposure", "detector"))
-    flattenedThumb = cT.Output(name="FlattenedThumb", storageClass="NumpyArray",
-                               doc="Binned image after flat-fielding.",
-                               dimensions=("instrument", "exposure", "detector"))
-    outputStatistics = cT.Output(name="isrStatistics", storageClass="StructuredDataDict",
-                                 doc="Per-amp statistics (doCalculateStatistics).",
-                                 dimensions=("instrument", "exposure", "detector"))
-    outputBin1Exposure = cT.Output(name="postISRCCDBin1", storageClass="Exposure", doc="Binned by binFactor1.",
-                                   dimensions=("instrument", "exposure", "detector"))
-    outputBin2Exposure = cT.Output(name="postISRCCDBin2", storageClass="Exposure", doc="Binned by binFactor2.",
-                                   dimensions=("instrument", "exposure", "detector"))
+    ccdExposure = cT.Input(
+        name="raw",
+        storageClass="Exposure",
+        doc="Input raw exposure (untrimmed).",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    bias = cT.PrerequisiteInput(
+        name="bias",
+        storageClass="Exposure",
+        doc="Combined bias.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    dark = cT.PrerequisiteInput(
+        name="dark",
+        storageClass="Exposure",
+        doc="Combined dark.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    flat = cT.PrerequisiteInput(
+        name="flat",
+        storageClass="Exposure",
+        doc="Combined flat.",
+        dimensions=("instrument", "physical_filter", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    ptc = cT.PrerequisiteInput(
+        name="ptc",
+        storageClass="PhotonTransferCurveDataset",
+        doc="Photon transfer curve (gains, read noise).",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    linearizer = cT.PrerequisiteInput(
+        name="linearizer",
+        storageClass="IsrCalib",
+        doc="Linearity model.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    crosstalk = cT.PrerequisiteInput(
+        name="crosstalk",
+        storageClass="IsrCalib",
+        doc="Crosstalk coefficients.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    defects = cT.PrerequisiteInput(
+        name="defects",
+        storageClass="IsrCalib",
+        doc="Defect list.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    bfKernel = cT.PrerequisiteInput(
+        name="bfk",
+        storageClass="IsrCalib",
+        doc="Brighter-fatter kernel.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    fringes = cT.PrerequisiteInput(
+        name="fringe",
+        storageClass="Exposure",
+        doc="Fringe template.",
+        dimensions=("instrument", "physical_filter", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    outputExposure = cT.Output(
+        name="postISRCCD",
+        storageClass="Exposure",
+        doc="ISR-corrected exposure.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    preInterpExposure = cT.Output(
+        name="postISRCCD_uninterpolated",
+        storageClass="Exposure",
+        doc="Exposure before interpolation (doSaveInterpPixels).",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    ossThumb = cT.Output(
+        name="OssThumb",
+        storageClass="NumpyArray",
+        doc="Binned image after overscan.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    flattenedThumb = cT.Output(
+        name="FlattenedThumb",
+        storageClass="NumpyArray",
+        doc="Binned image after flat-fielding.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    outputStatistics = cT.Output(
+        name="isrStatistics",
+        storageClass="StructuredDataDict",
+        doc="Per-amp statistics (doCalculateStatistics).",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    outputBin1Exposure = cT.Output(
+        name="postISRCCDBin1",
+        storageClass="Exposure",
+        doc="Binned by binFactor1.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    outputBin2Exposure = cT.Output(
+        name="postISRCCDBin2",
+        storageClass="Exposure",
+        doc="Binned by binFactor2.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
 
     def __init__(self, *, config: Any = None) -> None:
         super().__init__(config=config)
@@ -422,34 +583,45 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
     # --- generic -------------------------------------------------------------------------
     datasetType: str = Field("raw", description="Dataset type of the input raw.")
     fallbackFilterName: str = Field("unknown", description="Filter name used when none is known.")
-    doConvertIntToFloat: bool = Field(True, description="Convert integer raws to float32 (variance 1, mask 0).")
+    doConvertIntToFloat: bool = Field(
+        True, description="Convert integer raws to float32 (variance 1, mask 0)."
+    )
     # --- saturation / suspect --------------------------------------------------------------
     doSaturation: bool = Field(True, description="Mask saturated pixels (>= saturation level) as SAT.")
     saturatedMaskName: str = Field("SAT", description="Mask plane for saturated pixels.")
-    saturation: float = Field(float("nan"), description="Saturation level (ADU) overriding the camera's "
-                              "when finite.")
+    saturation: float = Field(
+        float("nan"), description="Saturation level (ADU) overriding the camera's when finite."
+    )
     growSaturationFootprintSize: int = Field(1, description="Diamond growth of SAT before interpolation.")
     doSuspect: bool = Field(False, description="Mask pixels above the amp suspect level as SUSPECT.")
     suspectMaskName: str = Field("SUSPECT", description="Mask plane for suspect pixels.")
     numEdgeSuspect: int = Field(0, description="Pixels at the image/amp edges to mask as SUSPECT.")
-    edgeMaskLevel: Literal["DETECTOR", "AMP"] = Field("DETECTOR", description="Edge masking per detector "
-                                                      "or per amplifier.")
+    edgeMaskLevel: Literal["DETECTOR", "AMP"] = Field(
+        "DETECTOR", description="Edge masking per detector or per amplifier."
+    )
     doSetBadRegions: bool = Field(True, description="Set BAD, non-interpolated pixels to badStatistic.")
-    badStatistic: Literal["MEANCLIP", "MEDIAN"] = Field("MEANCLIP", description="Statistic for "
-                                                        "doSetBadRegions (honoured; see set_bad_regions).")
+    badStatistic: Literal["MEANCLIP", "MEDIAN"] = Field(
+        "MEANCLIP", description="Statistic for doSetBadRegions (honoured; see set_bad_regions)."
+    )
     # --- overscan / assembly ----------------------------------------------------------------
     doOverscan: bool = Field(True, description="Do overscan subtraction?")
-    overscan: OverscanCorrectionTaskConfig = ConfigurableField(OverscanCorrectionTask,
-                                                               description="Overscan subtask.")
+    overscan: OverscanCorrectionTaskConfig = ConfigurableField(
+        OverscanCorrectionTask, description="Overscan subtask."
+    )
     doAssembleCcd: bool = Field(True, description="Assemble the amplifiers into a CCD image.")
     assembleCcd: AssembleCcdConfig = Field(default_factory=AssembleCcdConfig, description="CCD assembly.")
-    doAssembleIsrExposures: bool = Field(False, description="Assemble amp-level calibration exposures "
-                                         "(unused: calibrations are detector-level here).")
+    doAssembleIsrExposures: bool = Field(
+        False,
+        description="Assemble amp-level calibration exposures "
+        "(unused: calibrations are detector-level here).",
+    )
     doTrimToMatchCalib: bool = Field(False, description="Trim the raw symmetrically to the calibration size.")
     # --- bias / CTI ----------------------------------------------------------------------
     doBias: bool = Field(True, description="Apply bias frame correction?")
     biasDataProductName: str = Field("bias", description="Name of the bias data product.")
-    doBiasBeforeOverscan: bool = Field(False, description="Subtract the bias before overscan (untrimmed bias).")
+    doBiasBeforeOverscan: bool = Field(
+        False, description="Subtract the bias before overscan (untrimmed bias)."
+    )
     doDeferredCharge: bool = Field(False, description="Deferred charge (CTI) correction (not implemented).")
     # --- variance ----------------------------------------------------------------------
     doVariance: bool = Field(True, description="Compute the variance plane.")
@@ -477,7 +649,8 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
     brighterFatterApplyGain: bool = Field(True, description="Convert to electrons for the BF correction.")
     brighterFatterMaskListToInterpolate: list[str] = Field(
         default_factory=lambda: ["SAT", "BAD", "NO_DATA", "UNMASKEDNAN"],
-        description="Planes interpolated on the BF working copy.")
+        description="Planes interpolated on the BF working copy.",
+    )
     brighterFatterMaskGrowSize: int = Field(0, description="Growth of the masks after BF.")
     # --- dark / stray light / flat ------------------------------------------------------
     doDark: bool = Field(True, description="Apply dark frame correction (scaled by dark time).")
@@ -506,13 +679,17 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
     doInterpolate: bool = Field(True, description="Interpolate over maskListToInterpolate.")
     doSaturationInterpolation: bool = Field(True, description="Interpolate over saturated pixels.")
     doNanInterpolation: bool = Field(True, description="Interpolate over UNMASKEDNAN pixels.")
-    maskListToInterpolate: list[str] = Field(default_factory=lambda: ["SAT", "BAD"],
-                                             description="Planes to interpolate (SAT/UNMASKEDNAN follow the "
-                                             "doSaturationInterpolation/doNanInterpolation switches).")
+    maskListToInterpolate: list[str] = Field(
+        default_factory=lambda: ["SAT", "BAD"],
+        description="Planes to interpolate (SAT/UNMASKEDNAN follow the "
+        "doSaturationInterpolation/doNanInterpolation switches).",
+    )
     doSaveInterpPixels: bool = Field(False, description="Output a copy before interpolation.")
     # --- zero point / vignette / transmission / illumination -------------------------------
-    fluxMag0T1: dict[str, float] = Field(default_factory=lambda: {"Unknown": _DEFAULT_FLUXMAG0},
-                                         description="Flux of a zero-magnitude source in 1 s, per filter.")
+    fluxMag0T1: dict[str, float] = Field(
+        default_factory=lambda: {"Unknown": _DEFAULT_FLUXMAG0},
+        description="Flux of a zero-magnitude source in 1 s, per filter.",
+    )
     defaultFluxMag0T1: float = Field(_DEFAULT_FLUXMAG0, description="fluxMag0T1 of other filters.")
     doVignette: bool = Field(False, description="Mask the vignetted region (VIGNETTED + NO_DATA).")
     doMaskVignettePolygon: bool = Field(True, description="Set the vignetted pixels' mask bits.")
@@ -526,13 +703,17 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
     doIlluminationCorrection: bool = Field(False, description="Divide by an illumination correction.")
     illuminationCorrectionDataProductName: str = Field("illumcor", description="Illumination product.")
     illumScale: float = Field(1.0, description="Illumination scale.")
-    illumFilters: list[str] = Field(default_factory=list, description="Filters needing illumination correction.")
+    illumFilters: list[str] = Field(
+        default_factory=list, description="Filters needing illumination correction."
+    )
     # --- binned outputs / calib checks ----------------------------------------------------
     doBinnedExposures: bool = Field(False, description="Output binned exposures.")
     binFactor1: int = Field(8, description="First binning factor.")
     binFactor2: int = Field(64, description="Second binning factor.")
-    cameraKeywordsToCompare: list[str] = Field(default_factory=list, description="Header keywords that must "
-                                               "agree between the exposure and each calibration.")
+    cameraKeywordsToCompare: list[str] = Field(
+        default_factory=list,
+        description="Header keywords that must agree between the exposure and each calibration.",
+    )
     doRaiseOnCalibMismatch: bool = Field(False, description="Raise (else warn) on a keyword mismatch.")
     doWrite: bool = Field(True, description="Persist postISRCCD.")
 
@@ -612,12 +793,15 @@ class IsrTask(PipelineTask):
         elif isinstance(inputExp, np.ndarray) and inputExp.ndim == 2:
             exp = Exposure(MaskedImage(inputExp))
         else:
-            raise TypeError(f"IsrTask input must be an Exposure, MaskedImage or 2-D array, "
-                            f"got {type(inputExp).__name__}")
+            raise TypeError(
+                f"IsrTask input must be an Exposure, MaskedImage or 2-D array, got {type(inputExp).__name__}"
+            )
         if exp.detector is None:
             if camera is None or detectorNum is None:
-                raise RuntimeError("The raw exposure has no detector; pass camera= and detectorNum= to "
-                                   "IsrTask.run (or read it with the instrument's RawFormatter)")
+                raise RuntimeError(
+                    "The raw exposure has no detector; pass camera= and detectorNum= to "
+                    "IsrTask.run (or read it with the instrument's RawFormatter)"
+                )
             exp.detector = camera[detectorNum]
         return exp
 
@@ -626,16 +810,22 @@ class IsrTask(PipelineTask):
         mi = exposure.masked_image
         if np.issubdtype(mi.image.dtype, np.floating):
             if mi.image.dtype != np.float32:
-                exposure.masked_image = MaskedImage(mi.image.astype(np.float32), mi.mask, mi.variance,
-                                                    mi.mask_planes, mi.xy0)
+                exposure.masked_image = MaskedImage(
+                    mi.image.astype(np.float32), mi.mask, mi.variance, mi.mask_planes, mi.xy0
+                )
             return exposure
         if not np.issubdtype(mi.image.dtype, np.integer):
             raise RuntimeError(f"cannot convert raw pixels of dtype {mi.image.dtype} to float")
         img = mi.image.astype(np.float32)
         # Variance 1 everywhere: a read-only broadcast until a step writes to the raw variance
         # (see `_writable_variance`); assembly creates the real plane. Saves one full-size plane.
-        exposure.masked_image = MaskedImage(img, np.zeros(img.shape, np.int32),
-                                            np.broadcast_to(np.float32(1.0), img.shape), mi.mask_planes, mi.xy0)
+        exposure.masked_image = MaskedImage(
+            img,
+            np.zeros(img.shape, np.int32),
+            np.broadcast_to(np.float32(1.0), img.shape),
+            mi.mask_planes,
+            mi.xy0,
+        )
         return exposure
 
     @staticmethod
@@ -659,8 +849,10 @@ class IsrTask(PipelineTask):
         for key in self.config.cameraKeywordsToCompare:
             ev, cv = exposureMetadata.get(key), md.get(key)
             if ev != cv:
-                msg = (f"{calibName} keyword {key}={cv!r} differs from the exposure's {key}={ev!r}; "
-                       "use a calibration taken in the same camera state")
+                msg = (
+                    f"{calibName} keyword {key}={cv!r} differs from the exposure's {key}={ev!r}; "
+                    "use a calibration taken in the same camera state"
+                )
                 if self.config.doRaiseOnCalibMismatch:
                     raise RuntimeError(msg)
                 self.log.warning(msg)
@@ -681,8 +873,12 @@ class IsrTask(PipelineTask):
 
     def doLinearize(self, detector: Any) -> bool:
         """Whether to linearize: ``config.doLinearize`` and amp 0's linearity type is not "None"."""
-        return bool(self.config.doLinearize and detector is not None and len(detector)
-                    and detector[0].linearity_type not in ("None", ""))
+        return bool(
+            self.config.doLinearize
+            and detector is not None
+            and len(detector)
+            and detector[0].linearity_type not in ("None", "")
+        )
 
     def maskAmplifier(self, ccdExposure: Exposure, amp: Any, defects: Defects | None) -> bool:
         """Mask SAT/SUSPECT in the amp's raw box; return True if the amp is bad (see §2.1 step 5a)."""
@@ -725,16 +921,32 @@ class IsrTask(PipelineTask):
         """Subtract the dark scaled by the dark-time ratio (see `isr_functions.dark_correction`)."""
         di, dm, dv = _calib_planes(darkExposure)
         dark_time = getattr(getattr(darkExposure, "info", None), "dark_time", None)
-        F.dark_correction(exposure.image, exposure.mask, exposure.variance, di,
-                          self._conform(exposure, darkExposure, dm), dv, exposure.info.dark_time, dark_time,
-                          invert)
+        F.dark_correction(
+            exposure.image,
+            exposure.mask,
+            exposure.variance,
+            di,
+            self._conform(exposure, darkExposure, dm),
+            dv,
+            exposure.info.dark_time,
+            dark_time,
+            invert,
+        )
 
     def flatCorrection(self, exposure: Exposure, flatExposure: Any, invert: bool = False) -> None:
         """Divide by the flat (see `isr_functions.flat_correction`)."""
         fi, fm, fv = _calib_planes(flatExposure)
-        F.flat_correction(exposure.image, exposure.mask, exposure.variance, fi,
-                          self._conform(exposure, flatExposure, fm), fv,
-                          self.config.flatScalingType, self.config.flatUserScale, invert)
+        F.flat_correction(
+            exposure.image,
+            exposure.mask,
+            exposure.variance,
+            fi,
+            self._conform(exposure, flatExposure, fm),
+            fv,
+            self.config.flatScalingType,
+            self.config.flatUserScale,
+            invert,
+        )
 
     @contextlib.contextmanager
     def flatContext(self, exp: Exposure, flat: Any, dark: Any = None) -> Iterator[Exposure]:
@@ -767,8 +979,9 @@ class IsrTask(PipelineTask):
         boxes = defectBaseList.boxes if isinstance(defectBaseList, Defects) else list(defectBaseList)
         F.mask_boxes(exposure.mask, boxes, exposure.masked_image.get_plane_bitmask("BAD"))
 
-    def maskEdges(self, exposure: Exposure, numEdgePixels: int = 0, maskPlane: str = "SUSPECT",
-                  level: str = "DETECTOR") -> None:
+    def maskEdges(
+        self, exposure: Exposure, numEdgePixels: int = 0, maskPlane: str = "SUSPECT", level: str = "DETECTOR"
+    ) -> None:
         """Mask pixels within ``numEdgePixels`` of the detector (or each amp) border."""
         if numEdgePixels <= 0:
             return
@@ -780,8 +993,9 @@ class IsrTask(PipelineTask):
         """OR ``negativeVarianceMaskName`` onto pixels with variance <= 0."""
         bad = F.mask_negative_variance(exposure.variance)
         if bad.any():
-            exposure.mask[bad] |= np.int32(exposure.masked_image.get_plane_bitmask(
-                self.config.negativeVarianceMaskName, add=True))
+            exposure.mask[bad] |= np.int32(
+                exposure.masked_image.get_plane_bitmask(self.config.negativeVarianceMaskName, add=True)
+            )
 
     def saturationInterpolation(self, exposure: Exposure) -> None:
         """Interpolate over SAT (grown by growSaturationFootprintSize)."""
@@ -817,8 +1031,16 @@ class IsrTask(PipelineTask):
         """
         qa = IsrQaConfig or self.config.qa
         img = exposure.image
-        good = (exposure.mask & exposure.masked_image.get_plane_bitmask(
-            [p for p in ("BAD", "SAT", "NO_DATA", "UNMASKEDNAN") if p in exposure.masked_image.mask_planes])) == 0
+        good = (
+            exposure.mask
+            & exposure.masked_image.get_plane_bitmask(
+                [
+                    p
+                    for p in ("BAD", "SAT", "NO_DATA", "UNMASKEDNAN")
+                    if p in exposure.masked_image.mask_planes
+                ]
+            )
+        ) == 0
         levels = []
         for y in range(0, img.shape[0] - qa.flatnessMeshY + 1, qa.flatnessMeshY):
             for x in range(0, img.shape[1] - qa.flatnessMeshX + 1, qa.flatnessMeshX):
@@ -826,8 +1048,10 @@ class IsrTask(PipelineTask):
                 levels.append(clipped_stats(img[sl], ~good[sl], qa.flatnessClipSigma, qa.flatnessNIter)[0])
         arr = np.array(levels, float)
         arr = arr[np.isfinite(arr)]
-        stats = {"BGMEAN": float(arr.mean()) if arr.size else float("nan"),
-                 "BGVAR": float(arr.var()) if arr.size else float("nan")}
+        stats = {
+            "BGMEAN": float(arr.mean()) if arr.size else float("nan"),
+            "BGVAR": float(arr.var()) if arr.size else float("nan"),
+        }
         if qa.saveStats:
             self.metadata.update(stats)
         return stats
@@ -837,8 +1061,13 @@ class IsrTask(PipelineTask):
         out = []
         for b in (self.config.binFactor1, self.config.binFactor2):
             i, m, v = bin_planes(exposure.image, exposure.mask, exposure.variance, b)
-            out.append(Exposure(MaskedImage(i, m, v, dict(exposure.masked_image.mask_planes), exposure.xy0),
-                                metadata=exposure.metadata.copy(), info=exposure.info))
+            out.append(
+                Exposure(
+                    MaskedImage(i, m, v, dict(exposure.masked_image.mask_planes), exposure.xy0),
+                    metadata=exposure.metadata.copy(),
+                    info=exposure.info,
+                )
+            )
         return out[0], out[1]
 
     # ----------------------------------------------------------------------------- internals
@@ -847,8 +1076,11 @@ class IsrTask(PipelineTask):
         if mask is None or not isinstance(calib, (Exposure, MaskedImage)):
             return mask
         mi = calib.masked_image if isinstance(calib, Exposure) else calib
-        return exposure.masked_image._conformed_mask(mi) if mi.mask_planes != exposure.masked_image.mask_planes \
+        return (
+            exposure.masked_image._conformed_mask(mi)
+            if mi.mask_planes != exposure.masked_image.mask_planes
             else mask
+        )
 
     def _interpolate(self, exposure: Exposure, planes: list[str]) -> int:
         mi = exposure.masked_image
@@ -868,8 +1100,10 @@ class IsrTask(PipelineTask):
             if is_sat.any():
                 sy, sx = ys[is_sat], xs[is_sat]
                 ny, nx = flagged.shape
-                win = (slice(max(int(sy.min()) - grow, 0), min(int(sy.max()) + 1 + grow, ny)),
-                       slice(max(int(sx.min()) - grow, 0), min(int(sx.max()) + 1 + grow, nx)))
+                win = (
+                    slice(max(int(sy.min()) - grow, 0), min(int(sy.max()) + 1 + grow, ny)),
+                    slice(max(int(sx.min()) - grow, 0), min(int(sx.max()) + 1 + grow, nx)),
+                )
                 sat = (flagged[win] & sat_bit) != 0
                 new = F.grow_mask(sat, grow) & ~sat
                 mi.mask[win][new] |= sat_bit
@@ -887,8 +1121,9 @@ class IsrTask(PipelineTask):
             mi.mask[ys, xs] |= np.int32(mi.get_plane_bitmask("INTRP"))
         return n
 
-    def _effective_gain_noise(self, detector: Any, ptc: Any, overscans: dict[str, Struct]
-                              ) -> tuple[dict[str, float], dict[str, float], str, str]:
+    def _effective_gain_noise(
+        self, detector: Any, ptc: Any, overscans: dict[str, Struct]
+    ) -> tuple[dict[str, float], dict[str, float], str, str]:
         c = self.config
         gains: dict[str, float] = {}
         noises: dict[str, float] = {}
@@ -899,8 +1134,9 @@ class IsrTask(PipelineTask):
             if c.doEmpiricalReadNoise:
                 os = overscans.get(amp.name)
                 if os is None:
-                    raise RuntimeError(f"doEmpiricalReadNoise needs the overscan of amp {amp.name!r}; "
-                                       "enable doOverscan")
+                    raise RuntimeError(
+                        f"doEmpiricalReadNoise needs the overscan of amp {amp.name!r}; enable doOverscan"
+                    )
                 g_ok = g if g > 0 else 1.0
                 n = float(os.residualSigma) * g_ok
             elif c.usePtcReadNoise:
@@ -910,9 +1146,23 @@ class IsrTask(PipelineTask):
             gains[amp.name], noises[amp.name] = F.effective_gain_noise(g, n, amp.name)
         return gains, noises, gsrc, nsrc
 
-    def _validate_inputs(self, ccd: Exposure, *, bias: Any, dark: Any, flat: Any, defects: Any, linearizer: Any,
-                         bfKernel: Any, ptc: Any, crosstalk: Any, fringes: Any, strayLightData: Any,
-                         illumMaskedImage: Any, deferredChargeCalib: Any) -> None:
+    def _validate_inputs(
+        self,
+        ccd: Exposure,
+        *,
+        bias: Any,
+        dark: Any,
+        flat: Any,
+        defects: Any,
+        linearizer: Any,
+        bfKernel: Any,
+        ptc: Any,
+        crosstalk: Any,
+        fringes: Any,
+        strayLightData: Any,
+        illumMaskedImage: Any,
+        deferredChargeCalib: Any,
+    ) -> None:
         c = self.config
         filt = ccd.info.physical_filter
         need = [
@@ -921,7 +1171,12 @@ class IsrTask(PipelineTask):
             (c.doFlat, flat, "flat", "doFlat"),
             (c.doDefect, defects, "defects", "doDefect"),
             (c.doBrighterFatter, bfKernel, "bfKernel (brighter-fatter kernel)", "doBrighterFatter"),
-            (c.usePtcGains or c.usePtcReadNoise, ptc, "ptc (photon transfer curve)", "usePtcGains/usePtcReadNoise"),
+            (
+                c.usePtcGains or c.usePtcReadNoise,
+                ptc,
+                "ptc (photon transfer curve)",
+                "usePtcGains/usePtcReadNoise",
+            ),
             (c.doStrayLight, strayLightData, "strayLightData", "doStrayLight"),
             (c.doDeferredCharge, deferredChargeCalib, "deferredChargeCalib", "doDeferredCharge"),
         ]
@@ -935,20 +1190,42 @@ class IsrTask(PipelineTask):
             need.append((True, illumMaskedImage, "illumMaskedImage", "doIlluminationCorrection"))
         for on, value, what, switch in need:
             if on and value is None:
-                raise RuntimeError(f"IsrTask: {switch} is True but no {what} was provided; provide the "
-                                   f"calibration or set {switch}=False")
+                raise RuntimeError(
+                    f"IsrTask: {switch} is True but no {what} calibration was provided or "
+                    f"found; certify one in an input CALIBRATION collection (butler "
+                    f"certify-calibrations) / pass it to run(), or set {switch}=False"
+                )
         if c.doDeferredCharge:
-            raise NotImplementedError("deferred charge (CTI) correction is not implemented; set "
-                                      "doDeferredCharge=False")
+            raise NotImplementedError(
+                "deferred charge (CTI) correction is not implemented; set doDeferredCharge=False"
+            )
 
     # ----------------------------------------------------------------------------------- run
-    def run(self, ccdExposure: Any, *, camera: Any = None, bias: Any = None, linearizer: Any = None,
-            crosstalk: Any = None, crosstalkSources: Any = None, dark: Any = None, flat: Any = None,
-            ptc: Any = None, bfKernel: Any = None, bfGains: Any = None, defects: Any = None,
-            fringes: Any = None, opticsTransmission: Any = None, filterTransmission: Any = None,
-            sensorTransmission: Any = None, atmosphereTransmission: Any = None, detectorNum: int | None = None,
-            strayLightData: Any = None, illumMaskedImage: Any = None, deferredChargeCalib: Any = None
-            ) -> Struct:
+    def run(
+        self,
+        ccdExposure: Any,
+        *,
+        camera: Any = None,
+        bias: Any = None,
+        linearizer: Any = None,
+        crosstalk: Any = None,
+        crosstalkSources: Any = None,
+        dark: Any = None,
+        flat: Any = None,
+        ptc: Any = None,
+        bfKernel: Any = None,
+        bfGains: Any = None,
+        defects: Any = None,
+        fringes: Any = None,
+        opticsTransmission: Any = None,
+        filterTransmission: Any = None,
+        sensorTransmission: Any = None,
+        atmosphereTransmission: Any = None,
+        detectorNum: int | None = None,
+        strayLightData: Any = None,
+        illumMaskedImage: Any = None,
+        deferredChargeCalib: Any = None,
+    ) -> Struct:
         """Perform instrument signature removal on an exposure.
 
         Parameters
@@ -1007,14 +1284,28 @@ class IsrTask(PipelineTask):
         buffer = _HeaderBuffer(header)
         ccd.metadata = buffer
         try:
-            result = self._run(ccd, camera=camera, bias=bias, linearizer=linearizer, crosstalk=crosstalk,
-                               crosstalkSources=crosstalkSources, dark=dark, flat=flat, ptc=ptc,
-                               bfKernel=bfKernel, bfGains=bfGains, defects=defects, fringes=fringes,
-                               opticsTransmission=opticsTransmission, filterTransmission=filterTransmission,
-                               sensorTransmission=sensorTransmission,
-                               atmosphereTransmission=atmosphereTransmission,
-                               strayLightData=strayLightData, illumMaskedImage=illumMaskedImage,
-                               deferredChargeCalib=deferredChargeCalib)
+            result = self._run(
+                ccd,
+                camera=camera,
+                bias=bias,
+                linearizer=linearizer,
+                crosstalk=crosstalk,
+                crosstalkSources=crosstalkSources,
+                dark=dark,
+                flat=flat,
+                ptc=ptc,
+                bfKernel=bfKernel,
+                bfGains=bfGains,
+                defects=defects,
+                fringes=fringes,
+                opticsTransmission=opticsTransmission,
+                filterTransmission=filterTransmission,
+                sensorTransmission=sensorTransmission,
+                atmosphereTransmission=atmosphereTransmission,
+                strayLightData=strayLightData,
+                illumMaskedImage=illumMaskedImage,
+                deferredChargeCalib=deferredChargeCalib,
+            )
         finally:
             ccd.metadata = buffer.flush()
         for name in ("preInterpExposure", "outputBin1Exposure", "outputBin2Exposure"):
@@ -1023,11 +1314,30 @@ class IsrTask(PipelineTask):
                 other.metadata = other.metadata.copy()
         return result
 
-    def _run(self, ccd: Exposure, *, camera: Any, bias: Any, linearizer: Any, crosstalk: Any,
-             crosstalkSources: Any, dark: Any, flat: Any, ptc: Any, bfKernel: Any, bfGains: Any, defects: Any,
-             fringes: Any, opticsTransmission: Any, filterTransmission: Any, sensorTransmission: Any,
-             atmosphereTransmission: Any, strayLightData: Any, illumMaskedImage: Any,
-             deferredChargeCalib: Any) -> Struct:
+    def _run(
+        self,
+        ccd: Exposure,
+        *,
+        camera: Any,
+        bias: Any,
+        linearizer: Any,
+        crosstalk: Any,
+        crosstalkSources: Any,
+        dark: Any,
+        flat: Any,
+        ptc: Any,
+        bfKernel: Any,
+        bfGains: Any,
+        defects: Any,
+        fringes: Any,
+        opticsTransmission: Any,
+        filterTransmission: Any,
+        sensorTransmission: Any,
+        atmosphereTransmission: Any,
+        strayLightData: Any,
+        illumMaskedImage: Any,
+        deferredChargeCalib: Any,
+    ) -> Struct:
         c = self.config
         det = ccd.detector
         if isinstance(bfKernel, BrighterFatterKernel):
@@ -1035,21 +1345,52 @@ class IsrTask(PipelineTask):
             bfKernel = bfKernel.kernel
         if isinstance(fringes, Struct):
             fringes = getattr(fringes, "fringes", None)
-        self._validate_inputs(ccd, bias=bias, dark=dark, flat=flat, defects=defects, linearizer=linearizer,
-                              bfKernel=bfKernel, ptc=ptc, crosstalk=crosstalk, fringes=fringes,
-                              strayLightData=strayLightData, illumMaskedImage=illumMaskedImage,
-                              deferredChargeCalib=deferredChargeCalib)
+        self._validate_inputs(
+            ccd,
+            bias=bias,
+            dark=dark,
+            flat=flat,
+            defects=defects,
+            linearizer=linearizer,
+            bfKernel=bfKernel,
+            ptc=ptc,
+            crosstalk=crosstalk,
+            fringes=fringes,
+            strayLightData=strayLightData,
+            illumMaskedImage=illumMaskedImage,
+            deferredChargeCalib=deferredChargeCalib,
+        )
         if defects is not None and not isinstance(defects, Defects):
             defects = Defects(defects)
         md = ccd.metadata
-        for name, calib in (("bias", bias), ("dark", dark), ("flat", flat), ("defects", defects),
-                            ("linearizer", linearizer), ("crosstalk", crosstalk), ("ptc", ptc)):
+        for name, calib in (
+            ("bias", bias),
+            ("dark", dark),
+            ("flat", flat),
+            ("defects", defects),
+            ("linearizer", linearizer),
+            ("crosstalk", crosstalk),
+            ("ptc", ptc),
+        ):
             if calib is not None:
                 self.compareCameraKeywords(md, calib, name)
                 _hset(md, f"LSST CALIB DATE {name.upper()}", self.extractCalibDate(calib))
         _hset(md, "LSST ISR UNITS", "adu")
-        for step in ("OVERSCAN", "ASSEMBLECCD", "BIAS", "VARIANCE", "LINEARIZE", "CROSSTALK", "DEFECT",
-                     "DARK", "FLAT", "FRINGE", "BF", "STRAYLIGHT", "APPLYGAINS"):
+        for step in (
+            "OVERSCAN",
+            "ASSEMBLECCD",
+            "BIAS",
+            "VARIANCE",
+            "LINEARIZE",
+            "CROSSTALK",
+            "DEFECT",
+            "DARK",
+            "FLAT",
+            "FRINGE",
+            "BF",
+            "STRAYLIGHT",
+            "APPLYGAINS",
+        ):
             _hset(md, f"LSST ISR {step} APPLIED", False)
 
         # 2. int -> float
@@ -1072,8 +1413,10 @@ class IsrTask(PipelineTask):
         bad_amps: list[str] = []
         for amp in det:
             if amp.raw_bbox.y1 > mi.shape[0] or amp.raw_bbox.x1 > mi.shape[1]:
-                raise RuntimeError(f"amplifier {amp.name!r} raw box {amp.raw_bbox} is outside the raw image "
-                                   f"{mi.shape}; the detector geometry does not match the raw")
+                raise RuntimeError(
+                    f"amplifier {amp.name!r} raw box {amp.raw_bbox} is outside the raw image "
+                    f"{mi.shape}; the detector geometry does not match the raw"
+                )
             if self.maskAmplifier(ccd, amp, defects):
                 bad_amps.append(amp.name)
                 continue
@@ -1083,19 +1426,26 @@ class IsrTask(PipelineTask):
                     continue
                 res = self.overscanCorrection(ccd, amp)
                 overscans[amp.name] = res
-                for key, val in (("SERIAL MEAN", res.overscanMean), ("SERIAL MEDIAN", res.overscanMedian),
-                                 ("SERIAL STDEV", res.overscanSigma), ("RESIDUAL SERIAL MEAN", res.residualMean),
-                                 ("RESIDUAL SERIAL MEDIAN", res.residualMedian),
-                                 ("RESIDUAL SERIAL STDEV", res.residualSigma)):
+                for key, val in (
+                    ("SERIAL MEAN", res.overscanMean),
+                    ("SERIAL MEDIAN", res.overscanMedian),
+                    ("SERIAL STDEV", res.overscanSigma),
+                    ("RESIDUAL SERIAL MEAN", res.residualMean),
+                    ("RESIDUAL SERIAL MEDIAN", res.residualMedian),
+                    ("RESIDUAL SERIAL STDEV", res.residualSigma),
+                ):
                     _hset(md, f"LSST ISR OVERSCAN {key} {amp.name}", val)
                     self.metadata[f"LSST ISR OVERSCAN {key} {amp.name}"] = float(val)
                 if res.parallel is not None:
                     p = res.parallel
-                    for key, val in (("PARALLEL MEAN", p.overscanMean), ("PARALLEL MEDIAN", p.overscanMedian),
-                                     ("PARALLEL STDEV", p.overscanSigma),
-                                     ("RESIDUAL PARALLEL MEAN", p.residualMean),
-                                     ("RESIDUAL PARALLEL MEDIAN", p.residualMedian),
-                                     ("RESIDUAL PARALLEL STDEV", p.residualSigma)):
+                    for key, val in (
+                        ("PARALLEL MEAN", p.overscanMean),
+                        ("PARALLEL MEDIAN", p.overscanMedian),
+                        ("PARALLEL STDEV", p.overscanSigma),
+                        ("RESIDUAL PARALLEL MEAN", p.residualMean),
+                        ("RESIDUAL PARALLEL MEDIAN", p.residualMedian),
+                        ("RESIDUAL PARALLEL STDEV", p.residualSigma),
+                    ):
                         _hset(md, f"LSST ISR OVERSCAN {key} {amp.name}", val)
         if c.doOverscan and overscans:
             _hset(md, "LSST ISR OVERSCAN APPLIED", True)
@@ -1191,8 +1541,10 @@ class IsrTask(PipelineTask):
                 sl = amp_boxes[amp.name].slices
                 F.apply_gains(mi.image[sl], mi.variance[sl], gains[amp.name])
             if c.normalizeGains:
-                meds = {a.name: float(np.median(mi.image[amp_boxes[a.name].slices][::4, ::4]))
-                        for a in ccd.detector}
+                meds = {
+                    a.name: float(np.median(mi.image[amp_boxes[a.name].slices][::4, ::4]))
+                    for a in ccd.detector
+                }
                 ref = float(np.median(list(meds.values())))
                 for amp in ccd.detector:
                     if meds[amp.name]:
@@ -1206,22 +1558,30 @@ class IsrTask(PipelineTask):
         if c.doVignette:
             self._vignette(ccd)
         if c.doAttachTransmissionCurve:
-            curves = {k: v for k, v, use in (
-                ("optics", opticsTransmission, c.doUseOpticsTransmission),
-                ("filter", filterTransmission, c.doUseFilterTransmission),
-                ("sensor", sensorTransmission, c.doUseSensorTransmission),
-                ("atmosphere", atmosphereTransmission, c.doUseAtmosphereTransmission)) if use and v is not None}
+            curves = {
+                k: v
+                for k, v, use in (
+                    ("optics", opticsTransmission, c.doUseOpticsTransmission),
+                    ("filter", filterTransmission, c.doUseFilterTransmission),
+                    ("sensor", sensorTransmission, c.doUseSensorTransmission),
+                    ("atmosphere", atmosphereTransmission, c.doUseAtmosphereTransmission),
+                )
+                if use and v is not None
+            }
             ccd.transmission_curve = curves or None
         if c.doIlluminationCorrection and filt in c.illumFilters:
             ii, im_, iv = _calib_planes(illumMaskedImage)
             F.flat_correction(mi.image, mi.mask, mi.variance, ii, im_, iv, "USER", c.illumScale)
-        flattened_thumb = bin_image(mi.image, c.qa.thumbnailBinning, np.float32) if c.qa.doThumbnailFlattened else None
+        flattened_thumb = (
+            bin_image(mi.image, c.qa.thumbnailBinning, np.float32) if c.qa.doThumbnailFlattened else None
+        )
         # 26. pre-interpolation copy
         pre_interp = ccd.copy() if c.doSaveInterpPixels else None
         # 27. bad regions
         if c.doSetBadRegions:
-            n, value = F.set_bad_regions(mi.image, mi.mask, mi.get_plane_bitmask("BAD"),
-                                         mi.get_plane_bitmask("INTRP"), c.badStatistic)
+            n, value = F.set_bad_regions(
+                mi.image, mi.mask, mi.get_plane_bitmask("BAD"), mi.get_plane_bitmask("INTRP"), c.badStatistic
+            )
             if n:
                 self.log.info("set %d BAD pixels to %s = %g", n, c.badStatistic, value)
         # 28. interpolation
@@ -1234,14 +1594,24 @@ class IsrTask(PipelineTask):
             self.ampOffset.run(ccd)
         if c.doMeasureBackground:
             self.measureBackground(ccd)
-        stats = self._statistics(ccd, overscans, amp_boxes) if (c.doStandardStatistics or
-                                                                c.doCalculateStatistics) else None
+        stats = (
+            self._statistics(ccd, overscans, amp_boxes)
+            if (c.doStandardStatistics or c.doCalculateStatistics)
+            else None
+        )
         bin1 = bin2 = None
         if c.doBinnedExposures:
             bin1, bin2 = self.makeBinnedImages(ccd)
-        return Struct(exposure=ccd, outputExposure=ccd, ossThumb=oss_thumb, flattenedThumb=flattened_thumb,
-                      outputStatistics=stats if c.doCalculateStatistics else None,
-                      preInterpExposure=pre_interp, outputBin1Exposure=bin1, outputBin2Exposure=bin2)
+        return Struct(
+            exposure=ccd,
+            outputExposure=ccd,
+            ossThumb=oss_thumb,
+            flattenedThumb=flattened_thumb,
+            outputStatistics=stats if c.doCalculateStatistics else None,
+            preInterpExposure=pre_interp,
+            outputBin1Exposure=bin1,
+            outputBin2Exposure=bin2,
+        )
 
     # ------------------------------------------------------------------------- step helpers
     def _mask_parallel_bleeds(self, ccd: Exposure) -> None:
@@ -1249,12 +1619,15 @@ class IsrTask(PipelineTask):
         mi = ccd.masked_image
         sat_bit = np.int32(mi.get_plane_bitmask("SAT"))
         union = None
-        boxes = [a.raw_parallel_overscan_bbox for a in ccd.detector if not a.raw_parallel_overscan_bbox.is_empty]
+        boxes = [
+            a.raw_parallel_overscan_bbox for a in ccd.detector if not a.raw_parallel_overscan_bbox.is_empty
+        ]
         if not boxes or len({b.shape for b in boxes}) != 1:
             return
         for b in boxes:
-            sel = F.make_threshold_mask(mi.image[b.slices], oc.parallelOverscanMaskThreshold,
-                                        oc.parallelOverscanMaskGrowSize)
+            sel = F.make_threshold_mask(
+                mi.image[b.slices], oc.parallelOverscanMaskThreshold, oc.parallelOverscanMaskGrowSize
+            )
             union = sel if union is None else (union | sel)
         if union is not None and union.any():
             for b in boxes:
@@ -1289,13 +1662,16 @@ class IsrTask(PipelineTask):
         if dy == 0 and dx == 0:
             return
         if dy != dx or dy % 2 or dy < 0:
-            raise RuntimeError(f"cannot trim the raw {ccd.shape} symmetrically to the calibration {shape}; "
-                               "the size differences must be equal, even and non-negative")
+            raise RuntimeError(
+                f"cannot trim the raw {ccd.shape} symmetrically to the calibration {shape}; "
+                "the size differences must be equal, even and non-negative"
+            )
         n = dy // 2
         mi = ccd.masked_image
         sl = (slice(n, ny - n), slice(n, nx - n))
-        ccd.masked_image = MaskedImage(mi.image[sl].copy(), mi.mask[sl].copy(), mi.variance[sl].copy(),
-                                       mi.mask_planes, mi.xy0)
+        ccd.masked_image = MaskedImage(
+            mi.image[sl].copy(), mi.mask[sl].copy(), mi.variance[sl].copy(), mi.mask_planes, mi.xy0
+        )
         ccd.mask[:1, :] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
         ccd.mask[-1:, :] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
         ccd.mask[:, :1] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
@@ -1325,33 +1701,54 @@ class IsrTask(PipelineTask):
         else:
             coeffs = det.crosstalk
         if c.doQuadraticCrosstalkCorrection and sqr is None:
-            raise RuntimeError("doQuadraticCrosstalkCorrection needs quadratic coefficients (coeffs_sqr) in "
-                               "the crosstalk calibration")
+            raise RuntimeError(
+                "doQuadraticCrosstalkCorrection needs quadratic coefficients (coeffs_sqr) in "
+                "the crosstalk calibration"
+            )
         mi = ccd.masked_image
         bit = mi.get_plane_bitmask(c.crosstalkMaskPlane, add=True)
         boxes = [a.bbox if trimmed else a.raw_data_bbox for a in det]
-        crosstalk_correct(mi.image, mi.mask, mi.variance, list(det), coeffs, boxes=boxes,
-                          coeffs_sqr=sqr if c.doQuadraticCrosstalkCorrection else None,
-                          background=c.crosstalkBackgroundMethod, min_pixel_to_mask=c.minPixelToMask,
-                          crosstalk_bit=bit, bad_bit=mi.get_plane_bitmask("BAD"))
+        crosstalk_correct(
+            mi.image,
+            mi.mask,
+            mi.variance,
+            list(det),
+            coeffs,
+            boxes=boxes,
+            coeffs_sqr=sqr if c.doQuadraticCrosstalkCorrection else None,
+            background=c.crosstalkBackgroundMethod,
+            min_pixel_to_mask=c.minPixelToMask,
+            crosstalk_bit=bit,
+            bad_bit=mi.get_plane_bitmask("BAD"),
+        )
         _hset(ccd.metadata, "LSST ISR CROSSTALK APPLIED", True)
 
-    def _brighter_fatter(self, ccd: Exposure, kernel: np.ndarray, gains: Mapping[str, float], dark: Any,
-                         flat: Any, amp_boxes: dict[str, Box]) -> None:
+    def _brighter_fatter(
+        self,
+        ccd: Exposure,
+        kernel: np.ndarray,
+        gains: Mapping[str, float],
+        dark: Any,
+        flat: Any,
+        amp_boxes: dict[str, Box],
+    ) -> None:
         c = self.config
         if c.brighterFatterLevel == "AMP":
-            raise NotImplementedError("AMP-level brighter-fatter correction is not implemented; use "
-                                      "brighterFatterLevel='DETECTOR'")
+            raise NotImplementedError(
+                "AMP-level brighter-fatter correction is not implemented; use brighterFatterLevel='DETECTOR'"
+            )
         work = ccd.copy()
         with self.flatContext(work, flat, dark):
-            self._interpolate(work, [p for p in c.brighterFatterMaskListToInterpolate
-                                     if p in work.masked_image.mask_planes])
+            self._interpolate(
+                work, [p for p in c.brighterFatterMaskListToInterpolate if p in work.masked_image.mask_planes]
+            )
         img = work.image.astype(np.float64)
         if c.brighterFatterApplyGain:
             for amp in ccd.detector:
                 img[amp_boxes[amp.name].slices] *= gains.get(amp.name, 1.0)
-        corrected, diff, n = brighter_fatter_correction(img, np.asarray(kernel, float),
-                                                        c.brighterFatterMaxIter, c.brighterFatterThreshold)
+        corrected, diff, n = brighter_fatter_correction(
+            img, np.asarray(kernel, float), c.brighterFatterMaxIter, c.brighterFatterThreshold
+        )
         delta = corrected - img
         if c.brighterFatterApplyGain:
             for amp in ccd.detector:
@@ -1369,8 +1766,10 @@ class IsrTask(PipelineTask):
         c = self.config.fringe
         frames = fringes if isinstance(fringes, (list, tuple)) else [fringes]
         mi = ccd.masked_image
-        bad = (mi.mask & mi.get_plane_bitmask([p for p in ("SAT", "BAD", "UNMASKEDNAN") if p in mi.mask_planes])) != 0
-        seed = (c.rngSeedOffset + int(ccd.info.id or 0)) % (2 ** 32)
+        bad = (
+            mi.mask & mi.get_plane_bitmask([p for p in ("SAT", "BAD", "UNMASKEDNAN") if p in mi.mask_planes])
+        ) != 0
+        seed = (c.rngSeedOffset + int(ccd.info.id or 0)) % (2**32)
         rng = np.random.RandomState(seed)
         ny, nx = mi.shape
         xs = rng.randint(c.large, nx - c.large, c.num)
@@ -1388,8 +1787,9 @@ class IsrTask(PipelineTask):
                 mi.mask |= fm
         fmeas = np.stack([measure_fringes(t, bad, xs, ys, c.small, c.large) for t in templ], axis=1)
         amps = solve_fringes(sci, fmeas, c.iterations, c.clip)
-        subtract_fringes(mi.image, mi.variance, templ, amps,
-                         tvars if all(v is not None for v in tvars) else None)
+        subtract_fringes(
+            mi.image, mi.variance, templ, amps, tvars if all(v is not None for v in tvars) else None
+        )
         self.metadata["FRINGE_AMPLITUDES"] = [float(a) for a in amps]
         _hset(ccd.metadata, "LSST ISR FRINGE APPLIED", True)
 
@@ -1397,18 +1797,21 @@ class IsrTask(PipelineTask):
         v = self.config.vignette
         ny, nx = ccd.shape
         yy, xx = np.ogrid[:ny, :nx]
-        outside = (xx - v.xCenter) ** 2 + (yy - v.yCenter) ** 2 > v.radius ** 2
+        outside = (xx - v.xCenter) ** 2 + (yy - v.yCenter) ** 2 > v.radius**2
         if self.config.doMaskVignettePolygon and outside.any():
             ccd.mask[outside] |= np.int32(ccd.masked_image.get_plane_bitmask(["VIGNETTED", "NO_DATA"]))
         if math.isfinite(self.config.vignetteValue):
             ccd.image[outside] = np.float32(self.config.vignetteValue)
 
-    def _statistics(self, ccd: Exposure, overscans: dict[str, Struct], amp_boxes: dict[str, Box]
-                    ) -> dict[str, Any]:
+    def _statistics(
+        self, ccd: Exposure, overscans: dict[str, Struct], amp_boxes: dict[str, Box]
+    ) -> dict[str, Any]:
         mi = ccd.masked_image
         sat_bit = mi.get_plane_bitmask("SAT")
         bad_bit = mi.get_plane_bitmask("BAD")
-        excl = mi.get_plane_bitmask([p for p in ("BAD", "SAT", "NO_DATA", "UNMASKEDNAN") if p in mi.mask_planes])
+        excl = mi.get_plane_bitmask(
+            [p for p in ("BAD", "SAT", "NO_DATA", "UNMASKEDNAN") if p in mi.mask_planes]
+        )
         out: dict[str, Any] = {}
         for amp in ccd.detector:
             sl = amp_boxes[amp.name].slices
@@ -1422,9 +1825,21 @@ class IsrTask(PipelineTask):
             stdev = float(np.sqrt(var)) if var == var else float("nan")
             level = med - overscans[amp.name].overscanMedian if amp.name in overscans else float("nan")
             md = ccd.metadata
-            for key, val in (("NSAT", nsat), ("NBAD", nbad), ("FINAL MEAN", mean), ("FINAL MEDIAN", med),
-                             ("FINAL STDEV", stdev), ("LEVEL", level)):
+            for key, val in (
+                ("NSAT", nsat),
+                ("NBAD", nbad),
+                ("FINAL MEAN", mean),
+                ("FINAL MEDIAN", med),
+                ("FINAL STDEV", stdev),
+                ("LEVEL", level),
+            ):
                 _hset(md, f"LSST ISR {key} {amp.name}", val)
-            out[amp.name] = {"NSAT": nsat, "NBAD": nbad, "MEAN": mean, "MEDIAN": med, "STDEV": stdev,
-                             "LEVEL": level}
+            out[amp.name] = {
+                "NSAT": nsat,
+                "NBAD": nbad,
+                "MEAN": mean,
+                "MEDIAN": med,
+                "STDEV": stdev,
+                "LEVEL": level,
+            }
         return out

@@ -167,8 +167,13 @@ def linearize_spline(region: np.ndarray, coeffs: Sequence[float], gain: float = 
     return True
 
 
-def apply_linearity(region: np.ndarray, linearity_type: str, coeffs: Sequence[float],
-                    table: np.ndarray | None = None, gain: float = 1.0) -> int:
+def apply_linearity(
+    region: np.ndarray,
+    linearity_type: str,
+    coeffs: Sequence[float],
+    table: np.ndarray | None = None,
+    gain: float = 1.0,
+) -> int:
     """Dispatch one amplifier to its linearity correction.
 
     Parameters

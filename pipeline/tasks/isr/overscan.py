@@ -88,9 +88,7 @@ class OverscanResult:
     extra: dict = field(default_factory=dict)
 
 
-def skip_columns(
-    x0: int, x1: int, data_x0: int, leading: int, trailing: int
-) -> tuple[int, int]:
+def skip_columns(x0: int, x1: int, data_x0: int, leading: int, trailing: int) -> tuple[int, int]:
     """Trim an overscan column range by the leading/trailing skip counts.
 
     Parameters
@@ -210,7 +208,7 @@ def smoothing_bad_lines(overscan: np.ndarray, kernel: int, threshold: float) -> 
     resid = prof - smooth
     bad = resid >= threshold
     bad[:kernel] = False
-    bad[n - kernel:] = False
+    bad[n - kernel :] = False
     return bad
 
 
@@ -275,9 +273,9 @@ def fill_masked_lines(values: np.ndarray, bad: np.ndarray) -> np.ndarray:
     for s, e in zip(starts, ends):
         pieces = []
         if s > 5:
-            pieces.append(out[s - 5:s])
+            pieces.append(out[s - 5 : s])
         if e < n - 5:
-            pieces.append(out[e:e + 5])
+            pieces.append(out[e : e + 5])
         if pieces:
             vals = np.concatenate(pieces)
             vals = vals[np.isfinite(vals)]
@@ -288,8 +286,9 @@ def fill_masked_lines(values: np.ndarray, bad: np.ndarray) -> np.ndarray:
     return out
 
 
-def collapse_lines(lines: np.ndarray, masked: np.ndarray, statistic: str = "MEAN",
-                   is_int: bool = False) -> np.ndarray:
+def collapse_lines(
+    lines: np.ndarray, masked: np.ndarray, statistic: str = "MEAN", is_int: bool = False
+) -> np.ndarray:
     """Collapse each overscan line to one value, ignoring masked pixels.
 
     Parameters
@@ -326,8 +325,9 @@ def _spline_model(collapsed: np.ndarray, bad: np.ndarray, order: int, kind: str)
     isum = np.bincount(which[good], weights=idx[good], minlength=nbins)
     nonempty = cnt > 0
     if nonempty.sum() < 5:
-        _log.warning("overscan %s fit: only %d non-empty bins (< 5); using a constant", kind,
-                     int(nonempty.sum()))
+        _log.warning(
+            "overscan %s fit: only %d non-empty bins (< 5); using a constant", kind, int(nonempty.sum())
+        )
         value = float(vsum[nonempty][0] / cnt[nonempty][0]) if nonempty.any() else 0.0
         return np.full(n, value)
     centres = isum[nonempty] / cnt[nonempty]
@@ -415,16 +415,25 @@ def fit_overscan(
         model = collapsed
     elif fit_type in POLY_FIT_TYPES:
         t = 2.0 * np.arange(n) / n - 1.0
-        mod = {"POLY": np.polynomial.polynomial, "CHEB": np.polynomial.chebyshev,
-               "LEG": np.polynomial.legendre}[fit_type]
+        mod = {
+            "POLY": np.polynomial.polynomial,
+            "CHEB": np.polynomial.chebyshev,
+            "LEG": np.polynomial.legendre,
+        }[fit_type]
         deg = min(int(order), max(n - 1, 0))
         coef = mod.__dict__[{"POLY": "polyfit", "CHEB": "chebfit", "LEG": "legfit"}[fit_type]](
-            t, collapsed, deg)
+            t, collapsed, deg
+        )
         model = mod.__dict__[{"POLY": "polyval", "CHEB": "chebval", "LEG": "legval"}[fit_type]](t, coef)
     else:
         model = _spline_model(collapsed, bad, order, fit_type)
     mmean, mvar, _ = clipped_stats(model)
-    return model, float(np.mean(model)), float(np.median(model)), float(np.sqrt(mvar)) if mvar == mvar else 0.0
+    return (
+        model,
+        float(np.mean(model)),
+        float(np.median(model)),
+        float(np.sqrt(mvar)) if mvar == mvar else 0.0,
+    )
 
 
 def correct_overscan(

@@ -84,7 +84,7 @@ def select_finite(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndar
 
 
 def median(values: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """afw MEDIAN of float data: linear interpolation between order statistics.
+    """Afw MEDIAN of float data: linear interpolation between order statistics.
 
     Parameters
     ----------
@@ -151,7 +151,7 @@ def clipped_stats(
     niter: int = 3,
     _with_median: bool = False,
 ) -> StatsResult:
-    """afw MEANCLIP / VARIANCECLIP: iterated sigma-clipped mean and unbiased variance.
+    """Afw MEANCLIP / VARIANCECLIP: iterated sigma-clipped mean and unbiased variance.
 
     Parameters
     ----------
@@ -191,7 +191,9 @@ def clipped_stats(
         raise ValueError(f"clipped_stats: niter must be >= 1, got {niter}")
     s = select_finite(values, mask).astype(np.float64, copy=False)
     if s.size == 0:
-        return (float("nan"), float("nan"), 0, float("nan")) if _with_median else (float("nan"), float("nan"), 0)
+        return (
+            (float("nan"), float("nan"), 0, float("nan")) if _with_median else (float("nan"), float("nan"), 0)
+        )
     q25, q50, q75 = np.percentile(s, [25.0, 50.0, 75.0])
     if _with_median:
         return (*clipped_stats(s, None, nsigma, niter), float(q50))
@@ -284,7 +286,7 @@ def _row_valid(array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 
 def median_per_row(array: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """afw MEDIAN (linear interpolation) of every row.
+    """Afw MEDIAN (linear interpolation) of every row.
 
     Parameters
     ----------
