@@ -142,7 +142,15 @@ def build(
     Imports, subsets, parameters and overrides are expanded; configs, contracts and the pipeline graph
     are validated; then the pipeline is printed, saved or drawn. Nothing is written unless everything
     validates.
-    """
+
+    \b
+    Examples:
+      pipetask build -p isr.yaml --show pipeline-graph
+      pipetask build -p isr.yaml -c isr:overscan.fitType=POLY --show config=isr::overscan.*
+      pipetask build -p isr.yaml --instrument megacam --show history=isr::doFlat
+      pipetask build -p isr.yaml --show dump-config > isr_config.py   # edit, then -C isr:isr_config.py
+      pipetask build -p cpFlat.yaml#step1 -s expanded.yaml --pipeline-dot flat.dot
+    """  # noqa: D301 - "\b" is click's no-rewrap marker
     setup_logging(log_level, log_file)
     for item in show:
         _check_show(item)
