@@ -67,7 +67,7 @@ def _split(body: str) -> tuple[str | None, str, str]:
     if len(parts) > 3:
         raise TimeLiteralError("expected [format/]value[/scale]")
     fmt: str | None = None
-    scale = "tai"
+    scale: str | None = None
     if len(parts) == 3:
         fmt, value, scale = parts
     elif len(parts) == 2:
@@ -77,6 +77,9 @@ def _split(body: str) -> tuple[str | None, str, str]:
             value, scale = parts
     else:
         (value,) = parts
+    if scale is None:
+        # POSIX time counts UTC seconds; everything else defaults to TAI
+        scale = "utc" if fmt is not None and fmt.strip().lower() == "unix" else "tai"
     scale = scale.strip().lower()
     value = value.strip()
     if value[-1:] in ("Z", "z") and _ISO.match(value[:-1]):
@@ -107,8 +110,8 @@ def parse_time_literal(body: str) -> int:
     body : `str`
         ``[format/]value[/scale]``, e.g. ``2022-01-26T19:00:00``, ``mjd/59605.5``,
         ``2022-01-26T19:00:00/utc``, ``isot/2025-01-01T20:00:00/tai``. The scale defaults to
-        **TAI**; the format is guessed when absent (ISO 8601 date or date-time, or a number =
-        MJD).
+        **TAI** (UTC for ``unix``, which counts POSIX seconds); the format is guessed when
+        absent (ISO 8601 date or date-time, or a number = MJD).
 
     Returns
     -------

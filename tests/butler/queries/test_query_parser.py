@@ -175,6 +175,12 @@ def test_time_literal_z_suffix_means_utc():
     assert parse_time_literal("2022-01-26T19:00:00Z") - parse_time_literal("2022-01-26T19:00:00") == 37 * NS
 
 
+def test_time_literal_unix_counts_utc_seconds():
+    """``unix`` is POSIX time (UTC); ``unix_tai`` counts TAI seconds from 1970 TAI."""
+    assert parse_time_literal("unix/1643223600") == parse_time_literal("2022-01-26T19:00:00/utc")
+    assert parse_time_literal("unix_tai/1643223600") == parse_time_literal("2022-01-26T19:00:00")
+
+
 def test_time_literal_mjd_and_jd():
     """MJD and JD literals (explicit and bare) convert exactly."""
     # MJD 59605 = 2022-01-26
