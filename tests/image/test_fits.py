@@ -119,3 +119,14 @@ def test_bad_inputs(tmp_path):
         read_exposure(tmp_path / "plain.fits")
     with pytest.raises(TypeError, match="writes Exposure"):
         ExposureFormatter().write(np.zeros(3), tmp_path / "x.fits", None)
+
+
+def test_exposure_pickles_for_process_pools():
+    """Check an Exposure (detector, info, header) survives pickling, as worker processes need."""
+    import pickle
+
+    exp = _exposure(np.uint16)
+    back = pickle.loads(pickle.dumps(exp))
+    assert np.array_equal(back.image, exp.image) and back.detector == exp.detector
+    assert back.info.begin == exp.info.begin and back.metadata["OBJECT"] == "Dome Flat"
+    assert back.masked_image.mask_planes == exp.masked_image.mask_planes

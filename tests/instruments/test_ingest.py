@@ -215,3 +215,18 @@ def test_ingest_on_postgresql(pg_butler, shared_data):
     assert ids[0] == 20220126190238 and len(ids) == 5
     exp = pg_butler.get("raw", instrument="efosc2", exposure=ids[0], detector=0, collections="efosc2/raw/all")
     assert exp.info.observation_type == "bias" and exp.image.dtype == np.uint16
+
+
+def test_conflicting_exposure_id_fails_only_that_file(butler, tmp_path):
+    """Check two different files claiming one exposure id: the second is reported, the first lands."""
+    register_instrument(butler, "testcam")
+    a = simulate_raws("testcam", tmp_path / "a", exposures=["bias"], seed=1, detectors=[0])
+    b = simulate_raws("testcam", tmp_path / "b", exposures=["bias"], seed=2, detectors=[0])
+    with fits.open(b[0], mode="update") as hdul:
+        hdul[0].header["OBSID"] = "someone_else"
+    first = ingest_raws(butler, [a[0]])
+    assert first.ok and len(first.ingested) == 1
+    second = ingest_raws(butler, [b[0]])
+    ((path, reason),) = second.failed
+    assert path == str(b[0]) and "exposure id 1000 is already used by obs_id 'testcam_1000'" in reason
+    assert not second.ingested
