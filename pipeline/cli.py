@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 from ._cli_opts import handle_pipeline_errors, load_pipeline, log_options, pipeline_options, setup_logging
 
-__all__ = ["SHOW_CHOICES", "main", "pipetask"]
+__all__ = ["PIPELINE_SHOW_ITEMS", "SHOW_CHOICES", "main", "pipetask", "render_pipeline_show"]
 
 # name -> (module, attribute, short help); imported only when the command runs.
 _LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -186,6 +186,48 @@ def _check_show(item: str) -> None:
         raise click.BadParameter(
             f"unknown --show item {item!r}.{hint} Choose from: {', '.join(SHOW_CHOICES)}", param_hint="--show"
         )
+
+
+PIPELINE_SHOW_ITEMS = frozenset(
+    [
+        "pipeline",
+        "config",
+        "history",
+        "dump-config",
+        "tasks",
+        "subsets",
+        "inputs",
+        "pipeline-graph",
+        "task-graph",
+    ]
+)
+
+
+def render_pipeline_show(item: str, pipe: Any, graph: Any) -> str | None:
+    """Render one pipeline-level ``--show`` item (for reuse by ``qgraph``/``run``).
+
+    Parameters
+    ----------
+    item : `str`
+        E.g. ``"pipeline-graph"``, ``"config=isr::doBias"``, ``"history=isr::doFlat"``.
+    pipe : `~pipeline.pipeline_yaml.Pipeline`
+        The expanded pipeline.
+    graph : `~pipeline.pipeline_graph.PipelineGraph`
+        Its validated graph.
+
+    Returns
+    -------
+    text : `str` or `None`
+        The text to print, or `None` when ``item`` is not a pipeline-level item (e.g. ``graph``).
+
+    Raises
+    ------
+    click.BadParameter
+        For an unknown label or a pattern matching no field.
+    """
+    if item.split("=", 1)[0] not in PIPELINE_SHOW_ITEMS:
+        return None
+    return _render_show(item, pipe, graph)
 
 
 def _atomic_write(path: Path, text: str) -> None:

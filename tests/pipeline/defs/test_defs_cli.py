@@ -194,3 +194,14 @@ def test_dump_config_round_trips_through_config_file(tmp_path):
                                                   "saturation.C1": float("inf"), "offset.scale": 3.0})
     assert config == expected
     assert type(config.offset).__name__ == "ScaledOffsetConfig" and config.offset.scale == 3.0
+
+
+def test_render_pipeline_show_for_other_commands(toy_yaml):
+    from pipeline.cli import render_pipeline_show
+
+    pipe = Pipeline.from_file(toy_yaml)
+    graph = pipe.to_graph()
+    assert render_pipeline_show("graph", pipe, graph) is None
+    assert render_pipeline_show("config=isr::level", pipe, graph) == (
+        "### Configuration for task 'isr'\nconfig.level=1.0\n")
+    assert render_pipeline_show("subsets", pipe, graph) == "step1: isr  # Only ISR.\n"
