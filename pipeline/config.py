@@ -31,7 +31,9 @@ rule only sees the final state.
 from __future__ import annotations
 
 import difflib
+import enum
 import importlib
+import os
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -440,6 +442,12 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()  # numpy scalars and arrays
     return value
 
 

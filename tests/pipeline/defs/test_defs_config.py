@@ -221,3 +221,24 @@ def test_optional_dict_field_dotted_override():
 
     assert Opt.from_overrides({"gains.C1": "1.5"}).gains == {"C1": 1.5}
     assert Opt.from_overrides({"gains": None}).gains is None
+
+
+def test_to_dict_is_plain_yaml():
+    import enum
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.config import Config, Field
+
+    class Mode(enum.Enum):
+        A = "a"
+
+    class Misc(Config):
+        path: Path = Field(Path("/tmp/x"), description="A path.")
+        mode: Mode = Field(Mode.A, description="An enum.")
+        box: tuple[int, int] = Field((1, 2), description="A pair.")
+
+    data = Misc().to_dict()
+    assert data == {"path": "/tmp/x", "mode": "a", "box": [1, 2]}
+    assert Misc.from_dict(yaml.safe_load(yaml.safe_dump(data))) == Misc()
