@@ -149,6 +149,9 @@ class TaskMetadata(MutableMapping[str, Any]):
         value = self[name]
         return value[-1] if isinstance(value, list) else value
 
+    getArray = get_array  # noqa: N815 - the lsst.pipe.base.TaskMetadata spelling
+    getScalar = get_scalar  # noqa: N815
+
     def names(self) -> set[str]:
         """All full (dotted) keys of leaves."""
         out: set[str] = set()
