@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import string
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -228,7 +229,12 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
             if tmpl in fields:
                 raise TypeError(f"{cls.__name__}: template {tmpl!r} has the name of a connection")
             fields[tmpl] = (str, Field(default, description=f"Template value for {{{tmpl}}}."))
-        model = create_model(f"{cls.__name__}Config", __base__=Config, **fields)
+        with warnings.catch_warnings():
+            # Connection names such as "schema" shadow deprecated BaseModel methods; harmless here.
+            warnings.filterwarnings(
+                "ignore", message=".*shadows an attribute in parent", category=UserWarning
+            )
+            model = create_model(f"{cls.__name__}Config", __base__=Config, **fields)
         model.__module__ = cls.__module__
         model.__qualname__ = f"{cls.__qualname__}.ConnectionsConfig"
         type.__setattr__(cls, "ConnectionsConfig", model)

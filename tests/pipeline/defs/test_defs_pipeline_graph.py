@@ -335,3 +335,52 @@ def test_broken_connections_and_module_are_one_error(tmp_path, monkeypatch):
     with pytest.raises(PipelineDefinitionError, match="task 'x': importing task class 'broken_toy_module.Task' "
                                                       "failed with RuntimeError: boom at import"):
         graph_of("description: x\ntasks:\n  x: broken_toy_module.Task\n")
+
+
+class SchemaConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Writes a schema as an init-output."""
+
+    schema = cT.InitOutput(name="toySchema", storageClass="StructuredDataDict")
+    out = cT.Output(name="schemaUser", storageClass="NumpyArray", dimensions=("instrument", "detector"))
+
+
+class SchemaConfig(PipelineTaskConfig, pipelineConnections=SchemaConnections):
+    """Config."""
+
+
+class SchemaTask(PipelineTask):
+    """Task."""
+
+    ConfigClass = SchemaConfig
+
+
+class SchemaReaderConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Reads the schema as a regular input by mistake."""
+
+    schema = cT.Input(name="toySchema", storageClass="StructuredDataDict", dimensions=("instrument", "detector"))
+    initSchema = cT.InitInput(name="toySchema", storageClass="StructuredDataDict")
+    out = cT.Output(name="readerOut", storageClass="NumpyArray", dimensions=("instrument", "detector"))
+
+
+class SchemaReaderConfig(PipelineTaskConfig, pipelineConnections=SchemaReaderConnections):
+    """Config."""
+
+
+class SchemaReaderTask(PipelineTask):
+    """Task."""
+
+    ConfigClass = SchemaReaderConfig
+
+
+def test_init_and_regular_use_of_one_dataset_type():
+    writer = make_task_node("writer", SchemaTask, "SchemaTask", SchemaConfig())
+    assert writer.init_outputs["schema"].dimensions == () and writer.init_outputs["schema"].is_init
+    assert set(writer.all_init_outputs) == {"schema", "_config"}
+    reader = make_task_node("reader", SchemaReaderTask, "SchemaReaderTask", SchemaReaderConfig())
+    with pytest.raises(PipelineGraphError) as exc:
+        PipelineGraph([writer, reader])
+    assert str(exc.value) == (
+        "dataset type 'toySchema' is used both as an init dataset and a regular one: task 'writer' (connection "
+        "'schema') vs task 'reader' (connection 'schema')")
+    ok = PipelineGraph([writer])
+    assert ok.dataset_types["toySchema"].is_init and ok.dataset_types["writer_config"].is_init
