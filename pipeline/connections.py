@@ -149,6 +149,12 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
                     f"{{{exc.args[0]}}} which has no value; set config.connections.{exc.args[0]}",
                     field=f"connections.{exc.args[0]}",
                 ) from None
+            except (IndexError, ValueError) as exc:
+                raise ConfigError(
+                    f"{type(self).__name__}.{conn_name}: dataset type name {raw!r} is not a valid name "
+                    f"template ({exc}); use letters, digits, '_' and {{templateName}} placeholders",
+                    field=f"connections.{conn_name}",
+                ) from None
             resolved[conn_name] = conn.replace(name=ds_name)
         self._templates = templates
         self._resolved = resolved

@@ -105,3 +105,13 @@ def test_connection_replaced_or_added_in_init():
     assert connections.outputData.name == "flatProposal"
     assert [n for n, _ in connections.iter_kind("outputs")] == ["outputData", "extraOutput"]
     assert connections.dimensions == {"instrument", "detector", "physical_filter"}
+
+
+def test_bad_dataset_type_name_template():
+    config = apply_overrides(SubtractConfig(), {"connections.outputExp": "post{"})
+    with pytest.raises(ConfigError, match=r"SubtractConnections.outputExp: dataset type name 'post\{' is not a valid "
+                                          r"name template"):
+        config.make_connections()
+    config = apply_overrides(SubtractConfig(), {"connections.outputExp": "post{nope}"})
+    with pytest.raises(ConfigError, match=r"uses template \{nope\} which has no value; set config.connections.nope"):
+        config.make_connections()
