@@ -126,6 +126,36 @@ def bench_put_get(root: Path, n: int) -> None:
     b.close()
 
 
+def bench_register_outputs(root: Path, n: int) -> None:
+    """The pipeline driver's hot path: register outputs that workers wrote, in one transaction."""
+    from butler import DatasetRef, StoredFileInfo
+
+    b = Butler.create(root / "outputs")
+    _fill(b, n // N_DET + 1)
+    dt = b.registry.get_dataset_type("arr")
+    items = []
+    for i in range(n):
+        did = b.registry.expand_data_id(
+            instrument="bench", exposure=i // N_DET, detector=i % N_DET, dimensions=dt.dimensions
+        )
+        items.append(
+            (
+                DatasetRef(dt, did, "pipe/run"),
+                StoredFileInfo(
+                    f"pipe/run/arr/{i}.npy",
+                    "butler.datastore.formatters.NumpyFormatter",
+                    "NumpyArray",
+                    None,
+                    524416,
+                ),
+            )
+        )
+    with _Clock(n) as reg:
+        b.register_outputs(items)
+    print(f"register_outputs ({n:,d} in one transaction) {reg}")
+    b.close()
+
+
 def _registry_repo(root: Path, name: str, n_datasets: int) -> Butler:
     b = Butler.create(root / name)
     n_exp = (n_datasets + N_DET - 1) // N_DET
@@ -213,6 +243,7 @@ def main() -> None:
     try:
         print(f"butler benchmark ({'quick' if args.quick else 'full'}), repositories under {root}")
         bench_put_get(root, 100 if args.quick else 500)
+        bench_register_outputs(root, 1000 if args.quick else 10_000)
         repo = bench_queries(root, 3600, "q3600")
         bench_queries(root, 20_000 if args.quick else 100_000, "qbig")
         bench_cli(repo)

@@ -36,6 +36,8 @@ class SqliteDatabase(Database):
     def __init__(self, engine: sa.Engine, *, writeable: bool = True, busy_timeout: float = 60.0) -> None:
         self.busy_timeout = busy_timeout
         self._compiled: dict[Any, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+        self._pending_rows: dict[str, int] = {}
+        self._analyzed_rows: dict[str, int] = {}
         super().__init__(engine, schema=None, writeable=writeable)
 
         @event.listens_for(engine, "connect")
@@ -87,6 +89,21 @@ class SqliteDatabase(Database):
             if "locked" in str(exc) or "busy" in str(exc):
                 raise self.translate_error(sa.exc.OperationalError(sql, None, exc)) from exc
             raise
+
+    def note_inserts(self, table: sa.Table, n: int) -> None:
+        """Run ``ANALYZE`` on a table once it has grown by a quarter (at least 1000 rows).
+
+        Without statistics SQLite prefers the (dataset_type_id, run_id, ...) unique index for
+        ``WHERE exposure = ?`` and scans a whole run; with them it uses the dimension indexes.
+        """
+        pending = self._pending_rows.get(table.name, 0) + n
+        if pending < max(1000, self._analyzed_rows.get(table.name, 0) // 4):
+            self._pending_rows[table.name] = pending
+            return
+        prep = self.engine.dialect.identifier_preparer
+        self._raw_cursor().execute(f"ANALYZE {prep.format_table(table)}")
+        self._analyzed_rows[table.name] = self._analyzed_rows.get(table.name, 0) + pending
+        self._pending_rows[table.name] = 0
 
     def fetch_tuples(self, stmt: Any) -> tuple[list[tuple], list[str]]:
         """Compile once and run on the raw sqlite3 cursor (UUIDs come back as 32-char hex)."""

@@ -174,6 +174,9 @@ class Database:
         """
         return False
 
+    def note_inserts(self, table: sa.Table, n: int) -> None:
+        """Record that ``n`` rows were inserted into ``table`` (backends may refresh planner statistics)."""
+
     def create_tables(self) -> None:
         """Create every registry table (and the schema, where the backend has them)."""
         with self.transaction() as conn:

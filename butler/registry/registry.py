@@ -989,6 +989,7 @@ class Registry:
                     raise self._diagnose_conflict(
                         dt_name, dt_id, run, run_id, [refs[i] for i in idx], exc
                     ) from None
+                self.db.note_inserts(self._t["dataset"], len(rows))
             if file_infos is not None:
                 self.insert_file_records(list(zip((r.id for r in refs), file_infos)))
 
