@@ -865,6 +865,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--flux", type=float, default=1000.0, help="flat/science flux, e-/s/pixel (default 1000)"
     )
     parser.add_argument("--dark-current", type=float, default=0.0, help="e-/s/pixel (default 0)")
+    parser.add_argument(
+        "--gain", type=float, default=None, help="e-/ADU for every amp (default: the camera's)"
+    )
+    parser.add_argument(
+        "--read-noise", type=float, default=None, help="e- for every amp (default: the camera's)"
+    )
+    parser.add_argument("--bias-level", type=float, default=1000.0, help="ADU (default 1000)")
+    parser.add_argument("--first-id", type=int, default=1000, help="first exposure id (integer-id cameras)")
     parser.add_argument("--nonlinearity", type=float, default=0.0, help="quadratic coefficient, 1/ADU")
     parser.add_argument("--bf-strength", type=float, default=0.0, help="brighter-fatter-like charge sharing")
     parser.add_argument("--crosstalk", action="store_true", help="add the camera's crosstalk")

@@ -297,7 +297,10 @@ def test_cli(tmp_path, capsys):
         == 0
     )
     assert len(list(tmp_path.glob("testcam_*.fits"))) == 4
-    assert (tmp_path / "truth.json").is_file()
+    import json
+
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert truth["amps"]["0"]["C10"]["gain"] == 1.7 and len(truth["exposures"]) == 4
     assert main(["nosuchcam", str(tmp_path / "x"), "--bias", "1"]) == 2
     assert "unknown instrument 'nosuchcam'" in capsys.readouterr().err
 
