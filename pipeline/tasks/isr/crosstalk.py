@@ -41,9 +41,16 @@ def needs_flip(source_corner: str, target_corner: str) -> tuple[bool, bool]:
     return (s in _RIGHT) != (t in _RIGHT), (s in _UPPER) != (t in _UPPER)
 
 
-def flip_to(data: np.ndarray, source_corner: str, target_corner: str) -> np.ndarray:
-    """Return ``data`` (a source amp, ``(ny, nx)``) re-oriented to the target's readout corner."""
+def flip_to(
+    data: np.ndarray, source_corner: str, target_corner: str, extra: tuple[bool, bool] = (False, False)
+) -> np.ndarray:
+    """Return ``data`` (a source amp, ``(ny, nx)``) re-oriented to the target's readout corner.
+
+    ``extra`` XORs additional x/y flips (regions stored in a raw frame that is itself flipped
+    with respect to the assembled one).
+    """
     fx, fy = needs_flip(source_corner, target_corner)
+    fx, fy = fx != extra[0], fy != extra[1]
     if fy:
         data = data[::-1, :]
     if fx:
@@ -64,6 +71,7 @@ def crosstalk_correct(
     min_pixel_to_mask: float = 45000.0,
     crosstalk_bit: int = 0,
     bad_bit: int = 1,
+    raw_flips: "list[tuple[bool, bool]] | None" = None,
 ) -> int:
     """Subtract crosstalk from every target amplifier, single pass, in place.
 
@@ -92,6 +100,10 @@ def crosstalk_correct(
         Value of the CROSSTALK mask bit (0 disables masking).
     bad_bit : `int`
         Excluded from the source medians.
+    raw_flips : list of ``(flip_x, flip_y)``, optional
+        For regions in an untrimmed raw frame: each amp's ``(raw_flip_x, raw_flip_y)``. The
+        readout-corner flip rule holds in the assembled frame; in the raw frame the source is
+        additionally flipped by ``raw_flip_s XOR raw_flip_t``.
 
     Returns
     -------
@@ -155,18 +167,23 @@ def crosstalk_correct(
             if cst == 0 and c2st == 0:
                 continue
             corner_s = str(amp_s.readout_corner)
-            src = flip_to(sources[s], corner_s, corner_t)
+            ex = (False, False)
+            if raw_flips is not None:
+                ex = (raw_flips[s][0] != raw_flips[t][0], raw_flips[s][1] != raw_flips[t][1])
+            src = flip_to(sources[s], corner_s, corner_t, ex)
             if cst != 0:
                 if bkg[s]:
                     tgt -= np.float32(cst) * (src - np.float32(bkg[s]))
                 else:
                     tgt -= np.float32(cst) * src
                 if src_var is not None:
-                    variance[box_t.slices] += np.float32(cst * cst) * flip_to(src_var[s], corner_s, corner_t)
+                    variance[box_t.slices] += np.float32(cst * cst) * flip_to(
+                        src_var[s], corner_s, corner_t, ex
+                    )
             if c2st != 0:
                 tgt -= np.float32(c2st) * src * src
             if bright is not None:
-                fb = flip_to(bright[s], corner_s, corner_t)
+                fb = flip_to(bright[s], corner_s, corner_t, ex)
                 flag = fb if flag is None else (flag | fb)
         if flag is not None and flag.any():
             mask[box_t.slices][flag] |= np.int32(crosstalk_bit)

@@ -1715,6 +1715,7 @@ class IsrTask(PipelineTask):
             list(det),
             coeffs,
             boxes=boxes,
+            raw_flips=None if trimmed else [(a.raw_flip_x, a.raw_flip_y) for a in det],
             coeffs_sqr=sqr if c.doQuadraticCrosstalkCorrection else None,
             background=c.crosstalkBackgroundMethod,
             min_pixel_to_mask=c.minPixelToMask,
