@@ -36,7 +36,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
-from sqlalchemy.sql.expression import ColumnElement as _ColumnElementBase
 
 from ._ast import (
     BinaryOp,
@@ -85,7 +84,7 @@ class _Value:
         return f"{self.text} ({article} {self.kind} {what})"
 
 
-class _GlobMatch(_ColumnElementBase):
+class _GlobMatch(ColumnElement):
     """``column GLOB pattern`` with a per-dialect, case-sensitive translation."""
 
     inherit_cache = False
@@ -175,7 +174,7 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
-class _Parens(_ColumnElementBase):
+class _Parens(ColumnElement):
     """A parenthesised boolean clause that SQLAlchemy will not flatten into its parent."""
 
     inherit_cache = False
