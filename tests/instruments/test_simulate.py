@@ -292,10 +292,10 @@ def test_megacam_simulation_uses_real_header_cards(tmp_path, shared_data):
 
 def test_cli(tmp_path, capsys):
     """Check cli."""
-    assert (
-        main(["testcam", str(tmp_path), "--bias", "2", "--flat", "1:1,2", "--detectors", "0", "--seed", "4"])
-        == 0
-    )
+    args = ["testcam", str(tmp_path), "--bias", "2", "--flat", "1:1,2", "--detectors", "0", "--seed", "4"]
+    assert main(args + ["--gain", "1.7", "--first-id", "50"]) == 0
+    assert read_raw(tmp_path / "testcam_52.fits", "testcam", 0).info.exposure_time == 1.0
+    assert read_raw(tmp_path / "testcam_53.fits", "testcam", 0).info.exposure_time == 2.0
     assert len(list(tmp_path.glob("testcam_*.fits"))) == 4
     import json
 
