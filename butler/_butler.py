@@ -138,7 +138,8 @@ class Butler:
         if (root / CONFIG_NAME).exists():
             if not overwrite:
                 raise RepositoryError(
-                    f"{root} is already a butler repository; choose another path or pass overwrite=True (--overwrite)"
+                    f"{root} is already a butler repository; choose another path or pass "
+                    "overwrite=True (--overwrite)"
                 )
             cls._destroy(root)
         elif root.exists() and any(root.iterdir()):
@@ -343,7 +344,8 @@ class Butler:
             info = self.registry.get_file_records([ref.id]).get(ref.id)
             if info is None:
                 raise DatasetNotFoundError(
-                    f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not stored in {self.root}"
+                    f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not "
+                    f"stored in {self.root}"
                 )
             return self.datastore.read(ref, info, parameters)
         ref, info = self._find(dataset_type_or_ref, data_id, collections, timespan, dims)
@@ -405,7 +407,7 @@ class Butler:
         timespan: Timespan | None = None,
         **dims: Any,
     ) -> DatasetRef | None:
-        """Return the first matching dataset along the collections, or `None` (see `Registry.find_dataset`)."""
+        """Return the first matching dataset along the collections, or `None` (`Registry.find_dataset`)."""
         return self.registry.find_dataset(
             dataset_type, data_id, collections=self._search(collections), timespan=timespan, **dims
         )
@@ -439,7 +441,7 @@ class Butler:
         order_by: str | Sequence[str] | None = None,
         **dims: Any,
     ) -> list[DatasetRef]:
-        """Datasets matching a query (see `Registry.query_datasets`); default collections: the butler's, else all."""
+        """Return datasets matching a query (`Registry.query_datasets`); default: the butler's collections."""
         cols = _as_tuple(collections) if collections is not None else (self.collections or None)
         return self.registry.query_datasets(
             dataset_type,

@@ -58,7 +58,8 @@ class QuantumBackedButler:
         entry = self._inputs.get(ref.id) or self._written.get(ref.id)
         if entry is None:
             raise DatasetNotFoundError(
-                f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not an input of this "
+                f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not an "
+                "input of this "
                 "quantum (or an output already written)"
             )
         return entry
@@ -94,7 +95,8 @@ class QuantumBackedButler:
         predicted = self._outputs.get(ref.id)
         if predicted is None:
             raise DatasetNotFoundError(
-                f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not a predicted output of this quantum"
+                f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not a "
+                "predicted output of this quantum"
             )
         info = self.datastore.write(obj, predicted, clobber=True)
         self._written[ref.id] = (predicted, info)

@@ -77,7 +77,8 @@ class DatasetType:
     ) -> None:
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ValueError(
-                f"invalid dataset type name {name!r}: use letters, digits and underscores, starting with a letter"
+                f"invalid dataset type name {name!r}: use letters, digits and underscores, starting "
+                "with a letter"
             )
         universe = universe or default_universe()
         required, implied = universe.group(dimensions)

@@ -46,7 +46,8 @@ class PathTemplate:
 
     Fields are ``run``, ``datasetType``, a dimension name (its data ID value) or
     ``element.field`` (a record attribute of the expanded data ID). ``{x:?}`` is optional: when the
-    data ID has no value for it, it is dropped together with one neighbouring ``_``. A field without ``:?`` must have a
+    data ID has no value for it, it is dropped together with one neighbouring ``_``. A field without
+    ``:?`` must have a
     value. ``/`` in values is kept in directory parts for ``run`` and becomes ``_`` elsewhere.
 
     Parameters
@@ -102,7 +103,8 @@ class PathTemplate:
                     if value is None:
                         raise DatastoreError(
                             f"file template {self.template!r} needs {name!r}, which the data ID "
-                            f"{data_id.to_simple()} of {ref.dataset_type.name} does not provide; make it optional ({{{name}:?}}) "
+                            f"{data_id.to_simple()} of {ref.dataset_type.name} does not provide; "
+                            f"make it optional ({{{name}:?}}) "
                             "or configure another template for this dataset type in butler.yaml"
                         )
                     text = str(value)
@@ -252,7 +254,8 @@ class FileDatastore:
             if isinstance(exc, DatastoreError):
                 raise
             raise DatastoreError(
-                f"cannot write {ref.dataset_type.name} {ref.data_id.required} with {sc.formatter}: {type(exc).__name__}: {exc}"
+                f"cannot write {ref.dataset_type.name} {ref.data_id.required} with {sc.formatter}: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         return tmp, final, StoredFileInfo(rel.as_posix(), sc.formatter, sc.name, checksum, size)
 
@@ -267,7 +270,8 @@ class FileDatastore:
         if not clobber and os.path.lexists(final):
             tmp.unlink(missing_ok=True)
             raise DatastoreError(
-                f"refusing to overwrite the existing file {final}: it belongs to another dataset or is left over "
+                f"refusing to overwrite the existing file {final}: it belongs to another dataset or "
+                "is left over "
                 "from an earlier failure; remove it, or make the file template of this dataset type unique"
             )
         os.replace(tmp, final)

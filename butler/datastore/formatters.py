@@ -97,7 +97,7 @@ def _fast_npy_read(path: Path) -> Any:
 
 
 class NumpyFormatter(Formatter):
-    """numpy arrays as ``.npy``; read parameter ``slices`` (a slice or tuple of slices) memory-maps a cut-out."""
+    """numpy arrays as ``.npy``; read parameter ``slices`` (slice or tuple of slices) reads a cut-out."""
 
     extension = ".npy"
     supported_parameters = frozenset({"slices"})

@@ -36,7 +36,8 @@ class PostgresqlDatabase(Database):
                 db.connection
         except ImportError as exc:
             raise RepositoryError(
-                f"cannot use {url!r}: the PostgreSQL driver is missing; pip install 'ccdflow[postgres]' ({exc})"
+                f"cannot use {url!r}: the PostgreSQL driver is missing; pip install "
+                f"'ccdflow[postgres]' ({exc})"
             ) from None
         except sa.exc.OperationalError as exc:
             raise RepositoryError(f"cannot connect to the registry database {url!r}: {exc.orig}") from None

@@ -54,7 +54,8 @@ class QueryContext:
             return col
         if d not in self.dims:
             raise InvalidQueryError(
-                f"dimension {d!r} is not part of this query; its dimensions are {', '.join(self.dims) or '(none)'}"
+                f"dimension {d!r} is not part of this query; its dimensions are "
+                f"{', '.join(self.dims) or '(none)'}"
             )
         for e in self.universe.names:
             if e in self.dims and d in self.universe[e].implies:
@@ -112,7 +113,8 @@ class QueryContext:
         el = u[head]
         if head not in self.dims:
             raise InvalidQueryError(
-                f"{identifier!r}: {head!r} is not a dimension of this query ({', '.join(self.dims) or 'none'})"
+                f"{identifier!r}: {head!r} is not a dimension of this query "
+                f"({', '.join(self.dims) or 'none'})"
             )
         if field == el.primary_key.name:
             return ResolvedColumn(_KIND[el.primary_key.type], head, column=self.dim_col(head))
@@ -337,7 +339,8 @@ class DatasetQuery:
             if field == "timespan":
                 return ResolvedColumn("timespan", name, timespan=(sub.c.validity_begin, sub.c.validity_end))
             raise InvalidQueryError(
-                f"dataset type {name!r} has no field {field!r}; use run, collection, dataset_id, ingest_date or timespan"
+                f"dataset type {name!r} has no field {field!r}; use run, collection, dataset_id, "
+                "ingest_date or timespan"
             )
 
         ctx.dataset_fields[name] = dataset_field
@@ -401,7 +404,8 @@ class DatasetQuery:
             bad = [r for r in rows if r[i] > 1]
             if bad:
                 raise CalibrationLookupError(
-                    f"find-first search of {self.dataset_type.name} in a CALIBRATION collection matched {bad[0][i]} "
+                    f"find-first search of {self.dataset_type.name} in a CALIBRATION collection "
+                    f"matched {bad[0][i]} "
                     f"validity ranges for one data ID; give a timespan, or use find_first=False"
                 )
         if not do_ff and len(self.search) > 1:

@@ -151,7 +151,8 @@ class SqliteDatabase(Database):
         if isinstance(exc, sa.exc.OperationalError) and ("locked" in msg or "busy" in msg):
             return RepositoryLockedError(
                 f"the registry {self.engine.url.database} is locked by another writer and stayed locked for "
-                f"{self.busy_timeout:g} s; wait for the other process to finish (or raise registry.busy_timeout "
+                f"{self.busy_timeout:g} s; wait for the other process to finish (or raise "
+                "registry.busy_timeout "
                 "in butler.yaml) and retry"
             )
         return exc

@@ -264,7 +264,8 @@ class Registry:
         unknown = [k for k in rec if k not in known and k not in ("timespan_begin", "timespan_end")]
         if unknown:
             raise DataIdError(
-                f"{el.name} records have no field(s) {', '.join(unknown)}; fields: {', '.join(el.record_fields)}"
+                f"{el.name} records have no field(s) {', '.join(unknown)}; fields: "
+                f"{', '.join(el.record_fields)}"
             )
         row: dict[str, Any] = {}
         for d in el.requires:
@@ -505,7 +506,8 @@ class Registry:
         missing = [d for d in required if d not in values]
         if missing:
             raise DataIdError(
-                f"data ID {values} is missing required dimension(s) {', '.join(missing)} (needed: {', '.join(required)})"
+                f"data ID {values} is missing required dimension(s) {', '.join(missing)} (needed: "
+                f"{', '.join(required)})"
             )
         out_vals = {d: values[d] for d in required}
         for d in implied:
@@ -542,7 +544,8 @@ class Registry:
         if existing is not None:
             if existing != dataset_type:
                 raise ConflictingDefinitionError(
-                    f"dataset type {dataset_type.name!r} is already registered as {existing}, not {dataset_type}; "
+                    f"dataset type {dataset_type.name!r} is already registered as {existing}, not "
+                    f"{dataset_type}; "
                     "use another name or remove the old one"
                 )
             return False
@@ -562,7 +565,8 @@ class Registry:
                 self._dataset_types.clear()
                 if self.get_dataset_type(dataset_type.name) != dataset_type:
                     raise ConflictingDefinitionError(
-                        f"dataset type {dataset_type.name!r} was registered concurrently with another definition"
+                        f"dataset type {dataset_type.name!r} was registered concurrently with "
+                        "another definition"
                     ) from None
                 return False
         return True
@@ -640,7 +644,8 @@ class Registry:
             rows = self._fetchall(sa.select(t).where(t.c.name == name))
             if not rows:
                 raise MissingCollectionError(
-                    f"collection {name!r} does not exist; see `butler query-collections` for the existing ones"
+                    f"collection {name!r} does not exist; see `butler query-collections` for the "
+                    "existing ones"
                 )
             rec = CollectionRecord(rows[0].collection_id, rows[0].name, CollectionType(rows[0].type))
             self._collections_by_name[name] = rec
@@ -880,7 +885,8 @@ class Registry:
         parents = self.get_collection_parent_chains(name)
         if parents:
             raise ConflictingDefinitionError(
-                f"collection {name!r} is in chained collection(s) {', '.join(parents)}; remove it from them first"
+                f"collection {name!r} is in chained collection(s) {', '.join(parents)}; remove it "
+                "from them first"
             )
         d = self._t["dataset"]
         with self.transaction():
@@ -1112,7 +1118,7 @@ class Registry:
     def _rows_to_refs(
         self, rows: Sequence[Any], dataset_type: DatasetType | None = None, keys: Sequence[str] | None = None
     ) -> list[DatasetRef]:
-        """Build expanded refs from rows holding dataset_id (or id), dataset_type_id, run_id and dimension columns.
+        """Build expanded refs from rows of dataset_id (or id), dataset_type_id, run_id and dimension columns.
 
         ``rows`` are SQLAlchemy rows, or plain tuples with their column names in ``keys``.
         """
@@ -1142,8 +1148,7 @@ class Registry:
                     if d not in self._complete:
                         self._load_complete(d)
                 else:
-                    get_key = operator.itemgetter(*kp) if len(kp) > 1 else (lambda r, i=kp[0]: (r[i],))
-                    keys = set(map(get_key, rows))
+                    keys = set(map(_tuple_getter(kp), rows))
                     self._prefetch_records(d, {k for k in keys if k[-1] is not None})
         caches = self._records
         # itemgetters that pull a row's dimension values and each record's key tuple at C speed.
@@ -1152,11 +1157,8 @@ class Registry:
             getters[tid] = (
                 dt,
                 dims,
-                operator.itemgetter(*dpos) if len(dpos) > 1 else (lambda r, i=dpos[0]: (r[i],)) if dpos else (lambda r: ()),
-                [
-                    (d, caches[d], operator.itemgetter(*kp) if len(kp) > 1 else (lambda r, i=kp[0]: (r[i],)))
-                    for d, kp in rec_keys
-                ],
+                _tuple_getter(dpos),
+                [(d, caches[d], _tuple_getter(kp)) for d, kp in rec_keys],
             )
         runs: dict[int, str] = {}
         out = []
@@ -1164,7 +1166,10 @@ class Registry:
         for r in rows:
             dt, dims, get_values, rec_getters = getters[r[i_type]]
             vals = get_values(r)
-            values = dict(zip(dims, vals)) if None not in vals else {d: v for d, v in zip(dims, vals) if v is not None}
+            if None in vals:
+                values = {d: v for d, v in zip(dims, vals) if v is not None}
+            else:
+                values = dict(zip(dims, vals))
             recs = {}
             for d, cache, get_key in rec_getters:
                 rec = cache.get(get_key(r))
@@ -1289,7 +1294,8 @@ class Registry:
                 if k in existing:
                     if existing[k] != r.id:
                         raise ConflictingDefinitionError(
-                            f"TAGGED collection {tag!r} already holds another {r.dataset_type.name} for {r.data_id.required}"
+                            f"TAGGED collection {tag!r} already holds another {r.dataset_type.name} "
+                            f"for {r.data_id.required}"
                         )
                     continue
                 existing[k] = r.id
@@ -1343,7 +1349,8 @@ class Registry:
                 dt_id, dt = self._dataset_type_entry(r.dataset_type)
                 if not dt.is_calibration:
                     raise CollectionTypeError(
-                        f"dataset type {dt.name!r} is not a calibration type; register it with is_calibration=True"
+                        f"dataset type {dt.name!r} is not a calibration type; register it with "
+                        "is_calibration=True"
                     )
                 k = (dt_id, r.data_id.key)
                 if k in seen:
@@ -1377,8 +1384,10 @@ class Registry:
             if conflicts:
                 c = conflicts[0]
                 raise ConflictingDefinitionError(
-                    f"{len(conflicts)} validity range conflict(s) in {collection!r}: e.g. data ID {c.data_id_key} is "
-                    f"already certified for {Timespan.from_ns(c.validity_begin, c.validity_end)}, which overlaps {timespan}; "
+                    f"{len(conflicts)} validity range conflict(s) in {collection!r}: e.g. data ID "
+                    f"{c.data_id_key} is "
+                    f"already certified for {Timespan.from_ns(c.validity_begin, c.validity_end)}, "
+                    f"which overlaps {timespan}; "
                     "decertify the old range first"
                 )
             if rows:
@@ -1517,7 +1526,7 @@ class Registry:
         timespan: Timespan | None = None,
         **dims: Any,
     ) -> tuple[DatasetRef, StoredFileInfo | None] | None:
-        """Like `find_dataset`, also returning the dataset's datastore record (one query per collection type)."""
+        """Find a dataset like `find_dataset` and return its datastore record too (or `None`)."""
         dt_id, dt = self._dataset_type_entry(dataset_type)
         values = dict(data_id or {})
         values.update(dims)
@@ -1550,8 +1559,10 @@ class Registry:
                     if len(rs) > 1:
                         what = "no time was given" if timespan is None else f"the time span {timespan}"
                         raise CalibrationLookupError(
-                            f"ambiguous calibration lookup of {dt.name} {coord.required} in {self._collection_by_id(cid).name!r}: "
-                            f"{len(rs)} validity ranges match {what}; give an exposure (or timespan) inside one range"
+                            f"ambiguous calibration lookup of {dt.name} {coord.required} in "
+                            f"{self._collection_by_id(cid).name!r}: "
+                            f"{len(rs)} validity ranges match {what}; give an exposure (or "
+                            "timespan) inside one range"
                         )
                     rows.append(rs[0])
             for r in rows:
@@ -1798,6 +1809,16 @@ class Registry:
         return q.run(where=where, bind=bind, data_id=data_id, dims=dims, order_by=order_by, limit=limit)
 
 
+def _tuple_getter(positions: Sequence[int]) -> Any:
+    """Return a function mapping a row tuple to the tuple of its values at ``positions``."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        i = positions[0]
+        return lambda r: (r[i],)
+    return lambda r: ()
+
+
 def _has_pattern(dataset_type: Any) -> bool:
     if isinstance(dataset_type, str):
         return has_glob(dataset_type)
@@ -1807,7 +1828,7 @@ def _has_pattern(dataset_type: Any) -> bool:
 
 
 def time_to_ns_now() -> int:
-    """Return the current time in TAI ns (via astropy only when needed; approximate TAI-UTC = 37 s after 2017)."""
+    """Return the current time in TAI ns (TAI-UTC taken as 37 s, exact since 2017)."""
     import time
 
     return time.time_ns() + 37_000_000_000
