@@ -293,7 +293,7 @@ class MaskedImage:
         self._check_other(other)
         img = self._float_image()
         a = img
-        b = other.image
+        b = other.image.astype(np.float32, copy=False)  # integer operands: no uint16 overflow in b*b
         var = a * a * other.variance + b * b * self._variance
         c = float(c)
         if c != 1.0:

@@ -89,3 +89,11 @@ def test_subimage_is_view_and_shape_check():
         mi.subimage(Box(3, 3, 5, 5))
     with pytest.raises(ValueError, match="shapes differ"):
         mi += MaskedImage(np.zeros((2, 2), np.float32))
+
+
+def test_multiply_by_integer_image_does_not_overflow():
+    """Check B*B in the product variance is computed in float for a uint16 operand."""
+    a = _mi(2.0, 1.0, shape=(2, 2))
+    b = MaskedImage(np.full((2, 2), 60000, np.uint16))
+    a *= b
+    assert np.allclose(a.image, 120000.0) and np.allclose(a.variance, 60000.0**2, rtol=1e-6)
