@@ -13,6 +13,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +141,16 @@ class PathTemplate:
 
 def _config_from_root(root: Path) -> dict[str, Any]:
     path = root / "butler.yaml"
-    if not path.is_file():
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
         return {}
+    return _read_datastore_config(str(path), mtime)
+
+
+@lru_cache(maxsize=16)
+def _read_datastore_config(path: str, mtime: int) -> dict[str, Any]:
+    """The ``datastore`` section of a ``butler.yaml`` (cached per file version: one read per worker)."""
     import yaml
 
     with open(path) as f:

@@ -287,7 +287,11 @@ class Registry:
         if el.temporal:
             ts = rec.get("timespan")
             if isinstance(ts, (tuple, list)):
-                ts = Timespan(*ts)
+                # [begin_ns, end_ns] from DimensionRecord.to_dict, or (Time, Time).
+                if all(x is None or isinstance(x, int) for x in ts):
+                    ts = Timespan.from_ns(*ts)
+                else:
+                    ts = Timespan(*ts)
             elif isinstance(ts, Mapping):
                 ts = Timespan.from_dict(ts)
             if ts is None and ("timespan_begin" in rec or "timespan_end" in rec):
@@ -406,14 +410,11 @@ class Registry:
                 self.insert_dimension_data(element, record)
                 return True
             old = self._normalize_record(el, existing.to_dict())
-            diffs = [
-                k
-                for k in row
-                if k in old
-                and row[k] != old[k]
-                and k in record
-                or (k.startswith("timespan") and row[k] != old[k])
-            ]
+            # Compare only the fields the caller gave (the key may be given under the element name).
+            given = {el.primary_key.name if k == element else k for k in record}
+            if "timespan" in given:
+                given |= {"timespan_begin", "timespan_end"}
+            diffs = [k for k in row if k in given and row[k] != old.get(k)]
             if diffs:
                 raise ConflictingDefinitionError(
                     f"{element} {row[el.primary_key.name]!r} already exists with different "

@@ -71,6 +71,16 @@ def _dimension_key_type(universe: DimensionUniverse, dim: str) -> dict[str, Any]
 
 
 def build_schema(universe: DimensionUniverse | None = None, *, schema: str | None = None) -> RegistrySchema:
+    """Build (or reuse) the registry `MetaData` for a universe and database schema.
+
+    See `_build_schema`; the result is cached per (universe, schema) because table objects are
+    immutable and can be shared by every connection of a process.
+    """
+    return _build_schema(universe or default_universe(), schema)
+
+
+@lru_cache(maxsize=32)
+def _build_schema(universe: DimensionUniverse, schema: str | None) -> RegistrySchema:
     """Build the registry `MetaData` from the YAML definitions.
 
     Parameters

@@ -84,6 +84,28 @@ def test_dimension_insert_conflicts_and_sync(filled):
     assert [r.id for r in reg.query_dimension_records("detector", instrument="cam")] == [0, 1, 2, 3, 9]
 
 
+def test_sync_exposure_records_with_timespans(filled):
+    reg = filled.registry
+    rec = {
+        "instrument": "cam",
+        "id": 3,
+        "obs_id": "CAM_0003",
+        "physical_filter": "g_01",
+        "day_obs": 20250101,
+        "exposure_time": 15.0,
+        "timespan": exposure_span(3),
+    }
+    assert reg.sync_dimension_data("exposure", rec) is False
+    with pytest.raises(ConflictingDefinitionError, match=r"exposure_time \(15.0 != 16.0\)"):
+        reg.sync_dimension_data("exposure", {**rec, "exposure_time": 16.0})
+    with pytest.raises(ConflictingDefinitionError, match="timespan_begin"):
+        reg.sync_dimension_data("exposure", {**rec, "timespan": exposure_span(4)})
+    new = {**rec, "id": 7, "exposure": None, "obs_id": "CAM_0007", "timespan": exposure_span(6)}
+    new.pop("exposure")
+    assert reg.sync_dimension_data("exposure", new) is True
+    assert reg.expand_data_id(instrument="cam", exposure=7).records["exposure"].timespan == exposure_span(6)
+
+
 # ---------------------------------------------------------------- dataset types
 def test_dataset_type_registration(filled):
     reg = filled.registry
