@@ -150,7 +150,7 @@ def _config_from_root(root: Path) -> dict[str, Any]:
 
 @lru_cache(maxsize=16)
 def _read_datastore_config(path: str, mtime: int) -> dict[str, Any]:
-    """The ``datastore`` section of a ``butler.yaml`` (cached per file version: one read per worker)."""
+    """Return the ``datastore`` section of a ``butler.yaml`` (cached per file version)."""
     import yaml
 
     with open(path) as f:
