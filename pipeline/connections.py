@@ -16,6 +16,7 @@ filled, renames applied); its ``__init__`` may remove connections according to t
 from __future__ import annotations
 
 import dataclasses
+import re
 import string
 import warnings
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,9 @@ __all__ = [
     "PipelineTaskConnections",
     "QuantizedConnection",
 ]
+
+# Same rule as butler.DatasetType names.
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 _KIND_SETS = {
     "inputs": cT.Input,
@@ -155,6 +159,12 @@ class PipelineTaskConnections(metaclass=PipelineTaskConnectionsMetaclass):
                     f"template ({exc}); use letters, digits, '_' and {{templateName}} placeholders",
                     field=f"connections.{conn_name}",
                 ) from None
+            if not _NAME_RE.match(ds_name):
+                raise ConfigError(
+                    f"{type(self).__name__}.{conn_name}: {ds_name!r} is not a valid dataset type name "
+                    "(letters, digits and '_', not starting with a digit; '.' only before a component)",
+                    field=f"connections.{conn_name}",
+                )
             resolved[conn_name] = conn.replace(name=ds_name)
         self._templates = templates
         self._resolved = resolved

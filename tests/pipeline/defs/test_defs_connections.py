@@ -115,3 +115,9 @@ def test_bad_dataset_type_name_template():
     config = apply_overrides(SubtractConfig(), {"connections.outputExp": "post{nope}"})
     with pytest.raises(ConfigError, match=r"uses template \{nope\} which has no value; set config.connections.nope"):
         config.make_connections()
+
+
+def test_invalid_dataset_type_name():
+    config = apply_overrides(SubtractConfig(), {"connections.outputExp": "post isr"})
+    with pytest.raises(ConfigError, match="SubtractConnections.outputExp: 'post isr' is not a valid dataset type name"):
+        config.make_connections()
