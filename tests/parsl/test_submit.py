@@ -1,14 +1,17 @@
 """``pipetask submit SUBMIT.yaml`` end to end on a local Parsl HighThroughputExecutor: one command
-builds the graph, takes the run lock, runs on Parsl and registers the outputs; an algorithm error
-on the workers fails only its quanta (exit status 1) and the run is then finished by a resume
-(``extend_run`` + ``skip_existing`` + ``clobber_outputs``) with the same configuration."""
+builds the graph, takes the run lock, runs on Parsl and registers the outputs. The driver is
+interrupted (SIGINT) after two finished quanta (exposure 1 fails on the workers): it exits 130,
+registers what finished (no dataset without its file), cleans Parsl up, and the run is finished
+by a resume (``extend_run`` + ``skip_existing`` + ``clobber_outputs``) with the same config."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import pytest
 
 import _toy_tasks as toy
 from butler import Butler
+from pipeline._cli_opts import load_pipeline
 from pipeline.execution.submit import SubmitConfigError, execute_graph, submit
 from pipeline.graph.builder import build_quantum_graph
 from pipeline.graph.collections import resolve_output_collections
@@ -51,7 +55,7 @@ def _submit_file(tmp: Path, repo: Path, **extra: str) -> Path:
           laptop:
             strategy_period: 0.1
             run_dir: {tmp / "runinfo"}
-            export_env: {{CCDFLOW_TEST_FAIL: "2"}}
+            export_env: {{CCDFLOW_TEST_FAIL: "1"}}
             htex: {{max_workers_per_node: 2}}
             provider: {{kind: local}}
         """)
@@ -62,35 +66,78 @@ def _submit_file(tmp: Path, repo: Path, **extra: str) -> Path:
     return path
 
 
+def _pool_processes(marker: str) -> list[str]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if "process_worker_pool" in cmd and marker in cmd and state != "Z":
+            out.append(cmd[:100])
+    return out
+
+
+def _n_registered(root: Path, run: str) -> int:
+    try:
+        with Butler(root, writeable=False) as b:
+            return len(b.query_datasets("toyCalexp", collections=[run]))
+    except Exception:  # noqa: BLE001 - the run does not exist yet
+        return 0
+
+
 @pytest.mark.parsl
 @pytest.mark.slow
-def test_pipetask_submit_then_resume(tmp_path: Path) -> None:
+def test_pipetask_submit_interrupted_then_resumed(tmp_path: Path) -> None:
     _, medians = make_toy_repo_db(tmp_path / "repo", 4, 2, shape=(8, 8))
-    sub = _submit_file(tmp_path, tmp_path / "repo")
-    r = subprocess.run([str(BIN / "pipetask"), "submit", str(sub), "--no-progress"], capture_output=True, text=True,
-                       timeout=240, cwd=str(REPO_ROOT))
-    assert r.returncode == 1, r.stderr
-    assert "Executed 6 quanta successfully, 2 failed and 1 blocked" in r.stdout
-    assert "injected worker-side failure for exposure 2" in r.stderr
+    sub = _submit_file(tmp_path, tmp_path / "repo", config='["subtractMedian:sleep_s=1.0"]',
+                       outputRun="u/submit/run1")
+    proc = subprocess.Popen([str(BIN / "pipetask"), "submit", str(sub), "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=str(REPO_ROOT))
+    try:
+        # Interrupt (Ctrl-C) once the driver registered two finished quanta.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _n_registered(tmp_path / "repo", "u/submit/run1") >= 2:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert "Interrupted: finished quanta were registered" in err
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
     counts = summary["counts"]
-    assert (counts["done"], counts["failed"], counts["blocked"], counts["pending"]) == (6, 2, 1, 0)
-    assert (tmp_path / "submit.qg").is_file()
+    assert counts["done"] >= 2 and counts["done"] + counts["failed"] + counts["blocked"] < 9
+    # dfk.cleanup() ran: no worker pool of this run is left behind.
+    deadline = time.monotonic() + 15
+    while _pool_processes(str(tmp_path / "runinfo")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _pool_processes(str(tmp_path / "runinfo"))
     with Butler(tmp_path / "repo") as b:
         run = summary["qgraphSummary"]["outputRun"]
-        assert run.startswith("u/submit/")
+        assert run == "u/submit/run1"
         assert list(b.registry.get_collection_chain("u/submit")) == [run, toy.TOY_RAW_RUN]
-        assert len(b.query_datasets("toyCalexp", collections=[run])) == 4
-        # Resume (same config, no injected failure in this process) as for a local run: extend the run,
-        # skip finished quanta, clobber the failed ones' logs; only the missing quanta run.
+        registered = b.query_datasets("*", collections=[run], find_first=False)
+        assert registered and all(b.get_uri(r).exists() for r in registered)  # no dataset without its file
+        n_calexp = len(b.query_datasets("toyCalexp", collections=[run]))
+        assert 2 <= n_calexp < 6
+        # Resume as for a local run: extend the run, skip finished quanta, clobber the failed
+        # ones' logs (same config; no injected failure in this process).
         colls = resolve_output_collections(b.registry, output="u/submit", output_run=run, extend_run=True,
                                            skip_existing=True)
-        pipe_graph = __import__("pipeline._cli_opts", fromlist=["load_pipeline"]).load_pipeline(
-            str(tmp_path / "toy.yaml")).to_graph()
+        pipe_graph = load_pipeline(str(tmp_path / "toy.yaml"), (), (), ["subtractMedian:sleep_s=1.0"]).to_graph()
         g = build_quantum_graph(b, pipe_graph, collections=colls, where="exposure IN (1..3)", clobber_outputs=True)
-        assert len(g) == 3  # 2 failed + 1 blocked
+        assert len(g) == 9 - counts["done"]
         report = execute_graph(b, g, executor="serial", progress="none")
-        assert report.success and report.count("done") == 3
+        assert report.success and report.count("done") == len(g)
         for (e, d), med in medians.items():
             if e > 3:
                 continue
