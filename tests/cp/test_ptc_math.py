@@ -194,3 +194,23 @@ def test_full_cov_model_series_by_hand():
     lin = exp_approx_model((a00, g, n00), mu)
     a_only = full_cov_model(np.diag([a00, 0, 0]), np.zeros((3, 3)), noise, g, mu)[:, 0, 0]
     np.testing.assert_allclose(lin, a_only, rtol=2e-3)
+
+
+def test_fft_box_sum_path_equals_direct_sum_on_large_region():
+    """Regions >= SMALL_REGION pixels use one FFT + summed-area corrections: same numbers."""
+    from pipeline.tasks.cp.ptc_math import SMALL_REGION
+
+    rng = np.random.default_rng(12)
+    shape = (260, 256)
+    assert shape[0] * shape[1] >= SMALL_REGION
+    d = rng.normal(0.0, 10.0, shape)
+    d[1:, :] += 0.2 * d[:-1, :]
+    d += 3000.0
+    w = rng.random(shape) >= 0.02
+    w[:, 0] = False
+    d[~w] = np.nan
+    c_fft, n_fft = covariances_fft(d, w, 5)
+    c_dir, n_dir = covariances_direct(d, w, 5)
+    np.testing.assert_array_equal(n_fft, n_dir)
+    np.testing.assert_allclose(c_fft, c_dir, rtol=0, atol=1e-10)
+    assert c_fft[0, 1] / c_fft[0, 0] == pytest.approx(0.2 / 1.04, abs=0.02)

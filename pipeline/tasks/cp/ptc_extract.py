@@ -88,8 +88,10 @@ class PhotonTransferCurveExtractConfig(PipelineTaskConfig, pipelineConnections=P
                            "(amplifier), FULL (full image), GRID (ccdflow: each amp on a grid of "
                            "boxes of gridSize pixels, one PTC point per box).")
     gridSize: list[int] = Field(
-        default_factory=lambda: [64, 0],
-        description="ccdflow GRID region: box size [nx, ny] in pixels (<= 0: whole amp along that axis).")
+        default_factory=lambda: [64, 64],
+        description="ccdflow GRID region: box size [nx, ny] in pixels (<= 0: whole amp along that "
+                    "axis); the covariance pixel minimum becomes min(minNumberGoodPixelsForCovariance, "
+                    "box area / 2).")
     numEdgeSuspect: int = Field(0, ge=0, description="Number of edge pixels to be flagged as untrustworthy.")
     edgeMaskLevel: Literal["DETECTOR", "AMP"] | None = Field(
         "DETECTOR", description="Mask edge pixels in which coordinate frame: DETECTOR or AMP?")
