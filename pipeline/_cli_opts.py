@@ -12,6 +12,7 @@ option                                 dest                   meaning
 ``-c/--config label:field=value``      ``config_overrides``   config override (repeatable)
 ``-C/--config-file label:file``        ``config_files``       override file (repeatable)
 ``--instrument NAME``                  ``instrument``         instrument config overrides
+``--select-tasks EXPR``                ``select_tasks``       keep the tasks EXPR selects
 ``-b/--butler-config REPO``            ``repo``               repository
 ``-i/--input COLL[,COLL]``             ``inputs``             input collections
 ``-o/--output NAME``                   ``output``             output CHAINED collection
@@ -101,6 +102,14 @@ pipeline_options = compose(
         multiple=True,
         metavar="LABEL:FILE",
         help="Config override file: YAML mapping, or .py with 'config.x = literal' lines. Repeatable.",
+    ),
+    click.option(
+        "--select-tasks",
+        "select_tasks",
+        default=None,
+        metavar="EXPR",
+        help="Keep only the tasks an expression selects: labels, dataset types or subsets combined with "
+        "| & ~ ( ), and <X <=X >X >=X for what is upstream/downstream of X (e.g. '<=cpPtcSolve & ~isr').",
     ),
     click.option(
         "--instrument",
@@ -285,6 +294,7 @@ def load_pipeline(
     config_overrides: Sequence[str] = (),
     config_files: Sequence[str] = (),
     instrument: str | None = None,
+    select_tasks: str | None = None,
 ) -> Any:
     """Build a `~pipeline.pipeline_yaml.Pipeline` from the pipeline options.
 
@@ -296,6 +306,8 @@ def load_pipeline(
         ``-t``, ``--delete``, ``-c``, ``-C`` values.
     instrument : `str`, optional
         ``--instrument`` value.
+    select_tasks : `str`, optional
+        ``--select-tasks`` expression (see `pipeline.pipeline_graph.select_tasks`).
 
     Returns
     -------
@@ -335,6 +347,13 @@ def load_pipeline(
         pipe.add_config_file(label.strip(), path.strip())
     if not pipe.tasks:
         raise PipelineDefinitionError("the pipeline has no tasks left after the selection and --delete")
+    if select_tasks:
+        from .pipeline_graph import select_tasks as _select
+
+        labels = _select(pipe.to_graph(), select_tasks)
+        if not labels:
+            raise PipelineDefinitionError(f"--select-tasks {select_tasks!r} selects no task")
+        pipe = pipe.subset(labels)
     return pipe
 
 

@@ -131,6 +131,7 @@ def build(
     config_overrides: Sequence[str],
     config_files: Sequence[str],
     instrument: str | None,
+    select_tasks: str | None,
     save_pipeline: str | None,
     show: Sequence[str],
     pipeline_dot: str | None,
@@ -154,7 +155,7 @@ def build(
     setup_logging(log_level, log_file)
     for item in show:
         _check_show(item)
-    pipe = load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument)
+    pipe = load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument, select_tasks)
     graph = pipe.to_graph()
     for item in show:
         click.echo(_render_show(item, pipe, graph), nl=False)

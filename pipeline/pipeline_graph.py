@@ -47,6 +47,7 @@ __all__ = [
     "ResolvedConnection",
     "TaskNode",
     "dimension_closure",
+    "select_tasks",
     "sort_dimensions",
 ]
 
@@ -1076,3 +1077,118 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
             doc="The task's frozen config.",
         ),
     )
+
+
+# ------------------------------------------------------------------------- task selection
+
+
+def select_tasks(graph: PipelineGraph, expression: str) -> list[str]:
+    """Select task labels with a pipeline-graph expression (``pipetask --select-tasks``).
+
+    Grammar, loosest binding first: ``A | B`` (union), ``A & B`` (intersection), ``~A`` (complement),
+    then terms: a task label, dataset type name or subset name (prefix ``T:``, ``D:`` or ``S:`` to
+    say which when a name is ambiguous), ``<X`` / ``<=X`` (everything upstream of X, without / with
+    X), ``>X`` / ``>=X`` (downstream), and parentheses. Follows pipe_base's expression language.
+
+    Parameters
+    ----------
+    graph : `PipelineGraph`
+        The graph to select from.
+    expression : `str`
+        E.g. ``"<=cpPtcSolve & ~isr"``, ``">=postISRCCD"``, ``"step1 | combine"``.
+
+    Returns
+    -------
+    labels : `list` [`str`]
+        Selected task labels in topological order (dataset types in the result are dropped).
+
+    Raises
+    ------
+    PipelineDefinitionError
+        For a syntax error or an unknown name (close matches suggested).
+    """
+    import re
+
+    pipe = next((t._pipeline for t in graph.tasks.values() if t._pipeline is not None), None)
+    subsets = dict(pipe.subsets) if pipe is not None else {}
+    tokens = re.findall(
+        r"\s*(<=|>=|[<>|&~()]|[A-Za-z_][A-Za-z0-9_.]*(?::[A-Za-z_][A-Za-z0-9_.]*)?|\S)", expression
+    )
+    pos = 0
+    everything = set(graph._graph.nodes)
+
+    def error(msg: str) -> PipelineDefinitionError:
+        return PipelineDefinitionError(f"--select-tasks {expression!r}: {msg}")
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> str:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise error("unexpected end of expression")
+        pos += 1
+        return tokens[pos - 1]
+
+    def name_nodes(name: str) -> set[Any]:
+        kind, sep, bare = name.partition(":")
+        if not sep:
+            kind, bare = "", name
+        found: set[Any] = set()
+        if kind in ("", "T") and bare in graph.tasks:
+            found.add(_task_key(bare))
+        if kind in ("", "D") and bare in graph.dataset_types:
+            found.add(_dataset_key(bare))
+        if kind in ("", "S") and bare in subsets and not found:
+            found.update(_task_key(lb) for lb in subsets[bare].labels if lb in graph.tasks)
+        if kind not in ("", "T", "D", "S"):
+            raise error(f"unknown prefix {kind!r} (use T: for tasks, D: for dataset types, S: for subsets)")
+        if not found:
+            choices = list(graph.tasks) + list(graph.dataset_types) + list(subsets)
+            close = difflib.get_close_matches(bare, choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise error(f"{bare!r} is not a task label, dataset type or subset{hint}")
+        if kind == "" and _task_key(bare) in found and _dataset_key(bare) in found:
+            raise error(f"{bare!r} is both a task label and a dataset type; write T:{bare} or D:{bare}")
+        return found
+
+    def term() -> set[Any]:
+        tok = take()
+        if tok == "(":
+            value = union()
+            if peek() != ")":
+                raise error("missing ')'")
+            take()
+            return value
+        if tok == "~":
+            return everything - term()
+        if tok in ("<", "<=", ">", ">="):
+            nodes = name_nodes(take())
+            out: set[Any] = set(nodes) if tok.endswith("=") else set()
+            for node in nodes:
+                out |= graph._graph.reachable(node, forward=tok.startswith(">"))
+            return out
+        if tok in ("|", "&", ")"):
+            raise error(f"unexpected {tok!r}")
+        return name_nodes(tok)
+
+    def intersection() -> set[Any]:
+        value = term()
+        while peek() == "&":
+            take()
+            value &= term()
+        return value
+
+    def union() -> set[Any]:
+        value = intersection()
+        while peek() == "|":
+            take()
+            value |= intersection()
+        return value
+
+    if not tokens:
+        raise error("empty expression")
+    result = union()
+    if pos != len(tokens):
+        raise error(f"unexpected {tokens[pos]!r}")
+    return [label for label in graph.tasks if _task_key(label) in result]

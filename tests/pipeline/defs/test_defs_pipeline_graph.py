@@ -384,3 +384,49 @@ def test_init_and_regular_use_of_one_dataset_type():
         "'schema') vs task 'reader' (connection 'schema')")
     ok = PipelineGraph([writer])
     assert ok.dataset_types["toySchema"].is_init and ok.dataset_types["writer_config"].is_init
+
+
+def test_select_tasks_expressions():
+    from pipeline.exceptions import PipelineDefinitionError
+    from pipeline.pipeline_graph import select_tasks
+
+    graph = Pipeline.from_string(TOY + "subsets:\n  front: [isr, measure]\n").to_graph()
+    cases = {
+        "isr": ["isr"],
+        "<=norm": ["isr", "measure", "norm"],
+        "<norm": ["isr", "measure"],
+        ">isr": ["measure", "combine", "norm"],
+        ">=toyPostIsr": ["measure", "combine", "norm"],
+        "<=norm & ~isr": ["measure", "norm"],
+        "front | combine": ["isr", "measure", "combine"],
+        "S:front & >=isr": ["isr", "measure"],
+        "~(front | norm)": ["combine"],
+        "D:toyStats": [],
+        ">= D:raw & <= T:combine": ["isr", "combine"],
+    }
+    for expression, expected in cases.items():
+        assert select_tasks(graph, expression) == expected, expression
+    for expression, msg in [("nrom", r"'nrom' is not a task label, dataset type or subset; did you mean 'norm'\?"),
+                            ("isr |", "unexpected end of expression"),
+                            ("(isr", "missing '\\)'"),
+                            ("isr norm", "unexpected 'norm'"),
+                            ("X:isr", "unknown prefix 'X'"),
+                            ("", "empty expression")]:
+        with pytest.raises(PipelineDefinitionError, match=msg):
+            select_tasks(graph, expression)
+
+
+def test_select_tasks_option(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import pipetask
+
+    path = tmp_path / "toy.yaml"
+    path.write_text(TOY)
+    result = CliRunner().invoke(pipetask, ["build", "-p", str(path), "--select-tasks", "<=norm & ~isr",
+                                           "--show", "task-graph"])
+    assert result.exit_code == 0, result.output
+    assert result.output == ("■  measure: MeasureTask (instrument, detector, exposure)\n"
+                             "■  norm: NormTask (instrument, physical_filter)\n")
+    result = CliRunner().invoke(pipetask, ["build", "-p", str(path), "--select-tasks", "D:raw"])
+    assert result.exit_code == 1 and "--select-tasks 'D:raw' selects no task" in result.output
