@@ -18,10 +18,10 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from astropy.io import fits
-from astropy.time import Time, TimeDelta
+from astropy.time import Time
 
 from pipeline.image.exposure import ExposureInfo
 from pipeline.image.geometry import Camera, Detector
@@ -78,8 +78,9 @@ class ObservationInfo:
     observation_type : str
         LSST word: bias, dark, flat, science, arc, focus...
     physical_filter, band : str
-    begin, end : astropy.time.Time
-        TAI.
+    begin_ns, end_ns : int
+        TAI nanoseconds since 1970-01-01T00:00:00 TAI (the registry encoding); the properties
+        ``begin`` and ``end`` give TAI `~astropy.time.Time` objects.
     day_obs : int
         ``YYYYMMDD``.
     detector : int or None
@@ -97,8 +98,8 @@ class ObservationInfo:
     observation_type: str
     physical_filter: str
     band: str
-    begin: Time
-    end: Time
+    begin_ns: int
+    end_ns: int
     day_obs: int
     detector: int | None = None
     science_program: str | None = None
@@ -107,6 +108,16 @@ class ObservationInfo:
     group: str | None = None
     hdu: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def begin(self) -> Time:
+        """Exposure start, TAI `~astropy.time.Time` (built from `begin_ns` on demand)."""
+        return _ns_to_time(self.begin_ns)
+
+    @property
+    def end(self) -> Time:
+        """Exposure end, TAI `~astropy.time.Time` (built from `end_ns` on demand)."""
+        return _ns_to_time(self.end_ns)
 
     def exposure_record(self) -> dict[str, Any]:
         """Return the ``exposure`` dimension record (dict) for the registry."""
@@ -125,7 +136,7 @@ class ObservationInfo:
             "group": self.group,
             "physical_filter": self.physical_filter,
             "day_obs": self.day_obs,
-            "timespan": Timespan(self.begin, self.end),
+            "timespan": Timespan.from_ns(self.begin_ns, self.end_ns),
         }
 
     def to_exposure_info(self) -> ExposureInfo:
@@ -154,8 +165,8 @@ class ObservationInfo:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (times as TAI ISOT strings)."""
         out = asdict(self)
-        out["begin"] = self.begin.tai.isot
-        out["end"] = self.end.tai.isot
+        out["begin"] = self.begin.isot
+        out["end"] = self.end.isot
         return out
 
 
@@ -399,17 +410,15 @@ class Translator:
             if all(self._condition(key, expected, props, header) for key, expected in rule.if_.items()):
                 props.update(rule.set)
         # derived values
-        begin = props["begin"]
+        begin: _Instant = props["begin"]
         exptime = float(props["exposure_time"])
         if props["dark_time"] is None:
             props["dark_time"] = exptime
-        end = props["end"]
-        if end is None:
-            end = begin + TimeDelta(max(exptime, 0.0), format="sec")
-        if end < begin:
-            end = begin
+        end: _Instant | None = props["end"]
+        if end is None or end.ns < begin.ns:
+            end = _Instant(begin.ns + round(max(exptime, 0.0) * 1e9), None)
         if props["day_obs"] is None:
-            local = begin.utc.datetime + _dt.timedelta(hours=spec.day_obs_offset_hours)
+            local = begin.utc + _dt.timedelta(hours=spec.day_obs_offset_hours)
             props["day_obs"] = int(local.strftime("%Y%m%d"))
         if props["obs_id"] is None:
             props["obs_id"] = str(props["exposure_id"])
@@ -434,8 +443,8 @@ class Translator:
             observation_type=str(props["observation_type"]),
             physical_filter=str(physical_filter),
             band=self.bands.get(str(physical_filter), str(physical_filter)),
-            begin=begin.tai,
-            end=end.tai,
+            begin_ns=begin.ns,
+            end_ns=end.ns,
             day_obs=int(props["day_obs"]),
             detector=detector,
             science_program=_opt_str(props["science_program"]),
@@ -515,7 +524,7 @@ class Translator:
 
     def _transform(self, name: str, rule: PropertyRule, value: Any) -> Any:
         if name in ("begin", "end"):
-            return _to_time(value, rule)
+            return _to_instant(value, rule)
         t = rule.transform
         if t == "datetime_digits":
             if isinstance(value, str) and rule.time_scale == "utc" and _ISO_RE.match(value):
@@ -538,6 +547,53 @@ class Translator:
                 raise ValueError(f"{name} must be a finite non-negative number of seconds")
             return out
         return value
+
+
+class _Instant(NamedTuple):
+    """A translated time: TAI nanoseconds since 1970-01-01 TAI and the UTC calendar datetime."""
+
+    ns: int
+    utc: _dt.datetime | None
+
+
+_UNIX_EPOCH = _dt.datetime(1970, 1, 1)
+
+
+def _to_instant(value: Any, rule: PropertyRule) -> _Instant:
+    """Convert a header time to an `_Instant`.
+
+    ISO strings in UTC take a fast path (``datetime`` + the ERFA leap-second table, TAI = UTC +
+    ΔAT); anything else goes through astropy `~astropy.time.Time`.
+    """
+    if isinstance(value, str) and rule.time_scale == "utc" and rule.time_format in ("isot", "fits"):
+        text = value.strip().rstrip("Z")
+        if _ISO_RE.match(text):
+            try:
+                utc = _dt.datetime.fromisoformat(text[:26])
+            except ValueError:
+                utc = None
+            if utc is not None:
+                import erfa
+
+                day_frac = (utc.hour * 3600 + utc.minute * 60 + utc.second + utc.microsecond * 1e-6) / 86400.0
+                dat = float(erfa.dat(utc.year, utc.month, utc.day, day_frac))
+                delta = utc - _UNIX_EPOCH
+                us = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+                return _Instant(us * 1000 + round(dat * 1e9), utc)
+    time = _to_time(value, rule)
+    return _Instant(_time_to_ns(time), time.utc.datetime)
+
+
+def _time_to_ns(time: Time) -> int:
+    from butler.timespan import time_to_ns
+
+    return time_to_ns(time)
+
+
+def _ns_to_time(ns: int) -> Time:
+    from butler.timespan import ns_to_time
+
+    return ns_to_time(ns)
 
 
 def _to_time(value: Any, rule: PropertyRule) -> Time:
