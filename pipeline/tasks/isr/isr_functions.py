@@ -598,7 +598,7 @@ def set_bad_regions(
         value = float(np.median(sample)) if sample.size else 0.0
     else:
         value = clipped_stats(sample)[0] if sample.size else 0.0
-    image[sel] = value
+    np.copyto(image, np.float32(value) if image.dtype == np.float32 else value, where=sel)
     return n, value
 
 

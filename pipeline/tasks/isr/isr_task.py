@@ -772,6 +772,7 @@ class IsrTask(PipelineTask):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._variance_replaced = False
         self.makeSubtask("overscan")
         self.makeSubtask("ampOffset")
 
@@ -968,7 +969,8 @@ class IsrTask(PipelineTask):
         bad = F.mask_nans(exposure.image, exposure.variance)
         n = int(np.count_nonzero(bad))
         if n:
-            exposure.mask[bad] |= np.int32(exposure.masked_image.get_plane_bitmask("UNMASKEDNAN", add=True))
+            bit = np.int32(exposure.masked_image.get_plane_bitmask("UNMASKEDNAN", add=True))
+            np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=bad)
         else:
             exposure.masked_image.add_mask_plane("UNMASKEDNAN")
         self.metadata["NUMNANS"] = n
@@ -992,10 +994,10 @@ class IsrTask(PipelineTask):
     def maskNegativeVariance(self, exposure: Exposure) -> None:
         """OR ``negativeVarianceMaskName`` onto pixels with variance <= 0."""
         bad = F.mask_negative_variance(exposure.variance)
-        if bad.any():
-            exposure.mask[bad] |= np.int32(
-                exposure.masked_image.get_plane_bitmask(self.config.negativeVarianceMaskName, add=True)
-            )
+        bit = np.int32(
+            exposure.masked_image.get_plane_bitmask(self.config.negativeVarianceMaskName, add=True)
+        )
+        np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=bad)
 
     def saturationInterpolation(self, exposure: Exposure) -> None:
         """Interpolate over SAT (grown by growSaturationFootprintSize)."""
@@ -1340,6 +1342,7 @@ class IsrTask(PipelineTask):
     ) -> Struct:
         c = self.config
         det = ccd.detector
+        self._variance_replaced = False
         if isinstance(bfKernel, BrighterFatterKernel):
             bfGains = bfGains or bfKernel.gains or None
             bfKernel = bfKernel.kernel
@@ -1479,6 +1482,8 @@ class IsrTask(PipelineTask):
         # 10. bias
         if c.doBias and not c.doBiasBeforeOverscan:
             bi, bm, bv = _calib_planes(bias)
+            if c.doVariance and self._variance_replaced:
+                bv = None  # the variance plane is replaced in the next step (reference §2.6)
             F.bias_correction(mi.image, mi.mask, mi.variance, bi, self._conform(ccd, bias, bm), bv)
             _hset(md, "LSST ISR BIAS APPLIED", True)
         # 11. variance
@@ -1512,7 +1517,7 @@ class IsrTask(PipelineTask):
             sat = (mi.mask & bit) != 0
             if sat.any():
                 wide = F.widen_saturation_trails(sat)
-                mi.mask[wide & ~sat] |= bit
+                np.bitwise_or(mi.mask, bit, out=mi.mask, where=wide)
         # 18. brighter-fatter
         if c.doBrighterFatter:
             self._brighter_fatter(ccd, bfKernel, bfGains or gains, dark, flat, amp_boxes)
@@ -1646,7 +1651,13 @@ class IsrTask(PipelineTask):
         del mi
         mask = assemble_plane(raw_mask, det, trim=trim, dtype=np.int32)
         del raw_mask
-        if not raw_var.flags.writeable:  # untouched broadcast of 1.0 from convertIntToFloat
+        covered = trim and sum(a.bbox.area for a in det) == det.bbox.area
+        self._variance_replaced = bool(c.doVariance and covered)
+        if self._variance_replaced:
+            # Every pixel's variance is (re)computed by updateVariance right after bias
+            # subtraction, so the assembled plane needs no initial values.
+            var = np.empty(img.shape, np.float32)
+        elif not raw_var.flags.writeable:  # untouched broadcast of 1.0 from convertIntToFloat
             var = np.ones(img.shape, np.float32)
         else:
             var = assemble_plane(raw_var, det, trim=trim, dtype=np.float32, fill=1.0)
@@ -1820,7 +1831,7 @@ class IsrTask(PipelineTask):
             m = msk & np.int32(sat_bit | bad_bit)
             nsat = int(np.count_nonzero(m & sat_bit)) if m.any() else 0
             nbad = int(np.count_nonzero(m & bad_bit)) if nsat or m.any() else 0
-            sample = F.sample_for_statistics(img, None, 1 << 14, mask=msk, exclude_bits=excl)
+            sample = F.sample_for_statistics(img, None, 1 << 13, mask=msk, exclude_bits=excl)
             mean, var, _ = clipped_stats(sample) if sample.size else (float("nan"),) * 2 + (0,)
             med = float(np.median(sample)) if sample.size else float("nan")
             stdev = float(np.sqrt(var)) if var == var else float("nan")
