@@ -208,3 +208,29 @@ def test_spline_config_with_too_few_bins_is_refused():
     with pytest.raises(Exception, match="order >= 5"):
         OverscanCorrectionTaskConfig(fitType="AKIMA_SPLINE", order=1)
     assert OverscanCorrectionTaskConfig(fitType="AKIMA_SPLINE", order=5).order == 5
+
+
+def test_serial_and_parallel_overscan_task():
+    """Check serial + parallel correction (reference §2.3 parallel fixture) via the subtask."""
+    from pipeline.image import Amplifier, Box, Exposure, MaskedImage
+    from pipeline.tasks.isr.isr_task import OverscanCorrectionTask, OverscanCorrectionTaskConfig
+
+    ramp = np.arange(10, dtype=np.float32)  # column-dependent level seen in the parallel overscan
+    img = np.full((13, 13), 2.0, np.float32)
+    img[0:10, 0:10] = 10.0 + ramp[None, :]
+    img[10:13, 0:10] = 2.0 + ramp[None, :]
+    amp = Amplifier(
+        "A",
+        bbox=Box(0, 0, 10, 10),
+        raw_bbox=Box(0, 0, 13, 13),
+        raw_data_bbox=Box(0, 0, 10, 10),
+        raw_serial_overscan_bbox=Box(10, 0, 3, 10),
+        raw_parallel_overscan_bbox=Box(0, 10, 10, 3),
+    )
+    exp = Exposure(MaskedImage(img))
+    cfg = OverscanCorrectionTaskConfig(doParallelOverscan=True, fitType="MEDIAN_PER_ROW")
+    res = OverscanCorrectionTask(config=cfg).run(exp, amp)
+    assert res.overscanMean == pytest.approx(2.0, abs=1e-3)
+    assert res.parallel.overscanMean == pytest.approx(ramp.mean(), abs=1e-3)
+    np.testing.assert_array_equal(exp.image[0:10, 0:10], 8.0)
+    assert res.parallel.residualSigma == pytest.approx(0.0, abs=1e-3)
