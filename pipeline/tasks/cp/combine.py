@@ -41,6 +41,7 @@ from pipeline.tasks.isr.statistics import clipped_stats
 from .combine_math import stack_statistic
 
 __all__ = [
+    "CalibCombineByFilterConfig",
     "CalibCombineByFilterConnections",
     "CalibCombineByFilterTask",
     "CalibCombineConfig",

@@ -201,6 +201,8 @@ class PhotonTransferCurveDataset:
             for n in POINT_FIELDS + POINT_MATRIX_FIELDS + ("inputExpIdPairs", "expIdMask"):
                 getattr(out, n)[amp] = getattr(out, n)[amp][order]
         out.metadata["nPartials"] = len(parts)
+        if "detector" in parts[0].metadata:
+            out.metadata["detector"] = parts[0].metadata["detector"]
         return out
 
     @classmethod

@@ -87,11 +87,11 @@ class PhotonTransferCurveExtractConfig(PipelineTaskConfig, pipelineConnections=P
         "AMP", description="Region of each exposure where to perform the calculations: AMP "
                            "(amplifier), FULL (full image), GRID (ccdflow: each amp on a grid of "
                            "boxes of gridSize pixels, one PTC point per box).")
-    gridSize: list[int] = Field(
-        default_factory=lambda: [64, 64],
-        description="ccdflow GRID region: box size [nx, ny] in pixels (<= 0: whole amp along that "
-                    "axis); the covariance pixel minimum becomes min(minNumberGoodPixelsForCovariance, "
-                    "box area / 2).")
+    gridSize: int | list[int] = Field(
+        64,
+        description="ccdflow GRID region: box size in pixels, one int (square boxes) or [nx, ny] "
+                    "(<= 0: whole amp along that axis); the covariance pixel minimum becomes "
+                    "min(minNumberGoodPixelsForCovariance, box area / 2).")
     numEdgeSuspect: int = Field(0, ge=0, description="Number of edge pixels to be flagged as untrustworthy.")
     edgeMaskLevel: Literal["DETECTOR", "AMP"] | None = Field(
         "DETECTOR", description="Mask edge pixels in which coordinate frame: DETECTOR or AMP?")
@@ -106,8 +106,8 @@ class PhotonTransferCurveExtractConfig(PipelineTaskConfig, pipelineConnections=P
 
     @model_validator(mode="after")
     def _check(self) -> PhotonTransferCurveExtractConfig:
-        if len(self.gridSize) != 2:
-            raise ValueError(f"gridSize must be [nx, ny], got {self.gridSize}")
+        if not isinstance(self.gridSize, int) and len(self.gridSize) != 2:
+            raise ValueError(f"gridSize must be an int or [nx, ny], got {self.gridSize}")
         return self
 
 
@@ -296,6 +296,12 @@ class PhotonTransferCurveExtractTask(PipelineTask):
                 return [a.name for a in det]
         return []
 
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """``gridSize`` as ``(nx, ny)``."""
+        gs = self.config.gridSize
+        return (gs, gs) if isinstance(gs, int) else (int(gs[0]), int(gs[1]))
+
     def measure(self, exp1: Any, exp2: Any, exp_ids: tuple[int, int],
                 exp_times: tuple[float, float]) -> PhotonTransferCurveDataset:
         """Measure one pair of flats into a partial PTC.
@@ -343,7 +349,7 @@ class PhotonTransferCurveExtractTask(PipelineTask):
             read_noise[a.name] = rn
         meas = measure_pair(
             np.asarray(exp1.image), np.asarray(exp2.image), bad[0], bad[1], regions,
-            region=cfg.detectorMeasurementRegion or "AMP", grid_size=tuple(cfg.gridSize),
+            region=cfg.detectorMeasurementRegion or "AMP", grid_size=self.grid_size,
             read_noise_adu=read_noise, edge_level=cfg.edgeMaskLevel,
             num_edge_suspect=cfg.numEdgeSuspect, max_range=cfg.maximumRangeCovariancesAstier,
             nsigma=cfg.nSigmaClipPtc, niter=cfg.nIterSigmaClipPtc, bin_size=cfg.binSize,
