@@ -190,3 +190,29 @@ def test_fringe_subtracted_in_task():
     assert amp == pytest.approx(400.0, rel=0.05)
     # what is left is the amplitude error times the fringe pattern (rms 0.5)
     assert np.std(out.image - ref.image) < 0.05 * 400 * 0.5
+
+
+def test_zero_flat_pixels_become_bad_and_interpolated():
+    """Check flat <= 0 / NaN pixels are masked BAD and interpolated (no inf in the output)."""
+    raw, truth = _sim()
+    flat = _flat_of(truth)
+    flat.image[20, 30] = 0.0
+    flat.image[21, 30] = np.nan
+    out = IsrTask(config=_cfg(doFlat=True)).run(raw, flat=flat).exposure
+    mi = out.masked_image
+    assert np.all(np.isfinite(out.image))
+    for y in (20, 21):
+        assert mi.mask[y, 30] & mi.get_plane_bitmask("BAD") and mi.mask[y, 30] & mi.get_plane_bitmask("INTRP")
+
+
+def test_ptc_missing_amp_falls_back_to_camera():
+    """Check an amp absent from the PTC uses the camera gain (with a warning)."""
+    raw, _ = _sim()
+
+    class Ptc:
+        gain = {"C00": 3.0}
+        noise = {"C00": 9.0}
+
+    out = IsrTask(config=_cfg(usePtcGains=True, usePtcReadNoise=True)).run(raw.copy(), ptc=Ptc()).exposure
+    assert out.metadata["LSST ISR GAIN C00"] == 3.0 and out.metadata["LSST ISR READNOISE C00"] == 9.0
+    assert out.metadata["LSST ISR GAIN C01"] == raw.detector["C01"].gain

@@ -935,8 +935,17 @@ class IsrTask(PipelineTask):
         )
 
     def flatCorrection(self, exposure: Exposure, flatExposure: Any, invert: bool = False) -> None:
-        """Divide by the flat (see `isr_functions.flat_correction`)."""
+        """Divide by the flat (see `isr_functions.flat_correction`).
+
+        Pixels where the flat is not positive and finite get BAD (they are then set and
+        interpolated like defects instead of leaving inf/NaN in the output).
+        """
         fi, fm, fv = _calib_planes(flatExposure)
+        if not invert:
+            bad = ~(fi > 0) | ~np.isfinite(fi)
+            if bad.any():
+                bit = np.int32(exposure.masked_image.get_plane_bitmask("BAD"))
+                np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=bad)
         F.flat_correction(
             exposure.image,
             exposure.mask,
@@ -1132,7 +1141,7 @@ class IsrTask(PipelineTask):
         gsrc = "PTC" if c.usePtcGains else "CAMERA"
         nsrc = "OVERSCAN" if c.doEmpiricalReadNoise else ("PTC" if c.usePtcReadNoise else "CAMERA")
         for amp in detector:
-            g = float(ptc.gain[amp.name]) if c.usePtcGains else amp.gain
+            g = self._ptc_value(ptc, "gain", amp) if c.usePtcGains else amp.gain
             if c.doEmpiricalReadNoise:
                 os = overscans.get(amp.name)
                 if os is None:
@@ -1142,11 +1151,22 @@ class IsrTask(PipelineTask):
                 g_ok = g if g > 0 else 1.0
                 n = float(os.residualSigma) * g_ok
             elif c.usePtcReadNoise:
-                n = float(ptc.noise[amp.name])
+                n = self._ptc_value(ptc, "noise", amp)
             else:
                 n = amp.read_noise
             gains[amp.name], noises[amp.name] = F.effective_gain_noise(g, n, amp.name)
         return gains, noises, gsrc, nsrc
+
+    def _ptc_value(self, ptc: Any, attr: str, amp: Any) -> float:
+        """PTC gain/noise of one amp; an amp missing from the PTC falls back to the camera value."""
+        values = getattr(ptc, attr, None)
+        if values is None:
+            raise RuntimeError(f"the PTC has no {attr!r} attribute; provide a PhotonTransferCurveDataset")
+        if amp.name not in values:
+            fallback = amp.gain if attr == "gain" else amp.read_noise
+            self.log.warning("PTC has no %s for amp %s; using the camera value %g", attr, amp.name, fallback)
+            return float(fallback)
+        return float(values[amp.name])
 
     def _validate_inputs(
         self,
