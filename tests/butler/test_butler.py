@@ -316,3 +316,34 @@ def test_formatters_roundtrip(tmp_path):
     PngFormatter().write(fig, p, None)
     plt.close(fig)
     assert PngFormatter().read(p, None).startswith(b"\x89PNG") and os.path.getsize(p) > 100
+
+
+def _writer(root: str, run: str, n: int) -> None:
+    b = Butler(root, run=run)
+    for i in range(n):
+        b.put({"i": i, "run": run}, "meta", instrument="cam", exposure=1 + i % 6, run=f"{run}/{i // 6}")
+    b.close()
+
+
+def test_concurrent_writers_serialize_on_sqlite(tmp_path):
+    """Two processes putting at once both succeed (WAL + BEGIN IMMEDIATE + busy timeout)."""
+    import multiprocessing as mp
+
+    from .conftest import fill_dimensions
+
+    b = Butler.create(tmp_path / "conc")
+    fill_dimensions(b.registry)
+    b.registry.register_dataset_type(DatasetType("meta", ["exposure"], "StructuredDataDict"))
+    b.close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path / "conc"), f"w{k}", 12)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    b = Butler(tmp_path / "conc")
+    refs = b.query_datasets("meta", collections="w*", find_first=False)
+    assert len(refs) == 24
+    assert sorted(b.get(r)["i"] for r in refs) == sorted(list(range(12)) * 2)
+    b.close()
