@@ -7,13 +7,14 @@ A writer that cannot get the lock within the busy timeout gets `RepositoryLocked
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from .._errors import RepositoryLockedError
+from .._errors import RepositoryError, RepositoryLockedError
 from .database import Database
 
 __all__ = ["SqliteDatabase"]
@@ -136,8 +137,22 @@ class SqliteDatabase(Database):
         return True
 
     @classmethod
-    def from_url(cls, url: str, *, writeable: bool = True, busy_timeout: float = 60.0) -> SqliteDatabase:
-        """Open an SQLite database from a ``sqlite:///path`` URL."""
+    def from_url(
+        cls, url: str, *, writeable: bool = True, busy_timeout: float = 60.0, create: bool = False
+    ) -> SqliteDatabase:
+        """Open an SQLite database from a ``sqlite:///path`` URL.
+
+        Raises
+        ------
+        RepositoryError
+            If the file does not exist and ``create`` is false (nothing is created then).
+        """
+        path = sa.engine.make_url(url).database
+        if not create and path and path != ":memory:" and not os.path.exists(path):
+            raise RepositoryError(
+                f"the registry database {path} is missing; the repository is incomplete "
+                "(restore registry.sqlite3 or create a new repository)"
+            )
         engine = sa.create_engine(
             url,
             connect_args={"timeout": busy_timeout, "check_same_thread": False},

@@ -229,7 +229,7 @@ def make_database(
     if url.startswith("sqlite"):
         from ._sqlite import SqliteDatabase
 
-        return SqliteDatabase.from_url(url, writeable=writeable, busy_timeout=busy_timeout)
+        return SqliteDatabase.from_url(url, writeable=writeable, busy_timeout=busy_timeout, create=create)
     if url.startswith("postgresql"):
         from ._postgresql import PostgresqlDatabase
 

@@ -347,3 +347,11 @@ def test_concurrent_writers_serialize_on_sqlite(tmp_path):
     assert len(refs) == 24
     assert sorted(b.get(r)["i"] for r in refs) == sorted(list(range(12)) * 2)
     b.close()
+
+
+def test_missing_registry_file_is_reported_not_recreated(tmp_path):
+    Butler.create(tmp_path / "r").close()
+    (tmp_path / "r" / "registry.sqlite3").unlink()
+    with pytest.raises(RepositoryError, match="registry database .* is missing"):
+        Butler(tmp_path / "r")
+    assert not (tmp_path / "r" / "registry.sqlite3").exists()
