@@ -220,3 +220,22 @@ def test_help_is_fast_and_lazy():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[]"
+
+
+def test_locked_repository_gives_clear_error(cli_repo):
+    import sqlite3
+
+    cfg = cli_repo / "butler.yaml"
+    cfg.write_text(cfg.read_text().replace("busy_timeout: 60.0", "busy_timeout: 0.3"))
+    other = sqlite3.connect(cli_repo / "registry.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        # Reading works while another process writes (WAL) ...
+        assert "raw/all" in run("query-collections", cli_repo).output
+        # ... a write waits for the busy timeout, then fails with one clear message.
+        r = run("collection-chain", cli_repo, "chain", "raw/all", ok=False)
+        assert r.exit_code == 1 and "locked by another writer" in r.output
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "chain" not in run("query-collections", cli_repo).output
