@@ -159,6 +159,7 @@ def test_multi_hdu_compressed_raws_one_dataset_per_detector(butler, tmp_path):
     assert res.truth.gain(0, "C00") == 1.25
 
 
+@pytest.mark.slow
 def test_megacam_simulated_raw_ingest_uses_header_gains(butler, tmp_path, shared_data):
     """Check megacam simulated raw ingest uses header gains."""
     register_instrument(butler, "megacam")

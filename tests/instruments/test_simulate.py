@@ -268,6 +268,7 @@ def test_single_hdu_instruments_round_trip(tmp_path, name):
     assert exp.info.id == res.truth.exposures[1].exposure_id
 
 
+@pytest.mark.slow
 def test_megacam_simulation_uses_real_header_cards(tmp_path, shared_data):
     """Check megacam simulation uses real header cards."""
     res = simulate_raws(
