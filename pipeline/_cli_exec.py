@@ -244,6 +244,25 @@ def run(**opts: Any) -> None:
     finished with --extend-run --skip-existing (or -g with the same graph).
     """
     _setup_logging(opts.pop("log_level"), opts.pop("log_file"))
+    pool = None
+    if opts["processes"] > 1 and opts["repo"] and not opts.get("parsl_config") \
+            and opts.get("executor", "auto") == "auto":
+        # Start the workers now: their start-up (imports) overlaps building the graph.
+        from .execution.executors import ProcessPoolQuantumExecutor
+
+        pool = ProcessPoolQuantumExecutor(None, opts["repo"], opts["processes"], timeout=opts["timeout"],
+                                          start_method=opts["start_method"],
+                                          log_level=min(logging.getLogger().getEffectiveLevel(), logging.INFO))
+        pool.start_in_background()
+    opts["_pool"] = pool
+    try:
+        _run_command(opts)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _run_command(opts: dict[str, Any]) -> None:
     butler = _make_butler(opts["repo"], writeable=True)
     graph = _build_or_load(opts, butler)
     _finish_graph(graph, opts, butler)
@@ -300,9 +319,12 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
             gdir.mkdir(parents=True, exist_ok=True)
             graph_path = str(gdir / f"{graph.output_run.replace('/', '_')}_{os.getpid()}.qg")
             graph.save(graph_path)
-        executor = ProcessPoolQuantumExecutor(graph_path, butler.root, opts["processes"],
-                                              timeout=opts["timeout"], start_method=opts["start_method"],
-                                              log_level=min(level, logging.INFO), clean_stale=clean_stale)
+        executor = opts.get("_pool") or ProcessPoolQuantumExecutor(
+            None, butler.root, opts["processes"], timeout=opts["timeout"], start_method=opts["start_method"],
+            log_level=min(level, logging.INFO))
+        executor.graph_path = str(Path(graph_path).resolve())
+        executor.repo_root = str(Path(butler.root).resolve())
+        executor.clean_stale = clean_stale
     try:
         report = run_graph(butler, graph, executor, fail_fast=opts["fail_fast"],
                            progress="auto" if opts["progress"] else "none",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,27 +91,40 @@ class SerialExecutor:
 
 
 # ---------------------------------------------------------------- process pool worker side
-_WORKER: SingleQuantumExecutor | None = None
+_WORKERS: dict[tuple[str, str, bool | None], SingleQuantumExecutor] = {}
+_WORKER_OPTS: dict[str, Any] = {}
 
 
-def _init_worker(graph_path: str, repo_root: str, timeout: float | None, log_level: int,
-                 clean_stale: bool | None = None) -> None:
-    """Pool initializer: load the graph once per worker process."""
-    global _WORKER
-    from ..graph.quantum_graph import QuantumGraph
-
+def _init_worker(timeout: float | None, log_level: int) -> None:
+    """Pool initializer: per-process settings (the graph is loaded on first use)."""
     # One BLAS thread per worker: the pool is the parallelism.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    graph = QuantumGraph.load(graph_path)
-    _WORKER = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level,
-                                    clean_stale=clean_stale)
+    _WORKER_OPTS.update(timeout=timeout, log_level=log_level)
 
 
-def _run_in_worker(quantum_id: UUID) -> QuantumResult:
-    assert _WORKER is not None, "worker not initialised"
-    return _WORKER.execute(quantum_id)
+def _ping() -> int:
+    """Warm-up task: returns the worker's pid once it is up."""
+    return os.getpid()
+
+
+def _run_in_worker(graph_path: str, repo_root: str, clean_stale: bool | None, quantum_id: UUID) -> QuantumResult:
+    """Run one quantum; the worker loads each graph file once and keeps it."""
+    key = (graph_path, repo_root, clean_stale)
+    sqe = _WORKERS.get(key)
+    if sqe is None:
+        from ..graph.quantum_graph import QuantumGraph
+
+        sqe = _WORKERS[key] = SingleQuantumExecutor(QuantumGraph.load(graph_path), repo_root,
+                                                    clean_stale=clean_stale, **_WORKER_OPTS)
+    return sqe.execute(quantum_id)
+
+
+#: Modules imported once by the fork server, so every worker starts with them loaded.
+_PRELOAD = ["numpy", "pipeline.execution.single_quantum", "pipeline.graph.quantum_graph", "pipeline.task",
+            "pipeline.connections", "butler._quantum_backed", "butler.datastore.file_datastore",
+            "butler.datastore.formatters", "butler.datasets", "butler.dimensions"]
 
 
 class ProcessPoolQuantumExecutor:
@@ -118,8 +132,9 @@ class ProcessPoolQuantumExecutor:
 
     Parameters
     ----------
-    graph_path : path-like
-        A saved graph file; each worker loads it once at start-up.
+    graph_path : path-like or `None`
+        A saved graph file; each worker loads it once, on its first quantum. May be set later
+        (``executor.graph_path = ...``) when the pool is started before the graph is saved.
     repo_root : path-like
         Repository root.
     processes : `int`
@@ -139,14 +154,14 @@ class ProcessPoolQuantumExecutor:
         If ``processes < 1`` or the start method is not allowed.
     """
 
-    def __init__(self, graph_path: str | os.PathLike[str], repo_root: str | os.PathLike[str],
+    def __init__(self, graph_path: str | os.PathLike[str] | None, repo_root: str | os.PathLike[str],
                  processes: int, *, timeout: float | None = None, start_method: str = "forkserver",
                  log_level: int = logging.INFO, clean_stale: bool | None = None) -> None:
         if processes < 1:
             raise ValueError(f"-j/--processes must be at least 1, not {processes}")
         if start_method not in ("forkserver", "spawn"):
             raise ValueError(f"--start-method must be 'forkserver' or 'spawn', not {start_method!r}")
-        self.graph_path = str(Path(graph_path).resolve())
+        self.graph_path = str(Path(graph_path).resolve()) if graph_path is not None else None
         self.repo_root = str(Path(repo_root).resolve())
         self.processes = processes
         self.timeout = timeout
@@ -155,16 +170,51 @@ class ProcessPoolQuantumExecutor:
         self.clean_stale = clean_stale
         self.max_in_flight = 2 * processes
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            return self._ensure_pool_locked()
+
+    def _ensure_pool_locked(self) -> ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context(self.start_method)
             if self.start_method == "forkserver":
-                ctx.set_forkserver_preload(["pipeline.execution.single_quantum", "butler"])
+                ctx.set_forkserver_preload(_PRELOAD)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.processes, mp_context=ctx, initializer=_init_worker,
-                initargs=(self.graph_path, self.repo_root, self.timeout, self.log_level, self.clean_stale))
+                initargs=(self.timeout, self.log_level))
         return self._pool
+
+    def start(self) -> float:
+        """Start the workers now (they import the stack once) and wait until all are up.
+
+        Call it early -- e.g. in a thread while the graph is being built -- so the start-up
+        overlaps other work. Safe to call before `graph_path` is known.
+
+        Returns
+        -------
+        seconds : `float`
+            Time the start-up took (s).
+        """
+        import time
+
+        t0 = time.perf_counter()
+        pool = self._ensure_pool()
+        futs = [pool.submit(_ping) for _ in range(self.processes)]
+        for f in futs:
+            f.result()
+        return time.perf_counter() - t0
+
+    def start_in_background(self) -> None:
+        """Call `start` in a daemon thread (returns at once)."""
+        threading.Thread(target=self._start_quietly, daemon=True).start()
+
+    def _start_quietly(self) -> None:
+        try:
+            self.start()
+        except Exception:  # noqa: BLE001 - a real submit will report the problem
+            pass
 
     def submit(self, quantum_id: UUID) -> Future[QuantumResult]:
         """Queue a quantum on the pool.
@@ -179,7 +229,10 @@ class ProcessPoolQuantumExecutor:
             Raises `concurrent.futures.process.BrokenProcessPool` from ``result()`` when a
             worker died; the driver then calls `reset` and resubmits.
         """
-        return self._ensure_pool().submit(_run_in_worker, quantum_id)
+        if self.graph_path is None:
+            raise RuntimeError("ProcessPoolQuantumExecutor.graph_path must be set before submitting quanta")
+        return self._ensure_pool().submit(_run_in_worker, self.graph_path, self.repo_root, self.clean_stale,
+                                          quantum_id)
 
     def shutdown(self, cancel: bool = False) -> None:
         """Stop the workers.

@@ -386,6 +386,7 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
     last_flush = time.monotonic()
     window = max(1, int(getattr(executor, "max_in_flight", 1)))
     stop_submitting = False
+    broken_at_submit = False
     n_done = n_failed = n_blocked = 0
 
     def flush() -> None:
@@ -418,20 +419,33 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
     try:
         while not walker.finished:
             if not stop_submitting:
-                for idx in walker.take_ready(window - len(in_flight)):
+                batch = walker.take_ready(window - len(in_flight))
+                for pos, idx in enumerate(batch):
                     qid = graph.id_at(idx)
                     if qid in skip:
                         report.quanta[qid].status = "skipped"
                         walker.mark_done(idx)
                         continue
-                    fut = executor.submit(qid)
+                    try:
+                        fut = executor.submit(qid)
+                    except BrokenProcessPool:
+                        for back in reversed(batch[pos:]):
+                            walker.requeue(back)
+                        broken_at_submit = True
+                        break
                     in_flight[fut] = idx
             if not in_flight:
+                if broken_at_submit:
+                    _log.warning("A worker process died; restarting the pool")
+                    _reset(executor)
+                    broken_at_submit = False
+                    continue
                 if walker.n_ready and not stop_submitting:
                     continue
                 break
             done, _ = wait(list(in_flight), timeout=batch_seconds, return_when=FIRST_COMPLETED)
-            lost = False
+            lost = broken_at_submit
+            broken_at_submit = False
             for fut in done:
                 idx = in_flight.pop(fut)
                 try:
@@ -453,7 +467,7 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
                     retries[idx] = retries.get(idx, 0) + 1
                     walker.requeue(idx)
                 in_flight.clear()
-                executor.reset()
+                _reset(executor)
             if len(pending) >= batch_size or time.monotonic() - last_flush >= batch_seconds:
                 flush()
             bar.update(n_done, n_failed, n_blocked)
@@ -481,6 +495,13 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
             if rep.status == "pending":
                 rep.status = "blocked"
     return report
+
+
+def _reset(executor: Any) -> None:
+    """Restart a broken pool; the quanta it was running may have left partial files."""
+    executor.reset()
+    if hasattr(executor, "clean_stale"):
+        executor.clean_stale = True
 
 
 def resume_state(butler: Any, graph: Any) -> tuple[set[UUID], list[Any]]:
