@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import RepositoryError
+from ._yaml import load_yaml
 
 __all__ = [
     "CONFIG_NAME",
@@ -107,7 +108,7 @@ def load_config(root: Path) -> dict[str, Any]:
         )
     try:
         with open(path) as f:
-            cfg = yaml.safe_load(f) or {}
+            cfg = load_yaml(f) or {}
     except yaml.YAMLError as exc:
         raise RepositoryError(f"{path} is not valid YAML: {exc}") from None
     if "registry" not in cfg:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import DataIdError
+from ._yaml import load_yaml
 from .timespan import Timespan
 
 __all__ = [
@@ -203,10 +204,9 @@ class DimensionUniverse:
 
 @lru_cache(maxsize=4)
 def _load_universe(path: str) -> DimensionUniverse:
-    import yaml
 
     with open(path) as f:
-        return DimensionUniverse(yaml.safe_load(f))
+        return DimensionUniverse(load_yaml(f))
 
 
 def default_universe() -> DimensionUniverse:

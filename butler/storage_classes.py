@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ButlerError
+from ._yaml import load_yaml
 
 __all__ = ["StorageClass", "get_formatter", "get_storage_class", "storage_classes"]
 
@@ -26,12 +27,10 @@ class StorageClass:
 @lru_cache(maxsize=1)
 def storage_classes() -> dict[str, StorageClass]:
     """Return all storage classes of ``registry_schema/storage_classes.yaml`` by name."""
-    import yaml
-
     import registry_schema
 
     with open(Path(registry_schema.__file__).parent / "storage_classes.yaml") as f:
-        cfg = yaml.safe_load(f)
+        cfg = load_yaml(f)
     return {
         name: StorageClass(name, spec["pytype"], spec["formatter"], spec.get("doc", ""))
         for name, spec in cfg["storage_classes"].items()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import DatastoreError
+from .._yaml import load_yaml
 from ..storage_classes import get_formatter, get_storage_class
 from .records import StoredFileInfo
 
@@ -151,10 +152,8 @@ def _config_from_root(root: Path) -> dict[str, Any]:
 @lru_cache(maxsize=16)
 def _read_datastore_config(path: str, mtime: int) -> dict[str, Any]:
     """Return the ``datastore`` section of a ``butler.yaml`` (cached per file version)."""
-    import yaml
-
     with open(path) as f:
-        return (yaml.safe_load(f) or {}).get("datastore") or {}
+        return (load_yaml(f) or {}).get("datastore") or {}
 
 
 def _checksum(path: Path) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .._yaml import load_yaml
 from ..dimensions import DimensionUniverse, default_universe
 
 __all__ = ["RegistrySchema", "build_schema", "schema_summary", "schema_version"]
@@ -41,12 +42,11 @@ def _sa_type(spec: dict[str, Any]) -> sa.types.TypeEngine:
 
 @lru_cache(maxsize=1)
 def _tables_config() -> dict[str, Any]:
-    import yaml
 
     import registry_schema
 
     with open(Path(registry_schema.__file__).parent / "tables.yaml") as f:
-        return yaml.safe_load(f)
+        return load_yaml(f)
 
 
 def schema_version() -> int:
@@ -183,12 +183,10 @@ def schema_summary() -> dict[str, Any]:
         ``elements`` (dimension names) and ``undocumented`` (``"file: path"`` of every element,
         field, table or column without a ``doc``).
     """
-    import yaml
-
     import registry_schema
 
     with open(Path(registry_schema.__file__).parent / "dimensions.yaml") as f:
-        dims = yaml.safe_load(f)
+        dims = load_yaml(f)
     tables = _tables_config()
     missing = []
     if not dims.get("doc"):
