@@ -120,7 +120,8 @@ def pipetask() -> None:
     "pipeline_dot",
     default=None,
     metavar="FILE",
-    help="Write the pipeline graph as Graphviz dot (prerequisite edges dashed).",
+    help="Write the pipeline graph as Graphviz dot (prerequisite edges dashed); .png/.svg/.pdf are rendered "
+    "with the 'dot' program when it is installed.",
 )
 @log_options
 @handle_pipeline_errors
@@ -162,9 +163,45 @@ def build(
     if save_pipeline:
         pipe.write(save_pipeline)
     if pipeline_dot:
-        from pathlib import Path
+        write_dot_file(pipeline_dot, graph.to_dot())
 
-        _atomic_write(Path(pipeline_dot), graph.to_dot())
+
+def write_dot_file(path: str, dot: str) -> None:
+    """Write Graphviz text to ``path``; ``.png``/``.svg``/``.pdf`` are rendered with ``dot`` if present.
+
+    Parameters
+    ----------
+    path : `str`
+        Output file; any other extension gets the dot text itself.
+    dot : `str`
+        Graphviz source.
+
+    Raises
+    ------
+    click.ClickException
+        If an image format is asked for but the Graphviz ``dot`` program is not installed, or it fails.
+    """
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg", "pdf"):
+        _atomic_write(target, dot)
+        return
+    exe = shutil.which("dot")
+    if exe is None:
+        raise click.ClickException(
+            f"cannot write {path}: the Graphviz 'dot' program is not installed; "
+            f"write {target.with_suffix('.dot').name} instead and render it elsewhere"
+        )
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    proc = subprocess.run([exe, f"-T{fmt}", "-o", str(tmp)], input=dot, text=True, capture_output=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise click.ClickException(f"dot failed to render {path}: {proc.stderr.strip()}")
+    os.replace(tmp, target)
 
 
 def _check_show(item: str) -> None:

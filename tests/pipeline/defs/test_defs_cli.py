@@ -205,3 +205,19 @@ def test_render_pipeline_show_for_other_commands(toy_yaml):
     assert render_pipeline_show("config=isr::level", pipe, graph) == (
         "### Configuration for task 'isr'\nconfig.level=1.0\n")
     assert render_pipeline_show("subsets", pipe, graph) == "step1: isr  # Only ISR.\n"
+
+
+def test_pipeline_dot_image_formats(toy_yaml, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "p.png"
+    if shutil.which("dot") is None:
+        result = run("build", "-p", str(toy_yaml), "--pipeline-dot", str(out))
+        assert result.exit_code == 1 and "the Graphviz 'dot' program is not installed" in result.output
+        assert not out.exists()
+    else:
+        result = run("build", "-p", str(toy_yaml), "--pipeline-dot", str(out))
+        assert result.exit_code == 0 and out.read_bytes().startswith(b"\x89PNG")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    result = run("build", "-p", str(toy_yaml), "--pipeline-dot", str(tmp_path / "q.svg"))
+    assert result.exit_code == 1 and "write q.dot instead" in result.output
