@@ -32,6 +32,7 @@ __all__ = [
     "mask_boxes",
     "sample_for_statistics",
     "set_bad_regions",
+    "sparse_nonzero",
     "update_variance",
     "widen_saturation_trails",
     "LEGACY_SINGLE_PIXEL_WEIGHTS",
@@ -51,6 +52,16 @@ def _row_blocks(ny: int, block: int = 256):
     """Yield row slices of ``block`` rows (bounds full-image float temporaries)."""
     for y in range(0, ny, block):
         yield slice(y, min(y + block, ny))
+
+
+def sparse_nonzero(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 2-D array in row-major order, several times faster for sparse data.
+
+    Uses a 1-D ``flatnonzero`` of a boolean view and ``divmod`` (2-D ``np.nonzero`` of a large
+    int32 array costs ~8× more).
+    """
+    idx = np.flatnonzero((array != 0).ravel())
+    return np.divmod(idx, array.shape[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,7 +660,7 @@ def interpolate_from_mask(
     runs are found from the row-major list of bad pixels, whose neighbours just outside each
     run are by construction good (or outside the image).
     """
-    r_i, x_i = np.nonzero(bad) if coords is None else coords
+    r_i, x_i = sparse_nonzero(bad) if coords is None else coords
     if r_i.size == 0:
         return 0
     ny, nx = bad.shape

@@ -942,10 +942,11 @@ class IsrTask(PipelineTask):
         """
         fi, fm, fv = _calib_planes(flatExposure)
         if not invert:
-            bad = ~(fi > 0) | ~np.isfinite(fi)
-            if bad.any():
+            good = fi > 0
+            good &= fi < np.inf
+            if not good.all():
                 bit = np.int32(exposure.masked_image.get_plane_bitmask("BAD"))
-                np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=bad)
+                np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=~good)
         F.flat_correction(
             exposure.image,
             exposure.mask,
@@ -1100,7 +1101,7 @@ class IsrTask(PipelineTask):
             return 0
         bits = np.int32(mi.get_plane_bitmask(planes))
         flagged = mi.mask & bits  # one full pass; everything below is sparse or window-limited
-        ys, xs = np.nonzero(flagged)
+        ys, xs = F.sparse_nonzero(flagged)
         if ys.size == 0:
             return 0
         sat_name = self.config.saturatedMaskName
