@@ -87,6 +87,7 @@ def _cli_start() -> float:
 
 
 def bench_workload(e: int, d: int, shape: tuple[int, int], tmp: Path, *, speedup_ms: float) -> dict[str, Any]:
+    """Build and run the toy workload of E exposures x D detectors; return the figures."""
     root = tmp / f"repo_{e}x{d}"
     t0 = time.perf_counter()
     butler, _ = toy.make_toy_repo(root, e, d, shape=shape)
@@ -140,6 +141,7 @@ def bench_big(tmp: Path, e: int, d: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Small images, one small workload, small big-graph.")
     parser.add_argument("--skip-big", action="store_true", help="Skip the 100,000-quantum build.")

@@ -425,7 +425,6 @@ def _build(
     inputs = list(collections.inputs)
     run = collections.run
     skip_in = list(collections.skip_existing_in)
-    produced_types = {c.dataset_type.name for s in specs for c in s.by_kind("output")}
     all_types: dict[str, Any] = {}
     for s in specs:
         for c in s.conns:
