@@ -5,7 +5,8 @@ Signal model, per detector, in the *assembled* (trimmed) frame, electrons (e⁻)
 1. expected charge ``S = level · flat + dark_current · dark_time (+ hot_column_current · dark_time
    on hot columns)``, ``level = flux · exposure_time`` (or the exposure's ``level``) for flats
    and science frames, 0 for bias and dark frames;
-2. photon/dark shot noise: ``N ~ Poisson(S)``;
+2. photon/dark shot noise: ``N ~ Poisson(S)`` (exact below 1000 e⁻; above, the normal
+   approximation with the same mean and variance, see `_photon_counts`);
 3. optional brighter-fatter-like charge sharing: each pixel gives the fraction
    ``a = bf_strength · S / 1e4`` of its charge to each of its 4 neighbours and keeps ``1 - 4a``
    (charge conserving; lowers the variance below the mean and correlates neighbours, both ∝ S²);
@@ -319,14 +320,16 @@ def make_truth(
             for a in det
         }
         ny, nx = det.bbox.shape
-        yy, xx = np.mgrid[0:ny, 0:nx]
-        grad = (
-            1.0
-            + flat_gradient * ((xx / max(nx - 1, 1)) - 0.5)
-            + 0.5 * flat_gradient * ((yy / max(ny - 1, 1)) - 0.5)
-        )
-        flat = grad * (1.0 + flat_rms * rng.standard_normal((ny, nx)))
-        flats[det_id] = flat / flat.mean()
+        x = (np.arange(nx, dtype=np.float32) / max(nx - 1, 1) - 0.5)[None, :]
+        y = (np.arange(ny, dtype=np.float32) / max(ny - 1, 1) - 0.5)[:, None]
+        flat = (1.0 + flat_gradient * x + 0.5 * flat_gradient * y).astype(np.float32)
+        flat = np.broadcast_to(flat, (ny, nx)).copy()
+        if flat_rms:
+            noise = rng.standard_normal((ny, nx), dtype=np.float32)
+            noise *= np.float32(flat_rms)
+            noise += np.float32(1.0)
+            flat *= noise
+        flats[det_id] = flat / np.float32(flat.mean(dtype=np.float64))
         hot[det_id] = (
             sorted(int(x) for x in rng.choice(nx, size=min(hot_columns, nx), replace=False))
             if hot_columns
@@ -358,6 +361,33 @@ def make_truth(
         crosstalk=xt,
         bf_strength=float(bf_strength),
     )
+
+
+#: Above this mean (e⁻) counts are drawn from the normal approximation of the Poisson law.
+POISSON_NORMAL_THRESHOLD = 1000.0
+
+
+def _photon_counts(lam: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Poisson counts of mean ``lam`` (float32 array, e⁻), integer-valued float32.
+
+    Pixels with ``lam >= POISSON_NORMAL_THRESHOLD`` use ``rint(lam + sqrt(lam)·N(0, 1))`` (same mean
+    and variance; skewness 1/sqrt(lam) ≤ 3 % is dropped), which is ~10x faster than numpy's
+    Poisson sampler for large means; smaller means are exact Poisson draws.
+    """
+    big = lam >= POISSON_NORMAL_THRESHOLD
+    if not big.any():
+        return rng.poisson(lam).astype(np.float32)
+    out = np.empty(lam.shape, dtype=np.float32)
+    if big.all():
+        noise = rng.standard_normal(lam.shape, dtype=np.float32)
+        np.sqrt(lam, out=out)
+        out *= noise
+        out += lam
+        return np.rint(out, out=out)
+    out[~big] = rng.poisson(lam[~big])
+    lb = lam[big]
+    out[big] = np.rint(lb + np.sqrt(lb) * rng.standard_normal(lb.shape, dtype=np.float32))
+    return out
 
 
 def _share_charge(image: np.ndarray, expected: np.ndarray, strength: float) -> np.ndarray:
@@ -416,12 +446,12 @@ def render_detector(
         level = float(spec.level) if spec.level is not None else float(spec.flux) * exptime
     else:
         level = 0.0
-    expected = np.full((ny, nx), truth.dark_current * dark_time)
+    expected = np.full((ny, nx), truth.dark_current * dark_time, dtype=np.float32)
     if level:
         expected += level * truth.flat[det_id]
     if truth.hot_columns.get(det_id):
         expected[:, truth.hot_columns[det_id]] += truth.hot_column_current * dark_time
-    electrons = rng.poisson(np.clip(expected, 0, None)).astype(np.float64)
+    electrons = _photon_counts(np.clip(expected, 0, None), rng)
     if truth.bf_strength:
         electrons = _share_charge(electrons, expected, truth.bf_strength)
     amps = list(detector)
@@ -444,7 +474,7 @@ def render_detector(
         adu = [a + e for a, e in zip(adu, added)]
     if truth.nonlinearity:
         adu = [a + truth.nonlinearity * a * a for a in adu]
-    raw = np.zeros(detector.raw_shape, dtype=np.float64)
+    raw = np.zeros(detector.raw_shape, dtype=np.float32)
     colpat = truth.bias_col_pattern.get(det_id)
     for a, signal in zip(amps, adu):
         at = truth.amps[det_id][a.name]

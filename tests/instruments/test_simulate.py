@@ -314,3 +314,14 @@ def test_reusing_truth_continues_ids_and_keeps_fixed_structure(tmp_path):
     assert len(set(ids)) == 3 and ids == sorted(ids)
     assert second.truth is first.truth and second.truth.amps[0]["A"].bias_level == 800.0
     assert read_raw(second[0]).info.id == ids[2]
+
+
+@pytest.mark.parametrize("lam", [3.0, 200.0, 5000.0])
+def test_photon_counts_mean_and_variance(lam):
+    """Check shot noise has mean = variance = lambda, below and above the normal-approximation switch."""
+    from pipeline.instruments.simulate import _photon_counts
+
+    counts = _photon_counts(np.full((400, 500), lam, np.float32), np.random.default_rng(1))
+    assert np.all(counts == np.rint(counts))
+    assert counts.mean() == pytest.approx(lam, rel=2e-3 if lam > 100 else 1e-2)
+    assert counts.var() == pytest.approx(lam, rel=1.5e-2)
