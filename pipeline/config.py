@@ -217,6 +217,59 @@ class Config(BaseModel):
         """`True` once `freeze` has been called."""
         return self._frozen
 
+    def validate(self) -> None:  # type: ignore[override]
+        """Re-run every field check and cross-field rule (``lsst.pex.config.Config.validate``).
+
+        Useful after in-place changes to dict/list values, which assignment validation cannot see.
+
+        Raises
+        ------
+        ConfigError
+            Naming the field(s) or the rule that fails.
+        """
+        type(self).from_dict(self.to_dict())
+
+    def save(self, path: str | os.PathLike[str], *, docs: bool = True) -> None:
+        """Write the config as ``config.<field>=<value>`` Python lines (readable by `load` and ``-C``).
+
+        Parameters
+        ----------
+        path : path-like
+            Output file (written atomically).
+        docs : `bool`
+            Include each field's description as a comment.
+        """
+        text = "\n".join(format_config(self, docs=docs)) + "\n"
+        target = os.fspath(path)
+        tmp = f"{target}.tmp{os.getpid()}"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Apply an override file in place (``lsst.pex.config.Config.load``).
+
+        Parameters
+        ----------
+        path : path-like
+            A Python file of ``config.<field> = <literal>`` lines (e.g. written by `save`) or a YAML
+            mapping of field paths to values; parsed, never executed.
+
+        Raises
+        ------
+        ConfigError
+            For unknown fields or bad values (the config is left unchanged).
+        PipelineDefinitionError
+            If the file cannot be read or parsed.
+        """
+        from .pipeline_yaml import parse_override_file
+
+        if self._frozen:
+            raise ConfigError(f"cannot load {os.fspath(path)!r} into a frozen {type(self).__name__}")
+        new = apply_overrides(self, parse_override_file(path))
+        for name in type(self).model_fields:
+            self.__dict__[name] = new.__dict__[name]
+
     def retarget(self, target: type, ConfigClass: type[Config] | None = None) -> None:
         """Retarget the subtask this (nested) config belongs to, keeping its current values.
 

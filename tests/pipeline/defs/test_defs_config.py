@@ -242,3 +242,26 @@ def test_to_dict_is_plain_yaml():
     data = Misc().to_dict()
     assert data == {"path": "/tmp/x", "mode": "a", "box": [1, 2]}
     assert Misc.from_dict(yaml.safe_load(yaml.safe_dump(data))) == Misc()
+
+
+def test_save_load_validate(tmp_path):
+    config = SubtractConfig.from_overrides({"level": 2.0, "saturation.C1": float("nan"),
+                                            "offset.__target__": "tests.pipeline.defs.toy_tasks.ScaledOffsetTask"})
+    path = tmp_path / "isr_config.py"
+    config.save(path)
+    text = path.read_text()
+    assert "# Extra constant to subtract (ADU).\nconfig.level=2.0\n" in text
+    loaded = SubtractConfig()
+    loaded.load(path)
+    assert loaded == config and type(loaded.offset).__name__ == "ScaledOffsetConfig"
+    (tmp_path / "bad.yaml").write_text("levle: 1\n")
+    with pytest.raises(ConfigError, match="did you mean 'level'"):
+        loaded.load(tmp_path / "bad.yaml")
+    assert loaded == config  # unchanged after a failed load
+    loaded.validate()
+    loaded.saturation["C1"] = "not a number"  # in-place change: assignment validation cannot see it
+    with pytest.raises(ConfigError, match="config field 'saturation.C1' = 'not a number' is invalid"):
+        loaded.validate()
+    loaded.freeze()
+    with pytest.raises(ConfigError, match="cannot load .* into a frozen SubtractConfig"):
+        loaded.load(path)
