@@ -289,11 +289,11 @@ class Butler:
             values.update(dims)
             coord = self.registry._expand_for(dt, values)
             ref = DatasetRef(dt, coord, run)
-        self._ensure_run(run)
         tmp, final, info = self.datastore.prepare_write(obj, ref)
         moved = False
         try:
             with self.registry.transaction():
+                self._ensure_run(run)  # inside: a failed put leaves no new empty RUN behind
                 self.registry._insert_refs([ref], [info])
                 self.datastore.commit_write(tmp, final)
                 moved = True
@@ -550,12 +550,12 @@ class Butler:
                 )
                 refs.append(DatasetRef(dt, coord, r_run, rid))
             plans.append((fd, refs))
-        for run_name in {r.run for _, refs in plans for r in refs}:
-            self._ensure_run(run_name)
         created: list[tuple[Path, str, Path]] = []
         out: list[DatasetRef] = []
         try:
             with self.registry.transaction():
+                for run_name in {r.run for _, refs in plans for r in refs}:
+                    self._ensure_run(run_name)
                 all_refs = [r for _, refs in plans for r in refs]
                 new = {r.id for r in self.registry.import_datasets(all_refs, skip_existing=True)}
                 items: list[tuple[Any, StoredFileInfo]] = []

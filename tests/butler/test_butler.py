@@ -67,6 +67,15 @@ def test_put_into_non_run_and_missing_run(filled):
         filled.put(np.zeros(2), "arr", instrument="cam", exposure=77, detector=0, run="r")
     assert filled.registry.query_collections("r") == []
 
+    class Unwritable:
+        def __array__(self, *args, **kwargs):
+            raise RuntimeError("cannot convert")
+
+    with pytest.raises(DatastoreError, match="cannot write arr"):
+        filled.put(Unwritable(), "arr", instrument="cam", exposure=1, detector=0, run="new/run")
+    assert filled.registry.query_collections("new/*") == []
+    assert not (filled.root / "new").exists() or not list((filled.root / "new").rglob("*.npy*"))
+
 
 def test_get_missing_names_collections(filled):
     filled.registry.register_run("r1")
@@ -154,7 +163,8 @@ def test_ingest_failure_leaves_nothing(filled, tmp_path):
     )
     with pytest.raises(DatastoreError, match="missing.npy"):
         filled.ingest(good, bad, transfer="copy")
-    assert filled.query_datasets("arr", collections="raw/all") == []
+    assert filled.registry.query_collections("raw/*") == []
+    assert filled.query_datasets("arr") == []
     assert not list((filled.root / "raw").rglob("*.npy"))
 
 
