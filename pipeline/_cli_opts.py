@@ -34,8 +34,6 @@ option                                 dest                   meaning
 from __future__ import annotations
 
 import functools
-import logging
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -218,6 +216,9 @@ def setup_logging(levels: Sequence[str] | str | None, log_file: str | None = Non
     click.BadParameter
         For an unknown level name.
     """
+    import logging  # imported here: keeps `pipetask --help` fast
+    import sys
+
     if isinstance(levels, str):
         levels = [levels]
     root = logging.getLogger()
