@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small workload (10 x 9, 128x128 images)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--window", type=int, default=None, help="Parsl max_in_flight (default: the executor's)")
+    ap.add_argument("--prefetch", type=int, default=1, help="htex prefetch_capacity")
+    ap.add_argument("--strategy-period", type=float, default=1.0, help="Parsl strategy period (s)")
     ap.add_argument("--quanta-per-task", type=int, default=1, help="Parsl quanta per task (batching)")
     ap.add_argument("--work-ms", type=float, default=0.0, help="extra compute per subtractMedian quantum")
     args = ap.parse_args(argv)
@@ -101,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         results["pool"] = _measure(butler, g, ProcessPoolQuantumExecutor(gp, root, args.workers), args.workers)
         g = _graph(butler, "bench/parsl", args.work_ms)
         gp = g.save(Path(tmp) / "parsl.qg")
-        cfg = {"strategy_period": 0.1, "run_dir": str(Path(tmp) / "runinfo"),
-               "htex": {"max_workers_per_node": args.workers}}
+        cfg = {"strategy_period": args.strategy_period, "run_dir": str(Path(tmp) / "runinfo"),
+               "htex": {"max_workers_per_node": args.workers, "prefetch_capacity": args.prefetch}}
         ex = ParslQuantumExecutor(gp, root, cfg, max_in_flight=args.window, quanta_per_task=args.quanta_per_task)
         results["parsl"] = _measure(butler, g, ex, args.workers)
         print(f"{'executor':<10}{'quanta':>8}{'start s':>10}{'wall s':>9}{'execute ms/q':>14}{'sched ms/q':>12}"

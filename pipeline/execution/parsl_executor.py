@@ -106,7 +106,8 @@ class HtexOptions(BaseModel):
     mem_per_worker : `float`, optional
         Memory per worker in GB (Parsl limits the worker count per node accordingly).
     prefetch_capacity : `int`
-        Tasks a worker pool fetches ahead of its free workers.
+        Tasks a worker pool (one per node) fetches ahead of its free workers (default 1: a
+        worker finishing a quantum starts the next one without a round trip to the driver).
     heartbeat_period, heartbeat_threshold : `int`
         Seconds between heartbeats / before a silent manager counts as lost.
     address : `str`, optional
@@ -124,7 +125,7 @@ class HtexOptions(BaseModel):
     max_workers_per_node: int | None = Field(None, ge=1)
     cores_per_worker: float = Field(1.0, gt=0)
     mem_per_worker: float | None = Field(None, gt=0)
-    prefetch_capacity: int = Field(0, ge=0)
+    prefetch_capacity: int = Field(1, ge=0)
     heartbeat_period: int = Field(30, ge=1)
     heartbeat_threshold: int = Field(120, ge=1)
     address: str | None = None
@@ -161,7 +162,7 @@ class ParslSiteConfig(BaseModel):
     lost_worker_retries : `int`
         Resubmissions by ccdflow after Parsl's retries are used up.
     max_in_flight : `int`, optional
-        Quanta the driver keeps submitted (default ``quanta_per_task x (2 x workers + prefetch)``).
+        Quanta the driver keeps submitted (default ``quanta_per_task x (2 x workers + prefetch x nodes)``).
     quanta_per_task : `int`
         Quanta sent to a worker in one Parsl task (>1 for very short quanta).
     strategy_period : `float`
@@ -183,7 +184,7 @@ class ParslSiteConfig(BaseModel):
     lost_worker_retries: int = Field(2, ge=0)
     max_in_flight: int | None = Field(None, ge=1)
     quanta_per_task: int = Field(1, ge=1)
-    strategy_period: float = Field(0.5, gt=0)
+    strategy_period: float = Field(1.0, gt=0)
     max_idletime: float = Field(120.0, ge=0)
     run_dir: str | None = None
     export_env: dict[str, str] = Field(default_factory=dict)
@@ -216,6 +217,12 @@ def _worker_slots(site: ParslSiteConfig) -> int:
         cores = prov.get("cores_per_node") or (os.cpu_count() or 1)
         per_node = max(1, int(cores // site.htex.cores_per_worker))
     return max(1, nodes * blocks * per_node)
+
+
+def _nodes(site: ParslSiteConfig) -> int:
+    """Number of nodes (worker pools) a site configuration gives at most."""
+    prov = site.provider.model_dump()
+    return max(1, int(prov.get("nodes_per_block") or 1) * int(prov.get("max_blocks") or prov.get("init_blocks") or 1))
 
 
 def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *, run_dir: str | os.PathLike[str] | None = None) -> Any:
@@ -492,7 +499,7 @@ class ParslQuantumExecutor:
     config : path-like, `dict`, `ParslSiteConfig` or `parsl.config.Config`, optional
         ``.py``/``.yaml`` file, schema mapping or Config (default: 2 local workers).
     max_in_flight : `int`, optional
-        Quanta kept submitted (default ``quanta_per_task x (2 x workers + prefetch)``, or
+        Quanta kept submitted (default ``quanta_per_task x (2 x workers + prefetch x nodes)``, or
         ``64 x quanta_per_task`` for Python configs whose worker count is unknown).
     lost_worker_retries : `int`, optional
         Resubmissions after a lost worker once Parsl's own retries are used up (default: the
@@ -546,7 +553,7 @@ class ParslQuantumExecutor:
         if max_in_flight is None:
             if self.site is not None:
                 max_in_flight = self.site.max_in_flight or self.quanta_per_task * (
-                    2 * _worker_slots(self.site) + self.site.htex.prefetch_capacity)
+                    2 * _worker_slots(self.site) + self.site.htex.prefetch_capacity * _nodes(self.site))
             else:
                 max_in_flight = 64 * self.quanta_per_task
         self.max_in_flight = max(1, int(max_in_flight))

@@ -4,6 +4,7 @@ hooks the tests drive through environment variables (set only for the Parsl work
 - ``CCDFLOW_TEST_KILL="EXPOSURE:DETECTOR:MARKER"``: the first attempt at that quantum writes its output,
   creates ``MARKER`` and kills its own worker process with SIGKILL before the metadata is written.
 - ``CCDFLOW_TEST_FAIL="E1,E2"``: quanta of these exposures raise (an algorithm error).
+- ``CCDFLOW_TEST_SLEEP=S``: every quantum sleeps S seconds first.
 - ``CCDFLOW_TEST_ATTEMPTS=DIR``: every attempt at a quantum leaves a file ``DIR/<exp>_<det>_<pid>_<ns>``,
   so a test can count how often each quantum ran.
 """
@@ -39,6 +40,8 @@ class KillableSubtractMedianTask(toy.SubtractMedianTask):
         if attempts:
             Path(attempts).mkdir(parents=True, exist_ok=True)
             (Path(attempts) / f"{exp}_{det}_{os.getpid()}_{time.monotonic_ns()}").touch()
+        if os.environ.get("CCDFLOW_TEST_SLEEP"):
+            time.sleep(float(os.environ["CCDFLOW_TEST_SLEEP"]))
         if str(exp) in os.environ.get("CCDFLOW_TEST_FAIL", "").split(","):
             raise RuntimeError(f"injected worker-side failure for exposure {exp}")
         kill = os.environ.get("CCDFLOW_TEST_KILL")

@@ -138,7 +138,7 @@ def test_executor_window_and_factory(tmp_path: Path) -> None:
     g = tmp_path / "g.qg"
     g.write_bytes(b"x")
     ex = ParslQuantumExecutor(g, tmp_path, {"htex": {"max_workers_per_node": 3}, "provider": {"max_blocks": 2}})
-    assert ex.max_in_flight == 2 * 3 * 2 and ex.dfk is None and ex.lost_worker_retries == 2
+    assert ex.max_in_flight == 2 * (3 * 2) + 1 * 2 and ex.dfk is None and ex.lost_worker_retries == 2
     ex.shutdown()  # never started: nothing to clean up
     ex = ParslQuantumExecutor(g, tmp_path, {"quanta_per_task": 4, "max_in_flight": 10, "lost_worker_retries": 0})
     assert ex.max_in_flight == 10 and ex.quanta_per_task == 4 and ex.lost_worker_retries == 0

@@ -167,7 +167,7 @@ def test_killed_worker_is_retried_and_run_completes(runs: dict[str, Any]) -> Non
 
 def test_bounded_window(runs: dict[str, Any]) -> None:
     counting = runs["counting"]
-    assert counting.max_in_flight == 2 * (2 * 2)  # quanta_per_task x 2 x workers (prefetch 0)
+    assert counting.max_in_flight == 2 * (2 * 2 + 1)  # quanta_per_task x (2 x workers + prefetch 1 x 1 node)
     assert 1 <= counting.peak <= counting.max_in_flight
     assert runs["executor"].dfk is None  # dfk.cleanup() ran
 
