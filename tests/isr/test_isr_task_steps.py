@@ -216,3 +216,17 @@ def test_ptc_missing_amp_falls_back_to_camera():
     out = IsrTask(config=_cfg(usePtcGains=True, usePtcReadNoise=True)).run(raw.copy(), ptc=Ptc()).exposure
     assert out.metadata["LSST ISR GAIN C00"] == 3.0 and out.metadata["LSST ISR READNOISE C00"] == 9.0
     assert out.metadata["LSST ISR GAIN C01"] == raw.detector["C01"].gain
+
+
+def test_ptc_zero_noise_falls_back_to_overscan_noise():
+    """Check a PTC read noise of 0 (failed fit) is replaced by the overscan noise, not kept."""
+    raw, truth = _sim()
+
+    class Ptc:
+        gain = {a.name: truth.gain(0, a.name) for a in raw.detector}
+        noise = {a.name: 0.0 for a in raw.detector}
+
+    out = IsrTask(config=_cfg(usePtcGains=True, usePtcReadNoise=True)).run(raw, ptc=Ptc()).exposure
+    for amp in out.detector:
+        want = truth.amps[0][amp.name].read_noise
+        assert out.metadata[f"LSST ISR READNOISE {amp.name}"] == pytest.approx(want, rel=0.35)

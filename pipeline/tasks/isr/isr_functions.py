@@ -479,8 +479,10 @@ def effective_gain_noise(gain: float, read_noise: float, amp_name: str = "?") ->
     Notes
     -----
     **QUIRK** (reference §2.1 step 6, §9): the reference PTC validator also turns a read
-    noise of exactly 0 into 1 e⁻. We implement the intended behaviour: a read noise of 0 is
-    a valid value (noise-free simulations) and is kept.
+    noise of exactly 0 into 1 e⁻. We implement the intended behaviour: a read noise of 0 from
+    the camera description is a valid value (noise-free simulations) and is kept; a PTC read
+    noise that is not positive is a failed fit, and `IsrTask` replaces it by the empirical
+    overscan noise (or the camera value) before calling this function.
     """
     g = float(gain)
     if not (g > 0):

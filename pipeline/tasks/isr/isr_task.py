@@ -1027,7 +1027,7 @@ class IsrTask(PipelineTask):
         """Attach ``photo_calib = {"fluxMag0": fluxMag0T1[filter] * exposure_time}`` (§2.1 step 29)."""
         exp_time = exposure.info.exposure_time
         if exp_time is None or not (exp_time > 0):
-            self.log.warning("exposure time is %r; no rough zero point", exp_time)
+            self.log.info("exposure time is %r; no rough zero point", exp_time)
             return
         filt = exposure.info.physical_filter or self.config.fallbackFilterName
         f0 = self.config.fluxMag0T1.get(filt, self.config.defaultFluxMag0T1)
@@ -1153,6 +1153,21 @@ class IsrTask(PipelineTask):
                 n = float(os.residualSigma) * g_ok
             elif c.usePtcReadNoise:
                 n = self._ptc_value(ptc, "noise", amp)
+                if not n > 0:
+                    # A PTC noise of 0 (or NaN/negative) is a failed fit, not a noiseless amp: fall
+                    # back to the empirical overscan noise, else the camera's (reference QUIRK:
+                    # it substitutes an arbitrary 1 e-).
+                    os = overscans.get(amp.name)
+                    g_ok = g if g > 0 else 1.0
+                    fb = float(os.residualSigma) * g_ok if os is not None else amp.read_noise
+                    self.log.warning(
+                        "amp %s: PTC read noise %r is not positive; using %s value %.3g e-",
+                        amp.name,
+                        n,
+                        "the overscan" if os is not None else "the camera",
+                        fb,
+                    )
+                    n = fb
             else:
                 n = amp.read_noise
             gains[amp.name], noises[amp.name] = F.effective_gain_noise(g, n, amp.name)
