@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import pipeline.connection_types as cT
+import pipeline.connection_types as cT  # noqa: N812 - the LSST spelling
 from pipeline.config import apply_overrides
 from pipeline.connections import InputQuantizedConnection, PipelineTaskConnections
 from pipeline.exceptions import ConfigError, InvalidQuantumError, NoWorkFound

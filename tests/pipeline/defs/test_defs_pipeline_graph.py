@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import pipeline.connection_types as cT
+import pipeline.connection_types as cT  # noqa: N812 - the LSST spelling
 from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
 from pipeline.exceptions import PipelineGraphError
 from pipeline.pipeline_graph import PipelineGraph, make_task_node, sort_dimensions

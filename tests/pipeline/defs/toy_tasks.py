@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import pipeline.connection_types as cT
+import pipeline.connection_types as cT  # noqa: N812 - the LSST spelling
 from pipeline.config import Config, ConfigurableField, Field, model_validator
 from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
 from pipeline.struct import Struct
