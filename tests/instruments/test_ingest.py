@@ -157,6 +157,16 @@ def test_multi_hdu_compressed_raws_one_dataset_per_detector(butler, tmp_path):
 
     assert np.array_equal(exp0.image, read_raw(res[1], "testcam", 0).image)
     assert res.truth.gain(0, "C00") == 1.25
+    # sub-image read of a tile-compressed HDU through the butler (raw coordinates)
+    sub = butler.get(
+        "raw",
+        instrument="testcam",
+        exposure=1001,
+        detector=2,
+        collections="testcam/raw/all",
+        parameters={"bbox": (10, 5, 40, 30)},
+    )
+    assert sub.image.dtype == np.uint16 and np.array_equal(sub.image, exp.image[5:35, 10:50])
 
 
 @pytest.mark.slow
