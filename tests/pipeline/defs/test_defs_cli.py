@@ -19,8 +19,10 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.fixture()
 def toy_yaml(tmp_path):
+    """Toy yaml."""
     path = tmp_path / "toy.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         description: Toy pipeline.
         parameters: {{lvl: 1.0}}
         tasks:
@@ -32,17 +34,31 @@ def toy_yaml(tmp_path):
           step1:
             subset: [isr]
             description: Only ISR.
-    """))
+    """)
+    )
     return path
 
 
 def run(*args):
+    """Run."""
     return CliRunner().invoke(pipetask, list(args))
 
 
 def test_show_config_pattern_and_override(toy_yaml):
-    result = run("build", "-p", str(toy_yaml), "-c", "isr:offset.value=2.5", "-c", "isr:doCalib=no",
-                 "--show", "config=isr::offset*", "--show", "config=isr::doCalib")
+    """Show config pattern and override."""
+    result = run(
+        "build",
+        "-p",
+        str(toy_yaml),
+        "-c",
+        "isr:offset.value=2.5",
+        "-c",
+        "isr:doCalib=no",
+        "--show",
+        "config=isr::offset*",
+        "--show",
+        "config=isr::doCalib",
+    )
     assert result.exit_code == 0, result.output
     assert result.output == (
         "### Configuration for task 'isr'\n"
@@ -54,8 +70,22 @@ def test_show_config_pattern_and_override(toy_yaml):
 
 
 def test_show_tasks_subsets_inputs_graph(toy_yaml):
-    result = run("build", "-p", str(toy_yaml), "--show", "tasks", "--show", "subsets", "--show", "inputs",
-                 "--show", "pipeline-graph", "--show", "task-graph")
+    """Show tasks subsets inputs graph."""
+    result = run(
+        "build",
+        "-p",
+        str(toy_yaml),
+        "--show",
+        "tasks",
+        "--show",
+        "subsets",
+        "--show",
+        "inputs",
+        "--show",
+        "pipeline-graph",
+        "--show",
+        "task-graph",
+    )
     assert result.exit_code == 0, result.output
     assert result.output == (
         "### Subtasks for task 'isr'\n"
@@ -81,11 +111,24 @@ def test_show_tasks_subsets_inputs_graph(toy_yaml):
 
 
 def test_show_pipeline_subset_and_save(toy_yaml, tmp_path):
+    """Show pipeline subset and save."""
     saved = tmp_path / "saved.yaml"
     dot = tmp_path / "p.dot"
-    result = run("build", "-p", f"{toy_yaml}#step1", "-t", f"{T}.MeasureTask:meas", "-C",
-                 f"isr:{_write(tmp_path / 'o.py', 'config.statistic = ' + repr('MEAN'))}",
-                 "--show", "pipeline", "-s", str(saved), "--pipeline-dot", str(dot))
+    result = run(
+        "build",
+        "-p",
+        f"{toy_yaml}#step1",
+        "-t",
+        f"{T}.MeasureTask:meas",
+        "-C",
+        f"isr:{_write(tmp_path / 'o.py', 'config.statistic = ' + repr('MEAN'))}",
+        "--show",
+        "pipeline",
+        "-s",
+        str(saved),
+        "--pipeline-dot",
+        str(dot),
+    )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("description: Toy pipeline.\nparameters:\n  lvl: 1.0\ntasks:\n  isr:\n")
     again = Pipeline.from_file(saved)
@@ -96,17 +139,22 @@ def test_show_pipeline_subset_and_save(toy_yaml, tmp_path):
 
 
 def test_errors_are_one_line_and_write_nothing(toy_yaml, tmp_path):
+    """Errors are one line and write nothing."""
     saved = tmp_path / "never.yaml"
     result = run("build", "-p", str(toy_yaml), "-c", "isr:levle=3", "-s", str(saved))
     assert result.exit_code == 1
     assert result.output == (
-        "Error: task 'isr': unknown config field 'levle' for SubtractConfig; did you mean 'level'? (allowed fields: "
-        "connections, doCalib, level, offset, saturation, statistic, threshold)\n")
+        "Error: task 'isr': unknown config field 'levle' for SubtractConfig; did you mean 'level'? "
+        "(allowed fields: "
+        "connections, doCalib, level, offset, saturation, statistic, threshold)\n"
+    )
     assert not saved.exists()
     result = run("build", "-p", str(toy_yaml), "-c", "isr:statistic=MODE")
     assert result.exit_code == 1
-    assert "Error: task 'isr': config field 'statistic' = 'MODE' is invalid: expected one of 'MEAN', 'MEDIAN'" \
+    assert (
+        "Error: task 'isr': config field 'statistic' = 'MODE' is invalid: expected one of 'MEAN', 'MEDIAN'"
         in result.output
+    )
     result = run("build", "-p", str(toy_yaml), "-c", "isr-level")
     assert result.exit_code == 2 and "is not of the form LABEL:FIELD=VALUE" in result.output
     result = run("build", "-p", str(toy_yaml), "--show", "pipline")
@@ -123,11 +171,14 @@ def test_errors_are_one_line_and_write_nothing(toy_yaml, tmp_path):
 
 
 def test_help_is_lazy():
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom pipeline.cli import pipetask\n"
-            "r = CliRunner().invoke(pipetask, ['--help'])\nassert r.exit_code == 0, r.output\n"
-            "assert 'qgraph' in r.output and 'build' in r.output\n"
-            "heavy = [m for m in ('pipeline._cli_exec', 'numpy', 'pydantic', 'yaml', 'networkx', 'butler')"
-            " if m in sys.modules]\nassert not heavy, heavy\n")
+    """Help is lazy."""
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom pipeline.cli import pipetask\n"
+        "r = CliRunner().invoke(pipetask, ['--help'])\nassert r.exit_code == 0, r.output\n"
+        "assert 'qgraph' in r.output and 'build' in r.output\n"
+        "heavy = [m for m in ('pipeline._cli_exec', 'numpy', 'pydantic', 'yaml', 'networkx', 'butler')"
+        " if m in sys.modules]\nassert not heavy, heavy\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -137,8 +188,10 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_show_history(tmp_path):
+    """Show history."""
     path = tmp_path / "h.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         description: history
         parameters: {{lvl: 1.5}}
         tasks:
@@ -149,9 +202,19 @@ def test_show_history(tmp_path):
               - offset: {{value: 2.0}}
               - dataId: {{detector: 2}}
                 level: 3.0
-    """))
-    result = run("build", "-p", str(path), "-c", "isr:level=4", "--show", "history=isr::level",
-                 "--show", "history=isr::offset.value")
+    """)
+    )
+    result = run(
+        "build",
+        "-p",
+        str(path),
+        "-c",
+        "isr:level=4",
+        "--show",
+        "history=isr::level",
+        "--show",
+        "history=isr::offset.value",
+    )
     assert result.exit_code == 0, result.output
     assert result.output == (
         "### History of config field 'level' of task 'isr'\n"
@@ -171,12 +234,25 @@ def test_show_history(tmp_path):
 
 
 def test_dump_config_round_trips_through_config_file(tmp_path):
+    """Dump config round trips through config file."""
     from pipeline.config import apply_overrides
     from tests.pipeline.defs.toy_tasks import SubtractConfig
 
-    result = run("build", "-t", f"{T}.SubtractTask:isr", "-c", f"isr:offset.__target__={T}.ScaledOffsetTask",
-                 "-c", "isr:level=.nan", "-c", "isr:saturation.C1=.inf", "-c", "isr:offset.scale=3",
-                 "--show", "dump-config")
+    result = run(
+        "build",
+        "-t",
+        f"{T}.SubtractTask:isr",
+        "-c",
+        f"isr:offset.__target__={T}.ScaledOffsetTask",
+        "-c",
+        "isr:level=.nan",
+        "-c",
+        "isr:saturation.C1=.inf",
+        "-c",
+        "isr:offset.scale=3",
+        "--show",
+        "dump-config",
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "### Configuration for task 'isr'"
@@ -190,24 +266,34 @@ def test_dump_config_round_trips_through_config_file(tmp_path):
     pipe.add_task(f"{T}.SubtractTask", "isr")
     pipe.add_config_file("isr", dumped)
     config = pipe.task_config("isr")
-    expected = apply_overrides(SubtractConfig(), {"offset.__target__": f"{T}.ScaledOffsetTask", "level": float("nan"),
-                                                  "saturation.C1": float("inf"), "offset.scale": 3.0})
+    expected = apply_overrides(
+        SubtractConfig(),
+        {
+            "offset.__target__": f"{T}.ScaledOffsetTask",
+            "level": float("nan"),
+            "saturation.C1": float("inf"),
+            "offset.scale": 3.0,
+        },
+    )
     assert config == expected
     assert type(config.offset).__name__ == "ScaledOffsetConfig" and config.offset.scale == 3.0
 
 
 def test_render_pipeline_show_for_other_commands(toy_yaml):
+    """Render pipeline show for other commands."""
     from pipeline.cli import render_pipeline_show
 
     pipe = Pipeline.from_file(toy_yaml)
     graph = pipe.to_graph()
     assert render_pipeline_show("graph", pipe, graph) is None
     assert render_pipeline_show("config=isr::level", pipe, graph) == (
-        "### Configuration for task 'isr'\nconfig.level=1.0\n")
+        "### Configuration for task 'isr'\nconfig.level=1.0\n"
+    )
     assert render_pipeline_show("subsets", pipe, graph) == "step1: isr  # Only ISR.\n"
 
 
 def test_pipeline_dot_image_formats(toy_yaml, tmp_path, monkeypatch):
+    """Pipeline dot image formats."""
     import shutil
 
     out = tmp_path / "p.png"

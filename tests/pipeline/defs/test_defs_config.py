@@ -17,18 +17,24 @@ from tests.pipeline.defs.toy_tasks import (
 
 
 def test_defaults_and_to_dict():
+    """Defaults and to dict."""
     config = SubtractConfig()
     data = config.to_dict()
     assert data["doCalib"] is True
     assert data["saturation"] == {"ALL_AMPS": 1e6}
     assert data["threshold"] is None
     assert data["offset"] == {"method": "ADD", "value": 0.0}
-    assert data["connections"] == {"inputExp": "raw", "calib": "{calibType}", "outputExp": "toyPostIsr",
-                                   "calibType": "bias"}
+    assert data["connections"] == {
+        "inputExp": "raw",
+        "calib": "{calibType}",
+        "outputExp": "toyPostIsr",
+        "calibType": "bias",
+    }
     assert SubtractConfig.model_fields["doCalib"].description == "Subtract the calibration?"
 
 
 def test_unknown_field_suggests_close_match():
+    """Unknown field suggests close match."""
     with pytest.raises(ConfigError) as exc:
         apply_overrides(SubtractConfig(), {"doCalb": False}, label="isr")
     assert str(exc.value) == (
@@ -39,35 +45,49 @@ def test_unknown_field_suggests_close_match():
 
 
 def test_unknown_nested_field():
-    with pytest.raises(ConfigError, match=r"unknown config field 'offset\.valeu' for OffsetConfig; "
-                                          r"did you mean 'value'\?"):
+    """Unknown nested field."""
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown config field 'offset\.valeu' for OffsetConfig; "
+        r"did you mean 'value'\?",
+    ):
         apply_overrides(SubtractConfig(), {"offset.valeu": 1.0}, label="isr")
 
 
 def test_choice_error_lists_allowed_values():
+    """Choice error lists allowed values."""
     with pytest.raises(ConfigError) as exc:
         apply_overrides(SubtractConfig(), {"statistic": "MEDAN"}, label="isr")
     assert str(exc.value) == (
         "task 'isr': config field 'statistic' = 'MEDAN' is invalid: expected one of 'MEAN', 'MEDIAN'; "
-        "did you mean 'MEDIAN'?")
+        "did you mean 'MEDIAN'?"
+    )
     with pytest.raises(ConfigError) as exc:
         apply_overrides(SubtractConfig(), {"statistic": "mean"}, label="isr")
     assert str(exc.value).endswith("did you mean 'MEAN'?")
 
 
 def test_wrong_type_names_expected_type():
-    with pytest.raises(ConfigError, match=r"task 'isr': config field 'level' = 'abc' is invalid: expected a number"):
+    """Wrong type names expected type."""
+    with pytest.raises(
+        ConfigError, match=r"task 'isr': config field 'level' = 'abc' is invalid: expected a number"
+    ):
         apply_overrides(SubtractConfig(), {"level": "abc"}, label="isr")
-    with pytest.raises(ConfigError, match=r"config field 'saturation\.C1' = 'x' is invalid: "
-                                          r"expected a mapping of str to float"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config field 'saturation\.C1' = 'x' is invalid: "
+        r"expected a mapping of str to float",
+    ):
         apply_overrides(SubtractConfig(), {"saturation.C1": "x"}, label="isr")
     with pytest.raises(ConfigError, match=r"'threshold' = 'q' is invalid: expected a number or None"):
         apply_overrides(SubtractConfig(), {"threshold": "q"}, label="isr")
 
 
 def test_dict_field_and_optional_overrides():
-    config = apply_overrides(SubtractConfig(), {"saturation.C1": 5e4, "threshold": 10, "level": 2},
-                             label="isr")
+    """Dict field and optional overrides."""
+    config = apply_overrides(
+        SubtractConfig(), {"saturation.C1": 5e4, "threshold": 10, "level": 2}, label="isr"
+    )
     assert config.saturation == {"ALL_AMPS": 1e6, "C1": 5e4}
     assert config.threshold == 10.0
     config = apply_overrides(config, [("saturation", {"A": 1.0}), ("threshold", None)])
@@ -75,6 +95,7 @@ def test_dict_field_and_optional_overrides():
 
 
 def test_cross_field_check_sees_all_overrides_together():
+    """Cross field check sees all overrides together."""
     # level=5 then threshold=6 is valid only when applied together.
     config = apply_overrides(SubtractConfig(), {"threshold": 6.0, "level": 5.0})
     assert (config.threshold, config.level) == (6.0, 5.0)
@@ -84,8 +105,11 @@ def test_cross_field_check_sees_all_overrides_together():
 
 
 def test_assignment_validated_and_rolled_back():
+    """Assignment validated and rolled back."""
     config = SubtractConfig()
-    with pytest.raises(ConfigError, match="config field 'doCalib' = 'maybe' is invalid: expected true or false"):
+    with pytest.raises(
+        ConfigError, match="config field 'doCalib' = 'maybe' is invalid: expected true or false"
+    ):
         config.doCalib = "maybe"
     assert config.doCalib is True
     with pytest.raises(ConfigError, match="did you mean 'level'"):
@@ -95,6 +119,7 @@ def test_assignment_validated_and_rolled_back():
 
 
 def test_freeze_is_recursive():
+    """Freeze is recursive."""
     config = SubtractConfig()
     config.freeze()
     assert config.frozen
@@ -108,6 +133,7 @@ def test_freeze_is_recursive():
 
 
 def test_retarget_round_trip_and_subtask():
+    """Retarget round trip and subtask."""
     config = SubtractConfig()
     config.retarget_field("offset", ScaledOffsetTask)
     config.offset.value = 1.0
@@ -126,12 +152,16 @@ def test_retarget_round_trip_and_subtask():
 
 
 def test_retarget_via_override_mapping():
-    config = apply_overrides(SubtractConfig(), {
-        "offset": {"__target__": "tests.pipeline.defs.toy_tasks.ScaledOffsetTask", "scale": 3.0}})
+    """Retarget via override mapping."""
+    config = apply_overrides(
+        SubtractConfig(),
+        {"offset": {"__target__": "tests.pipeline.defs.toy_tasks.ScaledOffsetTask", "scale": 3.0}},
+    )
     assert isinstance(config.offset, ScaledOffsetConfig) and config.offset.scale == 3.0
 
 
 def test_retarget_wrong_config_class():
+    """Retarget wrong config class."""
     from tests.pipeline.defs.toy_tasks import CombineTask
 
     with pytest.raises(ConfigError, match="is not a subclass of OffsetConfig"):
@@ -139,8 +169,10 @@ def test_retarget_wrong_config_class():
 
 
 def test_connections_renames_and_templates():
-    config = apply_overrides(SubtractConfig(), {"connections.outputExp": "myPostIsr",
-                                                "connections.calibType": "dark"})
+    """Connections renames and templates."""
+    config = apply_overrides(
+        SubtractConfig(), {"connections.outputExp": "myPostIsr", "connections.calibType": "dark"}
+    )
     connections = config.make_connections()
     assert connections.outputExp.name == "myPostIsr"
     assert connections.calib.name == "dark"
@@ -150,6 +182,7 @@ def test_connections_renames_and_templates():
 
 
 def test_diff_configs_and_flatten():
+    """Diff configs and flatten."""
     a = SubtractConfig()
     b = apply_overrides(a, {"level": 2.0, "offset.method": "SUBTRACT", "saturation.C1": 1.0})
     assert diff_configs(a, b) == [
@@ -165,6 +198,7 @@ def test_diff_configs_and_flatten():
 
 
 def test_from_dict_reports_every_bad_field():
+    """From dict reports every bad field."""
     with pytest.raises(ConfigError) as exc:
         SubtractConfig.from_dict({"level": "x", "statistic": "MODE"}, label="isr")
     text = str(exc.value)
@@ -173,6 +207,7 @@ def test_from_dict_reports_every_bad_field():
 
 
 def test_freeze_protects_dict_and_list_values():
+    """Freeze protects dict and list values."""
     import copy
     import pickle
 
@@ -195,6 +230,7 @@ def test_freeze_protects_dict_and_list_values():
 
 
 def test_from_overrides():
+    """From overrides."""
     config = SubtractConfig.from_overrides({"level": 2, "offset.method": "SUBTRACT"}, label="isr")
     assert (config.level, config.offset.method) == (2.0, "SUBTRACT")
     with pytest.raises(ConfigError, match="task 'isr': unknown config field 'x'"):
@@ -202,6 +238,7 @@ def test_from_overrides():
 
 
 def test_constraint_error_message():
+    """Constraint error message."""
     from pipeline.config import Config, Field
 
     class Bounded(Config):
@@ -209,11 +246,13 @@ def test_constraint_error_message():
 
     with pytest.raises(ConfigError) as exc:
         Bounded.from_overrides({"order": -3}, label="isr")
-    assert str(exc.value) == ("task 'isr': config field 'order' = -3 is invalid: input should be greater than "
-                              "or equal to 0")
+    assert str(exc.value) == (
+        "task 'isr': config field 'order' = -3 is invalid: input should be greater than or equal to 0"
+    )
 
 
 def test_optional_dict_field_dotted_override():
+    """Optional dict field dotted override."""
     from pipeline.config import Config, Field
 
     class Opt(Config):
@@ -224,6 +263,7 @@ def test_optional_dict_field_dotted_override():
 
 
 def test_to_dict_is_plain_yaml():
+    """To dict is plain yaml."""
     import enum
     from pathlib import Path
 
@@ -245,8 +285,14 @@ def test_to_dict_is_plain_yaml():
 
 
 def test_save_load_validate(tmp_path):
-    config = SubtractConfig.from_overrides({"level": 2.0, "saturation.C1": float("nan"),
-                                            "offset.__target__": "tests.pipeline.defs.toy_tasks.ScaledOffsetTask"})
+    """Save load validate."""
+    config = SubtractConfig.from_overrides(
+        {
+            "level": 2.0,
+            "saturation.C1": float("nan"),
+            "offset.__target__": "tests.pipeline.defs.toy_tasks.ScaledOffsetTask",
+        }
+    )
     path = tmp_path / "isr_config.py"
     config.save(path)
     text = path.read_text()

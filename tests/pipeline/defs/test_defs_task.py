@@ -16,6 +16,7 @@ from tests.pipeline.defs.toy_tasks import OffsetTask, SubtractConfig, SubtractTa
 
 
 def test_names_logger_and_task_dict():
+    """Names logger and task dict."""
     task = SubtractTask()
     assert task.getName() == "subtract" and task.getFullName() == "subtract"
     assert task.offset.getFullName() == "subtract.offset"
@@ -27,6 +28,7 @@ def test_names_logger_and_task_dict():
 
 
 def test_subtask_config_is_parent_field():
+    """Subtask config is parent field."""
     config = apply_overrides(SubtractConfig(), {"offset.value": 4.0, "offset.method": "SUBTRACT"})
     task = SubtractTask(config=config)
     assert task.offset.config is task.config.offset
@@ -34,22 +36,26 @@ def test_subtask_config_is_parent_field():
 
 
 def test_make_subtask_unknown_field():
+    """Make subtask unknown field."""
     task = SubtractTask()
     with pytest.raises(ConfigError, match="unknown config field 'ofset'.*did you mean 'offset'"):
         task.makeSubtask("ofset")
 
 
 def test_subtask_needs_name():
+    """Subtask needs name."""
     with pytest.raises(RuntimeError, match="needs a name"):
         OffsetTask(parentTask=SubtractTask())
 
 
 def test_bad_config_type():
+    """Bad config type."""
     with pytest.raises(TypeError, match="config must be a Config instance"):
         SubtractTask(config={"level": 1})
 
 
 def test_metadata_nested_json_and_numpy():
+    """Metadata nested json and numpy."""
     md = TaskMetadata()
     md["a.b"] = np.float32(1.5)
     md["arr"] = np.arange(3)
@@ -66,6 +72,7 @@ def test_metadata_nested_json_and_numpy():
 
 
 def test_timer_records_times_and_rss():
+    """Timer records times and rss."""
     task = SubtractTask()
     with task.timer("run"):
         sum(range(200000))
@@ -79,6 +86,7 @@ def test_timer_records_times_and_rss():
 
 
 def test_full_metadata_keys():
+    """Full metadata keys."""
     task = SubtractTask(name="isr")
     task.metadata["x"] = 1
     task.offset.metadata["y"] = 2
@@ -97,39 +105,50 @@ class FakeButlerQC:
         self.repo_root = "/nonexistent"
 
     def get(self, ref):
+        """Return the stored object(s) for a ref or list of refs."""
         if isinstance(ref, list):
             return [self.store[r] for r in ref]
         return self.store[ref]
 
     def put(self, obj, ref):
+        """Store an object under a ref."""
         self.store[ref] = obj
 
 
 def test_default_run_quantum():
+    """Default run quantum."""
     image = np.arange(12.0).reshape(3, 4)
     calib = np.full((3, 4), 0.5)
     butler_qc = FakeButlerQC({"raw-1": image, "bias-1": calib})
     assert isinstance(butler_qc, ButlerQuantumContext)
     config = apply_overrides(SubtractConfig(), {"level": 1.0, "statistic": "MEAN"})
     task = SubtractTask(config=config)
-    task.runQuantum(butler_qc, InputQuantizedConnection(inputExp="raw-1", calib="bias-1"),
-                    OutputQuantizedConnection(outputExp="post-1"))
+    task.runQuantum(
+        butler_qc,
+        InputQuantizedConnection(inputExp="raw-1", calib="bias-1"),
+        OutputQuantizedConnection(outputExp="post-1"),
+    )
     np.testing.assert_allclose(butler_qc.store["post-1"], image - 5.5 - 1.0 - 0.5)
     assert task.metadata["statValue"] == 5.5
 
 
 def test_run_quantum_missing_output_field():
+    """Run quantum missing output field."""
+
     class Bad(SubtractTask):
         def run(self, inputExp, calib=None):
             return Struct(wrong=1)
 
     butler_qc = FakeButlerQC({"raw": np.zeros((2, 2))})
     with pytest.raises(RuntimeError, match="returned no field 'outputExp' for output connection 'outputExp'"):
-        Bad().runQuantum(butler_qc, InputQuantizedConnection(inputExp="raw"),
-                         OutputQuantizedConnection(outputExp="out"))
+        Bad().runQuantum(
+            butler_qc, InputQuantizedConnection(inputExp="raw"), OutputQuantizedConnection(outputExp="out")
+        )
 
 
 def test_run_not_implemented():
+    """Run not implemented."""
+
     class Empty(PipelineTask):
         ConfigClass = SubtractConfig
         _DefaultName = "empty"
@@ -139,6 +158,7 @@ def test_run_not_implemented():
 
 
 def test_config_of_wrong_class():
+    """Config of wrong class."""
     from tests.pipeline.defs.toy_tasks import CombineConfig
 
     with pytest.raises(TypeError, match="SubtractTask: config must be a SubtractConfig, got CombineConfig"):

@@ -11,7 +11,12 @@ from pipeline.struct import Struct
 from pipeline.task import PipelineTask, Task
 
 __all__ = [
-    "CombineTask", "MeasureTask", "NormTask", "OffsetConfig", "OffsetTask", "ScaledOffsetTask",
+    "CombineTask",
+    "MeasureTask",
+    "NormTask",
+    "OffsetConfig",
+    "OffsetTask",
+    "ScaledOffsetTask",
     "SubtractTask",
 ]
 
@@ -50,16 +55,33 @@ class ScaledOffsetTask(OffsetTask):
         return super().run(x) * self.config.scale
 
 
-class SubtractConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector"),
-                          defaultTemplates={"calibType": "bias"}):
+class SubtractConnections(
+    PipelineTaskConnections,
+    dimensions=("instrument", "exposure", "detector"),
+    defaultTemplates={"calibType": "bias"},
+):
     """Per-(exposure, detector) toy ISR."""
 
-    inputExp = cT.Input(name="raw", storageClass="NumpyArray", doc="Raw image.",
-                        dimensions=("instrument", "exposure", "detector"))
-    calib = cT.PrerequisiteInput(name="{calibType}", storageClass="NumpyArray", doc="Calibration.",
-                                 dimensions=("instrument", "detector"), isCalibration=True, minimum=0)
-    outputExp = cT.Output(name="toyPostIsr", storageClass="NumpyArray", doc="Corrected image.",
-                          dimensions=("instrument", "exposure", "detector"))
+    inputExp = cT.Input(
+        name="raw",
+        storageClass="NumpyArray",
+        doc="Raw image.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    calib = cT.PrerequisiteInput(
+        name="{calibType}",
+        storageClass="NumpyArray",
+        doc="Calibration.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
+    outputExp = cT.Output(
+        name="toyPostIsr",
+        storageClass="NumpyArray",
+        doc="Corrected image.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
 
     def __init__(self, *, config=None):
         super().__init__(config=config)
@@ -73,8 +95,9 @@ class SubtractConfig(PipelineTaskConfig, pipelineConnections=SubtractConnections
     doCalib: bool = Field(True, description="Subtract the calibration?")
     level: float = Field(0.0, description="Extra constant to subtract (ADU).")
     statistic: Literal["MEAN", "MEDIAN"] = Field("MEDIAN", description="Statistic removed from the image.")
-    saturation: dict[str, float] = Field(default_factory=lambda: {"ALL_AMPS": 1e6},
-                                         description="Saturation per amp (ADU).")
+    saturation: dict[str, float] = Field(
+        default_factory=lambda: {"ALL_AMPS": 1e6}, description="Saturation per amp (ADU)."
+    )
     threshold: float | None = Field(None, description="Optional threshold (ADU).")
     offset: OffsetConfig = ConfigurableField(OffsetTask, description="Offset subtask.")
 
@@ -111,10 +134,16 @@ class SubtractTask(PipelineTask):
 class CombineConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
     """Per-detector combination of many exposures."""
 
-    inputExps = cT.Input(name="toyPostIsr", storageClass="NumpyArray", doc="Inputs.",
-                         dimensions=("instrument", "exposure", "detector"), multiple=True)
-    outputCalib = cT.Output(name="toyCombined", storageClass="NumpyArray", doc="Combined.",
-                            dimensions=("instrument", "detector"))
+    inputExps = cT.Input(
+        name="toyPostIsr",
+        storageClass="NumpyArray",
+        doc="Inputs.",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+    )
+    outputCalib = cT.Output(
+        name="toyCombined", storageClass="NumpyArray", doc="Combined.", dimensions=("instrument", "detector")
+    )
 
 
 class CombineConfig(PipelineTaskConfig, pipelineConnections=CombineConnections):
@@ -141,10 +170,18 @@ class CombineTask(PipelineTask):
 class MeasureConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector")):
     """Per-(exposure, detector) statistics."""
 
-    inputExp = cT.Input(name="toyPostIsr", storageClass="NumpyArray", doc="Image.",
-                        dimensions=("instrument", "exposure", "detector"))
-    stats = cT.Output(name="toyStats", storageClass="StructuredDataDict", doc="Stats.",
-                      dimensions=("instrument", "exposure", "detector"))
+    inputExp = cT.Input(
+        name="toyPostIsr",
+        storageClass="NumpyArray",
+        doc="Image.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
+    stats = cT.Output(
+        name="toyStats",
+        storageClass="StructuredDataDict",
+        doc="Stats.",
+        dimensions=("instrument", "exposure", "detector"),
+    )
 
 
 class MeasureConfig(PipelineTaskConfig, pipelineConnections=MeasureConnections):
@@ -167,12 +204,26 @@ class MeasureTask(PipelineTask):
 class NormConnections(PipelineTaskConnections, dimensions=("instrument", "physical_filter")):
     """Per-filter normalization gathering all exposures × detectors."""
 
-    inputStats = cT.Input(name="toyStats", storageClass="StructuredDataDict", doc="Stats.",
-                          dimensions=("instrument", "exposure", "detector"), multiple=True)
-    camera = cT.PrerequisiteInput(name="toyCamera", storageClass="StructuredDataDict", doc="Camera.",
-                                  dimensions=("instrument",), isCalibration=True)
-    scales = cT.Output(name="toyScales", storageClass="StructuredDataDict", doc="Scales.",
-                       dimensions=("instrument", "physical_filter"))
+    inputStats = cT.Input(
+        name="toyStats",
+        storageClass="StructuredDataDict",
+        doc="Stats.",
+        dimensions=("instrument", "exposure", "detector"),
+        multiple=True,
+    )
+    camera = cT.PrerequisiteInput(
+        name="toyCamera",
+        storageClass="StructuredDataDict",
+        doc="Camera.",
+        dimensions=("instrument",),
+        isCalibration=True,
+    )
+    scales = cT.Output(
+        name="toyScales",
+        storageClass="StructuredDataDict",
+        doc="Scales.",
+        dimensions=("instrument", "physical_filter"),
+    )
 
 
 class NormConfig(PipelineTaskConfig, pipelineConnections=NormConnections):
