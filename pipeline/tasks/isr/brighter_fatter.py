@@ -6,7 +6,6 @@ Reference-algorithms §2.9 (ip_isr ``brighterFatterCorrection``).
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 __all__ = ["brighter_fatter_correction"]
 
@@ -47,6 +46,8 @@ def brighter_fatter_correction(
     **QUIRK** (§2.9): with ``max_iter = 1`` the reference leaves the difference undefined;
     we return 0.0 and the one-iteration correction.
     """
+    from scipy.signal import fftconvolve  # lazy: scipy.signal takes seconds to import
+
     if max_iter < 1:
         raise ValueError(f"brighterFatterMaxIter must be >= 1, got {max_iter}")
     orig = np.nan_to_num(image.astype(np.float64), nan=0.0)

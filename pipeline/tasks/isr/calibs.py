@@ -13,11 +13,13 @@ import importlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astropy.table import Table
 
 __all__ = [
     "BrighterFatterKernel",
@@ -154,6 +156,8 @@ class Defects(IsrCalib):
 
     def to_table(self) -> list[Table]:
         """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
+        from astropy.table import Table
+
         t = Table(
             rows=self.boxes or None,
             names=("x0", "y0", "width", "height"),
@@ -212,6 +216,8 @@ class Linearizer(IsrCalib):
 
     def to_table(self) -> list[Table]:
         """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
+        from astropy.table import Table
+
         names = list(self.linearity_type)
         width = max([len(self.linearity_coeffs.get(n, ())) for n in names] + [1])
         coeffs = np.full((len(names), width), np.nan)
@@ -284,6 +290,8 @@ class CrosstalkCalib(IsrCalib):
 
     def to_table(self) -> list[Table]:
         """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
+        from astropy.table import Table
+
         cols: dict[str, Any] = {"COEFFS": self.coeffs}
         if self.coeffs_sqr is not None:
             cols["COEFFS_SQR"] = self.coeffs_sqr
@@ -329,6 +337,8 @@ class BrighterFatterKernel(IsrCalib):
 
     def to_table(self) -> list[Table]:
         """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
+        from astropy.table import Table
+
         t = Table({"KERNEL": self.kernel[None]})
         t.meta.update(self.metadata)
         t.meta["GAINS"] = json.dumps(self.gains)
@@ -371,6 +381,8 @@ class IsrCalibFormatter:
         TypeError
             If ``obj`` is not an `IsrCalib`.
         """
+        from astropy.table import Table
+
         if not isinstance(obj, IsrCalib):
             raise TypeError(f"IsrCalibFormatter can only write IsrCalib objects, got {type(obj).__name__}")
         primary = fits.PrimaryHDU(header=_header_safe(obj.metadata))
@@ -397,6 +409,8 @@ class IsrCalibFormatter:
         ValueError
             If the file has no ``CALIBCLS`` keyword or names an unknown class.
         """
+        from astropy.table import Table
+
         with fits.open(path) as hdul:
             clsname = hdul[0].header.get("CALIBCLS")
             if not clsname:

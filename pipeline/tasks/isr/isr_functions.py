@@ -12,7 +12,6 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from scipy import ndimage as _ndi
 
 from .statistics import clipped_stats, compute_statistic
 
@@ -105,6 +104,8 @@ def grow_mask(selected: np.ndarray, radius: int) -> np.ndarray:
     sl = _bbox_of(selected, radius)
     if sl is None:
         return out
+    from scipy import ndimage as _ndi  # lazy import
+
     st = _ndi.generate_binary_structure(2, 1)
     out[sl] = _ndi.binary_dilation(selected[sl], st, iterations=int(radius))
     return out

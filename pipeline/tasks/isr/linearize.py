@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.interpolate import Akima1DInterpolator
 
 __all__ = [
     "LINEARITY_TYPES",
@@ -161,6 +160,8 @@ def linearize_spline(region: np.ndarray, coeffs: Sequence[float], gain: float = 
         values = np.concatenate([[0.0], values])
     if nodes.size < 2:
         return False
+    from scipy.interpolate import Akima1DInterpolator  # lazy import
+
     spl = Akima1DInterpolator(nodes, values)
     v = np.clip(region.astype(np.float64), nodes[0], nodes[-1] - 0.1)
     region -= spl(v).astype(region.dtype, copy=False)

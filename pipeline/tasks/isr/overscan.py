@@ -19,8 +19,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import interpolate as _interp
-from scipy import ndimage as _ndi
 
 from .statistics import (
     clipped_stats,
@@ -204,6 +202,8 @@ def smoothing_bad_lines(overscan: np.ndarray, kernel: int, threshold: float) -> 
     if kernel <= 0 or n == 0:
         return bad
     prof = np.median(overscan, axis=1)
+    from scipy import ndimage as _ndi  # lazy import
+
     smooth = _ndi.median_filter(prof, size=kernel, mode="nearest")
     resid = prof - smooth
     bad = resid >= threshold
@@ -332,6 +332,8 @@ def _spline_model(collapsed: np.ndarray, bad: np.ndarray, order: int, kind: str)
         return np.full(n, value)
     centres = isum[nonempty] / cnt[nonempty]
     values = vsum[nonempty] / cnt[nonempty]
+    from scipy import interpolate as _interp  # lazy import
+
     if kind == "AKIMA_SPLINE":
         spl = _interp.Akima1DInterpolator(centres, values, extrapolate=True)
     elif kind == "NATURAL_SPLINE":
@@ -541,6 +543,8 @@ def correct_overscan(
             badmask = np.zeros(msk[oys, oxs].shape, bool)
             badmask[bad_lines] = True
             if masked_line_grow > 0:
+                from scipy import ndimage as _ndi  # lazy import
+
                 st = _ndi.generate_binary_structure(2, 1)
                 badmask = _ndi.binary_dilation(badmask, st, iterations=masked_line_grow)
             msk[oys, oxs][badmask] |= bad_bit
