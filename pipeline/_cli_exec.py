@@ -364,14 +364,20 @@ def pre_exec_init_qbb(repo: str, qgraph_file: str, log_level: str | None, log_fi
     from .execution.runner import packages_versions
     from .graph.quantum_graph import QuantumGraph
 
+    from .execution._butler_adapter import predicted_file_info
+
     graph = QuantumGraph.load(qgraph_file)
     refs = [r for refs in graph.init_outputs.values() for r in refs]
     qbb = make_qbb(repo, {}, refs)
+    n = 0
     for label, rs in graph.init_outputs.items():
         for ref in rs:
+            if (Path(repo) / predicted_file_info(repo, ref).path).exists():
+                continue  # written by an earlier call: this step can be repeated
             value = packages_versions() if ref.dataset_type.name == "packages" else graph.tasks[label].config
             qbb.put(value, ref)
-    click.echo(f"Wrote {len(refs)} init outputs of run {graph.output_run}")
+            n += 1
+    click.echo(f"Wrote {n} init outputs of run {graph.output_run} ({len(refs) - n} already present)")
 
 
 @click.command("run-qbb", short_help="Execute a saved graph with no registry access.")
@@ -393,23 +399,31 @@ def run_qbb(repo: str, qgraph_file: str, qgraph_node_id: Sequence[str], processe
     from .execution.runner import run_graph
     from .graph.quantum_graph import QuantumGraph
 
-    nodes = [UUID(x) for x in _split_commas(qgraph_node_id)] if qgraph_node_id else None
+    from .execution._butler_adapter import predicted_file_info
+
+    try:
+        nodes = [UUID(x) for x in _split_commas(qgraph_node_id)] if qgraph_node_id else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--qgraph-node-id") from None
     graph = QuantumGraph.load(qgraph_file, nodes=nodes)
+    # A quantum counts as done when its metadata file exists: a rerun finishes the job.
+    done = {q.id for q in graph.quanta()
+            if (Path(repo) / predicted_file_info(repo, q.metadata_ref).path).exists()}
     if processes == 1:
-        executor: Any = SerialExecutor(graph, repo, timeout=timeout)
+        executor: Any = SerialExecutor(graph, repo, timeout=timeout, clean_stale=True)
     else:
-        executor = ProcessPoolQuantumExecutor(qgraph_file, repo, processes, timeout=timeout)
+        executor = ProcessPoolQuantumExecutor(qgraph_file, repo, processes, timeout=timeout, clean_stale=True)
 
     class _NoRegistry:
         def register_outputs(self, items: Any) -> None:
             pass
 
     try:
-        report = run_graph(_NoRegistry(), graph, executor, summary_path=summary)
+        report = run_graph(_NoRegistry(), graph, executor, summary_path=summary, skip=done)
     finally:
         executor.shutdown()
     click.echo(f"{report.count('done') + report.count('no_work')} quanta done, {report.count('failed')} failed, "
-               f"{report.count('blocked')} blocked")
+               f"{report.count('blocked')} blocked, {report.count('skipped')} already done")
     if not report.success:
         sys.exit(1)
 

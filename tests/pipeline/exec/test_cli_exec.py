@@ -238,3 +238,39 @@ def test_rerunning_a_saved_graph_finishes_the_job(toy_cli: Any, tmp_path: Path, 
         out = b.get("toyCalexp", collections=["u/again"], instrument=toy.TOY_INSTRUMENT, exposure=3, detector=d)
         raw = b.get("toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=3, detector=d)
         np.testing.assert_allclose(out, raw.astype(np.float32) - medians[(3, d)])
+
+
+def test_qbb_three_steps_need_no_registry_and_can_be_repeated(toy_cli: Any, tmp_path: Path) -> None:
+    butler, pipe, medians = toy_cli
+    qg = tmp_path / "g.qg"
+    r = _invoke("qgraph", "-b", str(butler.root), "-p", str(pipe), "-i", toy.TOY_RAW_RUN,
+                "--output-run", "u/qbb", "-q", str(qg))
+    assert r.exit_code == 0, r.output
+    root = str(butler.root)
+    # Hide the registry: run-qbb must not need it.
+    reg = Path(root) / "registry.sqlite3"
+    hidden = reg.with_name("hidden.sqlite3")
+    reg.rename(hidden)
+    try:
+        r = _invoke("pre-exec-init-qbb", root, str(qg))
+        assert r.exit_code == 0 and "Wrote 3 init outputs" in r.output, r.output
+        r = _invoke("pre-exec-init-qbb", root, str(qg))
+        assert r.exit_code == 0 and "3 already present" in r.output
+        one = str(_first_quantum(qg))
+        r = _invoke("run-qbb", root, str(qg), "--qgraph-node-id", one)
+        assert r.exit_code == 0 and "1 quanta done" in r.output, r.output
+        r = _invoke("run-qbb", root, str(qg))
+        assert r.exit_code == 0 and "8 quanta done" in r.output and "1 already done" in r.output, r.output
+    finally:
+        hidden.rename(reg)
+    # Nothing was registered: the output run does not exist.
+    from butler import Butler
+
+    assert Butler(root).registry.query_collections("u/qbb") == []
+
+
+def _first_quantum(path: Path) -> Any:
+    from pipeline.graph.quantum_graph import QuantumGraph
+
+    g = QuantumGraph.load(path)
+    return g.quanta_for_task("subtractMedian")[0].id
