@@ -95,19 +95,23 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp) / "repo"
         t0 = time.perf_counter()
         butler, _ = toy.make_toy_repo(root, n_exp, n_det, shape=shape)
-        print(f"toy repository {n_exp} x {n_det} of {shape[0]}x{shape[1]} uint16 in {time.perf_counter() - t0:.1f} s; "
+        dt = time.perf_counter() - t0
+        print(f"toy repository {n_exp} x {n_det} of {shape[0]}x{shape[1]} uint16 in {dt:.1f} s; "
               f"{args.workers} workers, work_ms={args.work_ms:g}")
         results = {}
         g = _graph(butler, "bench/pool", args.work_ms)
         gp = g.save(Path(tmp) / "pool.qg")
-        results["pool"] = _measure(butler, g, ProcessPoolQuantumExecutor(gp, root, args.workers), args.workers)
+        pool = ProcessPoolQuantumExecutor(gp, root, args.workers)
+        results["pool"] = _measure(butler, g, pool, args.workers)
         g = _graph(butler, "bench/parsl", args.work_ms)
         gp = g.save(Path(tmp) / "parsl.qg")
         cfg = {"strategy_period": args.strategy_period, "run_dir": str(Path(tmp) / "runinfo"),
                "htex": {"max_workers_per_node": args.workers, "prefetch_capacity": args.prefetch}}
-        ex = ParslQuantumExecutor(gp, root, cfg, max_in_flight=args.window, quanta_per_task=args.quanta_per_task)
+        ex = ParslQuantumExecutor(gp, root, cfg, max_in_flight=args.window,
+                                  quanta_per_task=args.quanta_per_task)
         results["parsl"] = _measure(butler, g, ex, args.workers)
-        print(f"{'executor':<10}{'quanta':>8}{'start s':>10}{'wall s':>9}{'execute ms/q':>14}{'sched ms/q':>12}"
+        print(f"{'executor':<10}{'quanta':>8}{'start s':>10}{'wall s':>9}{'execute ms/q':>14}"
+              f"{'sched ms/q':>12}"
               f"{'framework ms/q':>16}{'driver CPU ms/q':>17}")
         for name, r in results.items():
             print(f"{name:<10}{r['n']:>8}{r['startup']:>10.2f}{r['wall']:>9.2f}{r['execute_ms']:>14.2f}"

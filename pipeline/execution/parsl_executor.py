@@ -208,7 +208,7 @@ def _format_validation(exc: ValidationError, where: str) -> str:
 
 
 def _worker_slots(site: ParslSiteConfig) -> int:
-    """Number of workers a site configuration gives at most."""
+    """Return the number of workers a site configuration gives at most."""
     prov = site.provider.model_dump()
     nodes = int(prov.get("nodes_per_block") or 1)
     blocks = int(prov.get("max_blocks") or prov.get("init_blocks") or 1)
@@ -220,12 +220,14 @@ def _worker_slots(site: ParslSiteConfig) -> int:
 
 
 def _nodes(site: ParslSiteConfig) -> int:
-    """Number of nodes (worker pools) a site configuration gives at most."""
+    """Return the number of nodes (worker pools) a site configuration gives at most."""
     prov = site.provider.model_dump()
-    return max(1, int(prov.get("nodes_per_block") or 1) * int(prov.get("max_blocks") or prov.get("init_blocks") or 1))
+    blocks = int(prov.get("max_blocks") or prov.get("init_blocks") or 1)
+    return max(1, int(prov.get("nodes_per_block") or 1) * blocks)
 
 
-def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *, run_dir: str | os.PathLike[str] | None = None) -> Any:
+def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *,
+                      run_dir: str | os.PathLike[str] | None = None) -> Any:
     """Build a `parsl.config.Config` from the YAML schema.
 
     Parameters
@@ -255,7 +257,8 @@ def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *, run_dir: str | 
     from parsl.executors import HighThroughputExecutor
 
     prov_cls = _import(PROVIDER_KINDS[site.provider.kind])
-    kwargs = {k: v for k, v in site.provider.model_dump().items() if k not in ("kind", "launcher", "worker_init")}
+    kwargs = {k: v for k, v in site.provider.model_dump().items()
+              if k not in ("kind", "launcher", "worker_init")}
     allowed = [p for p in inspect.signature(prov_cls.__init__).parameters if p not in ("self", "launcher",
                                                                                       "worker_init")]
     unknown = sorted(set(kwargs) - set(allowed))
@@ -269,7 +272,8 @@ def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *, run_dir: str | 
             raise ParslConfigError(f"unknown provider.launcher {site.provider.launcher!r}; choose one of "
                                    f"{', '.join(_LAUNCHERS)}")
         if "launcher" not in inspect.signature(prov_cls.__init__).parameters:
-            raise ParslConfigError(f"provider kind {site.provider.kind!r} takes no launcher; remove provider.launcher")
+            raise ParslConfigError(f"provider kind {site.provider.kind!r} takes no launcher; "
+                                   "remove provider.launcher")
         kwargs["launcher"] = _import(_LAUNCHERS[lname])()
     # Workers are fresh interpreters: put this Python's bin/ first on PATH (process_worker_pool.py
     # and the ccdflow installation), one BLAS thread per single-core worker, then the user's lines.
@@ -375,7 +379,8 @@ def load_parsl_config(source: str | os.PathLike[str] | dict[str, Any] | Any, *,
         except yaml.YAMLError as exc:
             raise ParslConfigError(f"Parsl config file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
-            raise ParslConfigError(f"Parsl config file {path} must hold a mapping (executor:, htex:, provider: ...)")
+            raise ParslConfigError(f"Parsl config file {path} must hold a mapping "
+                                   "(executor:, htex:, provider: ...)")
         site = _validate_site(data, str(path))
         return make_parsl_config(site, run_dir=run_dir), site
     raise ParslConfigError(f"Parsl config file {path} must end in .py or .yaml, not {suffix!r}")
@@ -463,12 +468,13 @@ def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, time
 
         _WORKER_CACHE.clear()
         graph = QuantumGraph.load(graph_path)
-        sqe = _WORKER_CACHE[key] = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level)
+        sqe = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level)
+        _WORKER_CACHE[key] = sqe
     return sqe.execute(UUID(quantum_id))
 
 
-def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str], timeout: float | None = None,
-                         log_level: int = logging.INFO) -> list[QuantumResult]:
+def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str],
+                         timeout: float | None = None, log_level: int = logging.INFO) -> list[QuantumResult]:
     """Run several quanta one after the other in a Parsl worker (one Parsl task per batch).
 
     Parameters
@@ -534,7 +540,8 @@ class ParslQuantumExecutor:
         self.graph_path = str(Path(graph_path).resolve())
         self.repo_root = str(Path(repo_root).resolve())
         if not Path(self.graph_path).is_file():
-            raise ParslConfigError(f"graph file {self.graph_path} does not exist; save the graph first (-q FILE)")
+            raise ParslConfigError(f"graph file {self.graph_path} does not exist; "
+                                   "save the graph first (-q FILE)")
         self.timeout = timeout
         self.log_level = log_level
         run_dir = Path(self.repo_root) / ".ccdflow" / "parsl"
@@ -661,7 +668,8 @@ class ParslQuantumExecutor:
                         self._attempt([(qid, outer, n_lost + 1)])
                     else:
                         self._finish(outer, QuantumResult(
-                            qid, "failed", error=f"{WorkerLostError.__name__}: the worker running this quantum "
+                            qid, "failed",
+                            error=f"{WorkerLostError.__name__}: the worker running this quantum "
                             f"was lost {n_lost + 1} time(s); last error: {exc}"))
                 return
             for qid, outer, _ in items:

@@ -62,7 +62,7 @@ class TransferReport:
 
 
 def finished_outputs(graph: Any, root: str | os.PathLike[str]) -> tuple[list[tuple[Any, Any]], int, int]:
-    """The output files of a graph that exist on disk, for the quanta that finished.
+    """Return the output files of a graph that exist on disk, for the quanta that finished.
 
     Parameters
     ----------
@@ -182,7 +182,8 @@ def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool =
             if existing is None:
                 missing_types.append(dt)
             elif existing != dt:
-                raise ExecutionError(f"dataset type {dt.name} is {existing} in the repository but {dt} in the "
+                raise ExecutionError(f"dataset type {dt.name} is {existing} in the repository but {dt} "
+                                     "in the "
                                      "graph; rebuild the graph against this repository")
         if missing_types and not register_dataset_types:
             raise ExecutionError("dataset type(s) not registered in the repository: "
@@ -208,7 +209,8 @@ def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool =
             report.n_registered += len(todo[i:i + batch_size])
         if update_output_chain:
             report.chain = _update_chain(registry, graph, run, CollectionType, MissingCollectionError)
-        _log.info("Registered %d datasets of %d finished quanta (of %d) in run %s; %d were already registered",
+        _log.info("Registered %d datasets of %d finished quanta (of %d) in run %s; "
+                  "%d were already registered",
                   report.n_registered, report.n_done, report.n_quanta, run, report.n_already)
         return report
     finally:
@@ -216,7 +218,8 @@ def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool =
             butler.close()
 
 
-def _update_chain(registry: Any, graph: Any, run: str, collection_type: Any, missing_error: Any) -> list[str] | None:
+def _update_chain(registry: Any, graph: Any, run: str, collection_type: Any,
+                  missing_error: Any) -> list[str] | None:
     md = graph.metadata
     name = md.get("output")
     if not name:

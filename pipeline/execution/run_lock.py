@@ -36,7 +36,7 @@ class RunLockedError(ExecutionError):
 
 
 def run_lock_key(namespace: str, run: str) -> int:
-    """The signed 64-bit advisory-lock key of a RUN.
+    """Return the signed 64-bit advisory-lock key of a RUN.
 
     Parameters
     ----------
@@ -146,8 +146,8 @@ def _file_lock(root: Path, run: str) -> Iterator[None]:
                 holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
             except (ValueError, OSError):
                 holder = {}
-            who = (f"the driver {holder.get('host', '?')}:{holder.get('pid', '?')} (started {holder.get('since', '?')})"
-                   if holder else "another driver")
+            who = (f"the driver {holder.get('host', '?')}:{holder.get('pid', '?')} "
+                   f"(started {holder.get('since', '?')})" if holder else "another driver")
             raise RunLockedError(
                 f"output run {run!r} is being written by {who}; wait for it to finish, or write into "
                 "another run (-o NAME gives a new timestamped run, or --output-run NEW)") from None

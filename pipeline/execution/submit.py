@@ -35,7 +35,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -164,7 +164,8 @@ def execute_graph(butler: Any, graph: Any, *, executor: Any = "auto", processes:
 
     ctx = run_lock(butler, graph.output_run) if lock and graph.output_run else contextlib.nullcontext()
     with ctx:
-        pre_exec_init(butler, graph, register_dataset_types=register_dataset_types, save_versions=save_versions)
+        pre_exec_init(butler, graph, register_dataset_types=register_dataset_types,
+                      save_versions=save_versions)
         if isinstance(executor, str):
             level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)
             executor = make_executor(executor, graph, butler.root, processes=processes, graph_path=graph_path,
@@ -273,7 +274,7 @@ class SubmitConfig(BaseModel):
         return v
 
     def site_config(self) -> dict[str, Any]:
-        """The Parsl site mapping of ``compute_site`` with cores/memory per quantum applied.
+        """Return the Parsl site mapping of ``compute_site`` with cores/memory per quantum applied.
 
         Returns
         -------
@@ -434,11 +435,9 @@ def submit(source: str | os.PathLike[str] | dict[str, Any] | SubmitConfig, *, dr
         load_parsl_config(parsl_cfg)
     else:
         parsl_cfg = cfg.site_config()
-        from pydantic import ValidationError as _VE
-
         try:
             ParslSiteConfig.model_validate(parsl_cfg)
-        except _VE as exc:
+        except ValidationError as exc:
             from .parsl_executor import ParslConfigError, _format_validation
 
             raise ParslConfigError(_format_validation(exc, f"(site {cfg.compute_site!r})")) from None
@@ -448,7 +447,8 @@ def submit(source: str | os.PathLike[str] | dict[str, Any] | SubmitConfig, *, dr
         colls = resolve_output_collections(
             butler.registry, inputs=cfg.inputs, output=cfg.output, output_run=cfg.output_run,
             extend_run=cfg.extend_run, skip_existing=cfg.skip_existing)
-        md = {"command": " ".join(["pipetask", "submit", *sys.argv[2:]]) if sys.argv[1:2] == ["submit"] else "submit()",
+        cmd = " ".join(["pipetask", "submit", *sys.argv[2:]]) if sys.argv[1:2] == ["submit"] else "submit()"
+        md = {"command": cmd,
               "pipeline": cfg.pipeline, "compute_site": cfg.compute_site}
         graph = build_quantum_graph(butler, pipe, collections=colls, where=cfg.data_query,
                                     clobber_outputs=cfg.clobber_outputs, metadata=md)
@@ -476,15 +476,18 @@ def _make_command() -> Any:
 
     @click.command("submit", short_help="Build a graph from a submit YAML and run it on Parsl.")
     @click.argument("submit_file")
-    @click.option("--dry-run", is_flag=True, help="Build and save the graph and check the configuration only.")
+    @click.option("--dry-run", is_flag=True,
+                  help="Build and save the graph and check the configuration only.")
     @click.option("--progress/--no-progress", default=True, help="Show progress (a bar on a terminal).")
     @click.option("--log-level", "log_level", multiple=True, metavar="[COMPONENT=]LEVEL",
                   help="Log level (DEBUG, INFO, WARNING, ERROR), globally or for one logger.")
     @click.option("--log-file", default=None, metavar="FILE", help="Also write log records to FILE.")
     def submit_command(submit_file: str, dry_run: bool, progress: bool, log_level: tuple[str, ...],
                        log_file: str | None) -> None:
-        """Run a batch submission described by SUBMIT_FILE (pipeline, repo, inputs, data query,
-        output, compute site, cores/memory per quantum, Parsl provider settings).
+        """Run the batch submission described by SUBMIT_FILE.
+
+        The file gives pipeline, repo, inputs, data query, output, compute site, cores/memory per
+        quantum and Parsl provider settings.
 
         Example: pipetask submit bias_submit.yaml
         """
@@ -494,20 +497,22 @@ def _make_command() -> Any:
         try:
             res = submit(submit_file, dry_run=dry_run, progress="auto" if progress else "none")
         except KeyboardInterrupt:
-            click.echo("Interrupted: finished quanta were registered; set extend_run: true and skip_existing: "
+            click.echo("Interrupted: finished quanta were registered; set extend_run: true and "
+                       "skip_existing: "
                        "true (with output_run) in the submit file to finish the job", err=True)
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - one clear line for every expected error
             if not _is_user_error(exc):
                 raise
-            raise click.ClickException(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)) \
-                from None
+            msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise click.ClickException(msg) from None
         if res.report is None:
             click.echo(f"Dry run: saved the graph for run {res.output_run} to {res.graph_path}")
             return
         rep = res.report
         n_ok = rep.count("done") + rep.count("no_work")
-        click.echo(f"Executed {n_ok} quanta successfully, {rep.count('failed')} failed and {rep.count('blocked')} "
+        click.echo(f"Executed {n_ok} quanta successfully, {rep.count('failed')} failed and "
+                   f"{rep.count('blocked')} "
                    f"blocked in {rep.wall_time:.2f} s (output run {res.output_run}; graph {res.graph_path}).")
         for q in rep.quanta.values():
             if q.status == "failed":

@@ -38,13 +38,20 @@ def main() -> int:
                 print("locked", flush=True)
                 time.sleep(args.hold)
             return 0
-        colls = resolve_output_collections(butler.registry, inputs=[toy.TOY_RAW_RUN], output=args.output,
-                                           output_run=args.output_run)
-        tasks = [("subtractMedian", toy.SubtractMedianTask, toy.SubtractMedianConfig(sleep_s=args.sleep)),
-                 ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig())]
+        colls = resolve_output_collections(
+            butler.registry, inputs=[toy.TOY_RAW_RUN], output=args.output, output_run=args.output_run
+        )
+        tasks = [
+            ("subtractMedian", toy.SubtractMedianTask, toy.SubtractMedianConfig(sleep_s=args.sleep)),
+            ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig()),
+        ]
         graph = build_quantum_graph(butler, tasks, collections=colls)
         report = execute_graph(butler, graph, executor="serial", register_dataset_types=True, progress="none")
-        print(json.dumps({"run": graph.output_run, "done": report.count("done"), "failed": report.count("failed")}))
+        print(
+            json.dumps(
+                {"run": graph.output_run, "done": report.count("done"), "failed": report.count("failed")}
+            )
+        )
         return 0 if report.success else 1
     except RunLockedError as exc:
         print(str(exc), file=sys.stderr)

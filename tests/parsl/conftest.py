@@ -22,14 +22,22 @@ for _p in (str(BENCH), str(REPO_ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in [str(BENCH), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
+    p for p in [str(BENCH), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
+)
 _BIN = str(Path(sys.executable).parent)
 if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 
-def make_toy_repo_db(root: Path, n_exposures: int, n_detectors: int, *, db: str | None = None,
-                     shape: tuple[int, int] = (16, 16), seed: int = 99) -> tuple[Any, dict[tuple[int, int], float]]:
+def make_toy_repo_db(
+    root: Path,
+    n_exposures: int,
+    n_detectors: int,
+    *,
+    db: str | None = None,
+    shape: tuple[int, int] = (16, 16),
+    seed: int = 99,
+) -> tuple[Any, dict[tuple[int, int], float]]:
     """A toy repository (``toyRaw`` uint16 images with known medians) on any registry database.
 
     Parameters
@@ -52,6 +60,7 @@ def make_toy_repo_db(root: Path, n_exposures: int, n_detectors: int, *, db: str 
         True median (ADU) of every (exposure, detector) image.
     """
     import _toy_tasks as toy
+
     from butler import Butler, DatasetType
 
     Butler.create(root, db=db)
@@ -66,7 +75,9 @@ def make_toy_repo_db(root: Path, n_exposures: int, n_detectors: int, *, db: str 
         for d in range(n_detectors):
             img = (1000 + 10 * e + d + rng.integers(-20, 21, size=shape)).astype(np.uint16)
             medians[(e, d)] = float(np.median(img))
-            butler.put(img, dt.name, instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d, run=toy.TOY_RAW_RUN)
+            butler.put(
+                img, dt.name, instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d, run=toy.TOY_RAW_RUN
+            )
     return butler, medians
 
 

@@ -1,5 +1,6 @@
 """Parsl configuration loading (YAML schema and .py files), failure classification, executor
-factory and submit-file parsing. Nothing here starts Parsl."""
+factory and submit-file parsing. Nothing here starts Parsl.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def test_slurm_yaml_builds_htex_on_slurm(tmp_path: Path) -> None:
     from parsl.launchers import SrunLauncher
     from parsl.providers import SlurmProvider
 
-    f = _write(tmp_path / "slurm.yaml", """
+    f = _write(
+        tmp_path / "slurm.yaml",
+        """
         retries: 2
         htex: {max_workers_per_node: 16, cores_per_worker: 2, mem_per_worker: 3.5, address: 10.0.0.5}
         export_env: {CCDFLOW_X: "a b"}
@@ -44,7 +47,8 @@ def test_slurm_yaml_builds_htex_on_slurm(tmp_path: Path) -> None:
           max_blocks: 5
           launcher: srun
           worker_init: source /project/venv/bin/activate
-        """)
+        """,
+    )
     config, site = load_parsl_config(f, run_dir=tmp_path / "runinfo")
     assert site is not None and site.provider.kind == "slurm"
     (htex,) = config.executors
@@ -63,18 +67,23 @@ def test_slurm_yaml_builds_htex_on_slurm(tmp_path: Path) -> None:
     assert _worker_slots(site) == 4 * 5 * 16
 
 
-@pytest.mark.parametrize("kind, extra, cls", [
-    ("local", {}, "LocalProvider"),
-    ("pbs", {"queue": "workq", "account": "x", "cpus_per_node": 8}, "PBSProProvider"),
-    ("lsf", {"queue": "normal", "project": "p", "cores_per_node": 8}, "LSFProvider"),
-    ("kubernetes", {"image": "ccdflow:latest", "namespace": "rubin"}, "KubernetesProvider"),
-])
+@pytest.mark.parametrize(
+    "kind, extra, cls",
+    [
+        ("local", {}, "LocalProvider"),
+        ("pbs", {"queue": "workq", "account": "x", "cpus_per_node": 8}, "PBSProProvider"),
+        ("lsf", {"queue": "normal", "project": "p", "cores_per_node": 8}, "LSFProvider"),
+        ("kubernetes", {"image": "ccdflow:latest", "namespace": "rubin"}, "KubernetesProvider"),
+    ],
+)
 def test_every_provider_kind(kind: str, extra: dict, cls: str, tmp_path: Path) -> None:
     if kind == "kubernetes":
         import importlib.util
 
         if importlib.util.find_spec("kubernetes") is None:
-            with pytest.raises(ParslConfigError, match=r"needs the Python package\(s\) kubernetes.*pip install"):
+            with pytest.raises(
+                ParslConfigError, match=r"needs the Python package\(s\) kubernetes.*pip install"
+            ):
                 load_parsl_config({"provider": {"kind": kind, **extra}})
             return
     config, site = load_parsl_config({"provider": {"kind": kind, **extra}}, run_dir=tmp_path)
@@ -109,12 +118,15 @@ def test_yaml_errors_name_field_and_fix(tmp_path: Path) -> None:
 def test_python_config_file(tmp_path: Path) -> None:
     from parsl.config import Config
 
-    good = _write(tmp_path / "good.py", """
+    good = _write(
+        tmp_path / "good.py",
+        """
         from parsl.config import Config
         from parsl.executors import HighThroughputExecutor
         from parsl.providers import LocalProvider
         config = Config(executors=[HighThroughputExecutor(label="mine", provider=LocalProvider())], retries=3)
-        """)
+        """,
+    )
     config, site = load_parsl_config(good)
     assert isinstance(config, Config) and site is None and config.retries == 3
     assert config.executors[0].label == "mine"
@@ -137,10 +149,14 @@ def test_lost_worker_classification() -> None:
 def test_executor_window_and_factory(tmp_path: Path) -> None:
     g = tmp_path / "g.qg"
     g.write_bytes(b"x")
-    ex = ParslQuantumExecutor(g, tmp_path, {"htex": {"max_workers_per_node": 3}, "provider": {"max_blocks": 2}})
+    ex = ParslQuantumExecutor(
+        g, tmp_path, {"htex": {"max_workers_per_node": 3}, "provider": {"max_blocks": 2}}
+    )
     assert ex.max_in_flight == 2 * (3 * 2) + 1 * 2 and ex.dfk is None and ex.lost_worker_retries == 2
     ex.shutdown()  # never started: nothing to clean up
-    ex = ParslQuantumExecutor(g, tmp_path, {"quanta_per_task": 4, "max_in_flight": 10, "lost_worker_retries": 0})
+    ex = ParslQuantumExecutor(
+        g, tmp_path, {"quanta_per_task": 4, "max_in_flight": 10, "lost_worker_retries": 0}
+    )
     assert ex.max_in_flight == 10 and ex.quanta_per_task == 4 and ex.lost_worker_retries == 0
     with pytest.raises(ParslConfigError, match="graph file .* does not exist"):
         ParslQuantumExecutor(tmp_path / "missing.qg", tmp_path)
@@ -153,7 +169,9 @@ def test_executor_window_and_factory(tmp_path: Path) -> None:
 
 def test_submit_file_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CCDFLOW_REPO", "/data/repo")
-    f = _write(tmp_path / "sub.yaml", """
+    f = _write(
+        tmp_path / "sub.yaml",
+        """
         pipelineYaml: pipelines/isr.yaml#step1
         butlerConfig: $CCDFLOW_REPO
         inCollection: kast_blue/raw/all, kast_blue/calib
@@ -165,7 +183,8 @@ def test_submit_file_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         sites:
           cluster:
             provider: {kind: slurm, partition: normal}
-        """)
+        """,
+    )
     cfg = load_submit_config(f)
     assert cfg.pipeline == str(tmp_path / "pipelines/isr.yaml") + "#step1"
     assert cfg.repo == "/data/repo" and cfg.inputs == ["kast_blue/raw/all", "kast_blue/calib"]

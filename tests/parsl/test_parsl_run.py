@@ -1,5 +1,7 @@
-"""A real Parsl HighThroughputExecutor (LocalProvider, 2 workers, 2 quanta per Parsl task) on a 264-quantum graph with the
-registry on PostgreSQL, compared file by file with a serial run of the same graph shape; one
+"""A real Parsl HighThroughputExecutor on a 264-quantum graph, compared with a serial run.
+
+LocalProvider, 2 workers, 2 quanta per Parsl task, registry on PostgreSQL; every output is compared
+file by file with a serial run of the same graph shape; one
 worker is killed mid-quantum (SIGKILL) and the run still completes; an injected algorithm error
 is not retried and blocks only its descendants.
 
@@ -15,10 +17,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import _toy_tasks as toy
 import numpy as np
 import pytest
 
-import _toy_tasks as toy
 from pipeline.execution.executors import SerialExecutor
 from pipeline.execution.parsl_executor import ParslQuantumExecutor
 from pipeline.execution.runner import pre_exec_init, run_graph
@@ -36,8 +38,10 @@ KILL = (7, 3)
 
 
 def _tasks() -> list[tuple[str, type, Any]]:
-    return [("subtractMedian", KillableSubtractMedianTask, KillableSubtractMedianConfig(fail_on=[FAIL_EXPOSURE])),
-            ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig())]
+    return [
+        ("subtractMedian", KillableSubtractMedianTask, KillableSubtractMedianConfig(fail_on=[FAIL_EXPOSURE])),
+        ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig()),
+    ]
 
 
 def _graph(butler: Any, run: str) -> Any:
@@ -88,19 +92,35 @@ def runs(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterato
         pre_exec_init(butler, parsl_graph, register_dataset_types=True)
         marker = tmp / "killed"
         attempts = tmp / "attempts"
-        cfg = {"strategy_period": 0.1, "run_dir": str(tmp / "runinfo"), "retries": 0, "lost_worker_retries": 2,
-               "quanta_per_task": 2,
-               "htex": {"max_workers_per_node": 2},
-               "export_env": {"CCDFLOW_TEST_KILL": f"{KILL[0]}:{KILL[1]}:{marker}",
-                              "CCDFLOW_TEST_ATTEMPTS": str(attempts)}}
+        cfg = {
+            "strategy_period": 0.1,
+            "run_dir": str(tmp / "runinfo"),
+            "retries": 0,
+            "lost_worker_retries": 2,
+            "quanta_per_task": 2,
+            "htex": {"max_workers_per_node": 2},
+            "export_env": {
+                "CCDFLOW_TEST_KILL": f"{KILL[0]}:{KILL[1]}:{marker}",
+                "CCDFLOW_TEST_ATTEMPTS": str(attempts),
+            },
+        }
         executor = ParslQuantumExecutor(gpath, butler.root, cfg)
         counting = _CountingExecutor(executor)
         try:
             parsl = run_graph(butler, parsl_graph, counting, progress="none")
         finally:
             counting.shutdown()
-        yield {"butler": butler, "medians": medians, "serial": serial, "parsl": parsl, "graph": parsl_graph,
-               "executor": executor, "counting": counting, "marker": marker, "attempts": attempts}
+        yield {
+            "butler": butler,
+            "medians": medians,
+            "serial": serial,
+            "parsl": parsl,
+            "graph": parsl_graph,
+            "executor": executor,
+            "counting": counting,
+            "marker": marker,
+            "attempts": attempts,
+        }
         butler.close()
     finally:
         drop_pg_schema(postgres_url, schema)
@@ -116,8 +136,11 @@ def test_statuses_match_serial_and_failure_blocks_only_descendants(runs: dict[st
         assert rep.count("blocked") == 1
     failed = sorted(q.data_id["detector"] for q in parsl.quanta.values() if q.status == "failed")
     assert failed == list(range(N_DET))
-    assert all(q.data_id["exposure"] == FAIL_EXPOSURE for q in parsl.quanta.values()
-               if q.status in ("failed", "blocked"))
+    assert all(
+        q.data_id["exposure"] == FAIL_EXPOSURE
+        for q in parsl.quanta.values()
+        if q.status in ("failed", "blocked")
+    )
     assert all("injected failure" in q.error for q in parsl.quanta.values() if q.status == "failed")
 
 
@@ -125,9 +148,14 @@ def test_every_output_identical_to_serial(runs: dict[str, Any]) -> None:
     butler, medians = runs["butler"], runs["medians"]
     n_compared = 0
     for name in ("toyCalexp", "toyExposureSummary"):
-        s_refs = {tuple(sorted(r.data_id.required.items())): r for r in butler.query_datasets(name, collections=["u/serial"])}
-        p_refs = {tuple(sorted(r.data_id.required.items())): r
-                  for r in butler.query_datasets(name, collections=["u/parsl"])}
+        s_refs = {
+            tuple(sorted(r.data_id.required.items())): r
+            for r in butler.query_datasets(name, collections=["u/serial"])
+        }
+        p_refs = {
+            tuple(sorted(r.data_id.required.items())): r
+            for r in butler.query_datasets(name, collections=["u/parsl"])
+        }
         assert set(s_refs) == set(p_refs)
         assert len(p_refs) == (N_EXP - 1) * (N_DET if name == "toyCalexp" else 1)
         for key, pref in p_refs.items():
@@ -137,9 +165,13 @@ def test_every_output_identical_to_serial(runs: dict[str, Any]) -> None:
             n_compared += 1
     assert n_compared == (N_EXP - 1) * (N_DET + 1)
     # And the numbers are right: output = raw - true median.
-    for (e, d) in [(1, 0), KILL, (N_EXP, N_DET - 1)]:
-        raw = butler.get("toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d)
-        out = butler.get("toyCalexp", collections=["u/parsl"], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d)
+    for e, d in [(1, 0), KILL, (N_EXP, N_DET - 1)]:
+        raw = butler.get(
+            "toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d
+        )
+        out = butler.get(
+            "toyCalexp", collections=["u/parsl"], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d
+        )
         np.testing.assert_array_equal(out, raw.astype(np.float32) - np.float32(medians[(e, d)]))
 
 
@@ -147,8 +179,11 @@ def test_killed_worker_is_retried_and_run_completes(runs: dict[str, Any]) -> Non
     parsl, graph, executor = runs["parsl"], runs["graph"], runs["executor"]
     assert runs["marker"].exists(), "the worker-kill hook never fired"
     assert executor.n_lost >= 1
-    killed = [q for q in parsl.quanta.values()
-              if q.task_label == "subtractMedian" and (q.data_id["exposure"], q.data_id["detector"]) == KILL]
+    killed = [
+        q
+        for q in parsl.quanta.values()
+        if q.task_label == "subtractMedian" and (q.data_id["exposure"], q.data_id["detector"]) == KILL
+    ]
     assert len(killed) == 1 and killed[0].status == "done"
     attempts: dict[tuple[int, int], int] = {}
     for p in runs["attempts"].iterdir():

@@ -1,7 +1,8 @@
 """The three-step quantum-backed flow: ``pipetask pre-exec-init-qbb`` and ``pipetask run-qbb`` with
 no registry at all (the registry file moved away and ``butler.yaml`` pointing at a database that
 does not exist), then ``butler transfer-from-graph`` registering what the workers finished, run
-again after more quanta finished, and once more with nothing new (idempotent)."""
+again after more quanta finished, and once more with nothing new (idempotent).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import _toy_tasks as toy
 import numpy as np
 import pytest
 import yaml
 
-import _toy_tasks as toy
 from butler import Butler
 from pipeline.execution.qbb import transfer_from_graph
 from pipeline.graph.builder import build_quantum_graph
@@ -60,8 +61,10 @@ class _NoRegistry:
 def qbb_setup(tmp_path: Path) -> tuple[Any, dict[tuple[int, int], float], Any, Path]:
     butler, medians = make_toy_repo_db(tmp_path / "repo", 3, 2, shape=(8, 8))
     colls = resolve_output_collections(butler.registry, inputs=[toy.TOY_RAW_RUN], output="u/qbb")
-    tasks = [("subtractMedian", toy.SubtractMedianTask, toy.SubtractMedianConfig()),
-             ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig())]
+    tasks = [
+        ("subtractMedian", toy.SubtractMedianTask, toy.SubtractMedianConfig()),
+        ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig()),
+    ]
     graph = build_quantum_graph(butler, tasks, collections=colls)
     path = graph.save(tmp_path / "g.qg")
     butler.close()
@@ -78,15 +81,29 @@ def test_three_step_qbb_without_registry(qbb_setup: Any) -> None:
         assert bad.returncode != 0
         r = _cli(BIN / "pipetask", "pre-exec-init-qbb", str(root), str(gpath))
         assert r.returncode == 0, r.stderr
-        r = _cli(BIN / "pipetask", "run-qbb", str(root), str(gpath), "--qgraph-node-id",
-                 ",".join(str(i) for i in first), "--summary", str(root.parent / "s1.json"))
+        r = _cli(
+            BIN / "pipetask",
+            "run-qbb",
+            str(root),
+            str(gpath),
+            "--qgraph-node-id",
+            ",".join(str(i) for i in first),
+            "--summary",
+            str(root.parent / "s1.json"),
+        )
         assert r.returncode == 0, r.stderr
     summary = json.loads((root.parent / "s1.json").read_text())
     assert summary["counts"]["done"] == 6
 
     # Register what finished (CLI), with the dataset types and the output chain.
-    r = _cli(BIN / "butler", "transfer-from-graph", str(gpath), str(root), "--register-dataset-types",
-             "--update-output-chain")
+    r = _cli(
+        BIN / "butler",
+        "transfer-from-graph",
+        str(gpath),
+        str(root),
+        "--register-dataset-types",
+        "--update-output-chain",
+    )
     assert r.returncode == 0, r.stderr
     assert "Registered" in r.stdout
     with Butler(root) as b:
@@ -99,8 +116,14 @@ def test_three_step_qbb_without_registry(qbb_setup: Any) -> None:
         n_after_first = len(b.query_datasets("*", collections=[run], find_first=False))
 
     with _NoRegistry(root):
-        r = _cli(BIN / "pipetask", "run-qbb", str(root), str(gpath), "--qgraph-node-id",
-                 ",".join(str(i) for i in rest))
+        r = _cli(
+            BIN / "pipetask",
+            "run-qbb",
+            str(root),
+            str(gpath),
+            "--qgraph-node-id",
+            ",".join(str(i) for i in rest),
+        )
         assert r.returncode == 0, r.stderr
 
     rep = transfer_from_graph(gpath, root, register_dataset_types=True, update_output_chain=True)
@@ -114,8 +137,12 @@ def test_three_step_qbb_without_registry(qbb_setup: Any) -> None:
 
     with Butler(root) as b:
         for (e, d), med in medians.items():
-            raw = b.get("toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d)
-            out = b.get("toyCalexp", collections=["u/qbb"], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d)
+            raw = b.get(
+                "toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d
+            )
+            out = b.get(
+                "toyCalexp", collections=["u/qbb"], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d
+            )
             np.testing.assert_array_equal(out, raw.astype(np.float32) - np.float32(med))
         s3 = b.get("toyExposureSummary", collections=["u/qbb"], instrument=toy.TOY_INSTRUMENT, exposure=3)
         assert s3["n"] == 2

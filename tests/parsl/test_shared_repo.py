@@ -1,6 +1,7 @@
 """Several drivers on one repository: concurrent runs into different RUNs on PostgreSQL stay
 consistent, a second writer of the same RUN is refused with a clear error (PostgreSQL advisory
-lock / SQLite flock), and a driver killed with SIGKILL leaves no stale lock."""
+lock / SQLite flock), and a driver killed with SIGKILL leaves no stale lock.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import _toy_tasks as toy
 import numpy as np
 import pytest
 
-import _toy_tasks as toy
 from butler import Butler
 from pipeline.execution.run_lock import RunLockedError, run_lock, run_lock_key
 
@@ -23,8 +24,13 @@ from .conftest import REPO_ROOT, make_toy_repo_db
 
 
 def _driver(repo: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tests.parsl._driver", str(repo), *args], cwd=str(REPO_ROOT),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.parsl._driver", str(repo), *args],
+        cwd=str(REPO_ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -61,9 +67,16 @@ def test_concurrent_drivers_different_runs(pg_db: str, tmp_path: Path) -> None:
             assert len(refs) == 12
             for ref in refs:
                 e, d = ref.data_id["exposure"], ref.data_id["detector"]
-                raw = b.get("toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=e,
-                            detector=d)
-                np.testing.assert_array_equal(b.get(ref), raw.astype(np.float32) - np.float32(medians[(e, d)]))
+                raw = b.get(
+                    "toyRaw",
+                    collections=[toy.TOY_RAW_RUN],
+                    instrument=toy.TOY_INSTRUMENT,
+                    exposure=e,
+                    detector=d,
+                )
+                np.testing.assert_array_equal(
+                    b.get(ref), raw.astype(np.float32) - np.float32(medians[(e, d)])
+                )
             assert len(b.query_datasets("toyExposureSummary", collections=[r["run"]])) == 4
 
 

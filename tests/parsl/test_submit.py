@@ -2,7 +2,8 @@
 builds the graph, takes the run lock, runs on Parsl and registers the outputs. The driver is
 interrupted (SIGINT) after two finished quanta (exposure 1 fails on the workers): it exits 130,
 registers what finished (no dataset without its file), cleans Parsl up, and the run is finished
-by a resume (``extend_run`` + ``skip_existing`` + ``clobber_outputs``) with the same config."""
+by a resume (``extend_run`` + ``skip_existing`` + ``clobber_outputs``) with the same config.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import textwrap
 import time
 from pathlib import Path
 
+import _toy_tasks as toy
 import numpy as np
 import pytest
 
-import _toy_tasks as toy
 from butler import Butler
 from pipeline._cli_opts import load_pipeline
 from pipeline.execution.submit import SubmitConfigError, execute_graph, submit
@@ -94,8 +95,13 @@ def _n_registered(root: Path, run: str) -> int:
 def test_pipetask_submit_interrupted_then_resumed(tmp_path: Path) -> None:
     _, medians = make_toy_repo_db(tmp_path / "repo", 4, 2, shape=(8, 8))
     sub = _submit_file(tmp_path, tmp_path / "repo", query="exposure IN (1..4)", outputRun="u/submit/run1")
-    proc = subprocess.Popen([str(BIN / "pipetask"), "submit", str(sub), "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=str(REPO_ROOT))
+    proc = subprocess.Popen(
+        [str(BIN / "pipetask"), "submit", str(sub), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO_ROOT),
+    )
     try:
         # Interrupt (Ctrl-C) once the driver registered two finished quanta.
         deadline = time.monotonic() + 180
@@ -130,16 +136,23 @@ def test_pipetask_submit_interrupted_then_resumed(tmp_path: Path) -> None:
         assert 2 <= n_calexp < 6
         # Resume as for a local run: extend the run, skip finished quanta, clobber the failed
         # ones' logs (same config; no injected failure in this process).
-        colls = resolve_output_collections(b.registry, output="u/submit", output_run=run, extend_run=True,
-                                           skip_existing=True)
+        colls = resolve_output_collections(
+            b.registry, output="u/submit", output_run=run, extend_run=True, skip_existing=True
+        )
         pipe_graph = load_pipeline(str(tmp_path / "toy.yaml")).to_graph()
-        g = build_quantum_graph(b, pipe_graph, collections=colls, where="exposure IN (1..4)", clobber_outputs=True)
+        g = build_quantum_graph(
+            b, pipe_graph, collections=colls, where="exposure IN (1..4)", clobber_outputs=True
+        )
         assert len(g) == 12 - counts["done"]
         report = execute_graph(b, g, executor="serial", progress="none")
         assert report.success and report.count("done") == len(g)
         for (e, d), med in medians.items():
-            raw = b.get("toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d)
-            out = b.get("toyCalexp", collections=["u/submit"], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d)
+            raw = b.get(
+                "toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d
+            )
+            out = b.get(
+                "toyCalexp", collections=["u/submit"], instrument=toy.TOY_INSTRUMENT, exposure=e, detector=d
+            )
             np.testing.assert_array_equal(out, raw.astype(np.float32) - np.float32(med))
         assert len(b.query_datasets("toyExposureSummary", collections=[run])) == 4
 
@@ -149,8 +162,13 @@ def test_submit_errors_before_touching_the_repository(tmp_path: Path) -> None:
     bad_site = _submit_file(tmp_path, tmp_path / "repo", computeSite="nowhere")
     with pytest.raises(SubmitConfigError, match="compute_site 'nowhere' is not defined"):
         submit(bad_site)
-    r = subprocess.run([str(BIN / "pipetask"), "submit", str(bad_site)], capture_output=True, text=True, timeout=120,
-                       cwd=str(REPO_ROOT))
+    r = subprocess.run(
+        [str(BIN / "pipetask"), "submit", str(bad_site)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(REPO_ROOT),
+    )
     assert r.returncode != 0 and "compute_site 'nowhere' is not defined" in r.stderr
     assert "Traceback" not in r.stderr
     no_out = tmp_path / "noout.yaml"
@@ -161,8 +179,13 @@ def test_submit_errors_before_touching_the_repository(tmp_path: Path) -> None:
         assert b.registry.query_collections("u/*") == []
     # --dry-run: graph saved, nothing run or registered.
     dry = _submit_file(tmp_path, tmp_path / "repo")
-    r = subprocess.run([str(BIN / "pipetask"), "submit", str(dry), "--dry-run"], capture_output=True, text=True,
-                       timeout=120, cwd=str(REPO_ROOT))
+    r = subprocess.run(
+        [str(BIN / "pipetask"), "submit", str(dry), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(REPO_ROOT),
+    )
     assert r.returncode == 0, r.stderr
     assert "Dry run" in r.stdout and (tmp_path / "submit.qg").is_file()
     with Butler(tmp_path / "repo") as b:
