@@ -1181,7 +1181,9 @@ class Pipeline:
 
     def to_yaml(self) -> str:
         """Return the expanded pipeline as YAML text (readable back by `from_string`)."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        return yaml.dump(
+            self.to_dict(), Dumper=_PipelineDumper, sort_keys=False, default_flow_style=False, width=100
+        )
 
     def write(self, path: str | Path) -> None:
         """Write `to_yaml` to ``path`` (atomically: temporary file then rename)."""
@@ -1270,6 +1272,21 @@ def _expand(text: str, where: str) -> str:
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _PipelineDumper(yaml.SafeDumper):
+    """Safe dumper: multi-line strings (python blocks) as ``|`` blocks, long ones folded (``>``)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    if "\n" in value.strip("\n"):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    if len(value) > 80:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=">")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_PipelineDumper.add_representer(str, _represent_str)
 
 
 def _parse_yaml(text: str, where: str) -> Any:

@@ -496,3 +496,20 @@ def test_pipeline_search_path(tmp_path, monkeypatch):
         r"current directory and in .*lib, .*pipelines\)",
     ):
         Pipeline.from_file("none.yaml")
+
+
+def test_written_yaml_keeps_multiline_text(tmp_path):
+    """Python blocks and long descriptions survive write/read unchanged."""
+    pipe = Pipeline.from_string(
+        "description: " + "a long description " * 8 + "\n"
+        f"tasks:\n  isr:\n    class: {T}.SubtractTask\n    config:\n"
+        "      - python: |\n          config.level = 2.0\n          config.offset.value = 1.0\n"
+    )
+    out = tmp_path / "w.yaml"
+    pipe.write(out)
+    text = out.read_text()
+    assert "python: |\n" in text and "description: >\n" in text
+    again = Pipeline.from_file(out)
+    assert again.description == pipe.description
+    assert again.tasks["isr"].config[0].python == "config.level = 2.0\nconfig.offset.value = 1.0\n"
+    assert again.task_config("isr").level == 2.0 and again.task_config("isr").offset.value == 1.0
