@@ -87,6 +87,7 @@ class Butler:
             schema=reg_cfg.get("schema"),
             writeable=True if writeable is None else bool(writeable),
             busy_timeout=float(reg_cfg.get("busy_timeout", DEFAULT_BUSY_TIMEOUT)),
+            must_exist=True,
         )
         self.registry: Registry = Registry.open(db, default_universe())
         self.datastore = FileDatastore(self.root, self.config.get("datastore") or {})

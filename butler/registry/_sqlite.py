@@ -138,17 +138,17 @@ class SqliteDatabase(Database):
 
     @classmethod
     def from_url(
-        cls, url: str, *, writeable: bool = True, busy_timeout: float = 60.0, create: bool = False
+        cls, url: str, *, writeable: bool = True, busy_timeout: float = 60.0, must_exist: bool = False
     ) -> SqliteDatabase:
         """Open an SQLite database from a ``sqlite:///path`` URL.
 
         Raises
         ------
         RepositoryError
-            If the file does not exist and ``create`` is false (nothing is created then).
+            If ``must_exist`` and the file does not exist (nothing is created then).
         """
         path = sa.engine.make_url(url).database
-        if not create and path and path != ":memory:" and not os.path.exists(path):
+        if must_exist and path and path != ":memory:" and not os.path.exists(path):
             raise RepositoryError(
                 f"the registry database {path} is missing; the repository is incomplete "
                 "(restore registry.sqlite3 or create a new repository)"

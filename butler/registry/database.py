@@ -205,6 +205,7 @@ def make_database(
     writeable: bool = True,
     busy_timeout: float = 60.0,
     create: bool = False,
+    must_exist: bool = False,
 ) -> Database:
     """Open the database of a repository, choosing the backend from the URL.
 
@@ -220,6 +221,8 @@ def make_database(
         SQLite: seconds to wait for another writer's lock before `RepositoryLockedError`.
     create : `bool`
         Create the schema (namespace) if missing (PostgreSQL).
+    must_exist : `bool`
+        SQLite: refuse to create a missing database file (opening an existing repository).
 
     Raises
     ------
@@ -229,7 +232,9 @@ def make_database(
     if url.startswith("sqlite"):
         from ._sqlite import SqliteDatabase
 
-        return SqliteDatabase.from_url(url, writeable=writeable, busy_timeout=busy_timeout, create=create)
+        return SqliteDatabase.from_url(
+            url, writeable=writeable, busy_timeout=busy_timeout, must_exist=must_exist
+        )
     if url.startswith("postgresql"):
         from ._postgresql import PostgresqlDatabase
 
