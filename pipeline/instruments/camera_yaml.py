@@ -50,6 +50,9 @@ PROPERTY_NAMES = (
 )
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class CameraDescriptionError(ValueError):
     """A camera description YAML is invalid; the message names file, detector and field."""
 
@@ -420,7 +423,7 @@ def parse_camera_description(text: str, source: str = "<string>") -> CameraDescr
         the amplifier and the field, and what is expected.
     """
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a SafeLoader (libyaml when available)
     except yaml.YAMLError as exc:
         raise CameraDescriptionError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

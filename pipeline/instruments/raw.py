@@ -22,7 +22,7 @@ from pipeline.image.exposure import Exposure, MaskedImage
 from pipeline.image.fits import clean_header
 from pipeline.image.geometry import Box
 
-from .headers import RawFileError, merge_headers, read_headers
+from .headers import MergedHeader, RawFileError, merge_headers, read_headers
 from .instrument import BUILTIN_INSTRUMENTS, Instrument, get_instrument, instrument_for_headers
 from .translator import TranslationError
 
@@ -75,7 +75,7 @@ def read_raw(
         If the headers cannot be translated or the detector is not in the file.
     """
     source = os.fspath(path)
-    headers = read_headers(path)
+    headers = read_headers(path, fast=True)  # keyword lookups only; 2 headers are fully parsed below
     if instrument is None:
         inst = _find_instrument(headers, source)
     elif isinstance(instrument, Instrument):
@@ -95,10 +95,11 @@ def read_raw(
         if not found:
             raise TranslationError(f"{source} holds no pixels of {inst.name} detector {detector}")
         det_id, hdu = int(detector), found[0]
-    ext_header = headers[hdu]
-    merged = merge_headers(headers[0], ext_header if hdu else None)
-    info = inst.translate(merged, hdu, detector=det_id, source=source).to_exposure_info()
-    det = inst.detector_for_raw(det_id, ext_header if hdu else headers[0])
+    ext_header = headers[hdu] if hdu else None
+    view = MergedHeader(headers[0], ext_header)
+    info = inst.translate(view, hdu, detector=det_id, source=source).to_exposure_info()
+    det = inst.detector_for_raw(det_id, ext_header if ext_header is not None else headers[0])
+    merged = merge_headers(headers[0].to_header(), None if ext_header is None else ext_header.to_header())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
