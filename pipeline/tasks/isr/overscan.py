@@ -522,7 +522,8 @@ def correct_overscan(
     lines = fit_view
     masked = np.zeros(lines.shape, bool) if msk is None else (msk[oys, ox0:ox1] & exclude_bits) != 0
     result = OverscanResult()
-    if masked.all() or lines.size == 0:
+    n_masked0 = int(np.count_nonzero(masked))
+    if n_masked0 == masked.size:  # fully masked (or empty) overscan
         result.skipped = True
         return result
     if np.isfinite(overscan_fraction) or np.isfinite(image_threshold):
@@ -531,8 +532,7 @@ def correct_overscan(
         if med_img != 0 and med_os / med_img > overscan_fraction and med_img > image_threshold:
             result.skipped = True
             return result
-    med0 = median(lines, masked)
-    n_masked0 = int(np.count_nonzero(masked))
+    med0 = median(lines, masked if n_masked0 else None)
     masked, bad_lines = mask_deviant_pixels(lines, masked, max_deviation, absolute_max_deviation, med0)
     if smoothing_kernel > 0:
         bad_lines |= smoothing_bad_lines(lines, smoothing_kernel, smoothing_threshold)
@@ -568,8 +568,11 @@ def correct_overscan(
         ov_full -= model.astype(img.dtype, copy=False)[:, None]
         result.image_model = img_model
     res_mask = None if msk is None else (msk[oys, oxs] & exclude_bits) != 0
+    if res_mask is not None and not res_mask.any():
+        res_mask = None
     sel = ov_full if res_mask is None else ov_full[~res_mask]
-    sel = sel[np.isfinite(sel)]
+    fin = np.isfinite(sel)
+    sel = sel.ravel() if fin.all() else sel[fin]
     rmean, rvar, _, rmed = clipped_stats(sel, None, 3.0, 3, _with_median=True)
     result.residual_mean = float(sel.mean(dtype=np.float64)) if sel.size else float("nan")
     result.residual_median = rmed

@@ -77,6 +77,8 @@ def select_finite(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndar
         good = np.isfinite(values)
         if mask is not None:
             good &= ~mask
+        if good.all():
+            return values.ravel()  # no copy when every value is selected
         return values[good]
     if mask is not None:
         return values[~mask]
