@@ -383,8 +383,8 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
     walker: GraphWalker[int] = GraphWalker({i: succ[i] for i in range(n)})
     report = RunReport()
     for i in range(n):
-        q = graph.quantum_at(i)
-        report.quanta[q.id] = QuantumReport(q.id, q.task_label, dict(q.data_id.required))
+        qid = graph.id_at(i)
+        report.quanta[qid] = QuantumReport(qid, graph.label_at(i), dict(graph.data_id_at(i).required))
     bar = _Progress(n, progress)
     in_flight: dict[Future[QuantumResult], int] = {}
     retries: dict[int, int] = {}

@@ -261,6 +261,22 @@ class QuantumGraph:
         """
         return self._labels[index]
 
+    def data_id_at(self, index: int) -> Any:
+        """Return the data ID of the quantum at an index (without building its refs).
+
+        Parameters
+        ----------
+        index : `int`
+
+        Returns
+        -------
+        data_id : `butler.DataCoordinate`
+        """
+        q = self._quanta.get(index)
+        if q is not None or self._cols is None:
+            return self.quantum_at(index).data_id
+        return self._cols.data_id(int(self._cols.q_data_id[index]))
+
     def quantum_at(self, index: int) -> Quantum:
         """Return (building it on first access for a loaded graph) the quantum at an index.
 
