@@ -163,3 +163,27 @@ def test_merge_headers_extension_wins():
     m = merge_headers(p, e)
     assert m["EXPTIME"] == 2.0 and m["FILTER"] == "r" and m["EXTNAME"] == "ccd01"
     assert p["EXPTIME"] == 1.0
+
+
+def test_fast_header_matches_astropy_on_every_real_file(shared_data):
+    """Check FastHeader (used by ingest) gives astropy's value for every keyword of every real raw."""
+    from pipeline.instruments.headers import FastHeader
+
+    files = sorted((shared_data / "raw").glob("*/*.fits*"))
+    assert len(files) == 26
+    for path in files:
+        (slow,) = read_headers(path)
+        (fast,) = read_headers(path, fast=True)
+        assert isinstance(fast, FastHeader)
+        for key in fast.keys():
+            if key in slow and key not in ("COMMENT", "HISTORY"):
+                expected = slow[key]
+                got = fast[key]
+                if isinstance(expected, float):
+                    assert got == pytest.approx(expected, rel=1e-12), (path.name, key)
+                else:
+                    assert got == expected, (path.name, key)
+        assert fast["EXPTIME"] == slow["EXPTIME"]
+    (efosc,) = read_headers(files[0], fast=True)
+    assert files[0].name.startswith("EFOSC")
+    assert efosc["ESO DET OUT1 CONAD"] == 1.1 and efosc["ESO DPR CATG"] in ("CALIB", "SCIENCE")
