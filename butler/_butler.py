@@ -143,6 +143,8 @@ class Butler:
                     "overwrite=True (--overwrite)"
                 )
             cls._destroy(root)
+        elif root.exists() and not root.is_dir():
+            raise RepositoryError(f"{root} is a file; give a directory path for the new repository")
         elif root.exists() and any(root.iterdir()):
             raise RepositoryError(
                 f"{root} exists and is not empty; create the repository in a new or empty directory"
