@@ -326,7 +326,8 @@ class CameraModel(_Strict):
     description: str = ""
     class_name: str | None = Field(None, description="Dotted path of a Translator subclass for quirks.")
     match: dict[str, str | list[str]] = Field(
-        default_factory=dict, description="Header keyword → value(s) identifying this instrument's raws."
+        min_length=1,
+        description="Header keyword → value(s) identifying this instrument's raws (ingest needs one).",
     )
     filters: list[FilterModel] = Field(default_factory=list)
     amplifier_defaults: dict[str, Any] = Field(default_factory=dict)

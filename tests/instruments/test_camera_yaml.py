@@ -138,6 +138,8 @@ def test_minimal_yaml_only_instrument(tmp_path):
         ),
         (lambda d: d["translation"]["rules"][0]["set"].update(colour="x"), r"unknown property 'colour'"),
         (lambda d: d.update(name="my cam"), r"field 'name'"),
+        (lambda d: d.pop("match"), r"field 'match': Field required"),
+        (lambda d: d.update(match={}), r"field 'match'"),
     ],
 )
 def test_validation_errors_name_file_detector_field(tmp_path, edit, pattern):
