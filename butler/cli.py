@@ -74,6 +74,13 @@ def _is_number(s: str) -> bool:
     return True
 
 
+def _sort_value(v: Any) -> tuple[int, Any]:
+    """Sort key for a data ID value that may be missing (None), a number or a string."""
+    if v is None:
+        return (0, 0)
+    return (1, v) if isinstance(v, (int, float)) else (2, str(v))
+
+
 def _split(values: Iterable[str] | None) -> list[str]:
     """Flatten repeated and comma-separated option values."""
     out: list[str] = []
@@ -381,18 +388,7 @@ def query_datasets(
     )
     if not order_by:
         order = b.registry.universe.names
-        refs.sort(
-            key=lambda r: (
-                r.dataset_type.name,
-                r.run,
-                [
-                    (r.data_id.get(d) is None, str(r.data_id.get(d)))
-                    if isinstance(r.data_id.get(d), str)
-                    else (False, r.data_id.get(d) or 0)
-                    for d in order
-                ],
-            )
-        )
+        refs.sort(key=lambda r: (r.dataset_type.name, r.run, [_sort_value(r.data_id.get(d)) for d in order]))
     rows, columns = _ref_rows(refs, b, show_uri)
     _print_table(rows, fmt, columns, empty="No datasets found.")
 
