@@ -31,7 +31,9 @@ __all__ = [
     "load_camera_description",
     "parse_camera_description",
     "read_headers",
+    "read_raw",
     "register_instrument",
+    "simulate_raws",
 ]
 
 
@@ -40,4 +42,12 @@ def __getattr__(name: str):  # lazy: ingest imports the butler
         from . import ingest
 
         return getattr(ingest, name)
+    if name == "read_raw":
+        from .raw import read_raw
+
+        return read_raw
+    if name == "simulate_raws":
+        from .simulate import simulate_raws
+
+        return simulate_raws
     raise AttributeError(f"module 'pipeline.instruments' has no attribute {name!r}")
