@@ -427,8 +427,7 @@ def query_data_ids(
         limit=limit or None,
     )
     rows = [dict(d) for d in ids]
-    columns = list(ids[0].keys()) if ids else []
-    _print_table(rows, fmt, columns, empty="No data IDs found.")
+    _print_table(rows, fmt, empty="No data IDs found.")
 
 
 @cli.command("query-dimension-records")
