@@ -588,9 +588,9 @@ class ParslQuantumExecutor:
             Path(self._config.run_dir).mkdir(parents=True, exist_ok=True)
             _log.info("Starting Parsl (run dir %s, %d quanta in flight at most)", self._config.run_dir,
                       self.max_in_flight)
-            self._dfk = DataFlowKernel(config=self._config)
             # Parsl logs (DEBUG) go to RUN_DIR/parsl.log; keep them off the user's console.
             logging.getLogger("parsl").propagate = False
+            self._dfk = DataFlowKernel(config=self._config)
             self._app = python_app(run_quantum_on_worker, data_flow_kernel=self._dfk)
             self._batch_app = python_app(run_quanta_on_worker, data_flow_kernel=self._dfk)
         return self._app
