@@ -193,10 +193,13 @@ def test_translation_value_errors(tmp_path):
 
 
 def test_config_overrides_missing_is_empty():
-    """Check config overrides missing is empty."""
+    """Check config overrides come from pipeline/instruments/<name>/<label>.yaml, else are empty."""
     inst = get_instrument("testcam")
     assert inst.config_overrides("noSuchTask") == {}
     assert _HERE.name == "instruments"
+    if (_HERE / "megacam" / "isr.yaml").is_file():  # written by the ISR engineer
+        overrides = get_instrument("megacam").config_overrides("isr")
+        assert overrides["doBias"] is False and overrides["doAssembleIsrExposures"] is True
 
 
 def test_camera_format_doc_example_is_valid(tmp_path):
