@@ -230,3 +230,16 @@ def test_ptc_zero_noise_falls_back_to_overscan_noise():
     for amp in out.detector:
         want = truth.amps[0][amp.name].read_noise
         assert out.metadata[f"LSST ISR READNOISE {amp.name}"] == pytest.approx(want, rel=0.35)
+
+
+def test_ptc_tiny_noise_is_rejected():
+    """Check a PTC read noise far below the overscan noise (failed fit, 6e-6 e-) is replaced."""
+    raw, truth = _sim()
+
+    class Ptc:
+        gain = {a.name: truth.gain(0, a.name) for a in raw.detector}
+        noise = {a.name: 6e-6 for a in raw.detector}
+
+    out = IsrTask(config=_cfg(usePtcGains=True, usePtcReadNoise=True)).run(raw, ptc=Ptc()).exposure
+    for amp in out.detector:
+        assert out.metadata[f"LSST ISR READNOISE {amp.name}"] > 1.0

@@ -79,6 +79,11 @@ __all__ = [
 # ============================================================================================
 # The task
 # ============================================================================================
+#: A PTC read noise below this fraction of the overscan noise measured in the exposure is treated
+#: as a failed PTC fit (the overscan noise contains the read noise).
+PTC_NOISE_MIN_FRACTION = 0.5
+
+
 def _calib_planes(calib: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     if isinstance(calib, Exposure):
         return calib.image, calib.mask, calib.variance
@@ -487,18 +492,22 @@ class IsrTask(PipelineTask):
                 n = float(os.residualSigma) * g_ok
             elif c.usePtcReadNoise:
                 n = self._ptc_value(ptc, "noise", amp)
-                if not n > 0:
-                    # A PTC noise of 0 (or NaN/negative) is a failed fit, not a noiseless amp: fall
-                    # back to the empirical overscan noise, else the camera's (reference QUIRK:
-                    # it substitutes an arbitrary 1 e-).
-                    os = overscans.get(amp.name)
-                    g_ok = g if g > 0 else 1.0
-                    fb = float(os.residualSigma) * g_ok if os is not None else amp.read_noise
+                os = overscans.get(amp.name)
+                g_ok = g if g > 0 else 1.0
+                empirical = float(os.residualSigma) * g_ok if os is not None else float("nan")
+                # A PTC noise that is not positive, or far below the noise measured in this very
+                # exposure's overscan (which contains the read noise), is a failed PTC fit, not a
+                # noiseless amp: use the overscan value, else the camera's (reference QUIRK: it
+                # substitutes an arbitrary 1 e- for a noise <= 0 and keeps tiny values).
+                if not n > 0 or (empirical > 0 and n < PTC_NOISE_MIN_FRACTION * empirical):
+                    fb = empirical if empirical > 0 else amp.read_noise
                     self.log.warning(
-                        "amp %s: PTC read noise %r is not positive; using %s value %.3g e-",
+                        "amp %s: PTC read noise %.3g e- is implausible (overscan noise %.3g e-); using %s "
+                        "value %.3g e-",
                         amp.name,
                         n,
-                        "the overscan" if os is not None else "the camera",
+                        empirical,
+                        "the overscan" if empirical > 0 else "the camera",
                         fb,
                     )
                     n = fb
