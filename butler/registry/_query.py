@@ -152,6 +152,20 @@ class QueryContext:
             notes = getattr(exc, "__notes__", [])
             raise InvalidQueryError("\n".join([str(exc), *notes])) from None
 
+    def filters(
+        self,
+        data_id: Mapping[str, Any] | None,
+        dims: Mapping[str, Any] | None,
+        where: str,
+        bind: Mapping[str, Any] | None,
+    ) -> list[Any]:
+        """Return the clauses of a query's data ID constraints and ``where`` expression (see `constrain`)."""
+        clauses = self.constrain(data_id, dims or {})
+        w = self.compile_where(where, bind)
+        if w is not None:
+            clauses.append(w)
+        return clauses
+
     def constrain(self, data_id: Mapping[str, Any] | None, dims: Mapping[str, Any]) -> list[Any]:
         """Equality clauses for data ID values.
 
@@ -247,7 +261,11 @@ class DatasetQuery:
         self.dims = dataset_type.dimensions + dataset_type.implied
 
     def subquery(self) -> Any:
-        """Union of the dataset rows found in each kind of collection, with a search ``rank``."""
+        """Return the union of the dataset rows in each kind of collection, with a search ``rank``.
+
+        With no collection to search it is an empty selection (which still lets the ``where``
+        expression be checked).
+        """
         reg = self.registry
         d = reg._t["dataset"]
         rank = {c.id: i for i, c in enumerate(self.search)}
@@ -361,13 +379,8 @@ class DatasetQuery:
         from .registry import CalibrationLookupError
 
         sub = self.subquery()
-        if sub is None:
-            return []
         ctx = self.context(sub)
-        clauses = ctx.constrain(data_id, dims or {})
-        w = ctx.compile_where(where, bind)
-        if w is not None:
-            clauses.append(w)
+        clauses = ctx.filters(data_id, dims, where, bind)
         orders = ctx.order_columns(order_by)
         out_cols = [sub.c.dataset_id, sub.c.dataset_type_id, sub.c.run_id, *[sub.c[x] for x in self.dims]]
         order_labels = [col.label(f"o_{i}") for i, (col, _) in enumerate(orders)]
@@ -459,12 +472,9 @@ class DataIdQuery:
                 ctx.joins.append((t, sa.and_(*on) if on else sa.true()))
         if base is None:
             return [DataCoordinate.empty(u)]
-        clauses = ctx.constrain(data_id, dims or {})
+        clauses = ctx.filters(data_id, dims, where, bind)
         for dt in self.datasets:
-            dq = DatasetQuery(reg, dt, self.search)
-            sub = dq.subquery()
-            if sub is None:
-                return []
+            sub = DatasetQuery(reg, dt, self.search).subquery()
             common = [x for x in dt.dimensions + dt.implied if x in all_dims]
             clauses.append(
                 sa.exists(
@@ -473,9 +483,6 @@ class DataIdQuery:
                     .where(*[sub.c[x] == ctx.dim_col(x) for x in common])
                 )
             )
-        w = ctx.compile_where(where, bind)
-        if w is not None:
-            clauses.append(w)
         orders = ctx.order_columns(order_by)
         cols = [ctx.dim_col(d).label(d) for d in all_dims]
         stmt = sa.select(*cols).select_from(ctx.from_clause(base)).distinct()
@@ -520,10 +527,7 @@ class RecordQuery:
         for i in el.implies:
             ctx.dim_cols[i] = t.c[i]
         ctx.dim_cols[self.element] = t.c[el.primary_key.name]
-        clauses = ctx.constrain(data_id, dims or {})
-        w = ctx.compile_where(where, bind)
-        if w is not None:
-            clauses.append(w)
+        clauses = ctx.filters(data_id, dims, where, bind)
         orders = ctx.order_columns(order_by)
         stmt = sa.select(t).select_from(ctx.from_clause(t))
         if clauses:
