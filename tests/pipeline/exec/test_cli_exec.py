@@ -118,12 +118,13 @@ def _registered_files_exist(root: Path, collection: str) -> int:
 
 
 @pytest.mark.slow
-def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["sigkill-driver", "ctrl-c"])
+def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path, how: str) -> None:
     butler, pipe, medians = toy_cli
     root = str(butler.root)
     env = dict(os.environ)
     args = ["run", "-b", root, "-p", str(pipe), "-i", toy.TOY_RAW_RUN, "-o", "u/kill", "-j", "2",
-            "--register-dataset-types", "-c", "subtractMedian:sleep_s=0.4", "--no-progress"]
+            "--register-dataset-types", "-c", "subtractMedian:sleep_s=1.0", "--no-progress"]
     proc = subprocess.Popen(_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     # Wait until at least one quantum is registered, then SIGKILL the driver only.
@@ -140,8 +141,14 @@ def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path) -> None:
         if done >= 1:
             break
     assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)   # what a terminal sends to the whole job
+        out = proc.communicate(timeout=60)[0].decode()
+        assert proc.returncode == 130, out
+        assert "--extend-run" in out and "Traceback" not in out
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     time.sleep(1.0)
     try:
         os.killpg(proc.pid, signal.SIGKILL)   # orphaned workers, if any survived
@@ -149,11 +156,15 @@ def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path) -> None:
         pass
     n_before = _registered_files_exist(butler.root, "u/kill")
     n_md = len(Butler(root).query_datasets("subtractMedian_metadata", collections=["u/kill"]))
-    assert 1 <= n_md < 6
+    try:
+        n_md += len(Butler(root).query_datasets("gatherMedians_metadata", collections=["u/kill"]))
+    except Exception:  # noqa: BLE001 - nothing of that type registered yet
+        pass
+    assert 1 <= n_md < 9        # interrupted part-way
     assert n_before >= 3
     # Resume: only the unfinished quanta run; the result is complete and correct.
     r = subprocess.run(_cmd("run", "-b", root, "-p", str(pipe), "-o", "u/kill", "--extend-run",
-                            "--skip-existing", "--no-progress", "-j", "2", "-c", "subtractMedian:sleep_s=0.4"), env=env, capture_output=True, text=True)
+                            "--skip-existing", "--no-progress", "-j", "2", "-c", "subtractMedian:sleep_s=1.0"), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     n_run = int(r.stdout.split("Executed ")[1].split()[0])
     assert n_run < 9            # finished quanta were skipped
