@@ -30,8 +30,9 @@ YAML file in the schema of `ParslSiteConfig`::
     executor: htex                 # HighThroughputExecutor (the only one supported)
     retries: 1                     # Parsl retries, counted only for lost workers
     lost_worker_retries: 2         # further resubmissions by ccdflow
-    strategy_period: 0.5           # s between Parsl scaling decisions
-    htex: {max_workers_per_node: 8, cores_per_worker: 1, mem_per_worker: 4}
+    strategy_period: 1             # s between Parsl scaling decisions
+    quanta_per_task: 1             # >1 batches very short quanta into one Parsl task
+    htex: {max_workers_per_node: 8, cores_per_worker: 1, mem_per_worker: 4, prefetch_capacity: 1}
     provider:
       kind: slurm                  # local | slurm | pbs | lsf | kubernetes
       partition: normal

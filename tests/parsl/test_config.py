@@ -199,3 +199,41 @@ def test_submit_file_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         load_submit_config({"pipeline": "p", "outptu": "x"})
     with pytest.raises(SubmitConfigError, match="does not exist"):
         load_submit_config(tmp_path / "nope.yaml")
+
+
+def test_pipetask_run_rejects_bad_parsl_config_before_writing(tmp_path: Path) -> None:
+    """A bad --parsl-config is one clear error and leaves the repository untouched."""
+    import subprocess
+
+    from butler import Butler
+
+    from .conftest import REPO_ROOT, make_toy_repo_db
+
+    make_toy_repo_db(tmp_path / "repo", 1, 1, shape=(4, 4))[0].close()
+    bad = _write(tmp_path / "bad.yaml", "htex: {max_workers_per_nod: 2}\n")
+    r = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pipetask"),
+            "run",
+            "-b",
+            str(tmp_path / "repo"),
+            "-t",
+            "_toy_tasks.SubtractMedianTask:subtractMedian",
+            "-i",
+            "ToyCam/raw/all",
+            "-o",
+            "u/bad",
+            "--register-dataset-types",
+            "--parsl-config",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(REPO_ROOT),
+    )
+    assert r.returncode != 0
+    assert "htex.max_workers_per_nod: Extra inputs are not permitted" in r.stderr
+    assert "Traceback" not in r.stderr
+    with Butler(tmp_path / "repo") as b:
+        assert b.registry.query_collections("u/*") == []
