@@ -104,6 +104,28 @@ class IsrTask(PipelineTask):
     See the module docstring for the header keywords written. Steps and order follow
     reference-algorithms §2.1; each reference QUIRK (§9) and the behaviour chosen is documented
     in the function implementing the step.
+
+    Notes
+    -----
+    Reference quirks and the intended behaviour implemented here (each has a test):
+
+    * ``overscanIsInt=True`` per-row fits use the afw tie-aware integer median
+      (`statistics.integer_median`), not numpy's median.
+    * Crosstalk coefficients are ``coeffs[source, target]`` (`crosstalk.crosstalk_correct`).
+    * ``setBadRegions`` honours ``badStatistic`` (default MEANCLIP); the reference always used
+      MEDIAN (`isr_functions.set_bad_regions`).
+    * A read noise of 0 from the camera stays 0 (the reference turned it into 1 e⁻); NaN or
+      negative values become 1 e⁻ (`isr_functions.effective_gain_noise`). A PTC read noise ≤ 0
+      or below half the exposure's overscan noise is treated as a failed PTC fit and replaced
+      by the overscan noise.
+    * A spline overscan fit with ``order < 5`` bins is refused by the config instead of silently
+      becoming a constant (`overscan.fit_overscan`).
+    * A lookup-table row index equal to the number of rows raises a clear RuntimeError
+      (`linearize.linearize_lookup_table`); ``brighterFatterMaxIter=1`` returns a defined
+      difference of 0 (`brighter_fatter.brighter_fatter_correction`).
+
+    Deviations: deferred-charge (CTI) correction and inter-chip crosstalk are not implemented
+    (NotImplementedError / ignored with a warning); vignetting is a circle in detector pixels.
     """
 
     ConfigClass = IsrTaskConfig
