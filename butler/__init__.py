@@ -4,6 +4,20 @@ Public API::
 
     from butler import Butler, DatasetType, DatasetRef, DataCoordinate, CollectionType
 
+A short tour::
+
+    butler = Butler.create("repo")                     # SQLite registry, files under repo/
+    butler.registry.insert_dimension_data("instrument", {"name": "cam"})
+    butler.registry.insert_dimension_data("detector", {"instrument": "cam", "id": 0, "full_name": "S00"})
+    bias_type = DatasetType("bias", ["detector"], "NumpyArray", is_calibration=True)
+    butler.registry.register_dataset_type(bias_type)
+    ref = butler.put(array, "bias", instrument="cam", detector=0, run="cam/calib/run1")
+    butler.registry.register_collection("cam/calib", CollectionType.CALIBRATION)
+    butler.registry.certify("cam/calib", [ref], Timespan(begin, None))
+    # With exposure records registered, an exposure's time picks the calibration:
+    bias = butler.get("bias", instrument="cam", detector=0, exposure=42, collections="cam/calib")
+    refs = butler.query_datasets("bias", collections="cam/*", where="detector IN (0..3)")
+
 Names are imported on first use (PEP 562), so ``import butler`` and the ``butler`` CLI start
 fast; errors are imported eagerly.
 """
