@@ -243,3 +243,28 @@ def test_ptc_tiny_noise_is_rejected():
     out = IsrTask(config=_cfg(usePtcGains=True, usePtcReadNoise=True)).run(raw, ptc=Ptc()).exposure
     for amp in out.detector:
         assert out.metadata[f"LSST ISR READNOISE {amp.name}"] > 1.0
+
+
+def test_lsst_helper_methods():
+    """Check saturationDetection, suspectDetection and updateVariance on a raw amplifier."""
+    raw, truth = _sim()
+    task = IsrTask(config=_cfg(saturation=5000.0))
+    exp = task.convertIntToFloat(raw.copy())
+    amp = exp.detector.amplifiers[0]
+    d = amp.raw_data_bbox
+    exp.image[d.y0 + 1, d.x0 + 1] = 95000.0
+    n_sat = task.saturationDetection(exp, amp)
+    above = int(np.count_nonzero(exp.image[d.slices] >= 5000.0))
+    assert n_sat == above > 0
+    assert task.suspectDetection(exp, amp) == 1  # testcam suspect level 90000
+    mi = exp.masked_image
+    assert mi.mask[d.y0 + 1, d.x0 + 1] & mi.get_plane_bitmask("SUSPECT")
+    sub = Exposure(MaskedImage(np.full((4, 4), 100.0, np.float32)))
+    task.updateVariance(sub, amp)
+    np.testing.assert_allclose(sub.variance, 100.0 / amp.gain + (amp.read_noise / amp.gain) ** 2, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="overscanImage"):
+        IsrTask(config=_cfg(doEmpiricalReadNoise=True)).updateVariance(sub, amp)
+    rng = np.random.default_rng(0)
+    os_img = rng.normal(0, 3.0, (200, 20)).astype(np.float32)
+    IsrTask(config=_cfg(doEmpiricalReadNoise=True)).updateVariance(sub, amp, overscanImage=os_img)
+    np.testing.assert_allclose(sub.variance, 100.0 / amp.gain + 3.0**2, rtol=0.05)

@@ -275,6 +275,96 @@ class IsrTask(PipelineTask):
                 return True
         return False
 
+    def saturationDetection(self, exposure: Exposure, amp: Any) -> int:
+        """Mask pixels ``>=`` the saturation level in the amp's data box as ``saturatedMaskName``.
+
+        Parameters
+        ----------
+        exposure : `pipeline.image.Exposure`
+            Raw (untrimmed) exposure; only ``amp.raw_data_bbox`` is processed.
+        amp : `pipeline.image.Amplifier`
+            Amplifier (``saturation``, overridden by ``config.saturation`` when finite).
+
+        Returns
+        -------
+        n : `int`
+            Number of pixels flagged.
+        """
+        level = self.config.saturation if math.isfinite(self.config.saturation) else amp.saturation
+        return self._threshold_mask(exposure, amp.raw_data_bbox, level, self.config.saturatedMaskName)
+
+    def suspectDetection(self, exposure: Exposure, amp: Any) -> int:
+        """Mask pixels ``>=`` ``amp.suspect_level`` in the amp's data box as ``suspectMaskName``.
+
+        A NaN suspect level masks nothing.
+
+        Returns
+        -------
+        n : `int`
+            Number of pixels flagged.
+        """
+        return self._threshold_mask(
+            exposure, amp.raw_data_bbox, amp.suspect_level, self.config.suspectMaskName
+        )
+
+    @staticmethod
+    def _threshold_mask(exposure: Exposure, box: Box, level: float, plane: str) -> int:
+        mi = exposure.masked_image
+        bit = np.int32(mi.get_plane_bitmask(plane, add=True))
+        if not math.isfinite(level):
+            return 0
+        sel = F.make_threshold_mask(mi.image[box.slices], level)
+        mi.mask[box.slices][sel] |= bit
+        return int(np.count_nonzero(sel))
+
+    def updateVariance(
+        self, ampExposure: Exposure, amp: Any, overscanImage: Any = None, ptcDataset: Any = None
+    ) -> None:
+        """Set the variance plane of one amplifier's exposure from its gain and read noise.
+
+        Parameters
+        ----------
+        ampExposure : `pipeline.image.Exposure`
+            The amplifier's (trimmed) exposure in ADU; its variance is replaced (ADU²).
+        amp : `pipeline.image.Amplifier`
+            Gain (e⁻/ADU) and read noise (e⁻) unless taken from the PTC.
+        overscanImage : `pipeline.image.MaskedImage` or `numpy.ndarray`, optional
+            Overscan after correction; its clipped stdev × gain is the read noise when
+            ``doEmpiricalReadNoise``.
+        ptcDataset : `PhotonTransferCurveDataset`, optional
+            Gains / read noise when ``usePtcGains`` / ``usePtcReadNoise``.
+
+        Raises
+        ------
+        RuntimeError
+            If ``usePtcGains`` or ``usePtcReadNoise`` is set without ``ptcDataset``, or
+            ``doEmpiricalReadNoise`` without ``overscanImage``.
+        """
+        c = self.config
+        if (c.usePtcGains or c.usePtcReadNoise) and ptcDataset is None:
+            raise RuntimeError("usePtcGains/usePtcReadNoise need ptcDataset; pass the PTC or set both False")
+        gain = self._ptc_value(ptcDataset, "gain", amp) if c.usePtcGains else amp.gain
+        if c.doEmpiricalReadNoise:
+            if overscanImage is None:
+                raise RuntimeError("doEmpiricalReadNoise needs overscanImage (the corrected overscan)")
+            data = (
+                overscanImage.image if isinstance(overscanImage, MaskedImage) else np.asarray(overscanImage)
+            )
+            noise = float(np.sqrt(clipped_stats(data)[1])) * (gain if gain > 0 else 1.0)
+        elif c.usePtcReadNoise:
+            noise = self._ptc_value(ptcDataset, "noise", amp)
+        else:
+            noise = amp.read_noise
+        gain, noise = F.effective_gain_noise(gain, noise, amp.name)
+        mi = ampExposure.masked_image
+        if not mi.variance.flags.writeable:
+            mi.variance = np.array(mi.variance, dtype=np.float32)
+        F.update_variance(mi.image, mi.variance, gain, noise)
+
+    def debugView(self, exposure: Exposure, stepname: str) -> None:
+        """Log the state of the exposure at a processing step (no display backend here)."""
+        self.log.debug("ISR step %s: exposure %s", stepname, exposure)
+
     def overscanCorrection(self, ccdExposure: Exposure, amp: Any) -> Struct:
         """Apply overscan correction in place (delegates to the ``overscan`` subtask)."""
         return self.overscan.run(ccdExposure, amp)
