@@ -155,12 +155,15 @@ def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool =
     pipeline.execution.runner.ExecutionError
         If the graph has no output run, a dataset type is missing (without
         ``register_dataset_types``) or defined differently in the repository.
+    pipeline.execution.run_lock.RunLockedError
+        If a driver is writing into the graph's output run right now.
     pipeline.graph.quantum_graph.QuantumGraphFileError
         If the graph file cannot be read.
     """
-    from butler import Butler, CollectionType, MissingCollectionError
+    from butler import Butler
 
     from ..graph.quantum_graph import QuantumGraph
+    from .run_lock import run_lock
     from .runner import ExecutionError
 
     if not isinstance(graph, QuantumGraph):
@@ -183,32 +186,14 @@ def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool =
                 missing_types.append(dt)
             elif existing != dt:
                 raise ExecutionError(f"dataset type {dt.name} is {existing} in the repository but {dt} "
-                                     "in the "
-                                     "graph; rebuild the graph against this repository")
+                                     "in the graph; rebuild the graph against this repository")
         if missing_types and not register_dataset_types:
             raise ExecutionError("dataset type(s) not registered in the repository: "
                                  + ", ".join(sorted(d.name for d in missing_types))
                                  + "; rerun with --register-dataset-types")
         items, report.n_done, report.n_missing = finished_outputs(graph, butler.root)
-        with registry.transaction():
-            for dt in missing_types:
-                if registry.register_dataset_type(dt):
-                    report.dataset_types_registered.append(dt.name)
-            registry.register_run(run)
-        # Skip what earlier transfers (or a driver) already registered.
-        get_records = registry.get_file_records
-        already: set[UUID] = set()
-        ids = [ref.id for ref, _ in items]
-        for i in range(0, len(ids), 5000):
-            already |= set(get_records(ids[i:i + 5000]))
-        todo = [(ref, info) for ref, info in items if ref.id not in already]
-        report.n_already = len(items) - len(todo)
-        todo = _checksummed(butler, todo)
-        for i in range(0, len(todo), batch_size):
-            butler.register_outputs(todo[i:i + batch_size])
-            report.n_registered += len(todo[i:i + batch_size])
-        if update_output_chain:
-            report.chain = _update_chain(registry, graph, run, CollectionType, MissingCollectionError)
+        with run_lock(butler, run):  # no driver may be registering into this run meanwhile
+            _transfer(butler, graph, run, items, missing_types, report, batch_size, update_output_chain)
         _log.info("Registered %d datasets of %d finished quanta (of %d) in run %s; "
                   "%d were already registered",
                   report.n_registered, report.n_done, report.n_quanta, run, report.n_already)
@@ -216,6 +201,31 @@ def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool =
     finally:
         if own:
             butler.close()
+
+
+def _transfer(butler: Any, graph: Any, run: str, items: list[tuple[Any, Any]], missing_types: list[Any],
+              report: TransferReport, batch_size: int, update_output_chain: bool) -> None:
+    from butler import CollectionType, MissingCollectionError
+
+    registry = butler.registry
+    with registry.transaction():
+        for dt in missing_types:
+            if registry.register_dataset_type(dt):
+                report.dataset_types_registered.append(dt.name)
+        registry.register_run(run)
+    # Skip what earlier transfers (or a driver) already registered.
+    already: set[UUID] = set()
+    ids = [ref.id for ref, _ in items]
+    for i in range(0, len(ids), 5000):
+        already |= set(registry.get_file_records(ids[i:i + 5000]))
+    todo = [(ref, info) for ref, info in items if ref.id not in already]
+    report.n_already = len(items) - len(todo)
+    todo = _checksummed(butler, todo)
+    for i in range(0, len(todo), batch_size):
+        butler.register_outputs(todo[i:i + batch_size])
+        report.n_registered += len(todo[i:i + batch_size])
+    if update_output_chain:
+        report.chain = _update_chain(registry, graph, run, CollectionType, MissingCollectionError)
 
 
 def _update_chain(registry: Any, graph: Any, run: str, collection_type: Any,

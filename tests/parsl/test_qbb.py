@@ -180,3 +180,12 @@ def test_transfer_errors(qbb_setup: Any) -> None:
         transfer_from_graph(gpath, root)
     r = _cli(BIN / "butler", "transfer-from-graph", str(root / "nope.qg"), str(root))
     assert r.returncode != 0 and "nope.qg" in r.stderr and "Traceback" not in r.stderr
+    # A driver writing the same run holds its lock: the transfer is refused, nothing registered.
+    from pipeline.execution.run_lock import RunLockedError, run_lock
+
+    with Butler(root) as b, run_lock(b, graph.output_run):
+        with pytest.raises(RunLockedError, match="is being written by"):
+            transfer_from_graph(gpath, root, register_dataset_types=True)
+    with Butler(root) as b:
+        assert graph.output_run not in b.registry.query_collections()
+        assert toy.TOY_RAW_RUN in b.registry.query_collections()
