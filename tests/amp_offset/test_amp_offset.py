@@ -118,3 +118,16 @@ def test_with_background_and_detection_on_sources():
     exp.image[20:24, 95:105] += 5000.0  # a star across an interface
     res = AmpOffsetTask(config=AmpOffsetConfig(ampEdgeWidth=12)).run(exp)
     np.testing.assert_allclose(res.pedestals, v - v.mean(), atol=0.15)
+
+
+def test_detect_sources_finds_star_not_noise():
+    """Check the smoothed 5-sigma detection flags a faint star and almost no noise pixels."""
+    from pipeline.tasks.amp_offset.amp_offset import detect_sources
+
+    rng = np.random.default_rng(2)
+    im = rng.normal(0.0, 1.0, (200, 200))
+    y, x = np.mgrid[:200, :200]
+    im += 6.0 * np.exp(-((x - 100) ** 2 + (y - 80) ** 2) / (2 * 2.0**2))  # peak ~6 sigma per pixel
+    det = detect_sources(im, 5.0, 2.0)
+    assert det[80, 100]
+    assert det[:40, :40].sum() == 0

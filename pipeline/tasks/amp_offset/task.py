@@ -9,7 +9,6 @@ import numpy as np
 from pipeline.config import Config, Field, model_validator
 from pipeline.struct import Struct
 from pipeline.task import Task
-from pipeline.tasks.isr.statistics import clipped_stats
 
 from . import amp_offset as _ao
 
@@ -38,6 +37,9 @@ class AmpOffsetConfig(Config):
     )
     doDetection: bool = Field(True, description="Mask sources (> detectionThreshold sigma) before measuring.")
     detectionThreshold: float = Field(5.0, description="Detection threshold in units of the clipped sigma.")
+    detectionSmoothingSigma: float = Field(
+        2.0, description="Gaussian smoothing sigma (pixels) applied before thresholding the detection image."
+    )
     applyWeights: bool = Field(True, description="Weight interfaces by their length.")
     doApplyAmpOffset: bool = Field(
         False, description="Subtract the pedestals from the image (False: measure only)."
@@ -151,10 +153,7 @@ class AmpOffsetTask(Task):
             short = min(amps[0].bbox.nx, amps[0].bbox.ny)
             im -= _ao.estimate_background(im, max(int(short * c.backgroundFractionSample) // 2, 8))
         if c.doDetection:
-            mean, var, _ = clipped_stats(im[::4, ::4])
-            if var == var and var > 0:
-                det_mask = im > mean + c.detectionThreshold * np.sqrt(var)
-                im[det_mask] = np.nan
+            im[_ao.detect_sources(im, c.detectionThreshold, c.detectionSmoothingSigma)] = np.nan
         assoc, sides = self.getAmpAssociations(amps)
         ped, interfaces = self.getAmpOffsets(im, amps, assoc, sides)
         for iid, value in interfaces.items():

@@ -1,16 +1,14 @@
-"""Instrument signature removal: pure numpy modules and the `IsrTask` / `CfhtIsrTask` glue."""
+"""Instrument signature removal: pure numpy modules and the `IsrTask` / `CfhtIsrTask` glue.
+
+The task and calibration classes are re-exported lazily (PEP 562), so importing a pure module
+such as ``pipeline.tasks.isr.statistics`` (used by the calibration and amp-offset code) does
+not import the task framework.
+"""
 
 from __future__ import annotations
 
-from .calibs import BrighterFatterKernel, CrosstalkCalib, Defects, IsrCalib, IsrCalibFormatter, Linearizer
-from .cfht_isr_task import CfhtIsrTask, CfhtIsrTaskConfig
-from .isr_task import (
-    IsrTask,
-    IsrTaskConfig,
-    IsrTaskConnections,
-    OverscanCorrectionTask,
-    OverscanCorrectionTaskConfig,
-)
+import importlib
+from typing import Any
 
 __all__ = [
     "BrighterFatterKernel",
@@ -27,3 +25,32 @@ __all__ = [
     "OverscanCorrectionTask",
     "OverscanCorrectionTaskConfig",
 ]
+
+_WHERE = {
+    "BrighterFatterKernel": "calibs",
+    "CrosstalkCalib": "calibs",
+    "Defects": "calibs",
+    "IsrCalib": "calibs",
+    "IsrCalibFormatter": "calibs",
+    "Linearizer": "calibs",
+    "CfhtIsrTask": "cfht_isr_task",
+    "CfhtIsrTaskConfig": "cfht_isr_task",
+    "IsrTask": "isr_task",
+    "IsrTaskConfig": "isr_config",
+    "IsrTaskConnections": "isr_config",
+    "OverscanCorrectionTask": "overscan_task",
+    "OverscanCorrectionTaskConfig": "overscan_task",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
