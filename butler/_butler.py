@@ -182,6 +182,11 @@ class Butler:
             raise
         return cls(root)
 
+    @classmethod
+    def from_config(cls, repo: str | os.PathLike, **kwargs: Any) -> Butler:
+        """Open a repository (the daf_butler spelling of ``Butler(repo, ...)``)."""
+        return cls(repo, **kwargs)
+
     @staticmethod
     def _destroy(root: Path) -> None:
         cfg = load_config(root)
@@ -414,6 +419,10 @@ class Butler:
         return self.registry.find_dataset(
             dataset_type, data_id, collections=self._search(collections), timespan=timespan, **dims
         )
+
+    def get_dataset(self, id: Any) -> DatasetRef | None:
+        """Return the dataset with a UUID (expanded data ID), or `None`."""
+        return self.registry.get_dataset(id)
 
     def get_uri(self, ref: DatasetRef) -> Path:
         """Absolute path of a stored dataset's file.

@@ -41,6 +41,10 @@ def test_put_get_roundtrip_and_paths(filled):
     cut = filled.get(ref, parameters={"slices": (slice(10, 20), slice(5, 8))})
     assert cut.shape == (10, 3) and np.array_equal(cut, arr[10:20, 5:8])
     assert filled.exists("arr", instrument="cam", exposure=3, detector=2, collections="u/me/run1")
+    assert filled.get_dataset(ref.id) == ref and filled.get_dataset(str(ref.id)).run == "u/me/run1"
+    other = Butler.from_config(filled.root, collections="u/*")
+    assert np.array_equal(other.get("arr", instrument="cam", exposure=3, detector=2), arr)
+    other.close()
     assert not filled.exists("arr", instrument="cam", exposure=4, detector=2, collections="u/me/run1")
     # No leftover temporary files.
     assert not [p for p in uri.parent.iterdir() if p.name.startswith(".")]
