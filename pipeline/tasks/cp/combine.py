@@ -94,13 +94,15 @@ class CalibCombineConfig(PipelineTaskConfig, pipelineConnections=CalibCombineCon
     mask: list[str] = Field(
         default_factory=lambda: ["SAT", "DETECTED", "INTRP"],
         description="Mask planes whose pixels are excluded from the combination.")
-    combine: Literal["MEANCLIP", "MEDIAN", "MEAN"] = Field("MEANCLIP", description="Statistic used to combine.")
+    combine: Literal["MEANCLIP", "MEDIAN", "MEAN"] = Field(
+        "MEANCLIP", description="Statistic used to combine.")
     clip: float = Field(3.0, gt=0, description="Clipping threshold for the combination (sigma).")
     nIter: int = Field(3, ge=1, description="Clipping iterations for the combination.")
     noGoodPixelsMask: str = Field("BAD", description="Mask bit for pixels with no usable input.")
     checkNoData: bool = Field(True, description="Raise if any output pixel carries NO_DATA.")
     censorMaskPlanes: bool = Field(True, description="Clear every mask plane but BAD in the output.")
-    stat: Literal["MEANCLIP", "MEDIAN", "MEAN"] = Field("MEANCLIP", description="Statistic for MeanStats scaling.")
+    stat: Literal["MEANCLIP", "MEDIAN", "MEAN"] = Field(
+        "MEANCLIP", description="Statistic for MeanStats scaling.")
     statNSigma: float = Field(3.0, description="Clipping for the MeanStats statistic (sigma).")
     statNIter: int = Field(3, ge=1, description="Clipping iterations for the MeanStats statistic.")
     statMask: list[str] = Field(
@@ -203,9 +205,10 @@ def input_scales(exposure: Exposure, config: CalibCombineConfig,
                 raise KeyError("exposureScaling=InputList needs the inputScales (cpFlatExpScales)")
             s = _lookup_scale(scale_dicts, int(exposure.info.id), None if det is None else det.id, amp)
         if s is None or not np.isfinite(s) or s <= 0:
+            what = {"DarkTime": "dark time", "ExposureTime": "exposure time"}.get(how, "statistics")
             raise RuntimeError(
                 f"exposure {exposure.info.id}: {how} scale is {s!r}; it must be finite and positive "
-                f"(check the exposure's {'dark time' if how == 'DarkTime' else 'exposure time' if how == 'ExposureTime' else 'statistics'})")
+                f"(check the exposure's {what})")
         out[amp] = float(s)
     return out
 
@@ -391,7 +394,8 @@ class CalibCombineTask(PipelineTask):
             pct = np.percentile(sub, cfg.distributionPercentiles)
             for p, v in zip(cfg.distributionPercentiles, pct):
                 _hset(hdr, f"LSST CALIB {name} DISTRIBUTION {p:g}-PCT", float(v))
-            _hset(hdr, f"LSST CALIB {name} BADPIX-NUM", int(np.count_nonzero(combined.mask[box.slices] & bad_bit)))
+            n_bad = int(np.count_nonzero(combined.mask[box.slices] & bad_bit))
+            _hset(hdr, f"LSST CALIB {name} BADPIX-NUM", n_bad)
         return hdr
 
 

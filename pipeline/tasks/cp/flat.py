@@ -292,7 +292,6 @@ class CpFlatNormalizationTask(PipelineTask):
         exposures.sort()
         detectors.sort()
         e_index = {e: i for i, e in enumerate(exposures)}
-        d_index = {d: i for i, d in enumerate(detectors)}
         amp_names: dict[int, list[str]] = {}
         for md, dims in zip(inputMDs, inputDims):
             names = []

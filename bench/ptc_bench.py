@@ -1,0 +1,113 @@
+"""PTC benchmark: extract one flat pair of a 16-amp 4072 x 4000 detector at lag 8, and solve
+16 amps x 50 pairs. Targets (issue 6): <= 1 s per pair, <= 5 s per solve.
+
+Usage: ``python bench/ptc_bench.py [--quick]`` (``--quick``: a quarter-size detector, 20 pairs).
+Prints the figures; no assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+# one BLAS thread: the machine is shared and multi-threaded LAPACK on small (193 x 193)
+# normal matrices is 10-20x slower under load than a single thread
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+from pipeline.image import Amplifier, Box, Detector, Exposure, ExposureInfo, MaskedImage  # noqa: E402
+from pipeline.tasks.cp.ptc_dataset import PhotonTransferCurveDataset  # noqa: E402
+from pipeline.tasks.cp.ptc_extract import PhotonTransferCurveExtractTask  # noqa: E402
+from pipeline.tasks.cp.ptc_solve import PhotonTransferCurveSolveTask  # noqa: E402
+from pipeline.tasks.cp.ptc_solve_math import full_cov_model  # noqa: E402
+
+
+def make_detector(ny: int, nx: int, nyamp: int = 2, nxamp: int = 8) -> Detector:
+    """A detector of ``nyamp x nxamp`` amplifiers tiling ``(ny, nx)``."""
+    ay, ax = ny // nyamp, nx // nxamp
+    amps = tuple(Amplifier(name=f"C{j}{i}", gain=1.5, read_noise=6.0, bbox=Box(i * ax, j * ay, ax, ay))
+                 for j in range(nyamp) for i in range(nxamp))
+    return Detector(id=0, name="bench", bbox=Box(0, 0, ax * nxamp, ay * nyamp), amplifiers=amps)
+
+
+def make_flat(det: Detector, level: float, rng: np.random.Generator, exp_id: int) -> Exposure:
+    """Gaussian shot-noise flat (float32, ADU) at ``level`` ADU, gain 1.5."""
+    ny, nx = det.bbox.ny, det.bbox.nx
+    img = rng.standard_normal((ny, nx), dtype=np.float32)
+    img *= np.float32(np.sqrt(level / 1.5 + 16.0))
+    img += np.float32(level)
+    info = ExposureInfo(id=exp_id, exposure_time=1.0, observation_type="flat")
+    return Exposure(MaskedImage(img), detector=det, info=info)
+
+
+def bench_extract(quick: bool) -> float:
+    ny, nx = (2000, 2036) if quick else (4000, 4072)
+    det = make_detector(ny, nx)
+    rng = np.random.default_rng(1)
+    e1, e2 = make_flat(det, 20000.0, rng, 1), make_flat(det, 20000.0, rng, 2)
+    task = PhotonTransferCurveExtractTask()
+    task.config.maximumRangeCovariancesAstier = 8
+    task.measure(e1, e2, (1, 2), (1.0, 1.0))          # warm-up (FFT plans, imports)
+    t0 = time.perf_counter()
+    ptc = task.measure(e1, e2, (1, 2), (1.0, 1.0))
+    dt = time.perf_counter() - t0
+    gains = [ptc.gainList[a][0] for a in ptc.ampNames]
+    print(f"extract: {len(det)} amps, {ny} x {nx} pixels, lag 8: {dt:.2f} s per pair "
+          f"({dt / len(det) * 1e3:.0f} ms per amp); median pair gain {np.median(gains):.4f} (truth 1.5)")
+    return dt
+
+
+def synthetic_partials(n_amps: int, n_pairs: int, m: int = 8,
+                       seed: int = 2) -> list[PhotonTransferCurveDataset]:
+    """Partials whose covariances follow Astier+19 eq. 20 plus measurement noise (no images)."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros((m, m))
+    a[1, 0] = a[0, 1] = 4e-7
+    a[0, 0] = -1.6e-6
+    noise = np.zeros((m, m))
+    noise[0, 0] = 36.0
+    names = [f"C{i:02d}" for i in range(n_amps)]
+    out = []
+    for k, mu in enumerate(np.geomspace(100, 80000, n_pairs)):
+        p = PhotonTransferCurveDataset(names, "PARTIAL", m)
+        for amp in names:
+            cov = full_cov_model(a, np.zeros((m, m)), noise, 1.5, np.array([mu]))[0]
+            sig = cov[0, 0] * np.sqrt(2 / 1e6)
+            meas = cov + rng.normal(0, sig, cov.shape)
+            sw = np.full((m, m), 1 / sig)
+            p.append_points(amp, rawMeans=[mu], rawVars=[meas[0, 0]], rawExpTimes=[mu / 1000],
+                            covariances=meas[None], covariancesSqrtWeights=sw[None],
+                            inputExpIdPairs=[[2 * k, 2 * k + 1]], expIdMask=[True], gainList=[1.5])
+        out.append(p)
+    return out
+
+
+def bench_solve(quick: bool) -> dict[str, float]:
+    n_pairs = 20 if quick else 50
+    parts = synthetic_partials(16, n_pairs)
+    times = {}
+    for fit in ("EXPAPPROXIMATION", "FULLCOVARIANCE"):
+        task = PhotonTransferCurveSolveTask()
+        task.config.ptcFitType = fit
+        t0 = time.perf_counter()
+        ptc = task.run(inputCovariances=parts).outputPtcDataset
+        times[fit] = time.perf_counter() - t0
+        g = np.array([ptc.gain[a] for a in ptc.ampNames])
+        print(f"solve {fit}: 16 amps x {n_pairs} pairs: {times[fit]:.2f} s; "
+              f"gain {g.mean():.4f} +- {g.std():.4f} (truth 1.5)")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small detector and fewer pairs")
+    args = parser.parse_args()
+    bench_extract(args.quick)
+    bench_solve(args.quick)
+
+
+if __name__ == "__main__":
+    main()
