@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=None, help="Parsl max_in_flight (default: the executor's)")
     ap.add_argument("--prefetch", type=int, default=1, help="htex prefetch_capacity")
     ap.add_argument("--strategy-period", type=float, default=1.0, help="Parsl strategy period (s)")
+    ap.add_argument("--parsl-log-level", default="INFO", help="level of the driver's parsl.log")
     ap.add_argument("--quanta-per-task", type=int, default=1, help="Parsl quanta per task (batching)")
     ap.add_argument("--work-ms", type=float, default=0.0, help="extra compute per subtractMedian quantum")
     args = ap.parse_args(argv)
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         g = _graph(butler, "bench/parsl", args.work_ms)
         gp = g.save(Path(tmp) / "parsl.qg")
         cfg = {"strategy_period": args.strategy_period, "run_dir": str(Path(tmp) / "runinfo"),
+               "log_level": args.parsl_log_level,
                "htex": {"max_workers_per_node": args.workers, "prefetch_capacity": args.prefetch}}
         ex = ParslQuantumExecutor(gp, root, cfg, max_in_flight=args.window,
                                   quanta_per_task=args.quanta_per_task)

@@ -172,6 +172,8 @@ class ParslSiteConfig(BaseModel):
         Seconds an idle block is kept before being released.
     run_dir : `str`, optional
         Parsl's log directory (default ``REPO/.ccdflow/parsl``).
+    log_level : {"DEBUG", "INFO", "WARNING", "ERROR"}
+        Level of the driver's ``parsl.log`` (DEBUG writes ~20 lines per quantum).
     export_env : `dict`
         Environment variables exported on the workers before they start.
     htex : `HtexOptions`
@@ -188,6 +190,7 @@ class ParslSiteConfig(BaseModel):
     strategy_period: float = Field(1.0, gt=0)
     max_idletime: float = Field(120.0, ge=0)
     run_dir: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     export_env: dict[str, str] = Field(default_factory=dict)
     htex: HtexOptions = Field(default_factory=HtexOptions)
     provider: ProviderOptions = Field(default_factory=ProviderOptions)
@@ -592,6 +595,9 @@ class ParslQuantumExecutor:
             # Parsl logs (DEBUG) go to RUN_DIR/parsl.log; keep them off the user's console.
             logging.getLogger("parsl").propagate = False
             self._dfk = DataFlowKernel(config=self._config)
+            level = self.site.log_level if self.site is not None else None
+            if level is not None:
+                logging.getLogger("parsl").setLevel(level)
             self._app = python_app(run_quantum_on_worker, data_flow_kernel=self._dfk)
             self._batch_app = python_app(run_quanta_on_worker, data_flow_kernel=self._dfk)
         return self._app
