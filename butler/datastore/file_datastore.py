@@ -41,6 +41,7 @@ TRANSFER_MODES = ("auto", "copy", "symlink", "hardlink", "move", "direct")
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)(:\?)?\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,+@=-]")
+_SAFE = re.compile(r"[A-Za-z0-9_.,+@=-]*\Z")
 
 
 class PathTemplate:
@@ -68,6 +69,15 @@ class PathTemplate:
             raise ValueError(f"file template {template!r} must contain {{run}} so runs do not collide")
         self.template = template
         self.segments = template.strip("/").split("/")
+        # Parsed once: per segment, its (literal, field name, optional, head) pieces and the tail.
+        self._parsed: list[tuple[list[tuple[str, str, bool]], str]] = []
+        for seg in self.segments:
+            pieces = []
+            pos = 0
+            for m in _FIELD.finditer(seg):
+                pieces.append((seg[pos : m.start()], m.group(1), bool(m.group(2))))
+                pos = m.end()
+            self._parsed.append((pieces, seg[pos:]))
 
     def fields(self) -> set[str]:
         """Heads (dimension names, ``run``, ``datasetType``) of every field."""
@@ -81,44 +91,36 @@ class PathTemplate:
         DatastoreError
             If a mandatory field has no value in the (expanded) data ID.
         """
-        data_id = ref.data_id
         out_segments = []
-        last = len(self.segments) - 1
-        for i, seg in enumerate(self.segments):
+        last = len(self._parsed) - 1
+        for i, (fields, tail) in enumerate(self._parsed):
             pieces: list[str] = []
-            pos = 0
             drop_next_sep = False
-            for m in _FIELD.finditer(seg):
-                literal = seg[pos : m.start()]
+            for literal, name, optional in fields:
                 if drop_next_sep and literal.startswith("_"):
                     literal = literal[1:]
                 drop_next_sep = False
-                name, optional = m.group(1), bool(m.group(2))
                 value = self._value(ref, name)
-                if optional and value is None:
+                if value is None:
+                    if not optional:
+                        raise DatastoreError(
+                            f"file template {self.template!r} needs {name!r}, which the data ID "
+                            f"{ref.data_id.to_simple()} of {ref.dataset_type.name} does not provide; "
+                            f"make it optional ({{{name}:?}}) "
+                            "or configure another template for this dataset type in butler.yaml"
+                        )
                     if literal.endswith("_"):
                         literal = literal[:-1]
                     else:
                         drop_next_sep = True
                     pieces.append(literal)
-                else:
-                    if value is None:
-                        raise DatastoreError(
-                            f"file template {self.template!r} needs {name!r}, which the data ID "
-                            f"{data_id.to_simple()} of {ref.dataset_type.name} does not provide; "
-                            f"make it optional ({{{name}:?}}) "
-                            "or configure another template for this dataset type in butler.yaml"
-                        )
-                    text = str(value)
-                    if name == "run" and i != last:
-                        text = "/".join(
-                            _UNSAFE.sub("_", p) for p in text.split("/") if p not in ("", ".", "..")
-                        )
-                    else:
-                        text = _UNSAFE.sub("_", text.replace("/", "_"))
-                    pieces.append(literal + text)
-                pos = m.end()
-            tail = seg[pos:]
+                    continue
+                text = str(value)
+                if name == "run" and i != last:
+                    text = "/".join(_UNSAFE.sub("_", p) for p in text.split("/") if p not in ("", ".", ".."))
+                elif not _SAFE.match(text):
+                    text = _UNSAFE.sub("_", text.replace("/", "_"))
+                pieces.append(literal + text)
             if drop_next_sep and tail.startswith("_"):
                 tail = tail[1:]
             rendered = ("".join(pieces) + tail).strip("_")
