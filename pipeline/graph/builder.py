@@ -29,12 +29,14 @@ the join done in Python):
 from __future__ import annotations
 
 import logging
+import operator
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from .quantum import LOG_CONNECTION, METADATA_CONNECTION, Quantum
 from .quantum_graph import QuantumGraph, TaskInfo
@@ -88,6 +90,7 @@ class TaskSpec:
     dimensions: tuple[str, ...] = ()
     conns: list[_Conn] = field(default_factory=list)
     node: Any = None
+    multiple: dict[str, bool] = field(default_factory=dict)
     variants: list[dict[str, Any]] = field(default_factory=list)
     quantum_variant: dict[str, int] = field(default_factory=dict)
 
@@ -232,6 +235,7 @@ def task_specs(pipeline: Any) -> list[TaskSpec]:
                                 dtype(f"{label}_metadata", spec.dimensions, "TaskMetadata", False, label), None))
         spec.conns.append(_Conn(LOG_CONNECTION, "output",
                                 dtype(f"{label}_log", spec.dimensions, "ButlerLogRecords", False, label), None))
+        spec.multiple = {c.name: c.multiple for c in spec.conns}
         for c in spec.conns:
             if c.kind == "output" and c.dataset_type.dimensions:
                 c.required = c.dataset_type.dimensions
@@ -243,6 +247,42 @@ def task_specs(pipeline: Any) -> list[TaskSpec]:
 
 def _key(values: Mapping[str, Any], dims: tuple[str, ...]) -> tuple[Any, ...]:
     return tuple(values[d] for d in dims)
+
+
+def _getter(dims: tuple[str, ...]) -> Any:
+    """A C-speed ``dict -> tuple of values`` for a fixed tuple of dimension names."""
+    if len(dims) == 1:
+        d = dims[0]
+        return lambda v: (v[d],)
+    if not dims:
+        return lambda v: ()
+    return operator.itemgetter(*dims)
+
+
+class _UuidFactory:
+    """Time-ordered (version 7) UUIDs made in bulk: one ``os.urandom`` call per 4096 ids.
+
+    Equivalent to ``butler.datasets.uuid7`` (48-bit ms timestamp, version 7, RFC 9562 variant,
+    random rest) but ~10x cheaper per id, which matters for 10^5-quantum graphs.
+    """
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def __call__(self, *_args: Any) -> UUID:
+        if self._pos >= len(self._buf):
+            self._buf = os.urandom(16 * 4096)
+            self._pos = 0
+        r = int.from_bytes(self._buf[self._pos:self._pos + 10], "big")
+        self._pos += 16
+        ms = time.time_ns() // 1_000_000
+        value = ((ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (((r >> 62) & 0xFFF) << 64) | (0b10 << 62) \
+            | (r & ((1 << 62) - 1))
+        u = object.__new__(UUID)
+        object.__setattr__(u, "int", value)
+        object.__setattr__(u, "is_safe", SafeUUID.unknown)
+        return u
 
 
 def _fmt(dc: Any) -> str:
@@ -444,7 +484,7 @@ def _build(
     prereq_cache: dict[tuple[Any, ...], Any] = {}
     skipped_counts: dict[str, int] = defaultdict(int)
     dropped: dict[str, list[str]] = defaultdict(list)
-    make_id = DatasetRef.make_id
+    make_id = _UuidFactory()
 
     for comp in _components(specs):
         comp = _topo(comp)
@@ -509,24 +549,28 @@ def _build(
             in_conns = spec.by_kind("input")
             out_conns = [c for c in spec.by_kind("output") if c.kind == "output"]
             multi_out = [c for c in out_conns if not set(c.required) <= set(treq)]
+            tget = _getter(treq)
+            in_get = [(c, _getter(c.required)) for c in in_conns]
+            out_get = [(c, _getter(c.required)) for c in multi_out]
             for row in rows:
-                qk = _key(row, treq)
+                vals = row.to_simple()
+                qk = tget(vals)
                 g = groups.get(qk)
                 if g is None:
                     groups[qk] = row
                     q_inputs[qk] = {c.name: {} for c in in_conns}
                     q_outputs_ids[qk] = {c.name: {} for c in multi_out}
                 qi = q_inputs[qk]
-                for c in in_conns:
-                    ck = _key(row, c.required)
+                for c, cget in in_get:
+                    ck = cget(vals)
                     if ck not in qi[c.name]:
                         ref = available.get(c.dataset_type.name, {}).get(ck)
                         if ref is not None:
                             qi[c.name][ck] = ref
                         else:
                             qi[c.name].setdefault(ck, None)
-                for c in multi_out:
-                    q_outputs_ids[qk][c.name].setdefault(_key(row, c.required), row)
+                for c, cget in out_get:
+                    q_outputs_ids[qk][c.name].setdefault(cget(vals), row)
                 if spec.by_kind("prerequisite"):
                     q_rows[qk].append(row)
             # Skip-existing.
@@ -684,8 +728,17 @@ def _build(
     return graph
 
 
-class _NoWork(Exception):
+class _NoWork(Exception):  # noqa: N818 - internal signal, never escapes
     pass
+
+
+def _default_adjust() -> Any:
+    from ..connections import PipelineTaskConnections
+
+    return PipelineTaskConnections.adjustQuantum
+
+
+_DEFAULT_ADJUST = _default_adjust()
 
 
 def _adjust(spec: TaskSpec, inputs: dict[str, list[Any]], prereqs: dict[str, list[Any]],
@@ -695,6 +748,16 @@ def _adjust(spec: TaskSpec, inputs: dict[str, list[Any]], prereqs: dict[str, lis
 
     conns = spec.connections
     if conns is None:
+        return inputs, prereqs, outputs
+    if type(conns).adjustQuantum is _DEFAULT_ADJUST:
+        # The default only checks ``minimum`` (already enforced above) and ``multiple``.
+        for n, refs in inputs.items():
+            if len(refs) > 1 and not spec.multiple[n]:
+                from ..exceptions import InvalidQuantumError
+
+                raise InvalidQuantumError(
+                    f"task '{spec.label}' quantum {_fmt(data_id)}: connection {n!r} is not multiple=True but "
+                    f"got {len(refs)} datasets; check the connection's dimensions")
         return inputs, prereqs, outputs
     by_name = {c.name: c for c in spec.conns}
     ins = {n: (by_name[n].conn, refs) for n, refs in inputs.items()}
