@@ -191,30 +191,28 @@ def clipped_stats(
     """
     if niter < 1:
         raise ValueError(f"clipped_stats: niter must be >= 1, got {niter}")
-    s = select_finite(values, mask).astype(np.float64, copy=False)
-    if s.size == 0:
-        return (
-            (float("nan"), float("nan"), 0, float("nan")) if _with_median else (float("nan"), float("nan"), 0)
-        )
-    q25, q50, q75 = np.percentile(s, [25.0, 50.0, 75.0])
-    if _with_median:
-        return (*clipped_stats(s, None, nsigma, niter), float(q50))
+    raw = select_finite(values, mask)
+    nan3 = (float("nan"), float("nan"), 0)
+    if raw.size == 0:
+        return (*nan3, float("nan")) if _with_median else nan3
+    # Quartiles on the native dtype (one partition, no float64 copy); sums in float64.
+    q25, q50, q75 = (float(q) for q in np.percentile(raw, [25.0, 50.0, 75.0]))
+    s = raw.astype(np.float64, copy=False)
     centre = q50
     half = nsigma * IQR_TO_SIGMA * (q75 - q25)
-    mean, var, n = float("nan"), float("nan"), 0
+    result = nan3
     for _ in range(niter):
-        if not np.isfinite(half):
-            sel = s
-        else:
-            sel = s[np.abs(s - centre) <= half]
+        sel = s if not np.isfinite(half) else s[np.abs(s - centre) <= half]
         n = int(sel.size)
         if n == 0:
-            return float("nan"), float("nan"), 0
+            result = nan3
+            break
         mean = float(sel.mean())
         var = float(sel.var(ddof=1)) if n > 1 else float("nan")
+        result = (mean, var, n)
         centre = mean
         half = nsigma * np.sqrt(var) if n > 1 else 0.0
-    return mean, var, n
+    return (*result, q50) if _with_median else result
 
 
 Statistic = Literal["MEAN", "MEDIAN", "MEANCLIP", "STDEV", "STDEVCLIP", "VARIANCE", "VARIANCECLIP"]
