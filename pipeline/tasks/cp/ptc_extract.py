@@ -254,7 +254,10 @@ class PhotonTransferCurveExtractTask(PipelineTask):
             t, f = self._time_and_flux(obj, cfg.matchExposuresByFluxKeyword)
             if t is None or (cfg.matchExposuresType == "FLUX" and f is None):
                 exp = _load(obj)
-                headers[k] = exp
+                if exp is obj:  # already in memory: keep it
+                    headers[k] = exp
+                # (a deferred handle is read again when its pair is measured: memory stays at
+                # two flats instead of the whole sequence)
                 t = float(exp.info.exposure_time)
                 f = float(exp.metadata.get(cfg.matchExposuresByFluxKeyword, np.nan))
             times.append(float(t))
@@ -270,7 +273,8 @@ class PhotonTransferCurveExtractTask(PipelineTask):
             e2 = headers.pop(j) if j in headers else _load(inputExp[j])
             outputs[i] = self.measure(e1, e2, (int(inputDims[i]), int(inputDims[j])),
                                       (times[i], times[j]))
-        amp_names = self._amp_names(inputExp, headers)
+        measured = [o for o in outputs if o is not None]
+        amp_names = measured[0].ampNames if measured else self._amp_names(inputExp, headers)
         for k in range(len(outputs)):
             if outputs[k] is None:
                 outputs[k] = PhotonTransferCurveDataset.make_dummy(amp_names, cfg.maximumRangeCovariancesAstier)
