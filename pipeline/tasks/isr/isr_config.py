@@ -265,6 +265,16 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
     # --- generic -------------------------------------------------------------------------
     datasetType: str = Field("raw", description="Dataset type of the input raw.")
     fallbackFilterName: str = Field("unknown", description="Filter name used when none is known.")
+    useFallbackDate: bool = Field(
+        False,
+        description="Accepted for LSST compatibility (calibration dates come from CALIBDATE); no effect.",
+    )
+    expectWcs: bool = Field(
+        True, description="Accepted for LSST compatibility (no WCS handling here); no effect."
+    )
+    fwhm: float = Field(
+        1.0, description="Accepted for LSST compatibility (FWHM of the PSF, arcsec); no effect."
+    )
     doConvertIntToFloat: bool = Field(
         True, description="Convert integer raws to float32 (variance 1, mask 0)."
     )
