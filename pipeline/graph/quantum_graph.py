@@ -52,6 +52,9 @@ def no_gc() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            # Move the (long-lived) objects just built out of the collector's reach, so that
+            # re-enabling it does not trigger a full traversal of millions of objects.
+            gc.freeze()
             gc.enable()
 
 
