@@ -791,9 +791,92 @@ def _quantum_timespan(qdata: Any, rows: Sequence[Any]) -> Any:
     return Timespan.from_ns(min(s.begin_ns for s in spans), max(s.end_ns for s in spans))
 
 
+class _CalibIndex:
+    """All candidates of one calibration dataset type along the search path, fetched once.
+
+    One query per collection (``query_calibration_validity`` for CALIBRATION collections, a
+    dataset query for RUN/TAGGED ones) replaces one ``find_dataset`` per quantum; the lookup
+    itself (find-first along the path, validity overlapping the quantum's time span, ambiguity
+    = error) is done in Python.
+    """
+
+    def __init__(self, butler: Any, dt: Any, collections: list[str]) -> None:
+        from butler import CollectionType
+
+        reg = butler.registry
+        self.dims = dt.dimensions
+        self.levels: list[tuple[str, bool, dict[tuple[Any, ...], list[tuple[Any, Any]]]]] = []
+        for rec in reg.resolve_collections(collections):
+            table: dict[tuple[Any, ...], list[tuple[Any, Any]]] = defaultdict(list)
+            if rec.type == CollectionType.CALIBRATION:
+                for ref, ts in reg.query_calibration_validity(rec.name, dt.name):
+                    table[_key(ref.data_id, self.dims)].append((ts, ref))
+                self.levels.append((rec.name, True, table))
+            elif rec.type in (CollectionType.RUN, CollectionType.TAGGED):
+                for ref in reg.query_datasets(dt.name, collections=[rec.name], find_first=True):
+                    table[_key(ref.data_id, self.dims)].append((None, ref))
+                self.levels.append((rec.name, False, table))
+
+    def find(self, key: tuple[Any, ...], ts: Any) -> Any:
+        """Return the ref for a data-ID key and time span, `None`, or raise `LookupError`."""
+        for name, is_calib, table in self.levels:
+            cands = table.get(key)
+            if not cands:
+                continue
+            if not is_calib:
+                return cands[0][1]
+            if ts is None:
+                hits = cands
+            else:
+                hits = [(t, r) for t, r in cands if t.begin_ns < ts.end_ns and ts.begin_ns < t.end_ns]
+            if len(hits) > 1:
+                raise LookupError(
+                    f"ambiguous calibration lookup in {name!r}: {len(hits)} validity ranges match the time "
+                    f"span {ts}; give an exposure inside one range")
+            if hits:
+                return hits[0][1]
+        return None
+
+
 def _lookup_prerequisite(butler: Any, c: _Conn, qdata: Any, rows: Sequence[Any], collections: list[str],
                          cache: dict[tuple[Any, ...], Any], stats: dict[str, Any]) -> list[Any] | str:
-    """Find one quantum's prerequisite datasets (cached per data ID and time span)."""
+    """Find one quantum's prerequisite datasets (batched per dataset type, cached per data ID)."""
+    dt = c.dataset_type
+    if dt.is_calibration and getattr(c.conn, "lookupFunction", None) is None:
+        index = cache.get(("__index__", dt.name))
+        if index is None:
+            try:
+                index = _CalibIndex(butler, dt, collections)
+                stats["queries"] += len(index.levels)
+            except Exception:  # noqa: BLE001 - e.g. type not registered: per-quantum path decides
+                index = False
+            cache[("__index__", dt.name)] = index
+        if index is not False:
+            return _lookup_indexed(index, c, qdata, rows)
+    return _lookup_one_by_one(butler, c, qdata, rows, collections, cache, stats)
+
+
+def _lookup_indexed(index: _CalibIndex, c: _Conn, qdata: Any, rows: Sequence[Any]) -> list[Any] | str:
+    dims = index.dims
+    if any(d not in qdata for d in dims):
+        keys = sorted({_key(r, dims) for r in rows if all(d in r for d in dims)})
+    else:
+        keys = [_key(qdata, dims)]
+    ts = _quantum_timespan(qdata, rows)
+    out = []
+    for k in keys:
+        try:
+            ref = index.find(k, ts)
+        except LookupError as exc:
+            return f"{_fmt(qdata)}: CalibrationLookupError: {exc}"
+        if ref is not None:
+            out.append(ref)
+    return out
+
+
+def _lookup_one_by_one(butler: Any, c: _Conn, qdata: Any, rows: Sequence[Any], collections: list[str],
+                       cache: dict[tuple[Any, ...], Any], stats: dict[str, Any]) -> list[Any] | str:
+    """Per-quantum lookup with ``find_dataset`` (non-calibrations, lookup functions)."""
     dt = c.dataset_type
     dims = dt.dimensions
     missing_dims = [d for d in dims if d not in qdata]

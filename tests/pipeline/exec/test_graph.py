@@ -133,6 +133,7 @@ def test_calibration_lookup_by_time(toy_repo: Any) -> None:
     _certify(butler, 200.0, b2, None, "calib")       # valid from exposure 2 on
     g = _build(butler, [("applyBias", ApplyBiasTask, ApplyBiasConfig())], inputs=[toy.TOY_RAW_RUN, "calib"])
     assert len(g) == 6
+    assert g.metadata["n_queries"] < 10     # batched per dataset type, not one lookup per quantum
     for q in g.quanta():
         (bias,) = q.prerequisites["bias"]
         expected = "calib/run/100" if q.data_id["exposure"] == 1 else "calib/run/200"
