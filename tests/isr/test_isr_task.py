@@ -108,6 +108,10 @@ def test_full_isr_recovers_sky_and_variance(sim):
     stats = res.outputStatistics
     assert set(stats) == {a.name for a in out.detector}
     assert stats[amp0.name]["NSAT"] >= 9
+    for amp in out.detector:
+        sub = mi.mask[amp.bbox.slices]
+        assert stats[amp.name]["NSAT"] == int(np.count_nonzero(sub & sat))
+        assert stats[amp.name]["NBAD"] == int(np.count_nonzero(sub & badbit))
     assert res.ossThumb.shape == (out.shape[0] // 4, out.shape[1] // 4)
     assert out.photo_calib["fluxMag0"] == pytest.approx(10 ** (0.4 * 28) * 10.0)
 
