@@ -60,12 +60,13 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .executors import WorkerLostError
+from .runner import ExecutionError
 from .single_quantum import QuantumResult
 
-__all__ = ["ParslQuantumExecutor", "ParslConfigError", "ParslSiteConfig", "HtexOptions", "ProviderOptions",
-           "load_parsl_config", "make_parsl_config", "run_quantum_on_worker", "run_quanta_on_worker",
-           "is_lost_worker_error", "lost_worker_retry_handler",
-           "PROVIDER_KINDS"]
+__all__ = ["ParslQuantumExecutor", "ParslConfigError", "ParslWorkersUnavailableError", "ParslSiteConfig",
+           "HtexOptions", "ProviderOptions", "load_parsl_config", "make_parsl_config",
+           "run_quantum_on_worker", "run_quanta_on_worker", "is_lost_worker_error", "is_no_workers_error",
+           "lost_worker_retry_handler", "PROVIDER_KINDS"]
 
 _log = logging.getLogger("ccdflow.exec.parsl")
 
@@ -90,6 +91,10 @@ _LAUNCHERS: dict[str, str] = {
 
 class ParslConfigError(ValueError):
     """A Parsl configuration file or section is invalid (the message names the field and the fix)."""
+
+
+class ParslWorkersUnavailableError(ExecutionError):
+    """Parsl could not start (or keep) any worker block; the run stops instead of failing every quantum."""
 
 
 # ============================================================================ YAML schema
@@ -408,11 +413,26 @@ def is_lost_worker_error(exc: BaseException) -> bool:
     Returns
     -------
     lost : `bool`
-        True for Parsl's ``WorkerLost``, ``ManagerLost`` and a bad-state executor (all blocks
-        failed), and for `WorkerLostError`.
+        True for Parsl's ``WorkerLost`` and ``ManagerLost``, and for `WorkerLostError`.
     """
-    names = {"WorkerLost", "ManagerLost", "WorkerLostError", "BadStateException"}
+    names = {"WorkerLost", "ManagerLost", "WorkerLostError"}
     return type(exc).__name__ in names or isinstance(exc, WorkerLostError)
+
+
+def is_no_workers_error(exc: BaseException) -> bool:
+    """Whether an exception means Parsl has no usable worker blocks (fatal for the run).
+
+    Parameters
+    ----------
+    exc : `BaseException`
+
+    Returns
+    -------
+    fatal : `bool`
+        True for Parsl's ``TooManyJobFailuresError`` and ``BadStateException`` (blocks failed
+        to start or register: wrong ``worker_init``, batch system refusing the job ...).
+    """
+    return any(c.__name__ in ("TooManyJobFailuresError", "BadStateException") for c in type(exc).__mro__)
 
 
 def lost_worker_retry_handler(exc: BaseException, task_record: Any) -> float:
@@ -555,6 +575,7 @@ class ParslQuantumExecutor:
             self._config, self.site = make_parsl_config(config, run_dir=run_dir), config
         else:
             self._config, self.site = load_parsl_config(config, run_dir=run_dir)
+        self._run_dir = str(self._config.run_dir)
         if quanta_per_task is None:
             quanta_per_task = self.site.quanta_per_task if self.site is not None else 1
         if quanta_per_task < 1:
@@ -617,8 +638,9 @@ class ParslQuantumExecutor:
         Returns
         -------
         future : `concurrent.futures.Future` [`QuantumResult`]
-            Never raises from ``result()``: lost workers are retried, other infrastructure
-            errors become a failed result.
+            Lost workers are retried and other infrastructure errors become a failed result;
+            ``result()`` raises only `ParslWorkersUnavailableError` (no worker block could be
+            started), which stops the run.
         """
         outer: Future[QuantumResult] = Future()
         with self._lock:
@@ -679,6 +701,14 @@ class ParslQuantumExecutor:
                             error=f"{WorkerLostError.__name__}: the worker running this quantum "
                             f"was lost {n_lost + 1} time(s); last error: {exc}"))
                 return
+            if is_no_workers_error(exc):
+                err = ParslWorkersUnavailableError(
+                    f"Parsl could not start any worker: {' '.join(str(exc).split())} -- check the provider "
+                    f"settings and worker_init, and the logs under {self._run_dir}/*/submit_scripts "
+                    "(finished quanta were registered; rerun with --extend-run --skip-existing)")
+                for _qid, outer, _ in items:
+                    self._fail(outer, err)
+                return
             for qid, outer, _ in items:
                 self._finish(outer, QuantumResult(
                     qid, "failed", error=f"ParslError: {type(exc).__name__}: {exc} (check that ccdflow is "
@@ -690,6 +720,15 @@ class ParslQuantumExecutor:
             if not isinstance(r, QuantumResult):
                 r = QuantumResult(qid, "failed", error=f"ParslError: the worker returned {type(r).__name__}")
             self._finish(outer, r)
+
+    def _fail(self, outer: Future[QuantumResult], exc: BaseException) -> None:
+        with self._lock:
+            self._outstanding.discard(outer)
+        if not outer.done():
+            try:
+                outer.set_exception(exc)
+            except Exception:  # noqa: BLE001 - cancelled meanwhile
+                pass
 
     def _finish(self, outer: Future[QuantumResult], res: QuantumResult) -> None:
         with self._lock:

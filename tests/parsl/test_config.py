@@ -237,3 +237,54 @@ def test_pipetask_run_rejects_bad_parsl_config_before_writing(tmp_path: Path) ->
     assert "Traceback" not in r.stderr
     with Butler(tmp_path / "repo") as b:
         assert b.registry.query_collections("u/*") == []
+
+
+def test_failure_classification_in_the_executor(tmp_path: Path) -> None:
+    """Lost workers are resubmitted, failed blocks stop the run, other errors fail one quantum."""
+    import uuid
+    from concurrent.futures import Future
+
+    from parsl.executors.high_throughput.errors import WorkerLost
+    from parsl.jobs.errors import TooManyJobFailuresError
+
+    from pipeline.execution.parsl_executor import ParslWorkersUnavailableError, is_no_workers_error
+    from pipeline.execution.runner import ExecutionError
+
+    assert is_no_workers_error(TooManyJobFailuresError("blocks failed"))
+    assert not is_no_workers_error(WorkerLost(1, "h"))
+    g = tmp_path / "g.qg"
+    g.write_bytes(b"x")
+    ex = ParslQuantumExecutor(g, tmp_path, {"lost_worker_retries": 1})
+    ex._dfk = object()  # "running" (nothing is started: _attempt is replaced below)
+    resubmitted: list[tuple[uuid.UUID, int]] = []
+    ex._attempt = lambda items: resubmitted.extend((q, n) for q, _, n in items)  # type: ignore[method-assign]
+
+    def failed(exc: BaseException) -> Future:
+        f: Future = Future()
+        f.set_exception(exc)
+        return f
+
+    qid = uuid.uuid4()
+    # A lost worker: resubmitted once (lost_worker_retries=1) ...
+    outer: Future = Future()
+    ex._on_done(failed(WorkerLost(7, "node1")), [(qid, outer, 0)])
+    assert resubmitted == [(qid, 1)] and not outer.done() and ex.n_lost == 1
+    # ... then the quantum fails with WorkerLostError.
+    ex._on_done(failed(WorkerLost(7, "node1")), [(qid, outer, 1)])
+    res = outer.result(timeout=1)
+    assert res.status == "failed" and res.error.startswith("WorkerLostError: ") and "2 time(s)" in res.error
+    # No worker block could start: the future raises (the driver stops with one clear error).
+    outer = Future()
+    ex._on_done(failed(TooManyJobFailuresError("Job is marked as MISSING")), [(qid, outer, 0)])
+    with pytest.raises(
+        ParslWorkersUnavailableError, match="could not start any worker: Job is marked as MISSING"
+    ):
+        outer.result(timeout=1)
+    assert issubclass(ParslWorkersUnavailableError, ExecutionError)
+    # Any other infrastructure error fails only that quantum.
+    outer = Future()
+    ex._on_done(failed(ModuleNotFoundError("No module named 'pipeline'")), [(qid, outer, 0)])
+    res = outer.result(timeout=1)
+    assert res.status == "failed" and res.error.startswith("ParslError: ModuleNotFoundError")
+    assert "installed on the workers" in res.error
+    ex._dfk = None
