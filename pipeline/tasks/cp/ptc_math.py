@@ -680,9 +680,12 @@ def measure_pair_region(
         return _empty(max_range, "non-positive or non-finite mean", mean1=mu1, mean2=mu2)
     mu = 0.5 * (mu1 + mu2)
     bad = bad1 | bad2
-    d64_1 = im1.astype(np.float64, copy=False)
-    d64_2 = im2.astype(np.float64, copy=False)
-    diff = (mu2 * d64_1 - mu1 * d64_2) / mu
+    # float32 flats (post-ISR images) are differenced in float32: the rounding error
+    # (~1e-7 x level) is far below the shot noise; other inputs in float64
+    work = np.float32 if (im1.dtype == np.float32 and im2.dtype == np.float32) else np.float64
+    d1 = im1.astype(work, copy=False)
+    d2 = im2.astype(work, copy=False)
+    diff = (work(mu2) * d1 - work(mu1) * d2) / work(mu)
     diff, bad_b = bin_image(diff, bad, bin_size)
     mean_d, var_d, _ = fast_clipped_stats(diff, bad_b, nsigma, niter)
     f = clip_correction_factor(nsigma)
@@ -690,16 +693,21 @@ def measure_pair_region(
     # rowMeanVariance: per-row mean of good pixels, rows 0 .. ny-1 (we keep the last row).
     good_b = ~bad_b & np.isfinite(diff)
     with np.errstate(invalid="ignore", divide="ignore"):
-        row_means = np.where(good_b, diff, 0.0).sum(axis=1) / good_b.sum(axis=1)
+        row_means = np.where(good_b, diff, 0.0).sum(axis=1, dtype=np.float64) / good_b.sum(axis=1)
     _, row_var, _ = clipped_stats(row_means, None, nsigma, niter)
 
     gain = float("nan")
     if do_gain:
-        num = (d64_1 - d64_2) ** 2
-        den = d64_1 + d64_2
+        dd = d1 - d2
+        den = d1 + d2
         ok = ~bad & (den > 0)
-        gain = pair_gain(float(np.mean(num[ok] / den[ok])) if ok.any() else float("nan"),
-                         mu, read_noise_adu, gain_correction)
+        n_ok = int(np.count_nonzero(ok))
+        if n_ok:
+            ratio = np.divide(dd * dd, den, out=np.zeros_like(den), where=ok)
+            c = float(ratio.sum(dtype=np.float64)) / n_ok
+        else:
+            c = float("nan")
+        gain = pair_gain(c, mu, read_noise_adu, gain_correction)
 
     m = max_range
     res = RegionMeasurement(
