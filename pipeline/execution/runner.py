@@ -304,6 +304,7 @@ class _Progress:
         self.mode = mode
         self.t0 = time.monotonic()
         self.last = 0.0
+        self._printed: tuple[int, int, int] | None = None
         self._bar: Any = None
         if mode == "rich" and total:
             from rich.progress import (
@@ -334,8 +335,12 @@ class _Progress:
         if self.mode != "plain":
             return
         now = time.monotonic()
+        state = (done, failed, blocked)
+        if state == self._printed:
+            return
         if final or now - self.last >= 5.0 or finished == self.total:
             self.last = now
+            self._printed = state
             eta = (self.total - finished) / rate if rate > 0 else float("nan")
             _log.info("%d/%d quanta finished: %d done, %d failed, %d blocked; %.1f quanta/s, ETA %.0f s",
                       finished, self.total, done, failed, blocked, rate, eta)
