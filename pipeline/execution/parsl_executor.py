@@ -458,7 +458,7 @@ _WORKER_CACHE: dict[tuple[str, str, int, int, float | None, int], Any] = {}
 
 
 def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, timeout: float | None = None,
-                          log_level: int = logging.INFO) -> QuantumResult:
+                          log_level: int = logging.INFO, clean_stale: bool = False) -> QuantumResult:
     """Run one quantum in a Parsl worker (the Parsl app body).
 
     The graph is loaded and the `SingleQuantumExecutor` built once per worker process and
@@ -476,6 +476,9 @@ def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, time
         Per-quantum wall-clock limit (s).
     log_level : `int`
         Level of records kept in ``<label>_log``.
+    clean_stale : `bool`
+        Delete leftovers of an earlier attempt at the predicted output paths first (set for
+        the resubmission of a quantum whose worker was lost).
 
     Returns
     -------
@@ -494,16 +497,24 @@ def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, time
         graph = QuantumGraph.load(graph_path)
         sqe = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level)
         _WORKER_CACHE[key] = sqe
+    default = getattr(sqe, "clean_stale", False)
+    if clean_stale and not default:
+        sqe.clean_stale = True
+        try:
+            return sqe.execute(UUID(quantum_id))
+        finally:
+            sqe.clean_stale = default
     return sqe.execute(UUID(quantum_id))
 
 
 def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str],
-                         timeout: float | None = None, log_level: int = logging.INFO) -> list[QuantumResult]:
+                         timeout: float | None = None, log_level: int = logging.INFO,
+                         clean_stale: bool = False) -> list[QuantumResult]:
     """Run several quanta one after the other in a Parsl worker (one Parsl task per batch).
 
     Parameters
     ----------
-    graph_path, repo_root, timeout, log_level
+    graph_path, repo_root, timeout, log_level, clean_stale
         As for `run_quantum_on_worker`.
     quantum_ids : `list` [`str`]
         Quantum UUIDs.
@@ -513,7 +524,8 @@ def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str]
     results : `list` [`QuantumResult`]
         In the order of ``quantum_ids``.
     """
-    return [run_quantum_on_worker(graph_path, repo_root, q, timeout, log_level) for q in quantum_ids]
+    return [run_quantum_on_worker(graph_path, repo_root, q, timeout, log_level, clean_stale)
+            for q in quantum_ids]
 
 
 # ============================================================================ driver side
@@ -671,11 +683,13 @@ class ParslQuantumExecutor:
         """Send quanta ``(id, outer future, times lost so far)`` as one Parsl task."""
         try:
             app = self._ensure_started()
+            retry = any(n > 0 for _, _, n in items)  # after a lost worker: remove its leftovers first
             if len(items) == 1:
-                fut = app(self.graph_path, self.repo_root, str(items[0][0]), self.timeout, self.log_level)
+                fut = app(self.graph_path, self.repo_root, str(items[0][0]), self.timeout, self.log_level,
+                          retry)
             else:
                 fut = self._batch_app(self.graph_path, self.repo_root, [str(q) for q, _, _ in items],
-                                      self.timeout, self.log_level)
+                                      self.timeout, self.log_level, retry)
         except Exception as exc:  # noqa: BLE001 - e.g. Parsl already shut down
             for qid, outer, _ in items:
                 self._finish(outer, QuantumResult(qid, "failed", error=f"{type(exc).__name__}: {exc}"))
