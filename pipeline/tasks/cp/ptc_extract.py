@@ -52,7 +52,8 @@ class PhotonTransferCurveExtractConnections(PipelineTaskConnections, dimensions=
     )
 
 
-class PhotonTransferCurveExtractConfig(PipelineTaskConfig, pipelineConnections=PhotonTransferCurveExtractConnections):
+class PhotonTransferCurveExtractConfig(PipelineTaskConfig,
+                                       pipelineConnections=PhotonTransferCurveExtractConnections):
     """Configuration of `PhotonTransferCurveExtractTask` (cp_pipe names and defaults)."""
 
     matchExposuresType: Literal["TIME", "FLUX", "EXPID"] | None = Field(
@@ -183,7 +184,8 @@ def pair_exposures(
     for g in groups:
         g = sorted(g, key=lambda k: exp_ids[k])
         if len(g) == 1:
-            warnings.append(f"exposure {exp_ids[g[0]]} ({match_type.lower()} {keys[g[0]]}) has no partner and is dropped")
+            warnings.append(f"exposure {exp_ids[g[0]]} ({match_type.lower()} {keys[g[0]]}) has no "
+                            "partner and is dropped")
             continue
         if len(g) > 2:
             warnings.append(f"{len(g)} exposures share {match_type.lower()} {keys[g[0]]}: using "
@@ -277,7 +279,8 @@ class PhotonTransferCurveExtractTask(PipelineTask):
         amp_names = measured[0].ampNames if measured else self._amp_names(inputExp, headers)
         for k in range(len(outputs)):
             if outputs[k] is None:
-                outputs[k] = PhotonTransferCurveDataset.make_dummy(amp_names, cfg.maximumRangeCovariancesAstier)
+                outputs[k] = PhotonTransferCurveDataset.make_dummy(
+                    amp_names, cfg.maximumRangeCovariancesAstier)
         return Struct(outputCovariances=outputs)
 
     @staticmethod
@@ -333,7 +336,8 @@ class PhotonTransferCurveExtractTask(PipelineTask):
         if exp1.detector is None:
             raise ValueError(f"exposure {exp_ids[0]} has no detector attached; cannot find the amplifiers")
         if exp1.image.shape != exp2.image.shape:
-            raise ValueError(f"flats {exp_ids} have different shapes {exp1.image.shape} and {exp2.image.shape}")
+            raise ValueError(f"flats {exp_ids} have different shapes {exp1.image.shape} and "
+                             f"{exp2.image.shape}")
         det = exp1.detector
         regions = {a.name: a.bbox.slices for a in det}
         bad = []
@@ -366,7 +370,8 @@ class PhotonTransferCurveExtractTask(PipelineTask):
             lo = amp_value(cfg.minMeanSignal, amp, 0.0)
             hi = amp_value(cfg.maxMeanSignal, amp, 1e6)
             for p in points:
-                if p.valid and np.isfinite(p.raw_var) and p.covariances.size and np.isfinite(p.covariances[0, 0]):
+                measured = p.covariances.size and np.isfinite(p.covariances[0, 0])
+                if p.valid and np.isfinite(p.raw_var) and measured:
                     c00 = p.covariances[0, 0]
                     diff = 100.0 * abs(1.0 - p.raw_var / c00) if c00 else np.inf
                     if diff >= cfg.thresholdDiffAfwVarVsCov00:

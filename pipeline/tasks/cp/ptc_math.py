@@ -272,7 +272,8 @@ def covariances_fft(
         def lag(dyv, dxv):
             n = np.rint(p_cnt[dyv % sy, dxv % sx])
             with np.errstate(invalid="ignore", divide="ignore"):
-                c = p_cov[dyv % sy, dxv % sx] / n - p_mean[dyv % sy, dxv % sx] * p_mean[-dyv % sy, -dxv % sx] / n**2
+                c = (p_cov[dyv % sy, dxv % sx] / n
+                     - p_mean[dyv % sy, dxv % sx] * p_mean[-dyv % sy, -dxv % sx] / n**2)
             return np.where(n > 0, c, np.nan), n
 
         c1, n1 = lag(dy, dx)

@@ -18,7 +18,8 @@ from pipeline.task import PipelineTask  # noqa: E402
 
 from .ptc_dataset import PhotonTransferCurveDataset  # noqa: E402
 
-__all__ = ["PhotonTransferCurvePlotConfig", "PhotonTransferCurvePlotTask", "plot_covariances", "plot_pair_gains", "plot_ptc"]
+__all__ = ["PhotonTransferCurvePlotConfig", "PhotonTransferCurvePlotTask", "plot_covariances",
+           "plot_pair_gains", "plot_ptc"]
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -51,7 +52,9 @@ def plot_ptc(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
         mu = np.asarray(ptc.rawMeans[amp])
         var = np.asarray(ptc.rawVars[amp])
         used = np.asarray(ptc.expIdMask[amp], bool)
-        model = np.asarray(ptc.finalModelVars[amp]) if np.size(ptc.finalModelVars[amp]) else np.full(mu.size, np.nan)
+        model = np.asarray(ptc.finalModelVars[amp])
+        if model.size != mu.size:
+            model = np.full(mu.size, np.nan)
         ax.loglog(mu[used], var[used], ".", ms=3, label="used")
         if (~used).any():
             ax.loglog(mu[~used], var[~used], "x", ms=3, color="0.6", label="rejected")
@@ -128,7 +131,8 @@ class PhotonTransferCurvePlotConnections(PipelineTaskConnections, dimensions=("i
                          dimensions=("instrument", "detector"))
 
 
-class PhotonTransferCurvePlotConfig(PipelineTaskConfig, pipelineConnections=PhotonTransferCurvePlotConnections):
+class PhotonTransferCurvePlotConfig(PipelineTaskConfig,
+                                    pipelineConnections=PhotonTransferCurvePlotConnections):
     """Configuration of `PhotonTransferCurvePlotTask` (no options)."""
 
 

@@ -44,7 +44,8 @@ class PhotonTransferCurveSolveConnections(PipelineTaskConnections, dimensions=("
     )
 
 
-class PhotonTransferCurveSolveConfig(PipelineTaskConfig, pipelineConnections=PhotonTransferCurveSolveConnections):
+class PhotonTransferCurveSolveConfig(PipelineTaskConfig,
+                                     pipelineConnections=PhotonTransferCurveSolveConnections):
     """Configuration of `PhotonTransferCurveSolveTask` (cp_pipe names and defaults)."""
 
     ptcFitType: Literal["EXPAPPROXIMATION", "FULLCOVARIANCE", "FULLCOVARIANCE_NO_B", "POLYNOMIAL"] = Field(
@@ -68,8 +69,10 @@ class PhotonTransferCurveSolveConfig(PipelineTaskConfig, pipelineConnections=Pho
         9000.0, description="Mean gap after a rejected point that cuts the curve (turnoff; e- if scaled).")
     scaleMaxSignalInitialPtcOutlierFit: bool = Field(
         True, description="Scale the two limits above by an approximate gain (e- → ADU).")
-    sigmaClipFullFitCovariancesAstier: float = Field(5.0, gt=0, description="Sigma clip in the full covariance fit.")
-    maxIterFullFitCovariancesAstier: int = Field(3, ge=1, description="Iterations of the full covariance fit.")
+    sigmaClipFullFitCovariancesAstier: float = Field(
+        5.0, gt=0, description="Sigma clip in the full covariance fit.")
+    maxIterFullFitCovariancesAstier: int = Field(
+        3, ge=1, description="Iterations of the full covariance fit.")
     binSize: int = Field(1, ge=1, description="Binning used in extract (fit bounds are dropped when > 1).")
 
 

@@ -633,13 +633,12 @@ def _fit_full_cov_vp(mu, cv, sw, r, no_b, sigma_cut, n_sigma_iter):
     a = np.zeros((r, r))
     c = np.zeros((r, r))
     g = g0
-    chi2 = np.nan
+    lm = None
     for _ in range(max(n_sigma_iter, 1)):
         w = sw * fit_w
 
         a, c, n, _ = _profile(mu, cv, w, g, True, a, np.zeros((r, r)))
         a, c, n, g, lm = _polish(mu, cv, w, r, no_b, a, c, n, g)
-        chi2 = _chi2(mu, cv, w, g, a, c, n)
         resid = (full_cov_model(a, c, n, g, mu) - cv) * sw
         sd = np.std(resid[fit_w > 0])
         new_fw = np.where(np.abs(resid) > sigma_cut * sd, 0.0, 1.0)
