@@ -685,7 +685,7 @@ def _quicklook(exp: Any, title: str, path: Path) -> None:
     ny, nx = img.shape
     img_h = min(8.0, max(2.5, 10.0 * ny / nx))
     fig = Figure(figsize=(11, img_h + 3.2))
-    gs = fig.add_gridspec(2, 2, height_ratios=[img_h, 2.2], width_ratios=[40, 1], hspace=0.35, wspace=0.03)
+    gs = fig.add_gridspec(2, 2, height_ratios=[img_h, 2.2], width_ratios=[40, 1], hspace=0.25, wspace=0.03)
     ax = fig.add_subplot(gs[0, 0])
     im = ax.imshow(
         img, origin="lower", cmap="gray", vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest"
