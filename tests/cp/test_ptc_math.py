@@ -107,7 +107,9 @@ def test_pair_gain_formulas():
     assert pair_gain(c, mu, s, "FULL") == pytest.approx(g, rel=1e-12)
     assert pair_gain(0.5, mu, np.nan, "FULL") == pytest.approx(2.0)
     c_simple = 1 / g + (s**2 - 1 / (2 * g**2)) / mu
-    assert pair_gain(c_simple, mu, s, "SIMPLE") == pytest.approx(1 / (c_simple - (s**2 - c_simple**2 / 2) / mu))
+    # intended SIMPLE: 1/(2 g0²) = c²/2 (not the reference's g0²/2 precedence slip)
+    expected = 1 / (c_simple - (s**2 - c_simple**2 / 2) / mu)
+    assert pair_gain(c_simple, mu, s, "SIMPLE") == pytest.approx(expected)
     with pytest.raises(ValueError, match="gainCorrectionType"):
         pair_gain(0.5, mu, s, "BOGUS")
 
@@ -214,3 +216,15 @@ def test_fft_box_sum_path_equals_direct_sum_on_large_region():
     np.testing.assert_array_equal(n_fft, n_dir)
     np.testing.assert_allclose(c_fft, c_dir, rtol=0, atol=1e-10)
     assert c_fft[0, 1] / c_fft[0, 0] == pytest.approx(0.2 / 1.04, abs=0.02)
+
+
+def test_threaded_measurement_is_identical():
+    det = SynthDetector(gains=(1.0, 2.0, 3.0), read_noise_e=(4.0, 4.0, 4.0), ny=120, nx_amp=110)
+    rng = np.random.default_rng(8)
+    i1, i2 = make_flat(det, 5000, rng), make_flat(det, 5000, rng)
+    kw = dict(max_range=3, min_good_pixels=1000)
+    one = measure_pair(i1, i2, None, None, det.amp_regions(), **kw)
+    two = measure_pair(i1, i2, None, None, det.amp_regions(), n_threads=2, **kw)
+    for a in det.names:
+        assert one[a][0].raw_var == two[a][0].raw_var and one[a][0].gain == two[a][0].gain
+        np.testing.assert_array_equal(one[a][0].covariances, two[a][0].covariances)

@@ -99,6 +99,9 @@ class PhotonTransferCurveExtractConfig(PipelineTaskConfig,
     doGain: bool = Field(True, description="Calculate a gain per input flat pair.")
     gainCorrectionType: Literal["NONE", "SIMPLE", "FULL"] | None = Field(
         "FULL", description="Correction type for the gain.")
+    numThreads: int = Field(
+        1, ge=1, description="ccdflow: amplifiers measured concurrently (threads) within one quantum; "
+                             "keep 1 when running several processes (-j).")
     useNominalReadNoise: bool = Field(
         True, description="ccdflow: when the ISR overscan-residual header is absent, use the "
                           "amp's nominal read noise / gain (ADU) for the gain correction instead of NaN.")
@@ -362,7 +365,7 @@ class PhotonTransferCurveExtractTask(PipelineTask):
             num_edge_suspect=cfg.numEdgeSuspect, max_range=cfg.maximumRangeCovariancesAstier,
             nsigma=cfg.nSigmaClipPtc, niter=cfg.nIterSigmaClipPtc, bin_size=cfg.binSize,
             min_good_pixels=cfg.minNumberGoodPixelsForCovariance, do_gain=cfg.doGain,
-            gain_correction=cfg.gainCorrectionType or "NONE",
+            gain_correction=cfg.gainCorrectionType or "NONE", n_threads=cfg.numThreads,
         )
         m = cfg.maximumRangeCovariancesAstier
         ptc = PhotonTransferCurveDataset([a.name for a in det], "PARTIAL", m)

@@ -755,6 +755,7 @@ def measure_pair(
     read_noise_adu: dict[str, float] | None = None,
     edge_level: Literal["DETECTOR", "AMP"] | None = "DETECTOR",
     num_edge_suspect: int = 0,
+    n_threads: int = 1,
     **kwargs,
 ) -> dict[str, list[RegionMeasurement]]:
     """Measure every amp of a flat pair (AMP, FULL or GRID regions).
@@ -783,6 +784,8 @@ def measure_pair(
         ``edgeMaskLevel``: where the ``num_edge_suspect`` border is excluded.
     num_edge_suspect : `int`
         ``numEdgeSuspect`` (pixels).
+    n_threads : `int`
+        Measure this many amps concurrently (threads; results are identical).
     **kwargs
         Passed to `measure_pair_region` (``max_range``, ``nsigma``, ...).
 
@@ -820,19 +823,26 @@ def measure_pair(
         return {a: [meas] for a in amp_regions}
     if region not in ("AMP", "GRID"):
         raise ValueError(f"detectorMeasurementRegion must be AMP, FULL or GRID, not {region!r}")
-    for amp, (sy, sx) in amp_regions.items():
+    def one_amp(amp: str) -> list[RegionMeasurement]:
+        sy, sx = amp_regions[amp]
         a1, a2, b1, b2 = im1[sy, sx], im2[sy, sx], bad1[sy, sx], bad2[sy, sx]
         noise = float(rn.get(amp, np.nan))
         if region == "AMP":
-            out[amp] = [measure_pair_region(a1, a2, b1, b2, read_noise_adu=noise, **kwargs)]
-        else:
-            boxes = grid_boxes(a1.shape[0], a1.shape[1], grid_size)
-            kw = dict(kwargs)
-            area = min((by.stop - by.start) * (bx.stop - bx.start) for by, bx in boxes)
-            kw["min_good_pixels"] = min(kw.get("min_good_pixels", 10000), area // 2)
-            out[amp] = [
-                measure_pair_region(a1[by, bx], a2[by, bx], b1[by, bx], b2[by, bx],
-                                    read_noise_adu=noise, **kw)
-                for by, bx in boxes
-            ]
+            return [measure_pair_region(a1, a2, b1, b2, read_noise_adu=noise, **kwargs)]
+        boxes = grid_boxes(a1.shape[0], a1.shape[1], grid_size)
+        kw = dict(kwargs)
+        area = min((by.stop - by.start) * (bx.stop - bx.start) for by, bx in boxes)
+        kw["min_good_pixels"] = min(kw.get("min_good_pixels", 10000), area // 2)
+        return [measure_pair_region(a1[by, bx], a2[by, bx], b1[by, bx], b2[by, bx],
+                                    read_noise_adu=noise, **kw) for by, bx in boxes]
+
+    if n_threads > 1 and len(amp_regions) > 1:
+        # numpy and pocketfft release the GIL on large arrays: amps run concurrently
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            results = list(pool.map(one_amp, list(amp_regions)))
+        out = dict(zip(amp_regions, results))
+    else:
+        out = {amp: one_amp(amp) for amp in amp_regions}
     return out
