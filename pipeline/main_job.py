@@ -701,12 +701,11 @@ def _quicklook(exp: Any, title: str, path: Path) -> None:
     pad = 0.3 * (hi - lo) + 1e-3
     prof.set_ylim(lo - pad, hi + pad)
     det = getattr(exp, "detector", None)
-    if det is not None:
-        for amp in det:
-            if amp.bbox.x0 > 0:
-                prof.axvline(amp.bbox.x0, color="C3", lw=0.8, ls="--")
-                ax.axvline(amp.bbox.x0, color="C3", lw=0.5, ls="--", alpha=0.6)
-    prof.set_xlabel("x [pixel]   (red dashed: amplifier boundaries)")
+    bounds = sorted({amp.bbox.x0 for amp in det if amp.bbox.x0 > 0}) if det is not None else []
+    for x in bounds:
+        prof.axvline(x, color="C3", lw=0.8, ls="--")
+        ax.axvline(x, color="C3", lw=0.5, ls="--", alpha=0.6)
+    prof.set_xlabel("x [pixel]" + ("   (red dashed: amplifier boundaries)" if bounds else ""))
     prof.set_ylabel("column median [ADU]")
     fig.savefig(path, dpi=80, bbox_inches="tight")
 
@@ -872,6 +871,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StepFailed, FileNotFoundError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to finish ({repo} is reused)", file=sys.stderr)
+        return 130
     print("\n" + report)
     print(f"\nplots written to {repo / 'plots'}:")
     for p in plots:
