@@ -5,23 +5,45 @@ Tasks are thin glue over pure numpy modules (``*_math.py``, `flat.measure_scales
 
 from __future__ import annotations
 
-from .combine import (
-    CalibCombineByFilterConfig,
-    CalibCombineByFilterTask,
-    CalibCombineConfig,
-    CalibCombineTask,
-)
-from .dark import CpDarkConfig, CpDarkTask
-from .flat import (
-    CpFlatMeasureConfig,
-    CpFlatMeasureTask,
-    CpFlatNormalizationConfig,
-    CpFlatNormalizationTask,
-)
-from .ptc_dataset import PhotonTransferCurveDataset, PtcFormatter
-from .ptc_extract import PhotonTransferCurveExtractConfig, PhotonTransferCurveExtractTask
-from .ptc_plots import PhotonTransferCurvePlotConfig, PhotonTransferCurvePlotTask
-from .ptc_solve import PhotonTransferCurveSolveConfig, PhotonTransferCurveSolveTask
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562), so reading a PTC or running one cp task does not
+# import every task module (matplotlib for the plots, scipy.stats, astroscrappy, ...).
+_LAZY = {
+    "CalibCombineByFilterConfig": "combine",
+    "CalibCombineByFilterTask": "combine",
+    "CalibCombineConfig": "combine",
+    "CalibCombineTask": "combine",
+    "CpDarkConfig": "dark",
+    "CpDarkTask": "dark",
+    "CpFlatMeasureConfig": "flat",
+    "CpFlatMeasureTask": "flat",
+    "CpFlatNormalizationConfig": "flat",
+    "CpFlatNormalizationTask": "flat",
+    "PhotonTransferCurveDataset": "ptc_dataset",
+    "PtcFormatter": "ptc_dataset",
+    "PhotonTransferCurveExtractConfig": "ptc_extract",
+    "PhotonTransferCurveExtractTask": "ptc_extract",
+    "PhotonTransferCurvePlotConfig": "ptc_plots",
+    "PhotonTransferCurvePlotTask": "ptc_plots",
+    "PhotonTransferCurveSolveConfig": "ptc_solve",
+    "PhotonTransferCurveSolveTask": "ptc_solve",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))
+
 
 __all__ = [
     "CalibCombineByFilterConfig",
