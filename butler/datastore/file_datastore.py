@@ -256,7 +256,15 @@ class FileDatastore:
         self._mkdir(final.parent)
         tmp = final.parent / f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{fmt.extension}"
         try:
-            fmt.write(obj, tmp, ref)
+            try:
+                fmt.write(obj, tmp, ref)
+            except FileNotFoundError:
+                # The directory cache outlived the directory (removed by a prune elsewhere).
+                if final.parent.is_dir():
+                    raise
+                self._made_dirs.discard(final.parent)
+                self._mkdir(final.parent)
+                fmt.write(obj, tmp, ref)
             size = tmp.stat().st_size
             checksum = _checksum(tmp) if self.checksum else None
         except Exception as exc:

@@ -369,3 +369,47 @@ def test_missing_registry_file_is_reported_not_recreated(tmp_path):
     with pytest.raises(RepositoryError, match="registry database .* is missing"):
         Butler(tmp_path / "r")
     assert not (tmp_path / "r" / "registry.sqlite3").exists()
+
+
+def test_quantum_backed_butler_reuse_for_workers(filled):
+    """A worker shares one datastore between quanta (config/datastore kwargs, for_quantum)."""
+    import shutil
+
+    from butler._config import load_config
+
+    reg = filled.registry
+    inp = filled.put(np.arange(4.0), "arr", instrument="cam", exposure=1, detector=0, run="in")
+    info = reg.get_file_records([inp.id])[inp.id]
+    dt = reg.get_dataset_type("meta")
+    outs = [
+        DatasetRef(dt, reg.expand_data_id(instrument="cam", exposure=e, dimensions=dt.dimensions), "out/w")
+        for e in (1, 2)
+    ]
+    cfg = load_config(filled.root)
+    first = QuantumBackedButler(filled.root, inputs={inp.id: (inp, info)}, outputs=outs[:1], config=cfg)
+    assert list(first.inputs) == [inp.id] and list(first.outputs) == [outs[0].id]
+    # The predicted record names the file the write produces.
+    predicted = first.predicted_file_info(outs[0])
+    first.put({"v": float(first.get(inp).sum())}, outs[0])
+    (ref0, info0), = first.written
+    assert info0.path == predicted.path and info0.file_size > 0 and predicted.file_size == -1
+    # The next quantum shares the datastore, with fresh state.
+    second = first.for_quantum(inputs={}, outputs=outs[1:])
+    assert second.datastore is first.datastore and second.written == []
+    with pytest.raises(DatasetNotFoundError, match="not an input"):
+        second.get(inp)
+    # A prune elsewhere removed the whole output run directory: the shared cache copes.
+    shutil.rmtree(filled.root / "out")
+    second.put({"v": 2.0}, outs[1])
+    assert second.get(outs[1]) == {"v": 2.0}
+    # Old call form and datastore= form give the same layout; a foreign datastore is refused.
+    third = QuantumBackedButler(filled.root, inputs={}, outputs=outs, datastore=first.datastore)
+    assert third.predicted_file_info(outs[1]).path == second.written[0][1].path
+    with pytest.raises(ValueError, match="rooted at"):
+        QuantumBackedButler(filled.root / "other", inputs={}, outputs=outs, datastore=first.datastore)
+    # A failed attempt's files are deleted and forgotten; leftovers at predicted paths removed.
+    assert second.delete_written() == 1 and second.written == []
+    assert not (filled.root / second.predicted_file_info(outs[1]).path).exists()
+    third.put({"v": 3.0}, outs[0])
+    assert third.remove_stale() == 1
+    assert not (filled.root / third.predicted_file_info(outs[0]).path).exists()
