@@ -41,12 +41,20 @@ def bin_image(image: np.ndarray, factor: int, dtype: type = np.float64) -> np.nd
 
 
 def _block_sum(plane: np.ndarray, b: int, dtype: type = np.float64) -> np.ndarray:
-    """Sum of ``b × b`` blocks: strided row sums, then contiguous column sums."""
+    """Sum of ``b × b`` blocks of a ``(ny, nx)`` plane; shape ``(ny // b, nx // b)``.
+
+    Row sums of strided row views, then column sums of strided column views of the (b times
+    smaller) result: about one read of the input and no large temporary (a
+    ``reshape(ny, b, nx, b).sum`` is ~8× slower on float32).
+    """
     ny, nx = plane.shape[0] // b, plane.shape[1] // b
     acc = plane[0 : ny * b : b, : nx * b].astype(dtype)
     for k in range(1, b):
         acc += plane[k : ny * b : b, : nx * b]
-    return acc.reshape(ny, nx, b).sum(axis=2, dtype=dtype)
+    out = acc[:, 0::b].copy()
+    for k in range(1, b):
+        out += acc[:, k::b]
+    return out
 
 
 def bin_planes(
@@ -72,6 +80,11 @@ def bin_planes(
     b = _check(factor)
     ny, nx = image.shape[0] // b, image.shape[1] // b
     img = bin_image(image, b)
-    m = np.bitwise_or.reduce(mask[: ny * b, : nx * b].reshape(ny, b, nx, b), axis=(1, 3)).astype(np.int32)
+    rows = mask[0 : ny * b : b, : nx * b].astype(np.int32)
+    for k in range(1, b):
+        rows |= mask[k : ny * b : b, : nx * b]
+    m = rows[:, 0::b].copy()
+    for k in range(1, b):
+        m |= rows[:, k::b]
     v = _block_sum(variance, b) / (b * b)
     return img, m, v.astype(np.float32)

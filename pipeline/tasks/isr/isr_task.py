@@ -134,6 +134,7 @@ class IsrTask(PipelineTask):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._variance_replaced = False
+        self._owned_raw: np.ndarray | None = None
         self.makeSubtask("overscan")
         self.makeSubtask("ampOffset")
 
@@ -179,6 +180,7 @@ class IsrTask(PipelineTask):
         if not np.issubdtype(mi.image.dtype, np.integer):
             raise RuntimeError(f"cannot convert raw pixels of dtype {mi.image.dtype} to float")
         img = mi.image.astype(np.float32)
+        self._owned_raw = img  # ours: its memory may be reused after assembly (`_assemble`)
         # Variance 1 everywhere: a read-only broadcast until a step writes to the raw variance
         # (see `_writable_variance`); assembly creates the real plane. Saves one full-size plane.
         exposure.masked_image = MaskedImage(
@@ -392,7 +394,9 @@ class IsrTask(PipelineTask):
         interpolated like defects instead of leaving inf/NaN in the output).
         """
         fi, fm, fv = _calib_planes(flatExposure)
-        if not invert:
+        # Two SIMD reductions instead of two full boolean temporaries when the flat is clean
+        # (the usual case); NaN makes the comparison False and takes the masking path.
+        if not invert and not (fi.size and fi.min() > 0 and fi.max() < np.inf):
             good = fi > 0
             good &= fi < np.inf
             if not good.all():
@@ -458,7 +462,8 @@ class IsrTask(PipelineTask):
         bit = np.int32(
             exposure.masked_image.get_plane_bitmask(self.config.negativeVarianceMaskName, add=True)
         )
-        np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=bad)
+        if np.count_nonzero(bad):
+            np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=bad)
 
     def saturationInterpolation(self, exposure: Exposure) -> None:
         """Interpolate over SAT (grown by growSaturationFootprintSize)."""
@@ -536,7 +541,11 @@ class IsrTask(PipelineTask):
     # ----------------------------------------------------------------------------- internals
     @staticmethod
     def _conform(exposure: Exposure, calib: Any, mask: np.ndarray | None) -> np.ndarray | None:
-        if mask is None or not isinstance(calib, (Exposure, MaskedImage)):
+        # A calibration mask without any bit set is dropped: the read-only count is cheaper
+        # than OR-ing a full plane of zeros into the exposure's mask.
+        if mask is None or not np.count_nonzero(mask):
+            return None
+        if not isinstance(calib, (Exposure, MaskedImage)):
             return mask
         mi = calib.masked_image if isinstance(calib, Exposure) else calib
         return (
@@ -834,6 +843,7 @@ class IsrTask(PipelineTask):
         c = self.config
         det = ccd.detector
         self._variance_replaced = False
+        self._owned_raw = None
         if isinstance(bfKernel, BrighterFatterKernel):
             bfGains = bfGains or bfKernel.gains or None
             bfKernel = bfKernel.kernel
@@ -1005,10 +1015,12 @@ class IsrTask(PipelineTask):
         # 16. saturation trails
         if c.doWidenSaturationTrails and c.saturatedMaskName in mi.mask_planes:
             bit = np.int32(mi.get_plane_bitmask(c.saturatedMaskName))
-            sat = (mi.mask & bit) != 0
-            if sat.any():
-                wide = F.widen_saturation_trails(sat)
-                np.bitwise_or(mi.mask, bit, out=mi.mask, where=wide)
+            sy = F.flagged_pixels(mi.mask, bit)[0]
+            if sy.size:
+                # Widening acts along rows only: process the band of rows holding SAT pixels.
+                band = slice(int(sy[0]), int(sy[-1]) + 1)
+                wide = F.widen_saturation_trails((mi.mask[band] & bit) != 0)
+                np.bitwise_or(mi.mask[band], bit, out=mi.mask[band], where=wide)
         # 18. brighter-fatter
         if c.doBrighterFatter:
             self._brighter_fatter(ccd, bfKernel, bfGains or gains, dark, flat, amp_boxes)
@@ -1138,6 +1150,13 @@ class IsrTask(PipelineTask):
         xy0 = mi.xy0
         img = assemble_plane(mi.image, det, trim=trim, dtype=np.float32)
         raw_mask, raw_var = mi.mask, mi.variance
+        # The float32 raw made by convertIntToFloat is ours and no longer needed: its memory
+        # becomes the variance plane (a fresh plane costs more in page faults than the
+        # arithmetic that fills it).
+        spare = mi.image if mi.image is self._owned_raw else None
+        self._owned_raw = None
+        if spare is not None and not (spare.flags.c_contiguous and spare.size >= img.size):
+            spare = None
         ccd.masked_image = None  # free the raw image plane before assembling the others
         del mi
         mask = assemble_plane(raw_mask, det, trim=trim, dtype=np.int32)
@@ -1147,9 +1166,17 @@ class IsrTask(PipelineTask):
         if self._variance_replaced:
             # Every pixel's variance is (re)computed by updateVariance right after bias
             # subtraction, so the assembled plane needs no initial values.
-            var = np.empty(img.shape, np.float32)
+            var = (
+                spare.reshape(-1)[: img.size].reshape(img.shape)
+                if spare is not None
+                else np.empty(img.shape, np.float32)
+            )
         elif not raw_var.flags.writeable:  # untouched broadcast of 1.0 from convertIntToFloat
-            var = np.ones(img.shape, np.float32)
+            if spare is not None:
+                var = spare.reshape(-1)[: img.size].reshape(img.shape)
+                var.fill(1.0)
+            else:
+                var = np.ones(img.shape, np.float32)
         else:
             var = assemble_plane(raw_var, det, trim=trim, dtype=np.float32, fill=1.0)
         del raw_var
@@ -1318,10 +1345,7 @@ class IsrTask(PipelineTask):
         out: dict[str, Any] = {}
         # SAT/BAD counts from the (sparse) flagged-pixel coordinates: two full-image passes
         # instead of four per amplifier.
-        flagged = mi.mask & np.int32(sat_bit | bad_bit)
-        fy, fx = F.sparse_nonzero(flagged)
-        fv = flagged[fy, fx]
-        del flagged
+        fy, fx, fv = F.flagged_pixels(mi.mask, sat_bit | bad_bit)
         for amp in ccd.detector:
             box = amp_boxes[amp.name]
             sl = box.slices
