@@ -322,24 +322,42 @@ def query_dataset_types(repo: str, patterns: tuple[str, ...], fmt: str) -> None:
     )
 
 
-def _ref_rows(refs: Sequence[Any], b: Any, show_uri: bool) -> tuple[list[dict[str, Any]], list[str]]:
+def _ref_rows(
+    refs: Sequence[Any], order: Sequence[str], uris: dict[Any, str] | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Table rows of datasets: type, run, id, data ID values in universe order (and URI)."""
     dims: list[str] = []
     for r in refs:
         for d in r.data_id:
             if d not in dims:
                 dims.append(d)
-    order = b.registry.universe.names
-    dims.sort(key=order.index)
-    infos = b.registry.get_file_records([r.id for r in refs]) if show_uri else {}
+    dims.sort(key=list(order).index)
     rows = []
     for r in refs:
         row: dict[str, Any] = {"type": r.dataset_type.name, "run": r.run, "id": str(r.id)}
         row.update({d: r.data_id.get(d) for d in dims})
-        if show_uri:
-            info = infos.get(r.id)
-            row["URI"] = str(b.datastore.abspath(info.path)) if info else ""
+        if uris is not None:
+            row["URI"] = uris.get(r.id, "")
         rows.append(row)
-    return rows, ["type", "run", "id", *dims] + (["URI"] if show_uri else [])
+    return rows, ["type", "run", "id", *dims] + (["URI"] if uris is not None else [])
+
+
+def _query_datasets_fast(
+    repo: str, types: list[str], cols: list[str] | None, where: str, find_first: bool, show_uri: bool
+) -> tuple[list[Any], tuple[str, ...], dict[Any, str] | None] | None:
+    """The sqlite3 fast path (no SQLAlchemy import); `None` when the registry must answer."""
+    from butler.registry import _sqlite_fast
+
+    if not _sqlite_fast.enabled():
+        return None
+    try:
+        refs, uris, order = _sqlite_fast.query_datasets(
+            repo, types, collections=cols, where=where, find_first=find_first, with_uris=show_uri
+        )
+    except _sqlite_fast.FastPathUnavailable as exc:
+        _LOG.debug("query-datasets: SQLAlchemy path (%s)", exc)
+        return None
+    return refs, order, (uris if show_uri else None)
 
 
 @cli.command("query-datasets")
@@ -373,23 +391,36 @@ def query_datasets(
     fmt: str,
 ) -> None:
     """List datasets of DATASET_TYPES (glob patterns; default: all) in collections."""
-    b = _open(repo, writeable=False)
     cols = _split(collections) or None
     if find_first and cols is None:
         raise click.UsageError("--find-first needs --collections (the search order)")
     types = list(dataset_types) or ["*"]
-    refs = b.registry.query_datasets(
-        types,
-        collections=cols,
-        where=where,
-        find_first=find_first,
-        limit=limit or None,
-        order_by=order_by or None,
-    )
-    if not order_by:
+    # SQLite without --order-by/--limit: answered with the stdlib sqlite3 module (same query
+    # compiler, same rows; ~0.3 s less start-up). Anything else, and every error, goes through
+    # the registry (SQLAlchemy), which is the reference.
+    fast = None
+    if not (order_by or limit):
+        fast = _query_datasets_fast(repo, types, cols, where, find_first, show_uri)
+    if fast is not None:
+        refs, order, uris = fast
+    else:
+        b = _open(repo, writeable=False)
+        refs = b.registry.query_datasets(
+            types,
+            collections=cols,
+            where=where,
+            find_first=find_first,
+            limit=limit or None,
+            order_by=order_by or None,
+        )
         order = b.registry.universe.names
+        uris = None
+        if show_uri:
+            infos = b.registry.get_file_records([r.id for r in refs])
+            uris = {i: str(b.datastore.abspath(info.path)) for i, info in infos.items()}
+    if not order_by:
         refs.sort(key=lambda r: (r.dataset_type.name, r.run, [_sort_value(r.data_id.get(d)) for d in order]))
-    rows, columns = _ref_rows(refs, b, show_uri)
+    rows, columns = _ref_rows(refs, order, uris)
     _print_table(rows, fmt, columns, empty="No datasets found.")
 
 
@@ -629,7 +660,7 @@ def prune_datasets(
         _split(datasets), collections=_split(collections), where=where, find_first=False
     )
     if dry_run:
-        rows, columns = _ref_rows(refs, b, False)
+        rows, columns = _ref_rows(refs, b.registry.universe.names, None)
         _print_table(rows, "table", columns, empty="No datasets found.")
         return
     purge = not unstore and not tags

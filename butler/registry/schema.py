@@ -40,18 +40,7 @@ def _sa_type(spec: dict[str, Any]) -> sa.types.TypeEngine:
     raise ValueError(f"unknown column type {t!r} in registry schema")
 
 
-@lru_cache(maxsize=1)
-def _tables_config() -> dict[str, Any]:
-
-    import registry_schema
-
-    with open(Path(registry_schema.__file__).parent / "tables.yaml") as f:
-        return load_yaml(f)
-
-
-def schema_version() -> int:
-    """Return the version of ``tables.yaml``."""
-    return int(_tables_config()["version"])
+from ._schema_version import _tables_config, schema_version  # noqa: E402  (SQLAlchemy-free)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ._compiler import compile_expression
 from ._errors import ExpressionError
 from ._parser import parse_expression
 from ._resolver import TIMESPAN_MAX, TIMESPAN_MIN, ColumnKind, ColumnResolver, ResolvedColumn
+from ._text_backend import SQLITE_TEXT, SqlText
 
 __all__ = [
     "BinaryOp",
@@ -47,6 +48,8 @@ __all__ = [
     "Node",
     "RangeLiteral",
     "ResolvedColumn",
+    "SQLITE_TEXT",
+    "SqlText",
     "TIMESPAN_MAX",
     "TIMESPAN_MIN",
     "TupleNode",

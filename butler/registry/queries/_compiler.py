@@ -33,10 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import ColumnElement
-
 from ._ast import (
     BinaryOp,
     BindName,
@@ -55,7 +51,9 @@ from ._parser import parse_expression
 from ._resolver import ColumnResolver, ResolvedColumn
 from ._time import mjd_tai_to_ns, tai_ns_to_utc_datetime
 
-__all__ = ["compile_expression"]
+ColumnElement = Any  # a SQL expression of the backend in use (SQLAlchemy, or SQL text)
+
+__all__ = ["compile_expression", "glob_to_like", "glob_to_regex", "glob_to_sqlite"]
 
 _NUMERIC = ("int", "float")
 _COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
@@ -82,25 +80,6 @@ class _Value:
         article = "an" if self.kind == "int" else "a"
         what = "value" if self.literal else "column"
         return f"{self.text} ({article} {self.kind} {what})"
-
-
-class _GlobMatch(ColumnElement):
-    """``column GLOB pattern`` with a per-dialect, case-sensitive translation."""
-
-    inherit_cache = False
-    type = sa.Boolean()
-    _is_implicitly_boolean = True  # a predicate: SQLAlchemy must not append "= 1" on SQLite
-
-    def __init__(self, column: ColumnElement, pattern: str) -> None:
-        self.column = column
-        self.pattern = pattern
-
-    @property
-    def _from_objects(self) -> list[Any]:  # so SELECT infers the FROM of the column
-        return self.column._from_objects
-
-    def get_children(self, **kw: Any) -> tuple[Any, ...]:  # noqa: D102
-        return (self.column,)
 
 
 def glob_to_like(pattern: str) -> str:
@@ -174,53 +153,9 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
-class _Parens(ColumnElement):
-    """A parenthesised boolean clause that SQLAlchemy will not flatten into its parent."""
-
-    inherit_cache = False
-    type = sa.Boolean()
-    _is_implicitly_boolean = True
-
-    def __init__(self, clause: ColumnElement) -> None:
-        self.clause = clause
-
-    @property
-    def _from_objects(self) -> list[Any]:
-        return self.clause._from_objects
-
-    def get_children(self, **kw: Any) -> tuple[Any, ...]:  # noqa: D102
-        return (self.clause,)
-
-
-@compiles(_Parens)
-def _parens_default(element: _Parens, compiler: Any, **kw: Any) -> str:
-    return f"({compiler.process(element.clause, **kw)})"
-
-
-def _glob_to_sqlite(pattern: str) -> str:
-    # SQLite GLOB negates a class with '^', shell globs with '!'.
+def glob_to_sqlite(pattern: str) -> str:
+    """Translate a shell glob for SQLite's ``GLOB`` (which negates a class with ``^``, not ``!``)."""
     return re.sub(r"\[!", "[^", pattern)
-
-
-@compiles(_GlobMatch)
-def _glob_default(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
-    col = compiler.process(element.column, **kw)
-    pat = compiler.process(sa.literal(glob_to_like(element.pattern), sa.String()), **kw)
-    return f"({col} LIKE {pat} ESCAPE '\\')"
-
-
-@compiles(_GlobMatch, "sqlite")
-def _glob_sqlite(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
-    col = compiler.process(element.column, **kw)
-    pat = compiler.process(sa.literal(_glob_to_sqlite(element.pattern), sa.String()), **kw)
-    return f"({col} GLOB {pat})"
-
-
-@compiles(_GlobMatch, "postgresql")
-def _glob_postgresql(element: _GlobMatch, compiler: Any, **kw: Any) -> str:
-    col = compiler.process(element.column, **kw)
-    pat = compiler.process(sa.literal(glob_to_regex(element.pattern), sa.String()), **kw)
-    return f"({col} ~ {pat})"
 
 
 def _node_text(node: Node, depth: int = 0) -> str:
@@ -251,7 +186,10 @@ def _node_text(node: Node, depth: int = 0) -> str:
 
 
 class _Compiler:
-    def __init__(self, text: str, resolver: ColumnResolver, bind: Mapping[str, Any]) -> None:
+    def __init__(
+        self, text: str, resolver: ColumnResolver, bind: Mapping[str, Any], sql: Any = None
+    ) -> None:
+        self.sql = sql if sql is not None else sql_backend(resolver)
         self.text = text
         self.resolver = resolver
         self.bind = bind
@@ -402,7 +340,7 @@ class _Compiler:
                 f"expected a condition (e.g. exposure.exposure_time > 10), got {v.describe()}", v.pos
             )
         if v.literal:
-            return sa.true() if v.sql else sa.false()
+            return self.sql.true() if v.sql else self.sql.false()
         return v.sql
 
     # --- boolean -----------------------------------------------------------------------------
@@ -418,12 +356,14 @@ class _Compiler:
             else:
                 operands.append(sub)
         clauses = [self.condition(sub) for sub in operands]
-        sql = _balanced(sa.and_ if node.op == "AND" else sa.or_, clauses)
+        combine = self.sql.and_ if node.op == "AND" else self.sql.or_
+        sql = _balanced(self.sql, combine, clauses)
         return _Value("bool", sql, False, node.pos, _node_text(node))
 
     def unary(self, node: UnaryOp) -> _Value:
         if node.op == "NOT":
-            return _Value("bool", sa.not_(self.condition(node.operand)), False, node.pos, _node_text(node))
+            negated = self.sql.not_(self.condition(node.operand))
+            return _Value("bool", negated, False, node.pos, _node_text(node))
         v = self.value(node.operand)
         if v.kind not in _NUMERIC:
             raise self.error(f"unary {node.op!r} needs a number, got {v.describe()}", node.pos)
@@ -445,7 +385,7 @@ class _Compiler:
             if node.op in ("/", "%") and rhs.sql == 0:
                 raise self.error("division by zero", rhs.pos)
             return _Value(kind, _fold(node.op, lhs.sql, rhs.sql), True, node.pos, text)
-        a = lhs.sql if not lhs.literal else sa.literal(lhs.sql)
+        a = lhs.sql if not lhs.literal else self.sql.literal(lhs.sql)
         return _Value(kind, _ARITH_SQL[node.op](a, rhs.sql), False, node.pos, text)
 
     # --- comparisons -------------------------------------------------------------------------
@@ -500,7 +440,7 @@ class _Compiler:
         lhs, rhs = self.coerce_pair(lhs, rhs, node.op)
         if lhs.literal and rhs.literal:
             return _Value("bool", _py_compare(node.op, lhs.sql, rhs.sql), True, node.pos, text)
-        a = lhs.sql if not lhs.literal else sa.literal(lhs.sql, rhs.sql.type)
+        a = lhs.sql if not lhs.literal else self.sql.literal(lhs.sql, rhs.sql)
         return _Value("bool", _sql_compare(node.op, a, rhs.sql), False, node.pos, text)
 
     def compare_timespan(self, node: BinaryOp, lhs: _Value, rhs: _Value) -> ColumnElement:
@@ -514,19 +454,19 @@ class _Compiler:
         if rhs.kind == "timespan":
             rb, re_ = rhs.sql
             if op == "<":
-                return _bool(le <= rb)
+                return self._bool(le <= rb)
             if op == ">":
-                return _bool(lb >= re_)
+                return self._bool(lb >= re_)
             if op == "=":
-                return sa.and_(_bool(lb == rb), _bool(le == re_))
+                return self.sql.and_(self._bool(lb == rb), self._bool(le == re_))
             if op == "!=":
-                return sa.or_(_bool(lb != rb), _bool(le != re_))
+                return self.sql.or_(self._bool(lb != rb), self._bool(le != re_))
         elif rhs.kind == "time":
             t = rhs.sql
             if op == "<":
-                return _bool(le <= t)
+                return self._bool(le <= t)
             if op == ">":
-                return _bool(lb > t)
+                return self._bool(lb > t)
         else:
             raise self.error(
                 f"type mismatch: cannot compare {lhs.describe()} {node.op} {rhs.describe()}; "
@@ -536,6 +476,19 @@ class _Compiler:
         raise self.error(
             f"operator {node.op!r} is not defined for timespans; use OVERLAPS, or '<' / '>'", node.op_pos
         )
+
+    def _bool(self, v: Any) -> Any:
+        if isinstance(v, bool):
+            return self.sql.true() if v else self.sql.false()
+        return v
+
+    def _lt(self, a: Any, b: Any) -> Any:
+        a_sql, b_sql = self.sql.is_sql(a), self.sql.is_sql(b)
+        if not a_sql and not b_sql:
+            return a < b
+        if not a_sql:
+            return b > a
+        return a < b
 
     # --- OVERLAPS ----------------------------------------------------------------------------
     def time_point(self, node: Node) -> Any:
@@ -576,12 +529,13 @@ class _Compiler:
         lhs, rhs = self.value(node.lhs), self.value(node.rhs)
         a_begin, a_end = self.interval(lhs)
         b_begin, b_end = self.interval(rhs)
-        first = _lt(a_begin, b_end)
-        second = _lt(b_begin, a_end)
+        first = self._lt(a_begin, b_end)
+        second = self._lt(b_begin, a_end)
         text = f"{lhs.text} OVERLAPS {rhs.text}"
         if isinstance(first, bool) and isinstance(second, bool):
             return _Value("bool", first and second, True, node.pos, text)
-        return _Value("bool", sa.and_(_bool(first), _bool(second)), False, node.pos, text)
+        clause = self.sql.and_(self._bool(first), self._bool(second))
+        return _Value("bool", clause, False, node.pos, text)
 
     # --- IN ----------------------------------------------------------------------------------
     def is_in(self, node: IsIn) -> _Value:
@@ -603,7 +557,7 @@ class _Compiler:
             if b.literal:
                 literals.append(b.sql)
             else:
-                left = a.sql if not a.literal else sa.literal(a.sql, b.sql.type)
+                left = a.sql if not a.literal else self.sql.literal(a.sql, b.sql)
                 clauses.append(left == b.sql)
 
         for item in node.values:
@@ -613,7 +567,7 @@ class _Compiler:
                         f"a range needs an integer on the left of IN, got {lhs.describe()}", item.pos
                     )
                 if lhs.literal:
-                    clauses.append(sa.true() if lhs.sql in item else sa.false())
+                    clauses.append(self.sql.true() if lhs.sql in item else self.sql.false())
                     continue
                 count = (item.stop - item.start) // item.stride + 1
                 if count <= _EXPAND_RANGE:  # small ranges join the IN list (one parameter)
@@ -621,7 +575,7 @@ class _Compiler:
                     continue
                 rng = lhs_sql.between(item.start, item.stop)
                 if item.stride > 1:
-                    rng = sa.and_(rng, ((lhs_sql - item.start) % item.stride) == 0)
+                    rng = self.sql.and_(rng, ((lhs_sql - item.start) % item.stride) == 0)
                 clauses.append(rng)
             else:
                 fast = self.fast_list(lhs, item)
@@ -631,17 +585,17 @@ class _Compiler:
                     add(self.value(item))
         if literals:
             if lhs.literal:
-                clauses.append(sa.true() if lhs.sql in literals else sa.false())
+                clauses.append(self.sql.true() if lhs.sql in literals else self.sql.false())
             elif len(literals) == 1:
                 clauses.append(lhs_sql == literals[0])
             else:
                 clauses.append(lhs_sql.in_(literals))
         if not clauses:  # e.g. an empty list bound to :name
-            sql: Any = sa.false()
+            sql: Any = self.sql.false()
         else:
-            sql = clauses[0] if len(clauses) == 1 else sa.or_(*clauses)
+            sql = clauses[0] if len(clauses) == 1 else self.sql.or_(*clauses)
         if node.negated:
-            sql = sa.not_(sql)
+            sql = self.sql.not_(sql)
         return _Value("bool", sql, False, node.pos, "IN (...)")
 
     def fast_list(self, lhs: _Value, item: Node) -> list[Any] | None:
@@ -669,7 +623,8 @@ class _Compiler:
             raise self.error(f"GLOB needs a string column first, got {field.describe()}", field.pos)
         if pattern.kind != "str" or not pattern.literal:
             raise self.error(f"GLOB needs a string pattern second, got {pattern.describe()}", pattern.pos)
-        return _Value("bool", _GlobMatch(field.sql, pattern.sql), False, node.pos, f"GLOB({field.text}, ...)")
+        match = self.sql.glob(field.sql, pattern.sql)
+        return _Value("bool", match, False, node.pos, f"GLOB({field.text}, ...)")
 
 
 _CHUNK = 64
@@ -704,14 +659,14 @@ def _time_hint(v: _Value) -> str:
     return ""
 
 
-def _balanced(combine: Any, clauses: list[Any]) -> Any:
+def _balanced(sql: Any, combine: Any, clauses: list[Any]) -> Any:
     """Combine many clauses as a tree of parenthesised groups of at most `_CHUNK` terms.
 
     SQLite parses ``a OR b OR c ...`` into a left-deep tree and refuses more than 1000 levels;
     grouping keeps the depth logarithmic for machine-generated expressions.
     """
     while len(clauses) > _CHUNK:
-        clauses = [_Parens(combine(*clauses[i : i + _CHUNK])) for i in range(0, len(clauses), _CHUNK)]
+        clauses = [sql.parens(combine(*clauses[i : i + _CHUNK])) for i in range(0, len(clauses), _CHUNK)]
     return combine(*clauses)
 
 
@@ -719,22 +674,14 @@ def _begin_end_literal(begin: Any, end: Any) -> bool:
     return isinstance(begin, int) and isinstance(end, int)
 
 
-def _both_py(a: Any, b: Any) -> bool:
-    return not isinstance(a, sa.ColumnElement) and not isinstance(b, sa.ColumnElement)
+def sql_backend(resolver: Any) -> Any:
+    """The SQL backend a resolver's columns belong to (its ``sql_backend``, else SQLAlchemy)."""
+    backend = getattr(resolver, "sql_backend", None)
+    if backend is None:
+        from ._sa_backend import SQLALCHEMY
 
-
-def _lt(a: Any, b: Any) -> Any:
-    if _both_py(a, b):
-        return a < b
-    if not isinstance(a, sa.ColumnElement):
-        return b > a
-    return a < b
-
-
-def _bool(v: Any) -> Any:
-    if isinstance(v, bool):
-        return sa.true() if v else sa.false()
-    return v
+        backend = SQLALCHEMY
+    return backend
 
 
 def _py_compare(op: str, a: Any, b: Any) -> bool:
@@ -789,9 +736,11 @@ def compile_expression(
 
     Returns
     -------
-    clause : `sqlalchemy.sql.ColumnElement` [`bool`]
+    clause : `sqlalchemy.sql.ColumnElement` [`bool`] (or the resolver's backend's clause)
         A boolean clause using only bound parameters for user values; ``sqlalchemy.true()``
-        for a blank expression.
+        for a blank expression. A resolver with a ``sql_backend`` attribute (e.g.
+        `butler.registry.queries.SQLITE_TEXT`) gets that backend's clauses instead: SQL text
+        with ``?`` placeholders, for the stdlib ``sqlite3`` fast path of the CLI.
 
     Raises
     ------
@@ -807,19 +756,20 @@ def compile_expression(
     Semantics are described in this module's docstring; grammar and LSST behaviour in
     middleware-reference §8.
     """
+    sql = sql_backend(resolver)
     if expression is None:
-        return sa.true()
+        return sql.true()
     if isinstance(expression, str):
         text = expression
         tree = parse_expression(expression)
         if tree is None:
-            return sa.true()
+            return sql.true()
     else:
         tree = expression
         if text is None:
             text = _node_text(tree)
     bind = bind or {}
-    compiler = _Compiler(text, resolver, bind)
+    compiler = _Compiler(text, resolver, bind, sql)
     # Resolve every identifier first (in order of appearance), then reuse a previous result
     # when the same tree is compiled again against the same columns and bind values.
     for sub in walk(tree):
