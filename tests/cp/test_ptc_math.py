@@ -228,3 +228,52 @@ def test_threaded_measurement_is_identical():
     for a in det.names:
         assert one[a][0].raw_var == two[a][0].raw_var and one[a][0].gain == two[a][0].gain
         np.testing.assert_array_equal(one[a][0].covariances, two[a][0].covariances)
+
+
+@pytest.mark.parametrize("dist", ["normal", "uniform", "bimodal"])
+def test_fast_clipped_stats_core_rim_equals_full_reselection(dist):
+    """The core/rim shortcut (and its fallback) gives the numbers of the plain iteration."""
+    from pipeline.tasks.cp.ptc_math import _clipped_full
+
+    rng = np.random.default_rng(21)
+    ny, nx = 700, 400
+    if dist == "normal":
+        img = rng.normal(2e4, 140.0, (ny, nx))
+        img.flat[::997] = 9e4                      # cosmic-ray-like outliers in the rim
+    elif dist == "uniform":                        # narrower than its IQR-based window
+        img = rng.uniform(0.0, 100.0, (ny, nx))
+    else:                                          # window cuts into the core: fallback path
+        img = np.where(rng.random((ny, nx)) < 0.5, rng.normal(0, 1, (ny, nx)), rng.normal(30, 1, (ny, nx)))
+        img.flat[::5000] = 500.0                   # far outliers: the core bound cannot tighten
+    big = np.zeros((ny, nx + 50), np.float32)
+    big[:, 20:20 + nx] = img
+    view = big[:, 20:20 + nx]                      # non-contiguous, like an amp of a detector
+    assert not view.flags.c_contiguous
+    m1, v1, n1 = fast_clipped_stats(view, None, 5.5, 3)
+    s = view.ravel()                               # float32 like the flats
+    # reference: the same first window, then full re-selections of every value
+    step = s.size // 16384
+    ky = int(round(np.sqrt(step)))
+    q25, q50, q75 = np.percentile(view[::ky, ::step // ky].astype(np.float64), [25, 50, 75])
+    m2, v2, n2 = _clipped_full(s, float(q50), 5.5 * 0.741301109252802 * (q75 - q25), 5.5, 3)
+    assert n1 == n2
+    assert m1 == pytest.approx(m2, rel=1e-9, abs=1e-9) and v1 == pytest.approx(v2, rel=1e-6)
+    if dist == "normal":
+        assert m1 == pytest.approx(2e4, abs=1.0) and np.sqrt(v1) == pytest.approx(140.0, rel=0.01)
+
+
+def test_fft_weight_path_with_many_masked_pixels_equals_direct_sum():
+    """Above SPARSE_MAX_ZEROS masked pixels the counts come from FFTs of the weights."""
+    from pipeline.tasks.cp.ptc_math import SMALL_REGION, SPARSE_MAX_ZEROS
+
+    rng = np.random.default_rng(13)
+    shape = (300, 240)
+    d = rng.normal(0.0, 10.0, shape).astype(np.float32)
+    d[:, 1:] += 0.25 * d[:, :-1]
+    w = rng.random(shape) >= 0.05
+    assert (~w).sum() > SPARSE_MAX_ZEROS and w.size >= SMALL_REGION
+    c_fft, n_fft = covariances_fft(d, w, 4, single_precision=True)
+    c_dir, n_dir = covariances_direct(d, w, 4)
+    np.testing.assert_array_equal(n_fft, n_dir)
+    np.testing.assert_allclose(c_fft, c_dir, rtol=0, atol=1e-10)
+    assert c_fft[1, 0] / c_fft[0, 0] == pytest.approx(0.25 / 1.0625, abs=0.02)

@@ -198,6 +198,20 @@ def pair_exposures(
     return pairs, warnings
 
 
+def _bad_pixels(exp: Any, mask_names: Sequence[str]) -> np.ndarray | None:
+    """Pixels of ``exp`` with any of the ``mask_names`` planes set (`None` when there are none).
+
+    A bitwise-OR reduction over the mask (no temporary) finds the common case of a mask with
+    none of these bits set anywhere, which then costs no boolean image.
+    """
+    mi = exp.masked_image
+    bits = mi.get_plane_bitmask([n for n in mask_names if n in mi.mask_planes])
+    mask = np.asarray(exp.mask)
+    if not bits or not mask.size or not (int(np.bitwise_or.reduce(mask, axis=None)) & bits):
+        return None
+    return (mask & bits) != 0
+
+
 def _load(obj: Any) -> Any:
     """An Exposure from either an Exposure or a deferred handle."""
     return obj.get() if hasattr(obj, "get") and not hasattr(obj, "masked_image") else obj
@@ -343,11 +357,7 @@ class PhotonTransferCurveExtractTask(PipelineTask):
                              f"{exp2.image.shape}")
         det = exp1.detector
         regions = {a.name: a.bbox.slices for a in det}
-        bad = []
-        for e in (exp1, exp2):
-            bits = e.masked_image.get_plane_bitmask(
-                [n for n in cfg.maskNameList if n in e.masked_image.mask_planes])
-            bad.append((e.mask & bits) != 0)
+        bad = [_bad_pixels(e, cfg.maskNameList) for e in (exp1, exp2)]
         read_noise = {}
         for a in det:
             vals = []

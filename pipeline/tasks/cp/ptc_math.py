@@ -28,13 +28,13 @@ Decisions on the reference quirks (reference-algorithms §9):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import scipy.fft
-from scipy.stats import norm
 
 from pipeline.tasks.isr.statistics import clipped_stats
 
@@ -58,8 +58,10 @@ GainCorrectionType = Literal["NONE", "SIMPLE", "FULL"]
 
 
 #: Above this many values, the starting median/IQR of a clipped statistic is taken from a
-#: regular subsample of about this many values (see `fast_clipped_stats`).
+#: regular subsample of about `QUARTILE_SAMPLE_SIZE` values (see `fast_clipped_stats`).
 QUARTILE_SUBSAMPLE = 1 << 16
+#: Size of that subsample (the first window then moves by ~1 % of sigma).
+QUARTILE_SAMPLE_SIZE = 1 << 14
 #: Regions smaller than this (pixels) use the plain five-FFT covariance path.
 SMALL_REGION = 1 << 16
 
@@ -87,36 +89,98 @@ def fast_clipped_stats(
     -----
     Same algorithm as `pipeline.tasks.isr.statistics.clipped_stats` (iteration 0 around the
     median with half-width ``nsigma · 0.7413 · IQR``, later ones around the clipped mean with
-    ``nsigma · sqrt(var)``, each re-selecting from the full set), with two speed choices for
-    million-pixel amps: (1) when there are more than `QUARTILE_SUBSAMPLE` values the starting
-    median and IQR come from a regular subsample (the window of the *first* iteration moves by
-    ~0.4 % of sigma, which changes which pixels are kept only for values within that distance of
-    the ±nsigma edge; iterations 2 and 3 use exact moments); (2) moments are accumulated as
-    sums around the previous centre in float64 instead of building the selected subset.
-    Below the threshold the result is identical to ``clipped_stats``.
+    ``nsigma · sqrt(var)``, each re-selecting from the full set). Below `QUARTILE_SUBSAMPLE`
+    values the result is identical to ``clipped_stats``. Above, two speed choices for
+    million-pixel amps: (1) the starting median and IQR come from a regular subsample of `QUARTILE_SAMPLE_SIZE` values (the
+    window of the *first* iteration moves by ~1 % of sigma, which changes which pixels are
+    kept only for values within that distance of the ±nsigma edge; later iterations use exact
+    moments); (2) one pass splits the values into a *core* ``|x - median| <= 0.8 h0`` and a
+    (small) *rim*; the core's float64 sums are computed once, and as long as every later
+    window contains the whole core (checked each iteration; otherwise the plain full-array
+    iteration is used) an iteration only re-selects among the rim values. The numbers are
+    those of the full re-selection up to float64 summation order.
     """
     v = np.asarray(values)
-    good = np.isfinite(v)
     if bad is not None:
-        good &= ~np.asarray(bad, bool)
-    s = v.ravel() if good.all() else v[good]
+        bad = np.asarray(bad, bool)
+        if bad.any():
+            good = np.isfinite(v)
+            good &= ~bad
+            return _clipped_1d(v[good], nsigma, niter)
+    fin = np.isfinite(v)
+    return _clipped_1d(v.ravel() if fin.all() else v[fin], nsigma, niter)
+
+
+def _clipped_1d(s: np.ndarray, nsigma: float, niter: int) -> tuple[float, float, int]:
+    """`fast_clipped_stats` of an array of finite values (any shape; core / rim algorithm)."""
     n_all = s.size
     if n_all == 0:
         return float("nan"), float("nan"), 0
     if n_all <= QUARTILE_SUBSAMPLE:
         return clipped_stats(s, None, nsigma, niter)
-    step = n_all // QUARTILE_SUBSAMPLE
-    q25, q50, q75 = np.percentile(s[::step].astype(np.float64), [25.0, 50.0, 75.0])
-    centre = float(q50)
-    half = nsigma * 0.741301109252802 * float(q75 - q25)
-    # float32 data stay float32 (deviations from the centre are small numbers); sums in float64
+    step = n_all // QUARTILE_SAMPLE_SIZE
+    if s.ndim == 2 and not s.flags.c_contiguous:
+        # a view into a larger image (an amp): a regular 2-D subsample, no copy of the view
+        ky = max(1, int(round(math.sqrt(step))))
+        sub = s[::ky, ::max(1, step // ky)]
+    else:
+        sub = s.reshape(-1)[::step]
+    q25, q50, q75 = np.percentile(sub.astype(np.float64), [25.0, 50.0, 75.0])
+    c0 = float(q50)
+    h0 = nsigma * 0.741301109252802 * float(q75 - q25)
+    if not (np.isfinite(h0) and h0 > 0):
+        return _clipped_full(s.reshape(-1), c0, h0, nsigma, niter)
     work = np.float32 if s.dtype == np.float32 else np.float64
-    s = s.astype(work, copy=False)
+    c0 = float(work(c0))              # the reference value exactly as subtracted
+    dev = np.subtract(s, work(c0), dtype=work).reshape(-1)
+    sq = np.abs(dev)
+    r = 0.8 * h0
+    rim = np.flatnonzero(sq > work(r))
+    np.multiply(dev, dev, out=sq)
+    rim_d, rim_d2 = dev[rim], sq[rim]
+    # core sums = all - rim, subtracting exactly the values that were added
+    s1_core = float(dev.sum(dtype=np.float64)) - float(rim_d.sum(dtype=np.float64))
+    s2_core = float(sq.sum(dtype=np.float64)) - float(rim_d2.sum(dtype=np.float64))
+    if not (math.isfinite(s1_core) and math.isfinite(s2_core)):
+        return _clipped_full(s.reshape(-1), c0, h0, nsigma, niter)
+    n_core = n_all - rim.size
+    rim_d = rim_d.astype(np.float64)
+    rim_d2 = rim_d2.astype(np.float64)
+    lo, hi = -r, r                    # bounds of the core values (relative to c0)
+    tightened = False
+    offset, half = 0.0, h0            # window centre (relative to c0) and half-width
+    mean, var, n = float("nan"), float("nan"), 0
+    for it in range(niter):
+        if not (offset - half <= lo and hi <= offset + half):
+            if not tightened:
+                lo, hi = max(lo, float(dev.min())), min(hi, float(dev.max()))
+                tightened = True
+            if not (offset - half <= lo and hi <= offset + half):
+                # the window cuts into the core: plain iterations from here
+                return _clipped_full(s.reshape(-1), c0 + offset, half, nsigma, niter - it)
+        sel = np.abs(rim_d - offset) <= half
+        n = n_core + int(np.count_nonzero(sel))
+        s1 = s1_core + float(rim_d[sel].sum())
+        s2 = s2_core + float(rim_d2[sel].sum())
+        m1 = s1 / n
+        mean = c0 + m1
+        var = (s2 - n * m1 * m1) / (n - 1) if n > 1 else float("nan")
+        offset = m1
+        half = nsigma * math.sqrt(var) if n > 1 and var > 0 else 0.0
+    return mean, var, n
+
+
+def _clipped_full(s: np.ndarray, centre: float, half: float, nsigma: float,
+                  niter: int) -> tuple[float, float, int]:
+    """Plain clipped iterations over the whole 1-D array ``s`` from a given window."""
+    n_all = s.size
+    work = np.float32 if s.dtype == np.float32 else np.float64
     dev = np.empty(n_all, work)
     tmp = np.empty(n_all, work)
     sel = np.empty(n_all, bool)
     mean, var, n = float("nan"), float("nan"), 0
     for _ in range(niter):
+        centre = float(work(centre))  # exactly the value subtracted
         np.subtract(s, work(centre), out=dev)
         if np.isfinite(half):
             np.abs(dev, out=tmp)
@@ -125,14 +189,11 @@ def fast_clipped_stats(
             if n == 0:
                 return float("nan"), float("nan"), 0
             np.multiply(dev, sel, out=dev)          # zero the rejected values (faster than where=)
-            s1 = float(dev.sum(dtype=np.float64))
-            np.multiply(dev, dev, out=tmp)
-            s2 = float(tmp.sum(dtype=np.float64))
         else:
             n = n_all
-            s1 = float(dev.sum(dtype=np.float64))
-            np.multiply(dev, dev, out=tmp)
-            s2 = float(tmp.sum(dtype=np.float64))
+        s1 = float(dev.sum(dtype=np.float64))
+        np.multiply(dev, dev, out=tmp)
+        s2 = float(tmp.sum(dtype=np.float64))
         m1 = s1 / n
         mean = centre + m1
         var = (s2 - n * m1 * m1) / (n - 1) if n > 1 else float("nan")
@@ -160,7 +221,8 @@ def clip_correction_factor(nsigma: float) -> float:
     Variance of a truncated normal distribution; reference-algorithms §3.3 step 10.
     """
     n = float(nsigma)
-    return 1.0 / (1.0 - 2.0 * n * norm.pdf(n) / (norm.cdf(n) - norm.cdf(-n)))
+    pdf = math.exp(-0.5 * n * n) / math.sqrt(2.0 * math.pi)
+    return 1.0 / (1.0 - 2.0 * n * pdf / math.erf(n / math.sqrt(2.0)))
 
 
 def _fft_shape(ny: int, nx: int, max_range: int) -> tuple[int, int]:
@@ -172,36 +234,91 @@ def _fft_shape(ny: int, nx: int, max_range: int) -> tuple[int, int]:
     return sy, sx
 
 
-class _BoxSummer:
-    """Sums of an image over boxes whose edges lie within ``m`` pixels of the image edges.
+@functools.lru_cache(maxsize=64)
+def _lag_dft(shape: tuple[int, int], y_lags: tuple[int, ...],
+             x_lags: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse-DFT matrices evaluating an ``irfft2`` of shape ``shape`` at a few lags only.
 
-    The middle rows and columns are collapsed first, so the summed-area table is only
-    ``(2m + 2, 2m + 2)``; box sums are exact (float64).
+    Returns ``(ex_re, ex_im, ey)``: ``ex`` ``(sx // 2 + 1, nxl)`` holds the Hermitian weights
+    (1 for the zero and Nyquist columns, 2 elsewhere) times ``exp(2πi kx x / sx)``; ``ey``
+    ``(nyl, sy)`` is ``exp(2πi ky y / sy)``; the 1/(sy sx) normalisation is folded into ``ey``.
     """
+    sy, sx = shape
+    kx = np.arange(sx // 2 + 1)
+    cx = np.full(kx.size, 2.0)
+    cx[0] = 1.0
+    if sx % 2 == 0:
+        cx[-1] = 1.0
+    # exact integer phases (mod n) before scaling: full float64 accuracy for any lag
+    ang_x = 2.0 * np.pi * ((kx[:, None] * np.asarray(x_lags)[None, :]) % sx) / sx
+    ky = np.arange(sy)
+    ang_y = 2.0 * np.pi * ((np.asarray(y_lags)[:, None] * ky[None, :]) % sy) / sy
+    ex = cx[:, None] * np.exp(1j * ang_x)
+    ey = np.exp(1j * ang_y) / (sy * sx)
+    return np.ascontiguousarray(ex.real), np.ascontiguousarray(ex.imag), ey
 
-    def __init__(self, a: np.ndarray, m: int) -> None:
-        ny, nx = a.shape
-        self.ny, self.nx, self.m = ny, nx, m
-        a = np.asarray(a, dtype=np.float64)
-        if ny > 2 * m + 1:
-            a = np.concatenate([a[:m], a[m:ny - m].sum(axis=0, keepdims=True), a[ny - m:]])
-            self.ymap = lambda y: y if y <= m else (y - (ny - m) + m + 1)
-        else:
-            self.ymap = lambda y: y
-        if nx > 2 * m + 1:
-            a = np.concatenate([a[:, :m], a[:, m:nx - m].sum(axis=1, keepdims=True), a[:, nx - m:]],
-                               axis=1)
-            self.xmap = lambda x: x if x <= m else (x - (nx - m) + m + 1)
-        else:
-            self.xmap = lambda x: x
-        sat = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
-        sat[1:, 1:] = a.cumsum(axis=0).cumsum(axis=1)
-        self.sat = sat
 
-    def __call__(self, y0: int, y1: int, x0: int, x1: int) -> float:
-        y0, y1, x0, x1 = self.ymap(y0), self.ymap(y1), self.xmap(x0), self.xmap(x1)
-        s = self.sat
-        return float(s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0])
+def _lags(spec: np.ndarray, shape: tuple[int, int], y_lags: tuple[int, ...],
+          x_lags: tuple[int, ...]) -> np.ndarray:
+    """``irfft2(spec, s=shape)[y, x]`` for the listed lags only, as two small matrix products.
+
+    ``spec`` is a half spectrum ``(sy, sx // 2 + 1)`` of a real correlation (real for an
+    auto-correlation, complex for a cross-correlation); the result ``(len(y_lags),
+    len(x_lags))`` equals the inverse FFT at those lags (float64 accumulation) at a fraction of
+    its cost: only ``(2M-1) × M`` of the ``sy × sx`` lags are needed (Astier+19 app. A).
+    """
+    ex_re, ex_im, ey = _lag_dft(shape, tuple(y_lags), tuple(x_lags))
+    if np.iscomplexobj(spec):
+        a = spec.astype(np.complex128, copy=False) @ (ex_re + 1j * ex_im)
+    else:
+        s = spec.astype(np.float64, copy=False)
+        nxl = ex_re.shape[1]
+        both = s @ np.concatenate([ex_re, ex_im], axis=1)
+        a = both[:, :nxl] + 1j * both[:, nxl:]
+    return (ey @ a).real
+
+
+def _power(f: np.ndarray) -> np.ndarray:
+    """``|f|²`` of a complex array without a square root."""
+    p = np.square(f.real)
+    p += np.square(f.imag)
+    return p
+
+
+def _collapsed_sat(a: np.ndarray, m: int) -> np.ndarray:
+    """Summed-area table (float64) of ``a`` with its middle rows/columns collapsed.
+
+    Exact sums over boxes whose edges lie within ``m`` pixels of the image edges; shape
+    ``(2m + 2, 2m + 2)``; index with `_sat_index`.
+    """
+    ny, nx = a.shape
+    rows = np.concatenate([a[:m].astype(np.float64),
+                           a[m:ny - m].sum(axis=0, dtype=np.float64, keepdims=True),
+                           a[ny - m:].astype(np.float64)])
+    col = np.concatenate([rows[:, :m], rows[:, m:nx - m].sum(axis=1, keepdims=True),
+                          rows[:, nx - m:]], axis=1)
+    sat = np.zeros((col.shape[0] + 1, col.shape[1] + 1))
+    sat[1:, 1:] = col.cumsum(axis=0).cumsum(axis=1)
+    return sat
+
+
+def _sat_index(y: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Row (or column) boundary ``y`` of the full image → index into `_collapsed_sat`."""
+    return np.where(y <= m, y, y - (n - m) + m + 1)
+
+
+def _box_sums(sat: np.ndarray, shape: tuple[int, int], m: int, y0: np.ndarray, y1: np.ndarray,
+              x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """Sums over the half-open boxes ``[y0, y1) × [x0, x1)`` (arrays) from `_collapsed_sat`."""
+    ny, nx = shape
+    a0, a1 = _sat_index(y0, ny, m), _sat_index(y1, ny, m)
+    b0, b1 = _sat_index(x0, nx, m), _sat_index(x1, nx, m)
+    return sat[a1, b1] - sat[a0, b1] - sat[a1, b0] + sat[a0, b0]
+
+
+#: Above this many zero-weight pixels the covariance pixel counts come from FFTs of the
+#: weights instead of box sums with per-pixel corrections.
+SPARSE_MAX_ZEROS = 2048
 
 
 def covariances_fft(
@@ -218,8 +335,10 @@ def covariances_fft(
     max_range : `int`
         Largest lag computed along each axis (pixels).
     single_precision : `bool`, optional
-        Do the one large FFT in float32 (about 2.5× faster; the covariances then carry a
-        relative error ~1e-7 of ``C00``, far below their statistical error). Default float64.
+        Do the one large FFT in float32 (about 2× faster; the covariances then carry a
+        relative error ~1e-7 of ``C00``, far below their statistical error). Only used on the
+        box-sum path (few zero-weight pixels); the pixel-count FFTs are always float64.
+        Default float64.
 
     Returns
     -------
@@ -235,106 +354,106 @@ def covariances_fft(
     Astier+19 (appendix A) and the reference (reference-algorithms §3.3 step 8) compute, with
     ``X = FFT(D w)`` and ``W = FFT(w)``, ``Pcov = IFFT(X X*)``, ``Pmean = IFFT(X W*)``,
     ``Pcnt = IFFT(W W*)`` and ``C = Pcov[δ]/N - Pmean[δ] Pmean[-δ] / N²`` with ``N = Pcnt[δ]``.
-    Only ``Pcov`` needs an FFT here: with ``Z`` the (usually few) zero-weight pixels, the pair
-    count and the two member sums at each lag are box sums of a summed-area table minus
-    corrections over ``Z`` — the same numbers, exactly, for 2 FFTs instead of 5. When more
-    than 20 % of the pixels have zero weight the five-FFT form is used. The padded size is a
-    fast FFT length ≥ ``n + max_range + 1`` per axis, so nothing wraps around.
+    Only ``(2M - 1) × M`` lags of the inverse transforms are used, so they are evaluated as
+    two small matrix products of the spectrum (`_lags`), not as full inverse FFTs. When at
+    most `SPARSE_MAX_ZEROS` pixels (set ``Z``) have zero weight (the usual amp), only ``X`` is
+    transformed: the pair count and the two member sums at each lag are box sums of a
+    summed-area table minus corrections over ``Z`` — the same numbers, exactly. Otherwise
+    ``X`` and ``W`` are transformed in float64. The padded size is a fast FFT length
+    ≥ ``n + max_range + 1`` per axis, so nothing wraps around.
     """
-    w = np.asarray(weights) != 0
-    d = np.where(w, np.asarray(diff, dtype=np.float64), 0.0)
-    n_good = np.count_nonzero(w)
-    if n_good:
-        # covariances are invariant under a constant offset: centre for precision
-        d -= float(d.sum()) / n_good
-        d[~w] = 0.0
-    ny, nx = d.shape
-    shape = _fft_shape(ny, nx, max_range)
-    ftype = np.float32 if single_precision else np.float64
-    fx = scipy.fft.rfft2(d.astype(ftype, copy=False), s=shape)
-    p_cov = scipy.fft.irfft2(fx * np.conj(fx), s=shape)
-    del fx
-    zy, zx = np.nonzero(~w)
+    w = np.asarray(weights)
+    w = w if w.dtype == bool else w != 0
+    diff = np.asarray(diff)
+    ny, nx = w.shape
     m = max_range + 1
-    # the box-sum path saves 3 large FFTs but costs ~0.1 ms of Python per lag: use it for
-    # big regions only
-    sparse = zy.size <= 0.2 * w.size and w.size >= SMALL_REGION
+    n_good = int(np.count_nonzero(w))
+    n_zero = w.size - n_good
+    sparse = (n_zero <= SPARSE_MAX_ZEROS and w.size >= SMALL_REGION
+              and ny > 2 * m + 1 and nx > 2 * m + 1)
+    ftype = np.float32 if (single_precision and sparse) else np.float64
+    # covariances are invariant under a constant offset: centre for precision
+    if n_good == 0:
+        mean = 0.0
+    elif n_zero == 0:
+        mean = float(diff.sum(dtype=np.float64)) / n_good
+    else:
+        mean = float(np.sum(diff, where=w, dtype=np.float64)) / n_good
+    shape = _fft_shape(ny, nx, max_range)
+    # centred image written straight into the zero-padded FFT buffer
+    buf = np.zeros(shape, ftype)
+    d = buf[:ny, :nx]
+    np.subtract(diff, mean, out=d, dtype=ftype, casting="unsafe")
+    if n_zero:
+        np.copyto(d, 0.0, where=~w)
+    y_pm = tuple(range(-(m - 1), m))           # lags -max_range .. max_range
+    x_p = tuple(range(m))                     # lags 0 .. max_range
+    if sparse:
+        sat = _collapsed_sat(d, m)
+        if n_zero:
+            dflat = d.ravel()                 # (a copy: d is a view into the buffer)
+    fx = scipy.fft.rfft2(buf, overwrite_x=True)
+    del buf
+    p_cov = _lags(_power(fx), shape, y_pm, x_p)                 # [dy + m - 1, dx]
+    dy_g = np.arange(m)[:, None]
+    dx_g = np.arange(m)[None, :]
     if not sparse:
-        wf = w.astype(np.float64)
-        fxx = scipy.fft.rfft2(d, s=shape)
-        fw = scipy.fft.rfft2(wf, s=shape)
-        p_mean = scipy.fft.irfft2(fxx * np.conj(fw), s=shape)
-        p_cnt = scipy.fft.irfft2(fw * np.conj(fw), s=shape)
-        dy = np.arange(m)[:, None]
-        dx = np.arange(m)[None, :]
-        sy, sx = shape
+        fw = scipy.fft.rfft2(w.astype(np.float64), s=shape)
+        x_pm = tuple(range(-(m - 1), m))
+        p_mean = _lags(fx * np.conj(fw), shape, y_pm, x_pm)    # [dy + m - 1, dx + m - 1]
+        p_cnt = np.rint(_lags(_power(fw), shape, y_pm, x_p))
+        del fx, fw
+        c0 = m - 1
 
-        def lag(dyv, dxv):
-            n = np.rint(p_cnt[dyv % sy, dxv % sx])
+        def lag(sgn: int) -> tuple[np.ndarray, np.ndarray]:
+            yy = sgn * dy_g
+            n = p_cnt[yy + c0, dx_g]
             with np.errstate(invalid="ignore", divide="ignore"):
-                c = (p_cov[dyv % sy, dxv % sx] / n
-                     - p_mean[dyv % sy, dxv % sx] * p_mean[-dyv % sy, -dxv % sx] / n**2)
+                c = p_cov[yy + c0, dx_g] / n - p_mean[yy + c0, dx_g + c0] * p_mean[-yy + c0, -dx_g + c0] / n**2
             return np.where(n > 0, c, np.nan), n
 
-        c1, n1 = lag(dy, dx)
-        c2, n2 = lag(-dy, dx)
-        both = (dy > 0) & (dx > 0)
-        cov_yx = np.where(both, 0.5 * (c1 + c2), c1)
-        n_yx = np.where(both, n1 + n2, n1)
-        return cov_yx.T.copy(), n_yx.T.astype(np.int64)
-    if sparse:
-        sum_d = _BoxSummer(d, m)
-        sum_z = _BoxSummer(~w, m)
+        c1, n1 = lag(1)
+        c2, n2 = lag(-1)
     else:
-        wf = w.astype(np.float64)
-        fxx = scipy.fft.rfft2(d, s=shape)
-        fw = scipy.fft.rfft2(wf, s=shape)
-        p_mean = scipy.fft.irfft2(fxx * np.conj(fw), s=shape)
-        p_cnt = scipy.fft.irfft2(fw * np.conj(fw), s=shape)
-
-    def lag_terms(dx: int, dy: int) -> tuple[float, float, float, float]:
-        """(N, Σ over pairs of the +δ member, Σ of the other member, Σ products)."""
-        sab = float(p_cov[dy % shape[0], dx % shape[1]])
-        if not sparse:
-            return (float(p_cnt[dy % shape[0], dx]), float(p_mean[dy % shape[0], dx]),
-                    float(p_mean[-dy % shape[0], -dx % shape[1]]), sab)
-        # B region (first member p) and A region (second member p + δ), half-open boxes
-        if dy >= 0:
-            by0, by1, ay0, ay1 = 0, ny - dy, dy, ny
-        else:
-            by0, by1, ay0, ay1 = -dy, ny, 0, ny + dy
-        bx0, bx1, ax0, ax1 = 0, nx - dx, dx, nx
-        if by1 <= by0 or bx1 <= bx0:
-            return 0.0, 0.0, 0.0, 0.0
-        overlap = (by1 - by0) * (bx1 - bx0)
-        zb = sum_z(by0, by1, bx0, bx1)
-        za = sum_z(ay0, ay1, ax0, ax1)
-        in_b = (zy >= by0) & (zy < by1) & (zx >= bx0) & (zx < bx1)
-        in_a = (zy >= ay0) & (zy < ay1) & (zx >= ax0) & (zx < ax1)
-        yb, xb = zy[in_b], zx[in_b]
-        ya, xa = zy[in_a], zx[in_a]
-        both = float(np.count_nonzero(~w[yb + dy, xb + dx]))
-        n = overlap - zb - za + both
-        s_a = sum_d(ay0, ay1, ax0, ax1) - float(d[yb + dy, xb + dx].sum())
-        s_b = sum_d(by0, by1, bx0, bx1) - float(d[ya - dy, xa - dx].sum())
-        return n, s_a, s_b, sab
-
-    cov = np.full((m, m), np.nan)
-    npix = np.zeros((m, m), dtype=np.int64)
-    for dy in range(m):
-        for dx in range(m):
-            n1, sa, sb, sab = lag_terms(dx, dy)
-            n1 = int(round(n1))
-            c1 = sab / n1 - sa * sb / n1**2 if n1 > 0 else np.nan
-            if dx == 0 or dy == 0:
-                cov[dx, dy], npix[dx, dy] = c1, n1
-                continue
-            n2, sa, sb, sab = lag_terms(dx, -dy)
-            n2 = int(round(n2))
-            c2 = sab / n2 - sa * sb / n2**2 if n2 > 0 else np.nan
-            cov[dx, dy] = 0.5 * (c1 + c2)
-            npix[dx, dy] = n1 + n2
-    return cov, npix
+        del fx
+        # every lag (dy, dx) and its mirror (-dy, dx): B = first member's box, A = B + δ
+        ly = np.concatenate([np.broadcast_to(dy_g, (m, m)).ravel(), -np.broadcast_to(dy_g, (m, m)).ravel()])
+        lx = np.concatenate([np.broadcast_to(dx_g, (m, m)).ravel()] * 2)
+        by0 = np.where(ly >= 0, 0, -ly)
+        by1 = np.where(ly >= 0, ny - ly, ny)
+        bx0 = np.zeros_like(lx)
+        bx1 = nx - lx
+        ay0, ay1, ax0, ax1 = by0 + ly, by1 + ly, bx0 + lx, bx1 + lx
+        n = ((by1 - by0) * (bx1 - bx0)).astype(np.float64)
+        s_b = _box_sums(sat, (ny, nx), m, by0, by1, bx0, bx1)
+        s_a = _box_sums(sat, (ny, nx), m, ay0, ay1, ax0, ax1)
+        if n_zero:
+            zf = np.flatnonzero(~w)
+            zy, zx = np.divmod(zf, nx)
+            zy, zx = zy[None, :], zx[None, :]
+            in_b = ((zy >= by0[:, None]) & (zy < by1[:, None])
+                    & (zx >= bx0[:, None]) & (zx < bx1[:, None]))
+            in_a = ((zy >= ay0[:, None]) & (zy < ay1[:, None])
+                    & (zx >= ax0[:, None]) & (zx < ax1[:, None]))
+            shift = (ly * nx + lx)[:, None]
+            size = w.size
+            wflat = w.ravel()
+            fwd = np.clip(zf[None, :] + shift, 0, size - 1)        # partner p + δ of z in B
+            bwd = np.clip(zf[None, :] - shift, 0, size - 1)        # partner p - δ of z in A
+            both = np.count_nonzero(in_b & ~wflat[fwd], axis=1)
+            n -= in_b.sum(axis=1) + in_a.sum(axis=1) - both
+            s_a -= np.where(in_b, dflat[fwd], 0.0).sum(axis=1, dtype=np.float64)
+            s_b -= np.where(in_a, dflat[bwd], 0.0).sum(axis=1, dtype=np.float64)
+        n = np.where((by1 > by0) & (bx1 > bx0), n, 0.0)
+        sab = p_cov[ly + m - 1, lx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = np.where(n > 0, sab / n - s_a * s_b / n**2, np.nan)
+        c1, n1 = c[: m * m].reshape(m, m), n[: m * m].reshape(m, m)
+        c2, n2 = c[m * m:].reshape(m, m), n[m * m:].reshape(m, m)
+    both_nz = (dy_g > 0) & (dx_g > 0)
+    cov_yx = np.where(both_nz, 0.5 * (c1 + c2), c1)
+    n_yx = np.where(both_nz, n1 + n2, n1)
+    return cov_yx.T.copy(), np.rint(n_yx.T).astype(np.int64)
 
 
 def _direct_one(d: np.ndarray, w: np.ndarray, dx: int, dy: int) -> tuple[float, int]:
@@ -681,43 +800,65 @@ def measure_pair_region(
     im2 = np.asarray(im2)
     if im1.shape != im2.shape:
         raise ValueError(f"flat pair shapes differ: {im1.shape} vs {im2.shape}")
-    bad1 = np.zeros(im1.shape, bool) if bad1 is None else np.asarray(bad1, bool)
-    bad2 = np.zeros(im2.shape, bool) if bad2 is None else np.asarray(bad2, bool)
-    bad1 = bad1 | ~np.isfinite(im1)
-    bad2 = bad2 | ~np.isfinite(im2)
-    mu1, _, n1 = fast_clipped_stats(im1, bad1, nsigma, niter)
-    mu2, _, _ = fast_clipped_stats(im2, bad2, nsigma, niter)
+    # usable pixels of each flat; None = every pixel (the common case: no mask arrays built)
+    good1 = _usable(im1, bad1)
+    good2 = _usable(im2, bad2)
+    mu1, _, n1 = _clipped_1d(im1 if good1 is None else im1[good1], nsigma, niter)
+    mu2, _, _ = _clipped_1d(im2 if good2 is None else im2[good2], nsigma, niter)
     if not (np.isfinite(mu1) and np.isfinite(mu2)) or mu1 <= 0 or mu2 <= 0:
         return _empty(max_range, "non-positive or non-finite mean", mean1=mu1, mean2=mu2)
     mu = 0.5 * (mu1 + mu2)
-    bad = bad1 | bad2
+    if good1 is None:
+        good = good2
+    elif good2 is None:
+        good = good1
+    else:
+        good = good1 & good2
     # float32 flats (post-ISR images) are differenced in float32: the rounding error
     # (~1e-7 x level) is far below the shot noise; other inputs in float64
     work = np.float32 if (im1.dtype == np.float32 and im2.dtype == np.float32) else np.float64
     d1 = im1.astype(work, copy=False)
     d2 = im2.astype(work, copy=False)
-    diff = (work(mu2) * d1 - work(mu1) * d2) / work(mu)
-    diff, bad_b = bin_image(diff, bad, bin_size)
-    mean_d, var_d, _ = fast_clipped_stats(diff, bad_b, nsigma, niter)
+    # D = (mu2 I1 - mu1 I2) / mu
+    diff = np.multiply(d1, work(mu2 / mu))
+    diff -= d2 * work(mu1 / mu)
+    if bin_size > 1:
+        diff, bad_b = bin_image(diff, np.zeros(diff.shape, bool) if good is None else ~good, bin_size)
+        good_b = ~bad_b & np.isfinite(diff)
+        if good_b.all():
+            good_b = None
+    else:
+        good_b = good
+    mean_d, var_d, _ = _clipped_1d(diff if good_b is None else diff[good_b], nsigma, niter)
     f = clip_correction_factor(nsigma)
     var_diff = 0.5 * var_d
     # rowMeanVariance: per-row mean of good pixels, rows 0 .. ny-1 (we keep the last row).
-    good_b = ~bad_b & np.isfinite(diff)
     with np.errstate(invalid="ignore", divide="ignore"):
-        row_means = np.where(good_b, diff, 0.0).sum(axis=1, dtype=np.float64) / good_b.sum(axis=1)
+        if good_b is None:
+            row_means = diff.sum(axis=1, dtype=np.float64) / diff.shape[1]
+        else:
+            row_means = (np.where(good_b, diff, 0.0).sum(axis=1, dtype=np.float64)
+                         / good_b.sum(axis=1))
     _, row_var, _ = clipped_stats(row_means, None, nsigma, niter)
 
     gain = float("nan")
     if do_gain:
-        dd = d1 - d2
-        den = d1 + d2
-        ok = ~bad & (den > 0)
-        n_ok = int(np.count_nonzero(ok))
-        if n_ok:
-            ratio = np.divide(dd * dd, den, out=np.zeros_like(den), where=ok)
-            c = float(ratio.sum(dtype=np.float64)) / n_ok
+        dd = np.subtract(d1, d2)
+        dd *= dd
+        den = np.add(d1, d2)
+        if good is None and den.size and float(den.min()) > 0:
+            dd /= den
+            c = float(dd.sum(dtype=np.float64)) / dd.size
         else:
-            c = float("nan")
+            ok = den > 0
+            if good is not None:
+                ok &= good
+            n_ok = int(np.count_nonzero(ok))
+            if n_ok:
+                np.divide(dd, den, out=dd, where=ok)
+                c = float(np.sum(dd, where=ok, dtype=np.float64)) / n_ok
+            else:
+                c = float("nan")
         gain = pair_gain(c, mu, read_noise_adu, gain_correction)
 
     m = max_range
@@ -731,9 +872,12 @@ def measure_pair_region(
         res.covariances, res.sqrt_weights = cov, np.zeros((m, m))
         res.npix_cov = np.zeros((m, m), dtype=np.int64)
         return res
+    # covariance weights: |D| <= MEANCLIP(D) + nsigma sqrt(VARIANCECLIP(D)) on good pixels
     cut = mean_d + nsigma * math.sqrt(var_d) if np.isfinite(var_d) else np.inf
-    w = good_b & (np.abs(np.where(good_b, diff, 0.0)) <= cut)
-    if w.sum() < min_good_pixels / bin_size**2:
+    w = np.abs(diff) <= work(cut) if np.isfinite(cut) else np.isfinite(diff)
+    if good_b is not None:
+        w &= good_b
+    if np.count_nonzero(w) < min_good_pixels / bin_size**2:
         out = _empty(m, f"fewer than {min_good_pixels} good pixels for the covariances")
         out.mean1, out.mean2, out.mean, out.raw_var = mu1, mu2, mu, var_diff * f
         out.gain, out.n_pix, out.row_mean_variance = gain, int(n1), row_var
@@ -741,6 +885,16 @@ def measure_pair_region(
     cov, npix = covariances_fft(diff, w, m, single_precision=diff.size > QUARTILE_SUBSAMPLE)
     res.covariances, res.sqrt_weights, res.npix_cov = covariance_arrays(cov, npix, m, f)
     return res
+
+
+def _usable(im: np.ndarray, bad: np.ndarray | None) -> np.ndarray | None:
+    """Finite and not-bad pixels of ``im`` as a bool array, or `None` when all are usable."""
+    good = np.isfinite(im)
+    if bad is not None:
+        bad = np.asarray(bad, bool)
+        if bad.any():
+            good &= ~bad
+    return None if good.all() else good
 
 
 def measure_pair(
@@ -802,19 +956,15 @@ def measure_pair(
     if im1.shape != im2.shape:
         raise ValueError(f"flat pair shapes differ: {im1.shape} vs {im2.shape}")
     shape = im1.shape
-    bad1 = np.zeros(shape, bool) if bad1 is None else bad1.copy()
-    bad2 = np.zeros(shape, bool) if bad2 is None else bad2.copy()
-    if num_edge_suspect > 0:
+    if num_edge_suspect > 0 and edge_level in ("AMP", "DETECTOR"):
         if edge_level == "AMP":
             edges = np.zeros(shape, bool)
             for sl in amp_regions.values():
                 edges[sl] = edge_mask(edges[sl].shape, num_edge_suspect)
-        elif edge_level == "DETECTOR":
-            edges = edge_mask(shape, num_edge_suspect)
         else:
-            edges = np.zeros(shape, bool)
-        bad1 |= edges
-        bad2 |= edges
+            edges = edge_mask(shape, num_edge_suspect)
+        bad1 = edges.copy() if bad1 is None else (bad1 | edges)
+        bad2 = edges if bad2 is None else (bad2 | edges)
     rn = read_noise_adu or {}
     out: dict[str, list[RegionMeasurement]] = {}
     if region == "FULL":
@@ -825,7 +975,9 @@ def measure_pair(
         raise ValueError(f"detectorMeasurementRegion must be AMP, FULL or GRID, not {region!r}")
     def one_amp(amp: str) -> list[RegionMeasurement]:
         sy, sx = amp_regions[amp]
-        a1, a2, b1, b2 = im1[sy, sx], im2[sy, sx], bad1[sy, sx], bad2[sy, sx]
+        a1, a2 = im1[sy, sx], im2[sy, sx]
+        b1 = None if bad1 is None else bad1[sy, sx]
+        b2 = None if bad2 is None else bad2[sy, sx]
         noise = float(rn.get(amp, np.nan))
         if region == "AMP":
             return [measure_pair_region(a1, a2, b1, b2, read_noise_adu=noise, **kwargs)]
@@ -833,7 +985,8 @@ def measure_pair(
         kw = dict(kwargs)
         area = min((by.stop - by.start) * (bx.stop - bx.start) for by, bx in boxes)
         kw["min_good_pixels"] = min(kw.get("min_good_pixels", 10000), area // 2)
-        return [measure_pair_region(a1[by, bx], a2[by, bx], b1[by, bx], b2[by, bx],
+        return [measure_pair_region(a1[by, bx], a2[by, bx], None if b1 is None else b1[by, bx],
+                                    None if b2 is None else b2[by, bx],
                                     read_noise_adu=noise, **kw) for by, bx in boxes]
 
     if n_threads > 1 and len(amp_regions) > 1:
