@@ -18,7 +18,11 @@ Printed per executor:
   interchange client, batched registration) per quantum -- insensitive to how loaded the
   machine is, unlike the wall-clock figures.
 
-Usage: ``python bench/parsl_bench.py [--quick] [--workers N] [--window W] [--quanta-per-task K]``
+The Parsl executor runs with its defaults (``quanta_per_task: auto``: Parsl tasks of about
+0.2 s of quanta once the first results have shown how long a quantum takes; the window follows;
+unencrypted loopback traffic; ``parsl.log`` at WARNING) unless options say otherwise.
+
+Usage: ``python bench/parsl_bench.py [--quick] [--workers N] [--window W] [--quanta-per-task K|auto]``
 """
 
 from __future__ import annotations
@@ -84,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=None, help="Parsl max_in_flight (default: the executor's)")
     ap.add_argument("--prefetch", type=int, default=1, help="htex prefetch_capacity")
     ap.add_argument("--strategy-period", type=float, default=1.0, help="Parsl strategy period (s)")
-    ap.add_argument("--parsl-log-level", default="INFO", help="level of the driver's parsl.log")
-    ap.add_argument("--quanta-per-task", type=int, default=1, help="Parsl quanta per task (batching)")
+    ap.add_argument("--parsl-log-level", default=None, help="level of the driver's parsl.log (default: "
+                    "the executor's, WARNING)")
+    ap.add_argument("--quanta-per-task", default="auto", help="Parsl quanta per task (batching): a number "
+                    "or auto (default)")
     ap.add_argument("--work-ms", type=float, default=0.0, help="extra compute per subtractMedian quantum")
     args = ap.parse_args(argv)
     from pipeline.execution.executors import ProcessPoolQuantumExecutor
@@ -106,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         results["pool"] = _measure(butler, g, pool, args.workers)
         g = _graph(butler, "bench/parsl", args.work_ms)
         gp = g.save(Path(tmp) / "parsl.qg")
-        cfg = {"strategy_period": args.strategy_period, "run_dir": str(Path(tmp) / "runinfo"),
-               "log_level": args.parsl_log_level,
-               "htex": {"max_workers_per_node": args.workers, "prefetch_capacity": args.prefetch}}
-        ex = ParslQuantumExecutor(gp, root, cfg, max_in_flight=args.window,
-                                  quanta_per_task=args.quanta_per_task)
+        cfg: dict[str, Any] = {"strategy_period": args.strategy_period, "run_dir": str(Path(tmp) / "runinfo"),
+                               "htex": {"max_workers_per_node": args.workers, "prefetch_capacity": args.prefetch}}
+        if args.parsl_log_level:
+            cfg["log_level"] = args.parsl_log_level.upper()
+        qpt = args.quanta_per_task if args.quanta_per_task == "auto" else int(args.quanta_per_task)
+        ex = ParslQuantumExecutor(gp, root, cfg, max_in_flight=args.window, quanta_per_task=qpt)
         results["parsl"] = _measure(butler, g, ex, args.workers)
         print(f"{'executor':<10}{'quanta':>8}{'start s':>10}{'wall s':>9}{'execute ms/q':>14}"
               f"{'sched ms/q':>12}"
@@ -119,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<10}{r['n']:>8}{r['startup']:>10.2f}{r['wall']:>9.2f}{r['execute_ms']:>14.2f}"
                   f"{r['sched_ms']:>12.2f}{r['framework_ms']:>16.2f}{r['driver_cpu_ms']:>17.2f}")
         extra = results["parsl"]["sched_ms"] - results["pool"]["sched_ms"]
+        batching = (f"auto, ended at {ex.quanta_per_task}" if ex.auto_batch else str(ex.quanta_per_task))
         print(f"Parsl scheduling overhead {results['parsl']['sched_ms']:.2f} ms/quantum "
-              f"({extra:+.2f} ms vs the local pool); target <= 5 ms/quantum; window {ex.max_in_flight}, "
-              f"{ex.quanta_per_task} quanta per Parsl task")
+              f"({extra:+.2f} ms vs the local pool); target <= 5 ms/quantum; window {ex.max_in_flight} quanta "
+              f"({ex.tasks_in_flight} Parsl tasks), quanta per Parsl task: {batching}; "
+              f"{ex.n_tasks_sent} Parsl tasks; load average {os.getloadavg()[0]:.2f}")
         butler.close()
     return 0
 

@@ -31,7 +31,7 @@ YAML file in the schema of `ParslSiteConfig`::
     retries: 1                     # Parsl retries, counted only for lost workers
     lost_worker_retries: 2         # further resubmissions by ccdflow
     strategy_period: 1             # s between Parsl scaling decisions
-    quanta_per_task: 1             # >1 batches very short quanta into one Parsl task
+    quanta_per_task: auto          # batch short quanta into one Parsl task (or a fixed number)
     htex: {max_workers_per_node: 8, cores_per_worker: 1, mem_per_worker: 4, prefetch_capacity: 1}
     provider:
       kind: slurm                  # local | slurm | pbs | lsf | kubernetes
@@ -51,10 +51,12 @@ import logging
 import os
 import runpy
 import sys
+import statistics
 import threading
+from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -116,6 +118,13 @@ class HtexOptions(BaseModel):
         worker finishing a quantum starts the next one without a round trip to the driver).
     heartbeat_period, heartbeat_threshold : `int`
         Seconds between heartbeats / before a silent manager counts as lost.
+    poll_period : `int`
+        Milliseconds the interchange and the executor's result thread wait per poll (Parsl's
+        ``poll_period``).
+    encrypted : `bool`, optional
+        CurveZMQ encryption of the task and result traffic. Default: off for the local
+        provider on a loopback address (the traffic never leaves the host; saves CPU per
+        task and the certificate set-up), on otherwise.
     address : `str`, optional
         Address workers use to reach the driver. Default: ``127.0.0.1`` for the local provider,
         the host name otherwise.
@@ -134,6 +143,8 @@ class HtexOptions(BaseModel):
     prefetch_capacity: int = Field(1, ge=0)
     heartbeat_period: int = Field(30, ge=1)
     heartbeat_threshold: int = Field(120, ge=1)
+    poll_period: int = Field(10, ge=1)
+    encrypted: bool | None = None
     address: str | None = None
     interface: str | None = None
     worker_debug: bool = False
@@ -168,9 +179,13 @@ class ParslSiteConfig(BaseModel):
     lost_worker_retries : `int`
         Resubmissions by ccdflow after Parsl's retries are used up.
     max_in_flight : `int`, optional
-        Quanta the driver keeps submitted (default ``quanta_per_task x (2 x workers + prefetch x nodes)``).
-    quanta_per_task : `int`
-        Quanta sent to a worker in one Parsl task (>1 for very short quanta).
+        Quanta the driver keeps submitted (default ``quanta_per_task x (2 x workers + prefetch x
+        nodes)``, following the batch size when it is ``auto``).
+    quanta_per_task : `int` or ``"auto"``
+        Quanta sent to a worker in one Parsl task. ``auto`` (default): 1 until results come
+        back, then enough quanta for a Parsl task to last about
+        `ParslQuantumExecutor.AUTO_TASK_SECONDS` (at most ``AUTO_MAX_QUANTA_PER_TASK``), from
+        the median quantum time measured on the workers.
     strategy_period : `float`
         Seconds between Parsl scaling decisions (short values start the first block sooner).
     max_idletime : `float`
@@ -178,7 +193,8 @@ class ParslSiteConfig(BaseModel):
     run_dir : `str`, optional
         Parsl's log directory (default ``REPO/.ccdflow/parsl``).
     log_level : {"DEBUG", "INFO", "WARNING", "ERROR"}
-        Level of the driver's ``parsl.log`` (DEBUG writes ~20 lines per quantum).
+        Level of the driver's ``parsl.log`` (default WARNING; INFO writes ~5 lines per Parsl
+        task and costs ~0.5 ms of driver CPU per task, DEBUG ~20 lines).
     export_env : `dict`
         Environment variables exported on the workers before they start.
     htex : `HtexOptions`
@@ -191,11 +207,11 @@ class ParslSiteConfig(BaseModel):
     retries: int = Field(1, ge=0)
     lost_worker_retries: int = Field(2, ge=0)
     max_in_flight: int | None = Field(None, ge=1)
-    quanta_per_task: int = Field(1, ge=1)
+    quanta_per_task: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     strategy_period: float = Field(1.0, gt=0)
     max_idletime: float = Field(120.0, ge=0)
     run_dir: str | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     export_env: dict[str, str] = Field(default_factory=dict)
     htex: HtexOptions = Field(default_factory=HtexOptions)
     provider: ProviderOptions = Field(default_factory=ProviderOptions)
@@ -321,7 +337,9 @@ def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *,
         label=h.label, provider=provider, address=address, cores_per_worker=h.cores_per_worker,
         mem_per_worker=h.mem_per_worker, max_workers_per_node=h.max_workers_per_node,
         prefetch_capacity=h.prefetch_capacity, heartbeat_period=h.heartbeat_period,
-        heartbeat_threshold=h.heartbeat_threshold, worker_debug=h.worker_debug)
+        heartbeat_threshold=h.heartbeat_threshold, worker_debug=h.worker_debug, poll_period=h.poll_period,
+        encrypted=h.encrypted if h.encrypted is not None else not (
+            site.provider.kind == "local" and (address.startswith("127.") or address == "localhost")))
     rd = site.run_dir or (str(run_dir) if run_dir is not None else "runinfo")
     return Config(executors=[htex], retries=site.retries, retry_handler=lost_worker_retry_handler,
                   strategy_period=site.strategy_period, max_idletime=site.max_idletime, run_dir=rd,
@@ -529,6 +547,9 @@ def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str]
 
 
 # ============================================================================ driver side
+_Item = tuple[UUID, "Future[QuantumResult]", int]
+
+
 class ParslQuantumExecutor:
     """Quantum executor on a Parsl ``DataFlowKernel`` (see the module docstring).
 
@@ -541,21 +562,29 @@ class ParslQuantumExecutor:
     config : path-like, `dict`, `ParslSiteConfig` or `parsl.config.Config`, optional
         ``.py``/``.yaml`` file, schema mapping or Config (default: 2 local workers).
     max_in_flight : `int`, optional
-        Quanta kept submitted (default ``quanta_per_task x (2 x workers + prefetch x nodes)``, or
-        ``64 x quanta_per_task`` for Python configs whose worker count is unknown).
+        Quanta kept submitted (default ``quanta_per_task x tasks_in_flight``, following the
+        batch size when it is ``auto``).
     lost_worker_retries : `int`, optional
         Resubmissions after a lost worker once Parsl's own retries are used up (default: the
         YAML's ``lost_worker_retries``, else 2).
-    quanta_per_task : `int`, optional
-        Quanta sent to a worker in one Parsl task (default: the YAML's ``quanta_per_task``, else
-        1). Values above 1 divide Parsl's per-task cost for short quanta; quanta submitted within
-        ``batch_delay`` seconds of each other are grouped.
-    batch_delay : `float`
-        Seconds to wait for more quanta before sending an incomplete batch.
+    quanta_per_task : `int` or ``"auto"``, optional
+        Quanta sent to a worker in one Parsl task (default: the YAML's ``quanta_per_task``,
+        else ``"auto"``). Values above 1 divide Parsl's per-task cost (driver, interchange,
+        worker pool: ~2-5 ms of CPU) among the quanta of a batch; ``"auto"`` picks the batch
+        size from the median quantum time the workers report (see `AUTO_TASK_SECONDS`).
     timeout : `float`, optional
         Per-quantum wall-clock limit (s), enforced in the worker.
     log_level : `int`
         Level of records kept in ``<label>_log``.
+
+    Attributes
+    ----------
+    tasks_in_flight : `int`
+        Parsl tasks kept submitted: ``2 x workers + prefetch_capacity x nodes`` (every worker
+        busy, the next task prefetched and one more queued in the interchange), or 64 for
+        Python configs whose worker count is unknown.
+    n_lost : `int`
+        Task attempts lost with their worker (resubmitted or failed).
 
     Raises
     ------
@@ -564,15 +593,24 @@ class ParslQuantumExecutor:
 
     Notes
     -----
+    Batching: submitted quanta wait in a buffer until a full batch is there, or are sent at
+    once (possibly as a partial batch) while fewer Parsl tasks are in flight than the workers
+    and their prefetch slots can hold -- so no worker idles for want of a batch and no timer
+    is needed (every Parsl task that completes re-checks the buffer).
+
     Parsl starts on the first `submit`. `shutdown` always calls ``dfk.cleanup()`` (which stops
     the interchange and cancels the blocks); the driver calls it in a ``finally``.
     """
 
+    #: ``quanta_per_task: auto`` aims at Parsl tasks lasting about this long (s).
+    AUTO_TASK_SECONDS = 0.2
+    #: Largest batch ``quanta_per_task: auto`` makes.
+    AUTO_MAX_QUANTA_PER_TASK = 16
+
     def __init__(self, graph_path: str | os.PathLike[str], repo_root: str | os.PathLike[str],
                  config: Any = None, *, max_in_flight: int | None = None,
                  lost_worker_retries: int | None = None, timeout: float | None = None,
-                 log_level: int = logging.INFO, quanta_per_task: int | None = None,
-                 batch_delay: float = 0.002) -> None:
+                 log_level: int = logging.INFO, quanta_per_task: int | str | None = None) -> None:
         self.graph_path = str(Path(graph_path).resolve())
         self.repo_root = str(Path(repo_root).resolve())
         if not Path(self.graph_path).is_file():
@@ -589,30 +627,42 @@ class ParslQuantumExecutor:
             self._config, self.site = load_parsl_config(config, run_dir=run_dir)
         self._run_dir = str(self._config.run_dir)
         if quanta_per_task is None:
-            quanta_per_task = self.site.quanta_per_task if self.site is not None else 1
-        if quanta_per_task < 1:
-            raise ParslConfigError(f"quanta_per_task must be at least 1, not {quanta_per_task}")
-        self.quanta_per_task = int(quanta_per_task)
-        self.batch_delay = float(batch_delay)
-        if max_in_flight is None:
-            if self.site is not None:
-                max_in_flight = self.site.max_in_flight or self.quanta_per_task * (
-                    2 * _worker_slots(self.site) + self.site.htex.prefetch_capacity * _nodes(self.site))
-            else:
-                max_in_flight = 64 * self.quanta_per_task
-        self.max_in_flight = max(1, int(max_in_flight))
+            quanta_per_task = self.site.quanta_per_task if self.site is not None else "auto"
+        self.auto_batch = quanta_per_task == "auto"
+        if not self.auto_batch:
+            try:
+                quanta_per_task = int(quanta_per_task)
+            except (TypeError, ValueError):
+                raise ParslConfigError(f"quanta_per_task must be a positive integer or 'auto', "
+                                       f"not {quanta_per_task!r}") from None
+            if quanta_per_task < 1:
+                raise ParslConfigError(f"quanta_per_task must be at least 1 (or 'auto'), not {quanta_per_task}")
+        self.quanta_per_task = 1 if self.auto_batch else int(quanta_per_task)
+        if self.site is not None:
+            prefetch = self.site.htex.prefetch_capacity * _nodes(self.site)
+            self.tasks_in_flight = 2 * _worker_slots(self.site) + prefetch
+            self._low_water = _worker_slots(self.site) + prefetch
+        else:
+            self.tasks_in_flight, self._low_water = 64, 32
+        if max_in_flight is None and self.site is not None:
+            max_in_flight = self.site.max_in_flight
+        self._fixed_window = max_in_flight is not None
+        self.max_in_flight = max(1, int(max_in_flight if max_in_flight is not None
+                                        else self.quanta_per_task * self.tasks_in_flight))
         if lost_worker_retries is None:
             lost_worker_retries = self.site.lost_worker_retries if self.site is not None else 2
         self.lost_worker_retries = int(lost_worker_retries)
         self._dfk: Any = None
         self._app: Any = None
         self._batch_app: Any = None
-        self._pending: list[tuple[UUID, Future[QuantumResult], int]] = []
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
+        self._pending: list[_Item] = []
+        self._n_tasks = 0  # Parsl tasks submitted and not finished
+        self._times: deque[float] = deque(maxlen=64)
+        self._lock = threading.RLock()
         self._outstanding: set[Future[QuantumResult]] = set()
         self.n_lost = 0
-        """Number of task attempts lost with their worker (resubmitted or failed)."""
+        self.n_tasks_sent = 0
+        """Parsl tasks sent so far (attempts, lost-worker resubmissions included)."""
 
     # -------------------------------------------------------------------- lifecycle
     def _ensure_started(self) -> Any:
@@ -625,7 +675,7 @@ class ParslQuantumExecutor:
             Path(self._config.run_dir).mkdir(parents=True, exist_ok=True)
             _log.info("Starting Parsl (run dir %s, %d quanta in flight at most)", self._config.run_dir,
                       self.max_in_flight)
-            # Parsl logs (DEBUG) go to RUN_DIR/parsl.log; keep them off the user's console.
+            # Parsl logs go to RUN_DIR/parsl.log; keep them off the user's console.
             logging.getLogger("parsl").propagate = False
             self._dfk = DataFlowKernel(config=self._config)
             level = self.site.log_level if self.site is not None else None
@@ -641,7 +691,7 @@ class ParslQuantumExecutor:
         return self._dfk
 
     def submit(self, quantum_id: UUID) -> Future[QuantumResult]:
-        """Submit one quantum to Parsl.
+        """Submit one quantum to Parsl (batched with others when ``quanta_per_task`` > 1).
 
         Parameters
         ----------
@@ -657,30 +707,43 @@ class ParslQuantumExecutor:
         outer: Future[QuantumResult] = Future()
         with self._lock:
             self._outstanding.add(outer)
-        if self.quanta_per_task == 1:
-            self._attempt([(quantum_id, outer, 0)])
-            return outer
-        flush = None
-        with self._lock:
             self._pending.append((quantum_id, outer, 0))
-            if len(self._pending) >= self.quanta_per_task:
-                flush, self._pending = self._pending, []
-            elif self._timer is None:
-                self._timer = threading.Timer(self.batch_delay, self._flush_pending)
-                self._timer.daemon = True
-                self._timer.start()
-        if flush:
-            self._attempt(flush)
-        return outer
-
-    def _flush_pending(self) -> None:
-        with self._lock:
-            batch, self._pending, self._timer = self._pending, [], None
+            batch = self._take_batch_locked()
         if batch:
             self._attempt(batch)
+        return outer
 
-    def _attempt(self, items: list[tuple[UUID, Future[QuantumResult], int]]) -> None:
-        """Send quanta ``(id, outer future, times lost so far)`` as one Parsl task."""
+    def _take_batch_locked(self) -> list[_Item]:
+        """Take the next batch off the buffer if it is full or workers would otherwise idle."""
+        k = self.quanta_per_task
+        if not self._pending or (len(self._pending) < k and self._n_tasks >= self._low_water):
+            return []
+        batch, self._pending = self._pending[:k], self._pending[k:]
+        self._n_tasks += 1
+        return batch
+
+    def _record_times(self, results: list[Any]) -> None:
+        """Update the automatic batch size and window from the quantum times of a result."""
+        for r in results:
+            if isinstance(r, QuantumResult) and r.wall_time > 0:
+                self._times.append(r.wall_time)
+        if not self._times:
+            return
+        typical = statistics.median(self._times)
+        k = int(self.AUTO_TASK_SECONDS / max(typical, 1e-4))
+        k = max(1, min(self.AUTO_MAX_QUANTA_PER_TASK, k))
+        if k != self.quanta_per_task:
+            _log.debug("Median quantum time %.1f ms: %d quanta per Parsl task", 1e3 * typical, k)
+            self.quanta_per_task = k
+            if not self._fixed_window:
+                self.max_in_flight = k * self.tasks_in_flight
+
+    def _attempt(self, items: list[_Item]) -> None:
+        """Send quanta ``(id, outer future, times lost so far)`` as one Parsl task.
+
+        The caller has counted the task in ``_n_tasks``; the lock must not be held (Parsl may
+        run the done callback synchronously).
+        """
         try:
             app = self._ensure_started()
             retry = any(n > 0 for _, _, n in items)  # after a lost worker: remove its leftovers first
@@ -691,12 +754,34 @@ class ParslQuantumExecutor:
                 fut = self._batch_app(self.graph_path, self.repo_root, [str(q) for q, _, _ in items],
                                       self.timeout, self.log_level, retry)
         except Exception as exc:  # noqa: BLE001 - e.g. Parsl already shut down
+            with self._lock:
+                self._n_tasks -= 1
             for qid, outer, _ in items:
                 self._finish(outer, QuantumResult(qid, "failed", error=f"{type(exc).__name__}: {exc}"))
             return
+        self.n_tasks_sent += 1
         fut.add_done_callback(lambda f: self._on_done(f, items))
 
-    def _on_done(self, fut: Any, items: list[tuple[UUID, Future[QuantumResult], int]]) -> None:
+    def _on_done(self, fut: Any, items: list[_Item]) -> None:
+        resend: list[_Item] = []
+        try:
+            self._handle(fut, items, resend)
+        finally:
+            with self._lock:
+                self._n_tasks -= 1
+                batches = []
+                for item in resend:  # lost-worker resubmissions go out one quantum per task
+                    self._n_tasks += 1
+                    batches.append([item])
+                while True:
+                    batch = self._take_batch_locked()
+                    if not batch:
+                        break
+                    batches.append(batch)
+            for batch in batches:
+                self._attempt(batch)
+
+    def _handle(self, fut: Any, items: list[_Item], resend: list[_Item]) -> None:
         try:
             res = fut.result()
         except BaseException as exc:  # noqa: BLE001 - classify every infrastructure error
@@ -708,7 +793,7 @@ class ParslQuantumExecutor:
                     if n_lost < self.lost_worker_retries and not stopping:
                         _log.warning("Worker lost while running quantum %s (%s); resubmitting (%d/%d)",
                                      qid, exc, n_lost + 1, self.lost_worker_retries)
-                        self._attempt([(qid, outer, n_lost + 1)])
+                        resend.append((qid, outer, n_lost + 1))
                     else:
                         self._finish(outer, QuantumResult(
                             qid, "failed",
@@ -729,6 +814,9 @@ class ParslQuantumExecutor:
                     "installed on the workers and the repository is on a shared filesystem)"))
             return
         results = res if isinstance(res, list) else [res]
+        if self.auto_batch:
+            with self._lock:
+                self._record_times(results)
         for i, (qid, outer, _) in enumerate(items):
             r = results[i] if i < len(results) else None
             if not isinstance(r, QuantumResult):
@@ -762,9 +850,6 @@ class ParslQuantumExecutor:
             Also mark the quanta still outstanding as cancelled (interrupted runs).
         """
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
             pending, self._pending = self._pending, []
         for _qid, outer, _n in pending:  # never sent: the run is over or interrupted
             outer.cancel()

@@ -395,7 +395,6 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
     retries: dict[int, int] = {}
     pending: list[QuantumResult] = []
     last_flush = time.monotonic()
-    window = max(1, int(getattr(executor, "max_in_flight", 1)))
     stop_submitting = False
     broken_at_submit = False
     n_done = n_failed = n_blocked = 0
@@ -430,6 +429,8 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
     try:
         while not walker.finished:
             if not stop_submitting:
+                # Read every time: an executor may widen its window as it learns (Parsl batching).
+                window = max(1, int(getattr(executor, "max_in_flight", 1)))
                 batch = walker.take_ready(window - len(in_flight))
                 for pos, idx in enumerate(batch):
                     qid = graph.id_at(idx)

@@ -65,6 +65,18 @@ def test_slurm_yaml_builds_htex_on_slurm(tmp_path: Path) -> None:
     assert config.retries == 2 and config.retry_handler is lost_worker_retry_handler
     assert config.run_dir == str(tmp_path / "runinfo")
     assert _worker_slots(site) == 4 * 5 * 16
+    assert htex.encrypted  # traffic crosses the network: CurveZMQ on by default
+    assert site.log_level == "WARNING" and site.quanta_per_task == "auto"
+
+
+def test_local_defaults_skip_encryption_only_on_loopback(tmp_path: Path) -> None:
+    config, _ = load_parsl_config({"htex": {"poll_period": 5}}, run_dir=tmp_path)
+    htex = config.executors[0]
+    assert htex.address == "127.0.0.1" and not htex.encrypted and htex.poll_period == 5
+    config, _ = load_parsl_config({"htex": {"address": "10.1.2.3"}}, run_dir=tmp_path)
+    assert config.executors[0].encrypted
+    config, _ = load_parsl_config({"htex": {"encrypted": True}}, run_dir=tmp_path)
+    assert config.executors[0].encrypted
 
 
 @pytest.mark.parametrize(
