@@ -15,6 +15,9 @@ __all__ = [
     "CfhtIsrTask",
     "CfhtIsrTaskConfig",
     "CrosstalkCalib",
+    "DeferredChargeCalib",
+    "DeferredChargeConfig",
+    "DeferredChargeTask",
     "Defects",
     "IsrCalib",
     "IsrCalibFormatter",
@@ -24,12 +27,17 @@ __all__ = [
     "Linearizer",
     "OverscanCorrectionTask",
     "OverscanCorrectionTaskConfig",
+    "SerialTrap",
 ]
 
 _WHERE = {
     "BrighterFatterKernel": "calibs",
     "CrosstalkCalib": "calibs",
     "Defects": "calibs",
+    "DeferredChargeCalib": "deferred_charge",
+    "SerialTrap": "deferred_charge",
+    "DeferredChargeConfig": "deferred_charge_task",
+    "DeferredChargeTask": "deferred_charge_task",
     "IsrCalib": "calibs",
     "IsrCalibFormatter": "calibs",
     "Linearizer": "calibs",

@@ -9,6 +9,7 @@ from pipeline.config import Config, ConfigurableField, Field, model_validator
 from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
 from pipeline.tasks.amp_offset import AmpOffsetConfig, AmpOffsetTask
 
+from .deferred_charge_task import DeferredChargeConfig, DeferredChargeTask
 from .overscan_task import OverscanCorrectionTask, OverscanCorrectionTaskConfig
 
 __all__ = [
@@ -168,6 +169,14 @@ class IsrTaskConnections(
         isCalibration=True,
         minimum=0,
     )
+    deferredChargeCalib = cT.PrerequisiteInput(
+        name="cpCtiCalib",
+        storageClass="IsrCalib",
+        doc="Deferred charge (CTI) calibration (DeferredChargeCalib).",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+    )
     fringes = cT.PrerequisiteInput(
         name="fringe",
         storageClass="Exposure",
@@ -239,6 +248,8 @@ class IsrTaskConnections(
             drop.append(("prerequisiteInputs", "defects"))
         if not c.doBrighterFatter:
             drop.append(("prerequisiteInputs", "bfKernel"))
+        if not c.doDeferredCharge:
+            drop.append(("prerequisiteInputs", "deferredChargeCalib"))
         if not (c.doFringe and c.fringe.filters):
             drop.append(("prerequisiteInputs", "fringes"))
         if not c.doSaveInterpPixels:
@@ -314,7 +325,10 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
     doBiasBeforeOverscan: bool = Field(
         False, description="Subtract the bias before overscan (untrimmed bias)."
     )
-    doDeferredCharge: bool = Field(False, description="Deferred charge (CTI) correction (not implemented).")
+    doDeferredCharge: bool = Field(False, description="Apply the serial deferred charge (CTI) correction.")
+    deferredChargeCorrection: DeferredChargeConfig = ConfigurableField(
+        DeferredChargeTask, description="Deferred charge (CTI) correction subtask."
+    )
     # --- variance ----------------------------------------------------------------------
     doVariance: bool = Field(True, description="Compute the variance plane.")
     gain: float = Field(float("nan"), description="Gain (e-/ADU) for detector-less exposures.")

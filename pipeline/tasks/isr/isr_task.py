@@ -137,6 +137,7 @@ class IsrTask(PipelineTask):
         self._owned_raw: np.ndarray | None = None
         self.makeSubtask("overscan")
         self.makeSubtask("ampOffset")
+        self.makeSubtask("deferredChargeCorrection")
 
     # -------------------------------------------------------------------- helpers (LSST names)
     def ensureExposure(self, inputExp: Any, camera: Any = None, detectorNum: int | None = None) -> Exposure:
@@ -697,10 +698,6 @@ class IsrTask(PipelineTask):
                     f"found; certify one in an input CALIBRATION collection (butler "
                     f"certify-calibrations) / pass it to run(), or set {switch}=False"
                 )
-        if c.doDeferredCharge:
-            raise NotImplementedError(
-                "deferred charge (CTI) correction is not implemented; set doDeferredCharge=False"
-            )
 
     # ----------------------------------------------------------------------------------- run
     def run(
@@ -763,8 +760,8 @@ class IsrTask(PipelineTask):
             Stray-light model subtracted when doStrayLight.
         illumMaskedImage : `MaskedImage`, optional
             Illumination correction.
-        deferredChargeCalib : optional
-            Not supported.
+        deferredChargeCalib : `DeferredChargeCalib`, optional
+            Serial CTI parameters per amp (doDeferredCharge).
 
         Returns
         -------
@@ -894,6 +891,7 @@ class IsrTask(PipelineTask):
             "BF",
             "STRAYLIGHT",
             "APPLYGAINS",
+            "DEFERREDCHARGE",
         ):
             _hset(md, f"LSST ISR {step} APPLIED", False)
 
@@ -962,6 +960,10 @@ class IsrTask(PipelineTask):
             self.metadata[f"LSST ISR READNOISE {amp.name}"] = noises[amp.name]
         _hset(md, "LSST ISR GAIN SOURCE", gsrc)
         _hset(md, "LSST ISR NOISE SOURCE", nsrc)
+        # 7. deferred charge (CTI), raw amp segments in readout order
+        if c.doDeferredCharge:
+            self.deferredChargeCorrection.run(ccd, deferredChargeCalib, gains=gains)
+            _hset(md, "LSST ISR DEFERREDCHARGE APPLIED", True)
         # 8. crosstalk before assembly
         if c.doCrosstalk and c.doCrosstalkBeforeAssemble:
             self._writable_variance(ccd)
