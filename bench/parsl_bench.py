@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         results["pool"] = _measure(butler, g, pool, args.workers)
         g = _graph(butler, "bench/parsl", args.work_ms)
         gp = g.save(Path(tmp) / "parsl.qg")
-        cfg: dict[str, Any] = {"strategy_period": args.strategy_period, "run_dir": str(Path(tmp) / "runinfo"),
-                               "htex": {"max_workers_per_node": args.workers, "prefetch_capacity": args.prefetch}}
+        cfg: dict[str, Any] = {
+            "strategy_period": args.strategy_period, "run_dir": str(Path(tmp) / "runinfo"),
+            "htex": {"max_workers_per_node": args.workers, "prefetch_capacity": args.prefetch}}
         if args.parsl_log_level:
             cfg["log_level"] = args.parsl_log_level.upper()
         qpt = args.quanta_per_task if args.quanta_per_task == "auto" else int(args.quanta_per_task)
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = results["parsl"]["sched_ms"] - results["pool"]["sched_ms"]
         batching = (f"auto, ended at {ex.quanta_per_task}" if ex.auto_batch else str(ex.quanta_per_task))
         print(f"Parsl scheduling overhead {results['parsl']['sched_ms']:.2f} ms/quantum "
-              f"({extra:+.2f} ms vs the local pool); target <= 5 ms/quantum; window {ex.max_in_flight} quanta "
+              f"({extra:+.2f} ms vs the local pool); target <= 5 ms/quantum; "
+              f"window {ex.max_in_flight} quanta "
               f"({ex.tasks_in_flight} Parsl tasks), quanta per Parsl task: {batching}; "
               f"{ex.n_tasks_sent} Parsl tasks; load average {os.getloadavg()[0]:.2f}")
         butler.close()

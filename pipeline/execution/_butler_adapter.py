@@ -7,26 +7,42 @@ written by a failed attempt. The driver needs the datastore records of existing 
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 __all__ = ["make_qbb", "predicted_file_info", "delete_written", "remove_stale", "stored_infos"]
 
 
-def _real_qbb() -> Any:
+#: Per process: repository root -> (``butler.yaml`` mtime, a quantum-backed butler whose
+#: datastore the next quanta share). A long-lived worker reads ``butler.yaml`` and parses the
+#: file templates once, not once per quantum.
+_BASE_QBB: dict[str, tuple[int, Any]] = {}
+
+
+def _base_qbb(root: str | os.PathLike[str]) -> Any:
+    """Return the per-process quantum-backed butler of a repository (no inputs, no outputs)."""
+    from butler import QuantumBackedButler
+
+    key = os.path.abspath(root)
     try:
-        from butler import QuantumBackedButler
-    except ImportError:
-        return None
-    return QuantumBackedButler
+        stamp = os.stat(os.path.join(key, "butler.yaml")).st_mtime_ns
+    except OSError:
+        stamp = -1
+    entry = _BASE_QBB.get(key)
+    if entry is None or entry[0] != stamp:
+        entry = _BASE_QBB[key] = (stamp, QuantumBackedButler(key, inputs={}, outputs=[]))
+    return entry[1]
 
 
-def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]], outputs: Iterable[Any]) -> Any:
+def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]],
+             outputs: Iterable[Any]) -> Any:
     """Make the quantum-backed butler of one quantum.
+
+    The datastore (parsed ``butler.yaml`` and file templates) is shared by every quantum this
+    process runs against ``root`` (`butler.QuantumBackedButler.for_quantum`); the state (inputs,
+    outputs, files written) is fresh.
 
     Parameters
     ----------
@@ -41,60 +57,11 @@ def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]
     -------
     qbb : `butler.QuantumBackedButler`
     """
-    cls = _real_qbb()
-    if cls is None:
-        return _StandInQBB(root, inputs, outputs)
-    key = str(root)
-    template = _QBB_TEMPLATES.get(key)
-    if template is None:
-        qbb = cls(root, inputs=inputs, outputs=list(outputs))
-        if all(hasattr(qbb, a) for a in _QBB_STATE):
-            _QBB_TEMPLATES[key] = qbb
-        return qbb
-    # The datastore config is parsed once (butler.yaml: ~1 ms per quantum); each quantum gets a
-    # fresh datastore object (its directory cache must not outlive a prune) and fresh state.
-    qbb = copy.copy(template)
-    qbb.datastore = _fresh_datastore(root)
-    qbb._inputs = dict(inputs)
-    qbb._outputs = {r.id: r for r in outputs}
-    qbb._written = {}
-    return qbb
-
-
-_QBB_TEMPLATES: dict[str, Any] = {}
-_QBB_STATE = ("_inputs", "_outputs", "_written", "datastore")
-
-
-_DATASTORES: dict[str, Any] = {}
-_DATASTORE_CONFIGS: dict[str, Any] = {}
-
-
-def _fresh_datastore(root: str | os.PathLike[str]) -> Any:
-    from butler.datastore.file_datastore import FileDatastore
-
-    key = str(Path(root).absolute())
-    config = _DATASTORE_CONFIGS.get(key)
-    if config is None:
-        import yaml
-
-        path = Path(key) / "butler.yaml"
-        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
-        config = _DATASTORE_CONFIGS[key] = (data or {}).get("datastore") or {}
-    return FileDatastore(Path(key), config=config)
-
-
-def _datastore_for(root: str | os.PathLike[str]) -> Any:
-    key = str(Path(root).absolute())
-    ds = _DATASTORES.get(key)
-    if ds is None:
-        from butler.datastore.file_datastore import FileDatastore
-
-        ds = _DATASTORES[key] = FileDatastore(Path(root))
-    return ds
+    return _base_qbb(root).for_quantum(inputs=inputs, outputs=outputs)
 
 
 def predicted_file_info(root: str | os.PathLike[str], ref: Any) -> Any:
-    """The `StoredFileInfo` a dataset produced in this graph has (or will have).
+    """Return the `StoredFileInfo` a dataset produced in this graph has (or will have).
 
     Parameters
     ----------
@@ -106,19 +73,10 @@ def predicted_file_info(root: str | os.PathLike[str], ref: Any) -> Any:
     Returns
     -------
     info : `butler.StoredFileInfo`
-        Path from the datastore's file template, default formatter of the storage class;
-        unknown checksum and size.
+        Root-relative path from the datastore's file template, default formatter of the
+        storage class; unknown checksum and size.
     """
-    from butler import StoredFileInfo
-    from butler.storage_classes import get_storage_class
-
-    sc = get_storage_class(ref.dataset_type.storage_class)
-    if _real_qbb() is not None:
-        path = _datastore_for(root).path_for(ref, sc.formatter)
-        rel = os.path.relpath(path, root) if os.path.isabs(path) else Path(path).as_posix()
-    else:
-        rel = _StandInQBB.relpath(ref, sc.formatter)
-    return StoredFileInfo(rel, sc.formatter, sc.name, None, -1)
+    return _base_qbb(root).predicted_file_info(ref)
 
 
 def remove_stale(qbb: Any, root: str | os.PathLike[str], refs: Iterable[Any]) -> None:
@@ -129,18 +87,12 @@ def remove_stale(qbb: Any, root: str | os.PathLike[str], refs: Iterable[Any]) ->
 
     Parameters
     ----------
-    qbb : quantum-backed butler
+    qbb : `butler.QuantumBackedButler`
     root : path-like
+        Repository root (that of ``qbb``).
     refs : iterable of `butler.DatasetRef`
     """
-    for ref in refs:
-        try:
-            info = predicted_file_info(root, ref)
-        except Exception:  # noqa: BLE001
-            continue
-        p = Path(root) / info.path
-        if p.exists():
-            p.unlink()
+    qbb.remove_stale(list(refs))
 
 
 def delete_written(qbb: Any) -> None:
@@ -148,21 +100,9 @@ def delete_written(qbb: Any) -> None:
 
     Parameters
     ----------
-    qbb : quantum-backed butler
+    qbb : `butler.QuantumBackedButler`
     """
-    root = Path(getattr(qbb, "root", "."))
-    for _ref, info in list(qbb.written):
-        p = Path(info.path)
-        p = p if p.is_absolute() else root / p
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-    state = getattr(qbb, "_written", None)
-    if state is not None:
-        state.clear()
-    elif isinstance(qbb.written, list):
-        qbb.written.clear()
+    qbb.delete_written()
 
 
 def stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
@@ -205,48 +145,3 @@ def stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
                 out[r.id] = fn(r)
             return out
     raise RuntimeError("the datastore offers no way to read datastore records")
-
-
-class _StandInQBB:
-    """Private stand-in used only until ``butler.QuantumBackedButler`` exists."""
-
-    def __init__(self, root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]],
-                 outputs: Iterable[Any]) -> None:
-        self.root = Path(root)
-        self._inputs = dict(inputs)
-        self._outputs = {r.id: r for r in outputs}
-        self.written: list[tuple[Any, Any]] = []
-
-    @staticmethod
-    def relpath(ref: Any, formatter: str) -> str:
-        from butler.storage_classes import get_formatter
-
-        ext = getattr(get_formatter(formatter), "extension", ".dat")
-        vals = "_".join(str(v) for v in ref.data_id.required.values())
-        return f"{ref.run}/{ref.dataset_type.name}/{ref.dataset_type.name}_{vals}{ext}"
-
-    def get(self, ref: Any, parameters: Any = None) -> Any:
-        from butler.storage_classes import get_formatter
-
-        _r, info = self._inputs[ref.id]
-        return get_formatter(info.formatter).read(self.root / info.path, ref, parameters=parameters,
-                                                  repo_root=self.root)
-
-    def exists(self, ref: Any) -> bool:
-        entry = self._inputs.get(ref.id)
-        return entry is not None and (self.root / entry[1].path).exists()
-
-    def put(self, obj: Any, ref: Any) -> Any:
-        from butler import StoredFileInfo
-        from butler.storage_classes import get_formatter, get_storage_class
-
-        sc = get_storage_class(ref.dataset_type.storage_class)
-        rel = self.relpath(ref, sc.formatter)
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        get_formatter(sc.formatter).write(obj, tmp, ref)
-        os.replace(tmp, path)
-        info = StoredFileInfo(rel, sc.formatter, sc.name, None, path.stat().st_size)
-        self.written.append((ref, info))
-        return ref

@@ -50,8 +50,8 @@ import inspect
 import logging
 import os
 import runpy
-import sys
 import statistics
+import sys
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -636,7 +636,8 @@ class ParslQuantumExecutor:
                 raise ParslConfigError(f"quanta_per_task must be a positive integer or 'auto', "
                                        f"not {quanta_per_task!r}") from None
             if quanta_per_task < 1:
-                raise ParslConfigError(f"quanta_per_task must be at least 1 (or 'auto'), not {quanta_per_task}")
+                raise ParslConfigError(
+                    f"quanta_per_task must be at least 1 (or 'auto'), not {quanta_per_task}")
         self.quanta_per_task = 1 if self.auto_batch else int(quanta_per_task)
         if self.site is not None:
             prefetch = self.site.htex.prefetch_capacity * _nodes(self.site)

@@ -29,7 +29,8 @@ class _FakeApp:
         self.calls: list[tuple[list[str], bool]] = []
         self.futures: list[Future[Any]] = []
 
-    def __call__(self, graph_path: str, root: str, qids: Any, timeout: Any, level: int, retry: bool) -> Future[Any]:
+    def __call__(self, graph_path: str, root: str, qids: Any, timeout: Any, level: int,
+                 retry: bool) -> Future[Any]:
         ids = list(qids) if isinstance(qids, list) else [qids]
         self.calls.append((ids, retry))
         fut: Future[Any] = Future()
