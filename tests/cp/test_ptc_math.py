@@ -277,3 +277,31 @@ def test_fft_weight_path_with_many_masked_pixels_equals_direct_sum():
     np.testing.assert_array_equal(n_fft, n_dir)
     np.testing.assert_allclose(c_fft, c_dir, rtol=0, atol=1e-10)
     assert c_fft[1, 0] / c_fft[0, 0] == pytest.approx(0.25 / 1.0625, abs=0.02)
+
+
+def test_levenberg_marquardt_finds_the_least_squares_minimum():
+    from scipy.optimize import least_squares
+
+    from pipeline.tasks.cp.ptc_solve_math import levenberg_marquardt
+
+    t = np.linspace(0.0, 10.0, 400)
+    truth = np.array([5.0, 0.7, 1e-3, 2.0])          # wildly different parameter scales
+
+    def model(p):
+        return p[0] * np.exp(-p[1] * t) + p[2] * t**2 + p[3]
+
+    def jac(p):
+        e = np.exp(-p[1] * t)
+        return np.stack([e, -p[0] * t * e, t**2, np.ones_like(t)], axis=1)
+
+    exact = model(truth)
+    res = levenberg_marquardt(lambda p: model(p) - exact, jac, np.array([1.0, 0.1, 0.0, 0.0]), max_iter=50)
+    assert res.converged
+    np.testing.assert_allclose(res.x, truth, rtol=1e-6)
+    noisy = exact + np.random.default_rng(3).normal(0.0, 0.05, t.size)
+    res = levenberg_marquardt(lambda p: model(p) - noisy, jac, np.array([1.0, 0.1, 0.0, 0.0]), max_iter=50)
+    ref = least_squares(lambda p: model(p) - noisy, np.array([1.0, 0.1, 0.0, 0.0]), jac=jac, method="lm",
+                        xtol=1e-12, ftol=1e-12)
+    assert 2 * res.cost == pytest.approx(float(ref.fun @ ref.fun), rel=1e-8)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(res.jac, jac(res.x))
