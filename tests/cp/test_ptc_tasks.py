@@ -147,6 +147,44 @@ def test_pairing_rules():
         pair_exposures([1, 2], [1, 1], match_type="BOGUS")
 
 
+def test_pairing_extra_exposures_of_a_group():
+    ids = [10, 11, 12, 20, 21, 22, 23, 30, 31, 32, 33, 34]
+    times = [1.0] * 3 + [2.0] * 4 + [3.0] * 5
+    # cp_pipe default: the first two of each group, the others dropped with a warning
+    pairs, warns = pair_exposures(ids, times)
+    assert [(ids[i], ids[j]) for i, j in pairs] == [(10, 11), (20, 21), (30, 31)]
+    assert any("3 exposures" in w and "12" in w and "pairExtraExposures" in w for w in warns)
+    # pairExtraExposures: consecutive pairs, an odd last one with its predecessor
+    pairs, warns = pair_exposures(ids, times, pair_extra=True)
+    assert [(ids[i], ids[j]) for i, j in pairs] == [
+        (10, 11), (11, 12), (20, 21), (22, 23), (30, 31), (32, 33), (33, 34)]
+    assert not warns
+    firsts = [i for i, _ in pairs]
+    assert len(set(firsts)) == len(firsts)          # one partial slot per pair
+
+
+def test_extract_triplet_with_extra_pairing_gives_two_points():
+    det_t = SynthDetector(gains=(1.3, 2.2), read_noise_e=(4.0, 6.0), ny=150, nx_amp=150)
+    det = make_detector(det_t)
+    rng = np.random.default_rng(77)
+    from tests.cp._synth import make_flat
+
+    exps = [make_exposure(make_flat(det_t, 20000.0, rng), det, 500 + k, 20.0) for k in range(3)]
+    task = PhotonTransferCurveExtractTask()
+    task.config.maximumRangeCovariancesAstier = 3
+    task.config.minNumberGoodPixelsForCovariance = 1000
+    out = task.run(inputExp=exps, inputDims=[500, 501, 502]).outputCovariances
+    assert [p.ptcFitType for p in out] == ["PARTIAL", "DUMMY", "DUMMY"]
+    task.config.pairExtraExposures = True
+    out = task.run(inputExp=exps, inputDims=[500, 501, 502]).outputCovariances
+    assert [p.ptcFitType for p in out] == ["PARTIAL", "PARTIAL", "DUMMY"]
+    assert list(out[1].inputExpIdPairs["C00"][0]) == [501, 502]
+    for p in out[:2]:
+        for k, amp in enumerate(det_t.names):
+            assert p.rawMeans[amp][0] == pytest.approx(20000.0 / det_t.gains[k], rel=3e-3)
+            assert p.gainList[amp][0] == pytest.approx(det_t.gains[k], rel=0.03)
+
+
 # --- FULLCOVARIANCE against exact Astier+19 eq. 20 truth -----------------------------------
 R = 3
 A_TRUE = np.zeros((R, R))

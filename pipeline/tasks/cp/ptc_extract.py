@@ -62,6 +62,11 @@ class PhotonTransferCurveExtractConfig(PipelineTaskConfig,
         "CCOBFLUX", description="Header keyword for flux if matchExposuresType is FLUX.")
     matchExposuresTimeTolerance: float = Field(
         5e-3, description="ccdflow: exposure times equal within this tolerance (s) are a pair (TIME).")
+    pairExtraExposures: bool = Field(
+        False, description="ccdflow: when more than two exposures share a time (TIME) or flux (FLUX), "
+                           "also pair the extra ones: (e0, e1), (e2, e3), ... and an odd last exposure "
+                           "with its predecessor, so a triplet gives (e0, e1) and (e1, e2). False = "
+                           "cp_pipe: the first two are used and the rest dropped with a warning.")
     maximumRangeCovariancesAstier: int = Field(
         8, ge=1, description="Maximum range of covariances as in Astier+19.")
     binSize: int = Field(1, ge=1, description="Bin the image by this factor in both dimensions.")
@@ -129,6 +134,7 @@ def pair_exposures(
     match_type: str = "TIME",
     fluxes: Sequence[float] | None = None,
     time_tolerance: float = 5e-3,
+    pair_extra: bool = False,
 ) -> tuple[list[tuple[int, int]], list[str]]:
     """Form flat pairs.
 
@@ -145,14 +151,21 @@ def pair_exposures(
         Needed for FLUX (NaN = unknown).
     time_tolerance : `float`
         Tolerance for TIME/FLUX equality.
+    pair_extra : `bool`
+        ``pairExtraExposures``: in a group of more than two exposures (in id order) form the
+        consecutive pairs ``(e0, e1), (e2, e3), ...``; an odd last exposure is paired with its
+        predecessor (a triplet gives ``(e0, e1)`` and ``(e1, e2)``: two points that share
+        ``e1``, so their noise is correlated at the ~50 % level, but no flat is wasted).
+        Each pair still has a distinct first exposure, where its partial is written.
 
     Returns
     -------
     pairs : `list` of ``(i, j)``
         Indices into the inputs, ``exp_ids[i] < exp_ids[j]``, sorted by ``exp_ids[i]``.
     warnings : `list` of `str`
-        Groups dropped (single, non-finite key) or truncated (more than two exposures: the
-        two lowest ids are used, as the reference).
+        Groups dropped (single, non-finite key) or truncated (more than two exposures without
+        ``pair_extra``: the two lowest ids are used and the others dropped, as cp_pipe's
+        ``PhotonTransferCurveExtractTask``, reference-algorithms §3.2).
 
     Raises
     ------
@@ -190,9 +203,15 @@ def pair_exposures(
             warnings.append(f"exposure {exp_ids[g[0]]} ({match_type.lower()} {keys[g[0]]}) has no "
                             "partner and is dropped")
             continue
+        if len(g) > 2 and pair_extra:
+            pairs.extend((g[k], g[k + 1]) for k in range(0, len(g) - 1, 2))
+            if len(g) % 2:
+                pairs.append((g[-2], g[-1]))
+            continue
         if len(g) > 2:
             warnings.append(f"{len(g)} exposures share {match_type.lower()} {keys[g[0]]}: using "
-                            f"{exp_ids[g[0]]} and {exp_ids[g[1]]}, dropping {[exp_ids[k] for k in g[2:]]}")
+                            f"{exp_ids[g[0]]} and {exp_ids[g[1]]}, dropping {[exp_ids[k] for k in g[2:]]} "
+                            "(set pairExtraExposures to pair them too)")
         pairs.append((g[0], g[1]))
     pairs.sort(key=lambda p: exp_ids[p[0]])
     return pairs, warnings
@@ -283,7 +302,7 @@ class PhotonTransferCurveExtractTask(PipelineTask):
             fluxes.append(float(f) if f is not None else float("nan"))
         pairs, warnings = pair_exposures(
             list(inputDims), times, match_type=cfg.matchExposuresType or "TIME", fluxes=fluxes,
-            time_tolerance=cfg.matchExposuresTimeTolerance)
+            time_tolerance=cfg.matchExposuresTimeTolerance, pair_extra=cfg.pairExtraExposures)
         for w in warnings:
             self.log.warning(w)
         outputs: list[PhotonTransferCurveDataset | None] = [None] * len(inputExp)
