@@ -10,7 +10,7 @@ daf_butler's ``DimensionGroup`` (middleware-reference §1.1) on a smaller univer
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -301,7 +301,7 @@ class DataCoordinate(Mapping[str, Any]):
     Use `make` or the registry to build one; the constructor does no validation.
     """
 
-    __slots__ = ("_dims", "_values", "_records", "_key", "_universe")
+    __slots__ = ("_dims", "_values", "_records", "_key", "_universe", "_lazy")
 
     def __init__(
         self,
@@ -315,6 +315,48 @@ class DataCoordinate(Mapping[str, Any]):
         self._values = values
         self._records = records
         self._key: str | None = None
+        self._lazy: tuple | None = None
+
+    @classmethod
+    def _expanded_lazily(
+        cls,
+        universe: DimensionUniverse,
+        dimensions: tuple[str, ...],
+        values: dict[str, Any],
+        getters: Sequence[tuple[str, Mapping[tuple, DimensionRecord], Any]],
+        row: Any,
+    ) -> DataCoordinate:
+        """An expanded data ID whose records are looked up on first use (query results).
+
+        Parameters
+        ----------
+        getters : sequence of ``(dimension, records by key, key getter)``
+            ``key getter(row)`` gives the record key of the dimension in ``records by key``
+            (a mapping the caller no longer changes).
+        row : `tuple`
+            The query row the keys are taken from.
+        """
+        self = cls.__new__(cls)
+        self._universe = universe
+        self._dims = dimensions
+        self._values = values
+        self._records = None
+        self._key = None
+        self._lazy = (getters, row)
+        return self
+
+    def _recs(self) -> dict[str, DimensionRecord] | None:
+        records = self._records
+        if records is None and self._lazy is not None:
+            getters, row = self._lazy
+            records = {}
+            for d, cache, get_key in getters:
+                rec = cache.get(get_key(row))
+                if rec is not None:
+                    records[d] = rec
+            self._records = records
+            self._lazy = None
+        return records
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -411,11 +453,12 @@ class DataCoordinate(Mapping[str, Any]):
     @property
     def records(self) -> dict[str, DimensionRecord]:
         """Dimension name -> record (empty until expanded)."""
-        return self._records or {}
+        return self._recs() or {}
 
     def has_records(self) -> bool:
         """Whether the data ID was expanded (records of every dimension attached)."""
-        return self._records is not None and (len(self._records) == len(self._dims) + len(self.implied))
+        records = self._recs()
+        return records is not None and (len(records) == len(self._dims) + len(self.implied))
 
     def has_full(self) -> bool:
         """Whether the implied dimension values are known."""
@@ -450,8 +493,9 @@ class DataCoordinate(Mapping[str, Any]):
             if d in self._values:
                 values[d] = self._values[d]
         records = None
-        if self._records is not None:
-            records = {d: self._records[d] for d in required + implied if d in self._records}
+        mine = self._recs()
+        if mine is not None:
+            records = {d: mine[d] for d in required + implied if d in mine}
         return DataCoordinate(self._universe, required, values, records)
 
     def to_simple(self) -> dict[str, Any]:
@@ -461,8 +505,9 @@ class DataCoordinate(Mapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form with records (inverse: `from_dict`)."""
         d: dict[str, Any] = {"dimensions": list(self._dims), "values": dict(self._values)}
-        if self._records is not None:
-            d["records"] = {k: r.to_dict() for k, r in self._records.items()}
+        records = self._recs()
+        if records is not None:
+            d["records"] = {k: r.to_dict() for k, r in records.items()}
         return d
 
     @classmethod

@@ -1151,19 +1151,29 @@ class Registry:
                 else:
                     keys = set(map(_tuple_getter(kp), rows))
                     self._prefetch_records(d, {k for k in keys if k[-1] is not None})
-        caches = self._records
-        # itemgetters that pull a row's dimension values and each record's key tuple at C speed.
+        # Snapshots of the record caches (a failed transaction clears the live ones): the data
+        # IDs look their records up lazily, on first use, with C-speed key getters.
+        snapshots = {d: dict(self._records[d]) for plan in plans.values() for d, _ in plan[3]}
         getters = {}
         for tid, (dt, dims, dpos, rec_keys) in plans.items():
             getters[tid] = (
                 dt,
                 dims,
                 _tuple_getter(dpos),
-                [(d, caches[d], _tuple_getter(kp)) for d, kp in rec_keys],
+                tuple((d, snapshots[d], _tuple_getter(kp)) for d, kp in rec_keys),
             )
-        runs: dict[int, str] = {}
-        out = []
+        runs = {
+            rid: self._collection_by_id(rid).name for rid in {r[i_run] for r in rows}
+        }
+        # The loop builds DataCoordinate (lazy records), UUID and DatasetRef objects directly:
+        # the values come from the registry's own rows, so the constructors' checks are skipped
+        # (~3 us per ref instead of ~15; see DataCoordinate._expanded_lazily, DatasetRef._trusted).
         UUID = uuid.UUID
+        new = object.__new__
+        setattr_ = object.__setattr__
+        unknown = uuid.SafeUUID.unknown
+        out = []
+        append = out.append
         for r in rows:
             dt, dims, get_values, rec_getters = getters[r[i_type]]
             vals = get_values(r)
@@ -1171,19 +1181,26 @@ class Registry:
                 values = {d: v for d, v in zip(dims, vals) if v is not None}
             else:
                 values = dict(zip(dims, vals))
-            recs = {}
-            for d, cache, get_key in rec_getters:
-                rec = cache.get(get_key(r))
-                if rec is not None:
-                    recs[d] = rec
-            run_id = r[i_run]
-            run = runs.get(run_id)
-            if run is None:
-                run = runs[run_id] = self._collection_by_id(run_id).name
+            coord = new(DataCoordinate)
+            coord._universe = u
+            coord._dims = dt.dimensions
+            coord._values = values
+            coord._records = None
+            coord._key = None
+            coord._lazy = (rec_getters, r)
             did = r[i_id]
-            if not isinstance(did, UUID):
-                did = UUID(int=int(did, 16))
-            out.append(DatasetRef(dt, DataCoordinate(u, dt.dimensions, values, recs), run, did))
+            if not isinstance(did, UUID):  # SQLite: 32 hex digits
+                hex_id = did
+                did = new(UUID)
+                setattr_(did, "int", int(hex_id, 16))
+                setattr_(did, "is_safe", unknown)
+            ref = new(DatasetRef)
+            d = ref.__dict__
+            d["dataset_type"] = dt
+            d["data_id"] = coord
+            d["run"] = runs[r[i_run]]
+            d["id"] = did
+            append(ref)
         return out
 
     def _dataset_type_by_id(self, tid: int) -> DatasetType:

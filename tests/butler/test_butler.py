@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -413,3 +414,32 @@ def test_quantum_backed_butler_reuse_for_workers(filled):
     third.put({"v": 3.0}, outs[0])
     assert third.remove_stale() == 1
     assert not (filled.root / third.predicted_file_info(outs[0]).path).exists()
+
+
+def test_query_refs_records_are_lazy_but_complete(filled):
+    """Query results build their records on first use, from a snapshot of the record caches."""
+    import pickle
+
+    for e in (1, 3, 5):
+        for d in (0, 2):
+            filled.put(np.zeros(1), "arr", instrument="cam", exposure=e, detector=d, run="r")
+    refs = filled.query_datasets("arr", collections="r")
+    assert refs[0].data_id._records is None  # not built yet
+    # A failed transaction clears the registry's caches; the refs keep their records.
+    with pytest.raises(RuntimeError):
+        with filled.registry.transaction():
+            raise RuntimeError("boom")
+    by_key = {(r.data_id["exposure"], r.data_id["detector"]): r for r in refs}
+    assert sorted(by_key) == [(1, 0), (1, 2), (3, 0), (3, 2), (5, 0), (5, 2)]
+    r = by_key[(3, 2)]
+    assert r.data_id.has_records()
+    assert r.data_id.records["exposure"].obs_id == "CAM_0003"
+    assert r.data_id.records["detector"].full_name == "S02"
+    assert r.data_id.records["physical_filter"].band == "g" and r.data_id["band"] == "g"
+    assert r.data_id.timespan == exposure_span(3)
+    # Same identity as a ref found directly; pickles with its records.
+    assert filled.find_dataset("arr", instrument="cam", exposure=3, detector=2, collections="r") == r
+    back = pickle.loads(pickle.dumps(by_key[(5, 0)]))
+    assert back == by_key[(5, 0)] and back.data_id.records["exposure"].obs_id == "CAM_0005"
+    assert isinstance(back.id, uuid.UUID) and str(back.id) == str(by_key[(5, 0)].id)
+    assert hash(back.id) == hash(uuid.UUID(str(back.id)))
