@@ -314,35 +314,75 @@ class CrosstalkCalib(IsrCalib):
 
 
 class BrighterFatterKernel(IsrCalib):
-    """Detector-level brighter-fatter kernel.
+    """Brighter-fatter kernel(s): a detector-level kernel and/or one kernel per amplifier.
 
     Parameters
     ----------
-    kernel : `numpy.ndarray`, shape ``(ky, kx)``, odd sizes
-        Kernel in ``[y, x]`` order (dimensionless, applied to an image in e⁻).
+    kernel : `numpy.ndarray`, shape ``(ky, kx)``, odd sizes, optional
+        Detector-level kernel in ``[y, x]`` order (dimensionless, applied to an image in e⁻).
     gains : mapping of amp name to `float`, optional
-        Gains (e⁻/ADU) the kernel was measured with.
+        Gains (e⁻/ADU) the kernel(s) were measured with.
+    ampKernels : mapping of amp name to `numpy.ndarray`, optional
+        Per-amplifier kernels (LSST ``BrighterFatterKernel.ampKernels``), used by
+        ``brighterFatterLevel='AMP'``.
     **kwargs
         See `IsrCalib`.
+
+    Raises
+    ------
+    ValueError
+        If a kernel is not 2-D with odd sizes.
     """
 
     calib_type = "bfk"
 
     def __init__(
-        self, kernel: np.ndarray | None = None, gains: Mapping[str, float] | None = None, **kwargs: Any
+        self,
+        kernel: np.ndarray | None = None,
+        gains: Mapping[str, float] | None = None,
+        ampKernels: Mapping[str, np.ndarray] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.kernel = None if kernel is None else np.asarray(kernel, dtype=np.float64)
+        self.kernel = None if kernel is None else _check_kernel(kernel, "detector")
         self.gains = dict(gains or {})
+        self.ampKernels = {str(a): _check_kernel(k, f"amp {a}") for a, k in (ampKernels or {}).items()}
+
+    @property
+    def level(self) -> str:
+        """``"AMP"`` if per-amp kernels are present, else ``"DETECTOR"``."""
+        return "AMP" if self.ampKernels else "DETECTOR"
+
+    def detector_kernel(self) -> np.ndarray | None:
+        """The detector kernel, or the mean of the amp kernels (LSST
+        ``makeDetectorKernelFromAmpwiseKernels``) when only those are present."""
+        if self.kernel is not None:
+            return self.kernel
+        if not self.ampKernels:
+            return None
+        shapes = {k.shape for k in self.ampKernels.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"amp kernels have different shapes {sorted(shapes)}; cannot average them")
+        return np.mean(np.stack(list(self.ampKernels.values())), axis=0)
 
     def to_table(self) -> list[Table]:
-        """Return the calibration as astropy Tables (see `IsrCalib.to_table`)."""
+        """Return the calibration as astropy Tables (see `IsrCalib.to_table`).
+
+        Table 0: ``KERNEL`` (detector kernel; a 1×1 placeholder and ``HAS_DETECTOR_KERNEL``
+        False when absent); table 1 (only with per-amp kernels): ``AMPLIFIER``, ``KERNEL`` per row.
+        """
         from astropy.table import Table
 
-        t = Table({"KERNEL": self.kernel[None]})
+        det = self.kernel if self.kernel is not None else np.zeros((1, 1))
+        t = Table({"KERNEL": det[None]})
         t.meta.update(self.metadata)
         t.meta["GAINS"] = json.dumps(self.gains)
-        return [t]
+        t.meta["HAS_DETECTOR_KERNEL"] = self.kernel is not None
+        out = [t]
+        if self.ampKernels:
+            names = sorted(self.ampKernels)
+            out.append(Table({"AMPLIFIER": names, "KERNEL": np.stack([self.ampKernels[a] for a in names])}))
+        return out
 
     @classmethod
     def from_table(cls, tables: Sequence[Table]) -> BrighterFatterKernel:
@@ -351,7 +391,20 @@ class BrighterFatterKernel(IsrCalib):
         _need(t, ("KERNEL",), "brighter-fatter kernel")
         meta = dict(t.meta)
         gains = json.loads(meta.pop("GAINS", "{}"))
-        return cls(np.asarray(t["KERNEL"][0]), gains, metadata=meta)
+        has_det = bool(meta.pop("HAS_DETECTOR_KERNEL", True))
+        kernel = np.asarray(t["KERNEL"][0]) if has_det else None
+        amp_kernels = None
+        if len(tables) > 1:
+            _need(tables[1], ("AMPLIFIER", "KERNEL"), "brighter-fatter amp kernels")
+            amp_kernels = {str(a): np.asarray(k) for a, k in zip(tables[1]["AMPLIFIER"], tables[1]["KERNEL"])}
+        return cls(kernel, gains, amp_kernels, metadata=meta)
+
+
+def _check_kernel(kernel: Any, what: str) -> np.ndarray:
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+        raise ValueError(f"brighter-fatter {what} kernel must be 2-D with odd sizes, got shape {k.shape}")
+    return k
 
 
 def _header_safe(meta: Mapping[str, Any]) -> fits.Header:

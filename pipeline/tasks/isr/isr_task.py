@@ -124,8 +124,23 @@ class IsrTask(PipelineTask):
       (`linearize.linearize_lookup_table`); ``brighterFatterMaxIter=1`` returns a defined
       difference of 0 (`brighter_fatter.brighter_fatter_correction`).
 
-    Deviations: deferred-charge (CTI) correction and inter-chip crosstalk are not implemented
-    (NotImplementedError / ignored with a warning); vignetting is a circle in detector pixels.
+    Deviations and additions:
+
+    * Deferred charge (``doDeferredCharge``, subtask ``deferredChargeCorrection``,
+      `deferred_charge_task.DeferredChargeTask`): the serial CTI model of Snyder et al. 2021
+      (local offset drift, global CTI, linear/logistic serial traps) is removed per amp in
+      readout order from the overscan-corrected raw, estimated from the observed image with
+      ``nPixelOffsetCorrection`` / ``nPixelTrapCorrection`` pixels (LSST approach). The
+      calibration is a `deferred_charge.DeferredChargeCalib` (dataset ``cpCtiCalib``). The
+      serial prescan is not overscan-corrected: use ``zeroUnusedPixels`` when it holds the
+      pedestal, otherwise the traps see it as charge.
+    * ``brighterFatterLevel='AMP'`` (LSST raises NotImplementedError): per-amp kernels
+      (`BrighterFatterKernel.ampKernels` or a mapping amp → kernel) and per-amp gains, each
+      amp corrected on its region plus a margin, so identical kernels give the DETECTOR
+      result; the convergence threshold is scaled by the amp's share of the detector area.
+      At DETECTOR level a calibration with only amp kernels uses their mean.
+    * Inter-chip crosstalk (``crosstalkSources``) is ignored with a warning; vignetting is a
+      circle in detector pixels.
     """
 
     ConfigClass = IsrTaskConfig
@@ -744,10 +759,12 @@ class IsrTask(PipelineTask):
             Inter-chip sources (not supported; ignored with a warning).
         ptc : `PhotonTransferCurveDataset`, optional
             Per-amp ``gain`` / ``noise`` dicts (usePtcGains / usePtcReadNoise).
-        bfKernel : `BrighterFatterKernel` or `numpy.ndarray`, optional
-            Kernel ``[y, x]``.
+        bfKernel : `BrighterFatterKernel`, `numpy.ndarray` or mapping, optional
+            Kernel ``[y, x]``; per-amp kernels (``BrighterFatterKernel.ampKernels`` or a mapping
+            amp name → kernel) with ``brighterFatterLevel='AMP'``.
         bfGains : `dict`, optional
-            Gains for the BF correction (default: the effective gains).
+            Per-amp gains (e⁻/ADU) for the BF correction (default: the kernel's gains, else
+            the effective gains).
         defects : `Defects` or list of boxes, optional
             Defects in assembled coordinates.
         fringes : `pipeline.struct.Struct` (``fringes``, ``seed``), `Exposure` or list, optional
@@ -843,7 +860,10 @@ class IsrTask(PipelineTask):
         self._owned_raw = None
         if isinstance(bfKernel, BrighterFatterKernel):
             bfGains = bfGains or bfKernel.gains or None
-            bfKernel = bfKernel.kernel
+            if c.brighterFatterLevel == "DETECTOR" or not bfKernel.ampKernels:
+                bfKernel = bfKernel.detector_kernel()
+            else:
+                bfKernel = bfKernel.ampKernels
         if isinstance(fringes, Struct):
             fringes = getattr(fringes, "fringes", None)
         self._validate_inputs(
@@ -1025,7 +1045,7 @@ class IsrTask(PipelineTask):
                 np.bitwise_or(mi.mask[band], bit, out=mi.mask[band], where=wide)
         # 18. brighter-fatter
         if c.doBrighterFatter:
-            self._brighter_fatter(ccd, bfKernel, bfGains or gains, dark, flat, amp_boxes)
+            self._brighter_fatter(ccd, bfKernel, {**gains, **(bfGains or {})}, dark, flat, amp_boxes)
             _hset(md, "LSST ISR BF APPLIED", True)
         # 19. dark
         if c.doDark:
@@ -1258,38 +1278,85 @@ class IsrTask(PipelineTask):
     def _brighter_fatter(
         self,
         ccd: Exposure,
-        kernel: np.ndarray,
+        kernel: Any,
         gains: Mapping[str, float],
         dark: Any,
         flat: Any,
         amp_boxes: dict[str, Box],
     ) -> None:
+        """Brighter-fatter correction at ``brighterFatterLevel`` (DETECTOR or AMP).
+
+        AMP level: each amplifier is corrected with its own kernel (``kernel`` a mapping amp →
+        kernel; one array = the same kernel for every amp) and its own gain. The correction of
+        an amp is computed on its region grown by ``(brighterFatterMaxIter + 1) × (radius + 2)``
+        pixels of the (gain-scaled) detector image (each iteration reaches ``radius + 2``
+        pixels further), so that it equals the DETECTOR-level
+        result away from amp boundaries when the kernels are identical; the convergence
+        threshold is scaled by the amp's share of the detector area.
+        """
         c = self.config
+        det = ccd.detector
         if c.brighterFatterLevel == "AMP":
-            raise NotImplementedError(
-                "AMP-level brighter-fatter correction is not implemented; use brighterFatterLevel='DETECTOR'"
-            )
+            if isinstance(kernel, Mapping):
+                missing = [a.name for a in det if a.name not in kernel]
+                if missing:
+                    raise RuntimeError(
+                        f"brighterFatterLevel='AMP' but the brighter-fatter kernel has no kernel for "
+                        f"amp(s) {missing}; provide ampKernels for every amp or use 'DETECTOR'"
+                    )
+                kernels = {a.name: np.asarray(kernel[a.name], float) for a in det}
+            else:
+                kernels = {a.name: np.asarray(kernel, float) for a in det}
+        else:
+            if isinstance(kernel, Mapping):
+                raise RuntimeError(
+                    "per-amp brighter-fatter kernels need brighterFatterLevel='AMP' (or pass one "
+                    "detector kernel)"
+                )
+            kernels = None
         work = ccd.copy()
         with self.flatContext(work, flat, dark):
             self._interpolate(
                 work, [p for p in c.brighterFatterMaskListToInterpolate if p in work.masked_image.mask_planes]
             )
         img = work.image.astype(np.float64)
+        del work
         if c.brighterFatterApplyGain:
-            for amp in ccd.detector:
+            for amp in det:
                 img[amp_boxes[amp.name].slices] *= gains.get(amp.name, 1.0)
-        corrected, diff, n = brighter_fatter_correction(
-            img, np.asarray(kernel, float), c.brighterFatterMaxIter, c.brighterFatterThreshold
-        )
-        delta = corrected - img
+        if kernels is None:
+            k = np.asarray(kernel, float)
+            corrected, diff, n = brighter_fatter_correction(
+                img, k, c.brighterFatterMaxIter, c.brighterFatterThreshold
+            )
+            delta = corrected - img
+            del corrected
+            b = max(k.shape) // 2
+        else:
+            delta = np.zeros_like(img)
+            ny, nx = img.shape
+            diff, n, b = 0.0, 0, 0
+            for amp in det:
+                k = kernels[amp.name]
+                r = max(k.shape) // 2
+                b = max(b, r)
+                box = amp_boxes[amp.name]
+                grow = (c.brighterFatterMaxIter + 1) * (r + 2)
+                ys = slice(max(box.y0 - grow, 0), min(box.y1 + grow, ny))
+                xs = slice(max(box.x0 - grow, 0), min(box.x1 + grow, nx))
+                sub = img[ys, xs]
+                thresh = c.brighterFatterThreshold * sub.size / img.size
+                corr, d_amp, n_amp = brighter_fatter_correction(sub, k, c.brighterFatterMaxIter, thresh)
+                inner = (slice(box.y0 - ys.start, box.y1 - ys.start), slice(box.x0 - xs.start, box.x1 - xs.start))
+                delta[box.slices] = corr[inner] - sub[inner]
+                diff, n = max(diff, d_amp), max(n, n_amp)
+                self.metadata[f"BRIGHTER_FATTER_ITERATIONS {amp.name}"] = n_amp
         if c.brighterFatterApplyGain:
-            for amp in ccd.detector:
+            for amp in det:
                 delta[amp_boxes[amp.name].slices] /= gains.get(amp.name, 1.0)
         if n >= c.brighterFatterMaxIter:
             self.log.warning("brighter-fatter correction did not converge (final difference %g)", diff)
         ccd.image += delta.astype(np.float32)
-        ky, kx = np.asarray(kernel).shape
-        b = max(ky, kx) // 2
         F.mask_edges(ccd.mask, b, ccd.masked_image.get_plane_bitmask("EDGE"))
         self.metadata["BRIGHTER_FATTER_ITERATIONS"] = n
         self.metadata["BRIGHTER_FATTER_DIFFERENCE"] = diff
