@@ -472,6 +472,15 @@ def lost_worker_retry_handler(exc: BaseException, task_record: Any) -> float:
 
 
 # ============================================================================ worker side
+def _warm_worker() -> int:
+    """Warm-up app: import what running a quantum needs; return the worker's pid."""
+    import butler._quantum_backed  # noqa: F401
+    import pipeline.execution.single_quantum  # noqa: F401
+    import pipeline.graph.quantum_graph  # noqa: F401
+
+    return os.getpid()
+
+
 _WORKER_CACHE: dict[tuple[str, str, int, int, float | None, int], Any] = {}
 
 
@@ -555,8 +564,9 @@ class ParslQuantumExecutor:
 
     Parameters
     ----------
-    graph_path : path-like
-        The saved graph file; workers load it (shared filesystem).
+    graph_path : path-like or `None`
+        The saved graph file; workers load it (shared filesystem). May be set later
+        (``executor.graph_path = ...``) when Parsl is started before the graph is saved.
     repo_root : path-like
         Repository root (shared filesystem).
     config : path-like, `dict`, `ParslSiteConfig` or `parsl.config.Config`, optional
@@ -598,7 +608,7 @@ class ParslQuantumExecutor:
     and their prefetch slots can hold -- so no worker idles for want of a batch and no timer
     is needed (every Parsl task that completes re-checks the buffer).
 
-    Parsl starts on the first `submit`. `shutdown` always calls ``dfk.cleanup()`` (which stops
+    Parsl starts on the first `submit` (or `start`). `shutdown` always calls ``dfk.cleanup()`` (which stops
     the interchange and cancels the blocks); the driver calls it in a ``finally``.
     """
 
@@ -607,13 +617,13 @@ class ParslQuantumExecutor:
     #: Largest batch ``quanta_per_task: auto`` makes.
     AUTO_MAX_QUANTA_PER_TASK = 16
 
-    def __init__(self, graph_path: str | os.PathLike[str], repo_root: str | os.PathLike[str],
+    def __init__(self, graph_path: str | os.PathLike[str] | None, repo_root: str | os.PathLike[str],
                  config: Any = None, *, max_in_flight: int | None = None,
                  lost_worker_retries: int | None = None, timeout: float | None = None,
                  log_level: int = logging.INFO, quanta_per_task: int | str | None = None) -> None:
-        self.graph_path = str(Path(graph_path).resolve())
+        self.graph_path = str(Path(graph_path).resolve()) if graph_path is not None else None
         self.repo_root = str(Path(repo_root).resolve())
-        if not Path(self.graph_path).is_file():
+        if self.graph_path is not None and not Path(self.graph_path).is_file():
             raise ParslConfigError(f"graph file {self.graph_path} does not exist; "
                                    "save the graph first (-q FILE)")
         self.timeout = timeout
@@ -660,6 +670,7 @@ class ParslQuantumExecutor:
         self._n_tasks = 0  # Parsl tasks submitted and not finished
         self._times: deque[float] = deque(maxlen=64)
         self._lock = threading.RLock()
+        self._start_lock = threading.Lock()
         self._outstanding: set[Future[QuantumResult]] = set()
         self.n_lost = 0
         self.n_tasks_sent = 0
@@ -667,6 +678,12 @@ class ParslQuantumExecutor:
 
     # -------------------------------------------------------------------- lifecycle
     def _ensure_started(self) -> Any:
+        if self._dfk is not None:
+            return self._app
+        with self._start_lock:
+            return self._start_locked()
+
+    def _start_locked(self) -> Any:
         if self._dfk is None:
             from parsl.app.app import python_app
             from parsl.dataflow.dflow import DataFlowKernel
@@ -691,6 +708,54 @@ class ParslQuantumExecutor:
         """The running ``DataFlowKernel`` (`None` before the first submit and after shutdown)."""
         return self._dfk
 
+    def start(self) -> float:
+        """Start Parsl now and wait until every worker has imported the worker-side modules.
+
+        Call it early -- `start_in_background` while the graph is being built -- so Parsl's
+        start-up (interchange, worker pools, imports: several seconds) overlaps other work.
+        `graph_path` may still be `None` (set it before submitting quanta).
+
+        Returns
+        -------
+        seconds : `float`
+            Time the start-up took (s).
+
+        Raises
+        ------
+        RuntimeError
+            If the executor was shut down.
+        """
+        import time
+
+        t0 = time.perf_counter()
+        self._ensure_started()
+        with self._start_lock:
+            dfk = self._dfk
+        if dfk is None:
+            return time.perf_counter() - t0
+        from parsl.app.app import python_app
+
+        from concurrent.futures import wait
+
+        warm = python_app(_warm_worker, data_flow_kernel=dfk)
+        n = _worker_slots(self.site) if self.site is not None else 1
+        pending = {warm() for _ in range(n)}
+        while pending and self._dfk is dfk:  # stop waiting when shut down meanwhile
+            done, pending = wait(pending, timeout=0.5)
+            if any(f.exception() is not None for f in done):
+                break  # a real submit reports what is wrong
+        return time.perf_counter() - t0
+
+    def start_in_background(self) -> None:
+        """Call `start` in a daemon thread (returns at once; errors surface on `submit`)."""
+        threading.Thread(target=self._start_quietly, name="ccdflow-parsl-start", daemon=True).start()
+
+    def _start_quietly(self) -> None:
+        try:
+            self.start()
+        except Exception:  # noqa: BLE001 - a real submit will report the problem
+            pass
+
     def submit(self, quantum_id: UUID) -> Future[QuantumResult]:
         """Submit one quantum to Parsl (batched with others when ``quanta_per_task`` > 1).
 
@@ -705,6 +770,8 @@ class ParslQuantumExecutor:
             ``result()`` raises only `ParslWorkersUnavailableError` (no worker block could be
             started), which stops the run.
         """
+        if self.graph_path is None:
+            raise RuntimeError("ParslQuantumExecutor.graph_path must be set before submitting quanta")
         outer: Future[QuantumResult] = Future()
         with self._lock:
             self._outstanding.add(outer)
@@ -854,7 +921,7 @@ class ParslQuantumExecutor:
             pending, self._pending = self._pending, []
         for _qid, outer, _n in pending:  # never sent: the run is over or interrupted
             outer.cancel()
-        with self._lock:
+        with self._start_lock, self._lock:  # waits for a start in progress (start_in_background)
             dfk, self._dfk, self._app, self._batch_app = self._dfk, None, None, None
             outstanding = list(self._outstanding) if cancel else []
             self._outstanding.clear() if cancel else None

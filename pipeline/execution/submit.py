@@ -83,7 +83,8 @@ def make_executor(kind: str, graph: Any, repo_root: str | os.PathLike[str], *, p
         The graph's file if saved already (pool and Parsl workers load it); otherwise it is saved
         under ``REPO/.ccdflow/graphs/``.
     parsl_config : path-like, `dict` or `parsl.config.Config`, optional
-        For ``parsl``: a ``.py``/``.yaml`` file or a mapping (default: 2 local workers).
+        For ``parsl``: a ``.py``/``.yaml`` file or a mapping (default: ``processes`` local
+        workers, 2 when ``processes`` is 1).
     timeout : `float`, optional
         Per-quantum wall-clock limit (s).
     start_method : {"forkserver", "spawn"}
@@ -119,6 +120,8 @@ def make_executor(kind: str, graph: Any, repo_root: str | os.PathLike[str], *, p
                                           log_level=log_level)
     from .parsl_executor import ParslQuantumExecutor
 
+    if parsl_config is None and processes > 1:  # the default local config: -j N workers
+        parsl_config = {"htex": {"max_workers_per_node": processes}}
     return ParslQuantumExecutor(path, root, parsl_config, timeout=timeout, log_level=log_level)
 
 
@@ -443,7 +446,17 @@ def submit(source: str | os.PathLike[str] | dict[str, Any] | SubmitConfig, *, dr
             raise ParslConfigError(_format_validation(exc, f"(site {cfg.compute_site!r})")) from None
     pipe = load_pipeline(cfg.pipeline, (), (), cfg.config, cfg.config_files, cfg.instrument).to_graph()
     butler = Butler(cfg.repo, writeable=True)
+    executor = None
     try:
+        if not dry_run:
+            # Start Parsl (interchange, worker blocks, worker imports) while the graph is built.
+            from .parsl_executor import ParslQuantumExecutor
+
+            if isinstance(parsl_cfg, dict) and "run_dir" not in parsl_cfg:
+                parsl_cfg = {**parsl_cfg, "run_dir": str(Path(butler.root) / ".ccdflow" / "parsl")}
+            executor = ParslQuantumExecutor(None, butler.root, parsl_cfg, timeout=cfg.timeout,
+                                            log_level=min(logging.getLogger().getEffectiveLevel(), logging.INFO))
+            executor.start_in_background()
         colls = resolve_output_collections(
             butler.registry, inputs=cfg.inputs, output=cfg.output, output_run=cfg.output_run,
             extend_run=cfg.extend_run, skip_existing=cfg.skip_existing)
@@ -457,16 +470,17 @@ def submit(source: str | os.PathLike[str] | dict[str, Any] | SubmitConfig, *, dr
         graph.save(gpath)
         _log.info("Saved quantum graph of %d quanta to %s", len(graph), gpath)
         result = SubmitResult(gpath, graph.output_run)
-        if dry_run:
+        if executor is None:
             return result
-        if isinstance(parsl_cfg, dict) and "run_dir" not in parsl_cfg:
-            parsl_cfg = {**parsl_cfg, "run_dir": str(Path(butler.root) / ".ccdflow" / "parsl")}
+        executor.graph_path = str(gpath.resolve())
         result.report = execute_graph(
-            butler, graph, executor="parsl", parsl_config=parsl_cfg, graph_path=gpath,
+            butler, graph, executor=executor, graph_path=gpath,
             register_dataset_types=cfg.register_dataset_types, timeout=cfg.timeout, fail_fast=cfg.fail_fast,
             progress=progress, summary_path=cfg.summary, command=["pipetask", "submit", *sys.argv[2:]])
         return result
     finally:
+        if executor is not None:
+            executor.shutdown()  # idempotent; stops a Parsl started for a graph that failed to build
         butler.close()
 
 

@@ -135,3 +135,12 @@ def test_quanta_per_task_validation(tmp_path: Path) -> None:
         ParslQuantumExecutor(g, tmp_path, quanta_per_task="many")
     with pytest.raises(ParslConfigError, match="at least 1"):
         ParslQuantumExecutor(g, tmp_path, quanta_per_task=0)
+
+
+def test_graph_path_may_come_later_but_is_needed_to_submit(tmp_path: Path) -> None:
+    ex = ParslQuantumExecutor(None, tmp_path, {"htex": {"max_workers_per_node": 2}})
+    with pytest.raises(RuntimeError, match="graph_path must be set before submitting"):
+        ex.submit(uuid.uuid4())
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="was shut down; make a new one"):
+        ex.start()

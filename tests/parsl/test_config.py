@@ -172,6 +172,10 @@ def test_executor_window_and_factory(tmp_path: Path) -> None:
     assert ex.max_in_flight == 10 and ex.quanta_per_task == 4 and ex.lost_worker_retries == 0
     with pytest.raises(ParslConfigError, match="graph file .* does not exist"):
         ParslQuantumExecutor(tmp_path / "missing.qg", tmp_path)
+    qg = tmp_path / "g2.qg"
+    qg.write_bytes(b"x")
+    assert make_executor("parsl", None, tmp_path, processes=3, graph_path=qg).tasks_in_flight == 2 * 3 + 1
+    assert make_executor("parsl", None, tmp_path, graph_path=qg).tasks_in_flight == 2 * 2 + 1
     with pytest.raises(ValueError, match="--parsl-config needs --executor parsl"):
         make_executor("pool", None, tmp_path, parsl_config="x.yaml")
     with pytest.raises(ValueError, match="--executor must be one of"):
