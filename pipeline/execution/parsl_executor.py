@@ -733,9 +733,9 @@ class ParslQuantumExecutor:
             dfk = self._dfk
         if dfk is None:
             return time.perf_counter() - t0
-        from parsl.app.app import python_app
-
         from concurrent.futures import wait
+
+        from parsl.app.app import python_app
 
         warm = python_app(_warm_worker, data_flow_kernel=dfk)
         n = _worker_slots(self.site) if self.site is not None else 1

@@ -454,8 +454,9 @@ def submit(source: str | os.PathLike[str] | dict[str, Any] | SubmitConfig, *, dr
 
             if isinstance(parsl_cfg, dict) and "run_dir" not in parsl_cfg:
                 parsl_cfg = {**parsl_cfg, "run_dir": str(Path(butler.root) / ".ccdflow" / "parsl")}
+            level = min(logging.getLogger().getEffectiveLevel(), logging.INFO)
             executor = ParslQuantumExecutor(None, butler.root, parsl_cfg, timeout=cfg.timeout,
-                                            log_level=min(logging.getLogger().getEffectiveLevel(), logging.INFO))
+                                            log_level=level)
             executor.start_in_background()
         colls = resolve_output_collections(
             butler.registry, inputs=cfg.inputs, output=cfg.output, output_run=cfg.output_run,
