@@ -52,3 +52,33 @@ def test_ptc_plots_render_png():
         fig.savefig(buf, format="png")
         assert buf.getvalue().startswith(b"\x89PNG") and len(buf.getvalue()) > 5000
     assert "g=1.200" in res.ptcPlot.axes[0].get_title()
+
+
+def test_pair_gain_plot_one_panel_per_amp_with_binned_median():
+    from pipeline.tasks.cp.ptc_plots import plot_pair_gains
+
+    rng = np.random.default_rng(9)
+    ptc = PhotonTransferCurveDataset(["A", "B"], "EXPAPPROXIMATION", 2)
+    for amp, g in (("A", 1.2), ("B", 2.0)):
+        for pair in ((1, 2), (2, 3), (1, 3)):            # GRID: 40 boxes per pair
+            mu = np.geomspace(300, 30000, 40)
+            gl = g * (1 + rng.normal(0, 0.03, 40))
+            if pair == (1, 3):
+                gl[0] = 10.0 * g                            # one wild box
+            ptc.append_points(amp, rawMeans=mu, rawVars=mu / g, covariances=np.zeros((40, 2, 2)),
+                              gainList=gl, inputExpIdPairs=np.tile(pair, (40, 1)),
+                              expIdMask=np.ones(40, bool))
+        ptc.gain[amp] = g
+    fig = plot_pair_gains(ptc, "grid")
+    axes = fig.axes
+    assert len(axes) == 2
+    for ax, g in zip(axes, (1.2, 2.0)):
+        labels = [ln.get_label() for ln in ax.get_lines()]
+        assert "binned median" in labels and f"PTC fit {g:.3f}" in labels
+        med = next(ln for ln in ax.get_lines() if ln.get_label() == "binned median")
+        np.testing.assert_allclose(med.get_ydata(), g, rtol=0.04)
+        lo, hi = ax.get_ylim()
+        assert lo < g < hi < 2 * g                          # the wild box does not set the range
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.getvalue().startswith(b"\x89PNG")

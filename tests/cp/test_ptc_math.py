@@ -305,3 +305,21 @@ def test_levenberg_marquardt_finds_the_least_squares_minimum():
     assert 2 * res.cost == pytest.approx(float(ref.fun @ ref.fun), rel=1e-8)
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(res.jac, jac(res.x))
+
+
+def test_pair_gain_flux_normalization_removes_lamp_drift_bias():
+    """A 1 % flux drift between the two flats biases the raw (cp_pipe) pair gain by ~ε²μg/2."""
+    det = SynthDetector(gains=(1.5,), read_noise_e=(5.0,), ny=400, nx_amp=400)
+    rng = np.random.default_rng(31)
+    signal = 45000.0                                   # e-, 30 000 ADU
+    i1 = make_flat(det, signal, rng)
+    i2 = make_flat(det, signal * 1.01, rng)            # lamp 1 % brighter
+    rn = 5.0 / 1.5
+    norm = measure_pair_region(i1, i2, read_noise_adu=rn, max_range=2)
+    raw = measure_pair_region(i1, i2, read_noise_adu=rn, max_range=2, gain_flux_normalization=False)
+    assert norm.gain == pytest.approx(1.5, rel=0.01)
+    mu, eps = norm.mean, 0.01
+    # raw: c = 1/g + ε² μ / 2 (to first order in the corrections)
+    expected_raw = 1.0 / (1.0 / 1.5 + eps**2 * mu / 2)
+    assert raw.gain == pytest.approx(expected_raw, rel=0.02)
+    assert raw.gain < 0.85 * 1.5

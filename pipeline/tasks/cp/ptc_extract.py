@@ -104,6 +104,10 @@ class PhotonTransferCurveExtractConfig(PipelineTaskConfig,
     doGain: bool = Field(True, description="Calculate a gain per input flat pair.")
     gainCorrectionType: Literal["NONE", "SIMPLE", "FULL"] | None = Field(
         "FULL", description="Correction type for the gain.")
+    doGainFluxNormalization: bool = Field(
+        True, description="ccdflow: compute the per-pair gain from the two flats scaled to their common "
+                          "mean (removes the (dmu/mu)^2 mu/2 bias of a lamp drift between the exposures); "
+                          "False = cp_pipe (raw images).")
     numThreads: int = Field(
         1, ge=1, description="ccdflow: amplifiers measured concurrently (threads) within one quantum; "
                              "keep 1 when running several processes (-j).")
@@ -395,6 +399,7 @@ class PhotonTransferCurveExtractTask(PipelineTask):
             nsigma=cfg.nSigmaClipPtc, niter=cfg.nIterSigmaClipPtc, bin_size=cfg.binSize,
             min_good_pixels=cfg.minNumberGoodPixelsForCovariance, do_gain=cfg.doGain,
             gain_correction=cfg.gainCorrectionType or "NONE", n_threads=cfg.numThreads,
+            gain_flux_normalization=cfg.doGainFluxNormalization,
         )
         m = cfg.maximumRangeCovariancesAstier
         ptc = PhotonTransferCurveDataset([a.name for a in det], "PARTIAL", m)

@@ -43,12 +43,14 @@ def plot_ptc(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
     """
     amps = ptc.ampNames
     nr, nc = _grid(max(len(amps), 1))
-    fig = Figure(figsize=(4 * nc, 4.2 * nr))
-    gs = fig.add_gridspec(2 * nr, nc, height_ratios=[3, 1] * nr, hspace=0.35)
+    fig = Figure(figsize=(4 * nc, 4.4 * nr))
+    outer = fig.add_gridspec(nr, nc, hspace=0.4, wspace=0.35)
     for k, amp in enumerate(amps):
         r, c = divmod(k, nc)
-        ax = fig.add_subplot(gs[2 * r, c])
-        axr = fig.add_subplot(gs[2 * r + 1, c], sharex=ax)
+        inner = outer[r, c].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
+        ax = fig.add_subplot(inner[0])
+        axr = fig.add_subplot(inner[1], sharex=ax)
+        ax.tick_params(labelbottom=False)
         mu = np.asarray(ptc.rawMeans[amp])
         var = np.asarray(ptc.rawVars[amp])
         used = np.asarray(ptc.expIdMask[amp], bool)
@@ -86,12 +88,22 @@ def plot_covariances(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure
             continue
         used = np.asarray(ptc.expIdMask[amp], bool)
         model = np.asarray(ptc.covariancesModel[amp])
+        # many points per pair (GRID boxes): each is noisy, so also show binned medians
+        n_pairs = len({tuple(p) for p in np.asarray(ptc.inputExpIdPairs[amp]).reshape(mu.size, -1)})
+        many = mu.size > 2 * max(n_pairs, 1)
         for (i, j), col, name in (((0, 1), "C0", "C01 (dy=1)"), ((1, 0), "C1", "C10 (dx=1)")):
             with np.errstate(invalid="ignore", divide="ignore"):
-                ax.plot(mu[used], cov[used, i, j] / mu[used], ".", ms=3, color=col, label=name)
+                ratio = cov[:, i, j] / mu
+                ax.plot(mu[used], ratio[used], ".", ms=2 if many else 3, color=col,
+                        alpha=0.5 if many else 1.0, label=name)
+                if many:
+                    xm, ym = _binned_median(mu[used], ratio[used], log=False)
+                    if xm.size:
+                        ax.plot(xm, ym, "o-", ms=3, color=col, lw=1.2, label=f"{name[:3]} binned median")
                 if model.ndim == 3 and np.isfinite(model[:, i, j]).any():
                     o = np.argsort(mu)
                     ax.plot(mu[o], model[o, i, j] / mu[o], "-", color=col, lw=0.8)
+        ax.axhline(0.0, color="0.5", lw=0.6)
         ax.set_title(amp, fontsize=9)
         ax.set_xlabel("mean (ADU)")
         ax.set_ylabel("Cov / mean (ADU)")
@@ -101,21 +113,98 @@ def plot_covariances(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure
     return fig
 
 
+def _binned_median(x: np.ndarray, y: np.ndarray, nbins: int = 12,
+                   log: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Median of ``y`` in ``nbins`` log- (or linearly) spaced bins of ``x > 0``.
+
+    Bins with fewer than 3 points are dropped; returns (bin centres, medians).
+    """
+    ok = (x > 0) & np.isfinite(y) & np.isfinite(x)
+    if ok.sum() < 6:
+        return np.zeros(0), np.zeros(0)
+    lo, hi = x[ok].min(), x[ok].max() * (1 + 1e-9)
+    edges = np.geomspace(lo, hi, nbins + 1) if log else np.linspace(lo, hi, nbins + 1)
+    idx = np.digitize(x[ok], edges) - 1
+    xs, ys = [], []
+    for b in range(nbins):
+        sel = idx == b
+        if sel.sum() >= 3:
+            xs.append(np.sqrt(edges[b] * edges[b + 1]) if log else 0.5 * (edges[b] + edges[b + 1]))
+            ys.append(np.median(y[ok][sel]))
+    return np.array(xs), np.array(ys)
+
+
 def plot_pair_gains(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
-    """Per-pair gain vs mean for every amp, with the fitted gain as a line."""
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot(1, 1, 1)
-    for k, amp in enumerate(ptc.ampNames):
-        mu = np.asarray(ptc.rawMeans[amp])
-        g = np.asarray(ptc.gainList[amp])
-        ok = np.isfinite(mu) & np.isfinite(g)
-        ax.semilogx(mu[ok], g[ok], ".", ms=3, color=f"C{k % 10}", label=amp)
-        if np.isfinite(ptc.gain[amp]):
-            ax.axhline(ptc.gain[amp], color=f"C{k % 10}", lw=0.8)
-    ax.set_xlabel("mean (ADU)")
-    ax.set_ylabel("gain per pair (e-/ADU)")
-    ax.legend(fontsize=7, ncol=4)
-    ax.set_title(title or "Per-pair gain (lines: PTC fit)")
+    """Per-pair gain vs mean signal, one panel per amp, coloured by flat pair.
+
+    Parameters
+    ----------
+    ptc : `PhotonTransferCurveDataset`
+        A solved PTC (``gainList`` and ``rawMeans`` per point: one point per pair and amp, or
+        one per grid box with ``detectorMeasurementRegion: GRID``).
+    title : `str`
+        Figure title.
+
+    Returns
+    -------
+    fig : `matplotlib.figure.Figure`
+        Per amp: the per-pair gains (e⁻/ADU) against the mean signal of their region (ADU,
+        log axis), one colour per pair (up to 10, then cycling), rejected points as grey
+        crosses, the running median in log-spaced bins of mean when there are several
+        points per pair (GRID), and the PTC-fit gain as a horizontal line. The y range is
+        set from the 2nd-98th percentiles of the used points so a few wild boxes do not
+        flatten the plot.
+
+    Notes
+    -----
+    Per-pair gains are flux-normalised in extraction (``doGainFluxNormalization``), so a
+    lamp drift between the two exposures does not make them fall with the signal.
+    """
+    amps = ptc.ampNames
+    nr, nc = _grid(max(len(amps), 1))
+    fig = Figure(figsize=(4 * nc, 3.3 * nr))
+    for k, amp in enumerate(amps):
+        ax = fig.add_subplot(nr, nc, k + 1)
+        mu = np.asarray(ptc.rawMeans[amp], float)
+        g = np.asarray(ptc.gainList[amp], float)
+        used = np.asarray(ptc.expIdMask[amp], bool)
+        if used.size != mu.size:
+            used = np.ones(mu.size, bool)
+        pairs = np.asarray(ptc.inputExpIdPairs[amp]).reshape(mu.size, -1)
+        ok = np.isfinite(mu) & np.isfinite(g) & (mu > 0)
+        keys = [tuple(p) for p in pairs]
+        uniq = list(dict.fromkeys(keys))
+        per_pair = len(uniq) > 0 and mu.size > len(uniq)
+        if per_pair:
+            for n, key in enumerate(uniq):
+                sel = ok & used & np.array([kk == key for kk in keys])
+                label = f"pair {key[0]}-{key[-1]}" if n < 8 else None
+                ax.semilogx(mu[sel], g[sel], ".", ms=3, color=f"C{n % 10}", label=label)
+        else:
+            ax.semilogx(mu[ok & used], g[ok & used], "o", ms=3, color="C0", label="flat pairs")
+        rej = ok & ~used
+        if rej.any():
+            ax.semilogx(mu[rej], g[rej], "x", ms=3, color="0.6", label="rejected")
+        if per_pair:
+            xm, ym = _binned_median(mu[ok & used], g[ok & used])
+            if xm.size:
+                ax.semilogx(xm, ym, "-", color="k", lw=1.2, label="binned median")
+        fit_gain = float(ptc.gain[amp])
+        if np.isfinite(fit_gain):
+            ax.axhline(fit_gain, color="C3", lw=1.0, ls="--", label=f"PTC fit {fit_gain:.3f}")
+        good = g[ok & used]
+        if good.size >= 3:
+            lo, hi = np.percentile(good, [2, 98])
+            lo, hi = min(lo, fit_gain) if np.isfinite(fit_gain) else lo, max(hi, fit_gain) if np.isfinite(fit_gain) else hi
+            pad = 0.15 * (hi - lo) + 1e-3 * abs(hi)
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(amp, fontsize=9)
+        ax.set_xlabel("mean signal of the region (ADU)", fontsize=8)
+        ax.set_ylabel("gain per pair (e-/ADU)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(title or "Per-pair gain (dashed: PTC fit)")
+    fig.tight_layout()
     return fig
 
 
