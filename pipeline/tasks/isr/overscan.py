@@ -438,6 +438,18 @@ def fit_overscan(
     )
 
 
+def _as_integers(values: np.ndarray) -> np.ndarray | None:
+    """int32 copy of ``values`` if they are all integers within ±2³⁰, else `None`."""
+    if values.size <= 1024:
+        return None
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int32)
+    r = np.rint(values)
+    if not np.array_equal(r, values) or not (np.abs(r).max() < 2**30):  # NaN compares unequal
+        return None
+    return r.astype(np.int32)
+
+
 def correct_overscan(
     image: np.ndarray,
     mask: np.ndarray | None,
@@ -520,6 +532,10 @@ def correct_overscan(
     ox0, ox1 = skip_columns(oxs.start, oxs.stop, dxs.start, leading_to_skip, trailing_to_skip)
     fit_view = img[oys, ox0:ox1]
     lines = fit_view
+    # Integer-valued overscan (raw counts): exact histogram statistics (`statistics`) on an
+    # int32 copy instead of sorting floats; the numbers are the same.
+    ov_int = _as_integers(img[oys, oxs])
+    lines_int = None if ov_int is None else ov_int[:, ox0 - oxs.start : ox1 - oxs.start]
     masked = np.zeros(lines.shape, bool) if msk is None else (msk[oys, ox0:ox1] & exclude_bits) != 0
     result = OverscanResult()
     n_masked0 = int(np.count_nonzero(masked))
@@ -532,7 +548,7 @@ def correct_overscan(
         if med_img != 0 and med_os / med_img > overscan_fraction and med_img > image_threshold:
             result.skipped = True
             return result
-    med0 = median(lines, masked if n_masked0 else None)
+    med0 = median(lines if lines_int is None else lines_int, masked if n_masked0 else None)
     masked, bad_lines = mask_deviant_pixels(lines, masked, max_deviation, absolute_max_deviation, med0)
     if smoothing_kernel > 0:
         bad_lines |= smoothing_bad_lines(lines, smoothing_kernel, smoothing_threshold)
@@ -570,11 +586,19 @@ def correct_overscan(
     res_mask = None if msk is None else (msk[oys, oxs] & exclude_bits) != 0
     if res_mask is not None and not res_mask.any():
         res_mask = None
-    sel = ov_full if res_mask is None else ov_full[~res_mask]
-    fin = np.isfinite(sel)
-    sel = sel.ravel() if fin.all() else sel[fin]
-    rmean, rvar, _, rmed = clipped_stats(sel, None, 3.0, 3, _with_median=True)
-    result.residual_mean = float(sel.mean(dtype=np.float64)) if sel.size else float("nan")
+    if ov_int is not None and np.ndim(model) == 0:
+        # residual = integers − constant: statistics of the integers, shifted
+        sel_i = ov_int.ravel() if res_mask is None else ov_int[~res_mask]
+        shift = float(result.image_model)
+        rmean, rvar, _, rmed = clipped_stats(sel_i, None, 3.0, 3, _with_median=True)
+        rmean, rmed = rmean - shift, rmed - shift
+        result.residual_mean = float(sel_i.mean(dtype=np.float64)) - shift if sel_i.size else float("nan")
+    else:
+        sel = ov_full if res_mask is None else ov_full[~res_mask]
+        fin = np.isfinite(sel)
+        sel = sel.ravel() if fin.all() else sel[fin]
+        rmean, rvar, _, rmed = clipped_stats(sel, None, 3.0, 3, _with_median=True)
+        result.residual_mean = float(sel.mean(dtype=np.float64)) if sel.size else float("nan")
     result.residual_median = rmed
     result.residual_sigma = float(np.sqrt(rvar)) if np.isfinite(rvar) else float("nan")
     return result
