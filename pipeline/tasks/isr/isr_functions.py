@@ -48,19 +48,25 @@ LEGACY_SINGLE_PIXEL_WEIGHTS = (-0.2737, 0.7737, 0.7737, -0.2737)
 _EDGE_RUN = 6
 
 
-#: Rows per block of the blocked plane arithmetic (a few float32 rows fit in the L2 cache).
-_BLOCK_ROWS = 64
+#: Pixels per block of the blocked plane arithmetic: a few float32 planes of one block stay
+#: in the L2 cache between the operations applied to it.
+_BLOCK_PIXELS = 1 << 17
 
 
-def _row_blocks(ny: int, block: int = _BLOCK_ROWS):
-    """Yield row slices of ``block`` rows (bounds full-image float temporaries)."""
+def _block_rows(shape: tuple[int, ...]) -> int:
+    return max(1, _BLOCK_PIXELS // max(int(shape[-1]), 1))
+
+
+def _row_blocks(shape: tuple[int, ...]):
+    """Yield row slices of about `_BLOCK_PIXELS` pixels (bounds full-image temporaries)."""
+    ny, block = int(shape[0]), _block_rows(shape)
     for y in range(0, ny, block):
         yield slice(y, min(y + block, ny))
 
 
-def _scratch(shape: tuple[int, ...], block: int = _BLOCK_ROWS) -> np.ndarray:
-    """A reusable float32 ``(block, nx)`` buffer for `_row_blocks` loops (no page faults)."""
-    return np.empty((min(block, shape[0]), shape[1]), np.float32)
+def _scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """A reusable float32 buffer of one `_row_blocks` block (no page faults per block)."""
+    return np.empty((min(_block_rows(shape), int(shape[0])), int(shape[1])), np.float32)
 
 
 def sparse_nonzero(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -417,7 +423,7 @@ def dark_correction(
     s = np.float32(-scale if invert else scale)
     s2 = np.float32(scale * scale)
     tmp = _scratch(image.shape)
-    for rows in _row_blocks(image.shape[0]):
+    for rows in _row_blocks(image.shape):
         t = tmp[: rows.stop - rows.start]
         np.multiply(dark_image[rows], s, out=t, casting="unsafe")
         image[rows] -= t
@@ -500,23 +506,22 @@ def flat_correction(
     inv = np.float32(1.0 / scale)
     tmp_r, tmp_r2 = _scratch(image.shape), _scratch(image.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for rows in _row_blocks(image.shape[0]):
+        for rows in _row_blocks(image.shape):
             img, var = image[rows], variance[rows]
             n = rows.stop - rows.start
             r, r2 = tmp_r[:n], tmp_r2[:n]
             if not invert:
-                # var_out = (A² vB + B² vA)/B⁴ = vA/B² + out² vB / B², with r = 1/B
+                # var_out = (A² vB + B² vA)/B⁴ = r² (vA + out² vB), with r = 1/B, out = A r
                 np.divide(np.float32(scale), flat_image[rows], out=r, casting="unsafe")
-                np.multiply(r, r, out=r2)
                 img *= r
-                var *= r2
                 if flat_variance is not None:
+                    np.multiply(img, img, out=r2)
                     r2 *= flat_variance[rows]
                     if inv != 1:
                         r2 *= inv * inv
-                    r2 *= img
-                    r2 *= img
                     var += r2
+                r *= r
+                var *= r
             else:
                 # Undo: exact inverse of the image operation; the flat's own variance added
                 # on the way in is not removed (it is not recoverable from the output).
@@ -591,7 +596,7 @@ def update_variance(
     g = np.float32(gain)
     rn2 = np.float32((read_noise / gain) ** 2)
     tmp = None if replace else _scratch(image.shape)
-    for rows in _row_blocks(image.shape[0]):  # both passes of a block while it is in cache
+    for rows in _row_blocks(image.shape):  # both passes of a block while it is in cache
         v = variance[rows]
         if replace:
             np.divide(image[rows], g, out=v)
