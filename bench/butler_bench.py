@@ -195,6 +195,17 @@ def bench_queries(root: Path, n_datasets: int, label: str) -> Path:
     print(f"query_datasets over {n_datasets:>7,d}: all ({n_all:,d} refs, expanded)  {ms_all}")
     print(f"query_datasets over {n_datasets:>7,d}: detector = 7 AND flat ({n_det:,d})  {ms_det}")
     print(f"query_datasets over {n_datasets:>7,d}: exposure = 42 ({n_exp})  {ms_exp}   [target <= 100 ms]")
+    ms_ids, n_ids = _time(
+        lambda: b.query_data_ids(["exposure", "detector"], datasets=["arr"], collections=["bench/run"])
+    )
+    flat = "exposure.observation_type = 'flat'"
+    ms_flat, n_flat = _time(
+        lambda: b.query_data_ids(["exposure"], datasets=["arr"], collections=["bench/run"], where=flat)
+    )
+    print(
+        f"query_data_ids over {n_datasets:>7,d}: exposure,detector with arr ({n_ids:,d}, expanded)  {ms_ids}"
+    )
+    print(f"query_data_ids over {n_datasets:>7,d}: exposure with arr, flat ({n_flat:,d})  {ms_flat}")
     b.close()
     return root / label
 
@@ -226,6 +237,12 @@ def bench_cli(repo: Path) -> None:
 
     wall, cpu = timed(cmd)
     print(f"butler query-datasets CLI  {wall:8.3f} s wall, {cpu:.3f} s CPU   [LSST ~1.5 s; target <= 0.4 s]")
+    os.environ["BUTLER_CLI_FAST"] = "0"
+    try:
+        wall, cpu = timed(cmd)
+    finally:
+        del os.environ["BUTLER_CLI_FAST"]
+    print(f"  same, SQLAlchemy registry path (BUTLER_CLI_FAST=0)  {wall:8.3f} s wall, {cpu:.3f} s CPU")
     wall, cpu = timed([str(exe), "--help"])
     print(f"butler --help              {wall:8.3f} s wall, {cpu:.3f} s CPU   [target <= 0.3 s]")
     print(

@@ -7,6 +7,7 @@ expression, an ``order_by`` or a data ID constraint needs, each at most once.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -208,27 +209,48 @@ class QueryContext:
 
 
 def _make_coords(
-    registry: Registry, required: tuple[str, ...], implied: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+    registry: Registry,
+    required: tuple[str, ...],
+    implied: tuple[str, ...],
+    rows: Sequence[tuple],
+    keys: Sequence[str],
 ) -> list[DataCoordinate]:
-    """Build expanded data IDs from row mappings holding required and implied values."""
+    """Build expanded data IDs from row tuples (columns named by ``keys``) of dimension values.
+
+    Records are prefetched per distinct key and attached lazily (see `Registry._rows_to_refs`).
+    """
+    from .registry import _SMALL_ELEMENTS
+
     u = registry.universe
     dims = required + implied
+    pos = {k: i for i, k in enumerate(keys)}
+    getters = []
     for d in dims:
-        el = u[d]
-        cols = list(el.requires) + [d]
-        registry._prefetch_records(d, {tuple(r[c] for c in cols) for r in rows if r.get(d) is not None})
-    caches = registry._records
+        kp = [pos[q] for q in u[d].requires] + [pos[d]]
+        get_key = operator.itemgetter(*kp) if len(kp) > 1 else (lambda r, i=kp[0]: (r[i],))
+        if d in _SMALL_ELEMENTS:  # loaded whole, once
+            registry._prefetch_records(d, ())
+        else:
+            registry._prefetch_records(d, {k for k in map(get_key, rows) if k[-1] is not None})
+        getters.append((d, dict(registry._records[d]), get_key))
+    rec_getters = tuple(getters)
+    get_values = operator.itemgetter(*[pos[d] for d in dims]) if len(dims) > 1 else None
+    new = object.__new__
     out = []
     for r in rows:
-        values = {d: r[d] for d in dims if r.get(d) is not None}
-        recs = {}
-        for d in dims:
-            if d in values:
-                el = u.elements[d]
-                rec = caches[d].get(tuple(values[q] for q in el.requires) + (values[d],))
-                if rec is not None:
-                    recs[d] = rec
-        out.append(DataCoordinate(u, required, values, recs))
+        vals = get_values(r) if get_values is not None else (r[pos[dims[0]]],)
+        if None in vals:
+            values = {d: v for d, v in zip(dims, vals) if v is not None}
+        else:
+            values = dict(zip(dims, vals))
+        coord = new(DataCoordinate)
+        coord._universe = u
+        coord._dims = required
+        coord._values = values
+        coord._records = None
+        coord._key = None
+        coord._lazy = (rec_getters, r)
+        out.append(coord)
     return out
 
 
@@ -260,11 +282,11 @@ class DatasetQuery:
         self.timespan = timespan
         self.dims = dataset_type.dimensions + dataset_type.implied
 
-    def subquery(self) -> Any:
+    def subquery(self, name: str = "ds") -> Any:
         """Return the union of the dataset rows in each kind of collection, with a search ``rank``.
 
         With no collection to search it is an empty selection (which still lets the ``where``
-        expression be checked).
+        expression be checked). ``name`` is the subquery's alias.
         """
         reg = self.registry
         d = reg._t["dataset"]
@@ -330,7 +352,7 @@ class DatasetQuery:
                 )
             )
         sel = parts[0] if len(parts) == 1 else sa.union_all(*parts)
-        return sel.subquery("ds")
+        return sel.subquery(name)
 
     def context(self, sub: Any) -> QueryContext:
         """Return a `QueryContext` over the dataset subquery (dimension columns come from it)."""
@@ -473,16 +495,17 @@ class DataIdQuery:
         if base is None:
             return [DataCoordinate.empty(u)]
         clauses = ctx.filters(data_id, dims, where, bind)
-        for dt in self.datasets:
-            sub = DatasetQuery(reg, dt, self.search).subquery()
+        for i, dt in enumerate(self.datasets):
+            sub = DatasetQuery(reg, dt, self.search).subquery(f"ds{i}")
             common = [x for x in dt.dimensions + dt.implied if x in all_dims]
-            clauses.append(
-                sa.exists(
-                    sa.select(sa.literal(1))
-                    .select_from(sub)
-                    .where(*[sub.c[x] == ctx.dim_col(x) for x in common])
-                )
-            )
+            if not common:  # uncorrelated: any dataset of the type at all
+                clauses.append(sa.exists(sa.select(sa.literal(1)).select_from(sub)))
+                continue
+            # Semi-join: the distinct data IDs that have a dataset, materialized once, joined on
+            # the common dimensions (a correlated EXISTS re-ran the union per candidate row).
+            have = sa.select(*[sub.c[x] for x in common]).distinct().subquery(f"have{i}")
+            on = [have.c[x] == ctx.dim_col(x) for x in common]
+            ctx.joins.append((have, sa.and_(*on)))
         orders = ctx.order_columns(order_by)
         cols = [ctx.dim_col(d).label(d) for d in all_dims]
         stmt = sa.select(*cols).select_from(ctx.from_clause(base)).distinct()
@@ -494,8 +517,8 @@ class DataIdQuery:
             stmt = stmt.order_by(*[ctx.dim_col(d) for d in self.required])
         if limit is not None and limit > 0:
             stmt = stmt.limit(limit)
-        rows = [dict(r._mapping) for r in reg._fetchall(stmt)]
-        return _make_coords(reg, self.required, self.implied, rows)
+        rows, keys = reg.db.fetch_tuples(stmt)
+        return _make_coords(reg, self.required, self.implied, rows, keys)
 
 
 class RecordQuery:

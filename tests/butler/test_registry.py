@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 
 from butler import (
@@ -394,3 +395,38 @@ def test_uuid_roundtrip_of_given_ids(filled):
     given = uuid.uuid4()
     ref = reg.insert_datasets("meta", [{"instrument": "cam", "exposure": 2}], "r", ids=[given])[0]
     assert ref.id == given and reg.get_dataset(given).data_id["exposure"] == 2
+
+
+def test_query_data_ids_semi_join_on_datasets(filled):
+    """Data IDs constrained by datasets of one or two types (semi-join), in given collections."""
+    b, reg = filled, filled.registry
+    for e, d in [(1, 0), (1, 1), (3, 0), (3, 2), (4, 2)]:
+        b.put(np.zeros(1), "arr", instrument="cam", exposure=e, detector=d, run="r")
+    b.put(np.zeros(1), "arr", instrument="cam", exposure=5, detector=3, run="other")
+    for e in (3, 4, 6):
+        b.put({"e": e}, "meta", instrument="cam", exposure=e, run="r")
+
+    def pairs(dims, **kw):
+        return sorted(tuple(d[x] for x in dims) for d in reg.query_data_ids(dims, **kw))
+
+    assert pairs(["exposure", "detector"], datasets="arr", collections="r") == [
+        (1, 0), (1, 1), (3, 0), (3, 2), (4, 2)
+    ]
+    # Duplicated dataset rows never duplicate data IDs; implied values and records come along.
+    ids = reg.query_data_ids(["exposure"], datasets="arr", collections=["r", "other"])
+    assert sorted(d["exposure"] for d in ids) == [1, 3, 4, 5]
+    by_exp = {d["exposure"]: d for d in ids}
+    assert by_exp[3]["band"] == "g" and by_exp[3].records["exposure"].obs_id == "CAM_0003"
+    # Both types must exist for the data ID (an exposure-only type joins on exposure alone).
+    assert pairs(["exposure", "detector"], datasets=["arr", "meta"], collections="r") == [
+        (3, 0), (3, 2), (4, 2)
+    ]
+    assert pairs(["exposure"], datasets=["meta"], collections="r", where="exposure.exposure_time > 20") == [
+        (4,)
+    ]
+    # Implied dimensions are joined on too (meta exists only for g_01 exposures).
+    assert pairs(["physical_filter"], datasets="meta", collections="r") == [("g_01",)]
+    # A dataset type sharing no dimension with the query: any dataset of it suffices.
+    b.put(np.zeros(1), "bias", instrument="cam", detector=0, run="calib/run")
+    assert pairs(["band"], datasets="bias", collections="calib/run") == [("g",), ("r",)]
+    assert pairs(["band"], datasets="bias", collections="r") == []
