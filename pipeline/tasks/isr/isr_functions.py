@@ -671,7 +671,12 @@ def sample_for_statistics(
 
 
 def set_bad_regions(
-    image: np.ndarray, mask: np.ndarray, bad_value: int, intrp_value: int, statistic: str = "MEANCLIP"
+    image: np.ndarray,
+    mask: np.ndarray,
+    bad_value: int,
+    intrp_value: int,
+    statistic: str = "MEANCLIP",
+    coords: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[int, float]:
     """Set BAD, not-yet-interpolated pixels to a robust level of the good pixels.
 
@@ -683,6 +688,9 @@ def set_bad_regions(
         Values of the BAD and INTRP bits.
     statistic : {"MEANCLIP", "MEDIAN"}
         ``badStatistic``.
+    coords : `tuple` of `numpy.ndarray`, optional
+        ``(ys, xs, values)`` of flagged pixels from `flagged_pixels`, including every BAD
+        pixel, with at least the BAD and INTRP bits in ``values`` (saves a mask scan).
 
     Returns
     -------
@@ -695,8 +703,8 @@ def set_bad_regions(
     uses MEDIAN. We honour the configured statistic (default MEANCLIP). The statistic is
     computed on a deterministic ≈65k-pixel strided subsample of the non-BAD pixels for speed.
     """
-    ys, xs, vals = flagged_pixels(mask, bad_value | intrp_value)
-    sel = vals == bad_value
+    ys, xs, vals = flagged_pixels(mask, bad_value | intrp_value) if coords is None else coords
+    sel = (vals & np.int32(bad_value | intrp_value)) == bad_value
     n = int(np.count_nonzero(sel))
     if n == 0:
         return 0, float("nan")
@@ -718,6 +726,7 @@ def interpolate_from_mask(
     bad: np.ndarray,
     fallback: float | None = None,
     coords: tuple[np.ndarray, np.ndarray] | None = None,
+    bits: int | None = None,
 ) -> int:
     """Replace bad pixels by row-wise (along x) interpolation, in place.
 
@@ -732,6 +741,9 @@ def interpolate_from_mask(
         (computed on a subsample, and only when needed).
     coords : `tuple` of `numpy.ndarray`, optional
         ``np.nonzero(bad)`` if already computed (row-major order).
+    bits : `int`, optional
+        If given, ``bad`` is a mask plane and a pixel is bad when ``bad & bits`` is non-zero
+        (no full-image selection plane is built).
 
     Returns
     -------
@@ -757,9 +769,18 @@ def interpolate_from_mask(
     runs are found from the row-major list of bad pixels, whose neighbours just outside each
     run are by construction good (or outside the image).
     """
-    r_i, x_i = sparse_nonzero(bad) if coords is None else coords
+    if coords is not None:
+        r_i, x_i = coords
+    elif bits is not None:
+        r_i, x_i, _ = flagged_pixels(bad, bits)
+    else:
+        r_i, x_i = sparse_nonzero(bad)
     if r_i.size == 0:
         return 0
+    bitv = None if bits is None else np.int32(bits)
+
+    def is_good(v: np.ndarray) -> np.ndarray:
+        return v == 0 if bitv is None else (v & bitv) == 0
     ny, nx = bad.shape
     new_run = np.ones(r_i.size, bool)
     new_run[1:] = (r_i[1:] != r_i[:-1]) | (x_i[1:] != x_i[:-1] + 1)
@@ -781,7 +802,7 @@ def interpolate_from_mask(
         single = (rr_ - li == 2) & (li >= 1) & (rr_ + 1 < nx)
         if single.any():
             rs, a, b = ri[single], li[single], rr_[single]
-            ok = (bad[rs, a - 1] == 0) & (bad[rs, b + 1] == 0)
+            ok = is_good(bad[rs, a - 1]) & is_good(bad[rs, b + 1])
             w = LEGACY_SINGLE_PIXEL_WEIGHTS
             pred = (
                 w[0] * image[rs, a - 1].astype(np.float64)
@@ -804,7 +825,11 @@ def interpolate_from_mask(
         gv = image[re, good_idx].astype(np.float64)
         long_run = run_len > _EDGE_RUN
         if (whole.any() or long_run.any()) and fallback is None:
-            sample = sample_for_statistics(image, bad == 0)
+            sample = (
+                sample_for_statistics(image, bad == 0)
+                if bitv is None
+                else sample_for_statistics(image, mask=bad, exclude_bits=int(bitv))
+            )
             fallback = clipped_stats(sample)[0] if sample.size else 0.0
             if fallback != fallback:
                 fallback = 0.0

@@ -570,33 +570,57 @@ class IsrTask(PipelineTask):
             else mask
         )
 
-    def _interpolate(self, exposure: Exposure, planes: list[str]) -> int:
+    def _interpolate(
+        self,
+        exposure: Exposure,
+        planes: list[str],
+        coords: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> int:
+        n, _, _ = self._interpolate_sparse(exposure, planes, coords)
+        return n
+
+    def _interpolate_sparse(
+        self,
+        exposure: Exposure,
+        planes: list[str],
+        coords: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """Interpolate over ``planes`` (SAT grown first); return the count and the pixels.
+
+        ``coords`` = ``(ys, xs, values)`` from `isr_functions.flagged_pixels` with a superset
+        of the planes' bits avoids a scan of the mask. Works on sparse coordinates and the
+        mask plane itself (no full-image temporaries).
+        """
         mi = exposure.masked_image
+        empty = np.empty(0, np.intp)
         planes = [p for p in planes if p in mi.mask_planes]
         if not planes:
-            return 0
+            return 0, empty, empty
         bits = np.int32(mi.get_plane_bitmask(planes))
-        flagged = mi.mask & bits  # one full pass; everything below is sparse or window-limited
-        ys, xs = F.sparse_nonzero(flagged)
+        if coords is None:
+            ys, xs, _ = F.flagged_pixels(mi.mask, bits)
+        else:
+            sel = (coords[2] & bits) != 0
+            ys, xs = coords[0][sel], coords[1][sel]
         if ys.size == 0:
-            return 0
+            return 0, empty, empty
         sat_name = self.config.saturatedMaskName
         grow = self.config.growSaturationFootprintSize
         if sat_name in planes and grow > 0:
             sat_bit = np.int32(mi.get_plane_bitmask(sat_name))
-            is_sat = (flagged[ys, xs] & sat_bit) != 0
+            is_sat = (mi.mask[ys, xs] & sat_bit) != 0
             if is_sat.any():
                 sy, sx = ys[is_sat], xs[is_sat]
-                ny, nx = flagged.shape
+                ny, nx = mi.shape
                 win = (
                     slice(max(int(sy.min()) - grow, 0), min(int(sy.max()) + 1 + grow, ny)),
                     slice(max(int(sx.min()) - grow, 0), min(int(sx.max()) + 1 + grow, nx)),
                 )
-                sat = (flagged[win] & sat_bit) != 0
+                mwin = mi.mask[win]
+                sat = (mwin & sat_bit) != 0
                 new = F.grow_mask(sat, grow) & ~sat
-                mi.mask[win][new] |= sat_bit
-                was_flagged = flagged[win][new] != 0
-                flagged[win][new] |= sat_bit
+                was_flagged = (mwin[new] & bits) != 0
+                mwin[new] |= sat_bit
                 wy, wx = np.nonzero(new)
                 keep = ~was_flagged
                 if keep.any():
@@ -604,10 +628,10 @@ class IsrTask(PipelineTask):
                     xs = np.concatenate([xs, wx[keep] + win[1].start])
                     order = np.lexsort((xs, ys))
                     ys, xs = ys[order], xs[order]
-        n = F.interpolate_from_mask(mi.image, flagged, coords=(ys, xs))
+        n = F.interpolate_from_mask(mi.image, mi.mask, coords=(ys, xs), bits=int(bits))
         if n:
             mi.mask[ys, xs] |= np.int32(mi.get_plane_bitmask("INTRP"))
-        return n
+        return n, ys, xs
 
     def _effective_gain_noise(
         self, detector: Any, ptc: Any, overscans: dict[str, Struct]
@@ -1107,16 +1131,31 @@ class IsrTask(PipelineTask):
         )
         # 26. pre-interpolation copy
         pre_interp = ccd.copy() if c.doSaveInterpPixels else None
+        # 27-28 (and the statistics): one sparse inventory of the flagged pixels instead of a
+        # scan of the mask plane per step. Nothing between here and the statistics sets
+        # SAT/BAD except the SAT growth of the interpolation, whose pixels are returned.
+        do_stats = c.doStandardStatistics or c.doCalculateStatistics
+        inventory = None
+        if c.doSetBadRegions or c.doInterpolate or do_stats:
+            planes = [p for p in ("BAD", "SAT", "INTRP", *c.interpolation_planes()) if p in mi.mask_planes]
+            inventory = F.flagged_pixels(mi.mask, mi.get_plane_bitmask(planes))
         # 27. bad regions
         if c.doSetBadRegions:
             n, value = F.set_bad_regions(
-                mi.image, mi.mask, mi.get_plane_bitmask("BAD"), mi.get_plane_bitmask("INTRP"), c.badStatistic
+                mi.image,
+                mi.mask,
+                mi.get_plane_bitmask("BAD"),
+                mi.get_plane_bitmask("INTRP"),
+                c.badStatistic,
+                coords=inventory,
             )
             if n:
                 self.log.info("set %d BAD pixels to %s = %g", n, c.badStatistic, value)
         # 28. interpolation
+        interpolated = None
         if c.doInterpolate:
-            self._interpolate(ccd, c.interpolation_planes())
+            _, iy, ix = self._interpolate_sparse(ccd, c.interpolation_planes(), coords=inventory)
+            interpolated = (iy, ix)
         # 29. rough zero point
         self.roughZeroPoint(ccd)
         # 30. amp offset, background, statistics, binning
@@ -1124,11 +1163,17 @@ class IsrTask(PipelineTask):
             self.ampOffset.run(ccd)
         if c.doMeasureBackground:
             self.measureBackground(ccd)
-        stats = (
-            self._statistics(ccd, overscans, amp_boxes)
-            if (c.doStandardStatistics or c.doCalculateStatistics)
-            else None
-        )
+        stats = None
+        if do_stats:
+            flagged = None
+            if inventory is not None:
+                nx = mi.shape[1]
+                idx = inventory[0] * nx + inventory[1]
+                if interpolated is not None and interpolated[0].size:
+                    idx = np.union1d(idx, interpolated[0] * nx + interpolated[1])
+                fy, fx = np.divmod(idx, nx)
+                flagged = (fy, fx, mi.mask[fy, fx])
+            stats = self._statistics(ccd, overscans, amp_boxes, flagged)
         bin1 = bin2 = None
         if c.doBinnedExposures:
             bin1, bin2 = self.makeBinnedImages(ccd)
@@ -1403,7 +1448,11 @@ class IsrTask(PipelineTask):
             ccd.image[outside] = np.float32(self.config.vignetteValue)
 
     def _statistics(
-        self, ccd: Exposure, overscans: dict[str, Struct], amp_boxes: dict[str, Box]
+        self,
+        ccd: Exposure,
+        overscans: dict[str, Struct],
+        amp_boxes: dict[str, Box],
+        flagged: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, Any]:
         mi = ccd.masked_image
         sat_bit = mi.get_plane_bitmask("SAT")
@@ -1414,7 +1463,7 @@ class IsrTask(PipelineTask):
         out: dict[str, Any] = {}
         # SAT/BAD counts from the (sparse) flagged-pixel coordinates: two full-image passes
         # instead of four per amplifier.
-        fy, fx, fv = F.flagged_pixels(mi.mask, sat_bit | bad_bit)
+        fy, fx, fv = F.flagged_pixels(mi.mask, sat_bit | bad_bit) if flagged is None else flagged
         for amp in ccd.detector:
             box = amp_boxes[amp.name]
             sl = box.slices
