@@ -82,3 +82,15 @@ def test_pair_gain_plot_one_panel_per_amp_with_binned_median():
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert buf.getvalue().startswith(b"\x89PNG")
+
+
+def test_ptc_plot_title_says_when_the_noise_is_unconstrained():
+    from pipeline.tasks.cp.ptc_plots import _fit_summary
+
+    ptc = PhotonTransferCurveDataset(["A", "B"], "EXPAPPROXIMATION", 2)
+    ptc.gain.update(A=1.2, B=1.24)
+    ptc.gainErr.update(A=0.005, B=0.02)
+    ptc.noise.update(A=4.86, B=4.7e-6)                 # B: bright boxes only (Kast amp B)
+    ptc.noiseErr.update(A=0.29, B=2e7)
+    assert _fit_summary(ptc, "A") == "A: g=1.200±0.005 e-/ADU, noise=4.86±0.29 e-"
+    assert _fit_summary(ptc, "B") == "B: g=1.240±0.020 e-/ADU, noise unconstrained"

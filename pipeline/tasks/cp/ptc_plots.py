@@ -27,6 +27,23 @@ def _grid(n: int) -> tuple[int, int]:
     return int(np.ceil(n / ncol)), ncol
 
 
+def _fit_summary(ptc: PhotonTransferCurveDataset, amp: str) -> str:
+    """``"A: g=1.200±0.004 e-/ADU, noise=3.50±0.20 e-"`` (errors shown when finite).
+
+    A noise whose error exceeds 3 × max(noise, 0.5 e⁻), or exactly 0 (the fit's lower bound)
+    without an error, means no point was faint enough to constrain it (e.g. a PTC from bright
+    spectral flats only): the title then says so instead of a misleading "0.00 e-".
+    """
+    g, ge = float(ptc.gain[amp]), float(ptc.gainErr.get(amp, np.nan))
+    n, ne = float(ptc.noise[amp]), float(ptc.noiseErr.get(amp, np.nan))
+    gs = f"g={g:.3f}" + (f"±{ge:.3f}" if np.isfinite(ge) and ge > 0 else "") + " e-/ADU"
+    if (np.isfinite(ne) and ne > 3.0 * max(abs(n), 0.5)) or (n == 0.0 and not np.isfinite(ne)):
+        ns = "noise unconstrained"
+    else:
+        ns = f"noise={n:.2f}" + (f"±{ne:.2f}" if np.isfinite(ne) and ne > 0 else "") + " e-"
+    return f"{amp}: {gs}, {ns}"
+
+
 def plot_ptc(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
     """Variance vs mean per amp (log-log) with the fit, and fractional residuals below.
 
@@ -44,13 +61,14 @@ def plot_ptc(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
     amps = ptc.ampNames
     nr, nc = _grid(max(len(amps), 1))
     fig = Figure(figsize=(4 * nc, 4.4 * nr))
-    outer = fig.add_gridspec(nr, nc, hspace=0.4, wspace=0.35)
+    # room for the y labels however few panels there are (a one-amp figure is 4 inches wide)
+    outer = fig.add_gridspec(nr, nc, hspace=0.4, wspace=0.4, left=0.8 / (4 * nc) + 0.02, right=0.97)
     for k, amp in enumerate(amps):
         r, c = divmod(k, nc)
         inner = outer[r, c].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
         ax = fig.add_subplot(inner[0])
         axr = fig.add_subplot(inner[1], sharex=ax)
-        ax.tick_params(labelbottom=False)
+        ax.tick_params(axis="x", which="both", labelbottom=False)
         mu = np.asarray(ptc.rawMeans[amp])
         var = np.asarray(ptc.rawVars[amp])
         used = np.asarray(ptc.expIdMask[amp], bool)
@@ -63,7 +81,7 @@ def plot_ptc(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
         order = np.argsort(mu)
         ok = np.isfinite(model[order])
         ax.loglog(mu[order][ok], model[order][ok], "-", color="C3", label=ptc.ptcFitType)
-        ax.set_title(f"{amp}: g={ptc.gain[amp]:.3f} e-/ADU, noise={ptc.noise[amp]:.2f} e-", fontsize=9)
+        ax.set_title(_fit_summary(ptc, amp), fontsize=9)
         ax.set_ylabel("variance (ADU²)")
         ax.legend(fontsize=7)
         with np.errstate(invalid="ignore", divide="ignore"):
