@@ -227,6 +227,10 @@ class Butler:
             )
         return cols
 
+    def _query_collections(self, collections: str | Iterable[str] | None) -> tuple[str, ...] | None:
+        """Collections for a query: those given, else the butler's, else `None` (all)."""
+        return _as_tuple(collections) if collections is not None else (self.collections or None)
+
     def _dataset_type(self, dataset_type: str | DatasetType) -> DatasetType:
         if isinstance(dataset_type, DatasetType):
             return self.registry._dataset_type_entry(dataset_type)[1]
@@ -454,10 +458,9 @@ class Butler:
         **dims: Any,
     ) -> list[DatasetRef]:
         """Return datasets matching a query (`Registry.query_datasets`); default: the butler's collections."""
-        cols = _as_tuple(collections) if collections is not None else (self.collections or None)
         return self.registry.query_datasets(
             dataset_type,
-            collections=cols,
+            collections=self._query_collections(collections),
             where=where,
             bind=bind,
             data_id=data_id,
@@ -481,14 +484,13 @@ class Butler:
         **dims: Any,
     ) -> list[DataCoordinate]:
         """Return expanded data IDs matching a query (see `Registry.query_data_ids`)."""
-        cols = _as_tuple(collections) if collections is not None else (self.collections or None)
         return self.registry.query_data_ids(
             dimensions,
             where=where,
             bind=bind,
             data_id=data_id,
             datasets=datasets,
-            collections=cols,
+            collections=self._query_collections(collections),
             order_by=order_by,
             limit=limit,
             **dims,

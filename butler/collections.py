@@ -5,10 +5,61 @@ from __future__ import annotations
 import enum
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
-__all__ = ["CollectionType", "has_glob", "glob_filter", "glob_regex"]
+__all__ = ["CollectionType", "flatten_chains", "has_glob", "glob_filter", "glob_regex"]
+
+MAX_CHAIN_DEPTH = 100
+
+
+def flatten_chains(
+    names: Iterable[str],
+    is_chain: Callable[[str], bool],
+    children: Callable[[str], Sequence[str]],
+    too_deep: Callable[[str], Exception],
+    *,
+    keep_chains: bool = False,
+) -> list[str]:
+    """Expand CHAINED collections into the search path of their children (depth first, in order).
+
+    Parameters
+    ----------
+    names : iterable of `str`
+        Collections in search order.
+    is_chain : callable
+        ``name -> bool``: whether a collection is CHAINED (may raise for an unknown name).
+    children : callable
+        ``name -> sequence of str``: a chain's children in order.
+    too_deep : callable
+        ``name -> Exception`` raised when chains nest deeper than 100 (a cycle).
+    keep_chains : `bool`
+        Also list each chain itself, before its children.
+
+    Returns
+    -------
+    names : `list` [`str`]
+        Each collection once, at its first position.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(n: str, depth: int) -> None:
+        if depth > MAX_CHAIN_DEPTH:
+            raise too_deep(n)
+        if is_chain(n):
+            if keep_chains and n not in seen:
+                seen.add(n)
+                out.append(n)
+            for c in children(n):
+                visit(c, depth + 1)
+        elif n not in seen:
+            seen.add(n)
+            out.append(n)
+
+    for n in names:
+        visit(n, 0)
+    return out
 
 
 class CollectionType(enum.IntEnum):

@@ -235,7 +235,7 @@ def _make_coords(
         getters.append((d, dict(registry._records[d]), get_key))
     rec_getters = tuple(getters)
     get_values = operator.itemgetter(*[pos[d] for d in dims]) if len(dims) > 1 else None
-    new = object.__new__
+    lazy = DataCoordinate._expanded_lazily
     out = []
     for r in rows:
         vals = get_values(r) if get_values is not None else (r[pos[dims[0]]],)
@@ -243,15 +243,21 @@ def _make_coords(
             values = {d: v for d, v in zip(dims, vals) if v is not None}
         else:
             values = dict(zip(dims, vals))
-        coord = new(DataCoordinate)
-        coord._universe = u
-        coord._dims = required
-        coord._values = values
-        coord._records = None
-        coord._key = None
-        coord._lazy = (rec_getters, r)
-        out.append(coord)
+        out.append(lazy(u, required, values, rec_getters, r))
     return out
+
+
+def _finish(
+    stmt: Any, clauses: Sequence[Any], orders: Sequence[tuple[Any, bool]], default_order: Sequence[Any],
+    limit: int | None,
+) -> Any:
+    """Add the WHERE clauses, ORDER BY (``orders``, else ``default_order``) and LIMIT to a SELECT."""
+    if clauses:
+        stmt = stmt.where(*clauses)
+    stmt = stmt.order_by(*([c.desc() if desc else c for c, desc in orders] or default_order))
+    if limit is not None and limit > 0:
+        stmt = stmt.limit(limit)
+    return stmt
 
 
 class DatasetQuery:
@@ -509,14 +515,7 @@ class DataIdQuery:
         orders = ctx.order_columns(order_by)
         cols = [ctx.dim_col(d).label(d) for d in all_dims]
         stmt = sa.select(*cols).select_from(ctx.from_clause(base)).distinct()
-        if clauses:
-            stmt = stmt.where(*clauses)
-        if orders:
-            stmt = stmt.order_by(*[c.desc() if desc else c for c, desc in orders])
-        else:
-            stmt = stmt.order_by(*[ctx.dim_col(d) for d in self.required])
-        if limit is not None and limit > 0:
-            stmt = stmt.limit(limit)
+        stmt = _finish(stmt, clauses, orders, [ctx.dim_col(d) for d in self.required], limit)
         rows, keys = reg.db.fetch_tuples(stmt)
         return _make_coords(reg, self.required, self.implied, rows, keys)
 
@@ -553,14 +552,6 @@ class RecordQuery:
         clauses = ctx.filters(data_id, dims, where, bind)
         orders = ctx.order_columns(order_by)
         stmt = sa.select(t).select_from(ctx.from_clause(t))
-        if clauses:
-            stmt = stmt.where(*clauses)
-        stmt = stmt.order_by(
-            *(
-                [c.desc() if desc else c for c, desc in orders]
-                or [t.c[k] for k in list(el.requires) + [el.primary_key.name]]
-            )
-        )
-        if limit is not None and limit > 0:
-            stmt = stmt.limit(limit)
+        key_cols = [t.c[k] for k in list(el.requires) + [el.primary_key.name]]
+        stmt = _finish(stmt, clauses, orders, key_cols, limit)
         return [reg._row_to_record(el, row) for row in reg._fetchall(stmt)]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import ROOT_TOKEN, load_config, repo_root
-from ..collections import CollectionType, glob_filter, has_glob
+from ..collections import CollectionType, flatten_chains, glob_filter, has_glob
 from ..datasets import DatasetType
 from ..dimensions import DimensionUniverse, default_universe
 from ..timespan import TIMESPAN_MAX, TIMESPAN_MIN
@@ -122,23 +122,13 @@ class _Repo:
         return rec
 
     def flatten(self, names: Sequence[str]) -> list[_Collection]:
-        out: list[_Collection] = []
-        seen: set[str] = set()
-
-        def visit(n: str, depth: int) -> None:
-            if depth > 100:
-                raise FastPathUnavailable("chain too deep")
-            rec = self._get(n)
-            if rec.type is CollectionType.CHAINED:
-                for child in self.chains.get(rec.id, []):
-                    visit(self.by_id[child].name, depth + 1)
-            elif n not in seen:
-                seen.add(n)
-                out.append(rec)
-
-        for n in names:
-            visit(n, 0)
-        return out
+        flat = flatten_chains(
+            names,
+            lambda n: self._get(n).type is CollectionType.CHAINED,
+            lambda n: [self.by_id[c].name for c in self.chains.get(self._get(n).id, [])],
+            lambda n: FastPathUnavailable("chain too deep"),
+        )
+        return [self.collections[n] for n in flat]
 
     def resolve_collections(self, collections: Sequence[str]) -> list[_Collection]:
         names: list[str] = []

@@ -28,7 +28,7 @@ from .._errors import (
     MissingDatasetTypeError,
     RepositoryError,
 )
-from ..collections import CollectionType, glob_filter, has_glob
+from ..collections import CollectionType, flatten_chains, glob_filter, has_glob
 from ..datasets import DatasetRef, DatasetType
 from ..datastore.records import StoredFileInfo
 from ..dimensions import DataCoordinate, DimensionElement, DimensionRecord, DimensionUniverse
@@ -790,26 +790,20 @@ class Registry:
                 )
 
     def _flatten(self, names: Iterable[str], *, keep_chains: bool = False) -> list[str]:
-        out: list[str] = []
-        seen: set[str] = set()
+        return flatten_chains(
+            names,
+            lambda n: self._collection(n).type is CollectionType.CHAINED,
+            self.get_collection_chain,
+            lambda n: ConflictingDefinitionError(f"collection chain through {n!r} is too deep (a cycle?)"),
+            keep_chains=keep_chains,
+        )
 
-        def visit(n: str, depth: int) -> None:
-            if depth > 100:
-                raise ConflictingDefinitionError(f"collection chain through {n!r} is too deep (a cycle?)")
-            rec = self._collection(n)
-            if rec.type is CollectionType.CHAINED:
-                if keep_chains and n not in seen:
-                    seen.add(n)
-                    out.append(n)
-                for c in self.get_collection_chain(n):
-                    visit(c, depth + 1)
-            elif n not in seen:
-                seen.add(n)
-                out.append(n)
-
-        for n in names:
-            visit(n, 0)
-        return out
+    def _search_path(self, collections: str | Iterable[str] | None) -> list[CollectionRecord]:
+        """The flattened search path; `None` = every RUN, TAGGED and CALIBRATION collection."""
+        if collections is None:
+            kinds = [CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION]
+            return [self._collection(n) for n in self.query_collections("*", types=kinds)]
+        return self.resolve_collections(collections)
 
     def resolve_collections(
         self, collections: str | Iterable[str] | None, *, flatten: bool = True
@@ -1172,6 +1166,7 @@ class Registry:
         new = object.__new__
         setattr_ = object.__setattr__
         unknown = uuid.SafeUUID.unknown
+        lazy = DataCoordinate._expanded_lazily
         out = []
         append = out.append
         for r in rows:
@@ -1181,13 +1176,7 @@ class Registry:
                 values = {d: v for d, v in zip(dims, vals) if v is not None}
             else:
                 values = dict(zip(dims, vals))
-            coord = new(DataCoordinate)
-            coord._universe = u
-            coord._dims = dt.dimensions
-            coord._values = values
-            coord._records = None
-            coord._key = None
-            coord._lazy = (rec_getters, r)
+            coord = lazy(u, dt.dimensions, values, rec_getters, r)
             did = r[i_id]
             if not isinstance(did, UUID):  # SQLite: 32 hex digits
                 hex_id = did
@@ -1695,16 +1684,9 @@ class Registry:
             # Types matched by a pattern that lack a dimension the query names are skipped.
             needed = self._query_dimensions(where, data_id, dims)
             dts = [dt for dt in dts if needed <= set(dt.dimensions + dt.implied)]
+        search = self._search_path(collections)
         if collections is None:
-            search = [
-                self._collection(n)
-                for n in self.query_collections(
-                    "*", types=[CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION]
-                )
-            ]
             find_first = False
-        else:
-            search = self.resolve_collections(collections)
         out: list[DatasetRef] = []
         for dt in dts:
             q = DatasetQuery(self, dt, search, timespan=timespan)
@@ -1788,15 +1770,7 @@ class Registry:
         search = None
         if datasets is not None:
             dts = self._resolve_dataset_types(datasets)
-            if collections is None:
-                search = [
-                    self._collection(n)
-                    for n in self.query_collections(
-                        "*", types=[CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION]
-                    )
-                ]
-            else:
-                search = self.resolve_collections(collections)
+            search = self._search_path(collections)
         q = DataIdQuery(self, list(dimensions), datasets=dts, search=search)
         return q.run(where=where, bind=bind, data_id=data_id, dims=dims, order_by=order_by, limit=limit)
 
