@@ -126,6 +126,15 @@ class _ButlerGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:
+            # The reader went away (``butler query-datasets ... | head``): stop quietly, like
+            # other Unix tools; stdout is pointed at /dev/null so the interpreter's final
+            # flush does not fail again.
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a killed writer
         except Exception as exc:  # noqa: BLE001 - report every failure the same way
             if _LOG.isEnabledFor(logging.DEBUG):
                 raise

@@ -181,3 +181,24 @@ def test_postgres_uses_registry(world, monkeypatch, spy):
     )
     assert code == 0 and spy["answered"] == 0
     assert sorted(r["detector"] for r in json.loads(out)) == [0, 1, 2]
+
+
+def test_reader_closing_the_pipe_ends_quietly(filled):
+    """``butler query-datasets ... | head -1``: no traceback, no error message, status 141."""
+    if filled.registry.db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only (the CLI behaviour is the same on every backend)")
+    data_ids = [{"instrument": "cam", "exposure": e, "detector": d} for e in range(1, 7) for d in range(4)]
+    for i in range(60):  # 1,440 rows: far more than a pipe buffer holds
+        filled.registry.register_run(f"run{i:02d}")
+        filled.registry.insert_datasets("arr", data_ids, f"run{i:02d}")
+    exe = [sys.executable, "-c", "from butler.cli import main; main()"]
+    proc = subprocess.Popen(
+        [*exe, "query-datasets", str(filled.root), "arr"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert first.split() == [b"type", b"run", b"id", b"instrument", b"band", b"physical_filter", b"detector",
+                             b"day_obs", b"exposure"]
+    assert err == ""
