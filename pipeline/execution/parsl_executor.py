@@ -678,13 +678,14 @@ class ParslQuantumExecutor:
 
     # -------------------------------------------------------------------- lifecycle
     def _ensure_started(self) -> Any:
-        if self._dfk is not None:
-            return self._app
+        app = self._app  # set last by _start_locked: not None means fully started
+        if app is not None:
+            return app
         with self._start_lock:
             return self._start_locked()
 
     def _start_locked(self) -> Any:
-        if self._dfk is None:
+        if self._app is None:
             from parsl.app.app import python_app
             from parsl.dataflow.dflow import DataFlowKernel
 
@@ -695,12 +696,13 @@ class ParslQuantumExecutor:
                       self.max_in_flight)
             # Parsl logs go to RUN_DIR/parsl.log; keep them off the user's console.
             logging.getLogger("parsl").propagate = False
-            self._dfk = DataFlowKernel(config=self._config)
+            dfk = DataFlowKernel(config=self._config)
             level = self.site.log_level if self.site is not None else None
             if level is not None:
                 logging.getLogger("parsl").setLevel(level)
-            self._app = python_app(run_quantum_on_worker, data_flow_kernel=self._dfk)
-            self._batch_app = python_app(run_quanta_on_worker, data_flow_kernel=self._dfk)
+            self._batch_app = python_app(run_quanta_on_worker, data_flow_kernel=dfk)
+            self._dfk = dfk
+            self._app = python_app(run_quantum_on_worker, data_flow_kernel=dfk)
         return self._app
 
     @property
