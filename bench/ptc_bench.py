@@ -1,5 +1,7 @@
-"""PTC benchmark: extract one flat pair of a 16-amp 4072 x 4000 detector at lag 8, and solve
-16 amps x 50 pairs. Targets (issue 6): <= 1 s per pair, <= 5 s per solve.
+"""PTC benchmark: extract and solve.
+
+Extract one flat pair of a 16-amp 4072 x 4000 detector at lag 8, and solve 16 amps x 50
+pairs. Targets (issue 6): <= 1 s per pair, <= 5 s per solve.
 
 Usage: ``python bench/ptc_bench.py [--quick]`` (``--quick``: a quarter-size detector, 20 pairs).
 Prints the figures (wall-clock seconds, and the process CPU seconds, which are what to compare
@@ -27,7 +29,7 @@ from pipeline.tasks.cp.ptc_solve_math import full_cov_model  # noqa: E402
 
 
 def make_detector(ny: int, nx: int, nyamp: int = 2, nxamp: int = 8) -> Detector:
-    """A detector of ``nyamp x nxamp`` amplifiers tiling ``(ny, nx)``."""
+    """Make a detector of ``nyamp x nxamp`` amplifiers tiling ``(ny, nx)``."""
     ay, ax = ny // nyamp, nx // nxamp
     amps = tuple(Amplifier(name=f"C{j}{i}", gain=1.5, read_noise=6.0, bbox=Box(i * ax, j * ay, ax, ay))
                  for j in range(nyamp) for i in range(nxamp))
@@ -35,7 +37,7 @@ def make_detector(ny: int, nx: int, nyamp: int = 2, nxamp: int = 8) -> Detector:
 
 
 def make_flat(det: Detector, level: float, rng: np.random.Generator, exp_id: int) -> Exposure:
-    """Gaussian shot-noise flat (float32, ADU) at ``level`` ADU, gain 1.5."""
+    """Make a Gaussian shot-noise flat (float32, ADU) at ``level`` ADU, gain 1.5."""
     ny, nx = det.bbox.ny, det.bbox.nx
     img = rng.standard_normal((ny, nx), dtype=np.float32)
     img *= np.float32(np.sqrt(level / 1.5 + 16.0))
@@ -45,6 +47,7 @@ def make_flat(det: Detector, level: float, rng: np.random.Generator, exp_id: int
 
 
 def bench_extract(quick: bool) -> float:
+    """Time the extraction of one pair at 1 and 2 threads; return the 1-thread wall time (s)."""
     ny, nx = (2000, 2036) if quick else (4000, 4072)
     det = make_detector(ny, nx)
     rng = np.random.default_rng(1)
@@ -68,7 +71,7 @@ def bench_extract(quick: bool) -> float:
 
 def synthetic_partials(n_amps: int, n_pairs: int, m: int = 8,
                        seed: int = 2) -> list[PhotonTransferCurveDataset]:
-    """Partials whose covariances follow Astier+19 eq. 20 plus measurement noise (no images)."""
+    """Make partials whose covariances follow Astier+19 eq. 20 plus noise (no images)."""
     rng = np.random.default_rng(seed)
     a = np.zeros((m, m))
     a[1, 0] = a[0, 1] = 4e-7
@@ -92,6 +95,7 @@ def synthetic_partials(n_amps: int, n_pairs: int, m: int = 8,
 
 
 def bench_solve(quick: bool) -> dict[str, float]:
+    """Time the EXPAPPROXIMATION and FULLCOVARIANCE solves; return wall times (s) by fit type."""
     n_pairs = 20 if quick else 50
     parts = synthetic_partials(16, n_pairs)
     times = {}
@@ -111,6 +115,7 @@ def bench_solve(quick: bool) -> dict[str, float]:
 
 
 def main() -> None:
+    """Run both benchmarks."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small detector and fewer pairs")
     args = parser.parse_args()

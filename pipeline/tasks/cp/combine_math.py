@@ -62,7 +62,8 @@ def stack_quantile(sorted_stack: np.ndarray, n_valid: np.ndarray, fraction: floa
 @dataclass
 class StackResult:
     """Output of `stack_statistic`: ``image``, ``variance`` (float64, ``(ny, nx)``), ``mask``
-    (int32), ``n_used`` (int, values used per pixel)."""
+    (int32), ``n_used`` (int, values used per pixel).
+    """
 
     image: np.ndarray
     variance: np.ndarray

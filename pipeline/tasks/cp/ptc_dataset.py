@@ -108,7 +108,7 @@ class PhotonTransferCurveDataset:
 
     # ------------------------------------------------------------------ helpers
     def n_points(self, amp: str) -> int:
-        """Number of PTC points of ``amp``."""
+        """Return the number of PTC points of ``amp``."""
         return int(np.asarray(self.rawMeans[amp]).size)
 
     def append_points(self, amp: str, **values: np.ndarray) -> None:
@@ -207,7 +207,7 @@ class PhotonTransferCurveDataset:
 
     @classmethod
     def make_dummy(cls, ampNames: Sequence[str], covMatrixSide: int = 8) -> PhotonTransferCurveDataset:
-        """A placeholder partial with no points (the second exposure of a pair)."""
+        """Make a placeholder partial with no points (the second exposure of a pair)."""
         return cls(ampNames, ptcFitType="DUMMY", covMatrixSide=covMatrixSide)
 
     # ------------------------------------------------------------------ table I/O

@@ -40,6 +40,8 @@ READ_NOISE_KEY = "LSST ISR OVERSCAN RESIDUAL SERIAL STDEV"
 
 
 class PhotonTransferCurveExtractConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Connections: every ``postISRCCD`` flat of a detector in, one ``cpPtcPartial`` per flat out."""
+
     inputExp = cT.Input(
         name="postISRCCD", storageClass="Exposure", multiple=True, deferLoad=True,
         doc="ISR-processed flats of one detector (all exposures of the PTC sequence).",
@@ -236,7 +238,7 @@ def _bad_pixels(exp: Any, mask_names: Sequence[str]) -> np.ndarray | None:
 
 
 def _load(obj: Any) -> Any:
-    """An Exposure from either an Exposure or a deferred handle."""
+    """Return an Exposure from either an Exposure or a deferred handle."""
     return obj.get() if hasattr(obj, "get") and not hasattr(obj, "masked_image") else obj
 
 

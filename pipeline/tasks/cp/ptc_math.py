@@ -69,7 +69,7 @@ SMALL_REGION = 1 << 16
 def fast_clipped_stats(
     values: np.ndarray, bad: np.ndarray | None = None, nsigma: float = 5.5, niter: int = 3
 ) -> tuple[float, float, int]:
-    """afw MEANCLIP / VARIANCECLIP for large images (reference-algorithms §1.5), fast.
+    """Afw MEANCLIP / VARIANCECLIP for large images (reference-algorithms §1.5), fast.
 
     Parameters
     ----------
@@ -91,14 +91,15 @@ def fast_clipped_stats(
     median with half-width ``nsigma · 0.7413 · IQR``, later ones around the clipped mean with
     ``nsigma · sqrt(var)``, each re-selecting from the full set). Below `QUARTILE_SUBSAMPLE`
     values the result is identical to ``clipped_stats``. Above, two speed choices for
-    million-pixel amps: (1) the starting median and IQR come from a regular subsample of `QUARTILE_SAMPLE_SIZE` values (the
-    window of the *first* iteration moves by ~1 % of sigma, which changes which pixels are
-    kept only for values within that distance of the ±nsigma edge; later iterations use exact
-    moments); (2) one pass splits the values into a *core* ``|x - median| <= 0.8 h0`` and a
-    (small) *rim*; the core's float64 sums are computed once, and as long as every later
-    window contains the whole core (checked each iteration; otherwise the plain full-array
-    iteration is used) an iteration only re-selects among the rim values. The numbers are
-    those of the full re-selection up to float64 summation order.
+    million-pixel amps: (1) the starting median and IQR come from a regular subsample of
+    `QUARTILE_SAMPLE_SIZE` values (the window of the *first* iteration moves by ~1 % of
+    sigma, which changes which pixels are kept only for values within that distance of the
+    ±nsigma edge; later iterations use exact moments); (2) one pass splits the values into a
+    *core* ``|x - median| <= 0.8 h0`` and a (small) *rim*; the core's float64 sums are
+    computed once, and as long as every later window contains the whole core (checked each
+    iteration; otherwise the plain full-array iteration is used) an iteration only re-selects
+    among the rim values. The numbers are those of the full re-selection up to float64
+    summation order.
     """
     v = np.asarray(values)
     if bad is not None:
@@ -226,7 +227,7 @@ def clip_correction_factor(nsigma: float) -> float:
 
 
 def _fft_shape(ny: int, nx: int, max_range: int) -> tuple[int, int]:
-    """Padded FFT shape: at least ``n + maxRange`` per axis, a fast length, even along x."""
+    """Return the padded FFT shape: ≥ ``n + maxRange + 1`` per axis, a fast length, even along x."""
     sy = scipy.fft.next_fast_len(ny + max_range + 1, real=True)
     sx = scipy.fft.next_fast_len(nx + max_range + 1, real=True)
     if sx % 2:
@@ -309,7 +310,7 @@ def _sat_index(y: np.ndarray, n: int, m: int) -> np.ndarray:
 
 def _box_sums(sat: np.ndarray, shape: tuple[int, int], m: int, y0: np.ndarray, y1: np.ndarray,
               x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
-    """Sums over the half-open boxes ``[y0, y1) × [x0, x1)`` (arrays) from `_collapsed_sat`."""
+    """Sum over the half-open boxes ``[y0, y1) × [x0, x1)`` (arrays) from `_collapsed_sat`."""
     ny, nx = shape
     a0, a1 = _sat_index(y0, ny, m), _sat_index(y1, ny, m)
     b0, b1 = _sat_index(x0, nx, m), _sat_index(x1, nx, m)
@@ -409,7 +410,8 @@ def covariances_fft(
             yy = sgn * dy_g
             n = p_cnt[yy + c0, dx_g]
             with np.errstate(invalid="ignore", divide="ignore"):
-                c = p_cov[yy + c0, dx_g] / n - p_mean[yy + c0, dx_g + c0] * p_mean[-yy + c0, -dx_g + c0] / n**2
+                c = (p_cov[yy + c0, dx_g] / n
+                     - p_mean[yy + c0, dx_g + c0] * p_mean[-yy + c0, -dx_g + c0] / n**2)
             return np.where(n > 0, c, np.nan), n
 
         c1, n1 = lag(1)

@@ -1,5 +1,8 @@
-"""PTC plots (matplotlib, Agg): what people look at. Pure functions returning Figures, and
-`PhotonTransferCurvePlotTask` writing them as ``Plot`` datasets (PNG)."""
+"""PTC plots (matplotlib, Agg): what people look at.
+
+Pure functions returning Figures, and `PhotonTransferCurvePlotTask` writing them as ``Plot``
+datasets (PNG).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 def _fit_summary(ptc: PhotonTransferCurveDataset, amp: str) -> str:
-    """``"A: g=1.200±0.004 e-/ADU, noise=3.50±0.20 e-"`` (errors shown when finite).
+    """Summarise an amp's fit as ``"A: g=1.200±0.004 e-/ADU, noise=3.50±0.20 e-"``.
+
+    Errors are shown when finite.
 
     A noise whose error exceeds 3 × max(noise, 0.5 e⁻), or exactly 0 (the fit's lower bound)
     without an error, means no point was faint enough to constrain it (e.g. a PTC from bright
@@ -213,7 +218,8 @@ def plot_pair_gains(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
         good = g[ok & used]
         if good.size >= 3:
             lo, hi = np.percentile(good, [2, 98])
-            lo, hi = min(lo, fit_gain) if np.isfinite(fit_gain) else lo, max(hi, fit_gain) if np.isfinite(fit_gain) else hi
+            if np.isfinite(fit_gain):
+                lo, hi = min(lo, fit_gain), max(hi, fit_gain)
             pad = 0.15 * (hi - lo) + 1e-3 * abs(hi)
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_title(amp, fontsize=9)

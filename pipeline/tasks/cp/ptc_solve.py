@@ -32,6 +32,8 @@ __all__ = [
 
 
 class PhotonTransferCurveSolveConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Connections: every ``cpPtcPartial`` of a detector in, its ``ptc`` calibration out."""
+
     inputCovariances = cT.Input(
         name="cpPtcPartial", storageClass="PhotonTransferCurveDataset", multiple=True,
         doc="Partial PTCs (one per flat pair; DUMMY ones are ignored).",

@@ -265,8 +265,11 @@ def _cut_at_gap(mu_sorted: np.ndarray, mask: np.ndarray, max_delta: float) -> np
 
 @dataclass
 class PolynomialResult:
-    """Result of `fit_polynomial`: ``coeffs`` (ascending powers), ``coeffs_err``, ``gain``,
-    ``gain_err`` (e⁻/ADU), ``noise``, ``noise_err`` (e⁻), ``model`` (ADU², shape ``(n,)``)."""
+    """Result of `fit_polynomial`.
+
+    ``coeffs`` (ascending powers), ``coeffs_err``, ``gain``, ``gain_err`` (e⁻/ADU), ``noise``,
+    ``noise_err`` (e⁻), ``model`` (ADU², shape ``(n,)``).
+    """
 
     coeffs: np.ndarray
     coeffs_err: np.ndarray
@@ -625,8 +628,11 @@ def _polish(mu, cv, w, r, no_b, a, c, n, g, max_iter=20):
 
 @dataclass
 class LMResult:
-    """Result of `levenberg_marquardt`: ``x`` (P,), ``fun`` residuals (m,) and ``jac``
-    (m, P) at ``x``, ``cost`` (½ Σ fun²), ``nfev``/``njev`` evaluations, ``converged``."""
+    """Result of `levenberg_marquardt`.
+
+    ``x`` (P,), ``fun`` residuals (m,) and ``jac`` (m, P) at ``x``, ``cost`` (½ Σ fun²),
+    ``nfev``/``njev`` evaluations, ``converged``.
+    """
 
     x: np.ndarray
     fun: np.ndarray
@@ -724,10 +730,13 @@ def levenberg_marquardt(fun, jac, p0: np.ndarray, *, max_iter: int = 20, ftol: f
 
 
 def _fit_full_cov_vp(mu, cv, sw, r, no_b, sigma_cut, n_sigma_iter):
-    """Start: at the gain of a quadratic fit of C00, the model is linear in (a, n) once the
+    """Fit eq. 20 in stages, with sigma clipping.
+
+    Start: at the gain of a quadratic fit of C00, the model is linear in (a, n) once the
     (second-order) convolution terms are fixed, so every lag is a weighted linear fit, iterated
     to self-consistency (NO_B form); then Levenberg-Marquardt on all parameters with the
-    analytic Jacobian (`_polish`); then sigma clipping of the residuals and refit."""
+    analytic Jacobian (`_polish`); then sigma clipping of the residuals and refit.
+    """
     lin = np.polynomial.polynomial.polyfit(mu, cv[:, 0, 0], 2, w=sw[:, 0, 0] if np.any(sw[:, 0, 0]) else None)
     g0 = 1.0 / lin[1] if lin[1] > 0 else float(np.median(mu / cv[:, 0, 0]))
     fit_w = np.ones_like(sw)
