@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "amp_view",
     "assemble_plane",
+    "assemble_sparse_plane",
     "assembled_detector",
     "untrimmed_shape",
 ]
@@ -115,6 +116,67 @@ def assemble_plane(
         for amp in detector:
             cov[(amp.bbox if trim else amp.raw_bbox).slices] = True
         out[~cov] = fill
+    return out
+
+
+def assemble_sparse_plane(
+    raw: np.ndarray,
+    detector: "Detector",
+    *,
+    trim: bool = True,
+    dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """`assemble_plane` for a mostly-zero plane (a mask): copy only the non-zero pixels.
+
+    Parameters
+    ----------
+    raw : `numpy.ndarray` of int, shape ``(ny_raw, nx_raw)``
+        Raw plane (e.g. the int32 mask with a few SAT/BAD bits set).
+    detector : `pipeline.image.Detector`
+    trim : `bool`
+        As `assemble_plane`.
+    dtype : numpy dtype, optional
+        Output dtype (default: the raw dtype).
+
+    Returns
+    -------
+    out : `numpy.ndarray`
+        Same values as ``assemble_plane(raw, detector, trim=trim, dtype=dtype, fill=0)``,
+        built on a zero-initialised plane: the zero pixels are never written (no copy of a
+        full plane, no page faults for untouched pages).
+
+    Raises
+    ------
+    ValueError
+        As `assemble_plane`.
+    """
+    from .isr_functions import flagged_pixels
+
+    dtype = raw.dtype if dtype is None else np.dtype(dtype)
+    shape = detector.bbox.shape if trim else untrimmed_shape(detector)
+    out = np.zeros(shape, dtype=dtype)
+    for amp in detector:
+        src_box = amp.raw_data_bbox if trim else amp.raw_bbox
+        dst_box = amp.bbox if trim else amp.raw_bbox
+        if src_box.y1 > raw.shape[0] or src_box.x1 > raw.shape[1]:
+            raise ValueError(
+                f"amplifier {amp.name!r}: raw box {src_box} lies outside the raw image of shape "
+                f"{raw.shape}; the camera description does not match this raw file"
+            )
+        if src_box.shape != dst_box.shape:
+            raise ValueError(
+                f"amplifier {amp.name!r}: raw data box {src_box} and assembled box {dst_box} differ in "
+                "shape; fix the camera description"
+            )
+        src = raw[src_box.slices]
+        if not src.any():
+            continue
+        ys, xs, vals = flagged_pixels(src, -1)
+        if amp.raw_flip_y:
+            ys = src_box.ny - 1 - ys
+        if amp.raw_flip_x:
+            xs = src_box.nx - 1 - xs
+        out[ys + dst_box.y0, xs + dst_box.x0] = vals
     return out
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "apply_gains",
     "bias_correction",
     "dark_correction",
+    "dark_flat_correction",
     "effective_gain_noise",
     "flat_correction",
     "flat_scale",
@@ -413,26 +414,131 @@ def dark_correction(
     -----
     ``image -= dark * s``; ``variance += s² var_dark``; mask OR (reference §2.5).
     """
-    if exp_dark_time is None or exp_dark_time != exp_dark_time:
-        raise RuntimeError("Exposure darktime is NaN; the raw's exposure info needs a dark_time")
-    if dark_dark_time is None or dark_dark_time != dark_dark_time:
-        _log.warning("Dark has no dark time (NaN); using darkScale = 1.0")
-        dark_dark_time = 1.0
+    scale = _dark_scale(exp_dark_time, dark_dark_time)
     _check_same_shape(image, dark_image, "dark")
-    scale = float(exp_dark_time) / float(dark_dark_time)
     s = np.float32(-scale if invert else scale)
     s2 = np.float32(scale * scale)
     tmp = _scratch(image.shape)
     for rows in _row_blocks(image.shape):
         t = tmp[: rows.stop - rows.start]
-        np.multiply(dark_image[rows], s, out=t, casting="unsafe")
-        image[rows] -= t
-        if dark_variance is not None:
-            np.multiply(dark_variance[rows], s2, out=t, casting="unsafe")
-            variance[rows] += t
+        _dark_block(image[rows], variance[rows], dark_image[rows], _rows(dark_variance, rows), s, s2, t)
     if dark_mask is not None:
         mask |= dark_mask
     return scale
+
+
+def _rows(plane: np.ndarray | None, rows: slice) -> np.ndarray | None:
+    return None if plane is None else plane[rows]
+
+
+def _dark_block(
+    img: np.ndarray,
+    var: np.ndarray,
+    dark: np.ndarray,
+    dark_var: np.ndarray | None,
+    s: np.float32,
+    s2: np.float32,
+    t: np.ndarray,
+) -> None:
+    """``img -= s·dark``, ``var += s²·var_dark`` on one block (``t`` is scratch)."""
+    np.multiply(dark, s, out=t, casting="unsafe")
+    img -= t
+    if dark_var is not None:
+        np.multiply(dark_var, s2, out=t, casting="unsafe")
+        var += t
+
+
+def _flat_block(
+    img: np.ndarray,
+    var: np.ndarray,
+    flat: np.ndarray,
+    flat_var: np.ndarray | None,
+    scale: float,
+    inv: np.float32,
+    r: np.ndarray,
+    r2: np.ndarray,
+) -> None:
+    """Divide one block by ``flat / scale`` with quotient variance (``r``, ``r2`` scratch)."""
+    # var_out = (A² vB + B² vA)/B⁴ = r² (vA + out² vB), with r = 1/B, out = A r
+    np.divide(np.float32(scale), flat, out=r, casting="unsafe")
+    img *= r
+    if flat_var is not None:
+        np.multiply(img, img, out=r2)
+        r2 *= flat_var
+        if inv != 1:
+            r2 *= inv * inv
+        var += r2
+    r *= r
+    var *= r
+
+
+def _dark_scale(exp_dark_time: float, dark_dark_time: float | None) -> float:
+    if exp_dark_time is None or exp_dark_time != exp_dark_time:
+        raise RuntimeError("Exposure darktime is NaN; the raw's exposure info needs a dark_time")
+    if dark_dark_time is None or dark_dark_time != dark_dark_time:
+        _log.warning("Dark has no dark time (NaN); using darkScale = 1.0")
+        dark_dark_time = 1.0
+    return float(exp_dark_time) / float(dark_dark_time)
+
+
+def dark_flat_correction(
+    image: np.ndarray,
+    mask: np.ndarray,
+    variance: np.ndarray,
+    dark: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+    exp_dark_time: float,
+    dark_dark_time: float | None,
+    flat: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+    scaling_type: str = "USER",
+    user_scale: float = 1.0,
+) -> tuple[float, float]:
+    """`dark_correction` then `flat_correction` in one pass over the planes (same result).
+
+    Parameters
+    ----------
+    image, mask, variance : `numpy.ndarray`, shape ``(ny, nx)``
+        Exposure planes (ADU, bits, ADU²), modified in place.
+    dark, flat : `tuple` of `numpy.ndarray`
+        ``(image, mask, variance)`` of the dark (ADU for its dark time) and the flat; mask
+        and variance may be `None`.
+    exp_dark_time, dark_dark_time : `float`
+        Dark times (s), as `dark_correction`.
+    scaling_type, user_scale
+        As `flat_correction`.
+
+    Returns
+    -------
+    dark_scale, flat_scale : `float`
+
+    Raises
+    ------
+    RuntimeError
+        As `dark_correction` and `flat_correction`.
+
+    Notes
+    -----
+    Each block of rows is dark-subtracted and flat-divided while it is in the cache
+    (reference §2.5 arithmetic, unchanged).
+    """
+    di, dm, dv = dark
+    fi, fm, fv = flat
+    dscale = _dark_scale(exp_dark_time, dark_dark_time)
+    _check_same_shape(image, di, "dark")
+    _check_same_shape(image, fi, "flat")
+    fscale = flat_scale(fi, scaling_type, user_scale)
+    s, s2 = np.float32(dscale), np.float32(dscale * dscale)
+    inv = np.float32(1.0 / fscale)
+    ta, tb = _scratch(image.shape), _scratch(image.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for rows in _row_blocks(image.shape):
+            n = rows.stop - rows.start
+            img, var = image[rows], variance[rows]
+            _dark_block(img, var, di[rows], _rows(dv, rows), s, s2, ta[:n])
+            _flat_block(img, var, fi[rows], _rows(fv, rows), fscale, inv, ta[:n], tb[:n])
+    for m in (dm, fm):
+        if m is not None:
+            mask |= m
+    return dscale, fscale
 
 
 def flat_scale(flat_image: np.ndarray, scaling_type: str, user_scale: float = 1.0) -> float:
@@ -511,17 +617,7 @@ def flat_correction(
             n = rows.stop - rows.start
             r, r2 = tmp_r[:n], tmp_r2[:n]
             if not invert:
-                # var_out = (A² vB + B² vA)/B⁴ = r² (vA + out² vB), with r = 1/B, out = A r
-                np.divide(np.float32(scale), flat_image[rows], out=r, casting="unsafe")
-                img *= r
-                if flat_variance is not None:
-                    np.multiply(img, img, out=r2)
-                    r2 *= flat_variance[rows]
-                    if inv != 1:
-                        r2 *= inv * inv
-                    var += r2
-                r *= r
-                var *= r
+                _flat_block(img, var, flat_image[rows], _rows(flat_variance, rows), scale, inv, r, r2)
             else:
                 # Undo: exact inverse of the image operation; the flat's own variance added
                 # on the way in is not removed (it is not recoverable from the output).

@@ -42,7 +42,7 @@ from pipeline.task import PipelineTask
 
 from . import isr_functions as F  # noqa: N812
 from ._header import _HeaderBuffer, _hset
-from .assembly import assemble_plane, assembled_detector
+from .assembly import assemble_plane, assemble_sparse_plane, assembled_detector
 from .binning import bin_image, bin_planes
 from .brighter_fatter import brighter_fatter_correction
 from .calibs import BrighterFatterKernel, CrosstalkCalib, Defects, Linearizer
@@ -403,6 +403,35 @@ class IsrTask(PipelineTask):
             invert,
         )
 
+    def _mask_bad_flat(self, exposure: Exposure, fi: np.ndarray) -> None:
+        """OR BAD where the flat is not positive and finite (then set/interpolated as defects)."""
+        # Two SIMD reductions instead of two full boolean temporaries when the flat is clean
+        # (the usual case); NaN makes the comparison False and takes the masking path.
+        if fi.size and fi.min() > 0 and fi.max() < np.inf:
+            return
+        good = fi > 0
+        good &= fi < np.inf
+        if not good.all():
+            bit = np.int32(exposure.masked_image.get_plane_bitmask("BAD"))
+            np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=~good)
+
+    def _dark_and_flat(self, exposure: Exposure, darkExposure: Any, flatExposure: Any) -> None:
+        """`darkCorrection` then `flatCorrection` in one pass (`isr_functions.dark_flat_correction`)."""
+        di, dm, dv = _calib_planes(darkExposure)
+        fi, fm, fv = _calib_planes(flatExposure)
+        self._mask_bad_flat(exposure, fi)
+        F.dark_flat_correction(
+            exposure.image,
+            exposure.mask,
+            exposure.variance,
+            (di, self._conform(exposure, darkExposure, dm), dv),
+            exposure.info.dark_time,
+            getattr(getattr(darkExposure, "info", None), "dark_time", None),
+            (fi, self._conform(exposure, flatExposure, fm), fv),
+            self.config.flatScalingType,
+            self.config.flatUserScale,
+        )
+
     def flatCorrection(self, exposure: Exposure, flatExposure: Any, invert: bool = False) -> None:
         """Divide by the flat (see `isr_functions.flat_correction`).
 
@@ -410,14 +439,8 @@ class IsrTask(PipelineTask):
         interpolated like defects instead of leaving inf/NaN in the output).
         """
         fi, fm, fv = _calib_planes(flatExposure)
-        # Two SIMD reductions instead of two full boolean temporaries when the flat is clean
-        # (the usual case); NaN makes the comparison False and takes the masking path.
-        if not invert and not (fi.size and fi.min() > 0 and fi.max() < np.inf):
-            good = fi > 0
-            good &= fi < np.inf
-            if not good.all():
-                bit = np.int32(exposure.masked_image.get_plane_bitmask("BAD"))
-                np.bitwise_or(exposure.mask, bit, out=exposure.mask, where=~good)
+        if not invert:
+            self._mask_bad_flat(exposure, fi)
         F.flat_correction(
             exposure.image,
             exposure.mask,
@@ -1071,13 +1094,17 @@ class IsrTask(PipelineTask):
         if c.doBrighterFatter:
             self._brighter_fatter(ccd, bfKernel, {**gains, **(bfGains or {})}, dark, flat, amp_boxes)
             _hset(md, "LSST ISR BF APPLIED", True)
-        # 19. dark
-        if c.doDark:
+        # 19. dark (fused with 22. flat when nothing runs between them)
+        filt = ccd.info.physical_filter
+        do_fringe = c.doFringe and filt in c.fringe.filters and fringes is not None
+        fused = c.doDark and c.doFlat and not c.doStrayLight and not (do_fringe and not c.fringeAfterFlat)
+        if fused:
+            self._dark_and_flat(ccd, dark, flat)
+            _hset(md, "LSST ISR DARK APPLIED", True)
+        elif c.doDark:
             self.darkCorrection(ccd, dark)
             _hset(md, "LSST ISR DARK APPLIED", True)
         # 20. fringe before flat
-        filt = ccd.info.physical_filter
-        do_fringe = c.doFringe and filt in c.fringe.filters and fringes is not None
         if do_fringe and not c.fringeAfterFlat:
             self._fringe(ccd, fringes)
         # 21. stray light
@@ -1087,7 +1114,8 @@ class IsrTask(PipelineTask):
             _hset(md, "LSST ISR STRAYLIGHT APPLIED", True)
         # 22. flat
         if c.doFlat:
-            self.flatCorrection(ccd, flat)
+            if not fused:
+                self.flatCorrection(ccd, flat)
             _hset(md, "LSST ISR FLAT APPLIED", True)
         # 23. gains
         if c.doApplyGains:
@@ -1226,7 +1254,7 @@ class IsrTask(PipelineTask):
             spare = None
         ccd.masked_image = None  # free the raw image plane before assembling the others
         del mi
-        mask = assemble_plane(raw_mask, det, trim=trim, dtype=np.int32)
+        mask = assemble_sparse_plane(raw_mask, det, trim=trim, dtype=np.int32)
         del raw_mask
         covered = trim and sum(a.bbox.area for a in det) == det.bbox.area
         self._variance_replaced = bool(c.doVariance and covered)

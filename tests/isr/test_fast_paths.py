@@ -1,0 +1,118 @@
+"""The speed-ups give the same numbers as the straightforward computations they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.image import Box
+from pipeline.tasks.isr import isr_functions as F
+from pipeline.tasks.isr.assembly import assemble_plane, assemble_sparse_plane
+from pipeline.tasks.isr.binning import bin_image, bin_planes
+from pipeline.tasks.isr.statistics import clipped_stats, median
+
+
+@pytest.fixture
+def planes():
+    rng = np.random.default_rng(3)
+    ny, nx = 300, 257
+    img = (rng.normal(1000, 30, (ny, nx))).astype(np.float32)
+    var = rng.uniform(10, 20, (ny, nx)).astype(np.float32)
+    mask = np.zeros((ny, nx), np.int32)
+    mask[rng.integers(0, ny, 40), rng.integers(0, nx, 40)] = rng.integers(1, 64, 40)
+    dark = rng.uniform(0, 0.01, (ny, nx)).astype(np.float32)
+    dvar = rng.uniform(0, 1e-4, (ny, nx)).astype(np.float32)
+    flat = rng.uniform(0.9, 1.1, (ny, nx)).astype(np.float32)
+    fvar = rng.uniform(0, 1e-5, (ny, nx)).astype(np.float32)
+    dmask = np.zeros_like(mask)
+    dmask[5, 7] = 128
+    return img, var, mask, dark, dvar, dmask, flat, fvar
+
+
+@pytest.mark.parametrize("scaling", ["USER", "MEAN", "MEDIAN"])
+def test_fused_dark_flat_equals_sequential(planes, scaling):
+    """dark_flat_correction == dark_correction then flat_correction (image, variance, mask)."""
+    img, var, mask, dark, dvar, dmask, flat, fvar = planes
+    a = [p.copy() for p in (img, mask, var)]
+    b = [p.copy() for p in (img, mask, var)]
+    F.dark_correction(a[0], a[1], a[2], dark, dmask, dvar, 30.0, 2.0)
+    F.flat_correction(a[0], a[1], a[2], flat, None, fvar, scaling, 1.0)
+    s = F.dark_flat_correction(b[0], b[1], b[2], (dark, dmask, dvar), 30.0, 2.0, (flat, None, fvar), scaling)
+    assert s[0] == 15.0
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[2], b[2])
+    np.testing.assert_array_equal(a[1], b[1])
+    # and the arithmetic itself: (A - 15 D) / (F / s), variance (vA + 225 vD) / B² + out² vB / B²
+    sc = F.flat_scale(flat, scaling, 1.0)
+    B = flat.astype(np.float64) / sc
+    out = (img.astype(np.float64) - 15.0 * dark) / B
+    np.testing.assert_allclose(b[0], out, rtol=2e-6)
+    v = (var + 225.0 * dvar.astype(np.float64)) / B**2 + out**2 * (fvar / sc**2) / B**2
+    np.testing.assert_allclose(b[2], v, rtol=2e-5)
+    with pytest.raises(RuntimeError, match="darktime is NaN"):
+        F.dark_flat_correction(b[0], b[1], b[2], (dark, None, None), float("nan"), 1.0, (flat, None, None))
+
+
+def test_histogram_statistics_equal_sorting_path():
+    """Integer data: histogram clipped stats / median equal the float (sorting) computation."""
+    rng = np.random.default_rng(1)
+    for sigma in (0.4, 3.0, 40.0):
+        x = np.rint(rng.normal(1000, sigma, 50_000)).astype(np.int32)
+        x[:300] += 20_000  # outliers clipped away
+        a = clipped_stats(x, _with_median=True)
+        b = clipped_stats(x.astype(np.float64), _with_median=True)
+        assert a[2] == b[2]
+        np.testing.assert_allclose(a[:2], b[:2], rtol=1e-12)
+        assert a[3] == b[3] == median(x) == float(np.median(x))
+
+
+def test_sparse_assembly_and_flagged_pixels():
+    """assemble_sparse_plane == assemble_plane on a sparse mask; flagged_pixels == np.nonzero."""
+    from pipeline.image import Amplifier, Detector
+
+    amps = []
+    for i, (fx, fy) in enumerate([(False, False), (True, False), (False, True), (True, True)]):
+        col, row = i % 2, i // 2
+        raw = Box(col * 14, row * 12, 14, 12)
+        amps.append(
+            Amplifier(
+                f"A{i}",
+                bbox=Box(col * 10, row * 10, 10, 10),
+                raw_bbox=raw,
+                raw_data_bbox=Box(raw.x0 + 2, raw.y0 + 1, 10, 10),
+                raw_flip_x=fx,
+                raw_flip_y=fy,
+            )
+        )
+    det = Detector(0, "D", bbox=Box(0, 0, 20, 20), amplifiers=tuple(amps), raw_shape=(24, 28))
+    rng = np.random.default_rng(0)
+    m = np.zeros((24, 28), np.int32)
+    m.ravel()[rng.integers(0, m.size, 60)] = rng.integers(1, 1 << 20, 60)
+    for trim in (True, False):
+        np.testing.assert_array_equal(assemble_sparse_plane(m, det, trim=trim), assemble_plane(m, det, trim=trim))
+    ys, xs, vals = F.flagged_pixels(m, 0b1010, block=5)
+    ey, ex = np.nonzero(m & 0b1010)
+    np.testing.assert_array_equal(ys, ey)
+    np.testing.assert_array_equal(xs, ex)
+    np.testing.assert_array_equal(vals, m[ey, ex] & 0b1010)
+
+
+def test_binning_and_view_sampling():
+    """Strided binning equals the reshape mean; view sampling takes every sy-th/sx-th pixel."""
+    rng = np.random.default_rng(2)
+    a = rng.normal(0, 1, (103, 86)).astype(np.float32)
+    for b in (1, 2, 4, 7):
+        ny, nx = 103 // b, 86 // b
+        want = a[: ny * b, : nx * b].astype(np.float64).reshape(ny, b, nx, b).mean(axis=(1, 3))
+        np.testing.assert_allclose(bin_image(a, b), want, rtol=1e-5, atol=1e-6)
+    m = np.zeros(a.shape, np.int32)
+    m[3, 5] = 4
+    m[50, 40] = 1
+    _, mb, _ = bin_planes(a, m, np.ones_like(a), 4)
+    assert mb[0, 1] == 4 and mb[12, 10] == 1 and mb.sum() == 5
+    view = a[10:90, 5:80]
+    s = F.sample_for_statistics(view, max_samples=100)
+    step = view.size // 100
+    sx = int(np.sqrt(step))
+    sy = step // sx
+    np.testing.assert_array_equal(s, view[::sy, ::sx].ravel())
