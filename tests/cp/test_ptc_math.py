@@ -323,3 +323,17 @@ def test_pair_gain_flux_normalization_removes_lamp_drift_bias():
     expected_raw = 1.0 / (1.0 / 1.5 + eps**2 * mu / 2)
     assert raw.gain == pytest.approx(expected_raw, rel=0.02)
     assert raw.gain < 0.85 * 1.5
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 8, 10])
+def test_conv_quadrant_equals_full_2d_convolution(r):
+    """The gather/mat-vec first-quadrant convolution equals scipy's full 2-D convolution."""
+    from scipy.signal import convolve2d
+
+    from pipeline.tasks.cp.ptc_solve_math import _conv_quadrant, symmetrize
+
+    rng = np.random.default_rng(r)
+    x, y = rng.normal(size=(r, r)), rng.normal(size=(r, r))
+    full = convolve2d(symmetrize(x), symmetrize(y), mode="full")
+    c = 2 * (r - 1)
+    np.testing.assert_allclose(_conv_quadrant(x, y), full[c:c + r, c:c + r], rtol=0, atol=1e-12)
