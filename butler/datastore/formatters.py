@@ -8,6 +8,7 @@ astropy, matplotlib) are imported inside the methods.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -115,11 +116,37 @@ class NumpyFormatter(Formatter):
         return arr if arr is not None else np.load(path, allow_pickle=False)
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
-        """Write ``obj`` to ``path`` (see `Formatter.write`)."""
+        """Write ``obj`` to ``path`` (see `Formatter.write`); the bytes are those of `numpy.save`."""
         import numpy as np
 
+        arr = np.asarray(obj)
+        header = None
+        if arr.flags.c_contiguous and not arr.dtype.hasobject and arr.dtype.fields is None:
+            header = _npy_header(arr.dtype, arr.shape)
         with open(path, "wb") as f:
-            np.save(f, np.asarray(obj), allow_pickle=False)
+            if header is not None:
+                # Same bytes as np.save, with the header built once per (dtype, shape).
+                f.write(header)
+                f.write(arr.data.cast("B") if arr.ndim and arr.size else arr.tobytes())
+            else:
+                np.save(f, arr, allow_pickle=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(dtype: Any, shape: tuple[int, ...]) -> bytes | None:
+    """The ``.npy`` header `numpy.save` writes for a C-ordered array (`None`: let numpy do it)."""
+    import io
+
+    import numpy as np
+
+    header = np.lib.format.header_data_from_array_1_0(np.empty((0,), dtype=dtype))
+    header["shape"] = tuple(shape)
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, header)
+    except ValueError:  # header too long for format 1.0
+        return None
+    return buf.getvalue()
 
 
 class YamlFormatter(Formatter):

@@ -54,7 +54,13 @@ class SqliteDatabase(Database):
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if self._write else "BEGIN")
+            # On the raw sqlite3 connection: one put pays one BEGIN, not SQLAlchemy's statement
+            # machinery; a lock timeout still surfaces as sa.exc.OperationalError.
+            sql = "BEGIN IMMEDIATE" if self._write else "BEGIN"
+            try:
+                conn.connection.dbapi_connection.execute(sql)
+            except sqlite3.OperationalError as exc:
+                raise sa.exc.OperationalError(sql, None, exc) from exc
 
     # -- precompiled statements on the raw sqlite3 cursor -----------------------------------------
     def _compile(self, key: Any, factory: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:

@@ -137,3 +137,34 @@ def test_schema_yaml_has_docs_and_versions():
         "file_datastore_records",
         "butler_attributes",
     } <= set(summary["tables"])
+
+
+def test_numpy_formatter_writes_the_bytes_of_np_save(tmp_path):
+    """The cached-header fast write gives exactly np.save's file, for every layout and dtype."""
+    import io
+
+    import numpy as np
+
+    from butler.datastore.formatters import NumpyFormatter
+
+    fmt = NumpyFormatter()
+    arrays = [
+        np.arange(12.0).reshape(3, 4),
+        np.zeros((0, 3), np.int16),
+        np.array(5.0),
+        np.arange(6, dtype=">i4"),
+        np.ones((2, 3), np.float32).T,  # not C-contiguous: np.save path
+        np.arange(10)[::2],
+        np.array(["ab", "c"]),
+        np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8")]),
+        np.arange(4, dtype=np.complex64),
+        np.zeros((2,) + (1,) * 60),
+    ]
+    for i, a in enumerate(arrays):
+        path = tmp_path / f"{i}.npy"
+        fmt.write(a, path, None)
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        assert path.read_bytes() == buf.getvalue(), (i, a.dtype, a.shape)
+        back = fmt.read(path, None)
+        assert back.dtype == a.dtype and back.shape == a.shape and np.array_equal(back, a)
