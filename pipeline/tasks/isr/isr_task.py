@@ -1049,24 +1049,33 @@ class IsrTask(PipelineTask):
             if ref is not None:
                 self._trim_to_match(ccd, _calib_planes(ref)[0].shape)
                 mi = ccd.masked_image
-        # 10. bias
-        if c.doBias and not c.doBiasBeforeOverscan:
-            bi, bm, bv = _calib_planes(bias)
-            if c.doVariance and self._variance_replaced:
-                bv = None  # the variance plane is replaced in the next step (reference §2.6)
-            F.bias_correction(mi.image, mi.mask, mi.variance, bi, self._conform(ccd, bias, bm), bv)
+                amp_boxes = {a.name: (a.bbox if trimmed else a.raw_data_bbox) for a in ccd.detector}
+        do_bias = c.doBias and not c.doBiasBeforeOverscan
+        do_lin = bool(self.doLinearize(ccd.detector) or (c.doLinearize and linearizer is not None))
+        if do_bias and c.doVariance and self._variance_replaced:
+            # 10-12 fused: bias, variance (replaced) and linearity per amp and block of rows.
+            self._bias_variance_linearity(ccd, bias, gains, noises, amp_boxes, linearizer if do_lin else False)
             _hset(md, "LSST ISR BIAS APPLIED", True)
-        # 11. variance
-        if c.doVariance:
-            for amp in ccd.detector:
-                sl = amp_boxes[amp.name].slices
-                F.update_variance(mi.image[sl], mi.variance[sl], gains[amp.name], noises[amp.name])
             _hset(md, "LSST ISR VARIANCE APPLIED", True)
-            if c.maskNegativeVariance:
-                self.maskNegativeVariance(ccd)
-        # 12. linearity
-        if self.doLinearize(ccd.detector) or (c.doLinearize and linearizer is not None):
-            self._linearize(ccd, linearizer, amp_boxes)
+        else:
+            # 10. bias
+            if do_bias:
+                bi, bm, bv = _calib_planes(bias)
+                if c.doVariance and self._variance_replaced:
+                    bv = None  # the variance plane is replaced in the next step (reference §2.6)
+                F.bias_correction(mi.image, mi.mask, mi.variance, bi, self._conform(ccd, bias, bm), bv)
+                _hset(md, "LSST ISR BIAS APPLIED", True)
+            # 11. variance
+            if c.doVariance:
+                for amp in ccd.detector:
+                    sl = amp_boxes[amp.name].slices
+                    F.update_variance(mi.image[sl], mi.variance[sl], gains[amp.name], noises[amp.name])
+                _hset(md, "LSST ISR VARIANCE APPLIED", True)
+                if c.maskNegativeVariance:
+                    self.maskNegativeVariance(ccd)
+            # 12. linearity
+            if do_lin:
+                self._linearize(ccd, linearizer, amp_boxes)
         # 13. crosstalk
         if c.doCrosstalk and not c.doCrosstalkBeforeAssemble:
             self._crosstalk(ccd, crosstalk, trimmed=trimmed)
@@ -1302,6 +1311,58 @@ class IsrTask(PipelineTask):
         ccd.mask[:, -1:] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
         amps = [a.replace(bbox=a.bbox.shifted(-n, -n)) for a in ccd.detector]
         ccd.detector = ccd.detector.replace(amplifiers=tuple(amps), bbox=Box(0, 0, nx - 2 * n, ny - 2 * n))
+
+    def _bias_variance_linearity(
+        self,
+        ccd: Exposure,
+        bias: Any,
+        gains: Mapping[str, float],
+        noises: Mapping[str, float],
+        amp_boxes: dict[str, Box],
+        linearizer: Linearizer | None | bool,
+    ) -> None:
+        """Steps 10-12 in one pass per amp and block of rows (same arithmetic and order).
+
+        ``image -= bias``; ``variance = image / gain + (noise / gain)²`` (replacing the plane,
+        so the bias variance is not used, reference §2.6); negative-variance masking; then the
+        amp's (pixel-wise) linearity correction, if ``linearizer`` is not `False`.
+        """
+        c = self.config
+        mi = ccd.masked_image
+        bi, bm, _ = _calib_planes(bias)
+        F._check_same_shape(mi.image, bi, "bias")
+        bm = self._conform(ccd, bias, bm)
+        if bm is not None:
+            mi.mask |= bm
+        lin = None
+        if linearizer is not False:
+            lin = linearizer if linearizer is not None else Linearizer.from_detector(ccd.detector)
+        n_out = 0
+        vmin = np.inf
+        for amp in ccd.detector:
+            sl = amp_boxes[amp.name].slices
+            img, var, b = mi.image[sl], mi.variance[sl], bi[sl]
+            g = np.float32(gains[amp.name])
+            rn2 = np.float32((noises[amp.name] / gains[amp.name]) ** 2)
+            ltype = lin.linearity_type.get(amp.name, "None") if lin is not None else "None"
+            coeffs = lin.linearity_coeffs.get(amp.name, ()) if lin is not None else ()
+            for rows in F._row_blocks(img.shape):
+                blk, vb = img[rows], var[rows]
+                blk -= b[rows]
+                np.divide(blk, g, out=vb)
+                vb += rn2
+                if vb.size:
+                    vmin = min(vmin, float(vb.min()))
+                if lin is not None:
+                    n_out += apply_linearity(blk, ltype, coeffs, lin.table)
+        if c.maskNegativeVariance:
+            if vmin > 0:  # every variance positive (a NaN makes this False)
+                mi.add_mask_plane(c.negativeVarianceMaskName)
+            else:
+                self.maskNegativeVariance(ccd)
+        if lin is not None:
+            self.metadata["LINEARITY OUT OF RANGE"] = n_out
+            _hset(ccd.metadata, "LSST ISR LINEARIZE APPLIED", True)
 
     def _linearize(self, ccd: Exposure, linearizer: Linearizer | None, amp_boxes: dict[str, Box]) -> None:
         lin = linearizer if linearizer is not None else Linearizer.from_detector(ccd.detector)
