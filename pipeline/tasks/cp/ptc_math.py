@@ -373,31 +373,63 @@ def covariances_fft(
     sparse = (n_zero <= SPARSE_MAX_ZEROS and w.size >= SMALL_REGION
               and ny > 2 * m + 1 and nx > 2 * m + 1)
     ftype = np.float32 if (single_precision and sparse) else np.float64
+    zy = zx = None
+    if n_zero:
+        zy, zx = np.divmod(np.flatnonzero(~w), nx)
     # covariances are invariant under a constant offset: centre for precision
-    if n_good == 0:
-        mean = 0.0
-    elif n_zero == 0:
-        mean = float(diff.sum(dtype=np.float64)) / n_good
-    else:
-        mean = float(np.sum(diff, where=w, dtype=np.float64)) / n_good
+    mean = 0.0
+    if n_good:
+        total = float(diff.sum(dtype=np.float64))
+        if n_zero and math.isfinite(total):
+            total -= float(diff[zy, zx].sum(dtype=np.float64))
+        elif n_zero:                          # NaN/inf under zero weight
+            total = float(np.sum(diff, where=w, dtype=np.float64))
+        mean = total / n_good
     shape = _fft_shape(ny, nx, max_range)
     # centred image written straight into the zero-padded FFT buffer
     buf = np.zeros(shape, ftype)
     d = buf[:ny, :nx]
     np.subtract(diff, mean, out=d, dtype=ftype, casting="unsafe")
     if n_zero:
-        np.copyto(d, 0.0, where=~w)
+        d[zy, zx] = 0.0
     y_pm = tuple(range(-(m - 1), m))           # lags -max_range .. max_range
     x_p = tuple(range(m))                     # lags 0 .. max_range
-    if sparse:
-        sat = _collapsed_sat(d, m)
-        if n_zero:
-            dflat = d.ravel()                 # (a copy: d is a view into the buffer)
-    fx = scipy.fft.rfft2(buf, overwrite_x=True)
-    del buf
-    p_cov = _lags(_power(fx), shape, y_pm, x_p)                 # [dy + m - 1, dx]
     dy_g = np.arange(m)[:, None]
     dx_g = np.arange(m)[None, :]
+    if sparse:
+        # every lag (dy, dx) and its mirror (-dy, dx): B = first member's box, A = B + δ.
+        # Pair counts and member sums from box sums and the zero-weight pixels (before the
+        # FFT, which overwrites the buffer)
+        ly = np.concatenate([np.broadcast_to(dy_g, (m, m)).ravel(), -np.broadcast_to(dy_g, (m, m)).ravel()])
+        lx = np.concatenate([np.broadcast_to(dx_g, (m, m)).ravel()] * 2)
+        by0 = np.where(ly >= 0, 0, -ly)
+        by1 = np.where(ly >= 0, ny - ly, ny)
+        bx0 = np.zeros_like(lx)
+        bx1 = nx - lx
+        ay0, ay1, ax0, ax1 = by0 + ly, by1 + ly, bx0 + lx, bx1 + lx
+        sat = _collapsed_sat(d, m)
+        n = ((by1 - by0) * (bx1 - bx0)).astype(np.float64)
+        s_b = _box_sums(sat, (ny, nx), m, by0, by1, bx0, bx1)
+        s_a = _box_sums(sat, (ny, nx), m, ay0, ay1, ax0, ax1)
+        if n_zero:
+            zy2, zx2 = zy[None, :], zx[None, :]
+            in_b = ((zy2 >= by0[:, None]) & (zy2 < by1[:, None])
+                    & (zx2 >= bx0[:, None]) & (zx2 < bx1[:, None]))
+            in_a = ((zy2 >= ay0[:, None]) & (zy2 < ay1[:, None])
+                    & (zx2 >= ax0[:, None]) & (zx2 < ax1[:, None]))
+            # partner p + δ of z in B, p - δ of z in A (clipped where not in the box: masked)
+            fy = np.clip(zy2 + ly[:, None], 0, ny - 1)
+            fx_ = np.clip(zx2 + lx[:, None], 0, nx - 1)
+            gy = np.clip(zy2 - ly[:, None], 0, ny - 1)
+            gx = np.clip(zx2 - lx[:, None], 0, nx - 1)
+            both = np.count_nonzero(in_b & ~w[fy, fx_], axis=1)
+            n -= in_b.sum(axis=1) + in_a.sum(axis=1) - both
+            s_a -= np.where(in_b, d[fy, fx_], 0.0).sum(axis=1, dtype=np.float64)
+            s_b -= np.where(in_a, d[gy, gx], 0.0).sum(axis=1, dtype=np.float64)
+        n = np.where((by1 > by0) & (bx1 > bx0), n, 0.0)
+    fx = scipy.fft.rfft2(buf, overwrite_x=True)
+    del buf, d
+    p_cov = _lags(_power(fx), shape, y_pm, x_p)                 # [dy + m - 1, dx]
     if not sparse:
         fw = scipy.fft.rfft2(w.astype(np.float64), s=shape)
         x_pm = tuple(range(-(m - 1), m))
@@ -418,35 +450,6 @@ def covariances_fft(
         c2, n2 = lag(-1)
     else:
         del fx
-        # every lag (dy, dx) and its mirror (-dy, dx): B = first member's box, A = B + δ
-        ly = np.concatenate([np.broadcast_to(dy_g, (m, m)).ravel(), -np.broadcast_to(dy_g, (m, m)).ravel()])
-        lx = np.concatenate([np.broadcast_to(dx_g, (m, m)).ravel()] * 2)
-        by0 = np.where(ly >= 0, 0, -ly)
-        by1 = np.where(ly >= 0, ny - ly, ny)
-        bx0 = np.zeros_like(lx)
-        bx1 = nx - lx
-        ay0, ay1, ax0, ax1 = by0 + ly, by1 + ly, bx0 + lx, bx1 + lx
-        n = ((by1 - by0) * (bx1 - bx0)).astype(np.float64)
-        s_b = _box_sums(sat, (ny, nx), m, by0, by1, bx0, bx1)
-        s_a = _box_sums(sat, (ny, nx), m, ay0, ay1, ax0, ax1)
-        if n_zero:
-            zf = np.flatnonzero(~w)
-            zy, zx = np.divmod(zf, nx)
-            zy, zx = zy[None, :], zx[None, :]
-            in_b = ((zy >= by0[:, None]) & (zy < by1[:, None])
-                    & (zx >= bx0[:, None]) & (zx < bx1[:, None]))
-            in_a = ((zy >= ay0[:, None]) & (zy < ay1[:, None])
-                    & (zx >= ax0[:, None]) & (zx < ax1[:, None]))
-            shift = (ly * nx + lx)[:, None]
-            size = w.size
-            wflat = w.ravel()
-            fwd = np.clip(zf[None, :] + shift, 0, size - 1)        # partner p + δ of z in B
-            bwd = np.clip(zf[None, :] - shift, 0, size - 1)        # partner p - δ of z in A
-            both = np.count_nonzero(in_b & ~wflat[fwd], axis=1)
-            n -= in_b.sum(axis=1) + in_a.sum(axis=1) - both
-            s_a -= np.where(in_b, dflat[fwd], 0.0).sum(axis=1, dtype=np.float64)
-            s_b -= np.where(in_a, dflat[bwd], 0.0).sum(axis=1, dtype=np.float64)
-        n = np.where((by1 > by0) & (bx1 > bx0), n, 0.0)
         sab = p_cov[ly + m - 1, lx]
         with np.errstate(invalid="ignore", divide="ignore"):
             c = np.where(n > 0, sab / n - s_a * s_b / n**2, np.nan)
