@@ -15,7 +15,8 @@ sensors", appendix A for the FFT covariance estimator):
 3. ``varDiff = VARIANCECLIP(D) / 2``, corrected for the clipping truncation;
 4. covariances of ``D`` up to ``maxRange`` lags by FFT with pixel counts (``covariances_fft``,
    checked against the direct sum ``covariances_direct``);
-5. per-pair gain from ``(I1 - I2)^2 / (I1 + I2)`` with NONE / SIMPLE / FULL corrections.
+5. per-pair gain from ``(I1 - I2)^2 / (I1 + I2)`` with NONE / SIMPLE / FULL corrections,
+   by default on the two flats scaled to their common mean (``doGainFluxNormalization``).
 
 Decisions on the reference quirks (reference-algorithms §9):
 
@@ -23,7 +24,10 @@ Decisions on the reference quirks (reference-algorithms §9):
   ``mu1 + mu2 / 2 <= 0`` precedence slip;
 * pixels with zero weight are set to 0 before the FFT, so NaNs never poison it;
 * SIMPLE gain uses the intended ``1 / (2 g0^2)`` term (not ``g0^2 / 2``): the correction is
-  the Poisson-noise bias of the ratio estimator, see `pair_gain`.
+  the Poisson-noise bias of the ratio estimator, see `pair_gain`;
+* the per-pair gain is flux-normalised by default (ccdflow ``doGainFluxNormalization``; the
+  reference uses the raw flats, whose lamp drift biases it by ``ε² μ g / 2``, see
+  `measure_pair_region`).
 """
 
 from __future__ import annotations
