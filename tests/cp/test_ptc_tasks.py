@@ -240,3 +240,29 @@ def test_full_covariance_recovers_eq20_truth(eq20_partials, fit_type):
             assert ptc.aMatrix[amp][0, 0] == pytest.approx(A_TRUE[0, 0], rel=0.15), amp
         else:
             assert ptc.ptcFitPars[amp][0] == pytest.approx(A_TRUE[0, 0], rel=0.15), amp
+
+
+def test_solve_warns_when_bright_points_leave_the_noise_unconstrained(caplog):
+    """Only bright points (like Kast amp B's dome-flat boxes): the read noise is not measurable."""
+    import logging
+
+    from pipeline.tasks.cp.ptc_solve import PhotonTransferCurveSolveConfig, solve_ptc
+
+    rng = np.random.default_rng(12)
+    mu = np.geomspace(8000, 34000, 60)
+    g, noise_e = 1.24, 3.8
+    var = (mu * g + noise_e**2) / g**2 * (1 + rng.normal(0, 0.01, mu.size))
+    ptc = PhotonTransferCurveDataset(["B"], "PARTIAL", 2)
+    cov = np.zeros((mu.size, 2, 2))
+    cov[:, 0, 0] = var
+    ptc.append_points("B", rawMeans=mu, rawVars=var, covariances=cov, gainList=np.full(mu.size, g),
+                      noiseList=np.full(mu.size, noise_e / g), inputExpIdPairs=np.tile([1, 2], (mu.size, 1)),
+                      expIdMask=np.ones(mu.size, bool))
+    log = logging.getLogger("test.ptcSolve")
+    with caplog.at_level(logging.WARNING, logger="test.ptcSolve"):
+        out = solve_ptc(ptc, PhotonTransferCurveSolveConfig(), log=log)
+    assert out.gain["B"] == pytest.approx(g, rel=0.02)
+    assert out.noiseErr["B"] > 3 * max(out.noise["B"], 0.5)
+    # overscan noise (ADU) x fitted gain ~ 3.8 e-
+    assert any("not constrained" in r.getMessage() and "overscan noise is 3.7" in r.getMessage()
+               for r in caplog.records)
