@@ -7,8 +7,10 @@ expression, an ``order_by`` or a data ID constraint needs, each at most once.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -208,6 +210,24 @@ class QueryContext:
         return out
 
 
+@contextlib.contextmanager
+def bulk_objects() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a query result's objects are built.
+
+    A result of 100,000 refs allocates ~10^6 tracked containers (rows, dicts, refs) and none of
+    them form cycles; with the collector on, its full collections, triggered again and again
+    by the allocations, made building the result quadratic (35 us per ref at 100,000 vs 6 us at
+    20,000). Reference counting frees everything as usual; the collector's state is restored.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _make_coords(
     registry: Registry,
     required: tuple[str, ...],
@@ -404,8 +424,6 @@ class DatasetQuery:
         order_by: str | Sequence[str] | None = None,
     ) -> list[DatasetRef]:
         """Execute the query (see `Registry.query_datasets`)."""
-        from .registry import CalibrationLookupError
-
         sub = self.subquery()
         ctx = self.context(sub)
         clauses = ctx.filters(data_id, dims, where, bind)
@@ -439,6 +457,13 @@ class DatasetQuery:
             stmt = stmt.order_by(*order_exprs)
         if limit is not None and limit > 0:
             stmt = stmt.limit(limit)
+        with bulk_objects():
+            return self._collect(stmt, do_ff, has_calib)
+
+    def _collect(self, stmt: Any, do_ff: bool, has_calib: bool) -> list[DatasetRef]:
+        """Fetch the rows, check calibration ambiguity, drop duplicates, build the refs."""
+        from .registry import CalibrationLookupError
+
         rows, keys = self.registry.db.fetch_tuples(stmt)
         if do_ff and has_calib:
             i = keys.index("nrank")
@@ -516,8 +541,9 @@ class DataIdQuery:
         cols = [ctx.dim_col(d).label(d) for d in all_dims]
         stmt = sa.select(*cols).select_from(ctx.from_clause(base)).distinct()
         stmt = _finish(stmt, clauses, orders, [ctx.dim_col(d) for d in self.required], limit)
-        rows, keys = reg.db.fetch_tuples(stmt)
-        return _make_coords(reg, self.required, self.implied, rows, keys)
+        with bulk_objects():
+            rows, keys = reg.db.fetch_tuples(stmt)
+            return _make_coords(reg, self.required, self.implied, rows, keys)
 
 
 class RecordQuery:
