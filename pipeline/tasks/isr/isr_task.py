@@ -176,13 +176,39 @@ class IsrTask(PipelineTask):
                 f"IsrTask input must be an Exposure, MaskedImage or 2-D array, got {type(inputExp).__name__}"
             )
         if exp.detector is None:
-            if camera is None or detectorNum is None:
+            if camera is not None and detectorNum is not None:
+                exp.detector = camera[detectorNum]
+            elif math.isfinite(self.config.gain):
+                exp.detector = self._single_amp_detector(exp.masked_image.shape)
+            else:
                 raise RuntimeError(
                     "The raw exposure has no detector; pass camera= and detectorNum= to "
-                    "IsrTask.run (or read it with the instrument's RawFormatter)"
+                    "IsrTask.run (or read it with the instrument's RawFormatter), or set "
+                    "config.gain (and readNoise) to process it as one amplifier without overscan"
                 )
-            exp.detector = camera[detectorNum]
         return exp
+
+    def _single_amp_detector(self, shape: tuple[int, int]) -> Any:
+        """One amplifier covering the image (no overscan), gain/read noise from the config.
+
+        LSST ``IsrTaskConfig.gain`` / ``readNoise``: "to use if no Detector is present".
+        Saturation masking uses ``config.saturation`` (none if NaN).
+        """
+        from pipeline.image import Amplifier, Detector
+
+        ny, nx = shape
+        box = Box(0, 0, nx, ny)
+        sat = self.config.saturation if math.isfinite(self.config.saturation) else float("inf")
+        amp = Amplifier(
+            "A",
+            gain=float(self.config.gain),
+            read_noise=float(self.config.readNoise),
+            saturation=sat,
+            bbox=box,
+            raw_bbox=box,
+            raw_data_bbox=box,
+        )
+        return Detector(0, "detector", bbox=box, amplifiers=(amp,), raw_shape=(ny, nx))
 
     def convertIntToFloat(self, exposure: Exposure) -> Exposure:
         """Integer raw → float32 with variance 1 and mask 0 (no-op for float input)."""
@@ -1492,6 +1518,17 @@ class IsrTask(PipelineTask):
             self.log.warning("brighter-fatter correction did not converge (final difference %g)", diff)
         ccd.image += delta.astype(np.float32)
         F.mask_edges(ccd.mask, b, ccd.masked_image.get_plane_bitmask("EDGE"))
+        if c.brighterFatterMaskGrowSize > 0:
+            # The correction is a convolution: grow the interpolated planes (diamond, §1.4).
+            mi = ccd.masked_image
+            for plane in c.brighterFatterMaskListToInterpolate:
+                if plane not in mi.mask_planes:
+                    continue
+                bit = np.int32(mi.get_plane_bitmask(plane))
+                sel = (mi.mask & bit) != 0
+                if sel.any():
+                    grown = F.grow_mask(sel, c.brighterFatterMaskGrowSize)
+                    np.bitwise_or(mi.mask, bit, out=mi.mask, where=grown)
         self.metadata["BRIGHTER_FATTER_ITERATIONS"] = n
         self.metadata["BRIGHTER_FATTER_DIFFERENCE"] = diff
 
