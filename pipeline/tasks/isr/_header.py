@@ -90,4 +90,4 @@ def _flush(header: fits.Header, values: Mapping[str, Any]) -> None:
         else:
             new.append(fits.Card(f"HIERARCH {key}" if (len(key) > 8 or " " in key) else key, value))
     if new:
-        header.extend(new, unique=False)
+        header.extend(new, unique=False, end=True)  # end=True: no O(n) index update per card
