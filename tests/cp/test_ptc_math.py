@@ -71,7 +71,10 @@ def test_fast_clipped_stats_matches_engine():
     rng = np.random.default_rng(5)
     small = rng.normal(100, 10, 5000)
     small[:20] = 1e4
-    assert fast_clipped_stats(small, None, 3.0, 3) == clipped_stats(small, None, 3.0, 3)
+    m0, v0, n0 = fast_clipped_stats(small, None, 3.0, 3)
+    m_ref, v_ref, n_ref = clipped_stats(small, None, 3.0, 3)
+    assert n0 == n_ref and m0 == pytest.approx(m_ref, rel=1e-14) and v0 == pytest.approx(v_ref, rel=1e-12)
+    assert 4900 < n0 < 4980 and m0 == pytest.approx(100, abs=0.5)        # the 20 outliers clipped
     big = rng.normal(1000, 30, 600_000)
     big[:1000] = 5e4
     bad = np.zeros(big.size, bool)
