@@ -301,7 +301,7 @@ class DataCoordinate(Mapping[str, Any]):
     Use `make` or the registry to build one; the constructor does no validation.
     """
 
-    __slots__ = ("_dims", "_values", "_records", "_key", "_universe", "_lazy")
+    __slots__ = ("_dims", "_vmap", "_records", "_key", "_universe", "_lazy", "_lazy_values")
 
     def __init__(
         self,
@@ -312,38 +312,62 @@ class DataCoordinate(Mapping[str, Any]):
     ) -> None:
         self._universe = universe
         self._dims = dimensions
-        self._values = values
+        self._vmap: dict[str, Any] | None = values
         self._records = records
         self._key: str | None = None
         self._lazy: tuple | None = None
+        self._lazy_values: tuple | None = None
 
     @classmethod
     def _expanded_lazily(
         cls,
         universe: DimensionUniverse,
         dimensions: tuple[str, ...],
-        values: dict[str, Any],
+        names: tuple[str, ...],
+        get_values: Any,
         getters: Sequence[tuple[str, Mapping[tuple, DimensionRecord], Any]],
         row: Any,
     ) -> DataCoordinate:
-        """An expanded data ID whose records are looked up on first use (query results).
+        """An expanded data ID built from a query row; values and records are made on first use.
 
         Parameters
         ----------
+        universe : `DimensionUniverse`
+        dimensions : `tuple` [`str`, ...]
+            The required dimensions.
+        names : `tuple` [`str`, ...]
+            Required and implied dimensions, in the order ``get_values`` returns them.
+        get_values : callable
+            ``get_values(row)`` -> tuple of the values of ``names`` (`None` = unknown).
         getters : sequence of ``(dimension, records by key, key getter)``
             ``key getter(row)`` gives the record key of the dimension in ``records by key``
             (a mapping the caller no longer changes).
         row : `tuple`
-            The query row the keys are taken from.
+            The query row.
         """
         self = cls.__new__(cls)
         self._universe = universe
         self._dims = dimensions
-        self._values = values
+        self._vmap = None
         self._records = None
         self._key = None
         self._lazy = (getters, row)
+        self._lazy_values = (names, get_values, row)
         return self
+
+    @property
+    def _values(self) -> dict[str, Any]:
+        values = self._vmap
+        if values is None:
+            names, get_values, row = self._lazy_values  # type: ignore[misc]
+            vals = get_values(row)
+            if None in vals:
+                values = {d: v for d, v in zip(names, vals) if v is not None}
+            else:
+                values = dict(zip(names, vals))
+            self._vmap = values
+            self._lazy_values = None
+        return values
 
     def _recs(self) -> dict[str, DimensionRecord] | None:
         records = self._records

@@ -254,17 +254,13 @@ def _make_coords(
             registry._prefetch_records(d, {k for k in map(get_key, rows) if k[-1] is not None})
         getters.append((d, dict(registry._records[d]), get_key))
     rec_getters = tuple(getters)
-    get_values = operator.itemgetter(*[pos[d] for d in dims]) if len(dims) > 1 else None
+    positions = [pos[d] for d in dims]
+    if len(positions) > 1:
+        get_values = operator.itemgetter(*positions)
+    else:
+        get_values = lambda r, i=positions[0]: (r[i],)  # noqa: E731
     lazy = DataCoordinate._expanded_lazily
-    out = []
-    for r in rows:
-        vals = get_values(r) if get_values is not None else (r[pos[dims[0]]],)
-        if None in vals:
-            values = {d: v for d, v in zip(dims, vals) if v is not None}
-        else:
-            values = dict(zip(dims, vals))
-        out.append(lazy(u, required, values, rec_getters, r))
-    return out
+    return [lazy(u, required, dims, get_values, rec_getters, r) for r in rows]
 
 
 def _finish(

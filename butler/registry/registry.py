@@ -1171,12 +1171,7 @@ class Registry:
         append = out.append
         for r in rows:
             dt, dims, get_values, rec_getters = getters[r[i_type]]
-            vals = get_values(r)
-            if None in vals:
-                values = {d: v for d, v in zip(dims, vals) if v is not None}
-            else:
-                values = dict(zip(dims, vals))
-            coord = lazy(u, dt.dimensions, values, rec_getters, r)
+            coord = lazy(u, dt.dimensions, dims, get_values, rec_getters, r)
             did = r[i_id]
             if not isinstance(did, UUID):  # SQLite: 32 hex digits
                 hex_id = did

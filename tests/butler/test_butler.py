@@ -424,7 +424,7 @@ def test_query_refs_records_are_lazy_but_complete(filled):
         for d in (0, 2):
             filled.put(np.zeros(1), "arr", instrument="cam", exposure=e, detector=d, run="r")
     refs = filled.query_datasets("arr", collections="r")
-    assert refs[0].data_id._records is None  # not built yet
+    assert refs[0].data_id._records is None and refs[0].data_id._vmap is None  # not built yet
     # A failed transaction clears the registry's caches; the refs keep their records.
     with pytest.raises(RuntimeError):
         with filled.registry.transaction():
@@ -437,8 +437,13 @@ def test_query_refs_records_are_lazy_but_complete(filled):
     assert r.data_id.records["detector"].full_name == "S02"
     assert r.data_id.records["physical_filter"].band == "g" and r.data_id["band"] == "g"
     assert r.data_id.timespan == exposure_span(3)
-    # Same identity as a ref found directly; pickles with its records.
-    assert filled.find_dataset("arr", instrument="cam", exposure=3, detector=2, collections="r") == r
+    # Same identity and values as a ref found directly; pickles with its records.
+    found = filled.find_dataset("arr", instrument="cam", exposure=3, detector=2, collections="r")
+    assert found == r and hash(found.data_id) == hash(r.data_id)
+    assert dict(r.data_id) == found.data_id.to_simple() == {
+        "instrument": "cam", "detector": 2, "exposure": 3, "band": "g", "physical_filter": "g_01",
+        "day_obs": 20250101,
+    }
     back = pickle.loads(pickle.dumps(by_key[(5, 0)]))
     assert back == by_key[(5, 0)] and back.data_id.records["exposure"].obs_id == "CAM_0005"
     assert isinstance(back.id, uuid.UUID) and str(back.id) == str(by_key[(5, 0)].id)
