@@ -11,7 +11,7 @@ from pipeline.tasks.isr import BrighterFatterKernel, IsrCalibFormatter, IsrTask,
 
 @pytest.fixture(scope="module")
 def starry_raw():
-    """A 16-amp testcam raw (flipped amps) with bright stars spread over the detector."""
+    """Make a 16-amp testcam raw (flipped amps) with bright stars spread over the detector."""
     exps, _ = simulate_exposures(
         "testcam",
         [{"observation_type": "science", "exposure_time": 10.0, "flux": 100.0}],
@@ -53,8 +53,10 @@ def _cfg(**kw) -> IsrTaskConfig:
 
 
 def test_amp_level_identical_kernels_equals_detector_level(starry_raw):
-    """Identical per-amp kernels reproduce the DETECTOR-level result (rtol 1e-6), also next to
-    the amp boundaries; the correction itself is far larger than that."""
+    """Check identical per-amp kernels reproduce the DETECTOR-level result (rtol 1e-6).
+
+    Also next to the amp boundaries; the correction itself is far larger than that.
+    """
     k = _kernel(2e-6)
     raw = starry_raw
     none = IsrTask(config=_cfg(doBrighterFatter=False)).run(raw.copy()).exposure.image
@@ -67,8 +69,11 @@ def test_amp_level_identical_kernels_equals_detector_level(starry_raw):
 
 
 def test_amp_level_different_kernels_act_per_amp(starry_raw, tmp_path):
-    """A kernel on one amp only: that amp equals the DETECTOR-level correction with its kernel,
-    every other amp is untouched; per-amp gains scale the correction amp by amp."""
+    """Check a kernel on one amp only acts on that amp only.
+
+    That amp equals the DETECTOR-level correction with its kernel, every other amp is
+    untouched; per-amp gains scale the correction amp by amp.
+    """
     raw = starry_raw
     names = [a.name for a in raw.detector]
     target = names[5]
@@ -92,7 +97,9 @@ def test_amp_level_different_kernels_act_per_amp(starry_raw, tmp_path):
     gains = {a.name: a.gain for a in raw.detector}
     gains2 = dict(gains, **{target: 2 * gains[target]})
     a1 = IsrTask(config=_cfg(brighterFatterLevel="AMP")).run(raw.copy(), bfKernel=bfk, bfGains=gains).exposure
-    a2 = IsrTask(config=_cfg(brighterFatterLevel="AMP")).run(raw.copy(), bfKernel=bfk, bfGains=gains2).exposure
+    a2 = (
+        IsrTask(config=_cfg(brighterFatterLevel="AMP")).run(raw.copy(), bfKernel=bfk, bfGains=gains2).exposure
+    )
     diff = np.abs(a2.image - a1.image)
     tb = next(a.bbox for a in raw.detector if a.name == target)
     assert diff[tb.slices].max() > 1.0

@@ -82,8 +82,10 @@ def test_local_offset_known_values():
 
 
 def test_simulate_then_correct_recovers_truth_within_noise():
-    """Forward model on a noisy scene with bright columns, correct: residual << noise and the
-    deferred charge (EPER trail into the overscan) is removed."""
+    """Check forward model then correction recovers a noisy scene with bright columns.
+
+    Residual << noise and the deferred charge (EPER trail into the overscan) is removed.
+    """
     rng = np.random.default_rng(5)
     ny, nx, nover = 200, 400, 40
     truth = np.zeros((ny, nx + nover))
@@ -141,7 +143,7 @@ def _write_yaml(calib, path):
 
 @pytest.fixture(scope="module")
 def cti_raws():
-    """A testcam 16-amp raw (flips, prescans) without and with injected serial CTI."""
+    """Make a testcam 16-amp raw (flips, prescans) without and with injected serial CTI."""
     exps, truth = simulate_exposures(
         "testcam",
         [{"observation_type": "science", "exposure_time": 10.0, "flux": 300.0}],
@@ -179,9 +181,11 @@ def cti_raws():
 
 
 def test_isr_deferred_charge_step(cti_raws):
-    """IsrTask with doDeferredCharge on a CTI raw matches ISR of the CTI-free raw within a
-    fraction of the noise; without it the trails differ by far more. All four readout corners
-    (flipped amps) are exercised."""
+    """Check IsrTask with doDeferredCharge on a CTI raw matches ISR of the CTI-free raw.
+
+    Within a fraction of the noise; without it the trails differ by far more. All four
+    readout corners (flipped amps) are exercised.
+    """
     clean, cti, calib = cti_raws
     # The EPER trail lands in the first serial-overscan columns: leave them out of the level,
     # as one does on a real CTI-affected sensor (leadingColumnsToSkip).
@@ -208,7 +212,7 @@ def test_isr_deferred_charge_step(cti_raws):
 
 
 def test_isr_deferred_charge_needs_calib():
-    """doDeferredCharge without a calibration raises naming it; the connection is removed when off."""
+    """DoDeferredCharge without a calibration raises naming it; the connection is removed when off."""
     from pipeline.tasks.isr import IsrTaskConnections
 
     cfg = IsrTaskConfig(doDeferredCharge=True, doBias=False, doDark=False, doFlat=False, doDefect=False)

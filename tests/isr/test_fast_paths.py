@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.image import Box
-from pipeline.tasks.isr import isr_functions as F
+from pipeline.tasks.isr import isr_functions as F  # noqa: N812
 from pipeline.tasks.isr.assembly import assemble_plane, assemble_sparse_plane
 from pipeline.tasks.isr.binning import bin_image, bin_planes
 from pipeline.tasks.isr.statistics import clipped_stats, median
@@ -14,6 +14,7 @@ from pipeline.tasks.isr.statistics import clipped_stats, median
 
 @pytest.fixture
 def planes():
+    """Make random exposure, dark and flat planes."""
     rng = np.random.default_rng(3)
     ny, nx = 300, 257
     img = (rng.normal(1000, 30, (ny, nx))).astype(np.float32)
@@ -89,7 +90,9 @@ def test_sparse_assembly_and_flagged_pixels():
     m = np.zeros((24, 28), np.int32)
     m.ravel()[rng.integers(0, m.size, 60)] = rng.integers(1, 1 << 20, 60)
     for trim in (True, False):
-        np.testing.assert_array_equal(assemble_sparse_plane(m, det, trim=trim), assemble_plane(m, det, trim=trim))
+        np.testing.assert_array_equal(
+            assemble_sparse_plane(m, det, trim=trim), assemble_plane(m, det, trim=trim)
+        )
     ys, xs, vals = F.flagged_pixels(m, 0b1010, block=5)
     ey, ex = np.nonzero(m & 0b1010)
     np.testing.assert_array_equal(ys, ey)
@@ -134,8 +137,10 @@ class _UnfusedIsrTask:
 
 
 def test_fused_bias_variance_linearity_equals_step_by_step():
-    """Steps 10-12 fused per amp/block give bit-identical planes to the separate steps, with
-    several linearity types and negative-variance pixels."""
+    """Check steps 10-12 fused per amp/block give bit-identical planes to the separate steps.
+
+    With several linearity types and negative-variance pixels.
+    """
     from pipeline.image import Exposure, MaskedImage
     from pipeline.instruments.simulate import simulate_exposures
     from pipeline.tasks.isr import IsrTask, IsrTaskConfig, Linearizer
@@ -158,7 +163,9 @@ def test_fused_bias_variance_linearity_equals_step_by_step():
     bias_img = rng.normal(5.0, 1.0, shape).astype(np.float32)
     bias_img[10:12, 20:30] = 5000.0  # makes the variance negative there
     bias = Exposure(MaskedImage(bias_img, None, np.full(shape, 0.3, np.float32)))
-    cfg = IsrTaskConfig(doDark=False, doFlat=False, doDefect=False, doInterpolate=False, doSetBadRegions=False)
+    cfg = IsrTaskConfig(
+        doDark=False, doFlat=False, doDefect=False, doInterpolate=False, doSetBadRegions=False
+    )
     fused = IsrTask(config=cfg).run(raw.copy(), bias=bias, linearizer=lin).exposure
     plain = _UnfusedIsrTask.make(cfg).run(raw.copy(), bias=bias, linearizer=lin).exposure
     np.testing.assert_array_equal(fused.image, plain.image)

@@ -11,8 +11,11 @@ PLAIN = dict(doBias=False, doDark=False, doFlat=False, doDefect=False)
 
 
 def test_detectorless_array_uses_config_gain_and_read_noise():
-    """A bare 2-D array is one amplifier: variance = image/gain + (noise/gain)², saturation
-    from config.saturation; without config.gain it raises naming the options."""
+    """Check a bare 2-D array is processed as one amplifier with the config gain/noise.
+
+    Variance = image/gain + (noise/gain)², saturation from config.saturation; without
+    config.gain it raises naming the options.
+    """
     rng = np.random.default_rng(1)
     img = rng.poisson(1000.0, (40, 50)).astype(np.uint16)
     img[5, 5] = 60000

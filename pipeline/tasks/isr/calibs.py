@@ -354,8 +354,11 @@ class BrighterFatterKernel(IsrCalib):
         return "AMP" if self.ampKernels else "DETECTOR"
 
     def detector_kernel(self) -> np.ndarray | None:
-        """The detector kernel, or the mean of the amp kernels (LSST
-        ``makeDetectorKernelFromAmpwiseKernels``) when only those are present."""
+        """Return the detector kernel, or the mean of the amp kernels.
+
+        The mean (LSST ``makeDetectorKernelFromAmpwiseKernels``) is used when only amp kernels
+        are present; `None` when there is no kernel at all.
+        """
         if self.kernel is not None:
             return self.kernel
         if not self.ampKernels:

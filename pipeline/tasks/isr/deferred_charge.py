@@ -104,9 +104,7 @@ class SerialTrap:
             raise ValueError(f"serial trap type {self.trap_type!r} is unknown; use one of {TRAP_TYPES}")
         need = 1 if self.trap_type == "linear" else 2
         if len(self.coeffs) != need:
-            raise ValueError(
-                f"a {self.trap_type} serial trap needs {need} coefficient(s), got {self.coeffs}"
-            )
+            raise ValueError(f"a {self.trap_type} serial trap needs {need} coefficient(s), got {self.coeffs}")
         if not (self.size > 0 and self.emission_time > 0):
             raise ValueError(
                 f"serial trap size ({self.size}) and emission_time ({self.emission_time}) must be > 0"
@@ -475,7 +473,9 @@ class DeferredChargeCalib(IsrCalib):
                 "DRIFT_SCALE": [self.driftScale.get(a, 0.0) for a in names],
                 "DECAY_TIME": [self.decayTime.get(a, 1.0) for a in names],
                 "GLOBAL_CTI": [self.globalCti.get(a, 0.0) for a in names],
-                "SERIAL_TRAPS": [json.dumps([t.to_dict() for t in self.serialTraps.get(a, [])]) for a in names],
+                "SERIAL_TRAPS": [
+                    json.dumps([t.to_dict() for t in self.serialTraps.get(a, [])]) for a in names
+                ],
             }
         )
         t.meta.update(self.metadata)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from pipeline.config import Config, Field
 from pipeline.image import Exposure
@@ -97,4 +96,3 @@ class DeferredChargeTask(Task):
             data[...] = corrected.astype(image.dtype, copy=False)
         self.metadata["DEFERRED_CHARGE_AMPS"] = sorted(known & {a.name for a in exposure.detector})
         return exposure
-

@@ -66,7 +66,7 @@ def _row_blocks(shape: tuple[int, ...]):
 
 
 def _scratch(shape: tuple[int, ...]) -> np.ndarray:
-    """A reusable float32 buffer of one `_row_blocks` block (no page faults per block)."""
+    """Return a reusable float32 buffer of one `_row_blocks` block (no page faults per block)."""
     return np.empty((min(_block_rows(shape), int(shape[0])), int(shape[1])), np.float32)
 
 
@@ -877,6 +877,7 @@ def interpolate_from_mask(
 
     def is_good(v: np.ndarray) -> np.ndarray:
         return v == 0 if bitv is None else (v & bitv) == 0
+
     ny, nx = bad.shape
     new_run = np.ones(r_i.size, bool)
     new_run[1:] = (r_i[1:] != r_i[:-1]) | (x_i[1:] != x_i[:-1] + 1)

@@ -1080,7 +1080,9 @@ class IsrTask(PipelineTask):
         do_lin = bool(self.doLinearize(ccd.detector) or (c.doLinearize and linearizer is not None))
         if do_bias and c.doVariance and self._variance_replaced:
             # 10-12 fused: bias, variance (replaced) and linearity per amp and block of rows.
-            self._bias_variance_linearity(ccd, bias, gains, noises, amp_boxes, linearizer if do_lin else False)
+            self._bias_variance_linearity(
+                ccd, bias, gains, noises, amp_boxes, linearizer if do_lin else False
+            )
             _hset(md, "LSST ISR BIAS APPLIED", True)
             _hset(md, "LSST ISR VARIANCE APPLIED", True)
         else:
@@ -1347,7 +1349,7 @@ class IsrTask(PipelineTask):
         amp_boxes: dict[str, Box],
         linearizer: Linearizer | None | bool,
     ) -> None:
-        """Steps 10-12 in one pass per amp and block of rows (same arithmetic and order).
+        """Run steps 10-12 in one pass per amp and block of rows (same arithmetic and order).
 
         ``image -= bias``; ``variance = image / gain + (noise / gain)²`` (replacing the plane,
         so the bias variance is not used, reference §2.6); negative-variance masking; then the
@@ -1507,7 +1509,10 @@ class IsrTask(PipelineTask):
                 sub = img[ys, xs]
                 thresh = c.brighterFatterThreshold * sub.size / img.size
                 corr, d_amp, n_amp = brighter_fatter_correction(sub, k, c.brighterFatterMaxIter, thresh)
-                inner = (slice(box.y0 - ys.start, box.y1 - ys.start), slice(box.x0 - xs.start, box.x1 - xs.start))
+                inner = (
+                    slice(box.y0 - ys.start, box.y1 - ys.start),
+                    slice(box.x0 - xs.start, box.x1 - xs.start),
+                )
                 delta[box.slices] = corr[inner] - sub[inner]
                 diff, n = max(diff, d_amp), max(n, n_amp)
                 self.metadata[f"BRIGHTER_FATTER_ITERATIONS {amp.name}"] = n_amp
@@ -1599,8 +1604,12 @@ class IsrTask(PipelineTask):
             nsat = int(np.count_nonzero(vals & sat_bit))
             nbad = int(np.count_nonzero(vals & bad_bit))
             sample = F.sample_for_statistics(img, None, 1 << 13, mask=msk, exclude_bits=excl)
-            mean, var, _ = clipped_stats(sample) if sample.size else (float("nan"),) * 2 + (0,)
-            med = float(np.median(sample)) if sample.size else float("nan")
+            # clipped_stats computes the (linear) median of the sample anyway
+            mean, var, _, med = (
+                clipped_stats(sample, _with_median=True)
+                if sample.size
+                else (float("nan"),) * 2 + (0, float("nan"))
+            )
             stdev = float(np.sqrt(var)) if var == var else float("nan")
             level = med - overscans[amp.name].overscanMedian if amp.name in overscans else float("nan")
             md = ccd.metadata

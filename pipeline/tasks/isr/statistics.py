@@ -224,7 +224,7 @@ def clipped_stats(
 
 
 def _histogram(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(counts, values, cumulative counts)`` of integer data; `None` if the range is too wide."""
+    """Return ``(counts, values, cumulative counts)`` of integer data; `None` if too wide a range."""
     lo, hi = int(raw.min()), int(raw.max())
     if hi - lo > 4 * raw.size + 65536:
         return None
@@ -233,7 +233,7 @@ def _histogram(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | N
 
 
 def _hist_percentile(counts: np.ndarray, vals: np.ndarray, cum: np.ndarray, q: float) -> float:
-    """numpy ``percentile(method="linear")`` from a histogram of integer data."""
+    """Numpy ``percentile(method="linear")`` from a histogram of integer data."""
     n = int(cum[-1])
     h = (n - 1) * q / 100.0
     i = int(np.floor(h))
