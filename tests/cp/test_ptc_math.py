@@ -340,3 +340,17 @@ def test_conv_quadrant_equals_full_2d_convolution(r):
     full = convolve2d(symmetrize(x), symmetrize(y), mode="full")
     c = 2 * (r - 1)
     np.testing.assert_allclose(_conv_quadrant(x, y), full[c:c + r, c:c + r], rtol=0, atol=1e-12)
+
+
+def test_quartiles_equal_numpy_percentile_bit_for_bit():
+    from pipeline.tasks.cp.ptc_math import _quartiles
+
+    rng = np.random.default_rng(17)
+    for k in range(400):
+        n = int(rng.integers(1, 3000))
+        x = (rng.normal(size=n) * rng.uniform(0.1, 1e4) + rng.uniform(-1e4, 1e4))
+        x = x.astype(np.float32 if k % 2 else np.float64)
+        ref = np.percentile(x, [25.0, 50.0, 75.0])
+        got = _quartiles(x)
+        assert got.dtype == ref.dtype
+        np.testing.assert_array_equal(got, ref)

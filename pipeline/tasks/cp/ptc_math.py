@@ -128,7 +128,7 @@ def _clipped_1d(s: np.ndarray, nsigma: float, niter: int) -> tuple[float, float,
         sub = s[::ky, ::max(1, step // ky)]
     else:
         sub = s.reshape(-1)[::step]
-    q25, q50, q75 = np.percentile(sub.astype(np.float64), [25.0, 50.0, 75.0])
+    q25, q50, q75 = _quartiles(sub.astype(np.float64).reshape(-1))
     c0 = float(q50)
     h0 = nsigma * 0.741301109252802 * float(q75 - q25)
     if not (np.isfinite(h0) and h0 > 0):
@@ -173,6 +173,24 @@ def _clipped_1d(s: np.ndarray, nsigma: float, niter: int) -> tuple[float, float,
     return mean, var, n
 
 
+def _quartiles(x: np.ndarray) -> np.ndarray:
+    """``numpy.percentile(x, [25, 50, 75])`` (method "linear") of a 1-D array, bit for bit.
+
+    One partition at the six order statistics involved and numpy's own interpolation formula
+    (``a + (b - a) t``, or ``b - (b - a)(1 - t)`` for ``t ≥ 0.5``): half the Python overhead,
+    which matters for thousands of 64 × 64 GRID boxes.
+    """
+    n = x.size
+    idx = np.array([0.25, 0.5, 0.75]) * (n - 1)
+    lo = np.floor(idx).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    part = np.partition(x, np.unique(np.concatenate([lo, hi])))
+    a, b = part[lo], part[hi]
+    t = idx - lo
+    d = b - a
+    return np.where(t >= 0.5, b - d * (1 - t), a + d * t)
+
+
 def _clipped_small(s: np.ndarray, nsigma: float, niter: int) -> tuple[float, float, int]:
     """`clipped_stats` of finite float values, with lighter moments (small arrays, GRID boxes).
 
@@ -181,7 +199,7 @@ def _clipped_small(s: np.ndarray, nsigma: float, niter: int) -> tuple[float, flo
     ``clipped_stats`` to float64 rounding at a third of the Python overhead per iteration.
     """
     raw = s.reshape(-1)
-    q25, q50, q75 = (float(q) for q in np.percentile(raw, [25.0, 50.0, 75.0]))
+    q25, q50, q75 = (float(q) for q in _quartiles(raw))
     x = raw.astype(np.float64, copy=False)
     centre = q50
     half = nsigma * 0.741301109252802 * (q75 - q25)
