@@ -263,6 +263,9 @@ class CrosstalkCalib(IsrCalib):
         Amplifier order of the matrix.
     units : `str`
         ``"adu"`` or ``"electron"`` (``crosstalkRatiosUnits``).
+    interChip : mapping of source detector name to `numpy.ndarray`, optional
+        Inter-detector coefficients ``[source amp, target amp]`` per source detector (LSST
+        ``CrosstalkCalib.interChip``), used with ``IsrTask.run(crosstalkSources=...)``.
     **kwargs
         See `IsrCalib`.
     """
@@ -275,9 +278,11 @@ class CrosstalkCalib(IsrCalib):
         coeffs_sqr: np.ndarray | None = None,
         amp_names: Sequence[str] = (),
         units: str = "adu",
+        interChip: Mapping[str, np.ndarray] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.interChip = {str(k): np.asarray(v, dtype=np.float64) for k, v in (interChip or {}).items()}
         self.coeffs = None if coeffs is None else np.asarray(coeffs, dtype=np.float64)
         self.coeffs_sqr = None if coeffs_sqr is None else np.asarray(coeffs_sqr, dtype=np.float64)
         self.amp_names = list(amp_names)
@@ -299,7 +304,12 @@ class CrosstalkCalib(IsrCalib):
         t.meta.update(self.metadata)
         t.meta["AMPNAMES"] = json.dumps(self.amp_names)
         t.meta["UNITS"] = self.units
-        return [t]
+        out = [t]
+        for name, m in sorted(self.interChip.items()):  # one table per source detector
+            ti = Table({"COEFFS": m})
+            ti.meta["SOURCE_DETECTOR"] = name
+            out.append(ti)
+        return out
 
     @classmethod
     def from_table(cls, tables: Sequence[Table]) -> CrosstalkCalib:
@@ -310,7 +320,8 @@ class CrosstalkCalib(IsrCalib):
         names = json.loads(meta.pop("AMPNAMES", "[]"))
         units = meta.pop("UNITS", "adu")
         sqr = np.asarray(t["COEFFS_SQR"]) if "COEFFS_SQR" in t.colnames else None
-        return cls(np.asarray(t["COEFFS"]), sqr, names, units, metadata=meta)
+        inter = {str(ti.meta["SOURCE_DETECTOR"]): np.asarray(ti["COEFFS"]) for ti in tables[1:]}
+        return cls(np.asarray(t["COEFFS"]), sqr, names, units, interChip=inter, metadata=meta)
 
 
 class BrighterFatterKernel(IsrCalib):

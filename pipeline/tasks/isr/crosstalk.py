@@ -18,7 +18,7 @@ from .statistics import median
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.image import Amplifier, Box
 
-__all__ = ["crosstalk_correct", "flip_to", "needs_flip"]
+__all__ = ["crosstalk_correct", "crosstalk_correct_interchip", "flip_to", "needs_flip"]
 
 _RIGHT = ("LR", "UR")
 _UPPER = ("UL", "UR")
@@ -189,3 +189,84 @@ def crosstalk_correct(
             mask[box_t.slices][flag] |= np.int32(crosstalk_bit)
             n_masked += int(flag.sum())
     return n_masked
+
+
+def crosstalk_correct_interchip(
+    image: np.ndarray,
+    variance: np.ndarray | None,
+    amps: "list[Amplifier]",
+    source_image: np.ndarray,
+    source_amps: "list[Amplifier]",
+    coeffs: np.ndarray,
+    *,
+    source_variance: np.ndarray | None = None,
+    background: str = "None",
+    bad_mask: np.ndarray | None = None,
+) -> None:
+    """Subtract crosstalk from another detector's amplifiers (inter-chip), in place.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape ``(ny, nx)``
+        Assembled target image (ADU), corrected in place; amps at ``amp.bbox``.
+    variance : `numpy.ndarray`, optional
+        Target variance; ``+= c² var_s`` when ``source_variance`` is given.
+    amps : list of `pipeline.image.Amplifier`
+        Target amplifiers (``bbox``, ``readout_corner``).
+    source_image : `numpy.ndarray`
+        Assembled image of the source detector (ADU), amps at ``source_amp.bbox``.
+    source_amps : list of `pipeline.image.Amplifier`
+        Source amplifiers.
+    coeffs : `numpy.ndarray`, shape ``(n_source_amp, n_target_amp)``
+        ``coeffs[source, target]``; non-finite entries are ignored.
+    source_variance : `numpy.ndarray`, optional
+    background : {"None", "AMP", "DETECTOR"}
+        Background (median) removed from each source amp first.
+    bad_mask : `numpy.ndarray` of `bool`, optional
+        Source pixels excluded from the medians.
+
+    Raises
+    ------
+    RuntimeError
+        Matrix shape mismatch, unequal amp sizes, or an unknown background method.
+
+    Notes
+    -----
+    LSST ``CrosstalkTask`` inter-chip correction (``CrosstalkCalib.interChip``): the same
+    ``T_t -= c_st flip_{s->t}(S_s - b_s)`` as intra-chip (reference §2.8), with the sources
+    taken from the other detector's image.
+    """
+    c = np.array(coeffs, dtype=np.float64)
+    if c.shape != (len(source_amps), len(amps)):
+        raise RuntimeError(
+            f"inter-chip crosstalk matrix has shape {c.shape}; expected (source amps, target amps) = "
+            f"({len(source_amps)}, {len(amps)})"
+        )
+    c[~np.isfinite(c)] = 0.0
+    bg = background if background else "None"
+    if bg not in ("None", "AMP", "DETECTOR"):
+        raise RuntimeError(f"Unknown crosstalk background method {background!r}; use None, AMP or DETECTOR")
+    shapes = {a.bbox.shape for a in amps} | {a.bbox.shape for a in source_amps}
+    if len(shapes) != 1:
+        raise RuntimeError(f"inter-chip crosstalk needs equal-size amplifier regions, got {sorted(shapes)}")
+    if bg == "DETECTOR":
+        det_med = median(source_image, bad_mask)
+    for s, amp_s in enumerate(source_amps):
+        if not np.any(c[s]):
+            continue
+        src = source_image[amp_s.bbox.slices].astype(np.float32)
+        if bg == "AMP":
+            b = median(src, None if bad_mask is None else bad_mask[amp_s.bbox.slices])
+        else:
+            b = det_med if bg == "DETECTOR" else 0.0
+        if b and b == b:
+            src -= np.float32(b)
+        for t, amp_t in enumerate(amps):
+            cst = c[s, t]
+            if cst == 0:
+                continue
+            corner_s, corner_t = str(amp_s.readout_corner), str(amp_t.readout_corner)
+            image[amp_t.bbox.slices] -= np.float32(cst) * flip_to(src, corner_s, corner_t)
+            if variance is not None and source_variance is not None:
+                sv = source_variance[amp_s.bbox.slices]
+                variance[amp_t.bbox.slices] += np.float32(cst * cst) * flip_to(sv, corner_s, corner_t)

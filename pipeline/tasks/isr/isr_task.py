@@ -46,7 +46,7 @@ from .assembly import assemble_plane, assemble_sparse_plane, assembled_detector
 from .binning import bin_image, bin_planes
 from .brighter_fatter import brighter_fatter_correction
 from .calibs import BrighterFatterKernel, CrosstalkCalib, Defects, Linearizer
-from .crosstalk import crosstalk_correct
+from .crosstalk import crosstalk_correct, crosstalk_correct_interchip
 from .fringe import measure_fringes, solve_fringes, subtract_fringes
 from .isr_config import (
     AssembleCcdConfig,
@@ -139,7 +139,8 @@ class IsrTask(PipelineTask):
       amp corrected on its region plus a margin, so identical kernels give the DETECTOR
       result; the convergence threshold is scaled by the amp's share of the detector area.
       At DETECTOR level a calibration with only amp kernels uses their mean.
-    * Inter-chip crosstalk (``crosstalkSources``) is ignored with a warning; vignetting is a
+    * Inter-chip crosstalk (``crosstalkSources``, ``CrosstalkCalib.interChip``) is applied in
+      the assembled frame only (not with ``doCrosstalkBeforeAssemble``); vignetting is a
       circle in detector pixels.
     """
 
@@ -828,8 +829,9 @@ class IsrTask(PipelineTask):
             Overrides the camera's per-amp linearity (needed for LookupTable).
         crosstalk : `CrosstalkCalib`, optional
             Coefficients ``[source, target]`` (else ``detector.crosstalk``).
-        crosstalkSources : optional
-            Inter-chip sources (not supported; ignored with a warning).
+        crosstalkSources : list of `pipeline.image.Exposure`, optional
+            Other detectors' overscan-corrected, assembled exposures; subtracted with
+            ``crosstalk.interChip[source detector name]`` after the intra-chip correction.
         ptc : `PhotonTransferCurveDataset`, optional
             Per-amp ``gain`` / ``noise`` dicts (usePtcGains / usePtcReadNoise).
         bfKernel : `BrighterFatterKernel`, `numpy.ndarray` or mapping, optional
@@ -1108,7 +1110,13 @@ class IsrTask(PipelineTask):
         if c.doCrosstalk and not c.doCrosstalkBeforeAssemble:
             self._crosstalk(ccd, crosstalk, trimmed=trimmed)
         if crosstalkSources:
-            self.log.warning("inter-chip crosstalk sources are not supported; ignored")
+            if c.doCrosstalk and not c.doCrosstalkBeforeAssemble and trimmed:
+                self._interchip_crosstalk(ccd, crosstalk, crosstalkSources)
+            else:
+                self.log.warning(
+                    "inter-chip crosstalk is applied to the assembled, trimmed image with "
+                    "doCrosstalk=True and doCrosstalkBeforeAssemble=False; crosstalkSources ignored"
+                )
         # 14. defects + edges
         if c.doDefect:
             self.maskDefect(ccd, defects)
@@ -1436,6 +1444,55 @@ class IsrTask(PipelineTask):
             bad_bit=mi.get_plane_bitmask("BAD"),
         )
         _hset(ccd.metadata, "LSST ISR CROSSTALK APPLIED", True)
+
+    def _interchip_crosstalk(self, ccd: Exposure, calib: Any, sources: Any) -> None:
+        """Subtract inter-chip crosstalk from each source detector (``calib.interChip``).
+
+        Raises
+        ------
+        RuntimeError
+            A source is not an assembled, trimmed exposure with its detector.
+        """
+        c = self.config.crosstalk
+        inter = getattr(calib, "interChip", None) or {}
+        if not inter:
+            self.log.warning(
+                "the crosstalk calibration has no interChip coefficients; crosstalkSources ignored"
+            )
+            return
+        mi = ccd.masked_image
+        done = []
+        for src in sources:
+            src = src.get() if hasattr(src, "get") and not isinstance(src, Exposure) else src
+            det = getattr(src, "detector", None)
+            if not isinstance(src, Exposure) or det is None:
+                raise RuntimeError(
+                    "each crosstalkSources entry must be an Exposure of another detector with its "
+                    f"detector attached (got {type(src).__name__})"
+                )
+            if det.name == ccd.detector.name or det.name not in inter:
+                continue
+            if src.shape != det.bbox.shape:
+                raise RuntimeError(
+                    f"crosstalk source {det.name!r} has shape {src.shape}, not its assembled, trimmed "
+                    f"shape {det.bbox.shape}; pass overscan-corrected, assembled source exposures"
+                )
+            bad = None
+            if "BAD" in src.masked_image.mask_planes:
+                bad = (src.mask & src.masked_image.get_plane_bitmask("BAD")) != 0
+            crosstalk_correct_interchip(
+                mi.image,
+                mi.variance,
+                list(ccd.detector),
+                src.image,
+                list(det),
+                inter[det.name],
+                source_variance=src.variance,
+                background=c.crosstalkBackgroundMethod,
+                bad_mask=bad,
+            )
+            done.append(det.name)
+        self.metadata["CROSSTALK INTERCHIP SOURCES"] = done
 
     def _brighter_fatter(
         self,
