@@ -187,15 +187,23 @@ class PhotonTransferCurveDataset:
         sides = {p.covMatrixSide for p in parts}
         if len(sides) != 1:
             raise ValueError(f"cpPtcPartial inputs have different covariance sizes {sorted(sides)}")
-        out = cls([], ptcFitType=ptcFitType, covMatrixSide=sides.pop())
+        m = sides.pop()
+        out = cls([], ptcFitType=ptcFitType, covMatrixSide=m)
+        # gather every partial's arrays per amp, then one concatenation per field and amp
+        shapes = {n: () for n in POINT_FIELDS}
+        shapes.update({n: (m, m) for n in POINT_MATRIX_FIELDS})
+        shapes.update(inputExpIdPairs=(2,), expIdMask=())
+        gathered: dict[str, dict[str, list[np.ndarray]]] = {}
         for p in parts:
             for amp in p.ampNames:
-                vals = {n: getattr(p, n)[amp] for n in POINT_FIELDS + POINT_MATRIX_FIELDS}
-                vals["inputExpIdPairs"] = p.inputExpIdPairs[amp]
-                vals["expIdMask"] = p.expIdMask[amp]
-                if np.size(vals["rawMeans"]) == 0:
+                k = np.size(p.rawMeans[amp])
+                if k == 0:
                     continue
-                out.append_points(amp, **vals)
+                lists = gathered.setdefault(amp, {n: [] for n in shapes})
+                for n, shape in shapes.items():
+                    lists[n].append(np.asarray(getattr(p, n)[amp]).reshape((k,) + shape))
+        for amp, lists in gathered.items():
+            out.append_points(amp, **{n: np.concatenate(v) for n, v in lists.items()})
         for amp in out.ampNames:
             order = np.argsort(out.rawMeans[amp], kind="stable")
             for n in POINT_FIELDS + POINT_MATRIX_FIELDS + ("inputExpIdPairs", "expIdMask"):
