@@ -47,6 +47,12 @@ def test_running_max_window_and_recursion():
     v = rng.uniform(0, 100, (3, 40))
     exact = decayed_running_max(v, 0.5, None)
     np.testing.assert_allclose(decayed_running_max(v, 0.5, 40), exact)
+    # every window length equals the brute-force max over the shifted copies
+    for n in range(1, 25):
+        want = v.copy()
+        for k in range(1, n):
+            want[:, k:] = np.maximum(want[:, k:], v[:, :-k] * 0.5**k)
+        np.testing.assert_allclose(decayed_running_max(v, 0.5, n), want, rtol=1e-14)
     # by hand for one pixel with a window of 3
     x = 10
     want = max(v[1, x], 0.5 * v[1, x - 1], 0.25 * v[1, x - 2])

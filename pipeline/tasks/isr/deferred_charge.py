@@ -116,14 +116,17 @@ class SerialTrap:
 
         Clipped to ``[0, max(s, 0)]``: a trap cannot hold more than the packet brought.
         """
-        s = np.asarray(signal, dtype=np.float64)
+        s = np.asarray(signal, dtype=_work_dtype(signal))
+        t = s.dtype.type
         if self.trap_type == "linear":
-            f = np.minimum(self.size, self.coeffs[0] * s)
+            f = s * t(self.coeffs[0])
+            np.minimum(f, t(self.size), out=f)
         else:
             s0, k = self.coeffs
             with np.errstate(over="ignore"):
-                f = self.size / (1.0 + np.exp(-k * (s - s0)))
-        return np.clip(f, 0.0, np.maximum(s, 0.0))
+                f = t(self.size) / (1 + np.exp((s - t(s0)) * t(-k)))
+        np.maximum(f, 0, out=f)
+        return np.minimum(f, np.maximum(s, 0), out=f)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (YAML/JSON)."""
@@ -165,18 +168,29 @@ def decayed_running_max(values: np.ndarray, r: float, n: int | None = None) -> n
 
     Returns
     -------
-    running_max : `numpy.ndarray`, shape ``(ny, nx)``, float64
+    running_max : `numpy.ndarray`, shape ``(ny, nx)``
+        float32 for float32 input, else float64.
     """
-    v = np.asarray(values, dtype=np.float64)
+    v = np.asarray(values, dtype=_work_dtype(values))
     nx = v.shape[-1]
     if n is None:
         out = v.copy()
         for x in range(1, nx):
             np.maximum(out[..., x], r * out[..., x - 1], out=out[..., x])
         return out
+    n = max(1, min(int(n), nx))
+    # Doubling: W_{2p} = max(W_p, r^p shift_p(W_p)) covers k in [0, 2p); a window of n is
+    # max(W_p, r^(n-p) shift_(n-p)(W_p)) with p the largest power of two <= n (the two ranges
+    # [0, p) and [n-p, n) overlap and max is idempotent): log2(n) + 1 passes instead of n - 1.
     out = v.copy()
-    for k in range(1, min(int(n), nx)):
-        np.maximum(out[..., k:], v[..., :-k] * (r**k), out=out[..., k:])
+    p = 1
+    while 2 * p <= n:
+        np.maximum(out[..., p:], out[..., :-p] * (r**p), out=out[..., p:])
+        p *= 2
+    if p < n:
+        d = n - p
+        shifted = out[..., :-d] * (r**d)
+        np.maximum(out[..., d:], shifted, out=out[..., d:])
     return out
 
 
@@ -198,13 +212,15 @@ def local_offset(
 
     Returns
     -------
-    offset : `numpy.ndarray`, shape ``(ny, nx)``, float64
+    offset : `numpy.ndarray`, shape ``(ny, nx)`` (float32 for float32 input, else float64)
     """
-    s = np.asarray(signal, dtype=np.float64)
+    s = np.asarray(signal, dtype=_work_dtype(signal))
     if drift_scale == 0:
-        return np.zeros(s.shape)
+        return np.zeros(s.shape, s.dtype)
     r = math.exp(-1.0 / decay_time) if decay_time > 0 else 0.0
-    return decayed_running_max(drift_scale * np.maximum(s, 0.0), r, n)
+    v = np.maximum(s, 0)
+    v *= s.dtype.type(drift_scale)
+    return decayed_running_max(v, r, n)
 
 
 def trap_occupancy(signal: np.ndarray, trap: SerialTrap, n: int | None = None) -> np.ndarray:
@@ -220,7 +236,7 @@ def trap_occupancy(signal: np.ndarray, trap: SerialTrap, n: int | None = None) -
 
     Returns
     -------
-    occupancy : `numpy.ndarray`, shape ``(ny, nx)``, float64
+    occupancy : `numpy.ndarray`, shape ``(ny, nx)`` (float32 for float32 input, else float64)
     """
     f = trap.capture(signal)
     if trap.pixel > 0:
@@ -242,12 +258,22 @@ def global_cti_forward(signal: np.ndarray, cti: float) -> np.ndarray:
 
 
 def global_cti_correct(observed: np.ndarray, cti: float) -> np.ndarray:
-    """Remove first-order global CTI estimated from the observed packets (float64)."""
-    o = np.asarray(observed, dtype=np.float64)
+    """Remove first-order global CTI estimated from the observed packets.
+
+    Returns a new array (float32 for float32 input, else float64).
+    """
+    c = np.array(observed, dtype=_work_dtype(observed))
     if cti == 0:
-        return o.copy()
-    lost = cti * np.arange(1, o.shape[-1] + 1) * o
-    return o + lost - _shift_right(lost)
+        return c
+    lost = c * (cti * np.arange(1, c.shape[-1] + 1, dtype=c.dtype))
+    c += lost
+    c[..., 1:] -= lost[..., :-1]
+    return c
+
+
+def _work_dtype(a: np.ndarray) -> type:
+    """float32 stays float32 (the deferred charge is tiny); anything else is float64."""
+    return np.float32 if np.asarray(a).dtype == np.float32 else np.float64
 
 
 def simulate_serial_cti(
@@ -306,7 +332,7 @@ def correct_serial_cti(
 
     Returns
     -------
-    corrected : `numpy.ndarray`, shape ``(ny, nx)``, float64
+    corrected : `numpy.ndarray`, shape ``(ny, nx)`` (float32 for float32 input, else float64)
 
     Notes
     -----
@@ -314,13 +340,14 @@ def correct_serial_cti(
     (module docstring; LSST ``DeferredChargeTask.local_offset_inverse`` /
     ``local_trap_inverse`` approach).
     """
-    c = np.asarray(observed, dtype=np.float64)
+    c = np.array(observed, dtype=_work_dtype(observed))
     if drift_scale > 0:
-        c = c - local_offset(c, drift_scale, decay_time, n_offset)
+        c -= local_offset(c, drift_scale, decay_time, n_offset)
     for trap in reversed(list(traps)):
         occ = trap_occupancy(c, trap, n_trap)
-        c = c - _shift_right(occ) + occ
-    return global_cti_correct(c, global_cti)
+        c += occ  # minus the deferred charge O_{x-1} - O_x
+        c[..., 1:] -= occ[..., :-1]
+    return global_cti_correct(c, global_cti) if global_cti else c
 
 
 def readout_slices(amp: Any) -> tuple[slice, slice, bool]:
