@@ -95,6 +95,18 @@ def _open(repo: str, **kwargs: Any) -> Any:
     return Butler(repo, **kwargs)
 
 
+def _listing_registry(repo: str) -> Any:
+    """The registry for the listing commands: the sqlite3 fast path's stand-in, else the real one."""
+    from butler.registry import _sqlite_fast
+
+    if _sqlite_fast.enabled():
+        try:
+            return _sqlite_fast.open_registry(repo)
+        except _sqlite_fast.FastPathUnavailable as exc:
+            _LOG.debug("SQLAlchemy registry (%s)", exc)
+    return _open(repo, writeable=False).registry
+
+
 FORMAT_OPTION = click.option(
     "--format",
     "fmt",
@@ -280,8 +292,7 @@ def query_collections(
     repo: str, patterns: tuple[str, ...], types: tuple[str, ...], chains: str, fmt: str
 ) -> None:
     """List collections matching glob PATTERNS (default: all)."""
-    b = _open(repo, writeable=False)
-    reg = b.registry
+    reg = _listing_registry(repo)
     names = reg.query_collections(
         list(patterns) or "*", types=list(types) or None, flatten_chains=chains == "flatten"
     )
@@ -316,7 +327,7 @@ def _tree(reg: Any, name: str, depth: int) -> Iterable[tuple[int, str]]:
 @FORMAT_OPTION
 def query_dataset_types(repo: str, patterns: tuple[str, ...], fmt: str) -> None:
     """List dataset types matching glob PATTERNS (default: all)."""
-    b = _open(repo, writeable=False)
+    reg = _listing_registry(repo)
     rows = [
         {
             "Name": dt.name,
@@ -324,7 +335,7 @@ def query_dataset_types(repo: str, patterns: tuple[str, ...], fmt: str) -> None:
             "Storage class": dt.storage_class,
             "Calibration": "yes" if dt.is_calibration else "",
         }
-        for dt in b.registry.query_dataset_types(list(patterns) or "*")
+        for dt in reg.query_dataset_types(list(patterns) or "*")
     ]
     _print_table(
         rows, fmt, ["Name", "Dimensions", "Storage class", "Calibration"], empty="No dataset types found."

@@ -39,7 +39,7 @@ from .queries import (
     referenced_identifiers,
 )
 
-__all__ = ["FastPathUnavailable", "FastRef", "enabled", "query_datasets"]
+__all__ = ["FastPathUnavailable", "FastRef", "enabled", "open_registry", "query_datasets"]
 
 _KIND = {"string": "str", "text": "str", "int": "int", "float": "float", "bool": "int"}
 
@@ -108,6 +108,7 @@ class _Repo:
             )
         }
         self.by_id = {c.id: c for c in self.collections.values()}
+        self.close = self.conn.close
         self.chains: dict[int, list[int]] = {}
         for parent, child in self.conn.execute(
             "SELECT parent, child FROM collection_chain ORDER BY parent, position"
@@ -139,6 +140,43 @@ class _Repo:
                 self._get(c)
                 names.append(c)
         return self.flatten(names)
+
+    # -- the read-only Registry methods the listing commands use (same names and results) -----
+    def query_collections(
+        self,
+        pattern: str | Sequence[str] = "*",
+        types: Sequence[str | CollectionType] | None = None,
+        flatten_chains: bool = False,
+    ) -> list[str]:
+        """As `Registry.query_collections`."""
+        names = glob_filter(pattern, list(self.collections))  # sorted by name
+        want = set(CollectionType) if types is None else {CollectionType.from_name(t) for t in types}
+        if flatten_chains:
+            names = [c.name for c in self.flatten(names)] if names else []
+        return [n for n in names if self._get(n).type in want]
+
+    def get_collection_type(self, name: str) -> CollectionType:
+        """As `Registry.get_collection_type`."""
+        return self._get(name).type
+
+    def get_collection_chain(self, parent: str) -> tuple[str, ...]:
+        """As `Registry.get_collection_chain`."""
+        rec = self._get(parent)
+        if rec.type is not CollectionType.CHAINED:
+            raise FastPathUnavailable(f"{parent!r} is not CHAINED")
+        return tuple(self.by_id[c].name for c in self.chains.get(rec.id, []))
+
+    def query_dataset_types(self, pattern: str | Sequence[str] = "*") -> list[DatasetType]:
+        """As `Registry.query_dataset_types` (sorted by name)."""
+        rows = self.conn.execute(
+            "SELECT name, dimensions, storage_class, is_calibration FROM dataset_type ORDER BY name"
+        ).fetchall()
+        keep = set(glob_filter(pattern, [r[0] for r in rows]))
+        return [
+            DatasetType(r[0], [d for d in r[1].split(",") if d], r[2], bool(r[3]), universe=self.universe)
+            for r in rows
+            if r[0] in keep
+        ]
 
     # -- dataset types ---------------------------------------------------------------------------
     def dataset_types(self, patterns: Sequence[str]) -> list[tuple[int, DatasetType]]:
@@ -241,6 +279,21 @@ class _Resolver:
                 timespan=(SqlText("ds.validity_begin", (), "time"), SqlText("ds.validity_end", (), "time")),
             )
         raise FastPathUnavailable(f"{name}.{field}")
+
+
+def open_registry(repo: str | os.PathLike) -> _Repo:
+    """A read-only stand-in for `Registry` listing collections and dataset types (SQLite only).
+
+    It has ``query_collections``, ``get_collection_type``, ``get_collection_chain`` and
+    ``query_dataset_types`` with the registry's results; ``close()`` closes it.
+
+    Raises
+    ------
+    FastPathUnavailable
+        When the repository must be opened with `Butler` (another database, no repository,
+        another schema version ...); the `Butler` then reports any error.
+    """
+    return _Repo(repo)
 
 
 def _subquery(dt_id: int, dims: Sequence[str], search: Sequence[_Collection]) -> tuple[str, list[Any]]:

@@ -202,3 +202,70 @@ def test_reader_closing_the_pipe_ends_quietly(filled):
     assert first.split() == [b"type", b"run", b"id", b"instrument", b"band", b"physical_filter", b"detector",
                              b"day_obs", b"exposure"]
     assert err == ""
+
+
+LISTING_CASES = [
+    ["query-collections"],
+    ["query-collections", "r*", "c*"],
+    ["query-collections", "--chains", "tree"],
+    ["query-collections", "--chains", "flatten"],
+    ["query-collections", "--chains", "no-children", "--collection-type", "RUN"],
+    ["query-collections", "--collection-type", "CHAINED", "--collection-type", "tagged"],
+    ["query-collections", "--chains", "flatten", "--collection-type", "RUN", "ch*"],
+    ["query-collections", "--format", "json"],
+    ["query-collections", "--format", "csv", "nothing*"],
+    ["query-dataset-types"],
+    ["query-dataset-types", "b*", "m*", "--format", "csv"],
+    ["query-dataset-types", "nope*"],
+]
+
+
+@pytest.mark.parametrize("command", LISTING_CASES)
+def test_listing_commands_identical(world, monkeypatch, command):
+    """query-collections / query-dataset-types: sqlite3 stand-in registry == the registry."""
+    if world.registry.db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only (PostgreSQL: test_listing_postgres)")
+    world.registry.set_collection_chain("outer", ["chain", "picked", "calib"])
+    args = [command[0], world.root, *command[1:]]
+    fast = _invoke(args, True, monkeypatch)
+    slow = _invoke(args, False, monkeypatch)
+    assert fast == slow and fast[0] == 0
+
+
+def test_listing_uses_sqlite3_and_knows_the_collections(world, monkeypatch):
+    if world.registry.db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")
+    opened = []
+    real = _sqlite_fast.open_registry
+    monkeypatch.setattr(_sqlite_fast, "open_registry", lambda repo: opened.append(repo) or real(repo))
+    code, out, _ = _invoke(["query-collections", world.root, "--format", "json"], True, monkeypatch)
+    assert code == 0 and len(opened) == 1
+    got = {r["Name"]: (r["Type"], r["Children"]) for r in json.loads(out)}
+    assert got == {
+        "calib": ("CALIBRATION", None), "calib/run": ("RUN", None), "chain": ("CHAINED", "redo, raw/all"),
+        "misc": ("RUN", None), "picked": ("TAGGED", None), "raw/all": ("RUN", None), "redo": ("RUN", None),
+    }
+    code, out, _ = _invoke(["query-dataset-types", world.root, "--format", "json"], True, monkeypatch)
+    assert [r["Name"] for r in json.loads(out)] == ["arr", "bias", "flat", "meta", "other"]
+    assert json.loads(out)[1]["Calibration"] == "yes"
+
+
+def test_listing_postgres(world, monkeypatch):
+    if world.registry.db.engine.dialect.name == "sqlite":
+        pytest.skip("PostgreSQL only")
+    code, out, _ = _invoke(["query-collections", world.root, "r*", "--format", "json"], True, monkeypatch)
+    assert code == 0 and [r["Name"] for r in json.loads(out)] == ["raw/all", "redo"]
+
+
+@pytest.mark.parametrize(
+    "command", [["query-collections"], ["query-dataset-types"], ["query-datasets", "arr"]]
+)
+def test_bad_repository_same_error(tmp_path, monkeypatch, command):
+    (tmp_path / "plain").mkdir()
+    for repo in (tmp_path / "missing", tmp_path / "plain"):
+        args = [command[0], repo, *command[1:]]
+        fast = _invoke(args, True, monkeypatch)
+        slow = _invoke(args, False, monkeypatch)
+        assert fast == slow and fast[0] == 1
+        expected = "does not exist" if repo.name == "missing" else "not a butler repository"
+        assert expected in fast[1] + fast[2]
