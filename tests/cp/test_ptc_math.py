@@ -354,3 +354,44 @@ def test_quartiles_equal_numpy_percentile_bit_for_bit():
         got = _quartiles(x)
         assert got.dtype == ref.dtype
         np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("no_b", [False, True])
+def test_full_covariance_analytic_jacobian_matches_finite_differences(monkeypatch, no_b):
+    import pipeline.tasks.cp.ptc_solve_math as sm
+
+    r = 3
+    a = np.zeros((r, r))
+    a[0, 1] = a[1, 0] = 4e-7
+    a[0, 0] = -2e-6
+    c = np.zeros((r, r))
+    c[0, 0] = -1e-12
+    noise = np.zeros((r, r))
+    noise[0, 0] = 30.0
+    mu = np.geomspace(200, 60000, 25)
+    cov = sm.full_cov_model(a, c, noise, 1.4, mu)
+    sw = 1.0 / (0.01 * cov[:, :1, :1] + 1.0) * np.ones((1, r, r))
+    seen = {}
+
+    def capture(fun, jac, p0, **kw):
+        seen.update(fun=fun, jac=jac, p0=p0)
+        return sm.LMResult(x=p0, fun=fun(p0), jac=jac(p0), cost=0.0, nfev=1, njev=1, converged=True)
+
+    monkeypatch.setattr(sm, "levenberg_marquardt", capture)
+    sm._polish(mu, cov * (1 + 1e-3), sw, r, no_b, a, c, noise, 1.4)
+    nr = r * r
+    rng = np.random.default_rng(2)
+    # a point away from the truth; steps sized to each block's scale (a ~1e-6, c ~1e-12 /e-)
+    steps = np.concatenate([np.full(nr, 1e-10)] + ([] if no_b else [np.full(nr, 1e-15)])
+                           + [np.full(nr, 1e-2), [1e-7]])
+    p0 = seen["p0"] + steps * 1e3 * rng.standard_normal(seen["p0"].size)
+    jac = seen["jac"](p0)
+    num = np.empty_like(jac)
+    for k in range(p0.size):
+        h = steps[k]
+        up, dn = p0.copy(), p0.copy()
+        up[k] += h
+        dn[k] -= h
+        num[:, k] = (seen["fun"](up) - seen["fun"](dn)) / (2 * h)
+    scale = np.abs(num).max(axis=0) + 1e-300
+    np.testing.assert_allclose(jac / scale, num / scale, rtol=0, atol=1e-5)

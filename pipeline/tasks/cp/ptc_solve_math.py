@@ -614,7 +614,6 @@ def _conv_operator(x: np.ndarray) -> np.ndarray:
 def _polish(mu, cv, w, r, no_b, a, c, n, g, max_iter=20):
     """Levenberg-Marquardt on all parameters with the analytic Jacobian (gain column numeric)."""
     nr = r * r
-    eye = np.eye(nr)
 
     def unpack(p):
         a_ = p[:nr].reshape(r, r)
@@ -626,24 +625,40 @@ def _polish(mu, cv, w, r, no_b, a, c, n, g, max_iter=20):
         a_, c_, n_, g_ = unpack(p)
         return ((full_cov_model(a_, c_, n_, g_, mu) - cv) * w).ravel()
 
+    npt = mu.size
+    n_par = (2 if no_b else 3) * nr + 1
+    diag = np.arange(nr)
+    w3 = w.reshape(npt, nr, 1)
+
     def jac(p):
+        # d model / d params per point and lag, written block by block into one array:
+        # a: pref (b I + 4/3 b² K_a + b³ ((2 K_a K_a + K_aa)/3 + 5/6 K_c));
+        # c: pref (2/3 b² I + 5/6 b³ K_a); n: I / g²; g: central difference. K_x is the linear
+        # map e -> x ⊗ e (first quadrant); a⊗a⊗a = (a⊗a)⊗a with the inner product truncated
+        # to r lags, hence d(a⊗a⊗a) = 2 K_a K_a da + K_aa da (= 3 K_aa da without truncation).
         a_, c_, n_, g_ = unpack(p)
-        bb = (g_ * mu)[:, None, None]
+        b = g_ * mu
+        pref = b / g_**2
         aa = _conv_quadrant(a_, a_)
-        k_a = _conv_operator(a_)[None]
-        k_aa = _conv_operator(aa)[None]
-        k_c = _conv_operator(c_)[None]
-        pref = bb / g_**2
-        j_a = pref * (bb * eye + (4.0 / 3.0) * bb**2 * k_a + bb**3 * (k_aa + (5.0 / 6.0) * k_c))
-        blocks = [j_a]
+        k_a = _conv_operator(a_)
+        k2 = (2.0 * (k_a @ k_a) + _conv_operator(aa)) / 3.0 + (5.0 / 6.0) * _conv_operator(c_)
+        out = np.zeros((npt, nr, n_par))
+        ja = out[:, :, :nr]
+        np.multiply.outer((4.0 / 3.0) * pref * b**2, k_a, out=ja)
+        ja += np.multiply.outer(pref * b**3, k2)
+        ja[:, diag, diag] += (pref * b)[:, None]
+        col = nr
         if not no_b:
-            blocks.append(pref * ((2.0 / 3.0) * bb**2 * eye + (5.0 / 6.0) * bb**3 * k_a))
-        blocks.append(np.broadcast_to(eye / g_**2, (mu.size, nr, nr)))
-        jm = np.concatenate(blocks, axis=2)                      # (n, r², P-1)
+            jc = out[:, :, nr:2 * nr]
+            np.multiply.outer((5.0 / 6.0) * pref * b**3, k_a, out=jc)
+            jc[:, diag, diag] += ((2.0 / 3.0) * pref * b**2)[:, None]
+            col = 2 * nr
+        out[:, diag, col + diag] = 1.0 / g_**2
         h = 1e-6 * g_
         dg = (full_cov_model(a_, c_, n_, g_ + h, mu) - full_cov_model(a_, c_, n_, g_ - h, mu)) / (2 * h)
-        jm = np.concatenate([jm, dg.reshape(mu.size, nr, 1)], axis=2)
-        return (jm * w.reshape(mu.size, nr, 1)).reshape(mu.size * nr, -1)
+        out[:, :, -1] = dg.reshape(npt, nr)
+        out *= w3
+        return out.reshape(npt * nr, n_par)
 
     p0 = np.concatenate([a.ravel()] + ([] if no_b else [c.ravel()]) + [n.ravel(), [g]])
     res = levenberg_marquardt(fun, jac, p0, max_iter=max_iter)
