@@ -177,3 +177,24 @@ def test_fused_bias_variance_linearity_equals_step_by_step():
     amp0 = fused.detector[0].bbox.slices  # a Squared amp: the linearity changed it
     assert np.abs(fused.image[amp0] - nolin.image[amp0]).max() > 0.5
     np.testing.assert_array_equal(fused.variance, nolin.variance)  # variance is pre-linearity
+
+
+def test_saturation_masking_with_nan_in_the_amp():
+    """A NaN pixel in an amp does not hide its saturated pixels (NaN-ignoring maximum)."""
+    from pipeline.instruments.simulate import simulate_exposures
+    from pipeline.tasks.isr import IsrTask, IsrTaskConfig
+
+    exps, _ = simulate_exposures("testcam", [{"observation_type": "bias"}], seed=2, detectors=[0])
+    raw = exps[0]
+    img = raw.image.astype(np.float32)
+    d = raw.detector[0].raw_data_bbox
+    img[d.y0 + 3, d.x0 + 4] = np.nan
+    img[d.y0 + 10, d.x0 + 20] = 70000.0
+    raw.masked_image.image = img
+    cfg = IsrTaskConfig(
+        saturation=60000.0, doBias=False, doDark=False, doFlat=False, doDefect=False, doInterpolate=False
+    )
+    out = IsrTask(config=cfg).run(raw).exposure
+    sat = out.masked_image.get_plane_bitmask("SAT")
+    a = out.detector[0].bbox
+    assert np.count_nonzero(out.mask[a.slices] & sat) == 1

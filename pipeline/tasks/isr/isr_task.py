@@ -305,9 +305,12 @@ class IsrTask(PipelineTask):
                 levels.append((level, c.saturatedMaskName))
         if c.doSuspect and math.isfinite(amp.suspect_level):
             levels.append((amp.suspect_level, c.suspectMaskName))
+        # One reduction (NaN-ignoring maximum) decides whether any pixel reaches a level
+        # (usually none) before building the full selection.
+        dmax = float(np.fmax.reduce(data, axis=None)) if data.size and levels else float("nan")
         for level, plane in levels:
-            sel = data >= level
-            if sel.any():
+            sel = data >= level if dmax >= level else None
+            if sel is not None and sel.any():
                 bit = np.int32(mi.get_plane_bitmask(plane, add=True))
                 mask[sel] |= bit
                 flagged |= bit
