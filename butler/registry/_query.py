@@ -535,7 +535,9 @@ class DataIdQuery:
             ctx.joins.append((have, sa.and_(*on)))
         orders = ctx.order_columns(order_by)
         cols = [ctx.dim_col(d).label(d) for d in all_dims]
-        stmt = sa.select(*cols).select_from(ctx.from_clause(base)).distinct()
+        # No DISTINCT: the base is the product of dimension tables (unique keys), every other join
+        # is on a full key (1:1) or on a DISTINCT subquery's every column (at most one match).
+        stmt = sa.select(*cols).select_from(ctx.from_clause(base))
         stmt = _finish(stmt, clauses, orders, [ctx.dim_col(d) for d in self.required], limit)
         with bulk_objects():
             rows, keys = reg.db.fetch_tuples(stmt)
