@@ -129,8 +129,8 @@ class _UnfusedIsrTask:
         from pipeline.tasks.isr import IsrTask
 
         class Unfused(IsrTask):
-            def _assemble(self, ccd):
-                super()._assemble(ccd)
+            def _assemble(self, ccd, *args):
+                super()._assemble(ccd, *args)
                 self._variance_replaced = False  # bias, variance, linearity run separately
 
         return Unfused(config=config)
@@ -198,3 +198,40 @@ def test_saturation_masking_with_nan_in_the_amp():
     sat = out.masked_image.get_plane_bitmask("SAT")
     a = out.detector[0].bbox
     assert np.count_nonzero(out.mask[a.slices] & sat) == 1
+
+
+@pytest.mark.parametrize("fit", ["MEDIAN", "MEDIAN_PER_ROW", "POLY"])
+def test_overscan_subtracted_while_assembling_equals_in_place(fit):
+    """Check the overscan level subtracted during assembly equals the in-place subtraction.
+
+    For constant and per-row models and flipped amps.
+    """
+    from pipeline.instruments.simulate import simulate_exposures
+    from pipeline.tasks.isr import IsrTask, IsrTaskConfig
+
+    exps, _ = simulate_exposures(
+        "testcam",
+        [{"observation_type": "science", "exposure_time": 5.0, "flux": 100.0}],
+        seed=5,
+        detectors=[0],
+    )
+    raw = exps[0]
+    cfg = IsrTaskConfig(
+        overscan={"fitType": fit, "order": 3},
+        doBias=False,
+        doDark=False,
+        doFlat=False,
+        doDefect=False,
+    )
+    deferred = IsrTask(config=cfg)
+    out_d = deferred.run(raw.copy()).exposure
+    in_place = IsrTask(config=cfg)
+    orig = in_place.overscan.run
+    in_place.overscan.run = lambda exposure, amp, isTransposed=False, deferImage=False: orig(exposure, amp)
+    out_i = in_place.run(raw.copy()).exposure
+    np.testing.assert_array_equal(out_d.image, out_i.image)
+    np.testing.assert_array_equal(out_d.variance, out_i.variance)
+    np.testing.assert_array_equal(out_d.mask, out_i.mask)
+    for amp in raw.detector:
+        key = f"LSST ISR OVERSCAN RESIDUAL SERIAL STDEV {amp.name}"
+        assert out_d.metadata[key] == out_i.metadata[key]

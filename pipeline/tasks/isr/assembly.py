@@ -7,7 +7,8 @@ free each raw plane as soon as it has been assembled (peak-memory friendly).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -62,6 +63,7 @@ def assemble_plane(
     trim: bool = True,
     dtype: np.dtype | type | None = None,
     fill: float = 0,
+    subtract: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Assemble one plane (image, mask or variance) of a raw detector image.
 
@@ -80,6 +82,10 @@ def assemble_plane(
         Output dtype (default: the raw dtype).
     fill : `float`, optional
         Value of output pixels covered by no amplifier.
+    subtract : mapping of amp name to `float` or `numpy.ndarray`, optional
+        Trimmed assembly only: a level subtracted from each amp while copying it, a scalar
+        or one value per raw data row (the deferred overscan model, ADU), i.e.
+        ``out[amp.bbox] = flip(raw[amp.raw_data_bbox] - level)`` in one pass.
 
     Returns
     -------
@@ -90,8 +96,10 @@ def assemble_plane(
     ------
     ValueError
         If an amplifier's raw box lies outside the raw plane or its assembled box does not
-        have the shape of its raw data box.
+        have the shape of its raw data box, or ``subtract`` is given with ``trim=False``.
     """
+    if subtract and not trim:
+        raise ValueError("assemble_plane: 'subtract' is only supported for the trimmed assembly")
     dtype = raw.dtype if dtype is None else np.dtype(dtype)
     shape = detector.bbox.shape if trim else untrimmed_shape(detector)
     out = np.empty(shape, dtype=dtype)
@@ -109,7 +117,19 @@ def assemble_plane(
                 f"amplifier {amp.name!r}: raw data box {src_box} and assembled box {dst_box} differ in "
                 "shape; fix the camera description"
             )
-        out[dst_box.slices] = amp_view(raw, src_box, amp.raw_flip_x, amp.raw_flip_y)
+        view = amp_view(raw, src_box, amp.raw_flip_x, amp.raw_flip_y)
+        level = None if subtract is None else subtract.get(amp.name)
+        if level is None:
+            out[dst_box.slices] = view
+        elif np.ndim(level) == 0:
+            np.subtract(view, out.dtype.type(level), out=out[dst_box.slices])
+        else:
+            rows = np.asarray(level, dtype=out.dtype)
+            if rows.shape != (src_box.ny,):
+                raise ValueError(
+                    f"amplifier {amp.name!r}: {rows.shape[0]} row levels for {src_box.ny} data rows"
+                )
+            np.subtract(view, (rows[::-1] if amp.raw_flip_y else rows)[:, None], out=out[dst_box.slices])
         covered += dst_box.area
     if covered < out.size:
         cov = np.zeros(shape, bool)

@@ -1011,6 +1011,15 @@ class IsrTask(PipelineTask):
         # 5. per amp: saturation/suspect, overscan
         overscans: dict[str, Struct] = {}
         bad_amps: list[str] = []
+        # The overscan level is subtracted from the data while assembling (one pass less)
+        # when nothing reads the raw data region in between.
+        defer = bool(
+            c.doAssembleCcd
+            and c.assembleCcd.doTrim
+            and not c.doDeferredCharge
+            and not (c.doCrosstalk and c.doCrosstalkBeforeAssemble)
+        )
+        deferred: dict[str, Any] = {}
         for amp in det:
             if amp.raw_bbox.y1 > mi.shape[0] or amp.raw_bbox.x1 > mi.shape[1]:
                 raise RuntimeError(
@@ -1024,8 +1033,10 @@ class IsrTask(PipelineTask):
                 if amp.raw_serial_overscan_bbox.is_empty:
                     self.log.info("amp %s has no serial overscan; skipping overscan correction", amp.name)
                     continue
-                res = self.overscanCorrection(ccd, amp)
+                res = self.overscan.run(ccd, amp, deferImage=defer)
                 overscans[amp.name] = res
+                if res.imageDeferred:
+                    deferred[amp.name] = res.imageFit
                 for key, val in (
                     ("SERIAL MEAN", res.overscanMean),
                     ("SERIAL MEDIAN", res.overscanMedian),
@@ -1068,7 +1079,7 @@ class IsrTask(PipelineTask):
             self._crosstalk(ccd, crosstalk, trimmed=False)
         # 9. assembly
         if c.doAssembleCcd:
-            self._assemble(ccd)
+            self._assemble(ccd, deferred)
             _hset(md, "LSST ISR ASSEMBLECCD APPLIED", True)
         self._writable_variance(ccd)
         mi = ccd.masked_image
@@ -1284,14 +1295,14 @@ class IsrTask(PipelineTask):
             for b in boxes:
                 mi.mask[b.slices][union] |= sat_bit
 
-    def _assemble(self, ccd: Exposure) -> None:
+    def _assemble(self, ccd: Exposure, levels: Mapping[str, Any] | None = None) -> None:
         c = self.config
         det = ccd.detector
         mi = ccd.masked_image
         trim = c.assembleCcd.doTrim
         planes = dict(mi.mask_planes)
         xy0 = mi.xy0
-        img = assemble_plane(mi.image, det, trim=trim, dtype=np.float32)
+        img = assemble_plane(mi.image, det, trim=trim, dtype=np.float32, subtract=levels or None)
         raw_mask, raw_var = mi.mask, mi.variance
         # The float32 raw made by convertIntToFloat is ours and no longer needed: its memory
         # becomes the variance plane (a fresh plane costs more in page faults than the

@@ -472,6 +472,7 @@ def correct_overscan(
     overscan_fraction: float = np.inf,
     image_threshold: float = np.inf,
     transpose: bool = False,
+    subtract_image: bool = True,
 ) -> OverscanResult:
     """Fit and subtract a serial (or, with ``transpose``, parallel) overscan in place.
 
@@ -504,6 +505,10 @@ def correct_overscan(
         ``median(image) > image_threshold``.
     transpose : `bool`
         Treat lines as columns (parallel overscan / transposed amplifiers).
+    subtract_image : `bool`
+        Subtract the model from the data region (default). `False` leaves the data region
+        unchanged (the caller subtracts ``result.image_model`` later, e.g. while assembling);
+        the overscan region is always corrected.
 
     Returns
     -------
@@ -572,7 +577,8 @@ def correct_overscan(
     ov_full = img[oys, oxs]
     if np.ndim(model) == 0:
         value = np.float32(model) if img.dtype == np.float32 else model
-        img[dys, dxs] -= value
+        if subtract_image:
+            img[dys, dxs] -= value
         ov_full -= value
         result.image_model = float(model)
     else:
@@ -580,7 +586,8 @@ def correct_overscan(
         n_os = oys.stop - oys.start
         iy = np.clip(np.arange(dys.start, dys.stop) - oys.start, 0, n_os - 1)
         img_model = model[iy].astype(img.dtype, copy=False)
-        img[dys, dxs] -= img_model[:, None]
+        if subtract_image:
+            img[dys, dxs] -= img_model[:, None]
         ov_full -= model.astype(img.dtype, copy=False)[:, None]
         result.image_model = img_model
     res_mask = None if msk is None else (msk[oys, oxs] & exclude_bits) != 0

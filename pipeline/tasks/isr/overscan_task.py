@@ -102,7 +102,9 @@ class OverscanCorrectionTask(Task):
     ConfigClass = OverscanCorrectionTaskConfig
     _DefaultName = "overscan"
 
-    def run(self, exposure: Exposure, amp: Any, isTransposed: bool = False) -> Struct:
+    def run(
+        self, exposure: Exposure, amp: Any, isTransposed: bool = False, deferImage: bool = False
+    ) -> Struct:
         """Correct one amplifier of an untrimmed raw exposure in place.
 
         Parameters
@@ -113,6 +115,10 @@ class OverscanCorrectionTask(Task):
             Amplifier geometry (raw boxes).
         isTransposed : `bool`
             The amplifier is read along y (swap serial and parallel).
+        deferImage : `bool`
+            Leave the data region uncorrected (``imageDeferred`` True in the result): the
+            caller subtracts ``imageFit`` itself (IsrTask does it while assembling). Ignored
+            with the parallel overscan, which needs the serially corrected data.
 
         Returns
         -------
@@ -121,7 +127,7 @@ class OverscanCorrectionTask(Task):
             ``overscanMean``, ``overscanMedian``, ``overscanSigma`` (of the model),
             ``residualMean``, ``residualMedian``, ``residualSigma`` (of the corrected
             overscan; ADU), ``parallel`` (a `Struct` of the same for the parallel overscan or
-            `None`), ``nBadLines``.
+            `None`), ``nBadLines``, ``imageDeferred``.
 
         Raises
         ------
@@ -141,6 +147,7 @@ class OverscanCorrectionTask(Task):
             )
         par = amp.raw_parallel_overscan_bbox
         img_box = data
+        defer = deferImage and not (c.doParallelOverscan and not par.is_empty)
         if c.doParallelOverscan and not par.is_empty:
             img_box = data.union(par)
             serial = Box(serial.x0, img_box.y0, serial.nx, img_box.ny)
@@ -162,6 +169,7 @@ class OverscanCorrectionTask(Task):
             leading_to_skip=c.leadingColumnsToSkip,
             trailing_to_skip=c.trailingColumnsToSkip,
             transpose=isTransposed,
+            subtract_image=not defer,
             **common,
         )
         parallel = None
@@ -198,4 +206,5 @@ class OverscanCorrectionTask(Task):
             parallel=parallel,
             nBadLines=res.n_bad_lines,
             skipped=res.skipped,
+            imageDeferred=bool(defer and not res.skipped),
         )
