@@ -235,3 +235,28 @@ def test_overscan_subtracted_while_assembling_equals_in_place(fit):
     for amp in raw.detector:
         key = f"LSST ISR OVERSCAN RESIDUAL SERIAL STDEV {amp.name}"
         assert out_d.metadata[key] == out_i.metadata[key]
+
+
+def test_nan_pixel_found_through_the_fused_steps():
+    """A NaN raw pixel is masked UNMASKEDNAN (and interpolated) on the fused 10-12 path."""
+    from pipeline.instruments.simulate import simulate_exposures
+    from pipeline.tasks.isr import IsrTask, IsrTaskConfig
+
+    exps, _ = simulate_exposures("testcam", [{"observation_type": "bias"}], seed=6, detectors=[0])
+    pristine = exps[0].copy()
+    raw = exps[0]
+    img = raw.image.astype(np.float32)
+    d = raw.detector[0].raw_data_bbox
+    img[d.y0 + 7, d.x0 + 9] = np.nan
+    raw.masked_image.image = img
+    bias = np.zeros(raw.detector.bbox.shape, np.float32)
+    cfg = IsrTaskConfig(doDark=False, doFlat=False, doDefect=False)
+    task = IsrTask(config=cfg)
+    out = task.run(raw, bias=bias).exposure
+    nan_bit = out.masked_image.get_plane_bitmask("UNMASKEDNAN")
+    assert task.metadata["NUMNANS"] == 1
+    assert np.count_nonzero(out.mask & nan_bit) == 1
+    assert np.all(np.isfinite(out.image))
+    clean = IsrTask(config=cfg)
+    clean.run(pristine, bias=bias)
+    assert clean.metadata["NUMNANS"] == 0

@@ -151,6 +151,7 @@ class IsrTask(PipelineTask):
         super().__init__(**kwargs)
         self._variance_replaced = False
         self._owned_raw: np.ndarray | None = None
+        self._nan_free = False
         self.makeSubtask("overscan")
         self.makeSubtask("ampOffset")
         self.makeSubtask("deferredChargeCorrection")
@@ -936,6 +937,7 @@ class IsrTask(PipelineTask):
         det = ccd.detector
         self._variance_replaced = False
         self._owned_raw = None
+        self._nan_free = False
         if isinstance(bfKernel, BrighterFatterKernel):
             bfGains = bfGains or bfKernel.gains or None
             if c.brighterFatterLevel == "DETECTOR" or not bfKernel.ampKernels:
@@ -1137,9 +1139,14 @@ class IsrTask(PipelineTask):
             _hset(md, "LSST ISR DEFECT APPLIED", True)
         if c.numEdgeSuspect > 0:
             self.maskEdges(ccd, c.numEdgeSuspect, c.suspectMaskName, c.edgeMaskLevel)
-        # 15. NaN masking
+        # 15. NaN masking (skipped when the fused steps 10-12 saw only finite planes and
+        # nothing changed the image since)
         if c.doNanMasking:
-            self.maskNan(ccd)
+            if self._nan_free and not c.doCrosstalk:
+                mi.add_mask_plane("UNMASKEDNAN")
+                self.metadata["NUMNANS"] = 0
+            else:
+                self.maskNan(ccd)
         # 16. saturation trails
         if c.doWidenSaturationTrails and c.saturatedMaskName in mi.mask_planes:
             bit = np.int32(mi.get_plane_bitmask(c.saturatedMaskName))
@@ -1389,6 +1396,7 @@ class IsrTask(PipelineTask):
             lin = linearizer if linearizer is not None else Linearizer.from_detector(ccd.detector)
         n_out = 0
         vmin = np.inf
+        total = 0.0
         for amp in ccd.detector:
             sl = amp_boxes[amp.name].slices
             img, var, b = mi.image[sl], mi.variance[sl], bi[sl]
@@ -1405,6 +1413,9 @@ class IsrTask(PipelineTask):
                     vmin = min(vmin, float(vb.min()))
                 if lin is not None:
                     n_out += apply_linearity(blk, ltype, coeffs, lin.table)
+                # finite sums <=> no NaN/inf in the block (checked while it is in the cache)
+                total += float(np.add.reduce(blk, axis=None)) + float(np.add.reduce(vb, axis=None))
+        self._nan_free = math.isfinite(total)
         if c.maskNegativeVariance:
             if vmin > 0:  # every variance positive (a NaN makes this False)
                 mi.add_mask_plane(c.negativeVarianceMaskName)
