@@ -228,7 +228,7 @@ class Butler:
         return cols
 
     def _query_collections(self, collections: str | Iterable[str] | None) -> tuple[str, ...] | None:
-        """Collections for a query: those given, else the butler's, else `None` (all)."""
+        """Return the collections for a query: those given, else the butler's, else `None` (all)."""
         return _as_tuple(collections) if collections is not None else (self.collections or None)
 
     def _dataset_type(self, dataset_type: str | DatasetType) -> DatasetType:

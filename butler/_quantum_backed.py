@@ -87,7 +87,7 @@ class QuantumBackedButler:
         inputs: Mapping[uuid.UUID, tuple[DatasetRef, StoredFileInfo]],
         outputs: Iterable[DatasetRef],
     ) -> QuantumBackedButler:
-        """A butler for another quantum of the same repository, sharing this one's datastore.
+        """Return a butler for another quantum of the same repository, sharing this one's datastore.
 
         Parameters
         ----------
@@ -118,7 +118,7 @@ class QuantumBackedButler:
         return list(self._written.values())
 
     def predicted_file_info(self, ref: DatasetRef) -> StoredFileInfo:
-        """The record an output will have once written (path from the template; size unknown).
+        """Return the record an output will have once written (path from the template; size unknown).
 
         Parameters
         ----------

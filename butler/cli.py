@@ -96,13 +96,13 @@ def _open(repo: str, **kwargs: Any) -> Any:
 
 
 def _listing_registry(repo: str) -> Any:
-    """The registry for the listing commands: the sqlite3 fast path's stand-in, else the real one."""
+    """Return the registry for the listing commands: the sqlite3 fast path's stand-in, else the real one."""
     from butler.registry import _sqlite_fast
 
     if _sqlite_fast.enabled():
         try:
             return _sqlite_fast.open_registry(repo)
-        except _sqlite_fast.FastPathUnavailable as exc:
+        except _sqlite_fast.FastPathUnavailableError as exc:
             _LOG.debug("SQLAlchemy registry (%s)", exc)
     return _open(repo, writeable=False).registry
 
@@ -365,7 +365,7 @@ def _ref_rows(
 def _query_datasets_fast(
     repo: str, types: list[str], cols: list[str] | None, where: str, find_first: bool, show_uri: bool
 ) -> tuple[list[Any], tuple[str, ...], dict[Any, str] | None] | None:
-    """The sqlite3 fast path (no SQLAlchemy import); `None` when the registry must answer."""
+    """Run the sqlite3 fast path (no SQLAlchemy import); `None` when the registry must answer."""
     from butler.registry import _sqlite_fast
 
     if not _sqlite_fast.enabled():
@@ -374,7 +374,7 @@ def _query_datasets_fast(
         refs, uris, order = _sqlite_fast.query_datasets(
             repo, types, collections=cols, where=where, find_first=find_first, with_uris=show_uri
         )
-    except _sqlite_fast.FastPathUnavailable as exc:
+    except _sqlite_fast.FastPathUnavailableError as exc:
         _LOG.debug("query-datasets: SQLAlchemy path (%s)", exc)
         return None
     return refs, order, (uris if show_uri else None)

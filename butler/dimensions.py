@@ -328,7 +328,7 @@ class DataCoordinate(Mapping[str, Any]):
         getters: Sequence[tuple[str, Mapping[tuple, DimensionRecord], Any]],
         row: Any,
     ) -> DataCoordinate:
-        """An expanded data ID built from a query row; values and records are made on first use.
+        """Build an expanded data ID from a query row; values and records are made on first use.
 
         Parameters
         ----------

@@ -134,7 +134,7 @@ class NumpyFormatter(Formatter):
 
 @functools.lru_cache(maxsize=256)
 def _npy_header(dtype: Any, shape: tuple[int, ...]) -> bytes | None:
-    """The ``.npy`` header `numpy.save` writes for a C-ordered array (`None`: let numpy do it)."""
+    """Return the ``.npy`` header `numpy.save` writes for a C-ordered array (`None`: let numpy do it)."""
     import io
 
     import numpy as np

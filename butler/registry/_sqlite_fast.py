@@ -10,7 +10,7 @@ CALIBRATION members with a search rank, find-first by ``row_number()``).
 
 It never reports an error itself: anything it does not handle exactly like the registry
 (another database, an unknown name, a bad expression, ``--order-by``/``--limit``, an ambiguous
-calibration) raises `FastPathUnavailable`, and the caller runs the SQLAlchemy path, which gives
+calibration) raises `FastPathUnavailableError`, and the caller runs the SQLAlchemy path, which gives
 the canonical result or error message. Set ``BUTLER_CLI_FAST=0`` to always use that path.
 """
 
@@ -39,13 +39,13 @@ from .queries import (
     referenced_identifiers,
 )
 
-__all__ = ["FastPathUnavailable", "FastRef", "enabled", "open_registry", "query_datasets"]
+__all__ = ["FastPathUnavailableError", "FastRef", "enabled", "open_registry", "query_datasets"]
 
 _KIND = {"string": "str", "text": "str", "int": "int", "float": "float", "bool": "int"}
 
 
-class FastPathUnavailable(Exception):
-    """This query must go through the SQLAlchemy registry (which reports any error)."""
+class FastPathUnavailableError(Exception):
+    """Raised when a query must go through the SQLAlchemy registry (which reports any error)."""
 
 
 @dataclass(frozen=True)
@@ -82,25 +82,25 @@ class _Repo:
         try:
             config = load_config(self.root)
         except Exception as exc:  # the registry path reports it
-            raise FastPathUnavailable(str(exc)) from None
+            raise FastPathUnavailableError(str(exc)) from None
         url = str(config["registry"].get("db", ""))
         prefix = "sqlite:///"
         if not url.startswith(prefix) or "?" in url:
-            raise FastPathUnavailable("not a plain SQLite registry")
+            raise FastPathUnavailableError("not a plain SQLite registry")
         path = Path(url[len(prefix):].replace(ROOT_TOKEN, str(self.root)))
         if not path.is_file():
-            raise FastPathUnavailable(f"no registry file {path}")
+            raise FastPathUnavailableError(f"no registry file {path}")
         self.config = config
         try:
             self.conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
             attrs = dict(self.conn.execute("SELECT name, value FROM butler_attributes").fetchall())
         except sqlite3.Error as exc:
-            raise FastPathUnavailable(str(exc)) from None
+            raise FastPathUnavailableError(str(exc)) from None
         self.universe: DimensionUniverse = default_universe()
         if attrs.get("schema_version") != str(schema_version()) or attrs.get("dimensions_version") != str(
             self.universe.version
         ):
-            raise FastPathUnavailable("schema version mismatch")
+            raise FastPathUnavailableError("schema version mismatch")
         self.collections = {
             name: _Collection(cid, name, CollectionType(ctype))
             for cid, name, ctype in self.conn.execute(
@@ -119,7 +119,7 @@ class _Repo:
     def _get(self, name: str) -> _Collection:
         rec = self.collections.get(name)
         if rec is None:
-            raise FastPathUnavailable(f"no collection {name!r}")
+            raise FastPathUnavailableError(f"no collection {name!r}")
         return rec
 
     def flatten(self, names: Sequence[str]) -> list[_Collection]:
@@ -127,7 +127,7 @@ class _Repo:
             names,
             lambda n: self._get(n).type is CollectionType.CHAINED,
             lambda n: [self.by_id[c].name for c in self.chains.get(self._get(n).id, [])],
-            lambda n: FastPathUnavailable("chain too deep"),
+            lambda n: FastPathUnavailableError("chain too deep"),
         )
         return [self.collections[n] for n in flat]
 
@@ -163,7 +163,7 @@ class _Repo:
         """As `Registry.get_collection_chain`."""
         rec = self._get(parent)
         if rec.type is not CollectionType.CHAINED:
-            raise FastPathUnavailable(f"{parent!r} is not CHAINED")
+            raise FastPathUnavailableError(f"{parent!r} is not CHAINED")
         return tuple(self.by_id[c].name for c in self.chains.get(rec.id, []))
 
     def query_dataset_types(self, pattern: str | Sequence[str] = "*") -> list[DatasetType]:
@@ -193,7 +193,7 @@ class _Repo:
             elif p in by_name:
                 chosen.append(by_name[p])
             else:
-                raise FastPathUnavailable(f"no dataset type {p!r}")
+                raise FastPathUnavailableError(f"no dataset type {p!r}")
         return [
             (
                 r[0],
@@ -233,19 +233,19 @@ class _Resolver:
             if identifier in u and identifier in self.dims:
                 kind = _KIND[u[identifier].primary_key.type]
                 return ResolvedColumn(kind, identifier, column=SqlText(f"ds.{identifier}", (), kind))
-            raise FastPathUnavailable(identifier)
+            raise FastPathUnavailableError(identifier)
         head, _, field = identifier.partition(".")
         if head == self.dataset_type:
             return self.dataset_field(field)
         if head not in u or head not in self.dims:
-            raise FastPathUnavailable(identifier)
+            raise FastPathUnavailableError(identifier)
         el = u[head]
         if field == el.primary_key.name:
             kind = _KIND[el.primary_key.type]
             return ResolvedColumn(kind, head, column=SqlText(f"ds.{head}", (), kind))
         if field in el.requires or field in el.implies:
             if field not in self.dims:
-                raise FastPathUnavailable(identifier)
+                raise FastPathUnavailableError(identifier)
             kind = _KIND[u[field].primary_key.type]
             return ResolvedColumn(kind, head, column=SqlText(f"ds.{field}", (), kind))
         if field == "timespan" and el.temporal:
@@ -257,7 +257,7 @@ class _Resolver:
             if f.name == field:
                 kind = _KIND[f.type]
                 return ResolvedColumn(kind, head, column=SqlText(f"{self.table(head)}.{field}", (), kind))
-        raise FastPathUnavailable(identifier)
+        raise FastPathUnavailableError(identifier)
 
     def dataset_field(self, field: str) -> ResolvedColumn:
         name = self.dataset_type
@@ -278,18 +278,18 @@ class _Resolver:
                 name,
                 timespan=(SqlText("ds.validity_begin", (), "time"), SqlText("ds.validity_end", (), "time")),
             )
-        raise FastPathUnavailable(f"{name}.{field}")
+        raise FastPathUnavailableError(f"{name}.{field}")
 
 
 def open_registry(repo: str | os.PathLike) -> _Repo:
-    """A read-only stand-in for `Registry` listing collections and dataset types (SQLite only).
+    """Open a read-only stand-in for `Registry` listing collections and dataset types (SQLite only).
 
     It has ``query_collections``, ``get_collection_type``, ``get_collection_chain`` and
     ``query_dataset_types`` with the registry's results; ``close()`` closes it.
 
     Raises
     ------
-    FastPathUnavailable
+    FastPathUnavailableError
         When the repository must be opened with `Butler` (another database, no repository,
         another schema version ...); the `Butler` then reports any error.
     """
@@ -297,7 +297,7 @@ def open_registry(repo: str | os.PathLike) -> _Repo:
 
 
 def _subquery(dt_id: int, dims: Sequence[str], search: Sequence[_Collection]) -> tuple[str, list[Any]]:
-    """The union of a dataset type's members of each kind of collection (as DatasetQuery.subquery)."""
+    """Return the union of a dataset type's members of each kind of collection (as DatasetQuery.subquery)."""
     rank = {c.id: i for i, c in enumerate(search)}
     by_kind: dict[CollectionType, list[int]] = {}
     for c in search:
@@ -357,7 +357,7 @@ def _query_dimensions(universe: DimensionUniverse, where: str) -> set[str]:
         try:
             idents = referenced_identifiers(parse_expression(where))
         except Exception:  # noqa: BLE001 - reported by the registry path
-            raise FastPathUnavailable("bad expression") from None
+            raise FastPathUnavailableError("bad expression") from None
         names |= {i.split(".")[0] for i in idents}
     return {n for n in names if n in universe}
 
@@ -400,14 +400,14 @@ def query_datasets(
 
     Raises
     ------
-    FastPathUnavailable
+    FastPathUnavailableError
         Whenever the SQLAlchemy registry must answer instead (including every error case).
     """
     r = _Repo(repo)
     try:
         return _query(r, dataset_types, collections, where, find_first, with_uris)
     except sqlite3.Error as exc:
-        raise FastPathUnavailable(str(exc)) from None
+        raise FastPathUnavailableError(str(exc)) from None
     finally:
         r.conn.close()
 
@@ -437,10 +437,10 @@ def _query(
         resolver = _Resolver(u, dims, dt.name)
         try:
             clause = compile_expression(where, resolver) if where and where.strip() else None
-        except FastPathUnavailable:
+        except FastPathUnavailableError:
             raise
         except Exception as exc:  # noqa: BLE001 - the registry path reports it
-            raise FastPathUnavailable(str(exc)) from None
+            raise FastPathUnavailableError(str(exc)) from None
         sub_sql, params = _subquery(dt_id, dims, search)
         has_calib = any(c.type is CollectionType.CALIBRATION for c in search)
         do_ff = find_first and len(search) > 1 or (find_first and has_calib)
@@ -458,7 +458,7 @@ def _query(
             sql = f"SELECT * FROM ({sql}) AS ff WHERE ff.rn = 1"
         rows = r.conn.execute(sql, params).fetchall()
         if do_ff and has_calib and any(row[-1] > 1 for row in rows):
-            raise FastPathUnavailable("ambiguous calibration")
+            raise FastPathUnavailableError("ambiguous calibration")
         if not do_ff and len(search) > 1:
             seen: set = set()
             rows = [row for row in rows if not (row[0] in seen or seen.add(row[0]))]

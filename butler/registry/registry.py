@@ -799,7 +799,7 @@ class Registry:
         )
 
     def _search_path(self, collections: str | Iterable[str] | None) -> list[CollectionRecord]:
-        """The flattened search path; `None` = every RUN, TAGGED and CALIBRATION collection."""
+        """Return the flattened search path; `None` = every RUN, TAGGED and CALIBRATION collection."""
         if collections is None:
             kinds = [CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION]
             return [self._collection(n) for n in self.query_collections("*", types=kinds)]

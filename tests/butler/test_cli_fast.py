@@ -24,7 +24,7 @@ from .conftest import exposure_span
 
 @pytest.fixture
 def world(filled):
-    """``filled`` plus datasets in two runs, a tag, a chain and a calibration collection."""
+    """Return ``filled`` plus datasets in two runs, a tag, a chain and a calibration collection."""
     b, reg = filled, filled.registry
     for e in (1, 2, 3, 4, 5, 6):
         for d in (0, 1, 2):
@@ -52,7 +52,7 @@ def _invoke(args, fast: bool, monkeypatch):
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Counts the queries the fast path answered."""
+    """Count the queries the fast path answered."""
     calls = {"answered": 0}
     real = _sqlite_fast.query_datasets
 

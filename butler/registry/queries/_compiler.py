@@ -675,7 +675,7 @@ def _begin_end_literal(begin: Any, end: Any) -> bool:
 
 
 def sql_backend(resolver: Any) -> Any:
-    """The SQL backend a resolver's columns belong to (its ``sql_backend``, else SQLAlchemy)."""
+    """Return the SQL backend a resolver's columns belong to (its ``sql_backend``, else SQLAlchemy)."""
     backend = getattr(resolver, "sql_backend", None)
     if backend is None:
         from ._sa_backend import SQLALCHEMY

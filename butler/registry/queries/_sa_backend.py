@@ -88,47 +88,47 @@ class SQLAlchemyBackend:
 
     @staticmethod
     def true() -> Any:
-        """``TRUE``."""
+        """Return ``TRUE``."""
         return sa.true()
 
     @staticmethod
     def false() -> Any:
-        """``FALSE``."""
+        """Return ``FALSE``."""
         return sa.false()
 
     @staticmethod
     def and_(*clauses: Any) -> Any:
-        """Conjunction."""
+        """Return the conjunction."""
         return sa.and_(*clauses)
 
     @staticmethod
     def or_(*clauses: Any) -> Any:
-        """Disjunction."""
+        """Return the disjunction."""
         return sa.or_(*clauses)
 
     @staticmethod
     def not_(clause: Any) -> Any:
-        """Negation."""
+        """Return the negation."""
         return sa.not_(clause)
 
     @staticmethod
     def literal(value: Any, like: Any = None) -> Any:
-        """A bound parameter (typed like the column ``like`` when given)."""
+        """Return a bound parameter (typed like the column ``like`` when given)."""
         return sa.literal(value) if like is None else sa.literal(value, like.type)
 
     @staticmethod
     def glob(column: Any, pattern: str) -> Any:
-        """Case-sensitive glob match of a string column."""
+        """Match a string column with a case-sensitive glob."""
         return _GlobMatch(column, pattern)
 
     @staticmethod
     def parens(clause: Any) -> Any:
-        """A clause kept in parentheses."""
+        """Keep a clause in parentheses."""
         return _Parens(clause)
 
     @staticmethod
     def is_sql(value: Any) -> bool:
-        """Whether ``value`` is a SQL expression (not a Python value)."""
+        """Tell whether ``value`` is a SQL expression (not a Python value)."""
         return isinstance(value, sa.ColumnElement)
 
 

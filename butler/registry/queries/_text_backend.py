@@ -158,47 +158,47 @@ class SQLiteTextBackend:
 
     @staticmethod
     def true() -> SqlText:
-        """``1``."""
+        """Return ``1``."""
         return SqlText("1")
 
     @staticmethod
     def false() -> SqlText:
-        """``0``."""
+        """Return ``0``."""
         return SqlText("0")
 
     @staticmethod
     def and_(*clauses: SqlText) -> SqlText:
-        """Conjunction."""
+        """Return the conjunction."""
         return _join("AND", clauses) if clauses else SqlText("1")
 
     @staticmethod
     def or_(*clauses: SqlText) -> SqlText:
-        """Disjunction."""
+        """Return the disjunction."""
         return _join("OR", clauses) if clauses else SqlText("0")
 
     @staticmethod
     def not_(clause: SqlText) -> SqlText:
-        """Negation."""
+        """Return the negation."""
         return SqlText(f"(NOT {clause.sql})", clause.params)
 
     @staticmethod
     def literal(value: Any, like: Any = None) -> SqlText:
-        """A parameter (converted like the column ``like`` when given)."""
+        """Return a parameter (converted like the column ``like`` when given)."""
         return SqlText("?", (_param(value, getattr(like, "kind", None)),), getattr(like, "kind", None))
 
     @staticmethod
     def glob(column: SqlText, pattern: str) -> SqlText:
-        """Case-sensitive ``GLOB`` of a string column."""
+        """Match a string column with a case-sensitive ``GLOB``."""
         return SqlText(f"({column.sql} GLOB ?)", column.params + (glob_to_sqlite(pattern),))
 
     @staticmethod
     def parens(clause: SqlText) -> SqlText:
-        """A clause kept in parentheses."""
+        """Keep a clause in parentheses."""
         return SqlText(f"({clause.sql})", clause.params)
 
     @staticmethod
     def is_sql(value: Any) -> bool:
-        """Whether ``value`` is a SQL expression (not a Python value)."""
+        """Tell whether ``value`` is a SQL expression (not a Python value)."""
         return isinstance(value, SqlText)
 
 
