@@ -192,13 +192,21 @@ def test_fringe_subtracted_in_task():
     assert np.std(out.image - ref.image) < 0.05 * 400 * 0.5
 
 
-def test_zero_flat_pixels_become_bad_and_interpolated():
-    """Check flat <= 0 / NaN pixels are masked BAD and interpolated (no inf in the output)."""
+@pytest.mark.parametrize("with_dark", [False, True])
+def test_zero_flat_pixels_become_bad_and_interpolated(with_dark):
+    """Check flat <= 0 / NaN pixels are masked BAD and interpolated (no inf in the output).
+
+    With a dark, dark and flat run fused in one pass (the flat check is done block-wise).
+    """
     raw, truth = _sim()
     flat = _flat_of(truth)
     flat.image[20, 30] = 0.0
     flat.image[21, 30] = np.nan
-    out = IsrTask(config=_cfg(doFlat=True)).run(raw, flat=flat).exposure
+    kw = {}
+    if with_dark:
+        zeros = np.zeros_like(flat.image)
+        kw["dark"] = Exposure(MaskedImage(zeros, None, zeros.copy()), info=ExposureInfo(dark_time=1.0))
+    out = IsrTask(config=_cfg(doFlat=True, doDark=with_dark)).run(raw, flat=flat, **kw).exposure
     mi = out.masked_image
     assert np.all(np.isfinite(out.image))
     for y in (20, 21):

@@ -491,7 +491,7 @@ def dark_flat_correction(
     flat: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
     scaling_type: str = "USER",
     user_scale: float = 1.0,
-) -> tuple[float, float]:
+) -> tuple[float, float, bool]:
     """`dark_correction` then `flat_correction` in one pass over the planes (same result).
 
     Parameters
@@ -509,6 +509,9 @@ def dark_flat_correction(
     Returns
     -------
     dark_scale, flat_scale : `float`
+    flat_ok : `bool`
+        Every flat pixel is positive and finite (found block by block while in the cache; when
+        False the caller masks the offending pixels).
 
     Raises
     ------
@@ -529,16 +532,20 @@ def dark_flat_correction(
     s, s2 = np.float32(dscale), np.float32(dscale * dscale)
     inv = np.float32(1.0 / fscale)
     ta, tb = _scratch(image.shape), _scratch(image.shape)
+    flat_ok = True
     with np.errstate(divide="ignore", invalid="ignore"):
         for rows in _row_blocks(image.shape):
             n = rows.stop - rows.start
             img, var = image[rows], variance[rows]
             _dark_block(img, var, di[rows], _rows(dv, rows), s, s2, ta[:n])
-            _flat_block(img, var, fi[rows], _rows(fv, rows), fscale, inv, ta[:n], tb[:n])
+            fb = fi[rows]
+            if flat_ok and fb.size:
+                flat_ok = bool(fb.min() > 0 and fb.max() < np.inf)  # NaN -> False
+            _flat_block(img, var, fb, _rows(fv, rows), fscale, inv, ta[:n], tb[:n])
     for m in (dm, fm):
         if m is not None:
             mask |= m
-    return dscale, fscale
+    return dscale, fscale, flat_ok
 
 
 def flat_scale(flat_image: np.ndarray, scaling_type: str, user_scale: float = 1.0) -> float:

@@ -450,8 +450,7 @@ class IsrTask(PipelineTask):
         """`darkCorrection` then `flatCorrection` in one pass (`isr_functions.dark_flat_correction`)."""
         di, dm, dv = _calib_planes(darkExposure)
         fi, fm, fv = _calib_planes(flatExposure)
-        self._mask_bad_flat(exposure, fi)
-        F.dark_flat_correction(
+        _, _, flat_ok = F.dark_flat_correction(
             exposure.image,
             exposure.mask,
             exposure.variance,
@@ -462,6 +461,8 @@ class IsrTask(PipelineTask):
             self.config.flatScalingType,
             self.config.flatUserScale,
         )
+        if not flat_ok:  # masking is independent of the arithmetic: done after, only if needed
+            self._mask_bad_flat(exposure, fi)
 
     def flatCorrection(self, exposure: Exposure, flatExposure: Any, invert: bool = False) -> None:
         """Divide by the flat (see `isr_functions.flat_correction`).
