@@ -1405,6 +1405,7 @@ class IsrTask(PipelineTask):
             rn2 = np.float32((noises[amp.name] / gains[amp.name]) ** 2)
             ltype = lin.linearity_type.get(amp.name, "None") if lin is not None else "None"
             coeffs = lin.linearity_coeffs.get(amp.name, ()) if lin is not None else ()
+            active_lin = ltype not in ("None", "Proportional", "", None)
             for rows in F._row_blocks(img.shape):
                 blk, vb = img[rows], var[rows]
                 blk -= b[rows]
@@ -1414,8 +1415,11 @@ class IsrTask(PipelineTask):
                     vmin = min(vmin, float(vb.min()))
                 if lin is not None:
                     n_out += apply_linearity(blk, ltype, coeffs, lin.table)
-                # finite sums <=> no NaN/inf in the block (checked while it is in the cache)
-                total += float(np.add.reduce(blk, axis=None)) + float(np.add.reduce(vb, axis=None))
+                # finite sums <=> no NaN/inf in the block (checked while it is in the cache); the
+                # variance (image / gain + const) carries any non-finite pre-linearity pixel
+                total += float(np.add.reduce(vb, axis=None))
+                if active_lin:
+                    total += float(np.add.reduce(blk, axis=None))
         self._nan_free = math.isfinite(total)
         if c.maskNegativeVariance:
             if vmin > 0:  # every variance positive (a NaN makes this False)
