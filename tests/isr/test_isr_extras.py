@@ -50,3 +50,26 @@ def test_brighter_fatter_mask_grow_size():
     sel = (bad2.mask & bit) != 0
     assert np.count_nonzero(sel) == 13  # |dx| + |dy| <= 2
     assert sel[18, 20] and sel[20, 22] and sel[19, 21] and not sel[18, 21]
+
+
+def test_trim_to_match_calib_keeps_amp_boxes_inside_the_image():
+    """Check doTrimToMatchCalib clips the amp boxes to the trimmed image.
+
+    The variance of the border amps is computed on their own pixels (no wrapped slices).
+    """
+    from pipeline.instruments.simulate import simulate_exposures
+
+    exps, _ = simulate_exposures("testcam", [{"observation_type": "bias"}], seed=3, detectors=[0])
+    raw = exps[0]
+    ny, nx = raw.detector.bbox.shape
+    bias = np.zeros((ny - 4, nx - 4), np.float32)
+    cfg = IsrTaskConfig(doTrimToMatchCalib=True, doDark=False, doFlat=False, doDefect=False)
+    out = IsrTask(config=cfg).run(raw, bias=bias).exposure
+    assert out.shape == (ny - 4, nx - 4)
+    for amp in out.detector:
+        b = amp.bbox
+        assert b.x0 >= 0 and b.y0 >= 0 and b.x1 <= nx - 4 and b.y1 <= ny - 4
+        g, rn = amp.gain, amp.read_noise
+        np.testing.assert_allclose(
+            out.variance[b.slices], out.image[b.slices] / g + (rn / g) ** 2, rtol=1e-5, atol=1e-3
+        )

@@ -1380,7 +1380,9 @@ class IsrTask(PipelineTask):
         ccd.mask[-1:, :] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
         ccd.mask[:, :1] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
         ccd.mask[:, -1:] |= np.int32(ccd.masked_image.get_plane_bitmask("EDGE"))
-        amps = [a.replace(bbox=a.bbox.shifted(-n, -n)) for a in ccd.detector]
+        # amp boxes shifted into the trimmed frame and clipped to it (no negative offsets)
+        frame = Box(0, 0, nx - 2 * n, ny - 2 * n)
+        amps = [a.replace(bbox=a.bbox.shifted(-n, -n).intersection(frame)) for a in ccd.detector]
         ccd.detector = ccd.detector.replace(amplifiers=tuple(amps), bbox=Box(0, 0, nx - 2 * n, ny - 2 * n))
 
     def _bias_variance_linearity(
