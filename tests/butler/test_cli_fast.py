@@ -41,6 +41,9 @@ def world(filled):
     reg.certify("calib", bias, exposure_span(1).__class__(exposure_span(1).begin, None))
     reg.register_dataset_type(DatasetType("other", ["detector"], "StructuredDataDict"))
     b.put({"x": 1}, "other", instrument="cam", detector=3, run="misc")
+    reg.register_dataset_type(DatasetType("packages", [], "StructuredDataDict"))  # no dimensions
+    b.put({"numpy": "2"}, "packages", run="misc")
+    b.put({"numpy": "1"}, "packages", run="redo")
     return b
 
 
@@ -98,6 +101,9 @@ CASES = [
     (["arr"], ["raw/all"], "exposure = 2", ["--format", "json"], True),
     (["arr"], ["raw/all"], "exposure = 2", ["--format", "csv", "--show-uri"], True),
     (["arr"], ["nothing_matches*"], "", [], True),
+    (["packages"], None, "", [], True),
+    (["packages"], ["chain", "misc"], "", ["--find-first"], True),
+    (["packages"], ["chain", "misc"], "packages.run = 'misc'", [], True),
     (["arr"], ["raw/all"], "exposure > 100", [], True),
     # Handled by the registry path (identical output or error): ordering/limits and every error.
     (["arr"], ["raw/all"], "", ["--order-by", "-exposure,detector"], False),
@@ -246,7 +252,7 @@ def test_listing_uses_sqlite3_and_knows_the_collections(world, monkeypatch):
         "misc": ("RUN", None), "picked": ("TAGGED", None), "raw/all": ("RUN", None), "redo": ("RUN", None),
     }
     code, out, _ = _invoke(["query-dataset-types", world.root, "--format", "json"], True, monkeypatch)
-    assert [r["Name"] for r in json.loads(out)] == ["arr", "bias", "flat", "meta", "other"]
+    assert [r["Name"] for r in json.loads(out)] == ["arr", "bias", "flat", "meta", "other", "packages"]
     assert json.loads(out)[1]["Calibration"] == "yes"
 
 
