@@ -351,6 +351,9 @@ def run_flow(
         if flow.ptc_grid_size
         else ["-c", "ptcExtract:detectorMeasurementRegion=AMP"]
     )
+    # Kast b11-b13 and the EFOSC2 dome flats come in triplets of one exposure time: pair the third
+    # flat with the second instead of dropping it (LSST drops it), for 2 pairs per triplet.
+    grid += ["-c", "ptcExtract:pairExtraExposures=True"]
     ptc_extra = grid + [a for c in flow.ptc_config for a in ("-c", c)]
     isr_extra = ["-c", "isr:doFlat=True", "-c", "isr:usePtcGains=True", "-c", "isr:usePtcReadNoise=True"]
     isr_extra += [a for c in flow.isr_config for a in ("-c", c)]
