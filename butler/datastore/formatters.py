@@ -189,8 +189,10 @@ class JsonFormatter(Formatter):
 
     def write(self, obj: Any, path: Path, ref: Any) -> None:
         """Write ``obj`` to ``path`` (see `Formatter.write`)."""
+        # json.dumps, not json.dump: only the one-shot form uses the C encoder (~5x faster)
+        text = json.dumps(to_builtin(obj))
         with open(path, "w") as f:
-            json.dump(to_builtin(obj), f)
+            f.write(text)
 
 
 class AstropyTableFormatter(Formatter):
