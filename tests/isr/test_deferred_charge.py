@@ -227,3 +227,30 @@ def test_isr_deferred_charge_needs_calib():
         IsrTask(config=cfg).run(exps[0])
     assert "deferredChargeCalib" in IsrTaskConnections(config=cfg).prerequisiteInputs
     assert "deferredChargeCalib" not in IsrTaskConnections(config=IsrTaskConfig()).prerequisiteInputs
+
+
+def test_task_row_blocks_equal_whole_amp_correction():
+    """DeferredChargeTask works in blocks of rows; the result equals one call on the amp."""
+    from pipeline.image import Amplifier, Box, Detector, Exposure, MaskedImage
+    from pipeline.tasks.isr import DeferredChargeTask
+
+    ny, nx = 5000, 40  # several row blocks
+    amp = Amplifier(
+        "A",
+        gain=1.7,
+        bbox=Box(0, 0, 30, ny),
+        raw_bbox=Box(0, 0, nx, ny),
+        raw_data_bbox=Box(0, 0, 30, ny),
+        raw_serial_overscan_bbox=Box(30, 0, 10, ny),
+    )
+    det = Detector(0, "D", bbox=Box(0, 0, 30, ny), amplifiers=(amp,), raw_shape=(ny, nx))
+    rng = np.random.default_rng(8)
+    img = rng.normal(5000.0, 50.0, (ny, nx)).astype(np.float32)
+    img[:, 30:] = rng.normal(0.0, 3.0, (ny, 10))
+    calib = DeferredChargeCalib({"A": 2e-4}, {"A": 2.0}, {"A": 3e-6}, {"A": TRAPS})
+    exp = Exposure(MaskedImage(img.copy()), detector=det)
+    DeferredChargeTask(config=DeferredChargeTask.ConfigClass(useGains=True)).run(exp, calib)
+    want = correct_serial_cti(img * np.float32(1.7), n_offset=15, n_trap=6, **calib.parameters("A"))
+    want /= np.float32(1.7)
+    np.testing.assert_array_equal(exp.image, want.astype(np.float32))
+    assert np.abs(exp.image - img).max() > 1.0
