@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repetition each (fast check)")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions; the best is reported")
+    parser.add_argument("--repeat", type=int, default=5, help="repetitions; the best is reported")
     args = parser.parse_args(argv)
     repeat = 1 if args.quick else args.repeat
     logging.getLogger("isr").setLevel(logging.ERROR)
