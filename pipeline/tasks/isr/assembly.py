@@ -56,6 +56,30 @@ def untrimmed_shape(detector: "Detector") -> tuple[int, int]:
     return max(ys), max(xs)
 
 
+
+def _checked_boxes(amp: Any, raw_shape: tuple[int, ...], trim: bool) -> tuple[Any, Any]:
+    """Return the amplifier's (raw source box, assembled destination box).
+
+    Raises
+    ------
+    ValueError
+        If the source box lies outside ``raw_shape`` or the two boxes differ in shape (a camera
+        description that does not match the raw file).
+    """
+    src_box = amp.raw_data_bbox if trim else amp.raw_bbox
+    dst_box = amp.bbox if trim else amp.raw_bbox
+    if src_box.y1 > raw_shape[0] or src_box.x1 > raw_shape[1]:
+        raise ValueError(
+            f"amplifier {amp.name!r}: raw box {src_box} lies outside the raw image of shape "
+            f"{raw_shape}; the camera description does not match this raw file"
+        )
+    if src_box.shape != dst_box.shape:
+        raise ValueError(
+            f"amplifier {amp.name!r}: raw data box {src_box} and assembled box {dst_box} differ in "
+            "shape; fix the camera description"
+        )
+    return src_box, dst_box
+
 def assemble_plane(
     raw: np.ndarray,
     detector: "Detector",
@@ -105,18 +129,7 @@ def assemble_plane(
     out = np.empty(shape, dtype=dtype)
     covered = 0
     for amp in detector:
-        src_box = amp.raw_data_bbox if trim else amp.raw_bbox
-        dst_box = amp.bbox if trim else amp.raw_bbox
-        if src_box.y1 > raw.shape[0] or src_box.x1 > raw.shape[1]:
-            raise ValueError(
-                f"amplifier {amp.name!r}: raw box {src_box} lies outside the raw image of shape "
-                f"{raw.shape}; the camera description does not match this raw file"
-            )
-        if src_box.shape != dst_box.shape:
-            raise ValueError(
-                f"amplifier {amp.name!r}: raw data box {src_box} and assembled box {dst_box} differ in "
-                "shape; fix the camera description"
-            )
+        src_box, dst_box = _checked_boxes(amp, raw.shape, trim)
         view = amp_view(raw, src_box, amp.raw_flip_x, amp.raw_flip_y)
         level = None if subtract is None else subtract.get(amp.name)
         if level is None:
@@ -176,18 +189,7 @@ def assemble_sparse_plane(
     shape = detector.bbox.shape if trim else untrimmed_shape(detector)
     out = np.zeros(shape, dtype=dtype)
     for amp in detector:
-        src_box = amp.raw_data_bbox if trim else amp.raw_bbox
-        dst_box = amp.bbox if trim else amp.raw_bbox
-        if src_box.y1 > raw.shape[0] or src_box.x1 > raw.shape[1]:
-            raise ValueError(
-                f"amplifier {amp.name!r}: raw box {src_box} lies outside the raw image of shape "
-                f"{raw.shape}; the camera description does not match this raw file"
-            )
-        if src_box.shape != dst_box.shape:
-            raise ValueError(
-                f"amplifier {amp.name!r}: raw data box {src_box} and assembled box {dst_box} differ in "
-                "shape; fix the camera description"
-            )
+        src_box, dst_box = _checked_boxes(amp, raw.shape, trim)
         src = raw[src_box.slices]
         if not src.any():
             continue
