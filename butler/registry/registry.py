@@ -59,6 +59,17 @@ def _now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
+
+def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest of ``candidates`` to a mistyped ``name``.
+
+    Uses `difflib.get_close_matches` (ratio >= 0.75); returns ``""`` when nothing is close.
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
 class Registry:
     """The registry of a repository.
 
@@ -585,9 +596,10 @@ class Registry:
             t = self._t["dataset_type"]
             rows = self._fetchall(sa.select(t).where(t.c.name == key))
             if not rows:
+                names = self._fetchall(sa.select(t.c.name))
                 raise MissingDatasetTypeError(
-                    f"dataset type {key!r} is not registered; register it first "
-                    "(butler register-dataset-type, or pipetask --register-dataset-types)"
+                    f"dataset type {key!r} is not registered{_did_you_mean(key, [r.name for r in names])}; "
+                    "register it first (butler register-dataset-type, or pipetask --register-dataset-types)"
                 )
             entry = (rows[0].dataset_type_id, self._row_to_dataset_type(rows[0]))
             self._dataset_types[key] = entry
@@ -644,9 +656,10 @@ class Registry:
             t = self._t["collection"]
             rows = self._fetchall(sa.select(t).where(t.c.name == name))
             if not rows:
+                names = self._fetchall(sa.select(t.c.name))
                 raise MissingCollectionError(
-                    f"collection {name!r} does not exist; see `butler query-collections` for the "
-                    "existing ones"
+                    f"collection {name!r} does not exist{_did_you_mean(name, [r.name for r in names])}; "
+                    "see `butler query-collections` for the existing ones"
                 )
             rec = CollectionRecord(rows[0].collection_id, rows[0].name, CollectionType(rows[0].type))
             self._collections_by_name[name] = rec
