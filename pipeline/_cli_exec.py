@@ -254,6 +254,17 @@ def run(**opts: Any) -> None:
                                           start_method=opts["start_method"],
                                           log_level=min(logging.getLogger().getEffectiveLevel(), logging.INFO))
         pool.start_in_background()
+    elif opts["repo"] and (opts.get("parsl_config") or opts.get("executor") == "parsl"):
+        # Parsl's start-up (interchange, worker pools, imports: several seconds) overlaps building
+        # the graph too; a bad --parsl-config fails here, before anything is written.
+        from .execution.parsl_executor import ParslQuantumExecutor
+
+        cfg = opts.get("parsl_config")
+        if cfg is None and opts["processes"] > 1:  # the default local config: -j N workers
+            cfg = {"htex": {"max_workers_per_node": opts["processes"]}}
+        pool = ParslQuantumExecutor(None, opts["repo"], cfg, timeout=opts["timeout"],
+                                    log_level=min(logging.getLogger().getEffectiveLevel(), logging.INFO))
+        pool.start_in_background()
     opts["_pool"] = pool
     try:
         _run_command(opts)
@@ -300,10 +311,19 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
         _log.info("Initialized run %s (--init-only)", graph.output_run)
         return 0
     level = logging.getLogger().getEffectiveLevel()
-    if opts.get("parsl_config") or opts.get("executor", "auto") != "auto":
+    pool = opts.get("_pool")
+    if pool is not None and type(pool).__name__ == "ParslQuantumExecutor":
+        from .execution.submit import _graph_file
+
+        executor: Any = pool  # started in the background by `run`
+        executor.graph_path = str(Path(_graph_file(
+            graph, Path(butler.root),
+            None if opts["qgraph_node_id"] else (opts.get("qgraph") or opts.get("qgraph_file")
+                                                 or opts.get("save_qgraph")))).resolve())
+    elif opts.get("parsl_config") or opts.get("executor", "auto") != "auto":
         from .execution.submit import make_executor
 
-        executor: Any = make_executor(
+        executor = make_executor(
             "parsl" if opts.get("parsl_config") else opts["executor"], graph, butler.root,
             processes=opts["processes"], parsl_config=opts.get("parsl_config"), timeout=opts["timeout"],
             graph_path=None if opts["qgraph_node_id"] else (opts.get("qgraph") or opts.get("qgraph_file")
