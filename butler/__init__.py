@@ -24,8 +24,7 @@ fast; errors are imported eagerly.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._errors import (
     ButlerError,
@@ -40,6 +39,7 @@ from ._errors import (
     RepositoryError,
     RepositoryLockedError,
 )
+from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._butler import Butler
@@ -90,14 +90,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'butler' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

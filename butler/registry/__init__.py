@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .database import Database, make_database
@@ -17,15 +19,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy (PEP 562): ``butler.registry.queries`` and the sqlite3 fast path import no SQLAlchemy.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+# Lazy (PEP 562): ``butler.registry.queries`` and the sqlite3 fast path import no SQLAlchemy.
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 __all__ = ["CalibrationLookupError", "CollectionRecord", "Database", "Registry", "make_database"]

@@ -5,8 +5,7 @@ Tasks are thin glue over pure numpy modules (``*_math.py``, `flat.measure_scales
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from butler._lazy import lazy_exports
 
 # Names are imported on first use (PEP 562), so reading a PTC or running one cp task does not
 # import every task module (matplotlib for the plots, scipy.stats, astroscrappy, ...).
@@ -32,17 +31,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [

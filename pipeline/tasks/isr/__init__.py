@@ -7,8 +7,7 @@ not import the task framework.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from butler._lazy import lazy_exports
 
 __all__ = [
     "BrighterFatterKernel",
@@ -51,14 +50,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())
