@@ -10,7 +10,6 @@ unreadable graph file ...) is printed as one ``Error: ...`` line with a non-zero
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -258,10 +257,9 @@ def run(**opts: Any) -> None:
         # Parsl's start-up (interchange, worker pools, imports: several seconds) overlaps building
         # the graph too; a bad --parsl-config fails here, before anything is written.
         from .execution.parsl_executor import ParslQuantumExecutor
+        from .execution.submit import default_parsl_config
 
-        cfg = opts.get("parsl_config")
-        if cfg is None and opts["processes"] > 1:  # the default local config: -j N workers
-            cfg = {"htex": {"max_workers_per_node": opts["processes"]}}
+        cfg = default_parsl_config(opts.get("parsl_config"), opts["processes"])
         pool = ParslQuantumExecutor(None, opts["repo"], cfg, timeout=opts["timeout"],
                                     log_level=min(logging.getLogger().getEffectiveLevel(), logging.INFO))
         pool.start_in_background()
@@ -311,34 +309,28 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
         _log.info("Initialized run %s (--init-only)", graph.output_run)
         return 0
     level = logging.getLogger().getEffectiveLevel()
+    # The graph's file if saved already (-g or --save-qgraph); a subset of -g is saved anew.
+    graph_path = None if opts["qgraph_node_id"] else (opts["qgraph"] or opts["save_qgraph"])
     pool = opts.get("_pool")
     if pool is not None and type(pool).__name__ == "ParslQuantumExecutor":
-        from .execution.submit import _graph_file
+        from .execution.submit import graph_file
 
         executor: Any = pool  # started in the background by `run`
-        executor.graph_path = str(Path(_graph_file(
-            graph, Path(butler.root),
-            None if opts["qgraph_node_id"] else (opts.get("qgraph") or opts.get("qgraph_file")
-                                                 or opts.get("save_qgraph")))).resolve())
+        executor.graph_path = str(Path(graph_file(graph, Path(butler.root), graph_path)).resolve())
     elif opts.get("parsl_config") or opts.get("executor", "auto") != "auto":
         from .execution.submit import make_executor
 
         executor = make_executor(
             "parsl" if opts.get("parsl_config") else opts["executor"], graph, butler.root,
             processes=opts["processes"], parsl_config=opts.get("parsl_config"), timeout=opts["timeout"],
-            graph_path=None if opts["qgraph_node_id"] else (opts.get("qgraph") or opts.get("qgraph_file")
-                                                            or opts.get("save_qgraph")),
-            start_method=opts["start_method"], log_level=min(level, logging.INFO))
+            graph_path=graph_path, start_method=opts["start_method"], log_level=min(level, logging.INFO))
     elif opts["processes"] == 1:
         executor = SerialExecutor(graph, butler.root, timeout=opts["timeout"], log_level=min(level, logging.INFO),
                                   clean_stale=clean_stale)
     else:
-        graph_path = opts["qgraph"] or opts["save_qgraph"]
-        if not graph_path or opts["qgraph_node_id"]:
-            gdir = Path(butler.root) / ".ccdflow" / "graphs"
-            gdir.mkdir(parents=True, exist_ok=True)
-            graph_path = str(gdir / f"{graph.output_run.replace('/', '_')}_{os.getpid()}.qg")
-            graph.save(graph_path)
+        from .execution.submit import graph_file
+
+        graph_path = graph_file(graph, Path(butler.root), graph_path)
         executor = opts.get("_pool") or ProcessPoolQuantumExecutor(
             None, butler.root, opts["processes"], timeout=opts["timeout"], start_method=opts["start_method"],
             log_level=min(level, logging.INFO))

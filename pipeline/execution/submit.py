@@ -40,7 +40,8 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = ["SubmitConfig", "SubmitConfigError", "SubmitResult", "execute_graph", "load_submit_config",
-           "make_executor", "submit", "submit_command", "EXECUTOR_KINDS"]
+           "make_executor", "default_parsl_config", "graph_file", "submit", "submit_command",
+           "EXECUTOR_KINDS"]
 
 _log = logging.getLogger("ccdflow.submit")
 
@@ -53,7 +54,23 @@ class SubmitConfigError(ValueError):
 
 
 # ============================================================================ executor factory
-def _graph_file(graph: Any, repo_root: Path, graph_path: str | os.PathLike[str] | None) -> str:
+def graph_file(graph: Any, repo_root: Path, graph_path: str | os.PathLike[str] | None) -> str:
+    """Return the file pool and Parsl workers load ``graph`` from.
+
+    Parameters
+    ----------
+    graph : `pipeline.graph.QuantumGraph`
+        The graph.
+    repo_root : `pathlib.Path`
+        Repository root.
+    graph_path : path-like, optional
+        The graph's file if saved already.
+
+    Returns
+    -------
+    path : `str`
+        ``graph_path`` if it is a file, else a new file under ``REPO/.ccdflow/graphs/``.
+    """
     if graph_path is not None and Path(graph_path).is_file():
         return str(graph_path)
     gdir = repo_root / ".ccdflow" / "graphs"
@@ -114,15 +131,34 @@ def make_executor(kind: str, graph: Any, repo_root: str | os.PathLike[str], *, p
         kind = "serial" if processes == 1 else "pool"
     if kind == "serial":
         return SerialExecutor(graph, root, timeout=timeout, log_level=log_level)
-    path = _graph_file(graph, root, graph_path)
+    path = graph_file(graph, root, graph_path)
     if kind == "pool":
         return ProcessPoolQuantumExecutor(path, root, processes, timeout=timeout, start_method=start_method,
                                           log_level=log_level)
     from .parsl_executor import ParslQuantumExecutor
 
-    if parsl_config is None and processes > 1:  # the default local config: -j N workers
-        parsl_config = {"htex": {"max_workers_per_node": processes}}
-    return ParslQuantumExecutor(path, root, parsl_config, timeout=timeout, log_level=log_level)
+    return ParslQuantumExecutor(path, root, default_parsl_config(parsl_config, processes), timeout=timeout,
+                                log_level=log_level)
+
+
+def default_parsl_config(parsl_config: Any, processes: int) -> Any:
+    """Return ``parsl_config``, or when it is `None` the local default for ``-j processes``.
+
+    Parameters
+    ----------
+    parsl_config : path-like, `dict` or `parsl.config.Config`, optional
+        The configuration given (``--parsl-config``).
+    processes : `int`
+        ``-j N``: the number of local workers when no configuration is given (the built-in
+        default of 2 when ``processes`` is 1).
+
+    Returns
+    -------
+    parsl_config : path-like, `dict`, `parsl.config.Config` or `None`
+    """
+    if parsl_config is None and processes > 1:
+        return {"htex": {"max_workers_per_node": processes}}
+    return parsl_config
 
 
 def execute_graph(butler: Any, graph: Any, *, executor: Any = "auto", processes: int = 1,
