@@ -232,23 +232,20 @@ def _format_validation(exc: ValidationError, where: str) -> str:
     return f"invalid Parsl configuration {where}: " + "; ".join(parts)
 
 
-def _worker_slots(site: ParslSiteConfig) -> int:
-    """Return the number of workers a site configuration gives at most."""
-    prov = site.provider.model_dump()
-    nodes = int(prov.get("nodes_per_block") or 1)
-    blocks = int(prov.get("max_blocks") or prov.get("init_blocks") or 1)
-    per_node = site.htex.max_workers_per_node
-    if per_node is None:
-        cores = prov.get("cores_per_node") or (os.cpu_count() or 1)
-        per_node = max(1, int(cores // site.htex.cores_per_worker))
-    return max(1, nodes * blocks * per_node)
-
-
 def _nodes(site: ParslSiteConfig) -> int:
     """Return the number of nodes (worker pools) a site configuration gives at most."""
     prov = site.provider.model_dump()
     blocks = int(prov.get("max_blocks") or prov.get("init_blocks") or 1)
     return max(1, int(prov.get("nodes_per_block") or 1) * blocks)
+
+
+def _worker_slots(site: ParslSiteConfig) -> int:
+    """Return the number of workers a site configuration gives at most."""
+    per_node = site.htex.max_workers_per_node
+    if per_node is None:
+        cores = site.provider.model_dump().get("cores_per_node") or (os.cpu_count() or 1)
+        per_node = max(1, int(cores // site.htex.cores_per_worker))
+    return max(1, _nodes(site) * per_node)
 
 
 def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *,
@@ -650,9 +647,9 @@ class ParslQuantumExecutor:
                     f"quanta_per_task must be at least 1 (or 'auto'), not {quanta_per_task}")
         self.quanta_per_task = 1 if self.auto_batch else int(quanta_per_task)
         if self.site is not None:
-            prefetch = self.site.htex.prefetch_capacity * _nodes(self.site)
-            self.tasks_in_flight = 2 * _worker_slots(self.site) + prefetch
-            self._low_water = _worker_slots(self.site) + prefetch
+            slots, prefetch = _worker_slots(self.site), self.site.htex.prefetch_capacity * _nodes(self.site)
+            self.tasks_in_flight = 2 * slots + prefetch
+            self._low_water = slots + prefetch
         else:
             self.tasks_in_flight, self._low_water = 64, 32
         if max_in_flight is None and self.site is not None:
