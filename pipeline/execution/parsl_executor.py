@@ -873,7 +873,7 @@ class ParslQuantumExecutor:
                     f"settings and worker_init, and the logs under {self._run_dir}/*/submit_scripts "
                     "(finished quanta were registered; rerun with --extend-run --skip-existing)")
                 for _qid, outer, _ in items:
-                    self._fail(outer, err)
+                    self._finish(outer, err)
                 return
             for qid, outer, _ in items:
                 self._finish(outer, QuantumResult(
@@ -890,21 +890,16 @@ class ParslQuantumExecutor:
                 r = QuantumResult(qid, "failed", error=f"ParslError: the worker returned {type(r).__name__}")
             self._finish(outer, r)
 
-    def _fail(self, outer: Future[QuantumResult], exc: BaseException) -> None:
+    def _finish(self, outer: Future[QuantumResult], res: QuantumResult | BaseException) -> None:
+        """Settle ``outer`` with a result, or with an exception that stops the run."""
         with self._lock:
             self._outstanding.discard(outer)
         if not outer.done():
             try:
-                outer.set_exception(exc)
-            except Exception:  # noqa: BLE001 - cancelled meanwhile
-                pass
-
-    def _finish(self, outer: Future[QuantumResult], res: QuantumResult) -> None:
-        with self._lock:
-            self._outstanding.discard(outer)
-        if not outer.done():
-            try:
-                outer.set_result(res)
+                if isinstance(res, BaseException):
+                    outer.set_exception(res)
+                else:
+                    outer.set_result(res)
             except Exception:  # noqa: BLE001 - cancelled by shutdown(cancel=True) meanwhile
                 pass
 
