@@ -828,7 +828,7 @@ class _CalibIndex:
             if ts is None:
                 hits = cands
             else:
-                hits = [(t, r) for t, r in cands if t.begin_ns < ts.end_ns and ts.begin_ns < t.end_ns]
+                hits = [(t, r) for t, r in cands if t.overlaps(ts)]
             if len(hits) > 1:
                 raise LookupError(
                     f"ambiguous calibration lookup in {name!r}: {len(hits)} validity ranges match the time "
