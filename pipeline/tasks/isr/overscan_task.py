@@ -146,9 +146,10 @@ class OverscanCorrectionTask(Task):
                 "or fix the camera description"
             )
         par = amp.raw_parallel_overscan_bbox
+        do_parallel = c.doParallelOverscan and not par.is_empty
         img_box = data
-        defer = deferImage and not (c.doParallelOverscan and not par.is_empty)
-        if c.doParallelOverscan and not par.is_empty:
+        defer = deferImage and not do_parallel
+        if do_parallel:
             img_box = data.union(par)
             serial = Box(serial.x0, img_box.y0, serial.nx, img_box.ny)
         common = dict(
@@ -173,7 +174,7 @@ class OverscanCorrectionTask(Task):
             **common,
         )
         parallel = None
-        if c.doParallelOverscan and not par.is_empty:
+        if do_parallel:
             common.update(absolute_max_deviation=False)
             pres = correct_overscan(
                 mi.image,
