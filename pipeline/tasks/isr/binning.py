@@ -41,19 +41,24 @@ def bin_image(image: np.ndarray, factor: int, dtype: type = np.float64) -> np.nd
 
 
 def _block_sum(plane: np.ndarray, b: int, dtype: type = np.float64) -> np.ndarray:
-    """Sum of ``b × b`` blocks of a ``(ny, nx)`` plane; shape ``(ny // b, nx // b)``.
+    """Sum of ``b × b`` blocks of a ``(ny, nx)`` plane; shape ``(ny // b, nx // b)``."""
+    return _block_reduce(plane, b, np.add, dtype)
 
-    Row sums of strided row views, then column sums of strided column views of the (b times
+
+def _block_reduce(plane: np.ndarray, b: int, op: np.ufunc, dtype: type) -> np.ndarray:
+    """Reduce ``b × b`` blocks of a ``(ny, nx)`` plane with ``op`` (in ``dtype``).
+
+    Rows of strided row views, then columns of strided column views of the (b times
     smaller) result: about one read of the input and no large temporary (a
     ``reshape(ny, b, nx, b).sum`` is ~8× slower on float32).
     """
     ny, nx = plane.shape[0] // b, plane.shape[1] // b
     acc = plane[0 : ny * b : b, : nx * b].astype(dtype)
     for k in range(1, b):
-        acc += plane[k : ny * b : b, : nx * b]
+        op(acc, plane[k : ny * b : b, : nx * b], out=acc)
     out = acc[:, 0::b].copy()
     for k in range(1, b):
-        out += acc[:, k::b]
+        op(out, acc[:, k::b], out=out)
     return out
 
 
@@ -78,13 +83,7 @@ def bin_planes(
     (the mean variance) is kept for compatibility with afw ``binImage``.
     """
     b = _check(factor)
-    ny, nx = image.shape[0] // b, image.shape[1] // b
     img = bin_image(image, b)
-    rows = mask[0 : ny * b : b, : nx * b].astype(np.int32)
-    for k in range(1, b):
-        rows |= mask[k : ny * b : b, : nx * b]
-    m = rows[:, 0::b].copy()
-    for k in range(1, b):
-        m |= rows[:, k::b]
+    m = _block_reduce(mask, b, np.bitwise_or, np.int32)
     v = _block_sum(variance, b) / (b * b)
     return img, m, v.astype(np.float32)
