@@ -111,6 +111,15 @@ class PhotonTransferCurveDataset:
         """Return the number of PTC points of ``amp``."""
         return int(np.asarray(self.rawMeans[amp]).size)
 
+    def noise_unconstrained(self, amp: str) -> bool:
+        """Return whether the PTC fit leaves the read noise of ``amp`` unconstrained.
+
+        True when the noise error exceeds 3 × max(|noise|, 0.5 e⁻): no point was faint enough
+        to constrain it (e.g. a PTC from bright spectral flats only).
+        """
+        err = float(self.noiseErr.get(amp, np.nan))
+        return bool(np.isfinite(err) and err > 3.0 * max(abs(float(self.noise[amp])), 0.5))
+
     def append_points(self, amp: str, **values: np.ndarray) -> None:
         """Append points to one amp.
 

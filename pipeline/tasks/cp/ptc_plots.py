@@ -35,14 +35,15 @@ def _fit_summary(ptc: PhotonTransferCurveDataset, amp: str) -> str:
 
     Errors are shown when finite.
 
-    A noise whose error exceeds 3 × max(noise, 0.5 e⁻), or exactly 0 (the fit's lower bound)
-    without an error, means no point was faint enough to constrain it (e.g. a PTC from bright
-    spectral flats only): the title then says so instead of a misleading "0.00 e-".
+    A noise the fit leaves unconstrained (`PhotonTransferCurveDataset.noise_unconstrained`), or
+    exactly 0 (the fit's lower bound) without an error, means no point was faint enough to
+    constrain it (e.g. a PTC from bright spectral flats only): the title then says so instead
+    of a misleading "0.00 e-".
     """
     g, ge = float(ptc.gain[amp]), float(ptc.gainErr.get(amp, np.nan))
     n, ne = float(ptc.noise[amp]), float(ptc.noiseErr.get(amp, np.nan))
     gs = f"g={g:.3f}" + (f"±{ge:.3f}" if np.isfinite(ge) and ge > 0 else "") + " e-/ADU"
-    if (np.isfinite(ne) and ne > 3.0 * max(abs(n), 0.5)) or (n == 0.0 and not np.isfinite(ne)):
+    if ptc.noise_unconstrained(amp) or (n == 0.0 and not np.isfinite(ne)):
         ns = "noise unconstrained"
     else:
         ns = f"noise={n:.2f}" + (f"±{ne:.2f}" if np.isfinite(ne) and ne > 0 else "") + " e-"

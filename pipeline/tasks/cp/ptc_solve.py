@@ -197,11 +197,10 @@ def solve_ptc(ptc: PhotonTransferCurveDataset, config: PhotonTransferCurveSolveC
         noise_list = np.asarray(ptc.noiseList[amp], float)
         if log and np.any(np.isfinite(noise_list)) and np.isfinite(ptc.noise[amp]):
             expected = float(np.nanmedian(noise_list)) * ptc.gain[amp]
-            n_err = float(ptc.noiseErr.get(amp, np.nan))
-            if np.isfinite(n_err) and n_err > 3.0 * max(abs(ptc.noise[amp]), 0.5):
+            if ptc.noise_unconstrained(amp):
                 log.warning("amp %s: the read noise is not constrained by the PTC (%.3g +- %.3g e-: no "
                             "point is faint enough); the overscan noise is %.3f e-", amp,
-                            ptc.noise[amp], n_err, expected)
+                            ptc.noise[amp], ptc.noiseErr[amp], expected)
             elif expected > 0 and abs(ptc.noise[amp] / expected - 1) > 0.05:
                 log.warning("amp %s: fitted noise %.3f e- differs by more than 5%% from the overscan "
                             "noise %.3f e-", amp, ptc.noise[amp], expected)
