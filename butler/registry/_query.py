@@ -20,18 +20,22 @@ from ..collections import CollectionType
 from ..datasets import DatasetRef, DatasetType
 from ..dimensions import DataCoordinate, DimensionRecord
 from ..timespan import TIMESPAN_MAX, TIMESPAN_MIN, Timespan
-from .queries import ExpressionError, ResolvedColumn, compile_expression, parse_expression
+from .queries import (
+    DimensionColumnResolver,
+    ExpressionError,
+    ResolvedColumn,
+    compile_expression,
+    parse_expression,
+)
 
 if TYPE_CHECKING:
     from .registry import CollectionRecord, Registry
 
 __all__ = ["DataIdQuery", "DatasetQuery", "QueryContext", "RecordQuery"]
 
-_KIND = {"string": "str", "text": "str", "int": "int", "float": "float", "bool": "int"}
 
-
-class QueryContext:
-    """Resolves identifiers to columns and records the joins they need.
+class QueryContext(DimensionColumnResolver):
+    """Resolves identifiers to columns and records the joins they need (`DimensionColumnResolver`).
 
     Parameters
     ----------
@@ -87,53 +91,15 @@ class QueryContext:
             j = j.join(t, on)
         return j
 
-    # -- ColumnResolver protocol ------------------------------------------------------------------
-    def resolve(self, identifier: str) -> ResolvedColumn:
-        """Return the column an expression identifier refers to.
+    def element_column(self, element: str, field: str, kind: str) -> Any:
+        """Return the column of metadata ``field`` of ``element`` (joins its table)."""
+        return self.table(element).c[field]
 
-        Raises
-        ------
-        InvalidQueryError
-            For an unknown dimension, element, field or dataset type.
-        """
-        u = self.universe
-        if "." not in identifier:
-            if identifier in u:
-                pk = u[identifier].primary_key
-                return ResolvedColumn(_KIND[pk.type], identifier, column=self.dim_col(identifier))
-            raise InvalidQueryError(
-                f"unknown dimension {identifier!r} in query expression; dimensions of this query: "
-                f"{', '.join(self.dims) or '(none)'} (fields are written element.field, e.g. exposure.obs_id)"
-            )
-        head, _, field = identifier.partition(".")
-        if head in self.dataset_fields:
-            return self.dataset_fields[head](field)
-        if head not in u:
-            known = ", ".join(list(self.dims) + list(self.dataset_fields))
-            raise InvalidQueryError(
-                f"unknown dimension element or dataset type {head!r} in {identifier!r}; known here: {known}"
-            )
-        el = u[head]
-        if head not in self.dims:
-            raise InvalidQueryError(
-                f"{identifier!r}: {head!r} is not a dimension of this query "
-                f"({', '.join(self.dims) or 'none'})"
-            )
-        if field == el.primary_key.name:
-            return ResolvedColumn(_KIND[el.primary_key.type], head, column=self.dim_col(head))
-        if field in el.requires or field in el.implies:
-            return ResolvedColumn(_KIND[u[field].primary_key.type], head, column=self.dim_col(field))
-        if field == "timespan" and el.temporal:
-            t = self.table(head)
-            begin = sa.func.coalesce(t.c.timespan_begin, TIMESPAN_MIN)
-            end = sa.func.coalesce(t.c.timespan_end, TIMESPAN_MAX)
-            return ResolvedColumn("timespan", head, timespan=(begin, end))
-        for f in el.metadata:
-            if f.name == field:
-                return ResolvedColumn(_KIND[f.type], head, column=self.table(head).c[field])
-        raise InvalidQueryError(
-            f"{head} has no field {field!r}; its fields are {', '.join(el.record_fields)}"
-        )
+    def element_timespan(self, element: str) -> tuple[Any, Any]:
+        """Return ``(begin, end)`` of a temporal element, unbounded ends as TIMESPAN_MIN/MAX."""
+        t = self.table(element)
+        begin = sa.func.coalesce(t.c.timespan_begin, TIMESPAN_MIN)
+        return begin, sa.func.coalesce(t.c.timespan_end, TIMESPAN_MAX)
 
     # -- where / data ID / order_by ---------------------------------------------------------------
     def compile_where(self, where: str | None, bind: Mapping[str, Any] | None) -> Any:

@@ -31,7 +31,9 @@ from ..dimensions import DimensionUniverse, default_universe
 from ..timespan import TIMESPAN_MAX, TIMESPAN_MIN
 from ._schema_version import schema_version
 from .queries import (
+    DIMENSION_KIND,
     SQLITE_TEXT,
+    DimensionColumnResolver,
     ResolvedColumn,
     SqlText,
     compile_expression,
@@ -40,8 +42,6 @@ from .queries import (
 )
 
 __all__ = ["FastPathUnavailableError", "FastRef", "enabled", "open_registry", "query_datasets"]
-
-_KIND = {"string": "str", "text": "str", "int": "int", "float": "float", "bool": "int"}
 
 
 class FastPathUnavailableError(Exception):
@@ -205,8 +205,8 @@ class _Repo:
         ]
 
 
-class _Resolver:
-    """`ColumnResolver` over the dataset subquery ``ds`` (SQL text), mirroring `QueryContext`."""
+class _Resolver(DimensionColumnResolver):
+    """`DimensionColumnResolver` over the dataset subquery ``ds`` (SQL text), as `QueryContext`."""
 
     sql_backend = SQLITE_TEXT
 
@@ -216,6 +216,7 @@ class _Resolver:
         self.dataset_type = dataset_type
         self.joins: list[str] = []
         self.joined: set[str] = set()
+        self.dataset_fields = {dataset_type: self.dataset_field}
 
     def table(self, element: str) -> str:
         alias = f"t_{element}"
@@ -227,37 +228,18 @@ class _Resolver:
             self.joined.add(element)
         return alias
 
-    def resolve(self, identifier: str) -> ResolvedColumn:
-        u = self.universe
-        if "." not in identifier:
-            if identifier in u and identifier in self.dims:
-                kind = _KIND[u[identifier].primary_key.type]
-                return ResolvedColumn(kind, identifier, column=SqlText(f"ds.{identifier}", (), kind))
-            raise FastPathUnavailableError(identifier)
-        head, _, field = identifier.partition(".")
-        if head == self.dataset_type:
-            return self.dataset_field(field)
-        if head not in u or head not in self.dims:
-            raise FastPathUnavailableError(identifier)
-        el = u[head]
-        if field == el.primary_key.name:
-            kind = _KIND[el.primary_key.type]
-            return ResolvedColumn(kind, head, column=SqlText(f"ds.{head}", (), kind))
-        if field in el.requires or field in el.implies:
-            if field not in self.dims:
-                raise FastPathUnavailableError(identifier)
-            kind = _KIND[u[field].primary_key.type]
-            return ResolvedColumn(kind, head, column=SqlText(f"ds.{field}", (), kind))
-        if field == "timespan" and el.temporal:
-            t = self.table(head)
-            begin = SqlText(f"coalesce({t}.timespan_begin, ?)", (TIMESPAN_MIN,))
-            end = SqlText(f"coalesce({t}.timespan_end, ?)", (TIMESPAN_MAX,))
-            return ResolvedColumn("timespan", head, timespan=(begin, end))
-        for f in el.metadata:
-            if f.name == field:
-                kind = _KIND[f.type]
-                return ResolvedColumn(kind, head, column=SqlText(f"{self.table(head)}.{field}", (), kind))
-        raise FastPathUnavailableError(identifier)
+    def dim_col(self, d: str) -> SqlText:
+        if d not in self.dims:
+            raise FastPathUnavailableError(d)
+        return SqlText(f"ds.{d}", (), DIMENSION_KIND[self.universe[d].primary_key.type])
+
+    def element_column(self, element: str, field: str, kind: str) -> SqlText:
+        return SqlText(f"{self.table(element)}.{field}", (), kind)
+
+    def element_timespan(self, element: str) -> tuple[SqlText, SqlText]:
+        t = self.table(element)
+        begin = SqlText(f"coalesce({t}.timespan_begin, ?)", (TIMESPAN_MIN,))
+        return begin, SqlText(f"coalesce({t}.timespan_end, ?)", (TIMESPAN_MAX,))
 
     def dataset_field(self, field: str) -> ResolvedColumn:
         name = self.dataset_type

@@ -32,7 +32,15 @@ from ._ast import (
 from ._compiler import compile_expression
 from ._errors import ExpressionError
 from ._parser import parse_expression
-from ._resolver import TIMESPAN_MAX, TIMESPAN_MIN, ColumnKind, ColumnResolver, ResolvedColumn
+from ._resolver import (
+    DIMENSION_KIND,
+    TIMESPAN_MAX,
+    TIMESPAN_MIN,
+    ColumnKind,
+    ColumnResolver,
+    DimensionColumnResolver,
+    ResolvedColumn,
+)
 from ._text_backend import SQLITE_TEXT, SqlText
 
 __all__ = [
@@ -40,6 +48,8 @@ __all__ = [
     "BindName",
     "ColumnKind",
     "ColumnResolver",
+    "DIMENSION_KIND",
+    "DimensionColumnResolver",
     "ExpressionError",
     "FunctionCall",
     "Identifier",

@@ -14,17 +14,23 @@ unbounded end is ``2**62`` (see :data:`TIMESPAN_MIN` / :data:`TIMESPAN_MAX`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from ..._errors import InvalidQueryError
 from ...timespan import TIMESPAN_MAX, TIMESPAN_MIN
 
 if TYPE_CHECKING:
     from sqlalchemy.sql import ColumnElement
 
+    from ...dimensions import DimensionUniverse
+
 __all__ = [
     "ColumnKind",
     "ColumnResolver",
+    "DIMENSION_KIND",
+    "DimensionColumnResolver",
     "ResolvedColumn",
     "TIMESPAN_MAX",
     "TIMESPAN_MIN",
@@ -110,3 +116,85 @@ class ColumnResolver(Protocol):
             expression with a caret under the identifier.
         """
         ...
+
+
+#: Value kind of each column type of the dimension universe (``registry_schema/dimensions.yaml``).
+DIMENSION_KIND: dict[str, ColumnKind] = {
+    "string": "str",
+    "text": "str",
+    "int": "int",
+    "float": "float",
+    "bool": "int",
+}
+
+
+class DimensionColumnResolver:
+    """`ColumnResolver` of dimensions, element fields and dataset fields over a universe.
+
+    The name lookup shared by the registry's SQLAlchemy `QueryContext` and the CLI's SQL-text
+    fast path (`butler.registry._sqlite_fast`); subclasses only say where the columns are.
+    They set ``universe``, ``dims`` (every dimension of the query's rows) and
+    ``dataset_fields`` (dataset type name -> ``field -> ResolvedColumn``) and implement
+    `dim_col`, `element_column` and `element_timespan`.
+    """
+
+    universe: DimensionUniverse
+    dims: tuple[str, ...]
+    dataset_fields: dict[str, Callable[[str], ResolvedColumn]]
+
+    def dim_col(self, d: str) -> Any:
+        """Return the column holding dimension ``d``'s value (an error if not in ``dims``)."""
+        raise NotImplementedError
+
+    def element_column(self, element: str, field: str, kind: ColumnKind) -> Any:
+        """Return the column of metadata ``field`` of dimension element ``element``."""
+        raise NotImplementedError
+
+    def element_timespan(self, element: str) -> tuple[Any, Any]:
+        """Return ``(begin, end)`` of a temporal element, unbounded ends as TIMESPAN_MIN/MAX."""
+        raise NotImplementedError
+
+    def resolve(self, identifier: str) -> ResolvedColumn:
+        """Return the column an expression identifier refers to.
+
+        Raises
+        ------
+        InvalidQueryError
+            For an unknown dimension, element, field or dataset type.
+        """
+        u = self.universe
+        if "." not in identifier:
+            if identifier in u:
+                pk = u[identifier].primary_key
+                return ResolvedColumn(DIMENSION_KIND[pk.type], identifier, column=self.dim_col(identifier))
+            raise InvalidQueryError(
+                f"unknown dimension {identifier!r} in query expression; dimensions of this query: "
+                f"{', '.join(self.dims) or '(none)'} (fields are written element.field, e.g. exposure.obs_id)"
+            )
+        head, _, field = identifier.partition(".")
+        if head in self.dataset_fields:
+            return self.dataset_fields[head](field)
+        if head not in u:
+            known = ", ".join(list(self.dims) + list(self.dataset_fields))
+            raise InvalidQueryError(
+                f"unknown dimension element or dataset type {head!r} in {identifier!r}; known here: {known}"
+            )
+        el = u[head]
+        if head not in self.dims:
+            raise InvalidQueryError(
+                f"{identifier!r}: {head!r} is not a dimension of this query "
+                f"({', '.join(self.dims) or 'none'})"
+            )
+        if field == el.primary_key.name:
+            return ResolvedColumn(DIMENSION_KIND[el.primary_key.type], head, column=self.dim_col(head))
+        if field in el.requires or field in el.implies:
+            return ResolvedColumn(DIMENSION_KIND[u[field].primary_key.type], head, column=self.dim_col(field))
+        if field == "timespan" and el.temporal:
+            return ResolvedColumn("timespan", head, timespan=self.element_timespan(head))
+        for f in el.metadata:
+            if f.name == field:
+                kind = DIMENSION_KIND[f.type]
+                return ResolvedColumn(kind, head, column=self.element_column(head, field, kind))
+        raise InvalidQueryError(
+            f"{head} has no field {field!r}; its fields are {', '.join(el.record_fields)}"
+        )
