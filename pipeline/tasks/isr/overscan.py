@@ -26,6 +26,7 @@ from .statistics import (
     mean_per_row,
     median,
     median_per_row,
+    select_finite,
 )
 
 __all__ = [
@@ -595,15 +596,13 @@ def correct_overscan(
         res_mask = None
     if ov_int is not None and np.ndim(model) == 0:
         # residual = integers − constant: statistics of the integers, shifted
-        sel_i = ov_int.ravel() if res_mask is None else ov_int[~res_mask]
+        sel_i = select_finite(ov_int, res_mask)
         shift = float(result.image_model)
         rmean, rvar, _, rmed = clipped_stats(sel_i, None, 3.0, 3, _with_median=True)
         rmean, rmed = rmean - shift, rmed - shift
         result.residual_mean = float(sel_i.mean(dtype=np.float64)) - shift if sel_i.size else float("nan")
     else:
-        sel = ov_full if res_mask is None else ov_full[~res_mask]
-        fin = np.isfinite(sel)
-        sel = sel.ravel() if fin.all() else sel[fin]
+        sel = select_finite(ov_full, res_mask)
         rmean, rvar, _, rmed = clipped_stats(sel, None, 3.0, 3, _with_median=True)
         result.residual_mean = float(sel.mean(dtype=np.float64)) if sel.size else float("nan")
     result.residual_median = rmed
