@@ -364,6 +364,13 @@ def _after_run(butler: Any, graph: Any, opts: dict[str, Any]) -> None:
         butler.remove_runs([replaced])
 
 
+def _on_disk(repo: str, ref: Any) -> bool:
+    """Whether the file of a dataset predicted by the graph exists (quantum-backed runs)."""
+    from .execution._butler_adapter import predicted_file_info
+
+    return (Path(repo) / predicted_file_info(repo, ref).path).exists()
+
+
 @click.command("pre-exec-init-qbb", short_help="Write a graph's run-level outputs without registering.")
 @click.argument("repo")
 @click.argument("qgraph_file")
@@ -376,15 +383,13 @@ def pre_exec_init_qbb(repo: str, qgraph_file: str, log_level: str | None, log_fi
     from .execution.runner import packages_versions
     from .graph.quantum_graph import QuantumGraph
 
-    from .execution._butler_adapter import predicted_file_info
-
     graph = QuantumGraph.load(qgraph_file)
     refs = [r for refs in graph.init_outputs.values() for r in refs]
     qbb = make_qbb(repo, {}, refs)
     n = 0
     for label, rs in graph.init_outputs.items():
         for ref in rs:
-            if (Path(repo) / predicted_file_info(repo, ref).path).exists():
+            if _on_disk(repo, ref):
                 continue  # written by an earlier call: this step can be repeated
             value = packages_versions() if ref.dataset_type.name == "packages" else graph.tasks[label].config
             qbb.put(value, ref)
@@ -411,8 +416,6 @@ def run_qbb(repo: str, qgraph_file: str, qgraph_node_id: Sequence[str], processe
     from .execution.runner import run_graph
     from .graph.quantum_graph import QuantumGraph
 
-    from .execution._butler_adapter import predicted_file_info
-
     try:
         nodes = [UUID(x) for x in _split_commas(qgraph_node_id)] if qgraph_node_id else None
     except ValueError as exc:
@@ -420,7 +423,7 @@ def run_qbb(repo: str, qgraph_file: str, qgraph_node_id: Sequence[str], processe
     graph = QuantumGraph.load(qgraph_file, nodes=nodes)
     # A quantum counts as done when its metadata file exists: a rerun finishes the job.
     done = {q.id for q in graph.quanta()
-            if (Path(repo) / predicted_file_info(repo, q.metadata_ref).path).exists()}
+            if _on_disk(repo, q.metadata_ref)}
     if processes == 1:
         executor: Any = SerialExecutor(graph, repo, timeout=timeout, clean_stale=True)
     else:
