@@ -169,19 +169,6 @@ class DatasetRef:
         if not isinstance(self.id, uuid.UUID):
             object.__setattr__(self, "id", uuid.UUID(str(self.id)))
 
-    @classmethod
-    def _trusted(
-        cls, dataset_type: DatasetType, data_id: DataCoordinate, run: str, id: uuid.UUID
-    ) -> DatasetRef:
-        """Build a ref from registry rows without re-validating (types known to be right)."""
-        self = object.__new__(cls)
-        d = self.__dict__
-        d["dataset_type"] = dataset_type
-        d["data_id"] = data_id
-        d["run"] = run
-        d["id"] = id
-        return self
-
     def __hash__(self) -> int:
         return hash(self.id)
 

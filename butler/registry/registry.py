@@ -59,7 +59,6 @@ def _now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
 
-
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest of ``candidates`` to a mistyped ``name``.
 
@@ -69,6 +68,7 @@ def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
 
 class Registry:
     """The registry of a repository.
@@ -1174,7 +1174,8 @@ class Registry:
         }
         # The loop builds DataCoordinate (lazy records), UUID and DatasetRef objects directly:
         # the values come from the registry's own rows, so the constructors' checks are skipped
-        # (~3 us per ref instead of ~15; see DataCoordinate._expanded_lazily, DatasetRef._trusted).
+        # (~3 us per ref instead of ~15; see DataCoordinate._expanded_lazily; a DatasetRef's
+        # fields are put in its __dict__ like a frozen dataclass's __init__ does).
         UUID = uuid.UUID
         new = object.__new__
         setattr_ = object.__setattr__
