@@ -275,10 +275,7 @@ def _run_command(opts: dict[str, Any]) -> None:
     butler = _make_butler(opts["repo"], writeable=True)
     graph = _build_or_load(opts, butler)
     _finish_graph(graph, opts, butler)
-    if opts.get("parsl_config"):
-        from .execution.parsl_executor import load_parsl_config
-
-        load_parsl_config(opts["parsl_config"])  # a bad Parsl config fails before anything is written
+    # (a bad --parsl-config has failed already: `run` builds the Parsl executor before the graph)
     from .execution.run_lock import run_lock
 
     with run_lock(butler, graph.output_run):  # one driver per output RUN; a second one gets a clear error
