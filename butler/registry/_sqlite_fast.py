@@ -168,22 +168,26 @@ class _Repo:
 
     def query_dataset_types(self, pattern: str | Sequence[str] = "*") -> list[DatasetType]:
         """As `Registry.query_dataset_types` (sorted by name)."""
-        rows = self.conn.execute(
-            "SELECT name, dimensions, storage_class, is_calibration FROM dataset_type ORDER BY name"
-        ).fetchall()
-        keep = set(glob_filter(pattern, [r[0] for r in rows]))
-        return [
-            DatasetType(r[0], [d for d in r[1].split(",") if d], r[2], bool(r[3]), universe=self.universe)
-            for r in rows
-            if r[0] in keep
-        ]
+        rows = self._dataset_type_rows()
+        keep = set(glob_filter(pattern, [r[1] for r in rows]))
+        return [self._dataset_type(r) for r in rows if r[1] in keep]
 
     # -- dataset types ---------------------------------------------------------------------------
-    def dataset_types(self, patterns: Sequence[str]) -> list[tuple[int, DatasetType]]:
-        rows = self.conn.execute(
+    def _dataset_type_rows(self) -> list[tuple]:
+        """Return ``(id, name, dimensions, storage class, is_calibration)`` of every type, by name."""
+        return self.conn.execute(
             "SELECT dataset_type_id, name, dimensions, storage_class, is_calibration FROM dataset_type "
             "ORDER BY name"
         ).fetchall()
+
+    def _dataset_type(self, row: tuple) -> DatasetType:
+        _, name, dims, storage_class, is_calib = row
+        return DatasetType(
+            name, [d for d in dims.split(",") if d], storage_class, bool(is_calib), universe=self.universe
+        )
+
+    def dataset_types(self, patterns: Sequence[str]) -> list[tuple[int, DatasetType]]:
+        rows = self._dataset_type_rows()
         by_name = {r[1]: r for r in rows}
         chosen: list[tuple] = []
         for p in patterns:
@@ -194,15 +198,7 @@ class _Repo:
                 chosen.append(by_name[p])
             else:
                 raise FastPathUnavailableError(f"no dataset type {p!r}")
-        return [
-            (
-                r[0],
-                DatasetType(
-                    r[1], [d for d in r[2].split(",") if d], r[3], bool(r[4]), universe=self.universe
-                ),
-            )
-            for r in chosen
-        ]
+        return [(r[0], self._dataset_type(r)) for r in chosen]
 
 
 class _Resolver(DimensionColumnResolver):
