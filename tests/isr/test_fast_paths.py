@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.image import Box
+from pipeline.image import Amplifier, Box, Detector, Exposure, MaskedImage
+from pipeline.instruments.simulate import simulate_exposures
+from pipeline.tasks.isr import IsrTask, IsrTaskConfig, Linearizer
 from pipeline.tasks.isr import isr_functions as F  # noqa: N812
 from pipeline.tasks.isr.assembly import assemble_plane, assemble_sparse_plane
 from pipeline.tasks.isr.binning import bin_image, bin_planes
@@ -69,8 +71,6 @@ def test_histogram_statistics_equal_sorting_path():
 
 def test_sparse_assembly_and_flagged_pixels():
     """assemble_sparse_plane == assemble_plane on a sparse mask; flagged_pixels == np.nonzero."""
-    from pipeline.image import Amplifier, Detector
-
     amps = []
     for i, (fx, fy) in enumerate([(False, False), (True, False), (False, True), (True, True)]):
         col, row = i % 2, i // 2
@@ -141,10 +141,6 @@ def test_fused_bias_variance_linearity_equals_step_by_step():
 
     With several linearity types and negative-variance pixels.
     """
-    from pipeline.image import Exposure, MaskedImage
-    from pipeline.instruments.simulate import simulate_exposures
-    from pipeline.tasks.isr import IsrTask, IsrTaskConfig, Linearizer
-
     exps, _ = simulate_exposures(
         "testcam",
         [{"observation_type": "science", "exposure_time": 10.0, "flux": 200.0}],
@@ -181,9 +177,6 @@ def test_fused_bias_variance_linearity_equals_step_by_step():
 
 def test_saturation_masking_with_nan_in_the_amp():
     """A NaN pixel in an amp does not hide its saturated pixels (NaN-ignoring maximum)."""
-    from pipeline.instruments.simulate import simulate_exposures
-    from pipeline.tasks.isr import IsrTask, IsrTaskConfig
-
     exps, _ = simulate_exposures("testcam", [{"observation_type": "bias"}], seed=2, detectors=[0])
     raw = exps[0]
     img = raw.image.astype(np.float32)
@@ -206,9 +199,6 @@ def test_overscan_subtracted_while_assembling_equals_in_place(fit):
 
     For constant and per-row models and flipped amps.
     """
-    from pipeline.instruments.simulate import simulate_exposures
-    from pipeline.tasks.isr import IsrTask, IsrTaskConfig
-
     exps, _ = simulate_exposures(
         "testcam",
         [{"observation_type": "science", "exposure_time": 5.0, "flux": 100.0}],
@@ -239,9 +229,6 @@ def test_overscan_subtracted_while_assembling_equals_in_place(fit):
 
 def test_nan_pixel_found_through_the_fused_steps():
     """A NaN raw pixel is masked UNMASKEDNAN (and interpolated) on the fused 10-12 path."""
-    from pipeline.instruments.simulate import simulate_exposures
-    from pipeline.tasks.isr import IsrTask, IsrTaskConfig
-
     exps, _ = simulate_exposures("testcam", [{"observation_type": "bias"}], seed=6, detectors=[0])
     pristine = exps[0].copy()
     raw = exps[0]
