@@ -111,7 +111,8 @@ def median(values: np.ndarray, mask: np.ndarray | None = None) -> float:
     if np.issubdtype(s.dtype, np.integer) and s.size > 1024:
         hist = _histogram(s)
         if hist is not None:  # same linear-interpolated value from the cumulative counts
-            return _hist_percentile(*hist, 50.0)
+            _, vals, cum = hist
+            return _hist_percentile(vals, cum, 50.0)
     return float(np.median(s))
 
 
@@ -232,7 +233,7 @@ def _histogram(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | N
     return counts, np.arange(lo, hi + 1, dtype=np.float64), np.cumsum(counts)
 
 
-def _hist_percentile(counts: np.ndarray, vals: np.ndarray, cum: np.ndarray, q: float) -> float:
+def _hist_percentile(vals: np.ndarray, cum: np.ndarray, q: float) -> float:
     """Numpy ``percentile(method="linear")`` from a histogram of integer data."""
     n = int(cum[-1])
     h = (n - 1) * q / 100.0
@@ -257,7 +258,7 @@ def _clipped_stats_histogram(
     if hist is None:
         return None
     counts, vals, cum = hist
-    q25, q50, q75 = (_hist_percentile(counts, vals, cum, q) for q in (25.0, 50.0, 75.0))
+    q25, q50, q75 = (_hist_percentile(vals, cum, q) for q in (25.0, 50.0, 75.0))
     centre = q50
     half = nsigma * IQR_TO_SIGMA * (q75 - q25)
     cw = counts.astype(np.float64)
