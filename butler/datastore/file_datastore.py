@@ -69,7 +69,7 @@ class PathTemplate:
             raise ValueError(f"file template {template!r} must contain {{run}} so runs do not collide")
         self.template = template
         self.segments = template.strip("/").split("/")
-        # Parsed once: per segment, its (literal, field name, optional, head) pieces and the tail.
+        # Parsed once: per segment, its (literal, field name, optional) pieces and the tail.
         self._parsed: list[tuple[list[tuple[str, str, bool]], str]] = []
         for seg in self.segments:
             pieces = []
