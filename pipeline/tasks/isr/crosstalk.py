@@ -58,6 +58,14 @@ def flip_to(
     return data
 
 
+def _background_method(background: str | None) -> str:
+    """Return the validated ``crosstalkBackgroundMethod`` (empty or `None` → ``"None"``)."""
+    bg = background if background else "None"
+    if bg not in ("None", "AMP", "DETECTOR"):
+        raise RuntimeError(f"Unknown crosstalk background method {background!r}; use None, AMP or DETECTOR")
+    return bg
+
+
 def crosstalk_correct(
     image: np.ndarray,
     mask: np.ndarray | None,
@@ -136,9 +144,7 @@ def crosstalk_correct(
     shapes = {b.shape for b in boxes}
     if len(shapes) != 1:
         raise RuntimeError(f"crosstalk correction needs equal-size amplifier regions, got {sorted(shapes)}")
-    bg = background if background else "None"
-    if bg not in ("None", "AMP", "DETECTOR"):
-        raise RuntimeError(f"Unknown crosstalk background method {background!r}; use None, AMP or DETECTOR")
+    bg = _background_method(background)
     sources = [image[b.slices].astype(np.float32, copy=True) for b in boxes]
     src_mask = None if mask is None else [(mask[b.slices] & bad_bit) != 0 for b in boxes]
     src_var = None if variance is None else [variance[b.slices].copy() for b in boxes]
@@ -243,9 +249,7 @@ def crosstalk_correct_interchip(
             f"({len(source_amps)}, {len(amps)})"
         )
     c[~np.isfinite(c)] = 0.0
-    bg = background if background else "None"
-    if bg not in ("None", "AMP", "DETECTOR"):
-        raise RuntimeError(f"Unknown crosstalk background method {background!r}; use None, AMP or DETECTOR")
+    bg = _background_method(background)
     shapes = {a.bbox.shape for a in amps} | {a.bbox.shape for a in source_amps}
     if len(shapes) != 1:
         raise RuntimeError(f"inter-chip crosstalk needs equal-size amplifier regions, got {sorted(shapes)}")
