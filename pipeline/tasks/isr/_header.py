@@ -23,13 +23,17 @@ def _card_value(value: Any) -> Any:
     return value
 
 
+def _bare(key: str) -> str:
+    """``key`` without a leading ``"HIERARCH "`` (how `_HeaderBuffer` stores pending keys)."""
+    return key[9:] if key.startswith("HIERARCH ") else key
+
+
 def _hset(header: Any, key: str, value: Any) -> None:
     """Set a (HIERARCH) header keyword, rounding floats so the card fits in 80 characters.
 
     ``header`` is an astropy `~astropy.io.fits.Header` or a `_HeaderBuffer`.
     """
-    if key.startswith("HIERARCH "):
-        key = key[9:]
+    key = _bare(key)
     if isinstance(header, _HeaderBuffer):
         header.pending[key] = _card_value(value)
     else:
@@ -52,13 +56,13 @@ class _HeaderBuffer:
         _hset(self, key, value)
 
     def __getitem__(self, key: str) -> Any:
-        k = key[9:] if key.startswith("HIERARCH ") else key
+        k = _bare(key)
         if k in self.pending:
             return self.pending[k]
         return self.header[key]
 
     def __contains__(self, key: str) -> bool:
-        k = key[9:] if key.startswith("HIERARCH ") else key
+        k = _bare(key)
         return k in self.pending or key in self.header
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -68,7 +72,7 @@ class _HeaderBuffer:
             return default
 
     def remove(self, key: str, ignore_missing: bool = False, remove_all: bool = False) -> None:
-        self.pending.pop(key, None)
+        self.pending.pop(_bare(key), None)
         self.header.remove(key, ignore_missing=ignore_missing, remove_all=remove_all)
 
     def copy(self) -> fits.Header:
