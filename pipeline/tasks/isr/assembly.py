@@ -56,7 +56,6 @@ def untrimmed_shape(detector: "Detector") -> tuple[int, int]:
     return max(ys), max(xs)
 
 
-
 def _checked_boxes(amp: Any, raw_shape: tuple[int, ...], trim: bool) -> tuple[Any, Any]:
     """Return the amplifier's (raw source box, assembled destination box).
 
@@ -79,6 +78,7 @@ def _checked_boxes(amp: Any, raw_shape: tuple[int, ...], trim: bool) -> tuple[An
             "shape; fix the camera description"
         )
     return src_box, dst_box
+
 
 def assemble_plane(
     raw: np.ndarray,
