@@ -1706,12 +1706,8 @@ class IsrTask(PipelineTask):
             nsat = int(np.count_nonzero(vals & sat_bit))
             nbad = int(np.count_nonzero(vals & bad_bit))
             sample = F.sample_for_statistics(img, None, 1 << 13, mask=msk, exclude_bits=excl)
-            # clipped_stats computes the (linear) median of the sample anyway
-            mean, var, _, med = (
-                clipped_stats(sample, _with_median=True)
-                if sample.size
-                else (float("nan"),) * 2 + (0, float("nan"))
-            )
+            # clipped_stats computes the (linear) median of the sample anyway (all NaN if empty)
+            mean, var, _, med = clipped_stats(sample, _with_median=True)
             stdev = float(np.sqrt(var)) if var == var else float("nan")
             level = med - overscans[amp.name].overscanMedian if amp.name in overscans else float("nan")
             md = ccd.metadata
