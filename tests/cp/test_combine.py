@@ -10,7 +10,7 @@ import pytest
 from pipeline.image import MASK_PLANES
 from pipeline.tasks.cp.combine import CalibCombineTask
 from pipeline.tasks.cp.combine_math import stack_statistic
-from pipeline.tasks.isr.statistics import clipped_stats
+from pipeline.image.statistics import clipped_stats
 from tests.cp._synth import SynthDetector, make_detector, make_exposure
 
 BAD = 1 << MASK_PLANES["BAD"]

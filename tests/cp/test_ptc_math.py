@@ -16,7 +16,7 @@ from pipeline.tasks.cp.ptc_math import (
     measure_pair_region,
     pair_gain,
 )
-from pipeline.tasks.isr.statistics import clipped_stats
+from pipeline.image.statistics import clipped_stats
 from tests.cp._synth import SynthDetector, make_flat
 
 

@@ -11,7 +11,7 @@ from pipeline.tasks.isr import IsrTask, IsrTaskConfig, Linearizer
 from pipeline.tasks.isr import isr_functions as F  # noqa: N812
 from pipeline.tasks.isr.assembly import assemble_plane, assemble_sparse_plane
 from pipeline.tasks.isr.binning import bin_image, bin_planes
-from pipeline.tasks.isr.statistics import clipped_stats, median
+from pipeline.image.statistics import clipped_stats, median
 
 
 @pytest.fixture

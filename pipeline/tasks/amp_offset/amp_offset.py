@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.tasks.isr.statistics import clipped_stats
+from pipeline.image.statistics import clipped_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.image import Amplifier

@@ -36,7 +36,7 @@ from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
 from pipeline.image import Exposure, ExposureInfo, MaskedImage
 from pipeline.struct import Struct
 from pipeline.task import PipelineTask
-from pipeline.tasks.isr.statistics import clipped_stats
+from pipeline.image.statistics import clipped_stats
 
 from .combine_math import stack_statistic
 

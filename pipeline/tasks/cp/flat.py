@@ -30,7 +30,7 @@ from pipeline.config import Field
 from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
 from pipeline.struct import Struct
 from pipeline.task import PipelineTask
-from pipeline.tasks.isr.statistics import clipped_stats
+from pipeline.image.statistics import clipped_stats
 
 __all__ = [
     "CpFlatMeasureConfig",

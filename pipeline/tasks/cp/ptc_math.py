@@ -89,7 +89,7 @@ def fast_clipped_stats(
 
     Notes
     -----
-    Same algorithm as `pipeline.tasks.isr.statistics.clipped_stats` (iteration 0 around the
+    Same algorithm as `pipeline.image.statistics.clipped_stats` (iteration 0 around the
     median with half-width ``nsigma · 0.7413 · IQR``, later ones around the clipped mean with
     ``nsigma · sqrt(var)``, each re-selecting from the full set). Up to `QUARTILE_SUBSAMPLE`
     values the result is that of ``clipped_stats`` (to float64 rounding). Above, two speed

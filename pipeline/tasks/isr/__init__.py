@@ -1,7 +1,7 @@
 """Instrument signature removal: pure numpy modules and the `IsrTask` / `CfhtIsrTask` glue.
 
 The task and calibration classes are re-exported lazily (PEP 562), so importing a pure module
-such as ``pipeline.tasks.isr.statistics`` (used by the calibration and amp-offset code) does
+such as ``pipeline.image.statistics`` (used by the calibration and amp-offset code) does
 not import the task framework.
 """
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .statistics import median
+from pipeline.image.statistics import median
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.image import Amplifier, Box

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .statistics import IQR_TO_SIGMA, clipped_stats
+from pipeline.image.statistics import IQR_TO_SIGMA, clipped_stats
 
 __all__ = ["measure_fringes", "solve_fringes", "subtract_fringes"]
 

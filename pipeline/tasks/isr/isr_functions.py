@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .statistics import clipped_stats, compute_statistic
+from pipeline.image.statistics import clipped_stats, compute_statistic
 
 __all__ = [
     "apply_gains",

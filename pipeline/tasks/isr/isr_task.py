@@ -59,7 +59,7 @@ from .isr_config import (
 )
 from .linearize import apply_linearity
 from .overscan_task import OverscanCorrectionTask, OverscanCorrectionTaskConfig
-from .statistics import clipped_stats
+from pipeline.image.statistics import clipped_stats
 
 __all__ = [
     "AssembleCcdConfig",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .statistics import (
+from pipeline.image.statistics import (
     clipped_stats,
     integer_median_per_row,
     mean_per_row,

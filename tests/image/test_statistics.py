@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.tasks.isr.statistics import (
+from pipeline.image.statistics import (
     IQR_TO_SIGMA,
     clipped_stats,
     clipped_stats_per_row,
