@@ -53,6 +53,26 @@ def test_measure_scales_single_detector_and_missing_entries():
         measure_scales(np.full((2, 2), np.nan))
 
 
+def test_measure_scales_an_unusable_exposure_poisons_nothing_else():
+    """One NaN or <= 0 level of a single-detector camera (a whole exposure column unusable).
+
+    Issue reproduction: before the fix, the NaN of that exposure's weighted mean leaked through
+    ``NaN * 0`` into every detector scale and then into every exposure level.
+    """
+    b = np.array([[100.0, np.nan, 300.0, 400.0]])
+    res = measure_scales(b)
+    np.testing.assert_allclose(res.vectorG, [1.0])
+    np.testing.assert_allclose(res.vectorE, [100.0, np.nan, 300.0, 400.0])
+    g = np.array([1.0, 2.0]) / 1.5
+    e = np.array([150.0, 300.0, 450.0])
+    bg = np.outer(g, e)
+    bg[:, 1] = 0.0                       # a dark exposure on every detector
+    res = measure_scales(bg)
+    np.testing.assert_allclose(res.vectorG, g, rtol=1e-12)
+    np.testing.assert_allclose(res.vectorE[[0, 2]], e[[0, 2]], rtol=1e-12)
+    assert np.isnan(res.vectorE[1])
+
+
 def test_measure_scales_with_one_percent_noise():
     """1 % noise per entry: each E averages 40 entries (σ ≈ 0.16 %), each G 10 (σ ≈ 0.32 %).
 

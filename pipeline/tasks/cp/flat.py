@@ -49,7 +49,8 @@ def measure_scales(bg_matrix: np.ndarray, bg_counts: np.ndarray | None = None,
     Parameters
     ----------
     bg_matrix : `numpy.ndarray`, shape ``(nDetectors, nExposures)``
-        Measured levels (ADU); non-finite or ≤ 0 entries are ignored.
+        Measured levels (ADU); non-finite or ≤ 0 entries are ignored (an exposure none of
+        whose entries is usable gets ``vectorE`` NaN; a detector with none gets the mean scale).
     bg_counts : `numpy.ndarray`, shape ``(nDetectors, nExposures)``, optional
         Pixel counts behind each level (weights); default 1.
     iterations : `int`
@@ -88,8 +89,10 @@ def measure_scales(bg_matrix: np.ndarray, bg_counts: np.ndarray | None = None,
         log_b = np.where(valid, np.log(np.where(valid, b, 1.0)), 0.0)
 
     def avg(values: np.ndarray, axis: int) -> np.ndarray:
+        # Ignored entries carry weight 0 and must not carry a NaN (NaN * 0 is NaN): a level
+        # with no usable entry (a whole exposure or detector ignored) is NaN only itself.
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (values * w).sum(axis=axis) / w.sum(axis=axis)
+            return np.where(valid, values * w, 0.0).sum(axis=axis) / w.sum(axis=axis)
 
     ln_g = np.zeros(b.shape[0])
     ln_e = avg(log_b - ln_g[:, None], 0)
