@@ -395,3 +395,30 @@ def test_full_covariance_analytic_jacobian_matches_finite_differences(monkeypatc
         num[:, k] = (seen["fun"](up) - seen["fun"](dn)) / (2 * h)
     scale = np.abs(num).max(axis=0) + 1e-300
     np.testing.assert_allclose(jac / scale, num / scale, rtol=0, atol=1e-5)
+
+
+def test_zero_degrees_of_freedom_give_nan_errors_not_round_off():
+    """A fit with as many parameters as points has undefined errors: NaN, not ~1e-15.
+
+    Issue reproduction: ``dof = max(n - p, 1)`` turned a round-off residual into errors of
+    ~1e-15 for a POLYNOMIAL fit through exactly ``degree + 1`` points and an EXPAPPROXIMATION
+    fit through exactly three.
+    """
+    from pipeline.tasks.cp.ptc_plots import _err_text
+    from pipeline.tasks.cp.ptc_solve_math import exp_approx_model, fit_exp_approximation, fit_polynomial
+
+    gain, noise_adu2 = 1.2, 9.0
+    mu = np.array([1000.0, 5000.0, 20000.0])
+    var = noise_adu2 + mu / gain
+    res = fit_polynomial(mu, var, np.ones(3, bool), 2)
+    assert res.gain == pytest.approx(gain, rel=1e-9)
+    assert np.all(np.isnan(res.coeffs_err)) and np.isnan(res.gain_err) and np.isnan(res.noise_err)
+    res4 = fit_polynomial(np.append(mu, 30000.0), np.append(var, noise_adu2 + 30000.0 / gain + 3.0),
+                          np.ones(4, bool), 2)
+    assert np.all(np.isfinite(res4.coeffs_err)) and res4.gain_err > 0
+    params = np.array([-1.5e-6, gain, noise_adu2 * gain**2])
+    exact = exp_approx_model(params, mu)
+    fit = fit_exp_approximation(mu, exact, max_iterations=0)
+    assert not fit.bad and fit.gain == pytest.approx(gain, rel=1e-4)
+    assert np.all(np.isnan(fit.params_err)) and np.isnan(fit.gain_err)
+    assert _err_text(float("nan"), 3) == "±n/a" and _err_text(0.004, 3) == "±0.004"

@@ -33,7 +33,8 @@ def _grid(n: int) -> tuple[int, int]:
 def _fit_summary(ptc: PhotonTransferCurveDataset, amp: str) -> str:
     """Summarise an amp's fit as ``"A: g=1.200±0.004 e-/ADU, noise=3.50±0.20 e-"``.
 
-    Errors are shown when finite.
+    Errors are shown when finite and positive; an undefined error (NaN: a fit with no degree of
+    freedom) is shown as "±n/a".
 
     A noise the fit leaves unconstrained (`PhotonTransferCurveDataset.noise_unconstrained`), or
     exactly 0 (the fit's lower bound) without an error, means no point was faint enough to
@@ -42,12 +43,19 @@ def _fit_summary(ptc: PhotonTransferCurveDataset, amp: str) -> str:
     """
     g, ge = float(ptc.gain[amp]), float(ptc.gainErr.get(amp, np.nan))
     n, ne = float(ptc.noise[amp]), float(ptc.noiseErr.get(amp, np.nan))
-    gs = f"g={g:.3f}" + (f"±{ge:.3f}" if np.isfinite(ge) and ge > 0 else "") + " e-/ADU"
+    gs = f"g={g:.3f}" + _err_text(ge, 3) + " e-/ADU"
     if ptc.noise_unconstrained(amp) or (n == 0.0 and not np.isfinite(ne)):
         ns = "noise unconstrained"
     else:
-        ns = f"noise={n:.2f}" + (f"±{ne:.2f}" if np.isfinite(ne) and ne > 0 else "") + " e-"
+        ns = f"noise={n:.2f}" + _err_text(ne, 2) + " e-"
     return f"{amp}: {gs}, {ns}"
+
+
+def _err_text(err: float, digits: int) -> str:
+    """``"±0.004"`` for a finite positive error, ``"±n/a"`` for NaN (undefined), else ``""``."""
+    if np.isnan(err):
+        return "±n/a"
+    return f"±{err:.{digits}f}" if np.isfinite(err) and err > 0 else ""
 
 
 def plot_ptc(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:

@@ -103,9 +103,15 @@ class ExpApproxResult:
 
 
 def _param_errors(res, n_data: int) -> np.ndarray:
-    """Parameter errors from a least_squares result, scaled by sqrt(reduced chi²)."""
+    """Parameter errors from a least_squares result, scaled by sqrt(reduced chi²).
+
+    With no degree of freedom (as many parameters as points) the reduced chi² and so the
+    errors are undefined: every error is NaN, not the ~1e-15 a residual of round-off gives.
+    """
     jac = res.jac
-    dof = max(n_data - jac.shape[1], 1)
+    dof = n_data - jac.shape[1]
+    if dof <= 0:
+        return np.full(jac.shape[1], np.nan)
     chi2 = float(np.sum(res.fun**2)) / dof
     jtj = jac.T @ jac
     try:
@@ -315,9 +321,12 @@ def fit_polynomial(
     coeffs, cov = np.polynomial.polynomial.polyfit(mu, var, degree, w=w, full=False), None
     vander = np.polynomial.polynomial.polyvander(mu, degree) * w[:, None]
     resid = (np.polynomial.polynomial.polyval(mu, coeffs) - var) * w
-    dof = max(mu.size - degree - 1, 1)
-    cov = np.linalg.pinv(vander.T @ vander) * float(resid @ resid) / dof
-    errs = np.sqrt(np.abs(np.diag(cov)))
+    dof = mu.size - degree - 1
+    if dof > 0:
+        cov = np.linalg.pinv(vander.T @ vander) * float(resid @ resid) / dof
+        errs = np.sqrt(np.abs(np.diag(cov)))
+    else:                       # an exact fit: the errors are undefined, not zero
+        errs = np.full(degree + 1, np.nan)
     gain = 1.0 / coeffs[1]
     noise = math.sqrt(abs(coeffs[0])) * gain
     gain_err = errs[1] / coeffs[1] ** 2
