@@ -12,6 +12,7 @@ from pipeline.tasks.amp_offset import (
     get_amp_associations,
     get_interface_offset,
     get_neighbors,
+    neighbors_from_sides,
 )
 
 
@@ -47,8 +48,24 @@ def test_associations_lsst_like_layout():
     assert np.all(assoc.sum(axis=1) == 0) and np.array_equal(assoc, assoc.T)
     assert assoc[0, 0] == 2 and assoc[1, 1] == 3
     assert sides[0, 1] == 1 and sides[1, 0] == 3 and sides[0, 4] == 0 and sides[4, 0] == 2
-    nb, sd = get_neighbors(sides, 5)
+    nb, sd = neighbors_from_sides(sides, 5)
     assert nb == [1, 4, 6] and sd == [2, 3, 1]
+
+
+def test_get_neighbors_takes_lsst_amp_id_grid():
+    """``getNeighbors(ampIds, ampId)`` takes LSST's grid of amp ids, not the side matrix."""
+    grid = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
+    assert get_neighbors(grid, 0) == ([4, 1], [0, 1])
+    assert AmpOffsetTask().getNeighbors(grid, 0) == ([4, 1], [0, 1])
+    assert get_neighbors(grid, 5) == ([6, 1, 4], [1, 2, 3])
+    # agrees with the side matrix of the same layout (grid rows increase with y)
+    det = grid_detector(4, 2, 100, 51)
+    _, sides = get_amp_associations(list(det))
+    for amp in range(8):
+        nb, sd = get_neighbors(grid, amp)
+        assert sorted(zip(nb, sd)) == sorted(zip(*neighbors_from_sides(sides, amp)))
+    with pytest.raises(ValueError, match="appears 0 times"):
+        get_neighbors(grid, 9)
 
 
 @pytest.mark.parametrize("kind", ["symmetric", "random", "artificial"])

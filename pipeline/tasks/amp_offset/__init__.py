@@ -8,6 +8,7 @@ from .amp_offset import (
     get_amp_offsets,
     get_interface_offset,
     get_neighbors,
+    neighbors_from_sides,
 )
 from .task import AmpOffsetConfig, AmpOffsetTask
 
@@ -19,4 +20,5 @@ __all__ = [
     "get_amp_offsets",
     "get_interface_offset",
     "get_neighbors",
+    "neighbors_from_sides",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "get_amp_offsets",
     "get_interface_offset",
     "get_neighbors",
+    "neighbors_from_sides",
     "side_length",
 ]
 
@@ -98,12 +99,60 @@ def get_amp_associations(amps: Sequence["Amplifier"]) -> tuple[np.ndarray, np.nd
     return assoc, sides
 
 
-def get_neighbors(sides: np.ndarray, amp_id: int) -> tuple[list[int], list[int]]:
-    """Neighbours of one amplifier and the sides they lie on.
+def get_neighbors(amp_ids: np.ndarray, amp_id: int) -> tuple[list[int], list[int]]:
+    """Neighbours of one amplifier on the amplifier grid, and the sides they lie on.
 
     Parameters
     ----------
-    sides : `numpy.ndarray`, shape ``(N, N)``
+    amp_ids : `numpy.ndarray` of `int`, shape ``(nRows, nCols)``
+        The amplifier grid: ``amp_ids[r, c]`` is the index of the amp in grid row ``r``
+        (increasing with y) and column ``c`` (increasing with x), as LSST's ``ampIds``.
+    amp_id : `int`
+        Amplifier index.
+
+    Returns
+    -------
+    neighbors : `list` of `int`
+        Neighbouring amp indices, in side order.
+    sides : `list` of `int`
+        The side of ``amp_id`` each lies on (`SIDE_PLUS_Y` 0, `SIDE_PLUS_X` 1, `SIDE_MINUS_Y` 2,
+        `SIDE_MINUS_X` 3).
+
+    Raises
+    ------
+    ValueError
+        If ``amp_id`` is not in the grid exactly once.
+
+    Notes
+    -----
+    LSST ``AmpOffsetTask.getNeighbors(ampIds, ampId)``: ``getNeighbors([[0, 1, 2, 3],
+    [4, 5, 6, 7]], 0)`` gives ``([4, 1], [0, 1])``. For the side matrix of
+    `get_amp_associations` use `neighbors_from_sides`.
+    """
+    grid = np.asarray(amp_ids)
+    if grid.ndim != 2:
+        raise ValueError(f"ampIds must be a 2-D grid of amp indices, got shape {grid.shape}")
+    where = np.argwhere(grid == amp_id)
+    if len(where) != 1:
+        raise ValueError(f"amp {amp_id} appears {len(where)} times in the amp grid; it must appear once")
+    r, c = (int(v) for v in where[0])
+    m, n = grid.shape
+    neighbors: list[int] = []
+    sides: list[int] = []
+    for side, (nr, nc) in ((SIDE_PLUS_Y, (r + 1, c)), (SIDE_PLUS_X, (r, c + 1)),
+                           (SIDE_MINUS_Y, (r - 1, c)), (SIDE_MINUS_X, (r, c - 1))):
+        if 0 <= nr < m and 0 <= nc < n:
+            neighbors.append(int(grid[nr, nc]))
+            sides.append(side)
+    return neighbors, sides
+
+
+def neighbors_from_sides(sides: np.ndarray, amp_id: int) -> tuple[list[int], list[int]]:
+    """Neighbours of one amplifier from the side matrix of `get_amp_associations`.
+
+    Parameters
+    ----------
+    sides : `numpy.ndarray` of `int`, shape ``(N, N)``
         Side matrix from `get_amp_associations`.
     amp_id : `int`
         Amplifier index.
@@ -111,7 +160,9 @@ def get_neighbors(sides: np.ndarray, amp_id: int) -> tuple[list[int], list[int]]
     Returns
     -------
     neighbors : `list` of `int`
+        Neighbouring amp indices, in index order.
     sides : `list` of `int`
+        The side of ``amp_id`` each lies on.
     """
     row = sides[amp_id]
     nb = [int(j) for j in np.flatnonzero(row >= 0)]

@@ -69,7 +69,10 @@ class AmpOffsetTask(Task):
         return _ao.get_amp_associations(list(amps))
 
     def getNeighbors(self, ampIds: np.ndarray, ampId: int) -> tuple[list[int], list[int]]:
-        """See `pipeline.tasks.amp_offset.amp_offset.get_neighbors`."""
+        """Neighbours of ``ampId`` on the amp grid ``ampIds`` and their sides (LSST signature).
+
+        See `pipeline.tasks.amp_offset.amp_offset.get_neighbors`.
+        """
         return _ao.get_neighbors(ampIds, ampId)
 
     def getAmpEdges(self, im: np.ndarray, amps: Any, ampSides: np.ndarray) -> dict:
