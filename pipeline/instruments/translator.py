@@ -524,7 +524,11 @@ class Translator:
 
     def _transform(self, name: str, rule: PropertyRule, value: Any) -> Any:
         if name in ("begin", "end"):
-            return _to_instant(value, rule)
+            _check_has_time(name, rule, value)
+            instant = _to_instant(value, rule)
+            if not _MIN_NS <= instant.ns <= _MAX_NS:
+                raise ValueError(f"{name} is outside the years 1678-2261 that the registry can store")
+            return instant
         t = rule.transform
         if t == "datetime_digits":
             if isinstance(value, str) and rule.time_scale == "utc" and _ISO_RE.match(value):
@@ -540,13 +544,41 @@ class Translator:
         if t == "upper":
             return str(value).upper()
         if t == "int":
-            return int(value)
+            out = int(value)
+            if not -(2**63) <= out < 2**63:
+                raise ValueError(f"{name} {out} does not fit in a signed 64-bit integer")
+            return out
         if name in ("exposure_time", "dark_time"):
             out = float(value)
             if not math.isfinite(out) or out < 0:
                 raise ValueError(f"{name} must be a finite non-negative number of seconds")
             return out
         return value
+
+
+_DATE_ONLY_RE = re.compile(r"^\d{4}-\d\d-\d\d$")
+# TAI nanoseconds since 1970 must fit a signed 64-bit column: 1677-09-21 .. 2262-04-11,
+# trimmed by a year on each side for the TAI-UTC offset and an exposure's length.
+_MIN_NS = -(2**63) + 366 * 86400 * 10**9
+_MAX_NS = 2**63 - 1 - 366 * 86400 * 10**9
+
+
+def _check_has_time(name: str, rule: PropertyRule, value: Any) -> None:
+    """Refuse a calendar date without a time of day for ``begin`` / ``end``.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is a date-only string (``"2013-07-13"``): taking it as midnight would put
+        every exposure of a night at one instant. Some cameras write the time in a second
+        keyword; the camera description then combines them with a ``format`` rule.
+    """
+    if isinstance(value, str) and _DATE_ONLY_RE.match(value.strip()) and rule.time_format in ("isot", "fits"):
+        raise ValueError(
+            f"{value.strip()!r} is a date without a time of day; if the header gives the time in "
+            f"another keyword, combine them in the camera description, e.g. "
+            f'{name}: {{format: "{{DATE-OBS}}T{{UT}}"}}'
+        )
 
 
 class _Instant(NamedTuple):

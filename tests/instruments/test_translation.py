@@ -187,3 +187,67 @@ def test_fast_header_matches_astropy_on_every_real_file(shared_data):
     (efosc,) = read_headers(files[0], fast=True)
     assert files[0].name.startswith("EFOSC")
     assert efosc["ESO DET OUT1 CONAD"] == 1.1 and efosc["ESO DPR CATG"] in ("CALIB", "SCIENCE")
+
+
+def _kast_b27(shared_data):
+    path = shared_data / "raw" / "kast_blue" / "b27.fits.gz"
+    return read_headers(path)
+
+
+def test_date_without_time_is_refused_and_format_rule_combines_them(shared_data, tmp_path):
+    """A date-only DATE-OBS is refused for ``begin``, naming the fix; the format rule works.
+
+    Issue reproduction: ``DATE-OBS = '2013-07-13'`` with the time in ``UT`` was taken as
+    midnight without a word.
+    """
+    from pipeline.instruments.instrument import _HERE
+
+    headers = _kast_b27(shared_data)
+    h = headers[0].copy()
+    utc_time = h["DATE-OBS"].split("T")[1]
+    h["DATE-OBS"] = "2015-05-20"
+    h["UT"] = utc_time
+    for kw in ("DATE-BEG", "DATE-END"):
+        h.remove(kw, ignore_missing=True)
+    inst = get_instrument("kast_blue")
+    with pytest.raises(TranslationError, match=r"b27: cannot translate .*'2015-05-20' is a date without a "
+                                               r"time of day.*\{DATE-OBS\}T\{UT\}"):
+        inst.translate(h, 0, source="b27")
+    text = (_HERE / "kast_blue.yaml").read_text()
+    text = text.replace("exposure_id: {keyword: [DATE-OBS, DATE-BEG], transform: datetime_digits}",
+                        'exposure_id: {format: "{DATE-OBS}T{UT}", transform: datetime_digits}')
+    text = text.replace("begin: {keyword: [DATE-BEG, DATE-OBS], time_format: isot, time_scale: utc}",
+                        'begin: {format: "{DATE-OBS}T{UT}", time_format: isot, time_scale: utc}')
+    text = text.replace("  end: {keyword: DATE-END, time_format: isot, time_scale: utc}\n", "")
+    camera = tmp_path / "kast_split_time.yaml"
+    camera.write_text(text)
+    info = get_instrument(camera).translate(h, 0, source="b27")
+    assert info.begin.utc.isot == "2015-05-20T04:37:33.120"
+    assert info.exposure_id == 20150520043733
+
+
+def test_out_of_range_integers_and_times_are_translation_errors(shared_data, tmp_path):
+    """An EXPNUM >= 2**63 or a time past 2262 is a TranslationError naming the file.
+
+    Issue reproduction: both raised OverflowError (and aborted a whole ingest batch).
+    """
+    h = _kast_b27(shared_data)[0].copy()
+    h["DATE-OBS"] = "9999-01-01T00:00:00.000"
+    h.remove("DATE-BEG", ignore_missing=True)
+    h.remove("DATE-END", ignore_missing=True)
+    with pytest.raises(TranslationError, match=r"b27: cannot translate begin .*outside the years 1678-2261"):
+        get_instrument("kast_blue").translate(h, 0, source="b27")
+    from pipeline.instruments.instrument import _HERE
+
+    text = (_HERE / "kast_blue.yaml").read_text().replace(
+        "exposure_id: {keyword: [DATE-OBS, DATE-BEG], transform: datetime_digits}",
+        "exposure_id: {keyword: EXPNUM, transform: int}")
+    camera = tmp_path / "kast_expnum.yaml"
+    camera.write_text(text)
+    h = _kast_b27(shared_data)[0].copy()
+    h["EXPNUM"] = str(2**63)
+    with pytest.raises(TranslationError, match=r"b27: cannot translate exposure_id .*9223372036854775808 "
+                                               r"does not fit in a signed 64-bit integer"):
+        get_instrument(camera).translate(h, 0, source="b27")
+    h["EXPNUM"] = str(2**63 - 1)
+    assert get_instrument(camera).translate(h, 0, source="b27").exposure_id == 2**63 - 1
