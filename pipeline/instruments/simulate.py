@@ -184,6 +184,12 @@ class SimulationTruth:
     bf_strength : float
         Charge-sharing strength (fraction per 1e4 e⁻).
     exposures : list of ExposureTruth
+    effects : list
+        Optional extra effects (none by default), e.g. from `pipeline.instruments.sim_crosstalk_cti`.
+        Each may define ``add_charge(detector, spec, expected, rng) -> expected`` (e⁻, assembled
+        frame, before shot noise), ``transfer(amp, raw, gain)`` (in place on the raw signal in
+        ADU, before bias and read noise) and ``to_dict()`` (its truth, under ``effects`` in
+        `to_dict`).
     """
 
     instrument: str
@@ -198,6 +204,7 @@ class SimulationTruth:
     crosstalk: dict[int, np.ndarray | None] = field(default_factory=dict)
     bf_strength: float = 0.0
     exposures: list[ExposureTruth] = field(default_factory=list)
+    effects: list[Any] = field(default_factory=list)
 
     def gain(self, detector: int, amp: str) -> float:
         """Injected gain, e⁻/ADU."""
@@ -219,6 +226,7 @@ class SimulationTruth:
             },
             "bf_strength": self.bf_strength,
             "exposures": [asdict(e) for e in self.exposures],
+            "effects": {type(e).__name__: e.to_dict() for e in self.effects if hasattr(e, "to_dict")},
         }
 
 
@@ -451,6 +459,9 @@ def render_detector(
         expected += level * truth.flat[det_id]
     if truth.hot_columns.get(det_id):
         expected[:, truth.hot_columns[det_id]] += truth.hot_column_current * dark_time
+    for effect in truth.effects:
+        if hasattr(effect, "add_charge"):
+            expected = effect.add_charge(detector, spec, expected, rng)
     electrons = _photon_counts(np.clip(expected, 0, None), rng)
     if truth.bf_strength:
         electrons = _share_charge(electrons, expected, truth.bf_strength)
@@ -479,6 +490,9 @@ def render_detector(
     for a, signal in zip(amps, adu):
         at = truth.amps[det_id][a.name]
         raw[a.raw_data_bbox.slices] = _flip(signal, a.raw_flip_x, a.raw_flip_y)
+        for effect in truth.effects:
+            if hasattr(effect, "transfer"):
+                effect.transfer(a, raw, at.gain)
         seg = a.raw_bbox
         boxes = [seg] if not seg.is_empty else []
         for box in (
