@@ -198,31 +198,57 @@ class FastHeader:
     Supports ``key in h``, ``h[key]``, ``h.get(key, default)`` and ``h.to_header()``; the first
     card of a keyword wins (as in astropy). ``HIERARCH`` keywords are looked up without the
     prefix (``h["ESO DPR TYPE"]``). Values: strings (quotes removed, trailing blanks stripped,
-    ``''`` → ``'``), ``T``/``F`` → bool, integers, floats (``D`` exponents accepted); anything
-    else is returned as the raw text.
+    ``''`` → ``'``), ``T``/``F`` → bool, integers, floats (``D`` exponents accepted).
+
+    A card this reader does not fully read is handed over to astropy: its keyword is answered
+    from ``astropy.io.fits.Header.fromstring`` of the whole header (parsed once, on the first
+    such lookup). Those cards are: a string continued on ``CONTINUE`` cards (long-string
+    convention, FITS standard 4.0 section 4.2.1.2), a ``HIERARCH`` card that is not
+    ``HIERARCH KEY WORDS = value`` with upper-case words, a keyword with lower-case letters, a
+    value indicator without its blank (``KEY     =value``) and a value that is neither a
+    string, a logical, a number nor empty (e.g. a complex number).
     """
 
-    __slots__ = ("_text", "_cards", "_cache")
+    __slots__ = ("_text", "_cards", "_cache", "_handed_over", "_astropy")
 
     def __init__(self, text: str) -> None:
         self._text = text
         cards: dict[str, str] = {}
+        handed_over: set[str] = set()
+        previous: str | None = None  # keyword a CONTINUE card would continue
         for i in range(0, len(text), 80):
             card = text[i : i + 80]
+            head = card[:8]
             if card[8:10] == "= ":
-                key = card[:8].rstrip()
+                key = head.rstrip()
                 rest = card[10:]
+                plain = _KEY_RE.match(key) is not None
+            elif head == "CONTINUE":
+                if previous is not None:  # a long string of the keyword before
+                    handed_over.add(previous)
+                continue
             elif card.startswith("HIERARCH "):
                 key, sep, rest = card[9:].partition("=")
-                if not sep:
-                    continue
                 key = key.strip()
+                if not sep or not key:
+                    previous = None
+                    continue
+                plain = _HIERARCH_RE.match(card) is not None
+            elif card[8:9] == "=" and head.strip():  # value indicator without its blank
+                key, rest, plain = head.rstrip(), card[9:], False
             else:
+                previous = None
                 continue
-            if key not in cards:
-                cards[key] = rest
+            previous = key if key not in cards else None
+            if key in cards:
+                continue
+            cards[key] = rest
+            if not plain or not _plain_value(rest):
+                handed_over.add(key)
         self._cards = cards
+        self._handed_over = handed_over
         self._cache: dict[str, Any] = {}
+        self._astropy: fits.Header | None = None
 
     def __contains__(self, key: object) -> bool:
         return key in self._cards
@@ -230,7 +256,10 @@ class FastHeader:
     def __getitem__(self, key: str) -> Any:
         if key in self._cache:
             return self._cache[key]
-        value = _parse_value(self._cards[key])
+        if key in self._handed_over:
+            value = self.to_header()[key]
+        else:
+            value = _parse_value(self._cards[key])
         self._cache[key] = value
         return value
 
@@ -245,29 +274,57 @@ class FastHeader:
         """Keywords in card order (first occurrences)."""
         return list(self._cards)
 
+    def handed_over(self) -> frozenset[str]:
+        """Keywords whose values are read by astropy (cards this reader does not fully read)."""
+        return frozenset(self._handed_over)
+
     def to_header(self) -> fits.Header:
-        """Return the same cards as an astropy header."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
-            return fits.Header.fromstring(self._text)
+        """Return the same cards as an astropy header (parsed once, then shared; do not modify)."""
+        if self._astropy is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", VerifyWarning)
+                self._astropy = fits.Header.fromstring(self._text)
+        return self._astropy
+
+
+#: A keyword this reader takes as it is (FITS standard 4.0 section 4.1.2.1).
+_KEY_RE = re.compile(r"^[A-Z0-9_-]{1,8}$")
+#: ``HIERARCH`` + upper-case words separated by single blanks + `` = `` + value.
+_HIERARCH_RE = re.compile(r"^HIERARCH (?:[A-Z0-9_-]+ )*[A-Z0-9_-]+ ?= ")
+
+
+def _plain_value(rest: str) -> bool:
+    """Whether `_parse_value` reads this value field exactly as astropy does."""
+    text = rest.lstrip()
+    if text.startswith("'"):
+        # a closed string that is not the start of a long (CONTINUE) string
+        value, closed = _parse_string(text)
+        return closed and not value.endswith("&")
+    value = text.split("/", 1)[0].strip()
+    return value in ("", "T", "F") or _NUMBER_RE.match(value) is not None
+
+
+def _parse_string(text: str) -> tuple[str, bool]:
+    """Return the string value starting at the quote ``text[0]`` and whether it is closed."""
+    out = []
+    i = 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "'":
+            if i + 1 < len(text) and text[i + 1] == "'":
+                out.append("'")
+                i += 2
+                continue
+            return "".join(out).rstrip(), True
+        out.append(ch)
+        i += 1
+    return "".join(out).rstrip(), False
 
 
 def _parse_value(rest: str) -> Any:
     text = rest.strip()
     if text.startswith("'"):
-        out = []
-        i = 1
-        while i < len(text):
-            ch = text[i]
-            if ch == "'":
-                if i + 1 < len(text) and text[i + 1] == "'":
-                    out.append("'")
-                    i += 2
-                    continue
-                break
-            out.append(ch)
-            i += 1
-        return "".join(out).rstrip()
+        return _parse_string(text)[0]
     value = text.split("/", 1)[0].strip()
     if value == "T":
         return True
