@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.image.footprints import grow_mask
 from pipeline.image.statistics import clipped_stats
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -460,8 +461,6 @@ def detect_sources(im: np.ndarray, threshold: float = 5.0, sigma: float = 2.0) -
     normalised convolution.
     """
     from scipy import ndimage as _ndi
-
-    from pipeline.tasks.isr.isr_functions import grow_mask
 
     finite = np.isfinite(im)
     data = np.where(finite, im, 0.0)
