@@ -42,7 +42,7 @@ def crosstalk_matrix(
     high: float = 1e-3,
     n_zero: int = 2,
 ) -> np.ndarray:
-    """A crosstalk matrix ``[source, target]`` with log-uniform coefficients in ``[low, high]``.
+    """Draw a crosstalk matrix ``[source, target]``, log-uniform coefficients in ``[low, high]``.
 
     Parameters
     ----------
@@ -82,7 +82,7 @@ class BrightSpots:
         Pixels.
     level : float
         e⁻ per pixel of the spot top; each spot draws its level uniformly in
-        ``[0.5, 1.0] · level``.
+        ``[0.6, 1.0] · level``.
     saturated_fraction : float
         Fraction of spots given ``saturated_level`` instead (above the ADC saturation).
     saturated_level : float
@@ -93,12 +93,14 @@ class BrightSpots:
 
     n_spots: int = 10
     radius: float = 6.0
-    level: float = 60000.0
+    level: float = 75000.0
     saturated_fraction: float = 0.2
     saturated_level: float = 300000.0
     observation_types: tuple[str, ...] = ("science",)
 
-    def add_charge(self, detector: Any, spec: Any, expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def add_charge(
+        self, detector: Any, spec: Any, expected: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """Add the spots to the expected charge (assembled frame, e⁻); simulator hook."""
         if spec.observation_type not in self.observation_types:
             return expected
@@ -110,7 +112,7 @@ class BrightSpots:
             x0 = rng.uniform(r + 1, nx - r - 1)
             y0 = rng.uniform(r + 1, ny - r - 1)
             sat = rng.uniform() < self.saturated_fraction
-            lev = self.saturated_level if sat else rng.uniform(0.5, 1.0) * self.level
+            lev = self.saturated_level if sat else rng.uniform(0.6, 1.0) * self.level
             disc = (xx - x0) ** 2 + (yy - y0) ** 2 <= r * r
             out[disc] += np.float32(lev)
         return out
@@ -193,7 +195,7 @@ class SerialCti:
         return out
 
     def transfer(self, amp: Any, raw: np.ndarray, gain: float) -> None:
-        """Simulator hook: move charge in the amplifier's raw segment (ADU signal, in place)."""
+        """Move charge along the serial register of one amplifier (simulator hook, ADU, in place)."""
         if self.amps is not None and amp.name not in self.amps:
             return
         sl, from_right = serial_readout(amp)
