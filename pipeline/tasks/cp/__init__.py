@@ -1,5 +1,4 @@
-"""Calibration products: combination (bias, dark, flat), flat normalization, photon transfer curve,
-crosstalk, serial CTI.
+"""Calibration products: combination, flat normalization, PTC, crosstalk, serial CTI.
 
 Tasks are thin glue over pure numpy modules (``*_math.py``, `flat.measure_scales`).
 """

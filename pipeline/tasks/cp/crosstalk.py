@@ -124,7 +124,7 @@ class CrosstalkExtractConfig(PipelineTaskConfig, pipelineConnections=CrosstalkEx
     ignoreSaturatedPixels: bool = Field(False, description="Should saturated pixels be ignored?")
     badMask: list[str] = Field(
         default_factory=lambda: ["BAD", "INTRP"],
-        description="Mask planes to ignore when identifying source pixels (SAT added with ignoreSaturatedPixels).",
+        description="Mask planes to ignore when identifying source pixels (+SAT if ignoreSaturatedPixels).",
     )
     isTrimmed: bool = Field(True, description="Is the input exposure trimmed?")
 
