@@ -555,11 +555,14 @@ def evaluate_contract(expression: str, namespace: Mapping[str, Any]) -> Any:
 def pipeline_search_path() -> list[Path]:
     """Return the directories searched for relative pipeline paths.
 
-    ``$CCDFLOW_PIPELINE_PATH`` (colon-separated) first, then ccdflow's ``pipelines/`` (next to the
-    ``pipeline`` package in a source checkout or editable install).
+    ``$CCDFLOW_PIPELINE_PATH`` (colon-separated) first, then ccdflow's own pipelines: the
+    directory of the ``pipelines`` package (package data of the ccdflow distribution, so it is
+    there after a wheel, editable or source-checkout install alike).
     """
     dirs = [Path(p) for p in os.environ.get("CCDFLOW_PIPELINE_PATH", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[1] / "pipelines")
+    spec = importlib.util.find_spec("pipelines")
+    if spec is not None and spec.submodule_search_locations:
+        dirs.extend(Path(p) for p in spec.submodule_search_locations)
     return dirs
 
 
