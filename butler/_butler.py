@@ -715,3 +715,54 @@ class Butler:
         if unstore:
             self._delete_unreferenced(paths)
         return total
+
+    # ------------------------------------------------------------------ data exchange
+    def export(
+        self,
+        directory: str | os.PathLike,
+        dataset_types: str | Iterable[str] = "*",
+        *,
+        collections: str | Iterable[str] | None = None,
+        where: str = "",
+        find_first: bool = False,
+        transfer: str = "auto",
+    ) -> Any:
+        """Export datasets with their files, records and collections (`butler.transfers`).
+
+        Returns an `ExportReport`; see `butler.transfers.collect` and `write_export`.
+        """
+        from .transfers import collect, write_export
+
+        contents = collect(self, dataset_types, collections=collections, where=where, find_first=find_first)
+        return write_export(self, directory, contents, transfer=transfer)
+
+    def import_(
+        self,
+        directory: str | os.PathLike,
+        *,
+        filename: str | os.PathLike | None = None,
+        transfer: str = "auto",
+        skip_dimensions: Iterable[str] = (),
+    ) -> Any:
+        """Import an export directory (idempotent, all or nothing); returns an `ImportReport`."""
+        from .transfers import EXPORT_FILENAME, RepoContents, import_contents
+
+        path = Path(filename) if filename is not None else Path(directory) / EXPORT_FILENAME
+        if not path.is_absolute() and filename is not None:
+            path = Path(directory) / path
+        contents = RepoContents.from_yaml(path, self.registry.universe)
+        return import_contents(self, contents, directory, transfer=transfer, skip_dimensions=skip_dimensions)
+
+    def transfer_from(self, source: Butler, dataset_types: str | Iterable[str] = "*", **kwargs: Any) -> Any:
+        """Copy datasets from ``source`` into this repository (`butler.transfers.transfer_datasets`)."""
+        from .transfers import transfer_datasets
+
+        return transfer_datasets(source, self, dataset_types, **kwargs)
+
+    def retrieve_artifacts(
+        self, refs: Iterable[DatasetRef], destination: str | os.PathLike, **kwargs: Any
+    ) -> list[Path]:
+        """Copy the files of datasets into a directory (`butler.transfers.retrieve_artifacts`)."""
+        from .transfers import retrieve_artifacts
+
+        return retrieve_artifacts(self, refs, destination, **kwargs)

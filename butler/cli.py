@@ -754,5 +754,15 @@ def transfer_from_graph(
     )
 
 
+def _add_transfer_commands() -> None:
+    from butler.transfers.cli import COMMANDS  # export, import, transfer-datasets, retrieve-artifacts, get
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_transfer_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
