@@ -1,0 +1,87 @@
+"""``ccdflow-report REPO [-i COLLECTIONS] -o DIR``: write the calibration report page."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+__all__ = ["main", "write_report"]
+
+
+def write_report(repo: str | Path, outdir: str | Path, collections: Sequence[str] | None = None, *,
+                 thumbnails: bool = True, title: str | None = None) -> Path:
+    """Write ``outdir/index.html`` and its images for a repository.
+
+    Parameters
+    ----------
+    repo : path-like
+        Butler repository.
+    outdir : path-like
+        Report directory (created; an existing ``index.html`` and ``img/`` are replaced).
+    collections : sequence of `str`, optional
+        Collections or glob patterns to look in (default: every collection).
+    thumbnails : `bool`
+        Draw thumbnails of the image calibrations and ISR outputs.
+    title : `str`, optional
+        Page title (default ``"ccdflow calibration report: <repo name>"``).
+
+    Returns
+    -------
+    path : `pathlib.Path`
+        The ``index.html`` written.
+
+    Raises
+    ------
+    LookupError
+        If ``collections`` match nothing.
+    """
+    import shutil
+
+    from .collect import collect_report
+    from .html import render_html
+
+    outdir = Path(outdir)
+    if (outdir / "img").is_dir():
+        shutil.rmtree(outdir / "img")
+    data = collect_report(repo, outdir, collections, thumbnails=thumbnails)
+    page = outdir / "index.html"
+    tmp = page.with_suffix(".html.tmp")
+    tmp.write_text(render_html(data, title or f"ccdflow calibration report: {Path(repo).resolve().name}"),
+                   encoding="utf-8")
+    tmp.replace(page)
+    return page
+
+
+@click.command("ccdflow-report", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("repo", type=click.Path(file_okay=False))
+@click.option("-i", "--collections", "collections", multiple=True, metavar="COLL[,COLL]",
+              help="Collections (or glob patterns) to report on; chains are followed. Default: all.")
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Directory to write index.html and img/ into.")
+@click.option("--no-thumbnails", is_flag=True, help="Skip the thumbnails of calibrations and ISR outputs.")
+@click.option("--title", default=None, help="Page title.")
+def main(repo: str, collections: Sequence[str], output: str, no_thumbnails: bool, title: str | None) -> None:
+    """Write a static HTML calibration report of REPO into a directory.
+
+    Per instrument and detector: the certified calibrations and their validity ranges on a time
+    line, a sortable table per amplifier (PTC gain and read noise against the nominal values,
+    overscan level and noise, defects, linearity, verification), the PTC plots, thumbnails of
+    the combined calibrations and ISR outputs; then every run with its 'pipetask report'
+    summary. Open DIR/index.html in a browser (no server needed).
+    """
+    if not (Path(repo) / "butler.yaml").is_file():
+        raise click.ClickException(f"{repo} is not a butler repository (no butler.yaml); "
+                                   "give the directory made by 'butler create'")
+    colls = [c.strip() for value in collections for c in value.split(",") if c.strip()]
+    try:
+        page = write_report(repo, output, colls or None, thumbnails=not no_thumbnails, title=title)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Report written to {page.resolve()}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
