@@ -90,11 +90,16 @@ class JsonLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """Return the JSON line of one record."""
         entry = {
-            "name": record.name, "levelname": record.levelname, "levelno": record.levelno,
+            "name": record.name,
+            "levelname": record.levelname,
+            "levelno": record.levelno,
             "message": record.getMessage(),
             "asctime": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
-            "filename": record.filename, "lineno": record.lineno, "funcName": record.funcName,
-            "process": record.process, "MDC": dict(getattr(record, "MDC", None) or {}),
+            "filename": record.filename,
+            "lineno": record.lineno,
+            "funcName": record.funcName,
+            "process": record.process,
+            "MDC": dict(getattr(record, "MDC", None) or {}),
         }
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_info"] = self.formatException(record.exc_info)
@@ -132,8 +137,10 @@ def parse_levels(levels: Iterable[str] | str | None) -> list[tuple[str, int]]:
             if level.upper() == "VERBOSE":
                 number = logging.INFO - 5
             if not isinstance(number, int):
-                raise ValueError(f"unknown log level {level!r} in {item!r}; use CRITICAL, ERROR, WARNING, "
-                                 "INFO, VERBOSE, DEBUG or TRACE (optionally as COMPONENT=LEVEL)")
+                raise ValueError(
+                    f"unknown log level {level!r} in {item!r}; use CRITICAL, ERROR, WARNING, "
+                    "INFO, VERBOSE, DEBUG or TRACE (optionally as COMPONENT=LEVEL)"
+                )
             out.append((comp, number))
     return out
 
@@ -164,9 +171,15 @@ def parse_labels(labels: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
-def setup_logging(levels: Iterable[str] | str | None = None, log_file: Sequence[str] | str | None = None,
-                  *, long_log: bool = False, log_labels: Iterable[str] | Mapping[str, str] | None = None,
-                  log_tty: bool = True, default_level: int = logging.INFO) -> None:
+def setup_logging(
+    levels: Iterable[str] | str | None = None,
+    log_file: Sequence[str] | str | None = None,
+    *,
+    long_log: bool = False,
+    log_labels: Iterable[str] | Mapping[str, str] | None = None,
+    log_tty: bool = True,
+    default_level: int = logging.INFO,
+) -> None:
     """Configure the root logger for a command-line run.
 
     Parameters
@@ -219,8 +232,11 @@ def setup_logging(levels: Iterable[str] | str | None = None, log_file: Sequence[
         _INSTALLED.append(h)
     if not log_tty:
         for h in list(root.handlers):
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) \
-                    and getattr(h, "stream", None) in (sys.stderr, sys.stdout):
+            if (
+                isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)
+                and getattr(h, "stream", None) in (sys.stderr, sys.stdout)
+            ):
                 root.removeHandler(h)
     root.setLevel(default_level)
     for comp, number in parsed:

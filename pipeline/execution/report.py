@@ -249,9 +249,19 @@ class Summary(pydantic.BaseModel):
             else:
                 caveats = ""
             total = ts.n_successful + ts.n_unknown + ts.n_blocked + ts.n_failed + ts.n_wonky
-            rows.append({"Task": label, "Unknown": ts.n_unknown, "Successful": ts.n_successful,
-                         "Caveats": caveats, "Blocked": ts.n_blocked, "Failed": ts.n_failed,
-                         "Wonky": ts.n_wonky, "TOTAL": total, "EXPECTED": ts.n_expected})
+            rows.append(
+                {
+                    "Task": label,
+                    "Unknown": ts.n_unknown,
+                    "Successful": ts.n_successful,
+                    "Caveats": caveats,
+                    "Blocked": ts.n_blocked,
+                    "Failed": ts.n_failed,
+                    "Wonky": ts.n_wonky,
+                    "TOTAL": total,
+                    "EXPECTED": ts.n_expected,
+                }
+            )
         return rows
 
     def dataset_rows(self) -> list[dict[str, Any]]:
@@ -265,9 +275,18 @@ class Summary(pydantic.BaseModel):
         rows = []
         for name, ds in self.datasets.items():
             total = ds.n_visible + ds.n_shadowed + ds.n_predicted_only + ds.n_unsuccessful + ds.n_cursed
-            rows.append({"Dataset": name, "Visible": ds.n_visible, "Shadowed": ds.n_shadowed,
-                         "Predicted Only": ds.n_predicted_only, "Unsuccessful": ds.n_unsuccessful,
-                         "Cursed": ds.n_cursed, "TOTAL": total, "EXPECTED": ds.n_expected})
+            rows.append(
+                {
+                    "Dataset": name,
+                    "Visible": ds.n_visible,
+                    "Shadowed": ds.n_shadowed,
+                    "Predicted Only": ds.n_predicted_only,
+                    "Unsuccessful": ds.n_unsuccessful,
+                    "Cursed": ds.n_cursed,
+                    "TOTAL": total,
+                    "EXPECTED": ds.n_expected,
+                }
+            )
         return rows
 
     def bad_quantum_rows(self, max_message_width: int = 80) -> dict[str, list[dict[str, Any]]]:
@@ -286,8 +305,10 @@ class Summary(pydantic.BaseModel):
         out: dict[str, list[dict[str, Any]]] = {}
         for label, ts in self.tasks.items():
             rows = []
-            for status, q in itertools.chain(zip(itertools.repeat("FAILED"), ts.failed_quanta),
-                                             zip(itertools.repeat("WONKY"), ts.wonky_quanta)):
+            for status, q in itertools.chain(
+                zip(itertools.repeat("FAILED"), ts.failed_quanta),
+                zip(itertools.repeat("WONKY"), ts.wonky_quanta),
+            ):
                 msg = q.messages[-1] if q.messages else ""
                 if max_message_width and msg:
                     msg = textwrap.shorten(msg, max_message_width)
@@ -297,7 +318,7 @@ class Summary(pydantic.BaseModel):
         return out
 
     def format(self, brief: bool = False, datasets: bool = True) -> str:
-        """The text ``pipetask report`` prints: quanta table, datasets table, errors per task.
+        """Return the text ``pipetask report`` prints: quanta table, datasets table, errors per task.
 
         Parameters
         ----------
@@ -334,8 +355,9 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
     left = {"Task", "Dataset", "Caveats", "Status(Caveats)", "Message"}
 
     def fmt(values: Sequence[str]) -> str:
-        return " ".join(v.ljust(w) if c in left else v.rjust(w)
-                        for c, v, w in zip(cols, values, widths)).rstrip()
+        return " ".join(
+            v.ljust(w) if c in left else v.rjust(w) for c, v, w in zip(cols, values, widths)
+        ).rstrip()
 
     return "\n".join([fmt(cols), " ".join("-" * w for w in widths)] + [fmt(row) for row in cells])
 
@@ -345,7 +367,7 @@ _FAILED_RE = re.compile(r"^Quantum .* failed: (.*)$", re.S)
 
 
 def failure_message(records: Sequence[Mapping[str, Any]]) -> str:
-    """The one-line error message of a failed quantum from its ``<label>_log`` records.
+    """Return the one-line error message of a failed quantum from its ``<label>_log`` records.
 
     Parameters
     ----------
@@ -384,7 +406,9 @@ class _Presence:
             ids: set[Any] = set()
             for name in sorted(set(type_names)):
                 try:
-                    ids.update(r.id for r in self.butler.query_datasets(name, collections=[run], find_first=False))
+                    ids.update(
+                        r.id for r in self.butler.query_datasets(name, collections=[run], find_first=False)
+                    )
                 except Exception:  # noqa: BLE001 - unknown dataset type or run: nothing registered
                     continue
             self._registered[key] = ids
@@ -461,8 +485,9 @@ def _attempt_statuses(graph: Any, presence: _Presence, logs: bool) -> dict[Any, 
     return info
 
 
-def report_from_graphs(butler: Any, graphs: Sequence[Any], *, logs: bool = True,
-                       use_disk: bool = True) -> Summary:
+def report_from_graphs(
+    butler: Any, graphs: Sequence[Any], *, logs: bool = True, use_disk: bool = True
+) -> Summary:
     """Report on one or more executed graphs (attempts at the same processing, oldest first).
 
     Parameters
@@ -511,8 +536,11 @@ def report_from_graphs(butler: Any, graphs: Sequence[Any], *, logs: bool = True,
         tried = [(run, e) for run, e in runs if e["status"] in ("SUCCESSFUL", "FAILED")]
         final = tried[-1][1] if tried else last
         statuses = [e["status"] for _, e in runs]
-        uqs = UnsuccessfulQuantumSummary(data_id=data_id, runs={run: e["status"] for run, e in runs},
-                                         messages=[e["message"] for _, e in runs if e["message"]])
+        uqs = UnsuccessfulQuantumSummary(
+            data_id=data_id,
+            runs={run: e["status"] for run, e in runs},
+            messages=[e["message"] for _, e in runs if e["message"]],
+        )
         succeeded_before = "SUCCESSFUL" in [e["status"] for _, e in tried[:-1]]
         if final["status"] == "FAILED" and succeeded_before:
             uqs.messages.append("succeeded in an earlier run, failed in a later one")
@@ -599,8 +627,9 @@ def saved_graphs(root: str | os.PathLike[str]) -> dict[str, list[Path]]:
     return out
 
 
-def report_from_collections(butler: Any, collections: Sequence[str], *, where: str = "",
-                            logs: bool = True) -> Summary:
+def report_from_collections(
+    butler: Any, collections: Sequence[str], *, where: str = "", logs: bool = True
+) -> Summary:
     """Report on the runs of collections, from what the repository holds (no graph file given).
 
     Parameters
@@ -630,14 +659,17 @@ def report_from_collections(butler: Any, collections: Sequence[str], *, where: s
 
     runs = _resolve_runs(butler, collections)
     if not runs:
-        raise LookupError(f"no RUN collection found in {', '.join(collections)}; "
-                          "butler query-collections REPO lists them")
+        raise LookupError(
+            f"no RUN collection found in {', '.join(collections)}; butler query-collections REPO lists them"
+        )
     graphs = saved_graphs(butler.root)
     parts = []
     for run in runs:
         if run in graphs and not where:
             try:
-                parts.append(report_from_graphs(butler, [QuantumGraph.load(p) for p in graphs[run]], logs=logs))
+                parts.append(
+                    report_from_graphs(butler, [QuantumGraph.load(p) for p in graphs[run]], logs=logs)
+                )
                 continue
             except Exception as exc:  # noqa: BLE001 - fall back to the datasets
                 _log.warning("Could not use the saved graph of %s (%s); reading its datasets", run, exc)
@@ -656,8 +688,9 @@ def _report_run_datasets(butler: Any, run: str, *, where: str = "", logs: bool =
         label = name[: -len("_log")]
         try:
             log_refs = butler.query_datasets(name, collections=[run], where=where, find_first=False)
-            md_refs = butler.query_datasets(f"{label}_metadata", collections=[run], where=where,
-                                            find_first=False)
+            md_refs = butler.query_datasets(
+                f"{label}_metadata", collections=[run], where=where, find_first=False
+            )
         except Exception:  # noqa: BLE001 - type without datasets here
             continue
         if not log_refs and not md_refs:
@@ -685,12 +718,17 @@ def _report_run_datasets(butler: Any, run: str, *, where: str = "", logs: bool =
                     msgs = [failure_message(butler.get(r))]
                 except Exception as exc:  # noqa: BLE001
                     msgs = [f"Logs missing or corrupt: {exc}"]
-            ts.failed_quanta.append(UnsuccessfulQuantumSummary(
-                data_id=_required(r.data_id), runs={run: "FAILED"}, messages=[m for m in msgs if m]))
+            ts.failed_quanta.append(
+                UnsuccessfulQuantumSummary(
+                    data_id=_required(r.data_id), runs={run: "FAILED"}, messages=[m for m in msgs if m]
+                )
+            )
         ts.n_expected += len(seen)
     if summary.tasks:
-        summary.notes.append(f"run {run} has no saved graph: EXPECTED counts only the quanta attempted; "
-                             "blocked and not attempted quanta are not known (pass the graph file)")
+        summary.notes.append(
+            f"run {run} has no saved graph: EXPECTED counts only the quanta attempted; "
+            "blocked and not attempted quanta are not known (pass the graph file)"
+        )
     return summary
 
 
@@ -715,6 +753,8 @@ def aggregate_files(paths: Sequence[str | os.PathLike[str]]) -> Summary:
         try:
             summaries.append(Summary.model_validate_json(Path(p).read_text()))
         except (pydantic.ValidationError, ValueError) as exc:
-            raise ValueError(f"{p} is not a JSON report of 'pipetask report --full-output-filename': "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"{p} is not a JSON report of 'pipetask report --full-output-filename': "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
     return Summary.aggregate(summaries)

@@ -25,24 +25,64 @@ def _emit(summary: Any, full_output_filename: str | None, brief: bool) -> None:
 @click.command("report", short_help="Summarize the quanta of executed graphs or runs: done, failed, blocked.")
 @click.argument("repo")
 @click.argument("qgraphs", nargs=-1)
-@click.option("--collections", multiple=True, metavar="COLL[,COLL]",
-              help="Report the RUN collections these reach (chains flattened), without a graph file.")
-@click.option("-o", "--output", default=None, metavar="COLL",
-              help="The -o of 'pipetask run': its CHAINED collection (its runs are reported).")
-@click.option("--where", "-d", "where", default="", metavar="EXPR",
-              help="Data query restricting the quanta of runs reported without a graph.")
-@click.option("--full-output-filename", default=None, metavar="FILE",
-              help="Also write the whole report (every failure, its data ID and messages) as JSON.")
-@click.option("--logs/--no-logs", default=True, show_default=True,
-              help="Read the logs of failed quanta for their error messages.")
+@click.option(
+    "--collections",
+    multiple=True,
+    metavar="COLL[,COLL]",
+    help="Report the RUN collections these reach (chains flattened), without a graph file.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    metavar="COLL",
+    help="The -o of 'pipetask run': its CHAINED collection (its runs are reported).",
+)
+@click.option(
+    "--where",
+    "-d",
+    "where",
+    default="",
+    metavar="EXPR",
+    help="Data query restricting the quanta of runs reported without a graph.",
+)
+@click.option(
+    "--full-output-filename",
+    default=None,
+    metavar="FILE",
+    help="Also write the whole report (every failure, its data ID and messages) as JSON.",
+)
+@click.option(
+    "--logs/--no-logs",
+    default=True,
+    show_default=True,
+    help="Read the logs of failed quanta for their error messages.",
+)
 @click.option("--brief", is_flag=True, help="Counts only (no per-data-ID error tables).")
-@click.option("--force-v2", is_flag=True, hidden=True,
-              help="Accepted for LSST compatibility: every report here is of the multi-graph kind.")
-@click.option("--use-qbb/--no-use-qbb", default=True, show_default=True,
-              help="Count files of unregistered outputs (quantum-backed runs not yet transferred).")
-def report_command(repo: str, qgraphs: Sequence[str], collections: Sequence[str], output: str | None,
-                   where: str, full_output_filename: str | None, logs: bool, brief: bool, force_v2: bool,
-                   use_qbb: bool) -> None:
+@click.option(
+    "--force-v2",
+    is_flag=True,
+    hidden=True,
+    help="Accepted for LSST compatibility: every report here is of the multi-graph kind.",
+)
+@click.option(
+    "--use-qbb/--no-use-qbb",
+    default=True,
+    show_default=True,
+    help="Count files of unregistered outputs (quantum-backed runs not yet transferred).",
+)
+def report_command(
+    repo: str,
+    qgraphs: Sequence[str],
+    collections: Sequence[str],
+    output: str | None,
+    where: str,
+    full_output_filename: str | None,
+    logs: bool,
+    brief: bool,
+    force_v2: bool,
+    use_qbb: bool,
+) -> None:
     """Per task: quanta expected, succeeded, failed, blocked and not attempted; each failure.
 
     REPO is the repository the graphs ran against. QGRAPHS are graph files (-q of 'pipetask
@@ -82,10 +122,11 @@ def report_command(repo: str, qgraphs: Sequence[str], collections: Sequence[str]
 
 @click.command("aggregate-reports", short_help="Merge the JSON reports of 'pipetask report'.")
 @click.argument("filenames", nargs=-1, required=True)
-@click.option("--full-output-filename", default=None, metavar="FILE",
-              help="Write the merged report as JSON.")
+@click.option("--full-output-filename", default=None, metavar="FILE", help="Write the merged report as JSON.")
 @click.option("--brief", is_flag=True, help="Counts only.")
-def aggregate_reports_command(filenames: Sequence[str], full_output_filename: str | None, brief: bool) -> None:
+def aggregate_reports_command(
+    filenames: Sequence[str], full_output_filename: str | None, brief: bool
+) -> None:
     """Merge reports of disjoint groups of data IDs (same pipeline) into one.
 
     FILENAMES are files written by 'pipetask report --full-output-filename'.

@@ -8,9 +8,19 @@ makes no network request.
 
 from __future__ import annotations
 
+from .cli import main, write_report
 from .collect import AmpRow, CalibEntry, DetectorSection, ImageEntry, ReportData, RunEntry, collect_report
 from .html import render_html
-from .cli import main, write_report
 
-__all__ = ["AmpRow", "CalibEntry", "DetectorSection", "ImageEntry", "ReportData", "RunEntry",
-           "collect_report", "main", "render_html", "write_report"]
+__all__ = [
+    "AmpRow",
+    "CalibEntry",
+    "DetectorSection",
+    "ImageEntry",
+    "ReportData",
+    "RunEntry",
+    "collect_report",
+    "main",
+    "render_html",
+    "write_report",
+]

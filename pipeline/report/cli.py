@@ -11,8 +11,14 @@ import click
 __all__ = ["main", "write_report"]
 
 
-def write_report(repo: str | Path, outdir: str | Path, collections: Sequence[str] | None = None, *,
-                 thumbnails: bool = True, title: str | None = None) -> Path:
+def write_report(
+    repo: str | Path,
+    outdir: str | Path,
+    collections: Sequence[str] | None = None,
+    *,
+    thumbnails: bool = True,
+    title: str | None = None,
+) -> Path:
     """Write ``outdir/index.html`` and its images for a repository.
 
     Parameters
@@ -49,18 +55,32 @@ def write_report(repo: str | Path, outdir: str | Path, collections: Sequence[str
     data = collect_report(repo, outdir, collections, thumbnails=thumbnails)
     page = outdir / "index.html"
     tmp = page.with_suffix(".html.tmp")
-    tmp.write_text(render_html(data, title or f"ccdflow calibration report: {Path(repo).resolve().name}"),
-                   encoding="utf-8")
+    tmp.write_text(
+        render_html(data, title or f"ccdflow calibration report: {Path(repo).resolve().name}"),
+        encoding="utf-8",
+    )
     tmp.replace(page)
     return page
 
 
 @click.command("ccdflow-report", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("repo", type=click.Path(file_okay=False))
-@click.option("-i", "--collections", "collections", multiple=True, metavar="COLL[,COLL]",
-              help="Collections (or glob patterns) to report on; chains are followed. Default: all.")
-@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
-              help="Directory to write index.html and img/ into.")
+@click.option(
+    "-i",
+    "--collections",
+    "collections",
+    multiple=True,
+    metavar="COLL[,COLL]",
+    help="Collections (or glob patterns) to report on; chains are followed. Default: all.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write index.html and img/ into.",
+)
 @click.option("--no-thumbnails", is_flag=True, help="Skip the thumbnails of calibrations and ISR outputs.")
 @click.option("--title", default=None, help="Page title.")
 def main(repo: str, collections: Sequence[str], output: str, no_thumbnails: bool, title: str | None) -> None:
@@ -73,8 +93,9 @@ def main(repo: str, collections: Sequence[str], output: str, no_thumbnails: bool
     summary. Open DIR/index.html in a browser (no server needed).
     """
     if not (Path(repo) / "butler.yaml").is_file():
-        raise click.ClickException(f"{repo} is not a butler repository (no butler.yaml); "
-                                   "give the directory made by 'butler create'")
+        raise click.ClickException(
+            f"{repo} is not a butler repository (no butler.yaml); give the directory made by 'butler create'"
+        )
     colls = [c.strip() for value in collections for c in value.split(",") if c.strip()]
     try:
         page = write_report(repo, output, colls or None, thumbnails=not no_thumbnails, title=title)

@@ -20,7 +20,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AmpRow", "CalibEntry", "DetectorSection", "ImageEntry", "ReportData", "RunEntry", "collect_report"]
+__all__ = [
+    "AmpRow",
+    "CalibEntry",
+    "DetectorSection",
+    "ImageEntry",
+    "ReportData",
+    "RunEntry",
+    "collect_report",
+]
 
 _log = logging.getLogger("ccdflow.report")
 
@@ -188,8 +196,9 @@ def _query(butler: Any, dataset_type: str, collections: Sequence[str], where: st
     if not collections:
         return []
     try:
-        return list(butler.query_datasets(dataset_type, collections=list(collections), where=where,
-                                          find_first=False))
+        return list(
+            butler.query_datasets(dataset_type, collections=list(collections), where=where, find_first=False)
+        )
     except Exception:  # noqa: BLE001 - missing dataset type / collection: nothing to show
         return []
 
@@ -217,11 +226,14 @@ def _resolve(butler: Any, collections: Sequence[str] | None) -> tuple[list[str],
     runs: list[str] = []
     calibs: list[str] = []
     for pattern in patterns:
-        for name in butler.registry.query_collections(pattern, types=[CollectionType.RUN], flatten_chains=True):
+        for name in butler.registry.query_collections(
+            pattern, types=[CollectionType.RUN], flatten_chains=True
+        ):
             if name not in runs:
                 runs.append(name)
-        for name in butler.registry.query_collections(pattern, types=[CollectionType.CALIBRATION],
-                                                      flatten_chains=True):
+        for name in butler.registry.query_collections(
+            pattern, types=[CollectionType.CALIBRATION], flatten_chains=True
+        ):
             if name not in calibs:
                 calibs.append(name)
     return runs, calibs
@@ -258,8 +270,14 @@ def _data_id_text(data_id: Mapping[str, Any], skip: Iterable[str] = ("instrument
 
 
 # ----------------------------------------------------------------------------- main
-def collect_report(repo: str | Path, outdir: str | Path, collections: Sequence[str] | None = None,
-                   *, thumbnails: bool = True, run_reports: bool = True) -> ReportData:
+def collect_report(
+    repo: str | Path,
+    outdir: str | Path,
+    collections: Sequence[str] | None = None,
+    *,
+    thumbnails: bool = True,
+    run_reports: bool = True,
+) -> ReportData:
     """Read a repository and write the report's image files into ``outdir/img``.
 
     Parameters
@@ -292,10 +310,14 @@ def collect_report(repo: str | Path, outdir: str | Path, collections: Sequence[s
     imgdir.mkdir(parents=True, exist_ok=True)
     runs, calib_colls = _resolve(butler, collections)
     if collections and not runs and not calib_colls:
-        raise LookupError(f"no collection matches {', '.join(collections)}; "
-                          "butler query-collections REPO lists them")
-    data = ReportData(repo=str(Path(repo).resolve()), collections=list(collections or ["*"]),
-                      created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+        raise LookupError(
+            f"no collection matches {', '.join(collections)}; butler query-collections REPO lists them"
+        )
+    data = ReportData(
+        repo=str(Path(repo).resolve()),
+        collections=list(collections or ["*"]),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
     dataset_types = {dt.name: dt for dt in butler.registry.query_dataset_types("*")}
     calib_types = [n for n, dt in dataset_types.items() if dt.is_calibration]
 
@@ -322,8 +344,17 @@ def collect_report(repo: str | Path, outdir: str | Path, collections: Sequence[s
     keys.discard(("", -1))
     for inst, det in sorted(keys):
         section = DetectorSection(inst, det)
-        _fill_section(butler, section, certs.get((inst, det), []), runs, raw_refs, isr_refs,
-                      dataset_types, imgdir, thumbnails)
+        _fill_section(
+            butler,
+            section,
+            certs.get((inst, det), []),
+            runs,
+            raw_refs,
+            isr_refs,
+            dataset_types,
+            imgdir,
+            thumbnails,
+        )
         data.sections.append(section)
 
     if run_reports:
@@ -340,9 +371,17 @@ def collect_report(repo: str | Path, outdir: str | Path, collections: Sequence[s
     return data
 
 
-def _fill_section(butler: Any, section: DetectorSection, certs: list[tuple[CalibEntry, Any]],
-                  runs: list[str], raw_refs: list[Any], isr_refs: list[Any], dataset_types: Mapping[str, Any],
-                  imgdir: Path, thumbnails: bool) -> None:
+def _fill_section(
+    butler: Any,
+    section: DetectorSection,
+    certs: list[tuple[CalibEntry, Any]],
+    runs: list[str],
+    raw_refs: list[Any],
+    isr_refs: list[Any],
+    dataset_types: Mapping[str, Any],
+    imgdir: Path,
+    thumbnails: bool,
+) -> None:
     inst, det = section.instrument, section.detector
     where = f"instrument = '{inst}' AND detector = {det}"
     section.calibs = sorted((c for c, _ in certs), key=lambda c: (c.dataset_type, c.begin or ""))
@@ -355,14 +394,18 @@ def _fill_section(butler: Any, section: DetectorSection, certs: list[tuple[Calib
     except Exception:  # noqa: BLE001 - instrument not known: no nominal values
         camera_det = None
     for ref in raw_refs:
-        if ref.data_id["instrument"] == inst and int(ref.data_id["detector"]) == det and ref.data_id.has_records():
+        if (
+            ref.data_id["instrument"] == inst
+            and int(ref.data_id["detector"]) == det
+            and ref.data_id.has_records()
+        ):
             rec = ref.data_id.records.get("exposure")
             if rec is not None and rec.timespan is not None and rec.timespan.begin is not None:
                 section.exposures.append((rec.timespan.begin.isot, str(rec.observation_type)))
     section.exposures.sort()
 
     def latest(name: str) -> tuple[Any, str] | None:
-        """The certified dataset of a type with the latest validity start, else the newest in a run."""
+        """Return the certified dataset of a type with the latest validity start, else the newest in a run."""
         cands = [(c, r) for c, r in certs if c.dataset_type == name]
         if cands:
             c, r = max(cands, key=lambda cr: cr[0].begin or "")
@@ -402,15 +445,23 @@ def _fill_section(butler: Any, section: DetectorSection, certs: list[tuple[Calib
                 r.gain_err = _float(ptc.gainErr.get(amp))
                 r.noise = _float(ptc.noise.get(amp))
                 r.noise_err = _float(ptc.noiseErr.get(amp))
-                r.noise_constrained = (math.isfinite(r.noise) and r.noise > 0.5
-                                       and r.noise > 3.0 * (r.noise_err if math.isfinite(r.noise_err) else 0))
+                r.noise_constrained = (
+                    math.isfinite(r.noise)
+                    and r.noise > 0.5
+                    and r.noise > 3.0 * (r.noise_err if math.isfinite(r.noise_err) else 0)
+                )
         except Exception as exc:  # noqa: BLE001
             _log.warning("cannot read %s: %s", ref, exc)
 
     # overscan numbers from the headers of the ISR outputs of science exposures
     mine = [r for r in isr_refs if r.data_id["instrument"] == inst and int(r.data_id["detector"]) == det]
-    science = [r for r in mine if r.data_id.has_records() and r.data_id.records.get("exposure") is not None
-               and r.data_id.records["exposure"].observation_type == "science"]
+    science = [
+        r
+        for r in mine
+        if r.data_id.has_records()
+        and r.data_id.records.get("exposure") is not None
+        and r.data_id.records["exposure"].observation_type == "science"
+    ]
     science = science or mine
     from pipeline.image import Box
 
@@ -423,7 +474,9 @@ def _fill_section(butler: Any, section: DetectorSection, certs: list[tuple[Calib
             continue
         for amp in amp_names or list(rows):
             lv = _float(md.get(_OVERSCAN_LEVEL_KEY.format(amp=amp)))
-            nz = _float(md.get(_OVERSCAN_NOISE_KEY.format(amp=amp))) * _float(md.get(_GAIN_USED_KEY.format(amp=amp)))
+            nz = _float(md.get(_OVERSCAN_NOISE_KEY.format(amp=amp))) * _float(
+                md.get(_GAIN_USED_KEY.format(amp=amp))
+            )
             if math.isfinite(lv):
                 levels.setdefault(amp, []).append(lv)
             if math.isfinite(nz):
@@ -448,8 +501,13 @@ def _fill_section(butler: Any, section: DetectorSection, certs: list[tuple[Calib
                     rows[amp].defects = len(boxes)
                     continue
                 rows[amp].defects = sum(
-                    1 for x0, y0, nx, ny in boxes
-                    if x0 < bbox.x0 + bbox.nx and x0 + nx > bbox.x0 and y0 < bbox.y0 + bbox.ny and y0 + ny > bbox.y0)
+                    1
+                    for x0, y0, nx, ny in boxes
+                    if x0 < bbox.x0 + bbox.nx
+                    and x0 + nx > bbox.x0
+                    and y0 < bbox.y0 + bbox.ny
+                    and y0 + ny > bbox.y0
+                )
         except Exception as exc:  # noqa: BLE001
             _log.warning("cannot read defects %s: %s", found[0], exc)
     found = latest("linearizer")
@@ -499,8 +557,9 @@ def _fill_section(butler: Any, section: DetectorSection, certs: list[tuple[Calib
     if not thumbnails:
         return
     for c, ref in certs:
-        if dataset_types.get(c.dataset_type) is None or not dataset_types[c.dataset_type].storage_class.startswith(
-                "Exposure"):
+        if dataset_types.get(c.dataset_type) is None or not dataset_types[
+            c.dataset_type
+        ].storage_class.startswith("Exposure"):
             continue
         path = imgdir / _safe_name(f"{inst}_det{det}_{c.dataset_type}_{c.dataset_id[:8]}.png")
         try:
@@ -513,8 +572,9 @@ def _fill_section(butler: Any, section: DetectorSection, certs: list[tuple[Calib
         section.images.append(ImageEntry(f"img/{path.name}", f"{c.dataset_type} [{span}]", "calib"))
     chosen = sorted(science, key=lambda r: r.data_id.get("exposure", 0))[-MAX_ISR_THUMBS:]
     for ref in chosen:
-        path = imgdir / _safe_name(f"{inst}_det{det}_postISRCCD_{_data_id_text(ref.data_id.required)}_"
-                                   f"{str(ref.id)[:8]}.png")
+        path = imgdir / _safe_name(
+            f"{inst}_det{det}_postISRCCD_{_data_id_text(ref.data_id.required)}_{str(ref.id)[:8]}.png"
+        )
         try:
             if not path.exists():
                 _thumbnail(butler.get(ref).image, path)
@@ -529,7 +589,7 @@ def _fill_section(butler: Any, section: DetectorSection, certs: list[tuple[Calib
 
 
 def _verify_text(obj: Any, amp: str) -> str:
-    """A short pass/fail text for one amplifier from a verification dataset (best effort)."""
+    """Return a short pass/fail text for one amplifier from a verification dataset (best effort)."""
     if not isinstance(obj, Mapping):
         return ""
     node: Any = obj

@@ -98,21 +98,29 @@ def _amp_table(section: DetectorSection) -> str:
     has_defects = any(r.defects is not None for r in section.amps)
     has_lin = any(r.linearity for r in section.amps)
     has_verify = any(r.verification for r in section.amps)
-    heads = [("l", "amp"), ("", "PTC gain<br><span class=muted>e⁻/ADU</span>"), ("", "±"),
-             ("", "nominal gain<br><span class=muted>e⁻/ADU</span>"), ("", "ratio"),
-             ("", "PTC read noise<br><span class=muted>e⁻</span>"),
-             ("", "nominal noise<br><span class=muted>e⁻</span>"),
-             ("", "overscan level<br><span class=muted>ADU</span>"),
-             ("", "overscan noise<br><span class=muted>e⁻</span>"), ("", "ISR frames")]
+    heads = [
+        ("l", "amp"),
+        ("", "PTC gain<br><span class=muted>e⁻/ADU</span>"),
+        ("", "±"),
+        ("", "nominal gain<br><span class=muted>e⁻/ADU</span>"),
+        ("", "ratio"),
+        ("", "PTC read noise<br><span class=muted>e⁻</span>"),
+        ("", "nominal noise<br><span class=muted>e⁻</span>"),
+        ("", "overscan level<br><span class=muted>ADU</span>"),
+        ("", "overscan noise<br><span class=muted>e⁻</span>"),
+        ("", "ISR frames"),
+    ]
     if has_defects:
         heads.append(("", "defects"))
     if has_lin:
         heads.append(("l", "linearity"))
     if has_verify:
         heads.append(("l", "verification"))
-    out = [f'<div class="scroll"><table class="sortable amps" id="amps-{_e(_anchor(section))}" '
-           f'data-instrument="{_e(section.instrument)}" data-detector="{section.detector}">',
-           "<thead><tr>" + "".join(f'<th class="{c}">{h}</th>' for c, h in heads) + "</tr></thead><tbody>"]
+    out = [
+        f'<div class="scroll"><table class="sortable amps" id="amps-{_e(_anchor(section))}" '
+        f'data-instrument="{_e(section.instrument)}" data-detector="{section.detector}">',
+        "<thead><tr>" + "".join(f'<th class="{c}">{h}</th>' for c, h in heads) + "</tr></thead><tbody>",
+    ]
     for r in section.amps:
         out.append(_amp_row(r, has_defects, has_lin, has_verify))
     out.append("</tbody></table></div>")
@@ -123,25 +131,39 @@ def _amp_row(r: AmpRow, has_defects: bool, has_lin: bool, has_verify: bool) -> s
     ratio = r.gain / r.nominal_gain if math.isfinite(r.gain) and r.nominal_gain else math.nan
     ratio_cls = "" if not math.isfinite(ratio) else ("ok" if abs(ratio - 1) <= 0.1 else "bad")
     if math.isfinite(r.noise):
-        noise = _num(r.noise, ".2f") if r.noise_constrained else '<span title="not constrained: no flat near ' \
-            'the noise floor">n/c</span>'
+        noise = (
+            _num(r.noise, ".2f")
+            if r.noise_constrained
+            else '<span title="not constrained: no flat near the noise floor">n/c</span>'
+        )
     else:
         noise = "–"
-    cells = [_td(_e(r.amp), r.amp, "l"), _td(_num(r.gain), _sort(r.gain)), _td(_num(r.gain_err), _sort(r.gain_err)),
-             _td(_num(r.nominal_gain, ".2f"), _sort(r.nominal_gain)), _td(_num(ratio), _sort(ratio), ratio_cls),
-             _td(noise, _sort(r.noise if r.noise_constrained else math.nan)),
-             _td(_num(r.nominal_noise, ".2f"), _sort(r.nominal_noise)),
-             _td(_num(r.overscan_level, ".1f"), _sort(r.overscan_level)),
-             _td(_num(r.overscan_noise, ".2f"), _sort(r.overscan_noise)), _td(str(r.n_isr), str(r.n_isr))]
+    cells = [
+        _td(_e(r.amp), r.amp, "l"),
+        _td(_num(r.gain), _sort(r.gain)),
+        _td(_num(r.gain_err), _sort(r.gain_err)),
+        _td(_num(r.nominal_gain, ".2f"), _sort(r.nominal_gain)),
+        _td(_num(ratio), _sort(ratio), ratio_cls),
+        _td(noise, _sort(r.noise if r.noise_constrained else math.nan)),
+        _td(_num(r.nominal_noise, ".2f"), _sort(r.nominal_noise)),
+        _td(_num(r.overscan_level, ".1f"), _sort(r.overscan_level)),
+        _td(_num(r.overscan_noise, ".2f"), _sort(r.overscan_noise)),
+        _td(str(r.n_isr), str(r.n_isr)),
+    ]
     if has_defects:
-        cells.append(_td("–" if r.defects is None else str(r.defects), "" if r.defects is None else str(r.defects)))
+        cells.append(
+            _td("–" if r.defects is None else str(r.defects), "" if r.defects is None else str(r.defects))
+        )
     if has_lin:
         cells.append(_td(_e(r.linearity or "–"), r.linearity, "l"))
     if has_verify:
         cls = "l bad" if "FAIL" in r.verification else "l ok" if r.verification else "l"
         cells.append(_td(_e(r.verification or "–"), r.verification, cls))
-    return (f'<tr data-amp="{_e(r.amp)}" data-gain="{_sort(r.gain)}" data-noise="{_sort(r.noise)}">'
-            + "".join(cells) + "</tr>")
+    return (
+        f'<tr data-amp="{_e(r.amp)}" data-gain="{_sort(r.gain)}" data-noise="{_sort(r.noise)}">'
+        + "".join(cells)
+        + "</tr>"
+    )
 
 
 def _parse(iso: str | None) -> datetime.datetime | None:
@@ -177,9 +199,11 @@ def _timeline(section: DetectorSection) -> str:
             return default
         return left + (width - left - 10) * (t - lo).total_seconds() / total
 
-    parts = [f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="validity ranges of the certified calibrations of {_e(section.instrument)} '
-             f'detector {section.detector}">']
+    parts = [
+        f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="validity ranges of the certified calibrations of {_e(section.instrument)} '
+        f'detector {section.detector}">'
+    ]
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     for i, name in enumerate(rows):
         y = 20 + i * row_h
@@ -188,18 +212,24 @@ def _timeline(section: DetectorSection) -> str:
         if name == "exposures":
             for iso, kind in section.exposures:
                 xx = x(_parse(iso), left)
-                col = {"science": "#111", "flat": "#2ca02c", "bias": "#1f77b4", "dark": "#555"}.get(kind, "#999")
-                parts.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{y + 3}" y2="{y + 21}" stroke="{col}">'
-                             f'<title>{_e(kind)} {_e(iso)}</title></line>')
+                col = {"science": "#111", "flat": "#2ca02c", "bias": "#1f77b4", "dark": "#555"}.get(
+                    kind, "#999"
+                )
+                parts.append(
+                    f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{y + 3}" y2="{y + 21}" stroke="{col}">'
+                    f"<title>{_e(kind)} {_e(iso)}</title></line>"
+                )
             continue
         for c in (c for c in section.calibs if c.dataset_type == name):
             x0 = x(_parse(c.begin), left)
             x1 = x(_parse(c.end), width - 10)
             col = colors[types.index(name) % len(colors)]
-            parts.append(f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(x1 - x0, 2):.1f}" height="16" rx="3" '
-                         f'fill="{col}" fill-opacity="0.55" stroke="{col}"><title>{_e(name)} '
-                         f'{_e(c.begin or "-inf")} … {_e(c.end or "+inf")} in {_e(c.collection)} '
-                         f'(run {_e(c.run)})</title></rect>')
+            parts.append(
+                f'<rect x="{x0:.1f}" y="{y + 4}" width="{max(x1 - x0, 2):.1f}" height="16" rx="3" '
+                f'fill="{col}" fill-opacity="0.55" stroke="{col}"><title>{_e(name)} '
+                f"{_e(c.begin or '-inf')} … {_e(c.end or '+inf')} in {_e(c.collection)} "
+                f"(run {_e(c.run)})</title></rect>"
+            )
             if c.begin is None:
                 parts.append(f'<text x="{left + 2}" y="{y + 16}" fill="#fff">◀ −∞</text>')
             if c.end is None:
@@ -209,8 +239,10 @@ def _timeline(section: DetectorSection) -> str:
         t = lo + datetime.timedelta(seconds=total * frac)
         xx = left + (width - left - 10) * frac
         anchor = "start" if frac == 0 else "end" if frac == 1 else "middle"
-        parts.append(f'<text x="{xx:.1f}" y="{yb}" text-anchor="{anchor}" fill="#5b6670">'
-                     f'{t.strftime("%Y-%m-%d %H:%M")} TAI</text>')
+        parts.append(
+            f'<text x="{xx:.1f}" y="{yb}" text-anchor="{anchor}" fill="#5b6670">'
+            f"{t.strftime('%Y-%m-%d %H:%M')} TAI</text>"
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -218,13 +250,21 @@ def _timeline(section: DetectorSection) -> str:
 def _calib_table(section: DetectorSection) -> str:
     if not section.calibs:
         return '<p class="muted">No certified calibration in the collections searched.</p>'
-    out = ['<div class="scroll"><table class="sortable calibs"><thead><tr><th class="l">type</th>'
-           '<th class="l">valid from (TAI)</th><th class="l">valid until (TAI)</th><th class="l">collection</th>'
-           '<th class="l">run</th></tr></thead><tbody>']
+    out = [
+        '<div class="scroll"><table class="sortable calibs"><thead><tr><th class="l">type</th>'
+        '<th class="l">valid from (TAI)</th><th class="l">valid until (TAI)</th><th class="l">collection</th>'
+        '<th class="l">run</th></tr></thead><tbody>'
+    ]
     for c in section.calibs:
-        out.append("<tr>" + _td(_e(c.dataset_type), c.dataset_type, "l") + _td(_e(c.begin or "−∞"), c.begin or "", "l")
-                   + _td(_e(c.end or "+∞"), c.end or "~", "l") + _td(_e(c.collection), None, "l")
-                   + _td(_e(c.run), None, "l") + "</tr>")
+        out.append(
+            "<tr>"
+            + _td(_e(c.dataset_type), c.dataset_type, "l")
+            + _td(_e(c.begin or "−∞"), c.begin or "", "l")
+            + _td(_e(c.end or "+∞"), c.end or "~", "l")
+            + _td(_e(c.collection), None, "l")
+            + _td(_e(c.run), None, "l")
+            + "</tr>"
+        )
     out.append("</tbody></table></div>")
     return "\n".join(out)
 
@@ -233,9 +273,15 @@ def _figures(section: DetectorSection, kind: str, cls: str = "grid") -> str:
     imgs = [i for i in section.images if i.kind == kind]
     if not imgs:
         return ""
-    return (f'<div class="{cls}">' + "".join(
-        f'<figure><a href="{_e(i.path)}"><img src="{_e(i.path)}" alt="{_e(i.title)}"></a>'
-        f"<figcaption>{_e(i.title)}</figcaption></figure>" for i in imgs) + "</div>")
+    return (
+        f'<div class="{cls}">'
+        + "".join(
+            f'<figure><a href="{_e(i.path)}"><img src="{_e(i.path)}" alt="{_e(i.title)}"></a>'
+            f"<figcaption>{_e(i.title)}</figcaption></figure>"
+            for i in imgs
+        )
+        + "</div>"
+    )
 
 
 def _run_section(run: RunEntry) -> str:
@@ -243,31 +289,53 @@ def _run_section(run: RunEntry) -> str:
     rows = s.quantum_rows()
     n_failed = sum(r["Failed"] for r in rows)
     n_blocked = sum(r["Blocked"] for r in rows)
-    state = (f'<span class="bad">{n_failed} failed, {n_blocked} blocked</span>' if n_failed or n_blocked
-             else '<span class="ok">all succeeded</span>')
+    state = (
+        f'<span class="bad">{n_failed} failed, {n_blocked} blocked</span>'
+        if n_failed or n_blocked
+        else '<span class="ok">all succeeded</span>'
+    )
     cols = ["Task", "Unknown", "Successful", "Caveats", "Blocked", "Failed", "Wonky", "TOTAL", "EXPECTED"]
-    out = [f'<details{" open" if n_failed or n_blocked else ""}><summary><b>{_e(run.name)}</b> — '
-           f'{sum(r["Successful"] for r in rows)} of {sum(r["EXPECTED"] for r in rows)} quanta succeeded; '
-           f"{state}</summary>",
-           '<div class="scroll"><table class="sortable quanta"><thead><tr>'
-           + "".join(f'<th class="{"l" if c in ("Task", "Caveats") else ""}">{c}</th>' for c in cols)
-           + "</tr></thead><tbody>"]
+    out = [
+        f"<details{' open' if n_failed or n_blocked else ''}><summary><b>{_e(run.name)}</b> — "
+        f"{sum(r['Successful'] for r in rows)} of {sum(r['EXPECTED'] for r in rows)} quanta succeeded; "
+        f"{state}</summary>",
+        '<div class="scroll"><table class="sortable quanta"><thead><tr>'
+        + "".join(f'<th class="{"l" if c in ("Task", "Caveats") else ""}">{c}</th>' for c in cols)
+        + "</tr></thead><tbody>",
+    ]
     for r in rows:
-        out.append("<tr>" + "".join(
-            _td(_e(r[c]), str(r[c]), "l" if c in ("Task", "Caveats") else ("bad" if c in ("Failed", "Blocked")
-                                                                            and r[c] else "")) for c in cols)
-                   + "</tr>")
+        out.append(
+            "<tr>"
+            + "".join(
+                _td(
+                    _e(r[c]),
+                    str(r[c]),
+                    "l"
+                    if c in ("Task", "Caveats")
+                    else ("bad" if c in ("Failed", "Blocked") and r[c] else ""),
+                )
+                for c in cols
+            )
+            + "</tr>"
+        )
     out.append("</tbody></table></div>")
     bad = s.bad_quantum_rows(max_message_width=0)
     for label, brows in bad.items():
         out.append(f"<h4>{_e(label)} failures</h4>")
         keys = [k for k in brows[0] if k not in ("Status(Caveats)", "Message")]
-        out.append('<div class="scroll"><table class="sortable failures"><thead><tr><th class="l">status</th>'
-                   + "".join(f"<th>{_e(k)}</th>" for k in keys) + '<th class="l">message</th></tr></thead><tbody>')
+        out.append(
+            '<div class="scroll"><table class="sortable failures"><thead><tr><th class="l">status</th>'
+            + "".join(f"<th>{_e(k)}</th>" for k in keys)
+            + '<th class="l">message</th></tr></thead><tbody>'
+        )
         for br in brows:
-            out.append("<tr>" + _td(_e(br["Status(Caveats)"]), None, "l bad")
-                       + "".join(_td(_e(br.get(k, "")), str(br.get(k, ""))) for k in keys)
-                       + _td(_e(br["Message"]), None, "msg") + "</tr>")
+            out.append(
+                "<tr>"
+                + _td(_e(br["Status(Caveats)"]), None, "l bad")
+                + "".join(_td(_e(br.get(k, "")), str(br.get(k, ""))) for k in keys)
+                + _td(_e(br["Message"]), None, "msg")
+                + "</tr>"
+            )
         out.append("</tbody></table></div>")
     for note in s.notes:
         out.append(f'<p class="muted">{_e(note)}</p>')
@@ -276,7 +344,7 @@ def _run_section(run: RunEntry) -> str:
 
 
 def render_html(data: ReportData, title: str = "ccdflow calibration report") -> str:
-    """The report page.
+    """Return the report page.
 
     Parameters
     ----------
@@ -290,13 +358,17 @@ def render_html(data: ReportData, title: str = "ccdflow calibration report") -> 
     html : `str`
         A complete, self-contained HTML document (no external resource).
     """
-    nav = " ".join(f'<a href="#{_e(_anchor(s))}">{_e(s.instrument)} det {s.detector}</a>' for s in data.sections)
+    nav = " ".join(
+        f'<a href="#{_e(_anchor(s))}">{_e(s.instrument)} det {s.detector}</a>' for s in data.sections
+    )
     if data.runs:
         nav += ' <a href="#runs">runs</a>'
-    body = [f"<header><h1>{_e(title)}</h1>",
-            f'<p class="muted">Repository <code>{_e(data.repo)}</code> · collections '
-            f'<code>{_e(", ".join(data.collections))}</code> · made {_e(data.created)}</p>',
-            f"<nav>{nav}</nav></header><main>"]
+    body = [
+        f"<header><h1>{_e(title)}</h1>",
+        f'<p class="muted">Repository <code>{_e(data.repo)}</code> · collections '
+        f"<code>{_e(', '.join(data.collections))}</code> · made {_e(data.created)}</p>",
+        f"<nav>{nav}</nav></header><main>",
+    ]
     insts: dict[str, list[DetectorSection]] = {}
     for s in data.sections:
         insts.setdefault(s.instrument, []).append(s)
@@ -304,16 +376,19 @@ def render_html(data: ReportData, title: str = "ccdflow calibration report") -> 
         body.append(f"<h2>{_e(inst)}</h2>")
         for s in sections:
             body.append(f'<section id="{_e(_anchor(s))}">')
-            body.append(f"<h3>{_e(inst)} detector {s.detector}"
-                        + (f" ({_e(s.name)})" if s.name else "") + "</h3>")
+            body.append(
+                f"<h3>{_e(inst)} detector {s.detector}" + (f" ({_e(s.name)})" if s.name else "") + "</h3>"
+            )
             body.append("<h4>Certified calibrations</h4>")
             body.append(_timeline(s))
             body.append(_calib_table(s))
             body.append("<h4>Amplifiers</h4>")
             if s.ptc_source:
-                body.append(f'<p class="muted">PTC gain and read noise from the ptc in {_e(s.ptc_source)}; '
-                            "overscan level and noise (residual rms × gain) from the headers of the "
-                            "ISR outputs of science exposures; nominal values from the camera description.</p>")
+                body.append(
+                    f'<p class="muted">PTC gain and read noise from the ptc in {_e(s.ptc_source)}; '
+                    "overscan level and noise (residual rms × gain) from the headers of the "
+                    "ISR outputs of science exposures; nominal values from the camera description.</p>"
+                )
             body.append(_amp_table(s) if s.amps else '<p class="muted">No amplifier data.</p>')
             plots = _figures(s, "plot", "grid plots")
             if plots:
@@ -326,14 +401,21 @@ def render_html(data: ReportData, title: str = "ccdflow calibration report") -> 
                 body += ["<h4>ISR outputs</h4>", isr]
             body.append("</section>")
     if data.runs:
-        body.append('<h2 id="runs">Runs</h2><p class="muted">Quanta per task as <code>pipetask report</code> '
-                    "counts them (Unknown: not attempted).</p>")
+        body.append(
+            '<h2 id="runs">Runs</h2><p class="muted">Quanta per task as <code>pipetask report</code> '
+            "counts them (Unknown: not attempted).</p>"
+        )
         body += [_run_section(r) for r in data.runs]
     if not data.sections and not data.runs:
         body.append("<p>Nothing to show: no calibration, ISR output or run in these collections.</p>")
-    body.append("</main><footer><p class=\"muted\">Written by ccdflow-report; a static page: it needs no "
-                "server and loads nothing from the network.</p></footer>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + f"\n<script>{_JS}</script></body></html>\n")
+    body.append(
+        '</main><footer><p class="muted">Written by ccdflow-report; a static page: it needs no '
+        "server and loads nothing from the network.</p></footer>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + f"\n<script>{_JS}</script></body></html>\n"
+    )

@@ -1,0 +1,1 @@
+"""Tests of pipetask report and the calibration report page."""

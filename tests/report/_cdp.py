@@ -21,9 +21,18 @@ from typing import Any
 
 #: Flags for a quiet, sandbox-free headless run that phones nowhere.
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
     "--window-size=1280,800",
 )
 
@@ -54,9 +63,17 @@ class Browser:
         self.timeout = timeout
         self.profile = tempfile.mkdtemp(prefix="ccdflow-chromium-")
         self.proc = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
-             "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -129,13 +146,20 @@ class Browser:
     # ------------------------------------------------------------------ helpers
     def open(self, url: str, width: int = 1280, height: int = 800) -> None:
         """Load a page at a viewport size and wait for its load event and its images."""
-        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                  mobile=width < 700)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=width < 700,
+        )
         self.events = [e for e in self.events if e["method"] != "Page.loadEventFired"]
         self.send("Page.navigate", url=url)
         self.wait_event("Page.loadEventFired")
-        self.evaluate("Promise.all(Array.from(document.images).map(i => i.complete ? 0 : "
-                      "new Promise(r => { i.onload = i.onerror = r; })))")
+        self.evaluate(
+            "Promise.all(Array.from(document.images).map(i => i.complete ? 0 : "
+            "new Promise(r => { i.onload = i.onerror = r; })))"
+        )
 
     def console_errors(self) -> list[str]:
         """Console errors, uncaught exceptions and error log entries seen so far."""
@@ -152,8 +176,11 @@ class Browser:
 
     def requested_urls(self) -> list[str]:
         """URLs of every request the page made."""
-        return [ev["params"]["request"]["url"] for ev in self.events
-                if ev["method"] == "Network.requestWillBeSent"]
+        return [
+            ev["params"]["request"]["url"]
+            for ev in self.events
+            if ev["method"] == "Network.requestWillBeSent"
+        ]
 
     def screenshot(self, path: str | os.PathLike[str]) -> Path:
         """Write a PNG screenshot of the viewport."""
