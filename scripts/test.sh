@@ -3,7 +3,8 @@
 #   bash scripts/test.sh [pytest args...]
 # Creates .venv (or reuses it), installs ccdflow with its test, postgres and parsl extras,
 # starts a throwaway PostgreSQL server (Debian's `postgresql` package, installed when missing)
-# for the registry tests, runs pytest, and stops the server on exit.
+# for the registry tests, installs Debian's chromium for the browser tests when missing, runs
+# pytest, and stops the server on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${CCDFLOW_VENV:-.venv}
@@ -32,6 +33,12 @@ if [ -z "${BUTLER_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" = "0" ]; then
     runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U postgres butler_test )
   export BUTLER_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$PGPORT/butler_test"
   trap 'cd /tmp; runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGROOT/data" -m fast -w stop >/dev/null 2>&1 || true; rm -rf "$PGROOT"' EXIT
+fi
+
+# --- Chromium for the browser tests of the report page (marker `browser`; Debian's packages) ---
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 set +e
