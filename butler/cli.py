@@ -207,11 +207,24 @@ def create(repo: str, db: str | None, overwrite: bool, checksum: bool) -> None:
 @cli.command("register-instrument")
 @click.argument("repo")
 @click.argument("instrument")
-def register_instrument(repo: str, instrument: str) -> None:
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Replace the registered camera description (prints the differences; refused if a detector "
+    "with data would change geometry).",
+)
+def register_instrument(repo: str, instrument: str, update: bool) -> None:
     """Register INSTRUMENT (a built-in name or a camera YAML path): its detectors and filters."""
     from pipeline.instruments import register_instrument as _register
 
     b = _open(repo)
+    if update:
+        from pipeline.instruments.update import update_instrument
+
+        result = update_instrument(b, instrument)
+        click.echo(result.format())
+        click.echo(f"Updated instrument {result.name}" if result.applied else "Nothing to update")
+        return
     result = _register(b, instrument)
     name = getattr(result, "name", None) or instrument
     click.echo(f"Registered instrument {name}")

@@ -400,18 +400,29 @@ class Registry:
                 found |= {tuple(r) for r in self.db.execute(stmt)}
         return found
 
-    def sync_dimension_data(self, element: str, record: Mapping[str, Any]) -> bool:
+    def sync_dimension_data(
+        self, element: str, record: Mapping[str, Any], *, update: bool = False
+    ) -> bool | dict[str, Any]:
         """Insert a record if it is missing; check it matches if present.
+
+        Parameters
+        ----------
+        element : `str`
+        record : mapping
+        update : `bool`
+            Overwrite the fields given that differ (daf_butler's ``syncDimensionData(update=True)``).
 
         Returns
         -------
-        inserted : `bool`
-            True if the record was inserted, False if an identical one existed.
+        inserted : `bool` or `dict`
+            True if the record was inserted, False if an identical one existed; with ``update``,
+            the old values of the fields that were changed (a `dict`), if any.
 
         Raises
         ------
         ConflictingDefinitionError
-            If a record with the same key exists with different values (names the fields).
+            If a record with the same key exists with different values (names the fields) and
+            ``update`` is false.
         """
         el = self.universe[element]
         row = self._normalize_record(el, record)
@@ -426,6 +437,18 @@ class Registry:
             if "timespan" in given:
                 given |= {"timespan_begin", "timespan_end"}
             diffs = [k for k in row if k in given and row[k] != old.get(k)]
+            if diffs and update:
+                t = self._dim_tables[element]
+                keycols = list(el.requires) + [el.primary_key.name]
+                self.db.execute(
+                    sa.update(t)
+                    .where(*[t.c[c] == row[c] for c in keycols])
+                    .values({k: row[k] for k in diffs})
+                )
+                self._records[element].clear()
+                self._complete.discard(element)
+                self._expanded.clear()
+                return {k: old.get(k) for k in diffs}
             if diffs:
                 raise ConflictingDefinitionError(
                     f"{element} {row[el.primary_key.name]!r} already exists with different "

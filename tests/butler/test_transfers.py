@@ -81,7 +81,8 @@ def _snapshot(b: Butler) -> dict:
         for r in refs
     }
     calibs = sorted(
-        (str(ref.id), ts.begin_ns, ts.end_ns) for ref, ts in reg.query_calibration_validity("cam/calib", "bias")
+        (str(ref.id), ts.begin_ns, ts.end_ns)
+        for ref, ts in reg.query_calibration_validity("cam/calib", "bias")
     )
     tags = sorted(str(r.id) for r in reg.query_datasets("arr", collections=["best"], find_first=False))
     used = {(e, rec.data_id_value) for r in refs for e, rec in r.data_id.records.items()}
@@ -161,7 +162,7 @@ def test_import_conflicting_record_and_missing_file(source, tmp_path):
     source.export(tmp_path / "exp")
     dest = Butler.create(tmp_path / "dest")
     dest.registry.insert_dimension_data("instrument", {"name": "cam", "class_name": "", "detector_max": 9})
-    with pytest.raises(ConflictingDefinitionError, match=r"instrument .*detector_max: 9 in the repository, 4"):
+    with pytest.raises(ConflictingDefinitionError, match=r"instrument .*detector_max: 9 in the repo\w*, 4"):
         dest.import_(tmp_path / "exp")
     dest2 = Butler.create(tmp_path / "dest2")
     victim = next((tmp_path / "exp").rglob("bias_*"))

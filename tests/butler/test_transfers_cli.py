@@ -43,7 +43,8 @@ def cli_repo(tmp_path):
 
 
 def test_export_import_cli(cli_repo, tmp_path):
-    r = run("export", cli_repo, tmp_path / "exp", "-t", "arr", "--where", "exposure = 2", "--transfer", "copy")
+    r = run("export", cli_repo, tmp_path / "exp", "-t", "arr", "--where", "exposure = 2",
+            "--transfer", "copy")
     assert "Exported 2 dataset(s) in 2 file(s)" in r.output
     doc = yaml.safe_load((tmp_path / "exp" / "export.yaml").read_text())
     exps = [d for d in doc["data"] if d["type"] == "dimension" and d["element"] == "exposure"]
