@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.image import MASK_PLANES
+from pipeline.image.statistics import IQR_TO_SIGMA, clipped_stats, stack_statistic
 from pipeline.tasks.cp.combine import CalibCombineTask
-from pipeline.tasks.cp.combine_math import stack_statistic
-from pipeline.image.statistics import clipped_stats
 from tests.cp._synth import SynthDetector, make_detector, make_exposure
 
 BAD = 1 << MASK_PLANES["BAD"]
@@ -48,7 +47,7 @@ def test_stack_statistic_equals_direct(n, statistic):
             if statistic == "MEANCLIP":
                 mean, _, nn = clipped_stats(v, ~cand, 3.0, 3)
                 # the used values: the engine's last selection
-                c, h = np.median(v[cand]), 3.0 * 0.741301109252802 * np.subtract(*np.percentile(v[cand], [75, 25]))
+                c, h = np.median(v[cand]), 3.0 * IQR_TO_SIGMA * np.subtract(*np.percentile(v[cand], [75, 25]))
                 for _ in range(3):
                     used = cand & (np.abs(v - c) <= h)
                     c = v[used].mean()

@@ -10,13 +10,11 @@ from pipeline.tasks.cp.ptc_math import (
     covariance_arrays,
     covariances_direct,
     covariances_fft,
-    fast_clipped_stats,
     grid_boxes,
     measure_pair,
     measure_pair_region,
     pair_gain,
 )
-from pipeline.image.statistics import clipped_stats
 from tests.cp._synth import SynthDetector, make_flat
 
 
@@ -65,24 +63,6 @@ def test_covariance_arrays_halves_and_weights():
     assert f - 1 == pytest.approx(1.2e-6, rel=0.2)
     out_f, _, _ = covariance_arrays(cov, npix, 2, clip_factor=2.0)
     assert out_f[0, 0] == pytest.approx(2.0 * 2.0) and out_f[1, 0] == pytest.approx(0.1 * 4)
-
-
-def test_fast_clipped_stats_matches_engine():
-    rng = np.random.default_rng(5)
-    small = rng.normal(100, 10, 5000)
-    small[:20] = 1e4
-    m0, v0, n0 = fast_clipped_stats(small, None, 3.0, 3)
-    m_ref, v_ref, n_ref = clipped_stats(small, None, 3.0, 3)
-    assert n0 == n_ref and m0 == pytest.approx(m_ref, rel=1e-14) and v0 == pytest.approx(v_ref, rel=1e-12)
-    assert 4900 < n0 < 4980 and m0 == pytest.approx(100, abs=0.5)        # the 20 outliers clipped
-    big = rng.normal(1000, 30, 600_000)
-    big[:1000] = 5e4
-    bad = np.zeros(big.size, bool)
-    bad[5:50] = True
-    m1, v1, n1 = fast_clipped_stats(big, bad, 5.5, 3)
-    m2, v2, n2 = clipped_stats(big, bad, 5.5, 3)
-    assert m1 == pytest.approx(m2, rel=1e-12) and v1 == pytest.approx(v2, rel=1e-9)
-    assert abs(n1 - n2) <= 2
 
 
 @pytest.mark.parametrize("correction", ["NONE", "SIMPLE", "FULL"])
@@ -233,38 +213,6 @@ def test_threaded_measurement_is_identical():
         np.testing.assert_array_equal(one[a][0].covariances, two[a][0].covariances)
 
 
-@pytest.mark.parametrize("dist", ["normal", "uniform", "bimodal"])
-def test_fast_clipped_stats_core_rim_equals_full_reselection(dist):
-    """The core/rim shortcut (and its fallback) gives the numbers of the plain iteration."""
-    from pipeline.tasks.cp.ptc_math import _clipped_full
-
-    rng = np.random.default_rng(21)
-    ny, nx = 700, 400
-    if dist == "normal":
-        img = rng.normal(2e4, 140.0, (ny, nx))
-        img.flat[::997] = 9e4                      # cosmic-ray-like outliers in the rim
-    elif dist == "uniform":                        # narrower than its IQR-based window
-        img = rng.uniform(0.0, 100.0, (ny, nx))
-    else:                                          # window cuts into the core: fallback path
-        img = np.where(rng.random((ny, nx)) < 0.5, rng.normal(0, 1, (ny, nx)), rng.normal(30, 1, (ny, nx)))
-        img.flat[::5000] = 500.0                   # far outliers: the core bound cannot tighten
-    big = np.zeros((ny, nx + 50), np.float32)
-    big[:, 20:20 + nx] = img
-    view = big[:, 20:20 + nx]                      # non-contiguous, like an amp of a detector
-    assert not view.flags.c_contiguous
-    m1, v1, n1 = fast_clipped_stats(view, None, 5.5, 3)
-    s = view.ravel()                               # float32 like the flats
-    # reference: the same first window, then full re-selections of every value
-    step = s.size // 16384
-    ky = int(round(np.sqrt(step)))
-    q25, q50, q75 = np.percentile(view[::ky, ::step // ky].astype(np.float64), [25, 50, 75])
-    m2, v2, n2 = _clipped_full(s, float(q50), 5.5 * 0.741301109252802 * (q75 - q25), 5.5, 3)
-    assert n1 == n2
-    assert m1 == pytest.approx(m2, rel=1e-9, abs=1e-9) and v1 == pytest.approx(v2, rel=1e-6)
-    if dist == "normal":
-        assert m1 == pytest.approx(2e4, abs=1.0) and np.sqrt(v1) == pytest.approx(140.0, rel=0.01)
-
-
 def test_fft_weight_path_with_many_masked_pixels_equals_direct_sum():
     """Above SPARSE_MAX_ZEROS masked pixels the counts come from FFTs of the weights."""
     from pipeline.tasks.cp.ptc_math import SMALL_REGION, SPARSE_MAX_ZEROS
@@ -340,20 +288,6 @@ def test_conv_quadrant_equals_full_2d_convolution(r):
     full = convolve2d(symmetrize(x), symmetrize(y), mode="full")
     c = 2 * (r - 1)
     np.testing.assert_allclose(_conv_quadrant(x, y), full[c:c + r, c:c + r], rtol=0, atol=1e-12)
-
-
-def test_quartiles_equal_numpy_percentile_bit_for_bit():
-    from pipeline.tasks.cp.ptc_math import _quartiles
-
-    rng = np.random.default_rng(17)
-    for k in range(400):
-        n = int(rng.integers(1, 3000))
-        x = (rng.normal(size=n) * rng.uniform(0.1, 1e4) + rng.uniform(-1e4, 1e4))
-        x = x.astype(np.float32 if k % 2 else np.float64)
-        ref = np.percentile(x, [25.0, 50.0, 75.0])
-        got = _quartiles(x)
-        assert got.dtype == ref.dtype
-        np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.parametrize("no_b", [False, True])

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from pipeline.image.statistics import (
+    CORE_RIM_MIN_SIZE,
     IQR_TO_SIGMA,
     clipped_stats,
+    clipped_stats_finite,
     clipped_stats_per_row,
     compute_statistic,
     integer_median,
@@ -15,6 +17,7 @@ from pipeline.image.statistics import (
     mean_per_row,
     median,
     median_per_row,
+    quartiles,
 )
 
 
@@ -116,3 +119,128 @@ def test_compute_statistic_names():
     assert compute_statistic(np.array([1, 2, 2, 2]), "MEDIAN", is_int=True) == pytest.approx(11 / 6)
     with pytest.raises(ValueError, match="Unknown statistic"):
         compute_statistic(x, "MODE")
+
+
+# ----------------------------------------------------------------- the methods agree
+
+
+def test_quartiles_equal_numpy_percentile_bit_for_bit():
+    """One partition + numpy's interpolation formula: numpy.percentile's values exactly."""
+    rng = np.random.default_rng(17)
+    for k in range(400):
+        n = int(rng.integers(1, 3000))
+        x = rng.normal(size=n) * rng.uniform(0.1, 1e4) + rng.uniform(-1e4, 1e4)
+        x = x.astype(np.float32 if k % 2 else np.float64)
+        assert quartiles(x) == tuple(float(q) for q in np.percentile(x, [25.0, 50.0, 75.0]))
+
+
+def _image(dist: str, dtype: type, shape: tuple[int, int] = (700, 400)) -> np.ndarray:
+    rng = np.random.default_rng(21)
+    if dist == "normal":  # a flat: shot noise at 20k ADU, cosmic-ray-like outliers in the rim
+        img = rng.normal(2e4, 140.0, shape)
+        img.flat[::997] = 9e4
+    elif dist == "difference":  # a flat-pair difference: centred on 0 (float32 rounding of x - c)
+        img = rng.normal(0.02, 200.0, shape)
+        img.flat[::1013] = -5e3
+    elif dist == "uniform":  # narrower than its IQR-based window: the core never moves
+        img = rng.uniform(0.0, 100.0, shape)
+    else:  # bimodal: a window cuts into the core, the remaining iterations are the plain ones
+        img = np.where(rng.random(shape) < 0.5, rng.normal(0, 1, shape), rng.normal(30, 1, shape))
+        img.flat[::5000] = 500.0
+    big = np.zeros((shape[0], shape[1] + 50), dtype)
+    big[:, 20 : 20 + shape[1]] = img
+    return big[:, 20 : 20 + shape[1]]  # a non-contiguous view, like an amp of a detector
+
+
+@pytest.mark.parametrize("dist", ["normal", "difference", "uniform", "bimodal"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nsigma", [3.0, 5.5])
+def test_histogram_method_equals_exact_on_float_images(dist, dtype, nsigma):
+    """Core / rim: the same selections as the plain computation; moments to 1e-9 relative."""
+    view = _image(dist, dtype)
+    assert not view.flags.c_contiguous and view.size > CORE_RIM_MIN_SIZE
+    m1, v1, n1 = clipped_stats(view, None, nsigma, 3, method="exact")
+    for got in (clipped_stats(view, None, nsigma, 3, method="histogram"),
+                clipped_stats_finite(view, nsigma, 3),          # "auto" picks the core / rim
+                clipped_stats(view, None, nsigma, 3, _with_median=True, method="histogram")):
+        m2, v2, n2 = got[:3]
+        assert n2 == n1
+        assert abs(m2 - m1) <= 1e-9 * np.sqrt(v1)
+        assert v2 == pytest.approx(v1, rel=1e-9)
+    assert got[3] == np.median(view)
+    if dist == "normal" and nsigma == 5.5:  # (at 3 sigma the clipped sigma is ~1.5 % low)
+        assert m1 == pytest.approx(2e4, abs=1.0) and np.sqrt(v1) == pytest.approx(140.0, rel=0.01)
+
+
+def test_histogram_method_with_mask_and_nan_equals_exact():
+    """Masked and NaN pixels are out of every method's input set."""
+    rng = np.random.default_rng(4)
+    img = rng.normal(1000.0, 30.0, (500, 300)).astype(np.float32)
+    img[::7, ::11] = np.nan
+    bad = rng.random(img.shape) < 0.05
+    img[bad] = 1e6                      # masked values would dominate if they were used
+    exact = clipped_stats(img, bad, 3.0, 3, method="exact")
+    hist = clipped_stats(img, bad, 3.0, 3, method="histogram")
+    assert hist[2] == exact[2] and hist[0] == pytest.approx(exact[0], rel=1e-12)
+    assert hist[1] == pytest.approx(exact[1], rel=1e-9)
+
+
+def test_four_megapixel_meanclip_first_window_is_the_exact_one():
+    """The 4-Mpixel MEANCLIP disagreement: the fast path started from subsample quartiles.
+
+    afw takes the first window from the quartiles of the whole set. A window from the quartiles
+    of a 16k subsample (the former fast path of the PTC) is off by ~1 % of sigma and, at 3
+    sigma, keeps a few pixels more or less than the exact computation; the core / rim method
+    brackets the quartiles and keeps exactly the exact selection.
+    """
+    rng = np.random.default_rng(1)
+    img = (rng.standard_normal((2000, 2000)) * np.sqrt(20000 / 1.5 + 16) + 20000).astype(np.float32)
+    m1, v1, n1 = clipped_stats(img, None, 3.0, 3, method="exact")
+    m2, v2, n2 = clipped_stats(img, None, 3.0, 3, method="histogram")
+    assert n2 == n1
+    assert abs(m2 - m1) <= 1e-9 * np.sqrt(v1) and v2 == pytest.approx(v1, rel=1e-9)
+    # the former start: quartiles of every 244th value
+    x = img.ravel().astype(np.float64)
+    q25, q50, q75 = np.percentile(x[:: x.size // (1 << 14)], [25, 50, 75])
+    centre, half = q50, 3.0 * IQR_TO_SIGMA * (q75 - q25)
+    for _ in range(3):
+        sel = x[np.abs(x - centre) <= half]
+        centre, half = sel.mean(), 3.0 * sel.std(ddof=1)
+    assert sel.size != n1  # what the issue measured: two MEANCLIPs of one image that disagree
+
+
+def test_histogram_method_on_integer_data_equals_exact():
+    """Integer data: one bin per value; equal to the float computation of the same values."""
+    rng = np.random.default_rng(8)
+    x = np.rint(rng.normal(1000, 12.0, (400, 300))).astype(np.int32)
+    x[::50, ::7] += 30_000
+    exact = clipped_stats(x, None, 3.0, 3, _with_median=True, method="exact")
+    hist = clipped_stats(x, None, 3.0, 3, _with_median=True, method="histogram")
+    assert hist[2] == exact[2] and hist[3] == exact[3]
+    np.testing.assert_allclose(hist[:2], exact[:2], rtol=1e-12)
+    assert median(x, method="histogram") == median(x, method="exact") == float(np.median(x))
+
+
+def test_subsample_method_within_its_documented_bound():
+    """``"subsample"`` of m values: mean within 5 sigma / sqrt(m), sigma within 5 / sqrt(2 m)."""
+    rng = np.random.default_rng(9)
+    yy, xx = np.mgrid[0:2000, 0:2100]
+    img = (rng.normal(5000.0, 40.0, yy.shape) + 0.01 * xx - 0.005 * yy).astype(np.float32)
+    img.flat[::3001] = 6e4
+    m_e, v_e, _ = clipped_stats(img, None, 3.0, 3, method="exact")
+    for m in (1 << 12, 1 << 16):
+        m_s, v_s, n_s = clipped_stats(img, None, 3.0, 3, method="subsample", max_samples=m)
+        assert 0.9 * m < n_s <= 1.01 * m
+        sigma = np.sqrt(v_e)
+        assert abs(m_s - m_e) <= 5 * sigma / np.sqrt(m)
+        assert abs(np.sqrt(v_s) / sigma - 1) <= 5 / np.sqrt(2 * m)
+        med_s = median(img, method="subsample", max_samples=m)
+        assert abs(med_s - np.median(img)) <= 5 * 1.2533 * sigma / np.sqrt(m)
+        assert compute_statistic(img, "STDEVCLIP", method="subsample") == pytest.approx(
+            np.sqrt(clipped_stats(img, None, 3.0, 3, method="subsample")[1]))
+
+
+def test_unknown_method_is_refused():
+    """A misspelt method names the accepted ones."""
+    with pytest.raises(ValueError, match="exact, histogram, subsample"):
+        clipped_stats(np.ones(4), method="fast")

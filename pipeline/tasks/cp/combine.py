@@ -8,7 +8,7 @@ cp_pipe ``cpCombine.py`` behaviour (reference-algorithms §4.4):
    MeanStats (clipped mean of the image, or per amp at AMP level) or InputList (the
    ``cpFlatExpScales`` of the flat normalization); variance / s²;
 3. per pixel, MEANCLIP (default) / MEDIAN / MEAN over the inputs not masked by ``mask`` planes,
-   vectorised along the stack axis (`pipeline.tasks.cp.combine_math.stack_statistic`), in row
+   vectorised along the stack axis (`pipeline.image.statistics.stack_statistic`), in row
    blocks of ``subregionSize`` so memory stays bounded; variance from the input variances with
    fewer than ``maxVisitsToCalcErrorFromInputVariance`` inputs, else from the scatter;
 4. pixels with no usable input are BAD; an output pixel with NO_DATA raises (``checkNoData``);
@@ -34,11 +34,9 @@ import pipeline.connection_types as cT
 from pipeline.config import Field
 from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
 from pipeline.image import Exposure, ExposureInfo, MaskedImage
+from pipeline.image.statistics import clipped_stats, stack_statistic
 from pipeline.struct import Struct
 from pipeline.task import PipelineTask
-from pipeline.image.statistics import clipped_stats
-
-from .combine_math import stack_statistic
 
 __all__ = [
     "CalibCombineByFilterConfig",
@@ -218,7 +216,7 @@ class CalibCombineTask(PipelineTask):
 
     Notes
     -----
-    See the module docstring; the statistic is `pipeline.tasks.cp.combine_math.stack_statistic`.
+    See the module docstring; the statistic is `pipeline.image.statistics.stack_statistic`.
     """
 
     ConfigClass = CalibCombineConfig

@@ -40,6 +40,8 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 
+from pipeline.image.statistics import clipped_stats_finite
+
 __all__ = [
     "GainCorrectionType",
     "RegionMeasurement",
@@ -49,7 +51,6 @@ __all__ = [
     "covariances_direct",
     "covariances_fft",
     "edge_mask",
-    "fast_clipped_stats",
     "grid_boxes",
     "measure_pair",
     "measure_pair_region",
@@ -59,198 +60,8 @@ __all__ = [
 GainCorrectionType = Literal["NONE", "SIMPLE", "FULL"]
 
 
-#: Above this many values, the starting median/IQR of a clipped statistic is taken from a
-#: regular subsample of about `QUARTILE_SAMPLE_SIZE` values (see `fast_clipped_stats`).
-QUARTILE_SUBSAMPLE = 1 << 16
-#: Size of that subsample (the first window then moves by ~1 % of sigma).
-QUARTILE_SAMPLE_SIZE = 1 << 14
 #: Regions smaller than this (pixels) use the plain five-FFT covariance path.
 SMALL_REGION = 1 << 16
-
-
-def fast_clipped_stats(
-    values: np.ndarray, bad: np.ndarray | None = None, nsigma: float = 5.5, niter: int = 3
-) -> tuple[float, float, int]:
-    """Afw MEANCLIP / VARIANCECLIP for large images (reference-algorithms §1.5), fast.
-
-    Parameters
-    ----------
-    values : `numpy.ndarray`
-        Any shape (ADU).
-    bad : `numpy.ndarray` of `bool`, optional
-        Same shape; `True` excludes a value. Non-finite values are always excluded.
-    nsigma, niter : `float`, `int`
-        Clipping half-width (sigma) and number of selections.
-
-    Returns
-    -------
-    mean, variance, n : `float`, `float`, `int`
-        Clipped mean, ddof=1 variance (ADU, ADU²) and number of values of the last selection.
-
-    Notes
-    -----
-    Same algorithm as `pipeline.image.statistics.clipped_stats` (iteration 0 around the
-    median with half-width ``nsigma · 0.7413 · IQR``, later ones around the clipped mean with
-    ``nsigma · sqrt(var)``, each re-selecting from the full set). Up to `QUARTILE_SUBSAMPLE`
-    values the result is that of ``clipped_stats`` (to float64 rounding). Above, two speed
-    choices for million-pixel amps: (1) the starting median and IQR come from a regular subsample of
-    `QUARTILE_SAMPLE_SIZE` values (the window of the *first* iteration moves by ~1 % of
-    sigma, which changes which pixels are kept only for values within that distance of the
-    ±nsigma edge; later iterations use exact moments); (2) one pass splits the values into a
-    *core* ``|x - median| <= 0.8 h0`` and a (small) *rim*; the core's float64 sums are
-    computed once, and as long as every later window contains the whole core (checked each
-    iteration; otherwise the plain full-array iteration is used) an iteration only re-selects
-    among the rim values. The numbers are those of the full re-selection up to float64
-    summation order.
-    """
-    v = np.asarray(values)
-    if bad is not None:
-        bad = np.asarray(bad, bool)
-        if bad.any():
-            good = np.isfinite(v)
-            good &= ~bad
-            return _clipped_1d(v[good], nsigma, niter)
-    fin = np.isfinite(v)
-    return _clipped_1d(v.ravel() if fin.all() else v[fin], nsigma, niter)
-
-
-def _clipped_1d(s: np.ndarray, nsigma: float, niter: int) -> tuple[float, float, int]:
-    """`fast_clipped_stats` of an array of finite values (any shape; core / rim algorithm)."""
-    n_all = s.size
-    if n_all == 0:
-        return float("nan"), float("nan"), 0
-    if n_all <= QUARTILE_SUBSAMPLE:
-        return _clipped_small(s, nsigma, niter)
-    step = n_all // QUARTILE_SAMPLE_SIZE
-    if s.ndim == 2 and not s.flags.c_contiguous:
-        # a view into a larger image (an amp): a regular 2-D subsample, no copy of the view
-        ky = max(1, int(round(math.sqrt(step))))
-        sub = s[::ky, ::max(1, step // ky)]
-    else:
-        sub = s.reshape(-1)[::step]
-    q25, q50, q75 = _quartiles(sub.astype(np.float64).reshape(-1))
-    c0 = float(q50)
-    h0 = nsigma * 0.741301109252802 * float(q75 - q25)
-    if not (np.isfinite(h0) and h0 > 0):
-        return _clipped_full(s.reshape(-1), c0, h0, nsigma, niter)
-    work = np.float32 if s.dtype == np.float32 else np.float64
-    c0 = float(work(c0))              # the reference value exactly as subtracted
-    dev = np.subtract(s, work(c0), dtype=work).reshape(-1)
-    sq = np.abs(dev)
-    r = 0.8 * h0
-    rim = np.flatnonzero(sq > work(r))
-    np.multiply(dev, dev, out=sq)
-    rim_d, rim_d2 = dev[rim], sq[rim]
-    # core sums = all - rim, subtracting exactly the values that were added
-    s1_core = float(dev.sum(dtype=np.float64)) - float(rim_d.sum(dtype=np.float64))
-    s2_core = float(sq.sum(dtype=np.float64)) - float(rim_d2.sum(dtype=np.float64))
-    if not (math.isfinite(s1_core) and math.isfinite(s2_core)):
-        return _clipped_full(s.reshape(-1), c0, h0, nsigma, niter)
-    n_core = n_all - rim.size
-    rim_d = rim_d.astype(np.float64)
-    rim_d2 = rim_d2.astype(np.float64)
-    lo, hi = -r, r                    # bounds of the core values (relative to c0)
-    tightened = False
-    offset, half = 0.0, h0            # window centre (relative to c0) and half-width
-    mean, var, n = float("nan"), float("nan"), 0
-    for it in range(niter):
-        if not (offset - half <= lo and hi <= offset + half):
-            if not tightened:
-                lo, hi = max(lo, float(dev.min())), min(hi, float(dev.max()))
-                tightened = True
-            if not (offset - half <= lo and hi <= offset + half):
-                # the window cuts into the core: plain iterations from here
-                return _clipped_full(s.reshape(-1), c0 + offset, half, nsigma, niter - it)
-        sel = np.abs(rim_d - offset) <= half
-        n = n_core + int(np.count_nonzero(sel))
-        s1 = s1_core + float(rim_d[sel].sum())
-        s2 = s2_core + float(rim_d2[sel].sum())
-        m1 = s1 / n
-        mean = c0 + m1
-        var = (s2 - n * m1 * m1) / (n - 1) if n > 1 else float("nan")
-        offset = m1
-        half = nsigma * math.sqrt(var) if n > 1 and var > 0 else 0.0
-    return mean, var, n
-
-
-def _quartiles(x: np.ndarray) -> np.ndarray:
-    """``numpy.percentile(x, [25, 50, 75])`` (method "linear") of a 1-D array, bit for bit.
-
-    One partition at the six order statistics involved and numpy's own interpolation formula
-    (``a + (b - a) t``, or ``b - (b - a)(1 - t)`` for ``t ≥ 0.5``): half the Python overhead,
-    which matters for thousands of 64 × 64 GRID boxes.
-    """
-    n = x.size
-    idx = np.array([0.25, 0.5, 0.75]) * (n - 1)
-    lo = np.floor(idx).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
-    part = np.partition(x, np.unique(np.concatenate([lo, hi])))
-    a, b = part[lo], part[hi]
-    t = idx - lo
-    d = b - a
-    return np.where(t >= 0.5, b - d * (1 - t), a + d * t)
-
-
-def _clipped_small(s: np.ndarray, nsigma: float, niter: int) -> tuple[float, float, int]:
-    """`clipped_stats` of finite float values, with lighter moments (small arrays, GRID boxes).
-
-    Exact quartiles and full re-selection as ``clipped_stats``; the mean is ``Σx / n`` and
-    the variance ``Σ(x - mean)² / (n - 1)`` by a dot product, so the numbers equal
-    ``clipped_stats`` to float64 rounding at a third of the Python overhead per iteration.
-    """
-    raw = s.reshape(-1)
-    q25, q50, q75 = (float(q) for q in _quartiles(raw))
-    x = raw.astype(np.float64, copy=False)
-    centre = q50
-    half = nsigma * 0.741301109252802 * (q75 - q25)
-    result = (float("nan"), float("nan"), 0)
-    for _ in range(niter):
-        sel = x if not math.isfinite(half) else x[np.abs(x - centre) <= half]
-        n = int(sel.size)
-        if n == 0:
-            return float("nan"), float("nan"), 0
-        mean = float(sel.sum()) / n
-        if n > 1:
-            dev = sel - mean
-            var = float(dev @ dev) / (n - 1)
-        else:
-            var = float("nan")
-        result = (mean, var, n)
-        centre = mean
-        half = nsigma * math.sqrt(var) if n > 1 else 0.0
-    return result
-
-
-def _clipped_full(s: np.ndarray, centre: float, half: float, nsigma: float,
-                  niter: int) -> tuple[float, float, int]:
-    """Plain clipped iterations over the whole 1-D array ``s`` from a given window."""
-    n_all = s.size
-    work = np.float32 if s.dtype == np.float32 else np.float64
-    dev = np.empty(n_all, work)
-    tmp = np.empty(n_all, work)
-    sel = np.empty(n_all, bool)
-    mean, var, n = float("nan"), float("nan"), 0
-    for _ in range(niter):
-        centre = float(work(centre))  # exactly the value subtracted
-        np.subtract(s, work(centre), out=dev)
-        if np.isfinite(half):
-            np.abs(dev, out=tmp)
-            np.less_equal(tmp, work(half), out=sel)
-            n = int(np.count_nonzero(sel))
-            if n == 0:
-                return float("nan"), float("nan"), 0
-            np.multiply(dev, sel, out=dev)          # zero the rejected values (faster than where=)
-        else:
-            n = n_all
-        s1 = float(dev.sum(dtype=np.float64))
-        np.multiply(dev, dev, out=tmp)
-        s2 = float(tmp.sum(dtype=np.float64))
-        m1 = s1 / n
-        mean = centre + m1
-        var = (s2 - n * m1 * m1) / (n - 1) if n > 1 else float("nan")
-        centre = mean
-        half = nsigma * math.sqrt(var) if n > 1 else 0.0
-    return mean, var, n
 
 
 def clip_correction_factor(nsigma: float) -> float:
@@ -866,8 +677,8 @@ def measure_pair_region(
     # usable pixels of each flat; None = every pixel (the common case: no mask arrays built)
     good1 = _usable(im1, bad1)
     good2 = _usable(im2, bad2)
-    mu1, _, n1 = _clipped_1d(im1 if good1 is None else im1[good1], nsigma, niter)
-    mu2, _, _ = _clipped_1d(im2 if good2 is None else im2[good2], nsigma, niter)
+    mu1, _, n1 = clipped_stats_finite(im1 if good1 is None else im1[good1], nsigma, niter)
+    mu2, _, _ = clipped_stats_finite(im2 if good2 is None else im2[good2], nsigma, niter)
     if not (np.isfinite(mu1) and np.isfinite(mu2)) or mu1 <= 0 or mu2 <= 0:
         return _empty(max_range, "non-positive or non-finite mean", mean1=mu1, mean2=mu2)
     mu = 0.5 * (mu1 + mu2)
@@ -892,7 +703,7 @@ def measure_pair_region(
             good_b = None
     else:
         good_b = good
-    mean_d, var_d, _ = _clipped_1d(diff if good_b is None else diff[good_b], nsigma, niter)
+    mean_d, var_d, _ = clipped_stats_finite(diff if good_b is None else diff[good_b], nsigma, niter)
     f = clip_correction_factor(nsigma)
     var_diff = 0.5 * var_d
     # rowMeanVariance: per-row mean of good pixels, rows 0 .. ny-1 (we keep the last row).
@@ -902,7 +713,7 @@ def measure_pair_region(
         else:
             row_means = (np.where(good_b, diff, 0.0).sum(axis=1, dtype=np.float64)
                          / good_b.sum(axis=1))
-    _, row_var, _ = _clipped_1d(row_means[np.isfinite(row_means)], nsigma, niter)
+    _, row_var, _ = clipped_stats_finite(row_means[np.isfinite(row_means)], nsigma, niter)
 
     gain = float("nan")
     if do_gain:
@@ -953,7 +764,7 @@ def measure_pair_region(
         out.mean1, out.mean2, out.mean, out.raw_var = mu1, mu2, mu, var_diff * f
         out.gain, out.n_pix, out.row_mean_variance = gain, int(n1), row_var
         return out
-    cov, npix = covariances_fft(diff, w, m, single_precision=diff.size > QUARTILE_SUBSAMPLE)
+    cov, npix = covariances_fft(diff, w, m, single_precision=diff.size > SMALL_REGION)
     res.covariances, res.sqrt_weights, res.npix_cov = covariance_arrays(cov, npix, m, f)
     return res
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.image.statistics import IQR_TO_SIGMA, clipped_stats
+from pipeline.image.statistics import clipped_stats, iqr_sigma
 
 __all__ = ["measure_fringes", "solve_fringes", "subtract_fringes"]
 
@@ -71,8 +71,8 @@ def solve_fringes(
     s, f = science[good], fringes[good]
 
     def robust_keep(v: np.ndarray) -> np.ndarray:
-        q25, q50, q75 = np.percentile(v, [25, 50, 75])
-        return np.abs(v - q50) <= clip * IQR_TO_SIGMA * (q75 - q25) if q75 > q25 else np.ones(v.size, bool)
+        centre, sigma = iqr_sigma(v)
+        return np.abs(v - centre) <= clip * sigma if sigma > 0 else np.ones(v.size, bool)
 
     keep = robust_keep(s)
     for j in range(f.shape[1]):
@@ -83,8 +83,7 @@ def solve_fringes(
     for _ in range(iterations):
         amp = np.linalg.lstsq(f, s, rcond=None)[0]
         resid = s - f @ amp
-        q25, q75 = np.percentile(resid, [25, 75])
-        rms = IQR_TO_SIGMA * (q75 - q25)
+        rms = iqr_sigma(resid)[1]
         ok = np.abs(resid) <= clip * rms if rms > 0 else np.ones(s.size, bool)
         if ok.sum() == n_prev or ok.sum() < f.shape[1]:
             break

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from pipeline.image.footprints import grow_mask
-from pipeline.image.statistics import clipped_stats, compute_statistic
+from pipeline.image.statistics import clipped_stats, compute_statistic, sample_for_statistics
 
 __all__ = [
     "apply_gains",
@@ -676,59 +676,6 @@ def apply_gains(image: np.ndarray, variance: np.ndarray, gain: float) -> None:
 # --------------------------------------------------------------------------------------------
 # statistics on big images
 # --------------------------------------------------------------------------------------------
-def sample_for_statistics(
-    values: np.ndarray,
-    good: np.ndarray | None = None,
-    max_samples: int = 1 << 20,
-    mask: np.ndarray | None = None,
-    exclude_bits: int = 0,
-) -> np.ndarray:
-    """Deterministic strided subsample of the good values of a large image.
-
-    Parameters
-    ----------
-    values : `numpy.ndarray`
-        Image of any shape.
-    good : `numpy.ndarray` of `bool`, optional
-        Values to use.
-    max_samples : `int`
-        At most about this many values are returned.
-    mask : `numpy.ndarray` of int, optional
-        Mask plane; values with any of ``exclude_bits`` are dropped (evaluated on the
-        subsample only, so no full-image temporary is made).
-    exclude_bits : `int`
-        Bits excluded via ``mask``.
-
-    Returns
-    -------
-    sample : `numpy.ndarray`, 1-D
-        Finite selected values: every ``k``-th pixel of the flattened image (contiguous
-        input), or every ``sy``-th row and ``sx``-th column with ``sy·sx ≈ k`` (2-D views).
-    """
-    step = max(1, values.size // max_samples)
-    if values.ndim == 2 and not values.flags.c_contiguous:
-        # A view (e.g. one amplifier of a detector): a 2-D stride of about ``step`` pixels
-        # per sample, so that no full copy of the view is made by ``reshape(-1)``.
-        sx = max(1, min(int(np.sqrt(step)), values.shape[1]))
-        sy = max(1, step // sx)
-
-        def pick(a: np.ndarray) -> np.ndarray:
-            return a[::sy, ::sx].reshape(-1)
-
-    else:
-
-        def pick(a: np.ndarray) -> np.ndarray:
-            return a.reshape(-1)[::step]
-
-    s = pick(values)
-    keep = np.isfinite(s)
-    if good is not None:
-        keep &= pick(good)
-    if mask is not None and exclude_bits:
-        keep &= (pick(mask) & exclude_bits) == 0
-    return s[keep]
-
-
 def set_bad_regions(
     image: np.ndarray,
     mask: np.ndarray,
