@@ -257,7 +257,9 @@ class FastHeader:
         if key in self._cache:
             return self._cache[key]
         if key in self._handed_over:
-            value = self.to_header()[key]
+            if self._astropy is None:  # parsed once, for every handed-over keyword
+                self._astropy = self.to_header()
+            value = self._astropy[key]
         else:
             value = _parse_value(self._cards[key])
         self._cache[key] = value
@@ -279,12 +281,10 @@ class FastHeader:
         return frozenset(self._handed_over)
 
     def to_header(self) -> fits.Header:
-        """Return the same cards as an astropy header (parsed once, then shared; do not modify)."""
-        if self._astropy is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", VerifyWarning)
-                self._astropy = fits.Header.fromstring(self._text)
-        return self._astropy
+        """Return the same cards as a new astropy header."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VerifyWarning)
+            return fits.Header.fromstring(self._text)
 
 
 #: A keyword this reader takes as it is (FITS standard 4.0 section 4.1.2.1).
