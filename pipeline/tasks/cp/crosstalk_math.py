@@ -7,7 +7,8 @@ cp_pipe ``measureCrosstalk.py`` (``CrosstalkExtractTask.run``,
   source amplifier at or above ``threshold`` that carries no bad mask bit is a crosstalk source;
   the target amplifier, re-oriented to the source's readout corner, gives one ratio
   ``(target - background) / source`` per such pixel and per target amp. The background is the
-  median of the *target amplifier* without the bad and bright pixels (cp_pipe takes one median of
+  3σ-clipped mean of the *target amplifier* without the bad and bright pixels (which also leaves
+  out the ghosts of the other amplifiers' sources; cp_pipe takes one median of
   the whole detector, which biases every ratio by the amp-to-amp level difference divided by
   the source level: 1e-4 for 5 ADU at 50k ADU when the amps have different gains).
 * **solve**: the ratios of all exposures of a pair are combined: values with ``|r| >= 1``
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.image.statistics import clipped_stats
 from pipeline.struct import Struct
 from pipeline.tasks.isr.crosstalk import flip_to
 
@@ -78,7 +80,7 @@ def extract_ratios(
     result : `~pipeline.struct.Struct`
         ``ratios``: ``{target: {source: list of float}}`` (an empty list for target == source);
         ``fluxes``: ``{source: list of float}`` (the source pixel values, ADU, in the order of the
-        ratios); ``background``: ``{amp: median}`` (ADU); ``nPixels``: ``{source: int}``.
+        ratios); ``background``: ``{amp: clipped mean}`` (ADU); ``nPixels``: ``{source: int}``.
 
     Raises
     ------
@@ -95,7 +97,8 @@ def extract_ratios(
     backgrounds = {}
     for amp, box in zip(amps, boxes):
         q = quiet[box.slices]
-        backgrounds[amp.name] = float(np.median(img[box.slices][q])) if q.any() else 0.0
+        mean = clipped_stats(img[box.slices], ~q, 3.0, 3)[0] if q.any() else 0.0
+        backgrounds[amp.name] = float(mean) if mean == mean else 0.0
     ratios: dict[str, dict[str, list[float]]] = {a.name: {} for a in amps}
     fluxes: dict[str, list[float]] = {}
     counts: dict[str, int] = {}

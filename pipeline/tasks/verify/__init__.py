@@ -1,0 +1,25 @@
+"""Calibration verification (cp_verify): per-exposure statistics and tests, run-level results.
+
+Tasks are thin glue over `pipeline.tasks.verify.verify_stats`; `pipeline.tasks.verify.summary`
+is the ``ccdflow-verify-summary`` console command that prints the failures of a run.
+"""
+
+from __future__ import annotations
+
+from butler._lazy import lazy_exports
+
+_LAZY = {
+    "CpVerifyBiasTask": "tasks",
+    "CpVerifyCalibMergeTask": "tasks",
+    "CpVerifyDarkTask": "tasks",
+    "CpVerifyDefectsTask": "tasks",
+    "CpVerifyFlatTask": "tasks",
+    "CpVerifyPtcTask": "tasks",
+    "CpVerifyRunMergeTask": "tasks",
+    "CpVerifyStatsConfig": "tasks",
+    "CpVerifyStatsTask": "tasks",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
+
+__all__ = sorted(_LAZY)
