@@ -221,7 +221,6 @@ def test_deferred_charge_correction_removes_eper(cti_repo):
     """ISR with doDeferredCharge and the certified cpCtiCalib: the first serial-overscan column of a
     20k e- flat falls from ~25 ADU of deferred charge to below 0.5 ADU."""
     from butler import Butler
-
     from pipeline.tasks.isr.deferred_charge import readout_slices
 
     repo, flats = cti_repo
