@@ -165,17 +165,50 @@ class _ButlerGroup(click.Group):
 @click.group(cls=_ButlerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    default="WARNING",
-    show_default=True,
-    help="Logging level; DEBUG also shows tracebacks of errors.",
+    multiple=True,
+    metavar="[COMPONENT=]LEVEL",
+    help="Logging level of the root logger (default WARNING) or of one logger "
+    "(--log-level butler.registry=DEBUG); repeatable. Levels CRITICAL, ERROR, WARNING, INFO, VERBOSE, "
+    "DEBUG, TRACE. DEBUG on the root or 'butler' also shows tracebacks of errors.",
 )
-def cli(log_level: str) -> None:
+@click.option(
+    "--long-log", is_flag=True, help="Log records in the long format (time, logger, labels, source line)."
+)
+@click.option(
+    "--log-file",
+    multiple=True,
+    help="Also write log records to this file (repeatable); JSON lines if it ends in .json, else text.",
+)
+@click.option("--log-tty/--no-log-tty", default=True, show_default=True, help="Log to the terminal.")
+@click.option(
+    "--log-label",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Label added to every log record (shown by --long-log, written to JSON log files); repeatable.",
+)
+def cli(
+    log_level: tuple[str, ...],
+    long_log: bool,
+    log_file: tuple[str, ...],
+    log_tty: bool,
+    log_label: tuple[str, ...],
+) -> None:
     """Manage a ccdflow data repository: create it, ingest raws, query and curate collections."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s"
-    )
-    _LOG.setLevel(getattr(logging, log_level.upper()))
+    from butler.cli_logging import setup_logging
+
+    try:
+        setup_logging(
+            log_level,
+            log_file,
+            long_log=long_log,
+            log_labels=log_label,
+            log_tty=log_tty,
+            default_level=logging.WARNING,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    except OSError as exc:
+        raise click.BadParameter(f"cannot open the log file: {exc}", param_hint="--log-file") from None
 
 
 def main() -> None:

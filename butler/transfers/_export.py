@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from ..datasets import DatasetRef
 
 __all__ = ["EXPORT_TRANSFER_MODES", "ExportReport", "collect", "write_export"]
+
+_LOG = logging.getLogger("butler.transfers")
 
 EXPORT_TRANSFER_MODES = ("auto", "copy", "hardlink", "symlink", "relsymlink")
 """How files reach an export directory (``auto``: hard link when possible, else copy)."""
@@ -192,6 +195,14 @@ def collect(
         if not progressed:  # pragma: no cover - the registry refuses cycles
             raise RepositoryError(f"cannot order chained collections {pending} (a cycle?)")
     out.check()
+    _LOG.info(
+        "selected %d dataset(s) in %d file(s), %d validity range(s), %d collection(s), %d record(s)",
+        out.n_datasets,
+        out.n_files,
+        out.n_validity_ranges,
+        len(out.collections),
+        sum(len(v) for v in out.records.values()),
+    )
     return out
 
 
@@ -290,6 +301,7 @@ def write_export(
                     f"{src}; restore it or remove the dataset before exporting"
                 )
             _place(src, tmp / _export_path(f.path), transfer)
+            _LOG.debug("exported %s (%s)", f.path, transfer)
             n_bytes += src.stat().st_size
         with open(tmp / EXPORT_FILENAME, "w", encoding="utf-8") as stream:
             contents.to_yaml(stream, path_of=lambda f: None if f.path is None else _export_path(f.path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from ..datasets import DatasetRef
 
 __all__ = ["IMPORT_TRANSFER_MODES", "ImportReport", "import_contents"]
+
+_LOG = logging.getLogger("butler.transfers")
 
 IMPORT_TRANSFER_MODES = ("auto", "copy", "hardlink", "symlink", "move", "direct")
 """How files enter the destination datastore (``auto``: in place if under its root, else copy)."""
@@ -94,6 +97,7 @@ def _records(butler: Butler, contents: RepoContents, skip: set[str], report: Imp
                 )
         if missing:
             report.n_records += reg.insert_dimension_data(element, *missing)
+        _LOG.debug("%s: %d record(s) inserted, %d present", element, len(missing), len(rows) - len(missing))
 
 
 def _short(value: Any) -> str:
@@ -249,6 +253,7 @@ def import_contents(
                 raise ConflictingDefinitionError(f"{exc}; nothing was imported") from None
             report.n_datasets = len(new)
             report.n_skipped = len(all_refs) - len(new)
+            _LOG.info("%d new dataset(s), %d already present", report.n_datasets, report.n_skipped)
             items = []
             for f in contents.files:
                 todo = [new[r.id] for r in f.refs if r.id in new]
@@ -269,6 +274,7 @@ def import_contents(
                 info = butler.datastore.file_info_for(path, todo[0].dataset_type, f.formatter or None)
                 if verify_checksums:
                     _verify(f, info, butler.datastore.abspath(path), todo[0])
+                _LOG.debug("placed %s -> %s (%s)", src, path, transfer)
                 report.n_files += 1
                 report.n_bytes += max(info.file_size, 0)
                 items += [(r.id, info) for r in todo]
@@ -279,7 +285,8 @@ def import_contents(
                 reg.associate(coll, [refs_by_id[i] for i in ids])
             for coll, pairs in contents.calibs.items():
                 report.n_validity_ranges += _certify(butler, coll, pairs, refs_by_id)
-    except BaseException:
+    except BaseException as exc:
+        _LOG.info("import failed (%s); removing the %d file(s) placed", type(exc).__name__, len(created))
         for made, src in reversed(created):
             if src is not None:
                 shutil.move(made, src)

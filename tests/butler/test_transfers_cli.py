@@ -100,3 +100,46 @@ def test_get_cli(cli_repo, tmp_path):
     assert "no FITS form" in r.output
     r = run("get", cli_repo, "stats", "-d", "instrument=cam,detector=3", "--collections", "cp/run", ok=False)
     assert "no stats dataset" in r.output
+
+
+@pytest.fixture
+def restore_logging():
+    """Undo the CLI's logging set-up (handlers and levels) after a test."""
+    import logging
+
+    from butler import cli_logging
+
+    root = logging.getLogger()
+    saved = root.level
+    yield
+    for h in cli_logging._INSTALLED:
+        root.removeHandler(h)
+        h.close()
+    cli_logging._INSTALLED.clear()
+    root.setLevel(saved)
+    for name in ("butler", "butler.transfers"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_logging_options(cli_repo, tmp_path, restore_logging):
+    log = tmp_path / "log.json"
+    txt = tmp_path / "log.txt"
+    run("--log-level", "butler.transfers=DEBUG", "--log-file", log, "--log-file", txt, "--long-log",
+        "--log-label", "LABEL=night1", "export", cli_repo, tmp_path / "exp", "-t", "arr")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records and {r["name"] for r in records} == {"butler.transfers"}
+    assert {r["MDC"]["LABEL"] for r in records} == {"night1"}
+    assert any(r["levelname"] == "DEBUG" and r["message"].startswith("exported ") for r in records)
+    assert any(r["levelname"] == "INFO" and r["message"].startswith("selected 6 dataset(s)") for r in records)
+    first = txt.read_text().splitlines()[0]
+    assert first.startswith("INFO ") and " butler.transfers ({LABEL=night1})(_export.py:" in first
+    result = CliRunner().invoke(cli, ["--log-level", "nonsense", "query-collections", str(cli_repo)])
+    assert result.exit_code == 2 and "unknown log level 'nonsense'" in result.output
+    result = CliRunner().invoke(cli, ["--log-label", "oops", "query-collections", str(cli_repo)])
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+    # Only the root (or 'butler') at DEBUG shows tracebacks; a component level does not.
+    r = run("--log-level", "butler.registry=DEBUG", "import", cli_repo, tmp_path / "none", ok=False)
+    assert "no export file" in r.output
+    args = ["--log-level", "DEBUG", "import", str(cli_repo), str(tmp_path / "none")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and result.exception is not None
