@@ -10,9 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConflictingDefinitionError, DatastoreError, MissingDatasetTypeError
+from .._errors import (
+    ConflictingDefinitionError,
+    DatastoreError,
+    MissingCollectionError,
+    MissingDatasetTypeError,
+)
 from ..collections import CollectionType
-from ..datastore.file_datastore import _checksum
 from ..timespan import Timespan
 from ._model import RepoContents, record_to_row
 
@@ -126,7 +130,7 @@ def _chains(butler: Butler, contents: RepoContents, report: ImportReport) -> Non
             continue
         try:
             ctype = reg.get_collection_type(c.name)
-        except Exception:  # noqa: BLE001 - MissingCollectionError
+        except MissingCollectionError:
             ctype = None
         if ctype is None:
             reg.register_collection(c.name, CollectionType.CHAINED, c.doc)
@@ -287,13 +291,24 @@ def import_contents(
                 report.n_validity_ranges += _certify(butler, coll, pairs, refs_by_id)
     except BaseException as exc:
         _LOG.info("import failed (%s); removing the %d file(s) placed", type(exc).__name__, len(created))
-        for made, src in reversed(created):
-            if src is not None:
-                shutil.move(made, src)
+        for made, moved_from in reversed(created):
+            if moved_from is not None:
+                shutil.move(made, moved_from)
             else:
                 made.unlink(missing_ok=True)
         raise
     return report
+
+
+def _blake2b(path: Path) -> str:
+    """Hex blake2b (32-byte digest) of a file, the datastore's checksum."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _verify(f: Any, info: Any, path: Path, ref: DatasetRef) -> None:
@@ -303,7 +318,7 @@ def _verify(f: Any, info: Any, path: Path, ref: DatasetRef) -> None:
             f"{f.file_size} in the source (truncated or changed?); nothing was imported"
         )
     if f.checksum:
-        got = info.checksum or _checksum(path)
+        got = info.checksum or _blake2b(path)
         if got != f.checksum:
             raise DatastoreError(
                 f"the file of dataset {_describe(ref)} at {path} does not match its checksum in the "

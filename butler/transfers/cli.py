@@ -378,13 +378,13 @@ def get(
         if not cols:
             raise click.UsageError("give --collections (or --id)")
         dims = _parse_data_id(data_id)
-        ref = b.registry.find_dataset_with_info(dataset_type, dims, collections=cols)
-        if ref is None:
+        found = b.registry.find_dataset_with_info(dataset_type, dims, collections=cols)
+        if found is None:
             raise DatasetNotFoundError(
                 f"no {dataset_type} dataset with data ID {dims} in {cols}; check them with butler "
                 "query-datasets"
             )
-        ref = ref[0]
+        ref = found[0]
     if fmt == "fits":
         _get_fits(b, ref, output)
         return

@@ -163,4 +163,13 @@ def test_transfer_whole_repository_to_postgresql(main_job_repo: Path, tmp_path: 
         assert "Number of datasets transferred: 0" in again.stdout
         assert f"{len(before['datasets'])} dataset(s) already present" in again.stdout
     finally:
-        Butler._destroy(dest_root)
+        _drop_schema(postgres_url, schema)
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+    engine.dispose()

@@ -210,8 +210,8 @@ def test_transfer_datasets_between_backends(source, tmp_path, postgres_url):
         again = dest.transfer_from(source, register_dataset_types=True)
         assert (again.n_datasets, again.n_skipped) == (0, 22)
     finally:
-        Butler._destroy(dest.root)
         dest.close()
+        _drop_schema(postgres_url, schema)
 
 
 def test_retrieve_artifacts(source, tmp_path):
@@ -226,3 +226,12 @@ def test_retrieve_artifacts(source, tmp_path):
         source.retrieve_artifacts(refs, tmp_path / "out")
     flat = source.retrieve_artifacts(refs, tmp_path / "flat", preserve_path=False)
     assert sorted(p.parent for p in flat) == [tmp_path / "flat"] * 4
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
+    engine.dispose()
