@@ -28,18 +28,20 @@ from typing import TYPE_CHECKING
 
 from ._errors import (
     ButlerError,
+    CalibrationLookupError,
     CollectionTypeError,
     ConflictingDefinitionError,
     DataIdError,
     DatasetNotFoundError,
     DatastoreError,
     InvalidQueryError,
+    LockHeldError,
     MissingCollectionError,
     MissingDatasetTypeError,
     RepositoryError,
     RepositoryLockedError,
 )
-from ._lazy import lazy_exports
+from .utils import lazy_exports
 
 if TYPE_CHECKING:
     from ._butler import Butler
@@ -67,6 +69,7 @@ _LAZY = {
 __all__ = [
     "Butler",
     "ButlerError",
+    "CalibrationLookupError",
     "CollectionType",
     "CollectionTypeError",
     "ConflictingDefinitionError",
@@ -80,6 +83,7 @@ __all__ = [
     "DimensionUniverse",
     "FileDataset",
     "InvalidQueryError",
+    "LockHeldError",
     "MissingCollectionError",
     "MissingDatasetTypeError",
     "QuantumBackedButler",

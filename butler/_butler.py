@@ -191,10 +191,10 @@ class Butler:
     def _destroy(root: Path) -> None:
         cfg = load_config(root)
         url = resolve_db_url(root, cfg)
-        if url.startswith("postgresql") and cfg["registry"].get("schema"):
-            from .registry._postgresql import PostgresqlDatabase
+        if cfg["registry"].get("schema"):
+            from .registry import make_database
 
-            db = PostgresqlDatabase.from_url(url, schema=cfg["registry"]["schema"])
+            db = make_database(url, schema=cfg["registry"]["schema"])
             try:
                 db.drop_schema()
             finally:
@@ -232,8 +232,6 @@ class Butler:
         return _as_tuple(collections) if collections is not None else (self.collections or None)
 
     def _dataset_type(self, dataset_type: str | DatasetType) -> DatasetType:
-        if isinstance(dataset_type, DatasetType):
-            return self.registry._dataset_type_entry(dataset_type)[1]
         return self.registry.get_dataset_type(dataset_type)
 
     def _ensure_run(self, run: str) -> None:
@@ -288,7 +286,7 @@ class Butler:
             ref0 = dataset_type_or_ref
             dt = self._dataset_type(ref0.dataset_type)
             run = ref0.run
-            coord = self.registry._expand_for(dt, ref0.data_id)
+            coord = self.registry.expand_for_dataset_type(dt, ref0.data_id)
             ref = DatasetRef(dt, coord, run, ref0.id)
         else:
             dt = self._dataset_type(dataset_type_or_ref)
@@ -299,14 +297,14 @@ class Butler:
                 )
             values = dict(data_id or {})
             values.update(dims)
-            coord = self.registry._expand_for(dt, values)
+            coord = self.registry.expand_for_dataset_type(dt, values)
             ref = DatasetRef(dt, coord, run)
         tmp, final, info = self.datastore.prepare_write(obj, ref)
         moved = False
         try:
             with self.registry.transaction():
                 self._ensure_run(run)  # inside: a failed put leaves no new empty RUN behind
-                self.registry._insert_refs([ref], [info])
+                self.registry.insert_refs([ref], [info])
                 self.datastore.commit_write(tmp, final)
                 moved = True
         except BaseException:
@@ -558,7 +556,7 @@ class Butler:
                         "no RUN to ingest into: pass run=... or create the Butler with run=..."
                     )
                 dt = self._dataset_type(r.dataset_type)
-                coord = self.registry._expand_for(dt, r.data_id)
+                coord = self.registry.expand_for_dataset_type(dt, r.data_id)
                 rid = (
                     r.id if id_generation == "unique" else DatasetRef.make_id(dt, coord, r_run, id_generation)
                 )
@@ -656,10 +654,7 @@ class Butler:
             for tag in disassociate:
                 self.registry.disassociate(tag, refs)
             if unstore:
-                t = self.registry._t["file_datastore_records"]
-                import sqlalchemy as sa
-
-                self.registry.db.execute(sa.delete(t).where(t.c.dataset_id.in_([r.id for r in refs])))
+                self.registry.remove_file_records([r.id for r in refs])
         if unstore:
             self._delete_unreferenced([i.path for i in infos.values()])
         return len(refs)
@@ -683,8 +678,6 @@ class Butler:
         n : `int`
             Number of datasets removed.
         """
-        import sqlalchemy as sa
-
         names = list(names)
         for n in names:
             if self.registry.get_collection_type(n) is not CollectionType.RUN:
@@ -695,22 +688,13 @@ class Butler:
                     f"RUN {n!r} is in chained collection(s) {', '.join(parents)}; remove it from them first "
                     "(butler collection-chain --mode remove)"
                 )
-        d = self.registry._t["dataset"]
-        f = self.registry._t["file_datastore_records"]
         paths: list[str] = []
         total = 0
         with self.registry.transaction():
             for n in names:
-                cid = self.registry._collection(n).id
-                rows = self.registry.db.execute(
-                    sa.select(f.c.path)
-                    .select_from(d.join(f, f.c.dataset_id == d.c.id))
-                    .where(d.c.run_id == cid)
-                ).fetchall()
-                paths += [r.path for r in rows]
-                total += self.registry.db.execute(
-                    sa.select(sa.func.count()).select_from(d).where(d.c.run_id == cid)
-                ).scalar()
+                count, run_paths = self.registry.run_contents(n)
+                paths += run_paths
+                total += count
                 self.registry.remove_collection(n)
         if unstore:
             self._delete_unreferenced(paths)

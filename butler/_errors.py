@@ -8,12 +8,14 @@ from __future__ import annotations
 
 __all__ = [
     "ButlerError",
+    "CalibrationLookupError",
     "CollectionTypeError",
     "ConflictingDefinitionError",
     "DataIdError",
     "DatasetNotFoundError",
     "DatastoreError",
     "InvalidQueryError",
+    "LockHeldError",
     "MissingCollectionError",
     "MissingDatasetTypeError",
     "RepositoryError",
@@ -63,3 +65,22 @@ class InvalidQueryError(ButlerError, ValueError):
 
 class DatastoreError(ButlerError):
     """A dataset's file is missing, unreadable or corrupted (the message names dataset and path)."""
+
+
+class CalibrationLookupError(ButlerError, LookupError):
+    """A calibration lookup matched more than one validity range (or had no time to look up)."""
+
+
+class LockHeldError(ButlerError):
+    """A named lock (`Database.exclusive_lock`) is held by another process.
+
+    Parameters
+    ----------
+    holder : `str`
+        Who holds it, for a message (``"the driver host:pid (started ...)"`` or
+        ``"another driver"``).
+    """
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"the lock is held by {holder}")
+        self.holder = holder

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._lazy import lazy_exports
+from ..utils import lazy_exports
 
 if TYPE_CHECKING:
-    from .database import Database, make_database
-    from .registry import CalibrationLookupError, CollectionRecord, Registry
+    from .._errors import CalibrationLookupError
+    from .backends import make_database
+    from .database import Database
+    from .managers import CollectionRecord
+    from .registry import Registry
 
 _LAZY = {
     "Database": ".database",
-    "make_database": ".database",
+    "make_database": ".backends",
     "CalibrationLookupError": ".registry",
-    "CollectionRecord": ".registry",
+    "CollectionRecord": ".managers",
     "Registry": ".registry",
 }
 

@@ -1,37 +1,95 @@
-"""SQL construction for registry queries (datasets, data IDs, dimension records).
+"""SQL construction for registry queries (datasets, data IDs, dimension records, find by data ID).
 
 A `QueryContext` is the `ColumnResolver` handed to the expression compiler
 (`butler.registry.queries`): it maps identifiers to columns and joins the dimension tables an
-expression, an ``order_by`` or a data ID constraint needs, each at most once.
+expression, an ``order_by`` or a data ID constraint needs, each at most once. The tables come
+from the registry's managers (`butler.registry.managers`); results are built by them too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import operator
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
-from .._errors import DataIdError, InvalidQueryError
-from ..collections import CollectionType
+from .._errors import CalibrationLookupError, DataIdError, InvalidQueryError
+from ..collections import CollectionType, has_glob
 from ..datasets import DatasetRef, DatasetType
+from ..datastore.records import StoredFileInfo
 from ..dimensions import DataCoordinate, DimensionRecord
 from ..timespan import TIMESPAN_MAX, TIMESPAN_MIN, Timespan
+from .managers import CollectionRecord, DatasetTypeManager, RegistryManagers
 from .queries import (
     DimensionColumnResolver,
     ExpressionError,
     ResolvedColumn,
     compile_expression,
     parse_expression,
+    referenced_identifiers,
 )
+from .queries._sa_backend import SQLALCHEMY
 
-if TYPE_CHECKING:
-    from .registry import CollectionRecord, Registry
+__all__ = [
+    "DataIdQuery",
+    "DatasetFinder",
+    "DatasetQuery",
+    "QueryContext",
+    "RecordQuery",
+    "dataset_types_for_query",
+]
 
-__all__ = ["DataIdQuery", "DatasetQuery", "QueryContext", "RecordQuery"]
+
+def _has_pattern(dataset_type: Any) -> bool:
+    if isinstance(dataset_type, str):
+        return has_glob(dataset_type)
+    if isinstance(dataset_type, DatasetType):
+        return False
+    return any(isinstance(x, str) and has_glob(x) for x in dataset_type)
+
+
+def query_dimensions(
+    universe: Any, where: str, data_id: Mapping[str, Any] | None, dims: Mapping[str, Any]
+) -> set[str]:
+    """Return the dimensions a query's expression and data ID constraints name."""
+    names = set(data_id or {}) | set(dims)
+    if where and where.strip():
+        try:
+            idents = referenced_identifiers(parse_expression(where))
+        except ExpressionError:
+            idents = []  # reported when the query is compiled
+        names |= {i.split(".")[0] for i in idents}
+    return {n for n in names if n in universe}
+
+
+def dataset_types_for_query(
+    types: DatasetTypeManager,
+    dataset_type: str | DatasetType | Iterable[str | DatasetType],
+    where: str,
+    data_id: Mapping[str, Any] | None,
+    dims: Mapping[str, Any],
+    *,
+    patterns_filter: bool = True,
+) -> list[DatasetType]:
+    """Return the dataset types a query names (glob patterns expanded).
+
+    With ``patterns_filter``, types matched by a pattern that lack a dimension the query's
+    expression or data ID names are skipped.
+    """
+    items = [dataset_type] if isinstance(dataset_type, (str, DatasetType)) else list(dataset_type)
+    out: list[DatasetType] = []
+    for x in items:
+        if isinstance(x, str) and has_glob(x):
+            out += types.query(x)
+        else:
+            out.append(types.entry(x)[1])
+    if patterns_filter and _has_pattern(items):
+        needed = query_dimensions(types.universe, where, data_id, dims)
+        out = [dt for dt in out if needed <= set(dt.dimensions + dt.implied)]
+    return out
 
 
 class QueryContext(DimensionColumnResolver):
@@ -39,14 +97,17 @@ class QueryContext(DimensionColumnResolver):
 
     Parameters
     ----------
-    registry : `Registry`
+    managers : `RegistryManagers`
+        The registry's managers (the tables to join).
     dimensions : sequence of `str`
         Every dimension (required and implied) the query's rows have.
     """
 
-    def __init__(self, registry: Registry, dimensions: Sequence[str]) -> None:
-        self.registry = registry
-        self.universe = registry.universe
+    sql_backend = SQLALCHEMY
+
+    def __init__(self, managers: RegistryManagers, dimensions: Sequence[str]) -> None:
+        self.managers = managers
+        self.universe = managers.dimensions.universe
         self.dims = tuple(dimensions)
         self.dim_cols: dict[str, Any] = {}
         self.tables: dict[str, Any] = {}
@@ -77,7 +138,7 @@ class QueryContext(DimensionColumnResolver):
         if t is not None:
             return t
         el = self.universe[element]
-        alias = self.registry._dim_tables[element].alias(f"t_{element}")
+        alias = self.managers.dimensions.table(element).alias(f"t_{element}")
         on = [alias.c[r] == self.dim_col(r) for r in el.requires]
         on.append(alias.c[el.primary_key.name] == self.dim_col(element))
         self.tables[element] = alias
@@ -195,7 +256,7 @@ def bulk_objects() -> Iterator[None]:
 
 
 def _make_coords(
-    registry: Registry,
+    managers: RegistryManagers,
     required: tuple[str, ...],
     implied: tuple[str, ...],
     rows: Sequence[tuple],
@@ -203,34 +264,21 @@ def _make_coords(
 ) -> list[DataCoordinate]:
     """Build expanded data IDs from row tuples (columns named by ``keys``) of dimension values.
 
-    Records are prefetched per distinct key and attached lazily (see `Registry._rows_to_refs`).
+    Records are prefetched per distinct key and attached lazily (see `DatasetManager.rows_to_refs`).
     """
-    from .registry import _SMALL_ELEMENTS
-
-    u = registry.universe
+    u = managers.dimensions.universe
     dims = required + implied
     pos = {k: i for i, k in enumerate(keys)}
-    getters = []
-    for d in dims:
-        kp = [pos[q] for q in u[d].requires] + [pos[d]]
-        get_key = operator.itemgetter(*kp) if len(kp) > 1 else (lambda r, i=kp[0]: (r[i],))
-        if d in _SMALL_ELEMENTS:  # loaded whole, once
-            registry._prefetch_records(d, ())
-        else:
-            registry._prefetch_records(d, {k for k in map(get_key, rows) if k[-1] is not None})
-        getters.append((d, dict(registry._records[d]), get_key))
-    rec_getters = tuple(getters)
-    positions = [pos[d] for d in dims]
-    if len(positions) > 1:
-        get_values = operator.itemgetter(*positions)
-    else:
-        get_values = lambda r, i=positions[0]: (r[i],)  # noqa: E731
+    get_values, rec_getters = managers.dimensions.lazy_coordinates(required, dims, rows, pos)
     lazy = DataCoordinate._expanded_lazily
     return [lazy(u, required, dims, get_values, rec_getters, r) for r in rows]
 
 
 def _finish(
-    stmt: Any, clauses: Sequence[Any], orders: Sequence[tuple[Any, bool]], default_order: Sequence[Any],
+    stmt: Any,
+    clauses: Sequence[Any],
+    orders: Sequence[tuple[Any, bool]],
+    default_order: Sequence[Any],
     limit: int | None,
 ) -> Any:
     """Add the WHERE clauses, ORDER BY (``orders``, else ``default_order``) and LIMIT to a SELECT."""
@@ -247,7 +295,8 @@ class DatasetQuery:
 
     Parameters
     ----------
-    registry : `Registry`
+    managers : `RegistryManagers`
+        The registry's managers (and their database).
     dataset_type : `DatasetType`
     search : sequence of `CollectionRecord`
         Flattened search path (no CHAINED entries needed; they are skipped).
@@ -257,15 +306,16 @@ class DatasetQuery:
 
     def __init__(
         self,
-        registry: Registry,
+        managers: RegistryManagers,
         dataset_type: DatasetType,
         search: Sequence[CollectionRecord],
         *,
         timespan: Timespan | None = None,
     ) -> None:
-        self.registry = registry
+        self.managers = managers
+        self.db = managers.db
         self.dataset_type = dataset_type
-        self.dt_id = registry._dataset_type_entry(dataset_type)[0]
+        self.dt_id = managers.dataset_types.entry(dataset_type)[0]
         self.search = [c for c in search if c.type is not CollectionType.CHAINED]
         self.timespan = timespan
         self.dims = dataset_type.dimensions + dataset_type.implied
@@ -276,8 +326,7 @@ class DatasetQuery:
         With no collection to search it is an empty selection (which still lets the ``where``
         expression be checked). ``name`` is the subquery's alias.
         """
-        reg = self.registry
-        d = reg._t["dataset"]
+        d = self.managers.datasets.table
         rank = {c.id: i for i, c in enumerate(self.search)}
         parts = []
         by_kind: dict[CollectionType, list[int]] = {}
@@ -308,7 +357,7 @@ class DatasetQuery:
                 )
             )
         if CollectionType.TAGGED in by_kind:
-            t = reg._t["dataset_tags"]
+            t = self.managers.datasets.tags_table
             parts.append(
                 sa.select(*cols(t.c.collection_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX)))
                 .select_from(t.join(d, d.c.id == t.c.dataset_id))
@@ -317,7 +366,7 @@ class DatasetQuery:
                 )
             )
         if CollectionType.CALIBRATION in by_kind:
-            t = reg._t["dataset_calibs"]
+            t = self.managers.calibrations.table
             conds = [
                 t.c.dataset_type_id == self.dt_id,
                 t.c.collection_id.in_(by_kind[CollectionType.CALIBRATION]),
@@ -344,11 +393,11 @@ class DatasetQuery:
 
     def context(self, sub: Any) -> QueryContext:
         """Return a `QueryContext` over the dataset subquery (dimension columns come from it)."""
-        ctx = QueryContext(self.registry, self.dims)
+        ctx = QueryContext(self.managers, self.dims)
         for x in self.dims:
             ctx.dim_cols[x] = sub.c[x]
         name = self.dataset_type.name
-        reg = self.registry
+        collection_table = self.managers.collections.table
 
         def dataset_field(field: str) -> ResolvedColumn:
             if field in ("id", "dataset_id"):
@@ -358,7 +407,7 @@ class DatasetQuery:
             if field in ("run", "collection"):
                 key = f"coll_{field}"
                 if key not in ctx.tables:
-                    c = reg._t["collection"].alias(key)
+                    c = collection_table.alias(key)
                     ctx.tables[key] = c
                     ctx.joins.append(
                         (c, c.c.collection_id == (sub.c.run_id if field == "run" else sub.c.collection_id))
@@ -424,9 +473,7 @@ class DatasetQuery:
 
     def _collect(self, stmt: Any, do_ff: bool, has_calib: bool) -> list[DatasetRef]:
         """Fetch the rows, check calibration ambiguity, drop duplicates, build the refs."""
-        from .registry import CalibrationLookupError
-
-        rows, keys = self.registry.db.fetch_tuples(stmt)
+        rows, keys = self.db.fetch_tuples(stmt)
         if do_ff and has_calib:
             i = keys.index("nrank")
             bad = [r for r in rows if r[i] > 1]
@@ -440,7 +487,7 @@ class DatasetQuery:
             i = keys.index("dataset_id")
             seen: set = set()
             rows = [r for r in rows if not (r[i] in seen or seen.add(r[i]))]
-        return self.registry._rows_to_refs(rows, self.dataset_type, keys)
+        return self.managers.datasets.rows_to_refs(rows, self.dataset_type, keys)
 
 
 class DataIdQuery:
@@ -448,14 +495,15 @@ class DataIdQuery:
 
     def __init__(
         self,
-        registry: Registry,
+        managers: RegistryManagers,
         dimensions: Sequence[str],
         *,
         datasets: Sequence[DatasetType] | None = None,
         search: Sequence[CollectionRecord] | None = None,
     ) -> None:
-        self.registry = registry
-        self.required, self.implied = registry.universe.group(dimensions)
+        self.managers = managers
+        self.db = managers.db
+        self.required, self.implied = managers.dimensions.universe.group(dimensions)
         self.datasets = datasets or []
         self.search = search or []
 
@@ -470,14 +518,14 @@ class DataIdQuery:
         limit: int | None = None,
     ) -> list[DataCoordinate]:
         """Execute the query (see `Registry.query_data_ids`)."""
-        reg = self.registry
-        u = reg.universe
+        m = self.managers
+        u = m.dimensions.universe
         all_dims = self.required + self.implied
-        ctx = QueryContext(reg, all_dims)
+        ctx = QueryContext(m, all_dims)
         base = None
         for d in self.required:
             el = u[d]
-            t = reg._dim_tables[d].alias(f"t_{d}")
+            t = m.dimensions.table(d).alias(f"t_{d}")
             on = [t.c[r] == ctx.dim_cols[r] for r in el.requires]
             ctx.tables[d] = t
             ctx.dim_cols[d] = t.c[el.primary_key.name]
@@ -489,7 +537,7 @@ class DataIdQuery:
             return [DataCoordinate.empty(u)]
         clauses = ctx.filters(data_id, dims, where, bind)
         for i, dt in enumerate(self.datasets):
-            sub = DatasetQuery(reg, dt, self.search).subquery(f"ds{i}")
+            sub = DatasetQuery(m, dt, self.search).subquery(f"ds{i}")
             common = [x for x in dt.dimensions + dt.implied if x in all_dims]
             if not common:  # uncorrelated: any dataset of the type at all
                 clauses.append(sa.exists(sa.select(sa.literal(1)).select_from(sub)))
@@ -506,15 +554,16 @@ class DataIdQuery:
         stmt = sa.select(*cols).select_from(ctx.from_clause(base))
         stmt = _finish(stmt, clauses, orders, [ctx.dim_col(d) for d in self.required], limit)
         with bulk_objects():
-            rows, keys = reg.db.fetch_tuples(stmt)
-            return _make_coords(reg, self.required, self.implied, rows, keys)
+            rows, keys = self.db.fetch_tuples(stmt)
+            return _make_coords(m, self.required, self.implied, rows, keys)
 
 
 class RecordQuery:
     """Query the records of one dimension element."""
 
-    def __init__(self, registry: Registry, element: str) -> None:
-        self.registry = registry
+    def __init__(self, managers: RegistryManagers, element: str) -> None:
+        self.managers = managers
+        self.db = managers.db
         self.element = element
 
     def run(
@@ -528,11 +577,11 @@ class RecordQuery:
         limit: int | None = None,
     ) -> list[DimensionRecord]:
         """Execute the query (see `Registry.query_dimension_records`)."""
-        reg = self.registry
-        el = reg.universe[self.element]
-        required, implied = reg.universe.group([self.element])
-        ctx = QueryContext(reg, required + implied)
-        t = reg._dim_tables[self.element].alias(f"t_{self.element}")
+        dm = self.managers.dimensions
+        el = dm.universe[self.element]
+        required, implied = dm.universe.group([self.element])
+        ctx = QueryContext(self.managers, required + implied)
+        t = dm.table(self.element).alias(f"t_{self.element}")
         ctx.tables[self.element] = t
         for r in el.requires:
             ctx.dim_cols[r] = t.c[r]
@@ -544,4 +593,101 @@ class RecordQuery:
         stmt = sa.select(t).select_from(ctx.from_clause(t))
         key_cols = [t.c[k] for k in list(el.requires) + [el.primary_key.name]]
         stmt = _finish(stmt, clauses, orders, key_cols, limit)
-        return [reg._row_to_record(el, row) for row in reg._fetchall(stmt)]
+        return [dm.row_to_record(el, row) for row in self.db.fetchall(stmt)]
+
+
+class DatasetFinder:
+    """Find one dataset by dataset type and data ID along a search path (`Registry.find_dataset`).
+
+    One query per kind of collection in the path (RUN, TAGGED, CALIBRATION), each returning the
+    dataset with its datastore record; the first match in search order wins.
+
+    Parameters
+    ----------
+    managers : `RegistryManagers`
+        The registry's managers (and their database).
+    """
+
+    def __init__(self, managers: RegistryManagers) -> None:
+        self.managers = managers
+        self.db = managers.db
+
+    def find(
+        self,
+        dataset_type: DatasetType,
+        data_id: Mapping[str, Any] | None,
+        dims: Mapping[str, Any],
+        search: Sequence[CollectionRecord],
+        timespan: Timespan | None,
+    ) -> tuple[DatasetRef, StoredFileInfo | None] | None:
+        """Return the first dataset of a data ID in ``search`` with its datastore record, or `None`.
+
+        ``data_id`` and ``dims`` may hold more dimensions than the dataset type (an exposure for
+        a flat gives its physical_filter and, for a calibration, the lookup time when
+        ``timespan`` is `None`).
+
+        Raises
+        ------
+        CalibrationLookupError
+            If more than one validity range in a CALIBRATION collection matches.
+        """
+        expand = self.managers.dimensions
+        values = {**(data_id or {}), **dims}
+        full = (
+            expand.expand_data_id(values, None, {})
+            if (dataset_type.is_calibration and timespan is None)
+            else None
+        )
+        coord = expand.expand_for(
+            dataset_type, full if full is not None else (data_id if not dims else values)
+        )
+        if dataset_type.is_calibration and timespan is None and full is not None:
+            timespan = full.timespan
+        m = self.managers
+        dt_id = m.dataset_types.entry(dataset_type)[0]
+        rank = {c.id: i for i, c in enumerate(search)}
+        by_kind: dict[CollectionType, list[int]] = {}
+        for c in search:
+            by_kind.setdefault(c.type, []).append(c.id)
+        best = None
+        for kind, cids in by_kind.items():
+            if kind is CollectionType.CHAINED:
+                continue
+            params: dict[str, Any] = {"dt": dt_id, "key": coord.key}
+            if kind is CollectionType.CALIBRATION:
+                if timespan is None:
+                    params["begin"], params["end"] = TIMESPAN_MIN, TIMESPAN_MAX
+                else:
+                    params["begin"], params["end"] = timespan.begin_ns, timespan.end_ns
+            rows = m.datasets.find_rows(
+                kind, params, cids, calibs=m.calibrations.table, files=m.datastore_records.table
+            )
+            if kind is CollectionType.CALIBRATION:
+                per_coll: dict[int, list] = {}
+                for r in rows:
+                    per_coll.setdefault(r[0], []).append(r)
+                rows = []
+                for cid, rs in per_coll.items():
+                    if len(rs) > 1:
+                        what = "no time was given" if timespan is None else f"the time span {timespan}"
+                        raise CalibrationLookupError(
+                            f"ambiguous calibration lookup of {dataset_type.name} {coord.required} in "
+                            f"{m.collections.by_id(cid).name!r}: "
+                            f"{len(rs)} validity ranges match {what}; give an exposure (or "
+                            "timespan) inside one range"
+                        )
+                    rows.append(rs[0])
+            for r in rows:
+                if best is None or rank[r[0]] < rank[best[0]]:
+                    best = r
+        if best is None:
+            return None
+        _, did, run_id, path, formatter, sc, checksum, size = best[:8]
+        ref = DatasetRef(
+            dataset_type,
+            coord,
+            m.collections.by_id(run_id).name,
+            did if isinstance(did, uuid.UUID) else uuid.UUID(did),
+        )
+        info = None if path is None else StoredFileInfo(path, formatter, sc, checksum, size)
+        return ref, info

@@ -87,7 +87,7 @@ class _Repo:
         prefix = "sqlite:///"
         if not url.startswith(prefix) or "?" in url:
             raise FastPathUnavailableError("not a plain SQLite registry")
-        path = Path(url[len(prefix):].replace(ROOT_TOKEN, str(self.root)))
+        path = Path(url[len(prefix) :].replace(ROOT_TOKEN, str(self.root)))
         if not path.is_file():
             raise FastPathUnavailableError(f"no registry file {path}")
         self.config = config

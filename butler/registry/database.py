@@ -1,7 +1,9 @@
 """One database interface for the registry: engine, the `transaction` context manager, savepoints.
 
-Backends live in ``_sqlite.py`` and ``_postgresql.py``; they configure the engine (pragmas,
-``BEGIN IMMEDIATE``, schemas) and translate backend errors. Everything the registry does goes
+Backends live in ``sqlite.py`` and ``postgresql.py`` (`butler.registry.backends.make_database`
+picks one from the URL); they configure the engine (pragmas, ``BEGIN IMMEDIATE``, schemas),
+translate backend errors and implement what differs between servers (precompiled statements on
+the raw cursor, planner statistics, table locks, the inter-process `Database.exclusive_lock`). Everything the registry does goes
 through `Database.transaction` (one connection per `Database`, nested calls join the outer
 transaction, ``savepoint=True`` opens a SAVEPOINT so a failed inner block can be undone alone).
 """
@@ -9,15 +11,51 @@ transaction, ``savepoint=True`` opens a SAVEPOINT so a failed inner block can be
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from .._errors import RepositoryError
+from .._errors import LockHeldError, RepositoryError
 from .schema import RegistrySchema, build_schema
 
-__all__ = ["Database", "make_database"]
+__all__ = ["Database", "lock_key"]
+
+
+def lock_key(namespace: str, name: str) -> int:
+    """Return the signed 64-bit key of a named lock (`Database.exclusive_lock`).
+
+    Parameters
+    ----------
+    namespace : `str`
+        Database schema (or repository root) the lock belongs to.
+    name : `str`
+        Lock name (an output RUN collection).
+
+    Returns
+    -------
+    key : `int`
+        In ``[-2**63, 2**63)``; stable across processes and hosts (blake2b).
+    """
+    digest = hashlib.blake2b(f"ccdflow-run-lock\0{namespace}\0{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def lock_holder_info(name: str) -> dict[str, Any]:
+    """Return what a lock holder records about itself: host, pid, lock name and start time (UTC)."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "run": name,
+        "since": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 class Database:
@@ -147,7 +185,9 @@ class Database:
             res = self.execute(stmt)
             return [tuple(r) for r in res.fetchall()], list(res.keys())
 
-    def fast_fetch(self, key: Any, factory: Any, params: dict[str, Any]) -> list[tuple] | None:
+    def fast_fetch(
+        self, key: Any, factory: Callable[[], sa.Executable], params: dict[str, Any]
+    ) -> list[tuple] | None:
         """Run a cached, precompiled query on the raw DBAPI cursor (SQLite fast path).
 
         Parameters
@@ -167,12 +207,31 @@ class Database:
         """
         return None
 
-    def fast_executemany(self, key: Any, factory: Any, rows: list[dict[str, Any]]) -> bool:
+    def fast_executemany(
+        self, key: Any, factory: Callable[[], sa.Executable], rows: list[dict[str, Any]]
+    ) -> bool:
         """Execute a cached, precompiled statement for many parameter sets (inside a transaction).
 
         Returns `False` (doing nothing) when the backend has no fast path.
         """
         return False
+
+    def execute_many(self, key: str, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """INSERT rows with a precompiled statement (raw cursor where the backend has one).
+
+        Parameters
+        ----------
+        key : `str`
+            Cache key of the statement (with the column names of ``rows[0]``).
+        table : `sqlalchemy.Table`
+            The table.
+        rows : `list` [`dict`]
+            Column -> value, every row with the same columns.
+        """
+        cols = list(rows[0])
+        factory = lambda: sa.insert(table).values({c: sa.bindparam(c) for c in cols})  # noqa: E731
+        if not self.fast_executemany((key, tuple(cols)), factory, rows):
+            self.execute(sa.insert(table), rows)
 
     def note_inserts(self, table: sa.Table, n: int) -> None:
         """Record that ``n`` rows were inserted into ``table`` (backends may refresh planner statistics)."""
@@ -190,55 +249,63 @@ class Database:
     def lock_tables(self, *tables: sa.Table) -> None:
         """Take an exclusive lock on tables for the rest of the transaction (no-op by default)."""
 
+    def drop_schema(self) -> None:
+        """Drop the repository's schema and everything in it (backends with schemas override)."""
+
+    @contextlib.contextmanager
+    def exclusive_lock(self, name: str, *, root: Path) -> Iterator[None]:
+        """Hold an inter-process lock named ``name`` for the duration of the block.
+
+        The default (one host): ``flock`` on ``root/.ccdflow/locks/run-<key>.lock``; the kernel
+        releases it when the process dies. The file holds the holder's host, pid and start time
+        for the message. Backends shared between hosts override it (PostgreSQL: an advisory lock).
+
+        Parameters
+        ----------
+        name : `str`
+            The lock's name (an output RUN collection).
+        root : `pathlib.Path`
+            The repository root.
+
+        Raises
+        ------
+        LockHeldError
+            If another process holds it (``holder`` says who).
+        """
+        key = lock_key(str(root.resolve()), name)
+        lock_dir = root / ".ccdflow" / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        path = lock_dir / f"run-{key & 0xFFFFFFFFFFFFFFFF:016x}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+                except (ValueError, OSError):
+                    holder = {}
+                who = (
+                    f"the driver {holder.get('host', '?')}:{holder.get('pid', '?')} "
+                    f"(started {holder.get('since', '?')})"
+                    if holder
+                    else "another driver"
+                )
+                raise LockHeldError(who) from None
+            payload = json.dumps(lock_holder_info(name)).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, payload, 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         """Close the connection and dispose of the engine."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         self.engine.dispose()
-
-
-def make_database(
-    url: str,
-    *,
-    schema: str | None = None,
-    writeable: bool = True,
-    busy_timeout: float = 60.0,
-    create: bool = False,
-    must_exist: bool = False,
-) -> Database:
-    """Open the database of a repository, choosing the backend from the URL.
-
-    Parameters
-    ----------
-    url : `str`
-        SQLAlchemy URL: ``sqlite:///path`` or ``postgresql+psycopg://user@host:port/db``.
-    schema : `str`, optional
-        PostgreSQL schema holding the repository's tables.
-    writeable : `bool`
-        Allow write transactions.
-    busy_timeout : `float`
-        SQLite: seconds to wait for another writer's lock before `RepositoryLockedError`.
-    create : `bool`
-        Create the schema (namespace) if missing (PostgreSQL).
-    must_exist : `bool`
-        SQLite: refuse to create a missing database file (opening an existing repository).
-
-    Raises
-    ------
-    RepositoryError
-        If the URL names an unsupported backend or the server cannot be reached.
-    """
-    if url.startswith("sqlite"):
-        from ._sqlite import SqliteDatabase
-
-        return SqliteDatabase.from_url(
-            url, writeable=writeable, busy_timeout=busy_timeout, must_exist=must_exist
-        )
-    if url.startswith("postgresql"):
-        from ._postgresql import PostgresqlDatabase
-
-        return PostgresqlDatabase.from_url(url, schema=schema, writeable=writeable, create=create)
-    raise RepositoryError(
-        f"unsupported registry database URL {url!r}: use sqlite:///... or postgresql+psycopg://..."
-    )

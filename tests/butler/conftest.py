@@ -94,7 +94,8 @@ def repo(tmp_path: Path, db_url: str | None):
 def filled(repo):
     """A repository with the standard dimension records and dataset types ``arr`` (exposure,
     detector; NumpyArray), ``meta`` (exposure; StructuredDataDict) and calibration ``bias``
-    (detector; NumpyArray)."""
+    (detector; NumpyArray).
+    """
     from butler import DatasetType
 
     fill_dimensions(repo.registry)

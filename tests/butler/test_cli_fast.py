@@ -105,6 +105,7 @@ CASES = [
     (["packages"], ["chain", "misc"], "", ["--find-first"], True),
     (["packages"], ["chain", "misc"], "packages.run = 'misc'", [], True),
     (["arr"], ["raw/all"], "exposure > 100", [], True),
+    (["bias"], ["calib"], "1 = 1", ["--find-first"], True),
     # Handled by the registry path (identical output or error): ordering/limits and every error.
     (["arr"], ["raw/all"], "", ["--order-by", "-exposure,detector"], False),
     (["arr"], ["raw/all"], "", ["--limit", "2"], False),
@@ -174,6 +175,29 @@ def test_fast_path_imports_no_sqlalchemy(world):
     assert lines[-1] == "NO-SQLALCHEMY"
     assert lines[0].startswith("type,run,id,instrument,band,physical_filter,detector,day_obs,exposure")
     assert [ln.split(",")[-1] for ln in lines[1:-1]] == ["1", "2"]  # the bias exposures, detector 1
+
+
+def test_constant_expression_after_fast_path_fallback(world, monkeypatch):
+    """``--where "1 = 1"`` compiled by the fast path, then by the registry path in the same process.
+
+    A data ID with two certified ranges makes the fast path give up after compiling the
+    expression; the registry path must compile its own clause (the compiled-clause cache is
+    keyed by renderer), and report the ambiguity, not a SQLAlchemy ``ArgumentError``.
+    """
+    if world.registry.db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")
+    from butler import Timespan
+
+    reg = world.registry
+    later = [world.put(np.ones(2), "bias", instrument="cam", detector=0, run="calib/run2")]
+    reg.decertify("calib", "bias", Timespan(exposure_span(3).begin, None))
+    reg.certify("calib", later, Timespan(exposure_span(4).begin, None))
+    args = ["query-datasets", world.root, "bias", "--collections", "calib", "--find-first", "--where", "1 = 1"]
+    code, out, err = _invoke(args, True, monkeypatch)
+    assert code == 1
+    assert "ArgumentError" not in out + err
+    assert "validity ranges" in out + err
+    assert _invoke(args, False, monkeypatch) == (code, out, err)
 
 
 def test_postgres_uses_registry(world, monkeypatch, spy):

@@ -376,14 +376,11 @@ def test_hostile_string_cannot_change_query(filled):
 
 
 def test_schema_version_mismatch_is_reported(repo):
-    import sqlalchemy as sa
-
     from butler import Butler, RepositoryError
 
     reg = repo.registry
     with reg.transaction():
-        t = reg._t["butler_attributes"]
-        reg.db.execute(sa.update(t).where(t.c.name == "schema_version").values(value="999"))
+        reg.managers.attributes.set("schema_version", "999")
     repo.close()
     with pytest.raises(RepositoryError, match="schema_version '999'"):
         Butler(repo.root)

@@ -53,7 +53,7 @@ from ._time import mjd_tai_to_ns, tai_ns_to_utc_datetime
 
 ColumnElement = Any  # a SQL expression of the backend in use (SQLAlchemy, or SQL text)
 
-__all__ = ["compile_expression", "glob_to_like", "glob_to_regex", "glob_to_sqlite"]
+__all__ = ["compile_expression"]
 
 _NUMERIC = ("int", "float")
 _COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
@@ -80,82 +80,6 @@ class _Value:
         article = "an" if self.kind == "int" else "a"
         what = "value" if self.literal else "column"
         return f"{self.text} ({article} {self.kind} {what})"
-
-
-def glob_to_like(pattern: str) -> str:
-    r"""Translate a glob (``*``, ``?``) into a SQL LIKE pattern escaped with backslash.
-
-    Parameters
-    ----------
-    pattern : `str`
-        Shell-style glob; ``[...]`` classes are taken literally.
-
-    Returns
-    -------
-    like : `str`
-        ``%``/``_`` wildcards; literal ``%``, ``_`` and ``\\`` escaped with ``\\``.
-    """
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append("%")
-        elif ch == "?":
-            out.append("_")
-        elif ch in "%_\\":
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def glob_to_regex(pattern: str) -> str:
-    """Translate a glob into an anchored POSIX regular expression (PostgreSQL ``~``).
-
-    Parameters
-    ----------
-    pattern : `str`
-        Shell-style glob with ``*``, ``?`` and ``[...]`` / ``[!...]`` classes.
-
-    Returns
-    -------
-    regex : `str`
-        ``^...$`` with every other non-alphanumeric character backslash-escaped.
-    """
-    out = ["^"]
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
-        elif ch == "[":
-            j = i + 1
-            if j < n and pattern[j] in "!^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            k = pattern.find("]", j)
-            if k < 0:
-                out.append("\\[")
-            else:
-                body = pattern[i + 1 : k]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = k
-        elif ch.isalnum():
-            out.append(ch)
-        else:
-            out.append("\\" + ch)
-        i += 1
-    out.append("$")
-    return "".join(out)
-
-
-def glob_to_sqlite(pattern: str) -> str:
-    """Translate a shell glob for SQLite's ``GLOB`` (which negates a class with ``^``, not ``!``)."""
-    return re.sub(r"\[!", "[^", pattern)
 
 
 def _node_text(node: Node, depth: int = 0) -> str:
@@ -186,9 +110,7 @@ def _node_text(node: Node, depth: int = 0) -> str:
 
 
 class _Compiler:
-    def __init__(
-        self, text: str, resolver: ColumnResolver, bind: Mapping[str, Any], sql: Any = None
-    ) -> None:
+    def __init__(self, text: str, resolver: ColumnResolver, bind: Mapping[str, Any], sql: Any = None) -> None:
         self.sql = sql if sql is not None else sql_backend(resolver)
         self.text = text
         self.resolver = resolver
@@ -775,7 +697,7 @@ def compile_expression(
     for sub in walk(tree):
         if isinstance(sub, Identifier):
             compiler._resolve(sub.name, sub.pos)
-    key = _cache_key(tree, text, compiler._resolved, bind)
+    key = _cache_key(sql.name, tree, text, compiler._resolved, bind)
     if key is not None:
         with _CLAUSE_CACHE_LOCK:
             cached = _CLAUSE_CACHE.get(key)
@@ -816,12 +738,14 @@ def _freeze(value: Any) -> Any:
 
 
 def _cache_key(
-    tree: Node, text: str, resolved: Mapping[str, ResolvedColumn], bind: Mapping[str, Any]
+    backend: str, tree: Node, text: str, resolved: Mapping[str, ResolvedColumn], bind: Mapping[str, Any]
 ) -> tuple | None:
     """Key for the compiled-clause cache; `None` when a bind value is not safely hashable.
 
-    Resolved columns enter the key by identity (a registry that builds fresh aliases per query
-    simply never hits the cache).
+    The backend's name is part of the key: an expression without identifiers (``1 = 1``)
+    compiles to a SQLAlchemy clause for one backend and to SQL text for the other. Resolved
+    columns enter the key by identity (a registry that builds fresh aliases per query simply
+    never hits the cache).
     """
     try:
         columns = tuple(
@@ -835,7 +759,7 @@ def _cache_key(
             for name, rc in resolved.items()
         )
         frozen_bind = tuple(sorted((name, _freeze(value)) for name, value in bind.items()))
-        key = (tree, text, columns, frozen_bind)
+        key = (backend, tree, text, columns, frozen_bind)
         hash(key)
     except (TypeError, RecursionError):  # unhashable bind value, or a very deep tree
         return None

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
 
-from ._compiler import glob_to_like, glob_to_regex, glob_to_sqlite
+from ._glob import glob_to_like, glob_to_regex, glob_to_sqlite
 
 __all__ = ["SQLALCHEMY", "SQLAlchemyBackend"]
 

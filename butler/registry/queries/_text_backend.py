@@ -16,7 +16,7 @@ import datetime
 import uuid
 from typing import Any
 
-from ._compiler import glob_to_sqlite
+from ._glob import glob_to_sqlite
 
 __all__ = ["SQLITE_TEXT", "SQLiteTextBackend", "SqlText"]
 

@@ -5,7 +5,7 @@ Tasks are thin glue over pure numpy modules (``*_math.py``, `flat.measure_scales
 
 from __future__ import annotations
 
-from butler._lazy import lazy_exports
+from butler.utils import lazy_exports
 
 # Names are imported on first use (PEP 562), so reading a PTC or running one cp task does not
 # import every task module (matplotlib for the plots, scipy.stats, astroscrappy, ...).

@@ -7,7 +7,7 @@ not import the task framework.
 
 from __future__ import annotations
 
-from butler._lazy import lazy_exports
+from butler.utils import lazy_exports
 
 __all__ = [
     "BrighterFatterKernel",

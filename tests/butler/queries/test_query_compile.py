@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from butler.registry.queries import compile_expression, parse_expression, referenced_identifiers
-from butler.registry.queries._compiler import glob_to_like, glob_to_regex
+from butler.registry.queries._glob import glob_to_like, glob_to_regex
 from butler.timespan import Timespan
 
 from .conftest import BASE_NS, HOSTILE_OBS_IDS, NS, ROWS, FakeResolver, expected, run_where

@@ -19,7 +19,7 @@ from butler._errors import InvalidQueryError  # noqa: E402
 from butler.collections import CollectionType  # noqa: E402
 from butler.datasets import DatasetType  # noqa: E402
 from butler.dimensions import default_universe  # noqa: E402
-from butler.registry.database import make_database  # noqa: E402
+from butler.registry import make_database  # noqa: E402
 from butler.registry.registry import Registry  # noqa: E402
 from butler.timespan import Timespan  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Lazy package attributes (PEP 562), shared by the packages that re-export on first use."""
+"""Utilities for packages built on the butler: lazy package attributes (PEP 562)."""
 
 from __future__ import annotations
 

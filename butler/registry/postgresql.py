@@ -1,0 +1,113 @@
+"""PostgreSQL backend: one schema (namespace) per repository, table locks for certification.
+
+`PostgresqlDatabase.exclusive_lock` is a session-level advisory lock (``pg_try_advisory_lock``)
+on a dedicated connection, keyed by a 64-bit hash of (database/schema, name): the server
+releases it when the connection ends, so a driver killed with ``kill -9`` or a lost node never
+leaves a stale lock, and drivers on different hosts see each other's locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .._errors import LockHeldError, RepositoryError
+from .database import Database, lock_holder_info, lock_key
+
+__all__ = ["PostgresqlDatabase"]
+
+
+class PostgresqlDatabase(Database):
+    """`Database` on a PostgreSQL server (driver psycopg 3, the ``postgres`` extra)."""
+
+    dialect_name = "postgresql"
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, schema: str | None = None, writeable: bool = True, create: bool = False
+    ) -> PostgresqlDatabase:
+        """Open a PostgreSQL database; ``create=True`` creates ``schema`` if it is missing.
+
+        Raises
+        ------
+        RepositoryError
+            If the driver is missing or the server cannot be reached.
+        """
+        try:
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            db = cls(engine, schema=schema, writeable=writeable)
+            if create and schema:
+                with db.transaction() as conn:
+                    conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+            else:
+                db.connection
+        except ImportError as exc:
+            raise RepositoryError(
+                f"cannot use {url!r}: the PostgreSQL driver is missing; pip install "
+                f"'ccdflow[postgres]' ({exc})"
+            ) from None
+        except sa.exc.OperationalError as exc:
+            raise RepositoryError(f"cannot connect to the registry database {url!r}: {exc.orig}") from None
+        return db
+
+    def lock_tables(self, *tables: sa.Table) -> None:
+        """``LOCK TABLE ... IN EXCLUSIVE MODE`` (readers continue, other writers wait)."""
+        prep = self.engine.dialect.identifier_preparer
+        for t in tables:
+            self.execute(sa.text(f"LOCK TABLE {prep.format_table(t)} IN EXCLUSIVE MODE"))
+
+    @contextlib.contextmanager
+    def exclusive_lock(self, name: str, *, root: Path) -> Iterator[None]:
+        """Hold the advisory lock ``name`` of this database/schema (see the module docstring).
+
+        ``root`` is unused: the lock lives in the server, shared by every host.
+
+        Raises
+        ------
+        LockHeldError
+            If another session holds it (``holder`` names the driver from its ``application_name``).
+        """
+        namespace = f"{self.engine.url.database}/{self.schema or 'public'}"
+        key = lock_key(namespace, name)
+        info = lock_holder_info(name)
+        # application_name lets the refused driver say who holds the lock (pg_stat_activity).
+        app_name = f"ccdflow-run-lock {key} {info['host']}:{info['pid']} {info['since']}"[:63]
+        conn = self.engine.connect()
+        try:
+            conn.execute(sa.text("SELECT set_config('application_name', :n, false)"), {"n": app_name})
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            conn.commit()
+            if not got:
+                holder = conn.execute(
+                    sa.text(
+                        "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+                        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                        "AND l.granted AND a.application_name LIKE :pat LIMIT 1"
+                    ),
+                    {"pat": f"ccdflow-run-lock {key} %"},
+                ).first()
+                conn.commit()
+                who = "another driver"
+                if holder is not None:
+                    parts = holder[0].split(" ")
+                    who = f"the driver {parts[2]} (started {parts[3] if len(parts) > 3 else '?'})"
+                raise LockHeldError(who)
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+                except Exception:  # noqa: BLE001 - closing the session releases it anyway
+                    pass
+        finally:
+            conn.close()
+
+    def drop_schema(self) -> None:
+        """Drop the repository's schema and everything in it (tests use a fresh schema each)."""
+        if self.schema:
+            with self.transaction() as conn:
+                conn.execute(sa.schema.DropSchema(self.schema, cascade=True, if_exists=True))
