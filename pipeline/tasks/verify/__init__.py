@@ -6,7 +6,7 @@ is the ``ccdflow-verify-summary`` console command that prints the failures of a 
 
 from __future__ import annotations
 
-from butler._lazy import lazy_exports
+from butler.utils import lazy_exports
 
 _LAZY = {
     "CpVerifyBiasTask": "tasks",
