@@ -459,7 +459,7 @@ def submit(source: str | os.PathLike[str] | dict[str, Any] | SubmitConfig, *, dr
     """
     from butler import Butler
 
-    from .._cli_opts import load_pipeline
+    from ..cli.options import load_pipeline
     from ..graph.builder import build_quantum_graph
     from ..graph.collections import resolve_output_collections
     from .parsl_executor import ParslSiteConfig, load_parsl_config
@@ -542,7 +542,7 @@ def _make_command() -> Any:
 
         Example: pipetask submit bias_submit.yaml
         """
-        from .._cli_opts import setup_logging
+        from ..cli.options import setup_logging
 
         setup_logging(log_level, log_file)
         try:

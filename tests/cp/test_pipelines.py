@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.pipeline_yaml import Pipeline
+from pipeline.definitions import Pipeline
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.pipeline_yaml import Pipeline
+from pipeline.definitions import Pipeline
 from pipeline.tasks.isr import CfhtIsrTask, IsrTask
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from butler import Butler
-from pipeline._cli_opts import load_pipeline
+from pipeline.cli.options import load_pipeline
 from pipeline.execution.submit import SubmitConfigError, execute_graph, submit
 from pipeline.graph.builder import build_quantum_graph
 from pipeline.graph.collections import resolve_output_collections

@@ -53,11 +53,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .config import Config, apply_overrides, import_dotted
-from .exceptions import ContractError, PipelineDefinitionError
+from ..config import Config, apply_overrides, import_dotted
+from ..exceptions import ContractError, PipelineDefinitionError
 
 if TYPE_CHECKING:
-    from .pipeline_graph import PipelineGraph
+    from ..pipeline_graph import PipelineGraph
 
 __all__ = [
     "ConfigBlock",
@@ -1069,7 +1069,7 @@ class Pipeline:
         PipelineDefinitionError
             If the task has no such field (close matches suggested).
         """
-        from .config import flatten_config
+        from ..config import flatten_config
 
         field = field.removeprefix("config.")
         final = dict(flatten_config(self.task_config(label, data_id)))
@@ -1153,7 +1153,7 @@ class Pipeline:
         ConfigError, PipelineDefinitionError, ContractError, PipelineGraphError
             See `task_config`, `check_contracts` and `~pipeline.pipeline_graph.PipelineGraph`.
         """
-        from .pipeline_graph import PipelineGraph
+        from ..pipeline_graph import PipelineGraph
 
         return PipelineGraph.from_pipeline(self, validate=validate)
 

@@ -12,7 +12,7 @@ from pipeline.config import ConfigError, apply_overrides
 from pipeline.connections import InputQuantizedConnection, OutputQuantizedConnection
 from pipeline.struct import Struct
 from pipeline.task import ButlerQuantumContext, PipelineTask, TaskMetadata
-from tests.pipeline.defs.toy_tasks import OffsetTask, SubtractConfig, SubtractTask
+from tests.pipeline.toy_tasks import OffsetTask, SubtractConfig, SubtractTask
 
 
 def test_names_logger_and_task_dict():
@@ -159,7 +159,7 @@ def test_run_not_implemented():
 
 def test_config_of_wrong_class():
     """Config of wrong class."""
-    from tests.pipeline.defs.toy_tasks import CombineConfig
+    from tests.pipeline.toy_tasks import CombineConfig
 
     with pytest.raises(TypeError, match="SubtractTask: config must be a SubtractConfig, got CombineConfig"):
         SubtractTask(config=CombineConfig())

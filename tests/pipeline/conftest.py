@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[3] / "bench"
-REPO_ROOT = Path(__file__).resolve().parents[3]
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 # Worker processes import the toy tasks by dotted path.

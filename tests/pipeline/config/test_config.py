@@ -7,7 +7,7 @@ import math
 import pytest
 
 from pipeline.config import ConfigError, apply_overrides, diff_configs, flatten_config
-from tests.pipeline.defs.toy_tasks import (
+from tests.pipeline.toy_tasks import (
     OffsetTask,
     ScaledOffsetConfig,
     ScaledOffsetTask,
@@ -138,7 +138,7 @@ def test_retarget_round_trip_and_subtask():
     config.retarget_field("offset", ScaledOffsetTask)
     config.offset.value = 1.0
     data = config.to_dict()
-    assert data["offset"]["__target__"] == "tests.pipeline.defs.toy_tasks.ScaledOffsetTask"
+    assert data["offset"]["__target__"] == "tests.pipeline.toy_tasks.ScaledOffsetTask"
     restored = SubtractConfig.from_dict(data)
     assert isinstance(restored.offset, ScaledOffsetConfig)
     assert restored.offset.target is ScaledOffsetTask
@@ -155,14 +155,14 @@ def test_retarget_via_override_mapping():
     """Retarget via override mapping."""
     config = apply_overrides(
         SubtractConfig(),
-        {"offset": {"__target__": "tests.pipeline.defs.toy_tasks.ScaledOffsetTask", "scale": 3.0}},
+        {"offset": {"__target__": "tests.pipeline.toy_tasks.ScaledOffsetTask", "scale": 3.0}},
     )
     assert isinstance(config.offset, ScaledOffsetConfig) and config.offset.scale == 3.0
 
 
 def test_retarget_wrong_config_class():
     """Retarget wrong config class."""
-    from tests.pipeline.defs.toy_tasks import CombineTask
+    from tests.pipeline.toy_tasks import CombineTask
 
     with pytest.raises(ConfigError, match="is not a subclass of OffsetConfig"):
         SubtractConfig().retarget_field("offset", CombineTask)
@@ -290,7 +290,7 @@ def test_save_load_validate(tmp_path):
         {
             "level": 2.0,
             "saturation.C1": float("nan"),
-            "offset.__target__": "tests.pipeline.defs.toy_tasks.ScaledOffsetTask",
+            "offset.__target__": "tests.pipeline.toy_tasks.ScaledOffsetTask",
         }
     )
     path = tmp_path / "isr_config.py"

@@ -41,7 +41,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 __all__ = [
     "Config",
@@ -262,7 +262,7 @@ class Config(BaseModel):
         PipelineDefinitionError
             If the file cannot be read or parsed.
         """
-        from .pipeline_yaml import parse_override_file
+        from ..definitions import parse_override_file
 
         if self._frozen:
             raise ConfigError(f"cannot load {os.fspath(path)!r} into a frozen {type(self).__name__}")

@@ -297,7 +297,7 @@ def load_pipeline(
     instrument: str | None = None,
     select_tasks: str | None = None,
 ) -> Any:
-    """Build a `~pipeline.pipeline_yaml.Pipeline` from the pipeline options.
+    """Build a `~pipeline.definitions.Pipeline` from the pipeline options.
 
     Parameters
     ----------
@@ -312,7 +312,7 @@ def load_pipeline(
 
     Returns
     -------
-    pipeline : `~pipeline.pipeline_yaml.Pipeline`
+    pipeline : `~pipeline.definitions.Pipeline`
         Not yet validated; call ``.to_graph()``.
 
     Raises
@@ -322,8 +322,8 @@ def load_pipeline(
     PipelineDefinitionError, click.BadParameter
         For bad files, labels or option syntax.
     """
-    from .exceptions import PipelineDefinitionError
-    from .pipeline_yaml import Pipeline
+    from ..exceptions import PipelineDefinitionError
+    from ..definitions import Pipeline
 
     if pipeline:
         pipe = Pipeline.from_file(pipeline)
@@ -349,7 +349,7 @@ def load_pipeline(
     if not pipe.tasks:
         raise PipelineDefinitionError("the pipeline has no tasks left after the selection and --delete")
     if select_tasks:
-        from .pipeline_graph import select_tasks as _select
+        from ..pipeline_graph import select_tasks as _select
 
         labels = _select(pipe.to_graph(), select_tasks)
         if not labels:
@@ -363,7 +363,7 @@ def handle_pipeline_errors(fn: _F) -> _F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .exceptions import PipelineError
+        from ..exceptions import PipelineError
 
         try:
             return fn(*args, **kwargs)

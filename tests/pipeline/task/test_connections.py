@@ -8,7 +8,7 @@ import pipeline.connection_types as cT  # noqa: N812 - the LSST spelling
 from pipeline.config import apply_overrides
 from pipeline.connections import InputQuantizedConnection, PipelineTaskConnections
 from pipeline.exceptions import ConfigError, InvalidQuantumError, NoWorkFound
-from tests.pipeline.defs.toy_tasks import CombineConfig, SubtractConfig
+from tests.pipeline.toy_tasks import CombineConfig, SubtractConfig
 
 
 def test_connection_sets_and_dimensions():

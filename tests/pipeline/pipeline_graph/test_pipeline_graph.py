@@ -8,10 +8,10 @@ import pipeline.connection_types as cT  # noqa: N812 - the LSST spelling
 from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
 from pipeline.exceptions import PipelineGraphError
 from pipeline.pipeline_graph import PipelineGraph, make_task_node, sort_dimensions
-from pipeline.pipeline_yaml import Pipeline
+from pipeline.definitions import Pipeline
 from pipeline.task import PipelineTask
 
-T = "tests.pipeline.defs.toy_tasks"
+T = "tests.pipeline.toy_tasks"
 TOY = f"""
 description: toy
 tasks:
@@ -316,7 +316,7 @@ def test_not_a_pipeline_task():
 
     with pytest.raises(
         PipelineDefinitionError,
-        match="task 'o': tests.pipeline.defs.toy_tasks.OffsetTask is not a PipelineTask",
+        match="task 'o': tests.pipeline.toy_tasks.OffsetTask is not a PipelineTask",
     ):
         graph_of(f"description: x\ntasks:\n  o: {T}.OffsetTask\n")
 
@@ -354,7 +354,7 @@ def test_networkx_view_is_lazy_and_consistent():
     from pathlib import Path
 
     code = (
-        "import sys\nfrom pipeline.pipeline_yaml import Pipeline\n"
+        "import sys\nfrom pipeline.definitions import Pipeline\n"
         f"g = Pipeline.from_string({TOY!r}).to_graph()\n"
         "assert 'networkx' not in sys.modules\n"
         "import networkx as nx\nx = g.xgraph\nassert nx.is_directed_acyclic_graph(x)\n"

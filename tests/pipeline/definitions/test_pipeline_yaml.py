@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.exceptions import ConfigError, ContractError, PipelineDefinitionError
-from pipeline.pipeline_yaml import Pipeline, evaluate_contract, parse_python_overrides
+from pipeline.definitions import Pipeline, evaluate_contract, parse_python_overrides
 
-T = "tests.pipeline.defs.toy_tasks"
+T = "tests.pipeline.toy_tasks"
 
 
 def write(path: Path, text: str) -> Path:
@@ -165,7 +165,7 @@ def test_imports_include_exclude_env_and_extension(base_pipeline, tmp_path, monk
             config:
               offset.method: SUBTRACT
           norm:
-            class: tests.pipeline.defs.toy_tasks.NormTask
+            class: tests.pipeline.toy_tasks.NormTask
     """,
     )
     pipe = Pipeline.from_file(sub)
@@ -221,7 +221,7 @@ def test_import_errors(base_pipeline, tmp_path, monkeypatch):
         ),
         "cls.yaml": (
             f"description: x\nimports: [base.yaml]\ntasks:\n  isr: {T}.CombineTask\n",
-            "class 'tests.pipeline.defs.toy_tasks.CombineTask' differs from the imported task's class",
+            "class 'tests.pipeline.toy_tasks.CombineTask' differs from the imported task's class",
         ),
     }
     for name, (text, msg) in cases.items():
@@ -334,7 +334,7 @@ def test_round_trip_and_cli_style_edits(base_pipeline, tmp_path):
 
 def test_instrument_overrides(tmp_path, monkeypatch):
     """Instrument overrides."""
-    import pipeline.pipeline_yaml as py
+    import pipeline.definitions._pipeline as py
 
     inst_root = tmp_path / "instruments"
     write(inst_root / "toycam" / "isr.yaml", "level: 0.25\noffset.method: SUBTRACT\n")
@@ -360,11 +360,11 @@ tasks:
 def test_python_override_retarget(tmp_path):
     """Python override retarget."""
     text = (
-        "from tests.pipeline.defs.toy_tasks import ScaledOffsetTask\n"
+        "from tests.pipeline.toy_tasks import ScaledOffsetTask\n"
         "config.offset.retarget(ScaledOffsetTask)\nconfig.offset.scale = 5.0\n"
     )
     assert parse_python_overrides(text, "r.py") == [
-        ("offset.__target__", "tests.pipeline.defs.toy_tasks.ScaledOffsetTask"),
+        ("offset.__target__", "tests.pipeline.toy_tasks.ScaledOffsetTask"),
         ("offset.scale", 5.0),
     ]
     path = write(
@@ -376,7 +376,7 @@ def test_python_override_retarget(tmp_path):
             class: {T}.SubtractTask
             config:
               - python: |
-                  import tests.pipeline.defs.toy_tasks as toy
+                  import tests.pipeline.toy_tasks as toy
                   config.offset.retarget(toy.ScaledOffsetTask)
                   config.offset.value = 1.0
     """,
@@ -396,7 +396,7 @@ def test_numbers_coerced_for_string_fields():
 
 def test_config_cache_follows_parameters_and_instrument(tmp_path, monkeypatch):
     """Config cache follows parameters and instrument."""
-    import pipeline.pipeline_yaml as py
+    import pipeline.definitions._pipeline as py
 
     write(tmp_path / "instruments" / "toycam" / "isr.yaml", "statistic: MEAN\n")
     monkeypatch.setattr(py, "_instruments_dir", lambda: tmp_path / "instruments")

@@ -17,7 +17,7 @@ from pipeline.graph.collections import OutputCollectionError, resolve_output_col
 from pipeline.graph.display import show_graph, write_dot
 from pipeline.graph.quantum_graph import QuantumGraph, QuantumGraphFileError
 
-from ._shape_tasks import (ApplyBiasConfig, ApplyBiasTask, CombinePerDetectorConfig, CombinePerDetectorTask,
+from .shape_tasks import (ApplyBiasConfig, ApplyBiasTask, CombinePerDetectorConfig, CombinePerDetectorTask,
                            NormalizePerFilterConfig, NormalizePerFilterTask)
 
 

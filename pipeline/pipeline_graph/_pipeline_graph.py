@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .config import Config
-from .connections import PipelineTaskConnections
-from .exceptions import ConfigError, PipelineDefinitionError, PipelineGraphError
+from ..config import Config
+from ..connections import PipelineTaskConnections
+from ..exceptions import ConfigError, PipelineDefinitionError, PipelineGraphError
 
 if TYPE_CHECKING:
-    from .pipeline_yaml import Pipeline
+    from ..definitions import Pipeline
 
 __all__ = [
     "DatasetTypeNode",
@@ -53,7 +53,7 @@ __all__ = [
 
 PACKAGES_DATASET_TYPE = "packages"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 _FALLBACK_UNIVERSE = {
     "instrument": ((), ()),
     "band": ((), ()),
@@ -474,7 +474,7 @@ def _dataset_key(name: str) -> tuple[str, str]:
 class PipelineGraph:
     """Validated graph of tasks and dataset types.
 
-    Build with `PipelineGraph.from_pipeline` (or `~pipeline.pipeline_yaml.Pipeline.to_graph`).
+    Build with `PipelineGraph.from_pipeline` (or `~pipeline.definitions.Pipeline.to_graph`).
 
     Parameters
     ----------
@@ -555,7 +555,7 @@ class PipelineGraph:
 
         Parameters
         ----------
-        pipeline : `~pipeline.pipeline_yaml.Pipeline`
+        pipeline : `~pipeline.definitions.Pipeline`
             The pipeline definition.
         validate : `bool`
             Check the graph (see module docs).

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from ._cli_opts import butler_options, exec_options, log_options, pipeline_options
+from .options import butler_options, exec_options, log_options, pipeline_options
 
 __all__ = ["qgraph", "run", "pre_exec_init_qbb", "run_qbb", "COMMANDS"]
 
@@ -40,9 +40,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         classes.append(ButlerError)
     except ImportError:
         pass
-    from .exceptions import PipelineError
-    from .execution.runner import ExecutionError
-    from .graph.builder import GraphBuilderError
+    from ..exceptions import PipelineError
+    from ..execution.runner import ExecutionError
+    from ..graph.builder import GraphBuilderError
 
     classes += [PipelineError, GraphBuilderError, ExecutionError]
     return tuple(classes)
@@ -73,7 +73,7 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # --------------------------------------------------------------------------- options
-# Shared options (-p -t -c -C -b -i -o ... -j --log-level) come from pipeline._cli_opts; the ones
+# Shared options (-p -t -c -C -b -i -o ... -j --log-level) come from pipeline.cli.options; the ones
 # below only exist for graph building/execution.
 def _graph_extra_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
@@ -121,7 +121,7 @@ def _exec_extra_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _setup_logging(level: Any, log_file: str | None) -> None:
-    from ._cli_opts import setup_logging
+    from .options import setup_logging
 
     setup_logging(level, log_file)
 
@@ -130,7 +130,7 @@ def _setup_logging(level: Any, log_file: str | None) -> None:
 def _load_pipeline(pipeline: str | None, tasks: Sequence[str], delete: Sequence[str],
                    config_overrides: Sequence[str], config_files: Sequence[str], instrument: str | None) -> Any:
     """Build the pipeline from -p/-t/-c/-C and return its validated pipeline graph."""
-    from ._cli_opts import load_pipeline
+    from .options import load_pipeline
 
     return load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument).to_graph()
 
@@ -144,9 +144,9 @@ def _make_butler(repo: str | None, *, writeable: bool) -> Any:
 
 
 def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
-    from .graph.builder import build_quantum_graph
-    from .graph.collections import resolve_output_collections
-    from .graph.quantum_graph import QuantumGraph
+    from ..graph.builder import build_quantum_graph
+    from ..graph.collections import resolve_output_collections
+    from ..graph.quantum_graph import QuantumGraph
 
     if opts["qgraph"]:
         from uuid import UUID
@@ -176,7 +176,7 @@ def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
 
 
 def _show(graph: Any, opts: dict[str, Any], butler: Any) -> None:
-    from .graph.display import SHOW_CHOICES, show_graph, write_dot
+    from ..graph.display import SHOW_CHOICES, show_graph, write_dot
 
     for what in opts["show"]:
         if what not in SHOW_CHOICES:
@@ -186,7 +186,7 @@ def _show(graph: Any, opts: dict[str, Any], butler: Any) -> None:
             root = Path(butler.root) if butler is not None else None
 
             def uri_for(ref: Any, _root: Any = root) -> str:
-                from .execution._butler_adapter import predicted_file_info
+                from ..execution._butler_adapter import predicted_file_info
 
                 if _root is None:
                     return "?"
@@ -222,7 +222,7 @@ def qgraph(**opts: Any) -> None:
     graph = _build_or_load(opts, butler)
     _finish_graph(graph, opts, butler)
     if not opts["show"] and not opts["save_qgraph"] and not opts["qgraph_dot"]:
-        from .graph.display import show_graph
+        from ..graph.display import show_graph
 
         show_graph(graph, "summary", sys.stdout)
 
@@ -247,7 +247,7 @@ def run(**opts: Any) -> None:
     if opts["processes"] > 1 and opts["repo"] and not opts.get("parsl_config") \
             and opts.get("executor", "auto") == "auto":
         # Start the workers now: their start-up (imports) overlaps building the graph.
-        from .execution.executors import ProcessPoolQuantumExecutor
+        from ..execution.executors import ProcessPoolQuantumExecutor
 
         pool = ProcessPoolQuantumExecutor(None, opts["repo"], opts["processes"], timeout=opts["timeout"],
                                           start_method=opts["start_method"],
@@ -256,8 +256,8 @@ def run(**opts: Any) -> None:
     elif opts["repo"] and (opts.get("parsl_config") or opts.get("executor") == "parsl"):
         # Parsl's start-up (interchange, worker pools, imports: several seconds) overlaps building
         # the graph too; a bad --parsl-config fails here, before anything is written.
-        from .execution.parsl_executor import ParslQuantumExecutor
-        from .execution.submit import default_parsl_config
+        from ..execution.parsl_executor import ParslQuantumExecutor
+        from ..execution.submit import default_parsl_config
 
         cfg = default_parsl_config(opts.get("parsl_config"), opts["processes"])
         pool = ParslQuantumExecutor(None, opts["repo"], cfg, timeout=opts["timeout"],
@@ -276,7 +276,7 @@ def _run_command(opts: dict[str, Any]) -> None:
     graph = _build_or_load(opts, butler)
     _finish_graph(graph, opts, butler)
     # (a bad --parsl-config has failed already: `run` builds the Parsl executor before the graph)
-    from .execution.run_lock import run_lock
+    from ..execution.run_lock import run_lock
 
     with run_lock(butler, graph.output_run):  # one driver per output RUN; a second one gets a clear error
         code = _execute(butler, graph, opts)
@@ -285,8 +285,8 @@ def _run_command(opts: dict[str, Any]) -> None:
 
 
 def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
-    from .execution.executors import ProcessPoolQuantumExecutor, SerialExecutor
-    from .execution.runner import pre_exec_init, resume_state, run_graph
+    from ..execution.executors import ProcessPoolQuantumExecutor, SerialExecutor
+    from ..execution.runner import pre_exec_init, resume_state, run_graph
 
     done: set[Any] = set()
     clean_stale = None
@@ -310,12 +310,12 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
     graph_path = None if opts["qgraph_node_id"] else (opts["qgraph"] or opts["save_qgraph"])
     pool = opts.get("_pool")
     if pool is not None and type(pool).__name__ == "ParslQuantumExecutor":
-        from .execution.submit import graph_file
+        from ..execution.submit import graph_file
 
         executor: Any = pool  # started in the background by `run`
         executor.graph_path = str(Path(graph_file(graph, Path(butler.root), graph_path)).resolve())
     elif opts.get("parsl_config") or opts.get("executor", "auto") != "auto":
-        from .execution.submit import make_executor
+        from ..execution.submit import make_executor
 
         executor = make_executor(
             "parsl" if opts.get("parsl_config") else opts["executor"], graph, butler.root,
@@ -325,7 +325,7 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
         executor = SerialExecutor(graph, butler.root, timeout=opts["timeout"], log_level=min(level, logging.INFO),
                                   clean_stale=clean_stale)
     else:
-        from .execution.submit import graph_file
+        from ..execution.submit import graph_file
 
         graph_path = graph_file(graph, Path(butler.root), graph_path)
         executor = opts.get("_pool") or ProcessPoolQuantumExecutor(
@@ -363,7 +363,7 @@ def _after_run(butler: Any, graph: Any, opts: dict[str, Any]) -> None:
 
 def _on_disk(repo: str, ref: Any) -> bool:
     """Whether the file of a dataset predicted by the graph exists (quantum-backed runs)."""
-    from .execution._butler_adapter import predicted_file_info
+    from ..execution._butler_adapter import predicted_file_info
 
     return (Path(repo) / predicted_file_info(repo, ref).path).exists()
 
@@ -376,9 +376,9 @@ def _on_disk(repo: str, ref: Any) -> bool:
 def pre_exec_init_qbb(repo: str, qgraph_file: str, log_level: str | None, log_file: str | None) -> None:
     """Write the init outputs (<label>_config, packages) of a graph with a quantum-backed butler."""
     _setup_logging(log_level, log_file)
-    from .execution._butler_adapter import make_qbb
-    from .execution.runner import packages_versions
-    from .graph.quantum_graph import QuantumGraph
+    from ..execution._butler_adapter import make_qbb
+    from ..execution.runner import packages_versions
+    from ..graph.quantum_graph import QuantumGraph
 
     graph = QuantumGraph.load(qgraph_file)
     refs = [r for refs in graph.init_outputs.values() for r in refs]
@@ -409,9 +409,9 @@ def run_qbb(repo: str, qgraph_file: str, qgraph_node_id: Sequence[str], processe
     _setup_logging(log_level, log_file)
     from uuid import UUID
 
-    from .execution.executors import ProcessPoolQuantumExecutor, SerialExecutor
-    from .execution.runner import run_graph
-    from .graph.quantum_graph import QuantumGraph
+    from ..execution.executors import ProcessPoolQuantumExecutor, SerialExecutor
+    from ..execution.runner import run_graph
+    from ..graph.quantum_graph import QuantumGraph
 
     try:
         nodes = [UUID(x) for x in _split_commas(qgraph_node_id)] if qgraph_node_id else None

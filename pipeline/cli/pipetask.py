@@ -1,6 +1,6 @@
 r"""The ``pipetask`` command line: ``build`` here, ``qgraph``/``run``/... loaded on demand.
 
-``pipetask --help`` imports only click (the execution commands live in `pipeline._cli_exec` and
+``pipetask --help`` imports only click (the execution commands live in `pipeline.cli.graph_commands` and
 are imported when invoked), so it starts in well under 0.3 s.
 
 Examples
@@ -24,20 +24,20 @@ import click
 if TYPE_CHECKING:
     from pathlib import Path
 
-from ._cli_opts import handle_pipeline_errors, load_pipeline, log_options, pipeline_options, setup_logging
+from .options import handle_pipeline_errors, load_pipeline, log_options, pipeline_options, setup_logging
 
 __all__ = ["PIPELINE_SHOW_ITEMS", "SHOW_CHOICES", "main", "pipetask", "render_pipeline_show"]
 
 # name -> (module, attribute, short help); imported only when the command runs.
 _LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "qgraph": ("pipeline._cli_exec", "qgraph", "Build a quantum graph (and save, show or draw it)."),
-    "run": ("pipeline._cli_exec", "run", "Build (or read) a quantum graph and execute it."),
+    "qgraph": ("pipeline.cli.graph_commands", "qgraph", "Build a quantum graph (and save, show or draw it)."),
+    "run": ("pipeline.cli.graph_commands", "run", "Build (or read) a quantum graph and execute it."),
     "pre-exec-init-qbb": (
-        "pipeline._cli_exec",
+        "pipeline.cli.graph_commands",
         "pre_exec_init_qbb",
         "Write a graph's run-level outputs without registering.",
     ),
-    "run-qbb": ("pipeline._cli_exec", "run_qbb", "Execute a saved graph with no registry access."),
+    "run-qbb": ("pipeline.cli.graph_commands", "run_qbb", "Execute a saved graph with no registry access."),
     "submit": (
         "pipeline.execution.submit",
         "submit_command",
@@ -248,7 +248,7 @@ def render_pipeline_show(item: str, pipe: Any, graph: Any) -> str | None:
     ----------
     item : `str`
         E.g. ``"pipeline-graph"``, ``"config=isr::doBias"``, ``"history=isr::doFlat"``.
-    pipe : `~pipeline.pipeline_yaml.Pipeline`
+    pipe : `~pipeline.definitions.Pipeline`
         The expanded pipeline.
     graph : `~pipeline.pipeline_graph.PipelineGraph`
         Its validated graph.
@@ -275,7 +275,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _render_show(item: str, pipe: Any, graph: Any) -> str:
-    from .config import flatten_config
+    from ..config import flatten_config
 
     name, _, arg = item.partition("=")
     if name == "pipeline":
@@ -317,7 +317,7 @@ def _render_show(item: str, pipe: Any, graph: Any) -> str:
                 lines.append(f"{full}: {cls.__module__}.{cls.__qualname__}")
         return "\n".join(lines) + "\n"
     if name == "dump-config" or (name == "config" and not arg):
-        from .config import format_config
+        from ..config import format_config
 
         lines = []
         for label, node in graph.tasks.items():
@@ -365,7 +365,7 @@ def _field_matches(path: str, pattern: str) -> bool:
 
 
 def _subtask_tree(prefix: str, task_class: type, config: Any) -> list[tuple[str, type]]:
-    from .config import Config, configurable_target
+    from ..config import Config, configurable_target
 
     out = [(prefix, task_class)]
     for field in type(config).model_fields:
@@ -384,7 +384,7 @@ def _dims(dims: Sequence[str]) -> str:
 
 
 def _task_graph_text(graph: Any) -> str:
-    from .pipeline_graph import _draw_dag
+    from ..pipeline_graph._pipeline_graph import _draw_dag
 
     keys = list(graph.tasks)
     succ: dict[str, list[str]] = {}

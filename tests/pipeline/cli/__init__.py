@@ -1,0 +1,1 @@
+"""Tests of the pipetask command line (build, qgraph, run)."""

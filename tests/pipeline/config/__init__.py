@@ -1,0 +1,1 @@
+"""Tests of configs and config overrides."""

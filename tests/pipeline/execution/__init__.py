@@ -1,0 +1,1 @@
+"""Tests of quantum execution: the graph walker, executors and the runner."""

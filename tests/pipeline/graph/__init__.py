@@ -1,0 +1,1 @@
+"""Tests of quantum-graph building, saving and loading."""

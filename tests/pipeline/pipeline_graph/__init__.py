@@ -1,0 +1,1 @@
+"""Tests of the pipeline graph (resolved connections, validation, task selection)."""

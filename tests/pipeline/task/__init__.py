@@ -1,0 +1,1 @@
+"""Tests of tasks, task metadata and connections."""
