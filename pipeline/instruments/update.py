@@ -18,10 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from butler import ConflictingDefinitionError, DataIdError
+
 from .camera_yaml import CameraDescription, parse_camera_description
 from .instrument import Instrument, get_instrument
 
-__all__ = ["GEOMETRY_FIELDS", "CameraChange", "InstrumentUpdate", "camera_changes", "update_instrument"]
+__all__ = [
+    "GEOMETRY_FIELDS",
+    "CameraChange",
+    "InstrumentUpdate",
+    "InstrumentUpdateRefusedError",
+    "camera_changes",
+    "update_instrument",
+]
 
 #: Detector-level fields whose change alters the meaning of existing raws and calibrations.
 DETECTOR_GEOMETRY = ("name", "hdu", "raw_shape", "bbox", "amplifiers")
@@ -81,6 +90,16 @@ def _fmt(value: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
+def _dict_diff(prefix: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """Return the changed leaves of two nested mappings as ``(dotted.key, old, new)``."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            out += _dict_diff(f"{prefix}.{k}", a.get(k), b.get(k))
+        return out
+    return [] if a == b else [(prefix, a, b)]
+
+
 def camera_changes(old: CameraDescription, new: CameraDescription) -> list[CameraChange]:
     """List the differences between two descriptions of one camera.
 
@@ -99,8 +118,8 @@ def camera_changes(old: CameraDescription, new: CameraDescription) -> list[Camer
         a, b = getattr(o, name), getattr(n, name)
         a = a.model_dump() if hasattr(a, "model_dump") else a
         b = b.model_dump() if hasattr(b, "model_dump") else b
-        if a != b:
-            out.append(CameraChange("camera", name, a, b))
+        for key, va, vb in _dict_diff(name, a, b):
+            out.append(CameraChange("camera", key, va, vb))
     of = {f.physical_filter: f.band for f in o.filters}
     nf = {f.physical_filter: f.band for f in n.filters}
     for pf in sorted(set(of) | set(nf)):
@@ -168,7 +187,7 @@ class InstrumentUpdate:
         return "\n".join(lines)
 
 
-class InstrumentUpdateRefusedError(ValueError):
+class InstrumentUpdateRefusedError(ConflictingDefinitionError, ValueError):
     """The new camera description would change datasets already in the repository."""
 
 
@@ -211,7 +230,7 @@ def update_instrument(butler: Any, name_or_path: str | os.PathLike[str]) -> Inst
     ------
     UnknownInstrumentError, CameraDescriptionError
         If the new description cannot be loaded.
-    LookupError
+    butler.DataIdError
         If the instrument is not registered yet.
     InstrumentUpdateRefusedError
         If a detector that has datasets would change geometry or disappear, or a filter used by
@@ -222,7 +241,7 @@ def update_instrument(butler: Any, name_or_path: str | os.PathLike[str]) -> Inst
     reg = butler.registry
     existing = reg.get_dimension_record("instrument", {"instrument": inst.name})
     if existing is None:
-        raise LookupError(
+        raise DataIdError(
             f"instrument {inst.name!r} is not registered in {butler.root}; register it first "
             "(butler register-instrument without --update)"
         )

@@ -106,6 +106,6 @@ def test_cli_update(repo, tmp_path):
     bad = _edit(tmp_path, ("raw_shape: [106, 150]", "raw_shape: [106, 151]", 1))
     r = CliRunner().invoke(cli, ["register-instrument", str(root), str(bad), "--update"])
     assert r.exit_code == 1 and "Traceback" not in r.output
-    assert "raw_shape (106, 150) -> (106, 151)" in r.output
+    assert "raw_shape (106, 150) -> (106, 151)" in r.output and "(run with" not in r.output
     r = CliRunner().invoke(cli, ["register-instrument", str(root), str(bad)])
     assert r.exit_code == 1 and "different camera" in r.output
