@@ -172,14 +172,22 @@ def _dataset_types(butler: Butler, contents: RepoContents, register: bool, repor
             )
 
 
-def _check_dataset_conflicts(butler: Butler, refs: list[DatasetRef]) -> None:
-    """Refuse a dataset whose (type, data ID) is already in its RUN under another ID."""
+def _find_dataset_conflict(butler: Butler, refs: list[DatasetRef]) -> None:
+    """Raise naming a dataset whose (type, data ID) is already in its RUN under another ID.
+
+    Run after a failed import (the registry is unchanged), to name the culprit exactly; one
+    query per (dataset type, RUN), so it is not run on every import.
+    """
     reg = butler.registry
     by_block: dict[tuple[str, str], list[DatasetRef]] = {}
     for r in refs:
         by_block.setdefault((r.dataset_type.name, r.run), []).append(r)
     for (dt_name, run), block in by_block.items():
-        have = {x.data_id.key: x.id for x in reg.query_datasets(dt_name, collections=[run], find_first=False)}
+        try:
+            found = reg.query_datasets(dt_name, collections=[run], find_first=False)
+        except (MissingCollectionError, MissingDatasetTypeError):
+            continue
+        have = {x.data_id.key: x.id for x in found}
         for r in block:
             old = have.get(r.data_id.key)
             if old is not None and old != r.id:
@@ -242,6 +250,7 @@ def import_contents(
     contents.check()
     reg = butler.registry
     report = ImportReport()
+    dataset_conflict: ConflictingDefinitionError | None = None
     created: list[tuple[Path, Path | None]] = []  # (file made in the datastore, source if moved)
     base_path = None if base is None else Path(base).absolute()
     try:
@@ -250,11 +259,11 @@ def import_contents(
             _dataset_types(butler, contents, register_dataset_types, report)
             _collections(butler, contents, report)
             all_refs = list(contents.iter_refs())
-            _check_dataset_conflicts(butler, all_refs)
             try:
                 new = {r.id: r for r in reg.import_datasets(all_refs, skip_existing=True)}
             except ConflictingDefinitionError as exc:
-                raise ConflictingDefinitionError(f"{exc}; nothing was imported") from None
+                dataset_conflict = exc
+                raise
             report.n_datasets = len(new)
             report.n_skipped = len(all_refs) - len(new)
             _LOG.info("%d new dataset(s), %d already present", report.n_datasets, report.n_skipped)
@@ -296,6 +305,10 @@ def import_contents(
                 shutil.move(made, moved_from)
             else:
                 made.unlink(missing_ok=True)
+        if dataset_conflict is not None and exc is dataset_conflict:
+            # Everything was rolled back: find and name the dataset that clashes.
+            _find_dataset_conflict(butler, all_refs)
+            raise ConflictingDefinitionError(f"cannot import: {exc}; nothing was imported") from None
         raise
     return report
 
