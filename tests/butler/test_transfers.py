@@ -235,3 +235,24 @@ def _drop_schema(url: str, schema: str) -> None:
     with engine.begin() as conn:
         conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
     engine.dispose()
+
+
+def test_direct_ingested_file_travels(filled, tmp_path):
+    """A file registered where it is (outside the root) goes to external/ in the export."""
+    from butler import DatasetRef, FileDataset
+
+    outside = tmp_path / "elsewhere" / "a.npy"
+    outside.parent.mkdir()
+    np.save(outside, np.arange(5.0))
+    dt = filled.registry.get_dataset_type("arr")
+    ref = DatasetRef(dt, {"instrument": "cam", "exposure": 2, "detector": 3}, "ext")
+    filled.ingest(FileDataset(outside, ref), transfer="direct")
+    filled.export(tmp_path / "exp", "arr", transfer="symlink")
+    copied = tmp_path / "exp" / "external" / outside.relative_to("/")
+    assert copied.is_symlink() and copied.resolve() == outside
+    dest = Butler.create(tmp_path / "dest")
+    dest.import_(tmp_path / "exp", transfer="copy")
+    (got,) = dest.query_datasets("arr", collections="ext")
+    path = dest.get_uri(got)
+    assert path.is_relative_to(dest.root) and not path.is_symlink()
+    assert dest.get(got).tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
