@@ -185,9 +185,12 @@ class SimulationTruth:
         Charge-sharing strength (fraction per 1e4 e⁻).
     exposures : list of ExposureTruth
     effects : list
-        Optional extra effects (none by default), e.g. from `pipeline.instruments.sim_crosstalk_cti`.
+        Optional extra effects (none by default), e.g. from `pipeline.instruments.sim_crosstalk_cti`
+        or `pipeline.instruments.sim_effects`.
         Each may define ``add_charge(detector, spec, expected, rng) -> expected`` (e⁻, assembled
-        frame, before shot noise), ``transfer(amp, raw, gain)`` (in place on the raw signal in
+        frame, before shot noise), ``draw_electrons(detector, spec, expected, rng) -> electrons``
+        (replaces the shot-noise draw; the first effect that has it), ``transfer(amp, raw, gain)``
+        (in place on the raw signal in
         ADU, before bias and read noise) and ``to_dict()`` (its truth, under ``effects`` in
         `to_dict`).
     """
@@ -462,7 +465,11 @@ def render_detector(
     for effect in truth.effects:
         if hasattr(effect, "add_charge"):
             expected = effect.add_charge(detector, spec, expected, rng)
-    electrons = _photon_counts(np.clip(expected, 0, None), rng)
+    drawer = next((e for e in truth.effects if hasattr(e, "draw_electrons")), None)
+    if drawer is not None:  # e.g. sim_effects.BrighterFatterEffect: charge-dependent pixel areas
+        electrons = drawer.draw_electrons(detector, spec, expected, rng)
+    else:
+        electrons = _photon_counts(np.clip(expected, 0, None), rng)
     if truth.bf_strength:
         electrons = _share_charge(electrons, expected, truth.bf_strength)
     amps = list(detector)

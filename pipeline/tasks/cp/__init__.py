@@ -1,4 +1,4 @@
-"""Calibration products: combination, flat normalization, PTC, crosstalk, serial CTI.
+"""Calibration products: combination, flat normalization, PTC, crosstalk, serial CTI, defects.
 
 Tasks are thin glue over pure numpy modules (``*_math.py``, `flat.measure_scales`).
 """
@@ -29,6 +29,16 @@ _LAZY = {
     "CpFlatMeasureTask": "flat",
     "CpFlatNormalizationConfig": "flat",
     "CpFlatNormalizationTask": "flat",
+    "MeasureDefectsCombinedConfig": "defects",
+    "MeasureDefectsCombinedTask": "defects",
+    "MeasureDefectsCombinedWithFilterConfig": "defects",
+    "MeasureDefectsCombinedWithFilterTask": "defects",
+    "MeasureDefectsConfig": "defects",
+    "MeasureDefectsTask": "defects",
+    "MergeDefectsCombinedConfig": "defects",
+    "MergeDefectsCombinedTask": "defects",
+    "MergeDefectsConfig": "defects",
+    "MergeDefectsTask": "defects",
     "PhotonTransferCurveDataset": "ptc_dataset",
     "PtcFormatter": "ptc_dataset",
     "PhotonTransferCurveExtractConfig": "ptc_extract",
@@ -63,6 +73,16 @@ __all__ = [
     "CpFlatNormalizationConfig",
     "CpFlatNormalizationTask",
     "MeasuredCrosstalkCalib",
+    "MeasureDefectsCombinedConfig",
+    "MeasureDefectsCombinedTask",
+    "MeasureDefectsCombinedWithFilterConfig",
+    "MeasureDefectsCombinedWithFilterTask",
+    "MeasureDefectsConfig",
+    "MeasureDefectsTask",
+    "MergeDefectsCombinedConfig",
+    "MergeDefectsCombinedTask",
+    "MergeDefectsConfig",
+    "MergeDefectsTask",
     "PhotonTransferCurveDataset",
     "PhotonTransferCurveExtractConfig",
     "PhotonTransferCurveExtractTask",
