@@ -1,4 +1,5 @@
-"""Calibration products: combination, flat normalization, PTC, crosstalk, serial CTI, defects.
+"""Calibration products: combination, flat normalization, PTC, crosstalk, serial CTI, defects,
+linearity.
 
 Tasks are thin glue over pure numpy modules (``*_math.py``, `flat.measure_scales`).
 """
@@ -29,6 +30,10 @@ _LAZY = {
     "CpFlatMeasureTask": "flat",
     "CpFlatNormalizationConfig": "flat",
     "CpFlatNormalizationTask": "flat",
+    "LinearityPlotConfig": "linearity",
+    "LinearityPlotTask": "linearity",
+    "LinearitySolveConfig": "linearity",
+    "LinearitySolveTask": "linearity",
     "MeasureDefectsCombinedConfig": "defects",
     "MeasureDefectsCombinedTask": "defects",
     "MeasureDefectsCombinedWithFilterConfig": "defects",
@@ -73,6 +78,10 @@ __all__ = [
     "CpFlatNormalizationConfig",
     "CpFlatNormalizationTask",
     "MeasuredCrosstalkCalib",
+    "LinearityPlotConfig",
+    "LinearityPlotTask",
+    "LinearitySolveConfig",
+    "LinearitySolveTask",
     "MeasureDefectsCombinedConfig",
     "MeasureDefectsCombinedTask",
     "MeasureDefectsCombinedWithFilterConfig",
