@@ -36,7 +36,8 @@ def test_fit_types_linearize(kind):
     fit = fit_linearity(T, m, np.ones(T.size, bool), linearity_type=kind, max_lookup_table_adu=60000)
     worst = np.nanmax(np.abs(fit.residuals))
     if kind == "Polynomial":
-        assert fit.coeffs[0] == pytest.approx(4e-7, rel=0.01) and fit.coeffs[1] == pytest.approx(-2e-12, rel=0.05)
+        assert fit.coeffs[0] == pytest.approx(4e-7, rel=0.01)
+        assert fit.coeffs[1] == pytest.approx(-2e-12, rel=0.05)
         assert worst < 5e-4          # -k_j / k1^j is the first-order inverse: 2 c2^2 v^2 is left
     elif kind == "Squared":
         assert fit.coeffs.size == 1 and worst < 3e-3

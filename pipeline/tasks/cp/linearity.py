@@ -58,13 +58,16 @@ class LinearitySolveConfig(PipelineTaskConfig, pipelineConnections=LinearitySolv
 
     linearityType: Literal["LookupTable", "Polynomial", "Squared", "Spline", "None"] = Field(
         "Squared", description="Type of linearizer to construct.")
-    polynomialOrder: int = Field(3, ge=2, description="Degree of the polynomial fit (Polynomial, LookupTable).")
+    polynomialOrder: int = Field(3, ge=2,
+                                 description="Degree of the polynomial fit (Polynomial, LookupTable).")
     splineKnots: int = Field(10, ge=2, description="Number of spline nodes (Spline).")
     maxLookupTableAdu: int = Field(2**18, ge=2, description="Length of a LookupTable row (ADU).")
-    maxLinearAdu: float = Field(20000.0, description="Maximum mean (ADU, exclusive) used for the linear term.")
+    maxLinearAdu: float = Field(20000.0,
+                                description="Maximum mean (ADU, exclusive) used for the linear term.")
     minLinearAdu: float = Field(30.0, description="Minimum mean (ADU, exclusive) used at all.")
     nSigmaClipLinear: float = Field(
-        5.0, gt=0, description="Reject points farther than this many sqrt(mean) from the polynomial fit.")
+        5.0, gt=0,
+        description="Reject points farther than this many sqrt(mean) from the polynomial fit.")
     usePhotodiode: bool = Field(False, description="Use the PTC photodiode charges instead of the "
                                                     "exposure times as the flux proxy.")
 
