@@ -1,5 +1,5 @@
 """Calibration products: combination, flat normalization, PTC, crosstalk, serial CTI, defects,
-linearity.
+linearity, brighter-fatter kernel.
 
 Tasks are thin glue over pure numpy modules (``*_math.py``, `flat.measure_scales`).
 """
@@ -11,6 +11,8 @@ from butler.utils import lazy_exports
 # Names are imported on first use (PEP 562), so reading a PTC or running one cp task does not
 # import every task module (matplotlib for the plots, scipy.stats, astroscrappy, ...).
 _LAZY = {
+    "BrighterFatterKernelSolveConfig": "bfk",
+    "BrighterFatterKernelSolveTask": "bfk",
     "CalibCombineByFilterConfig": "combine",
     "CalibCombineByFilterTask": "combine",
     "CalibCombineConfig": "combine",
@@ -59,6 +61,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [
+    "BrighterFatterKernelSolveConfig",
+    "BrighterFatterKernelSolveTask",
     "CalibCombineByFilterConfig",
     "CalibCombineByFilterTask",
     "CalibCombineConfig",

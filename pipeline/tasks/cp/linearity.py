@@ -50,7 +50,8 @@ class LinearitySolveConnections(PipelineTaskConnections, dimensions=("instrument
                                     isCalibration=True, doc="Photon transfer curve (means vs time).",
                                     dimensions=("instrument", "detector"))
     outputLinearizer = cT.Output(name="linearity", storageClass="IsrCalib", isCalibration=True,
-                                 doc="Linearizer (ip_isr layout, ADU).", dimensions=("instrument", "detector"))
+                                 doc="Linearizer (ip_isr layout, ADU).",
+                                 dimensions=("instrument", "detector"))
 
 
 class LinearitySolveConfig(PipelineTaskConfig, pipelineConnections=LinearitySolveConnections):
