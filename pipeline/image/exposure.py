@@ -2,8 +2,8 @@
 
 `MaskedImage` holds three co-registered ``(ny, nx)`` planes (image, int32 mask bit planes,
 float32 variance in ADU²) and implements afw's in-place arithmetic with its variance and mask
-propagation rules (reference-algorithms.md §1.3). `Exposure` adds the header (astropy
-``fits.Header``), the detector geometry and the exposure info.
+propagation rules (reference-algorithms.md §1.3). `Exposure` adds the header (a
+`~pipeline.image.metadata.PropertyList`), the detector geometry and the exposure info.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
 from astropy.time import Time
 
 from .geometry import Box, Detector
+from .metadata import PropertyList
 
 __all__ = [
     "MASK_PLANES",
@@ -431,8 +431,9 @@ class Exposure:
     masked_image : MaskedImage or numpy.ndarray
         The pixels; a bare ``(ny, nx)`` array becomes a `MaskedImage` with empty mask and zero
         variance.
-    metadata : astropy.io.fits.Header, optional
-        The header (LSST "metadata"); an empty header when omitted.
+    metadata : PropertyList, mapping or astropy.io.fits.Header, optional
+        The header (LSST "metadata"), kept as a `PropertyList` (a header or mapping is
+        converted; a `PropertyList` is used as is, not copied); empty when omitted.
     detector : Detector, optional
         Geometry of the detector the pixels come from.
     info : ExposureInfo, optional
@@ -447,7 +448,7 @@ class Exposure:
         self,
         masked_image: MaskedImage | np.ndarray,
         *,
-        metadata: fits.Header | None = None,
+        metadata: Any = None,
         detector: Detector | None = None,
         info: ExposureInfo | None = None,
         photo_calib: Any = None,
@@ -456,11 +457,20 @@ class Exposure:
         if not isinstance(masked_image, MaskedImage):
             masked_image = MaskedImage(masked_image)
         self.masked_image = masked_image
-        self.metadata = fits.Header() if metadata is None else metadata
+        self.metadata = metadata  # type: ignore[assignment]  # the setter converts
         self.detector = detector
         self.info = ExposureInfo() if info is None else info
         self.photo_calib = photo_calib
         self.transmission_curve = transmission_curve
+
+    @property
+    def metadata(self) -> PropertyList:
+        """The header keywords (LSST "metadata"), a `PropertyList`."""
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: Any) -> None:
+        self._metadata = value if isinstance(value, PropertyList) else PropertyList(value)
 
     @property
     def image(self) -> np.ndarray:

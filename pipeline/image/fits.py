@@ -2,7 +2,7 @@
 
 File layout (one file per exposure)::
 
-    HDU 0  PRIMARY   no data; the exposure's header (metadata) cards
+    HDU 0  PRIMARY   no data; the exposure's metadata (`PropertyList`) as header cards
     HDU 1  IMAGE     the image plane (its dtype: float32, or the raw integer type)
     HDU 2  MASK      int32 bit planes; header cards ``MP_<NAME> = bit`` (HIERARCH for long names)
     HDU 3  VARIANCE  float32, ADU²
@@ -12,12 +12,16 @@ File layout (one file per exposure)::
 Every image extension carries ``LTV1 = -x0``, ``LTV2 = -y0`` (IRAF convention) for the origin
 ``xy0``. Sub-image reads use astropy's ``ImageHDU.section`` so only the rows of the requested
 box are read from disk.
+
+This is the only module that turns the in-memory metadata (`~pipeline.image.metadata.PropertyList`)
+into FITS cards (`header_from_metadata`) and back (`metadata_from_header`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +31,17 @@ from astropy.io import fits
 
 from .exposure import Exposure, ExposureInfo, MaskedImage
 from .geometry import Box, Detector
+from .metadata import PropertyList
 
-__all__ = ["write_exposure", "read_exposure", "ExposureFormatter", "clean_header", "ExposureFitsError"]
+__all__ = [
+    "write_exposure",
+    "read_exposure",
+    "ExposureFormatter",
+    "clean_header",
+    "header_from_metadata",
+    "metadata_from_header",
+    "ExposureFitsError",
+]
 
 _STRUCTURAL = {
     "SIMPLE",
@@ -101,14 +114,74 @@ def clean_header(header: fits.Header) -> fits.Header:
     """
     out = fits.Header()
     for card in header.cards:
-        key = card.keyword
-        if key in _STRUCTURAL or key.startswith(_STRUCTURAL_PREFIXES) or key == "END":
+        if _is_structural(card.keyword):
             continue
         try:
             out.append(card, end=True)
         except (ValueError, fits.VerifyError):  # unparseable card: skip it, keep the rest
             continue
     return out
+
+
+def _is_structural(key: str) -> bool:
+    return key in _STRUCTURAL or key.startswith(_STRUCTURAL_PREFIXES) or key == "END"
+
+
+_STANDARD_KEYWORD = re.compile(r"[A-Z0-9_-]{0,8}")
+
+
+def header_from_metadata(metadata: PropertyList | Mapping[str, Any]) -> fits.Header:
+    """FITS header holding the descriptive keywords of ``metadata``.
+
+    Parameters
+    ----------
+    metadata : PropertyList or mapping
+        Exposure metadata. Keywords that are not standard FITS keywords (longer than 8
+        characters, blanks or other characters) become ``HIERARCH`` cards.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        One card per keyword (one per line of ``COMMENT`` / ``HISTORY``), in order. Structural
+        keywords (NAXIS, BZERO, EXTNAME...) and values FITS cannot hold (NaN, containers) are
+        left out, as `clean_header` does for a header.
+    """
+    md = metadata if isinstance(metadata, PropertyList) else PropertyList(metadata)
+    cards = []
+    for key, value, comment in md.entries():
+        if _is_structural(key):
+            continue
+        name = key if _STANDARD_KEYWORD.fullmatch(key) else f"HIERARCH {key}"
+        try:
+            card = fits.Card(name, value, comment)
+        except (ValueError, TypeError, fits.VerifyError):
+            continue
+        cards.append(card)
+    return fits.Header(cards)
+
+
+def metadata_from_header(header: fits.Header) -> PropertyList:
+    """`PropertyList` of the descriptive cards of a FITS header (the inverse of `header_from_metadata`).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Any FITS header; structural keywords and cards that cannot be parsed are left out.
+
+    Returns
+    -------
+    PropertyList
+    """
+    entries = []
+    for card in header.cards:
+        try:
+            key = card.keyword
+            if _is_structural(key):
+                continue
+            entries.append((key, card.value, card.comment))
+        except (ValueError, fits.VerifyError):
+            continue
+    return PropertyList(entries)
 
 
 def _mask_header(mask_planes: Mapping[str, int]) -> fits.Header:
@@ -155,7 +228,7 @@ def write_exposure(exposure: Exposure, path: str | os.PathLike[str]) -> None:
     """
     mi = exposure.masked_image
     x0, y0 = mi.xy0
-    primary = fits.PrimaryHDU(header=clean_header(exposure.metadata))
+    primary = fits.PrimaryHDU(header=header_from_metadata(exposure.metadata))
     hdus: list[Any] = [primary]
     for name, data in (("IMAGE", mi.image), ("MASK", mi.mask), ("VARIANCE", mi.variance)):
         hdr = _mask_header(mi.mask_planes) if name == "MASK" else fits.Header()
@@ -235,7 +308,7 @@ def read_exposure(path: str | os.PathLike[str], bbox: Box | None = None) -> Expo
         planes = _mask_planes_from_header(hdul["MASK"].header) if mask is not None else None
         if image is not None and image.dtype.byteorder not in ("=", "|"):
             image = image.astype(image.dtype.newbyteorder("="))
-        metadata = clean_header(hdul[0].header)
+        metadata = metadata_from_header(hdul[0].header)
         archive: dict[str, Any] = {}
         try:
             table = hdul["ARCHIVE"].data

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from pipeline.image import Amplifier, Box, Detector, Exposure, MaskedImage
+from pipeline.image.statistics import clipped_stats, median
 from pipeline.instruments.simulate import simulate_exposures
 from pipeline.tasks.isr import IsrTask, IsrTaskConfig, Linearizer
 from pipeline.tasks.isr import isr_functions as F  # noqa: N812
 from pipeline.tasks.isr.assembly import assemble_plane, assemble_sparse_plane
 from pipeline.tasks.isr.binning import bin_image, bin_planes
-from pipeline.image.statistics import clipped_stats, median
 
 
 @pytest.fixture
@@ -129,9 +129,9 @@ class _UnfusedIsrTask:
         from pipeline.tasks.isr import IsrTask
 
         class Unfused(IsrTask):
-            def _assemble(self, ccd, *args):
-                super()._assemble(ccd, *args)
-                self._variance_replaced = False  # bias, variance, linearity run separately
+            def _assemble(self, state, *args):
+                super()._assemble(state, *args)
+                state.variance_replaced = False  # bias, variance, linearity run separately
 
         return Unfused(config=config)
 

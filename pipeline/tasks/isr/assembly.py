@@ -12,15 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.image import Box, MaskedImage
+
 if TYPE_CHECKING:  # pragma: no cover
-    from pipeline.image import Box, Detector
+    from pipeline.image import Detector, Exposure
 
 __all__ = [
     "amp_view",
+    "assemble_exposure",
     "assemble_plane",
     "assemble_sparse_plane",
     "assembled_detector",
+    "convert_int_to_float",
+    "trim_to_match",
     "untrimmed_shape",
+    "writable_variance",
 ]
 
 
@@ -248,3 +254,158 @@ def assembled_detector(detector: "Detector", *, trim: bool = True) -> "Detector"
             )
         )
     return detector.replace(amplifiers=tuple(amps))
+
+
+def convert_int_to_float(mi: MaskedImage) -> tuple[MaskedImage, np.ndarray | None]:
+    """Integer raw → float32 with variance 1 and mask 0 (float input: float32, planes kept).
+
+    Parameters
+    ----------
+    mi : `pipeline.image.MaskedImage`
+        Raw planes (ADU).
+
+    Returns
+    -------
+    converted : `pipeline.image.MaskedImage`
+        ``mi`` itself when already float32.
+    owned : `numpy.ndarray` or `None`
+        The new float32 image when converted from integers: a buffer the caller owns and may
+        reuse once it is no longer needed (see `assemble_exposure`).
+
+    Raises
+    ------
+    RuntimeError
+        Pixels neither integer nor floating point.
+
+    Notes
+    -----
+    The variance of a converted integer raw is a read-only broadcast of 1.0 until a step
+    writes to it (`writable_variance`); assembly creates the real plane. This saves one
+    full-size plane.
+    """
+    if np.issubdtype(mi.image.dtype, np.floating):
+        if mi.image.dtype != np.float32:
+            return MaskedImage(
+                mi.image.astype(np.float32), mi.mask, mi.variance, mi.mask_planes, mi.xy0
+            ), None
+        return mi, None
+    if not np.issubdtype(mi.image.dtype, np.integer):
+        raise RuntimeError(f"cannot convert raw pixels of dtype {mi.image.dtype} to float")
+    img = mi.image.astype(np.float32)
+    out = MaskedImage(
+        img,
+        np.zeros(img.shape, np.int32),
+        np.broadcast_to(np.float32(1.0), img.shape),
+        mi.mask_planes,
+        mi.xy0,
+    )
+    return out, img
+
+
+def writable_variance(mi: MaskedImage) -> np.ndarray:
+    """Materialise a broadcast (read-only) variance plane before writing to it; return it."""
+    if not mi.variance.flags.writeable:
+        mi.variance = np.array(mi.variance, dtype=np.float32)
+    return mi.variance
+
+
+def assemble_exposure(
+    exposure: "Exposure",
+    *,
+    trim: bool,
+    levels: Mapping[str, Any] | None,
+    spare: np.ndarray | None,
+    replace_variance: bool,
+) -> bool:
+    """Assemble the amplifiers of a raw exposure in place (planes and detector).
+
+    Parameters
+    ----------
+    exposure : `pipeline.image.Exposure`
+        Raw exposure; its masked image and detector are replaced by the assembled ones.
+    trim : `bool`
+        Keep only the data sections (``assembleCcd.doTrim``).
+    levels : mapping [`str`, scalar or `numpy.ndarray`], optional
+        Overscan level per amp still to subtract from the data (deferred overscan).
+    spare : `numpy.ndarray`, optional
+        A float32 buffer the caller owns (the converted raw image) whose memory may become
+        the variance plane (a fresh plane costs more in page faults than the arithmetic that
+        fills it).
+    replace_variance : `bool`
+        The variance will be recomputed for every pixel (``doVariance``); when every pixel
+        belongs to an amp the assembled variance then needs no initial values.
+
+    Returns
+    -------
+    variance_replaced : `bool`
+        The assembled variance plane holds no values yet (``replace_variance`` and the amps
+        cover the trimmed detector): the caller must compute every pixel of it.
+    """
+    det = exposure.detector
+    mi = exposure.masked_image
+    planes = dict(mi.mask_planes)
+    xy0 = mi.xy0
+    img = assemble_plane(mi.image, det, trim=trim, dtype=np.float32, subtract=levels or None)
+    raw_mask, raw_var = mi.mask, mi.variance
+    if spare is not None and not (mi.image is spare and spare.flags.c_contiguous and spare.size >= img.size):
+        spare = None
+    exposure.masked_image = None  # free the raw image plane before assembling the others
+    del mi
+    mask = assemble_sparse_plane(raw_mask, det, trim=trim, dtype=np.int32)
+    del raw_mask
+    covered = trim and sum(a.bbox.area for a in det) == det.bbox.area
+    replaced = bool(replace_variance and covered)
+    if replaced:
+        var = (
+            spare.reshape(-1)[: img.size].reshape(img.shape)
+            if spare is not None
+            else np.empty(img.shape, np.float32)
+        )
+    elif not raw_var.flags.writeable:  # untouched broadcast of 1.0 from convert_int_to_float
+        if spare is not None:
+            var = spare.reshape(-1)[: img.size].reshape(img.shape)
+            var.fill(1.0)
+        else:
+            var = np.ones(img.shape, np.float32)
+    else:
+        var = assemble_plane(raw_var, det, trim=trim, dtype=np.float32, fill=1.0)
+    del raw_var
+    exposure.masked_image = MaskedImage(img, mask, var, planes, xy0)
+    exposure.detector = assembled_detector(det, trim=trim)
+    return replaced
+
+
+def trim_to_match(exposure: "Exposure", shape: tuple[int, int]) -> None:
+    """Trim an assembled exposure symmetrically to a calibration's ``shape`` (``doTrimToMatchCalib``).
+
+    The new border pixels get EDGE; the amp boxes are shifted into the trimmed frame and
+    clipped to it.
+
+    Raises
+    ------
+    RuntimeError
+        If the size differences are not equal, even and non-negative.
+    """
+    ny, nx = exposure.shape
+    dy, dx = ny - shape[0], nx - shape[1]
+    if dy == 0 and dx == 0:
+        return
+    if dy != dx or dy % 2 or dy < 0:
+        raise RuntimeError(
+            f"cannot trim the raw {exposure.shape} symmetrically to the calibration {shape}; "
+            "the size differences must be equal, even and non-negative"
+        )
+    n = dy // 2
+    mi = exposure.masked_image
+    sl = (slice(n, ny - n), slice(n, nx - n))
+    exposure.masked_image = MaskedImage(
+        mi.image[sl].copy(), mi.mask[sl].copy(), mi.variance[sl].copy(), mi.mask_planes, mi.xy0
+    )
+    edge = np.int32(exposure.masked_image.get_plane_bitmask("EDGE"))
+    exposure.mask[:1, :] |= edge
+    exposure.mask[-1:, :] |= edge
+    exposure.mask[:, :1] |= edge
+    exposure.mask[:, -1:] |= edge
+    frame = Box(0, 0, nx - 2 * n, ny - 2 * n)
+    amps = [a.replace(bbox=a.bbox.shifted(-n, -n).intersection(frame)) for a in exposure.detector]
+    exposure.detector = exposure.detector.replace(amplifiers=tuple(amps), bbox=frame)

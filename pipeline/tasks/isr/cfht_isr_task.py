@@ -22,7 +22,8 @@ import numpy as np
 from pipeline.config import Field
 from pipeline.struct import Struct
 
-from .isr_task import IsrTask, IsrTaskConfig, _hset
+from ._header import _hset
+from .isr_task import IsrTask, IsrTaskConfig
 
 __all__ = ["CfhtIsrTask", "CfhtIsrTaskConfig", "estimate_saturation"]
 

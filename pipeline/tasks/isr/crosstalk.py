@@ -9,16 +9,26 @@ tests use ``[source, target]``; we adopt ``[source, target]`` everywhere, includ
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.image import Exposure
 from pipeline.image.statistics import median
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.image import Amplifier, Box
 
-__all__ = ["crosstalk_correct", "crosstalk_correct_interchip", "flip_to", "needs_flip"]
+__all__ = [
+    "correct_exposure_crosstalk",
+    "correct_interchip_sources",
+    "crosstalk_correct",
+    "crosstalk_correct_interchip",
+    "crosstalk_coefficients",
+    "flip_to",
+    "needs_flip",
+]
 
 _RIGHT = ("LR", "UR")
 _UPPER = ("UL", "UR")
@@ -274,3 +284,160 @@ def crosstalk_correct_interchip(
             if variance is not None and source_variance is not None:
                 sv = source_variance[amp_s.bbox.slices]
                 variance[amp_t.bbox.slices] += np.float32(cst * cst) * flip_to(sv, corner_s, corner_t)
+
+
+def correct_exposure_crosstalk(
+    mi: Any,
+    detector: Any,
+    coeffs: np.ndarray,
+    coeffs_sqr: np.ndarray | None,
+    *,
+    trimmed: bool,
+    background: str,
+    min_pixel_to_mask: float,
+    mask_plane: str,
+) -> int:
+    """Intra-detector crosstalk of a raw (untrimmed) or assembled exposure, in place.
+
+    Parameters
+    ----------
+    mi : `pipeline.image.MaskedImage`
+        Exposure planes (ADU).
+    detector : `pipeline.image.Detector`
+        Amplifiers (raw data boxes and flips when not ``trimmed``).
+    coeffs, coeffs_sqr : `numpy.ndarray`, shape ``(n_amp, n_amp)``
+        Linear and (optional) quadratic coefficients ``[source, target]``.
+    trimmed : `bool`
+        The exposure is assembled and trimmed (amp ``bbox``) rather than raw.
+    background, min_pixel_to_mask, mask_plane
+        ``crosstalkBackgroundMethod``, ``minPixelToMask`` (ADU), ``crosstalkMaskPlane``.
+
+    Returns
+    -------
+    n : `int`
+        As `crosstalk_correct`.
+    """
+    amps = list(detector)
+    return crosstalk_correct(
+        mi.image,
+        mi.mask,
+        mi.variance,
+        amps,
+        coeffs,
+        boxes=[a.bbox if trimmed else a.raw_data_bbox for a in amps],
+        raw_flips=None if trimmed else [(a.raw_flip_x, a.raw_flip_y) for a in amps],
+        coeffs_sqr=coeffs_sqr,
+        background=background,
+        min_pixel_to_mask=min_pixel_to_mask,
+        crosstalk_bit=mi.get_plane_bitmask(mask_plane, add=True),
+        bad_bit=mi.get_plane_bitmask("BAD"),
+    )
+
+
+def correct_interchip_sources(
+    mi: Any,
+    detector: Any,
+    inter: Mapping[str, np.ndarray],
+    sources: Iterable[Any],
+    background: str,
+) -> list[str]:
+    """Subtract the inter-chip crosstalk of each source detector, in place.
+
+    Parameters
+    ----------
+    mi : `pipeline.image.MaskedImage`
+        Assembled, trimmed planes of the target detector (ADU).
+    detector : `pipeline.image.Detector`
+        The target detector.
+    inter : mapping [`str`, `numpy.ndarray`]
+        Coefficients per source detector name (``CrosstalkCalib.interChip``).
+    sources : iterable of `pipeline.image.Exposure` (or deferred handles with ``get()``)
+        Overscan-corrected, assembled, trimmed exposures of other detectors.
+    background : `str`
+        ``crosstalkBackgroundMethod``.
+
+    Returns
+    -------
+    names : `list` [`str`]
+        Source detectors applied.
+
+    Raises
+    ------
+    RuntimeError
+        A source is not an assembled, trimmed exposure with its detector.
+    """
+    done = []
+    for src in sources:
+        src = src.get() if hasattr(src, "get") and not isinstance(src, Exposure) else src
+        det = getattr(src, "detector", None)
+        if not isinstance(src, Exposure) or det is None:
+            raise RuntimeError(
+                "each crosstalkSources entry must be an Exposure of another detector with its "
+                f"detector attached (got {type(src).__name__})"
+            )
+        if det.name == detector.name or det.name not in inter:
+            continue
+        if src.shape != det.bbox.shape:
+            raise RuntimeError(
+                f"crosstalk source {det.name!r} has shape {src.shape}, not its assembled, trimmed "
+                f"shape {det.bbox.shape}; pass overscan-corrected, assembled source exposures"
+            )
+        bad = None
+        if "BAD" in src.masked_image.mask_planes:
+            bad = (src.mask & src.masked_image.get_plane_bitmask("BAD")) != 0
+        crosstalk_correct_interchip(
+            mi.image,
+            mi.variance,
+            list(detector),
+            src.image,
+            list(det),
+            inter[det.name],
+            source_variance=src.variance,
+            background=background,
+            bad_mask=bad,
+        )
+        done.append(det.name)
+    return done
+
+
+def crosstalk_coefficients(
+    calib: Any, detector: Any, config_values: np.ndarray | None = None, quadratic: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Choose the coefficients: the config's, else the calibration's, else the camera's.
+
+    Parameters
+    ----------
+    calib : `CrosstalkCalib` or `None`
+        Calibration (``coeffs``, ``coeffs_sqr``).
+    detector : `pipeline.image.Detector`
+        Its ``crosstalk`` matrix is the last resort.
+    config_values : `numpy.ndarray`, optional
+        ``crosstalkValues`` reshaped, when ``useConfigCoefficients``.
+    quadratic : `bool`
+        ``doQuadraticCrosstalkCorrection``.
+
+    Returns
+    -------
+    coeffs : `numpy.ndarray`
+        Linear coefficients ``[source, target]``.
+    coeffs_sqr : `numpy.ndarray` or `None`
+        Quadratic coefficients when ``quadratic``.
+
+    Raises
+    ------
+    RuntimeError
+        ``quadratic`` without quadratic coefficients in the calibration.
+    """
+    sqr = None
+    if config_values is not None:
+        coeffs = config_values
+    elif calib is not None:
+        coeffs, sqr = calib.coeffs, calib.coeffs_sqr
+    else:
+        coeffs = detector.crosstalk
+    if quadratic and sqr is None:
+        raise RuntimeError(
+            "doQuadraticCrosstalkCorrection needs quadratic coefficients (coeffs_sqr) in the "
+            "crosstalk calibration"
+        )
+    return coeffs, sqr if quadratic else None

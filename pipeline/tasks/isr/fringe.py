@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from pipeline.image.statistics import clipped_stats, iqr_sigma
 
-__all__ = ["measure_fringes", "solve_fringes", "subtract_fringes"]
+__all__ = ["correct_fringes", "measure_fringes", "solve_fringes", "subtract_fringes"]
 
 
 def _box_stat(image: np.ndarray, bad: np.ndarray, x: int, y: int, half: int) -> float:
@@ -104,3 +105,62 @@ def subtract_fringes(
         image -= np.float32(s) * np.nan_to_num(fr).astype(np.float32, copy=False)
         if variance is not None and fringe_variances is not None:
             variance += np.float32(s * s) * fringe_variances[i]
+
+
+def correct_fringes(
+    mi: Any,
+    templates: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]],
+    seed: int,
+    *,
+    num: int,
+    small: int,
+    large: int,
+    pedestal: bool,
+    iterations: int,
+    clip: float,
+) -> np.ndarray:
+    """Fit the fringe templates to an exposure at random positions and subtract them.
+
+    Parameters
+    ----------
+    mi : `pipeline.image.MaskedImage`
+        Exposure planes (ADU); image, variance and mask (templates' masks ORed) changed in place.
+    templates : sequence of ``(image, mask, variance)``
+        Fringe frames (mask and variance may be `None`); not modified.
+    seed : `int`
+        Seed of the measurement positions (``rngSeedOffset`` + exposure id, mod 2³²).
+    num, small, large : `int`
+        Number of positions and the half-sizes of the measuring boxes (pixels).
+    pedestal : `bool`
+        Subtract each template's clipped mean first.
+    iterations : `int`
+        Rejection iterations of the amplitude fit.
+    clip : `float`
+        Rejection threshold (sigma).
+
+    Returns
+    -------
+    amplitudes : `numpy.ndarray`
+        Fitted amplitude of each template.
+    """
+    bad = (
+        mi.mask & mi.get_plane_bitmask([p for p in ("SAT", "BAD", "UNMASKEDNAN") if p in mi.mask_planes])
+    ) != 0
+    rng = np.random.RandomState(seed)
+    ny, nx = mi.shape
+    xs = rng.randint(large, nx - large, num)
+    ys = rng.randint(large, ny - large, num)
+    sci = measure_fringes(mi.image, bad, xs, ys, small, large)
+    templ, tvars = [], []
+    for fi, fm, fv in templates:
+        fi = fi.astype(np.float32, copy=True)
+        if pedestal:
+            fi -= np.float32(clipped_stats(fi)[0])
+        templ.append(fi)
+        tvars.append(fv)
+        if fm is not None:
+            mi.mask |= fm
+    fmeas = np.stack([measure_fringes(t, bad, xs, ys, small, large) for t in templ], axis=1)
+    amps = solve_fringes(sci, fmeas, iterations, clip)
+    subtract_fringes(mi.image, mi.variance, templ, amps, tvars if all(v is not None for v in tvars) else None)
+    return amps

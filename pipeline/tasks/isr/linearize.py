@@ -6,13 +6,15 @@ corrects one amplifier region (a view of the ``(ny, nx)`` image, ADU) in place.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "LINEARITY_TYPES",
     "apply_linearity",
+    "linearize_amps",
     "linearize_lookup_table",
     "linearize_polynomial",
     "linearize_spline",
@@ -220,3 +222,28 @@ def apply_linearity(
     else:
         raise RuntimeError(f"Unknown linearity type {linearity_type!r}; use one of {LINEARITY_TYPES}")
     return 0
+
+
+def linearize_amps(image: np.ndarray, linearizer: Any, amp_boxes: Mapping[str, Any]) -> int:
+    """Correct every amplifier region of an image with its linearity model.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape ``(ny, nx)``
+        Image (ADU), corrected in place.
+    linearizer : `Linearizer`
+        Per-amp ``linearity_type`` / ``linearity_coeffs`` and the lookup ``table``.
+    amp_boxes : mapping [`str`, `pipeline.image.Box`]
+        Each amp's region in ``image``.
+
+    Returns
+    -------
+    n_out_of_range : `int`
+        Lookup-table clamps summed over the amps.
+    """
+    n_out = 0
+    for name, box in amp_boxes.items():
+        ltype = linearizer.linearity_type.get(name, "None")
+        coeffs = linearizer.linearity_coeffs.get(name, ())
+        n_out += apply_linearity(image[box.slices], ltype, coeffs, linearizer.table)
+    return n_out

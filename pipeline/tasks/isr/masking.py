@@ -1,0 +1,295 @@
+"""Exposure-level masking and interpolation steps of ISR (pure functions over a `MaskedImage`).
+
+Each function works in place on the planes of one `pipeline.image.MaskedImage` and returns
+what it computed (a count, a level, the pixels touched); none keeps state. The pixel kernels
+are in `isr_functions` (reference-algorithms §2.5-§2.11, ip_isr ``isrFunctions.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.image import Box, MaskedImage
+
+from . import isr_functions as F  # noqa: N812
+
+__all__ = [
+    "AmpMaskResult",
+    "grow_planes",
+    "InterpolationResult",
+    "interpolate_planes",
+    "mask_amplifier",
+    "mask_bad_flat",
+    "mask_defects",
+    "mask_nan",
+    "mask_negative_variance",
+    "mask_parallel_bleeds",
+    "mask_vignette",
+    "threshold_mask",
+    "widen_saturation_mask",
+]
+
+
+@dataclass(frozen=True)
+class AmpMaskResult:
+    """Result of `mask_amplifier`.
+
+    Attributes
+    ----------
+    bad : `bool`
+        The whole amplifier is unusable (covered by defects, or every data pixel flagged).
+    saturation : `float` or `None`
+        Saturation level used (ADU); `None` when saturation masking is off or the amp is
+        covered by defects.
+    """
+
+    bad: bool
+    saturation: float | None
+
+
+def mask_amplifier(
+    mi: MaskedImage,
+    amp: Any,
+    defects: Any,
+    *,
+    saturation: float | None,
+    saturated_plane: str,
+    suspect_plane: str | None,
+) -> AmpMaskResult:
+    """Mask saturated and suspect pixels in the amp's raw box (reference §2.1 step 5a).
+
+    Parameters
+    ----------
+    mi : `pipeline.image.MaskedImage`
+        Raw (untrimmed) planes; the mask is updated in place.
+    amp : `pipeline.image.Amplifier`
+        Raw boxes, ``suspect_level`` (ADU).
+    defects : `Defects` or `None`
+        An amp covered by defects is masked BAD and reported bad.
+    saturation : `float` or `None`
+        Saturation level (ADU; ``inf`` = none); `None` = no saturation masking.
+    saturated_plane, suspect_plane : `str`
+        Mask planes; ``suspect_plane=None`` = no suspect masking.
+
+    Returns
+    -------
+    result : `AmpMaskResult`
+    """
+    if defects is not None and defects.covers(amp.bbox):
+        mi.mask[amp.raw_bbox.slices] |= np.int32(mi.get_plane_bitmask("BAD"))
+        return AmpMaskResult(True, None)
+    data = mi.image[amp.raw_bbox.slices]
+    mask = mi.mask[amp.raw_bbox.slices]
+    flagged = np.int32(0)
+    levels = []
+    if saturation is not None and math.isfinite(saturation):
+        levels.append((saturation, saturated_plane))
+    if suspect_plane is not None and math.isfinite(amp.suspect_level):
+        levels.append((amp.suspect_level, suspect_plane))
+    # One reduction (NaN-ignoring maximum) decides whether any pixel reaches a level
+    # (usually none) before building the full selection.
+    dmax = float(np.fmax.reduce(data, axis=None)) if data.size and levels else float("nan")
+    for level, plane in levels:
+        sel = data >= level if dmax >= level else None
+        if sel is not None and sel.any():
+            bit = np.int32(mi.get_plane_bitmask(plane, add=True))
+            mask[sel] |= bit
+            flagged |= bit
+        else:
+            mi.add_mask_plane(plane)
+    if flagged:
+        dmask = mi.mask[amp.raw_data_bbox.slices]
+        if np.all(dmask & flagged):
+            mi.mask[amp.raw_bbox.slices] |= np.int32(mi.get_plane_bitmask("BAD"))
+            return AmpMaskResult(True, saturation)
+    return AmpMaskResult(False, saturation)
+
+
+def threshold_mask(mi: MaskedImage, box: Box, level: float, plane: str) -> int:
+    """OR ``plane`` onto pixels ``>= level`` inside ``box``; return how many (0 for a NaN level)."""
+    bit = np.int32(mi.get_plane_bitmask(plane, add=True))
+    if not math.isfinite(level):
+        return 0
+    sel = F.make_threshold_mask(mi.image[box.slices], level)
+    mi.mask[box.slices][sel] |= bit
+    return int(np.count_nonzero(sel))
+
+
+def mask_parallel_bleeds(mi: MaskedImage, detector: Any, threshold: float, grow: int) -> None:
+    """OR SAT onto every amp's parallel overscan where any amp's overscan reaches ``threshold``.
+
+    The union of the thresholded (and ``grow``-grown) parallel overscans of all amps is used,
+    as in LSST ``maskParallelOverscanAmp``; amps with differently shaped overscans are skipped.
+    """
+    sat_bit = np.int32(mi.get_plane_bitmask("SAT"))
+    union = None
+    boxes = [a.raw_parallel_overscan_bbox for a in detector if not a.raw_parallel_overscan_bbox.is_empty]
+    if not boxes or len({b.shape for b in boxes}) != 1:
+        return
+    for b in boxes:
+        sel = F.make_threshold_mask(mi.image[b.slices], threshold, grow)
+        union = sel if union is None else (union | sel)
+    if union is not None and union.any():
+        for b in boxes:
+            mi.mask[b.slices][union] |= sat_bit
+
+
+def mask_nan(mi: MaskedImage) -> int:
+    """OR UNMASKEDNAN onto every non-finite image or variance pixel; return the count."""
+    bad = F.mask_nans(mi.image, mi.variance)
+    n = int(np.count_nonzero(bad))
+    if n:
+        bit = np.int32(mi.get_plane_bitmask("UNMASKEDNAN", add=True))
+        np.bitwise_or(mi.mask, bit, out=mi.mask, where=bad)
+    else:
+        mi.add_mask_plane("UNMASKEDNAN")
+    return n
+
+
+def mask_negative_variance(mi: MaskedImage, plane: str) -> None:
+    """OR ``plane`` onto pixels whose variance is <= 0 (or NaN)."""
+    bad = F.mask_negative_variance(mi.variance)
+    bit = np.int32(mi.get_plane_bitmask(plane, add=True))
+    if np.count_nonzero(bad):
+        np.bitwise_or(mi.mask, bit, out=mi.mask, where=bad)
+
+
+def mask_defects(mi: MaskedImage, defects: Any) -> None:
+    """OR BAD onto the defect boxes (assembled detector coordinates)."""
+    boxes = defects.boxes if hasattr(defects, "boxes") else list(defects)
+    F.mask_boxes(mi.mask, boxes, mi.get_plane_bitmask("BAD"))
+
+
+def mask_bad_flat(mi: MaskedImage, flat: np.ndarray) -> None:
+    """OR BAD where the flat is not positive and finite (then set/interpolated as defects)."""
+    # Two SIMD reductions instead of two full boolean temporaries when the flat is clean
+    # (the usual case); NaN makes the comparison False and takes the masking path.
+    if flat.size and flat.min() > 0 and flat.max() < np.inf:
+        return
+    good = flat > 0
+    good &= flat < np.inf
+    if not good.all():
+        bit = np.int32(mi.get_plane_bitmask("BAD"))
+        np.bitwise_or(mi.mask, bit, out=mi.mask, where=~good)
+
+
+def widen_saturation_mask(mi: MaskedImage, plane: str) -> None:
+    """Widen saturation trails along rows (`isr_functions.widen_saturation_trails`) in place."""
+    if plane not in mi.mask_planes:
+        return
+    bit = np.int32(mi.get_plane_bitmask(plane))
+    sy = F.flagged_pixels(mi.mask, bit)[0]
+    if sy.size:
+        # Widening acts along rows only: process the band of rows holding SAT pixels.
+        band = slice(int(sy[0]), int(sy[-1]) + 1)
+        wide = F.widen_saturation_trails((mi.mask[band] & bit) != 0)
+        np.bitwise_or(mi.mask[band], bit, out=mi.mask[band], where=wide)
+
+
+def mask_vignette(
+    mi: MaskedImage, x_center: float, y_center: float, radius: float, do_mask: bool, value: float
+) -> None:
+    """Mask (VIGNETTED, NO_DATA) and/or set to ``value`` the pixels outside a circle (pixels)."""
+    ny, nx = mi.shape
+    yy, xx = np.ogrid[:ny, :nx]
+    outside = (xx - x_center) ** 2 + (yy - y_center) ** 2 > radius**2
+    if do_mask and outside.any():
+        mi.mask[outside] |= np.int32(mi.get_plane_bitmask(["VIGNETTED", "NO_DATA"]))
+    if math.isfinite(value):
+        mi.image[outside] = np.float32(value)
+
+
+@dataclass(frozen=True)
+class InterpolationResult:
+    """Result of `interpolate_planes`: count and coordinates of the interpolated pixels."""
+
+    n: int
+    ys: np.ndarray
+    xs: np.ndarray
+
+
+def interpolate_planes(
+    mi: MaskedImage,
+    planes: Iterable[str],
+    *,
+    saturated_plane: str,
+    grow_saturation: int,
+    coords: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> InterpolationResult:
+    """Interpolate over ``planes`` (``saturated_plane`` grown first) and set INTRP.
+
+    Parameters
+    ----------
+    mi : `pipeline.image.MaskedImage`
+        Assembled planes, changed in place.
+    planes : iterable of `str`
+        Mask planes to interpolate over (absent ones are ignored).
+    saturated_plane : `str`
+        The saturation plane, grown by ``grow_saturation`` pixels before interpolation.
+    grow_saturation : `int`
+        Growth radius (pixels).
+    coords : tuple of `numpy.ndarray`, optional
+        ``(ys, xs, values)`` from `isr_functions.flagged_pixels` with a superset of the
+        planes' bits: avoids a scan of the mask. Works on sparse coordinates and the mask plane
+        itself (no full-image temporaries).
+
+    Returns
+    -------
+    result : `InterpolationResult`
+    """
+    empty = np.empty(0, np.intp)
+    planes = [p for p in planes if p in mi.mask_planes]
+    if not planes:
+        return InterpolationResult(0, empty, empty)
+    bits = np.int32(mi.get_plane_bitmask(planes))
+    if coords is None:
+        ys, xs, _ = F.flagged_pixels(mi.mask, bits)
+    else:
+        sel = (coords[2] & bits) != 0
+        ys, xs = coords[0][sel], coords[1][sel]
+    if ys.size == 0:
+        return InterpolationResult(0, empty, empty)
+    grow = grow_saturation
+    if saturated_plane in planes and grow > 0:
+        sat_bit = np.int32(mi.get_plane_bitmask(saturated_plane))
+        is_sat = (mi.mask[ys, xs] & sat_bit) != 0
+        if is_sat.any():
+            sy, sx = ys[is_sat], xs[is_sat]
+            ny, nx = mi.shape
+            win = (
+                slice(max(int(sy.min()) - grow, 0), min(int(sy.max()) + 1 + grow, ny)),
+                slice(max(int(sx.min()) - grow, 0), min(int(sx.max()) + 1 + grow, nx)),
+            )
+            mwin = mi.mask[win]
+            sat = (mwin & sat_bit) != 0
+            new = F.grow_mask(sat, grow) & ~sat
+            was_flagged = (mwin[new] & bits) != 0
+            mwin[new] |= sat_bit
+            wy, wx = np.nonzero(new)
+            keep = ~was_flagged
+            if keep.any():
+                ys = np.concatenate([ys, wy[keep] + win[0].start])
+                xs = np.concatenate([xs, wx[keep] + win[1].start])
+                order = np.lexsort((xs, ys))
+                ys, xs = ys[order], xs[order]
+    n = F.interpolate_from_mask(mi.image, mi.mask, coords=(ys, xs), bits=int(bits))
+    if n:
+        mi.mask[ys, xs] |= np.int32(mi.get_plane_bitmask("INTRP"))
+    return InterpolationResult(n, ys, xs)
+
+
+def grow_planes(mi: MaskedImage, planes: Sequence[str], radius: int) -> None:
+    """Grow each of ``planes`` by ``radius`` pixels (diamond, reference §1.4) in place."""
+    for plane in planes:
+        if plane not in mi.mask_planes:
+            continue
+        bit = np.int32(mi.get_plane_bitmask(plane))
+        sel = (mi.mask & bit) != 0
+        if sel.any():
+            grown = F.grow_mask(sel, radius)
+            np.bitwise_or(mi.mask, bit, out=mi.mask, where=grown)
