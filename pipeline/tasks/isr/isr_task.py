@@ -367,13 +367,13 @@ class IsrTask(IsrStepMethods, PipelineTask):
     def _overscan_keywords(self, state: IsrRunState, amp: str, res: Struct) -> None:
         md = state.exposure.metadata
         for kind, src in (("SERIAL", res), ("PARALLEL", res.parallel)):
+            if src is None:
+                continue
             for prefix, attr in (("", "overscan"), ("RESIDUAL ", "residual")):
                 for key, suffix in _OVERSCAN_KEYS:
-                    if src is None:
-                        continue
                     name, value = f"LSST ISR OVERSCAN {prefix}{kind} {key} {amp}", getattr(src, attr + suffix)
                     _hset(md, name, value)
-                    if kind == "SERIAL":
+                    if kind == "SERIAL":  # the task metadata holds the serial values only
                         state.task_metadata[name] = float(value)
 
     def _assemble(self, state: IsrRunState, levels: Mapping[str, Any]) -> None:
