@@ -32,4 +32,8 @@ if [ ! -x "$VENV/bin/ccdflow-demo" ] || [ ! -f "$STAMP" ] || [ "$HERE/pyproject.
   touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
+# the data directory: the first argument unless it is an option, else ../shared/data beside the checkout
+if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then
+  set -- "$HERE/../shared/data" "$@"
+fi
 exec "$VENV/bin/ccdflow-demo" "$@"

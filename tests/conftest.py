@@ -8,21 +8,40 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+#: Where the real data are unless ``--data-dir`` / ``$CCDFLOW_DATA_DIR`` say otherwise: the
+#: ``shared`` directory beside the checkout (the layout CI uses).
+DEFAULT_DATA_DIR = REPO_ROOT / ".." / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add ``--data-dir``: the directory of the real data (raw/kast_blue, raw/efosc2, headers/)."""
+    parser.addoption(
+        "--data-dir",
+        default=os.environ.get("CCDFLOW_DATA_DIR", str(DEFAULT_DATA_DIR)),
+        help="real data directory (default $CCDFLOW_DATA_DIR, else ../shared/data beside the checkout)",
+    )
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Path to the real raw data in ``../shared/data``.
+def shared_data(request: pytest.FixtureRequest) -> Path:
+    """Path to the real raw data (``--data-dir``; by default ``../shared/data``).
 
     Skips the test when the directory is absent (a local checkout without it); CI always has
     it, and ``.ci/run`` exports ``CCDFLOW_REQUIRE_SHARED=1`` so a missing directory fails there.
     """
-    if not SHARED_DATA.is_dir():
+    data_dir = Path(request.config.getoption("data_dir")).resolve()
+    if not data_dir.is_dir():
         if os.environ.get("CCDFLOW_REQUIRE_SHARED"):
-            pytest.fail(f"{SHARED_DATA} is missing; CI needs ../shared beside the repository")
-        pytest.skip(f"{SHARED_DATA} not present")
-    return SHARED_DATA
+            pytest.fail(f"{data_dir} is missing; CI needs ../shared beside the repository")
+        pytest.skip(f"{data_dir} not present")
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def megacam_header_template(request: pytest.FixtureRequest) -> Path | None:
+    """Return a real MegaCam primary header dump for the raw simulator (`None` without the data)."""
+    path = Path(request.config.getoption("data_dir")) / "headers" / "megacam" / "1927963o.fits.header"
+    return path if path.is_file() else None
 
 
 @pytest.fixture(scope="session")

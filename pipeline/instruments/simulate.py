@@ -24,8 +24,8 @@ Signal model, per detector, in the *assembled* (trimmed) frame, electrons (e⁻)
 
 Headers are written so the instrument's own translator ingests them (the YAML translation is
 inverted: each property's first keyword gets the value, ``value_map`` inverted, ``format``
-strings split); for MegaCam the real header cards of ``../shared/data/headers/megacam`` are
-used (when present) with the simulated values substituted.
+strings split). A real header dump can be given as a template (``header_template``, e.g. a
+MegaCam ``*.fits.header`` file): its cards come first, with the simulated values substituted.
 """
 
 from __future__ import annotations
@@ -65,9 +65,6 @@ __all__ = [
     "simulate_raws",
     "main",
 ]
-
-_SHARED_MEGACAM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "headers" / "megacam"
-
 
 @dataclass
 class AmpTruth:
@@ -583,14 +580,27 @@ def _time_value(rule: Any, t: Time) -> Any:
     return tt.isot
 
 
+def _load_template(path: str | os.PathLike[str] | None) -> fits.Header | None:
+    """Read the primary header of a header dump used as a template (`None`: no template)."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"header template {path} does not exist (a *.fits.header or YAML dump)")
+    return load_header_dump(path)[0]
+
+
 def _primary_header(
-    instrument: Instrument, info: ExposureTruth, begin: Time, end: Time, target: str | None
+    instrument: Instrument,
+    info: ExposureTruth,
+    begin: Time,
+    end: Time,
+    target: str | None,
+    template: fits.Header | None = None,
 ) -> fits.Header:
     spec = instrument.description.translation
     hdr = fits.Header()
-    if instrument.name == "megacam" and (_SHARED_MEGACAM / "1927963o.fits.header").is_file():
-        real = load_header_dump(_SHARED_MEGACAM / "1927963o.fits.header")[0]
-        for card in real.cards:
+    if template is not None:
+        for card in template.cards:
             if card.keyword in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND", "NEXTEND", "END", ""):
                 continue
             try:
@@ -729,6 +739,7 @@ def simulate_exposures(
     truth: SimulationTruth | None = None,
     detectors: Iterable[int] | None = None,
     first_id: int = 1000,
+    header_template: str | os.PathLike[str] | None = None,
     **truth_params: Any,
 ) -> tuple[list[Exposure], SimulationTruth]:
     """Simulate raw Exposures in memory (no files): one per (exposure, detector).
@@ -747,6 +758,9 @@ def simulate_exposures(
         Detector ids (default: those of ``truth``, else all).
     first_id : int
         Exposure id of the first exposure for instruments with a plain integer id keyword.
+    header_template : str or path-like, optional
+        A header dump (``*.fits.header`` text or PropertyList YAML) whose cards start every
+        primary header, with the simulated values substituted (real MegaCam cards, say).
     **truth_params
         Passed to `make_truth` when ``truth`` is None.
 
@@ -764,11 +778,12 @@ def simulate_exposures(
         raise TypeError(f"pass either truth= or truth parameters, not both: {sorted(truth_params)}")
     det_ids = list(detectors) if detectors is not None else list(truth.amps)
     specs = [ExposureSpec.coerce(e) for e in exposures]
+    template = _load_template(header_template)
     rng = np.random.default_rng([seed, len(truth.exposures)])
     out: list[Exposure] = []
     for et, begin, end in _exposure_truths(inst, specs, first_id + len(truth.exposures), _next_start(truth)):
         truth.exposures.append(et)
-        primary = _primary_header(inst, et, begin, end, None)
+        primary = _primary_header(inst, et, begin, end, None, template)
         for det_id in det_ids:
             det = inst.camera[det_id]
             spec = ExposureSpec(et.observation_type, et.exposure_time, level=et.level, dark_time=et.dark_time)
@@ -798,6 +813,7 @@ def simulate_raws(
     detectors: Iterable[int] | None = None,
     compress: bool = False,
     first_id: int = 1000,
+    header_template: str | os.PathLike[str] | None = None,
     **truth_params: Any,
 ) -> SimulationResult:
     """Write simulated raw FITS files (one per exposure) that ``ingest_raws`` ingests.
@@ -820,6 +836,9 @@ def simulate_raws(
         Write RICE tile-compressed ``.fits.fz`` files.
     first_id : int
         First exposure id for instruments with a plain integer id keyword.
+    header_template : str or path-like, optional
+        A header dump (``*.fits.header`` text or PropertyList YAML) whose cards start every
+        primary header, with the simulated values substituted (real MegaCam cards, say).
     **truth_params
         `make_truth` parameters (gains, read_noises, bias_level, dark_current, nonlinearity,
         crosstalk, bf_strength, hot_columns, flat_rms ...).
@@ -843,11 +862,12 @@ def simulate_raws(
         raise TypeError(f"pass either truth= or truth parameters, not both: {sorted(truth_params)}")
     det_ids = list(detectors) if detectors is not None else list(truth.amps)
     specs = [ExposureSpec.coerce(e) for e in exposures]
+    template = _load_template(header_template)
     rng = np.random.default_rng([seed, len(truth.exposures)])
     result = SimulationResult()
     single = len(inst.camera) == 1
     for et, begin, end in _exposure_truths(inst, specs, first_id + len(truth.exposures), _next_start(truth)):
-        primary = _primary_header(inst, et, begin, end, None)
+        primary = _primary_header(inst, et, begin, end, None, template)
         hdus: list[Any] = []
         for det_id in det_ids:
             det = inst.camera[det_id]
@@ -931,6 +951,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--detectors", default=None, help="comma-separated detector ids (default all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compress", action="store_true", help="write tile-compressed .fits.fz")
+    parser.add_argument(
+        "--header-template",
+        default=None,
+        help="header dump whose cards start every primary header (e.g. a real *.fits.header)",
+    )
     args = parser.parse_args(argv)
     try:
         exposures: list[dict[str, Any]] = []
@@ -952,6 +977,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             detectors=dets,
             compress=args.compress,
             first_id=args.first_id,
+            header_template=args.header_template,
             gains=args.gain,
             read_noises=args.read_noise,
             bias_level=args.bias_level,

@@ -9,9 +9,10 @@ the tests assert the numbers against known truth:
   gain, read noise and bias level, flat pattern; 3 biases, 3 flat pairs at 3 levels (the PTC,
   AMP region: 3 points per amp of 4.7 Mpix each support a gain to ~0.2 %, so 1 % is asserted;
   the brightest pair also makes the flat), one science frame;
-* the real data (``../shared/data``) through the ``ccdflow-demo`` console script itself: Kast
-  PTC gain within 5 % of 1.2 e⁻/ADU per amp, EFOSC2 within 10 % of 1.1 (the calibration-products
-  issue's tolerances), a second run in ``--mode reuse`` skips every step.
+* the real data (``--data-dir``, by default ``../shared/data``) through the ``ccdflow-demo``
+  console script itself: Kast PTC gain within 5 % of 1.2 e⁻/ADU per amp, EFOSC2 within 10 % of
+  1.1 (the calibration-products issue's tolerances), a second run in ``--mode reuse`` skips
+  every step.
 
 Both: the science ``postISRCCD`` has no step at amplifier boundaries (a step is compared with
 the same statistic at nearby columns away from the boundary), and every expected dataset is in
@@ -235,7 +236,9 @@ def science_images(repo: Path, flow: Flow) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def megacam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
+def megacam(
+    tmp_path_factory: pytest.TempPathFactory, megacam_header_template: Path | None
+) -> Iterator[tuple[Path, Any]]:
     """Simulate 2 MegaCam CCDs and run the whole flow on them; yields (repo, truth)."""
     from pipeline.instruments.simulate import simulate_raws
 
@@ -261,6 +264,7 @@ def megacam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, An
         exposures=exposures,
         seed=20261122,
         detectors=MEGACAM_DETECTORS,
+        header_template=megacam_header_template,  # real header cards when the data are there
         gains=MEGACAM_GAINS,
         read_noises=MEGACAM_NOISES,
         bias_level=MEGACAM_BIAS,
@@ -341,7 +345,7 @@ def test_megacam_every_dataset_registered_and_readable(megacam: tuple[Path, Any]
 
 @pytest.fixture(scope="module")
 def demo(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """Run ``ccdflow-demo`` on ../shared/data; returns (repo, its stdout)."""
+    """Run ``ccdflow-demo`` on the real data directory; returns (repo, its stdout)."""
     repo = tmp_path_factory.mktemp("e2e_demo") / "demo_repo"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(

@@ -180,6 +180,7 @@ def test_megacam_simulated_raw_ingest_uses_header_gains(butler, tmp_path, shared
         seed=1,
         detectors=[3],
         compress=True,
+        header_template=shared_data / "headers" / "megacam" / "1927963o.fits.header",
         gains={"B": 1.91},
         first_id=2463900,
     )

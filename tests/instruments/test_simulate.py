@@ -278,6 +278,7 @@ def test_megacam_simulation_uses_real_header_cards(tmp_path, shared_data):
         seed=1,
         detectors=[12],
         compress=True,
+        header_template=shared_data / "headers" / "megacam" / "1927963o.fits.header",
         gains={"A": 1.7},
         read_noises={"B": 4.5},
     )
