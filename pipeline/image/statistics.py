@@ -91,7 +91,7 @@ _METHODS = ("auto", "exact", "histogram", "subsample")
 #: ``"auto"``; below it the plain computation is as fast.
 CORE_RIM_MIN_SIZE = 1 << 16
 #: Size of the subsample that brackets the quartiles of the core / rim method.
-_BRACKET_SAMPLE_SIZE = 1 << 14
+_BRACKET_SAMPLE_SIZE = 1 << 15
 #: Integer data of more than this many values use the per-value histogram under ``"auto"``.
 _INT_HISTOGRAM_MIN_SIZE = 1024
 #: Default number of values of the ``"subsample"`` method.
@@ -485,12 +485,15 @@ def _clipped_core_rim(
     """Compute the ``"histogram"`` method for float data: one core bin plus the rim values.
 
     1. The six order statistics behind the quartiles are bracketed from a regular subsample of
-       `_BRACKET_SAMPLE_SIZE` values (± 5 binomial sigma in rank) and every bracket is checked
+       `_BRACKET_SAMPLE_SIZE` values (± 4 binomial sigma in rank) and every bracket is checked
        by counting the full data, so the exact median ``c`` and half-width ``h0`` lie in known
        intervals.
-    2. The *core* ``a <= x <= b`` (``a, b = c0 ∓ 0.8 h0``, exact comparisons in the data's
-       dtype) has its float64 sums of ``x - c0`` and ``(x - c0)²`` computed once; the *rim*
-       (every other value) is kept value by value, in float64.
+    2. Deviations ``d = x - c0`` are formed once in the data's dtype, with ``c0`` the bracketed
+       median when every value within ``r`` of it is within a factor 2 of it (then ``d`` is
+       exact there, Sterbenz), else ``c0 = 0`` (no rounding at all). The *core* ``|d| <= r``
+       (``r ≈ 0.8 h0``) has its float64 sums of ``d`` and ``d²`` computed once; the *rim*
+       (every other value) is kept value by value, in float64. Rounding is monotonic, so
+       comparisons of ``d`` with thresholds inside the core count exactly as on ``x``.
     3. The first selection is known without the exact quartiles when no rim value lies in the
        band where the bracketed windows disagree; otherwise (and for the median) the exact
        quartiles are found by partitioning the values inside the brackets only.
@@ -499,31 +502,26 @@ def _clipped_core_rim(
        into the core the remaining iterations are the plain ones.
 
     Returns `None` (use the plain computation) when a bracket fails its check or the data are
-    degenerate (zero spread). Deviations of float32 data are formed and squared in float32:
-    the moments equal the plain computation's to about 1e-9 relative (deviations of the core
-    values are exact; their squares are rounded to float32).
+    degenerate (zero spread, brackets outside the core). The squares ``d²`` of float32 data
+    are rounded to float32: the moments equal the plain computation's to about 1e-9 relative.
     """
-    x = np.ascontiguousarray(values).reshape(-1)  # copies a view once; counts are faster then
-    n_all = x.size
-    dt = x.dtype.type
-    # 1. quartile brackets
+    n_all = values.size
+    dt = values.dtype.type
+    # 1. quartile brackets from a regular subsample (2-D stride for a view: no copy of it)
     step = max(1, n_all // _BRACKET_SAMPLE_SIZE)
-    sub = x[::step]
+    if values.ndim == 2 and not values.flags.c_contiguous:
+        ky = max(1, int(round(math.sqrt(step))))
+        sub = values[::ky, :: max(1, step // ky)].reshape(-1)
+    else:
+        sub = values.reshape(-1)[::step]
     m = sub.size
     fr = np.array([0.25, 0.5, 0.75])
-    margin = np.ceil(5.0 * np.sqrt(m * fr * (1.0 - fr))).astype(np.intp) + 1
+    margin = np.ceil(4.0 * np.sqrt(m * fr * (1.0 - fr))).astype(np.intp) + 1
     rank = fr * (m - 1)
     lo_r = np.maximum(np.floor(rank).astype(np.intp) - margin, 0)
     hi_r = np.minimum(np.ceil(rank).astype(np.intp) + margin, m - 1)
     part = np.partition(sub, np.unique(np.concatenate([lo_r, hi_r])))
     lo_v, hi_v = part[lo_r], part[hi_r]
-    idx = fr * (n_all - 1)
-    k0 = np.floor(idx).astype(np.intp)
-    k1 = np.minimum(k0 + 1, n_all - 1)
-    below = np.array([np.count_nonzero(x < lo_v[i]) for i in range(3)])
-    upto = np.array([np.count_nonzero(x <= hi_v[i]) for i in range(3)])
-    if not (np.all(below <= k0) and np.all(k1 < upto)):
-        return None
     lo64, hi64 = lo_v.astype(np.float64), hi_v.astype(np.float64)
     k_sig = nsigma * IQR_TO_SIGMA
     c_lo, c_hi = float(lo64[1]), float(hi64[1])
@@ -533,33 +531,43 @@ def _clipped_core_rim(
     h_lo, h_hi = h_lo - tol, h_hi + tol
     if not (h_lo > 0 and math.isfinite(h_hi)):
         return None
-    # 2. core and rim
+    # 2. deviations, core and rim
     c_mid = 0.5 * (c_lo + c_hi)
-    a, b = dt(c_mid - 0.8 * h_lo), dt(c_mid + 0.8 * h_lo)
-    core_lo, core_hi = float(a), float(b)
+    c0 = float(dt(c_mid))
+    if not 0.8 * h_lo < 0.5 * abs(c0):
+        c0 = 0.0
+    r = float(dt(0.8 * h_lo - abs(c_mid - c0)))
+    if r > 0.8 * h_lo - abs(c_mid - c0):
+        r = float(np.nextafter(dt(r), dt(0)))
+    if not (r > 0 and lo64.min() - c0 > -r and hi64.max() - c0 < r):
+        return None  # the brackets must lie inside the core
+    r_out = r * (1.0 + 2.0 * float(np.finfo(dt).eps))  # |x - c0| of a core value is at most this
+    core_lo, core_hi = c0 - r_out, c0 + r_out
     if not (c_hi - h_lo <= core_lo and core_hi <= c_lo + h_lo):
         return None
-    # deviations from c0: exact for every core value when the core lies within [c0/2, 2 c0]
-    # (Sterbenz); otherwise (data around 0) no shift, so that x - c0 never rounds
-    c0 = float(dt(c_mid))
-    sterbenz = 0.5 * c0 <= core_lo and core_hi <= 2.0 * c0
-    sterbenz |= 2.0 * c0 <= core_lo and core_hi <= 0.5 * c0
-    if not sterbenz:
-        c0 = 0.0
-    rim = np.flatnonzero((x < a) | (x > b))
-    dev = np.subtract(x, dt(c0), dtype=dt)
+    dev = np.subtract(values, dt(c0), dtype=dt).reshape(-1)
+    idx = fr * (n_all - 1)
+    k0 = np.floor(idx).astype(np.intp)
+    k1 = np.minimum(k0 + 1, n_all - 1)
+    lo_d, hi_d = (lo_v - dt(c0)).astype(dt), (hi_v - dt(c0)).astype(dt)  # exact: inside the core
+    below = np.array([np.count_nonzero(dev < lo_d[i]) for i in range(3)])
+    upto = np.array([np.count_nonzero(dev <= hi_d[i]) for i in range(3)])
+    if not (np.all(below <= k0) and np.all(k1 < upto)):
+        return None
+    sq = np.abs(dev)
+    rim = np.flatnonzero(sq > dt(r))
     s1_all = float(dev.sum(dtype=np.float64))
     rim_d = dev[rim].astype(np.float64)
-    np.multiply(dev, dev, out=dev)
-    s2_all = float(dev.sum(dtype=np.float64))
-    rim_d2 = dev[rim].astype(np.float64)
-    del dev
+    np.multiply(dev, dev, out=sq)
+    s2_all = float(sq.sum(dtype=np.float64))
+    rim_d2 = sq[rim].astype(np.float64)
+    del sq
     s1_core = s1_all - float(rim_d.sum())
     s2_core = s2_all - float(rim_d2.sum())
     if not (math.isfinite(s1_core) and math.isfinite(s2_core)):
         return None
     n_core = n_all - rim.size
-    rim_x = x[rim].astype(np.float64)
+    rim_x = values[np.unravel_index(rim, values.shape)].astype(np.float64)
     # 3. the first selection
     q50 = float("nan")
     definitely = (rim_x >= c_hi - h_lo) & (rim_x <= c_lo + h_lo)
@@ -567,7 +575,8 @@ def _clipped_core_rim(
     if with_median or np.any(possibly & ~definitely):
         q = []
         for i in range(3):
-            band = x[(x >= lo_v[i]) & (x <= hi_v[i])]
+            # the values inside the bracket are core values: x = c0 + d exactly
+            band = (dev[(dev >= lo_d[i]) & (dev <= hi_d[i])].astype(np.float64) + c0).astype(dt)
             j0, j1 = int(k0[i] - below[i]), int(k1[i] - below[i])
             p = np.partition(band, np.unique([j0, j1]))
             q.append(float(_lerp(p[j0], p[j1], np.float64(idx[i] - k0[i]))))
@@ -578,13 +587,14 @@ def _clipped_core_rim(
         sel = np.abs(rim_x - centre) <= half
     else:
         sel = definitely
+    del dev
     # 4. iterations
     mean, var, n = float("nan"), float("nan"), 0
     for it in range(niter):
         if it > 0:
             tol = 1e-12 * (abs(centre) + half)
             if not (centre - half + tol <= core_lo and core_hi + tol <= centre + half):
-                res = _iterate(x.astype(np.float64), centre, half, nsigma, niter - it)
+                res = _iterate(values.reshape(-1).astype(np.float64), centre, half, nsigma, niter - it)
                 return (*res, q50)
             sel = np.abs(rim_x - centre) <= half
         n = n_core + int(np.count_nonzero(sel))

@@ -244,3 +244,16 @@ def test_unknown_method_is_refused():
     """A misspelt method names the accepted ones."""
     with pytest.raises(ValueError, match="exact, histogram, subsample"):
         clipped_stats(np.ones(4), method="fast")
+
+
+def test_iqr_to_sigma_is_written_in_one_place():
+    """No library module restates afw's IQR-to-sigma factor: they import IQR_TO_SIGMA."""
+    from pathlib import Path
+
+    import pipeline
+
+    root = Path(pipeline.__file__).parent
+    stats = root / "image" / "statistics.py"
+    offenders = [p.relative_to(root) for p in root.rglob("*.py")
+                 if p != stats and ("0.7413" in p.read_text() or "IQR_TO_SIGMA =" in p.read_text())]
+    assert offenders == []
