@@ -29,9 +29,10 @@ from .queries import (
     ResolvedColumn,
     compile_expression,
     parse_expression,
-    referenced_identifiers,
 )
+from .queries._datasets import DatasetQueryShape, query_dimensions
 from .queries._sa_backend import SQLALCHEMY
+from .queries._sa_datasets import DatasetTables, render_select, render_subquery
 
 __all__ = [
     "DataIdQuery",
@@ -49,20 +50,6 @@ def _has_pattern(dataset_type: Any) -> bool:
     if isinstance(dataset_type, DatasetType):
         return False
     return any(isinstance(x, str) and has_glob(x) for x in dataset_type)
-
-
-def query_dimensions(
-    universe: Any, where: str, data_id: Mapping[str, Any] | None, dims: Mapping[str, Any]
-) -> set[str]:
-    """Return the dimensions a query's expression and data ID constraints name."""
-    names = set(data_id or {}) | set(dims)
-    if where and where.strip():
-        try:
-            idents = referenced_identifiers(parse_expression(where))
-        except ExpressionError:
-            idents = []  # reported when the query is compiled
-        names |= {i.split(".")[0] for i in idents}
-    return {n for n in names if n in universe}
 
 
 def dataset_types_for_query(
@@ -316,80 +303,24 @@ class DatasetQuery:
         self.db = managers.db
         self.dataset_type = dataset_type
         self.dt_id = managers.dataset_types.entry(dataset_type)[0]
-        self.search = [c for c in search if c.type is not CollectionType.CHAINED]
+        self.search = list(search)
         self.timespan = timespan
         self.dims = dataset_type.dimensions + dataset_type.implied
 
-    def subquery(self, name: str = "ds") -> Any:
+    def shape(self, *, find_first: bool = False) -> DatasetQueryShape:
+        """Return the query's `DatasetQueryShape` (what the SQLAlchemy and sqlite3 renderers render)."""
+        ts = None if self.timespan is None else (self.timespan.begin_ns, self.timespan.end_ns)
+        return DatasetQueryShape.build(self.dt_id, self.dims, self.search, timespan=ts, find_first=find_first)
+
+    def subquery(self, name: str = "ds", shape: DatasetQueryShape | None = None) -> Any:
         """Return the union of the dataset rows in each kind of collection, with a search ``rank``.
 
         With no collection to search it is an empty selection (which still lets the ``where``
         expression be checked). ``name`` is the subquery's alias.
         """
-        d = self.managers.datasets.table
-        rank = {c.id: i for i, c in enumerate(self.search)}
-        parts = []
-        by_kind: dict[CollectionType, list[int]] = {}
-        for c in self.search:
-            by_kind.setdefault(c.type, []).append(c.id)
-
-        def cols(coll_col: Any, vb: Any, ve: Any) -> list[Any]:
-            rank_expr = sa.case(rank, value=coll_col, else_=len(rank)) if len(rank) > 1 else sa.literal(0)
-            return [
-                d.c.id.label("dataset_id"),
-                d.c.dataset_type_id,
-                d.c.run_id,
-                coll_col.label("collection_id"),
-                rank_expr.label("rank"),
-                d.c.data_id_key,
-                d.c.ingest_date,
-                sa.cast(vb, sa.BigInteger).label("validity_begin"),
-                sa.cast(ve, sa.BigInteger).label("validity_end"),
-                *[d.c[x] for x in self.dims],
-            ]
-
-        if CollectionType.RUN in by_kind:
-            ids = by_kind[CollectionType.RUN]
-            parts.append(
-                sa.select(*cols(d.c.run_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX))).where(
-                    d.c.dataset_type_id == self.dt_id,
-                    d.c.run_id.in_(ids) if len(ids) > 1 else d.c.run_id == ids[0],
-                )
-            )
-        if CollectionType.TAGGED in by_kind:
-            t = self.managers.datasets.tags_table
-            parts.append(
-                sa.select(*cols(t.c.collection_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX)))
-                .select_from(t.join(d, d.c.id == t.c.dataset_id))
-                .where(
-                    t.c.dataset_type_id == self.dt_id, t.c.collection_id.in_(by_kind[CollectionType.TAGGED])
-                )
-            )
-        if CollectionType.CALIBRATION in by_kind:
-            t = self.managers.calibrations.table
-            conds = [
-                t.c.dataset_type_id == self.dt_id,
-                t.c.collection_id.in_(by_kind[CollectionType.CALIBRATION]),
-            ]
-            if self.timespan is not None:
-                conds += [
-                    t.c.validity_begin < self.timespan.end_ns,
-                    sa.literal(self.timespan.begin_ns) < t.c.validity_end,
-                ]
-            parts.append(
-                sa.select(*cols(t.c.collection_id, t.c.validity_begin, t.c.validity_end))
-                .select_from(t.join(d, d.c.id == t.c.dataset_id))
-                .where(*conds)
-            )
-        if not parts:
-            # No collection to search: an empty result that still validates the expression.
-            parts.append(
-                sa.select(*cols(d.c.run_id, sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX))).where(
-                    sa.false()
-                )
-            )
-        sel = parts[0] if len(parts) == 1 else sa.union_all(*parts)
-        return sel.subquery(name)
+        m = self.managers
+        tables = DatasetTables(m.datasets.table, m.datasets.tags_table, m.calibrations.table)
+        return render_subquery(shape or self.shape(), tables, name)
 
     def context(self, sub: Any) -> QueryContext:
         """Return a `QueryContext` over the dataset subquery (dimension columns come from it)."""
@@ -435,59 +366,21 @@ class DatasetQuery:
         order_by: str | Sequence[str] | None = None,
     ) -> list[DatasetRef]:
         """Execute the query (see `Registry.query_datasets`)."""
-        sub = self.subquery()
+        shape = self.shape(find_first=find_first)
+        sub = self.subquery(shape=shape)
         ctx = self.context(sub)
         clauses = ctx.filters(data_id, dims, where, bind)
         orders = ctx.order_columns(order_by)
-        out_cols = [sub.c.dataset_id, sub.c.dataset_type_id, sub.c.run_id, *[sub.c[x] for x in self.dims]]
-        order_labels = [col.label(f"o_{i}") for i, (col, _) in enumerate(orders)]
-        has_calib = any(c.type is CollectionType.CALIBRATION for c in self.search)
-        do_ff = find_first and len(self.search) > 1 or (find_first and has_calib)
-        extra = []
-        if do_ff:
-            extra.append(
-                sa.func.row_number().over(partition_by=sub.c.data_id_key, order_by=sub.c.rank).label("rn")
-            )
-            if has_calib:
-                extra.append(
-                    sa.func.count().over(partition_by=[sub.c.data_id_key, sub.c.rank]).label("nrank")
-                )
-        inner = sa.select(*out_cols, *order_labels, *extra).select_from(ctx.from_clause(sub))
-        if clauses:
-            inner = inner.where(*clauses)
-        if do_ff:
-            inner = inner.subquery("ff")
-            stmt = sa.select(inner).where(inner.c.rn == 1)
-            order_exprs = [
-                inner.c[f"o_{i}"].desc() if desc else inner.c[f"o_{i}"] for i, (_, desc) in enumerate(orders)
-            ]
-        else:
-            stmt = inner
-            order_exprs = [col.desc() if desc else col for col, desc in orders]
-        if order_exprs:
-            stmt = stmt.order_by(*order_exprs)
-        if limit is not None and limit > 0:
-            stmt = stmt.limit(limit)
+        stmt = render_select(shape, sub, ctx.from_clause(sub), clauses, orders, limit)
         with bulk_objects():
-            return self._collect(stmt, do_ff, has_calib)
-
-    def _collect(self, stmt: Any, do_ff: bool, has_calib: bool) -> list[DatasetRef]:
-        """Fetch the rows, check calibration ambiguity, drop duplicates, build the refs."""
-        rows, keys = self.db.fetch_tuples(stmt)
-        if do_ff and has_calib:
-            i = keys.index("nrank")
-            bad = [r for r in rows if r[i] > 1]
-            if bad:
+            rows, keys = self.db.fetch_tuples(stmt)
+            n = shape.ambiguous_count(rows, keys)
+            if n:
                 raise CalibrationLookupError(
                     f"find-first search of {self.dataset_type.name} in a CALIBRATION collection "
-                    f"matched {bad[0][i]} "
-                    f"validity ranges for one data ID; give a timespan, or use find_first=False"
+                    f"matched {n} validity ranges for one data ID; give a timespan, or use find_first=False"
                 )
-        if not do_ff and len(self.search) > 1:
-            i = keys.index("dataset_id")
-            seen: set = set()
-            rows = [r for r in rows if not (r[i] in seen or seen.add(r[i]))]
-        return self.managers.datasets.rows_to_refs(rows, self.dataset_type, keys)
+            return self.managers.datasets.rows_to_refs(shape.finish(rows, keys), self.dataset_type, keys)
 
 
 class DataIdQuery:

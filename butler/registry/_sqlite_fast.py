@@ -4,9 +4,9 @@ The ``butler`` CLI is a short-lived process: importing SQLAlchemy alone costs ab
 the 0.4 s budget of a query. For the common ``butler query-datasets REPO TYPE --collections C
 --where ...`` on a SQLite repository this module answers without importing SQLAlchemy. It
 compiles the ``--where`` expression with the same compiler as the registry
-(`butler.registry.queries.compile_expression`, SQL-text backend with ``?`` placeholders) and runs
-the same query shape as `butler.registry._query.DatasetQuery` (union of RUN / TAGGED /
-CALIBRATION members with a search rank, find-first by ``row_number()``).
+(`butler.registry.queries.compile_expression`, SQL-text backend with ``?`` placeholders) and
+renders the same `butler.registry.queries._datasets.DatasetQueryShape` as the registry's
+`butler.registry._query.DatasetQuery`, with the sqlite3 text renderer instead of SQLAlchemy.
 
 It never reports an error itself: anything it does not handle exactly like the registry
 (another database, an unknown name, a bad expression, ``--order-by``/``--limit``, an ambiguous
@@ -38,8 +38,8 @@ from .queries import (
     SqlText,
     compile_expression,
     parse_expression,
-    referenced_identifiers,
 )
+from .queries._datasets import DatasetQueryShape, query_dimensions, render_sqlite_text
 
 __all__ = ["FastPathUnavailableError", "FastRef", "enabled", "open_registry", "query_datasets"]
 
@@ -274,70 +274,13 @@ def open_registry(repo: str | os.PathLike) -> _Repo:
     return _Repo(repo)
 
 
-def _subquery(dt_id: int, dims: Sequence[str], search: Sequence[_Collection]) -> tuple[str, list[Any]]:
-    """Return the union of a dataset type's members of each kind of collection (as DatasetQuery.subquery)."""
-    rank = {c.id: i for i, c in enumerate(search)}
-    by_kind: dict[CollectionType, list[int]] = {}
-    for c in search:
-        by_kind.setdefault(c.type, []).append(c.id)
-    dim_cols = "".join(f", d.{x} AS {x}" for x in dims)
-    parts: list[str] = []
-    params: list[Any] = []
-
-    def head(coll: str, vb: str, ve: str, vparams: list[Any]) -> str:
-        if len(rank) > 1:
-            rank_sql = "CASE " + coll + "".join(" WHEN ? THEN ?" for _ in rank) + " ELSE ? END"
-            for cid, i in rank.items():
-                params.extend((cid, i))
-            params.append(len(rank))
-        else:
-            rank_sql = "0"
-        params.extend(vparams)
-        return (
-            f"SELECT d.id AS dataset_id, d.dataset_type_id AS dataset_type_id, d.run_id AS run_id, "
-            f"{coll} AS collection_id, {rank_sql} AS rank, d.data_id_key AS data_id_key, "
-            f"d.ingest_date AS ingest_date, CAST({vb} AS BIGINT) AS validity_begin, "
-            f"CAST({ve} AS BIGINT) AS validity_end{dim_cols}"
-        )
-
-    def marks(ids: Sequence[int]) -> str:
-        return ", ".join("?" * len(ids))
-
-    if CollectionType.RUN in by_kind:
-        ids = by_kind[CollectionType.RUN]
-        parts.append(head("d.run_id", "?", "?", [TIMESPAN_MIN, TIMESPAN_MAX]))
-        parts[-1] += f" FROM dataset AS d WHERE d.dataset_type_id = ? AND d.run_id IN ({marks(ids)})"
-        params.extend([dt_id, *ids])
-    if CollectionType.TAGGED in by_kind:
-        ids = by_kind[CollectionType.TAGGED]
-        parts.append(head("t.collection_id", "?", "?", [TIMESPAN_MIN, TIMESPAN_MAX]))
-        parts[-1] += (
-            " FROM dataset_tags AS t JOIN dataset AS d ON d.id = t.dataset_id "
-            f"WHERE t.dataset_type_id = ? AND t.collection_id IN ({marks(ids)})"
-        )
-        params.extend([dt_id, *ids])
-    if CollectionType.CALIBRATION in by_kind:
-        ids = by_kind[CollectionType.CALIBRATION]
-        parts.append(head("t.collection_id", "t.validity_begin", "t.validity_end", []))
-        parts[-1] += (
-            " FROM dataset_calibs AS t JOIN dataset AS d ON d.id = t.dataset_id "
-            f"WHERE t.dataset_type_id = ? AND t.collection_id IN ({marks(ids)})"
-        )
-        params.extend([dt_id, *ids])
-    if not parts:
-        parts.append(head("d.run_id", "?", "?", [TIMESPAN_MIN, TIMESPAN_MAX]) + " FROM dataset AS d WHERE 0")
-    return " UNION ALL ".join(parts), params
-
-
 def _query_dimensions(universe: DimensionUniverse, where: str) -> set[str]:
-    names: set[str] = set()
     if where and where.strip():
         try:
-            idents = referenced_identifiers(parse_expression(where))
+            parse_expression(where)
         except Exception:  # noqa: BLE001 - reported by the registry path
             raise FastPathUnavailableError("bad expression") from None
-        names |= {i.split(".")[0] for i in idents}
-    return {n for n in names if n in universe}
+    return query_dimensions(universe, where, None, {})
 
 
 def query_datasets(
@@ -419,32 +362,17 @@ def _query(
             raise
         except Exception as exc:  # noqa: BLE001 - the registry path reports it
             raise FastPathUnavailableError(str(exc)) from None
-        sub_sql, params = _subquery(dt_id, dims, search)
-        has_calib = any(c.type is CollectionType.CALIBRATION for c in search)
-        do_ff = find_first and len(search) > 1 or (find_first and has_calib)
-        cols = "ds.dataset_id, ds.run_id" + "".join(f", ds.{x}" for x in dims)
-        extra = ""
-        if do_ff:
-            extra = ", row_number() OVER (PARTITION BY ds.data_id_key ORDER BY ds.rank) AS rn"
-            if has_calib:
-                extra += ", count(*) OVER (PARTITION BY ds.data_id_key, ds.rank) AS nrank"
-        sql = f"SELECT {cols}{extra} FROM ({sub_sql}) AS ds" + "".join(resolver.joins)
-        if clause is not None:
-            sql += f" WHERE {clause.sql}"
-            params += list(clause.params)
-        if do_ff:
-            sql = f"SELECT * FROM ({sql}) AS ff WHERE ff.rn = 1"
+        shape = DatasetQueryShape.build(dt_id, dims, search, find_first=find_first)
+        where_sql = None if clause is None else (clause.sql, clause.params)
+        sql, params, keys = render_sqlite_text(shape, resolver.joins, where_sql)
         rows = r.conn.execute(sql, params).fetchall()
-        if do_ff and has_calib and any(row[-1] > 1 for row in rows):
+        if shape.ambiguous_count(rows, keys):
             raise FastPathUnavailableError("ambiguous calibration")
-        if not do_ff and len(search) > 1:
-            seen: set = set()
-            rows = [row for row in rows if not (row[0] in seen or seen.add(row[0]))]
+        rows = shape.finish(rows, keys)
         n = len(dims)
         for row in rows:
-            values = {d: v for d, v in zip(dims, row[2 : 2 + n]) if v is not None}
-            run = r.by_id[row[1]].name
-            out.append(FastRef(dt, run, uuid.UUID(hex=row[0]), values))
+            values = {d: v for d, v in zip(dims, row[3 : 3 + n]) if v is not None}
+            out.append(FastRef(dt, r.by_id[row[2]].name, uuid.UUID(hex=row[0]), values))
     uris: dict[uuid.UUID, str] = {}
     if with_uris and out:
         ids = [ref.id.hex for ref in out]
