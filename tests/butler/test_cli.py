@@ -222,6 +222,31 @@ def test_help_is_fast_and_lazy():
     assert out == "[]"
 
 
+def test_help_lists_plugin_commands_without_importing_them():
+    """Commands of other packages come from the ``butler.cli`` entry points, imported when run."""
+    code = (
+        "import sys\n"
+        "from butler.cli import main\n"
+        "sys.argv = ['butler', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pipeline', 'sqlalchemy', 'numpy')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for name in ("register-instrument", "ingest-raws", "transfer-from-graph"):
+        assert f"  {name} " in out
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_plugin_entry_points_are_found():
+    from butler.cli import PLUGIN_GROUP
+    from butler.cli._group import find_entry_points, load_entry_point
+
+    found = find_entry_points(PLUGIN_GROUP)
+    assert found["register-instrument"] == "pipeline.instruments.butler_commands:register_instrument"
+    command = load_entry_point(found["transfer-from-graph"])
+    assert command.name == "transfer-from-graph"
+
+
 def test_locked_repository_gives_clear_error(cli_repo):
     import sqlite3
 

@@ -1,4 +1,8 @@
-"""The ``butler`` command line (click).
+"""The ``butler`` command line (click): the group and the butler's own commands.
+
+Commands of other packages (``register-instrument``, ``ingest-raws``, ``transfer-from-graph``)
+are plugins: `ButlerGroup` finds them in the ``butler.cli`` entry-point group and imports them
+only when one is invoked.
 
 Every command opens the repository, does one thing and prints either an aligned table (default)
 or ``--format json|csv`` for scripts. Errors print one message and exit 1; the traceback appears
@@ -12,11 +16,12 @@ import csv
 import io
 import json
 import logging
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import click
+
+from ._group import ButlerGroup
 
 __all__ = ["main", "cli"]
 
@@ -129,40 +134,7 @@ COLLECTIONS_OPTION = click.option(
 )
 
 
-# ---------------------------------------------------------------------- the group
-class _ButlerGroup(click.Group):
-    """A group that turns butler errors into one line on stderr and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
-            raise
-        except BrokenPipeError:
-            # The reader went away (``butler query-datasets ... | head``): stop quietly, like
-            # other Unix tools; stdout is pointed at /dev/null so the interpreter's final
-            # flush does not fail again.
-            import os
-
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a killed writer
-        except Exception as exc:  # noqa: BLE001 - report every failure the same way
-            if _LOG.isEnabledFor(logging.DEBUG):
-                raise
-            from butler._errors import ButlerError
-
-            notes = getattr(exc, "__notes__", [])
-            msg = "\n".join([str(exc), *notes])
-            kind = "" if isinstance(exc, (ButlerError, ValueError)) else f"{type(exc).__name__}: "
-            click.echo(f"Error: {kind}{msg}", err=True)
-            click.echo("(run with --log-level DEBUG for the traceback)", err=True) if not isinstance(
-                exc, ButlerError
-            ) else None
-            sys.exit(1)
-
-
-@click.group(cls=_ButlerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ButlerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
     multiple=True,
@@ -235,62 +207,6 @@ def create(repo: str, db: str | None, overwrite: bool, checksum: bool) -> None:
     b = Butler.create(repo, db=db, overwrite=overwrite, checksum=checksum)
     click.echo(f"Created repository {b.root} (registry: {b.config['registry']['db']})")
     b.close()
-
-
-@cli.command("register-instrument")
-@click.argument("repo")
-@click.argument("instrument")
-@click.option(
-    "--update",
-    is_flag=True,
-    help="Replace the registered camera description (prints the differences; refused if a detector "
-    "with data would change geometry).",
-)
-def register_instrument(repo: str, instrument: str, update: bool) -> None:
-    """Register INSTRUMENT (a built-in name or a camera YAML path): its detectors and filters."""
-    from pipeline.instruments import register_instrument as _register
-
-    b = _open(repo)
-    if update:
-        from pipeline.instruments.update import update_instrument
-
-        result = update_instrument(b, instrument)
-        click.echo(result.format())
-        click.echo(f"Updated instrument {result.name}" if result.applied else "Nothing to update")
-        return
-    result = _register(b, instrument)
-    name = getattr(result, "name", None) or instrument
-    click.echo(f"Registered instrument {name}")
-
-
-@cli.command("ingest-raws")
-@click.argument("repo")
-@click.argument("paths", nargs=-1, required=True)
-@click.option(
-    "--transfer",
-    type=click.Choice(["auto", "copy", "symlink", "hardlink", "move", "direct"]),
-    default="auto",
-    show_default=True,
-    help="How files enter the repository.",
-)
-@click.option("-j", "--processes", default=1, show_default=True, help="Processes reading headers.")
-def ingest_raws(repo: str, paths: tuple[str, ...], transfer: str, processes: int) -> None:
-    """Ingest raw files (or directories of them) into <instrument>/raw/all."""
-    from pipeline.instruments import ingest_raws as _ingest
-
-    b = _open(repo)
-    report = _ingest(b, list(paths), transfer=transfer, processes=processes)
-    ingested = getattr(report, "ingested", [])
-    skipped = getattr(report, "skipped", [])
-    failed = list(getattr(report, "failed", []))
-    n = lambda x: x if isinstance(x, int) else len(x)  # noqa: E731
-    click.echo(
-        f"Ingested {n(ingested)} dataset(s); {n(skipped)} already present; {len(failed)} file(s) failed."
-    )
-    for path, reason in failed:
-        click.echo(f"  FAILED {path}: {reason}", err=True)
-    if failed:
-        sys.exit(1)
 
 
 @cli.command("register-dataset-type")
@@ -771,33 +687,6 @@ def remove_collections(repo: str, patterns: tuple[str, ...], dry_run: bool) -> N
         for n in names:
             b.registry.remove_collection(n)
     click.echo(f"Removed {len(names)} collection(s): {', '.join(names)}")
-
-
-@cli.command("transfer-from-graph")
-@click.argument("graph")
-@click.argument("repo")
-@click.option(
-    "--register-dataset-types", is_flag=True, help="Register the graph's dataset types the repository lacks."
-)
-@click.option(
-    "--update-output-chain",
-    is_flag=True,
-    help="Create/update the graph's CHAINED output collection (run first).",
-)
-def transfer_from_graph(
-    graph: str, repo: str, register_dataset_types: bool, update_output_chain: bool
-) -> None:
-    """Register the outputs that 'pipetask run-qbb' wrote for GRAPH into REPO (safe to run again)."""
-    from pipeline.execution.qbb import transfer_from_graph as _transfer  # lazy: butler never imports pipeline
-
-    r = _transfer(
-        graph, repo, register_dataset_types=register_dataset_types, update_output_chain=update_output_chain
-    )
-    click.echo(
-        f"Registered {r.n_registered} dataset(s) from {r.n_done} of {r.n_quanta} finished quanta "
-        f"({r.n_already} already registered)"
-        + (f"; {r.chain[0]} is first in the output chain" if r.chain else "")
-    )
 
 
 def _add_transfer_commands() -> None:

@@ -1,0 +1,5 @@
+"""``python -m butler.cli``: the ``butler`` command."""
+
+from .commands import main
+
+main()

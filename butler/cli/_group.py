@@ -1,0 +1,159 @@
+"""The ``butler`` click group: one-line errors, and commands of other packages loaded on use.
+
+Packages add commands to ``butler`` through the entry-point group ``butler.cli`` (as
+daf_butler's CLI loads obs_base's commands), declared in their ``pyproject.toml``::
+
+    [project.entry-points."butler.cli"]
+    my-command = "mypackage.butler_commands:my_command"
+
+The entry point's name is the command's name and its object a `click.Command`. ``butler
+--help`` lists these commands without importing them; a command's module is imported when
+it is invoked (or its own ``--help`` is asked for).
+
+The installed entry points are read from the ``entry_points.txt`` files of the distributions on
+``sys.path`` (`find_entry_points`), the files `importlib.metadata` reads: importing
+`importlib.metadata` (email, zipfile, csv ...) would double the start-up time of ``butler --help``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["PLUGIN_GROUP", "ButlerGroup", "find_entry_points", "load_entry_point"]
+
+PLUGIN_GROUP = "butler.cli"
+"""The entry-point group of commands that other packages add to ``butler``."""
+
+_LOG = logging.getLogger("butler")
+
+
+def find_entry_points(group: str, path: list[str] | None = None) -> dict[str, str]:
+    """Return ``name -> "module:attribute"`` of the entry points of ``group`` installed on ``path``.
+
+    Parameters
+    ----------
+    group : `str`
+        Entry-point group (``butler.cli``).
+    path : `list` [`str`], optional
+        Directories to search for ``*.dist-info`` / ``*.egg-info`` (default: `sys.path`); the
+        first definition of a name wins, as for imports.
+    """
+    found: dict[str, str] = {}
+    header = f"[{group}]"
+    for entry in sys.path if path is None else path:
+        try:
+            infos = sorted(
+                d.path for d in os.scandir(entry or ".") if d.name.endswith((".dist-info", ".egg-info"))
+            )
+        except OSError:
+            continue
+        for info in infos:
+            try:
+                with open(os.path.join(info, "entry_points.txt"), encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except OSError:
+                continue
+            inside = False
+            for line in lines:
+                line = line.strip()
+                if line.startswith("["):
+                    inside = line == header
+                elif inside and "=" in line and not line.startswith(("#", ";")):
+                    name, value = (x.strip() for x in line.split("=", 1))
+                    found.setdefault(name, value.split("[", 1)[0].strip())
+    return found
+
+
+def load_entry_point(value: str) -> Any:
+    """Import the object an entry point names (``"package.module:attribute"``)."""
+    module, _, attribute = value.partition(":")
+    obj: Any = importlib.import_module(module.strip())
+    for part in filter(None, attribute.strip().split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+class ButlerGroup(click.Group):
+    """A group that turns butler errors into one line on stderr and exit status 1.
+
+    It also offers the commands of the ``butler.cli`` entry-point group (see the module
+    docstring), importing each only when it is used.
+    """
+
+    _plugins: dict[str, str] | None = None
+
+    def plugins(self) -> dict[str, str]:
+        """Return the plugin commands' entry points (``"module:attribute"``) by command name."""
+        if self._plugins is None:
+            self._plugins = find_entry_points(PLUGIN_GROUP)
+        return self._plugins
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Return the butler's own commands and the plugin commands, sorted."""
+        return sorted(set(super().list_commands(ctx)) | set(self.plugins()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Return a command, importing a plugin command on first use."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        value = self.plugins().get(cmd_name)
+        if value is None:
+            if not self.plugins():
+                _LOG.debug("no %r entry points: is the package installed (pip install -e .)?", PLUGIN_GROUP)
+            return None
+        command = load_entry_point(value)
+        if not isinstance(command, click.Command):
+            raise click.ClickException(f"entry point {value!r} of {PLUGIN_GROUP!r} is not a click command")
+        self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands; plugin commands not imported yet are described by their module."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None:
+                module = self.plugins()[name].partition(":")[0]
+                rows.append((name, f"Command of {module} (imported when run)."))
+            elif not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; report any error in one line (traceback with ``--log-level DEBUG``)."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except BrokenPipeError:
+            # The reader went away (``butler query-datasets ... | head``): stop quietly, like
+            # other Unix tools; stdout is pointed at /dev/null so the interpreter's final
+            # flush does not fail again.
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a killed writer
+        except Exception as exc:  # noqa: BLE001 - report every failure the same way
+            if _LOG.isEnabledFor(logging.DEBUG):
+                raise
+            from butler._errors import ButlerError
+
+            notes = getattr(exc, "__notes__", [])
+            msg = "\n".join([str(exc), *notes])
+            kind = "" if isinstance(exc, (ButlerError, ValueError)) else f"{type(exc).__name__}: "
+            click.echo(f"Error: {kind}{msg}", err=True)
+            if not isinstance(exc, ButlerError):
+                click.echo("(run with --log-level DEBUG for the traceback)", err=True)
+            sys.exit(1)
