@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .datasets import DatasetRef, DatasetType, FileDataset
     from .datastore.records import StoredFileInfo
     from .dimensions import DataCoordinate, DimensionRecord, DimensionUniverse
+    from .formatter import Formatter
     from .timespan import Timespan
 
 _LAZY = {
@@ -59,6 +60,7 @@ _LAZY = {
     "DatasetRef": ".datasets",
     "DatasetType": ".datasets",
     "FileDataset": ".datasets",
+    "Formatter": ".formatter",
     "StoredFileInfo": ".datastore.records",
     "DataCoordinate": ".dimensions",
     "DimensionRecord": ".dimensions",
@@ -82,6 +84,7 @@ __all__ = [
     "DimensionRecord",
     "DimensionUniverse",
     "FileDataset",
+    "Formatter",
     "InvalidQueryError",
     "LockHeldError",
     "MissingCollectionError",

@@ -6,10 +6,10 @@ import importlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from ._errors import ButlerError
 from ._yaml import load_yaml
+from .formatter import Formatter
 
 __all__ = ["StorageClass", "get_formatter", "get_storage_class", "storage_classes"]
 
@@ -54,16 +54,19 @@ def get_storage_class(name: str) -> StorageClass:
 
 
 @lru_cache(maxsize=64)
-def get_formatter(dotted: str) -> Any:
+def get_formatter(dotted: str) -> Formatter:
     """Import and instantiate a formatter class from its dotted path (cached).
 
     Raises
     ------
     ButlerError
-        If the module or class cannot be imported.
+        If the module or class cannot be imported, or is not a `Formatter`.
     """
     module, _, cls = dotted.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), cls)()
+        formatter_class = getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as exc:
         raise ButlerError(f"cannot import formatter {dotted!r}: {exc}") from exc
+    if not (isinstance(formatter_class, type) and issubclass(formatter_class, Formatter)):
+        raise ButlerError(f"formatter {dotted!r} is not a subclass of butler.Formatter")
+    return formatter_class()

@@ -1,9 +1,11 @@
 """Generic formatters: how datasets of the pure-Python storage classes are written and read.
 
-A formatter has ``extension`` (with the dot), ``read(path, ref, parameters=None,
-repo_root=None)`` and ``write(obj, path, ref)``. ``write`` gets a temporary path that already
+Every formatter subclasses `Formatter` (``extension``, ``read(path, ref, parameters=None,
+repo_root=None)``, ``write(obj, path, ref)``). ``write`` gets a temporary path that already
 carries the final extension; the datastore renames it into place. Heavy libraries (numpy,
-astropy, matplotlib) are imported inside the methods.
+astropy, matplotlib) are imported inside the methods. `NumpyFormatter` reads plain ``.npy``
+files with its own header parser: ``bench/npy_read_bench.py`` shows it reads a 0.5 MB array
+in about half the time of `numpy.load` (which parses the header with `ast.literal_eval`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..formatter import Formatter
+
+if TYPE_CHECKING:
+    from ..datasets import DatasetRef
 
 __all__ = [
     "AstropyFitsTableFormatter",
@@ -40,33 +47,6 @@ def to_builtin(obj: Any) -> Any:
     if hasattr(obj, "to_dict"):
         return to_builtin(obj.to_dict())
     return str(obj)
-
-
-class Formatter:
-    """Base class; subclasses set `extension` and implement `read` and `write`."""
-
-    extension = ""
-    supported_parameters: frozenset[str] = frozenset()
-
-    def check_parameters(self, parameters: Mapping[str, Any] | None) -> None:
-        """Raise `ValueError` naming unsupported read parameters."""
-        if parameters:
-            bad = set(parameters) - self.supported_parameters
-            if bad:
-                raise ValueError(
-                    f"{type(self).__name__} does not support read parameter(s) {sorted(bad)}; "
-                    f"supported: {sorted(self.supported_parameters) or 'none'}"
-                )
-
-    def read(
-        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
-    ) -> Any:
-        """Read the dataset at ``path``."""
-        raise NotImplementedError
-
-    def write(self, obj: Any, path: Path, ref: Any) -> None:
-        """Write ``obj`` to ``path``."""
-        raise NotImplementedError
 
 
 _NPY_HEADER = re.compile(
@@ -104,7 +84,11 @@ class NumpyFormatter(Formatter):
     supported_parameters = frozenset({"slices"})
 
     def read(
-        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+        self,
+        path: Path,
+        ref: DatasetRef | None,
+        parameters: Mapping[str, Any] | None = None,
+        repo_root: Path | None = None,
     ) -> Any:
         """Read the dataset at ``path`` (see `Formatter.read`)."""
         import numpy as np
@@ -115,7 +99,7 @@ class NumpyFormatter(Formatter):
         arr = _fast_npy_read(path)
         return arr if arr is not None else np.load(path, allow_pickle=False)
 
-    def write(self, obj: Any, path: Path, ref: Any) -> None:
+    def write(self, obj: Any, path: Path, ref: DatasetRef | None) -> None:
         """Write ``obj`` to ``path`` (see `Formatter.write`); the bytes are those of `numpy.save`."""
         import numpy as np
 
@@ -155,7 +139,11 @@ class YamlFormatter(Formatter):
     extension = ".yaml"
 
     def read(
-        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+        self,
+        path: Path,
+        ref: DatasetRef | None,
+        parameters: Mapping[str, Any] | None = None,
+        repo_root: Path | None = None,
     ) -> Any:
         """Read the dataset at ``path`` (see `Formatter.read`)."""
         import yaml
@@ -164,7 +152,7 @@ class YamlFormatter(Formatter):
         with open(path) as f:
             return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
-    def write(self, obj: Any, path: Path, ref: Any) -> None:
+    def write(self, obj: Any, path: Path, ref: DatasetRef | None) -> None:
         """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         import yaml
 
@@ -180,14 +168,18 @@ class JsonFormatter(Formatter):
     extension = ".json"
 
     def read(
-        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+        self,
+        path: Path,
+        ref: DatasetRef | None,
+        parameters: Mapping[str, Any] | None = None,
+        repo_root: Path | None = None,
     ) -> Any:
         """Read the dataset at ``path`` (see `Formatter.read`)."""
         self.check_parameters(parameters)
         with open(path) as f:
             return json.load(f)
 
-    def write(self, obj: Any, path: Path, ref: Any) -> None:
+    def write(self, obj: Any, path: Path, ref: DatasetRef | None) -> None:
         """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         # json.dumps, not json.dump: only the one-shot form uses the C encoder (~5x faster)
         text = json.dumps(to_builtin(obj))
@@ -202,7 +194,11 @@ class AstropyTableFormatter(Formatter):
     supported_parameters = frozenset({"columns"})
 
     def read(
-        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+        self,
+        path: Path,
+        ref: DatasetRef | None,
+        parameters: Mapping[str, Any] | None = None,
+        repo_root: Path | None = None,
     ) -> Any:
         """Read the dataset at ``path`` (see `Formatter.read`)."""
         from astropy.table import Table
@@ -213,7 +209,7 @@ class AstropyTableFormatter(Formatter):
             t = t[list(parameters["columns"])]
         return t
 
-    def write(self, obj: Any, path: Path, ref: Any) -> None:
+    def write(self, obj: Any, path: Path, ref: DatasetRef | None) -> None:
         """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         obj.write(path, format="ascii.ecsv", overwrite=True)
 
@@ -225,7 +221,11 @@ class AstropyFitsTableFormatter(Formatter):
     supported_parameters = frozenset({"columns"})
 
     def read(
-        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+        self,
+        path: Path,
+        ref: DatasetRef | None,
+        parameters: Mapping[str, Any] | None = None,
+        repo_root: Path | None = None,
     ) -> Any:
         """Read the dataset at ``path`` (see `Formatter.read`)."""
         from astropy.table import Table
@@ -236,7 +236,7 @@ class AstropyFitsTableFormatter(Formatter):
             t = t[list(parameters["columns"])]
         return t
 
-    def write(self, obj: Any, path: Path, ref: Any) -> None:
+    def write(self, obj: Any, path: Path, ref: DatasetRef | None) -> None:
         """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         obj.write(path, format="fits", overwrite=True)
 
@@ -247,7 +247,11 @@ class PngFormatter(Formatter):
     extension = ".png"
 
     def read(
-        self, path: Path, ref: Any, parameters: Mapping[str, Any] | None = None, repo_root: Path | None = None
+        self,
+        path: Path,
+        ref: DatasetRef | None,
+        parameters: Mapping[str, Any] | None = None,
+        repo_root: Path | None = None,
     ) -> Any:
         """Read the dataset at ``path`` (see `Formatter.read`)."""
         self.check_parameters(parameters)
@@ -256,7 +260,7 @@ class PngFormatter(Formatter):
             raise ValueError(f"{path} is not a PNG file")
         return data
 
-    def write(self, obj: Any, path: Path, ref: Any) -> None:
+    def write(self, obj: Any, path: Path, ref: DatasetRef | None) -> None:
         """Write ``obj`` to ``path`` (see `Formatter.write`)."""
         if isinstance(obj, (bytes, bytearray)):
             Path(path).write_bytes(obj)

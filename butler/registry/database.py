@@ -3,9 +3,10 @@
 Backends live in ``sqlite.py`` and ``postgresql.py`` (`butler.registry.backends.make_database`
 picks one from the URL); they configure the engine (pragmas, ``BEGIN IMMEDIATE``, schemas),
 translate backend errors and implement what differs between servers (precompiled statements on
-the raw cursor, planner statistics, table locks, the inter-process `Database.exclusive_lock`). Everything the registry does goes
-through `Database.transaction` (one connection per `Database`, nested calls join the outer
-transaction, ``savepoint=True`` opens a SAVEPOINT so a failed inner block can be undone alone).
+the raw cursor, planner statistics, table locks, the inter-process `Database.exclusive_lock`).
+Everything the registry does goes through `Database.transaction` (one connection per
+`Database`, nested calls join the outer transaction, ``savepoint=True`` opens a SAVEPOINT so a
+failed inner block can be undone alone).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class Registry:
 
     @classmethod
     def create(cls, db: Database, universe: DimensionUniverse) -> Registry:
-        """Create the tables of a new registry and record the schema versions (`RepositoryError` if present)."""
+        """Create the tables of a new registry and record its versions (`RepositoryError` if present)."""
         AttributesManager.create_tables(db)
         reg = cls(db, universe)
         with reg.transaction():
@@ -269,7 +269,7 @@ class Registry:
     def insert_refs(
         self, refs: Sequence[DatasetRef], file_infos: Sequence[StoredFileInfo] | None = None
     ) -> None:
-        """Insert refs with expanded data IDs and their datastore records (`ConflictingDefinitionError` if present)."""
+        """Insert refs with expanded data IDs and file records (`ConflictingDefinitionError` if present)."""
         with self.transaction():
             self._datasets.insert(refs)
             if file_infos is not None:

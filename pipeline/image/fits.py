@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from butler import Formatter
+
 from .exposure import Exposure, ExposureInfo, MaskedImage
 from .geometry import Box, Detector
 from .metadata import PropertyList
@@ -328,7 +330,7 @@ def read_exposure(path: str | os.PathLike[str], bbox: Box | None = None) -> Expo
     )
 
 
-class ExposureFormatter:
+class ExposureFormatter(Formatter):
     """Butler formatter for the ``Exposure`` storage class (multi-extension FITS).
 
     Read parameters: ``bbox`` (a `Box`, or ``(x0, y0, nx, ny)``) reads a sub-image.

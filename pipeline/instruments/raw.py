@@ -18,6 +18,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
+from butler import Formatter
 from pipeline.image.exposure import Exposure, MaskedImage
 from pipeline.image.fits import clean_header
 from pipeline.image.geometry import Box
@@ -127,7 +128,7 @@ def read_raw(
     return Exposure(mi, metadata=clean_header(merged), detector=det, info=info)
 
 
-class RawFormatter:
+class RawFormatter(Formatter):
     """Butler formatter for ingested raws (storage class ``Exposure``, read only).
 
     ``read`` uses the ref's data ID (instrument, detector) to find the detector's HDU.

@@ -168,3 +168,19 @@ def test_numpy_formatter_writes_the_bytes_of_np_save(tmp_path):
         assert path.read_bytes() == buf.getvalue(), (i, a.dtype, a.shape)
         back = fmt.read(path, None)
         assert back.dtype == a.dtype and back.shape == a.shape and np.array_equal(back, a)
+
+
+def test_every_storage_class_formatter_is_a_formatter():
+    """Each formatter named in storage_classes.yaml subclasses `butler.Formatter` and can read."""
+    from butler import ButlerError, Formatter
+    from butler.storage_classes import get_formatter, storage_classes
+
+    names = sorted({sc.formatter for sc in storage_classes().values()})
+    assert len(names) >= 6
+    for dotted in names:
+        formatter = get_formatter(dotted)
+        assert isinstance(formatter, Formatter), dotted
+        assert formatter.extension.startswith("."), dotted
+        assert type(formatter).read is not Formatter.read, dotted
+    with pytest.raises(ButlerError, match="not a subclass of butler.Formatter"):
+        get_formatter("pathlib.Path")

@@ -64,7 +64,8 @@ class AttributesManager:
             rows = self.db.fetchall(sa.select(self._table))
         except sa.exc.DBAPIError as exc:
             raise RepositoryError(
-                f"the database {self.db.engine.url!r} holds no ccdflow registry (or cannot be read): {exc.orig}"
+                f"the database {self.db.engine.url!r} holds no ccdflow registry (or cannot be read): "
+                f"{exc.orig}"
             ) from None
         attrs = {r.name: r.value for r in rows}
         want = {"schema_version": str(schema_version()), "dimensions_version": str(universe.version)}

@@ -1,4 +1,4 @@
-"""Calibrations: the ``dataset_calibs`` table (a dataset certified in a CALIBRATION collection for a validity range)."""
+"""Calibrations: the ``dataset_calibs`` table (datasets certified in CALIBRATION collections)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ class CalibrationManager:
             dt_id, dt = self.dataset_types.entry(r.dataset_type)
             if not dt.is_calibration:
                 raise CollectionTypeError(
-                    f"dataset type {dt.name!r} is not a calibration type; register it with is_calibration=True"
+                    f"dataset type {dt.name!r} is not a calibration type; register it with "
+                    "is_calibration=True"
                 )
             k = (dt_id, r.data_id.key)
             if k in seen:

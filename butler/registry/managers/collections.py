@@ -240,7 +240,7 @@ class CollectionManager:
     def resolve(
         self, collections: str | Iterable[str] | None, *, flatten: bool = True
     ) -> list[CollectionRecord]:
-        """Expand names and glob patterns into the (flattened) search path; see `Registry.resolve_collections`."""
+        """Expand names and glob patterns into the flattened search path (`Registry.resolve_collections`)."""
         if collections is None:
             raise MissingCollectionError(
                 "no collections to search; pass collections=... (or set Butler(collections=...))"

@@ -147,7 +147,7 @@ class DatasetManager:
         return out
 
     def new_refs(self, refs: Sequence[DatasetRef], *, skip_existing: bool) -> list[DatasetRef]:
-        """Return the refs whose ids are not registered yet, with expanded data IDs (`Registry.import_datasets`).
+        """Return the refs whose ids are not registered yet, data IDs expanded (`Registry.import_datasets`).
 
         Raises
         ------

@@ -24,6 +24,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from butler import Formatter
+
 __all__ = ["PhotonTransferCurveDataset", "PtcFormatter"]
 
 #: Per-point float fields: one value per PTC point (one per pair, or per grid box).
@@ -334,7 +336,7 @@ class PhotonTransferCurveDataset:
                 f"points={[self.n_points(a) for a in self.ampNames]})")
 
 
-class PtcFormatter:
+class PtcFormatter(Formatter):
     """Butler formatter for the ``PhotonTransferCurveDataset`` storage class (FITS table)."""
 
     extension = ".fits"

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from astropy.io import fits
 
+from butler import Formatter
+
 if TYPE_CHECKING:  # pragma: no cover
     from astropy.table import Table
 
@@ -435,7 +437,7 @@ def _header_safe(meta: Mapping[str, Any]) -> fits.Header:
     return hdr
 
 
-class IsrCalibFormatter:
+class IsrCalibFormatter(Formatter):
     """Butler formatter for the ``IsrCalib`` storage class (FITS binary tables)."""
 
     extension = ".fits"
