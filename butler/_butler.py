@@ -549,7 +549,7 @@ class Butler:
         plans: list[tuple[FileDataset, list[DatasetRef]]] = []
         for fd in datasets:
             refs = []
-            for r in fd.refs:
+            for r in fd.refs if isinstance(fd.refs, list) else [fd.refs]:
                 r_run = r.run or run_default
                 if not r_run:
                     raise CollectionTypeError(
@@ -735,7 +735,9 @@ class Butler:
         if not path.is_absolute() and filename is not None:
             path = Path(directory) / path
         contents = RepoContents.from_yaml(path, self.registry.universe)
-        return import_contents(self, contents, directory, transfer=transfer, skip_dimensions=skip_dimensions)
+        return import_contents(
+            self, contents, Path(directory), transfer=transfer, skip_dimensions=skip_dimensions
+        )
 
     def transfer_from(self, source: Butler, dataset_types: str | Iterable[str] = "*", **kwargs: Any) -> Any:
         """Copy datasets from ``source`` into this repository (`butler.transfers.transfer_datasets`)."""

@@ -67,7 +67,7 @@ class _MdcText(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         mdc = getattr(record, "MDC", None) or {}
         saved = mdc
-        record.MDC = "{" + ", ".join(f"{k}={v}" for k, v in mdc.items()) + "}"  # type: ignore[assignment]
+        record.MDC = "{" + ", ".join(f"{k}={v}" for k, v in mdc.items()) + "}"
         try:
             return super().format(record)
         finally:

@@ -66,6 +66,13 @@ class DatasetType:
 
     __slots__ = ("name", "dimensions", "implied", "storage_class", "is_calibration", "universe")
 
+    name: str
+    dimensions: tuple[str, ...]
+    implied: tuple[str, ...]
+    storage_class: str
+    is_calibration: bool
+    universe: DimensionUniverse
+
     def __init__(
         self,
         name: str,
@@ -237,7 +244,12 @@ class DatasetRef:
 
     def replace(self, **changes: Any) -> DatasetRef:
         """Return a copy with some fields changed."""
-        kw = {"dataset_type": self.dataset_type, "data_id": self.data_id, "run": self.run, "id": self.id}
+        kw: dict[str, Any] = {
+            "dataset_type": self.dataset_type,
+            "data_id": self.data_id,
+            "run": self.run,
+            "id": self.id,
+        }
         kw.update(changes)
         return DatasetRef(**kw)
 

@@ -9,6 +9,7 @@ daf_butler's ``DimensionGroup`` (middleware-reference §1.1) on a smaller univer
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class DimensionField:
     nullable: bool = False
 
     @property
-    def pytype(self) -> type:
+    def pytype(self) -> builtins.type:
         """The Python type of the field's values."""
         return _PY_TYPES[self.type]
 

@@ -13,6 +13,8 @@ from functools import total_ordering
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from astropy.time import Time
 
 __all__ = [
@@ -224,7 +226,7 @@ class Timespan:
         return {"begin": None if b is None else b.isot, "end": None if e is None else e.isot}
 
     @classmethod
-    def from_dict(cls, d: dict[str, str | None]) -> Timespan:
+    def from_dict(cls, d: Mapping[str, str | None]) -> Timespan:
         """Inverse of `to_dict`."""
         return cls.from_strings(d.get("begin"), d.get("end"))
 

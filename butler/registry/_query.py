@@ -214,12 +214,12 @@ class QueryContext(DimensionColumnResolver):
             return []
         if isinstance(order_by, str):
             order_by = [t for t in order_by.split(",") if t.strip()]
-        out = []
+        out: list[tuple[Any, bool]] = []
         for term in order_by:
             term = term.strip()
             desc = term.startswith("-")
             rc = self.resolve(term.lstrip("-+"))
-            col = rc.timespan[0] if rc.kind == "timespan" else rc.column
+            col = rc.timespan[0] if rc.kind == "timespan" and rc.timespan is not None else rc.column
             out.append((col, desc))
         return out
 
@@ -532,7 +532,7 @@ class DatasetFinder:
             else None
         )
         coord = expand.expand_for(
-            dataset_type, full if full is not None else (data_id if not dims else values)
+            dataset_type, full if full is not None else ((data_id or {}) if not dims else values)
         )
         if dataset_type.is_calibration and timespan is None and full is not None:
             timespan = full.timespan

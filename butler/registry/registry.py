@@ -24,8 +24,7 @@ from .managers import AttributesManager, CollectionRecord, RegistryManagers
 
 __all__ = ["CalibrationLookupError", "CollectionRecord", "Registry"]
 
-Collections = str | Iterable[str] | None
-"""Collection names or glob patterns (`None`: see each method)."""
+Collections = str | Iterable[str] | None  # collection names or glob patterns
 
 
 class Registry:
@@ -37,10 +36,6 @@ class Registry:
         The opened database (tables must exist; see `Registry.create`).
     universe : `DimensionUniverse`
         The dimension universe.
-
-    Notes
-    -----
-    Construct with `Registry.create` or `Registry.open`. ``managers`` own the tables.
     """
 
     def __init__(self, db: Database, universe: DimensionUniverse) -> None:
@@ -141,7 +136,6 @@ class Registry:
         """Expand a data ID to exactly the dimensions of a dataset type (a `DataIdError` names the type)."""
         return self._dims.expand_for(dataset_type, data_id)
 
-    # ------------------------------------------------------------------ dataset types
     def register_dataset_type(self, dataset_type: DatasetType) -> bool:
         """Register a dataset type; False if identical, `ConflictingDefinitionError` if another, exists."""
         from ..storage_classes import get_storage_class
@@ -168,7 +162,6 @@ class Registry:
                 )
             self._types.remove(name, dt_id)
 
-    # ------------------------------------------------------------------ collections
     def register_collection(
         self, name: str, type: CollectionType | str = CollectionType.TAGGED, doc: str = ""
     ) -> bool:
@@ -241,7 +234,6 @@ class Registry:
         rec = self._colls.run(run)
         return self._datasets.count_in_run(rec.id), self._files.paths_of(self._datasets.ids_in_run(rec.id))
 
-    # ------------------------------------------------------------------ datasets
     def insert_datasets(
         self,
         dataset_type: DatasetType | str,
@@ -320,7 +312,6 @@ class Registry:
         """How many datasets use each path (files shared by several datasets are kept until the last goes)."""
         return self._files.count_references(paths)
 
-    # ------------------------------------------------------------------ TAGGED / CALIBRATION
     def associate(self, tag: str, refs: Iterable[DatasetRef]) -> None:
         """Add datasets to a TAGGED collection (skipping present ones; conflicting ones raise)."""
         rec = self._colls.find_typed(tag, CollectionType.TAGGED, "associate")
@@ -441,11 +432,19 @@ class Registry:
         """
         dts = dataset_types_for_query(self._types, dataset_type, where, data_id, dims)
         search = self._colls.search_path(collections)
-        options = dict(where=where, bind=bind, data_id=data_id, dims=dims, limit=limit, order_by=order_by)
+        find_first = find_first and collections is not None
         out: list[DatasetRef] = []
         for dt in dts:
             query = DatasetQuery(self.managers, dt, search, timespan=timespan)
-            out += query.run(find_first=find_first and collections is not None, **options)
+            out += query.run(
+                where=where,
+                bind=bind,
+                data_id=data_id,
+                dims=dims,
+                find_first=find_first,
+                limit=limit,
+                order_by=order_by,
+            )
         return out
 
     def query_data_ids(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -58,7 +58,7 @@ class SqliteDatabase(Database):
             # machinery; a lock timeout still surfaces as sa.exc.OperationalError.
             sql = "BEGIN IMMEDIATE" if self._write else "BEGIN"
             try:
-                conn.connection.dbapi_connection.execute(sql)
+                cast(sqlite3.Connection, conn.connection.dbapi_connection).execute(sql)
             except sqlite3.OperationalError as exc:
                 raise sa.exc.OperationalError(sql, None, exc) from exc
 
@@ -72,7 +72,7 @@ class SqliteDatabase(Database):
         return entry
 
     def _raw_cursor(self) -> sqlite3.Cursor:
-        return self.connection.connection.dbapi_connection.cursor()
+        return cast(sqlite3.Connection, self.connection.connection.dbapi_connection).cursor()
 
     def _convert(self, names: tuple[str, ...], procs: dict[str, Any], params: dict[str, Any]) -> list[Any]:
         out = []

@@ -72,13 +72,13 @@ class CalibrationManager:
                 }
             )
         conflicts: list[sa.Row] = []
-        for dt_id in {r["dataset_type_id"] for r in rows}:
-            keys = [r["data_id_key"] for r in rows if r["dataset_type_id"] == dt_id]
+        for type_id in {r["dataset_type_id"] for r in rows}:
+            keys = [r["data_id_key"] for r in rows if r["dataset_type_id"] == type_id]
             for i in range(0, len(keys), 5000):
                 conflicts += self.db.execute(
                     sa.select(t.c.data_id_key, t.c.validity_begin, t.c.validity_end).where(
                         t.c.collection_id == collection.id,
-                        t.c.dataset_type_id == dt_id,
+                        t.c.dataset_type_id == type_id,
                         t.c.data_id_key.in_(keys[i : i + 5000]),
                         t.c.validity_begin < e,
                         sa.literal(b) < t.c.validity_end,

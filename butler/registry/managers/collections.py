@@ -164,9 +164,11 @@ class CollectionManager:
                 )
             return False
         with self.db.transaction():
-            cid = self.db.execute(
+            key = self.db.execute(
                 sa.insert(self._collection).values(name=name, type=int(type), doc=doc or None)
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert key is not None, "an INSERT returns its primary key"
+            cid = key[0]
             if type is CollectionType.RUN:
                 self.db.execute(
                     sa.insert(self._run).values(

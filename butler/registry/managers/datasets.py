@@ -325,7 +325,7 @@ class DatasetManager:
             return stmt
         d = self._dataset
         f = files
-        cids = [sa.bindparam(f"c{i}") for i in range(n)]
+        cids: list[sa.BindParameter[Any]] = [sa.bindparam(f"c{i}") for i in range(n)]
         cols = [d.c.id, d.c.run_id, f.c.path, f.c.formatter, f.c.storage_class, f.c.checksum, f.c.file_size]
         if kind is CollectionType.RUN:
             stmt = (

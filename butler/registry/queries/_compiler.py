@@ -466,7 +466,7 @@ class _Compiler:
             raise self.error(f"IN needs a column or value on its left, got {lhs.describe()}", lhs.pos)
         literals: list[Any] = []
         clauses: list[Any] = []
-        lhs_sql = lhs.sql if not lhs.literal else None
+        lhs_sql: ColumnElement = lhs.sql if not lhs.literal else None  # None: never used then
 
         def add(v: _Value) -> None:
             if v.kind == "list":
@@ -637,7 +637,7 @@ def compile_expression(
     *,
     bind: Mapping[str, Any] | None = None,
     text: str | None = None,
-) -> ColumnElement[bool]:
+) -> ColumnElement:
     """Compile a query expression into a SQLAlchemy Core boolean clause.
 
     Parameters

@@ -36,7 +36,7 @@ class QueryLexer(Lexer):
             m = match(data, pos)
             if m is None:
                 raise LexError(pos)
-            kind = m.lastgroup
+            kind = m.lastgroup or ""
             end = m.end()
             if kind != "WS":
                 value = m.group()

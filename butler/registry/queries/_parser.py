@@ -26,10 +26,12 @@ Time literals are converted at parse time to integer TAI nanoseconds since
 
 from __future__ import annotations
 
+import builtins
 import functools
 import re
 import threading
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from ._ast import (
@@ -227,7 +229,7 @@ def _make_transformer_class() -> type:
                 if len(args) != 1 or not (isinstance(args[0], Literal) and args[0].kind == "str"):
                     raise self._err("UUID(...) takes one string, e.g. UUID('3f2a...')", name_tok.start_pos)
                 try:
-                    value = uuid.UUID(args[0].value)
+                    value = uuid.UUID(str(args[0].value))
                 except ValueError:
                     raise self._err(f"bad UUID {args[0].value!r}", args[0].pos) from None
                 return Literal(value, "uuid", name_tok.start_pos)
@@ -240,7 +242,7 @@ def _make_transformer_class() -> type:
         def args(self, c: list[Any]) -> list[Node]:
             return list(c)
 
-        def items(self, c: list[Any]) -> tuple[Node, ...]:
+        def items(self, c: list[Any]) -> builtins.tuple[Node, ...]:
             return tuple(c)
 
         def or_op(self, c: list[Any]) -> Node:
@@ -268,7 +270,8 @@ def _make_transformer_class() -> type:
             op, operand = str(c[0]), c[1]
             # Fold signs into numeric literals so "-5" stays a literal.
             if isinstance(operand, Literal) and operand.kind in ("int", "float"):
-                value = -operand.value if op == "-" else operand.value
+                number: Any = operand.value
+                value = -number if op == "-" else number
                 return Literal(value, operand.kind, c[0].start_pos)
             return UnaryOp(op, operand, c[0].start_pos)
 
@@ -359,7 +362,7 @@ _EXPECTED_ORDER = (
 )
 
 
-def _describe_expected(expected: set[str], text: str = "", pos: int = 0) -> str:
+def _describe_expected(expected: Iterable[str], text: str = "", pos: int = 0) -> str:
     """Human list of what the parser could accept; ')' and ',' only inside parentheses."""
     depth = text.count("(", 0, pos) - text.count(")", 0, pos)
     names: list[str] = []
@@ -396,7 +399,8 @@ def _character_error(text: str, pos: int) -> ExpressionError:
         start = pos
         while start > 0 and _OPERATOR_CHARS.match(text[start - 1]):
             start -= 1
-        op = _OPERATOR_CHARS.match(text, start).group()
+        found = _OPERATOR_CHARS.match(text, start)
+        op = found.group() if found is not None else text[start]
         return ExpressionError(_unknown_operator(op), text, start)
     if char == ":":
         return ExpressionError("a bind name needs a name after ':', e.g. :exposures", text, pos)
@@ -409,7 +413,7 @@ def _syntax_error(text: str, exc: Exception) -> ExpressionError:
 
     if isinstance(exc, UnexpectedEOF):
         pos = len(text)
-        expected = set(exc.expected)
+        expected: set[str] = {str(t) for t in exc.expected}
         if "RPAR" in expected:
             return ExpressionError("unbalanced parentheses: expected ')' before the end", text, pos)
         return ExpressionError(
@@ -418,11 +422,11 @@ def _syntax_error(text: str, exc: Exception) -> ExpressionError:
     if isinstance(exc, _LexError):
         return _character_error(text, exc.pos)
     if isinstance(exc, UnexpectedCharacters):
-        return _character_error(text, exc.pos_in_stream)
+        return _character_error(text, int(exc.pos_in_stream or 0))
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         pos = tok.start_pos if tok.start_pos is not None else len(text)
-        expected = set(exc.expected)
+        expected = {str(t) for t in exc.expected}
         if tok.type == "$END":
             pos = len(text)
             if "RPAR" in expected:

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from sqlalchemy.sql import ColumnElement
 
     from ...dimensions import DimensionUniverse
+    from ._text_backend import SqlText
+
+    SqlColumn = ColumnElement[Any] | SqlText
+    """A column of either renderer: a SQLAlchemy column or SQL text (the sqlite3 fast path)."""
 
 __all__ = [
     "ColumnKind",
@@ -73,8 +77,8 @@ class ResolvedColumn:
 
     kind: ColumnKind
     element: str
-    column: ColumnElement | None = None
-    timespan: tuple[ColumnElement, ColumnElement] | None = None
+    column: SqlColumn | None = None
+    timespan: tuple[SqlColumn, SqlColumn] | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "timespan":
