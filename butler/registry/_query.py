@@ -507,7 +507,7 @@ class DatasetFinder:
 
     def find(
         self,
-        dataset_type: DatasetType,
+        entry: tuple[int, DatasetType],
         data_id: Mapping[str, Any] | None,
         dims: Mapping[str, Any],
         search: Sequence[CollectionRecord],
@@ -515,15 +515,16 @@ class DatasetFinder:
     ) -> tuple[DatasetRef, StoredFileInfo | None] | None:
         """Return the first dataset of a data ID in ``search`` with its datastore record, or `None`.
 
-        ``data_id`` and ``dims`` may hold more dimensions than the dataset type (an exposure for
-        a flat gives its physical_filter and, for a calibration, the lookup time when
-        ``timespan`` is `None`).
+        ``entry`` is the dataset type's ``(id, definition)``. ``data_id`` and ``dims`` may hold more
+        dimensions than the dataset type (an exposure for a flat gives its physical_filter and,
+        for a calibration, the lookup time when ``timespan`` is `None`).
 
         Raises
         ------
         CalibrationLookupError
             If more than one validity range in a CALIBRATION collection matches.
         """
+        dt_id, dataset_type = entry
         expand = self.managers.dimensions
         values = {**(data_id or {}), **dims}
         full = (
@@ -537,7 +538,6 @@ class DatasetFinder:
         if dataset_type.is_calibration and timespan is None and full is not None:
             timespan = full.timespan
         m = self.managers
-        dt_id = m.dataset_types.entry(dataset_type)[0]
         rank = {c.id: i for i, c in enumerate(search)}
         by_kind: dict[CollectionType, list[int]] = {}
         for c in search:

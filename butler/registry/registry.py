@@ -369,7 +369,7 @@ class Registry:
         """Find a dataset like `find_dataset` and return its datastore record too (or `None`)."""
         search = self.resolve_collections(collections)
         return DatasetFinder(self.managers).find(
-            self.get_dataset_type(dataset_type), data_id, dims, search, timespan
+            self._types.entry(dataset_type), data_id, dims, search, timespan
         )
 
     def find_dataset(
