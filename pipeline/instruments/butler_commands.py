@@ -59,10 +59,9 @@ def ingest_raws(repo: str, paths: tuple[str, ...], transfer: str, processes: int
 
     b = Butler(repo)
     report = _ingest(b, list(paths), transfer=transfer, processes=processes)
-    click.echo(
-        f"Ingested {len(report.ingested)} dataset(s); {len(report.skipped)} already present; "
-        f"{len(report.failed)} file(s) failed."
-    )
+    click.echo(report.headline())
+    for path, message in report.warnings:
+        click.echo(f"  WARNING {path}: {message}", err=True)
     for path, reason in report.failed:
         click.echo(f"  FAILED {path}: {reason}", err=True)
     if report.failed:

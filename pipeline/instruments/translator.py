@@ -525,7 +525,14 @@ class Translator:
     def _transform(self, name: str, rule: PropertyRule, value: Any) -> Any:
         if name in ("begin", "end"):
             _check_has_time(name, rule, value)
-            instant = _to_instant(value, rule)
+            try:
+                instant = _to_instant(value, rule)
+            except (ValueError, OverflowError) as exc:
+                if isinstance(exc, OverflowError) or "unacceptable date" in str(exc):
+                    raise ValueError(
+                        f"{name} is outside the years 1678-2261 that the registry can store"
+                    ) from None
+                raise
             if not _MIN_NS <= instant.ns <= _MAX_NS:
                 raise ValueError(f"{name} is outside the years 1678-2261 that the registry can store")
             return instant
@@ -553,6 +560,8 @@ class Translator:
             if not math.isfinite(out) or out < 0:
                 raise ValueError(f"{name} must be a finite non-negative number of seconds")
             return out
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ValueError(f"{name} {value} does not fit in a signed 64-bit integer")
         return value
 
 

@@ -26,9 +26,9 @@ def test_kast_blue_ingest_query_get(shared_data, tmp_path):
     _run("create", repo)
     _run("register-instrument", repo, "kast_blue")
     out = _run("ingest-raws", repo, *raws, "--transfer", "symlink")
-    assert "Ingested 9 dataset(s)" in out
+    assert "Ingested 9 file(s) (9 raw dataset(s))" in out
     # Re-ingesting the same files is a no-op (deterministic UUIDv5 ids).
-    assert "0 dataset(s); 9 already present" in _run("ingest-raws", repo, *raws)
+    assert "(0 raw dataset(s)); 9 file(s) already present" in _run("ingest-raws", repo, *raws)
     rows = json.loads(
         _run(
             "query-datasets",
