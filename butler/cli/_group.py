@@ -25,6 +25,8 @@ from typing import Any
 
 import click
 
+from butler.cli_args import Utf8ArgumentsMixin
+
 __all__ = ["PLUGIN_GROUP", "ButlerGroup", "find_entry_points", "load_entry_point"]
 
 PLUGIN_GROUP = "butler.cli"
@@ -79,11 +81,12 @@ def load_entry_point(value: str) -> Any:
     return obj
 
 
-class ButlerGroup(click.Group):
+class ButlerGroup(Utf8ArgumentsMixin, click.Group):
     """A group that turns butler errors into one line on stderr and exit status 1.
 
     It also offers the commands of the ``butler.cli`` entry-point group (see the module
-    docstring), importing each only when it is used.
+    docstring), importing each only when it is used. Arguments that are not valid UTF-8 are
+    refused first (`butler.cli_args`).
     """
 
     _plugins: dict[str, str] | None = None

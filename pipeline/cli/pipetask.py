@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from butler.cli_args import Utf8ArgumentsMixin
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -59,8 +61,11 @@ SHOW_CHOICES = (
 )
 
 
-class LazyGroup(click.Group):
-    """A click group whose extra commands are imported only when invoked (or their help shown)."""
+class LazyGroup(Utf8ArgumentsMixin, click.Group):
+    """A click group whose extra commands are imported only when invoked (or their help shown).
+
+    Arguments that are not valid UTF-8 are refused first (`butler.cli_args`).
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(_LAZY_COMMANDS))
