@@ -128,10 +128,18 @@ def _setup_logging(level: Any, log_file: str | None) -> None:
 
 # --------------------------------------------------------------------------- building blocks
 def _load_pipeline(pipeline: str | None, tasks: Sequence[str], delete: Sequence[str],
-                   config_overrides: Sequence[str], config_files: Sequence[str], instrument: str | None) -> Any:
-    """Build the pipeline from -p/-t/-c/-C and return its validated pipeline graph."""
+                   config_overrides: Sequence[str], config_files: Sequence[str], instrument: str | None,
+                   butler: Any = None) -> Any:
+    """Build the pipeline from -p/-t/-c/-C and return its validated pipeline graph.
+
+    With a butler, the pipeline's instrument must be registered in its repository.
+    """
     from .options import load_pipeline
 
+    if butler is not None:
+        registered = [str(r.get("name")) for r in butler.query_dimension_records("instrument")]
+        return load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument,
+                             registered_instruments=registered, repo=str(butler.root)).to_graph()
     return load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument).to_graph()
 
 
@@ -162,7 +170,7 @@ def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
     if butler is None:
         raise click.UsageError("building a graph needs the repository: -b REPO")
     tasks = _load_pipeline(opts["pipeline"], opts["tasks"], opts["delete"], opts["config_overrides"],
-                           opts["config_files"], opts["instrument"])
+                           opts["config_files"], opts["instrument"], butler)
     colls = resolve_output_collections(
         butler.registry, inputs=_split_commas(opts["inputs"]), output=opts["output"],
         output_run=opts["output_run"], extend_run=opts["extend_run"], replace_run=opts["replace_run"],

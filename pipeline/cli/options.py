@@ -296,6 +296,8 @@ def load_pipeline(
     config_files: Sequence[str] = (),
     instrument: str | None = None,
     select_tasks: str | None = None,
+    registered_instruments: Sequence[str] | None = None,
+    repo: str | None = None,
 ) -> Any:
     """Build a `~pipeline.definitions.Pipeline` from the pipeline options.
 
@@ -309,6 +311,12 @@ def load_pipeline(
         ``--instrument`` value.
     select_tasks : `str`, optional
         ``--select-tasks`` expression (see `pipeline.pipeline_graph.select_tasks`).
+    registered_instruments : sequence of `str`, optional
+        Instruments registered in the repository ``repo`` the pipeline will run on; the
+        pipeline's instrument must be one of them. Without a repository it must be built in
+        (`pipeline.definitions.check_instrument_name`).
+    repo : `str`, optional
+        That repository (for messages).
 
     Returns
     -------
@@ -333,6 +341,15 @@ def load_pipeline(
         raise click.UsageError("give a pipeline with -p FILE.yaml (or tasks with -t CLASS[:LABEL])")
     if instrument:
         pipe.instrument = instrument
+    if pipe.instrument:
+        from ..definitions import check_instrument_name
+
+        check_instrument_name(
+            pipe.instrument,
+            registered_instruments,
+            repo=repo,
+            where="--instrument" if instrument else f"pipeline {pipeline}",
+        )
     for item in tasks:
         cls, _, label = item.partition(":")
         pipe.add_task(cls.strip(), label.strip() or None)

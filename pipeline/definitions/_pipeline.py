@@ -594,6 +594,71 @@ def _instruments_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def builtin_instrument_names() -> list[str]:
+    """Names of the camera descriptions shipped in ``pipeline/instruments`` (``<name>.yaml``).
+
+    Found from the package's files (the framework does not import the instruments package).
+    """
+    root = _instruments_dir()
+    if root is None:
+        return []
+    return sorted(p.stem for p in root.glob("*.yaml") if p.is_file())
+
+
+def check_instrument_name(
+    name: str, registered: Iterable[str] | None = None, *, repo: str | None = None, where: str = "instrument"
+) -> None:
+    """Refuse an instrument that is neither built in, a camera description file, nor registered.
+
+    Parameters
+    ----------
+    name : `str`
+        A pipeline's ``instrument:`` or ``--instrument`` value: an instrument name
+        (``kast_blue``), a dotted path ending in one (``pipeline.instruments.megacam``, the LSST
+        class-path form), or the path of a camera description YAML.
+    registered : iterable of `str`, optional
+        Instrument names registered in the repository the pipeline runs on. When given, the name
+        must be one of them (a built-in name that is not registered there is refused too).
+    repo : `str`, optional
+        The repository, for the message.
+    where : `str`
+        What the value came from (``--instrument``, a pipeline file), for the message.
+
+    Raises
+    ------
+    PipelineDefinitionError
+        Naming the value, the known names (and the closest ones) and the fix.
+    """
+    text = str(name).strip()
+    is_file = text.endswith((".yaml", ".yml"))
+    bare = Path(text).stem if is_file else text.rsplit(".", 1)[-1]
+    builtin = builtin_instrument_names()
+    known = builtin if registered is None else sorted(set(registered))
+    if text in known or bare in known or bare.lower() in known:
+        return
+    if registered is None and is_file and Path(text).is_file():
+        return
+    close = difflib.get_close_matches(bare, known, n=3, cutoff=0.6) or difflib.get_close_matches(
+        bare.lower(), known, n=3, cutoff=0.6
+    )
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    if registered is not None:
+        fix = (
+            f"; register it with `butler register-instrument {repo or 'REPO'} {text}`"
+            if bare in builtin or bare.lower() in builtin or (is_file and Path(text).is_file())
+            else ""
+        )
+        raise PipelineDefinitionError(
+            f"{where}: unknown instrument {text!r}{hint}: it is not registered in "
+            f"{repo or 'the repository'} (registered: {', '.join(known) or 'none'}){fix}"
+        )
+    raise PipelineDefinitionError(
+        f"{where}: unknown instrument {text!r}{hint}: known are the built-in instruments "
+        f"({', '.join(builtin)}) and camera description files; an instrument registered from a "
+        "camera YAML is known when pipetask runs on its repository (qgraph / run -b REPO)"
+    )
+
+
 def _substitute(value: Any, parameters: Mapping[str, Any], where: str) -> Any:
     if isinstance(value, str):
         m = _PARAM_RE.match(value.strip())

@@ -480,8 +480,10 @@ def submit(source: str | os.PathLike[str] | dict[str, Any] | SubmitConfig, *, dr
             from .parsl_executor import ParslConfigError, _format_validation
 
             raise ParslConfigError(_format_validation(exc, f"(site {cfg.compute_site!r})")) from None
-    pipe = load_pipeline(cfg.pipeline, (), (), cfg.config, cfg.config_files, cfg.instrument).to_graph()
     butler = Butler(cfg.repo, writeable=True)
+    registered = [str(r.get("name")) for r in butler.query_dimension_records("instrument")]
+    pipe = load_pipeline(cfg.pipeline, (), (), cfg.config, cfg.config_files, cfg.instrument,
+                         registered_instruments=registered, repo=str(butler.root)).to_graph()
     executor = None
     try:
         if not dry_run:
