@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from butler.cli_args import Utf8ArgumentsMixin
-
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -61,11 +59,19 @@ SHOW_CHOICES = (
 )
 
 
-class LazyGroup(Utf8ArgumentsMixin, click.Group):
+class LazyGroup(click.Group):
     """A click group whose extra commands are imported only when invoked (or their help shown).
 
-    Arguments that are not valid UTF-8 are refused first (`butler.cli_args`).
+    Arguments that are not valid UTF-8 are refused first (`butler.cli_args`, imported only then).
     """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Refuse arguments that are not valid UTF-8, then parse as a group does."""
+        if any("\ud800" <= ch <= "\udfff" for arg in args for ch in arg):
+            from butler.cli_args import check_utf8_arguments
+
+            check_utf8_arguments(args)
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(_LAZY_COMMANDS))
