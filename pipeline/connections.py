@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_validator
 from pydantic._internal._model_construction import ModelMetaclass
 
 from . import connection_types as cT  # noqa: N812 - the LSST spelling
@@ -405,6 +405,42 @@ class PipelineTaskConfig(Config, metaclass=PipelineTaskConfigMeta):
     """
 
     ConnectionsClass: ClassVar[type[PipelineTaskConnections] | None] = None
+
+    #: Fields a subclass keeps for LSST compatibility although they do nothing here: field name ->
+    #: why. Setting one to a value other than its default warns (`UserWarning`) naming the field.
+    noOpFields: ClassVar[dict[str, str]] = {}
+
+    saveMetadata: bool = Field(
+        True,
+        description="Write the <label>_metadata output of every quantum. It must stay True: the "
+        "metadata dataset is how a quantum is known to have succeeded (skip-existing, resumed runs, "
+        "reports); LSST deprecated switching it off for the same reason.",
+    )
+    saveLogOutput: bool = Field(
+        True,
+        description="Write the <label>_log output (the quantum's log records); False removes the "
+        "output from the graph.",
+    )
+
+    @model_validator(mode="after")
+    def _framework_fields(self) -> PipelineTaskConfig:
+        if not self.saveMetadata:
+            raise ValueError(
+                "saveMetadata=False is not supported: the <label>_metadata dataset marks a quantum as "
+                "done (skip-existing, resumed runs, pipetask report); LSST deprecated the field for "
+                "that reason. Leave saveMetadata at True (use saveLogOutput=False to drop the log)."
+            )
+        fields = type(self).model_fields
+        for name, why in type(self).noOpFields.items():
+            default = fields[name].get_default(call_default_factory=True)
+            if getattr(self, name) != default:
+                warnings.warn(
+                    f"{type(self).__name__}.{name} = {getattr(self, name)!r} has no effect in ccdflow "
+                    f"({why}); it is accepted for LSST compatibility only",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return self
 
     def make_connections(self) -> PipelineTaskConnections:
         """Instantiate the task's connections for this config.

@@ -322,7 +322,8 @@ class SingleQuantumExecutor:
             except Exception:  # noqa: BLE001
                 return QuantumResult(quantum_id, "failed", [], error, tb, time.perf_counter() - t_start, run_time)
         try:
-            qbb.put(logs.records, quantum.log_ref)
+            if quantum.log_ref is not None:  # saveLogOutput=False: no <label>_log
+                qbb.put(logs.records, quantum.log_ref)
             if status != "failed":
                 metadata = {
                     "quantum": {**{f"prep{k}": v for k, v in prep.items()},

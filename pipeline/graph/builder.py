@@ -233,8 +233,9 @@ def task_specs(pipeline: Any) -> list[TaskSpec]:
                     bool(getattr(c, "deferLoad", False)), bool(getattr(c, "deferGraphConstraint", False))))
         spec.conns.append(_Conn(METADATA_CONNECTION, "output",
                                 dtype(f"{label}_metadata", spec.dimensions, "TaskMetadata", False, label), None))
-        spec.conns.append(_Conn(LOG_CONNECTION, "output",
-                                dtype(f"{label}_log", spec.dimensions, "ButlerLogRecords", False, label), None))
+        if getattr(config, "saveLogOutput", True):
+            spec.conns.append(_Conn(LOG_CONNECTION, "output",
+                                    dtype(f"{label}_log", spec.dimensions, "ButlerLogRecords", False, label), None))
         spec.multiple = {c.name: c.multiple for c in spec.conns}
         for c in spec.conns:
             if c.kind == "output" and c.dataset_type.dimensions:

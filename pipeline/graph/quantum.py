@@ -82,8 +82,9 @@ class Quantum:
 
     @property
     def log_ref(self) -> Any:
-        """The ``<label>_log`` output ref."""
-        return self.outputs[LOG_CONNECTION][0]
+        """The ``<label>_log`` output ref (`None` when the task's ``saveLogOutput`` is False)."""
+        refs = self.outputs.get(LOG_CONNECTION)
+        return refs[0] if refs else None
 
     def describe(self) -> str:
         """Return ``label {data id}`` for messages.

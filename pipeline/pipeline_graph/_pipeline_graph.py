@@ -266,7 +266,7 @@ class TaskNode:
     init_inputs: dict[str, ResolvedConnection]
     init_outputs: dict[str, ResolvedConnection]
     metadata_output: ResolvedConnection
-    log_output: ResolvedConnection
+    log_output: ResolvedConnection | None
     config_output: ResolvedConnection
     _pipeline: Any = dataclasses.field(default=None, repr=False, compare=False)
     _scoped_configs: dict[tuple[int, ...], Config] = dataclasses.field(
@@ -275,8 +275,11 @@ class TaskNode:
 
     @property
     def all_outputs(self) -> dict[str, ResolvedConnection]:
-        """Regular outputs plus ``_metadata`` and ``_log``."""
-        return {**self.outputs, "_metadata": self.metadata_output, "_log": self.log_output}
+        """Regular outputs plus ``_metadata`` and ``_log`` (absent when ``saveLogOutput`` is False)."""
+        auto = {"_metadata": self.metadata_output}
+        if self.log_output is not None:
+            auto["_log"] = self.log_output
+        return {**self.outputs, **auto}
 
     @property
     def all_init_outputs(self) -> dict[str, ResolvedConnection]:
@@ -1060,7 +1063,9 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
             storage_class="TaskMetadata",
             doc="Task metadata of the quantum.",
         ),
-        log_output=auto(
+        log_output=None
+        if not getattr(config, "saveLogOutput", True)
+        else auto(
             connection_name="_log",
             kind="output",
             dataset_type_name=f"{label}_log",

@@ -116,8 +116,6 @@ class PhotonTransferCurveExtractConfig(PipelineTaskConfig,
     useNominalReadNoise: bool = Field(
         True, description="ccdflow: when the ISR overscan-residual header is absent, use the "
                           "amp's nominal read noise / gain (ADU) for the gain correction instead of NaN.")
-    saveLogOutput: bool = Field(True, description="Flag to enable/disable saving of log output for a task.")
-    saveMetadata: bool = Field(True, description="Flag to enable/disable metadata saving for a task.")
 
     @model_validator(mode="after")
     def _check(self) -> PhotonTransferCurveExtractConfig:

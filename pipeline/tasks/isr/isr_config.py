@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pipeline.connection_types as cT  # noqa: N812 (contract spelling)
 from pipeline.config import Config, ConfigurableField, Field, model_validator
@@ -263,8 +263,24 @@ class IsrTaskConnections(
         if not c.doBinnedExposures:
             drop.append(("outputs", "outputBin1Exposure"))
             drop.append(("outputs", "outputBin2Exposure"))
+        if not c.doWrite:  # as LSST: no postISRCCD output connection at all
+            drop.append(("outputs", "outputExposure"))
         for kind, name in drop:
             getattr(self, kind).discard(name)
+        # The LSST *DataProductName / datasetType fields name the dataset types of the raw and
+        # calibration connections (an explicit config.connections.<name> wins).
+        renames = c.connections.to_dict() if getattr(c, "connections", None) is not None else {}
+        decls = type(self)._connection_decls
+        explicit = {n for n, v in renames.items() if n in decls and v != decls[n].name}
+        for conn_name, field_name, default in (
+            ("ccdExposure", "datasetType", "raw"),
+            ("bias", "biasDataProductName", "bias"),
+            ("dark", "darkDataProductName", "dark"),
+            ("flat", "flatDataProductName", "flat"),
+        ):
+            value = getattr(c, field_name)
+            if value != default and conn_name not in explicit:
+                setattr(self, conn_name, getattr(self, conn_name).replace(name=value))
 
 
 _DEFAULT_FLUXMAG0 = 10 ** (0.4 * 28.0)
@@ -272,6 +288,17 @@ _DEFAULT_FLUXMAG0 = 10 ** (0.4 * 28.0)
 
 class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
     """Configuration of `IsrTask`: every classic LSST switch with its LSST default."""
+
+    noOpFields: ClassVar[dict[str, str]] = {
+        "useFallbackDate": "calibration dates come from the calibration collections' validity ranges",
+        "expectWcs": "ISR does no WCS handling",
+        "fwhm": "ISR measures no PSF",
+        "doAssembleIsrExposures": "calibrations are detector-level exposures here",
+        "doCameraSpecificMasking": "no camera has specific masking; defects are the masking input",
+        "doTweakFlat": "LSST never implemented it either",
+        "illuminationCorrectionDataProductName": "IsrTask has no illumination-correction connection; "
+        "pass illumMaskedImage to IsrTask.run",
+    }
 
     # --- generic -------------------------------------------------------------------------
     datasetType: str = Field("raw", description="Dataset type of the input raw.")
@@ -421,7 +448,9 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
         description="Header keywords that must agree between the exposure and each calibration.",
     )
     doRaiseOnCalibMismatch: bool = Field(False, description="Raise (else warn) on a keyword mismatch.")
-    doWrite: bool = Field(True, description="Persist postISRCCD.")
+    doWrite: bool = Field(
+        True, description="Persist postISRCCD (False removes the outputExposure connection)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> IsrTaskConfig:
