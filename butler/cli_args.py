@@ -67,4 +67,5 @@ class Utf8ArgumentsMixin:
         """Check the arguments, then parse them as the group does."""
         check_utf8_arguments(args)
         parent: Any = super()
-        return parent.parse_args(ctx, args)  # type: ignore[no-any-return]
+        parsed: list[str] = parent.parse_args(ctx, args)
+        return parsed
