@@ -5,9 +5,10 @@ would type them and showing each command and its progress:
 
 ``butler create`` → ``butler register-instrument`` → ``butler ingest-raws`` → ``pipetask run``
 cpBias → ``butler certify-calibrations`` → cpFlat (Kast dome flats; EFOSC2 twilight flats) →
-certify → cpPtc on the flats with the GRID measurement region (Kast b11/b12/b13; EFOSC2 the
-10.31 s and 24.54 s dome-flat triplets) → certify → ``pipetask run`` isr on the science frames
-with the certified bias and flat and the PTC's gains and read noise.
+certify → cpDefects from the combined bias and flat (no darks) → certify → cpPtc on the flats
+with the GRID measurement region (Kast b11/b12/b13; EFOSC2 the 10.31 s and 24.54 s dome-flat
+triplets) → certify → ``pipetask run`` isr on the science frames with the certified bias, flat
+and defects and the PTC's gains and read noise.
 
 It then prints a table per amplifier (PTC gain and read noise against the nominal values, the
 read noise measured in the overscan of the science frames, the overscan level) and the number

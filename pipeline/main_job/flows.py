@@ -139,6 +139,18 @@ def _missing(butler: Any, flow: Flow, expr: str, dataset_type: str, run: str, ke
     return len(expected - have)
 
 
+#: Pipelines run on a subset of their tasks (``file#labels``): the main job has no darks.
+_PIPELINE_FILES = {"cpDefects": "cpDefects.yaml#cpMeasureBiasDefects,cpMeasureFlatDefects,cpMergeDefects"}
+#: Pipelines whose quanta have no exposure dimension: queried by instrument only.
+_NO_EXPOSURE_QUERY = {"cpDefects"}
+
+
+def _pipeline_file(name: str, pipelines: Path | None) -> str | Path:
+    """``-p`` argument of a main-job pipeline (by name, or in ``pipelines``)."""
+    file = _PIPELINE_FILES.get(name, f"{name}.yaml")
+    return file if pipelines is None else f"{pipelines / file}"
+
+
 def _certified(butler: Any, flow: Flow, dataset_type: str) -> bool:
     return bool(query(butler, dataset_type, [flow.calib_collection], f"instrument = '{flow.instrument}'"))
 
@@ -155,8 +167,9 @@ def run_flow(
 ) -> list[StepRecord]:
     """Run the whole calibration flow for one instrument through the CLI.
 
-    ``butler register-instrument`` and ``ingest-raws`` (idempotent), then cpBias, cpFlat and
-    cpPtc, each certified into ``<instrument>/calib``, then the science ISR. A pipeline step
+    ``butler register-instrument`` and ``ingest-raws`` (idempotent), then cpBias, cpFlat,
+    cpDefects (combined bias and flat) and cpPtc, each certified into ``<instrument>/calib``, then
+    the science ISR (with the defects). A pipeline step
     whose outputs already cover every selected data ID is skipped; an incomplete one is
     finished with ``--extend-run``.
 
@@ -218,7 +231,8 @@ def run_flow(
     # flat with the second instead of dropping it (LSST drops it), for 2 pairs per triplet.
     grid += ["-c", "ptcExtract:pairExtraExposures=True"]
     ptc_extra = grid + [a for c in flow.ptc_config for a in ("-c", c)]
-    isr_extra = ["-c", "isr:doFlat=True", "-c", "isr:usePtcGains=True", "-c", "isr:usePtcReadNoise=True"]
+    isr_extra = ["-c", "isr:doFlat=True", "-c", "isr:usePtcGains=True", "-c", "isr:usePtcReadNoise=True",
+                 "-c", "isr:doDefect=True"]
     isr_extra += [a for c in flow.isr_config for a in ("-c", c)]
     raws, calib = flow.raw_collection, flow.calib_collection
     # (pipeline, step name, calibration type or None, query, output dataset type, its data-ID keys,
@@ -234,6 +248,18 @@ def run_flow(
             [],
             [raws, calib],
             flow.calib_run("flat"),
+        ),
+        # defects from the combined bias and flat (the flows have no darks): cpDefects without its
+        # dark task; the quanta have no exposure, so the flat query only sets the expected detectors
+        (
+            "cpDefects",
+            "defects",
+            flow.flat_where,
+            "defects",
+            ("detector",),
+            ["-c", "cpMergeDefects:defectSources=[bias, flat]"],
+            [raws, calib],
+            flow.calib_run("defects"),
         ),
         (
             "cpPtc",
@@ -276,13 +302,13 @@ def run_flow(
                 "-b",
                 repo,
                 "-p",
-                f"{pipeline_name}.yaml" if pipelines is None else pipelines / f"{pipeline_name}.yaml",
+                _pipeline_file(pipeline_name, pipelines),
                 "-i",
                 ",".join(inputs),
                 "--output-run",
                 run,
                 "-d",
-                flow.where(expr),
+                flow.where(expr) if pipeline_name not in _NO_EXPOSURE_QUERY else f"instrument = '{inst}'",
                 "--register-dataset-types",
                 "-j",
                 str(processes),
