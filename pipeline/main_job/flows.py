@@ -285,7 +285,8 @@ def run_flow(
     progress_opt = [] if progress is None else (["--progress"] if progress else ["--no-progress"])
     for k, (pipeline_name, calib_type, expr, output_type, keys, extra, inputs, run) in enumerate(steps, 1):
         label = f"{inst} {pipeline_name}"
-        say(f"\n--- [{inst} {k}/{len(steps)}] {pipeline_name}: {flow.where(expr)} ---", bold=True)
+        query = flow.where(expr) if pipeline_name not in _NO_EXPOSURE_QUERY else f"instrument = '{inst}'"
+        say(f"\n--- [{inst} {k}/{len(steps)}] {pipeline_name}: {query} ---", bold=True)
         b = Butler(repo, writeable=False)
         missing = _missing(b, flow, expr, output_type, run, keys)
         if missing < 0:
@@ -308,7 +309,7 @@ def run_flow(
                 "--output-run",
                 run,
                 "-d",
-                flow.where(expr) if pipeline_name not in _NO_EXPOSURE_QUERY else f"instrument = '{inst}'",
+                query,
                 "--register-dataset-types",
                 "-j",
                 str(processes),
