@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need and runs the whole suite.
 #   bash scripts/test.sh [pytest args...]
-# Creates .venv (or reuses it), installs ccdflow with its test, postgres and parsl extras,
+# Creates .venv (or reuses it), installs ccdflow with its test, postgres, parsl and docs extras,
 # starts a throwaway PostgreSQL server (Debian's `postgresql` package, installed when missing)
 # for the registry tests, installs Debian's chromium for the browser tests when missing, runs
-# pytest, and stops the server on exit.
+# pytest, builds the documentation (sphinx-build -W) and stops the server on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${CCDFLOW_VENV:-.venv}
@@ -13,7 +13,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/python" -m pip install -q -e ".[test,postgres,parsl]"
+"$VENV/bin/python" -m pip install -q -e ".[test,postgres,parsl,docs]"
 export PATH="$PWD/$VENV/bin:$PATH"
 
 # --- PostgreSQL for the registry tests (see ../shared/docs/postgres-ci.md) ---
@@ -48,5 +48,14 @@ set -e
 if [ "$status" = "5" ]; then
   echo "no test ran: failing" >&2
   exit 1
+fi
+# --- the documentation site (whole-suite runs, or CCDFLOW_BUILD_DOCS=1): every warning is an error ---
+if [ "$#" = "0" ] || [ -n "${CCDFLOW_BUILD_DOCS:-}" ]; then
+  DOCS_OUT=$(mktemp -d /tmp/ccdflow-docs.XXXXXX)
+  if ! "$VENV/bin/python" -m sphinx -W --keep-going -q -j 2 -b html docs "$DOCS_OUT"; then
+    echo "the documentation build (sphinx-build -W docs) failed" >&2
+    status=1
+  fi
+  rm -rf "$DOCS_OUT" docs/api/generated
 fi
 exit "$status"

@@ -1,4 +1,4 @@
-"""Text and Graphviz views of a quantum graph (``pipetask qgraph --show ... --qgraph-dot``)."""
+"""Text and Graphviz views of a quantum graph (``pipetask qgraph --show`` and ``--qgraph-dot``)."""
 
 from __future__ import annotations
 

@@ -261,7 +261,7 @@ class MaskedImage:
         return self
 
     def scaled_plus(self, c: float, other: MaskedImage) -> MaskedImage:
-        """In place: image += c·B; mask |= B.mask; variance += c²·var_B. Returns self."""
+        """In place: ``image += c·B; mask |= B.mask; variance += c²·var_B``. Returns self."""
         self._check_other(other)
         img = self._float_image()
         c = float(c)
@@ -275,7 +275,7 @@ class MaskedImage:
         return self
 
     def scaled_minus(self, c: float, other: MaskedImage) -> MaskedImage:
-        """In place: image -= c·B; mask |= B.mask; variance += c²·var_B. Returns self."""
+        """In place: ``image -= c·B; mask |= B.mask; variance += c²·var_B``. Returns self."""
         self._check_other(other)
         img = self._float_image()
         c = float(c)
@@ -289,7 +289,7 @@ class MaskedImage:
         return self
 
     def scaled_multiplies(self, c: float, other: MaskedImage) -> MaskedImage:
-        """In place: var = c²(A²·var_B + B²·var_A); image *= c·B; mask |= B.mask. Returns self."""
+        """In place: ``var = c²(A²·var_B + B²·var_A); image *= c·B; mask |= B.mask``. Returns self."""
         self._check_other(other)
         img = self._float_image()
         a = img
@@ -306,7 +306,7 @@ class MaskedImage:
         return self
 
     def scaled_divides(self, c: float, other: MaskedImage) -> MaskedImage:
-        """In place: var = (A²·var_B + B²·var_A)/(c²·B⁴); image /= c·B; mask |= B.mask. Returns self."""
+        """In place: ``var = (A²·var_B + B²·var_A)/(c²·B⁴); image /= c·B; mask |= B.mask``. Returns self."""
         self._check_other(other)
         img = self._float_image()
         a = img

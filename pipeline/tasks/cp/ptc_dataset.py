@@ -116,7 +116,7 @@ class PhotonTransferCurveDataset:
     def noise_unconstrained(self, amp: str) -> bool:
         """Return whether the PTC fit leaves the read noise of ``amp`` unconstrained.
 
-        True when the noise error exceeds 3 × max(|noise|, 0.5 e⁻): no point was faint enough
+        True when the noise error exceeds 3 × ``max(abs(noise), 0.5 e⁻)``: no point was faint enough
         to constrain it (e.g. a PTC from bright spectral flats only).
         """
         err = float(self.noiseErr.get(amp, np.nan))

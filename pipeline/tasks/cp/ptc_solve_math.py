@@ -14,7 +14,7 @@ Models (μ is the mean signal in ADU, g the gain in e⁻/ADU, variances in ADU²
 Reference behaviour: cp_pipe ``PhotonTransferCurveSolveTask`` (reference-algorithms §3.4).
 Decisions: the min/max mean cuts are exclusive (as the reference code, not its doc); the
 full-covariance convolution is centred on the lag (0, 0) element by construction (the
-reference re-crops at the largest |a| element, which assumes a00 dominates).
+reference re-crops at the largest ``|a|`` element, which assumes a00 dominates).
 """
 
 from __future__ import annotations

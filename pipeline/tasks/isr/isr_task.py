@@ -26,7 +26,8 @@ Header keywords written to the output exposure (all ``HIERARCH``; ``<amp>`` = am
 ``LSST ISR SATURATION LEVEL <amp>``            saturation level used (ADU)
 ``LSST ISR LEVEL <amp>``                       final median − serial overscan median
 ``LSST ISR FINAL MEDIAN|MEAN|STDEV <amp>``     statistics of the processed amp (ADU)
-``LSST ISR NSAT <amp>``, ``LSST ISR NBAD <amp>``  SAT / BAD pixel counts
+``LSST ISR NSAT <amp>``                        SAT pixel count
+``LSST ISR NBAD <amp>``                        BAD pixel count
 ``LSST CALIB DATE <CALIB>``                    calibration dates (``extractCalibDate``)
 =============================================  ====================================================
 """

@@ -1,0 +1,63 @@
+"""Sphinx configuration of the ccdflow documentation site.
+
+Build: ``python -m sphinx -W -b html docs docs/_build/html`` (``pip install -e '.[docs]'``).
+Pages are Markdown (MyST); the API reference is generated from the numpydoc docstrings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+
+project = "ccdflow"
+author = "the ccdflow developers"
+copyright = "2026, the ccdflow developers"  # noqa: A001 - Sphinx's name
+release = "0.1.0"
+
+extensions = [
+    "myst_parser",
+    "numpydoc",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+]
+
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+root_doc = "index"
+exclude_patterns = ["_build", "_readme_intro.md", "**/.ipynb_checkpoints"]
+templates_path = ["_templates"]
+
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+autosummary_generate = True
+autosummary_imported_members = False
+# Document each name where it is defined (``ignore-module-all``): packages re-export their
+# modules' names, which would otherwise be described twice.
+autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True}
+autodoc_typehints = "none"
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+# Docstrings use single backticks for names (numpydoc style); they render as code.
+default_role = "literal"
+
+html_theme = "alabaster"
+html_static_path: list[str] = []
+html_title = "ccdflow"
+html_theme_options = {"description": "LSST-style data butler, pipetask and CCD calibration in pure Python"}
+
+
+def _skip_foreign(app, what, name, obj, skip, options):  # noqa: ANN001, ANN202 - Sphinx's signature
+    """Skip names imported from other libraries (pydantic's ``Field`` re-exported by configs)."""
+    module = getattr(obj, "__module__", None) or ""
+    if module and not module.startswith(("butler", "pipeline", "registry_schema")) and what == "module":
+        return True
+    return skip
+
+
+def setup(app):  # noqa: ANN001, ANN201 - Sphinx's signature
+    """Connect the member filter."""
+    app.connect("autodoc-skip-member", _skip_foreign)
