@@ -28,6 +28,7 @@ __all__ = [
     "MdcFilter",
     "parse_labels",
     "parse_levels",
+    "installed_handlers",
     "setup_logging",
 ]
 
@@ -104,6 +105,11 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def installed_handlers() -> list[logging.Handler]:
+    """Return the handlers the last `setup_logging` call added to the root logger."""
+    return list(_INSTALLED)
 
 
 def parse_levels(levels: Iterable[str] | str | None) -> list[tuple[str, int]]:

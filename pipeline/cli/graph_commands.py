@@ -241,6 +241,9 @@ def qgraph(**opts: Any) -> None:
 @_graph_extra_options
 @exec_options
 @_exec_extra_options
+@click.option("--pdb", "pdb", is_flag=True,
+              help="Open the Python debugger (post-mortem) at the exception of a failing quantum; "
+              "serial execution only (-j 1).")
 @log_options
 @_handle_errors
 def run(**opts: Any) -> None:
@@ -250,6 +253,10 @@ def run(**opts: Any) -> None:
     descendants and the command exits 1 after running everything else. Interrupted runs are
     finished with --extend-run --skip-existing (or -g with the same graph).
     """
+    if opts["pdb"] and (opts["processes"] != 1 or opts.get("parsl_config")
+                        or opts.get("executor", "auto") not in ("auto", "serial")):
+        raise click.UsageError("--pdb needs the serial executor: the debugger runs in this process; "
+                               "drop -j / --executor / --parsl-config (or use -j 1)")
     _setup_logging(opts.pop("log_level"), opts.pop("log_file"))
     pool = None
     if opts["processes"] > 1 and opts["repo"] and not opts.get("parsl_config") \
@@ -310,6 +317,9 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
             butler.prune_datasets(stale, purge=True)
     pre_exec_init(butler, graph, register_dataset_types=opts["register_dataset_types"],
                   save_versions=not opts["no_versions"])
+    from ..execution.report import record_run_graph
+
+    record_run_graph(graph, butler.root)  # so `pipetask report REPO -o ...` knows what was expected
     if opts["init_only"]:
         _log.info("Initialized run %s (--init-only)", graph.output_run)
         return 0
@@ -331,7 +341,7 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
             graph_path=graph_path, start_method=opts["start_method"], log_level=min(level, logging.INFO))
     elif opts["processes"] == 1:
         executor = SerialExecutor(graph, butler.root, timeout=opts["timeout"], log_level=min(level, logging.INFO),
-                                  clean_stale=clean_stale)
+                                  clean_stale=clean_stale, post_mortem=bool(opts.get("pdb")))
     else:
         from ..execution.submit import graph_file
 
@@ -389,6 +399,9 @@ def pre_exec_init_qbb(repo: str, qgraph_file: str, log_level: str | None, log_fi
     from ..graph.quantum_graph import QuantumGraph
 
     graph = QuantumGraph.load(qgraph_file)
+    from ..execution.report import record_run_graph
+
+    record_run_graph(graph, repo)  # so `pipetask report REPO -o ...` works after the transfer
     refs = [r for refs in graph.init_outputs.values() for r in refs]
     qbb = make_qbb(repo, {}, refs)
     n = 0

@@ -27,7 +27,9 @@ option                                 dest                   meaning
 ``-j/--processes N``                   ``processes``
 ``--register-dataset-types``           flag
 ``--log-level [comp=]LEVEL``           ``log_level``          repeatable
-``--log-file FILE``                    ``log_file``
+``--log-file FILE``                    ``log_file``           repeatable
+``--long-log``, ``--log-label K=V``   (click context)        read by `setup_logging`
+``--log-tty/--no-log-tty``             (click context)
 =====================================  =====================  ===============================
 """
 
@@ -187,74 +189,92 @@ exec_options = compose(
     ),
 )
 
+def _keep_in_context(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Keep a logging option in the click context (read by `setup_logging`, not passed on)."""
+    ctx.meta[f"ccdflow.{param.name}"] = value
+    return value
+
+
 log_options = compose(
     click.option(
         "--log-level",
         "log_level",
         multiple=True,
         metavar="[COMPONENT=]LEVEL",
-        help="Log level (DEBUG, INFO, WARNING, ERROR), globally or for one logger. Repeatable.",
+        help="Log level (CRITICAL, ERROR, WARNING, INFO, VERBOSE, DEBUG, TRACE), globally or for one logger "
+        "(ccdflow.exec=DEBUG). Repeatable.",
     ),
     click.option(
-        "--log-file", "log_file", default=None, metavar="FILE", help="Also write log records to FILE."
+        "--log-file",
+        "log_file",
+        multiple=True,
+        metavar="FILE",
+        help="Also write log records to FILE: JSON lines if it ends in .json, else text. Repeatable.",
+    ),
+    click.option(
+        "--long-log",
+        is_flag=True,
+        expose_value=False,
+        callback=_keep_in_context,
+        help="Log records in the long format (time, logger, labels, source line).",
+    ),
+    click.option(
+        "--log-label",
+        multiple=True,
+        metavar="KEY=VALUE",
+        expose_value=False,
+        callback=_keep_in_context,
+        help="Label added to every log record (shown by --long-log, written to JSON log files). Repeatable.",
+    ),
+    click.option(
+        "--log-tty/--no-log-tty",
+        default=True,
+        expose_value=False,
+        callback=_keep_in_context,
+        help="Log to the terminal (default) or only to the --log-file files.",
     ),
 )
 
 
-def setup_logging(levels: Sequence[str] | str | None, log_file: str | None = None) -> None:
-    """Configure logging from ``--log-level`` values and ``--log-file``.
+def setup_logging(levels: Sequence[str] | str | None, log_file: Sequence[str] | str | None = None) -> None:
+    """Configure logging from ``--log-level``, ``--log-file`` and the other `log_options`.
+
+    ``--long-log``, ``--log-label`` and ``--log-tty`` are read from the current click context; the
+    work is done by the set-up shared with the ``butler`` command, `butler.cli_logging`.
 
     Parameters
     ----------
     levels : sequence of `str`, `str` or `None`
         ``LEVEL`` (root) or ``component=LEVEL`` entries.
-    log_file : `str`, optional
-        File receiving every record (plain text, or JSON lines when it ends in ``.json``).
+    log_file : `str` or sequence of `str`, optional
+        Files receiving every record (text, or JSON lines when the name ends in ``.json``).
 
     Raises
     ------
     click.BadParameter
-        For an unknown level name.
+        For an unknown level name, a malformed label or a log file that cannot be opened.
     """
     import logging  # imported here: keeps `pipetask --help` fast
-    import sys
 
-    if isinstance(levels, str):
-        levels = [levels]
+    from butler.cli_logging import installed_handlers, parse_levels
+    from butler.cli_logging import setup_logging as _setup
+
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
     root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-    for item in levels or ():
-        comp, _, level = item.rpartition("=")
-        value = logging.getLevelName(level.upper())
-        if not isinstance(value, int):
-            raise click.BadParameter(
-                f"unknown log level {level!r} (use DEBUG, INFO, WARNING or ERROR)", param_hint="--log-level"
-            )
-        (logging.getLogger(comp) if comp else root).setLevel(value)
-    if log_file:
-        fh = logging.FileHandler(log_file)
-        if log_file.endswith(".json"):
-            import json
-
-            class _Json(logging.Formatter):
-                def format(self, record: logging.LogRecord) -> str:
-                    return json.dumps(
-                        {
-                            "name": record.name,
-                            "level": record.levelname,
-                            "time": record.created,
-                            "message": record.getMessage(),
-                        }
-                    )
-
-            fh.setFormatter(_Json())
-        else:
-            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(fh)
+    foreign = any(h not in installed_handlers() for h in root.handlers)
+    old_level = root.level
+    try:
+        root_given = any(not comp for comp, _ in parse_levels(levels))
+        _setup(levels, log_file, long_log=bool(meta.get("ccdflow.long_log", False)),
+               log_labels=meta.get("ccdflow.log_label", ()), log_tty=bool(meta.get("ccdflow.log_tty", True)),
+               default_level=logging.INFO)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--log-level / --log-label") from None
+    except OSError as exc:
+        raise click.BadParameter(f"cannot open the log file: {exc}", param_hint="--log-file") from None
+    if foreign and not root_given:
+        root.setLevel(old_level)  # a host (pytest, an application) owns the root logger's level
 
 
 def parse_yaml_value(text: str) -> Any:
@@ -330,8 +350,8 @@ def load_pipeline(
     PipelineDefinitionError, click.BadParameter
         For bad files, labels or option syntax.
     """
-    from ..exceptions import PipelineDefinitionError
     from ..definitions import Pipeline
+    from ..exceptions import PipelineDefinitionError
 
     if pipeline:
         pipe = Pipeline.from_file(pipeline)

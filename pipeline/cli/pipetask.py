@@ -38,6 +38,16 @@ _LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "Write a graph's run-level outputs without registering.",
     ),
     "run-qbb": ("pipeline.cli.graph_commands", "run_qbb", "Execute a saved graph with no registry access."),
+    "report": (
+        "pipeline.execution.report_cli",
+        "report_command",
+        "Summarize executed quanta per task: succeeded, failed (with messages), blocked.",
+    ),
+    "aggregate-reports": (
+        "pipeline.execution.report_cli",
+        "aggregate_reports_command",
+        "Merge the JSON reports of 'pipetask report'.",
+    ),
     "submit": (
         "pipeline.execution.submit",
         "submit_command",

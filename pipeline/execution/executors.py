@@ -59,14 +59,17 @@ class SerialExecutor:
         Level of records kept in ``<label>_log``.
     clean_stale : `bool`, optional
         Passed to `SingleQuantumExecutor`.
+    post_mortem : `bool`, optional
+        Open the Python debugger at a failing quantum's exception (``pipetask run --pdb``).
     """
 
     max_in_flight = 1
 
     def __init__(self, graph: Any, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
-                 log_level: int = logging.INFO, clean_stale: bool | None = None) -> None:
+                 log_level: int = logging.INFO, clean_stale: bool | None = None,
+                 post_mortem: bool = False) -> None:
         self._sqe = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level,
-                                          clean_stale=clean_stale)
+                                          clean_stale=clean_stale, post_mortem=post_mortem)
 
     def submit(self, quantum_id: UUID) -> Future[QuantumResult]:
         """Run the quantum now and return a completed future.

@@ -45,6 +45,7 @@ __all__ = [
     "UnsuccessfulQuantumSummary",
     "aggregate_files",
     "failure_message",
+    "record_run_graph",
     "report_from_collections",
     "report_from_graphs",
 ]
@@ -511,6 +512,7 @@ def report_from_graphs(
     attempts: dict[tuple[str, Any], list[tuple[str, dict[str, Any]]]] = {}
     order: list[tuple[str, Any]] = []
     labels: list[str] = []
+    seen_ids: set[Any] = set()
     for graph in graphs:
         run = graph.output_run
         types = {r.dataset_type.name for r in graph.all_output_refs()}
@@ -524,6 +526,9 @@ def report_from_graphs(
             if k not in attempts:
                 attempts[k] = []
                 order.append(k)
+            if qid in seen_ids:  # the same quantum in a second graph (a -g rerun, a subset): one attempt
+                continue
+            seen_ids.add(qid)
             attempts[k].append((run, entry))
     summary = Summary(tasks={label: TaskSummary() for label in labels})
     for k in order:
@@ -595,6 +600,46 @@ def _resolve_runs(butler: Any, collections: Sequence[str]) -> list[str]:
             if run not in runs:
                 runs.append(run)
     return runs
+
+
+def record_run_graph(graph: Any, root: str | os.PathLike[str]) -> Path | None:
+    """Keep a copy of an executed graph in ``REPO/.ccdflow/graphs`` (for reports without it).
+
+    ``pipetask run`` and ``pipetask pre-exec-init-qbb`` call this, so that ``pipetask report REPO
+    -o OUTPUT`` knows which quanta each run expected (and so which were blocked or never ran).
+    The file is named after the output run and a digest of the quantum ids: the same graph
+    (a rerun with ``-g``) is kept once.
+
+    Parameters
+    ----------
+    graph : `pipeline.graph.QuantumGraph`
+    root : path-like
+        Repository root.
+
+    Returns
+    -------
+    path : `pathlib.Path` or `None`
+        The file, or `None` when the graph is empty or could not be written (a read-only
+        repository: reports then fall back to the run's datasets).
+    """
+    import hashlib
+
+    if not len(graph):
+        return None
+    digest = hashlib.blake2b(b"".join(q.bytes for q in sorted(graph.quantum_ids)), digest_size=8).hexdigest()
+    run = (graph.output_run or "graph").replace("/", "_")
+    path = Path(root) / ".ccdflow" / "graphs" / f"{run}__{digest}.qg"
+    if path.exists():
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        graph.save(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _log.warning("could not keep a copy of the graph in %s: %s", path.parent, exc)
+        return None
+    return path
 
 
 def saved_graphs(root: str | os.PathLike[str]) -> dict[str, list[Path]]:

@@ -201,10 +201,15 @@ class SingleQuantumExecutor:
         Delete unregistered files left at the predicted output paths by an interrupted attempt
         before running. Default: only when the graph extends an existing run (a new run cannot
         have leftovers); ``run-qbb`` always cleans.
+    post_mortem : `bool`, optional
+        On a failure inside the task, open `pdb` post-mortem at the exception before the quantum
+        is recorded as failed (``pipetask run --pdb``; in-process executors only).
     """
 
     def __init__(self, graph: Any, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
-                 log_level: int = logging.INFO, clean_stale: bool | None = None) -> None:
+                 log_level: int = logging.INFO, clean_stale: bool | None = None,
+                 post_mortem: bool = False) -> None:
+        self.post_mortem = post_mortem
         self.graph = graph
         if clean_stale is None:
             clean_stale = bool(graph.metadata.get("extend_run", True))
@@ -315,6 +320,12 @@ class SingleQuantumExecutor:
                 tb = traceback.format_exc()
                 logging.getLogger(f"ccdflow.{label}").error(
                     "Quantum %s failed: %s", quantum.describe(), error, exc_info=True)
+                if self.post_mortem:
+                    import pdb
+
+                    print(f"--pdb: quantum {quantum.describe()} raised {error}; entering the debugger "
+                          "(c or q to go on)", flush=True)
+                    pdb.post_mortem(exc.__traceback__)
                 self._delete_written(qbb)
         if qbb is None:
             try:

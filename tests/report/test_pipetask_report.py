@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -153,36 +154,33 @@ def test_report_from_graph_serial_pool_parsl(
     assert "errors:" not in r.output
 
 
-def test_report_from_registry_without_graph(toy_env: tuple[Path, Path], tmp_path: Path) -> None:
+def test_report_from_registry(toy_env: tuple[Path, Path], tmp_path: Path) -> None:
+    """``pipetask report REPO -o OUT``: the run kept its graph in the repository, so the blocked
+    quantum is known; without that copy the report falls back to the run's datasets and says so."""
     repo, pipe = toy_env
-    r = _pipetask(
-        "run",
-        "-b",
-        str(repo),
-        "-p",
-        str(pipe),
-        "-i",
-        toy.TOY_RAW_RUN,
-        "-o",
-        "u/reg",
-        "-c",
-        "subtractMedian:fail_on=[2]",
-        "--register-dataset-types",
-        "--no-progress",
-    )
+    args = ["run", "-b", str(repo), "-p", str(pipe), "-i", toy.TOY_RAW_RUN, "-o", "u/reg"]
+    r = _pipetask(*args, "-c", "subtractMedian:fail_on=[2]", "--register-dataset-types", "--no-progress")
     assert r.exit_code == 1
     out = tmp_path / "r.json"
-    r = _report(str(repo), "-o", "u/reg", "--full-output-filename", str(out))
+    r = _pipetask("report", str(repo), "-o", "u/reg", "--full-output-filename", str(out))
     assert r.exit_code == 0, r.output
     summary = Summary.model_validate_json(out.read_text())
+    assert _counts(summary) == {"subtractMedian": (6, 4, 2, 0, 0), "gatherMedians": (3, 2, 0, 1, 0)}
     sub = summary.tasks["subtractMedian"]
-    assert (sub.n_successful, sub.n_failed) == (4, 2)
     assert {q.data_id["exposure"] for q in sub.failed_quanta} == {2}
     assert all(q.messages == ["RuntimeError: injected failure for exposure 2"] for q in sub.failed_quanta)
-    assert summary.tasks["gatherMedians"].n_successful == 2
-    # the raw run has no quanta: it does not appear
-    assert set(summary.tasks) == {"subtractMedian", "gatherMedians"}
-    r = _report(str(repo), "--collections", "nope/*")
+    assert summary.notes == []
+    # without the graph copy: successes and failures from the datasets, blocked ones unknown
+    shutil.rmtree(repo / ".ccdflow" / "graphs")
+    r = _pipetask("report", str(repo), "--collections", "u/reg", "--full-output-filename", str(out))
+    assert r.exit_code == 0, r.output
+    summary = Summary.model_validate_json(out.read_text())
+    assert _counts(summary) == {"subtractMedian": (6, 4, 2, 0, 0), "gatherMedians": (2, 2, 0, 0, 0)}
+    assert summary.tasks["subtractMedian"].failed_quanta[0].messages == [
+        "RuntimeError: injected failure for exposure 2"
+    ]
+    assert len(summary.notes) == 1 and "has no saved graph" in summary.notes[0]
+    r = _pipetask("report", str(repo), "--collections", "nope/*")
     assert r.exit_code == 1 and "no RUN collection" in r.output
 
 
