@@ -28,7 +28,7 @@ option                                 dest                   meaning
 ``--register-dataset-types``           flag
 ``--log-level [comp=]LEVEL``           ``log_level``          repeatable
 ``--log-file FILE``                    ``log_file``           repeatable
-``--long-log``, ``--log-label K=V``   (click context)        read by `setup_logging`
+``--long-log``, ``--log-label K=V``    (click context)        read by `setup_logging`
 ``--log-tty/--no-log-tty``             (click context)
 =====================================  =====================  ===============================
 """
