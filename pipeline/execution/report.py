@@ -459,7 +459,11 @@ def _attempt_statuses(graph: Any, presence: _Presence, logs: bool) -> dict[Any, 
     preds = graph.predecessor_indices()
     for i in graph.topological_order():
         q = graph.quantum_at(i)
-        md, lg = q.metadata_ref, q.log_ref
+        md = q.metadata_ref
+        try:
+            lg = q.log_ref
+        except (KeyError, IndexError):  # saveLogOutput=False: the task writes no log
+            lg = None
         entry: dict[str, Any] = {"quantum": q, "message": "", "caveats": []}
         if presence.exists(md):
             st = "SUCCESSFUL"
@@ -469,7 +473,7 @@ def _attempt_statuses(graph: Any, presence: _Presence, logs: bool) -> dict[Any, 
                     entry["caveats"] = list(md_obj.get("caveats", []) if hasattr(md_obj, "get") else [])
                 except Exception:  # noqa: BLE001 - unreadable metadata: success all the same
                     pass
-        elif presence.exists(lg):
+        elif lg is not None and presence.exists(lg):
             st = "FAILED"
             if logs:
                 try:

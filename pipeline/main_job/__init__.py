@@ -13,7 +13,8 @@ and defects and the PTC's gains and read noise.
 It then prints a table per amplifier (PTC gain and read noise against the nominal values, the
 read noise measured in the overscan of the science frames, the overscan level) and the number
 of datasets of each type, and writes the PTC plots and a quick-look PNG of one ``postISRCCD``
-per instrument into ``REPO/plots/``.
+per instrument into ``REPO/plots/``, and the calibration report page ``REPO/report/index.html``
+(`pipeline.report`), whose path it prints.
 
 Re-running is safe: ``--mode reuse`` (default) skips every step whose outputs are complete and
 finishes interrupted ones (``--extend-run``); ``--mode rebuild`` deletes the repository first.

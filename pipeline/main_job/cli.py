@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("\n=== results ===", bold=True)
         report = summarize(repo, flows)
         plots = write_plots(repo, flows)
+        from pipeline.report import write_report
+
+        page = write_report(repo, repo / "report")
     except (StepFailed, FileNotFoundError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
@@ -96,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nplots written to {repo / 'plots'}:")
     for p in plots:
         print(f"  {p.relative_to(repo)}")
+    print(f"\nreport page (open it in a browser): {page}")
     ran = [r for r in log if not r.skipped]
     wall, cpu = time.perf_counter() - t0, children_cpu() + self_cpu() - c0
     print(
