@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import os
 import sys
+import types
+from pathlib import Path
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+
+# Importing a package's ``__main__`` module runs its command (``python -m pipeline.main_job``
+# would start the main job): the API reference gets empty stand-ins instead.
+for _path in sorted(p for pkg in ("butler", "pipeline") for p in Path(ROOT, pkg).rglob("__main__.py")):
+    _name = ".".join(_path.relative_to(ROOT).with_suffix("").parts)
+    sys.modules.setdefault(_name, types.ModuleType(_name, "Command-line entry point (``python -m``)."))
 
 project = "ccdflow"
 author = "the ccdflow developers"
