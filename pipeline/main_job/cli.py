@@ -8,13 +8,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __doc__ as _package_doc
 from .commands import StepFailed, StepRecord, children_cpu, prepare_repo, say, self_cpu
 from .flows import FLOWS, run_flow
 from .plots import write_plots
 from .report import summarize
 
 __all__ = ["main"]
+
+
+def _package_summary() -> str:
+    """First line of the ``pipeline.main_job`` docstring (read at call time: no import cycle)."""
+    return (sys.modules[__package__].__doc__ or "").strip().splitlines()[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status : `int`
         0 on success, 1 if a step failed (its error is printed).
     """
-    parser = argparse.ArgumentParser(prog="ccdflow-demo", description=(_package_doc or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ccdflow-demo", description=_package_summary())
     parser.add_argument(
         "data_dir",
         help="directory holding raw/kast_blue and raw/efosc2 (scripts/demo.sh passes ../shared/data)",
