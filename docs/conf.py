@@ -66,6 +66,24 @@ def _skip_foreign(app, what, name, obj, skip, options):  # noqa: ANN001, ANN202 
     return skip
 
 
+# ```mermaid fences (docs/architecture.md) render as diagrams on code hosts; here they are shown
+# as their text, through a directive of that name (no JavaScript, no network).
+myst_fence_as_directive = ["mermaid"]
+
+
 def setup(app):  # noqa: ANN001, ANN201 - Sphinx's signature
-    """Connect the member filter."""
+    """Connect the member filter; show ``mermaid`` blocks as text."""
+    from docutils import nodes
+    from sphinx.util.docutils import SphinxDirective
+
+    class MermaidAsText(SphinxDirective):
+        has_content = True
+        optional_arguments = 1
+        final_argument_whitespace = True
+
+        def run(self):  # noqa: ANN202
+            text = "\n".join(self.content)
+            return [nodes.literal_block(text, text, language="text")]
+
     app.connect("autodoc-skip-member", _skip_foreign)
+    app.add_directive("mermaid", MermaidAsText)

@@ -41,6 +41,9 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# --- the type checker: butler/ is clean and must stay so (pipeline/{graph,execution}: not yet) ---
+"$VENV/bin/python" -m mypy butler || { echo "mypy butler failed" >&2; exit 1; }
+
 set +e
 "$VENV/bin/python" -m pytest -n 2 --dist loadfile -q "$@"
 status=$?

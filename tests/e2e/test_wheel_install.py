@@ -23,8 +23,15 @@ pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _clean_env() -> dict[str, str]:
+    """A minimal environment: nothing that another test may have left in ``os.environ``
+    (``PIP_*``, ``PYTHON*``, ``VIRTUAL_ENV``, ...) reaches the build, the install or the run."""
+    return {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
+
+
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=_clean_env() if env is None else env, capture_output=True,
+                          text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -83,7 +90,7 @@ def test_wheel_install_finds_pipelines_by_name(tmp_path):
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CCDFLOW_PIPELINE_PATH")}
+    env = _clean_env()
     where = _run(
         [
             str(python),

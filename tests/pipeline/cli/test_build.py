@@ -146,7 +146,7 @@ def test_errors_are_one_line_and_write_nothing(toy_yaml, tmp_path):
     assert result.output == (
         "Error: task 'isr': unknown config field 'levle' for SubtractConfig; did you mean 'level'? "
         "(allowed fields: "
-        "connections, doCalib, level, offset, saturation, statistic, threshold)\n"
+        "connections, doCalib, level, offset, saturation, saveLogOutput, saveMetadata, statistic, threshold)\n"
     )
     assert not saved.exists()
     result = run("build", "-p", str(toy_yaml), "-c", "isr:statistic=MODE")
