@@ -39,6 +39,8 @@ LONG_LOG_FORMAT = "%(levelname)s %(asctime)s %(name)s (%(MDC)s)(%(filename)s:%(l
 
 #: Handlers this module installed (replaced when `setup_logging` is called again).
 _INSTALLED: list[logging.Handler] = []
+#: Foreign handlers (a host's, e.g. pytest's) given our label filter, to take it off again.
+_FOREIGN_FILTERS: list[tuple[logging.Handler, logging.Filter]] = []
 
 
 class MdcFilter(logging.Filter):
@@ -216,6 +218,9 @@ def setup_logging(
         root.removeHandler(handler)
         handler.close()
     _INSTALLED.clear()
+    for handler, old_filter in _FOREIGN_FILTERS:  # labels of an earlier call must not stay behind
+        handler.removeFilter(old_filter)
+    _FOREIGN_FILTERS.clear()
     mdc = MdcFilter(labels)
     handlers: list[logging.Handler] = []
     own_console = log_tty and not [h for h in root.handlers if h not in _INSTALLED]
@@ -227,6 +232,7 @@ def setup_logging(
         for h in root.handlers:  # e.g. pytest's capture handler: only switch the format
             h.setFormatter(_MdcText(LONG_LOG_FORMAT))
             h.addFilter(mdc)
+            _FOREIGN_FILTERS.append((h, mdc))
     files = [log_file] if isinstance(log_file, str) else list(log_file or ())
     for name in files:
         fh = logging.FileHandler(name, encoding="utf-8")

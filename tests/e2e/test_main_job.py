@@ -453,6 +453,6 @@ def test_real_rerun_reuses_everything(demo: tuple[Path, str], shared_data: Path)
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("skipped (--mode rebuild redoes it)") == 8  # 4 steps x 2 instruments
+    assert proc.stdout.count("skipped (--mode rebuild redoes it)") == 10  # 5 steps (bias, flat, defects, ptc, isr) x 2 instruments
     assert "pipetask run" not in proc.stdout
     assert dataset_counts(repo) == before

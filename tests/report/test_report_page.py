@@ -146,7 +146,7 @@ def test_collect_amp_rows_match_ptc_and_truth(sim_repo: Path, tmp_path: Path) ->
             assert r.overscan_noise == pytest.approx(5.0, rel=0.2)
             assert r.n_isr == 2
         types = sorted({c.dataset_type for c in s.calibs})
-        assert types == ["bias", "flat", "ptc"]
+        assert types == ["bias", "defects", "flat", "ptc"]
         assert all(c.begin == "2024-01-01T00:00:00.000" and c.end is None for c in s.calibs)
         assert [i.kind for i in s.images].count("plot") >= 3
 

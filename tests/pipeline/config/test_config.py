@@ -39,7 +39,7 @@ def test_unknown_field_suggests_close_match():
         apply_overrides(SubtractConfig(), {"doCalb": False}, label="isr")
     assert str(exc.value) == (
         "task 'isr': unknown config field 'doCalb' for SubtractConfig; did you mean 'doCalib'? "
-        "(allowed fields: connections, doCalib, level, offset, saturation, statistic, threshold)"
+        "(allowed fields: connections, doCalib, level, offset, saturation, saveLogOutput, saveMetadata, statistic, threshold)"
     )
     assert exc.value.label == "isr" and exc.value.field == "doCalb"
 
