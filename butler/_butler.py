@@ -663,15 +663,25 @@ class Butler:
         counts = self.registry.count_file_references(set(paths))
         return self.datastore.remove_files([p for p in set(paths) if counts.get(p, 0) == 0])
 
-    def remove_runs(self, names: Iterable[str], *, unstore: bool = True) -> int:
+    def remove_runs(self, names: Iterable[str], *, unstore: bool = True, unlink: bool = False) -> int:
         """Remove RUN collections with their datasets and files.
+
+        Parameters
+        ----------
+        names : iterable of `str`
+            RUN collections.
+        unstore : `bool`
+            Delete their files too (default).
+        unlink : `bool`
+            Take the runs out of the CHAINED collections that contain them (LSST's
+            ``remove-runs`` does, after confirmation) instead of refusing.
 
         Raises
         ------
         CollectionTypeError
             If a name is not a RUN.
         ConflictingDefinitionError
-            If a run is still in a CHAINED collection (nothing is removed).
+            If a run is still in a CHAINED collection and ``unlink`` is false (nothing is removed).
 
         Returns
         -------
@@ -679,19 +689,24 @@ class Butler:
             Number of datasets removed.
         """
         names = list(names)
+        parents_of: dict[str, list[str]] = {}
         for n in names:
             if self.registry.get_collection_type(n) is not CollectionType.RUN:
                 raise CollectionTypeError(f"collection {n!r} is not a RUN; use remove-collections for it")
             parents = self.registry.get_collection_parent_chains(n)
-            if parents:
+            if parents and not unlink:
                 raise ConflictingDefinitionError(
                     f"RUN {n!r} is in chained collection(s) {', '.join(parents)}; remove it from them first "
                     "(butler collection-chain --mode remove)"
                 )
+            parents_of[n] = parents
         paths: list[str] = []
         total = 0
         with self.registry.transaction():
             for n in names:
+                for parent in parents_of[n]:
+                    children = [c for c in self.registry.get_collection_chain(parent) if c != n]
+                    self.registry.set_collection_chain(parent, children)
                 count, run_paths = self.registry.run_contents(n)
                 paths += run_paths
                 total += count

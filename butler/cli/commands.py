@@ -617,75 +617,268 @@ def decertify(
     click.echo(f"Changed {n} validity range(s) of {dataset_type} in {calib_collection}")
 
 
+def _stdin_is_interactive() -> bool:
+    """True when standard input is a terminal (a person can answer a confirmation)."""
+    import sys
+
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed or replaced stdin
+        return False
+
+
+def _confirm_removal(command: str) -> bool:
+    """Ask "Continue?" before a removal; refuse when nobody can answer.
+
+    Parameters
+    ----------
+    command : `str`
+        The command asking (named in the refusal).
+
+    Returns
+    -------
+    go : `bool`
+        The answer (default no).
+
+    Raises
+    ------
+    click.ClickException
+        If standard input is not a terminal: the removal is not done, and the message says how
+        to confirm in advance (``--no-confirm``) or only list (``--dry-run``).
+    """
+    if not _stdin_is_interactive():
+        raise click.ClickException(
+            f"{command}: standard input is not a terminal, so the removal listed above cannot be "
+            "confirmed; nothing was removed. Rerun with --no-confirm to remove without asking "
+            "(or --dry-run to only list)"
+        )
+    return click.confirm("Continue?", default=False)
+
+
+def _type_counts(refs: Sequence[Any]) -> str:
+    counts: dict[str, int] = {}
+    for r in refs:
+        counts[r.dataset_type.name] = counts.get(r.dataset_type.name, 0) + 1
+    return ", ".join(f"{k}({v})" for k, v in sorted(counts.items()))
+
+
+CONFIRM_OPTION = click.option(
+    "--confirm/--no-confirm",
+    default=True,
+    show_default=True,
+    help="List what will be removed and ask before removing it (--no-confirm: remove without asking).",
+)
+
+
 @cli.command("prune-datasets")
 @click.argument("repo")
-@click.argument("collections", nargs=-1, required=True)
+@click.argument("collections", nargs=-1)
 @click.option(
     "--datasets", multiple=True, default=("*",), show_default=True, help="Dataset types (glob patterns)."
 )
+@click.option(
+    "--find-all",
+    is_flag=True,
+    help="Act on every dataset found in COLLECTIONS, not only the first one per dataset type and "
+    "data ID along the search path (the default, find-first).",
+)
 @WHERE_OPTION
-@click.option("--unstore", is_flag=True, help="Only delete the files (keep the registry entries).")
-@click.option("--disassociate", "tags", multiple=True, help="Only remove them from these TAGGED collections.")
-@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+@click.option(
+    "--purge",
+    "purge_run",
+    metavar="RUN",
+    default=None,
+    help="Remove the datasets completely (registry and files); only datasets of this RUN are "
+    "removed, whatever else COLLECTIONS reaches.",
+)
+@click.option(
+    "--unstore", is_flag=True, help="Delete the datasets' files (their registry entries stay)."
+)
+@click.option(
+    "--disassociate",
+    "tags",
+    multiple=True,
+    metavar="TAGGED",
+    help="Remove the datasets from these TAGGED collections (repeat or comma-separate).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@CONFIRM_OPTION
+@click.option("--quiet", is_flag=True, help="Print nothing on success; implies --no-confirm.")
 def prune_datasets(
     repo: str,
     collections: tuple[str, ...],
     datasets: tuple[str, ...],
+    find_all: bool,
     where: str,
+    purge_run: str | None,
     unstore: bool,
     tags: tuple[str, ...],
     dry_run: bool,
+    confirm: bool,
+    quiet: bool,
 ) -> None:
-    """Remove datasets found in COLLECTIONS (default: purge them and their files)."""
+    """Remove the datasets found in COLLECTIONS: purge them, unstore them or disassociate them.
+
+    One of --purge RUN, --unstore or --disassociate TAGGED is required (--unstore may go with
+    --disassociate; --purge may not). COLLECTIONS defaults to the RUN of --purge or the TAGGED
+    collections of --disassociate. Only the first dataset per dataset type and data ID along
+    COLLECTIONS is taken unless --find-all; --purge never touches a dataset outside its RUN, so
+    pruning an output chain does not reach the inputs it searches.
+    """
+    from butler import CollectionType
+
+    tag_list = _split(tags)
+    if not purge_run and not unstore and not tag_list:
+        raise click.ClickException(
+            "no operation: give one of --purge RUN (remove datasets of RUN completely), --unstore "
+            "(delete their files) or --disassociate TAGGED (take them out of a TAGGED collection)"
+        )
+    if purge_run and tag_list:
+        raise click.ClickException(
+            "--purge and --disassociate cannot be used together: --purge removes the datasets from "
+            "every collection; use one or the other"
+        )
+    if quiet and dry_run:
+        raise click.ClickException("--quiet and --dry-run cannot be used together; drop one")
+    if quiet:
+        confirm = False
+    cols = list(collections) or ([purge_run] if purge_run else list(tag_list))
+    if not find_all and any(ch in c for c in cols for ch in "*?["):
+        raise click.ClickException(
+            f"glob patterns in COLLECTIONS ({', '.join(cols)}) have no search order; name the "
+            "collections, or add --find-all"
+        )
     b = _open(repo)
-    refs = b.registry.query_datasets(
-        _split(datasets), collections=_split(collections), where=where, find_first=False
-    )
-    if dry_run:
-        rows, columns = _ref_rows(refs, b.registry.universe.names, None)
-        _print_table(rows, "table", columns, empty="No datasets found.")
+    reg = b.registry
+    if purge_run and reg.get_collection_type(purge_run) is not CollectionType.RUN:
+        raise click.ClickException(
+            f"--purge {purge_run}: {purge_run!r} is a {reg.get_collection_type(purge_run).name} "
+            "collection, not a RUN; --purge takes the RUN whose datasets are removed"
+        )
+    for t in tag_list:
+        if reg.get_collection_type(t) is not CollectionType.TAGGED:
+            raise click.ClickException(
+                f"--disassociate {t}: {t!r} is a {reg.get_collection_type(t).name} collection, not "
+                "TAGGED (use --purge RUN or --unstore for datasets of a RUN)"
+            )
+    refs = reg.query_datasets(_split(datasets), collections=cols, where=where, find_first=not find_all)
+    kept: list[Any] = []
+    if purge_run:
+        kept = [r for r in refs if r.run != purge_run]
+        refs = [r for r in refs if r.run == purge_run]
+    if purge_run:
+        action = f"removed completely (registry entries and files) from RUN {purge_run}"
+    elif unstore and tag_list:
+        action = f"disassociated from {', '.join(tag_list)} and their files deleted"
+    elif unstore:
+        action = "unstored (their files deleted; the registry entries stay)"
+    else:
+        action = f"disassociated from {', '.join(tag_list)}"
+    rows, columns = _ref_rows(refs, reg.universe.names, None)
+    if kept and not quiet:
+        click.echo(
+            f"{len(kept)} dataset(s) found in {', '.join(cols)} belong to other runs and are kept: "
+            f"{_type_counts(kept)}"
+        )
+    if not refs:
+        if not quiet:
+            click.echo("Did not find any datasets to remove.")
         return
-    purge = not unstore and not tags
-    n = b.prune_datasets(refs, purge=purge, unstore=unstore, disassociate=_split(tags))
-    what = "Purged" if purge else ("Unstored" if unstore else "Disassociated")
-    click.echo(f"{what} {n} dataset(s)")
+    if dry_run or confirm:
+        click.echo(f"The following {len(refs)} dataset(s) will be {action}:")
+        _print_table(rows, "table", columns)
+        if dry_run:
+            return
+        if not _confirm_removal("prune-datasets"):
+            click.echo("Aborted; nothing was removed.")
+            return
+    n = b.prune_datasets(
+        refs, purge=bool(purge_run), unstore=bool(unstore or purge_run), disassociate=tag_list
+    )
+    if not quiet:
+        click.echo(f"{n} dataset(s) {action}: {_type_counts(refs)}")
 
 
 @cli.command("remove-runs")
 @click.argument("repo")
 @click.argument("patterns", nargs=-1, required=True)
-@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
-def remove_runs(repo: str, patterns: tuple[str, ...], dry_run: bool) -> None:
-    """Remove RUN collections matching PATTERNS with their datasets and files."""
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@CONFIRM_OPTION
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --no-confirm: also remove runs that are in CHAINED collections (they are unlinked).",
+)
+def remove_runs(repo: str, patterns: tuple[str, ...], dry_run: bool, confirm: bool, force: bool) -> None:
+    """Remove RUN collections matching PATTERNS with their datasets and files.
+
+    The runs and the number of datasets of each type are listed and confirmed first
+    (--no-confirm to skip). A run that is in CHAINED collections is unlinked from them; without
+    confirmation that needs --force.
+    """
     b = _open(repo)
-    runs = b.registry.query_collections(list(patterns), types=["RUN"])
+    reg = b.registry
+    runs = reg.query_collections(list(patterns), types=["RUN"])
     if not runs:
-        raise click.ClickException(f"no RUN collections match {', '.join(patterns)}")
-    if dry_run:
-        _print_table([{"Run": r} for r in runs], "table")
-        return
-    n = b.remove_runs(runs)
+        raise click.ClickException(
+            f"no RUN collections match {', '.join(patterns)} (butler query-collections REPO lists them)"
+        )
+    parents = {r: reg.get_collection_parent_chains(r) for r in runs}
+    refs = reg.query_datasets("*", collections=runs, find_first=False)
+    if not dry_run and not confirm and any(parents.values()) and not force:
+        linked = "; ".join(f"{r} is in {', '.join(p)}" for r, p in parents.items() if p)
+        raise click.ClickException(
+            f"removing runs that are in CHAINED collections needs confirmation ({linked}); rerun "
+            "without --no-confirm to confirm, or add --force to unlink and remove them without asking"
+        )
+    if dry_run or confirm:
+        click.echo(f"The following {len(runs)} RUN collection(s) will be removed:")
+        for r in runs:
+            click.echo(f"  {r}" + (f" (will be unlinked from {', '.join(parents[r])})" if parents[r] else ""))
+        click.echo(f"with their {len(refs)} dataset(s): {_type_counts(refs) or 'none'}")
+        if dry_run:
+            return
+        if not _confirm_removal("remove-runs"):
+            click.echo("Aborted; nothing was removed.")
+            return
+    n = b.remove_runs(runs, unlink=True)
     click.echo(f"Removed {len(runs)} run(s) and {n} dataset(s): {', '.join(runs)}")
 
 
 @cli.command("remove-collections")
 @click.argument("repo")
 @click.argument("patterns", nargs=-1, required=True)
-@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
-def remove_collections(repo: str, patterns: tuple[str, ...], dry_run: bool) -> None:
-    """Remove TAGGED, CHAINED and CALIBRATION collections matching PATTERNS (not RUNs: use remove-runs)."""
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@CONFIRM_OPTION
+def remove_collections(repo: str, patterns: tuple[str, ...], dry_run: bool, confirm: bool) -> None:
+    """Remove TAGGED, CHAINED and CALIBRATION collections matching PATTERNS (not RUNs: use remove-runs).
+
+    No dataset is removed (they stay in their RUNs). The collections are listed and confirmed
+    first (--no-confirm to skip).
+    """
     b = _open(repo)
-    names = b.registry.query_collections(list(patterns), types=["TAGGED", "CHAINED", "CALIBRATION"])
+    reg = b.registry
+    names = reg.query_collections(list(patterns), types=["TAGGED", "CHAINED", "CALIBRATION"])
+    runs = reg.query_collections(list(patterns), types=["RUN"])
     if not names:
-        raise click.ClickException(f"no non-RUN collections match {', '.join(patterns)}")
-    if dry_run:
-        _print_table([{"Collection": n} for n in names], "table")
-        return
+        hint = f" (RUN collections {', '.join(runs)} match: use remove-runs)" if runs else ""
+        raise click.ClickException(f"no non-RUN collections match {', '.join(patterns)}{hint}")
+    types = {n: reg.get_collection_type(n).name for n in names}
+    if dry_run or confirm:
+        click.echo(f"The following {len(names)} collection(s) will be removed:")
+        _print_table([{"Collection": n, "Type": types[n]} for n in names], "table")
+        if runs:
+            click.echo(f"RUN collections matching too are NOT removed by this command: {', '.join(runs)}")
+        if dry_run:
+            return
+        if not _confirm_removal("remove-collections"):
+            click.echo("Aborted; nothing was removed.")
+            return
     # Chains first so their children are free to go.
-    names.sort(key=lambda n: b.registry.get_collection_type(n).name != "CHAINED")
-    with b.registry.transaction():
+    names.sort(key=lambda n: types[n] != "CHAINED")
+    with reg.transaction():
         for n in names:
-            b.registry.remove_collection(n)
+            reg.remove_collection(n)
     click.echo(f"Removed {len(names)} collection(s): {', '.join(names)}")
 
 

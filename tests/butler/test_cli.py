@@ -205,11 +205,12 @@ def test_chains_certify_decertify_and_removal(cli_repo):
     )
     r = run("query-datasets", cli_repo, "arr", "--collections", "best", "--format", "json")
     assert len(json.loads(r.output)) == 3
-    assert "chained" in run("remove-runs", cli_repo, "raw/all", ok=False).output
-    run("remove-collections", cli_repo, "cam/defaults", "best")
-    r = run("prune-datasets", cli_repo, "raw/all", "--where", "exposure = 1")
-    assert "Purged 2" in r.output
-    r = run("remove-runs", cli_repo, "raw/*")
+    assert "CHAINED" in run("remove-runs", cli_repo, "raw/all", "--no-confirm", ok=False).output
+    run("remove-collections", cli_repo, "cam/defaults", "best", "--no-confirm")
+    r = run("prune-datasets", cli_repo, "raw/all", "--purge", "raw/all", "--where", "exposure = 1",
+            "--no-confirm")
+    assert "2 dataset(s) removed completely" in r.output
+    r = run("remove-runs", cli_repo, "raw/*", "--no-confirm")
     assert "4 dataset(s)" in r.output
     assert not (cli_repo / "raw").exists()
 
