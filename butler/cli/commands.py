@@ -591,12 +591,33 @@ def certify_calibrations(
     refs = reg.query_datasets(dataset_type, collections=[input_run], find_first=True)
     if not refs:
         raise click.ClickException(f"no {dataset_type} datasets in {input_run}")
+    if _already_certified(reg, calib_collection, dataset_type, refs, ts):
+        # A rerun after a certification that committed (e.g. a repeated main-job step).
+        click.echo(
+            f"Nothing to do: the {len(refs)} {dataset_type} dataset(s) of {input_run} are already "
+            f"certified in {calib_collection} for {ts}"
+        )
+        return
     with reg.transaction():
         reg.register_collection(calib_collection, CollectionType.CALIBRATION)
         reg.certify(calib_collection, refs, ts)
     click.echo(
         f"Certified {len(refs)} {dataset_type} dataset(s) from {input_run} into {calib_collection} for {ts}"
     )
+
+
+def _already_certified(reg: Any, calib: str, dataset_type: str, refs: Sequence[Any], ts: Any) -> bool:
+    """Whether every one of ``refs`` is certified in ``calib`` for exactly ``ts`` already."""
+    from butler import CollectionType
+
+    try:
+        if reg.get_collection_type(calib) is not CollectionType.CALIBRATION:
+            return False
+        certs = reg.query_calibration_validity(calib, dataset_type)
+    except Exception:  # noqa: BLE001 - missing collection/type: not certified
+        return False
+    have = {ref.id for ref, span in certs if span == ts}
+    return all(r.id in have for r in refs)
 
 
 @cli.command()

@@ -171,3 +171,19 @@ def test_remove_collections_confirms(repo, monkeypatch):
     r = run("remove-collections", repo, "out*", "--no-confirm", ok=False)
     assert "use remove-runs" in r.output
 
+
+def test_certify_that_already_committed_is_nothing_to_do(repo):
+    """Issue item: a repeated certify (e.g. a rerun main-job step) exits 0 with "nothing to do"."""
+    run("register-dataset-type", repo, "bias", "NumpyArray", "detector", "--is-calibration")
+    b = Butler(repo)
+    b.put(np.zeros(2), "bias", instrument="cam", detector=0, run="calib/bias1")
+    b.close()
+    args = ["certify-calibrations", repo, "calib/bias1", "calib", "bias", "--begin-date", "2025-01-01",
+            "--end-date", "2025-02-01"]
+    assert "Certified 1 bias" in run(*args).output
+    r = run(*args)
+    assert "Nothing to do" in r.output and "already certified in calib" in r.output
+    # Another range for the same dataset still conflicts (it is not the same certification).
+    r = run("certify-calibrations", repo, "calib/bias1", "calib", "bias", "--begin-date", "2025-01-15",
+            ok=False)
+    assert "conflict" in r.output
