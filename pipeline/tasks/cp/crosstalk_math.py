@@ -13,7 +13,8 @@ cp_pipe ``measureCrosstalk.py`` (``CrosstalkExtractTask.run``,
   the source level: 1e-4 for 5 ADU at 50k ADU when the amps have different gains).
 * **solve**: the ratios of all exposures of a pair are combined: values with ``|r| >= 1``
   dropped, ``rejIter`` rounds of clipping at ``rejSigma`` around the median with
-  ``sigma = 0.741 IQR``, the coefficient is the mean, its error the standard deviation times the
+  ``sigma = 0.741 IQR`` (with ``fluxOrder = 1`` around the line through the medians of flux
+  bins), the coefficient is the mean, its error the standard deviation times the
   clipped-normal correction, and it is significant when ``|c| > significanceLimit · err``
   (``/ sqrt(N)`` with ``doSignificanceScaling``).
   With ``fluxOrder = 1`` the ratio is fitted as ``c + c2 · S`` (``target = c S + c2 S²``), giving
@@ -118,6 +119,27 @@ def extract_ratios(
     return Struct(ratios=ratios, fluxes=fluxes, background=backgrounds, nPixels=counts)
 
 
+def _binned_median_line(flux: np.ndarray, values: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Robust line ``values ≈ a + b · flux``: a fit through the medians of ``n_bins`` flux-quantile bins.
+
+    Parameters
+    ----------
+    flux, values : `numpy.ndarray`, shape ``(N,)``
+        Source fluxes (ADU) and ratios, ``N >= n_bins``.
+
+    Returns
+    -------
+    line : `numpy.ndarray`, shape ``(N,)``
+        The line evaluated at ``flux``.
+    """
+    order = np.argsort(flux)
+    bins = np.array_split(order, n_bins)
+    fm = np.array([np.median(flux[b]) for b in bins])
+    vm = np.array([np.median(values[b]) for b in bins])
+    slope, icpt = np.polyfit(fm, vm, 1)
+    return icpt + slope * flux
+
+
 def clipped_coefficient(
     values: np.ndarray,
     fluxes: np.ndarray | None,
@@ -169,8 +191,15 @@ def clipped_coefficient(
     for _ in range(max(int(rej_iter), 0)):
         if v.size == 0:
             break
-        lo, med, hi = np.percentile(v, [25.0, 50.0, 75.0])
-        good = np.abs(v - med) < rej_sigma * 0.741 * (hi - lo)
+        # clip around the median; with flux_order = 1 around the line through the medians of
+        # flux bins: around one median the clip would cut the two ends of a sloped,
+        # heteroscedastic ratio unevenly and bias the slope
+        centre: Any = np.median(v)
+        if flux_order == 1 and f is not None and v.size >= 20 and np.ptp(f) > 0:
+            centre = _binned_median_line(f, v)
+        r = v - centre
+        lo, med, hi = np.percentile(r, [25.0, 50.0, 75.0])
+        good = np.abs(r - med) < rej_sigma * 0.741 * (hi - lo)
         if good.all() or not good.any():
             break
         v = v[good]
