@@ -247,3 +247,61 @@ def test_nan_pixel_found_through_the_fused_steps():
     clean = IsrTask(config=cfg)
     clean.run(pristine, bias=bias)
     assert clean.metadata["NUMNANS"] == 0
+
+
+def _side_by_side_boxes(ny: int = 40, nx: int = 23, ncol: int = 4, nrow: int = 2) -> dict[str, Box]:
+    return {f"C{r}{c}": Box(c * nx, r * ny, nx, ny) for r in range(nrow) for c in range(ncol)}
+
+
+def test_amp_runs_group_side_by_side_amps():
+    """Amps with the same rows and touching columns form one run; a gap or overlap splits."""
+    from pipeline.tasks.isr.bias_variance import amp_runs
+
+    runs = amp_runs(_side_by_side_boxes())
+    assert [(r[0], r[1], r[2], r[3]) for r in runs] == [(0, 40, 0, 92), (40, 80, 0, 92)]
+    assert [m[0] for m in runs[0][4]] == ["C00", "C01", "C02", "C03"]
+    assert runs[0][4][1] == ("C01", 23, 46)
+    gap = {"A": Box(0, 0, 10, 5), "B": Box(12, 0, 10, 5), "C": Box(22, 0, 3, 5)}
+    assert [(r[2], r[3], [m[0] for m in r[4]]) for r in amp_runs(gap)] == [(0, 10, ["A"]), (12, 25, ["B", "C"])]
+    overlap = {"B": Box(5, 0, 10, 5), "A": Box(0, 0, 10, 5)}
+    assert [r[4][0][0] for r in amp_runs(overlap)] == ["B", "A"]  # given order kept
+
+
+@pytest.mark.parametrize("kind", ["squared", "mixed", "zero-coefficient"])
+def test_bias_variance_linearity_by_runs_equals_per_amp(kind):
+    """The row-run kernel gives the planes of bias, variance and linearity applied amp by amp.
+
+    Includes non-finite pixels (an amp without an active correction keeps its inf).
+    """
+    from pipeline.tasks.isr.bias_variance import bias_variance_linearity
+    from pipeline.tasks.isr.linearize import linearize_amps
+
+    boxes = _side_by_side_boxes()
+    names = list(boxes)
+    rng = np.random.default_rng(7)
+    shape = (80, 92)
+    img = rng.normal(20000, 100, shape).astype(np.float32)
+    img[3, 30] = np.inf
+    img[50, 5] = np.nan
+    bias = rng.normal(5, 1, shape).astype(np.float32)
+    gains = {n: 1.2 + 0.1 * i for i, n in enumerate(names)}
+    noises = {n: 5.0 + i for i, n in enumerate(names)}
+    if kind == "squared":
+        lin = Linearizer({n: "Squared" for n in names}, {n: [1e-7 * (i + 1)] for i, n in enumerate(names)})
+    elif kind == "mixed":
+        types = ["Squared", "Polynomial", "None", "Squared"]
+        lin = Linearizer({n: types[i % 4] for i, n in enumerate(names)}, {n: [1e-7, -1e-12] for n in names})
+    else:
+        lin = Linearizer({n: "Squared" for n in names}, {n: [0.0 if i == 1 else 1e-7] for i, n in enumerate(names)})
+    fused_img, fused_var = img.copy(), np.empty_like(img)
+    res = bias_variance_linearity(fused_img, fused_var, bias, gains, noises, boxes, lin)
+    plain_img, plain_var = img.copy(), np.empty_like(img)
+    F.bias_correction(plain_img, None, None, bias, None, None)
+    for n, box in boxes.items():
+        F.update_variance(plain_img[box.slices], plain_var[box.slices], gains[n], noises[n])
+    linearize_amps(plain_img, lin, boxes)
+    np.testing.assert_array_equal(fused_img, plain_img)
+    np.testing.assert_array_equal(fused_var, plain_var)
+    assert not res.finite
+    if kind == "zero-coefficient":
+        assert np.isposinf(fused_img[3, 30])  # amp C01 has no correction: inf stays inf
