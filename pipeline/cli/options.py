@@ -37,9 +37,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from ..definitions import Pipeline
 
 __all__ = [
     "butler_options",
@@ -49,7 +52,6 @@ __all__ = [
     "load_pipeline",
     "log_options",
     "parse_config_override",
-    "parse_yaml_value",
     "pipeline_options",
     "setup_logging",
 ]
@@ -277,35 +279,21 @@ def setup_logging(levels: Sequence[str] | str | None, log_file: Sequence[str] | 
         root.setLevel(old_level)  # a host (pytest, an application) owns the root logger's level
 
 
-def parse_yaml_value(text: str) -> Any:
-    """Parse a ``-c`` value with YAML rules.
-
-    ``1`` is an int, ``1.0e3`` a float, ``no`` false, ``[1, 2]`` a list; text that is not valid YAML
-    stays a string.
-    """
-    import yaml
-
-    try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
-        return text
-
-
 def parse_config_override(item: str) -> tuple[str, str, Any]:
-    """Split ``label:field=value`` into ``(label, field, parsed value)``.
+    """Split a ``-c`` value ``label:field=value`` into ``(label, field, parsed value)``.
 
     Raises
     ------
     click.BadParameter
         If the text is not of that form.
     """
-    label, sep, rest = item.partition(":")
-    field, eq, value = rest.partition("=")
-    if not sep or not eq or not label.strip() or not field.strip():
-        raise click.BadParameter(
-            f"{item!r} is not of the form LABEL:FIELD=VALUE (e.g. isr:doBias=false)", param_hint="-c/--config"
-        )
-    return label.strip(), field.strip(), parse_yaml_value(value)
+    from ..definitions import parse_config_override as parse
+    from ..exceptions import PipelineDefinitionError
+
+    try:
+        return parse(item)
+    except PipelineDefinitionError as exc:
+        raise click.BadParameter(str(exc), param_hint="-c/--config") from None
 
 
 def load_pipeline(
@@ -318,7 +306,7 @@ def load_pipeline(
     select_tasks: str | None = None,
     registered_instruments: Sequence[str] | None = None,
     repo: str | None = None,
-) -> Any:
+) -> Pipeline:
     """Build a `~pipeline.definitions.Pipeline` from the pipeline options.
 
     Parameters
@@ -350,49 +338,20 @@ def load_pipeline(
     PipelineDefinitionError, click.BadParameter
         For bad files, labels or option syntax.
     """
-    from ..definitions import Pipeline
+    from ..definitions import parse_config_file_option, pipeline_from_options
     from ..exceptions import PipelineDefinitionError
 
-    if pipeline:
-        pipe = Pipeline.from_file(pipeline)
-    elif tasks:
-        pipe = Pipeline("Pipeline built on the command line.")
-    else:
+    if not pipeline and not tasks:
         raise click.UsageError("give a pipeline with -p FILE.yaml (or tasks with -t CLASS[:LABEL])")
-    if instrument:
-        pipe.instrument = instrument
-    if pipe.instrument:
-        from ..definitions import check_instrument_name
-
-        check_instrument_name(
-            pipe.instrument,
-            registered_instruments,
-            repo=repo,
-            where="--instrument" if instrument else f"pipeline {pipeline}",
-        )
-    for item in tasks:
-        cls, _, label = item.partition(":")
-        pipe.add_task(cls.strip(), label.strip() or None)
-    for label in delete:
-        pipe.remove_task(label)
-    for item in config_overrides:
-        label, field, value = parse_config_override(item)
-        pipe.add_config_override(label, field, value)
+    overrides = [parse_config_override(item) for item in config_overrides]
+    files = []
     for item in config_files:
-        label, sep, path = item.partition(":")
-        if not sep or not path:
-            raise click.BadParameter(f"{item!r} is not of the form LABEL:FILE", param_hint="-C/--config-file")
-        pipe.add_config_file(label.strip(), path.strip())
-    if not pipe.tasks:
-        raise PipelineDefinitionError("the pipeline has no tasks left after the selection and --delete")
-    if select_tasks:
-        from ..pipeline_graph import select_tasks as _select
-
-        labels = _select(pipe.to_graph(), select_tasks)
-        if not labels:
-            raise PipelineDefinitionError(f"--select-tasks {select_tasks!r} selects no task")
-        pipe = pipe.subset(labels)
-    return pipe
+        try:
+            files.append(parse_config_file_option(item))
+        except PipelineDefinitionError as exc:
+            raise click.BadParameter(str(exc), param_hint="-C/--config-file") from None
+    return pipeline_from_options(pipeline, tasks, delete, overrides, files, instrument, select_tasks,
+                                 registered_instruments=registered_instruments, repo=repo)
 
 
 def handle_pipeline_errors(fn: _F) -> _F:

@@ -49,7 +49,7 @@ _LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "Merge the JSON reports of 'pipetask report'.",
     ),
     "submit": (
-        "pipeline.execution.submit",
+        "pipeline.cli.submit",
         "submit_command",
         "Build a graph from a submit YAML and run it on Parsl.",
     ),
@@ -314,7 +314,7 @@ def _render_show(item: str, pipe: Any, graph: Any) -> str:
     if name == "pipeline-graph":
         return graph.to_text()
     if name == "task-graph":
-        return _task_graph_text(graph)
+        return graph.to_task_text()
     if name == "subsets":
         lines = [
             f"{n}: {', '.join(s.labels)}" + (f"  # {s.description}" if s.description else "")
@@ -402,20 +402,6 @@ def _subtask_tree(prefix: str, task_class: type, config: Any) -> list[tuple[str,
 
 def _dims(dims: Sequence[str]) -> str:
     return "(" + ", ".join(dims) + ")"
-
-
-def _task_graph_text(graph: Any) -> str:
-    from ..pipeline_graph._pipeline_graph import _draw_dag
-
-    keys = list(graph.tasks)
-    succ: dict[str, list[str]] = {}
-    for label, node in graph.tasks.items():
-        targets = []
-        for conn in node.all_outputs.values():
-            targets += [c for c in graph.dataset_types[conn.dataset_type_name].consumers if c not in targets]
-        succ[label] = targets
-    labels = {lb: f"■ {lb}: {n.task_class.__name__} {_dims(n.dimensions)}" for lb, n in graph.tasks.items()}
-    return _draw_dag(keys, succ, labels)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

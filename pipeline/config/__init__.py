@@ -21,6 +21,7 @@ from ._config import (
     model_validator,
     py_repr,
 )
+from ._override_files import parse_override_file, parse_python_overrides
 
 __all__ = [
     "Config",
@@ -36,5 +37,7 @@ __all__ = [
     "format_config",
     "import_dotted",
     "model_validator",
+    "parse_override_file",
+    "parse_python_overrides",
     "py_repr",
 ]

@@ -42,6 +42,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..exceptions import ConfigError
+from ._override_files import parse_override_file
 
 __all__ = [
     "Config",
@@ -262,8 +263,6 @@ class Config(BaseModel):
         PipelineDefinitionError
             If the file cannot be read or parsed.
         """
-        from ..definitions import parse_override_file
-
         if self._frozen:
             raise ConfigError(f"cannot load {os.fspath(path)!r} into a frozen {type(self).__name__}")
         new = apply_overrides(self, parse_override_file(path))

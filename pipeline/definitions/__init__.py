@@ -6,22 +6,40 @@ a `pipeline.pipeline_graph.PipelineGraph`.
 
 from __future__ import annotations
 
+from ._from_options import (
+    parse_config_file_option,
+    parse_config_override,
+    parse_yaml_value,
+    pipeline_from_options,
+)
+from ._instrument import (
+    INSTRUMENT_ENTRY_POINT_GROUP,
+    InstrumentConfigs,
+    InstrumentSource,
+    builtin_instrument_names,
+    find_instrument,
+)
 from ._pipeline import (
     ConfigBlock,
     Contract,
     LabeledSubset,
     Pipeline,
     TaskSpec,
-    builtin_instrument_names,
     check_instrument_name,
     evaluate_contract,
     find_pipeline_file,
-    parse_override_file,
-    parse_python_overrides,
     pipeline_search_path,
 )
 
 __all__ = [
+    "INSTRUMENT_ENTRY_POINT_GROUP",
+    "InstrumentConfigs",
+    "InstrumentSource",
+    "find_instrument",
+    "parse_config_file_option",
+    "parse_config_override",
+    "parse_yaml_value",
+    "pipeline_from_options",
     "ConfigBlock",
     "Contract",
     "LabeledSubset",
@@ -31,7 +49,5 @@ __all__ = [
     "check_instrument_name",
     "evaluate_contract",
     "find_pipeline_file",
-    "parse_override_file",
-    "parse_python_overrides",
     "pipeline_search_path",
 ]

@@ -49,15 +49,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from ..config import Config, apply_overrides, import_dotted
+from ..config import Config, apply_overrides, import_dotted, parse_override_file, parse_python_overrides
 from ..exceptions import ContractError, PipelineDefinitionError
-
-if TYPE_CHECKING:
-    from ..pipeline_graph import PipelineGraph
+from ..pipeline_graph import PipelineGraph, make_task_node
+from ._instrument import builtin_instrument_names, find_instrument
 
 __all__ = [
     "ConfigBlock",
@@ -67,8 +66,6 @@ __all__ = [
     "TaskSpec",
     "evaluate_contract",
     "find_pipeline_file",
-    "parse_override_file",
-    "parse_python_overrides",
 ]
 
 _TOP_KEYS = (
@@ -107,199 +104,6 @@ def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> 
             raise PipelineDefinitionError(
                 f"{where}: unknown key {key!r}{_suggest(str(key), allowed)} (allowed: {', '.join(allowed)})"
             )
-
-
-# ----------------------------------------------------------------------- override files
-def parse_python_overrides(text: str, where: str) -> list[tuple[str, Any]]:
-    """Parse ``config.a.b = literal`` statements into ``(path, value)`` overrides, without executing.
-
-    Parameters
-    ----------
-    text : `str`
-        Python source made only of assignments to ``config.<path>`` (or
-        ``config.<dictField>["key"]``) of literal values (numbers, strings, booleans, None, lists,
-        tuples, dicts), ``config.<subtask>.retarget(ImportedTask)`` calls, comments and imports
-        (used only to resolve retarget names).
-    where : `str`
-        File name or label for error messages.
-
-    Returns
-    -------
-    overrides : `list` [`tuple` [`str`, `object`]]
-        Dotted field path and value, in file order.
-
-    Raises
-    ------
-    PipelineDefinitionError
-        For any other statement, with its line number and the accepted form.
-    """
-    try:
-        tree = ast.parse(text, filename=where)
-    except SyntaxError as exc:
-        raise PipelineDefinitionError(f"{where}: invalid Python on line {exc.lineno}: {exc.msg}") from None
-    out: list[tuple[str, Any]] = []
-    imported: dict[str, str] = {}  # local name -> dotted path, for retarget(...) calls
-    for stmt in tree.body:
-        if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
-            for alias in stmt.names:
-                imported[alias.asname or alias.name] = f"{stmt.module}.{alias.name}"
-            continue
-        if isinstance(stmt, ast.Import):
-            for alias in stmt.names:
-                imported[alias.asname or alias.name.split(".")[0]] = (
-                    alias.name if alias.asname else alias.name.split(".")[0]
-                )
-            continue
-        retarget = _retarget_call(stmt, imported)
-        if retarget is not None:
-            out.append(retarget)
-            continue
-        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-            continue  # docstring
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
-            path = _target_path(stmt.targets[0])
-            if path is not None:
-                try:
-                    value = _literal(stmt.value)
-                except ValueError:
-                    raise PipelineDefinitionError(
-                        f"{where}, line {stmt.lineno}: the value assigned to config.{path} must be a literal "
-                        "(number, string, True/False/None, list, tuple or dict); expressions are not run"
-                    ) from None
-                out.append((path, list(value) if isinstance(value, tuple) else value))
-                continue
-        raise PipelineDefinitionError(
-            f"{where}, line {stmt.lineno}: only 'config.<field> = <literal>' statements are allowed "
-            f"in config override files (got: {ast.unparse(stmt)[:80]!r})"
-        )
-    return out
-
-
-def _literal(node: ast.expr) -> Any:
-    """`ast.literal_eval` plus ``float('nan')``, ``float('inf')``, ``-float('inf')``, ``nan``, ``inf``."""
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        pass
-
-    def conv(n: ast.AST) -> Any:
-        if isinstance(n, ast.Name) and n.id in ("nan", "inf"):
-            return float(n.id)
-        if (
-            isinstance(n, ast.Call)
-            and isinstance(n.func, ast.Name)
-            and n.func.id == "float"
-            and len(n.args) == 1
-            and isinstance(n.args[0], ast.Constant)
-            and str(n.args[0].value).strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity")
-        ):
-            return float(n.args[0].value)
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
-            v = conv(n.operand)
-            return -v if isinstance(n.op, ast.USub) else v
-        if isinstance(n, ast.Constant):
-            return n.value
-        if isinstance(n, (ast.List, ast.Tuple)):
-            return [conv(e) for e in n.elts]
-        if isinstance(n, ast.Dict):
-            return {conv(k): conv(v) for k, v in zip(n.keys, n.values) if k is not None}
-        raise ValueError("not a literal")
-
-    return conv(node)
-
-
-def _retarget_call(stmt: ast.stmt, imported: Mapping[str, str]) -> tuple[str, str] | None:
-    """``config.<path>.retarget(Name)`` → ``("<path>.__target__", "dotted.path.Name")``."""
-    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
-        return None
-    call = stmt.value
-    func = call.func
-    if not (
-        isinstance(func, ast.Attribute)
-        and func.attr == "retarget"
-        and len(call.args) == 1
-        and not call.keywords
-    ):
-        return None
-    path = _target_path(func.value)
-    if path is None:
-        return None
-    arg = call.args[0]
-    parts: list[str] = []
-    while isinstance(arg, ast.Attribute):
-        parts.append(arg.attr)
-        arg = arg.value
-    if not isinstance(arg, ast.Name):
-        return None
-    root = imported.get(arg.id, arg.id)
-    return (f"{path}.__target__", ".".join([root] + list(reversed(parts))))
-
-
-def _target_path(node: ast.AST) -> str | None:
-    parts: list[str] = []
-    while True:
-        if isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        elif (
-            isinstance(node, ast.Subscript)
-            and isinstance(node.slice, ast.Constant)
-            and isinstance(node.slice.value, (str, int))
-        ):
-            parts.append(str(node.slice.value))
-            node = node.value
-        elif isinstance(node, ast.Name) and node.id == "config" and parts:
-            return ".".join(reversed(parts))
-        else:
-            return None
-
-
-def parse_override_file(path: str | Path, where: str | None = None) -> list[tuple[str, Any]]:
-    """Read a config override file: YAML mapping or restricted Python (see `parse_python_overrides`).
-
-    Parameters
-    ----------
-    path : `str` or `pathlib.Path`
-        File path; ``.py`` files are parsed as Python, anything else as YAML.
-    where : `str`, optional
-        Context for error messages (e.g. the task label).
-
-    Returns
-    -------
-    overrides : `list` [`tuple` [`str`, `object`]]
-        Field path (dotted or top-level with a nested mapping value) and value.
-
-    Raises
-    ------
-    PipelineDefinitionError
-        If the file is missing, unreadable or not of the accepted form.
-    """
-    path = Path(path)
-    ctx = f"{where}: " if where else ""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise PipelineDefinitionError(
-            f"{ctx}cannot read config override file {str(path)!r}: {exc.strerror}"
-        ) from None
-    if path.suffix == ".py":
-        return parse_python_overrides(text, str(path))
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PipelineDefinitionError(
-            f"{ctx}config override file {str(path)!r} is not valid YAML: {exc}"
-        ) from None
-    if data is None:
-        return []
-    if not isinstance(data, Mapping):
-        raise PipelineDefinitionError(
-            f"{ctx}config override file {str(path)!r} must hold a mapping of field names to values, "
-            f"got {type(data).__name__}"
-        )
-    if "config" in data and len(data) == 1 and isinstance(data["config"], Mapping):
-        data = data["config"]
-    return [(str(k), v) for k, v in data.items()]
 
 
 # ------------------------------------------------------------------------ data classes
@@ -585,24 +389,6 @@ def find_pipeline_file(path_text: str) -> Path:
     raise PipelineDefinitionError(
         f"pipeline file {path_text!r} does not exist (looked in the current directory and in {searched})"
     )
-
-
-def _instruments_dir() -> Path | None:
-    spec = importlib.util.find_spec("pipeline.instruments")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def builtin_instrument_names() -> list[str]:
-    """Names of the camera descriptions shipped in ``pipeline/instruments`` (``<name>.yaml``).
-
-    Found from the package's files (the framework does not import the instruments package).
-    """
-    root = _instruments_dir()
-    if root is None:
-        return []
-    return sorted(p.stem for p in root.glob("*.yaml") if p.is_file())
 
 
 def check_instrument_name(
@@ -1057,19 +843,21 @@ class Pipeline:
         return _import_task(self._require_label(label, "pipeline").class_name, f"task {label!r}")
 
     def instrument_overrides(self, label: str) -> list[tuple[str, Any]]:
-        """Return the overrides in ``pipeline/instruments/<instrument>/<label or _DefaultName>.yaml``."""
+        """Return the overrides of the pipeline's instrument for one task.
+
+        The instrument (found with `find_instrument`) provides the directory of its override files;
+        the file is ``<label>.yaml``, else ``<_DefaultName of the task class>.yaml``.
+        """
         if not self.instrument:
             return []
-        root = _instruments_dir()
-        if root is None:
+        instrument = find_instrument(self.instrument)
+        if instrument is None:
             return []
-        name = self.instrument.rsplit(".", 1)[-1]
         cls = self.task_class(label)
-        candidates = [label, getattr(cls, "_DefaultName", None)]
-        for inst_dir in (root / name, root / name.lower()):
-            for cand in candidates:
-                if cand and (inst_dir / f"{cand}.yaml").is_file():
-                    return parse_override_file(inst_dir / f"{cand}.yaml", f"task {label!r}")
+        for name in (label, getattr(cls, "_DefaultName", None)):
+            path = instrument.task_config_dir / f"{name}.yaml"
+            if name and path.is_file():
+                return parse_override_file(path, f"task {label!r}")
         return []
 
     def _override_items(self, label: str, data_id: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
@@ -1210,17 +998,49 @@ class Pipeline:
                 msg = f": {contract.msg}" if contract.msg else ""
                 raise ContractError(f"pipeline contract {contract.contract!r} failed{msg}")
 
+    def data_id_blocks(self, label: str, data_id: Mapping[str, Any]) -> tuple[int, ...]:
+        """Return the indices of a task's data-ID-scoped config blocks that match a data ID."""
+        blocks = self._require_label(label, "pipeline").config
+        return tuple(i for i, b in enumerate(blocks) if b.data_id is not None and b.matches(data_id))
+
     def to_graph(self, *, validate: bool = True) -> PipelineGraph:
-        """Import every task, build its config, check contracts and return the pipeline graph.
+        """Import, configure, freeze and connect every task, check contracts, return the pipeline graph.
+
+        Parameters
+        ----------
+        validate : `bool`
+            Check the graph (see `~pipeline.pipeline_graph.PipelineGraph`).
+
+        Returns
+        -------
+        graph : `~pipeline.pipeline_graph.PipelineGraph`
+            With this pipeline's description, instrument and labeled subsets; its task nodes find
+            their data-ID-scoped configs here.
 
         Raises
         ------
-        ConfigError, PipelineDefinitionError, ContractError, PipelineGraphError
-            See `task_config`, `check_contracts` and `~pipeline.pipeline_graph.PipelineGraph`.
+        PipelineDefinitionError
+            For an import failure, a class that is not a PipelineTask, or a pipeline without tasks.
+        ConfigError
+            For a bad config override (naming the label and the field).
+        ContractError
+            For a failed contract.
+        PipelineGraphError
+            For an inconsistent graph.
         """
-        from ..pipeline_graph import PipelineGraph
-
-        return PipelineGraph.from_pipeline(self, validate=validate)
+        if not self.tasks:
+            raise PipelineDefinitionError(f"pipeline {self.source or ''!s} has no tasks".replace("  ", " "))
+        configs: dict[str, Config] = {}
+        nodes = []
+        for label, spec in self.tasks.items():
+            config = configs[label] = self.task_config(label)
+            node = make_task_node(label, self.task_class(label), spec.class_name, config)
+            node.data_id_configs = self
+            nodes.append(node)
+        self.check_contracts(configs)
+        return PipelineGraph(nodes, description=self.description, instrument=self.instrument,
+                             task_subsets={name: s.labels for name, s in self.subsets.items()},
+                             validate=validate)
 
     # ---------------------------------------------------------------------- writing
     def to_dict(self) -> dict[str, Any]:

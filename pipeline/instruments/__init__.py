@@ -5,15 +5,21 @@ See docs/contracts.md §3 and CAMERA_FORMAT.md.
 
 from __future__ import annotations
 
-from .camera_yaml import (
-    CameraDescription,
-    CameraDescriptionError,
-    load_camera_description,
-    parse_camera_description,
-)
-from .headers import RawFileError, read_headers
-from .instrument import BUILTIN_INSTRUMENTS, Instrument, UnknownInstrumentError, get_instrument
-from .translator import ObservationInfo, TranslationError, Translator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .camera_yaml import (
+        CameraDescription,
+        CameraDescriptionError,
+        load_camera_description,
+        parse_camera_description,
+    )
+    from .headers import RawFileError, read_headers
+    from .ingest import IngestReport, ingest_raws, register_instrument
+    from .instrument import BUILTIN_INSTRUMENTS, Instrument, UnknownInstrumentError, get_instrument
+    from .raw import read_raw
+    from .simulate import simulate_raws
+    from .translator import ObservationInfo, TranslationError, Translator
 
 __all__ = [
     "BUILTIN_INSTRUMENTS",
@@ -37,17 +43,40 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy: ingest imports the butler
-    if name in ("ingest_raws", "register_instrument", "IngestReport"):
-        from . import ingest
+# Every name is imported on first use (PEP 562): importing the package, or its light
+# `_shipped` module (the ``ccdflow.instruments`` entry point), does not load astropy.
+_LAZY = {
+    "BUILTIN_INSTRUMENTS": "instrument",
+    "CameraDescription": "camera_yaml",
+    "CameraDescriptionError": "camera_yaml",
+    "Instrument": "instrument",
+    "IngestReport": "ingest",
+    "ObservationInfo": "translator",
+    "RawFileError": "headers",
+    "TranslationError": "translator",
+    "Translator": "translator",
+    "UnknownInstrumentError": "instrument",
+    "get_instrument": "instrument",
+    "ingest_raws": "ingest",
+    "load_camera_description": "camera_yaml",
+    "parse_camera_description": "camera_yaml",
+    "read_headers": "headers",
+    "read_raw": "raw",
+    "register_instrument": "ingest",
+    "simulate_raws": "simulate",
+}
 
-        return getattr(ingest, name)
-    if name == "read_raw":
-        from .raw import read_raw
 
-        return read_raw
-    if name == "simulate_raws":
-        from .simulate import simulate_raws
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline.instruments' has no attribute {name!r}")
+    import importlib
 
-        return simulate_raws
-    raise AttributeError(f"module 'pipeline.instruments' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,12 +1,13 @@
 """The pipeline graph: tasks and dataset types with resolved connections, validated before any query.
 
 The ``lsst.pipe.base.pipeline_graph`` role: built from a `pipeline.definitions.Pipeline`
-(`PipelineGraph.from_pipeline`), consumed by the quantum-graph builder and by ``pipetask build``.
+(`~pipeline.definitions.Pipeline.to_graph`), consumed by the quantum-graph builder and by ``pipetask build``.
 """
 
 from __future__ import annotations
 
 from ._pipeline_graph import (
+    DataIdConfigs,
     DatasetTypeNode,
     PipelineGraph,
     ResolvedConnection,
@@ -18,6 +19,7 @@ from ._pipeline_graph import (
 )
 
 __all__ = [
+    "DataIdConfigs",
     "DatasetTypeNode",
     "PipelineGraph",
     "ResolvedConnection",

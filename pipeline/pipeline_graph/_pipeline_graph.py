@@ -1,7 +1,7 @@
 """The pipeline graph: tasks and dataset types with resolved connections, validated before any query.
 
-`PipelineGraph.from_pipeline` imports every task, builds and freezes its config, instantiates its
-connections, resolves each connection to a dataset type (name, dimensions in universe order,
+`~pipeline.definitions.Pipeline.to_graph` (or `PipelineGraph.from_tasks`) imports every task, builds
+and freezes its config, and `make_task_node` instantiates its connections and resolves each connection to a dataset type (name, dimensions in universe order,
 storage class, calibration flag) and adds the automatic outputs of every task:
 ``<label>_metadata`` (``TaskMetadata``) and ``<label>_log`` (``ButlerLogRecords``) with the task's
 dimensions, the init-output ``<label>_config`` (``Config``) and the run-level ``packages``.
@@ -29,17 +29,11 @@ import difflib
 import functools
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import Any, Protocol
 
 from ..config import Config
 from ..connections import PipelineTaskConnections
 from ..exceptions import ConfigError, PipelineDefinitionError, PipelineGraphError
-
-if TYPE_CHECKING:
-    from ..definitions import Pipeline
 
 __all__ = [
     "DatasetTypeNode",
@@ -52,42 +46,22 @@ __all__ = [
 ]
 
 PACKAGES_DATASET_TYPE = "packages"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_FALLBACK_UNIVERSE = {
-    "instrument": ((), ()),
-    "band": ((), ()),
-    "physical_filter": (("instrument",), ("band",)),
-    "detector": (("instrument",), ()),
-    "day_obs": (("instrument",), ()),
-    "exposure": (("instrument",), ("physical_filter", "day_obs")),
-}
 
 
 @functools.lru_cache(maxsize=1)
 def _universe() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """Element name → (requires, implies), in universe order (``registry_schema/dimensions.yaml``)."""
-    path = _REPO_ROOT / "registry_schema" / "dimensions.yaml"
-    try:
-        data = yaml.load(path.read_text(), Loader=_LOADER)
-        elements = data["elements"]
-        return {
-            name: (tuple(el.get("requires") or ()), tuple(el.get("implies") or ()))
-            for name, el in elements.items()
-        }
-    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
-        return dict(_FALLBACK_UNIVERSE)
+    """Element name → (requires, implies), in universe order (the butler's dimension universe)."""
+    from butler.dimensions import default_universe
+
+    return {name: (el.requires, el.implies) for name, el in default_universe().elements.items()}
 
 
 @functools.lru_cache(maxsize=1)
 def _storage_class_kinds() -> dict[str, tuple[str, str]]:
     """Storage class → (pytype, formatter); classes with equal pairs are interchangeable aliases."""
-    path = _REPO_ROOT / "registry_schema" / "storage_classes.yaml"
-    try:
-        data = yaml.load(path.read_text(), Loader=_LOADER)["storage_classes"]
-        return {name: (str(sc.get("pytype")), str(sc.get("formatter"))) for name, sc in data.items()}
-    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
-        return {}
+    from butler.storage_classes import storage_classes
+
+    return {name: (sc.pytype, sc.formatter) for name, sc in storage_classes().items()}
 
 
 def _compatible_storage_classes(a: str, b: str) -> bool:
@@ -143,6 +117,22 @@ def dimension_closure(dimensions: Iterable[str]) -> tuple[str, ...]:
             out.add(dim)
             stack.extend(universe[dim][0] + universe[dim][1])
     return tuple(d for d in universe if d in out)
+
+
+class DataIdConfigs(Protocol):
+    """Where a task node finds its data-ID-scoped configs: the pipeline definition's ``dataId:`` blocks."""
+
+    def has_data_id_overrides(self, label: str) -> bool:
+        """Whether the task has data-ID-scoped config blocks."""
+        ...
+
+    def data_id_blocks(self, label: str, data_id: Mapping[str, Any]) -> tuple[int, ...]:
+        """Indices of the task's data-ID-scoped blocks that match ``data_id``."""
+        ...
+
+    def task_config(self, label: str, data_id: Mapping[str, Any] | None = None) -> Config:
+        """The task's (unfrozen) config with the blocks matching ``data_id`` applied."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +258,7 @@ class TaskNode:
     metadata_output: ResolvedConnection
     log_output: ResolvedConnection | None
     config_output: ResolvedConnection
-    _pipeline: Any = dataclasses.field(default=None, repr=False, compare=False)
+    data_id_configs: DataIdConfigs | None = dataclasses.field(default=None, repr=False, compare=False)
     _scoped_configs: dict[tuple[int, ...], Config] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
@@ -297,7 +287,7 @@ class TaskNode:
     @property
     def has_data_id_overrides(self) -> bool:
         """Whether the pipeline has data-ID-scoped config blocks for this task."""
-        return self._pipeline is not None and self._pipeline.has_data_id_overrides(self.label)
+        return self.data_id_configs is not None and self.data_id_configs.has_data_id_overrides(self.label)
 
     def config_for(self, data_id: Mapping[str, Any] | None) -> Config:
         """Return the frozen config to use for a quantum (data-ID-scoped blocks applied).
@@ -312,15 +302,14 @@ class TaskNode:
         config : `~pipeline.config.Config`
             ``self.config`` when no scoped block matches, else a new frozen config.
         """
-        if data_id is None or not self.has_data_id_overrides:
+        if data_id is None or self.data_id_configs is None or not self.has_data_id_overrides:
             return self.config
-        blocks = self._pipeline.tasks[self.label].config
-        matching = tuple(i for i, b in enumerate(blocks) if b.data_id is not None and b.matches(data_id))
+        matching = self.data_id_configs.data_id_blocks(self.label, data_id)
         if not matching:
             return self.config
         cached = self._scoped_configs.get(matching)
         if cached is None:
-            cached = self._pipeline.task_config(self.label, data_id)
+            cached = self.data_id_configs.task_config(self.label, data_id)
             cached.freeze()
             self._scoped_configs[matching] = cached
         return cached
@@ -477,7 +466,7 @@ def _dataset_key(name: str) -> tuple[str, str]:
 class PipelineGraph:
     """Validated graph of tasks and dataset types.
 
-    Build with `PipelineGraph.from_pipeline` (or `~pipeline.definitions.Pipeline.to_graph`).
+    Build with `~pipeline.definitions.Pipeline.to_graph` (or `PipelineGraph.from_tasks`).
 
     Parameters
     ----------
@@ -487,6 +476,8 @@ class PipelineGraph:
         Pipeline description.
     instrument : `str`, optional
         Instrument the pipeline declares.
+    task_subsets : `~collections.abc.Mapping` [`str`, `~collections.abc.Iterable` [`str`]], optional
+        The pipeline's labeled subsets: name → task labels (``--select-tasks S:name``).
     validate : `bool`
         Run the validation checks (raise `PipelineGraphError`).
     """
@@ -497,10 +488,14 @@ class PipelineGraph:
         *,
         description: str = "",
         instrument: str | None = None,
+        task_subsets: Mapping[str, Iterable[str]] | None = None,
         validate: bool = True,
     ) -> None:
         self.description = description
         self.instrument = instrument
+        self.task_subsets: dict[str, tuple[str, ...]] = {
+            name: tuple(labels) for name, labels in (task_subsets or {}).items()
+        }
         nodes = list(task_nodes)
         self._xgraph: Any = None
         self._declared_order = [t.label for t in nodes]
@@ -553,13 +548,13 @@ class PipelineGraph:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pipeline(cls, pipeline: Pipeline, *, validate: bool = True) -> PipelineGraph:
-        """Import, configure, freeze and connect every task of a pipeline, then validate.
+    def from_tasks(cls, tasks: Iterable[tuple[str, type, Config]], *, validate: bool = True) -> PipelineGraph:
+        """Make the graph of tasks given as classes and configs (no pipeline file).
 
         Parameters
         ----------
-        pipeline : `~pipeline.definitions.Pipeline`
-            The pipeline definition.
+        tasks : iterable of ``(label, task class, config)``
+            The tasks; each config is frozen.
         validate : `bool`
             Check the graph (see module docs).
 
@@ -569,27 +564,14 @@ class PipelineGraph:
 
         Raises
         ------
-        PipelineDefinitionError
-            For an import failure, a class that is not a PipelineTask, or a failed contract.
-        ConfigError
-            For a bad config override (naming the label and the field).
-        PipelineGraphError
-            For an inconsistent graph.
+        PipelineDefinitionError, ConfigError, PipelineGraphError
+            See `make_task_node` and the module docs.
         """
-        if not pipeline.tasks:
-            raise PipelineDefinitionError(
-                f"pipeline {pipeline.source or ''!s} has no tasks".replace("  ", " ")
-            )
-        configs: dict[str, Config] = {}
-        nodes = []
-        for label in pipeline.tasks:
-            config = pipeline.task_config(label)
-            configs[label] = config
-            task_class = pipeline.task_class(label)
-            nodes.append(make_task_node(label, task_class, pipeline.tasks[label].class_name, config))
-            nodes[-1]._pipeline = pipeline
-        pipeline.check_contracts(configs)
-        return cls(nodes, description=pipeline.description, instrument=pipeline.instrument, validate=validate)
+        nodes = [
+            make_task_node(label, task_class, f"{task_class.__module__}.{task_class.__qualname__}", config)
+            for label, task_class, config in tasks
+        ]
+        return cls(nodes, validate=validate)
 
     def subgraph(self, labels: Iterable[str]) -> PipelineGraph:
         """Return a graph of only some tasks (no re-validation)."""
@@ -598,6 +580,7 @@ class PipelineGraph:
             [self.tasks[lb] for lb in self._declared_order if lb in keep],
             description=self.description,
             instrument=self.instrument,
+            task_subsets=self.task_subsets,
             validate=False,
         )
 
@@ -731,11 +714,17 @@ class PipelineGraph:
         desc = self._graph.reachable(_task_key(label), forward=True)
         return [lb for lb in self.tasks if _task_key(lb) in desc]
 
-    def independent_subgraphs(self) -> list[PipelineGraph]:
+    def independent_subgraphs(self, *, through_overall_inputs: bool = True) -> list[PipelineGraph]:
         """Split into graphs that share no regular dataset type.
 
         Prerequisites and init datasets do not connect tasks; each subgraph needs its own data-ID
         query.
+
+        Parameters
+        ----------
+        through_overall_inputs : `bool`
+            Whether reading the same overall input (a dataset type no task produces) connects two
+            tasks; with `False` only a producer and its consumers are connected.
 
         Returns
         -------
@@ -754,6 +743,8 @@ class PipelineGraph:
         for u, v, data in self._graph.edges():
             conn: ResolvedConnection = data["connection"]
             if conn.prerequisite or conn.is_init:
+                continue
+            if not through_overall_inputs and self.dataset_types[conn.dataset_type_name].producer is None:
                 continue
             parent[find(u)] = find(v)
         groups: dict[Any, list[str]] = {}
@@ -859,6 +850,24 @@ class PipelineGraph:
                 tag = f" [{', '.join(tags)}]" if tags else ""
                 labels[key] = f"○ {key[1]} {_fmt_dims(d.dimensions)} {d.storage_class}{tag}"
         return _draw_dag(keys, succ, labels)
+
+    def to_task_text(self) -> str:
+        """Draw only the tasks as a Unicode DAG (``pipetask build --show task-graph``).
+
+        An edge goes from a task to every task reading one of its outputs.
+
+        Returns
+        -------
+        text : `str`
+        """
+        succ: dict[str, list[str]] = {}
+        for label, node in self.tasks.items():
+            targets: list[str] = []
+            for conn in node.all_outputs.values():
+                targets += [c for c in self.dataset_types[conn.dataset_type_name].consumers if c not in targets]
+            succ[label] = targets
+        labels = {lb: f"■ {lb}: {n.task_class.__name__} {_fmt_dims(n.dimensions)}" for lb, n in self.tasks.items()}
+        return _draw_dag(list(self.tasks), succ, labels)
 
     def _sorted_keys(self) -> list[tuple[str, str]]:
         order = {label: i for i, label in enumerate(self.tasks)}
@@ -1114,8 +1123,7 @@ def select_tasks(graph: PipelineGraph, expression: str) -> list[str]:
     """
     import re
 
-    pipe = next((t._pipeline for t in graph.tasks.values() if t._pipeline is not None), None)
-    subsets = dict(pipe.subsets) if pipe is not None else {}
+    subsets = graph.task_subsets
     tokens = re.findall(
         r"\s*(<=|>=|[<>|&~()]|[A-Za-z_][A-Za-z0-9_.]*(?::[A-Za-z_][A-Za-z0-9_.]*)?|\S)", expression
     )
@@ -1145,7 +1153,7 @@ def select_tasks(graph: PipelineGraph, expression: str) -> list[str]:
         if kind in ("", "D") and bare in graph.dataset_types:
             found.add(_dataset_key(bare))
         if kind in ("", "S") and bare in subsets and not found:
-            found.update(_task_key(lb) for lb in subsets[bare].labels if lb in graph.tasks)
+            found.update(_task_key(lb) for lb in subsets[bare] if lb in graph.tasks)
         if kind not in ("", "T", "D", "S"):
             raise error(f"unknown prefix {kind!r} (use T: for tasks, D: for dataset types, S: for subsets)")
         if not found:

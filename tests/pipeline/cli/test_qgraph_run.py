@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _toy_tasks as toy
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import _toy_tasks as toy
 from pipeline.cli import pipetask
 
 TOY_YAML = """\

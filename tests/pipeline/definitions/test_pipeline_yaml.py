@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from pipeline.config import parse_python_overrides
+from pipeline.definitions import Pipeline, evaluate_contract
 from pipeline.exceptions import ConfigError, ContractError, PipelineDefinitionError
-from pipeline.definitions import Pipeline, evaluate_contract, parse_python_overrides
 
 T = "tests.pipeline.toy_tasks"
 
@@ -332,14 +334,39 @@ def test_round_trip_and_cli_style_edits(base_pipeline, tmp_path):
         pipe.add_task(f"{T}.SubtractTask", "isr")
 
 
+@dataclasses.dataclass
+class _ToyInstrument:
+    """An instrument as a pipeline definition sees it: a name and its task config override directory."""
+
+    name: str
+    task_config_dir: Path
+
+
+def _install_toycam(monkeypatch, root: Path) -> None:
+    """Make the pipeline definitions find the instrument ``toycam`` with overrides under ``root/toycam``."""
+    import pipeline.definitions._pipeline as definitions
+
+    monkeypatch.setattr(definitions, "find_instrument",
+                        lambda name: _ToyInstrument(name, root / name) if name == "toycam" else None)
+
+
+def test_ccdflow_instruments_are_found_by_name():
+    """The pipeline's instrument name finds ccdflow's instruments (entry point) and their override files."""
+    from pipeline.definitions._instrument import find_instrument
+
+    megacam = find_instrument("megacam")
+    assert megacam is not None and megacam.name == "megacam"
+    assert (megacam.task_config_dir / "isr.yaml").is_file()
+    assert find_instrument("lsst.obs.cfht.MegaCam").name == "megacam"  # dotted class path, any case
+    assert find_instrument("toycam") is None
+
+
 def test_instrument_overrides(tmp_path, monkeypatch):
     """Instrument overrides."""
-    import pipeline.definitions._pipeline as py
-
     inst_root = tmp_path / "instruments"
     write(inst_root / "toycam" / "isr.yaml", "level: 0.25\noffset.method: SUBTRACT\n")
     write(inst_root / "toycam" / "combine.yaml", "combine: MEDIAN\n")  # by _DefaultName
-    monkeypatch.setattr(py, "_instruments_dir", lambda: inst_root)
+    _install_toycam(monkeypatch, inst_root)
     pipe = Pipeline.from_string(f"""
 description: x
 instrument: toycam
@@ -396,10 +423,8 @@ def test_numbers_coerced_for_string_fields():
 
 def test_config_cache_follows_parameters_and_instrument(tmp_path, monkeypatch):
     """Config cache follows parameters and instrument."""
-    import pipeline.definitions._pipeline as py
-
     write(tmp_path / "instruments" / "toycam" / "isr.yaml", "statistic: MEAN\n")
-    monkeypatch.setattr(py, "_instruments_dir", lambda: tmp_path / "instruments")
+    _install_toycam(monkeypatch, tmp_path / "instruments")
     pipe = Pipeline.from_string(
         f"description: x\nparameters: {{lvl: 1.0}}\ntasks:\n  isr:\n"
         f"    class: {T}.SubtractTask\n    config: {{level: parameters.lvl}}\n"

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import _toy_tasks as toy
 import numpy as np
 import pytest
 
-import _toy_tasks as toy
 from pipeline.execution.executors import ProcessPoolQuantumExecutor, SerialExecutor
 from pipeline.execution.runner import ExecutionError, pre_exec_init, run_graph
 from pipeline.graph.builder import EmptyGraphError, GraphBuilderError, build_quantum_graph

@@ -7,18 +7,28 @@ import io
 from pathlib import Path
 from typing import Any
 
+import _toy_tasks as toy
 import numpy as np
 import pytest
 
-import _toy_tasks as toy
-from pipeline.graph.builder import (EmptyGraphError, GraphBuilderError, MissingPrerequisiteError,
-                                    build_quantum_graph)
+from pipeline.graph.builder import (
+    EmptyGraphError,
+    GraphBuilderError,
+    MissingPrerequisiteError,
+    build_quantum_graph,
+)
 from pipeline.graph.collections import OutputCollectionError, resolve_output_collections
 from pipeline.graph.display import show_graph, write_dot
 from pipeline.graph.quantum_graph import QuantumGraph, QuantumGraphFileError
 
-from .shape_tasks import (ApplyBiasConfig, ApplyBiasTask, CombinePerDetectorConfig, CombinePerDetectorTask,
-                           NormalizePerFilterConfig, NormalizePerFilterTask)
+from .shape_tasks import (
+    ApplyBiasConfig,
+    ApplyBiasTask,
+    CombinePerDetectorConfig,
+    CombinePerDetectorTask,
+    NormalizePerFilterConfig,
+    NormalizePerFilterTask,
+)
 
 
 def _toy_pipeline(**a: Any) -> list[tuple[str, type, Any]]:

@@ -6,9 +6,9 @@ import pytest
 
 import pipeline.connection_types as cT  # noqa: N812 - the LSST spelling
 from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
+from pipeline.definitions import Pipeline
 from pipeline.exceptions import PipelineGraphError
 from pipeline.pipeline_graph import PipelineGraph, make_task_node, sort_dimensions
-from pipeline.definitions import Pipeline
 from pipeline.task import PipelineTask
 
 T = "tests.pipeline.toy_tasks"
