@@ -2,26 +2,29 @@
 
 Workers only need: a quantum-backed butler for a quantum's refs, the file a not-yet-registered
 dataset will have (for inputs produced upstream in the same graph), and the removal of files
-written by a failed attempt. The driver needs the datastore records of existing inputs.
+written by a failed attempt.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-__all__ = ["make_qbb", "predicted_file_info", "delete_written", "remove_stale", "stored_infos"]
+if TYPE_CHECKING:
+    from butler import DatasetRef, QuantumBackedButler, StoredFileInfo
+
+__all__ = ["make_qbb", "predicted_file_info", "delete_written", "remove_stale"]
 
 
 #: Per process: repository root -> (``butler.yaml`` mtime, a quantum-backed butler whose
 #: datastore the next quanta share). A long-lived worker reads ``butler.yaml`` and parses the
 #: file templates once, not once per quantum.
-_BASE_QBB: dict[str, tuple[int, Any]] = {}
+_BASE_QBB: dict[str, tuple[int, QuantumBackedButler]] = {}
 
 
-def _base_qbb(root: str | os.PathLike[str]) -> Any:
+def _base_qbb(root: str | os.PathLike[str]) -> QuantumBackedButler:
     """Return the per-process quantum-backed butler of a repository (no inputs, no outputs)."""
     from butler import QuantumBackedButler
 
@@ -36,8 +39,8 @@ def _base_qbb(root: str | os.PathLike[str]) -> Any:
     return entry[1]
 
 
-def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]],
-             outputs: Iterable[Any]) -> Any:
+def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[DatasetRef, StoredFileInfo]],
+             outputs: Iterable[DatasetRef]) -> QuantumBackedButler:
     """Make the quantum-backed butler of one quantum.
 
     The datastore (parsed ``butler.yaml`` and file templates) is shared by every quantum this
@@ -60,7 +63,7 @@ def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[Any, Any]
     return _base_qbb(root).for_quantum(inputs=inputs, outputs=outputs)
 
 
-def predicted_file_info(root: str | os.PathLike[str], ref: Any) -> Any:
+def predicted_file_info(root: str | os.PathLike[str], ref: DatasetRef) -> StoredFileInfo:
     """Return the `StoredFileInfo` a dataset produced in this graph has (or will have).
 
     Parameters
@@ -79,7 +82,7 @@ def predicted_file_info(root: str | os.PathLike[str], ref: Any) -> Any:
     return _base_qbb(root).predicted_file_info(ref)
 
 
-def remove_stale(qbb: Any, root: str | os.PathLike[str], refs: Iterable[Any]) -> None:
+def remove_stale(qbb: QuantumBackedButler, root: str | os.PathLike[str], refs: Iterable[DatasetRef]) -> None:
     """Delete leftovers of an interrupted attempt at the predicted output paths.
 
     They are never registered (the driver registers only after a quantum finished, and the
@@ -95,7 +98,7 @@ def remove_stale(qbb: Any, root: str | os.PathLike[str], refs: Iterable[Any]) ->
     qbb.remove_stale(list(refs))
 
 
-def delete_written(qbb: Any) -> None:
+def delete_written(qbb: QuantumBackedButler) -> None:
     """Delete the files a failed quantum wrote and forget them.
 
     Parameters
@@ -103,45 +106,3 @@ def delete_written(qbb: Any) -> None:
     qbb : `butler.QuantumBackedButler`
     """
     qbb.delete_written()
-
-
-def stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
-    """Datastore records of existing datasets (bulk when possible).
-
-    Parameters
-    ----------
-    butler : `butler.Butler`
-    refs : `list` [`butler.DatasetRef`]
-
-    Returns
-    -------
-    infos : `dict` [`uuid.UUID`, `butler.StoredFileInfo`]
-    """
-    if not refs:
-        return {}
-    get_records = getattr(butler.registry, "get_file_records", None)
-    if get_records is not None:
-        found = get_records([r.id for r in refs])
-        missing = [r for r in refs if r.id not in found]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} input dataset(s) have no file in the datastore, e.g. "
-                f"{missing[0].dataset_type.name} {dict(missing[0].data_id.required)} in run {missing[0].run}; "
-                "re-ingest or remove them (butler prune-datasets)")
-        return found
-    ds = butler.datastore
-    for name in ("get_stored_infos", "stored_infos", "get_infos", "records_for"):
-        fn = getattr(ds, name, None)
-        if fn is not None:
-            res = fn(refs)
-            if isinstance(res, Mapping):
-                return dict(res)
-            return {r.id: i for r, i in zip(refs, res)}
-    out = {}
-    for name in ("get_stored_info", "get_info", "info"):
-        fn = getattr(ds, name, None)
-        if fn is not None:
-            for r in refs:
-                out[r.id] = fn(r)
-            return out
-    raise RuntimeError("the datastore offers no way to read datastore records")

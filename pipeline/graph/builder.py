@@ -1,29 +1,37 @@
-"""Build a `QuantumGraph` from a pipeline and a registry: one query per independent subgraph.
+"""Build a `QuantumGraph` from a `PipelineGraph` and a repository: one query per independent subgraph.
 
-Algorithm (after ``AllDimensionsQuantumGraphBuilder``, middleware-reference section 5, with
-the join done in Python):
+`QuantumGraphBuilder` follows ``AllDimensionsQuantumGraphBuilder`` (middleware-reference section 5,
+with the join done in Python); each step is one method:
 
-1. Resolve every task's connections and dataset types; find the *overall inputs* (read but not
-   produced), the intermediates and the outputs; split the tasks into independent subgraphs
-   (connected through intermediate dataset types).
-2. Per subgraph, ONE registry query for the data IDs over the union of the dimensions of its
-   tasks and dataset types, constrained by ``-d`` and by the existence of the overall inputs
-   in the input collections. One dataset query per overall-input type gives their refs.
-3. For each task in dependency order, group the rows by the task's dimensions (dict/set
-   operations, no per-quantum queries): each group is a quantum, each row contributes the
-   input/output data IDs of the connections. ``(exposure, detector)`` tasks get one quantum
-   per row, per-detector combines gather exposures, per-filter tasks gather exposures x
-   detectors, per-exposure tasks gather detectors.
-4. Prerequisites are looked up per quantum (calibrations by the exposures' time span in the
-   CALIBRATION collections, cached per data ID and time span); missing required ones are
-   reported together in ONE error naming the dataset type, data IDs and collections.
-5. ``adjustQuantum`` may trim a quantum or raise `NoWorkFound` (the quantum is dropped and its
-   outputs are not predicted, so consumers see fewer inputs).
-6. Skip-existing: a quantum whose ``<label>_metadata`` exists in ``skip_existing_in`` is left
-   out, and its existing outputs are used by its consumers. Outputs that already exist in an
-   extended run for a quantum that must run again are an error unless ``clobber_outputs``.
-7. Every predicted output (including ``<label>_metadata``, ``<label>_log``, ``<label>_config``
-   and ``packages``) gets its UUID now.
+1. `QuantumGraphBuilder.__init__`: take the pipeline graph's resolved task nodes and dataset
+   types (nothing is resolved again) and give every dataset type its `butler.DatasetType`.
+2. `QuantumGraphBuilder.process_subgraph`, per independent subgraph (tasks connected through
+   intermediate dataset types):
+
+   a. `_query_data_ids`: ONE registry query for the data IDs over the union of the dimensions of
+      its tasks and dataset types, constrained by ``-d`` and by the existence of the overall
+      inputs in the input collections; `_find_overall_inputs`: one dataset query per
+      overall-input type gives their refs.
+   b. `_group_rows`, for each task in dependency order: group the rows by the task's dimensions
+      (dict/set operations, no per-quantum queries): each group is a quantum, each row
+      contributes the input/output data IDs of the connections. ``(exposure, detector)`` tasks
+      get one quantum per row, per-detector combines gather exposures, per-filter tasks gather
+      exposures x detectors, per-exposure tasks gather detectors.
+   c. `_find_existing_outputs` (skip-existing): a quantum whose ``<label>_metadata`` exists in
+      ``skip_existing_in`` is left out, and its existing outputs are used by its consumers.
+      Outputs that already exist in an extended run for a quantum that must run again are an
+      error unless ``clobber_outputs``.
+   d. `_find_prerequisites`: looked up per quantum (calibrations by the exposures' time span in
+      the CALIBRATION collections, cached per data ID and time span); missing required ones are
+      reported together in ONE error naming the dataset type, data IDs and collections.
+   e. `_predict_outputs`: every predicted output (including ``<label>_metadata`` and
+      ``<label>_log``) gets its UUID now.
+   f. `_adjust_quantum`: ``adjustQuantum`` may trim a quantum or raise `NoWorkFound` (the quantum
+      is dropped and its outputs are not predicted, so consumers see fewer inputs).
+   g. `_attach_datastore_records`: the datastore records of every pre-existing input.
+
+3. `_predict_init_outputs`: ``<label>_config`` and ``packages``; `_make_graph`: the graph with its
+   metadata.
 """
 
 from __future__ import annotations
@@ -33,18 +41,29 @@ import operator
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID, SafeUUID
 
-from .quantum import LOG_CONNECTION, METADATA_CONNECTION, Quantum
-from .quantum_graph import QuantumGraph, TaskInfo
+from .. import connection_types as cT  # noqa: N812 - the LSST spelling
+from ..connections import PipelineTaskConnections
+from ..exceptions import InvalidQuantumError, NoWorkFound
+from ..pipeline_graph import PipelineGraph, ResolvedConnection, TaskNode
+from .collections import OutputCollections
+from .quantum import Quantum
+from .quantum_graph import QuantumGraph, TaskInfo, no_gc
 
-__all__ = ["build_quantum_graph", "GraphBuilderError", "EmptyGraphError",
-           "MissingPrerequisiteError", "TaskSpec", "task_specs"]
+if TYPE_CHECKING:
+    from butler import Butler, DataCoordinate, DatasetRef, DatasetType, StoredFileInfo, Timespan
+
+__all__ = ["build_quantum_graph", "QuantumGraphBuilder", "GraphBuilderError", "EmptyGraphError",
+           "MissingPrerequisiteError"]
 
 _log = logging.getLogger("ccdflow.qgraph")
+
+#: Data-ID values of some dimensions, in a fixed order: the key of a quantum or dataset.
+_Key = tuple[Any, ...]
 
 
 class GraphBuilderError(RuntimeError):
@@ -59,198 +78,104 @@ class MissingPrerequisiteError(GraphBuilderError, FileNotFoundError):
     """A required prerequisite input (e.g. a calibration) was not found for some quanta."""
 
 
-@dataclass
-class _Conn:
-    name: str            # connection name
-    kind: str            # input | prerequisite | output | init_input | init_output
-    dataset_type: Any    # butler.DatasetType
-    conn: Any            # the resolved connection object
-    required: tuple[str, ...] = ()
-    multiple: bool = False
-    minimum: int = 1
-    defer_load: bool = False
-    defer_constraint: bool = False
+@dataclass(frozen=True, eq=False)
+class _Edge:
+    """A task node's resolved connection bound to its butler dataset type."""
 
-
-@dataclass
-class TaskSpec:
-    """A task with everything the builder needs: class, frozen config, resolved connections.
-
-    Parameters
-    ----------
-    label : `str`
-    task_class : `type`
-    config : `pipeline.config.Config`
-    """
-
-    label: str
-    task_class: Any
-    config: Any
-    connections: Any = None
-    dimensions: tuple[str, ...] = ()
-    conns: list[_Conn] = field(default_factory=list)
-    node: Any = None
-    multiple: dict[str, bool] = field(default_factory=dict)
-    variants: list[dict[str, Any]] = field(default_factory=list)
-    quantum_variant: dict[str, int] = field(default_factory=dict)
-
-    def config_variant(self, qid: Any, data_id: Any) -> None:
-        """Record the data-ID-scoped config of one quantum when it differs from the base config.
-
-        Parameters
-        ----------
-        qid : `uuid.UUID`
-            Quantum id.
-        data_id : `butler.DataCoordinate`
-            The quantum's data ID (matched against the pipeline's ``dataId:`` config blocks).
-        """
-        if self.node is None:
-            return
-        cfg = self.node.config_for(dict(data_id.to_simple()))
-        if cfg is self.config:
-            return
-        d = cfg.to_dict()
-        if d == self.config.to_dict():
-            return
-        try:
-            idx = self.variants.index(d)
-        except ValueError:
-            idx = len(self.variants)
-            self.variants.append(d)
-        self.quantum_variant[qid.hex] = idx
+    conn: ResolvedConnection
+    dataset_type: DatasetType
 
     @property
-    def class_path(self) -> str:
-        """Dotted path of the task class."""
-        return f"{self.task_class.__module__}.{self.task_class.__qualname__}"
+    def name(self) -> str:
+        """Connection name (``_metadata`` / ``_log`` for the automatic outputs)."""
+        return self.conn.connection_name
 
-    def by_kind(self, kind: str) -> list[_Conn]:
-        """Return the connections of one kind.
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Required dimensions of the dataset type, universe order."""
+        return self.dataset_type.dimensions
 
-        Parameters
-        ----------
-        kind : `str`
 
-        Returns
-        -------
-        conns : `list`
-        """
-        return [c for c in self.conns if c.kind == kind]
+@dataclass(eq=False)
+class _Task:
+    """One task node with its edges, as the builder walks it, and its data-ID-scoped configs."""
+
+    node: TaskNode
+    inputs: list[_Edge]
+    prerequisites: list[_Edge]
+    outputs: list[_Edge]  # regular outputs, then ``_metadata`` and ``_log`` (unless saveLogOutput=False)
+    init_edges: list[_Edge]  # init-inputs and init-outputs (stored in the graph's task info)
+    dimensions: tuple[str, ...]  # required quantum dimensions
+    config_variants: list[dict[str, Any]] = field(default_factory=list)
+    quantum_variant: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Task label."""
+        return self.node.label
+
+    def record_config_variant(self, quantum_id: UUID, data_id: DataCoordinate) -> None:
+        """Record the data-ID-scoped config of one quantum when it differs from the base config."""
+        if not self.node.has_data_id_overrides:
+            return
+        cfg = self.node.config_for(dict(data_id.to_simple()))
+        if cfg is self.node.config:
+            return
+        d = cfg.to_dict()
+        if d == self.node.config.to_dict():
+            return
+        try:
+            idx = self.config_variants.index(d)
+        except ValueError:
+            idx = len(self.config_variants)
+            self.config_variants.append(d)
+        self.quantum_variant[quantum_id.hex] = idx
 
     def task_info(self) -> TaskInfo:
-        """Return the `TaskInfo` stored in the graph.
-
-        Returns
-        -------
-        info : `TaskInfo`
-        """
-        return TaskInfo(self.label, self.class_path, self.config.to_dict(), self.dimensions,
-                        {c.name: {"kind": c.kind, "dataset_type": c.dataset_type.name, "multiple": c.multiple,
-                                  "minimum": c.minimum, "defer_load": c.defer_load} for c in self.conns},
-                        self.variants, self.quantum_variant)
-
-
-_KINDS = (("inputs", "input"), ("prerequisiteInputs", "prerequisite"), ("outputs", "output"),
-          ("initInputs", "init_input"), ("initOutputs", "init_output"))
+        """Return the `TaskInfo` stored in the graph."""
+        node = self.node
+        regular = [e for e in self.outputs if e.name in node.outputs]
+        automatic = [e for e in self.outputs if e.name not in node.outputs]  # _metadata, _log if saved
+        edges = [*self.inputs, *self.prerequisites, *regular, *self.init_edges, *automatic]
+        return TaskInfo(node.label, node.task_class_name, node.config.to_dict(), node.dimensions,
+                        {e.name: {"kind": e.conn.kind, "dataset_type": e.dataset_type.name,
+                                  "multiple": e.conn.multiple, "minimum": e.conn.minimum,
+                                  "defer_load": e.conn.defer_load} for e in edges},
+                        self.config_variants, self.quantum_variant)
 
 
-def _iter_tasks(pipeline: Any) -> list[tuple[str, Any, Any, Any]]:
-    """Normalise a pipeline (defs engineer's objects or a plain list) to (label, class, config)."""
-    items = None
-    for attr in ("tasks", "task_nodes", "iter_tasks"):
-        value = getattr(pipeline, attr, None)
-        if value is not None:
-            items = value() if callable(value) else value
-            break
-    if items is None:
-        items = pipeline
-    if isinstance(items, Mapping):
-        items = list(items.values())
-    out = []
-    for item in items:
-        if isinstance(item, tuple):
-            out.append((*item[:3], None))
-            continue
-        label = getattr(item, "label")
-        cls = getattr(item, "task_class", None) or getattr(item, "taskClass")
-        if isinstance(cls, str):
-            from ..config import import_dotted
+@dataclass(eq=False)
+class _Subgraph:
+    """What one independent subgraph's data-ID query found, shared by its tasks."""
 
-            cls = import_dotted(cls)
-        out.append((label, cls, getattr(item, "config"), item))
-    return out
+    tasks: list[_Task]
+    produced: set[str]  # dataset types produced in the subgraph
+    overall_inputs: dict[str, _Edge]  # read, not produced in the subgraph
+    dimensions: set[str]  # union of the task and dataset type dimensions
+    constraint: list[str]  # overall inputs whose existence constrains the query
+    rows: list[DataCoordinate] = field(default_factory=list)
+    #: Dataset type name -> data-ID key -> ref of the datasets a task of the subgraph can read.
+    available: dict[str, dict[_Key, DatasetRef]] = field(default_factory=dict)
+    #: Pre-existing datasets read by the quanta (their datastore records go into the graph).
+    used_inputs: dict[UUID, DatasetRef] = field(default_factory=dict)
 
 
-def task_specs(pipeline: Any) -> list[TaskSpec]:
-    """Resolve the connections and dataset types of every task of a pipeline.
+@dataclass(eq=False)
+class _TaskRows:
+    """The data-ID rows of a subgraph grouped into one task's quanta (`QuantumGraphBuilder._group_rows`)."""
 
-    Parameters
-    ----------
-    pipeline : pipeline graph, `list` of ``(label, task_class, config)``, or task defs
-        Anything with ``label``, ``task_class`` and ``config`` per task.
-
-    Returns
-    -------
-    specs : `list` [`TaskSpec`]
-        In the given order, with frozen configs.
-
-    Raises
-    ------
-    GraphBuilderError
-        If two connections define one dataset type differently.
-    """
-    from butler import DatasetType
-
-    specs = []
-    known: dict[str, Any] = {}
-
-    def dtype(name: str, dims: Iterable[str], sc: str, calib: bool, label: str) -> Any:
-        dt = DatasetType(name, dims, sc, is_calibration=calib)
-        old = known.get(name)
-        if old is not None and old != dt:
-            raise GraphBuilderError(
-                f"dataset type {name!r} is defined twice with different dimensions/storage class: {old} "
-                f"and {dt} (task {label!r}); make the connections agree")
-        known[name] = dt
-        return dt
-
-    for label, cls, config, node in _iter_tasks(pipeline):
-        if not getattr(config, "frozen", False):
-            try:
-                config.freeze()
-            except Exception:  # noqa: BLE001 - configs without freeze
-                pass
-        conns_obj = config.make_connections()
-        spec = TaskSpec(label, cls, config, conns_obj, tuple(sorted(conns_obj.dimensions)))
-        if node is not None and getattr(node, "has_data_id_overrides", False):
-            spec.node = node
-        for kind_set, kind in _KINDS:
-            for cname, c in conns_obj.iter_kind(kind_set):
-                dims = tuple(c.dimensions) if kind not in ("init_input", "init_output") else ()
-                dt = dtype(c.name, dims, c.storageClass, bool(getattr(c, "isCalibration", False)), label)
-                spec.conns.append(_Conn(
-                    cname, kind, dt, c, dt.dimensions, bool(c.multiple), int(getattr(c, "minimum", 1)),
-                    bool(getattr(c, "deferLoad", False)), bool(getattr(c, "deferGraphConstraint", False))))
-        spec.conns.append(_Conn(METADATA_CONNECTION, "output",
-                                dtype(f"{label}_metadata", spec.dimensions, "TaskMetadata", False, label), None))
-        if getattr(config, "saveLogOutput", True):
-            spec.conns.append(_Conn(LOG_CONNECTION, "output",
-                                    dtype(f"{label}_log", spec.dimensions, "ButlerLogRecords", False, label), None))
-        spec.multiple = {c.name: c.multiple for c in spec.conns}
-        for c in spec.conns:
-            if c.kind == "output" and c.dataset_type.dimensions:
-                c.required = c.dataset_type.dimensions
-            elif c.kind in ("input", "prerequisite"):
-                c.required = c.dataset_type.dimensions
-        specs.append(spec)
-    return specs
+    groups: dict[_Key, DataCoordinate]  # quantum key -> first row
+    inputs: dict[_Key, dict[str, dict[_Key, DatasetRef | None]]]  # per quantum and connection
+    output_ids: dict[_Key, dict[str, dict[_Key, DataCoordinate]]]  # outputs with more dimensions
+    rows: dict[_Key, list[DataCoordinate]]  # every row of a quantum (for prerequisite lookups)
+    multi_outputs: list[_Edge]  # outputs with dimensions beyond the task's
 
 
-def _key(values: Mapping[str, Any], dims: tuple[str, ...]) -> tuple[Any, ...]:
+def _key(values: Mapping[str, Any], dims: tuple[str, ...]) -> _Key:
     return tuple(values[d] for d in dims)
 
 
-def _getter(dims: tuple[str, ...]) -> Any:
+def _getter(dims: tuple[str, ...]) -> Callable[[Mapping[str, Any]], _Key]:
     """A C-speed ``dict -> tuple of values`` for a fixed tuple of dimension names."""
     if len(dims) == 1:
         d = dims[0]
@@ -271,7 +196,7 @@ class _UuidFactory:
         self._buf = b""
         self._pos = 0
 
-    def __call__(self, *_args: Any) -> UUID:
+    def __call__(self) -> UUID:
         if self._pos >= len(self._buf):
             self._buf = os.urandom(16 * 4096)
             self._pos = 0
@@ -286,148 +211,25 @@ class _UuidFactory:
         return u
 
 
-def _fmt(dc: Any) -> str:
-    req = getattr(dc, "required", None)
-    if req is None:
-        return str(dict(dc))
-    return "{" + ", ".join(f"{k}: {v!r}" for k, v in req.items()) + "}"
+def _fmt(dc: DataCoordinate) -> str:
+    """``{instrument: 'cam', exposure: 3}``: a data ID's required values, for messages."""
+    return "{" + ", ".join(f"{k}: {v!r}" for k, v in dc.required.items()) + "}"
 
 
-def _components(specs: list[TaskSpec]) -> list[list[TaskSpec]]:
-    """Split tasks into independent subgraphs linked by intermediate dataset types."""
-    producer = {c.dataset_type.name: s.label for s in specs for c in s.by_kind("output")}
-    parent = {s.label: s.label for s in specs}
-
-    def find(x: str) -> str:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for s in specs:
-        for c in s.by_kind("input"):
-            p = producer.get(c.dataset_type.name)
-            if p is not None:
-                parent[find(s.label)] = find(p)
-    groups: dict[str, list[TaskSpec]] = defaultdict(list)
-    for s in specs:
-        groups[find(s.label)].append(s)
-    return list(groups.values())
+class _NoWork(Exception):  # noqa: N818 - internal signal, never escapes
+    pass
 
 
-def _topo(specs: list[TaskSpec]) -> list[TaskSpec]:
-    producer = {c.dataset_type.name: s.label for s in specs for c in s.by_kind("output")}
-    deps = {s.label: {producer[c.dataset_type.name] for c in s.by_kind("input")
-                      if c.dataset_type.name in producer} - {s.label} for s in specs}
-    by_label = {s.label: s for s in specs}
-    out: list[TaskSpec] = []
-    done: set[str] = set()
-    while len(out) < len(specs):
-        progress = False
-        for s in specs:
-            if s.label not in done and deps[s.label] <= done:
-                out.append(s)
-                done.add(s.label)
-                progress = True
-        if not progress:
-            cyc = sorted(set(by_label) - done)
-            raise GraphBuilderError(f"the pipeline has a cycle through tasks {cyc}")
-    return out
-
-
-def _query_datasets(butler: Any, name: str, collections: Sequence[str], where: str, bind: Any,
-                    data_id: Any) -> list[Any]:
-    """One dataset query; falls back to no ``where`` if it refers to other dimensions."""
-    try:
-        return butler.query_datasets(name, collections=list(collections), where=where, bind=bind,
-                                     data_id=data_id, find_first=True)
-    except Exception as exc:  # noqa: BLE001 - InvalidQueryError / DataIdError
-        if not where:
-            raise
-        _log.debug("dataset query of %s with the data query failed (%s); querying without it", name, exc)
-        return butler.query_datasets(name, collections=list(collections), data_id=data_id, find_first=True)
-
-
-def _rows_from_dataset_query(butler: Any, overall: Mapping[str, _Conn], constraint: list[str],
-                             union_required: tuple[str, ...], inputs: list[str], where: str, bind: Any,
-                             data_id: Any, available: dict[str, dict[tuple[Any, ...], Any]]) -> list[Any] | None:
-    """The data-ID query as a dataset query, when an overall input has exactly the subgraph's
-    dimensions (the usual case: ``raw`` for ISR/cp pipelines). Returns `None` when not applicable.
-
-    The dataset query returns the same expanded data IDs (each with its dataset) and lets the
-    registry use its dataset indexes directly instead of a correlated EXISTS per row.
-    """
-    lead = next((n for n in constraint if overall[n].dataset_type.dimensions == union_required), None)
-    if lead is None:
-        return None
-    try:
-        refs = butler.query_datasets(lead, collections=list(inputs), where=where, bind=bind, data_id=data_id,
-                                     find_first=True)
-    except Exception:  # noqa: BLE001 - e.g. a where clause on dimensions the type lacks
-        return None
-    available[lead] = {_key(r.data_id, union_required): r for r in refs}
-    rows = [r.data_id for r in refs]
-    for other in constraint:
-        if other == lead or not rows:
-            continue
-        req = overall[other].dataset_type.dimensions
-        orefs = _query_datasets(butler, other, inputs, where, bind, data_id)
-        available[other] = {_key(r.data_id, req): r for r in orefs}
-        rows = [r for r in rows if _key(r, req) in available[other]]
-    return rows
-
-
-def _stored_infos(butler: Any, refs: Sequence[Any]) -> dict[UUID, Any]:
-    """Datastore records of existing datasets, in bulk when the datastore allows it."""
-    from ..execution._butler_adapter import stored_infos
-
-    return stored_infos(butler, refs)
-
-
-def build_quantum_graph(butler: Any, pipeline: Any, **kwargs: Any) -> QuantumGraph:
-    """Build the quantum graph of a pipeline over a repository (see `_build` for parameters).
+class QuantumGraphBuilder:
+    """Build the quantum graph of a pipeline graph over a repository (see the module docs for the steps).
 
     Parameters
     ----------
+    pipeline_graph : `~pipeline.pipeline_graph.PipelineGraph`
+        The tasks with their resolved connections and dataset types.
     butler : `butler.Butler`
         The repository (read only here).
-    pipeline : pipeline graph or `list` of ``(label, task_class, config)``
-        The tasks.
-    **kwargs
-        ``collections``, ``where``, ``bind``, ``data_id``, ``clobber_outputs``, ``metadata``,
-        ``dataset_query_constraint`` (see `_build`).
-
-    Returns
-    -------
-    graph : `QuantumGraph`
-    """
-    from .quantum_graph import no_gc
-
-    with no_gc():
-        return _build(butler, pipeline, **kwargs)
-
-
-def _build(
-    butler: Any,
-    pipeline: Any,
-    *,
-    collections: Any,
-    where: str = "",
-    bind: Mapping[str, Any] | None = None,
-    data_id: Mapping[str, Any] | None = None,
-    clobber_outputs: bool = False,
-    metadata: Mapping[str, Any] | None = None,
-    dataset_query_constraint: str = "all",
-) -> QuantumGraph:
-    """Build the quantum graph of a pipeline over a repository.
-
-    Parameters
-    ----------
-    butler : `butler.Butler`
-        The repository (read only here).
-    pipeline : pipeline graph or `list` of ``(label, task_class, config)``
-        The tasks (see `task_specs`).
-    collections : `pipeline.graph.collections.OutputCollections`
+    collections : `~pipeline.graph.collections.OutputCollections`
         Input collections, output run and skip-existing collections.
     where : `str`
         The ``-d`` data query.
@@ -438,10 +240,623 @@ def _build(
     clobber_outputs : `bool`
         Remove (at run time) outputs that already exist in the output run for quanta that run
         again, instead of failing.
-    metadata : `dict`, optional
-        Extra graph metadata (command line ...).
     dataset_query_constraint : {"all", "off"} or comma-separated dataset type names
         Which overall inputs constrain the data-ID query.
+
+    Raises
+    ------
+    GraphBuilderError
+        If the pipeline graph has no tasks.
+    """
+
+    def __init__(
+        self,
+        pipeline_graph: PipelineGraph,
+        butler: Butler,
+        *,
+        collections: OutputCollections,
+        where: str = "",
+        bind: Mapping[str, Any] | None = None,
+        data_id: Mapping[str, Any] | None = None,
+        clobber_outputs: bool = False,
+        dataset_query_constraint: str = "all",
+    ) -> None:
+        from butler import DatasetType
+        from butler.dimensions import default_universe
+
+        if not pipeline_graph.tasks:
+            raise GraphBuilderError("the pipeline has no tasks")
+        self.pipeline_graph = pipeline_graph
+        self.butler = butler
+        self.collections = collections
+        self.where = where
+        self.bind = bind
+        self.data_id = data_id
+        self.clobber_outputs = clobber_outputs
+        self.dataset_query_constraint = dataset_query_constraint
+        self.inputs = list(collections.inputs)
+        self.run = collections.run
+        self.skip_existing_in = list(collections.skip_existing_in)
+        self.universe = default_universe()
+        #: Every dataset type the graph reads or writes, from the pipeline graph's dataset type nodes.
+        self.dataset_types: dict[str, DatasetType] = {
+            name: DatasetType(name, node.dimensions, node.storage_class, is_calibration=node.is_calibration)
+            for name, node in pipeline_graph.dataset_types.items()
+        }
+        packages, packages_dimensions, packages_storage_class = pipeline_graph.packages_dataset_type
+        self.dataset_types[packages] = DatasetType(packages, packages_dimensions, packages_storage_class)
+        self.tasks: dict[str, _Task] = {label: self._bind_task(node) for label, node in pipeline_graph.tasks.items()}
+        # What the build found so far.
+        self.quanta: list[Quantum] = []
+        self.datastore_records: dict[UUID, StoredFileInfo] = {}
+        self.clobber: list[dict[str, Any]] = []
+        self.n_queries = 0
+        self.missing_prerequisites: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.skipped: dict[str, int] = defaultdict(int)
+        self.dropped: dict[str, list[str]] = defaultdict(list)
+        self._prerequisite_cache: dict[tuple[Any, ...], DatasetRef | list[DatasetRef] | None] = {}
+        #: Calibration dataset type -> all its candidates along the input collections (`None`: the
+        #: index could not be made, e.g. the type is not registered; the per-quantum lookup decides).
+        self._calibration_indexes: dict[str, _CalibIndex | None] = {}
+        self._make_id = _UuidFactory()
+
+    def _bind_task(self, node: TaskNode) -> _Task:
+        def edges(conns: Mapping[str, ResolvedConnection]) -> list[_Edge]:
+            return [_Edge(c, self.dataset_types[c.dataset_type_name]) for c in conns.values()]
+
+        return _Task(node, edges(node.inputs), edges(node.prerequisite_inputs), edges(node.all_outputs),
+                     edges(node.init_inputs) + edges(node.init_outputs),
+                     self.universe.group(node.dimensions)[0] if node.dimensions else ())
+
+    # ------------------------------------------------------------------ the whole graph
+    def build(self, metadata: Mapping[str, Any] | None = None) -> QuantumGraph:
+        """Build the graph.
+
+        Parameters
+        ----------
+        metadata : `dict`, optional
+            Extra graph metadata (command line ...).
+
+        Returns
+        -------
+        graph : `QuantumGraph`
+
+        Raises
+        ------
+        EmptyGraphError
+            If no quanta result; the message names the constraint that emptied the graph.
+        MissingPrerequisiteError
+            If required prerequisites are missing (one error for all; names dataset type, data IDs
+            and collections).
+        GraphBuilderError
+            For outputs that already exist (without ``clobber_outputs``) or a bad
+            ``dataset_query_constraint``.
+        """
+        t0 = time.perf_counter()
+        with no_gc():
+            for subgraph in self.pipeline_graph.independent_subgraphs(through_overall_inputs=False):
+                self.process_subgraph([self.tasks[label] for label in subgraph.tasks])
+            self._check_quanta()
+            return self._make_graph(self._predict_init_outputs(), metadata, time.perf_counter() - t0)
+
+    def process_subgraph(self, tasks: list[_Task]) -> None:
+        """Make the quanta of one independent subgraph (tasks in dependency order).
+
+        Parameters
+        ----------
+        tasks : `list` [`_Task`]
+            The subgraph's tasks, producers before consumers.
+        """
+        sub = self._start_subgraph(tasks)
+        self._query_data_ids(sub)
+        self._find_overall_inputs(sub)
+        for task in tasks:
+            self._make_task_quanta(task, sub)
+        self._attach_datastore_records(sub)
+
+    # ------------------------------------------------------------------ per subgraph
+    def _start_subgraph(self, tasks: list[_Task]) -> _Subgraph:
+        """Find the subgraph's overall inputs, dimensions and the query's dataset constraint."""
+        produced = {e.dataset_type.name for t in tasks for e in t.outputs}
+        overall: dict[str, _Edge] = {}
+        for t in tasks:
+            for e in t.inputs:
+                if e.dataset_type.name not in produced:
+                    overall[e.dataset_type.name] = e
+        dims: set[str] = set()
+        for t in tasks:
+            dims.update(t.node.dimensions)
+            for e in t.inputs:
+                dims.update(e.required)
+            for e in t.outputs:
+                dims.update(e.required)
+        if self.dataset_query_constraint == "all":
+            constraint = [n for n, e in overall.items() if not e.conn.defer_graph_constraint]
+        elif self.dataset_query_constraint == "off":
+            constraint = []
+        else:
+            constraint = [n.strip() for n in self.dataset_query_constraint.split(",") if n.strip()]
+            unknown = [n for n in constraint if n not in overall]
+            if unknown:
+                raise GraphBuilderError(f"--dataset-query-constraint names {unknown}, which are not overall "
+                                        f"inputs of the pipeline ({sorted(overall)})")
+        return _Subgraph(tasks, produced, overall, dims, constraint)
+
+    def _query_data_ids(self, sub: _Subgraph) -> None:
+        """Step 2a: the subgraph's one data-ID query (as a dataset query when an input allows it)."""
+        rows = self._rows_from_dataset_query(sub)
+        if rows is None:
+            rows = list(self.butler.query_data_ids(sorted(sub.dimensions), where=self.where, bind=self.bind,
+                                                   data_id=self.data_id, datasets=sub.constraint or None,
+                                                   collections=self.inputs))
+        self.n_queries += 1
+        if not rows:
+            raise EmptyGraphError(self._explain_empty(sub))
+        sub.rows = rows
+
+    def _rows_from_dataset_query(self, sub: _Subgraph) -> list[DataCoordinate] | None:
+        """The data-ID query as a dataset query, when an overall input has exactly the subgraph's
+        dimensions (the usual case: ``raw`` for ISR/cp pipelines). Returns `None` when not applicable.
+
+        The dataset query returns the same expanded data IDs (each with its dataset) and lets the
+        registry use its dataset indexes directly instead of a correlated EXISTS per row.
+        """
+        union_required = self.universe.group(sub.dimensions)[0]
+        lead = next((n for n in sub.constraint if sub.overall_inputs[n].required == union_required), None)
+        if lead is None:
+            return None
+        try:
+            refs = self.butler.query_datasets(lead, collections=list(self.inputs), where=self.where,
+                                              bind=self.bind, data_id=self.data_id, find_first=True)
+        except Exception:  # noqa: BLE001 - e.g. a where clause on dimensions the type lacks
+            return None
+        sub.available[lead] = {_key(r.data_id, union_required): r for r in refs}
+        rows = [r.data_id for r in refs]
+        for other in sub.constraint:
+            if other == lead or not rows:
+                continue
+            req = sub.overall_inputs[other].required
+            orefs = self._query_datasets(other)
+            sub.available[other] = {_key(r.data_id, req): r for r in orefs}
+            rows = [r for r in rows if _key(r, req) in sub.available[other]]
+        return rows
+
+    def _query_datasets(self, name: str) -> list[DatasetRef]:
+        """One dataset query in the input collections; falls back to no ``where`` if it refers to
+        other dimensions."""
+        try:
+            return self.butler.query_datasets(name, collections=list(self.inputs), where=self.where,
+                                              bind=self.bind, data_id=self.data_id, find_first=True)
+        except Exception as exc:  # noqa: BLE001 - InvalidQueryError / DataIdError
+            if not self.where:
+                raise
+            _log.debug("dataset query of %s with the data query failed (%s); querying without it", name, exc)
+            return self.butler.query_datasets(name, collections=list(self.inputs), data_id=self.data_id,
+                                              find_first=True)
+
+    def _find_overall_inputs(self, sub: _Subgraph) -> None:
+        """Step 2a: the existing datasets of the overall inputs, keyed by their required values."""
+        for name, e in sub.overall_inputs.items():
+            if name in sub.available:
+                continue
+            refs = self._query_datasets(name)
+            self.n_queries += 1
+            sub.available[name] = {_key(r.data_id, e.required): r for r in refs}
+            if not refs and e.conn.minimum > 0 and self.dataset_query_constraint != "all":
+                _log.warning("no %s datasets in %s", name, self.inputs)
+
+    # ------------------------------------------------------------------ per task
+    def _make_task_quanta(self, task: _Task, sub: _Subgraph) -> None:
+        """Steps 2b-2f for one task: its quanta, appended to `quanta`."""
+        grouped = self._group_rows(task, sub)
+        skip_keys, existing = self._find_existing_outputs(task, grouped)
+        for qk, row in grouped.groups.items():
+            qdata = row.subset(task.dimensions) if task.dimensions else row.subset(())
+            if qk in skip_keys:
+                self._skip_quantum(task, sub, grouped, qk, qdata, existing)
+                continue
+            inputs = self._quantum_inputs(task, grouped.inputs[qk], qdata)
+            if inputs is None:
+                continue
+            prerequisites = self._find_prerequisites(task, qdata, grouped.rows[qk])
+            if prerequisites is None:
+                continue
+            outputs = self._predict_outputs(task, grouped, qk, qdata, existing)
+            try:
+                inputs, prerequisites, outputs = self._adjust_quantum(task, inputs, prerequisites, outputs, qdata)
+            except _NoWork as exc:
+                self.dropped[task.label].append(f"{_fmt(qdata)}: {exc}")
+                continue
+            self._add_quantum(task, sub, qdata, inputs, prerequisites, outputs)
+        if self.dropped.get(task.label):
+            _log.info("task %s: %d quanta dropped for missing inputs, e.g. %s", task.label,
+                      len(self.dropped[task.label]), self.dropped[task.label][0])
+
+    def _group_rows(self, task: _Task, sub: _Subgraph) -> _TaskRows:
+        """Step 2b: group the subgraph's rows by the task's dimensions into quanta."""
+        treq = task.dimensions
+        groups: dict[_Key, DataCoordinate] = {}
+        q_inputs: dict[_Key, dict[str, dict[_Key, DatasetRef | None]]] = {}
+        q_output_ids: dict[_Key, dict[str, dict[_Key, DataCoordinate]]] = {}
+        q_rows: dict[_Key, list[DataCoordinate]] = defaultdict(list)
+        multi_out = [e for e in task.outputs if not set(e.required) <= set(treq)]
+        tget = _getter(treq)
+        in_get = [(e.name, e.dataset_type.name, _getter(e.required)) for e in task.inputs]
+        out_get = [(e.name, _getter(e.required)) for e in multi_out]
+        available = sub.available
+        keep_rows = bool(task.prerequisites)
+        for row in sub.rows:
+            vals = row.to_simple()
+            qk = tget(vals)
+            if qk not in groups:
+                groups[qk] = row
+                q_inputs[qk] = {e.name: {} for e in task.inputs}
+                q_output_ids[qk] = {e.name: {} for e in multi_out}
+            qi = q_inputs[qk]
+            for cname, dtname, cget in in_get:
+                ck = cget(vals)
+                if ck not in qi[cname]:
+                    ref = available.get(dtname, {}).get(ck)
+                    if ref is not None:
+                        qi[cname][ck] = ref
+                    else:
+                        qi[cname].setdefault(ck, None)
+            for cname, cget in out_get:
+                q_output_ids[qk][cname].setdefault(cget(vals), row)
+            if keep_rows:
+                q_rows[qk].append(row)
+        return _TaskRows(groups, q_inputs, q_output_ids, q_rows, multi_out)
+
+    def _find_existing_outputs(self, task: _Task, grouped: _TaskRows
+                               ) -> tuple[set[_Key], dict[str, dict[_Key, DatasetRef]]]:
+        """Step 2c: the quanta already finished in ``skip_existing_in`` and the existing outputs
+        (there, or in the output run when it is extended)."""
+        skip_keys: set[_Key] = set()
+        existing: dict[str, dict[_Key, DatasetRef]] = {}
+        if not (self.skip_existing_in or self.collections.extend_run):
+            return skip_keys, existing
+        md_name = task.node.metadata_output.dataset_type_name
+        try:
+            md_refs = (self.butler.query_datasets(md_name, collections=self.skip_existing_in, find_first=True)
+                       if self.skip_existing_in else [])
+        except Exception:  # noqa: BLE001 - dataset type not registered yet
+            md_refs = []
+        self.n_queries += 1
+        skip_keys = {_key(r.data_id, task.dimensions) for r in md_refs} & set(grouped.groups)
+        if skip_keys or self.collections.extend_run:
+            for e in task.outputs:
+                search = list(self.skip_existing_in) if skip_keys else []
+                if self.collections.extend_run and self.run not in search:
+                    search.append(self.run)
+                try:
+                    refs = self.butler.query_datasets(e.dataset_type.name, collections=search, find_first=True)
+                except Exception:  # noqa: BLE001
+                    refs = []
+                self.n_queries += 1
+                existing[e.dataset_type.name] = {_key(r.data_id, e.required): r for r in refs}
+        return skip_keys, existing
+
+    def _skip_quantum(self, task: _Task, sub: _Subgraph, grouped: _TaskRows, qk: _Key,
+                      qdata: DataCoordinate, existing: Mapping[str, Mapping[_Key, DatasetRef]]) -> None:
+        """Step 2c: leave out a finished quantum; its existing outputs feed its consumers."""
+        self.skipped[task.label] += 1
+        for e in task.outputs:
+            ex = existing.get(e.dataset_type.name, {})
+            keys = grouped.output_ids[qk][e.name].keys() if e in grouped.multi_outputs else [_key(qdata, e.required)]
+            for ok in keys:
+                r = ex.get(ok)
+                if r is not None:
+                    sub.available.setdefault(e.dataset_type.name, {})[ok] = r
+                    sub.used_inputs.setdefault(r.id, r)
+
+    def _quantum_inputs(self, task: _Task, found: Mapping[str, Mapping[_Key, DatasetRef | None]],
+                        qdata: DataCoordinate) -> dict[str, list[DatasetRef]] | None:
+        """The regular inputs of one quantum, or `None` (quantum dropped) when one has too few."""
+        inputs: dict[str, list[DatasetRef]] = {}
+        for e in task.inputs:
+            refs = [r for _k, r in sorted(found[e.name].items(), key=lambda kv: kv[0]) if r is not None]
+            if len(refs) < e.conn.minimum:
+                self.dropped[task.label].append(
+                    f"{_fmt(qdata)}: {e.name} ({e.dataset_type.name}): {len(refs)} of {e.conn.minimum} needed")
+                return None
+            inputs[e.name] = refs
+        return inputs
+
+    def _find_prerequisites(self, task: _Task, qdata: DataCoordinate, rows: Sequence[DataCoordinate]
+                            ) -> dict[str, list[DatasetRef]] | None:
+        """Step 2d: one quantum's prerequisite inputs, or `None` when a required one is missing
+        (recorded for the one error `_check_quanta` raises)."""
+        found_all: dict[str, list[DatasetRef]] = {}
+        missing = False
+        for e in task.prerequisites:
+            found = self._lookup_prerequisite(e, qdata, rows)
+            if isinstance(found, str):
+                self.missing_prerequisites[(task.label, e.name)].append(found)
+                missing = True
+                found = []
+            elif len(found) < e.conn.minimum:
+                self.missing_prerequisites[(task.label, e.name)].append(_fmt(qdata))
+                missing = True
+            found_all[e.name] = found
+        return None if missing else found_all
+
+    def _predict_outputs(self, task: _Task, grouped: _TaskRows, qk: _Key, qdata: DataCoordinate,
+                         existing: Mapping[str, Mapping[_Key, DatasetRef]]) -> dict[str, list[DatasetRef]]:
+        """Step 2e: the quantum's outputs with their UUIDs (checking outputs that already exist)."""
+        from butler import DatasetRef
+
+        run = self.run
+        outputs: dict[str, list[DatasetRef]] = {}
+        for e in task.outputs:
+            dt = e.dataset_type
+            if e in grouped.multi_outputs:
+                out_ids = [r.subset(e.required) for _k, r in sorted(grouped.output_ids[qk][e.name].items(),
+                                                                    key=lambda kv: kv[0])]
+            else:
+                out_ids = [qdata.subset(e.required) if e.required != task.dimensions else qdata]
+            refs = []
+            ex = existing.get(dt.name)
+            for oid in out_ids:
+                if ex:
+                    old = ex.get(_key(oid, e.required))
+                    if old is not None and old.run == run:
+                        if not self.clobber_outputs:
+                            raise GraphBuilderError(
+                                f"output {dt.name} {_fmt(oid)} of task {task.label!r} already exists "
+                                f"in run {run!r} but its quantum did not finish (no "
+                                f"{task.label}_metadata); rerun with --clobber-outputs to replace "
+                                "it, or --skip-existing-in to keep finished work only")
+                        self.clobber.append({"id": str(old.id), "dataset_type": dt.name,
+                                             "data_id": dict(old.data_id.required), "run": old.run})
+                refs.append(DatasetRef(dt, oid, run, self._make_id()))
+            outputs[e.name] = refs
+        return outputs
+
+    def _adjust_quantum(self, task: _Task, inputs: dict[str, list[DatasetRef]],
+                        prerequisites: dict[str, list[DatasetRef]], outputs: dict[str, list[DatasetRef]],
+                        data_id: DataCoordinate) -> tuple[dict[str, list[DatasetRef]], dict[str, list[DatasetRef]],
+                                                          dict[str, list[DatasetRef]]]:
+        """Step 2f: the connections' ``adjustQuantum``; `NoWorkFound` becomes a dropped quantum."""
+        conns = task.node.connections
+        if type(conns).adjustQuantum is PipelineTaskConnections.adjustQuantum:
+            # The default only checks ``minimum`` (already enforced above) and ``multiple``.
+            for e in task.inputs:
+                refs = inputs[e.name]
+                if len(refs) > 1 and not e.conn.multiple:
+                    raise InvalidQuantumError(
+                        f"task '{task.label}' quantum {_fmt(data_id)}: connection {e.name!r} is not multiple=True "
+                        f"but got {len(refs)} datasets; check the connection's dimensions")
+            return inputs, prerequisites, outputs
+        declared = conns.allConnections
+        ins = {n: (cast(cT.BaseInput, declared[n]), refs) for n, refs in inputs.items()}
+        ins.update({n: (cast(cT.BaseInput, declared[n]), refs) for n, refs in prerequisites.items()})
+        outs = {n: (cast(cT.Output, declared[n]), refs) for n, refs in outputs.items() if n in declared}
+        try:
+            new_in, new_out = conns.adjustQuantum(ins, outs, task.label, data_id)
+        except NoWorkFound as exc:
+            raise _NoWork(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise MissingPrerequisiteError(str(exc)) from None
+        kept_inputs = {n: list(v[1]) for n, v in new_in.items() if n in inputs}
+        kept_prerequisites = {n: list(v[1]) for n, v in new_in.items() if n in prerequisites}
+        kept_outputs = {n: list(v[1]) for n, v in new_out.items()}
+        for n, refs in outputs.items():
+            if n not in declared:  # ``_metadata`` and ``_log`` are always written
+                kept_outputs[n] = refs
+        return kept_inputs, kept_prerequisites, kept_outputs
+
+    def _add_quantum(self, task: _Task, sub: _Subgraph, qdata: DataCoordinate,
+                     inputs: dict[str, list[DatasetRef]], prerequisites: dict[str, list[DatasetRef]],
+                     outputs: dict[str, list[DatasetRef]]) -> None:
+        """Add the quantum; its outputs become available to its consumers."""
+        q = Quantum(self._make_id(), task.label, qdata, inputs, prerequisites, outputs)
+        self.quanta.append(q)
+        task.record_config_variant(q.id, qdata)
+        for e in task.outputs:
+            avail = sub.available.setdefault(e.dataset_type.name, {})
+            for r in outputs.get(e.name, []):
+                avail[_key(r.data_id, e.required)] = r
+        for refs in inputs.values():
+            for r in refs:
+                if r.dataset_type.name not in sub.produced or r.run != self.run:
+                    sub.used_inputs.setdefault(r.id, r)
+        for refs in prerequisites.values():
+            for r in refs:
+                sub.used_inputs.setdefault(r.id, r)
+
+    # ------------------------------------------------------------------ prerequisites
+    def _lookup_prerequisite(self, e: _Edge, qdata: DataCoordinate, rows: Sequence[DataCoordinate]
+                             ) -> list[DatasetRef] | str:
+        """Find one quantum's prerequisite datasets (batched per dataset type, cached per data ID)."""
+        dt = e.dataset_type
+        if dt.is_calibration and e.conn.lookup_function is None:
+            if dt.name not in self._calibration_indexes:
+                index: _CalibIndex | None
+                try:
+                    index = _CalibIndex(self.butler, dt, self.inputs)
+                    self.n_queries += len(index.levels)
+                except Exception:  # noqa: BLE001 - e.g. type not registered: per-quantum path decides
+                    index = None
+                self._calibration_indexes[dt.name] = index
+            index = self._calibration_indexes[dt.name]
+            if index is not None:
+                return _lookup_indexed(index, qdata, rows)
+        return self._lookup_one_by_one(e, qdata, rows)
+
+    def _lookup_one_by_one(self, e: _Edge, qdata: DataCoordinate, rows: Sequence[DataCoordinate]
+                           ) -> list[DatasetRef] | str:
+        """Per-quantum lookup with ``find_dataset`` (non-calibrations, lookup functions)."""
+        from butler import MissingDatasetTypeError
+
+        dt = e.dataset_type
+        dims = dt.dimensions
+        cache = self._prerequisite_cache
+        missing_dims = [d for d in dims if d not in qdata]
+        if missing_dims:
+            # Prerequisite with dimensions beyond the quantum's: one per row (e.g. per detector).
+            pids = {_key(r, dims): r.subset(dims) for r in rows if all(d in r for d in dims)}
+        else:
+            pids = {_key(qdata, dims): qdata.subset(dims)}
+        ts = _quantum_timespan(qdata, rows) if dt.is_calibration else None
+        out: list[DatasetRef] = []
+        for pk, pid in sorted(pids.items(), key=lambda kv: kv[0]):
+            ck = (dt.name, pk, None if ts is None else (ts.begin_ns, ts.end_ns))
+            if ck in cache:
+                ref = cache[ck]
+            else:
+                lookup = e.conn.lookup_function
+                try:
+                    if lookup is not None:
+                        found = list(lookup(dt, self.butler.registry, pid, self.inputs))
+                        ref = found or None
+                    else:
+                        ref = self.butler.find_dataset(dt.name, pid, collections=self.inputs, timespan=ts)
+                except Exception as exc:  # noqa: BLE001 - e.g. ambiguous calibration validity match
+                    self.n_queries += 1
+                    if isinstance(exc, MissingDatasetTypeError):
+                        cache[ck] = None
+                        continue
+                    return f"{_fmt(pid)}: {type(exc).__name__}: {exc}"
+                self.n_queries += 1
+                cache[ck] = ref
+            if isinstance(ref, list):
+                out.extend(ref)
+            elif ref is not None:
+                out.append(ref)
+        return out
+
+    # ------------------------------------------------------------------ datastore records
+    def _attach_datastore_records(self, sub: _Subgraph) -> None:
+        """Step 2g: the datastore records of every pre-existing input of the subgraph.
+
+        Raises
+        ------
+        FileNotFoundError
+            If an input dataset has no file in the datastore.
+        """
+        existing = [r for r in sub.used_inputs.values() if r.id not in self.datastore_records]
+        if not existing:
+            return
+        found = self.butler.registry.get_file_records([r.id for r in existing])
+        missing = [r for r in existing if r.id not in found]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} input dataset(s) have no file in the datastore, e.g. "
+                f"{missing[0].dataset_type.name} {dict(missing[0].data_id.required)} in run {missing[0].run}; "
+                "re-ingest or remove them (butler prune-datasets)")
+        self.datastore_records.update(found)
+
+    # ------------------------------------------------------------------ the graph
+    def _check_quanta(self) -> None:
+        """Raise the one error for missing prerequisites, or for a graph without quanta."""
+        if self.missing_prerequisites:
+            raise MissingPrerequisiteError(self._explain_missing())
+        if not self.quanta:
+            if self.skipped:
+                raise EmptyGraphError(
+                    f"every quantum already finished in {self.skip_existing_in} ("
+                    + ", ".join(f"{k}: {v} skipped" for k, v in self.skipped.items())
+                    + "); nothing to do")
+            why = "; ".join(f"task {lab!r}: {len(v)} quanta dropped, e.g. {v[0]}" for lab, v in self.dropped.items())
+            raise EmptyGraphError(f"no quanta: {why or 'no data IDs matched'}")
+
+    def _predict_init_outputs(self) -> dict[str, list[DatasetRef]]:
+        """Step 3: ``<label>_config`` per task and, under ``""``, the run's ``packages``."""
+        from butler import DataCoordinate, DatasetRef
+
+        empty = DataCoordinate.empty()
+        init_outputs: dict[str, list[DatasetRef]] = {}
+        for label, node in self.pipeline_graph.tasks.items():
+            dt = self.dataset_types[node.config_output.dataset_type_name]
+            init_outputs[label] = [DatasetRef(dt, empty, self.run, self._make_id())]
+        packages = self.dataset_types[self.pipeline_graph.packages_dataset_type[0]]
+        init_outputs[""] = [DatasetRef(packages, empty, self.run, self._make_id())]
+        return init_outputs
+
+    def _make_graph(self, init_outputs: dict[str, list[DatasetRef]], metadata: Mapping[str, Any] | None,
+                    seconds: float) -> QuantumGraph:
+        """Step 3: the `QuantumGraph` with its metadata."""
+        md = dict(metadata or {})
+        md.update(self.collections.to_metadata())
+        md["clobber_refs"] = self.clobber
+        md["skipped"] = dict(self.skipped)
+        md["build_seconds"] = seconds
+        md["where"] = self.where
+        md["data_id"] = dict(self.data_id or {})
+        md["n_queries"] = self.n_queries
+        graph = QuantumGraph(self.quanta, {label: t.task_info() for label, t in self.tasks.items()}, metadata=md,
+                             init_outputs=init_outputs, dataset_types=self.dataset_types.values(),
+                             datastore_records=self.datastore_records)
+        _log.info("Built a quantum graph of %d quanta (%s) in %.2f s with %d queries", len(self.quanta),
+                  ", ".join(f"{k}: {v}" for k, v in graph.count_by_task().items()), seconds, self.n_queries)
+        return graph
+
+    # ------------------------------------------------------------------ error messages
+    def _explain_missing(self) -> str:
+        parts = []
+        for (label, cname), ids in self.missing_prerequisites.items():
+            e = next(e for e in self.tasks[label].prerequisites if e.name == cname)
+            dt = e.dataset_type
+            how = ("certified for the exposure's time span in the CALIBRATION collection(s)"
+                   if dt.is_calibration else "in the collection(s)")
+            parts.append(
+                f"task {label!r} needs prerequisite {cname!r} (dataset type {dt.name!r}) for {len(ids)} "
+                f"quanta but none was found {how} {self.inputs}, e.g. for {ids[0]}")
+        return ("missing prerequisite inputs: " + "; ".join(parts)
+                + ". Certify the calibration for those dates (butler certify-calibrations), add the "
+                "collection that holds it to -i, or turn the step off in the task config")
+
+    def _explain_empty(self, sub: _Subgraph) -> str:
+        """Find which constraint emptied the data-ID query."""
+        dims = sorted(sub.dimensions)
+        labels = [t.label for t in sub.tasks]
+        inputs, constraint, where = self.inputs, sub.constraint, self.where
+        head = f"the quantum graph for {labels} is empty: "
+        for name in constraint:
+            try:
+                refs = self.butler.query_datasets(name, collections=inputs, find_first=True, limit=1)
+            except Exception as exc:  # noqa: BLE001
+                return head + f"no {name!r} datasets can be found in {inputs} ({exc})"
+            if not refs:
+                return head + (f"there are no {name!r} datasets in the input collections {inputs}; check -i "
+                               "(butler query-datasets REPO " + name + ")")
+        if where or self.data_id:
+            try:
+                rows = self.butler.query_data_ids(dims, data_id=self.data_id, datasets=constraint or None,
+                                                  collections=inputs)
+            except Exception:  # noqa: BLE001
+                rows = None
+            if rows:
+                return head + (f"the data query -d {where!r} matches none of the {len(rows)} data IDs that have "
+                               f"{', '.join(constraint) or 'data'} in {inputs}")
+            return head + f"no data IDs match -d {where!r} with data ID {dict(self.data_id or {})}"
+        return head + f"no data IDs for dimensions {dims} with {constraint} in {inputs}"
+
+
+def build_quantum_graph(
+    butler: Butler,
+    pipeline_graph: PipelineGraph,
+    *,
+    collections: OutputCollections,
+    where: str = "",
+    bind: Mapping[str, Any] | None = None,
+    data_id: Mapping[str, Any] | None = None,
+    clobber_outputs: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    dataset_query_constraint: str = "all",
+) -> QuantumGraph:
+    """Build the quantum graph of a pipeline graph over a repository (`QuantumGraphBuilder` in one call).
+
+    Parameters
+    ----------
+    butler : `butler.Butler`
+        The repository (read only here).
+    pipeline_graph : `~pipeline.pipeline_graph.PipelineGraph`
+        The tasks (``Pipeline.to_graph()``, or `PipelineGraph.from_tasks` for task classes and configs).
+    collections, where, bind, data_id, clobber_outputs, dataset_query_constraint
+        See `QuantumGraphBuilder`.
+    metadata : `dict`, optional
+        Extra graph metadata (command line ...).
 
     Returns
     -------
@@ -449,342 +864,22 @@ def _build(
 
     Raises
     ------
-    EmptyGraphError
-        If no quanta result; the message names the constraint that emptied the graph.
-    MissingPrerequisiteError
-        If required prerequisites are missing (one error for all; names dataset type, data IDs
-        and collections).
-    GraphBuilderError
-        For inconsistent pipelines or outputs that already exist (without ``clobber_outputs``).
+    EmptyGraphError, MissingPrerequisiteError, GraphBuilderError
+        See `QuantumGraphBuilder.build`.
     """
-    from butler import DatasetRef
-
-    t0 = time.perf_counter()
-    specs = task_specs(pipeline)
-    if not specs:
-        raise GraphBuilderError("the pipeline has no tasks")
-    inputs = list(collections.inputs)
-    run = collections.run
-    skip_in = list(collections.skip_existing_in)
-    all_types: dict[str, Any] = {}
-    for s in specs:
-        for c in s.conns:
-            all_types[c.dataset_type.name] = c.dataset_type
-    from butler import DatasetType
-
-    packages_type = DatasetType("packages", (), "Packages")
-    all_types["packages"] = packages_type
-    for s in specs:
-        all_types[f"{s.label}_config"] = DatasetType(f"{s.label}_config", (), "Config")
-
-    quanta: list[Quantum] = []
-    datastore_records: dict[UUID, Any] = {}
-    clobber: list[dict[str, Any]] = []
-    stats: dict[str, Any] = {"queries": 0}
-    missing_prereqs: dict[tuple[str, str], list[str]] = defaultdict(list)
-    prereq_cache: dict[tuple[Any, ...], Any] = {}
-    skipped_counts: dict[str, int] = defaultdict(int)
-    dropped: dict[str, list[str]] = defaultdict(list)
-    make_id = _UuidFactory()
-
-    for comp in _components(specs):
-        comp = _topo(comp)
-        comp_produced = {c.dataset_type.name for s in comp for c in s.by_kind("output")}
-        overall = {}
-        for s in comp:
-            for c in s.by_kind("input"):
-                if c.dataset_type.name not in comp_produced:
-                    overall[c.dataset_type.name] = c
-        dims: set[str] = set()
-        for s in comp:
-            dims.update(s.dimensions)
-            for c in s.by_kind("input"):
-                dims.update(c.dataset_type.dimensions)
-            for c in s.by_kind("output"):
-                dims.update(c.dataset_type.dimensions)
-        if dataset_query_constraint == "all":
-            constraint = [n for n, c in overall.items() if not c.defer_constraint]
-        elif dataset_query_constraint == "off":
-            constraint = []
-        else:
-            constraint = [n.strip() for n in dataset_query_constraint.split(",") if n.strip()]
-            unknown = [n for n in constraint if n not in overall]
-            if unknown:
-                raise GraphBuilderError(f"--dataset-query-constraint names {unknown}, which are not overall "
-                                        f"inputs of the pipeline ({sorted(overall)})")
-        from butler.dimensions import default_universe
-
-        union_required = default_universe().group(dims)[0]
-        available: dict[str, dict[tuple[Any, ...], Any]] = {}
-        rows = _rows_from_dataset_query(butler, overall, constraint, union_required, inputs, where, bind,
-                                        data_id, available)
-        if rows is None:
-            rows = list(butler.query_data_ids(sorted(dims), where=where, bind=bind, data_id=data_id,
-                                              datasets=constraint or None, collections=inputs))
-        stats["queries"] += 1
-        labels = [s.label for s in comp]
-        if not rows:
-            raise EmptyGraphError(_explain_empty(butler, sorted(dims), where, bind, data_id, constraint,
-                                                 inputs, labels))
-        # Existing datasets of the overall inputs, keyed by required values.
-        for name, c in overall.items():
-            if name in available:
-                continue
-            refs = _query_datasets(butler, name, inputs, where, bind, data_id)
-            stats["queries"] += 1
-            req = c.dataset_type.dimensions
-            available[name] = {_key(r.data_id, req): r for r in refs}
-            if not refs and c.minimum > 0 and dataset_query_constraint != "all":
-                _log.warning("no %s datasets in %s", name, inputs)
-        used_inputs: dict[UUID, Any] = {}
-
-        for spec in comp:
-            tdims = spec.dimensions
-            from butler.dimensions import default_universe
-
-            treq = default_universe().group(tdims)[0] if tdims else ()
-            groups: dict[tuple[Any, ...], Any] = {}
-            q_inputs: dict[tuple[Any, ...], dict[str, dict[tuple[Any, ...], Any]]] = {}
-            q_outputs_ids: dict[tuple[Any, ...], dict[str, dict[tuple[Any, ...], Any]]] = {}
-            q_rows: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
-            in_conns = spec.by_kind("input")
-            out_conns = [c for c in spec.by_kind("output") if c.kind == "output"]
-            multi_out = [c for c in out_conns if not set(c.required) <= set(treq)]
-            tget = _getter(treq)
-            in_get = [(c, _getter(c.required)) for c in in_conns]
-            out_get = [(c, _getter(c.required)) for c in multi_out]
-            for row in rows:
-                vals = row.to_simple()
-                qk = tget(vals)
-                g = groups.get(qk)
-                if g is None:
-                    groups[qk] = row
-                    q_inputs[qk] = {c.name: {} for c in in_conns}
-                    q_outputs_ids[qk] = {c.name: {} for c in multi_out}
-                qi = q_inputs[qk]
-                for c, cget in in_get:
-                    ck = cget(vals)
-                    if ck not in qi[c.name]:
-                        ref = available.get(c.dataset_type.name, {}).get(ck)
-                        if ref is not None:
-                            qi[c.name][ck] = ref
-                        else:
-                            qi[c.name].setdefault(ck, None)
-                for c, cget in out_get:
-                    q_outputs_ids[qk][c.name].setdefault(cget(vals), row)
-                if spec.by_kind("prerequisite"):
-                    q_rows[qk].append(row)
-            # Skip-existing.
-            skip_keys: set[tuple[Any, ...]] = set()
-            existing_outputs: dict[str, dict[tuple[Any, ...], Any]] = {}
-            if skip_in or collections.extend_run:
-                md_name = f"{spec.label}_metadata"
-                try:
-                    md_refs = butler.query_datasets(md_name, collections=skip_in, find_first=True) if skip_in else []
-                except Exception:  # noqa: BLE001 - dataset type not registered yet
-                    md_refs = []
-                stats["queries"] += 1
-                skip_keys = {_key(r.data_id, treq) for r in md_refs} & set(groups)
-                if skip_keys or collections.extend_run:
-                    for c in out_conns:
-                        search = list(skip_in) if skip_keys else []
-                        if collections.extend_run and run not in search:
-                            search.append(run)
-                        try:
-                            refs = butler.query_datasets(c.dataset_type.name, collections=search, find_first=True)
-                        except Exception:  # noqa: BLE001
-                            refs = []
-                        stats["queries"] += 1
-                        existing_outputs[c.dataset_type.name] = {_key(r.data_id, c.required): r for r in refs}
-            # Build the quanta.
-            task_quanta = 0
-            for qk, row in groups.items():
-                qdata = row.subset(treq) if treq else row.subset(())
-                ins = q_inputs[qk]
-                if qk in skip_keys:
-                    skipped_counts[spec.label] += 1
-                    for c in out_conns:
-                        ex = existing_outputs.get(c.dataset_type.name, {})
-                        keys = (q_outputs_ids[qk][c.name].keys() if c in multi_out
-                                else [_key(qdata, c.required)])
-                        for ok in keys:
-                            r = ex.get(ok)
-                            if r is not None:
-                                available.setdefault(c.dataset_type.name, {})[ok] = r
-                                used_inputs.setdefault(r.id, r)
-                    continue
-                inputs_refs: dict[str, list[Any]] = {}
-                drop_reason = None
-                for c in in_conns:
-                    refs = [r for _k, r in sorted(ins[c.name].items(), key=lambda kv: kv[0]) if r is not None]
-                    if len(refs) < c.minimum:
-                        drop_reason = (f"{c.name} ({c.dataset_type.name}): {len(refs)} of "
-                                       f"{c.minimum} needed")
-                        break
-                    inputs_refs[c.name] = refs
-                if drop_reason:
-                    dropped[spec.label].append(f"{_fmt(qdata)}: {drop_reason}")
-                    continue
-                prereq_refs: dict[str, list[Any]] = {}
-                quantum_missing = False
-                for c in spec.by_kind("prerequisite"):
-                    found = _lookup_prerequisite(butler, c, qdata, q_rows[qk], inputs, prereq_cache, stats)
-                    if isinstance(found, str):
-                        missing_prereqs[(spec.label, c.name)].append(found)
-                        quantum_missing = True
-                        found = []
-                    elif len(found) < c.minimum:
-                        missing_prereqs[(spec.label, c.name)].append(_fmt(qdata))
-                        quantum_missing = True
-                    prereq_refs[c.name] = found
-                if quantum_missing:
-                    continue
-                # Predicted outputs.
-                outputs_refs: dict[str, list[Any]] = {}
-                for c in out_conns:
-                    dt = c.dataset_type
-                    if c in multi_out:
-                        out_ids = [r.subset(c.required) for _k, r in sorted(q_outputs_ids[qk][c.name].items(),
-                                                                            key=lambda kv: kv[0])]
-                    else:
-                        out_ids = [qdata.subset(c.required) if c.required != treq else qdata]
-                    lst = []
-                    ex = existing_outputs.get(dt.name)
-                    for oid in out_ids:
-                        if ex:
-                            old = ex.get(_key(oid, c.required))
-                            if old is not None and old.run == run:
-                                if not clobber_outputs:
-                                    raise GraphBuilderError(
-                                        f"output {dt.name} {_fmt(oid)} of task {spec.label!r} already exists "
-                                        f"in run {run!r} but its quantum did not finish (no "
-                                        f"{spec.label}_metadata); rerun with --clobber-outputs to replace "
-                                        "it, or --skip-existing-in to keep finished work only")
-                                clobber.append({"id": str(old.id), "dataset_type": dt.name,
-                                                "data_id": dict(old.data_id.required), "run": old.run})
-                        lst.append(DatasetRef(dt, oid, run, make_id(dt, oid, run)))
-                    outputs_refs[c.name] = lst
-                # adjustQuantum
-                try:
-                    inputs_refs, prereq_refs, outputs_refs = _adjust(spec, inputs_refs, prereq_refs,
-                                                                     outputs_refs, qdata)
-                except _NoWork as exc:
-                    dropped[spec.label].append(f"{_fmt(qdata)}: {exc}")
-                    continue
-                q = Quantum(make_id(all_types[f"{spec.label}_metadata"], qdata, run), spec.label, qdata,
-                            inputs_refs, prereq_refs, outputs_refs)
-                quanta.append(q)
-                spec.config_variant(q.id, qdata)
-                task_quanta += 1
-                for c in out_conns:
-                    avail = available.setdefault(c.dataset_type.name, {})
-                    for r in outputs_refs.get(c.name, []):
-                        avail[_key(r.data_id, c.required)] = r
-                for refs in inputs_refs.values():
-                    for r in refs:
-                        if r.dataset_type.name not in comp_produced or r.run != run:
-                            used_inputs.setdefault(r.id, r)
-                for refs in prereq_refs.values():
-                    for r in refs:
-                        used_inputs.setdefault(r.id, r)
-            if dropped.get(spec.label):
-                _log.info("task %s: %d quanta dropped for missing inputs, e.g. %s", spec.label,
-                          len(dropped[spec.label]), dropped[spec.label][0])
-        # Datastore records of every pre-existing input.
-        existing = [r for r in used_inputs.values() if r.id not in datastore_records]
-        datastore_records.update(_stored_infos(butler, existing))
-
-    if missing_prereqs:
-        raise MissingPrerequisiteError(_explain_missing(missing_prereqs, specs, inputs))
-    if not quanta:
-        if skipped_counts:
-            raise EmptyGraphError(
-                f"every quantum already finished in {skip_in} ("
-                + ", ".join(f"{k}: {v} skipped" for k, v in skipped_counts.items())
-                + "); nothing to do")
-        why = "; ".join(f"task {lab!r}: {len(v)} quanta dropped, e.g. {v[0]}" for lab, v in dropped.items())
-        raise EmptyGraphError(f"no quanta: {why or 'no data IDs matched'}")
-    init_outputs: dict[str, list[Any]] = {}
-    from butler import DataCoordinate
-
-    empty = DataCoordinate.empty()
-    for s in specs:
-        dt = all_types[f"{s.label}_config"]
-        init_outputs[s.label] = [DatasetRef(dt, empty, run, make_id(dt, empty, run))]
-    init_outputs[""] = [DatasetRef(packages_type, empty, run, make_id(packages_type, empty, run))]
-    md = dict(metadata or {})
-    md.update(collections.to_metadata())
-    md["clobber_refs"] = clobber
-    md["skipped"] = dict(skipped_counts)
-    md["build_seconds"] = time.perf_counter() - t0
-    md["where"] = where
-    md["data_id"] = dict(data_id or {})
-    md["n_queries"] = stats["queries"]
-    graph = QuantumGraph(quanta, {s.label: s.task_info() for s in specs}, metadata=md,
-                         init_outputs=init_outputs, dataset_types=all_types.values(),
-                         datastore_records=datastore_records)
-    _log.info("Built a quantum graph of %d quanta (%s) in %.2f s with %d queries", len(quanta),
-              ", ".join(f"{k}: {v}" for k, v in graph.count_by_task().items()), md["build_seconds"],
-              stats["queries"])
-    return graph
+    builder = QuantumGraphBuilder(pipeline_graph, butler, collections=collections, where=where, bind=bind,
+                                  data_id=data_id, clobber_outputs=clobber_outputs,
+                                  dataset_query_constraint=dataset_query_constraint)
+    return builder.build(metadata)
 
 
-class _NoWork(Exception):  # noqa: N818 - internal signal, never escapes
-    pass
-
-
-def _default_adjust() -> Any:
-    from ..connections import PipelineTaskConnections
-
-    return PipelineTaskConnections.adjustQuantum
-
-
-_DEFAULT_ADJUST = _default_adjust()
-
-
-def _adjust(spec: TaskSpec, inputs: dict[str, list[Any]], prereqs: dict[str, list[Any]],
-            outputs: dict[str, list[Any]], data_id: Any) -> tuple[dict, dict, dict]:
-    """Call the connections' ``adjustQuantum``; translate `NoWorkFound` into a dropped quantum."""
-    from ..exceptions import NoWorkFound
-
-    conns = spec.connections
-    if conns is None:
-        return inputs, prereqs, outputs
-    if type(conns).adjustQuantum is _DEFAULT_ADJUST:
-        # The default only checks ``minimum`` (already enforced above) and ``multiple``.
-        for n, refs in inputs.items():
-            if len(refs) > 1 and not spec.multiple[n]:
-                from ..exceptions import InvalidQuantumError
-
-                raise InvalidQuantumError(
-                    f"task '{spec.label}' quantum {_fmt(data_id)}: connection {n!r} is not multiple=True but "
-                    f"got {len(refs)} datasets; check the connection's dimensions")
-        return inputs, prereqs, outputs
-    by_name = {c.name: c for c in spec.conns}
-    ins = {n: (by_name[n].conn, refs) for n, refs in inputs.items()}
-    ins.update({n: (by_name[n].conn, refs) for n, refs in prereqs.items()})
-    outs = {n: (by_name[n].conn, refs) for n, refs in outputs.items() if by_name[n].conn is not None}
-    try:
-        new_in, new_out = conns.adjustQuantum(ins, outs, spec.label, data_id)
-    except NoWorkFound as exc:
-        raise _NoWork(str(exc)) from None
-    except FileNotFoundError as exc:
-        raise MissingPrerequisiteError(str(exc)) from None
-    inputs = {n: list(v[1]) for n, v in new_in.items() if n in inputs}
-    prereqs = {n: list(v[1]) for n, v in new_in.items() if n in prereqs}
-    kept = {n: list(v[1]) for n, v in new_out.items()}
-    for n, refs in outputs.items():
-        if by_name[n].conn is None:
-            kept[n] = refs
-    return inputs, prereqs, kept
-
-
-def _quantum_timespan(qdata: Any, rows: Sequence[Any]) -> Any:
+# ---------------------------------------------------------------------- calibration lookups
+def _quantum_timespan(qdata: DataCoordinate, rows: Sequence[DataCoordinate]) -> Timespan | None:
     """The time span a calibration must cover: the quantum's exposure(s)."""
-    ts = getattr(qdata, "timespan", None)
+    ts = qdata.timespan
     if ts is not None:
         return ts
-    spans = [r.timespan for r in rows if getattr(r, "timespan", None) is not None]
+    spans = [r.timespan for r in rows if r.timespan is not None]
     if not spans:
         return None
     from butler import Timespan
@@ -801,14 +896,14 @@ class _CalibIndex:
     = error) is done in Python.
     """
 
-    def __init__(self, butler: Any, dt: Any, collections: list[str]) -> None:
+    def __init__(self, butler: Butler, dt: DatasetType, collections: list[str]) -> None:
         from butler import CollectionType
 
         reg = butler.registry
         self.dims = dt.dimensions
-        self.levels: list[tuple[str, bool, dict[tuple[Any, ...], list[tuple[Any, Any]]]]] = []
+        self.levels: list[tuple[str, bool, dict[_Key, list[tuple[Any, DatasetRef]]]]] = []
         for rec in reg.resolve_collections(collections):
-            table: dict[tuple[Any, ...], list[tuple[Any, Any]]] = defaultdict(list)
+            table: dict[_Key, list[tuple[Any, DatasetRef]]] = defaultdict(list)
             if rec.type == CollectionType.CALIBRATION:
                 for ref, ts in reg.query_calibration_validity(rec.name, dt.name):
                     table[_key(ref.data_id, self.dims)].append((ts, ref))
@@ -818,7 +913,7 @@ class _CalibIndex:
                     table[_key(ref.data_id, self.dims)].append((None, ref))
                 self.levels.append((rec.name, False, table))
 
-    def find(self, key: tuple[Any, ...], ts: Any) -> Any:
+    def find(self, key: _Key, ts: Timespan | None) -> DatasetRef | None:
         """Return the ref for a data-ID key and time span, `None`, or raise `LookupError`."""
         for name, is_calib, table in self.levels:
             cands = table.get(key)
@@ -839,25 +934,8 @@ class _CalibIndex:
         return None
 
 
-def _lookup_prerequisite(butler: Any, c: _Conn, qdata: Any, rows: Sequence[Any], collections: list[str],
-                         cache: dict[tuple[Any, ...], Any], stats: dict[str, Any]) -> list[Any] | str:
-    """Find one quantum's prerequisite datasets (batched per dataset type, cached per data ID)."""
-    dt = c.dataset_type
-    if dt.is_calibration and getattr(c.conn, "lookupFunction", None) is None:
-        index = cache.get(("__index__", dt.name))
-        if index is None:
-            try:
-                index = _CalibIndex(butler, dt, collections)
-                stats["queries"] += len(index.levels)
-            except Exception:  # noqa: BLE001 - e.g. type not registered: per-quantum path decides
-                index = False
-            cache[("__index__", dt.name)] = index
-        if index is not False:
-            return _lookup_indexed(index, c, qdata, rows)
-    return _lookup_one_by_one(butler, c, qdata, rows, collections, cache, stats)
-
-
-def _lookup_indexed(index: _CalibIndex, c: _Conn, qdata: Any, rows: Sequence[Any]) -> list[Any] | str:
+def _lookup_indexed(index: _CalibIndex, qdata: DataCoordinate, rows: Sequence[DataCoordinate]
+                    ) -> list[DatasetRef] | str:
     dims = index.dims
     if any(d not in qdata for d in dims):
         keys = sorted({_key(r, dims) for r in rows if all(d in r for d in dims)})
@@ -873,86 +951,3 @@ def _lookup_indexed(index: _CalibIndex, c: _Conn, qdata: Any, rows: Sequence[Any
         if ref is not None:
             out.append(ref)
     return out
-
-
-def _lookup_one_by_one(butler: Any, c: _Conn, qdata: Any, rows: Sequence[Any], collections: list[str],
-                       cache: dict[tuple[Any, ...], Any], stats: dict[str, Any]) -> list[Any] | str:
-    """Per-quantum lookup with ``find_dataset`` (non-calibrations, lookup functions)."""
-    dt = c.dataset_type
-    dims = dt.dimensions
-    missing_dims = [d for d in dims if d not in qdata]
-    if missing_dims:
-        # Prerequisite with dimensions beyond the quantum's: one per row (e.g. per detector).
-        pids = {_key(r, dims): r.subset(dims) for r in rows if all(d in r for d in dims)}
-    else:
-        pids = {_key(qdata, dims): qdata.subset(dims)}
-    ts = _quantum_timespan(qdata, rows) if dt.is_calibration else None
-    out = []
-    for pk, pid in sorted(pids.items(), key=lambda kv: kv[0]):
-        ck = (dt.name, pk, None if ts is None else (ts.begin_ns, ts.end_ns))
-        if ck in cache:
-            ref = cache[ck]
-        else:
-            lookup = getattr(c.conn, "lookupFunction", None)
-            try:
-                if lookup is not None:
-                    found = list(lookup(dt, butler.registry, pid, collections))
-                    ref = found or None
-                else:
-                    ref = butler.find_dataset(dt.name, pid, collections=collections, timespan=ts)
-            except Exception as exc:  # noqa: BLE001 - e.g. ambiguous calibration validity match
-                from butler import MissingDatasetTypeError
-
-                stats["queries"] += 1
-                if isinstance(exc, MissingDatasetTypeError):
-                    cache[ck] = None
-                    continue
-                return (f"{_fmt(pid)}: {type(exc).__name__}: {exc}")
-            stats["queries"] += 1
-            cache[ck] = ref
-        if isinstance(ref, list):
-            out.extend(ref)
-        elif ref is not None:
-            out.append(ref)
-    return out
-
-
-def _explain_missing(missing: Mapping[tuple[str, str], list[str]], specs: list[TaskSpec],
-                     collections: list[str]) -> str:
-    by_label = {s.label: s for s in specs}
-    parts = []
-    for (label, cname), ids in missing.items():
-        c = next(c for c in by_label[label].conns if c.name == cname)
-        dt = c.dataset_type
-        how = ("certified for the exposure's time span in the CALIBRATION collection(s)"
-               if dt.is_calibration else "in the collection(s)")
-        parts.append(
-            f"task {label!r} needs prerequisite {cname!r} (dataset type {dt.name!r}) for {len(ids)} "
-            f"quanta but none was found {how} {collections}, e.g. for {ids[0]}")
-    return ("missing prerequisite inputs: " + "; ".join(parts)
-            + ". Certify the calibration for those dates (butler certify-calibrations), add the "
-            "collection that holds it to -i, or turn the step off in the task config")
-
-
-def _explain_empty(butler: Any, dims: list[str], where: str, bind: Any, data_id: Any,
-                   constraint: list[str], inputs: list[str], labels: list[str]) -> str:
-    """Find which constraint emptied the data-ID query."""
-    head = f"the quantum graph for {labels} is empty: "
-    for name in constraint:
-        try:
-            refs = butler.query_datasets(name, collections=inputs, find_first=True, limit=1)
-        except Exception as exc:  # noqa: BLE001
-            return head + f"no {name!r} datasets can be found in {inputs} ({exc})"
-        if not refs:
-            return head + (f"there are no {name!r} datasets in the input collections {inputs}; check -i "
-                           "(butler query-datasets REPO " + name + ")")
-    if where or data_id:
-        try:
-            rows = butler.query_data_ids(dims, data_id=data_id, datasets=constraint or None, collections=inputs)
-        except Exception:  # noqa: BLE001
-            rows = None
-        if rows:
-            return head + (f"the data query -d {where!r} matches none of the {len(rows)} data IDs that have "
-                           f"{', '.join(constraint) or 'data'} in {inputs}")
-        return head + f"no data IDs match -d {where!r} with data ID {dict(data_id or {})}"
-    return head + f"no data IDs for dimensions {dims} with {constraint} in {inputs}"

@@ -30,6 +30,7 @@ def main() -> int:
     from pipeline.execution.submit import execute_graph
     from pipeline.graph.builder import build_quantum_graph
     from pipeline.graph.collections import resolve_output_collections
+    from pipeline.pipeline_graph import PipelineGraph
 
     butler = Butler(args.repo, writeable=True)
     try:
@@ -45,7 +46,7 @@ def main() -> int:
             ("subtractMedian", toy.SubtractMedianTask, toy.SubtractMedianConfig(sleep_s=args.sleep)),
             ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig()),
         ]
-        graph = build_quantum_graph(butler, tasks, collections=colls)
+        graph = build_quantum_graph(butler, PipelineGraph.from_tasks(tasks), collections=colls)
         report = execute_graph(butler, graph, executor="serial", register_dataset_types=True, progress="none")
         print(
             json.dumps(

@@ -26,6 +26,7 @@ from pipeline.execution.parsl_executor import ParslQuantumExecutor
 from pipeline.execution.runner import pre_exec_init, run_graph
 from pipeline.graph.builder import build_quantum_graph
 from pipeline.graph.collections import resolve_output_collections
+from pipeline.pipeline_graph import PipelineGraph
 
 from ._tasks import KillableSubtractMedianConfig, KillableSubtractMedianTask
 from .conftest import drop_pg_schema, make_toy_repo_db
@@ -46,7 +47,7 @@ def _tasks() -> list[tuple[str, type, Any]]:
 
 def _graph(butler: Any, run: str) -> Any:
     colls = resolve_output_collections(butler.registry, inputs=[toy.TOY_RAW_RUN], output_run=run)
-    return build_quantum_graph(butler, _tasks(), collections=colls)
+    return build_quantum_graph(butler, PipelineGraph.from_tasks(_tasks()), collections=colls)
 
 
 class _CountingExecutor:

@@ -22,6 +22,7 @@ from butler import Butler
 from pipeline.execution.qbb import transfer_from_graph
 from pipeline.graph.builder import build_quantum_graph
 from pipeline.graph.collections import resolve_output_collections
+from pipeline.pipeline_graph import PipelineGraph
 
 from .conftest import make_toy_repo_db
 
@@ -65,7 +66,7 @@ def qbb_setup(tmp_path: Path) -> tuple[Any, dict[tuple[int, int], float], Any, P
         ("subtractMedian", toy.SubtractMedianTask, toy.SubtractMedianConfig()),
         ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig()),
     ]
-    graph = build_quantum_graph(butler, tasks, collections=colls)
+    graph = build_quantum_graph(butler, PipelineGraph.from_tasks(tasks), collections=colls)
     path = graph.save(tmp_path / "g.qg")
     butler.close()
     return graph, medians, path, tmp_path / "repo"

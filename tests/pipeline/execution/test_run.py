@@ -15,6 +15,7 @@ from pipeline.execution.executors import ProcessPoolQuantumExecutor, SerialExecu
 from pipeline.execution.runner import ExecutionError, pre_exec_init, run_graph
 from pipeline.graph.builder import EmptyGraphError, GraphBuilderError, build_quantum_graph
 from pipeline.graph.collections import resolve_output_collections
+from pipeline.pipeline_graph import PipelineGraph
 
 
 def _tasks(**a: Any) -> list[tuple[str, type, Any]]:
@@ -27,7 +28,8 @@ def _graph(butler: Any, tasks: Any, *, output: str | None = "u/test", output_run
     colls = resolve_output_collections(butler.registry, inputs=[toy.TOY_RAW_RUN] if not extend_run else [],
                                        output=output, output_run=output_run, extend_run=extend_run,
                                        skip_existing=skip_existing)
-    return build_quantum_graph(butler, tasks, collections=colls, where=where, clobber_outputs=clobber)
+    return build_quantum_graph(butler, PipelineGraph.from_tasks(tasks), collections=colls, where=where,
+                               clobber_outputs=clobber)
 
 
 def _execute(butler: Any, graph: Any, processes: int = 1, tmp: Path | None = None, **kw: Any) -> Any:
