@@ -412,7 +412,7 @@ def timeMethod(func: _F) -> _F:
 class ButlerQuantumContext(Protocol):
     """What ``runQuantum`` may call on the ``butlerQC`` the executor passes in.
 
-    The executor engineer implements this over a `~butler.QuantumBackedButler`.
+    `pipeline.execution.butler_qc.ButlerQuantumContext` implements it over a `~butler.QuantumBackedButler`.
 
     Attributes
     ----------

@@ -5,10 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from ..connections import InputQuantizedConnection, OutputQuantizedConnection, QuantizedConnection
 from ..struct import Struct
+
+if TYPE_CHECKING:
+    from butler import DataCoordinate, DatasetRef, QuantumBackedButler
+
+    from ..graph.quantum import Quantum
 
 __all__ = ["ButlerQuantumContext", "DeferredDatasetHandle", "InputQuantizedConnection",
            "OutputQuantizedConnection", "QuantizedConnection"]
@@ -25,12 +31,12 @@ class DeferredDatasetHandle:
         The dataset.
     """
 
-    def __init__(self, butler: Any, ref: Any) -> None:
+    def __init__(self, butler: QuantumBackedButler, ref: DatasetRef) -> None:
         self.butler = butler
         self.ref = ref
 
     @property
-    def dataId(self) -> Any:  # noqa: N802 - LSST name
+    def dataId(self) -> DataCoordinate:  # noqa: N802 - LSST name
         """The data ID of the dataset."""
         return self.ref.data_id
 
@@ -70,7 +76,7 @@ class ButlerQuantumContext:
     end up in the quantum's metadata as ``butler_metrics``.
     """
 
-    def __init__(self, butler: Any, quantum: Any, repo_root: str | Path, *,
+    def __init__(self, butler: QuantumBackedButler, quantum: Quantum, repo_root: str | Path, *,
                  deferred: set[str] | None = None) -> None:
         self.butler = butler
         self.quantum = quantum
@@ -84,7 +90,17 @@ class ButlerQuantumContext:
         self.n_put = 0
         self.time_in_get = 0.0
         self.time_in_put = 0.0
-        self.put_ids: list[Any] = []
+        self.put_ids: list[UUID] = []
+
+    def metrics(self) -> dict[str, float]:
+        """The counters stored in the quantum's metadata as ``butler_metrics``."""
+        return {"n_get": self.n_get, "n_put": self.n_put, "time_in_get": self.time_in_get,
+                "time_in_put": self.time_in_put}
+
+    @staticmethod
+    def no_metrics() -> dict[str, float]:
+        """``butler_metrics`` of a quantum that never got a butler (e.g. no work found before)."""
+        return {"n_get": 0, "n_put": 0, "time_in_get": 0.0, "time_in_put": 0.0}
 
     @property
     def dimensions(self) -> tuple[str, ...]:

@@ -1,12 +1,12 @@
-"""Executors: where quanta run. The interface is three methods, so Parsl can plug in.
+"""Executors: where quanta run. The interface is three methods and a window, so Parsl can plug in.
 
-An executor takes quantum *ids* and returns futures of `QuantumResult`::
+An executor takes quantum *ids* and returns futures of `QuantumResult` (`QuantumExecutor`)::
 
     class QuantumExecutor:
         max_in_flight: int                        # how many quanta the driver keeps submitted
         def submit(self, quantum_id) -> Future    # concurrent.futures.Future-like (.result(), .done())
         def shutdown(self, cancel=False) -> None
-        def reset(self) -> None                   # optional: rebuild after lost workers
+        def reset(self) -> None                   # rebuild after lost workers
 
 The driver (`pipeline.execution.runner`) walks the graph, keeps ``max_in_flight`` quanta
 submitted and registers the results; workers only need the graph file and the repository root.
@@ -20,10 +20,13 @@ import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from .single_quantum import QuantumResult, SingleQuantumExecutor
+
+if TYPE_CHECKING:
+    from ..graph.quantum_graph import QuantumGraph
 
 __all__ = ["QuantumExecutor", "SerialExecutor", "ProcessPoolQuantumExecutor", "WorkerLostError"]
 
@@ -33,15 +36,28 @@ class WorkerLostError(RuntimeError):
 
 
 class QuantumExecutor(Protocol):
-    """What the driver needs from an executor (see module docstring)."""
+    """What the driver (`pipeline.execution.runner.run_graph`) needs from an executor."""
 
-    max_in_flight: int
+    @property
+    def max_in_flight(self) -> int:
+        """How many quanta the driver keeps submitted (read before every submission: it may change)."""
+        ...
 
     def submit(self, quantum_id: UUID) -> Future[QuantumResult]:
         """Start running one quantum; return a future of its result."""
+        ...
 
     def shutdown(self, cancel: bool = False) -> None:
         """Stop the workers (``cancel=True``: drop queued quanta)."""
+        ...
+
+    def reset(self) -> None:
+        """Rebuild after lost workers (`WorkerLostError`, a broken pool).
+
+        The quanta the lost workers were running may have left partial files: the quanta run
+        after a reset remove stale outputs first.
+        """
+        ...
 
 
 class SerialExecutor:
@@ -65,7 +81,7 @@ class SerialExecutor:
 
     max_in_flight = 1
 
-    def __init__(self, graph: Any, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
+    def __init__(self, graph: QuantumGraph, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
                  log_level: int = logging.INFO, clean_stale: bool | None = None,
                  post_mortem: bool = False) -> None:
         self._sqe = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level,
@@ -259,5 +275,7 @@ class ProcessPoolQuantumExecutor:
             self._pool = None
 
     def reset(self) -> None:
-        """Throw away a broken pool; the next `submit` starts fresh workers."""
+        """Throw away a broken pool; the next `submit` starts fresh workers, which remove the
+        partial files the lost quanta may have left."""
         self.shutdown(cancel=True)
+        self.clean_stale = True

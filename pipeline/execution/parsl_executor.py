@@ -628,6 +628,7 @@ class ParslQuantumExecutor:
         run_dir = Path(self.repo_root) / ".ccdflow" / "parsl"
         if config is None:
             config = {"htex": {"max_workers_per_node": 2}}
+        self.site: ParslSiteConfig | None
         if isinstance(config, ParslSiteConfig):
             self._config, self.site = make_parsl_config(config, run_dir=run_dir), config
         else:

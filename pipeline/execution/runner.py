@@ -22,12 +22,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from .executors import WorkerLostError
+from .executors import QuantumExecutor, WorkerLostError
 from .single_quantum import QuantumResult
 from .walker import GraphWalker
+
+if TYPE_CHECKING:
+    from butler import Butler, DatasetRef
+    from butler.registry import Registry
+
+    from ..graph.quantum_graph import QuantumGraph
 
 __all__ = ["QuantumReport", "RunReport", "run_graph", "pre_exec_init", "ExecutionError",
            "packages_versions", "resume_state"]
@@ -151,7 +157,7 @@ def packages_versions() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- pre-exec-init
-def pre_exec_init(butler: Any, graph: Any, *, register_dataset_types: bool = False,
+def pre_exec_init(butler: Butler, graph: QuantumGraph, *, register_dataset_types: bool = False,
                   save_versions: bool = True) -> None:
     """Prepare the repository for a graph's outputs.
 
@@ -273,7 +279,7 @@ def pre_exec_init(butler: Any, graph: Any, *, register_dataset_types: bool = Fal
             butler.put(new_values[name], ref)
 
 
-def _has_type(registry: Any, name: str) -> bool:
+def _has_type(registry: Registry, name: str) -> bool:
     try:
         registry.get_dataset_type(name)
         return True
@@ -281,7 +287,7 @@ def _has_type(registry: Any, name: str) -> bool:
         return False
 
 
-def _prune(butler: Any, refs: list[dict[str, Any]]) -> None:
+def _prune(butler: Butler, refs: list[dict[str, Any]]) -> None:
     from butler import DataCoordinate, DatasetRef
 
     objs = []
@@ -347,7 +353,7 @@ class _Progress:
 
 
 # ---------------------------------------------------------------------------- driver
-def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False,
+def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *, fail_fast: bool = False,
               progress: str = "auto", summary_path: str | os.PathLike[str] | None = None,
               batch_seconds: float = 1.0, batch_size: int = 500, max_retries: int = 1,
               command: Sequence[str] | None = None, skip: set[UUID] | frozenset[UUID] = frozenset()) -> RunReport:
@@ -430,7 +436,7 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
         while not walker.finished:
             if not stop_submitting:
                 # Read every time: an executor may widen its window as it learns (Parsl batching).
-                window = max(1, int(getattr(executor, "max_in_flight", 1)))
+                window = max(1, executor.max_in_flight)
                 batch = walker.take_ready(window - len(in_flight))
                 for pos, idx in enumerate(batch):
                     qid = graph.id_at(idx)
@@ -509,14 +515,12 @@ def run_graph(butler: Any, graph: Any, executor: Any, *, fail_fast: bool = False
     return report
 
 
-def _reset(executor: Any) -> None:
-    """Restart a broken pool; the quanta it was running may have left partial files."""
+def _reset(executor: QuantumExecutor) -> None:
+    """Restart a broken pool (its quanta may have left partial files; see `QuantumExecutor.reset`)."""
     executor.reset()
-    if hasattr(executor, "clean_stale"):
-        executor.clean_stale = True
 
 
-def resume_state(butler: Any, graph: Any) -> tuple[set[UUID], list[Any]]:
+def resume_state(butler: Butler, graph: QuantumGraph) -> tuple[set[UUID], list[DatasetRef]]:
     """What a previous attempt at the same graph left in its output run.
 
     Used when a saved graph is run again (``pipetask run -g``) after an interruption or failure:
@@ -537,6 +541,8 @@ def resume_state(butler: Any, graph: Any) -> tuple[set[UUID], list[Any]]:
         Registered outputs of quanta that will run again.
     """
     run = graph.output_run
+    if run is None:
+        return set(), []
     try:
         butler.registry.get_collection_type(run)
     except Exception:  # noqa: BLE001 - MissingCollectionError: a fresh run
@@ -549,7 +555,7 @@ def resume_state(butler: Any, graph: Any) -> tuple[set[UUID], list[Any]]:
         except Exception:  # noqa: BLE001 - dataset type not registered yet
             continue
     done: set[UUID] = set()
-    stale: list[Any] = []
+    stale: list[DatasetRef] = []
     for i in range(len(graph)):
         q = graph.quantum_at(i)
         if q.metadata_ref.id in registered:
@@ -559,7 +565,7 @@ def resume_state(butler: Any, graph: Any) -> tuple[set[UUID], list[Any]]:
     return done, stale
 
 
-def _register(butler: Any, graph: Any, results: list[QuantumResult]) -> int:
+def _register(butler: Butler, graph: QuantumGraph, results: list[QuantumResult]) -> int:
     """Register the files of finished quanta in one transaction; return how many."""
     items = []
     for res in results:

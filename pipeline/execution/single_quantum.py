@@ -32,11 +32,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from ..graph.quantum import LOG_CONNECTION, METADATA_CONNECTION, Quantum
 from .butler_qc import ButlerQuantumContext, InputQuantizedConnection, OutputQuantizedConnection
+
+if TYPE_CHECKING:
+    from butler import DatasetRef, QuantumBackedButler, StoredFileInfo
+
+    from ..graph.quantum_graph import QuantumGraph
+    from ..task import PipelineTask
 
 __all__ = ["QuantumResult", "SingleQuantumExecutor", "QuantumTimeoutError", "make_task"]
 
@@ -83,7 +89,7 @@ class QuantumResult:
         return self.status != "failed"
 
 
-def make_task(task_class: str, config: dict[str, Any], label: str) -> Any:
+def make_task(task_class: str, config: dict[str, Any], label: str) -> PipelineTask:
     """Build a task from its class path and frozen config dict.
 
     Parameters
@@ -175,7 +181,7 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def _usage() -> dict[str, float]:
+def _usage() -> dict[str, Any]:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {"Utc": datetime.datetime.now(datetime.UTC).isoformat(), "CpuTime": time.process_time(),
             "UserTime": ru.ru_utime, "SystemTime": ru.ru_stime, "MaxResidentSetSize": ru.ru_maxrss * 1024,
@@ -206,7 +212,7 @@ class SingleQuantumExecutor:
         is recorded as failed (``pipetask run --pdb``; in-process executors only).
     """
 
-    def __init__(self, graph: Any, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
+    def __init__(self, graph: QuantumGraph, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
                  log_level: int = logging.INFO, clean_stale: bool | None = None,
                  post_mortem: bool = False) -> None:
         self.post_mortem = post_mortem
@@ -217,11 +223,11 @@ class SingleQuantumExecutor:
         self.repo_root = Path(repo_root)
         self.timeout = timeout
         self.log_level = log_level
-        self._tasks: dict[tuple[str, int], Any] = {}
+        self._tasks: dict[tuple[str, int], PipelineTask] = {}
         self._predictor: Any = None
 
     # -------------------------------------------------------------------- helpers
-    def task_for(self, label: str, quantum_id: UUID | None = None) -> Any:
+    def task_for(self, label: str, quantum_id: UUID | None = None) -> PipelineTask:
         """Return the (cached) task instance of a label (and of a quantum's config variant).
 
         Parameters
@@ -241,11 +247,11 @@ class SingleQuantumExecutor:
             task = self._tasks[(label, variant)] = make_task(info.task_class, config, label)
         return task
 
-    def _input_records(self, quantum: Quantum) -> dict[UUID, tuple[Any, Any]]:
+    def _input_records(self, quantum: Quantum) -> dict[UUID, tuple[DatasetRef, StoredFileInfo]]:
         from ._butler_adapter import predicted_file_info
 
         records = self.graph.datastore_records
-        out: dict[UUID, tuple[Any, Any]] = {}
+        out: dict[UUID, tuple[DatasetRef, StoredFileInfo]] = {}
         for ref in quantum.all_inputs():
             info = records.get(ref.id)
             if info is None:
@@ -277,13 +283,13 @@ class SingleQuantumExecutor:
         label = quantum.task_label
         info = self.graph.tasks[label]
         conn_specs = info.connections
-        qbb = None
+        qbb: QuantumBackedButler | None = None
         status = "done"
         error = tb = None
         run_time = 0.0
         task_md: dict[str, Any] = {}
-        butler_qc = None
-        written: list[tuple[UUID, Any]] = []
+        butler_qc: ButlerQuantumContext | None = None
+        written: list[tuple[UUID, StoredFileInfo]] = []
         with _capture_logs(self.log_level) as logs:
             try:
                 with _time_limit(self.timeout):
@@ -342,12 +348,10 @@ class SingleQuantumExecutor:
                                 **{f"end{k}": v for k, v in end.items()},
                                 "wallTime": time.perf_counter() - t_start, "runTime": run_time},
                     "task": task_md,
-                    "butler_metrics": {
-                        "n_get": getattr(butler_qc, "n_get", 0), "n_put": getattr(butler_qc, "n_put", 0),
-                        "time_in_get": getattr(butler_qc, "time_in_get", 0.0),
-                        "time_in_put": getattr(butler_qc, "time_in_put", 0.0)},
+                    "butler_metrics": (butler_qc.metrics() if butler_qc is not None
+                                       else ButlerQuantumContext.no_metrics()),
                     "caveats": ["NO_WORK"] if status == "no_work" else [],
-                    "outputs": [str(i) for i in getattr(butler_qc, "put_ids", [])],
+                    "outputs": [str(i) for i in butler_qc.put_ids] if butler_qc is not None else [],
                     "quantum_id": str(quantum.id), "data_id": dict(quantum.data_id.required),
                 }
                 qbb.put(metadata, quantum.metadata_ref)
@@ -361,13 +365,13 @@ class SingleQuantumExecutor:
         return QuantumResult(quantum_id, status, written, error, tb, time.perf_counter() - t_start, run_time)
 
     @staticmethod
-    def _task_metadata(task: Any) -> dict[str, Any]:
+    def _task_metadata(task: PipelineTask) -> dict[str, Any]:
         try:
             md = task.getFullMetadata()
         except Exception:  # noqa: BLE001
-            md = getattr(task, "metadata", {})
+            md = task.metadata
         try:
-            return _jsonable(md.to_dict() if hasattr(md, "to_dict") else dict(md))
+            return _jsonable(md.to_dict())
         except Exception:  # noqa: BLE001
             return {}
 
@@ -382,14 +386,15 @@ class SingleQuantumExecutor:
                 out[name] = lst[0] if lst else None
         return out
 
-    def _present_inputs(self, qbb: Any, quantum: Quantum, specs: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+    def _present_inputs(self, qbb: QuantumBackedButler, quantum: Quantum, specs: dict[str, dict[str, Any]]
+                        ) -> dict[str, list[DatasetRef]]:
         """Inputs that exist; raise `NoWorkFound` when a connection falls below its minimum."""
         from ..exceptions import NoWorkFound
 
         records = self.graph.datastore_records
-        result: dict[str, list[Any]] = {}
-        for role in ("inputs", "prerequisites"):
-            for name, refs in getattr(quantum, role).items():
+        result: dict[str, list[DatasetRef]] = {}
+        for connections in (quantum.inputs, quantum.prerequisites):
+            for name, refs in connections.items():
                 present = [r for r in refs if r.id in records or qbb.exists(r)]
                 minimum = specs.get(name, {}).get("minimum", 1)
                 if len(present) < minimum:
@@ -403,7 +408,7 @@ class SingleQuantumExecutor:
         return result
 
     @staticmethod
-    def _delete_written(qbb: Any) -> None:
+    def _delete_written(qbb: QuantumBackedButler | None) -> None:
         if qbb is None:
             return
         from ._butler_adapter import delete_written

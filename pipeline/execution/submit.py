@@ -507,10 +507,10 @@ def submit(source: str | os.PathLike[str] | dict[str, Any] | SubmitConfig, *, dr
         graph = build_quantum_graph(butler, pipe, collections=colls, where=cfg.data_query,
                                     clobber_outputs=cfg.clobber_outputs, metadata=md)
         gpath = Path(cfg.qgraph) if cfg.qgraph else (
-            Path(butler.root) / ".ccdflow" / "submit" / f"{graph.output_run.replace('/', '_')}.qg")
+            Path(butler.root) / ".ccdflow" / "submit" / f"{colls.run.replace('/', '_')}.qg")
         graph.save(gpath)
         _log.info("Saved quantum graph of %d quanta to %s", len(graph), gpath)
-        result = SubmitResult(gpath, graph.output_run)
+        result = SubmitResult(gpath, colls.run)
         if executor is None:
             return result
         executor.graph_path = str(gpath.resolve())

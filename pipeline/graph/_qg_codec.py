@@ -154,7 +154,7 @@ class Encoder:
             self.did_shape.append(s)
             self.did_row.append(len(self.did_values[s]))
             self.did_values[s].append([self._value(k, v) for k, v in values.items()])
-            self.did_records[s].append([self._record(el, recs[el]) for el in rec_keys])
+            self.did_records[s].append([self._record(el, recs[el]) for el in rec_keys] if recs else [])
         self._did_obj[id(dc)] = i
         self._keep.append(dc)
         return i
@@ -251,6 +251,7 @@ class Columns:
             records = {}
             rrow = self.did_records[s]
             for j, el in enumerate(rec_els):
+                assert rrow is not None  # a shape with record elements has a column per element
                 ri = int(rrow[r, j])
                 rec = self._rec.get((el, ri))
                 if rec is None:
@@ -282,9 +283,9 @@ class Columns:
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
         """Return (producer, consumer) quantum index arrays, de-duplicated, vectorised."""
         n_io = len(self.io_conn)
-        counts = np.diff(self.io_ds_start.astype(np.int64))
+        counts = np.diff(self.io_ds_start).astype(np.int64)
         io_of_ref = np.repeat(np.arange(n_io), counts)
-        q_of_io = np.repeat(np.arange(len(self.q_task)), np.diff(self.q_io_start.astype(np.int64)))
+        q_of_io = np.repeat(np.arange(len(self.q_task)), np.diff(self.q_io_start).astype(np.int64))
         q_of_ref = q_of_io[io_of_ref] if n_io else np.zeros(0, dtype=np.int64)
         role_of_ref = self.io_role[io_of_ref] if n_io else np.zeros(0, dtype=np.int32)
         out_mask = role_of_ref == ROLES.index("outputs")

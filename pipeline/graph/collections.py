@@ -144,6 +144,7 @@ def resolve_output_collections(
             f"input collection(s) {', '.join(missing)} do not exist in the repository; check -i "
             "(butler query-collections REPO lists them)")
     existing_chain: list[str] | None = None
+    chain: list[str] | None
     if output:
         ctype = _collection_type(registry, output)
         if ctype is not None:
