@@ -93,8 +93,8 @@ class DimensionedConnection(BaseConnection):
         `True` if the dataset type is a calibration (certified into CALIBRATION collections).
     """
 
-    dimensions: tuple[str, ...] = ()  # type: ignore[assignment]
-    isCalibration: bool = False  # type: ignore[assignment]
+    dimensions: tuple[str, ...] = ()
+    isCalibration: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

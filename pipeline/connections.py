@@ -71,8 +71,9 @@ class PipelineTaskConnectionsMetaclass(type):
         for base in reversed(bases):
             connections.update(getattr(base, "_connection_decls", {}))
             templates.update(getattr(base, "defaultTemplates", {}))
-            if getattr(base, "_class_dimensions", None) is not None:
-                base_dims = base._class_dimensions
+            dims = getattr(base, "_class_dimensions", None)  # bases need not be connections classes
+            if dims is not None:
+                base_dims = dims
         for attr, value in list(namespace.items()):
             if isinstance(value, cT.BaseConnection):
                 connections[attr] = value
@@ -323,6 +324,8 @@ class QuantizedConnection:
     **refs
         Connection name → ref or list of refs.
     """
+
+    _names: list[str]
 
     def __init__(self, **refs: Any) -> None:
         self.__dict__["_names"] = []

@@ -251,6 +251,12 @@ class Task:
     ConfigClass: ClassVar[type[Config]] = Config
     _DefaultName: ClassVar[str | None] = None
 
+    config: Config
+    log: logging.Logger
+    _name: str
+    _fullName: str
+    _taskDict: dict[str, Task]
+
     def __init__(
         self,
         config: Config | None = None,

@@ -91,11 +91,6 @@ def _violations(graph: nx.DiGraph, source: tuple[str, ...], forbidden: tuple[str
     return sorted(f"{a} -> {b}" for a, b in graph.edges if _in(a, source) and _in(b, forbidden))
 
 
-KNOWN_CIRCLE = ("pipeline.config ↔ pipeline.definitions ↔ pipeline.pipeline_graph ↔ pipeline.connections "
-                "(override-file parsing and Pipeline.to_graph): not yet broken")
-
-
-@pytest.mark.xfail(strict=True, reason=KNOWN_CIRCLE)
 def test_no_import_circles(graph):
     """No two modules of butler/ and pipeline/ import each other, directly or around a loop."""
     cycles = [c for c in nx.simple_cycles(graph)]
@@ -115,7 +110,6 @@ def test_framework_never_imports_science_or_applications(graph):
     assert not _violations(graph, FRAMEWORK, ("pipeline.tasks",) + APPLICATIONS)
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/graph/builder.py still imports execution._butler_adapter")
 def test_graph_builder_never_imports_execution_and_execution_never_the_cli(graph):
     assert not _violations(graph, ("pipeline.graph", "pipeline.pipeline_graph", "pipeline.definitions",
                                    "pipeline.config"), ("pipeline.execution", "pipeline.cli"))

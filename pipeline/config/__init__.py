@@ -8,6 +8,7 @@ from __future__ import annotations
 from ._config import (
     Config,
     ConfigError,
+    Configurable,
     ConfigurableField,
     Field,
     apply_overrides,
@@ -26,6 +27,7 @@ from ._override_files import parse_override_file, parse_python_overrides
 __all__ = [
     "Config",
     "ConfigError",
+    "Configurable",
     "ConfigurableField",
     "Field",
     "apply_overrides",

@@ -37,7 +37,7 @@ import os
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, ClassVar, Literal, Protocol, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -46,6 +46,7 @@ from ._override_files import parse_override_file
 
 __all__ = [
     "Config",
+    "Configurable",
     "ConfigError",
     "ConfigurableField",
     "Field",
@@ -152,6 +153,12 @@ def _config_field_class(cls: type[Config], name: str) -> type[Config] | None:
     if isinstance(ann, type) and issubclass(ann, Config):
         return ann
     return None
+
+
+class Configurable(Protocol):
+    """What a subtask target is to its config field: a class with a ``ConfigClass``."""
+
+    ConfigClass: ClassVar[type[Config]]
 
 
 class Config(BaseModel):
@@ -297,7 +304,9 @@ class Config(BaseModel):
             )
         self._target = target
 
-    def retarget_field(self, name: str, target: type, ConfigClass: type[Config] | None = None) -> None:
+    def retarget_field(
+        self, name: str, target: type[Configurable], ConfigClass: type[Config] | None = None
+    ) -> None:
         """Replace the subtask config ``name`` with a default config of ``target``.
 
         Parameters
@@ -418,7 +427,7 @@ class Config(BaseModel):
 
     def __eq__(self, other: object) -> bool:
         # NaN-aware: two configs with a NaN in the same field are equal.
-        return type(self) is type(other) and not diff_configs(self, other)  # type: ignore[arg-type]
+        return type(self) is type(other) and not diff_configs(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -430,7 +439,7 @@ def _frozen_error(where: str) -> ConfigError:
     )
 
 
-class _FrozenDict(dict):  # type: ignore[type-arg]
+class _FrozenDict(dict):
     """A read-only dict (a `dict` for isinstance checks) used for the dict fields of frozen configs."""
 
     _where = "a dict field"
@@ -452,7 +461,7 @@ class _FrozenDict(dict):  # type: ignore[type-arg]
         return {k: copy.deepcopy(v, memo) for k, v in self.items()}
 
 
-class _FrozenList(list):  # type: ignore[type-arg]
+class _FrozenList(list):
     """A read-only list used for the list fields of frozen configs."""
 
     _where = "a list field"
@@ -460,7 +469,7 @@ class _FrozenList(list):  # type: ignore[type-arg]
     def _refuse(self, *args: Any, **kwargs: Any) -> None:
         raise _frozen_error(self._where)
 
-    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = _refuse
     __iadd__ = __imul__ = _refuse  # type: ignore
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -539,7 +548,11 @@ def _prepare(cls: type[Config], data: Mapping[str, Any], label: str | None, pref
 
 
 def ConfigurableField(
-    target: type, *, description: str = "", doc: str | None = None, ConfigClass: type[Config] | None = None
+    target: type[Configurable],
+    *,
+    description: str = "",
+    doc: str | None = None,
+    ConfigClass: type[Config] | None = None,
 ) -> Any:
     """Declare a retargetable subtask config field (``lsst.pex.config.ConfigurableField``).
 

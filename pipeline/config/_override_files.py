@@ -9,6 +9,7 @@ written; ``-C label:file`` on the command line, ``file:`` blocks of pipeline YAM
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def _literal(node: ast.expr) -> Any:
             and isinstance(n.args[0], ast.Constant)
             and str(n.args[0].value).strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity")
         ):
-            return float(n.args[0].value)
+            return float(str(n.args[0].value))
         if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.UAdd)):
             v = conv(n.operand)
             return -v if isinstance(n.op, ast.USub) else v
@@ -164,7 +165,7 @@ def _target_path(node: ast.AST) -> str | None:
             return None
 
 
-def parse_override_file(path: str | Path, where: str | None = None) -> list[tuple[str, Any]]:
+def parse_override_file(path: str | os.PathLike[str], where: str | None = None) -> list[tuple[str, Any]]:
     """Read a config override file: YAML mapping or restricted Python (see `parse_python_overrides`).
 
     Parameters

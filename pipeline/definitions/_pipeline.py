@@ -47,13 +47,20 @@ import difflib
 import importlib.util
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
-from ..config import Config, apply_overrides, import_dotted, parse_override_file, parse_python_overrides
+from ..config import (
+    Config,
+    Configurable,
+    apply_overrides,
+    import_dotted,
+    parse_override_file,
+    parse_python_overrides,
+)
 from ..exceptions import ContractError, PipelineDefinitionError
 from ..pipeline_graph import PipelineGraph, make_task_node
 from ._instrument import builtin_instrument_names, find_instrument
@@ -193,7 +200,7 @@ class Contract:
 
 
 # --------------------------------------------------------------------------- contracts
-_SAFE_CALLS = {
+_SAFE_CALLS: dict[str, Callable[..., Any]] = {
     "len": len,
     "abs": abs,
     "min": min,
@@ -707,9 +714,9 @@ class Pipeline:
                         f"{_suggest(label, self.tasks)} (labels: {', '.join(self.tasks)})"
                     )
         for step in self.steps:
-            label = step.get("label")
-            if label not in self.subsets:
-                raise PipelineDefinitionError(f"{where}: step {label!r} must name a subset")
+            step_label = step.get("label")
+            if step_label not in self.subsets:
+                raise PipelineDefinitionError(f"{where}: step {step_label!r} must name a subset")
 
     # ---------------------------------------------------------------------- selection
     def _expand_names(self, names: Sequence[str], where: str) -> set[str]:
@@ -838,7 +845,7 @@ class Pipeline:
         self._config_cache.clear()
 
     # ---------------------------------------------------------------------- configs
-    def task_class(self, label: str) -> type:
+    def task_class(self, label: str) -> type[Configurable]:
         """Import and return the task class of ``label``."""
         return _import_task(self._require_label(label, "pipeline").class_name, f"task {label!r}")
 
@@ -1091,7 +1098,7 @@ def _read_config_blocks(config: Any, base: Path, ctx: str) -> list[ConfigBlock]:
     if config is None:
         return []
     entries = config if isinstance(config, list) else [config]
-    blocks = []
+    blocks: list[ConfigBlock] = []
     for entry in entries:
         if not isinstance(entry, Mapping):
             raise PipelineDefinitionError(f"{ctx}: each config block must be a mapping of field: value")
@@ -1137,7 +1144,7 @@ def _touching(path: str, value: Any, field: str) -> list[tuple[str, Any]]:
     return []
 
 
-def _import_task(class_name: str, where: str) -> type:
+def _import_task(class_name: str, where: str) -> type[Configurable]:
     try:
         cls = import_dotted(class_name)
     except ImportError as exc:
@@ -1148,7 +1155,7 @@ def _import_task(class_name: str, where: str) -> type:
         ) from None
     if not isinstance(cls, type):
         raise PipelineDefinitionError(f"{where}: {class_name!r} is not a class")
-    return cls
+    return cast("type[Configurable]", cls)  # a PipelineTask: checked by make_task_node
 
 
 def _expand(text: str, where: str) -> str:

@@ -57,6 +57,8 @@ from .quantum_graph import QuantumGraph, TaskInfo, no_gc
 if TYPE_CHECKING:
     from butler import Butler, DataCoordinate, DatasetRef, DatasetType, StoredFileInfo, Timespan
 
+    from ..config import Config
+
 __all__ = ["build_quantum_graph", "QuantumGraphBuilder", "GraphBuilderError", "EmptyGraphError",
            "MissingPrerequisiteError"]
 
@@ -835,7 +837,7 @@ class QuantumGraphBuilder:
 
 def build_quantum_graph(
     butler: Butler,
-    pipeline_graph: PipelineGraph,
+    pipeline_graph: PipelineGraph | Sequence[tuple[str, type, Config]],
     *,
     collections: OutputCollections,
     where: str = "",
@@ -851,8 +853,9 @@ def build_quantum_graph(
     ----------
     butler : `butler.Butler`
         The repository (read only here).
-    pipeline_graph : `~pipeline.pipeline_graph.PipelineGraph`
-        The tasks (``Pipeline.to_graph()``, or `PipelineGraph.from_tasks` for task classes and configs).
+    pipeline_graph : `~pipeline.pipeline_graph.PipelineGraph` or sequence of ``(label, task class, config)``
+        The tasks (``Pipeline.to_graph()``); task classes with their configs are made into one with
+        `PipelineGraph.from_tasks`.
     collections, where, bind, data_id, clobber_outputs, dataset_query_constraint
         See `QuantumGraphBuilder`.
     metadata : `dict`, optional
@@ -866,7 +869,11 @@ def build_quantum_graph(
     ------
     EmptyGraphError, MissingPrerequisiteError, GraphBuilderError
         See `QuantumGraphBuilder.build`.
+    PipelineGraphError
+        If task classes and configs given as a sequence do not make a consistent pipeline graph.
     """
+    if not isinstance(pipeline_graph, PipelineGraph):
+        pipeline_graph = PipelineGraph.from_tasks(pipeline_graph)
     builder = QuantumGraphBuilder(pipeline_graph, butler, collections=collections, where=where, bind=bind,
                                   data_id=data_id, clobber_outputs=clobber_outputs,
                                   dataset_query_constraint=dataset_query_constraint)
