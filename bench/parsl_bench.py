@@ -47,12 +47,11 @@ import _toy_tasks as toy  # noqa: E402
 def _graph(butler: Any, run: str, work_ms: float) -> Any:
     from pipeline.graph.builder import build_quantum_graph
     from pipeline.graph.collections import resolve_output_collections
-    from pipeline.pipeline_graph import PipelineGraph
 
     colls = resolve_output_collections(butler.registry, inputs=[toy.TOY_RAW_RUN], output_run=run)
     tasks = [("subtractMedian", toy.SubtractMedianTask, toy.SubtractMedianConfig(work_ms=work_ms)),
              ("gatherMedians", toy.GatherMediansTask, toy.GatherMediansConfig())]
-    return build_quantum_graph(butler, PipelineGraph.from_tasks(tasks), collections=colls)
+    return build_quantum_graph(butler, tasks, collections=colls)
 
 
 def _measure(butler: Any, graph: Any, executor: Any, workers: int) -> dict[str, float]:

@@ -45,11 +45,10 @@ def _pipeline(work_ms: float = 0.0) -> list[tuple[str, type, Any]]:
 def _build(butler: Any, run: str, work_ms: float = 0.0, where: str = "") -> tuple[Any, float]:
     from pipeline.graph.builder import build_quantum_graph
     from pipeline.graph.collections import resolve_output_collections
-    from pipeline.pipeline_graph import PipelineGraph
 
     colls = resolve_output_collections(butler.registry, inputs=[toy.TOY_RAW_RUN], output_run=run)
     t0 = time.perf_counter()
-    graph = build_quantum_graph(butler, PipelineGraph.from_tasks(_pipeline(work_ms)), collections=colls, where=where)
+    graph = build_quantum_graph(butler, _pipeline(work_ms), collections=colls, where=where)
     return graph, time.perf_counter() - t0
 
 
