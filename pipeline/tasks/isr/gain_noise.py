@@ -157,14 +157,25 @@ def apply_amp_gains(
     amp_boxes : mapping [`str`, `pipeline.image.Box`]
         Each amp's region in ``image``.
     normalize : `bool`
-        ``normalizeGains``: scale each amp's image so that its median (of every 4th row and
-        column) equals the median of the amp medians (the variance is not rescaled).
+        ``normalizeGains``: scale each amp's image so that its median (of the finite pixels of
+        every 4th row and column) equals the median of the amp medians (the variance is not
+        rescaled); amps without a finite, non-zero median are left unscaled.
     """
     for name, box in amp_boxes.items():
         F.apply_gains(image[box.slices], variance[box.slices], gains[name])
     if normalize:
-        meds = {name: float(np.median(image[box.slices][::4, ::4])) for name, box in amp_boxes.items()}
-        ref = float(np.median(list(meds.values())))
+        # NaN pixels (not yet interpolated) and amps without a finite median are left out
+        meds = {name: _finite_median(image[box.slices][::4, ::4]) for name, box in amp_boxes.items()}
+        good = [m for m in meds.values() if np.isfinite(m) and m != 0]
+        if not good:
+            return
+        ref = float(np.median(good))
         for name, box in amp_boxes.items():
-            if meds[name]:
+            if np.isfinite(meds[name]) and meds[name] != 0:
                 image[box.slices] *= np.float32(ref / meds[name])
+
+
+def _finite_median(values: np.ndarray) -> float:
+    """Median of the finite values (NaN when there are none)."""
+    v = values[np.isfinite(values)]
+    return float(np.median(v)) if v.size else float("nan")

@@ -314,7 +314,9 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
         1.0, description="Accepted for LSST compatibility (FWHM of the PSF, arcsec); no effect."
     )
     doConvertIntToFloat: bool = Field(
-        True, description="Convert integer raws to float32 (variance 1, mask 0)."
+        True,
+        description="Convert integer raws to float32 (variance 1, mask 0); "
+        "False requires a floating-point raw (an integer raw is refused).",
     )
     # --- saturation / suspect --------------------------------------------------------------
     doSaturation: bool = Field(True, description="Mask saturated pixels (>= saturation level) as SAT.")
@@ -406,7 +408,9 @@ class IsrTaskConfig(PipelineTaskConfig, pipelineConnections=IsrTaskConnections):
     ampOffset: AmpOffsetConfig = ConfigurableField(AmpOffsetTask, description="Amp offset subtask.")
     doMeasureBackground: bool = Field(False, description="Measure background statistics on a grid (QA).")
     qa: IsrQaConfig = Field(default_factory=IsrQaConfig, description="QA options.")
-    doStandardStatistics: bool = Field(True, description="Per-amp SAT/BAD counts and final statistics.")
+    doStandardStatistics: bool = Field(
+        True, description="Write the per-amp SAT/BAD counts and final statistics to the header."
+    )
     doCalculateStatistics: bool = Field(False, description="Output per-amp statistics (isrStatistics).")
     # --- interpolation -------------------------------------------------------------------
     doInterpolate: bool = Field(True, description="Interpolate over maskListToInterpolate.")

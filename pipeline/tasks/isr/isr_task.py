@@ -28,6 +28,7 @@ Header keywords written to the output exposure (all ``HIERARCH``; ``<amp>`` = am
 ``LSST ISR FINAL MEDIAN|MEAN|STDEV <amp>``     statistics of the processed amp (ADU)
 ``LSST ISR NSAT <amp>``                        SAT pixel count
 ``LSST ISR NBAD <amp>``                        BAD pixel count
+                                               (LEVEL, FINAL, NSAT, NBAD: ``doStandardStatistics``)
 ``LSST CALIB DATE <CALIB>``                    calibration dates (``extractCalibDate``)
 =============================================  ====================================================
 """
@@ -299,6 +300,11 @@ class IsrTask(IsrStepMethods, PipelineTask):
         md = ccd.metadata
         if c.doConvertIntToFloat:  # 2.
             ccd.masked_image, state.owned_raw = convert_int_to_float(ccd.masked_image)
+        elif not np.issubdtype(ccd.image.dtype, np.floating):
+            raise RuntimeError(
+                f"the raw pixels are {ccd.image.dtype} and doConvertIntToFloat=False; IsrTask works "
+                "on floating-point pixels: set doConvertIntToFloat=True or pass a float raw"
+            )
         mi = ccd.masked_image
         for name in ("SAT", "SUSPECT", "BAD", "INTRP", "UNMASKEDNAN"):
             mi.add_mask_plane(name)
@@ -667,9 +673,10 @@ class IsrTask(IsrStepMethods, PipelineTask):
             flagged = flagged_after_interpolation(mi.mask, inventory, interpolated)
             medians = {name: res.overscanMedian for name, res in state.overscans.items()}
             stats = amp_statistics(mi, state.amp_boxes, medians, flagged)
-            for amp, values in stats.items():
-                for key, name in _STAT_KEYS:
-                    _hset(ccd.metadata, f"LSST ISR {key} {amp}", values[name])
+            if c.doStandardStatistics:  # the header keys (LSST); isrStatistics is doCalculateStatistics
+                for amp, values in stats.items():
+                    for key, name in _STAT_KEYS:
+                        _hset(ccd.metadata, f"LSST ISR {key} {amp}", values[name])
         bin1 = bin2 = None
         if c.doBinnedExposures:
             bin1, bin2 = self.makeBinnedImages(ccd)

@@ -1,0 +1,182 @@
+"""Helpers of the config-behaviour sweeps: field enumeration, mutation values, output fingerprints.
+
+A *fingerprint* is a flat ``{name: value}`` of everything a task run produces (arrays, scalars,
+metadata, connections); two runs "differ" when any entry differs (NaN equal to NaN). The
+sweeps run a baseline and, for each config field, the baseline with that one field changed, and
+assert the fingerprints differ.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config
+
+#: Task-metadata keys that change from run to run (timers).
+_VOLATILE = ("Utc", "WallTime", "CpuTime", "Duration", "CpuDuration", "MaxResidentSetSize")
+
+
+def leaf_fields(cfg: type[Config], prefix: str = "") -> list[str]:
+    """Dotted names of every leaf field of ``cfg`` (nested configs recursed, ``connections`` skipped)."""
+    out = []
+    for name, field in cfg.model_fields.items():
+        if prefix == "" and name == "connections":
+            continue
+        ann = field.annotation
+        if inspect.isclass(ann) and issubclass(ann, Config):
+            out += leaf_fields(ann, f"{prefix}{name}.")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+def field_owner(cfg: type[Config], dotted: str) -> tuple[type[Config], str]:
+    """Return the config class declaring the last component of ``dotted`` and that component."""
+    *parents, name = dotted.split(".")
+    owner = cfg
+    for p in parents:
+        owner = owner.model_fields[p].annotation
+    return owner, name
+
+
+def get_dotted(config: Config, dotted: str) -> Any:
+    """Value of a dotted field."""
+    obj: Any = config
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def with_field(config_cls: type[Config], base: Mapping[str, Any], dotted: str, value: Any) -> Config:
+    """Build a config from ``base`` (dotted keys) with ``dotted`` set to ``value``."""
+    kw = dict(base)
+    kw[dotted] = value
+    return build_config(config_cls, kw)
+
+
+def build_config(config_cls: type[Config], dotted_kw: Mapping[str, Any]) -> Config:
+    """Build ``config_cls`` from dotted keyword values (``{"overscan.fitType": "POLY"}``)."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted_kw.items():
+        parts = key.split(".")
+        d = nested
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = value
+    return config_cls(**nested)
+
+
+def auto_value(config_cls: type[Config], dotted: str, current: Any) -> list[Any]:
+    """Non-default values tried for a field when no explicit one is given.
+
+    Bools flip; ``Literal`` fields take every other allowed value. Other types need an explicit
+    value (a meaningful change is field-specific).
+
+    Raises
+    ------
+    LookupError
+        If no automatic value exists for the field's type.
+    """
+    owner, name = field_owner(config_cls, dotted)
+    ann = owner.model_fields[name].annotation
+    if typing.get_origin(ann) is typing.Literal:
+        return [v for v in typing.get_args(ann) if v != current]
+    if isinstance(current, bool):
+        return [not current]
+    raise LookupError(f"{dotted}: give an explicit non-default value ({type(current).__name__})")
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}/{k}", v, out)
+    elif hasattr(value, "to_dict") and callable(value.to_dict):
+        _flatten(prefix, value.to_dict(), out)
+    else:
+        out[prefix] = value
+
+
+def metadata_dict(md: Any) -> dict[str, Any]:
+    """Flatten a task metadata / header into a dict without the run-dependent timer entries."""
+    out: dict[str, Any] = {}
+    if md is None:
+        return out
+    if hasattr(md, "to_dict"):
+        md = md.to_dict()
+    elif not isinstance(md, Mapping):
+        md = dict(md.items())
+    _flatten("", md, out)
+    return {k: v for k, v in out.items() if not k.endswith(_VOLATILE)}
+
+
+def exposure_entries(prefix: str, exp: Any) -> dict[str, Any]:
+    """Image, mask, variance, mask planes, header, photo calib and transmission of an exposure."""
+    if exp is None:
+        return {prefix: None}
+    mi = exp.masked_image
+    out = {
+        f"{prefix}.image": np.array(mi.image),
+        f"{prefix}.mask": np.array(mi.mask),
+        f"{prefix}.variance": None if mi.variance is None else np.array(mi.variance),
+        f"{prefix}.planes": dict(mi.mask_planes),
+        f"{prefix}.photo_calib": getattr(exp, "photo_calib", None),
+        f"{prefix}.transmission": sorted((getattr(exp, "transmission_curve", None) or {}).keys()),
+    }
+    for k, v in metadata_dict(exp.metadata).items():
+        out[f"{prefix}.md{k}"] = v
+    return out
+
+
+def connection_entries(config: Any) -> dict[str, Any]:
+    """Every connection of the config: kind, connection name -> dataset type name."""
+    conns = config.make_connections()
+    out: dict[str, Any] = {}
+    for kind in ("inputs", "prerequisiteInputs", "outputs", "initInputs", "initOutputs"):
+        for name in sorted(getattr(conns, kind, ())):
+            out[f"conn.{kind}.{name}"] = getattr(conns, name).name
+    return out
+
+
+def same(a: Any, b: Any) -> bool:
+    """Deep equality with NaN == NaN, arrays compared element-wise (shape and dtype included)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind in "fc":
+            return bool(np.array_equal(a, b, equal_nan=True))
+        return bool(np.array_equal(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - objects without a usable ==
+        return a is b
+
+
+def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ (or exist in one fingerprint only)."""
+    return sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or not same(a[k], b[k]))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def assert_named_tests_exist(named: Mapping[str, str]) -> None:
+    """Each ``path::function`` of ``named`` names an existing test function."""
+    for field, ref in named.items():
+        path, _, func = ref.partition("::")
+        text = (REPO / path).read_text()
+        assert re.search(rf"^def {func}\(", text, re.M), f"{field}: {ref} does not exist"
