@@ -257,3 +257,26 @@ def test_iqr_to_sigma_is_written_in_one_place():
     offenders = [p.relative_to(root) for p in root.rglob("*.py")
                  if p != stats and ("0.7413" in p.read_text() or "IQR_TO_SIGMA =" in p.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, (1 << 17) + 1, 600_000])
+def test_order_statistics_equal_numpy_partition(n):
+    """`order_statistics` returns the values numpy's partition puts at the ranks (ties, NaN)."""
+    from pipeline.image.statistics import order_statistics
+
+    rng = np.random.default_rng(n)
+    x = rng.normal(0, 10, n).astype(np.float32)
+    if n > 10:
+        x[::7] = np.round(x[::7])  # ties
+        x[5] = np.nan
+    for fractions in ([0.5], [0.25, 0.5, 0.75], [0.0, 0.001, 0.999, 1.0]):
+        idx = np.array(fractions) * (n - 1)
+        lo = np.floor(idx).astype(np.intp)
+        ranks = np.unique(np.concatenate([lo, np.minimum(lo + 1, n - 1)]))
+        got = order_statistics(x, ranks)
+        want = np.partition(x, ranks)[ranks]
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == x.dtype
+    before = x.copy()
+    order_statistics(x, np.array([0, n // 2]))
+    np.testing.assert_array_equal(x, before)  # input untouched
