@@ -31,6 +31,8 @@ from pipeline.task import PipelineTask
 from .verify_stats import (
     amp_statistics,
     defect_statistics,
+    normalized_noise,
+    ptc_noise_scatter,
     success,
     verify_bias_amp,
     verify_defects_amp,
@@ -51,6 +53,7 @@ __all__ = [
     "CpVerifyStatsConfig",
     "CpVerifyStatsTask",
     "collect_failures",
+    "previous_certified_ptc",
 ]
 
 
@@ -110,6 +113,12 @@ class CpVerifyStatsConfig(PipelineTaskConfig, pipelineConnections=CpVerifyStatsC
         0.05, gt=0, description="Allowed relative excess of the noise (DMTN-101 4.3)."
     )
     crNoiseThreshold: float = Field(0.05, gt=0, description="Allowed NOISE / CR_NOISE difference (4.4).")
+    useFlatVariance: bool = Field(
+        True,
+        description="Flat NOISE test against the ISR variance plane (NOISE_RATIO <= 1 + noiseThreshold; "
+        "ccdflow); False: cp_verify's NOISE <= sqrt(MEAN), which fails good flats of non-uniform "
+        "illumination (spectral dome flats).",
+    )
     flatScatterThreshold: float = Field(0.05, gt=0, description="Allowed amp-to-amp std / mean (10.Y).")
     useDefects: bool = Field(False, description="Read the candidate defects (VerifyDefects).")
     maxDefectFraction: float = Field(0.05, gt=0, description="Largest defect fraction of an amp.")
@@ -237,17 +246,30 @@ class CpVerifyDarkTask(CpVerifyBiasTask):
 
 
 class CpVerifyFlatTask(CpVerifyStatsTask):
-    """Verify a flat on other flats (cp_verify ``CpVerifyFlatTask``; DMTN-101 10.X, 10.Y)."""
+    """Verify a flat on other flats (cp_verify ``CpVerifyFlatTask``; DMTN-101 10.X, 10.Y).
+
+    ``NOISE`` per amp: the clipped noise over the noise the ISR propagated into the variance
+    plane (``NOISE_RATIO``, 1 for shot + read noise + the candidate flat's noise) must not
+    exceed ``1 + noiseThreshold``; with ``useFlatVariance=False``, cp_verify's ``NOISE <=
+    sqrt(MEAN)`` (see `pipeline.tasks.verify.verify_stats.verify_flat_amp`).
+    """
 
     _DefaultName = "cpVerifyFlat"
     calibType = "flat"
 
     def measure(self, exp: Any, image: np.ndarray, bad: np.ndarray, defects: Any, out: dict) -> None:
         """Per-amp level and noise (Poisson test), amp-to-amp scatter of the levels."""
+        c = self.config
+        variance = np.asarray(exp.masked_image.variance) if c.useFlatVariance else None
         for amp in exp.detector:
             stats = self._amp_stats(image, bad, amp)
+            if variance is not None:
+                sl = amp.bbox.slices
+                stats["NOISE_RATIO"] = normalized_noise(
+                    image[sl], variance[sl], bad[sl], nsigma=c.numSigmaClip, niter=c.clipMaxIter
+                )
             out["AMP"][amp.name] = stats
-            out["VERIFY"]["AMP"][amp.name] = verify_flat_amp(stats)
+            out["VERIFY"]["AMP"][amp.name] = verify_flat_amp(stats, c.noiseThreshold)
         det_stats, det_tests = verify_flat_detector(
             [s["MEAN"] for s in out["AMP"].values()], self.config.flatScatterThreshold
         )
@@ -289,14 +311,71 @@ class CpVerifyDefectsTask(CpVerifyStatsTask):
 
 
 # ------------------------------------------------------------------------------------ PTC
+def previous_certified_ptc(dataset_type: Any, registry: Any, data_id: Any, collections: Any) -> list[Any]:
+    """Lookup function of `CpVerifyPtcConnections.inputReferencePtc`: the previous certified PTC.
+
+    Along the input collections, the candidate is the first ``ptc`` of the detector found in a
+    RUN or TAGGED collection (where ``cpPtc`` writes it); the reference is, among the ``ptc``
+    datasets of the detector certified in the CALIBRATION collections of the path, the one other
+    than the candidate whose validity range begins last (the most recent certification).
+
+    Parameters
+    ----------
+    dataset_type : `butler.DatasetType`
+        ``ptc``.
+    registry : `butler.registry.Registry`
+    data_id : mapping
+        The quantum's ``instrument`` and ``detector``.
+    collections : sequence of `str`
+        The input collections.
+
+    Returns
+    -------
+    refs : `list` of `butler.DatasetRef`
+        The reference, or empty (no earlier certified PTC: the camera's values are used).
+    """
+    from butler import CollectionType
+
+    keys = ("instrument", "detector")
+    want = tuple(data_id[k] for k in keys)
+    name = getattr(dataset_type, "name", str(dataset_type))
+    candidate_id = None
+    certified: list[tuple[int, Any]] = []
+    for rec in registry.resolve_collections(list(collections)):
+        if rec.type == CollectionType.CALIBRATION:
+            for ref, ts in registry.query_calibration_validity(rec.name, name):
+                if tuple(ref.data_id[k] for k in keys) == want:
+                    certified.append((int(ts.begin_ns), ref))
+        elif candidate_id is None and rec.type in (CollectionType.RUN, CollectionType.TAGGED):
+            for ref in registry.query_datasets(name, collections=[rec.name], find_first=True):
+                if tuple(ref.data_id[k] for k in keys) == want:
+                    candidate_id = ref.id
+                    break
+    others = [(b, r) for b, r in certified if r.id != candidate_id]
+    if not others:
+        return []
+    return [max(others, key=lambda br: br[0])[1]]
+
+
 class CpVerifyPtcConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
-    """One ``ptc`` in, its tests out."""
+    """The candidate ``ptc`` and the previous certified one in, its tests out."""
 
     inputPtc = cT.Input(
         name="ptc",
         storageClass="PhotonTransferCurveDataset",
-        doc="Candidate photon transfer curve.",
+        doc="Candidate photon transfer curve (the first ptc of the input collections).",
         dimensions=("instrument", "detector"),
+        isCalibration=True,
+    )
+    inputReferencePtc = cT.PrerequisiteInput(
+        name="ptc",
+        storageClass="PhotonTransferCurveDataset",
+        doc="Previous certified photon transfer curve (the reference); without one the camera's "
+        "nominal gain and read noise are the reference, as in cp_verify.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
+        lookupFunction=previous_certified_ptc,
     )
     outputStats = cT.Output(
         name="verifyPtcDetStats",
@@ -307,48 +386,108 @@ class CpVerifyPtcConnections(PipelineTaskConnections, dimensions=("instrument", 
 
 
 class CpVerifyPtcConfig(PipelineTaskConfig, pipelineConnections=CpVerifyPtcConnections):
-    """Configuration of `CpVerifyPtcTask` (cp_verify names and thresholds)."""
+    """Configuration of `CpVerifyPtcTask` (cp_verify names, units and defaults)."""
 
-    gainThreshold: float = Field(0.05, gt=0, description="Allowed relative gain difference.")
-    noiseThreshold: float = Field(0.05, gt=0, description="Allowed relative read-noise difference.")
-    turnoffThreshold: float = Field(0.0, ge=0, description="Minimum PTC turnoff (ADU).")
+    gainThreshold: float = Field(
+        5.0, gt=0, description="Maximum percentage difference between PTC gain and the reference gain."
+    )
+    noiseThreshold: float = Field(
+        5.0,
+        gt=0,
+        description="Maximum percentage difference between PTC readout noise and the reference "
+        "readout noise.",
+    )
+    turnoffThreshold: float = Field(
+        90000.0,
+        ge=0,
+        description="Minimum full well requirement (electron), compared with the PTC turnoff x gain.",
+    )
 
 
 class CpVerifyPtcTask(PipelineTask):
-    """Verify a PTC (cp_verify ``CpVerifyPtcTask``): gain, noise and turnoff per amp.
+    """Verify a PTC (cp_verify ``CpVerifyPtcTask``; DMTN-101 16.1-16.3) against the previous one.
 
-    The references are the PTC's own independent measurements: the median per-pair gain
-    (``gainList``) and the overscan read noise (median of ``noiseList`` × gain), so a fit that
-    drifted from its data fails.
+    Per amp: ``PTC_GAIN`` and ``PTC_NOISE`` (within ``gainThreshold`` / ``noiseThreshold`` percent
+    of the reference), ``NOISE_SIGNAL_INDEPENDENCE`` (the per-pair overscan noise does not move
+    with the signal) and ``PTC_TURNOFF`` (turnoff above ``turnoffThreshold`` e⁻). The reference
+    is the previous certified ``ptc`` of the detector (`previous_certified_ptc`); without one,
+    the camera's nominal amp gain and read noise (cp_verify's reference). ``REF_SOURCE`` in the
+    statistics says which was used.
     """
 
     ConfigClass = CpVerifyPtcConfig
     _DefaultName = "cpVerifyPtc"
 
-    def run(self, inputPtc: Any) -> Struct:
+    def runQuantum(self, butlerQC: Any, inputRefs: Any, outputRefs: Any) -> None:
+        """Read the candidate, the reference (if any) and the camera's detector; test; write."""
+        cand = butlerQC.get(inputRefs.inputPtc)
+        cand = cand[0] if isinstance(cand, list) else cand
+        found = getattr(inputRefs, "inputReferencePtc", None)
+        ref_refs = list(found) if isinstance(found, (list, tuple)) else ([] if found is None else [found])
+        reference = butlerQC.get(ref_refs[0]) if ref_refs else None
+        detector = None
+        try:
+            from pipeline.instruments import get_instrument
+
+            did = outputRefs.outputStats.data_id
+            detector = get_instrument(str(did["instrument"])).camera[int(did["detector"])]
+        except Exception:  # noqa: BLE001 - a camera not registered by name: the PTC reference only
+            detector = None
+        res = self.run(cand, inputReferencePtc=reference, detector=detector)
+        if ref_refs:
+            res.outputStats["REFERENCE"] = {"run": ref_refs[0].run, "id": str(ref_refs[0].id)}
+        butlerQC.put(res.outputStats, outputRefs.outputStats)
+
+    def run(self, inputPtc: Any, inputReferencePtc: Any = None, detector: Any = None) -> Struct:
         """Test every amp of one PTC.
+
+        Parameters
+        ----------
+        inputPtc : `~pipeline.tasks.cp.ptc_dataset.PhotonTransferCurveDataset`
+            Candidate (gain e⁻/ADU, noise e⁻, turnoff ADU, per-pair ``noiseList`` ADU).
+        inputReferencePtc : `~pipeline.tasks.cp.ptc_dataset.PhotonTransferCurveDataset`, optional
+            Previous certified PTC: the reference gain and noise.
+        detector : `pipeline.image.Detector`, optional
+            Camera detector: the nominal amp gain and read noise (reference without a previous
+            PTC, or for an amp the previous PTC lacks).
 
         Returns
         -------
         result : `~pipeline.struct.Struct`
-            ``outputStats``: ``{"AMP": {amp: stats}, "VERIFY": {"AMP": {amp: tests}}, "SUCCESS"}``.
+            ``outputStats``: ``{"calibType": "ptc", "AMP": {amp: stats}, "VERIFY": {"AMP":
+            {amp: tests}}, "SUCCESS"}``; the stats hold ``PTC_GAIN``, ``PTC_NOISE``,
+            ``PTC_TURNOFF``, ``NOISE_SIGNAL_INDEPENDENCE`` (per-pair noise scatter, ADU),
+            ``REF_GAIN``, ``REF_NOISE``, ``REF_SOURCE`` (``"ptc"``, ``"camera"`` or ``"none"``).
         """
         c = self.config
+        nominal = {a.name: a for a in detector} if detector is not None else {}
         out: dict[str, Any] = {"calibType": "ptc", "AMP": {}, "VERIFY": {"AMP": {}, "DET": {}}}
         for amp in inputPtc.ampNames:
             gain = float(inputPtc.gain.get(amp, np.nan))
             noise = float(inputPtc.noise.get(amp, np.nan))
             turnoff = float(inputPtc.ptcTurnoff.get(amp, np.nan))
-            gl = np.asarray(inputPtc.gainList.get(amp, []), float)
             nl = np.asarray(inputPtc.noiseList.get(amp, []), float)
-            ref_gain = float(np.nanmedian(gl)) if np.isfinite(gl).any() else float("nan")
-            ref_noise = float(np.nanmedian(nl)) * gain if np.isfinite(nl).any() else float("nan")
+            mask = np.asarray(inputPtc.expIdMask.get(amp, np.ones(nl.shape, bool)), bool)
+            scatter = ptc_noise_scatter(nl[mask] if mask.shape == nl.shape else nl)
+            ref_gain = ref_noise = float("nan")
+            source = "none"
+            if inputReferencePtc is not None and amp in inputReferencePtc.ampNames:
+                ref_gain = float(inputReferencePtc.gain.get(amp, np.nan))
+                ref_noise = float(inputReferencePtc.noise.get(amp, np.nan))
+                source = "ptc"
+            if not (ref_gain > 0 and ref_noise > 0) and amp in nominal:
+                ref_gain, ref_noise = float(nominal[amp].gain), float(nominal[amp].read_noise)
+                source = "camera"
+            if source == "none":
+                self.log.warning("amp %s: no previous ptc and no camera values; PTC_GAIN/PTC_NOISE fail", amp)
             out["AMP"][amp] = {
                 "PTC_GAIN": gain,
                 "PTC_NOISE": noise,
                 "PTC_TURNOFF": turnoff,
+                "NOISE_SIGNAL_INDEPENDENCE": scatter,
                 "REF_GAIN": ref_gain,
                 "REF_NOISE": ref_noise,
+                "REF_SOURCE": source,
             }
             out["VERIFY"]["AMP"][amp] = verify_ptc_amp(
                 gain,
@@ -356,6 +495,7 @@ class CpVerifyPtcTask(PipelineTask):
                 turnoff,
                 ref_gain,
                 ref_noise,
+                noise_scatter=scatter if scatter == scatter else None,
                 gain_threshold=c.gainThreshold,
                 noise_threshold=c.noiseThreshold,
                 turnoff_threshold=c.turnoffThreshold,

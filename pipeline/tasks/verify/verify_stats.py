@@ -10,6 +10,9 @@ Decisions where ccdflow differs (each has a test):
 * the bias/dark ``NOISE`` test compares with the read noise **in ADU** (the ISR's effective read
   noise divided by its gain); cp_verify compares the ADU noise with the camera's read noise in
   electrons;
+* the flat ``NOISE`` test compares the noise with the ISR's propagated noise (the variance
+  plane): ``NOISE_RATIO <= 1 + noiseThreshold`` (`verify_flat_amp`); cp_verify's
+  ``NOISE <= sqrt(MEAN)`` fails good spectral flats and is loose by ``sqrt(gain)`` in ADU;
 * the exposure-level flat ``SCATTER`` (detector-to-detector) is relative (std / mean of the
   detector means), as the per-detector one; cp_verify compares the absolute std (ADU) with 0.05.
 """
@@ -26,6 +29,8 @@ from pipeline.image.statistics import clipped_stats
 __all__ = [
     "amp_statistics",
     "defect_statistics",
+    "normalized_noise",
+    "ptc_noise_scatter",
     "success",
     "verify_bias_amp",
     "verify_flat_amp",
@@ -134,10 +139,78 @@ def verify_bias_amp(
     return out
 
 
-def verify_flat_amp(stats: Mapping[str, float]) -> dict[str, bool]:
-    """cp_verify flat amp test (DMTN-101 10.X): ``NOISE <= sqrt(MEAN)`` (scatter is Poissonian)."""
-    mean, noise = stats["MEAN"], stats["NOISE"]
-    out = {"NOISE": bool(mean > 0 and noise <= np.sqrt(mean))}
+def normalized_noise(
+    image: np.ndarray,
+    variance: np.ndarray,
+    bad: np.ndarray | None = None,
+    *,
+    nsigma: float = 3.0,
+    niter: int = 3,
+) -> float:
+    """Noise of an amplifier in units of its propagated noise: clipped std of ``(x - mean) / sqrt(var)``.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape ``(ny, nx)``
+        ISR-processed pixels (ADU).
+    variance : `numpy.ndarray`, shape ``(ny, nx)``
+        Their variance plane (ADU²: Poisson + read noise, divided by the flat with the flat's
+        own variance added, as IsrTask's ``doVariance`` propagates it).
+    bad : `numpy.ndarray` of `bool`, optional
+        Excluded pixels.
+    nsigma, niter : `float`, `int`
+        Clipping of the mean and of the ratio's standard deviation.
+
+    Returns
+    -------
+    ratio : `float`
+        1 for pure propagated noise (0.987 after a 3σ clip); NaN without a usable variance.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    var = np.asarray(variance, dtype=np.float64)
+    excl = np.zeros(img.shape, bool) if bad is None else np.asarray(bad, bool)
+    excl = excl | ~(np.isfinite(var) & (var > 0)) | ~np.isfinite(img)
+    if excl.all():
+        return float("nan")
+    mean, _, _ = clipped_stats(img, excl, nsigma, niter)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (img - mean) / np.sqrt(np.where(excl, 1.0, var))
+    _, zvar, _ = clipped_stats(z, excl, nsigma, niter)
+    return float(np.sqrt(zvar)) if zvar == zvar else float("nan")
+
+
+def verify_flat_amp(stats: Mapping[str, float], noise_threshold: float = 0.05) -> dict[str, bool]:
+    """cp_verify flat amp test (DMTN-101 10.X): the per-amp scatter is Poissonian.
+
+    With ``NOISE_RATIO`` in ``stats`` (`normalized_noise`, ccdflow): ``NOISE_RATIO <= 1 +
+    noise_threshold``; without it, cp_verify's ``NOISE <= sqrt(MEAN)``.
+
+    cp_verify's ``sqrt(MEAN)`` (ADU) is the shot noise only under uniform illumination, and in
+    electrons: in ADU it allows ``sqrt(gain)`` times the shot noise; and when the illumination
+    varies across the amp (a spectrograph's dome flat: Kast blue amp A goes from ~400 to
+    ~11000 ADU along the dispersion) the flat-fielded pixels all sit at the same level but keep
+    the noise of their raw signal, far above ``sqrt(MEAN)`` although the flat is right. The ISR
+    variance plane knows each pixel's expected noise, including the candidate flat's.
+
+    Parameters
+    ----------
+    stats : mapping
+        ``MEAN``, ``NOISE`` (ADU) and optionally ``NOISE_RATIO``.
+    noise_threshold : `float`
+        Allowed relative excess of ``NOISE_RATIO`` over 1.
+
+    Returns
+    -------
+    tests : `dict`
+        ``NOISE``, ``SUCCESS``.
+    """
+    ratio = stats.get("NOISE_RATIO")
+    if ratio is not None and ratio == ratio:
+        ok = ratio <= 1.0 + noise_threshold
+    else:
+        mean, noise = stats["MEAN"], stats["NOISE"]
+        ok = mean > 0 and noise <= np.sqrt(mean)
+    out = {"NOISE": bool(ok)}
     out["SUCCESS"] = success(out)
     return out
 
@@ -232,6 +305,31 @@ def verify_defects_amp(
     return out
 
 
+#: cp_verify's limit on the scatter of the per-pair overscan noise (``NOISE_SIGNAL_INDEPENDENCE``).
+NOISE_SIGNAL_INDEPENDENCE_LIMIT = 1.25
+
+
+def ptc_noise_scatter(noise_list: Sequence[float] | np.ndarray) -> float:
+    """Scatter of a PTC's per-pair read noise (cp_verify's ``NOISE_SIGNAL_INDEPENDENCE`` statistic).
+
+    cp_verify computes ``Σ (n_i - n̄)² / std(n) / N``, which is ``std(n)`` itself; it is computed
+    here as that standard deviation.
+
+    Parameters
+    ----------
+    noise_list : array-like, shape ``(n_pairs,)``
+        Overscan read noise of each flat pair used in the fit (ADU; ``noiseList[expIdMask]``).
+
+    Returns
+    -------
+    scatter : `float`
+        ADU; NaN with fewer than two finite values.
+    """
+    n = np.asarray(noise_list, dtype=np.float64)
+    n = n[np.isfinite(n)]
+    return float(np.std(n)) if n.size >= 2 else float("nan")
+
+
 def verify_ptc_amp(
     gain: float,
     noise: float,
@@ -239,32 +337,48 @@ def verify_ptc_amp(
     ref_gain: float,
     ref_noise: float,
     *,
-    gain_threshold: float = 0.05,
-    noise_threshold: float = 0.05,
-    turnoff_threshold: float = 0.0,
+    noise_scatter: float | None = None,
+    gain_threshold: float = 5.0,
+    noise_threshold: float = 5.0,
+    turnoff_threshold: float = 90000.0,
 ) -> dict[str, bool]:
-    """cp_verify PTC tests of one amplifier.
+    """cp_verify PTC tests of one amplifier (DMTN-101 16.1-16.3).
 
     Parameters
     ----------
     gain, noise, turnoff : `float`
-        PTC gain (e⁻/ADU), read noise (e⁻), turnoff (ADU).
+        Candidate PTC gain (e⁻/ADU), read noise (e⁻) and turnoff (ADU).
     ref_gain, ref_noise : `float`
-        Reference values (previous calibration or the amplifier's independent measurement).
+        Reference gain (e⁻/ADU) and read noise (e⁻): the previous certified calibration, else
+        the camera's nominal values (cp_verify compares with the camera's, which LSST keeps at
+        the last certified values).
+    noise_scatter : `float`, optional
+        `ptc_noise_scatter` of the per-pair noise (ADU); adds ``NOISE_SIGNAL_INDEPENDENCE``.
     gain_threshold, noise_threshold : `float`
-        Allowed relative differences.
+        Largest relative difference, **percent** (cp_verify ``gainThreshold`` /
+        ``noiseThreshold``, 5).
     turnoff_threshold : `float`
-        Minimum turnoff (ADU).
+        Smallest turnoff, **e⁻** (cp_verify ``turnoffThreshold``, LSST's full-well requirement
+        of 90000 e⁻); compared with ``turnoff · gain``.
 
     Returns
     -------
     tests : `dict`
-        ``PTC_GAIN``, ``PTC_NOISE``, ``PTC_TURNOFF``, ``SUCCESS``.
+        ``PTC_GAIN`` (``100 |gain - ref| / ref < gain_threshold``), ``PTC_NOISE`` (same for the
+        noise), ``NOISE_SIGNAL_INDEPENDENCE`` (``noise_scatter < 1.25`` ADU; with
+        ``noise_scatter``), ``PTC_TURNOFF`` (``turnoff · gain > turnoff_threshold``),
+        ``SUCCESS``. A NaN value or reference fails its test.
     """
+
+    def rel_pct(value: float, ref: float) -> float:
+        return 100.0 * abs(value - ref) / ref if ref > 0 else float("nan")
+
     out = {
-        "PTC_GAIN": bool(ref_gain > 0 and abs(gain - ref_gain) / ref_gain <= gain_threshold),
-        "PTC_NOISE": bool(ref_noise > 0 and abs(noise - ref_noise) / ref_noise <= noise_threshold),
-        "PTC_TURNOFF": bool(turnoff == turnoff and turnoff >= turnoff_threshold),
+        "PTC_GAIN": bool(rel_pct(gain, ref_gain) < gain_threshold),
+        "PTC_NOISE": bool(rel_pct(noise, ref_noise) < noise_threshold),
     }
+    if noise_scatter is not None:
+        out["NOISE_SIGNAL_INDEPENDENCE"] = bool(noise_scatter < NOISE_SIGNAL_INDEPENDENCE_LIMIT)
+    out["PTC_TURNOFF"] = bool(turnoff * gain > turnoff_threshold)
     out["SUCCESS"] = success(out)
     return out
