@@ -100,6 +100,7 @@ class QueryContext(DimensionColumnResolver):
         self.tables: dict[str, Any] = {}
         self.joins: list[tuple[Any, Any]] = []
         self.dataset_fields: dict[str, Any] = {}
+        self._bounds: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     # -- columns and joins ----------------------------------------------------------------------
     def dim_col(self, d: str) -> Any:
@@ -131,6 +132,23 @@ class QueryContext(DimensionColumnResolver):
         self.tables[element] = alias
         self.joins.append((alias, sa.and_(*on)))
         return alias
+
+    def element_bounds(self, element: str, column: str) -> tuple[Any, Any, Any]:
+        """Return ``(min, max, smallest nonzero |value|)`` of a column of an element's table."""
+        cache = self._bounds
+        found = cache.get((element, column))
+        if found is None:
+            c = self.managers.dimensions.table(element).c[column]
+            if isinstance(c.type, sa.Boolean):
+                found = (0, 1, 1)
+            else:
+                stmt = sa.select(
+                    sa.func.min(c), sa.func.max(c), sa.func.min(sa.case((c != 0, sa.func.abs(c))))
+                )
+                row = self.managers.db.fetchall(stmt)[0]
+                found = (row[0], row[1], row[2])
+            cache[(element, column)] = found
+        return found
 
     def from_clause(self, base: Any) -> Any:
         """Return ``base`` joined with every table the query needed."""

@@ -206,7 +206,14 @@ class _Resolver(DimensionColumnResolver):
 
     sql_backend = SQLITE_TEXT
 
-    def __init__(self, universe: DimensionUniverse, dims: Sequence[str], dataset_type: str) -> None:
+    def __init__(
+        self,
+        universe: DimensionUniverse,
+        dims: Sequence[str],
+        dataset_type: str,
+        conn: sqlite3.Connection | None = None,
+    ) -> None:
+        self.conn = conn
         self.universe = universe
         self.dims = tuple(dims)
         self.dataset_type = dataset_type
@@ -228,6 +235,16 @@ class _Resolver(DimensionColumnResolver):
         if d not in self.dims:
             raise FastPathUnavailableError(d)
         return SqlText(f"ds.{d}", (), DIMENSION_KIND[self.universe[d].primary_key.type])
+
+    def element_bounds(self, element: str, column: str) -> tuple[Any, Any, Any]:
+        """``(min, max, smallest nonzero |value|)`` of a column (the compiler's overflow check)."""
+        if self.conn is None:
+            raise FastPathUnavailableError("arithmetic on a column")
+        row = self.conn.execute(
+            f"SELECT min({column}), max({column}), min(CASE WHEN {column} != 0 THEN abs({column}) END) "
+            f'FROM "{element}"'
+        ).fetchone()
+        return (row[0], row[1], row[2])
 
     def element_column(self, element: str, field: str, kind: str) -> SqlText:
         return SqlText(f"{self.table(element)}.{field}", (), kind)
@@ -355,7 +372,7 @@ def _query(
     out: list[FastRef] = []
     for dt_id, dt in dts:
         dims = dt.dimensions + dt.implied
-        resolver = _Resolver(u, dims, dt.name)
+        resolver = _Resolver(u, dims, dt.name, r.conn)
         try:
             clause = compile_expression(where, resolver) if where and where.strip() else None
         except FastPathUnavailableError:

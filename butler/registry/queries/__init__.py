@@ -31,7 +31,7 @@ from ._ast import (
 )
 from ._compiler import compile_expression
 from ._errors import ExpressionError
-from ._parser import parse_expression
+from ._parser import MAX_NESTING, nesting_error, parse_expression
 from ._resolver import (
     DIMENSION_KIND,
     TIMESPAN_MAX,
@@ -55,6 +55,7 @@ __all__ = [
     "Identifier",
     "IsIn",
     "Literal",
+    "MAX_NESTING",
     "Node",
     "RangeLiteral",
     "ResolvedColumn",
@@ -65,6 +66,7 @@ __all__ = [
     "TupleNode",
     "UnaryOp",
     "compile_expression",
+    "nesting_error",
     "parse_expression",
     "referenced_identifiers",
 ]

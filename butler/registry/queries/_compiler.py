@@ -23,6 +23,7 @@ Semantics
 from __future__ import annotations
 
 import datetime
+import math
 import numbers
 import re
 import sys
@@ -75,6 +76,8 @@ class _Value:
     pos: int
     text: str  # how to name it in messages
     raw: Any = None  # the original datetime.datetime of a bind value (for datetime columns)
+    ident: str | None = None  # the identifier of a column value (for its bounds)
+    bounds: tuple[Any, Any, float] | None = None  # (min, max, smallest nonzero |x|) of numbers
 
     def describe(self) -> str:
         article = "an" if self.kind == "int" else "a"
@@ -116,6 +119,7 @@ class _Compiler:
         self.resolver = resolver
         self.bind = bind
         self._resolved: dict[str, ResolvedColumn] = {}
+        self.used_bounds = False  # the clause depends on the data's value ranges: do not cache it
 
     # --- errors ----------------------------------------------------------------------------
     def error(self, reason: str, pos: int) -> ExpressionError:
@@ -161,7 +165,7 @@ class _Compiler:
         rc = self._resolve(node.name, node.pos)
         if rc.kind == "timespan":
             return _Value("timespan", rc.timespan, False, node.pos, node.name)
-        return _Value(rc.kind, rc.column, False, node.pos, node.name)
+        return _Value(rc.kind, rc.column, False, node.pos, node.name, ident=node.name)
 
     def bind_value(self, node: BindName) -> _Value:
         if node.name not in self.bind:
@@ -177,9 +181,9 @@ class _Compiler:
         if isinstance(value, bool):
             return _Value("int", int(value), True, pos, text)
         if isinstance(value, numbers.Integral):
-            return _Value("int", int(value), True, pos, text)
+            return self.checked(_Value("int", int(value), True, pos, text))
         if isinstance(value, numbers.Real):
-            return _Value("float", float(value), True, pos, text)
+            return self.checked(_Value("float", float(value), True, pos, text))
         if isinstance(value, str):
             if "\x00" in value:
                 raise self.error(f"bind value {text} contains a NUL character, which no database stores", pos)
@@ -221,7 +225,23 @@ class _Compiler:
         )
 
     def literal(self, node: Literal) -> _Value:
-        return _Value(node.kind, node.value, True, node.pos, _node_text(node))
+        return self.checked(_Value(node.kind, node.value, True, node.pos, _node_text(node)))
+
+    def checked(self, v: _Value, what: str = "") -> _Value:
+        """Refuse a number no backend stores: an integer outside 64 bits, a float that is not finite."""
+        if v.kind == "int" and not _INT64_MIN <= v.sql <= _INT64_MAX:
+            raise self.error(
+                f"integer {what}{v.sql} is outside the 64-bit range the database stores "
+                f"(-2**63 to 2**63 - 1); use a smaller number",
+                v.pos,
+            )
+        if v.kind == "float" and not math.isfinite(v.sql):
+            raise self.error(
+                f"number {what or v.text + ' '}is not a finite double (the largest is about "
+                f"1.8e308); use a smaller number",
+                v.pos,
+            )
+        return v
 
     # --- dispatch ----------------------------------------------------------------------------
     def value(self, node: Node) -> _Value:
@@ -291,7 +311,13 @@ class _Compiler:
             raise self.error(f"unary {node.op!r} needs a number, got {v.describe()}", node.pos)
         if node.op == "+":
             return v
-        return _Value(v.kind, -v.sql, v.literal, node.pos, f"-{v.text}")
+        text = f"-{v.text}"
+        if v.literal:
+            return self.checked(_Value(v.kind, -v.sql, True, node.pos, text), f"{text} = ")
+        bounds = self.bounds(v)
+        if bounds is not None:
+            bounds = self.check_bounds(v.kind, (-bounds[1], -bounds[0], bounds[2]), text, node.pos, [v])
+        return _Value(v.kind, -v.sql, False, node.pos, text, bounds=bounds)
 
     # --- arithmetic --------------------------------------------------------------------------
     def arithmetic(self, node: BinaryOp) -> _Value:
@@ -303,12 +329,127 @@ class _Compiler:
                 raise self.error(f"operator '%' needs integers, got {v.describe()}", v.pos)
         kind = "int" if lhs.kind == rhs.kind == "int" and node.op != "/" else "float"
         text = f"{lhs.text} {node.op} {rhs.text}"
+        if node.op in ("/", "%") and rhs.literal and rhs.sql == 0:
+            raise self.error("division by zero", rhs.pos)
         if lhs.literal and rhs.literal:
-            if node.op in ("/", "%") and rhs.sql == 0:
-                raise self.error("division by zero", rhs.pos)
-            return _Value(kind, _fold(node.op, lhs.sql, rhs.sql), True, node.pos, text)
+            folded = _Value(kind, _fold(node.op, lhs.sql, rhs.sql), True, node.pos, text)
+            return self.checked(folded, f"{text} = ")
+        bounds = self.arithmetic_bounds(node, lhs, rhs, kind, text)
+        # Python numbers become parameters typed by their own value (a float next to an integer
+        # column must not be cast to BIGINT on PostgreSQL).
         a = lhs.sql if not lhs.literal else self.sql.literal(lhs.sql)
-        return _Value(kind, _ARITH_SQL[node.op](a, rhs.sql), False, node.pos, text)
+        b = rhs.sql if not rhs.literal else self.sql.literal(rhs.sql)
+        if node.op == "/":
+            sql = self.sql.true_divide(a, b)
+        elif node.op == "%":
+            # x % 0 is NULL on every backend (PostgreSQL would raise): the row does not match
+            sql = a % (b if rhs.literal else self.sql.nullif_zero(b))
+        else:
+            sql = _ARITH_SQL[node.op](a, b)
+        return _Value(kind, sql, False, node.pos, text, bounds=bounds)
+
+    # --- value ranges (overflow) ---------------------------------------------------------------
+    def bounds(self, v: _Value) -> tuple[Any, Any, float] | None:
+        """Return ``(min, max, smallest nonzero |x|)`` of a numeric value, `None` if unknown.
+
+        Columns ask the resolver (``numeric_bounds``: the values stored in the repository);
+        resolvers without it (tests' fakes) give `None` and no overflow check is made.
+        """
+        if v.bounds is not None:
+            return v.bounds
+        if v.literal and v.kind in _NUMERIC:
+            x = v.sql
+            return (x, x, abs(x) if x else math.inf)
+        lookup = getattr(self.resolver, "numeric_bounds", None)
+        if v.ident is None or lookup is None:
+            return None
+        found = lookup(v.ident)
+        self.used_bounds = True
+        if found is None:
+            return None
+        lo, hi, tiny = found
+        if lo is None or hi is None:  # no rows: no value at all
+            return (0, 0, math.inf)
+        return (lo, hi, math.inf if tiny is None else tiny)
+
+    def arithmetic_bounds(
+        self, node: BinaryOp, lhs: _Value, rhs: _Value, kind: str, text: str
+    ) -> tuple[Any, Any, float] | None:
+        """Bounds of ``lhs op rhs`` (interval arithmetic); raise if the result can overflow.
+
+        SQLite turns an integer overflow into a float and a float overflow into infinity, where
+        PostgreSQL raises an error: an expression that can overflow for the values stored in the
+        repository is refused on every backend instead, so both give the same answer.
+        """
+        a, b = self.bounds(lhs), self.bounds(rhs)
+        if a is None or b is None:
+            return None
+        op = node.op
+        if kind == "float":
+            a = (float(a[0]), float(a[1]), float(a[2]))
+            b = (float(b[0]), float(b[1]), float(b[2]))
+        lo: Any
+        hi: Any
+        if op in ("+", "-"):
+            if op == "+":
+                lo, hi = a[0] + b[0], a[1] + b[1]
+            else:
+                lo, hi = a[0] - b[1], a[1] - b[0]
+            if kind == "int":
+                tiny: float = 1
+            elif lo > 0:
+                tiny = lo
+            elif hi < 0:
+                tiny = -hi
+            else:
+                tiny = math.inf if lo == hi == 0 else 0.0
+        elif op == "*":
+            corners = [a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]]
+            lo, hi = min(corners), max(corners)
+            tiny = a[2] * b[2]
+        elif op == "/":
+            top = max(abs(a[0]), abs(a[1]))
+            if b[2] == math.inf or top == 0:  # the divisor is always 0 (NULL) or the dividend is
+                return (0.0, 0.0, math.inf)
+            if b[2] == 0:
+                raise self.error(
+                    f"{text} cannot be bounded: {rhs.text} can come arbitrarily close to 0 (without "
+                    "being 0), and the quotient can then overflow; divide by a column or a number",
+                    node.op_pos,
+                )
+            big = top / b[2]
+            lo, hi = -big, big
+            tiny = a[2] / max(abs(b[0]), abs(b[1]))
+        else:  # "%": integers only; |a % b| < |b| and the sign follows a
+            limit = max(abs(b[0]), abs(b[1])) - 1
+            if limit < 0:
+                return (0, 0, math.inf)
+            lo, hi, tiny = max(-limit, min(a[0], 0)), min(limit, max(a[1], 0)), 1
+        return self.check_bounds(kind, (lo, hi, tiny), text, node.op_pos, [lhs, rhs])
+
+    def check_bounds(
+        self, kind: str, bounds: tuple[Any, Any, float], text: str, pos: int, operands: list[_Value]
+    ) -> tuple[Any, Any, float]:
+        """Raise the overflow error if ``bounds`` leave what the result's type holds."""
+        lo, hi, _ = bounds
+        if kind == "int":
+            ok = _INT64_MIN <= lo and hi <= _INT64_MAX
+            limit = "the 64-bit integer range (-2**63 to 2**63 - 1)"
+        else:
+            ok = math.isfinite(lo) and math.isfinite(hi) and -_FLOAT_MAX <= lo and hi <= _FLOAT_MAX
+            limit = "the range of a double (about 1.8e308)"
+        if ok:
+            return bounds
+        ranges = "; ".join(
+            f"{v.text} goes from {_short(self.bounds(v)[0])} to {_short(self.bounds(v)[1])}"  # type: ignore[index]
+            for v in operands
+            if not v.literal and self.bounds(v) is not None
+        )
+        raise self.error(
+            f"arithmetic overflow: {text} can leave {limit} for the values in this repository"
+            f"{' (' + ranges + ')' if ranges else ''}; use smaller numbers",
+            pos,
+        )
 
     # --- comparisons -------------------------------------------------------------------------
     def coerce_pair(self, lhs: _Value, rhs: _Value, op_text: str) -> tuple[_Value, _Value]:
@@ -362,8 +503,12 @@ class _Compiler:
         lhs, rhs = self.coerce_pair(lhs, rhs, node.op)
         if lhs.literal and rhs.literal:
             return _Value("bool", _py_compare(node.op, lhs.sql, rhs.sql), True, node.pos, text)
-        a = lhs.sql if not lhs.literal else self.sql.literal(lhs.sql, rhs.sql)
-        return _Value("bool", _sql_compare(node.op, a, rhs.sql), False, node.pos, text)
+        # A value is typed like the column it meets only when their kinds agree: 1.5 compared
+        # with an integer column stays 1.5 (PostgreSQL would cast it to BIGINT, i.e. 2).
+        same = lhs.kind == rhs.kind
+        a = lhs.sql if not lhs.literal else self.sql.literal(lhs.sql, rhs.sql if same else None)
+        b = rhs.sql if not rhs.literal or same else self.sql.literal(rhs.sql)
+        return _Value("bool", _sql_compare(node.op, a, b), False, node.pos, text)
 
     def compare_timespan(self, node: BinaryOp, lhs: _Value, rhs: _Value) -> ColumnElement:
         op = node.op
@@ -476,6 +621,12 @@ class _Compiler:
             if v.kind in ("bool", "timespan"):
                 raise self.error(f"IN (...) takes values, got {v.describe()}", v.pos)
             a, b = self.coerce_pair(lhs, v, "IN")
+            if b.literal and a.kind == "int" and b.kind == "float":
+                # an integer equals a float only when the float is integral (kept exact: never
+                # bound as BIGINT, which PostgreSQL would round)
+                if b.sql.is_integer() and _INT64_MIN <= b.sql <= _INT64_MAX:
+                    literals.append(int(b.sql))
+                return
             if b.literal:
                 literals.append(b.sql)
             else:
@@ -528,7 +679,9 @@ class _Compiler:
         if not isinstance(raw, (list, tuple, set, frozenset, range)):
             return None
         values = list(raw)
-        if lhs.kind in _NUMERIC:
+        if lhs.kind == "int":
+            ok = all(type(v) is int and _INT64_MIN <= v <= _INT64_MAX for v in values)
+        elif lhs.kind == "float":
             ok = all(type(v) is int or type(v) is float for v in values)
         elif lhs.kind == "str":
             ok = all(type(v) is str and "\x00" not in v for v in values)
@@ -547,6 +700,16 @@ class _Compiler:
             raise self.error(f"GLOB needs a string pattern second, got {pattern.describe()}", pattern.pos)
         match = self.sql.glob(field.sql, pattern.sql)
         return _Value("bool", match, False, node.pos, f"GLOB({field.text}, ...)")
+
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_FLOAT_MAX = sys.float_info.max
+
+
+def _short(x: Any) -> str:
+    """Format a bound for a message."""
+    return f"{x:.6g}" if isinstance(x, float) else str(x)
 
 
 _CHUNK = 64
@@ -712,7 +875,7 @@ def compile_expression(
             text,
             0,
         ) from None
-    if key is not None:
+    if key is not None and not compiler.used_bounds:
         with _CLAUSE_CACHE_LOCK:
             _CLAUSE_CACHE[key] = clause
             if len(_CLAUSE_CACHE) > _CLAUSE_CACHE_SIZE:

@@ -50,7 +50,7 @@ from ._errors import ExpressionError
 from ._time import TimeLiteralError, parse_time_literal
 from ._tokens import LexError as _LexError
 
-__all__ = ["parse_expression"]
+__all__ = ["MAX_NESTING", "nesting_error", "parse_expression"]
 
 # The terminals below define the parse tables; tokenising is done by the equivalent one-regex
 # lexer in _tokens.py (faster). tests/butler/queries/test_query_parser.py checks they agree.
@@ -495,7 +495,7 @@ def _parse_cached(text: str) -> Node | None:
     try:
         with _PARSE_LOCK:  # the transformer holds the text being parsed (for error carets)
             transformer.text = text
-            return parser.parse(text)
+            tree = parser.parse(text)
     except ExpressionError:
         raise
     except (UnexpectedInput, _LexError) as exc:
@@ -505,6 +505,55 @@ def _parse_cached(text: str) -> Node | None:
         if isinstance(inner, ExpressionError):
             raise inner from None
         raise
+    return _check_nesting(tree, text)
+
+
+MAX_NESTING = 16
+"""The deepest nesting of operators an expression may have (see `nesting_error`).
+
+Chains of one operator (``a OR b OR c ...``, ``a AND b AND ...``) count as one level, so a
+machine-generated list of thousands of terms is fine; every other operator, function call,
+``IN`` and ``NOT`` inside another adds a level. Both backends run expressions of this depth (SQLite
+parses SQL with a bounded stack: deeper expressions failed there with "parser stack overflow").
+"""
+
+
+def nesting_error(tree: Node, text: str, limit: int = MAX_NESTING) -> ExpressionError | None:
+    """Return the "nested too deeply" error of a tree deeper than ``limit`` (`None` if it is not).
+
+    Parameters
+    ----------
+    tree : `Node`
+        A parsed expression.
+    text : `str`
+        Its source (for the caret).
+    limit : `int`
+        The deepest nesting allowed (`MAX_NESTING`).
+
+    Returns
+    -------
+    error : `ExpressionError` or `None`
+        With a caret at the outermost sub-expression past the limit.
+    """
+    stack: list[tuple[Node, int, str | None]] = [(tree, 0, None)]
+    while stack:
+        node, level, parent_op = stack.pop()
+        children = node.children()
+        if not children:
+            continue
+        op = node.op if isinstance(node, BinaryOp) else None
+        if not (op in ("AND", "OR") and op == parent_op):
+            level += 1
+        if level > limit:
+            return ExpressionError(
+                f"expression is nested too deeply (more than {limit} levels of operators, "
+                "parentheses and NOT); write long alternatives as IN (...) or as flat chains "
+                "a OR b OR c, and drop needless NOT/parentheses",
+                text,
+                getattr(node, "pos", 0),
+            )
+        stack.extend((child, level, op) for child in children)
+    return None
 
 
 def parse_expression(text: str) -> Node | None:
@@ -537,3 +586,11 @@ def parse_expression(text: str) -> Node | None:
     if not isinstance(text, str):
         raise TypeError(f"a query expression must be a str, got {type(text).__name__}")
     return _parse_cached(text)
+
+
+def _check_nesting(tree: Node | None, text: str) -> Node | None:
+    if tree is not None:
+        error = nesting_error(tree, text)
+        if error is not None:
+            raise error
+    return tree

@@ -158,6 +158,47 @@ class DimensionColumnResolver:
         """Return ``(begin, end)`` of a temporal element, unbounded ends as TIMESPAN_MIN/MAX."""
         raise NotImplementedError
 
+    def element_bounds(self, element: str, column: str) -> tuple[Any, Any, Any]:
+        """Return ``(min, max, smallest nonzero |value|)`` of a column of an element's table.
+
+        Each is `None` when the table has no (nonzero) value. Used by the compiler to refuse
+        arithmetic that can overflow (see `numeric_bounds`).
+        """
+        raise NotImplementedError
+
+    def numeric_bounds(self, identifier: str) -> tuple[Any, Any, Any] | None:
+        """Return ``(min, max, smallest nonzero |value|)`` of a numeric identifier's values.
+
+        The values are those stored in the repository (the dimension table holding the key or
+        field), a superset of any query's rows. `None` for identifiers without such a table.
+
+        Parameters
+        ----------
+        identifier : `str`
+            A dimension (``detector``) or ``element.field`` (``exposure.exposure_time``).
+
+        Returns
+        -------
+        bounds : `tuple` or `None`
+            See `element_bounds`.
+        """
+        u = self.universe
+        if "." not in identifier:
+            return (
+                self.element_bounds(identifier, u[identifier].primary_key.name) if identifier in u else None
+            )
+        head, _, field = identifier.partition(".")
+        if head in self.dataset_fields or head not in u:
+            return None
+        el = u[head]
+        if field == el.primary_key.name:
+            return self.element_bounds(head, field)
+        if field in el.requires or field in el.implies:
+            return self.element_bounds(field, u[field].primary_key.name)
+        if any(f.name == field for f in el.metadata):
+            return self.element_bounds(head, field)
+        return None
+
     def resolve(self, identifier: str) -> ResolvedColumn:
         """Return the column an expression identifier refers to.
 

@@ -113,8 +113,39 @@ class SQLAlchemyBackend:
 
     @staticmethod
     def literal(value: Any, like: Any = None) -> Any:
-        """Return a bound parameter (typed like the column ``like`` when given)."""
-        return sa.literal(value) if like is None else sa.literal(value, like.type)
+        """Return a bound parameter (typed like the column ``like`` when given, else by its value).
+
+        Integers are ``BIGINT`` and floats ``DOUBLE PRECISION`` parameters: SQLAlchemy's default
+        ``INTEGER`` cast would make PostgreSQL refuse 2**31 and above.
+        """
+        if like is not None:
+            return sa.literal(value, like.type)
+        if isinstance(value, bool):
+            return sa.literal(value)
+        if isinstance(value, int):
+            return sa.literal(value, sa.BigInteger())
+        if isinstance(value, float):
+            return sa.literal(value, sa.Float())
+        return sa.literal(value)
+
+    @staticmethod
+    def true_divide(a: Any, b: Any) -> Any:
+        """Return ``a / b`` in double precision; NULL where ``b`` is 0 (as SQLite gives).
+
+        PostgreSQL would raise for a zero divisor and divide integers as NUMERIC; both
+        backends now compute the same IEEE quotient.
+        """
+        num = sa.cast(a, sa.Float()) if isinstance(a, sa.ColumnElement) else sa.literal(float(a), sa.Float())
+        if isinstance(b, sa.ColumnElement):
+            den = sa.func.nullif(sa.cast(b, sa.Float()), 0.0, type_=sa.Float())
+        else:
+            den = sa.literal(float(b), sa.Float())
+        return num / den
+
+    @staticmethod
+    def nullif_zero(value: Any) -> Any:
+        """Return ``NULLIF(value, 0)`` (a zero divisor gives NULL instead of an error)."""
+        return sa.func.nullif(value, 0, type_=value.type)
 
     @staticmethod
     def glob(column: Any, pattern: str) -> Any:

@@ -187,6 +187,21 @@ class SQLiteTextBackend:
         return SqlText("?", (_param(value, getattr(like, "kind", None)),), getattr(like, "kind", None))
 
     @staticmethod
+    def true_divide(a: Any, b: Any) -> SqlText:
+        """Return ``a / b`` as a REAL quotient; NULL where ``b`` is 0."""
+        a_sql, a_params = (a.sql, a.params) if isinstance(a, SqlText) else ("?", (_param(a, None),))
+        if isinstance(b, SqlText):
+            b_sql, b_params = f"NULLIF({b.sql}, 0)", b.params
+        else:
+            b_sql, b_params = "?", (_param(b, None),)
+        return SqlText(f"(({a_sql} + 0.0) / ({b_sql} + 0.0))", a_params + b_params)
+
+    @staticmethod
+    def nullif_zero(value: SqlText) -> SqlText:
+        """Return ``NULLIF(value, 0)``."""
+        return SqlText(f"NULLIF({value.sql}, 0)", value.params, value.kind)
+
+    @staticmethod
     def glob(column: SqlText, pattern: str) -> SqlText:
         """Match a string column with a case-sensitive ``GLOB``."""
         return SqlText(f"({column.sql} GLOB ?)", column.params + (glob_to_sqlite(pattern),))
