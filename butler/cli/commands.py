@@ -633,6 +633,12 @@ def decertify(
 ) -> None:
     """Remove a time range from the DATASET_TYPE certifications in CALIB_COLLECTION (trim/split)."""
     ts = _timespan(begin_date, end_date)
+    if ts.end_ns <= ts.begin_ns:
+        raise click.BadParameter(
+            f"the range {begin_date} to {end_date} is empty (the end is the begin), so it would "
+            "decertify nothing; give an --end-date after --begin-date",
+            param_hint="--end-date",
+        )
     b = _open(repo)
     n = b.registry.decertify(calib_collection, dataset_type, ts)
     click.echo(f"Changed {n} validity range(s) of {dataset_type} in {calib_collection}")

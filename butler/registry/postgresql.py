@@ -9,15 +9,42 @@ leaves a stale lock, and drivers on different hosts see each other's locks.
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
-from .._errors import LockHeldError, RepositoryError
+from .._errors import InvalidQueryError, LockHeldError, RepositoryError
 from .database import Database, lock_holder_info, lock_key
 
 __all__ = ["PostgresqlDatabase"]
+
+_APP_PREFIX = "ccdflow-lock "
+_APP_NAME_MAX = 63  # PostgreSQL's NAMEDATALEN - 1 (bytes)
+
+
+def _truncate_utf8(text: str, limit: int = _APP_NAME_MAX) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def _describe_holder(row: Any) -> str:
+    """Name the lock holder from its ``(application_name, backend_start)`` (`None`: unknown)."""
+    if row is None:
+        return "another driver"
+    parts = row[0][len(_APP_PREFIX) :].split(" ", 2)
+    pid = parts[1] if len(parts) > 1 else "?"
+    host = parts[2] if len(parts) > 2 else "?"
+    start = row[1]
+    if isinstance(start, datetime.datetime):
+        if start.tzinfo is not None:
+            start = start.astimezone(datetime.UTC)
+        since = start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        since = "?"
+    return f"the driver {host}:{pid} (started {since})"
 
 
 class PostgresqlDatabase(Database):
@@ -53,6 +80,22 @@ class PostgresqlDatabase(Database):
             raise RepositoryError(f"cannot connect to the registry database {url!r}: {exc.orig}") from None
         return db
 
+    def translate_error(self, exc: sa.exc.DBAPIError) -> Exception:
+        """Turn a value PostgreSQL refuses in a query (overflow, division by zero) into one line.
+
+        The query compiler refuses such expressions before they run (on every backend alike);
+        this is the safety net that keeps SQL text out of the message.
+        """
+        if isinstance(exc, sa.exc.DataError) and str(exc.statement or "").lstrip().upper().startswith(
+            ("SELECT", "WITH")
+        ):
+            diag = getattr(exc.orig, "diag", None)
+            reason = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
+            return InvalidQueryError(
+                f"PostgreSQL could not evaluate the query: {reason}; simplify the --where expression"
+            )
+        return exc
+
     def lock_tables(self, *tables: sa.Table) -> None:
         """``LOCK TABLE ... IN EXCLUSIVE MODE`` (readers continue, other writers wait)."""
         prep = self.engine.dialect.identifier_preparer
@@ -73,8 +116,13 @@ class PostgresqlDatabase(Database):
         namespace = f"{self.engine.url.database}/{self.schema or 'public'}"
         key = lock_key(namespace, name)
         info = lock_holder_info(name)
-        # application_name lets the refused driver say who holds the lock (pg_stat_activity).
-        app_name = f"ccdflow-run-lock {key} {info['host']}:{info['pid']} {info['since']}"[:63]
+        # application_name (at most 63 bytes) lets the refused driver say who holds the lock
+        # (pg_stat_activity): the key and the pid first, the host last so a long host name is
+        # what gets cut. The start time is the session's backend_start (the lock is taken as
+        # soon as the session opens), so it is never truncated.
+        app_name = _truncate_utf8(
+            f"{_APP_PREFIX}{key & 0xFFFFFFFFFFFFFFFF:016x} {info['pid']} {info['host']}"
+        )
         conn = self.engine.connect()
         try:
             conn.execute(sa.text("SELECT set_config('application_name', :n, false)"), {"n": app_name})
@@ -83,18 +131,14 @@ class PostgresqlDatabase(Database):
             if not got:
                 holder = conn.execute(
                     sa.text(
-                        "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l "
+                        "SELECT a.application_name, a.backend_start FROM pg_locks l "
                         "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
                         "AND l.granted AND a.application_name LIKE :pat LIMIT 1"
                     ),
-                    {"pat": f"ccdflow-run-lock {key} %"},
+                    {"pat": f"{_APP_PREFIX}{key & 0xFFFFFFFFFFFFFFFF:016x} %"},
                 ).first()
                 conn.commit()
-                who = "another driver"
-                if holder is not None:
-                    parts = holder[0].split(" ")
-                    who = f"the driver {parts[2]} (started {parts[3] if len(parts) > 3 else '?'})"
-                raise LockHeldError(who)
+                raise LockHeldError(_describe_holder(holder))
             try:
                 yield
             finally:

@@ -342,7 +342,10 @@ class Registry:
         *,
         data_ids: Iterable[Mapping[str, Any]] | None = None,
     ) -> int:
-        """Remove a time range from certifications (trimming or splitting ranges); return how many changed."""
+        """Remove a time range from certifications (trimming or splitting ranges); return how many changed.
+
+        An empty ``timespan`` (begin = end) covers no instant: nothing changes and 0 is returned.
+        """
         rec = self._colls.find_typed(collection, CollectionType.CALIBRATION, "decertify")
         dt_id, dt = self._types.entry(dataset_type)
         keys = None if data_ids is None else [dt.make_data_id(d).key for d in data_ids]

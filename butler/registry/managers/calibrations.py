@@ -108,8 +108,11 @@ class CalibrationManager:
         Returns
         -------
         n : `int`
-            Number of validity ranges that were changed or removed.
+            Number of validity ranges that were changed or removed; 0 for an empty ``timespan``
+            (begin = end), which covers no instant and so changes nothing.
         """
+        if timespan.end_ns <= timespan.begin_ns:
+            return 0
         t = self._table
         conds = [
             t.c.collection_id == collection.id,

@@ -89,7 +89,8 @@ class DatasetQueryShape:
     check_ambiguity : `bool`
         Count the ranges of one data ID in one CALIBRATION collection (``count(*)``).
     deduplicate : `bool`
-        Drop repeated rows of a dataset found in several collections (no find-first).
+        Drop repeated rows of a dataset found in several collections or certified for several
+        validity ranges (no find-first).
     """
 
     SUBQUERY_COLUMNS = (
@@ -153,7 +154,8 @@ class DatasetQueryShape:
             timespan=timespan,
             find_first=do_ff,
             check_ambiguity=do_ff and has_calib,
-            deduplicate=not do_ff and len(path) > 1,
+            # a dataset certified for several validity ranges is listed once, as in LSST
+            deduplicate=not do_ff and (len(path) > 1 or has_calib),
         )
 
     @property
@@ -172,7 +174,7 @@ class DatasetQueryShape:
         return 0
 
     def finish(self, rows: list[Any], keys: Sequence[str]) -> list[Any]:
-        """Drop the repeated rows of datasets found in several collections (first occurrence kept)."""
+        """Drop the repeated rows of datasets found in several collections or validity ranges (first kept)."""
         if not self.deduplicate:
             return rows
         i = list(keys).index("dataset_id")
