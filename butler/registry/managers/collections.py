@@ -163,21 +163,32 @@ class CollectionManager:
                     f"collection {name!r} already exists as {existing.type.name}, not {type.name}"
                 )
             return False
-        with self.db.transaction():
-            key = self.db.execute(
-                sa.insert(self._collection).values(name=name, type=int(type), doc=doc or None)
-            ).inserted_primary_key
-            assert key is not None, "an INSERT returns its primary key"
-            cid = key[0]
-            if type is CollectionType.RUN:
-                self.db.execute(
-                    sa.insert(self._run).values(
-                        collection_id=cid,
-                        host=socket.gethostname()[:128],
-                        timespan_begin=time_to_ns_now(),
-                        timespan_end=None,
+        try:
+            with self.db.transaction(savepoint=True):
+                key = self.db.execute(
+                    sa.insert(self._collection).values(name=name, type=int(type), doc=doc or None)
+                ).inserted_primary_key
+                assert key is not None, "an INSERT returns its primary key"
+                cid = key[0]
+                if type is CollectionType.RUN:
+                    self.db.execute(
+                        sa.insert(self._run).values(
+                            collection_id=cid,
+                            host=socket.gethostname()[:128],
+                            timespan_begin=time_to_ns_now(),
+                            timespan_end=None,
+                        )
                     )
-                )
+        except sa.exc.IntegrityError:
+            # Another process registered the same name meanwhile (two ingests into one RUN).
+            self.clear_caches()
+            existing = self.find(name)
+            if existing.type != type:
+                raise ConflictingDefinitionError(
+                    f"collection {name!r} was registered by another process at the same time as "
+                    f"{existing.type.name}, not {type.name}"
+                ) from None
+            return False
         return True
 
     def doc(self, name: str) -> str:

@@ -264,19 +264,50 @@ class DimensionRecordManager:
                     "(or sync_dimension_data) to keep them"
                 )
             rows = [r for r in rows if tuple(r[c] for c in keycols) not in existing]
+        inserted = len(rows)
         if rows:
             try:
                 with self.db.transaction(savepoint=True):
-                    self.db.execute(sa.insert(t), rows)
+                    if skip_existing and self.db.dialect_name == "postgresql":
+                        # Another process may insert the same keys between the check above and
+                        # this statement (two ingests of one night): skip those rows too.
+                        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                        stmt = pg_insert(t).on_conflict_do_nothing(index_elements=keycols)
+                        result = self.db.execute(stmt.returning(t.c[keycols[-1]]), rows)
+                        inserted = len(result.fetchall())
+                    else:
+                        self.db.execute(sa.insert(t), rows)
             except sa.exc.IntegrityError as exc:
-                raise DataIdError(
-                    f"cannot insert {element} records: a value they refer to (one of "
-                    f"{', '.join(el.requires + el.implies)}) is not registered ({exc.orig})"
-                ) from None
+                raise self._insert_error(element, el, t, keycols, rows, exc) from None
         self._records[element].clear()
         self._complete.discard(element)
         self._expanded.clear()
-        return len(rows)
+        return inserted
+
+    def _insert_error(
+        self,
+        element: str,
+        el: DimensionElement,
+        t: sa.Table,
+        keycols: list[str],
+        rows: list[dict[str, Any]],
+        exc: sa.exc.IntegrityError,
+    ) -> Exception:
+        """Tell a key that another process inserted meanwhile from a value that is not registered."""
+        keys = [tuple(r[c] for c in keycols) for r in rows]
+        existing = self._existing_keys(t, keycols, keys)
+        if existing:
+            return ConflictingDefinitionError(
+                f"{element} record(s) {sorted(existing)[:5]} were inserted by another process at the "
+                "same time; use skip_existing=True (or sync_dimension_data) to keep them"
+            )
+        if len(set(keys)) < len(keys):
+            return ConflictingDefinitionError(f"the {element} records to insert repeat a key")
+        return DataIdError(
+            f"cannot insert {element} records: a value they refer to (one of "
+            f"{', '.join(el.requires + el.implies)}) is not registered ({exc.orig})"
+        )
 
     def sync_existing(
         self, element: str, record: Mapping[str, Any], *, update: bool
