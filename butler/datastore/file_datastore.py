@@ -39,7 +39,9 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 
 TRANSFER_MODES = ("auto", "copy", "symlink", "hardlink", "move", "direct")
 
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)(:\?)?\}")
+_NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
+_FIELD = re.compile(r"\{(" + _NAME + r"(?:\|" + _NAME + r")*)(:\?)?\}")
+_BRACE = re.compile(r"\{[^{}]*\}?|\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,+@=-]")
 _SAFE = re.compile(r"[A-Za-z0-9_.,+@=-]*\Z")
 
@@ -48,10 +50,12 @@ class PathTemplate:
     """An LSST-style file template: ``{run}/{datasetType}/{day_obs}/{exposure.obs_id}/...``.
 
     Fields are ``run``, ``datasetType``, a dimension name (its data ID value) or
-    ``element.field`` (a record attribute of the expanded data ID). ``{x:?}`` is optional: when the
-    data ID has no value for it, it is dropped together with one neighbouring ``_``. A field without
-    ``:?`` must have a
-    value. ``/`` in values is kept in directory parts for ``run`` and becomes ``_`` elsewhere.
+    ``element.field`` (a record attribute of the expanded data ID). ``{a|b|c}`` lists
+    alternatives, as in daf_butler: the first one with a value is used
+    (``{exposure.obs_id|visit}``). ``{x:?}`` (or ``{a|b:?}``) is optional: when the data ID has no
+    value for it, it is dropped together with one neighbouring ``_``. A field without ``:?`` must
+    have a value. ``/`` in values is kept in directory parts for ``run`` and becomes ``_``
+    elsewhere.
 
     Parameters
     ----------
@@ -61,12 +65,21 @@ class PathTemplate:
     Raises
     ------
     ValueError
-        If the template is empty or has no ``{run}`` field.
+        If the template is empty, has no ``{run}`` field, or has a ``{...}`` that is not a field
+        of this syntax (e.g. a format spec ``{visit:08d}`` or an unbalanced brace): such text would
+        otherwise be written literally into every path.
     """
 
     def __init__(self, template: str) -> None:
-        if not template or "{run" not in template:
+        if not template or not any("run" in m.group(1).split("|") for m in _FIELD.finditer(template)):
             raise ValueError(f"file template {template!r} must contain {{run}} so runs do not collide")
+        for m in _BRACE.finditer(template):
+            if not _FIELD.fullmatch(m.group()):
+                raise ValueError(
+                    f"file template {template!r}: {m.group()!r} is not a field; write {{name}}, "
+                    "{element.field}, alternatives {a|b} (the first with a value) and :? for an "
+                    "optional field, e.g. {physical_filter|band:?}"
+                )
         self.template = template
         self.segments = template.strip("/").split("/")
         # Parsed once: per segment, its (literal, field name, optional) pieces and the tail.
@@ -81,7 +94,7 @@ class PathTemplate:
 
     def fields(self) -> set[str]:
         """Heads (dimension names, ``run``, ``datasetType``) of every field."""
-        return {m.group(1).split(".")[0] for m in _FIELD.finditer(self.template)}
+        return {name.split(".")[0] for m in _FIELD.finditer(self.template) for name in m.group(1).split("|")}
 
     def render(self, ref: Any) -> str:
         """Render the template for a dataset (without the file extension).
@@ -100,7 +113,12 @@ class PathTemplate:
                 if drop_next_sep and literal.startswith("_"):
                     literal = literal[1:]
                 drop_next_sep = False
-                value = self._value(ref, name)
+                value = None
+                for alternative in name.split("|"):
+                    value = self._value(ref, alternative)
+                    if value is not None:
+                        name = alternative
+                        break
                 if value is None:
                     if not optional:
                         raise DatastoreError(

@@ -184,3 +184,35 @@ def test_every_storage_class_formatter_is_a_formatter():
         assert type(formatter).read is not Formatter.read, dotted
     with pytest.raises(ButlerError, match="not a subclass of butler.Formatter"):
         get_formatter("pathlib.Path")
+
+
+def test_path_template_alternates_and_bad_fields():
+    """``{physical_filter|band:?}`` was written literally into the path; other braces are refused."""
+    u = default_universe()
+    dt = DatasetType("flat", ["detector", "physical_filter"], "Exposure")
+    did = DataCoordinate(
+        u, dt.dimensions, {"instrument": "cam", "detector": 2, "physical_filter": "r_01", "band": "r"}, {}
+    )
+    ref = DatasetRef(dt, did, "calib/run")
+    tpl = PathTemplate("{run}/{datasetType}/{physical_filter|band:?}/{datasetType}_{exposure|detector}_{run}")
+    assert tpl.render(ref) == "calib/run/flat/r_01/flat_2_calib_run"
+    assert PathTemplate("{run}/{band|physical_filter}").render(ref) == "calib/run/r"
+    missing = PathTemplate(
+        "{run}/{datasetType}/{exposure|day_obs:?}/{datasetType}_{exposure.obs_id|visit:?}_{run}"
+    )
+    assert missing.render(ref) == "calib/run/flat/flat_calib_run"
+    with pytest.raises(Exception, match="needs 'exposure|day_obs'"):
+        PathTemplate("{run}/{exposure|day_obs}").render(ref)
+    assert PathTemplate("{run}/{physical_filter|band:?}").fields() == {"run", "physical_filter", "band"}
+    for bad in ("{run}/{visit:08d}", "{run}/{band", "{run}/band}", "{run}/{physical filter}", "{run}/{}"):
+        with pytest.raises(ValueError, match="is not a field"):
+            PathTemplate(bad)
+
+
+def test_butler_create_refuses_a_bad_template(tmp_path):
+    """A template the datastore cannot render is refused before anything is created."""
+    from butler import Butler
+
+    with pytest.raises(ValueError, match=r"'\{band:\?x\}' is not a field"):
+        Butler.create(tmp_path / "repo", templates={"flat": "{run}/{datasetType}/{band:?x}"})
+    assert not (tmp_path / "repo").exists()
