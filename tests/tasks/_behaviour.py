@@ -180,3 +180,163 @@ def assert_named_tests_exist(named: Mapping[str, str]) -> None:
         path, _, func = ref.partition("::")
         text = (REPO / path).read_text()
         assert re.search(rf"^def {func}\(", text, re.M), f"{field}: {ref} does not exist"
+
+
+# ============================================================================================
+# Table-driven sweeps over a task's ``run``
+# ============================================================================================
+FRAMEWORK = frozenset({"saveMetadata", "saveLogOutput"})  # tests/tasks/test_config_fields.py
+#: Header / metadata keys holding the wall-clock time of a run.
+_CLOCK = ("CALIB_CREATION_DATE", "CALIB_CREATION_TIME", "CALIBDATE", "DATE")
+
+
+def value_entries(prefix: str, value: Any, out: dict[str, Any], depth: int = 0) -> None:
+    """Flatten a task output (exposures, arrays, mappings, calibration objects) into ``out``."""
+    from pipeline.image import Exposure
+
+    if depth > 6:
+        out[prefix] = repr(value)
+    elif isinstance(value, Exposure):
+        out.update(exposure_entries(prefix, value))
+    elif isinstance(value, np.ndarray) or value is None or isinstance(value, (str, bytes, int, float, bool)):
+        out[prefix] = value
+    elif isinstance(value, Mapping) or hasattr(value, "items") and callable(value.items):
+        for k, v in value.items():
+            if str(k).removeprefix("HIERARCH ") in _CLOCK:
+                continue
+            value_entries(f"{prefix}/{k}", v, out, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        out[f"{prefix}#len"] = len(value)
+        for i, v in enumerate(value):
+            value_entries(f"{prefix}[{i}]", v, out, depth + 1)
+    elif hasattr(value, "getDict"):  # Struct
+        value_entries(prefix, value.getDict(), out, depth + 1)
+    elif hasattr(value, "__dict__") and not inspect.isroutine(value) and not isinstance(value, type):
+        value_entries(prefix, {k: v for k, v in vars(value).items() if not k.startswith("_")}, out, depth + 1)
+    else:
+        out[prefix] = value
+
+
+class Sweep:
+    """One task's behaviour sweep: a baseline config, inputs, and per-field changes.
+
+    Parameters
+    ----------
+    task : `type`
+        The `PipelineTask` subclass.
+    inputs : callable
+        Returns the keyword arguments of ``task.run`` (called once per run: fresh objects).
+    base : dict
+        Dotted config values of the baseline.
+    variants : dict
+        Name -> dotted overrides of another baseline (``"main"`` is the baseline itself), or
+        ``(overrides, inputs)`` with the variant's own inputs callable.
+    cases : dict
+        Field -> list of ``(value, variant)``; other fields get `auto_value` in ``"main"``.
+    named : dict
+        Field -> ``"path::test"`` showing an effect the sweep's input cannot give.
+    expect_raise : dict
+        Field -> exception type: the field's changed value makes the run refuse (the behaviour).
+    """
+
+    def __init__(
+        self,
+        task: type,
+        inputs: Any,
+        base: Mapping[str, Any] | None = None,
+        variants: Mapping[str, Mapping[str, Any]] | None = None,
+        cases: Mapping[str, list[tuple[Any, str]]] | None = None,
+        named: Mapping[str, str] | None = None,
+        expect_raise: Mapping[str, type] | None = None,
+    ) -> None:
+        self.task = task
+        self.inputs = inputs
+        self.base = dict(base or {})
+        self.variants: dict[str, tuple[dict[str, Any], Any]] = {"main": ({}, inputs)}
+        for name, v in (variants or {}).items():
+            self.variants[name] = (dict(v[0]), v[1]) if isinstance(v, tuple) else (dict(v), inputs)
+        self.cases = dict(cases or {})
+        self.named = dict(named or {})
+        self.expect_raise = dict(expect_raise or {})
+        self._baselines: dict[str, dict[str, Any]] = {}
+
+    @property
+    def config_cls(self) -> type[Config]:
+        return self.task.ConfigClass
+
+    def config(self, variant: str, extra: Mapping[str, Any] | None = None) -> Config:
+        """Build the variant's config with ``extra`` dotted values on top."""
+        return build_config(self.config_cls, {**self.base, **self.variants[variant][0], **(extra or {})})
+
+    def fingerprint(self, config: Config, variant: str = "main") -> dict[str, Any]:
+        """Return the connections, outputs and task metadata of one run (a refusal is recorded)."""
+        out = connection_entries(config) if hasattr(config, "make_connections") else {}
+        task = self.task(config=config)
+        try:
+            res = task.run(**self.variants[variant][1]())
+        except Exception as exc:  # noqa: BLE001 - a refusal is an output too
+            out["raised"] = type(exc)
+            out["message"] = str(exc)
+            return out
+        value_entries("result", res, out)
+        for k, v in metadata_dict(task.getFullMetadata()).items():
+            out[f"taskmd{k}"] = v
+        return out
+
+    def baseline(self, variant: str) -> dict[str, Any]:
+        """Fingerprint of a variant's baseline (computed once)."""
+        if variant not in self._baselines:
+            self._baselines[variant] = self.fingerprint(self.config(variant), variant)
+        return self._baselines[variant]
+
+    def swept_cases(self) -> list[tuple[str, Any, str]]:
+        """Every ``(field, value, variant)`` the sweep runs."""
+        out = []
+        base_cfg = self.config("main")
+        no_ops = getattr(self.config_cls, "noOpFields", {})
+        for dotted in leaf_fields(self.config_cls):
+            if dotted in FRAMEWORK or dotted in no_ops or dotted in self.named:
+                continue
+            if dotted in self.cases:
+                out += [(dotted, value, variant) for value, variant in self.cases[dotted]]
+            else:
+                current = get_dotted(base_cfg, dotted)
+                out += [(dotted, v, "main") for v in auto_value(self.config_cls, dotted, current)]
+        return out
+
+    def check_case(self, dotted: str, value: Any, variant: str) -> None:
+        """Assert that changing ``dotted`` to ``value`` (from ``variant``) changes the run."""
+        import warnings
+
+        base = self.baseline(variant)
+        assert "raised" not in base, (variant, base.get("message"))
+        assert get_dotted(self.config(variant), dotted) != value, f"{dotted}: the value is the baseline's"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a documented no-op would warn: not expected here
+            try:
+                changed = self.config(variant, {dotted: value})
+            except Exception as exc:  # a refusal by the config itself
+                if dotted in self.expect_raise and isinstance(exc, self.expect_raise[dotted]):
+                    return
+                raise
+        fp = self.fingerprint(changed, variant)
+        if dotted in self.expect_raise:
+            assert fp.get("raised") is self.expect_raise[dotted], fp.get("message")
+            return
+        assert "raised" not in fp, fp.get("message")
+        assert differing(base, fp), f"{self.task.__name__}.{dotted}={value!r} ({variant}) changed nothing"
+
+    def check_accounted(self) -> None:
+        """Each leaf field is swept, named, a documented no-op or a framework field (exactly one)."""
+        swept = {d for d, _, _ in self.swept_cases()}
+        no_ops = getattr(self.config_cls, "noOpFields", {})
+        for dotted in leaf_fields(self.config_cls):
+            classes = [dotted in swept, dotted in self.named, dotted in no_ops, dotted in FRAMEWORK]
+            assert sum(classes) == 1, (self.task.__name__, dotted, classes)
+        assert set(self.cases) <= set(leaf_fields(self.config_cls))
+        assert set(self.expect_raise) <= swept
+        assert_named_tests_exist(self.named)
+        base = self.baseline("main")
+        assert "raised" not in base, base.get("message")
+        again = self.fingerprint(self.config("main"))
+        assert differing(base, again) == [], "the baseline is not reproducible"

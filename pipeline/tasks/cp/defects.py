@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -409,6 +409,10 @@ class MergeDefectsCombinedConnections(PipelineTaskConnections, dimensions=("inst
 
 class MergeDefectsCombinedConfig(MergeDefectsConfig, pipelineConnections=MergeDefectsCombinedConnections):
     """Configuration of `MergeDefectsCombinedTask`: ``combinationMode`` must be OR (as cp_pipe)."""
+
+    noOpFields: ClassVar[dict[str, str]] = {
+        "combinationFraction": "combinationMode is always OR here (each combined calibration is one list)",
+    }
 
     combinationMode: Literal["AND", "OR", "FRACTION"] = Field(
         "OR", description="Must be OR: each combined calibration is one list.")
