@@ -1,6 +1,8 @@
-"""A pipeline from the usual options: a file (``-p``), tasks (``-t``), ``--delete``, config
-overrides (``-c``, ``-C``), ``--instrument`` and ``--select-tasks``; used by ``pipetask`` and by
-batch submission files alike."""
+"""A pipeline from the usual options: a file, tasks, deletions, overrides, instrument, selection.
+
+``-p``, ``-t``, ``--delete``, ``-c``, ``-C``, ``--instrument`` and ``--select-tasks``; used by
+``pipetask`` and by batch submission files alike.
+"""
 
 from __future__ import annotations
 

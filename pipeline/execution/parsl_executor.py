@@ -521,7 +521,7 @@ def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, time
         graph = QuantumGraph.load(graph_path)
         sqe = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level)
         _WORKER_CACHE[key] = sqe
-    default = getattr(sqe, "clean_stale", False)
+    default = sqe.clean_stale
     if clean_stale and not default:
         sqe.clean_stale = True
         try:

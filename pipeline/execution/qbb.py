@@ -23,8 +23,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from butler import Butler
+    from butler.registry import Registry
+
+    from ..graph.quantum_graph import QuantumGraph
 
 __all__ = ["TransferReport", "transfer_from_graph", "finished_outputs"]
 
@@ -61,7 +67,7 @@ class TransferReport:
     chain: list[str] | None = None
 
 
-def finished_outputs(graph: Any, root: str | os.PathLike[str]) -> tuple[list[tuple[Any, Any]], int, int]:
+def finished_outputs(graph: QuantumGraph, root: str | os.PathLike[str]) -> tuple[list[tuple[Any, Any]], int, int]:
     """Return the output files of a graph that exist on disk, for the quanta that finished.
 
     Parameters
@@ -119,16 +125,17 @@ def finished_outputs(graph: Any, root: str | os.PathLike[str]) -> tuple[list[tup
     return items, n_done, n_missing
 
 
-def _checksummed(butler: Any, items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+def _checksummed(butler: Butler, items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     """Add checksums when the repository records them."""
     ds = butler.datastore
-    if not getattr(ds, "checksum", False):
+    if not ds.checksum:
         return items
     return [(ref, ds.file_info_for(info.path, ref.dataset_type, info.formatter)) for ref, info in items]
 
 
-def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool = False,
-                        update_output_chain: bool = False, batch_size: int = 5000) -> TransferReport:
+def transfer_from_graph(graph: QuantumGraph | str | os.PathLike[str], repo: Butler | str | os.PathLike[str], *,
+                        register_dataset_types: bool = False, update_output_chain: bool = False,
+                        batch_size: int = 5000) -> TransferReport:
     """Register the outputs that quantum-backed runs of a graph wrote (idempotent).
 
     Parameters
@@ -169,7 +176,7 @@ def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool =
     if not isinstance(graph, QuantumGraph):
         graph = QuantumGraph.load(graph)
     own = not isinstance(repo, Butler)
-    butler = Butler(repo, writeable=True) if own else repo
+    butler = repo if isinstance(repo, Butler) else Butler(repo, writeable=True)
     try:
         run = graph.output_run
         if not run:
@@ -203,7 +210,7 @@ def transfer_from_graph(graph: Any, repo: Any, *, register_dataset_types: bool =
             butler.close()
 
 
-def _transfer(butler: Any, graph: Any, run: str, items: list[tuple[Any, Any]], missing_types: list[Any],
+def _transfer(butler: Butler, graph: QuantumGraph, run: str, items: list[tuple[Any, Any]], missing_types: list[Any],
               report: TransferReport, batch_size: int, update_output_chain: bool) -> None:
     from butler import CollectionType, MissingCollectionError
 
@@ -228,7 +235,7 @@ def _transfer(butler: Any, graph: Any, run: str, items: list[tuple[Any, Any]], m
         report.chain = _update_chain(registry, graph, run, CollectionType, MissingCollectionError)
 
 
-def _update_chain(registry: Any, graph: Any, run: str, collection_type: Any,
+def _update_chain(registry: Registry, graph: QuantumGraph, run: str, collection_type: Any,
                   missing_error: Any) -> list[str] | None:
     md = graph.metadata
     name = md.get("output")

@@ -34,9 +34,14 @@ import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
+
+if TYPE_CHECKING:
+    from butler import Butler
+
+    from ..graph.quantum_graph import QuantumGraph
 
 __all__ = [
     "DatasetTypeSummary",
@@ -395,7 +400,7 @@ def failure_message(records: Sequence[Mapping[str, Any]]) -> str:
 class _Presence:
     """Answers "does this predicted dataset exist?" from the registry, then from disk."""
 
-    def __init__(self, butler: Any, root: str | os.PathLike[str], use_disk: bool = True) -> None:
+    def __init__(self, butler: Butler, root: str | os.PathLike[str], use_disk: bool = True) -> None:
         self.butler = butler
         self.root = str(root)
         self.use_disk = use_disk
@@ -451,7 +456,7 @@ def _key(label: str, data_id: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, 
     return label, tuple(sorted((k, str(v)) for k, v in data_id.items()))
 
 
-def _attempt_statuses(graph: Any, presence: _Presence, logs: bool) -> dict[Any, dict[str, Any]]:
+def _attempt_statuses(graph: QuantumGraph, presence: _Presence, logs: bool) -> dict[Any, dict[str, Any]]:
     """Status of every quantum of one graph (one attempt): ``{quantum id: info}``."""
     n = len(graph)
     status: list[str] = [""] * n
@@ -594,7 +599,7 @@ def _add_datasets(summary: Summary, label: str, entry: Mapping[str, Any], presen
                 ds.unsuccessful_datasets.append(data_id)
 
 
-def _resolve_runs(butler: Any, collections: Sequence[str]) -> list[str]:
+def _resolve_runs(butler: Butler, collections: Sequence[str]) -> list[str]:
     """RUN collections reached from ``collections`` (chains flattened, patterns expanded)."""
     from butler import CollectionType
 
@@ -606,7 +611,7 @@ def _resolve_runs(butler: Any, collections: Sequence[str]) -> list[str]:
     return runs
 
 
-def record_run_graph(graph: Any, root: str | os.PathLike[str]) -> Path | None:
+def record_run_graph(graph: QuantumGraph, root: str | os.PathLike[str]) -> Path | None:
     """Keep a copy of an executed graph in ``REPO/.ccdflow/graphs`` (for reports without it).
 
     ``pipetask run`` and ``pipetask pre-exec-init-qbb`` call this, so that ``pipetask report REPO
@@ -729,7 +734,7 @@ def report_from_collections(
     return summary
 
 
-def _report_run_datasets(butler: Any, run: str, *, where: str = "", logs: bool = True) -> Summary:
+def _report_run_datasets(butler: Butler, run: str, *, where: str = "", logs: bool = True) -> Summary:
     """Report on one RUN from its ``<label>_metadata`` / ``<label>_log`` datasets alone."""
     names = [dt.name for dt in butler.registry.query_dataset_types("*_log")]
     summary = Summary()

@@ -108,7 +108,7 @@ class RunReport:
         return not self.interrupted and all(q.status in ("done", "no_work", "skipped")
                                             for q in self.quanta.values())
 
-    def summary(self, graph: Any = None, command: Sequence[str] | None = None) -> dict[str, Any]:
+    def summary(self, graph: QuantumGraph | None = None, command: Sequence[str] | None = None) -> dict[str, Any]:
         """Return the ``--summary`` JSON document.
 
         Parameters

@@ -35,9 +35,16 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from butler import Butler
+
+    from ..graph.quantum_graph import QuantumGraph
+    from .executors import QuantumExecutor
+    from .runner import RunReport
 
 __all__ = ["SubmitConfig", "SubmitConfigError", "SubmitResult", "execute_graph", "load_submit_config",
            "make_executor", "default_parsl_config", "graph_file", "submit",
@@ -54,7 +61,7 @@ class SubmitConfigError(ValueError):
 
 
 # ============================================================================ executor factory
-def graph_file(graph: Any, repo_root: Path, graph_path: str | os.PathLike[str] | None) -> str:
+def graph_file(graph: QuantumGraph, repo_root: Path, graph_path: str | os.PathLike[str] | None) -> str:
     """Return the file pool and Parsl workers load ``graph`` from.
 
     Parameters
@@ -80,10 +87,10 @@ def graph_file(graph: Any, repo_root: Path, graph_path: str | os.PathLike[str] |
     return str(path)
 
 
-def make_executor(kind: str, graph: Any, repo_root: str | os.PathLike[str], *, processes: int = 1,
+def make_executor(kind: str, graph: QuantumGraph, repo_root: str | os.PathLike[str], *, processes: int = 1,
                   graph_path: str | os.PathLike[str] | None = None, parsl_config: Any = None,
                   timeout: float | None = None, start_method: str = "forkserver",
-                  log_level: int = logging.INFO) -> Any:
+                  log_level: int = logging.INFO) -> QuantumExecutor:
     """Make the executor a run asks for.
 
     Parameters
@@ -161,10 +168,10 @@ def default_parsl_config(parsl_config: Any, processes: int) -> Any:
     return parsl_config
 
 
-def execute_graph(butler: Any, graph: Any, *, executor: Any = "auto", processes: int = 1,
+def execute_graph(butler: Butler, graph: QuantumGraph, *, executor: QuantumExecutor | str = "auto", processes: int = 1,
                   parsl_config: Any = None, graph_path: str | os.PathLike[str] | None = None,
                   register_dataset_types: bool = False, save_versions: bool = True, lock: bool = True,
-                  timeout: float | None = None, **run_kwargs: Any) -> Any:
+                  timeout: float | None = None, **run_kwargs: Any) -> RunReport:
     """Prepare the output run and execute a graph, holding the run's writer lock throughout.
 
     Parameters

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
 import numpy as np
 
@@ -263,8 +264,6 @@ class Columns:
     def ref(self, di: int) -> Any:
         ref = self._ref.get(di)
         if ref is None:
-            from uuid import UUID
-
             from butler import DatasetRef
 
             ref = self._ref[di] = DatasetRef(self.dataset_types[int(self.ds_type[di])],
@@ -336,7 +335,7 @@ class LazyRecords(Mapping):
         return info
 
     def __contains__(self, key: object) -> bool:
-        return getattr(key, "bytes", None) in self._positions()
+        return isinstance(key, UUID) and key.bytes in self._positions()
 
     def __iter__(self) -> Any:
         from uuid import UUID

@@ -7,9 +7,12 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .quantum import LOG_CONNECTION, METADATA_CONNECTION
+
+if TYPE_CHECKING:
+    from .quantum_graph import QuantumGraph
 
 __all__ = ["show_graph", "write_dot", "SHOW_CHOICES"]
 
@@ -23,7 +26,7 @@ def _did(dc: Any) -> str:
     return "{" + ", ".join(f"{k}: {v!r}" for k, v in req.items()) + "}"
 
 
-def show_graph(graph: Any, what: str, out: TextIO, *, uri_for: Callable[[Any], Any] | None = None) -> None:
+def show_graph(graph: QuantumGraph, what: str, out: TextIO, *, uri_for: Callable[[Any], Any] | None = None) -> None:
     """Print one view of a graph.
 
     Parameters
@@ -100,7 +103,7 @@ def _q(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_dot(graph: Any, path: str | os.PathLike[str]) -> Path:
+def write_dot(graph: QuantumGraph, path: str | os.PathLike[str]) -> Path:
     """Write the graph as Graphviz (quanta as boxes, datasets as ellipses, prerequisites dashed).
 
     A ``.dot``/``.gv`` file is written as text; for ``.png``/``.svg``/``.pdf`` the ``dot``

@@ -203,7 +203,7 @@ class QuantumGraph:
         return self._index_
 
     def __contains__(self, qid: object) -> bool:
-        return getattr(qid, "bytes", None) in self._index
+        return isinstance(qid, UUID) and qid.bytes in self._index
 
     def __getitem__(self, qid: UUID) -> Quantum:
         try:
@@ -565,7 +565,7 @@ class QuantumGraph:
         return graph
 
     def _encode(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        from ._qg_codec import ROLES, Encoder, encode_stored, pack
+        from ._qg_codec import Encoder, encode_stored, pack
 
         enc = Encoder()
         conn_index: dict[str, int] = {}
@@ -588,8 +588,8 @@ class QuantumGraph:
             q_ids.append(q.id.bytes)
             q_task.append(li)
             q_data.append(enc.data_id(q.data_id))
-            for role_i, role in enumerate(ROLES):
-                for conn, refs in getattr(q, role).items():
+            for role_i, by_conn in enumerate((q.inputs, q.prerequisites, q.outputs)):  # ROLES order
+                for conn, refs in by_conn.items():
                     ci = conn_index.get(conn)
                     if ci is None:
                         ci = conn_index[conn] = len(conn_index)

@@ -1,8 +1,8 @@
 """The pipeline graph: tasks and dataset types with resolved connections, validated before any query.
 
 `~pipeline.definitions.Pipeline.to_graph` (or `PipelineGraph.from_tasks`) imports every task, builds
-and freezes its config, and `make_task_node` instantiates its connections and resolves each connection to a dataset type (name, dimensions in universe order,
-storage class, calibration flag) and adds the automatic outputs of every task:
+and freezes its config, and `make_task_node` instantiates its connections, resolves each connection
+to a dataset type (name, dimensions in universe order, storage class, calibration flag) and adds the automatic outputs of every task:
 ``<label>_metadata`` (``TaskMetadata``) and ``<label>_log`` (``ButlerLogRecords``) with the task's
 dimensions, the init-output ``<label>_config`` (``Config``) and the run-level ``packages``.
 
