@@ -97,7 +97,9 @@ def _non_default(value: Any) -> Any:
     if isinstance(value, int):
         return value + 1
     if isinstance(value, float):
-        return 2.0 if value != value else value + 1.5  # NaN -> 2.0
+        if value != value:
+            return 2.0  # NaN
+        return value / 2 if 0 < value <= 1 else value + 1.5  # fractions stay in [0, 1]
     if isinstance(value, str):
         return value + "X"
     raise TypeError(f"no non-default value for {value!r}")
