@@ -305,3 +305,21 @@ def test_bias_variance_linearity_by_runs_equals_per_amp(kind):
     assert not res.finite
     if kind == "zero-coefficient":
         assert np.isposinf(fused_img[3, 30])  # amp C01 has no correction: inf stays inf
+
+
+def test_box_maxima_equal_per_box_reduction():
+    """Band-wise column maxima give each box's NaN-ignoring maximum (all-NaN box: NaN)."""
+    from pipeline.tasks.isr.masking import box_maxima
+
+    rng = np.random.default_rng(11)
+    img = rng.normal(100, 10, (60, 50)).astype(np.float32)
+    img[0:20, 0:10] = np.nan  # box A all NaN
+    img[25, 30] = np.nan
+    img[40, 45] = 1e6
+    boxes = {"A": Box(0, 0, 10, 20), "B": Box(10, 0, 15, 20), "C": Box(30, 0, 20, 20),
+             "D": Box(0, 20, 50, 40), "E": Box(40, 35, 10, 10), "F": Box(5, 5, 0, 3)}
+    got = box_maxima(img, boxes)
+    for name, box in boxes.items():
+        want = float(np.fmax.reduce(img[box.slices], axis=None)) if box.area else float("nan")
+        assert got[name] == want or (np.isnan(got[name]) and np.isnan(want)), name
+    assert got["E"] == 1e6 and np.isnan(got["A"])

@@ -112,10 +112,10 @@ def flagged_pixels(
         y1 = min(y0 + block, ny)
         s = scratch[: y1 - y0]
         np.bitwise_and(mask[y0:y1], b, out=s)
-        if not s.any():
-            continue
         h = hit[: y1 - y0]
         np.not_equal(s, 0, out=h)
+        if not h.any():  # (the test on the bool block reads a quarter of the bytes)
+            continue
         parts.append(np.flatnonzero(h) + y0 * nx)  # nonzero has a fast path for bool only
     idx = np.concatenate(parts) if parts else np.empty(0, np.intp)
     ys, xs = np.divmod(idx, nx)

@@ -67,6 +67,7 @@ from .isr_config import (
 )
 from .linearize import linearize_amps
 from .masking import (
+    box_maxima,
     grow_planes,
     mask_defects,
     mask_nan,
@@ -332,7 +333,14 @@ class IsrTask(IsrStepMethods, PipelineTask):
                     f"amplifier {amp.name!r} raw box {amp.raw_bbox} is outside the raw image "
                     f"{mi.shape}; the detector geometry does not match the raw"
                 )
-            if self.maskAmplifier(ccd, amp, k.defects) or not c.doOverscan:
+        # raw maxima of all amps at once (whole rows) decide where saturation is looked for
+        maxima = (
+            box_maxima(mi.image, {a.name: a.raw_bbox for a in ccd.detector})
+            if c.doSaturation or c.doSuspect
+            else {}
+        )
+        for amp in ccd.detector:
+            if self.maskAmplifier(ccd, amp, k.defects, maxima.get(amp.name)) or not c.doOverscan:
                 continue
             if amp.raw_serial_overscan_bbox.is_empty:
                 self.log.info("amp %s has no serial overscan; skipping overscan correction", amp.name)

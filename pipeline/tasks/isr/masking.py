@@ -8,7 +8,7 @@ are in `isr_functions` (reference-algorithms §2.5-§2.11, ip_isr ``isrFunctions
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from . import isr_functions as F  # noqa: N812
 
 __all__ = [
     "AmpMaskResult",
+    "box_maxima",
     "grow_planes",
     "InterpolationResult",
     "interpolate_planes",
@@ -60,6 +61,7 @@ def mask_amplifier(
     saturation: float | None,
     saturated_plane: str,
     suspect_plane: str | None,
+    data_max: float | None = None,
 ) -> AmpMaskResult:
     """Mask saturated and suspect pixels in the amp's raw box (reference §2.1 step 5a).
 
@@ -75,6 +77,9 @@ def mask_amplifier(
         Saturation level (ADU; ``inf`` = none); `None` = no saturation masking.
     saturated_plane, suspect_plane : `str`
         Mask planes; ``suspect_plane=None`` = no suspect masking.
+    data_max : `float`, optional
+        NaN-ignoring maximum of the amp's raw box (ADU) when already known (`box_maxima`);
+        computed here otherwise.
 
     Returns
     -------
@@ -93,7 +98,9 @@ def mask_amplifier(
         levels.append((amp.suspect_level, suspect_plane))
     # One reduction (NaN-ignoring maximum) decides whether any pixel reaches a level
     # (usually none) before building the full selection.
-    dmax = float(np.fmax.reduce(data, axis=None)) if data.size and levels else float("nan")
+    if data_max is None:
+        data_max = float(np.fmax.reduce(data, axis=None)) if data.size and levels else float("nan")
+    dmax = data_max
     for level, plane in levels:
         sel = data >= level if dmax >= level else None
         if sel is not None and sel.any():
@@ -108,6 +115,47 @@ def mask_amplifier(
             mi.mask[amp.raw_bbox.slices] |= np.int32(mi.get_plane_bitmask("BAD"))
             return AmpMaskResult(True, saturation)
     return AmpMaskResult(False, saturation)
+
+
+def box_maxima(image: np.ndarray, boxes: Mapping[str, Box]) -> dict[str, float]:
+    """NaN-ignoring maximum of ``image`` in each box (``numpy.fmax`` reduction; NaN if all NaN).
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`, shape ``(ny, nx)``
+        Plane (e.g. the raw image, ADU).
+    boxes : mapping [`str`, `pipeline.image.Box`]
+        Regions inside ``image`` (e.g. each amp's raw box).
+
+    Returns
+    -------
+    maxima : `dict` [`str`, `float`]
+        Per box, the same value as ``numpy.fmax.reduce(image[box.slices], axis=None)``
+        (NaN for an empty box).
+
+    Notes
+    -----
+    Boxes sharing their rows are reduced together: one column-wise maximum over whole rows
+    of the band, then the maximum of each box's columns. A reduction over an amp's view pays
+    numpy's per-row overhead on every one of its short rows; the maximum is exact either way.
+    """
+    bands: dict[tuple[int, int], list[tuple[str, Box]]] = {}
+    for name, box in boxes.items():
+        bands.setdefault((box.y0, box.y1), []).append((name, box))
+    out: dict[str, float] = {}
+    for (y0, y1), members in bands.items():
+        x0 = min(b.x0 for _, b in members)
+        x1 = max(b.x1 for _, b in members)
+        if y1 <= y0 or x1 <= x0:
+            cols = None
+        else:
+            cols = np.fmax.reduce(image[y0:y1, x0:x1], axis=0)
+        for name, b in members:
+            if cols is None or b.nx == 0:
+                out[name] = float("nan")
+            else:
+                out[name] = float(np.fmax.reduce(cols[b.x0 - x0 : b.x1 - x0]))
+    return out
 
 
 def threshold_mask(mi: MaskedImage, box: Box, level: float, plane: str) -> int:

@@ -147,8 +147,14 @@ class IsrStepMethods:
     def _saturation(self, amp: Any) -> float:
         return self.config.saturation if math.isfinite(self.config.saturation) else amp.saturation
 
-    def maskAmplifier(self, ccdExposure: Exposure, amp: Any, defects: Defects | None) -> bool:
-        """Mask SAT/SUSPECT in the amp's raw box; return True if the amp is bad (§2.1 step 5a)."""
+    def maskAmplifier(
+        self, ccdExposure: Exposure, amp: Any, defects: Defects | None, dataMax: float | None = None
+    ) -> bool:
+        """Mask SAT/SUSPECT in the amp's raw box; return True if the amp is bad (§2.1 step 5a).
+
+        ``dataMax`` is the NaN-ignoring maximum of the raw box (ADU) when already known
+        (`masking.box_maxima`).
+        """
         c = self.config
         res = mask_amplifier(
             ccdExposure.masked_image,
@@ -157,6 +163,7 @@ class IsrStepMethods:
             saturation=self._saturation(amp) if c.doSaturation else None,
             saturated_plane=c.saturatedMaskName,
             suspect_plane=c.suspectMaskName if c.doSuspect else None,
+            data_max=dataMax,
         )
         if res.saturation is not None:
             _hset(ccdExposure.metadata, f"LSST ISR SATURATION LEVEL {amp.name}", res.saturation)
