@@ -114,8 +114,15 @@ _WORKERS: dict[tuple[str, str, bool | None], SingleQuantumExecutor] = {}
 _WORKER_OPTS: dict[str, Any] = {}
 
 
-def _init_worker(timeout: float | None, log_level: int) -> None:
-    """Pool initializer: per-process settings (the graph is loaded on first use)."""
+def _init_worker(timeout: float | None, log_level: int, driver_pid: int | None = None) -> None:
+    """Pool initializer: per-process settings (the graph is loaded on first use).
+
+    The worker exits when the driver ``driver_pid`` dies (`butler.process_guard`).
+    """
+    if driver_pid is not None:
+        from butler.process_guard import exit_with_driver
+
+        exit_with_driver(driver_pid)
     # One BLAS thread per worker: the pool is the parallelism.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -202,7 +209,7 @@ class ProcessPoolQuantumExecutor:
                 ctx.set_forkserver_preload(_PRELOAD)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.processes, mp_context=ctx, initializer=_init_worker,
-                initargs=(self.timeout, self.log_level))
+                initargs=(self.timeout, self.log_level, os.getpid()))
         return self._pool
 
     def start(self) -> float:

@@ -694,7 +694,10 @@ class ParslQuantumExecutor:
                       self.max_in_flight)
             # Parsl logs go to RUN_DIR/parsl.log; keep them off the user's console.
             logging.getLogger("parsl").propagate = False
-            dfk = DataFlowKernel(config=self._config)
+            from ._parsl_guard import guard_parsl_config
+
+            # The interchange and local worker pools exit when this driver dies (kill -9 too).
+            dfk = DataFlowKernel(config=guard_parsl_config(self._config))
             level = self.site.log_level if self.site is not None else None
             if level is not None:
                 logging.getLogger("parsl").setLevel(level)

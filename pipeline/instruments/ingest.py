@@ -219,7 +219,11 @@ def find_raw_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path],
 _WORKER_INSTRUMENTS: list[Instrument] = []
 
 
-def _init_worker(texts: Sequence[tuple[str, str]]) -> None:
+def _init_worker(texts: Sequence[tuple[str, str]], driver_pid: int | None = None) -> None:
+    if driver_pid is not None:  # exit when the ingesting process dies (kill -9 included)
+        from butler.process_guard import exit_with_driver
+
+        exit_with_driver(driver_pid)
     from .instrument import _from_text
 
     _WORKER_INSTRUMENTS[:] = [_from_text(text, source) for text, source in texts]
@@ -470,7 +474,8 @@ def ingest_raws(
 
     # 1. headers -> observation infos
     if processes > 1 and len(files) > 1:
-        with ProcessPoolExecutor(max_workers=processes, initializer=_init_worker, initargs=(texts,)) as pool:
+        with ProcessPoolExecutor(max_workers=processes, initializer=_init_worker,
+                                 initargs=(texts, os.getpid())) as pool:
             results = list(
                 pool.map(
                     _translate_file, [str(f) for f in files], chunksize=max(1, len(files) // (4 * processes))
