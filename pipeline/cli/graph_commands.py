@@ -174,7 +174,8 @@ def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
     colls = resolve_output_collections(
         butler.registry, inputs=_split_commas(opts["inputs"]), output=opts["output"],
         output_run=opts["output_run"], extend_run=opts["extend_run"], replace_run=opts["replace_run"],
-        skip_existing_in=_split_commas(opts["skip_existing_in"]), skip_existing=opts["skip_existing"])
+        skip_existing_in=_split_commas(opts["skip_existing_in"]), skip_existing=opts["skip_existing"],
+        rebase=bool(opts.get("rebase")))
     md = {"command": " ".join(["pipetask", *sys.argv[1:]]), "pipeline": opts["pipeline"],
           "prune_replaced": opts.get("prune_replaced")}
     graph = build_quantum_graph(butler, tasks, collections=colls, where=opts["data_query"],

@@ -17,7 +17,8 @@ option                                 dest                   meaning
 ``-i/--input COLL[,COLL]``             ``inputs``             input collections
 ``-o/--output NAME``                   ``output``             output CHAINED collection
 ``--output-run RUN``                   ``output_run``
-``--extend-run``, ``--replace-run``    flags
+``--extend-run``, ``--replace-run``,   flags
+``--rebase``
 ``--skip-existing-in COLL``            ``skip_existing_in``
 ``--skip-existing``,                   flags
 ``--clobber-outputs``
@@ -145,6 +146,12 @@ butler_options = compose(
     ),
     click.option(
         "--replace-run", is_flag=True, help="Replace the first RUN of the output chain with a new one."
+    ),
+    click.option(
+        "--rebase",
+        is_flag=True,
+        help="Redefine the existing -o chain when -i differs from its inputs (its output runs, then "
+        "the new inputs, then its other members) instead of refusing.",
     ),
     click.option(
         "--skip-existing-in",

@@ -7,7 +7,10 @@ Semantics follow ``pipetask`` (middleware-reference sections 6 and 8b):
 
 - ``-o NAME`` (new): RUN ``NAME/<UTC timestamp>``, CHAINED ``NAME = [run, inputs...]``.
 - ``-o NAME`` (existing chain): a new timestamped RUN is prepended; ``-i`` may be omitted (the
-  chain's members are the inputs).
+  chain's members are the inputs). Given ``-i`` inputs must appear in the chain as a contiguous
+  run of members (compared flattened, as LSST does); other inputs are refused unless ``--rebase``,
+  which reorders the chain: its output runs (names starting with ``NAME/``) first, then the new
+  inputs, then the remaining old members.
 - ``--extend-run``: the outputs go to the chain's first RUN (or ``--output-run``); implies
   skip-existing in that run.
 - ``--replace-run``: the chain's first RUN is replaced by a new one (``--prune-replaced``
@@ -88,6 +91,44 @@ def _collection_type(registry: Any, name: str) -> Any:
         return None
 
 
+def _flatten(registry: Any, names: Sequence[str]) -> list[str]:
+    """Names of the collections searched for ``names``, chains expanded, in search order."""
+    out: list[str] = []
+    for name in names:
+        try:
+            recs = registry.resolve_collections([name], flatten=True)
+        except Exception:  # noqa: BLE001 - missing collection: compare by name
+            recs = None
+        for n in ([r.name for r in recs] if recs else [name]):
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def _consistent_chain(registry: Any, output: str, chain: list[str], inputs: list[str],
+                      rebase: bool) -> list[str]:
+    """Check ``-i`` against an existing ``-o`` chain (LSST's rule); return the chain to build on.
+
+    The inputs are consistent when, flattened, they appear in the flattened chain as a contiguous
+    subsequence. Otherwise ``rebase`` gives the chain's output runs first, then the inputs, then
+    the chain's other members; without it `OutputCollectionError` is raised.
+    """
+    flat_inputs = _flatten(registry, inputs)
+    flat_chain = _flatten(registry, chain)
+    k = len(flat_inputs)
+    if any(flat_chain[i:i + k] == flat_inputs for i in range(len(flat_chain) - k + 1)):
+        return chain
+    if not rebase:
+        raise OutputCollectionError(
+            f"the inputs differ: output CHAINED collection {output!r} exists and does not include the "
+            f"input collections {flat_inputs} as a contiguous sequence (it is {flat_chain}). Give the "
+            f"same -i as before (or none: {output} is then both input and output), another -o, or "
+            "--rebase to redefine the chain (which hides which inputs earlier outputs came from)")
+    outputs = [c for c in chain if c.startswith(output + "/")]
+    new = outputs + [c for c in inputs if c not in outputs]
+    return new + [c for c in chain if c not in new]
+
+
 def resolve_output_collections(
     registry: Any,
     *,
@@ -99,6 +140,7 @@ def resolve_output_collections(
     skip_existing_in: Sequence[str] = (),
     skip_existing: bool = False,
     timestamp: str | None = None,
+    rebase: bool = False,
 ) -> OutputCollections:
     """Work out the output RUN and chain from ``pipetask`` options.
 
@@ -118,6 +160,9 @@ def resolve_output_collections(
         ``--skip-existing-in``.
     timestamp : `str`, optional
         Run suffix (default: `utc_timestamp`).
+    rebase : `bool`
+        ``--rebase``: when ``inputs`` differ from those of the existing output chain, redefine the
+        chain (its output runs, then ``inputs``, then its other members) instead of refusing.
 
     Returns
     -------
@@ -127,8 +172,9 @@ def resolve_output_collections(
     ------
     OutputCollectionError
         If no output is given, options conflict, an input collection does not exist, the output
-        exists but is not CHAINED, ``--extend-run`` names nothing to extend, or a new run
-        already exists. Each message says which option to change.
+        exists but is not CHAINED, the inputs differ from those of the existing output chain
+        (without ``rebase``), ``--extend-run`` names nothing to extend, or a new run already
+        exists. Each message says which option to change.
     """
     from butler import CollectionType
 
@@ -155,6 +201,13 @@ def resolve_output_collections(
             existing_chain = list(registry.get_collection_chain(output))
     stamp = timestamp or utc_timestamp()
     replaced = None
+    if rebase and output_run is not None and output and not output_run.startswith(output):
+        raise OutputCollectionError(
+            f"--rebase: the output run {output_run} does not start with the output collection name "
+            f"{output}; drop --rebase or use --output-run {output}/...")
+    if existing_chain is not None and inputs:
+        assert output is not None
+        existing_chain = _consistent_chain(registry, output, existing_chain, inputs, rebase)
     if existing_chain is not None:
         if not inputs:
             first_is_run = existing_chain and _collection_type(registry, existing_chain[0]) == CollectionType.RUN
@@ -174,10 +227,8 @@ def resolve_output_collections(
             chain = [output_run, *[c for c in existing_chain[1:]]]
         else:
             output_run = output_run or f"{output}/{stamp}"
+            # The inputs are in the chain already (`_consistent_chain`), or were put there by --rebase.
             chain = [output_run, *[c for c in existing_chain if c != output_run]]
-            for c in inputs:
-                if c not in chain:
-                    chain.append(c)
     else:
         if output and extend_run and output_run is None:
             raise OutputCollectionError(f"--extend-run: output collection {output} does not exist yet; "
