@@ -40,6 +40,8 @@ from ._errors import (
     MissingDatasetTypeError,
     RepositoryError,
     RepositoryLockedError,
+    RepositoryReadOnlyError,
+    StorageFullError,
 )
 from .utils import lazy_exports
 
@@ -92,6 +94,8 @@ __all__ = [
     "QuantumBackedButler",
     "RepositoryError",
     "RepositoryLockedError",
+    "RepositoryReadOnlyError",
+    "StorageFullError",
     "StoredFileInfo",
     "Timespan",
 ]

@@ -20,6 +20,9 @@ __all__ = [
     "MissingDatasetTypeError",
     "RepositoryError",
     "RepositoryLockedError",
+    "RepositoryReadOnlyError",
+    "StorageFullError",
+    "storage_error",
 ]
 
 
@@ -33,6 +36,14 @@ class RepositoryError(ButlerError):
 
 class RepositoryLockedError(RepositoryError):
     """Another process held the SQLite write lock for longer than the busy timeout."""
+
+
+class RepositoryReadOnlyError(RepositoryError):
+    """A file or directory of the repository (registry database, datastore) cannot be written."""
+
+
+class StorageFullError(ButlerError):
+    """The disk (or the user's quota) holding the repository is full."""
 
 
 class MissingDatasetTypeError(ButlerError, LookupError):
@@ -84,3 +95,67 @@ class LockHeldError(ButlerError):
     def __init__(self, holder: str) -> None:
         super().__init__(f"the lock is held by {holder}")
         self.holder = holder
+
+
+_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
+_READ_ONLY_ERRNOS = {1, 13, 30}  # EPERM, EACCES, EROFS
+
+
+def storage_error(exc: BaseException, database: str | None = None) -> ButlerError | None:
+    """Return a one-line butler error for a full disk or a read-only path behind ``exc``, if any.
+
+    Looks through ``exc`` and the exceptions it was raised from (``__cause__``/``__context__``)
+    for an `OSError` with ``ENOSPC``/``EDQUOT`` (full disk, quota) or ``EROFS``/``EACCES``/``EPERM``
+    (read-only), and for SQLite's "database or disk is full", "attempt to write a readonly
+    database" and "unable to open database file".
+
+    Parameters
+    ----------
+    exc : `BaseException`
+        An error raised while writing to a repository.
+    database : `str`, optional
+        Path of the SQLite registry file, named in the messages of SQLite errors.
+
+    Returns
+    -------
+    error : `StorageFullError`, `RepositoryReadOnlyError` or `None`
+        The message names the path (when known) and the fix; `None` when ``exc`` is something else.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (StorageFullError, RepositoryReadOnlyError)):
+            return e
+        if isinstance(e, OSError) and e.errno is not None:
+            path = e.filename if e.filename is not None else None
+            where = f" writing {path}" if path else ""
+            if e.errno in _FULL_ERRNOS:
+                return StorageFullError(
+                    f"the disk is full (or the quota is exhausted){where}: {e.strerror}; free some space "
+                    "and rerun (pipetask run: --extend-run --skip-existing finishes the job)"
+                )
+            if e.errno in _READ_ONLY_ERRNOS:
+                what = path or "the repository"
+                why = "is on a read-only file system" if e.errno == 30 else "cannot be written (permission denied)"
+                return RepositoryReadOnlyError(
+                    f"{what} {why}: the repository (or this output directory) is read-only for this "
+                    "user; make it writable, or use a repository you can write to"
+                )
+        text = str(getattr(e, "orig", None) or "") if type(e).__module__.startswith("sqlalchemy") else (
+            str(e) if type(e).__module__ in ("sqlite3", "_sqlite3") else "")
+        low = text.lower()
+        db = f" {database}" if database else ""
+        if "database or disk is full" in low:
+            return StorageFullError(
+                f"the disk holding the registry database{db} is full (SQLite: database or disk is full); "
+                "free some space and rerun (pipetask run: --extend-run --skip-existing finishes the job)"
+            )
+        if "readonly database" in low or "read-only database" in low:
+            return RepositoryReadOnlyError(
+                f"the registry database{db} is read-only (SQLite: attempt to write a readonly database); "
+                "make the repository's registry file and its directory writable, or open the "
+                "repository read-only"
+            )
+        e = e.__cause__ or e.__context__
+    return None

@@ -151,8 +151,10 @@ class ButlerGroup(Utf8ArgumentsMixin, click.Group):
         except Exception as exc:  # noqa: BLE001 - report every failure the same way
             if _LOG.isEnabledFor(logging.DEBUG):
                 raise
-            from butler._errors import ButlerError
+            from butler._errors import ButlerError, storage_error
 
+            # A full disk or a read-only path: one line naming it, whatever layer noticed.
+            exc = storage_error(exc) or exc
             notes = getattr(exc, "__notes__", [])
             msg = "\n".join([str(exc), *notes])
             kind = "" if isinstance(exc, (ButlerError, ValueError)) else f"{type(exc).__name__}: "

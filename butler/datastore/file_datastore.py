@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ _FIELD = re.compile(r"\{(" + _NAME + r"(?:\|" + _NAME + r")*)(:\?)?\}")
 _BRACE = re.compile(r"\{[^{}]*\}?|\}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,+@=-]")
 _SAFE = re.compile(r"[A-Za-z0-9_.,+@=-]*\Z")
+#: Names of the temporary files of `FileDatastore.prepare_write` and ``transfer(mode="copy")``.
+_TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{12}\.tmp(\.[A-Za-z0-9.]+)?\Z")
 
 
 class PathTemplate:
@@ -468,6 +470,47 @@ class FileDatastore:
             _checksum(p) if self.checksum else None,
             p.stat().st_size,
         )
+
+    def remove_stale_temporaries(self, run: str, *, other_runs: Iterable[str] = ()) -> list[Path]:
+        """Delete the temporary files an interrupted writer left in a RUN's directory.
+
+        Every write goes through a temporary file beside the final path (``.NAME.<12 hex>.tmp[.ext]``,
+        `prepare_write`), renamed into place when complete; a writer killed in between (``kill -9``,
+        a lost worker, a full disk) leaves it behind. Such a file is never registered.
+
+        The caller must hold the writer lock of ``run`` (`butler.registry.database.Database.exclusive_lock`,
+        taken by ``pipetask run``): a temporary file of a writer still running would be removed too.
+
+        Parameters
+        ----------
+        run : `str`
+            RUN collection; its directory ``ROOT/<run>`` is searched (the default file templates
+            start with ``{run}``).
+        other_runs : iterable of `str`
+            Other RUN collections, whose directories may lie inside this one (``a`` and ``a/b``);
+            they are not searched.
+
+        Returns
+        -------
+        removed : `list` [`pathlib.Path`]
+            Absolute paths of the files deleted.
+        """
+        top = self.root / run
+        if not top.is_dir():
+            return []
+        skip = {os.path.normpath(self.root / r) for r in other_runs if r != run}
+        removed: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if os.path.normpath(os.path.join(dirpath, d)) not in skip]
+            for name in filenames:
+                if _TEMP_FILE.match(name):
+                    path = Path(dirpath) / name
+                    try:
+                        path.unlink()
+                    except FileNotFoundError:
+                        continue
+                    removed.append(path)
+        return removed
 
     def remove_files(self, paths: list[str]) -> int:
         """Delete stored files inside the root (absolute paths outside it are left alone).

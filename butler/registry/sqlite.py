@@ -14,7 +14,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from .._errors import RepositoryError, RepositoryLockedError
+from .._errors import RepositoryError, RepositoryLockedError, storage_error
 from .database import Database
 
 __all__ = ["SqliteDatabase"]
@@ -167,8 +167,13 @@ class SqliteDatabase(Database):
         return cls(engine, writeable=writeable, busy_timeout=busy_timeout)
 
     def translate_error(self, exc: sa.exc.DBAPIError) -> Exception:
-        """Turn "database is locked" into `RepositoryLockedError`."""
+        """Turn "database is locked" into `RepositoryLockedError`, a full disk into
+        `butler.StorageFullError` and a read-only file into `butler.RepositoryReadOnlyError`
+        (one line naming the database file, no SQL)."""
         msg = str(exc.orig)
+        storage = storage_error(exc, self.engine.url.database)
+        if storage is not None:
+            return storage
         if isinstance(exc, sa.exc.OperationalError) and ("locked" in msg or "busy" in msg):
             return RepositoryLockedError(
                 f"the registry {self.engine.url.database} is locked by another writer and stayed locked for "

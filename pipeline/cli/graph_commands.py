@@ -63,7 +63,20 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo("Interrupted: finished quanta were registered; rerun with --extend-run "
                        "--skip-existing to finish the job", err=True)
             sys.exit(130)
-        except _expected_errors() as exc:
+        except Exception as exc:
+            from ..graph.builder import NothingToDoError
+
+            if isinstance(exc, NothingToDoError):
+                # A rerun after everything finished (--extend-run --skip-existing): success.
+                click.echo(f"Nothing to do: {exc}")
+                return None
+            from butler._errors import storage_error
+
+            storage = storage_error(exc)  # a full disk or a read-only path, whatever layer noticed
+            if storage is not None:
+                raise click.ClickException(str(storage)) from None
+            if not isinstance(exc, _expected_errors()):
+                raise
             msg = str(exc)
             if isinstance(exc, KeyError) and exc.args:
                 msg = str(exc.args[0])
@@ -294,7 +307,13 @@ def _run_command(opts: dict[str, Any]) -> None:
     # (a bad --parsl-config has failed already: `run` builds the Parsl executor before the graph)
     from ..execution.run_lock import run_lock
 
+    from ..execution.cleanup import check_writable, remove_stale_files
+
     with run_lock(butler, graph.output_run):  # one driver per output RUN; a second one gets a clear error
+        # Nothing is registered before the output directory is known to be writable; what an
+        # interrupted attempt left in this RUN (temporary and unregistered files) goes first.
+        check_writable(butler, graph.output_run)
+        remove_stale_files(butler, graph)
         code = _execute(butler, graph, opts)
     if code:
         sys.exit(code)
@@ -366,10 +385,30 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
     n_fail, n_blocked = report.count("failed"), report.count("blocked")
     click.echo(f"Executed {n_ok} quanta successfully, {n_fail} failed and {n_blocked} blocked "
                f"in {report.wall_time:.2f} s (output run {graph.output_run}).")
+    if report.disk_full:
+        _raise_disk_full(report, graph)
     for q in report.quanta.values():
         if q.status == "failed":
             click.echo(f"  FAILED {q.task_label} {q.data_id}: {q.error}", err=True)
     return 0 if report.success else 1
+
+
+def _raise_disk_full(report: Any, graph: Any) -> None:
+    """One message for a full disk, not one per quantum that hit it (`RunReport.disk_full`)."""
+    import re
+
+    from butler._errors import StorageFullError
+
+    from ..execution.runner import _disk_full
+
+    n = sum(1 for q in report.quanta.values() if q.status == "failed" and _disk_full(q.error))
+    m = re.search(r"'(/[^']+)'", report.disk_full or "")
+    where = f" writing {Path(m.group(1)).parent}" if m else ""
+    out = graph.metadata.get("output")
+    again = f"-o {out}" if out else f"--output-run {graph.output_run}"
+    raise StorageFullError(
+        f"the disk is full (no space left on device){where}: {n} quanta failed on it and no further "
+        f"quantum was started; free some space and rerun with {again} --extend-run --skip-existing")
 
 
 def _after_run(butler: Any, graph: Any, opts: dict[str, Any]) -> None:

@@ -80,6 +80,9 @@ class RunReport:
         Seconds for the walk (s).
     interrupted : `bool`
         True when the run was stopped by Ctrl-C / a signal.
+    disk_full : `str` or `None`
+        The error of the first quantum that failed because the disk (or quota) was full; no
+        quantum is submitted after it.
     """
 
     quanta: dict[UUID, QuantumReport] = field(default_factory=dict)
@@ -87,6 +90,7 @@ class RunReport:
     run_time: float = 0.0
     interrupted: bool = False
     n_registered: int = 0
+    disk_full: str | None = None
 
     def count(self, status: str) -> int:
         """Number of quanta with a status.
@@ -251,32 +255,45 @@ def pre_exec_init(butler: Butler, graph: QuantumGraph, *, register_dataset_types
                                     + "; ".join(diff[:10]))
     if problems:
         raise ExecutionError(" | ".join(problems) + ". Use a new output run, or the same config to extend it")
-    with registry.transaction():
-        for dt in missing:
-            registry.register_dataset_type(dt)
-        registry.register_run(run)
-        chain_name = md.get("output")
-        if chain_name:
-            from butler import CollectionType
+    # One transaction: dataset types, RUN, CHAINED collection and the init-outputs. If a write
+    # fails (read-only directory, full disk) nothing is left registered, and the files already
+    # written are deleted: no empty RUN or chain stays behind.
+    put_paths: list[Path] = []
+    try:
+        with registry.transaction():
+            for dt in missing:
+                registry.register_dataset_type(dt)
+            registry.register_run(run)
+            chain_name = md.get("output")
+            if chain_name:
+                from butler import CollectionType
 
-            chain = list(md.get("output_chain") or [run, *md.get("inputs", [])])
-            try:
-                registry.get_collection_type(chain_name)
-                exists = True
-            except Exception:  # noqa: BLE001 - MissingCollectionError
-                exists = False
-            if not exists:
-                registry.register_collection(chain_name, CollectionType.CHAINED)
-            registry.set_collection_chain(chain_name, chain)
+                chain = list(md.get("output_chain") or [run, *md.get("inputs", [])])
+                try:
+                    registry.get_collection_type(chain_name)
+                    exists = True
+                except Exception:  # noqa: BLE001 - MissingCollectionError
+                    exists = False
+                if not exists:
+                    registry.register_collection(chain_name, CollectionType.CHAINED)
+                registry.set_collection_chain(chain_name, chain)
+            from ._butler_adapter import predicted_file_info
+
+            for label, refs in graph.init_outputs.items():
+                for ref in refs:
+                    name = ref.dataset_type.name
+                    if name in existing_init or (name == "packages" and not save_versions):
+                        continue
+                    path = Path(butler.root) / predicted_file_info(butler.root, ref).path
+                    butler.put(new_values[name], ref)
+                    put_paths.append(path)
+    except BaseException:
+        for path in put_paths:
+            path.unlink(missing_ok=True)
+        raise
     prune = md.get("clobber_refs") or []
     if prune:
         _prune(butler, prune)
-    for label, refs in graph.init_outputs.items():
-        for ref in refs:
-            name = ref.dataset_type.name
-            if name in existing_init or (name == "packages" and not save_versions):
-                continue
-            butler.put(new_values[name], ref)
 
 
 def _has_type(registry: Registry, name: str) -> bool:
@@ -424,7 +441,13 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
             n_done += 1
         else:
             rep.status, rep.error, rep.traceback = "failed", res.error, res.traceback
-            _log.error("Quantum %s failed: %s", graph.quantum_at(idx).describe(), res.error)
+            if _disk_full(res.error):
+                # Every further quantum would fail the same way: stop, and say it once.
+                if report.disk_full is None:
+                    report.disk_full = res.error
+                stop_submitting = True
+            else:
+                _log.error("Quantum %s failed: %s", graph.quantum_at(idx).describe(), res.error)
             for b in walker.mark_failed(idx):
                 report.quanta[graph.id_at(b)].status = "blocked"
                 n_blocked += 1
@@ -455,7 +478,7 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
             if not in_flight:
                 if broken_at_submit:
                     _log.warning("A worker process died; restarting the pool")
-                    _reset(executor)
+                    _reset(executor, butler, graph.output_run)
                     broken_at_submit = False
                     continue
                 if walker.n_ready and not stop_submitting:
@@ -485,7 +508,7 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
                     retries[idx] = retries.get(idx, 0) + 1
                     walker.requeue(idx)
                 in_flight.clear()
-                _reset(executor)
+                _reset(executor, butler, graph.output_run)
             if len(pending) >= batch_size or time.monotonic() - last_flush >= batch_seconds:
                 flush()
             bar.update(n_done, n_failed, n_blocked)
@@ -499,8 +522,9 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
                 pending.append(fut.result())
         try:
             flush()
-        except Exception:  # noqa: BLE001 - never mask the interrupt
-            _log.exception("could not register the outputs of the finished quanta")
+        except Exception as exc:  # noqa: BLE001 - never mask the interrupt
+            _log.error("could not register the outputs of the finished quanta: %s", exc,
+                       exc_info=_log.isEnabledFor(logging.DEBUG))
         raise
     finally:
         report.wall_time = time.perf_counter() - t0
@@ -515,9 +539,28 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
     return report
 
 
-def _reset(executor: QuantumExecutor) -> None:
-    """Restart a broken pool (its quanta may have left partial files; see `QuantumExecutor.reset`)."""
+def _disk_full(error: str | None) -> bool:
+    """Whether a quantum's error says the disk or the quota was full (``ENOSPC``/``EDQUOT``)."""
+    if not error:
+        return False
+    return any(s in error for s in ("[Errno 28]", "No space left on device", "[Errno 122]",
+                                    "Disk quota exceeded", "database or disk is full"))
+
+
+def _reset(executor: QuantumExecutor, butler: Any = None, run: str | None = None) -> None:
+    """Restart a broken pool (its quanta may have left partial files; see `QuantumExecutor.reset`).
+
+    Its workers are gone (`executor.reset` terminates them), so the temporary files a killed
+    worker left in the output RUN can go now (the driver holds the RUN's lock).
+    """
     executor.reset()
+    if butler is not None and run:
+        from .cleanup import remove_stale_temporaries
+
+        try:
+            remove_stale_temporaries(butler, run)
+        except Exception as exc:  # noqa: BLE001 - never stop the run for the clean-up
+            _log.warning("could not remove the temporary files of run %s: %s", run, exc)
 
 
 def resume_state(butler: Butler, graph: QuantumGraph) -> tuple[set[UUID], list[DatasetRef]]:

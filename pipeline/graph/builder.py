@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from ..config import Config
 
 __all__ = ["build_quantum_graph", "QuantumGraphBuilder", "GraphBuilderError", "EmptyGraphError",
-           "MissingPrerequisiteError"]
+           "NothingToDoError", "MissingPrerequisiteError"]
 
 _log = logging.getLogger("ccdflow.qgraph")
 
@@ -74,6 +74,13 @@ class GraphBuilderError(RuntimeError):
 
 class EmptyGraphError(GraphBuilderError):
     """The graph would have no quanta; the message says which constraint emptied it."""
+
+
+class NothingToDoError(EmptyGraphError):
+    """Every quantum already finished in the skip-existing collections: a rerun has nothing to do.
+
+    ``pipetask`` reports it and exits 0.
+    """
 
 
 class MissingPrerequisiteError(GraphBuilderError, FileNotFoundError):
@@ -755,7 +762,7 @@ class QuantumGraphBuilder:
             raise MissingPrerequisiteError(self._explain_missing())
         if not self.quanta:
             if self.skipped:
-                raise EmptyGraphError(
+                raise NothingToDoError(
                     f"every quantum already finished in {self.skip_existing_in} ("
                     + ", ".join(f"{k}: {v} skipped" for k, v in self.skipped.items())
                     + "); nothing to do")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from ..._errors import RepositoryError
+from ..._errors import RepositoryError, RepositoryReadOnlyError
 from ...dimensions import DimensionUniverse
 from ..database import Database
 from ..schema import schema_version
@@ -63,6 +63,9 @@ class AttributesManager:
         try:
             rows = self.db.fetchall(sa.select(self._table))
         except sa.exc.DBAPIError as exc:
+            readonly = _unwritable_sqlite_directory(self.db.engine.url.database, exc)
+            if readonly is not None:
+                raise readonly from None
             raise RepositoryError(
                 f"the database {self.db.engine.url!r} holds no ccdflow registry (or cannot be read): "
                 f"{exc.orig}"
@@ -80,3 +83,30 @@ class AttributesManager:
         """Change one attribute (inside a transaction; tests use it to fake another schema version)."""
         t = self._table
         self.db.execute(sa.update(t).where(t.c.name == name).values(value=value))
+
+
+def _unwritable_sqlite_directory(database: str | None, exc: Exception) -> RepositoryReadOnlyError | None:
+    """The error for an SQLite registry whose directory cannot be written, else `None`.
+
+    A writeable SQLite registry (WAL journal) needs to create ``NAME-wal`` and ``NAME-shm`` beside
+    the file; in a read-only directory that fails with "unable to open database file".
+    """
+    import os
+    import tempfile
+
+    if not database or "unable to open database file" not in str(getattr(exc, "orig", exc)):
+        return None
+    directory = os.path.dirname(os.path.abspath(database))
+    if not os.path.exists(database):
+        return None
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ccdflow-write-probe.", dir=directory)
+    except OSError as err:
+        return RepositoryReadOnlyError(
+            f"the repository directory {directory} is read-only ({err.strerror}): the registry "
+            f"{os.path.basename(database)} (WAL journal) cannot be opened there; make the directory "
+            "writable, or use a repository you can write to"
+        )
+    os.close(fd)
+    os.unlink(name)
+    return None
