@@ -137,7 +137,8 @@ def storage_error(exc: BaseException, database: str | None = None) -> ButlerErro
                 )
             if e.errno in _READ_ONLY_ERRNOS:
                 what = path or "the repository"
-                why = "is on a read-only file system" if e.errno == 30 else "cannot be written (permission denied)"
+                why = ("is on a read-only file system" if e.errno == 30
+                       else "cannot be written (permission denied)")
                 return RepositoryReadOnlyError(
                     f"{what} {why}: the repository (or this output directory) is read-only for this "
                     "user; make it writable, or use a repository you can write to"

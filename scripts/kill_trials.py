@@ -39,9 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-
 import _toy_tasks as toy  # noqa: E402
+import numpy as np  # noqa: E402
 
 TOY_YAML = """\
 description: Toy pipeline (kill trials).
@@ -86,16 +85,6 @@ def session_members(sid: int, exclude: int | None = None) -> list[int]:
     return out
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            st = _stat(int(d))
-            if st and int(st[1]) == pid and st[0] not in ("Z", "X"):
-                out.append(int(d))
-    return out
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -104,6 +93,7 @@ def _cmdline(pid: int) -> str:
 
 
 def outputs(root: Path, collection: str) -> dict[tuple, Any]:
+    """Read every output of the toy pipeline in ``collection``."""
     from butler import Butler
 
     b = Butler(root)
@@ -149,6 +139,7 @@ def leftovers(root: Path, run_prefix: str) -> tuple[list[str], list[str], list[s
 
 
 def equal(a: dict, b: dict) -> bool:
+    """Whether two `outputs` results are identical (arrays bit for bit)."""
     if a.keys() != b.keys():
         return False
     for k in a:
@@ -162,6 +153,7 @@ def equal(a: dict, b: dict) -> bool:
 
 
 def run_args(repo: Path, pipe: Path, executor: str, sleep: float) -> list[str]:
+    """``pipetask run`` arguments common to the first run and the rerun."""
     args = ["run", "-b", str(repo), "-p", str(pipe), "-j", "2", "--register-dataset-types", "--no-progress",
             "-c", f"subtractMedian:sleep_s={sleep}"]
     if executor == "parsl":
@@ -171,6 +163,7 @@ def run_args(repo: Path, pipe: Path, executor: str, sleep: float) -> list[str]:
 
 def trial(i: int, kind: str, template: Path, work: Path, pipe: Path, executor: str, reference: dict,
           rng: random.Random, orphan_timeout: float, sleep: float) -> dict[str, Any]:
+    """Run, kill, (rerun) and check one trial; return its findings."""
     repo = work / f"t{i:02d}"
     shutil.copytree(template, repo)
     res: dict[str, Any] = {"trial": i, "kind": kind, "ok": True, "problems": []}
@@ -233,7 +226,8 @@ def trial(i: int, kind: str, template: Path, work: Path, pipe: Path, executor: s
             res["problems"].append(f"{len(alive)} processes left after the driver exited")
     temps, unreg, missing = leftovers(repo, "u/kill")
     res.update(temps=len(temps), unregistered=len(unreg), missing=len(missing))
-    for name, items in (("temporary files", temps), ("unregistered files", unreg), ("missing files", missing)):
+    found = (("temporary files", temps), ("unregistered files", unreg), ("missing files", missing))
+    for name, items in found:
         if items:
             res["ok"] = False
             res["problems"].append(f"{len(items)} {name}, e.g. {items[0]}")
@@ -306,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{a.executor}: {len(results)} trials ({sum(r['kind'] == 'driver' for r in results)} driver, "
           f"{sum(r['kind'] == 'worker' for r in results)} worker kills): {n_ok} passed; "
           f"surviving children {sum(r.get('orphans') or 0 for r in results)}, temp files "
-          f"{sum(r['temps'] for r in results)}, unregistered files {sum(r['unregistered'] for r in results)}, "
+          f"{sum(r['temps'] for r in results)}, unregistered files "
+          f"{sum(r['unregistered'] for r in results)}, "
           f"missing files {sum(r['missing'] for r in results)}, outputs different "
           f"{sum(not r['equal'] for r in results)}, failed reruns "
           f"{sum(1 for r in results if r.get('rerun_rc', 0) != 0)}")

@@ -645,7 +645,7 @@ def decertify(
 
 
 def _stdin_is_interactive() -> bool:
-    """True when standard input is a terminal (a person can answer a confirmation)."""
+    """Return whether standard input is a terminal (a person can answer a confirmation)."""
     import sys
 
     try:

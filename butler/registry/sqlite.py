@@ -167,9 +167,11 @@ class SqliteDatabase(Database):
         return cls(engine, writeable=writeable, busy_timeout=busy_timeout)
 
     def translate_error(self, exc: sa.exc.DBAPIError) -> Exception:
-        """Turn "database is locked" into `RepositoryLockedError`, a full disk into
-        `butler.StorageFullError` and a read-only file into `butler.RepositoryReadOnlyError`
-        (one line naming the database file, no SQL)."""
+        """Turn SQLite errors into butler errors: one line naming the database file, no SQL.
+
+        "database is locked" becomes `RepositoryLockedError`, a full disk
+        `butler.StorageFullError` and a read-only file `butler.RepositoryReadOnlyError`.
+        """
         msg = str(exc.orig)
         storage = storage_error(exc, self.engine.url.database)
         if storage is not None:

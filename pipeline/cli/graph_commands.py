@@ -305,9 +305,8 @@ def _run_command(opts: dict[str, Any]) -> None:
     graph = _build_or_load(opts, butler)
     _finish_graph(graph, opts, butler)
     # (a bad --parsl-config has failed already: `run` builds the Parsl executor before the graph)
-    from ..execution.run_lock import run_lock
-
     from ..execution.cleanup import check_writable, remove_stale_files
+    from ..execution.run_lock import run_lock
 
     with run_lock(butler, graph.output_run):  # one driver per output RUN; a second one gets a clear error
         # Nothing is registered before the output directory is known to be writable; what an

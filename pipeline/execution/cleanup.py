@@ -1,4 +1,4 @@
-"""Before and after writing into a RUN: is it writable, and what did an interrupted writer leave?
+"""Before and after writing into a RUN: whether it is writable, and what interrupted writers left.
 
 `check_writable` probes the output directory before anything is created, so that a read-only
 repository or a full disk is reported in one line and leaves no empty RUN or CHAINED collection.
@@ -63,7 +63,8 @@ def check_writable(butler: Any, run: str) -> None:
     except OSError as exc:
         err = storage_error(exc)
         if err is None:
-            raise RepositoryReadOnlyError(f"cannot write into {probe_dir} (for output run {run}): {exc}") from None
+            raise RepositoryReadOnlyError(
+                f"cannot write into {probe_dir} (for output run {run}): {exc}") from None
         if isinstance(err, RepositoryReadOnlyError):
             raise RepositoryReadOnlyError(
                 f"the output directory {probe_dir} of run {run!r} cannot be written "

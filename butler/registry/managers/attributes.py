@@ -86,7 +86,7 @@ class AttributesManager:
 
 
 def _unwritable_sqlite_directory(database: str | None, exc: Exception) -> RepositoryReadOnlyError | None:
-    """The error for an SQLite registry whose directory cannot be written, else `None`.
+    """Return the error for an SQLite registry whose directory cannot be written, else `None`.
 
     A writeable SQLite registry (WAL journal) needs to create ``NAME-wal`` and ``NAME-shm`` beside
     the file; in a read-only directory that fails with "unable to open database file".
