@@ -345,14 +345,19 @@ def assemble_exposure(
     mi = exposure.masked_image
     planes = dict(mi.mask_planes)
     xy0 = mi.xy0
-    img = assemble_plane(mi.image, det, trim=trim, dtype=np.float32, subtract=levels or None)
-    raw_mask, raw_var = mi.mask, mi.variance
-    if spare is not None and not (mi.image is spare and spare.flags.c_contiguous and spare.size >= img.size):
+    raw_img, raw_mask, raw_var = mi.image, mi.mask, mi.variance
+    if spare is not None and not (raw_img is spare and spare.flags.c_contiguous):
         spare = None
-    exposure.masked_image = None  # free the raw image plane before assembling the others
+    exposure.masked_image = None  # the raw planes are freed as soon as they are assembled
     del mi
+    # mask first: its raw plane is freed before the image is assembled (peak memory: at most
+    # two raw and two assembled planes at any time)
     mask = assemble_sparse_plane(raw_mask, det, trim=trim, dtype=np.int32)
     del raw_mask
+    img = assemble_plane(raw_img, det, trim=trim, dtype=np.float32, subtract=levels or None)
+    if spare is not None and spare.size < img.size:
+        spare = None
+    del raw_img
     covered = trim and sum(a.bbox.area for a in det) == det.bbox.area
     replaced = bool(replace_variance and covered)
     if replaced:

@@ -375,6 +375,7 @@ class IsrTask(IsrStepMethods, PipelineTask):
             writable_variance(mi)
             self._crosstalk(ccd, k.crosstalk, trimmed=False)
         if c.doAssembleCcd:  # 9. assembly
+            del mi  # the raw planes must be freeable while assembling (peak memory)
             self._assemble(state, deferred)
             _hset(md, "LSST ISR ASSEMBLECCD APPLIED", True)
         writable_variance(ccd.masked_image)
