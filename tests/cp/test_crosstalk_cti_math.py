@@ -55,7 +55,9 @@ def _amps() -> tuple[list[Amplifier], list[Box]]:
     return amps, boxes
 
 
-def _spots(rng: np.random.Generator, amp_index: int, n_spots: int, level: tuple[float, float]) -> np.ndarray:
+def _spots(
+    rng: np.random.Generator, amp_index: int, n_spots: int, level: tuple[float, float], size: int = 6
+) -> np.ndarray:
     """True signal of one amplifier in *readout* order (row 0, column 0 read first), ADU.
 
     Spots of amp ``k`` sit in their own vertical band of the readout frame, so that no ghost of
@@ -68,13 +70,18 @@ def _spots(rng: np.random.Generator, amp_index: int, n_spots: int, level: tuple[
     band = NX // 4
     for _ in range(n_spots):
         r = rng.integers(4, NY - 10)
-        c = amp_index * band + rng.integers(1, band - 7)
-        sig[r : r + 6, c : c + 6] = rng.uniform(*level)
+        c = amp_index * band + rng.integers(1, band - size - 1)
+        sig[r : r + size, c : c + size] = rng.uniform(*level)
     return sig
 
 
 def _crosstalk_image(
-    seed: int, *, saturated_amp: int | None = None, saturation: float = 60000.0
+    seed: int,
+    *,
+    saturated_amp: int | None = None,
+    saturation: float = 60000.0,
+    n_spots: int = 8,
+    size: int = 6,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assembled image (ADU) with crosstalk ghosts from ``TRUE_XT``, and its SAT mask.
 
@@ -86,7 +93,7 @@ def _crosstalk_image(
     true_ro = []
     for k in range(4):
         lev = (1.5 * saturation, 1.5 * saturation) if k == saturated_amp else (40000.0, 55000.0)
-        true_ro.append(_spots(rng, k, 8, lev))
+        true_ro.append(_spots(rng, k, n_spots, lev, size))
     image = np.zeros((2 * NY, 2 * NX))
     sat = np.zeros(image.shape, bool)
     for t, (t_amp, t_box) in enumerate(zip(amps, boxes)):
@@ -130,6 +137,21 @@ def test_extract_and_solve_recover_the_injected_matrix():
         assert last.background[name] == pytest.approx(bg, abs=0.1)
     # errors are the (clip-corrected) scatter of single ratios: ~READ_NOISE / source level
     assert 2e-5 < float(np.median(sol.coeffErr[off])) < 2e-4
+
+
+def test_background_leaves_out_faint_ghosts():
+    """Dense sources (30 spots of 12 x 12 per amp, 9 % of it): the ghosts fainter than the 3-sigma
+    clip sit where other amps are bright and are left out of the background, so the 12
+    coefficients are unbiased: their mean error over 3 sets of 4 exposures is below 3e-7 (with
+    those ghosts in the background the mean error was -3.4e-6)."""
+    errs = []
+    for rep in range(3):
+        images = [_crosstalk_image(100 * rep + s, n_spots=30, size=12) for s in range(4)]
+        sol, _ = _solve(images, use_sat=True)
+        errs.append(sol.coeffs - TRUE_XT)
+    off = ~np.eye(4, dtype=bool)
+    mean_err = float(np.mean(np.array(errs).mean(axis=0)[off]))
+    assert abs(mean_err) < 3e-7, mean_err
 
 
 def test_coefficient_errors_are_honest():
