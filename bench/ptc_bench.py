@@ -1,7 +1,9 @@
 """PTC benchmark: extract and solve.
 
 Extract one flat pair of a 16-amp 4072 x 4000 detector at lag 8, and solve 16 amps x 50
-pairs. Targets (issue 6): <= 1 s per pair, <= 5 s per solve.
+pairs. Target: extract <= 0.4 s per pair on one thread. After the detail lines, one summary
+line: ``PTC extract 16-amp pair lag 8: <s> s [target <= 0.4 s] (CPU <s> s, 1 thread)`` with
+the best wall-clock time of ``--repeat`` runs (default 3) and the matching best CPU time.
 
 Usage: ``python bench/ptc_bench.py [--quick]`` (``--quick``: a quarter-size detector, 20 pairs).
 Prints the figures (wall-clock seconds, and the process CPU seconds, which are what to compare
@@ -46,8 +48,18 @@ def make_flat(det: Detector, level: float, rng: np.random.Generator, exp_id: int
     return Exposure(MaskedImage(img), detector=det, info=info)
 
 
-def bench_extract(quick: bool) -> float:
-    """Time the extraction of one pair at 1 and 2 threads; return the 1-thread wall time (s)."""
+#: Target for the extraction of one 16-amp pair on one thread (s).
+TARGET_EXTRACT_SECONDS = 0.4
+
+
+def bench_extract(quick: bool, repeat: int = 3) -> tuple[float, float]:
+    """Time the extraction of one pair at 1 and 2 threads.
+
+    Returns
+    -------
+    wall, cpu : `float`
+        Best 1-thread wall-clock and CPU seconds of ``repeat`` runs.
+    """
     ny, nx = (2000, 2036) if quick else (4000, 4072)
     det = make_detector(ny, nx)
     rng = np.random.default_rng(1)
@@ -55,18 +67,22 @@ def bench_extract(quick: bool) -> float:
     task = PhotonTransferCurveExtractTask()
     task.config.maximumRangeCovariancesAstier = 8
     task.measure(e1, e2, (1, 2), (1.0, 1.0))          # warm-up (FFT plans, imports)
+    best: dict[int, tuple[float, float]] = {}
     for threads in (1, 2):
         task.config.numThreads = threads
-        t0, c0 = time.perf_counter(), time.process_time()
-        ptc = task.measure(e1, e2, (1, 2), (1.0, 1.0))
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        walls, cpus = [], []
+        for _ in range(repeat if threads == 1 else 1):
+            t0, c0 = time.perf_counter(), time.process_time()
+            ptc = task.measure(e1, e2, (1, 2), (1.0, 1.0))
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+        dt, dc = min(walls), min(cpus)
+        best[threads] = (dt, dc)
         gains = [ptc.gainList[a][0] for a in ptc.ampNames]
         print(f"extract: {len(det)} amps, {ny} x {nx} pixels, lag 8, numThreads={threads}: "
               f"{dt:.2f} s per pair ({dt / len(det) * 1e3:.0f} ms per amp; CPU {dc:.2f} s); "
               f"median pair gain {np.median(gains):.4f} (truth 1.5)")
-        if threads == 1:
-            dt1 = dt
-    return dt1
+    return best[1]
 
 
 def synthetic_partials(n_amps: int, n_pairs: int, m: int = 8,
@@ -118,9 +134,13 @@ def main() -> None:
     """Run both benchmarks."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small detector and fewer pairs")
+    parser.add_argument("--repeat", type=int, default=3, help="1-thread extractions; the best is reported")
     args = parser.parse_args()
-    bench_extract(args.quick)
+    wall, cpu = bench_extract(args.quick, max(1, args.repeat))
     bench_solve(args.quick)
+    size = "quarter-size" if args.quick else "16-amp"
+    target = "" if args.quick else f" [target <= {TARGET_EXTRACT_SECONDS:g} s]"
+    print(f"PTC extract {size} pair lag 8: {wall:.3f} s{target} (CPU {cpu:.3f} s, 1 thread)")
 
 
 if __name__ == "__main__":
