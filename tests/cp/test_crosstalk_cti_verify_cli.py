@@ -5,7 +5,9 @@ Camera: tests/cp/data/xtcam.yaml (one CCD, four 160 x 128 amplifiers with readou
 `pipeline.instruments.sim_crosstalk_cti` (bright / saturated spots with a known crosstalk matrix;
 serial CTI with one trap), are ingested with ``butler ingest-raws`` and processed with
 ``pipetask run``; products are certified with ``butler certify-calibrations`` and used by
-``pipetask run isr``.
+``pipetask run isr``. VerifyBias / VerifyFlat / VerifyDark / VerifyDefects run a good candidate
+(every test passes) and one with an injected fault (the named tests fail on the named amps); the
+dark and defects raws carry `pipeline.instruments.sim_effects.DefectEffect` defects.
 """
 
 from __future__ import annotations
@@ -345,3 +347,88 @@ def test_verify_flat_good_passes_and_gradient_fails(verify_repo):
     assert {f["test"] for f in bad["FAILURES"]} == {"SCATTER", "NOISE"}
     assert {f["amp"] for f in bad["FAILURES"] if f["test"] == "SCATTER"} == {"DET"}
     assert bad["TESTS"]["SCATTER"]["failed"] == 4 and bad["TESTS"]["NOISE"]["failed"] == 16
+
+
+# ------------------------------------------------------------------ VerifyDark / VerifyDefects
+#: assembled-pixel defects of xtcam (320 x 256): cold column segments (x, y0, y1) in C00 and
+#: C11, hot pixels (x, y) in C01 and C10 (they also carry 5000 e- in every flat)
+COLD_COLUMNS = [(40, 10, 120), (250, 128, 256)]
+HOT_PIXELS = [(200, 60), (100, 200)]
+
+
+@pytest.fixture(scope="module")
+def verify_dark_defects_repo(tmp_path_factory):
+    from butler import Butler, DatasetType
+    from pipeline.instruments.sim_effects import DefectEffect
+    from pipeline.tasks.isr.calibs import Defects
+
+    tmp = tmp_path_factory.mktemp("verify_dd")
+    inst = get_instrument(str(CAMERA))
+    # 0.002 e-/s x 100 s: 0.2 e- of dark shot noise per frame, ~1 % of the read-noise variance
+    truth = make_truth(inst, seed=14, dark_current=0.002)
+    truth.effects.append(
+        DefectEffect(cold_columns=COLD_COLUMNS, hot_pixels=HOT_PIXELS, hot_offset=5000.0, hot_current=20.0)
+    )
+    specs = (
+        [{"type": "bias"}] * 24
+        + [{"type": "dark", "exposure_time": 100.0}] * 32
+        + [{"type": "flat", "exposure_time": 1.0, "level": 20000.0}] * 4
+    )
+    simulate_raws(inst, tmp / "raws", exposures=specs, seed=14, truth=truth)
+    repo = _repo(tmp, tmp / "raws")
+    biases, darks, flats = _ids(truth, "bias"), _ids(truth, "dark"), _ids(truth, "flat")
+    _pipetask(repo, "cpBias", RAWS, "vd/bias", _where(biases))
+    _certify(repo, "vd/bias", "bias")
+    _pipetask(repo, "cpDark", f"{RAWS},{CALIB}", "vd/dark_good", _where(darks[:24]))
+    _pipetask(repo, "cpDark", f"{RAWS},{CALIB}", "vd/dark_few", _where(darks[:4]))
+    b = Butler(repo, writeable=True)
+    b.registry.register_dataset_type(
+        DatasetType("defects", ["instrument", "detector"], "IsrCalib", is_calibration=True)
+    )
+    boxes = [(x, y0, 1, y1 - y0) for x, y0, y1 in COLD_COLUMNS] + [(x, y, 1, 1) for x, y in HOT_PIXELS]
+    did = {"instrument": "xtcam", "detector": 0}
+    b.put(Defects(boxes), "defects", did, run="vd/defects_good")
+    b.put(Defects(boxes[1:]), "defects", did, run="vd/defects_missing")  # C00's cold column missing
+    return repo, darks[24:], flats
+
+
+def _verify_results(repo: Path, pipeline: str, cand_run: str, run: str, where: str) -> dict:
+    from butler import Butler
+
+    _pipetask(repo, pipeline, f"{cand_run},{RAWS},{CALIB}", run, where)
+    return Butler(repo).get(f"verify{pipeline[6:]}Results", instrument="xtcam", collections=run)
+
+
+def test_verify_dark_good_passes_few_frames_fail_noise(verify_dark_defects_repo):
+    """A dark from 24 frames passes every test on 8 other darks; one from 4 frames leaves
+    sqrt(1 + 1/24 + 1/4) = 1.14 x the read noise: NOISE fails on every amp of every exposure."""
+    repo, darks, _ = verify_dark_defects_repo
+    good = _verify_results(repo, "VerifyDark", "vd/dark_good", "vd/verify_dark_good", _where(darks))
+    assert good["SUCCESS"], good["FAILURES"]
+    assert good["TESTS"]["NOISE"] == {"n": 8 * 4, "failed": 0} and good["calibType"] == "dark"
+    few = _verify_results(repo, "VerifyDark", "vd/dark_few", "vd/verify_dark_few", _where(darks))
+    assert few["TESTS"]["NOISE"] == {"n": 32, "failed": 32}
+    assert {f["test"] for f in few["FAILURES"]} == {"NOISE"}
+
+
+def test_verify_defects_good_passes_missing_column_fails(verify_dark_defects_repo):
+    """Flats through ISR with the bias and the candidate defects (no flat division): with every
+    injected defect in the candidate no pixel is left beyond 5 sigma; without C00's cold column
+    its 110 pixels (at 30 % response) are outliers of C00 only."""
+    from butler import Butler
+
+    repo, _, flats = verify_dark_defects_repo
+    good = _verify_results(repo, "VerifyDefects", "vd/defects_good", "vd/verify_defects_good", _where(flats))
+    assert good["SUCCESS"], good["FAILURES"]
+    stats = Butler(repo).get("verifyDefectsStats", instrument="xtcam", collections="vd/verify_defects_good")
+    one = next(iter(stats["DETECTORS"].values()))
+    assert one["AMP"]["C00"]["DEFECT_PIXELS"] == 110 and one["AMP"]["C11"]["DEFECT_PIXELS"] == 128
+    missing = _verify_results(
+        repo, "VerifyDefects", "vd/defects_missing", "vd/verify_defects_missing", _where(flats)
+    )
+    assert {(f["amp"], f["test"]) for f in missing["FAILURES"]} == {("C00", "OUTLIERS")}
+    assert missing["TESTS"]["OUTLIERS"] == {"n": 4 * 4, "failed": 4}
+    stats = Butler(repo).get(
+        "verifyDefectsStats", instrument="xtcam", collections="vd/verify_defects_missing"
+    )
+    assert all(d["AMP"]["C00"]["STAT_OUTLIERS"] == 110 for d in stats["DETECTORS"].values())
