@@ -14,6 +14,7 @@ __all__ = [
     "DataIdError",
     "DatasetNotFoundError",
     "DatastoreError",
+    "FastPathUnavailableError",
     "InvalidQueryError",
     "LockHeldError",
     "MissingCollectionError",
@@ -95,6 +96,14 @@ class LockHeldError(ButlerError):
     def __init__(self, holder: str) -> None:
         super().__init__(f"the lock is held by {holder}")
         self.holder = holder
+
+
+class FastPathUnavailableError(Exception):
+    """A read-only fast query must go through the SQLAlchemy registry (which reports any error).
+
+    Raised by a database backend's read-only fast path (`butler.registry.backends`) whenever it
+    does not handle a repository or query exactly like the registry; never shown to users.
+    """
 
 
 _FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT

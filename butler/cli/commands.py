@@ -101,13 +101,13 @@ def _open(repo: str, **kwargs: Any) -> Any:
 
 
 def _listing_registry(repo: str) -> Any:
-    """Return the registry for the listing commands: the sqlite3 fast path's stand-in, else the real one."""
-    from butler.registry import _sqlite_fast
+    """Return the registry for the listing commands: the backend's read-only fast path, else the real one."""
+    from butler.registry import backends
 
-    if _sqlite_fast.enabled():
+    if backends.fast_path_enabled():
         try:
-            return _sqlite_fast.open_registry(repo)
-        except _sqlite_fast.FastPathUnavailableError as exc:
+            return backends.open_read_only_fast(repo)
+        except backends.FastPathUnavailableError as exc:
             _LOG.debug("SQLAlchemy registry (%s)", exc)
     return _open(repo, writeable=False).registry
 
@@ -327,16 +327,20 @@ def _ref_rows(
 def _query_datasets_fast(
     repo: str, types: list[str], cols: list[str] | None, where: str, find_first: bool, show_uri: bool
 ) -> tuple[list[Any], tuple[str, ...], dict[Any, str] | None] | None:
-    """Run the sqlite3 fast path (no SQLAlchemy import); `None` when the registry must answer."""
-    from butler.registry import _sqlite_fast
+    """Run the backend's read-only fast path (no SQLAlchemy import); `None` when the registry must answer."""
+    from butler.registry import backends
 
-    if not _sqlite_fast.enabled():
+    if not backends.fast_path_enabled():
         return None
     try:
-        refs, uris, order = _sqlite_fast.query_datasets(
-            repo, types, collections=cols, where=where, find_first=find_first, with_uris=show_uri
-        )
-    except _sqlite_fast.FastPathUnavailableError as exc:
+        fast = backends.open_read_only_fast(repo)
+        try:
+            refs, uris, order = fast.query_datasets(
+                types, collections=cols, where=where, find_first=find_first, with_uris=show_uri
+            )
+        finally:
+            fast.close()
+    except backends.FastPathUnavailableError as exc:
         _LOG.debug("query-datasets: SQLAlchemy path (%s)", exc)
         return None
     return refs, order, (uris if show_uri else None)

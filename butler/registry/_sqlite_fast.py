@@ -8,8 +8,10 @@ compiles the ``--where`` expression with the same compiler as the registry
 renders the same `butler.registry.queries._datasets.DatasetQueryShape` as the registry's
 `butler.registry._query.DatasetQuery`, with the sqlite3 text renderer instead of SQLAlchemy.
 
+It is the SQLite backend's read-only fast path: `butler.registry.backends.SqliteBackend.open_read_only_fast`
+opens a `SqliteFastRegistry` (reached through `butler.registry.backends.open_read_only_fast`).
 It never reports an error itself: anything it does not handle exactly like the registry
-(another database, an unknown name, a bad expression, ``--order-by``/``--limit``, an ambiguous
+(a URL with options, an unknown name, a bad expression, ``--order-by``/``--limit``, an ambiguous
 calibration) raises `FastPathUnavailableError`, and the caller runs the SQLAlchemy path, which gives
 the canonical result or error message. Set ``BUTLER_CLI_FAST=0`` to always use that path.
 """
@@ -24,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._config import ROOT_TOKEN, load_config, repo_root
+from .._config import ROOT_TOKEN
+from .._errors import FastPathUnavailableError
 from ..collections import CollectionType, flatten_chains, glob_filter, has_glob
 from ..datasets import DatasetType
 from ..dimensions import DimensionUniverse, default_universe
@@ -41,11 +44,7 @@ from .queries import (
 )
 from .queries._datasets import DatasetQueryShape, query_dimensions, render_sqlite_text
 
-__all__ = ["FastPathUnavailableError", "FastRef", "enabled", "open_registry", "query_datasets"]
-
-
-class FastPathUnavailableError(Exception):
-    """Raised when a query must go through the SQLAlchemy registry (which reports any error)."""
+__all__ = ["FastPathUnavailableError", "FastRef", "SqliteFastRegistry"]
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,6 @@ class FastRef:
     data_id: Mapping[str, Any]
 
 
-def enabled() -> bool:
-    """Whether the fast path may be tried (``BUTLER_CLI_FAST`` is not ``0``)."""
-    return os.environ.get("BUTLER_CLI_FAST", "1") not in ("0", "false", "no", "")
-
-
 @dataclass
 class _Collection:
     id: int
@@ -74,23 +68,35 @@ class _Collection:
     type: CollectionType
 
 
-class _Repo:
-    """A read-only connection to a SQLite registry with its collections and dataset types."""
+class SqliteFastRegistry:
+    """A read-only ``sqlite3`` connection to a SQLite registry with its collections and dataset types.
 
-    def __init__(self, repo: str | os.PathLike) -> None:
-        self.root = repo_root(repo)
-        try:
-            config = load_config(self.root)
-        except Exception as exc:  # the registry path reports it
-            raise FastPathUnavailableError(str(exc)) from None
-        url = str(config["registry"].get("db", ""))
+    A stand-in for `Registry` in the CLI's listings (``query_collections``,
+    ``get_collection_type``, ``get_collection_chain``, ``query_dataset_types``) and its
+    `query_datasets`, with the registry's results; ``close()`` closes it.
+
+    Parameters
+    ----------
+    root : `pathlib.Path`
+        Repository root.
+    url : `str`
+        The registry URL of its ``butler.yaml`` (``sqlite:///<root>/registry.sqlite3``).
+
+    Raises
+    ------
+    FastPathUnavailableError
+        When the repository must be opened with `Butler` (a URL with options, no registry file,
+        another schema version ...); the `Butler` then reports any error.
+    """
+
+    def __init__(self, root: Path, url: str) -> None:
+        self.root = root
         prefix = "sqlite:///"
         if not url.startswith(prefix) or "?" in url:
             raise FastPathUnavailableError("not a plain SQLite registry")
         path = Path(url[len(prefix) :].replace(ROOT_TOKEN, str(self.root)))
         if not path.is_file():
             raise FastPathUnavailableError(f"no registry file {path}")
-        self.config = config
         try:
             self.conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
             attrs = dict(self.conn.execute("SELECT name, value FROM butler_attributes").fetchall())
@@ -200,6 +206,50 @@ class _Repo:
                 raise FastPathUnavailableError(f"no dataset type {p!r}")
         return [(r[0], self._dataset_type(r)) for r in chosen]
 
+    def query_datasets(
+        self,
+        dataset_types: Sequence[str],
+        *,
+        collections: Sequence[str] | None,
+        where: str = "",
+        find_first: bool = False,
+        with_uris: bool = False,
+    ) -> tuple[list[FastRef], dict[uuid.UUID, str], tuple[str, ...]]:
+        """Datasets of the given types in collections, as `Registry.query_datasets` finds them.
+
+        Parameters
+        ----------
+        dataset_types : sequence of `str`
+            Names or glob patterns.
+        collections : sequence of `str` or `None`
+            Names or glob patterns; `None` = every RUN, TAGGED and CALIBRATION collection, no
+            find-first.
+        where : `str`
+            Data query expression.
+        find_first : `bool`
+            First dataset per data ID along the search path.
+        with_uris : `bool`
+            Also return each dataset's absolute file path.
+
+        Returns
+        -------
+        refs : `list` [`FastRef`]
+            Unsorted, in the registry path's per-type order.
+        uris : `dict` [`uuid.UUID`, `str`]
+            Absolute file paths (empty unless ``with_uris``).
+        dimension_order : `tuple` [`str`, ...]
+            The universe's dimension names in order.
+
+        Raises
+        ------
+        FastPathUnavailableError
+            Whenever the SQLAlchemy registry must answer instead (including every error case).
+        """
+        try:
+            return _query(self, dataset_types, collections, where, find_first, with_uris)
+        except sqlite3.Error as exc:
+            raise FastPathUnavailableError(str(exc)) from None
+
 
 class _Resolver(DimensionColumnResolver):
     """`DimensionColumnResolver` over the dataset subquery ``ds`` (SQL text), as `QueryContext`."""
@@ -276,21 +326,6 @@ class _Resolver(DimensionColumnResolver):
         raise FastPathUnavailableError(f"{name}.{field}")
 
 
-def open_registry(repo: str | os.PathLike) -> _Repo:
-    """Open a read-only stand-in for `Registry` listing collections and dataset types (SQLite only).
-
-    It has ``query_collections``, ``get_collection_type``, ``get_collection_chain`` and
-    ``query_dataset_types`` with the registry's results; ``close()`` closes it.
-
-    Raises
-    ------
-    FastPathUnavailableError
-        When the repository must be opened with `Butler` (another database, no repository,
-        another schema version ...); the `Butler` then reports any error.
-    """
-    return _Repo(repo)
-
-
 def _query_dimensions(universe: DimensionUniverse, where: str) -> set[str]:
     if where and where.strip():
         try:
@@ -300,58 +335,8 @@ def _query_dimensions(universe: DimensionUniverse, where: str) -> set[str]:
     return query_dimensions(universe, where, None, {})
 
 
-def query_datasets(
-    repo: str | os.PathLike,
-    dataset_types: Sequence[str],
-    *,
-    collections: Sequence[str] | None,
-    where: str = "",
-    find_first: bool = False,
-    with_uris: bool = False,
-) -> tuple[list[FastRef], dict[uuid.UUID, str], tuple[str, ...]]:
-    """Datasets of the given types in collections, as `Registry.query_datasets` finds them.
-
-    Parameters
-    ----------
-    repo : path
-        Repository root (or its ``butler.yaml``).
-    dataset_types : sequence of `str`
-        Names or glob patterns.
-    collections : sequence of `str` or `None`
-        Names or glob patterns; `None` = every RUN, TAGGED and CALIBRATION collection, no
-        find-first.
-    where : `str`
-        Data query expression.
-    find_first : `bool`
-        First dataset per data ID along the search path.
-    with_uris : `bool`
-        Also return each dataset's absolute file path.
-
-    Returns
-    -------
-    refs : `list` [`FastRef`]
-        Unsorted, in the registry path's per-type order.
-    uris : `dict` [`uuid.UUID`, `str`]
-        Absolute file paths (empty unless ``with_uris``).
-    dimension_order : `tuple` [`str`, ...]
-        The universe's dimension names in order.
-
-    Raises
-    ------
-    FastPathUnavailableError
-        Whenever the SQLAlchemy registry must answer instead (including every error case).
-    """
-    r = _Repo(repo)
-    try:
-        return _query(r, dataset_types, collections, where, find_first, with_uris)
-    except sqlite3.Error as exc:
-        raise FastPathUnavailableError(str(exc)) from None
-    finally:
-        r.conn.close()
-
-
 def _query(
-    r: _Repo,
+    r: SqliteFastRegistry,
     patterns: Sequence[str],
     collections: Sequence[str] | None,
     where: str,

@@ -1,21 +1,142 @@
-"""Choose the `Database` backend of a registry URL (``sqlite:///...``, ``postgresql+psycopg://...``).
+"""The registry's database backends, chosen from the URL (``sqlite:///...``, ``postgresql+psycopg://...``).
 
-This module is the only place that maps URL schemes to backend classes; the backends
-themselves (`butler.registry.sqlite`, `butler.registry.postgresql`) import only the abstract
-`butler.registry.database.Database`. Importing it imports no SQLAlchemy: the backend module is
-imported when a database is opened.
+This module is the only place that maps URL schemes to backends. A `DatabaseBackend` is the light
+description of one kind of database: `DatabaseBackend.open` makes its `Database` (the backend
+module, and SQLAlchemy, are imported only then), and `DatabaseBackend.open_read_only_fast` opens
+its read-only fast path for the ``butler`` CLI's listing and dataset queries, which must not
+import SQLAlchemy (about 0.3 s of a 0.4 s command). SQLite has one (``sqlite3`` on the file,
+`butler.registry._sqlite_fast`); PostgreSQL has none. Importing this module imports no
+SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
-from .._errors import RepositoryError
+from .._errors import FastPathUnavailableError, RepositoryError
 
 if TYPE_CHECKING:
+    from ._sqlite_fast import SqliteFastRegistry
     from .database import Database
 
-__all__ = ["make_database"]
+__all__ = [
+    "BACKENDS",
+    "DatabaseBackend",
+    "FastPathUnavailableError",
+    "PostgresqlBackend",
+    "SqliteBackend",
+    "backend_for_url",
+    "fast_path_enabled",
+    "make_database",
+    "open_read_only_fast",
+]
+
+
+class DatabaseBackend:
+    """One kind of registry database: how to open it, and its read-only fast path (if any)."""
+
+    #: URL scheme prefix (``sqlite``, ``postgresql``).
+    scheme: ClassVar[str] = ""
+
+    def matches(self, url: str) -> bool:
+        """Whether a registry URL names this backend."""
+        return url.startswith(self.scheme)
+
+    def open(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        writeable: bool = True,
+        busy_timeout: float = 60.0,
+        create: bool = False,
+        must_exist: bool = False,
+    ) -> Database:
+        """Open the database (see `make_database` for the parameters)."""
+        raise NotImplementedError
+
+    def open_read_only_fast(self, root: Path, url: str) -> SqliteFastRegistry:
+        """Open the read-only fast path of the repository at ``root`` (registry ``url``).
+
+        Raises
+        ------
+        FastPathUnavailableError
+            When this backend has no fast path or cannot take this repository through it; the
+            caller then opens the repository with `butler.Butler`, which reports any error.
+        """
+        raise FastPathUnavailableError(f"no read-only fast path for {self.scheme} registries")
+
+
+class SqliteBackend(DatabaseBackend):
+    """SQLite files (`butler.registry.sqlite.SqliteDatabase`); fast path with ``sqlite3``."""
+
+    scheme = "sqlite"
+
+    def open(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        writeable: bool = True,
+        busy_timeout: float = 60.0,
+        create: bool = False,
+        must_exist: bool = False,
+    ) -> Database:
+        """Open an SQLite registry (``schema`` and ``create`` do not apply)."""
+        from .sqlite import SqliteDatabase
+
+        return SqliteDatabase.from_url(
+            url, writeable=writeable, busy_timeout=busy_timeout, must_exist=must_exist
+        )
+
+    def open_read_only_fast(self, root: Path, url: str) -> SqliteFastRegistry:
+        """Open the registry file read-only with ``sqlite3`` (`butler.registry._sqlite_fast`)."""
+        from ._sqlite_fast import SqliteFastRegistry
+
+        return SqliteFastRegistry(root, url)
+
+
+class PostgresqlBackend(DatabaseBackend):
+    """PostgreSQL servers (`butler.registry.postgresql.PostgresqlDatabase`); no fast path."""
+
+    scheme = "postgresql"
+
+    def open(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        writeable: bool = True,
+        busy_timeout: float = 60.0,
+        create: bool = False,
+        must_exist: bool = False,
+    ) -> Database:
+        """Open a PostgreSQL registry (``busy_timeout`` and ``must_exist`` do not apply)."""
+        from .postgresql import PostgresqlDatabase
+
+        return PostgresqlDatabase.from_url(url, schema=schema, writeable=writeable, create=create)
+
+
+#: The backends, tried in order.
+BACKENDS: tuple[DatabaseBackend, ...] = (SqliteBackend(), PostgresqlBackend())
+
+
+def backend_for_url(url: str) -> DatabaseBackend:
+    """Return the backend of a registry URL.
+
+    Raises
+    ------
+    RepositoryError
+        If the URL names an unsupported backend.
+    """
+    for backend in BACKENDS:
+        if backend.matches(url):
+            return backend
+    raise RepositoryError(
+        f"unsupported registry database URL {url!r}: use sqlite:///... or postgresql+psycopg://..."
+    )
 
 
 def make_database(
@@ -49,16 +170,36 @@ def make_database(
     RepositoryError
         If the URL names an unsupported backend or the server cannot be reached.
     """
-    if url.startswith("sqlite"):
-        from .sqlite import SqliteDatabase
-
-        return SqliteDatabase.from_url(
-            url, writeable=writeable, busy_timeout=busy_timeout, must_exist=must_exist
-        )
-    if url.startswith("postgresql"):
-        from .postgresql import PostgresqlDatabase
-
-        return PostgresqlDatabase.from_url(url, schema=schema, writeable=writeable, create=create)
-    raise RepositoryError(
-        f"unsupported registry database URL {url!r}: use sqlite:///... or postgresql+psycopg://..."
+    return backend_for_url(url).open(
+        url, schema=schema, writeable=writeable, busy_timeout=busy_timeout, create=create,
+        must_exist=must_exist,
     )
+
+
+def fast_path_enabled() -> bool:
+    """Whether the read-only fast path may be tried (``BUTLER_CLI_FAST`` is not ``0``)."""
+    return os.environ.get("BUTLER_CLI_FAST", "1") not in ("0", "false", "no", "")
+
+
+def open_read_only_fast(repo: str | os.PathLike[str]) -> SqliteFastRegistry:
+    """Open a repository's registry through its backend's read-only fast path.
+
+    The result lists collections and dataset types and answers ``query_datasets`` with the
+    registry's results; ``close()`` closes it.
+
+    Raises
+    ------
+    FastPathUnavailableError
+        When the repository must be opened with `butler.Butler` (no repository, a backend without
+        a fast path, another schema version ...); the `butler.Butler` then reports any error.
+    """
+    from .._config import load_config, repo_root
+
+    try:
+        root = repo_root(repo)
+        config = load_config(root)
+        url = str(config["registry"].get("db", ""))
+        backend = backend_for_url(url)
+    except Exception as exc:  # noqa: BLE001 - the registry path reports it
+        raise FastPathUnavailableError(str(exc)) from None
+    return backend.open_read_only_fast(Path(root), url)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from butler import CollectionType, DatasetType
 from butler.cli import cli
-from butler.registry import _sqlite_fast
+from butler.registry import _sqlite_fast, backends
 
 from .conftest import exposure_span
 
@@ -57,14 +57,14 @@ def _invoke(args, fast: bool, monkeypatch):
 def spy(monkeypatch):
     """Count the queries the fast path answered."""
     calls = {"answered": 0}
-    real = _sqlite_fast.query_datasets
+    real = _sqlite_fast.SqliteFastRegistry.query_datasets
 
     def wrapped(*args, **kwargs):
         out = real(*args, **kwargs)
         calls["answered"] += 1
         return out
 
-    monkeypatch.setattr(_sqlite_fast, "query_datasets", wrapped)
+    monkeypatch.setattr(_sqlite_fast.SqliteFastRegistry, "query_datasets", wrapped)
     return calls
 
 
@@ -266,8 +266,9 @@ def test_listing_uses_sqlite3_and_knows_the_collections(world, monkeypatch):
     if world.registry.db.engine.dialect.name != "sqlite":
         pytest.skip("SQLite only")
     opened = []
-    real = _sqlite_fast.open_registry
-    monkeypatch.setattr(_sqlite_fast, "open_registry", lambda repo: opened.append(repo) or real(repo))
+    real = backends.SqliteBackend.open_read_only_fast
+    monkeypatch.setattr(backends.SqliteBackend, "open_read_only_fast",
+                        lambda self, root, url: opened.append(root) or real(self, root, url))
     code, out, _ = _invoke(["query-collections", world.root, "--format", "json"], True, monkeypatch)
     assert code == 0 and len(opened) == 1
     got = {r["Name"]: (r["Type"], r["Children"]) for r in json.loads(out)}
