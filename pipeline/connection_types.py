@@ -12,6 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "CONFIG_CONNECTION",
+    "LOG_CONNECTION",
+    "METADATA_CONNECTION",
     "BaseConnection",
     "BaseInput",
     "DimensionedConnection",
@@ -21,6 +24,14 @@ __all__ = [
     "Output",
     "PrerequisiteInput",
 ]
+
+#: Connection name of the ``<label>_metadata`` output (``TaskMetadata``) every quantum writes.
+METADATA_CONNECTION = "_metadata"
+#: Connection name of the ``<label>_log`` output (``ButlerLogRecords``); absent when the task's
+#: ``saveLogOutput`` is False.
+LOG_CONNECTION = "_log"
+#: Connection name of the ``<label>_config`` init-output (the task's frozen ``Config``).
+CONFIG_CONNECTION = "_config"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -7,12 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-__all__ = ["Quantum", "METADATA_CONNECTION", "LOG_CONNECTION"]
+from ..connection_types import LOG_CONNECTION, METADATA_CONNECTION
 
-#: Key in `Quantum.outputs` of the ``<label>_metadata`` output written for every quantum.
-METADATA_CONNECTION = "_metadata"
-#: Key in `Quantum.outputs` of the ``<label>_log`` output written for every quantum.
-LOG_CONNECTION = "_log"
+__all__ = ["Quantum", "METADATA_CONNECTION", "LOG_CONNECTION"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from ..config import Config
+from ..connection_types import CONFIG_CONNECTION, LOG_CONNECTION, METADATA_CONNECTION
 from ..connections import PipelineTaskConnections
 from ..exceptions import ConfigError, PipelineDefinitionError, PipelineGraphError
 
@@ -266,15 +267,15 @@ class TaskNode:
     @property
     def all_outputs(self) -> dict[str, ResolvedConnection]:
         """Regular outputs plus ``_metadata`` and ``_log`` (absent when ``saveLogOutput`` is False)."""
-        auto = {"_metadata": self.metadata_output}
+        auto = {METADATA_CONNECTION: self.metadata_output}
         if self.log_output is not None:
-            auto["_log"] = self.log_output
+            auto[LOG_CONNECTION] = self.log_output
         return {**self.outputs, **auto}
 
     @property
     def all_init_outputs(self) -> dict[str, ResolvedConnection]:
         """Init-outputs plus ``_config``."""
-        return {**self.init_outputs, "_config": self.config_output}
+        return {**self.init_outputs, CONFIG_CONNECTION: self.config_output}
 
     def iter_connections(self) -> Iterator[ResolvedConnection]:
         """Every connection, automatic ones included."""
@@ -1065,7 +1066,7 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
         init_inputs=resolved["init_input"],
         init_outputs=resolved["init_output"],
         metadata_output=auto(
-            connection_name="_metadata",
+            connection_name=METADATA_CONNECTION,
             kind="output",
             dataset_type_name=f"{label}_metadata",
             dimensions=dims,
@@ -1075,7 +1076,7 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
         log_output=None
         if not getattr(config, "saveLogOutput", True)
         else auto(
-            connection_name="_log",
+            connection_name=LOG_CONNECTION,
             kind="output",
             dataset_type_name=f"{label}_log",
             dimensions=dims,
@@ -1083,7 +1084,7 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
             doc="Log records of the quantum.",
         ),
         config_output=auto(
-            connection_name="_config",
+            connection_name=CONFIG_CONNECTION,
             kind="init_output",
             dataset_type_name=f"{label}_config",
             dimensions=(),
