@@ -98,8 +98,11 @@ def _graph_extra_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="With -g: only these quanta (comma separated)."),
         click.option("--qgraph-datastore-records", is_flag=True,
                      help="Accepted for compatibility: graphs always carry their inputs' datastore records."),
-        click.option("--show", "show", multiple=True, metavar="summary|graph|workflow|uri",
-                     help="Print the graph summary, every quantum, the dependency edges, or output URIs."),
+        click.option("--show", "show", multiple=True, metavar="ITEM",
+                     help="Pipeline items, shown before the graph is built (alone, nothing else is done): "
+                     "pipeline, config, config=[LABEL::]PATTERN, history=LABEL::FIELD, dump-config, "
+                     "tasks, subsets, inputs, pipeline-graph, task-graph. Graph items: summary, graph, "
+                     "workflow, uri. Repeatable."),
         click.option("--qgraph-dot", default=None, metavar="FILE",
                      help="Write the graph for Graphviz (.dot; .png/.svg/.pdf rendered with 'dot')."),
     ]
@@ -197,12 +200,100 @@ def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
     return graph
 
 
+def split_show(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``--show`` items into pipeline items and graph items, refusing unknown ones.
+
+    Pipeline items (``pipeline``, ``config[=...]``, ``history=...``, ``dump-config``, ``tasks`` as in
+    LSST's ``pipetask``, and ``subsets``, ``inputs``, ``pipeline-graph``, ``task-graph``) are shown
+    before the quantum graph is built; graph items (``summary``, ``graph``, ``workflow``, ``uri``)
+    after.
+
+    Parameters
+    ----------
+    items : sequence of `str`
+        The ``--show`` values.
+
+    Returns
+    -------
+    pipeline_items, graph_items : `list` [`str`]
+        In the order given.
+
+    Raises
+    ------
+    click.BadParameter
+        For an unknown item (before anything is built), naming the choices.
+    """
+    from ..graph.display import SHOW_CHOICES as GRAPH_ITEMS
+    from .pipetask import PIPELINE_SHOW_ITEMS, SHOW_CHOICES
+
+    pipeline_items: list[str] = []
+    graph_items: list[str] = []
+    for item in items:
+        if item.split("=", 1)[0] in PIPELINE_SHOW_ITEMS:
+            pipeline_items.append(item)
+        elif item in GRAPH_ITEMS:
+            graph_items.append(item)
+        else:
+            import difflib
+
+            names = [c.split("=")[0] for c in SHOW_CHOICES] + list(GRAPH_ITEMS)
+            close = difflib.get_close_matches(item.split("=", 1)[0], names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.BadParameter(
+                f"unknown --show item {item!r}{hint}; pipeline items: {', '.join(SHOW_CHOICES)}; "
+                f"graph items: {', '.join(GRAPH_ITEMS)}",
+                param_hint="--show",
+            )
+    return pipeline_items, graph_items
+
+
+def _show_pipeline(items: Sequence[str], opts: dict[str, Any], butler: Any) -> None:
+    """Print the pipeline ``--show`` items (before any graph is built)."""
+    from .options import load_pipeline
+    from .pipetask import render_pipeline_show
+
+    if not opts["pipeline"] and not opts["tasks"]:
+        raise click.BadParameter(
+            f"--show {items[0]} needs the pipeline: give -p PIPELINE (or -t)", param_hint="--show"
+        )
+    registered = None
+    if butler is not None:
+        registered = [str(r.get("name")) for r in butler.query_dimension_records("instrument")]
+    pipe = load_pipeline(opts["pipeline"], opts["tasks"], opts["delete"], opts["config_overrides"],
+                         opts["config_files"], opts["instrument"], registered_instruments=registered,
+                         repo=str(butler.root) if butler is not None else None)
+    graph = pipe.to_graph()
+    for item in items:
+        click.echo(render_pipeline_show(item, pipe, graph) or "", nl=False)
+
+
+def _show_pipeline_only(opts: dict[str, Any], command: str) -> bool:
+    """Show the pipeline ``--show`` items; return whether that was all there was to do.
+
+    As in LSST's ``pipetask``: when every ``--show`` item is a pipeline item (and ``qgraph`` is
+    not asked to save or draw a graph), no quantum graph is built and nothing is executed.
+    """
+    pipeline_items, graph_items = split_show(opts["show"])
+    opts["show"] = graph_items
+    if not pipeline_items:
+        return False
+    butler = _make_butler(opts["repo"], writeable=False) if opts["repo"] else None
+    try:
+        _show_pipeline(pipeline_items, opts, butler)
+    finally:
+        if butler is not None:
+            butler.close()
+    if graph_items or (command == "qgraph" and (opts["save_qgraph"] or opts["qgraph_dot"])):
+        return False
+    click.echo(f"No quantum graph built{' or executed' if command == 'run' else ''}: "
+               "every --show item was about the pipeline.", err=True)
+    return True
+
+
 def _show(graph: Any, opts: dict[str, Any], butler: Any) -> None:
-    from ..graph.display import SHOW_CHOICES, show_graph, write_dot
+    from ..graph.display import show_graph, write_dot
 
     for what in opts["show"]:
-        if what not in SHOW_CHOICES:
-            raise click.BadParameter(f"{what!r} is not one of {', '.join(SHOW_CHOICES)}", param_hint="--show")
         uri_for = None
         if what == "uri":
             root = Path(butler.root) if butler is not None else None
@@ -240,6 +331,8 @@ def qgraph(**opts: Any) -> None:
     -d "instrument='kast_blue' AND exposure.observation_type='bias'" -q bias.qg --show summary
     """
     _setup_logging(opts.pop("log_level"), opts.pop("log_file"))
+    if _show_pipeline_only(opts, "qgraph"):
+        return
     butler = _make_butler(opts["repo"], writeable=False) if opts["repo"] else None
     graph = _build_or_load(opts, butler)
     _finish_graph(graph, opts, butler)
@@ -272,6 +365,8 @@ def run(**opts: Any) -> None:
         raise click.UsageError("--pdb needs the serial executor: the debugger runs in this process; "
                                "drop -j / --executor / --parsl-config (or use -j 1)")
     _setup_logging(opts.pop("log_level"), opts.pop("log_file"))
+    if _show_pipeline_only(opts, "run"):
+        return
     pool = None
     if opts["processes"] > 1 and opts["repo"] and not opts.get("parsl_config") \
             and opts.get("executor", "auto") == "auto":
@@ -386,9 +481,8 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
                f"in {report.wall_time:.2f} s (output run {graph.output_run}).")
     if report.disk_full:
         _raise_disk_full(report, graph)
-    for q in report.quanta.values():
-        if q.status == "failed":
-            click.echo(f"  FAILED {q.task_label} {q.data_id}: {q.error}", err=True)
+    # Each failure was reported once, as it happened (one ERROR line; the traceback with
+    # --log-level DEBUG, in the quantum's <label>_log and in --summary).
     return 0 if report.success else 1
 
 

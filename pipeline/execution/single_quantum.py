@@ -324,8 +324,14 @@ class SingleQuantumExecutor:
                 status = "failed"
                 error = f"{type(exc).__name__}: {exc}"
                 tb = traceback.format_exc()
-                logging.getLogger(f"ccdflow.{label}").error(
-                    "Quantum %s failed: %s", quantum.describe(), error, exc_info=True)
+                # The <label>_log dataset keeps the failure with its traceback (pipetask report
+                # shows it); the console gets one line from the driver (runner.run_graph) and the
+                # traceback only at --log-level DEBUG.
+                task_log = logging.getLogger(f"ccdflow.{label}")
+                logs.handle(task_log.makeRecord(
+                    task_log.name, logging.ERROR, __file__, 0, "Quantum %s failed: %s",
+                    (quantum.describe(), error), (type(exc), exc, exc.__traceback__)))
+                task_log.debug("Traceback of the failure of %s:\n%s", quantum.describe(), tb.rstrip())
                 if self.post_mortem:
                     import pdb
 
