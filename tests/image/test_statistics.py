@@ -280,3 +280,25 @@ def test_order_statistics_equal_numpy_partition(n):
     before = x.copy()
     order_statistics(x, np.array([0, n // 2]))
     np.testing.assert_array_equal(x, before)  # input untouched
+
+
+def test_work_array_reused_per_name_dtype_and_thread():
+    """Scratch arrays come back for the same name and dtype, never shared across threads."""
+    import threading
+
+    from pipeline.image.statistics import WORK_ARRAY_MAX_SIZE, work_array
+
+    a = work_array("t_a", (10, 20), np.float32)
+    assert a.shape == (10, 20) and a.flags.c_contiguous
+    b = work_array("t_a", (5, 4), np.float32)
+    assert np.shares_memory(a, b)  # same slot: reused
+    assert not np.shares_memory(a, work_array("t_b", (10, 20), np.float32))
+    assert not np.shares_memory(a, work_array("t_a", (10, 20), np.float64))
+    other = []
+    t = threading.Thread(target=lambda: other.append(work_array("t_a", (10, 20), np.float32)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(a, other[0])
+    big1 = work_array("t_big", (WORK_ARRAY_MAX_SIZE + 1,), np.uint8)
+    big2 = work_array("t_big", (WORK_ARRAY_MAX_SIZE + 1,), np.uint8)
+    assert not np.shares_memory(big1, big2)  # too large to keep

@@ -40,7 +40,7 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 
-from pipeline.image.statistics import clipped_stats_finite
+from pipeline.image.statistics import clipped_stats_finite, work_array
 
 __all__ = [
     "GainCorrectionType",
@@ -248,7 +248,9 @@ def covariances_fft(
         mean = total / n_good
     shape = _fft_shape(ny, nx, max_range)
     # centred image written straight into the zero-padded FFT buffer
-    buf = np.zeros(shape, ftype)
+    buf = work_array("cov_fft_buf", shape, ftype)
+    buf[ny:] = 0.0
+    buf[:ny, nx:] = 0.0
     d = buf[:ny, :nx]
     np.subtract(diff, mean, out=d, dtype=ftype, casting="unsafe")
     if n_zero:
@@ -694,8 +696,9 @@ def measure_pair_region(
     d1 = im1.astype(work, copy=False)
     d2 = im2.astype(work, copy=False)
     # D = (mu2 I1 - mu1 I2) / mu
-    diff = np.multiply(d1, work(mu2 / mu))
-    diff -= d2 * work(mu1 / mu)
+    # (per-amp temporaries are reused scratch arrays: no fresh pages to fault in per region)
+    diff = np.multiply(d1, work(mu2 / mu), out=work_array("ptc_diff", d1.shape, work))
+    diff -= np.multiply(d2, work(mu1 / mu), out=work_array("ptc_tmp", d1.shape, work))
     if bin_size > 1:
         diff, bad_b = bin_image(diff, np.zeros(diff.shape, bool) if good is None else ~good, bin_size)
         good_b = ~bad_b & np.isfinite(diff)
@@ -719,14 +722,14 @@ def measure_pair_region(
     if do_gain:
         if gain_flux_normalization:
             s1, s2 = work(mu / mu1), work(mu / mu2)
-            dd = np.multiply(d1, s1)
-            t2 = np.multiply(d2, s2)
-            den = np.add(dd, t2)
+            dd = np.multiply(d1, s1, out=work_array("ptc_dd", d1.shape, work))
+            t2 = np.multiply(d2, s2, out=work_array("ptc_tmp", d1.shape, work))
+            den = np.add(dd, t2, out=work_array("ptc_den", d1.shape, work))
             dd -= t2
             del t2
         else:
-            dd = np.subtract(d1, d2)
-            den = np.add(d1, d2)
+            dd = np.subtract(d1, d2, out=work_array("ptc_dd", d1.shape, work))
+            den = np.add(d1, d2, out=work_array("ptc_den", d1.shape, work))
         dd *= dd
         if good is None and den.size and float(den.min()) > 0:
             dd /= den
@@ -756,7 +759,11 @@ def measure_pair_region(
         return res
     # covariance weights: |D| <= MEANCLIP(D) + nsigma sqrt(VARIANCECLIP(D)) on good pixels
     cut = mean_d + nsigma * math.sqrt(var_d) if np.isfinite(var_d) else np.inf
-    w = np.abs(diff) <= work(cut) if np.isfinite(cut) else np.isfinite(diff)
+    w = work_array("ptc_w", diff.shape, bool)
+    if np.isfinite(cut):
+        np.less_equal(np.abs(diff, out=work_array("ptc_tmp", diff.shape, diff.dtype)), work(cut), out=w)
+    else:
+        np.isfinite(diff, out=w)
     if good_b is not None:
         w &= good_b
     if np.count_nonzero(w) < min_good_pixels / bin_size**2:
