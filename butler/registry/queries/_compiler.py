@@ -187,6 +187,12 @@ class _Compiler:
         if isinstance(value, str):
             if "\x00" in value:
                 raise self.error(f"bind value {text} contains a NUL character, which no database stores", pos)
+            if any("\ud800" <= c <= "\udfff" for c in value):
+                raise self.error(
+                    f"bind value {text} contains half of a UTF-16 pair (not valid Unicode text), which no "
+                    "database stores",
+                    pos,
+                )
             return _Value("str", value, True, pos, text)
         if isinstance(value, uuid.UUID):
             return _Value("uuid", value, True, pos, text)
@@ -684,7 +690,7 @@ class _Compiler:
         elif lhs.kind == "float":
             ok = all(type(v) is int or type(v) is float for v in values)
         elif lhs.kind == "str":
-            ok = all(type(v) is str and "\x00" not in v for v in values)
+            ok = all(type(v) is str and "\x00" not in v and v.isprintable() for v in values)
         elif lhs.kind == "uuid":
             ok = all(type(v) is uuid.UUID for v in values)
         else:

@@ -151,6 +151,8 @@ _IDENT_CHAR = re.compile(r"[A-Za-z0-9_.]")
 
 _KNOWN_FUNCTIONS = ("GLOB", "UUID")
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def _make_transformer_class() -> type:
     from lark import Transformer
@@ -180,6 +182,13 @@ def _make_transformer_class() -> type:
             if "\x00" in tok:
                 raise self._err(
                     "a string literal contains a NUL character, which no database stores", tok.start_pos
+                )
+            bad = _SURROGATE.search(tok)
+            if bad is not None:
+                raise self._err(
+                    f"a string literal contains {bad.group()!r}, half of a UTF-16 pair (not valid "
+                    "Unicode text, e.g. undecodable bytes), which no database stores",
+                    tok.start_pos + bad.start(),
                 )
             return Literal(tok[1:-1].replace(quote * 2, quote), "str", tok.start_pos)
 

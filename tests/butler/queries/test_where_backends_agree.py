@@ -143,3 +143,15 @@ def test_float_overflow_is_the_same_caret_error(repo):  # noqa: F811
     assert "cannot be bounded" in _error(registry, "detector / (exposure.exposure_time - 10.0) > 1")
     with pytest.raises(InvalidQueryError):
         registry.query_datasets("raw", collections=RUN, where="detector < 1e308 * 10")
+
+
+def test_invalid_unicode_in_a_string_is_a_caret_error(repo):  # noqa: F811
+    """A lone surrogate (undecodable bytes) in a string gave a bare UnicodeEncodeError."""
+    registry, _ = repo
+    message = _error(registry, "exposure.obs_id = 'ab\udc80'")
+    assert "half of a UTF-16 pair" in message and "^" in message
+    with pytest.raises(InvalidQueryError, match="half of a UTF-16 pair"):
+        registry.query_datasets("raw", collections=RUN, where="exposure.obs_id = :x", bind={"x": "\ud800"})
+    with pytest.raises(InvalidQueryError, match="half of a UTF-16 pair"):
+        registry.query_datasets("raw", collections=RUN, where="exposure.obs_id IN (:x)", bind={"x": ["a", "\ud800"]})
+    assert _rows(registry, "exposure.obs_id = '漢字🙂'") == []
