@@ -133,7 +133,10 @@ def _lags(spec: np.ndarray, shape: tuple[int, int], y_lags: tuple[int, ...],
     if np.iscomplexobj(spec):
         a = spec.astype(np.complex128, copy=False) @ (ex_re + 1j * ex_im)
     else:
-        s = spec.astype(np.float64, copy=False)
+        s = spec
+        if s.dtype != np.float64:
+            s = work_array("ptc_lags_spec", spec.shape, np.float64)
+            np.copyto(s, spec)
         nxl = ex_re.shape[1]
         both = s @ np.concatenate([ex_re, ex_im], axis=1)
         a = both[:, :nxl] + 1j * both[:, nxl:]
@@ -141,9 +144,9 @@ def _lags(spec: np.ndarray, shape: tuple[int, int], y_lags: tuple[int, ...],
 
 
 def _power(f: np.ndarray) -> np.ndarray:
-    """``|f|²`` of a complex array without a square root."""
-    p = np.square(f.real)
-    p += np.square(f.imag)
+    """``|f|²`` of a complex array without a square root (a scratch array: use it at once)."""
+    p = np.square(f.real, out=work_array("ptc_power", f.shape, f.real.dtype))
+    p += np.square(f.imag, out=work_array("ptc_power_im", f.shape, f.real.dtype))
     return p
 
 
@@ -677,8 +680,8 @@ def measure_pair_region(
     if im1.shape != im2.shape:
         raise ValueError(f"flat pair shapes differ: {im1.shape} vs {im2.shape}")
     # usable pixels of each flat; None = every pixel (the common case: no mask arrays built)
-    good1 = _usable(im1, bad1)
-    good2 = _usable(im2, bad2)
+    good1 = _usable(im1, bad1, "ptc_good1")
+    good2 = _usable(im2, bad2, "ptc_good2")
     mu1, _, n1 = clipped_stats_finite(im1 if good1 is None else im1[good1], nsigma, niter)
     mu2, _, _ = clipped_stats_finite(im2 if good2 is None else im2[good2], nsigma, niter)
     if not (np.isfinite(mu1) and np.isfinite(mu2)) or mu1 <= 0 or mu2 <= 0:
@@ -776,9 +779,12 @@ def measure_pair_region(
     return res
 
 
-def _usable(im: np.ndarray, bad: np.ndarray | None) -> np.ndarray | None:
-    """Finite and not-bad pixels of ``im`` as a bool array, or `None` when all are usable."""
-    good = np.isfinite(im)
+def _usable(im: np.ndarray, bad: np.ndarray | None, slot: str) -> np.ndarray | None:
+    """Finite and not-bad pixels of ``im`` as a bool array, or `None` when all are usable.
+
+    The array is the scratch array ``slot`` (`work_array`): valid until the next call with it.
+    """
+    good = np.isfinite(im, out=work_array(slot, im.shape, bool))
     if bad is not None:
         bad = np.asarray(bad, bool)
         if bad.any():
