@@ -45,20 +45,35 @@ def _block_sum(plane: np.ndarray, b: int, dtype: type = np.float64) -> np.ndarra
     return _block_reduce(plane, b, np.add, dtype)
 
 
+#: Input pixels per band of `_block_reduce` (its row accumulator stays in the cache).
+_BAND_PIXELS = 1 << 20
+
+
 def _block_reduce(plane: np.ndarray, b: int, op: np.ufunc, dtype: type) -> np.ndarray:
     """Reduce ``b × b`` blocks of a ``(ny, nx)`` plane with ``op`` (in ``dtype``).
 
     Rows of strided row views, then columns of strided column views of the (b times
-    smaller) result: about one read of the input and no large temporary (a
-    ``reshape(ny, b, nx, b).sum`` is ~8× slower on float32).
+    smaller) row result, band by band of output rows: about one read of the input, and the
+    row accumulator is a small reused buffer (a full-size one costs its page faults; a
+    ``reshape(ny, b, nx, b).sum`` is ~8× slower on float32). Every output value is
+    ``op(...op(op(r0, r1), r2)..., r_{b-1})`` over the rows, then the same over the columns.
     """
     ny, nx = plane.shape[0] // b, plane.shape[1] // b
-    acc = plane[0 : ny * b : b, : nx * b].astype(dtype)
-    for k in range(1, b):
-        op(acc, plane[k : ny * b : b, : nx * b], out=acc)
-    out = acc[:, 0::b].copy()
-    for k in range(1, b):
-        op(out, acc[:, k::b], out=out)
+    out = np.empty((ny, nx), np.dtype(dtype))
+    if ny == 0 or nx == 0:
+        return out
+    band = max(1, _BAND_PIXELS // (nx * b * b))
+    acc_buf = np.empty((min(band, ny), nx * b), np.dtype(dtype))
+    for y0 in range(0, ny, band):
+        y1 = min(y0 + band, ny)
+        acc = acc_buf[: y1 - y0]
+        np.copyto(acc, plane[y0 * b : y1 * b : b, : nx * b], casting="unsafe")
+        for k in range(1, b):
+            op(acc, plane[y0 * b + k : y1 * b : b, : nx * b], out=acc)
+        o = out[y0:y1]
+        np.copyto(o, acc[:, 0::b])
+        for k in range(1, b):
+            op(o, acc[:, k::b], out=o)
     return out
 
 
