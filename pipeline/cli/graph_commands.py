@@ -477,7 +477,9 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
     if report.count("skipped"):
         click.echo(f"Skipped {report.count('skipped')} quanta already done in {graph.output_run}.")
     n_fail, n_blocked = report.count("failed"), report.count("blocked")
-    click.echo(f"Executed {n_ok} quanta successfully, {n_fail} failed and {n_blocked} blocked "
+    n_pending = report.count("pending")
+    not_run = (f"; {n_pending} not attempted (the run stopped at the first failure)" if n_pending else "")
+    click.echo(f"Executed {n_ok} quanta successfully, {n_fail} failed and {n_blocked} blocked{not_run} "
                f"in {report.wall_time:.2f} s (output run {graph.output_run}).")
     if report.disk_full:
         _raise_disk_full(report, graph)

@@ -35,5 +35,6 @@ def transfer_from_graph(
     click.echo(
         f"Registered {r.n_registered} dataset(s) from {r.n_done} of {r.n_quanta} finished quanta "
         f"({r.n_already} already registered)"
+        + (f"; they include the logs of {r.n_failed_logs} failed quanta" if r.n_failed_logs else "")
         + (f"; {r.chain[0]} is first in the output chain" if r.chain else "")
     )

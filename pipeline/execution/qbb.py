@@ -10,7 +10,9 @@ For users who bring their own workflow system (middleware-reference section 7)::
 The first three steps only read and write files. `transfer_from_graph` then registers whatever
 the workers finished: the run-level init outputs (``<label>_config``, ``packages``) whose files
 exist, and for every quantum whose ``<label>_metadata`` file exists (the definition of a done
-quantum) all of its outputs that have files, its metadata and its log. Datasets already
+quantum) all of its outputs that have files, its metadata and its log, and the log of every
+quantum that ran and failed (its ``<label>_log`` file exists, its metadata does not: the worker
+removed the failed quantum's other outputs), as ``pipetask run`` registers it. Datasets already
 registered are skipped, so it can run again after more workers finished (idempotent), and
 registration happens in batched transactions: an interrupted transfer leaves only complete
 batches, and rerunning it finishes the job.
@@ -53,6 +55,9 @@ class TransferReport:
         Datasets whose files exist and were already registered (earlier transfers).
     n_missing : `int`
         Predicted outputs of done quanta without a file (e.g. ``NoWorkFound`` or optional outputs).
+    n_failed_logs : `int`
+        Quanta without metadata whose ``<label>_log`` file exists (they ran and failed); their
+        logs are registered so ``pipetask report`` can show why.
     dataset_types_registered : `list` [`str`]
     chain : `list` [`str`] or `None`
         The output CHAINED collection's members after ``update_output_chain``.
@@ -63,11 +68,13 @@ class TransferReport:
     n_registered: int = 0
     n_already: int = 0
     n_missing: int = 0
+    n_failed_logs: int = 0
     dataset_types_registered: list[str] = field(default_factory=list)
     chain: list[str] | None = None
 
 
-def finished_outputs(graph: QuantumGraph, root: str | os.PathLike[str]) -> tuple[list[tuple[Any, Any]], int, int]:
+def finished_outputs(graph: QuantumGraph, root: str | os.PathLike[str], *, include_failed_logs: bool = False,
+                     failed_logs: list[Any] | None = None) -> tuple[list[tuple[Any, Any]], int, int]:
     """Return the output files of a graph that exist on disk, for the quanta that finished.
 
     Parameters
@@ -76,6 +83,11 @@ def finished_outputs(graph: QuantumGraph, root: str | os.PathLike[str]) -> tuple
         The predicted graph.
     root : path-like
         Repository root.
+    include_failed_logs : `bool`
+        Also return the ``<label>_log`` of each quantum without metadata whose log file exists
+        (it ran and failed).
+    failed_logs : `list`, optional
+        Receives those log refs.
 
     Returns
     -------
@@ -103,6 +115,8 @@ def finished_outputs(graph: QuantumGraph, root: str | os.PathLike[str]) -> tuple
             return None
         return StoredFileInfo(info.path, info.formatter, info.storage_class, info.checksum, size)
 
+    if failed_logs is None:
+        failed_logs = []
     items: list[tuple[Any, Any]] = []
     for refs in graph.init_outputs.values():
         for ref in refs:
@@ -114,6 +128,11 @@ def finished_outputs(graph: QuantumGraph, root: str | os.PathLike[str]) -> tuple
         q = graph.quantum_at(i)
         md = existing(q.metadata_ref)
         if md is None:
+            if include_failed_logs and q.log_ref is not None:
+                log = existing(q.log_ref)
+                if log is not None:  # ran and failed: the log says why
+                    items.append((q.log_ref, log))
+                    failed_logs.append(q.log_ref)
             continue
         n_done += 1
         for ref in q.all_outputs():
@@ -198,7 +217,10 @@ def transfer_from_graph(graph: QuantumGraph | str | os.PathLike[str], repo: Butl
             raise ExecutionError("dataset type(s) not registered in the repository: "
                                  + ", ".join(sorted(d.name for d in missing_types))
                                  + "; rerun with --register-dataset-types")
-        items, report.n_done, report.n_missing = finished_outputs(graph, butler.root)
+        failed_logs: list[Any] = []
+        items, report.n_done, report.n_missing = finished_outputs(
+            graph, butler.root, include_failed_logs=True, failed_logs=failed_logs)
+        report.n_failed_logs = len(failed_logs)
         with run_lock(butler, run):  # no driver may be registering into this run meanwhile
             _transfer(butler, graph, run, items, missing_types, report, batch_size, update_output_chain)
         _log.info("Registered %d datasets of %d finished quanta (of %d) in run %s; "

@@ -98,7 +98,8 @@ class RunReport:
         Parameters
         ----------
         status : `str`
-            ``done``, ``no_work``, ``failed``, ``blocked``, ``skipped`` or ``pending``.
+            ``done``, ``no_work``, ``failed``, ``blocked`` (a predecessor failed), ``skipped`` or
+            ``pending`` (not attempted: ``--fail-fast`` or a full disk stopped the run first).
 
         Returns
         -------
@@ -531,11 +532,8 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
         bar.update(n_done, n_failed, n_blocked, final=True)
         if summary_path is not None:
             Path(summary_path).write_text(json.dumps(report.summary(graph, command), indent=1, default=str))
-    if stop_submitting:
-        for i in range(n):
-            rep = report.quanta[graph.id_at(i)]
-            if rep.status == "pending":
-                rep.status = "blocked"
+    # Quanta never submitted after --fail-fast (or a full disk) stopped the run stay "pending"
+    # (not attempted): "blocked" is only for descendants of a failed quantum.
     return report
 
 

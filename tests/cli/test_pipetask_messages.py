@@ -112,3 +112,50 @@ def test_pipeline_and_graph_show_items_together(toy: tuple[Path, Path]) -> None:
                 "--show", "config=gatherMedians::*", "--show", "summary")
     assert r.exit_code == 0, r.output
     assert r.output.index("### Configuration for task 'gatherMedians'") < r.output.index("subtractMedian  6")
+
+
+def test_fail_fast_counts_quanta_that_never_ran_as_not_attempted(toy: tuple[Path, Path], tmp_path: Path) -> None:
+    """``--fail-fast`` reported the quanta it never started as "blocked" (as if a predecessor failed)."""
+    import json
+
+    repo, pipe = toy
+    summary = tmp_path / "s.json"
+    out = _pipetask("run", "-b", str(repo), "-p", str(pipe), "-i", "ToyCam/raw/all", "-o", "u/ff",
+                    "-c", "subtractMedian:fail_on=[1]", "--register-dataset-types", "--no-progress",
+                    "--fail-fast", "--summary", str(summary))
+    assert out.returncode == 1, out.stderr
+    counts = json.loads(summary.read_text())["counts"]
+    assert counts["failed"] == 1
+    # blocked: only gatherMedians of exposure 1, the failed quantum's descendant
+    assert counts["blocked"] == 1
+    assert counts["pending"] == 9 - 1 - 1 - counts["done"] > 0
+    assert f"{counts['pending']} not attempted" in out.stdout and "1 failed and 1 blocked" in out.stdout
+
+
+def test_transfer_from_graph_registers_the_logs_of_failed_quanta(toy: tuple[Path, Path], tmp_path: Path) -> None:
+    """QBB: a failed quantum's ``<label>_log`` was never registered by ``transfer-from-graph``."""
+    repo, pipe = toy
+    graph = tmp_path / "g.qg"
+    out = _pipetask("qgraph", "-b", str(repo), "-p", str(pipe), "-i", "ToyCam/raw/all", "-o", "u/qbb",
+                    "-c", "subtractMedian:fail_on=[1]", "-q", str(graph))
+    assert out.returncode == 0, out.stderr
+    assert _pipetask("pre-exec-init-qbb", str(repo), str(graph)).returncode == 0
+    out = _pipetask("run-qbb", str(repo), str(graph))
+    assert out.returncode == 1
+    code = "import sys; from butler.cli import cli; sys.exit(cli(sys.argv[1:]))"
+    args = ["transfer-from-graph", str(graph), str(repo), "--register-dataset-types", "--update-output-chain"]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "they include the logs of 2 failed quanta" in out.stdout
+    from butler import Butler
+
+    with Butler(repo) as b:
+        for detector in (0, 1):
+            log = b.get("subtractMedian_log", collections=["u/qbb"], instrument="ToyCam", exposure=1,
+                        detector=detector)
+            assert any("injected failure" in (r.get("exc_info") or "") for r in log)
+            assert b.find_dataset("subtractMedian_metadata", collections=["u/qbb"], instrument="ToyCam",
+                                  exposure=1, detector=detector) is None
+    # idempotent: nothing new the second time
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "Registered 0 dataset(s)" in out.stdout, out.stdout + out.stderr
