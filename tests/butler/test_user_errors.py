@@ -156,3 +156,17 @@ def test_cli_query_datasets_lists_a_calibration_once(tmp_path) -> None:
         )
         assert r.exit_code == 0, r.output
         assert sorted(x["detector"] for x in json.loads(r.output)) == [0, 1, 2]
+
+
+def test_postgres_refusing_a_query_value_is_one_line_without_sql(repo) -> None:
+    """The safety net behind the compiler: a DataError of a SELECT never shows SQL text."""
+    if repo.registry.db.dialect_name != "postgresql":
+        pytest.skip("PostgreSQL's DataError")
+    import sqlalchemy as sa
+
+    from butler._errors import InvalidQueryError
+
+    with pytest.raises(InvalidQueryError) as info:
+        repo.registry.db.fetchall(sa.text("SELECT 1 / 0"))
+    message = str(info.value)
+    assert "division by zero" in message and "SELECT" not in message and "[SQL" not in message
