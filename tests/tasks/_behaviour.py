@@ -9,6 +9,7 @@ assert the fingerprints differ.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import re
 import typing
@@ -217,6 +218,17 @@ def value_entries(prefix: str, value: Any, out: dict[str, Any], depth: int = 0) 
         out[prefix] = value
 
 
+class _Records(logging.Handler):
+    """Collect the WARNING and higher messages a task logs (a warning is an output)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 class Sweep:
     """One task's behaviour sweep: a baseline config, inputs, and per-field changes.
 
@@ -272,12 +284,17 @@ class Sweep:
         """Return the connections, outputs and task metadata of one run (a refusal is recorded)."""
         out = connection_entries(config) if hasattr(config, "make_connections") else {}
         task = self.task(config=config)
+        records = _Records()
+        task.log.addHandler(records)
         try:
             res = task.run(**self.variants[variant][1]())
         except Exception as exc:  # noqa: BLE001 - a refusal is an output too
             out["raised"] = type(exc)
             out["message"] = str(exc)
             return out
+        finally:
+            task.log.removeHandler(records)
+        out["warnings"] = records.messages
         value_entries("result", res, out)
         for k, v in metadata_dict(task.getFullMetadata()).items():
             out[f"taskmd{k}"] = v

@@ -539,3 +539,24 @@ def test_normalize_gains_ignores_nan_pixels():
     np.testing.assert_allclose(img[1:, :8], 250.0, rtol=1e-6)
     np.testing.assert_allclose(img[:, 8:], 250.0, rtol=1e-6)
     np.testing.assert_allclose(var[:, :8], 4.0)  # the variance is converted, not rescaled
+
+
+def test_negative_variance_is_masked_next_to_a_nan():
+    """A NaN in the same rows does not hide a negative variance from maskNegativeVariance.
+
+    The fused bias/variance pass reports the smallest variance so the task can skip the scan;
+    a NaN in the block used to make the block minimum NaN, which ``min`` then dropped.
+    """
+    inp = rich_input()
+    cfg = IsrTaskConfig(
+        doDark=False, doFlat=False, doDefect=False, doLinearize=False, doInterpolate=False,
+        doSetBadRegions=False,
+    )  # fmt: skip
+    out = IsrTask(config=cfg).run(inp.raw.copy(), bias=inp.calibs["bias"].copy()).exposure
+    mi = out.masked_image
+    assert np.isnan(out.image[55, 300])  # the bias NaN, same rows as the negative block
+    block = (slice(70, 74), slice(400, 404))
+    assert np.all(out.variance[block] < 0)
+    assert np.all(mi.mask[block] & mi.get_plane_bitmask("BAD"))
+    negative = out.variance <= 0
+    assert np.count_nonzero(negative & ((mi.mask & mi.get_plane_bitmask("BAD")) == 0)) == 0

@@ -12,7 +12,7 @@ from the correlations of every amp not in ``ignoreAmpsForAveraging``).
 from __future__ import annotations
 
 import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -53,6 +53,13 @@ class BrighterFatterKernelSolveConfig(PipelineTaskConfig,
                                       pipelineConnections=BrighterFatterKernelSolveConnections):
     """Configuration of `BrighterFatterKernelSolveTask` (cp_pipe names and defaults)."""
 
+    noOpFields: ClassVar[dict[str, str]] = {
+        "maxIterSuccessiveOverRelaxation": "the kernel's Poisson equation is solved directly (the "
+                                           "converged limit of cp_pipe's SOR iteration)",
+        "eLevelSuccessiveOverRelaxation": "the kernel's Poisson equation is solved directly (the "
+                                          "converged limit of cp_pipe's SOR iteration)",
+    }
+
     level: Literal["AMP", "DETECTOR"] = Field(
         "AMP", description="AMP: one kernel per amplifier; DETECTOR: also one kernel per detector.")
     ignoreAmpsForAveraging: list[str] = Field(
@@ -68,8 +75,11 @@ class BrighterFatterKernelSolveConfig(PipelineTaskConfig,
     correlationModelRadius: int = Field(
         100, description="With forceZeroSum, model the correlations beyond this radius (pixels).")
     correlationModelSlope: float = Field(-1.35, description="Power-law slope of that model.")
-    maxIterSuccessiveOverRelaxation: int = Field(10000, ge=1, description="SOR iterations (cp_pipe).")
-    eLevelSuccessiveOverRelaxation: float = Field(5.0e-14, gt=0, description="SOR target residual (cp_pipe).")
+    maxIterSuccessiveOverRelaxation: int = Field(
+        10000, ge=1, description="SOR iterations (cp_pipe); no effect here: the system is solved directly.")
+    eLevelSuccessiveOverRelaxation: float = Field(
+        5.0e-14, gt=0, description="SOR target residual (cp_pipe); no effect here: the system is solved "
+                                   "directly.")
 
 
 def _pre_kernel(ptc: PhotonTransferCurveDataset, amp: str, config: BrighterFatterKernelSolveConfig,

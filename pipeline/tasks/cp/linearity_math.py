@@ -213,7 +213,9 @@ def fit_linearity(
     else:
         raise ValueError(f"unknown linearityType {linearity_type!r}")
     fit = LinearityFit(linearity_type, np.asarray(coeffs, np.float64), table_row, poly, linear, mask)
-    fit.residuals = linearity_residuals(t, m, mask, linearity_type, fit.coeffs,
+    # a LookupTable amp's residuals use its row alone: row index 0 of a one-row table
+    res_coeffs = fit.coeffs if table_row is None else np.array([0.0, fit.coeffs[1]])
+    fit.residuals = linearity_residuals(t, m, mask, linearity_type, res_coeffs,
                                         None if table_row is None else table_row[None, :])[0]
     return fit
 

@@ -119,8 +119,8 @@ def bias_variance_linearity(
             blk -= bias[rows, cols]
             np.divide(blk, g, out=vb)
             vb += rn2
-            if vb.size:
-                vmin = min(vmin, float(vb.min()))
+            if vb.size:  # np.minimum: a NaN propagates (Python's min would drop it or keep it
+                vmin = float(np.minimum(vmin, vb.min()))  # depending on the order)
             if squared:
                 t = scratch[: rows.stop - rows.start]
                 np.multiply(c_sq, blk, out=t)  # as linearize_squared: v *= 1 + c0 v
