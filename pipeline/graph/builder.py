@@ -89,20 +89,21 @@ class MissingPrerequisiteError(GraphBuilderError, FileNotFoundError):
 
 @dataclass(frozen=True, eq=False)
 class _Edge:
-    """A task node's resolved connection bound to its butler dataset type."""
+    """A task node's resolved connection bound to its butler dataset type.
+
+    ``name`` and ``required`` are copied once (plain attributes: they are read per quantum).
+    """
 
     conn: ResolvedConnection
     dataset_type: DatasetType
+    #: Connection name (``_metadata`` / ``_log`` for the automatic outputs).
+    name: str = field(init=False)
+    #: Required dimensions of the dataset type, universe order.
+    required: tuple[str, ...] = field(init=False)
 
-    @property
-    def name(self) -> str:
-        """Connection name (``_metadata`` / ``_log`` for the automatic outputs)."""
-        return self.conn.connection_name
-
-    @property
-    def required(self) -> tuple[str, ...]:
-        """Required dimensions of the dataset type, universe order."""
-        return self.dataset_type.dimensions
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.conn.connection_name)
+        object.__setattr__(self, "required", self.dataset_type.dimensions)
 
 
 @dataclass(eq=False)
@@ -117,15 +118,18 @@ class _Task:
     dimensions: tuple[str, ...]  # required quantum dimensions
     config_variants: list[dict[str, Any]] = field(default_factory=list)
     quantum_variant: dict[str, int] = field(default_factory=dict)
+    #: Task label.
+    label: str = field(init=False)
+    #: Whether the pipeline has data-ID-scoped config blocks for the task.
+    scoped_configs: bool = field(init=False)
 
-    @property
-    def label(self) -> str:
-        """Task label."""
-        return self.node.label
+    def __post_init__(self) -> None:
+        self.label = self.node.label
+        self.scoped_configs = self.node.has_data_id_overrides
 
     def record_config_variant(self, quantum_id: UUID, data_id: DataCoordinate) -> None:
         """Record the data-ID-scoped config of one quantum when it differs from the base config."""
-        if not self.node.has_data_id_overrides:
+        if not self.scoped_configs:
             return
         cfg = self.node.config_for(dict(data_id.to_simple()))
         if cfg is self.node.config:
@@ -660,7 +664,8 @@ class QuantumGraphBuilder:
         """Add the quantum; its outputs become available to its consumers."""
         q = Quantum(self._make_id(), task.label, qdata, inputs, prerequisites, outputs)
         self.quanta.append(q)
-        task.record_config_variant(q.id, qdata)
+        if task.scoped_configs:
+            task.record_config_variant(q.id, qdata)
         for e in task.outputs:
             avail = sub.available.setdefault(e.dataset_type.name, {})
             for r in outputs.get(e.name, []):
