@@ -116,6 +116,7 @@ def test_two_processes_insert_the_same_records(tmp_path: Path, backend: str, req
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_simultaneous_ingests_of_the_same_files(tmp_path: Path, backend: str, request) -> None:
+    """Each file ingested once, by one of two simultaneous ingests; no failure."""
     files = [
         str(p)
         for p in simulate_raws("testcam", tmp_path / "raws", exposures=["bias"] * 3 + ["dark"] * 2, seed=4)

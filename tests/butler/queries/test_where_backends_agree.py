@@ -31,7 +31,7 @@ def _error(registry, where: str) -> str:
 
 
 def _nested(kind: str, depth: int) -> str:
-    """An expression of exactly ``depth`` operator levels of one construct."""
+    """Return an expression of exactly ``depth`` operator levels of one construct."""
     if kind == "not":
         return "NOT " * (depth - 1) + "detector = 1"
     if kind == "and_or":  # alternating AND/OR: every level a new operator
@@ -48,6 +48,7 @@ def _nested(kind: str, depth: int) -> str:
 
 @pytest.mark.parametrize("kind", ["not", "and_or", "arith", "parens_arith"])
 def test_deepest_allowed_nesting_runs_on_both_backends(repo, kind):  # noqa: F811
+    """MAX_NESTING levels run on both backends; one more is the documented caret error."""
     registry, _ = repo
     got = _rows(registry, _nested(kind, MAX_NESTING))
     if kind == "not":
@@ -63,6 +64,7 @@ def test_deepest_allowed_nesting_runs_on_both_backends(repo, kind):  # noqa: F81
 
 
 def test_very_deep_nesting_is_the_same_error(repo):  # noqa: F811
+    """Thousands of levels: the same error (was RecursionError); flat chains are one level."""
     registry, _ = repo
     for text in (
         "NOT " * 3000 + "detector = 1",
@@ -75,6 +77,7 @@ def test_very_deep_nesting_is_the_same_error(repo):  # noqa: F811
 
 
 def test_division_by_zero(repo):  # noqa: F811
+    """A literal 0 divisor is a caret error; a column divisor of 0 makes that row not match."""
     registry, _ = repo
     message = _error(registry, "detector / 0 = 1")
     assert "division by zero" in message
@@ -87,6 +90,7 @@ def test_division_by_zero(repo):  # noqa: F811
 
 
 def test_true_division_is_the_same_double_on_both(repo):  # noqa: F811
+    """'/' is double-precision true division on both backends (PostgreSQL divided as NUMERIC)."""
     registry, _ = repo
     assert _rows(registry, "detector / 2 = 0.5") == [k for k in ALL if k[1] == 1]
     assert _rows(registry, "exposure / 3 * 3 = exposure") == ALL
@@ -103,6 +107,7 @@ def test_true_division_is_the_same_double_on_both(repo):  # noqa: F811
 
 
 def test_floats_next_to_integer_columns_are_not_rounded(repo):  # noqa: F811
+    """A float compared with an integer column keeps its value (never bound as BIGINT)."""
     registry, _ = repo
     det1 = [k for k in ALL if k[1] == 1]
     assert _rows(registry, "detector > 0.5") == det1
@@ -114,6 +119,7 @@ def test_floats_next_to_integer_columns_are_not_rounded(repo):  # noqa: F811
 
 
 def test_integer_overflow_is_the_same_caret_error(repo):  # noqa: F811
+    """Integer arithmetic that can leave 64 bits for the stored values is refused on both."""
     registry, _ = repo
     for where in (
         "exposure * 9223372036854775807 > 0",
@@ -135,6 +141,7 @@ def test_integer_overflow_is_the_same_caret_error(repo):  # noqa: F811
 
 
 def test_float_overflow_is_the_same_caret_error(repo):  # noqa: F811
+    """Float arithmetic that can leave the double range is refused on both."""
     registry, _ = repo
     message = _error(registry, "exposure.exposure_time * 1e306 > 1e307")
     assert "arithmetic overflow" in message and "double" in message
@@ -153,5 +160,7 @@ def test_invalid_unicode_in_a_string_is_a_caret_error(repo):  # noqa: F811
     with pytest.raises(InvalidQueryError, match="half of a UTF-16 pair"):
         registry.query_datasets("raw", collections=RUN, where="exposure.obs_id = :x", bind={"x": "\ud800"})
     with pytest.raises(InvalidQueryError, match="half of a UTF-16 pair"):
-        registry.query_datasets("raw", collections=RUN, where="exposure.obs_id IN (:x)", bind={"x": ["a", "\ud800"]})
+        registry.query_datasets(
+            "raw", collections=RUN, where="exposure.obs_id IN (:x)", bind={"x": ["a", "\ud800"]}
+        )
     assert _rows(registry, "exposure.obs_id = '漢字🙂'") == []

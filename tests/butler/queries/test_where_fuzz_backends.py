@@ -8,7 +8,8 @@ same rows (or the same error) on both backends, and the same rows from the CLI.
 
 Run the campaign (10,000 expressions by default) and print the counts::
 
-    BUTLER_TEST_POSTGRES_URL=postgresql+psycopg://... python -m tests.butler.queries.test_where_fuzz_backends --n 10000
+    export BUTLER_TEST_POSTGRES_URL=postgresql+psycopg://...
+    python -m tests.butler.queries.test_where_fuzz_backends --n 10000
 
 The regular test runs a seeded sample of 300; the slow-marked one the whole 10,000 when
 ``CCDFLOW_WHERE_FUZZ=1`` is set (it takes minutes).
@@ -41,7 +42,14 @@ STR_IDENTS = [
     "detector.purpose",
     "raw.run",
 ]
-BAD_IDENTS = ["visit", "exposure.color", "nosuch.field", "raw.nofield", "exposure.timespan.middle", "détecteur"]
+BAD_IDENTS = [
+    "visit",
+    "exposure.color",
+    "nosuch.field",
+    "raw.nofield",
+    "exposure.timespan.middle",
+    "détecteur",
+]
 STRINGS = [
     "'bias'",
     "'flat'",
@@ -100,7 +108,9 @@ class Gen:
             return f"({self.int_term(depth - 1)} {r.choice('+-*')} {self.int_term(depth - 1)})"
         if c < 0.9:
             return f"{self.int_term(depth - 1)} % {r.choice(['0', '2', '3', 'detector', '(detector - 1)'])}"
-        return f"{self.int_term(depth - 1)} / {r.choice(['0', '2', 'detector', 'exposure', '(exposure - 4)'])}"
+        return (
+            f"{self.int_term(depth - 1)} / {r.choice(['0', '2', 'detector', 'exposure', '(exposure - 4)'])}"
+        )
 
     def num_term(self, depth: int) -> str:
         """Return an integer or float term."""
@@ -122,18 +132,24 @@ class Gen:
         r = self.r
         c = r.random()
         if c < 0.35:
-            return f"{self.num_term(depth)} {r.choice(['=', '!=', '<', '<=', '>', '>=', '<>'])} {self.num_term(depth)}"
+            lhs = self.num_term(depth)
+            op = r.choice(["=", "!=", "<", "<=", ">", ">=", "<>"])
+            return f"{lhs} {op} {self.num_term(depth)}"
         if c < 0.5:
             return f"{r.choice(STR_IDENTS)} {r.choice(['=', '!=', '<', '>='])} {r.choice(STRINGS)}"
         if c < 0.62:
             items = ", ".join(
-                r.choice([str(r.randint(0, 8)), f"{r.randint(0, 3)}..{r.randint(2, 9)}", "1..9:2", "1.0", "0.5"])
+                r.choice(
+                    [str(r.randint(0, 8)), f"{r.randint(0, 3)}..{r.randint(2, 9)}", "1..9:2", "1.0", "0.5"]
+                )
                 for _ in range(r.randint(1, 4))
             )
             return f"{r.choice(INT_IDENTS)} {r.choice(['IN', 'NOT IN'])} ({items})"
         if c < 0.72:
             lhs = r.choice(["exposure.timespan", "raw.timespan", r.choice(TIMES), "exposure.timespan.begin"])
-            rhs = r.choice(TIMES + [f"({r.choice(TIMES)}, {r.choice(TIMES)})", "59605.9", "exposure.timespan"])
+            rhs = r.choice(
+                TIMES + [f"({r.choice(TIMES)}, {r.choice(TIMES)})", "59605.9", "exposure.timespan"]
+            )
             return f"{lhs} {r.choice(['OVERLAPS', '<', '>'])} {rhs}"
         if c < 0.78:
             pattern = r.choice(["KB*", "K?0*", "*[0-3]", "漢*", "*"])
@@ -200,7 +216,9 @@ class Gen:
             return self.deep()
         if c < 0.95:
             return self.mangle(self.boolean(r.randint(0, 3)))
-        return r.choice(["", "   ", "1 = 1", "1 = 0", "NOT 1 = 1", ":x = 1", "exposure IN ()", "exposure = 1e"])
+        return r.choice(
+            ["", "   ", "1 = 1", "1 = 0", "NOT 1 = 1", ":x = 1", "exposure IN ()", "exposure = 1e"]
+        )
 
 
 def fill(butler: Any) -> None:
@@ -231,7 +249,10 @@ def run_query(butler: Any, kind: int, where: str) -> Outcome:
             return ("rows", sorted((d["instrument"], d["exposure"], d["detector"]) for d in got))
         refs = butler.registry.query_datasets(name, where=where, **kwargs)
         # dataset ids differ between the two repositories: compare RUN and data ID
-        return ("rows", sorted((r.run, *sorted((k, r.data_id[k]) for k in r.dataset_type.dimensions)) for r in refs))
+        return (
+            "rows",
+            sorted((r.run, *sorted((k, r.data_id[k]) for k in r.dataset_type.dimensions)) for r in refs),
+        )
     except ButlerError as exc:
         return ("error", (type(exc).__name__, str(exc)))
     except ValueError as exc:  # ExpressionError and friends: one-line errors too
@@ -326,7 +347,9 @@ class Campaign:
                 self.counts["cli differs"] += 1
                 self.failures.append(f"#{i} cli differs from the registry: {str(c):.200} <- {where!r:.300}")
 
-    def run(self, n: int, seed: int, cli_every: int = 5, progress: Callable[[int], None] | None = None) -> None:
+    def run(
+        self, n: int, seed: int, cli_every: int = 5, progress: Callable[[int], None] | None = None
+    ) -> None:
         """Run ``n`` expressions from ``seed``."""
         gen = Gen(seed)
         for i in range(n):
@@ -348,7 +371,11 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Ite
 
 
 def _assert_clean(c: Campaign, n: int) -> None:
-    bad = {k: v for k, v in c.counts.items() if k in ("exception", "raw SQL", "differ", "cli bad error", "cli differs")}
+    bad = {
+        k: v
+        for k, v in c.counts.items()
+        if k in ("exception", "raw SQL", "differ", "cli bad error", "cli differs")
+    }
     assert not bad, "\n".join([str(dict(c.counts))] + c.failures[:20])
     assert c.counts["rows"] + c.counts["error"] == n
     # the sample exercises both outcomes
