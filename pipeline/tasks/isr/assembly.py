@@ -194,11 +194,13 @@ def assemble_sparse_plane(
     dtype = raw.dtype if dtype is None else np.dtype(dtype)
     shape = detector.bbox.shape if trim else untrimmed_shape(detector)
     out = np.zeros(shape, dtype=dtype)
+    boxes = {amp.name: _checked_boxes(amp, raw.shape, trim) for amp in detector}
+    flagged = _boxes_with_nonzero(raw, {name: b[0] for name, b in boxes.items()})
     for amp in detector:
-        src_box, dst_box = _checked_boxes(amp, raw.shape, trim)
-        src = raw[src_box.slices]
-        if not src.any():
+        src_box, dst_box = boxes[amp.name]
+        if amp.name not in flagged:
             continue
+        src = raw[src_box.slices]
         ys, xs, vals = flagged_pixels(src, -1)
         if amp.raw_flip_y:
             ys = src_box.ny - 1 - ys
@@ -206,6 +208,30 @@ def assemble_sparse_plane(
             xs = src_box.nx - 1 - xs
         out[ys + dst_box.y0, xs + dst_box.x0] = vals
     return out
+
+
+def _boxes_with_nonzero(plane: np.ndarray, boxes: Mapping[str, Box]) -> set[str]:
+    """Names of the boxes of ``plane`` holding a non-zero value.
+
+    Boxes sharing their rows are tested together: one column-wise bitwise OR over whole rows
+    of the band (fast on contiguous rows), then each box's columns; testing each box's
+    (narrow-rowed) view costs numpy's per-row overhead on every row.
+    """
+    bands: dict[tuple[int, int], list[tuple[str, Box]]] = {}
+    for name, box in boxes.items():
+        if box.nx and box.ny:
+            bands.setdefault((box.y0, box.y1), []).append((name, box))
+    found = set()
+    for (y0, y1), members in bands.items():
+        x0 = min(b.x0 for _, b in members)
+        x1 = max(b.x1 for _, b in members)
+        cols = np.bitwise_or.reduce(plane[y0:y1, x0:x1], axis=0) if np.issubdtype(
+            plane.dtype, np.integer
+        ) else np.any(plane[y0:y1, x0:x1] != 0, axis=0)
+        for name, b in members:
+            if cols[b.x0 - x0 : b.x1 - x0].any():
+                found.add(name)
+    return found
 
 
 def _mirror(box: "Box", outer: "Box", fx: bool, fy: bool) -> "Box":

@@ -536,13 +536,18 @@ def correct_overscan(
         dys, dxs = dxs, dys
         oys, oxs = oxs, oys
     ox0, ox1 = skip_columns(oxs.start, oxs.stop, dxs.start, leading_to_skip, trailing_to_skip)
-    fit_view = img[oys, ox0:ox1]
-    lines = fit_view
+    # Contiguous copies of the overscan and its mask: numpy pays a per-row cost in every
+    # operation on a narrow view of the raw, and a dozen operations follow. The corrected
+    # overscan is written back at the end; BAD lines go to both masks.
+    ov_full = np.ascontiguousarray(img[oys, oxs])
+    ov_msk = None if msk is None else np.ascontiguousarray(msk[oys, oxs])
+    fit_cols = slice(ox0 - oxs.start, ox1 - oxs.start)
+    lines = ov_full[:, fit_cols]
     # Integer-valued overscan (raw counts): exact histogram statistics (`statistics`) on an
     # int32 copy instead of sorting floats; the numbers are the same.
-    ov_int = _as_integers(img[oys, oxs])
-    lines_int = None if ov_int is None else ov_int[:, ox0 - oxs.start : ox1 - oxs.start]
-    masked = np.zeros(lines.shape, bool) if msk is None else (msk[oys, ox0:ox1] & exclude_bits) != 0
+    ov_int = _as_integers(ov_full)
+    lines_int = None if ov_int is None else ov_int[:, fit_cols]
+    masked = np.zeros(lines.shape, bool) if ov_msk is None else (ov_msk[:, fit_cols] & exclude_bits) != 0
     result = OverscanResult()
     n_masked0 = int(np.count_nonzero(masked))
     if n_masked0 == masked.size:  # fully masked (or empty) overscan
@@ -570,12 +575,12 @@ def correct_overscan(
                 st = _ndi.generate_binary_structure(2, 1)
                 badmask = _ndi.binary_dilation(badmask, st, iterations=masked_line_grow)
             msk[oys, oxs][badmask] |= bad_bit
+            ov_msk[badmask] |= bad_bit
     if fit_type.upper() == "MEDIAN" and int(np.count_nonzero(masked)) == n_masked0:
         model, mmean, mmed, msig = med0, med0, med0, 0.0  # nothing new masked: same median
     else:
         model, mmean, mmed, msig = fit_overscan(lines, masked, fit_type, order, nsigma, is_int)
     result.model, result.mean, result.median, result.sigma = model, mmean, mmed, msig
-    ov_full = img[oys, oxs]
     if np.ndim(model) == 0:
         value = np.float32(model) if img.dtype == np.float32 else model
         if subtract_image:
@@ -591,7 +596,8 @@ def correct_overscan(
             img[dys, dxs] -= img_model[:, None]
         ov_full -= model.astype(img.dtype, copy=False)[:, None]
         result.image_model = img_model
-    res_mask = None if msk is None else (msk[oys, oxs] & exclude_bits) != 0
+    img[oys, oxs] = ov_full
+    res_mask = None if ov_msk is None else (ov_msk & exclude_bits) != 0
     if res_mask is not None and not res_mask.any():
         res_mask = None
     if ov_int is not None and np.ndim(model) == 0:
