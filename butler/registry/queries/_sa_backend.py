@@ -136,6 +136,7 @@ class SQLAlchemyBackend:
         backends now compute the same IEEE quotient.
         """
         num = sa.cast(a, sa.Float()) if isinstance(a, sa.ColumnElement) else sa.literal(float(a), sa.Float())
+        den: Any
         if isinstance(b, sa.ColumnElement):
             den = sa.func.nullif(sa.cast(b, sa.Float()), 0.0, type_=sa.Float())
         else:
