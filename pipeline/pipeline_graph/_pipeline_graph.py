@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from ..config import Config
+from .. import connection_types as cT  # noqa: N812 - the LSST spelling
 from ..connection_types import CONFIG_CONNECTION, LOG_CONNECTION, METADATA_CONNECTION
 from ..connections import PipelineTaskConnections
 from ..exceptions import ConfigError, PipelineDefinitionError, PipelineGraphError
@@ -1038,12 +1039,12 @@ def make_task_node(label: str, task_class: type, task_class_name: str, config: C
                 dataset_type_name=conn.name,
                 dimensions=cdims,
                 storage_class=conn.storageClass,
-                is_calibration=bool(getattr(conn, "isCalibration", False)),
+                is_calibration=bool(isinstance(conn, cT.DimensionedConnection) and conn.isCalibration),
                 multiple=conn.multiple,
-                minimum=getattr(conn, "minimum", 1),
-                defer_load=getattr(conn, "deferLoad", False),
-                defer_graph_constraint=getattr(conn, "deferGraphConstraint", False),
-                lookup_function=getattr(conn, "lookupFunction", None),
+                minimum=conn.minimum if isinstance(conn, cT.BaseInput) else 1,
+                defer_load=isinstance(conn, cT.BaseInput) and conn.deferLoad,
+                defer_graph_constraint=isinstance(conn, cT.Input) and conn.deferGraphConstraint,
+                lookup_function=conn.lookupFunction if isinstance(conn, cT.PrerequisiteInput) else None,
                 doc=conn.doc,
             )
     if problems:
