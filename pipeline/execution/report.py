@@ -404,23 +404,23 @@ class _Presence:
         self.butler = butler
         self.root = str(root)
         self.use_disk = use_disk
-        self._registered: dict[str, set[Any]] = {}
+        self._registered: dict[str | None, set[Any]] = {}
 
-    def _run_ids(self, run: str, type_names: Iterable[str]) -> set[Any]:
-        key = run
-        if key not in self._registered:
+    def _run_ids(self, run: str | None, type_names: Iterable[str]) -> set[Any]:
+        if run not in self._registered:
             ids: set[Any] = set()
-            for name in sorted(set(type_names)):
-                try:
-                    ids.update(
-                        r.id for r in self.butler.query_datasets(name, collections=[run], find_first=False)
-                    )
-                except Exception:  # noqa: BLE001 - unknown dataset type or run: nothing registered
-                    continue
-            self._registered[key] = ids
-        return self._registered[key]
+            if run is not None:  # a graph without an output run: nothing registered
+                for name in sorted(set(type_names)):
+                    try:
+                        ids.update(
+                            r.id for r in self.butler.query_datasets(name, collections=[run], find_first=False)
+                        )
+                    except Exception:  # noqa: BLE001 - unknown dataset type or run: nothing registered
+                        continue
+            self._registered[run] = ids
+        return self._registered[run]
 
-    def prime(self, run: str, type_names: Iterable[str]) -> None:
+    def prime(self, run: str | None, type_names: Iterable[str]) -> None:
         """Query the registered datasets of ``run`` once, for the given types."""
         self._run_ids(run, type_names)
 
@@ -496,7 +496,7 @@ def _attempt_statuses(graph: QuantumGraph, presence: _Presence, logs: bool) -> d
 
 
 def report_from_graphs(
-    butler: Any, graphs: Sequence[Any], *, logs: bool = True, use_disk: bool = True
+    butler: Butler, graphs: Sequence[QuantumGraph], *, logs: bool = True, use_disk: bool = True
 ) -> Summary:
     """Report on one or more executed graphs (attempts at the same processing, oldest first).
 
@@ -518,7 +518,7 @@ def report_from_graphs(
     summary : `Summary`
     """
     presence = _Presence(butler, butler.root, use_disk=use_disk)
-    attempts: dict[tuple[str, Any], list[tuple[str, dict[str, Any]]]] = {}
+    attempts: dict[tuple[str, Any], list[tuple[str | None, dict[str, Any]]]] = {}
     order: list[tuple[str, Any]] = []
     labels: list[str] = []
     seen_ids: set[Any] = set()
@@ -682,7 +682,7 @@ def saved_graphs(root: str | os.PathLike[str]) -> dict[str, list[Path]]:
 
 
 def report_from_collections(
-    butler: Any, collections: Sequence[str], *, where: str = "", logs: bool = True
+    butler: Butler, collections: Sequence[str], *, where: str = "", logs: bool = True
 ) -> Summary:
     """Report on the runs of collections, from what the repository holds (no graph file given).
 

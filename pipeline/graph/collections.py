@@ -23,7 +23,11 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from butler import CollectionType
+    from butler.registry import Registry
 
 __all__ = ["OutputCollections", "OutputCollectionError", "resolve_output_collections", "utc_timestamp"]
 
@@ -84,14 +88,14 @@ class OutputCollections:
                 "skip_existing_in": list(self.skip_existing_in), "replaced_run": self.replaced_run}
 
 
-def _collection_type(registry: Any, name: str) -> Any:
+def _collection_type(registry: Registry, name: str) -> CollectionType | None:
     try:
         return registry.get_collection_type(name)
     except Exception:  # noqa: BLE001 - MissingCollectionError
         return None
 
 
-def _flatten(registry: Any, names: Sequence[str]) -> list[str]:
+def _flatten(registry: Registry, names: Sequence[str]) -> list[str]:
     """Names of the collections searched for ``names``, chains expanded, in search order."""
     out: list[str] = []
     for name in names:
@@ -105,7 +109,7 @@ def _flatten(registry: Any, names: Sequence[str]) -> list[str]:
     return out
 
 
-def _consistent_chain(registry: Any, output: str, chain: list[str], inputs: list[str],
+def _consistent_chain(registry: Registry, output: str, chain: list[str], inputs: list[str],
                       rebase: bool) -> list[str]:
     """Check ``-i`` against an existing ``-o`` chain (LSST's rule); return the chain to build on.
 
@@ -130,7 +134,7 @@ def _consistent_chain(registry: Any, output: str, chain: list[str], inputs: list
 
 
 def resolve_output_collections(
-    registry: Any,
+    registry: Registry,
     *,
     inputs: Sequence[str] = (),
     output: str | None = None,
