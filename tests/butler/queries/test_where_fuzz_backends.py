@@ -304,7 +304,9 @@ class Campaign:
         args = ["query-datasets", str(self.sqlite_root), "raw", "--collections", "kast_blue/raw/all"]
         args += ["--where", where, "--format", "json"]
         result = CliRunner().invoke(cli, args)
-        output = result.output + (str(result.exception) if result.exception and result.exit_code != 1 else "")
+        output = result.output
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            output += f"{type(result.exception).__name__}: {result.exception}"
         if result.exit_code == 0:
             rows = json.loads(result.output) if result.output.strip() else []
             keys = ("detector", "exposure", "instrument")
@@ -340,7 +342,9 @@ class Campaign:
             self.counts["cli"] += 1
             if c[0] == "error":
                 code, text = c[1]
-                if code != 1 or check_message(text) or not text.startswith("Error:"):
+                self.counts[f"cli exit {code}"] += 1
+                # exit 1: the query's error; exit 2: a usage error (an argument that is not UTF-8)
+                if code not in (1, 2) or check_message(text) or "Error:" not in text or "Traceback" in text:
                     self.counts["cli bad error"] += 1
                     self.failures.append(f"#{i} cli exit {code}: {text!r:.300} <- {where!r:.300}")
             if (c[0] == "rows") != (a[0] == "rows") or (c[0] == "rows" and c[1] != a[1]):
