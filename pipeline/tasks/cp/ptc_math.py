@@ -696,8 +696,12 @@ def measure_pair_region(
     # float32 flats (post-ISR images) are differenced in float32: the rounding error
     # (~1e-7 x level) is far below the shot noise; other inputs in float64
     work = np.float32 if (im1.dtype == np.float32 and im2.dtype == np.float32) else np.float64
-    d1 = im1.astype(work, copy=False)
-    d2 = im2.astype(work, copy=False)
+    # contiguous working copies of amp views (numpy pays a per-row cost in each operation on
+    # a view; four follow) in reused scratch arrays
+    d1 = work_array("ptc_d1", im1.shape, work)
+    d2 = work_array("ptc_d2", im2.shape, work)
+    np.copyto(d1, im1, casting="unsafe")
+    np.copyto(d2, im2, casting="unsafe")
     # D = (mu2 I1 - mu1 I2) / mu
     # (per-amp temporaries are reused scratch arrays: no fresh pages to fault in per region)
     diff = np.multiply(d1, work(mu2 / mu), out=work_array("ptc_diff", d1.shape, work))
