@@ -555,9 +555,9 @@ def nesting_error(tree: Node, text: str, limit: int = MAX_NESTING) -> Expression
             level += 1
         if level > limit:
             return ExpressionError(
-                f"expression is nested too deeply (more than {limit} levels of operators, "
-                "parentheses and NOT); write long alternatives as IN (...) or as flat chains "
-                "a OR b OR c, and drop needless NOT/parentheses",
+                f"expression is nested too deeply (more than {limit} operators, NOT, IN or "
+                "functions inside one another); write long alternatives as IN (...) or as flat "
+                "chains a OR b OR c, and drop needless NOTs",
                 text,
                 getattr(node, "pos", 0),
             )
