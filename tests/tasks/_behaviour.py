@@ -249,6 +249,9 @@ class Sweep:
         Field -> ``"path::test"`` showing an effect the sweep's input cannot give.
     expect_raise : dict
         Field -> exception type: the field's changed value makes the run refuse (the behaviour).
+    inert : dict
+        Field -> ``(value, reason)``: a field of a config shared with sibling tasks that this
+        task does not read (a known gap, asserted to change nothing so that the table stays true).
     """
 
     def __init__(
@@ -260,6 +263,7 @@ class Sweep:
         cases: Mapping[str, list[tuple[Any, str]]] | None = None,
         named: Mapping[str, str] | None = None,
         expect_raise: Mapping[str, type] | None = None,
+        inert: Mapping[str, tuple[Any, str]] | None = None,
     ) -> None:
         self.task = task
         self.inputs = inputs
@@ -270,6 +274,7 @@ class Sweep:
         self.cases = dict(cases or {})
         self.named = dict(named or {})
         self.expect_raise = dict(expect_raise or {})
+        self.inert = dict(inert or {})
         self._baselines: dict[str, dict[str, Any]] = {}
 
     @property
@@ -312,7 +317,7 @@ class Sweep:
         base_cfg = self.config("main")
         no_ops = getattr(self.config_cls, "noOpFields", {})
         for dotted in leaf_fields(self.config_cls):
-            if dotted in FRAMEWORK or dotted in no_ops or dotted in self.named:
+            if dotted in FRAMEWORK or dotted in no_ops or dotted in self.named or dotted in self.inert:
                 continue
             if dotted in self.cases:
                 out += [(dotted, value, variant) for value, variant in self.cases[dotted]]
@@ -348,7 +353,13 @@ class Sweep:
         swept = {d for d, _, _ in self.swept_cases()}
         no_ops = getattr(self.config_cls, "noOpFields", {})
         for dotted in leaf_fields(self.config_cls):
-            classes = [dotted in swept, dotted in self.named, dotted in no_ops, dotted in FRAMEWORK]
+            classes = [
+                dotted in swept,
+                dotted in self.named,
+                dotted in no_ops,
+                dotted in FRAMEWORK,
+                dotted in self.inert,
+            ]
             assert sum(classes) == 1, (self.task.__name__, dotted, classes)
         assert set(self.cases) <= set(leaf_fields(self.config_cls))
         assert set(self.expect_raise) <= swept
@@ -357,3 +368,6 @@ class Sweep:
         assert "raised" not in base, base.get("message")
         again = self.fingerprint(self.config("main"))
         assert differing(base, again) == [], "the baseline is not reproducible"
+        for dotted, (value, why) in self.inert.items():  # the known gaps are still gaps
+            changed = self.fingerprint(self.config("main", {dotted: value}))
+            assert differing(base, changed) == [], f"{dotted} now acts ({why}): sweep it"

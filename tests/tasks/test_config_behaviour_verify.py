@@ -1,0 +1,198 @@
+"""Every config field of the cp_verify tasks changes the output, or is a listed gap (behaviour sweep).
+
+Same sweep as `test_config_behaviour_cp` (`tests/tasks/_behaviour.py`) over the pure ``run`` of
+each verification task, with the inputs of `tests/cp/test_verify_tasks.py` (a dark residual with
+cosmic rays, a flat with defects, a spectral flat, a PTC). The per-exposure tasks share one
+config class (`CpVerifyStatsConfig`); a field read by a sibling task only is listed as *inert*
+for the others (asserted to change nothing, so the list stays true).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+
+from pipeline.tasks.isr.calibs import Defects
+from pipeline.tasks.verify import (
+    CpVerifyBiasTask,
+    CpVerifyCalibMergeTask,
+    CpVerifyDarkTask,
+    CpVerifyDefectsTask,
+    CpVerifyFlatTask,
+    CpVerifyPtcTask,
+    CpVerifyRunMergeTask,
+)
+from tests.cp import test_verify_tasks as vt
+
+from ._behaviour import Sweep
+
+FLAT_ONLY = "read by CpVerifyFlatTask only (shared CpVerifyStatsConfig)"
+DEFECTS_ONLY = "read by CpVerifyDefectsTask only (shared CpVerifyStatsConfig)"
+NOISE_ONLY = "read by CpVerifyBias/DarkTask only (shared CpVerifyStatsConfig)"
+
+
+def _inert(*groups: tuple[str, dict[str, Any]]) -> dict[str, tuple[Any, str]]:
+    return {f: (v, why) for why, fields in groups for f, v in fields.items()}
+
+
+FLAT_FIELDS = {"useFlatVariance": False, "flatScatterThreshold": 1e-5}
+DEFECT_FIELDS = {"maxDefectFraction": 0.5, "maxOutliers": 0, "outlierSigma": 3.0}
+NOISE_FIELDS = {"useReadNoise": False, "noiseThreshold": 0.001, "crNoiseThreshold": 0.001, "crSigma": 3.0}
+
+STATS_CASES = {
+    "maskNameList": [([], "main")],
+    "numSigmaClip": [(1.5, "main")],
+    "clipMaxIter": [(1, "main")],
+    "useDefects": [(True, "main")],  # adds the defects prerequisite input
+}
+
+
+@functools.cache
+def _dark() -> Any:
+    exp = vt._dark_residual(3, 64, n_cr=6)  # a passing dark: the thresholds can make it fail
+    exp.mask[50:53, 50:53] = exp.masked_image.get_plane_bitmask("BAD")
+    exp.image[50:53, 50:53] += 500.0
+    return exp
+
+
+DARK = Sweep(
+    CpVerifyDarkTask,
+    lambda: {"inputExp": _dark().copy()},
+    variants={
+        "tight": {"noiseThreshold": 0.001},  # NOISE fails on two amps: the read noise matters
+        "crs3": {"crSigma": 3.0},  # CR_NOISE differs from NOISE by about 1e-4
+    },
+    cases={
+        **STATS_CASES,
+        "noiseThreshold": [(0.001, "main")],
+        "crNoiseThreshold": [(1e-5, "crs3")],
+        "crSigma": [(3.0, "main")],
+        "useReadNoise": [(False, "tight")],
+    },
+    inert=_inert((FLAT_ONLY, FLAT_FIELDS), (DEFECTS_ONLY, DEFECT_FIELDS)),
+)
+BIAS = Sweep(
+    CpVerifyBiasTask,
+    lambda: {"inputExp": _dark().copy()},
+    variants={k: v[0] for k, v in DARK.variants.items() if k != "main"},
+    cases=DARK.cases,
+    inert=DARK.inert,
+)
+
+
+@functools.cache
+def _flat() -> Any:
+    exp = vt._spectral_flat_verification(5)
+    exp.masked_image.variance[...] *= 0.97  # NOISE_RATIO about 1.01: passes 5 %, fails 0.1 %
+    exp.image[20, 20:40] *= 1.3
+    exp.mask[30:33, 30:33] = exp.masked_image.get_plane_bitmask("SAT")
+    return exp
+
+
+FLAT = Sweep(
+    CpVerifyFlatTask,
+    lambda: {"inputExp": _flat().copy()},
+    cases={
+        **STATS_CASES,
+        "noiseThreshold": [(0.001, "main")],
+        "flatScatterThreshold": [(1e-5, "main")],
+        "crSigma": [(3.0, "main")],
+    },
+    inert=_inert(
+        (DEFECTS_ONLY, DEFECT_FIELDS),
+        (NOISE_ONLY, {k: v for k, v in NOISE_FIELDS.items() if k not in ("noiseThreshold", "crSigma")}),
+    ),
+)
+
+
+@functools.cache
+def _defect_flat() -> Any:
+    exp = vt._flat_with_defects(2)
+    exp.image[100, 300] *= 1.1  # an unmasked outlier
+    exp.image[150:152, 400:402] *= 1.5  # masked outliers (maskNameList)
+    exp.mask[150:152, 400:402] = exp.masked_image.get_plane_bitmask("BAD")
+    return exp
+
+
+DEFECTS = Sweep(
+    CpVerifyDefectsTask,
+    lambda: {"inputExp": _defect_flat().copy(), "inputDefects": Defects(vt.TRUE_DEFECTS[:3])},
+    cases={
+        **{k: v for k, v in STATS_CASES.items() if k != "clipMaxIter"},
+        "maxDefectFraction": [(0.0001, "main")],
+        "maxOutliers": [(0, "main")],
+        "outlierSigma": [(3.0, "main")],
+    },  # fmt: skip
+    inert=_inert(
+        (FLAT_ONLY, FLAT_FIELDS),
+        (NOISE_ONLY, NOISE_FIELDS),
+        ("not read by CpVerifyDefectsTask (its statistics have no iteration count)", {"clipMaxIter": 1}),
+    ),
+)
+
+
+@functools.cache
+def _ptcs() -> tuple[Any, Any, Any]:
+    good, det = vt._ptc(1)
+    previous, _ = vt._ptc(2, gains=tuple(g * 1.03 for g in vt.PTC_DET.gains))
+    return good, previous, det
+
+
+PTC = Sweep(
+    CpVerifyPtcTask,
+    lambda: {"inputPtc": _ptcs()[0], "inputReferencePtc": _ptcs()[1], "detector": _ptcs()[2]},
+    cases={
+        "gainThreshold": [(1.0, "main")],
+        "noiseThreshold": [(0.5, "main")],
+        "turnoffThreshold": [(1e6, "main")],
+    },
+)
+
+
+@functools.cache
+def _stats() -> list[Any]:
+    return [CpVerifyDarkTask().run(inputExp=vt._dark_residual(s, 4, n_cr=2)).outputStats for s in (4, 5)]
+
+
+@functools.cache
+def _flat_stats() -> list[Any]:
+    """Flat verifications of one exposure on two detectors 2 % apart (as runQuantum tags them)."""
+    out = []
+    for det, scale in ((0, 1.0), (1, 1.02)):
+        exp = _flat().copy()
+        exp.image[...] *= scale
+        out.append(dict(CpVerifyFlatTask().run(inputExp=exp).outputStats, detector=det))
+    return out
+
+
+RUN_MERGE = Sweep(
+    CpVerifyRunMergeTask,
+    lambda: {"inputStats": _stats()},
+    variants={"flats": ({"calibType": "flat"}, lambda: {"inputStats": _flat_stats()})},
+    cases={"calibType": [("flat", "main")], "exposureScatterThreshold": [(0.001, "flats")]},
+)
+CALIB_MERGE = Sweep(
+    CpVerifyCalibMergeTask,
+    lambda: {"inputStats": _stats()},
+    cases={"calibType": [("dark", "main")]},
+)
+
+SWEEPS = [DARK, BIAS, FLAT, DEFECTS, PTC, RUN_MERGE, CALIB_MERGE]
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda s: s.task.__name__)
+def test_every_field_is_accounted_for(sweep):
+    """Each field is swept, named, a no-op, a framework field or a listed gap; the baseline is stable."""
+    sweep.check_accounted()
+
+
+@pytest.mark.parametrize(
+    "sweep,dotted,value,variant",
+    [(s, *case) for s in SWEEPS for case in s.swept_cases()],
+    ids=lambda v: v.task.__name__ if isinstance(v, Sweep) else str(v)[:30],
+)
+def test_field_changes_the_output(sweep, dotted, value, variant):
+    """Changing one field (from the variant's baseline) changes the outputs or the connections."""
+    sweep.check_case(dotted, value, variant)
