@@ -9,6 +9,8 @@ begin is ``-(2**62)`` and an unbounded end is ``2**62``, so the overlap of two s
 
 from __future__ import annotations
 
+import datetime
+import re
 from functools import total_ordering
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,8 @@ __all__ = [
     "TIMESPAN_MAX",
     "TIMESPAN_MIN",
     "Timespan",
+    "iso_tai_to_ns",
+    "ns_to_isot",
     "ns_to_time",
     "parse_time",
     "time_to_ns",
@@ -37,6 +41,73 @@ TIMESPAN_MAX = 2**62
 
 _EPOCH_JD1 = 2440588.0  # 1970-01-01T00:00:00 as jd1 + jd2 (jd2 = -0.5)
 _EPOCH_JD2 = -0.5
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_NS_PER_MS = 1_000_000
+#: ISO 8601 date or date-time as `parse_time` reads it without astropy (at most 9 decimals).
+_ISO_TAI = re.compile(
+    r"(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})"
+    r"(?:[T ](?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?)?\Z"
+)
+
+
+def ns_to_isot(ns: int) -> str:
+    """Format integer TAI nanoseconds as astropy's TAI ``isot`` string, without astropy.
+
+    TAI days are all 86,400 s long, so the calendar date and time of day follow from integer
+    division; the seconds are rounded to the millisecond as astropy's ``Time.isot`` does (an
+    exact half millisecond, which astropy's floating point rounds either way, rounds up).
+
+    Parameters
+    ----------
+    ns : `int`
+        TAI nanoseconds since 1970-01-01T00:00:00 TAI.
+
+    Returns
+    -------
+    isot : `str`
+        ``YYYY-MM-DDTHH:MM:SS.sss``, equal to ``ns_to_time(ns).isot`` (years 1-9999; other
+        years are formatted by astropy).
+    """
+    ms = (int(ns) + _NS_PER_MS // 2) // _NS_PER_MS
+    days, ms_of_day = divmod(ms, 86_400_000)
+    ordinal = _EPOCH_ORDINAL + days
+    if not 1 <= ordinal <= 3_652_059:  # outside datetime's years 1-9999
+        return str(ns_to_time(ns).isot)
+    date = datetime.date.fromordinal(ordinal)
+    seconds, milli = divmod(ms_of_day, 1000)
+    minutes, sec = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{date.year:04d}-{date.month:02d}-{date.day:02d}T{hour:02d}:{minute:02d}:{sec:02d}.{milli:03d}"
+
+
+def iso_tai_to_ns(text: str) -> int | None:
+    """Read an ISO 8601 TAI date or date-time exactly, without astropy.
+
+    Parameters
+    ----------
+    text : `str`
+        ``YYYY-MM-DD``, ``YYYY-MM-DDTHH:MM``, ``YYYY-MM-DDTHH:MM:SS[.fffffffff]`` (``T`` or a
+        space between date and time).
+
+    Returns
+    -------
+    ns : `int` or `None`
+        TAI nanoseconds since 1970-01-01T00:00:00 TAI, or `None` when ``text`` is not of that
+        form or not a valid date and time (`parse_time` then asks astropy, which reads more
+        forms and words the error).
+    """
+    m = _ISO_TAI.match(text)
+    if m is None:
+        return None
+    hours, minutes, seconds = int(m["H"] or 0), int(m["M"] or 0), int(m["S"] or 0)
+    if hours > 23 or minutes > 59 or seconds > 59:
+        return None
+    try:
+        days = datetime.date(int(m["y"]), int(m["m"]), int(m["d"])).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return None
+    frac = int((m["f"] or "0").ljust(9, "0"))
+    return days * NS_PER_DAY + ((hours * 60 + minutes) * 60 + seconds) * 1_000_000_000 + frac
 
 
 def time_to_ns(time: Time) -> int:
@@ -173,10 +244,19 @@ class Timespan:
 
     @classmethod
     def from_strings(cls, begin: str | None, end: str | None, *, scale: str = "tai") -> Timespan:
-        """Build a timespan from ISO strings (TAI by default); `None` or ``""`` is unbounded."""
-        return cls(
-            parse_time(begin, scale=scale) if begin else None, parse_time(end, scale=scale) if end else None
-        )
+        """Build a timespan from ISO strings (TAI by default); `None` or ``""`` is unbounded.
+
+        Plain ISO TAI strings are read exactly without astropy (`iso_tai_to_ns`); other forms and
+        scales go through `parse_time`.
+        """
+
+        def to_ns(text: str | None, unbounded: int) -> int:
+            if not text:
+                return unbounded
+            ns = iso_tai_to_ns(text) if scale == "tai" and isinstance(text, str) else None
+            return time_to_ns(parse_time(text, scale=scale)) if ns is None else ns
+
+        return cls.from_ns(to_ns(begin, TIMESPAN_MIN), to_ns(end, TIMESPAN_MAX))
 
     @property
     def begin_ns(self) -> int:
@@ -221,9 +301,12 @@ class Timespan:
         return [t for t in out if t._end_ns > t._begin_ns]
 
     def to_dict(self) -> dict[str, str | None]:
-        """JSON-able form: ISO TAI strings, `None` for unbounded."""
-        b, e = self.begin, self.end
-        return {"begin": None if b is None else b.isot, "end": None if e is None else e.isot}
+        """JSON-able form: ISO TAI strings (astropy's ``isot``, `ns_to_isot`), `None` for unbounded."""
+        b, e = self._begin_ns, self._end_ns
+        return {
+            "begin": None if b <= TIMESPAN_MIN else ns_to_isot(b),
+            "end": None if e >= TIMESPAN_MAX else ns_to_isot(e),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, str | None]) -> Timespan:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from .commands import StepFailed, StepRecord, children_cpu, prepare_repo, say, self_cpu
-from .flows import FLOWS, run_flow
+from .flows import FLOWS, Flow, run_flow
 from .plots import write_plots
 from .report import summarize
 
@@ -19,6 +20,103 @@ __all__ = ["main"]
 def _package_summary() -> str:
     """First line of the ``pipeline.main_job`` docstring (read at call time: no import cycle)."""
     return (sys.modules[__package__].__doc__ or "").strip().splitlines()[0]
+
+
+def _phase(label: str, since: float) -> float:
+    """Print how long a phase after the commands took (``[plots: 0.8 s]``); return the time now."""
+    now = time.perf_counter()
+    say(f"  [{label}: {now - since:.2f} s]")
+    return now
+
+
+def _flow_in_child(instrument: str, data_dir: Path, repo: Path, processes: int, output: Path) -> list[StepRecord]:
+    """Run one instrument's flow in a worker process, its stdout and stderr (and its commands') into files.
+
+    The files are ``output`` and ``output`` with the suffix ``.err``.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for path, stream in ((output, 1), (output.with_suffix(".err"), 2)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, stream)
+        os.close(fd)
+    log: list[StepRecord] = []
+    try:
+        run_flow(FLOWS[instrument], data_dir, repo, processes=processes, log=log)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return log
+
+
+def run_flows(
+    flows: Sequence[Flow], data_dir: Path, repo: Path, *, processes: int, log: list[StepRecord], parallel: bool
+) -> None:
+    """Run the flows of several instruments, the later ones alongside the first when ``parallel``.
+
+    The instruments' steps are independent (their own raws, runs and calibration collections in one
+    repository; the registry serializes the writes). The first flow prints as it goes; each other
+    one runs in a worker process whose output (stdout and stderr) is printed, whole, when it has
+    finished.
+
+    Parameters
+    ----------
+    flows : sequence of `Flow`
+        The instruments' flows.
+    data_dir, repo : `pathlib.Path`
+        Data directory and repository root (created already).
+    processes : `int`
+        ``-j`` of ``pipetask run``.
+    log : `list` [`StepRecord`]
+        Receives the step records of every flow, in flow order.
+    parallel : `bool`
+        Run the flows after the first in worker processes at the same time as the first.
+
+    Raises
+    ------
+    StepFailed
+        If a step of any flow failed (after every flow has finished).
+    """
+    if not parallel or len(flows) < 2:
+        for flow in flows:
+            run_flow(flow, data_dir, repo, processes=processes, log=log)
+        return
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    # a fresh interpreter (spawn): no database connection or thread is inherited from this one
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="ccdflow-demo-") as tmp, ProcessPoolExecutor(
+        max_workers=len(flows) - 1, mp_context=context
+    ) as pool:
+        outputs = [Path(tmp) / f"{flow.instrument}.out" for flow in flows[1:]]
+        futures = [
+            pool.submit(_flow_in_child, flow.instrument, data_dir, repo, processes, out)
+            for flow, out in zip(flows[1:], outputs)
+        ]
+        say(
+            f"\n({', '.join(f.instrument for f in flows[1:])} running alongside {flows[0].instrument}: "
+            "its output follows when it has finished)"
+        )
+        failure: BaseException | None = None
+        try:
+            run_flow(flows[0], data_dir, repo, processes=processes, log=log)
+        except StepFailed as exc:
+            failure = exc
+        for flow, future, out in zip(flows[1:], futures, outputs):
+            try:
+                log.extend(future.result())
+            except StepFailed as exc:
+                failure = failure or exc
+            finally:
+                say(f"\n=== output of the {flow.instrument} flow ===", bold=True)
+                for path, stream in ((out, sys.stdout), (out.with_suffix(".err"), sys.stderr)):
+                    if path.exists():
+                        stream.write(path.read_text(errors="replace"))
+                        stream.flush()
+        if failure is not None:
+            raise failure
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="worker processes per pipetask run (default 1: the Kast and EFOSC2 frames "
         "are small, so starting workers costs more than it saves)",
     )
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="run the instruments one after the other (default: side by side on a machine with "
+        "more than one core, the first one's output live, the others' when they finish)",
+    )
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir).resolve()
     repo = Path(args.repo).resolve()
@@ -85,14 +189,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     log: list[StepRecord] = []
     try:
         prepare_repo(repo, args.mode, log)
-        for flow in flows:
-            run_flow(flow, data_dir, repo, processes=args.processes, log=log)
+        parallel = not args.serial and (os.cpu_count() or 1) > 1
+        run_flows(flows, data_dir, repo, processes=args.processes, log=log, parallel=parallel)
         say("\n=== results ===", bold=True)
+        tp = time.perf_counter()
         report = summarize(repo, flows)
+        tp = _phase("results table", tp)
         plots = write_plots(repo, flows)
+        tp = _phase("plots", tp)
         from pipeline.report import write_report
 
         page = write_report(repo, repo / "report")
+        _phase("report page", tp)
     except (StepFailed, FileNotFoundError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1

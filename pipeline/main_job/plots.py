@@ -52,6 +52,18 @@ def _quicklook(exp: Any, title: str, path: Path) -> None:
     fig.savefig(path, dpi=80, bbox_inches="tight")
 
 
+def _is_newer(path: Path, source: Path) -> bool:
+    """Whether ``path`` exists and was written after ``source`` (a missing source counts as older)."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return False
+    try:
+        return mtime >= source.stat().st_mtime
+    except OSError:
+        return True
+
+
 def write_plots(repo: Path, flows: Sequence[Flow]) -> list[Path]:
     """Copy the PTC plot datasets and write a quick-look PNG of one postISRCCD per instrument.
 
@@ -66,7 +78,8 @@ def write_plots(repo: Path, flows: Sequence[Flow]) -> list[Path]:
     -------
     paths : `list` [`pathlib.Path`]
         The PNG files written under ``repo/plots/``: ``<instrument>_det<N>_<plot type>.png``
-        (from the cpPtc run's ``Plot`` datasets) and ``<instrument>_postISRCCD_<obs_id>.png``.
+        (from the cpPtc run's ``Plot`` datasets) and ``<instrument>_postISRCCD_<obs_id>.png``
+        (kept when it is newer than its image: a re-run does not draw it again).
     """
     from butler import Butler
 
@@ -89,7 +102,6 @@ def write_plots(repo: Path, flows: Sequence[Flow]) -> list[Path]:
                 return float(r.data_id.records["exposure"].exposure_time) if r.data_id.has_records() else 0.0
 
             ref = max(refs, key=lambda r: (exptime(r), r.data_id["exposure"]))
-            exp = b.get(ref)
             rec = ref.data_id.records.get("exposure") if ref.data_id.has_records() else None
             obs_id = rec.obs_id if rec is not None else str(ref.data_id["exposure"])
             what = (
@@ -99,6 +111,7 @@ def write_plots(repo: Path, flows: Sequence[Flow]) -> list[Path]:
             )
             title = f"{inst} postISRCCD {obs_id} detector {ref.data_id['detector']} ({what})"
             path = out / f"{inst}_postISRCCD_{obs_id.replace('/', '_').replace(':', '')}.png"
-            _quicklook(exp, title, path)
+            if not _is_newer(path, b.get_uri(ref)):  # a re-run keeps a quick-look drawn from this image
+                _quicklook(b.get(ref), title, path)
             written.append(path)
     return written

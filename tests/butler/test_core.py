@@ -12,7 +12,7 @@ from butler import DataCoordinate, DataIdError, DatasetRef, DatasetType, Timespa
 from butler.datastore.file_datastore import PathTemplate
 from butler.dimensions import DimensionRecord, default_universe
 from butler.registry.schema import schema_summary
-from butler.timespan import TIMESPAN_MAX, TIMESPAN_MIN, ns_to_time, time_to_ns
+from butler.timespan import TIMESPAN_MAX, TIMESPAN_MIN, iso_tai_to_ns, ns_to_isot, ns_to_time, parse_time, time_to_ns
 
 
 def test_time_ns_roundtrip_is_exact_and_tai():
@@ -25,6 +25,29 @@ def test_time_ns_roundtrip_is_exact_and_tai():
     utc = Time("2022-01-26T19:00:00", scale="utc")
     assert time_to_ns(utc) - time_to_ns(Time("2022-01-26T19:00:00", scale="tai")) == 37 * 10**9
     assert time_to_ns(Time("1970-01-01T00:00:00", scale="tai")) == 0
+
+
+def test_isot_without_astropy_equals_astropy():
+    """`ns_to_isot` / `iso_tai_to_ns` (no astropy) give astropy's strings and nanoseconds."""
+    import numpy as np
+
+    rng = np.random.default_rng(17)
+    day, ms = 86_400 * 10**9, 10**6
+    # (an exact half-millisecond is a tie that astropy's floating point breaks either way: not sampled)
+    samples = [0, -1, 1, ms // 2 + 10, ms // 2 - 10, day - 1, day - ms // 2 + 10, day - ms // 2 - 10, -day, -day - 1]
+    samples += [int(x) for x in rng.integers(-150 * 365 * day, 140 * 365 * day, 300)]
+    samples += [int(x) * ms + ms // 2 + d for x in rng.integers(-10**11, 10**12, 40) for d in (-10, 10)]
+    for ns in samples:
+        assert ns_to_isot(ns) == ns_to_time(ns).isot, ns
+    texts = ["2015-05-01T00:00:00", "2015-05-01", "2022-01-26T19:00", "2022-01-26 19:00:00.5",
+             "2000-02-29T23:59:59.999999999", "1901-12-31T01:02:03.000123", "2116-01-01T00:00:00.1"]
+    for text in texts:
+        assert iso_tai_to_ns(text) == time_to_ns(parse_time(text)), text
+        assert Timespan.from_strings(text, None).begin_ns == time_to_ns(parse_time(text))
+    for bad in ["2015-02-30", "2015-05-01T24:00:00", "2015-05-01T00:00:60", " 2015-05-01", "mjd", "2015-5-1"]:
+        assert iso_tai_to_ns(bad) is None, bad
+    with pytest.raises(ValueError, match="not a valid time"):
+        Timespan.from_strings("2015-02-30", None)
 
 
 def test_timespan_overlap_contains_difference():
