@@ -12,9 +12,13 @@ from pathlib import Path
 from .commands import StepFailed, StepRecord, children_cpu, prepare_repo, say, self_cpu
 from .flows import FLOWS, Flow, run_flow
 from .plots import write_plots
-from .report import summarize
+from .report import summarize_reusing
 
-__all__ = ["main"]
+__all__ = ["STATE_FILE", "main"]
+
+STATE_FILE = "main_job_state.json"
+"""File in ``REPO/report/`` holding the results table's inputs of the last run (`summarize_reusing`)."""
+_IDEMPOTENT = ("register-instrument", "ingest-raws")
 
 
 def _package_summary() -> str:
@@ -189,18 +193,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     log: list[StepRecord] = []
     try:
         prepare_repo(repo, args.mode, log)
-        parallel = not args.serial and (os.cpu_count() or 1) > 1
+        # side by side only from scratch: a reused repository has little or nothing to do, less
+        # than the start-up of a second interpreter
+        created = any(r.label == "butler create" for r in log)
+        parallel = created and not args.serial and (os.cpu_count() or 1) > 1
         run_flows(flows, data_dir, repo, processes=args.processes, log=log, parallel=parallel)
         say("\n=== results ===", bold=True)
         tp = time.perf_counter()
-        report = summarize(repo, flows)
+        report, changed = summarize_reusing(repo, flows, repo / "report" / STATE_FILE)
+        # register-instrument and ingest-raws run every time; what they add shows in the counts
+        changed = changed or any(not r.skipped and not r.label.endswith(_IDEMPOTENT) for r in log)
         tp = _phase("results table", tp)
         plots = write_plots(repo, flows)
         tp = _phase("plots", tp)
-        from pipeline.report import write_report
+        page = repo / "report" / "index.html"
+        if changed or not page.exists():
+            from pipeline.report import write_report
 
-        page = write_report(repo, repo / "report")
-        _phase("report page", tp)
+            page = write_report(repo, repo / "report")
+            _phase("report page", tp)
+        else:
+            say(f"  report page up to date: {page} (ccdflow-report rewrites it)")
     except (StepFailed, FileNotFoundError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1

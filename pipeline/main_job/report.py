@@ -11,7 +11,7 @@ from typing import Any
 from ._queries import query
 from .flows import Flow
 
-__all__ = ["AmpResult", "collect_results", "dataset_counts", "format_report", "summarize"]
+__all__ = ["AmpResult", "collect_results", "dataset_counts", "format_report", "summarize", "summarize_reusing"]
 
 #: Header keywords written by IsrTask (contracts §5), per amplifier.
 _OVERSCAN_LEVEL_KEY = "LSST ISR OVERSCAN SERIAL MEAN {amp}"
@@ -171,13 +171,14 @@ def dataset_counts(repo: Path) -> dict[str, dict[str, int]]:
     b = Butler(repo, writeable=False)
     runs = list(b.registry.query_collections("*", types=[CollectionType.RUN]))
     counts: dict[str, dict[str, int]] = {}
-    if not runs:
+    types = [dt.name for dt in b.registry.query_dataset_types("*")]
+    if not runs or not types:
         return counts
-    for dt in b.registry.query_dataset_types("*"):
-        for ref in query(b, dt.name, runs):
-            inst = str(ref.data_id.get("instrument", "-")) if "instrument" in ref.data_id.dimensions else "-"
-            per = counts.setdefault(dt.name, {})
-            per[inst] = per.get(inst, 0) + 1
+    # one query for every type (a query per type costs ~10 ms each)
+    for ref in b.registry.query_datasets(types, collections=runs, find_first=False):
+        inst = str(ref.data_id.get("instrument", "-")) if "instrument" in ref.data_id.dimensions else "-"
+        per = counts.setdefault(ref.dataset_type.name, {})
+        per[inst] = per.get(inst, 0) + 1
     return counts
 
 
@@ -247,3 +248,52 @@ def summarize(repo: Path, flows: Sequence[Flow]) -> str:
         Aligned plain-text tables (`format_report`).
     """
     return format_report(collect_results(repo, flows), dataset_counts(repo))
+
+
+def summarize_reusing(repo: Path, flows: Sequence[Flow], state_file: Path) -> tuple[str, bool]:
+    """`summarize`, reusing the per-amplifier results of an earlier run when the repository is unchanged.
+
+    The state file holds the per-amplifier results and a key: the dataset counts per type and
+    instrument, the collections and their types, and the instruments. When the key equals the
+    repository's now, the results are taken from the file instead of being read again from the
+    PTCs and the science images (a re-run with nothing to do); otherwise they are read and the
+    file is rewritten.
+
+    Parameters
+    ----------
+    repo : `pathlib.Path`
+        Repository root.
+    flows : sequence of `Flow`
+        The instruments processed.
+    state_file : `pathlib.Path`
+        The JSON state file (created or replaced).
+
+    Returns
+    -------
+    text : `str`
+        The same text as `summarize`.
+    changed : `bool`
+        False when the repository was as the state file describes it.
+    """
+    import json
+
+    from butler import Butler
+
+    counts = dataset_counts(repo)
+    b = Butler(repo, writeable=False)
+    collections = sorted(
+        [name, b.registry.get_collection_type(name).name] for name in b.registry.query_collections("*")
+    )
+    key = {"counts": counts, "collections": collections, "instruments": [f.instrument for f in flows]}
+    try:
+        old = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    if old.get("key") == key and isinstance(old.get("results"), list):
+        return format_report([AmpResult(**r) for r in old["results"]], counts), False
+    results = collect_results(repo, flows)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "results": [dataclasses.asdict(r) for r in results]}), encoding="utf-8")
+    tmp.replace(state_file)
+    return format_report(results, counts), True
