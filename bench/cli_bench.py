@@ -56,11 +56,17 @@ LSST = {
     "help_wall_s": "1.6",
     "first_query_ms": "6-21",
 }
-TASKS = ["-t", "_toy_tasks.SubtractMedianTask:subtractMedian", "-t", "_toy_tasks.GatherMediansTask:gatherMedians"]
+TASKS = [
+    "-t",
+    "_toy_tasks.SubtractMedianTask:subtractMedian",
+    "-t",
+    "_toy_tasks.GatherMediansTask:gatherMedians",
+]
 
 
-def target(name: str, value: float, unit: str, goal: str, lsst: str = "", ratio: float | None = None,
-           note: str = "") -> None:
+def target(
+    name: str, value: float, unit: str, goal: str, lsst: str = "", ratio: float | None = None, note: str = ""
+) -> None:
     """Print one machine-readable figure (``TARGET {json}``) for ``bench/run_all.py``.
 
     Parameters
@@ -80,9 +86,22 @@ def target(name: str, value: float, unit: str, goal: str, lsst: str = "", ratio:
     note : `str`
         Anything else worth a column.
     """
-    print("TARGET " + json.dumps({"bench": "cli_bench", "name": name, "value": round(value, 4), "unit": unit,
-                                  "target": goal, "lsst": lsst, "ratio": None if ratio is None else round(ratio, 1),
-                                  "note": note}), flush=True)
+    print(
+        "TARGET "
+        + json.dumps(
+            {
+                "bench": "cli_bench",
+                "name": name,
+                "value": round(value, 4),
+                "unit": unit,
+                "target": goal,
+                "lsst": lsst,
+                "ratio": None if ratio is None else round(ratio, 1),
+                "note": note,
+            }
+        ),
+        flush=True,
+    )
 
 
 def _exe(name: str) -> str:
@@ -141,7 +160,7 @@ def _fmt_packages(packages: list[tuple[str, float]]) -> str:
 
 
 def _find(tree: Any, key: str) -> float:
-    """The value of ``key`` anywhere in a nested mapping (task metadata is nested by task name)."""
+    """Return the value of ``key`` anywhere in a nested mapping (task metadata nests by task name)."""
     if isinstance(tree, dict):
         if key in tree:
             return float(tree[key])
@@ -174,15 +193,34 @@ def bench_run(repo: Path, n_quanta_expected: int, help_wall: float, repeat: int,
     rows = []
     for k in range(repeat):
         run = f"bench/{tag}/{k}"
-        cmd = [pipetask, "run", "-b", str(repo), *TASKS, "-i", toy.TOY_RAW_RUN, "--output-run", run,
-               "--register-dataset-types", "--no-progress"]
+        cmd = [
+            pipetask,
+            "run",
+            "-b",
+            str(repo),
+            *TASKS,
+            "-i",
+            toy.TOY_RAW_RUN,
+            "--output-run",
+            run,
+            "--register-dataset-types",
+            "--no-progress",
+        ]
         wall, cpu, _ = timed(cmd, repeat=1)
         compute, in_rq, n = compute_seconds(repo, run)
         if n != n_quanta_expected:
             raise RuntimeError(f"{tag}: {n} quanta ran, expected {n_quanta_expected}")
-        rows.append({"wall": wall, "cpu": cpu, "compute": compute, "in_run_quantum": in_rq, "n": n,
-                     "overhead_ms": 1000 * (wall - help_wall - compute) / n,
-                     "overhead_cpu_ms": 1000 * (cpu - compute) / n})
+        rows.append(
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "compute": compute,
+                "in_run_quantum": in_rq,
+                "n": n,
+                "overhead_ms": 1000 * (wall - help_wall - compute) / n,
+                "overhead_cpu_ms": 1000 * (cpu - compute) / n,
+            }
+        )
     best = sorted(rows, key=lambda r: r["overhead_ms"])[len(rows) // 2]  # the median run
     best["all_overhead_ms"] = [r["overhead_ms"] for r in rows]
     return best
@@ -220,52 +258,111 @@ def main(argv: Sequence[str] | None = None) -> int:
         small.close() if hasattr(small, "close") else None
         large.close() if hasattr(large, "close") else None
         n_small, n_large = 10 * 9 + 10, big[0] * big[1] + big[0]
-        print(f"toy workload: {shape[0]}x{shape[1]} uint16 raws; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} cores at the start")
+        print(
+            f"toy workload: {shape[0]}x{shape[1]} uint16 raws; load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} cores at the start"
+        )
 
         help_wall, help_cpu, _ = timed([pipetask, "--help"], repeat=max(repeat, 5))
-        print(f"pipetask --help                {help_wall:7.3f} s wall, {help_cpu:.3f} s CPU   [LSST {LSST['help_wall_s']} s]")
-        target("pipetask --help, whole process", help_wall, "s", "<= 0.3", LSST["help_wall_s"],
-               float(LSST["help_wall_s"]) / help_wall)
+        print(
+            f"pipetask --help                {help_wall:7.3f} s wall, {help_cpu:.3f} s CPU   [LSST {LSST['help_wall_s']} s]"
+        )
+        target(
+            "pipetask --help, whole process",
+            help_wall,
+            "s",
+            "<= 0.3",
+            LSST["help_wall_s"],
+            float(LSST["help_wall_s"]) / help_wall,
+        )
 
-        qgraph = [pipetask, "qgraph", "-b", str(tmp / "small"), *TASKS, "-i", toy.TOY_RAW_RUN, "--output-run", "bench/qgraph"]
+        qgraph = [
+            pipetask,
+            "qgraph",
+            "-b",
+            str(tmp / "small"),
+            *TASKS,
+            "-i",
+            toy.TOY_RAW_RUN,
+            "--output-run",
+            "bench/qgraph",
+        ]
         qg_wall, qg_cpu, _ = timed(qgraph, repeat=repeat)
-        print(f"pipetask qgraph, 100 quanta    {qg_wall:7.3f} s wall, {qg_cpu:.3f} s CPU   "
-              f"[LSST {LSST['qgraph100_wall_s']} s; target <= 0.32 s]")
-        target("pipetask qgraph of 100 quanta, whole process", qg_wall, "s", "<= 0.32", LSST["qgraph100_wall_s"],
-               float(LSST["qgraph100_wall_s"]) / qg_wall)
+        print(
+            f"pipetask qgraph, 100 quanta    {qg_wall:7.3f} s wall, {qg_cpu:.3f} s CPU   "
+            f"[LSST {LSST['qgraph100_wall_s']} s; target <= 0.32 s]"
+        )
+        target(
+            "pipetask qgraph of 100 quanta, whole process",
+            qg_wall,
+            "s",
+            "<= 0.32",
+            LSST["qgraph100_wall_s"],
+            float(LSST["qgraph100_wall_s"]) / qg_wall,
+        )
 
         r = bench_run(tmp / "small", n_small, help_wall, repeat, "r100")
-        print(f"pipetask run, 100 quanta       {r['wall']:7.3f} s wall, {r['cpu']:.3f} s CPU; tasks' compute "
-              f"{r['compute']:.3f} s, in runQuantum {r['in_run_quantum']:.3f} s   [LSST {LSST['run100_wall_s']} s]")
-        print(f"  framework overhead           {r['overhead_ms']:7.2f} ms/quantum "
-              f"(runs: {', '.join(f'{x:.2f}' for x in r['all_overhead_ms'])}; by CPU {r['overhead_cpu_ms']:.2f})   "
-              f"[LSST {LSST['run100_overhead_ms']} ms; target <= 3.9 ms]")
-        target("pipetask run of 100 quanta, whole process", r["wall"], "s", "", LSST["run100_wall_s"],
-               float(LSST["run100_wall_s"]) / r["wall"])
-        target("pipetask run of 100 quanta, framework overhead", r["overhead_ms"], "ms/quantum", "<= 3.9",
-               LSST["run100_overhead_ms"], 61.0 / r["overhead_ms"], note=f"by CPU {r['overhead_cpu_ms']:.2f}")
+        print(
+            f"pipetask run, 100 quanta       {r['wall']:7.3f} s wall, {r['cpu']:.3f} s CPU; tasks' compute "
+            f"{r['compute']:.3f} s, in runQuantum {r['in_run_quantum']:.3f} s   [LSST {LSST['run100_wall_s']} s]"
+        )
+        print(
+            f"  framework overhead           {r['overhead_ms']:7.2f} ms/quantum "
+            f"(runs: {', '.join(f'{x:.2f}' for x in r['all_overhead_ms'])}; by CPU {r['overhead_cpu_ms']:.2f})   "
+            f"[LSST {LSST['run100_overhead_ms']} ms; target <= 3.9 ms]"
+        )
+        target(
+            "pipetask run of 100 quanta, whole process",
+            r["wall"],
+            "s",
+            "",
+            LSST["run100_wall_s"],
+            float(LSST["run100_wall_s"]) / r["wall"],
+        )
+        target(
+            "pipetask run of 100 quanta, framework overhead",
+            r["overhead_ms"],
+            "ms/quantum",
+            "<= 3.9",
+            LSST["run100_overhead_ms"],
+            61.0 / r["overhead_ms"],
+            note=f"by CPU {r['overhead_cpu_ms']:.2f}",
+        )
 
         rl = bench_run(tmp / "large", n_large, help_wall, 1 if args.quick else 2, "rbig")
-        print(f"pipetask run, {n_large:,d} quanta   {rl['wall']:7.2f} s wall, {rl['cpu']:.2f} s CPU; tasks' compute "
-              f"{rl['compute']:.2f} s, in runQuantum {rl['in_run_quantum']:.2f} s")
-        print(f"  framework overhead           {rl['overhead_ms']:7.2f} ms/quantum "
-              f"(runs: {', '.join(f'{x:.2f}' for x in rl['all_overhead_ms'])}; by CPU {rl['overhead_cpu_ms']:.2f})   "
-              f"[LSST {LSST['run3700_overhead_ms']} ms; target <= 2.3 ms]")
-        target(f"pipetask run of {n_large:,d} quanta, framework overhead", rl["overhead_ms"], "ms/quantum",
-               "<= 2.3", LSST["run3700_overhead_ms"], 117.0 / rl["overhead_ms"],
-               note=f"by CPU {rl['overhead_cpu_ms']:.2f}")
+        print(
+            f"pipetask run, {n_large:,d} quanta   {rl['wall']:7.2f} s wall, {rl['cpu']:.2f} s CPU; tasks' compute "
+            f"{rl['compute']:.2f} s, in runQuantum {rl['in_run_quantum']:.2f} s"
+        )
+        print(
+            f"  framework overhead           {rl['overhead_ms']:7.2f} ms/quantum "
+            f"(runs: {', '.join(f'{x:.2f}' for x in rl['all_overhead_ms'])}; by CPU {rl['overhead_cpu_ms']:.2f})   "
+            f"[LSST {LSST['run3700_overhead_ms']} ms; target <= 2.3 ms]"
+        )
+        target(
+            f"pipetask run of {n_large:,d} quanta, framework overhead",
+            rl["overhead_ms"],
+            "ms/quantum",
+            "<= 2.3",
+            LSST["run3700_overhead_ms"],
+            117.0 / rl["overhead_ms"],
+            note=f"by CPU {rl['overhead_cpu_ms']:.2f}",
+        )
 
         where = f"instrument = '{toy.TOY_INSTRUMENT}'"
         qdi = [butler_cli, "query-data-ids", str(tmp / "large"), "exposure,detector", "-d", where]
         qdi_wall, qdi_cpu, _ = timed(qdi, repeat=repeat)
-        print(f"butler query-data-ids ({big[0] * big[1]:,d} rows)  {qdi_wall:7.3f} s wall, {qdi_cpu:.3f} s CPU   "
-              "[target <= 0.2 s]")
+        print(
+            f"butler query-data-ids ({big[0] * big[1]:,d} rows)  {qdi_wall:7.3f} s wall, {qdi_cpu:.3f} s CPU   "
+            "[target <= 0.2 s]"
+        )
         target(f"butler query-data-ids CLI ({big[0] * big[1]:,d} rows)", qdi_wall, "s", "<= 0.2")
         qdr = [butler_cli, "query-dimension-records", str(tmp / "large"), "exposure"]
         qdr_wall, qdr_cpu, _ = timed(qdr, repeat=repeat)
-        print(f"butler query-dimension-records exposure ({big[0]} rows)  {qdr_wall:7.3f} s wall, "
-              f"{qdr_cpu:.3f} s CPU   [target <= 0.2 s]")
+        print(
+            f"butler query-dimension-records exposure ({big[0]} rows)  {qdr_wall:7.3f} s wall, "
+            f"{qdr_cpu:.3f} s CPU   [target <= 0.2 s]"
+        )
         target("butler query-dimension-records CLI", qdr_wall, "s", "<= 0.2")
 
         probe = (
@@ -276,22 +373,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         firsts = []
         for _ in range(repeat):
-            out = subprocess.run([sys.executable, "-c", probe, str(tmp / "large"), where], capture_output=True,
-                                 text=True, check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, "-c", probe, str(tmp / "large"), where],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             firsts.append((float(out[1]), float(out[2]), int(out[0])))
         fw = statistics.median(f[0] for f in firsts)
         fc = statistics.median(f[1] for f in firsts)
-        print(f"first query_data_ids in a process ({firsts[0][2]:,d} rows)  {fw:7.1f} ms wall, {fc:.1f} ms CPU   "
-              f"[LSST {LSST['first_query_ms']} ms; target <= 10 ms]")
-        target(f"first query_data_ids call in a process ({firsts[0][2]:,d} rows)", fw, "ms", "<= 10",
-               LSST["first_query_ms"], 13.5 / fw)
+        print(
+            f"first query_data_ids in a process ({firsts[0][2]:,d} rows)  {fw:7.1f} ms wall, {fc:.1f} ms CPU   "
+            f"[LSST {LSST['first_query_ms']} ms; target <= 10 ms]"
+        )
+        target(
+            f"first query_data_ids call in a process ({firsts[0][2]:,d} rows)",
+            fw,
+            "ms",
+            "<= 10",
+            LSST["first_query_ms"],
+            13.5 / fw,
+        )
 
         print("import time per command (python -X importtime, sum of self times; largest packages, ms):")
         commands = {
             "pipetask --help": [pipetask, "--help"],
             "pipetask qgraph": qgraph,
-            "pipetask run": [pipetask, "run", "-b", str(tmp / "small"), *TASKS, "-i", toy.TOY_RAW_RUN,
-                             "--output-run", "bench/imports", "--register-dataset-types", "--no-progress"],
+            "pipetask run": [
+                pipetask,
+                "run",
+                "-b",
+                str(tmp / "small"),
+                *TASKS,
+                "-i",
+                toy.TOY_RAW_RUN,
+                "--output-run",
+                "bench/imports",
+                "--register-dataset-types",
+                "--no-progress",
+            ],
             "butler query-data-ids": qdi,
             "butler query-dimension-records": qdr,
         }

@@ -1,4 +1,4 @@
-"""The main job (``ccdflow-demo``, the README's first command) from scratch and re-run, and where its time goes.
+"""The main job (``ccdflow-demo``) from scratch and re-run, and where its time goes.
 
 Runs ``ccdflow-demo DATA_DIR --repo TMP --mode rebuild`` (from scratch), then the same command
 again (``--mode reuse``: nothing to do), and prints:
@@ -79,7 +79,7 @@ def breakdown(stdout: str) -> list[tuple[str, float, float, float | None]]:
 
 
 def results_table(stdout: str) -> str:
-    """The per-amplifier results table of a main-job output (for comparing two runs)."""
+    """Return the per-amplifier results table of a main-job output (to compare two runs)."""
     lines = stdout.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("instrument det amp")), None)
     if start is None:
@@ -117,19 +117,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         repo = tmp / "demo_repo"
         wall, cpu, out = run_demo([str(data), "--repo", str(repo), "--mode", "rebuild"])
-        print(f"main job from scratch: {wall:.1f} s wall, {cpu:.1f} s CPU   [target <= 12 s on an idle 2-core machine]")
+        print(
+            f"main job from scratch: {wall:.1f} s wall, {cpu:.1f} s CPU   [target <= 12 s on an idle 2-core machine]"
+        )
         rows = breakdown(out)
         extra = ("defects", "Verify", "report page")
         budget = sum(w for label, w, _, _ in rows if not any(e in label for e in extra))
         outside = sum(w for label, w, _, _ in rows if any(e in label for e in extra))
-        print(f"  per command (wall / CPU s; pipetask: executing quanta + the rest = graph, set-up); "
-              f"sum {budget:.1f} s + {outside:.1f} s of defects, verification and report page:")
+        print(
+            f"  per command (wall / CPU s; pipetask: executing quanta + the rest = graph, set-up); "
+            f"sum {budget:.1f} s + {outside:.1f} s of defects, verification and report page:"
+        )
         for label, w, c, ex in rows:
             split = f"   quanta {ex:.2f} + graph/set-up {w - ex:.2f}" if ex is not None else ""
             cpu_text = f"{c:5.1f}" if c == c else "    -"
             print(f"    {label:32s} {w:5.2f} / {cpu_text}{split}")
-        target("main job from scratch (ccdflow-demo, both instruments)", wall, "s", "<= 12",
-               note=f"CPU {cpu:.1f} s; before: 27 s")
+        target(
+            "main job from scratch (ccdflow-demo, both instruments)",
+            wall,
+            "s",
+            "<= 12",
+            note=f"CPU {cpu:.1f} s; before: 27 s",
+        )
         for label, w, _, _ in rows:
             if any(e in label for e in extra):
                 target(f"main job step: {label}", w, "s", "<= 1.5")
@@ -141,14 +150,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {label:32s} {w:5.2f} s")
         if results_table(out2) != table:
             print("  WARNING: the re-run's results table differs from the first run's")
-        target("main job re-run with nothing to do", wall2, "s", "<= 3", note=f"CPU {cpu2:.1f} s; before: 11 s")
+        target(
+            "main job re-run with nothing to do", wall2, "s", "<= 3", note=f"CPU {cpu2:.1f} s; before: 11 s"
+        )
         if not args.quick:
             total, packages = import_profile([_demo(), str(data), "--repo", str(tmp / "imports"), "--serial"])
             pk = ", ".join(f"{p} {1000 * s:.0f}" for p, s in packages)
             print(f"main job imports (one process, --serial): {total:.2f} s   ({pk} ms)")
             target("main job imports (python -X importtime, summed)", total, "s", "", note=pk)
-        print(json.dumps({"from_scratch_s": round(wall, 2), "rerun_s": round(wall2, 2),
-                          "load_average": round(os.getloadavg()[0], 2)}))
+        print(
+            json.dumps(
+                {
+                    "from_scratch_s": round(wall, 2),
+                    "rerun_s": round(wall2, 2),
+                    "load_average": round(os.getloadavg()[0], 2),
+                }
+            )
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

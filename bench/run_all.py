@@ -74,15 +74,32 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}, {platform.system()}"
 
 
-def _row(name: str, value: float, unit: str, target: str = "", lsst: str = "", ratio: float | None = None,
-         note: str = "") -> dict[str, Any]:
-    return {"name": name, "value": value, "unit": unit, "target": target, "lsst": lsst, "ratio": ratio, "note": note}
+def _row(
+    name: str,
+    value: float,
+    unit: str,
+    target: str = "",
+    lsst: str = "",
+    ratio: float | None = None,
+    note: str = "",
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "target": target,
+        "lsst": lsst,
+        "ratio": ratio,
+        "note": note,
+    }
 
 
 def _isr(m: re.Match[str]) -> list[dict[str, Any]]:
-    return [_row("full ISR of a 16-amp 4072 x 4000 detector, one core", float(m[1]), "s", "<= 0.2"),
-            _row("ISR speed-up over ccdproc on the same steps", float(m[2]), "x", ">= 6"),
-            _row("ISR peak memory / float32 image", float(m[3]), "x", "<= 4")]
+    return [
+        _row("full ISR of a 16-amp 4072 x 4000 detector, one core", float(m[1]), "s", "<= 0.2"),
+        _row("ISR speed-up over ccdproc on the same steps", float(m[2]), "x", ">= 6"),
+        _row("ISR peak memory / float32 image", float(m[3]), "x", "<= 4"),
+    ]
 
 
 def _ptc(m: re.Match[str]) -> list[dict[str, Any]]:
@@ -93,19 +110,29 @@ def _big(m: re.Match[str]) -> list[dict[str, Any]]:
     n = int(m[1])
     at = "" if n >= 1_000_000 else " at 10^6 quanta"
     wrap = (lambda t: t) if not at else (lambda t: f"({t}{at})")  # not compared below 10^6 quanta
-    return [_row(f"{n:,d}-quantum graph: build", float(m[2]), "s", wrap("<= 90")),
-            _row(f"{n:,d}-quantum graph: peak memory", float(m[3]), "MB", wrap("<= 4000")),
-            _row(f"{n:,d}-quantum graph: save", float(m[4]), "s", wrap("<= 10")),
-            _row(f"{n:,d}-quantum graph: load", float(m[5]), "s", wrap("<= 10"))]
+    return [
+        _row(f"{n:,d}-quantum graph: build", float(m[2]), "s", wrap("<= 90")),
+        _row(f"{n:,d}-quantum graph: peak memory", float(m[3]), "MB", wrap("<= 4000")),
+        _row(f"{n:,d}-quantum graph: save", float(m[4]), "s", wrap("<= 10")),
+        _row(f"{n:,d}-quantum graph: load", float(m[5]), "s", wrap("<= 10")),
+    ]
 
 
 #: Plain-text figures of benchmarks without ``TARGET`` lines: (benchmark, pattern, rows from the match).
 PATTERNS: list[tuple[str, str, Callable[[re.Match[str]], list[dict[str, Any]]]]] = [
-    ("isr_bench", r"^16-amp \S+\s+\d+\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)x/.*?"
-                  r"([\d.]+)\s*$", _isr),
+    (
+        "isr_bench",
+        r"^16-amp \S+\s+\d+\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)x/.*?"
+        r"([\d.]+)\s*$",
+        _isr,
+    ),
     ("ptc_bench", r"^extract: 16 amps.*numThreads=1: ([\d.]+) s per pair", _ptc),
-    ("pipeline_bench", r"^big graph .*?: (\d+) quanta built in ([\d.]+) s .*peak RSS (\d+) MB, saved in ([\d.]+) s"
-                       r".*loaded in ([\d.]+) s", _big),
+    (
+        "pipeline_bench",
+        r"^big graph .*?: (\d+) quanta built in ([\d.]+) s .*peak RSS (\d+) MB, saved in ([\d.]+) s"
+        r".*loaded in ([\d.]+) s",
+        _big,
+    ),
 ]
 
 
@@ -128,11 +155,15 @@ def extract_targets(name: str, output: str) -> list[dict[str, Any]]:
     for line in output.splitlines():
         if line.startswith("TARGET {"):
             try:
-                row = json.loads(line[len("TARGET "):])
+                row = json.loads(line[len("TARGET ") :])
             except json.JSONDecodeError:
                 continue
-            rows.append({**_row(row.get("name", "?"), row.get("value", float("nan")), row.get("unit", "")),
-                         **{k: row[k] for k in ("target", "lsst", "ratio", "note") if row.get(k) is not None}})
+            rows.append(
+                {
+                    **_row(row.get("name", "?"), row.get("value", float("nan")), row.get("unit", "")),
+                    **{k: row[k] for k in ("target", "lsst", "ratio", "note") if row.get(k) is not None},
+                }
+            )
     if not rows:
         for bench, pattern, make in PATTERNS:
             if bench != name:
@@ -180,8 +211,18 @@ def format_table(rows: Sequence[dict[str, Any]], markdown: bool) -> str:
     cells = []
     for r in rows:
         ratio = r.get("ratio")
-        cells.append([f"`{r['bench']}`" if markdown else r["bench"], r["name"], _value(r), str(r.get("target") or ""),
-                      _met(r), str(r.get("lsst") or ""), f"{ratio:.1f}x" if ratio else "", str(r.get("note") or "")])
+        cells.append(
+            [
+                f"`{r['bench']}`" if markdown else r["bench"],
+                r["name"],
+                _value(r),
+                str(r.get("target") or ""),
+                _met(r),
+                str(r.get("lsst") or ""),
+                f"{ratio:.1f}x" if ratio else "",
+                str(r.get("note") or ""),
+            ]
+        )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
@@ -246,10 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     parser.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="write the table of targets into README.md and docs/benchmarks.md")
-    parser.add_argument("--tables-only", action="store_true",
-                        help="run nothing: tabulate the outputs already in --output")
+    parser.add_argument(
+        "--update-readme",
+        action="store_true",
+        help="write the table of targets into README.md and docs/benchmarks.md",
+    )
+    parser.add_argument(
+        "--tables-only", action="store_true", help="run nothing: tabulate the outputs already in --output"
+    )
     args = parser.parse_args(argv)
     status = 0
     if args.tables_only:
@@ -274,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(proc.stderr[-4000:], file=sys.stderr)
             body = proc.stdout.strip() or "(no output)"
             outputs[name] = body
-            tail = "" if proc.returncode == 0 else f"\n\nFAILED (exit {proc.returncode}):\n```\n{proc.stderr[-2000:]}\n```"
+            tail = (
+                ""
+                if proc.returncode == 0
+                else f"\n\nFAILED (exit {proc.returncode}):\n```\n{proc.stderr[-2000:]}\n```"
+            )
             sections.append(
                 f"## {name}\n\nCommand: `python bench/{name}.py{' --quick' if args.quick else ''}` "
                 f"({wall:.1f} s)\n\n```\n{body}\n```{tail}\n"

@@ -33,8 +33,10 @@ def _phase(label: str, since: float) -> float:
     return now
 
 
-def _flow_in_child(instrument: str, data_dir: Path, repo: Path, processes: int, output: Path) -> list[StepRecord]:
-    """Run one instrument's flow in a worker process, its stdout and stderr (and its commands') into files.
+def _flow_in_child(
+    instrument: str, data_dir: Path, repo: Path, processes: int, output: Path
+) -> list[StepRecord]:
+    """Run one instrument's flow in a worker process, its stdout and stderr into files.
 
     The files are ``output`` and ``output`` with the suffix ``.err``.
     """
@@ -54,7 +56,13 @@ def _flow_in_child(instrument: str, data_dir: Path, repo: Path, processes: int, 
 
 
 def run_flows(
-    flows: Sequence[Flow], data_dir: Path, repo: Path, *, processes: int, log: list[StepRecord], parallel: bool
+    flows: Sequence[Flow],
+    data_dir: Path,
+    repo: Path,
+    *,
+    processes: int,
+    log: list[StepRecord],
+    parallel: bool,
 ) -> None:
     """Run the flows of several instruments, the later ones alongside the first when ``parallel``.
 

@@ -11,7 +11,14 @@ from typing import Any
 from ._queries import query
 from .flows import Flow
 
-__all__ = ["AmpResult", "collect_results", "dataset_counts", "format_report", "summarize", "summarize_reusing"]
+__all__ = [
+    "AmpResult",
+    "collect_results",
+    "dataset_counts",
+    "format_report",
+    "summarize",
+    "summarize_reusing",
+]
 
 #: Header keywords written by IsrTask (contracts §5), per amplifier.
 _OVERSCAN_LEVEL_KEY = "LSST ISR OVERSCAN SERIAL MEAN {amp}"
