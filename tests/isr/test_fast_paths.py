@@ -323,3 +323,47 @@ def test_box_maxima_equal_per_box_reduction():
         want = float(np.fmax.reduce(img[box.slices], axis=None)) if box.area else float("nan")
         assert got[name] == want or (np.isnan(got[name]) and np.isnan(want)), name
     assert got["E"] == 1e6 and np.isnan(got["A"])
+
+
+def test_dark_and_flat_in_the_bias_variance_pass_equal_separate_steps():
+    """Dark and flat applied in the fused steps 10-12 pass give the planes, masks and NaN count
+    of the step-by-step run: NaN raw pixel, negative variances, a flat with a zero and a NaN
+    pixel, calibration mask bits."""
+    exps, _ = simulate_exposures(
+        "testcam",
+        [{"observation_type": "science", "exposure_time": 10.0, "flux": 200.0}],
+        seed=8,
+        detectors=[1],
+    )
+    raw = exps[0]
+    img = raw.image.astype(np.float32)
+    d = raw.detector[1].raw_data_bbox
+    img[d.y0 + 5, d.x0 + 6] = np.nan
+    raw.masked_image.image = img
+    shape = raw.detector.bbox.shape
+    rng = np.random.default_rng(9)
+    bias_img = rng.normal(3.0, 0.5, shape).astype(np.float32)
+    bias_img[20:22, 30:40] = 9000.0  # negative variance there
+    bias = Exposure(MaskedImage(bias_img, None, np.full(shape, 0.2, np.float32)))
+    dark_img = rng.uniform(0, 0.02, shape).astype(np.float32)
+    dark_mask = np.zeros(shape, np.int32)
+    dark = Exposure(MaskedImage(dark_img, dark_mask, rng.uniform(0, 1e-4, shape).astype(np.float32)))
+    dark.info.dark_time = 2.0
+    flat_img = rng.uniform(0.9, 1.1, shape).astype(np.float32)
+    flat_img[40, 41] = 0.0
+    flat_img[50, 51] = np.nan
+    flat = Exposure(MaskedImage(flat_img, None, rng.uniform(0, 1e-5, shape).astype(np.float32)))
+    flat.mask[60, 61] = flat.masked_image.get_plane_bitmask("BAD")
+    cfg = IsrTaskConfig(doInterpolate=False, doSetBadRegions=False, doDefect=False)
+    task = IsrTask(config=cfg)
+    fused = task.run(raw.copy(), bias=bias, dark=dark, flat=flat).exposure
+    plain_task = _UnfusedIsrTask.make(cfg)
+    plain = plain_task.run(raw.copy(), bias=bias, dark=dark, flat=flat).exposure
+    np.testing.assert_array_equal(fused.image, plain.image)
+    np.testing.assert_array_equal(fused.variance, plain.variance)
+    np.testing.assert_array_equal(fused.mask, plain.mask)
+    assert task.metadata["NUMNANS"] == plain_task.metadata["NUMNANS"] >= 1
+    neg = fused.masked_image.get_plane_bitmask(cfg.negativeVarianceMaskName)
+    assert np.all(fused.mask[20:22, 30:40] & neg)
+    bad = fused.masked_image.get_plane_bitmask("BAD")
+    assert fused.mask[40, 41] & bad and fused.mask[50, 51] & bad and fused.mask[60, 61] & bad

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.image import Box
 
-from .isr_functions import _block_rows, _check_same_shape
+from .isr_functions import _block_rows, _check_same_shape, _dark_block, _flat_block
 from .linearize import apply_linearity
 
 __all__ = ["BiasVarianceLinearityResult", "amp_runs", "bias_variance_linearity"]
@@ -36,11 +36,21 @@ class BiasVarianceLinearityResult:
         Smallest variance (ADU²; NaN-sensitive: ``inf`` if no pixel, NaN propagates as not > 0).
     n_out_of_range : `int`
         Lookup-table linearity clamps.
+    flat_ok : `bool`
+        With ``dark_flat``: every flat pixel is positive and finite (else the caller masks
+        the offending ones, `masking.mask_bad_flat`).
+    nonfinite, nonpositive_variance : `numpy.ndarray` of `int` or `None`
+        With ``dark_flat``: flat indices into the image of the pixels whose image or variance
+        was not finite, and of those whose variance was ``<= 0``, after the linearity and
+        before the dark (what NaN and negative-variance masking would find there).
     """
 
     finite: bool
     min_variance: float
     n_out_of_range: int
+    flat_ok: bool = True
+    nonfinite: np.ndarray | None = None
+    nonpositive_variance: np.ndarray | None = None
 
 
 def bias_variance_linearity(
@@ -51,8 +61,9 @@ def bias_variance_linearity(
     noises: Mapping[str, float],
     amp_boxes: Mapping[str, Box],
     linearizer: Any = None,
+    dark_flat: tuple[tuple[Any, Any, float], tuple[Any, Any, float]] | None = None,
 ) -> BiasVarianceLinearityResult:
-    """Subtract the bias, replace the variance and linearize, amp by amp.
+    """Subtract the bias, replace the variance and linearize, amp by amp (then dark and flat).
 
     Parameters
     ----------
@@ -67,6 +78,13 @@ def bias_variance_linearity(
         Each amp's region.
     linearizer : `Linearizer`, optional
         Per-amp linearity; `None` = no linearity correction.
+    dark_flat : `tuple`, optional
+        ``((dark image, dark variance or None, dark scale), (flat image, flat variance or
+        None, flat scale))``, planes of the image's shape: the dark (ADU, scaled) is
+        subtracted and the image divided by ``flat / scale`` in the same pass, exactly as
+        `isr_functions.dark_flat_correction` (masks are the caller's). Only valid when the amp
+        boxes cover the image and nothing between the linearity and the dark changes pixel
+        values; the NaN and negative-variance pixels before the dark are returned.
 
     Returns
     -------
@@ -90,6 +108,16 @@ def bias_variance_linearity(
     n_out = 0
     vmin = np.inf
     total = 0.0
+    flat_ok = True
+    bad_nan: list[np.ndarray] = []
+    bad_var: list[np.ndarray] = []
+    if dark_flat is not None:
+        (di, dv, dscale), (fi, fv, fscale) = dark_flat
+        _check_same_shape(image, di, "dark")
+        _check_same_shape(image, fi, "flat")
+        s_d, s_d2 = np.float32(dscale), np.float32(dscale * dscale)
+        inv = np.float32(1.0 / fscale)
+    nx_img = image.shape[1]
     for y0, y1, x0, x1, members in amp_runs(amp_boxes):
         width = x1 - x0
         g = np.empty(width, np.float32)
@@ -113,14 +141,19 @@ def bias_variance_linearity(
         cols = slice(x0, x1)
         block = _block_rows((width,))
         scratch = np.empty((min(block, y1 - y0), width), np.float32) if squared else None
+        if dark_flat is not None:
+            ta = np.empty((min(block, y1 - y0), width), np.float32)
+            tb = np.empty_like(ta)
         for r0 in range(y0, y1, block):
             rows = slice(r0, min(r0 + block, y1))
             blk, vb = image[rows, cols], variance[rows, cols]
             blk -= bias[rows, cols]
             np.divide(blk, g, out=vb)
             vb += rn2
-            if vb.size:  # np.minimum: a NaN propagates (Python's min would drop it or keep it
-                vmin = float(np.minimum(vmin, vb.min()))  # depending on the order)
+            bmin = float(vb.min()) if vb.size else np.inf
+            # np.minimum: a NaN propagates (Python's min would drop it or keep it depending
+            # on the order)
+            vmin = float(np.minimum(vmin, bmin))
             if squared:
                 t = scratch[: rows.stop - rows.start]
                 np.multiply(c_sq, blk, out=t)  # as linearize_squared: v *= 1 + c0 v
@@ -131,10 +164,44 @@ def bias_variance_linearity(
                     n_out += apply_linearity(blk[:, a0:a1], ltype, coeffs, lin.table)
             # finite sums <=> no NaN/inf in the block (checked while it is in the cache); the
             # variance (image / gain + const) carries any non-finite pre-linearity pixel
-            total += float(np.add.reduce(vb, axis=None))
+            block_total = float(np.add.reduce(vb, axis=None))
             if per_amp:
-                total += float(np.add.reduce(blk, axis=None))
-    return BiasVarianceLinearityResult(math.isfinite(total), vmin, n_out)
+                block_total += float(np.add.reduce(blk, axis=None))
+            total += block_total
+            if dark_flat is None:
+                continue
+            n = rows.stop - rows.start
+            if not math.isfinite(block_total):  # what NaN masking would find before the dark
+                bad = ~np.isfinite(blk)
+                bad |= ~np.isfinite(vb)
+                bad_nan.append(_image_index(np.flatnonzero(bad), r0, x0, width, nx_img))
+            if not bmin > 0:  # what negative-variance masking would find
+                bad_var.append(_image_index(np.flatnonzero(vb <= 0), r0, x0, width, nx_img))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dvb = None if dv is None else dv[rows, cols]
+                _dark_block(blk, vb, di[rows, cols], dvb, s_d, s_d2, ta[:n])
+                fb = fi[rows, cols]
+                if flat_ok and fb.size:
+                    flat_ok = bool(fb.min() > 0 and fb.max() < np.inf)  # NaN -> False
+                fvb = None if fv is None else fv[rows, cols]
+                _flat_block(blk, vb, fb, fvb, fscale, inv, ta[:n], tb[:n])
+    if dark_flat is None:
+        return BiasVarianceLinearityResult(math.isfinite(total), vmin, n_out)
+    empty = np.empty(0, np.intp)
+    return BiasVarianceLinearityResult(
+        math.isfinite(total),
+        vmin,
+        n_out,
+        flat_ok,
+        np.concatenate(bad_nan) if bad_nan else empty,
+        np.concatenate(bad_var) if bad_var else empty,
+    )
+
+
+def _image_index(local: np.ndarray, r0: int, x0: int, width: int, nx: int) -> np.ndarray:
+    """Flat indices into an image of ``nx`` columns of flat indices ``local`` into a block."""
+    ly, lx = np.divmod(local, width)
+    return (ly + r0) * nx + (lx + x0)
 
 
 def amp_runs(amp_boxes: Mapping[str, Box]) -> list[tuple[int, int, int, int, list[tuple[str, int, int]]]]:

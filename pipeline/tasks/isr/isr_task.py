@@ -69,6 +69,7 @@ from .linearize import linearize_amps
 from .masking import (
     box_maxima,
     grow_planes,
+    mask_bad_flat,
     mask_defects,
     mask_nan,
     mask_parallel_bleeds,
@@ -457,6 +458,10 @@ class IsrTask(IsrStepMethods, PipelineTask):
             if state.nan_free and not c.doCrosstalk:
                 mi.add_mask_plane("UNMASKEDNAN")
                 state.task_metadata["NUMNANS"] = 0
+            elif state.nonfinite is not None:  # found by the fused pass before the dark
+                bit = np.int32(mi.get_plane_bitmask("UNMASKEDNAN", add=True))
+                mi.mask.reshape(-1)[state.nonfinite] |= bit
+                state.task_metadata["NUMNANS"] = int(state.nonfinite.size)
             else:
                 state.task_metadata["NUMNANS"] = mask_nan(mi)
         if c.doWidenSaturationTrails:  # 16. saturation trails
@@ -468,7 +473,9 @@ class IsrTask(IsrStepMethods, PipelineTask):
         filt = ccd.info.physical_filter
         do_fringe = c.doFringe and filt in c.fringe.filters and k.fringes is not None
         fused = c.doDark and c.doFlat and not c.doStrayLight and not (do_fringe and not c.fringeAfterFlat)
-        if fused:
+        if state.dark_flat_done:
+            pass  # applied in the bias/variance/linearity pass
+        elif fused:
             apply_dark_and_flat(ccd, k.dark, k.flat, c.flatScalingType, c.flatUserScale)
         elif c.doDark:
             self.darkCorrection(ccd, k.dark)
@@ -525,16 +532,24 @@ class IsrTask(IsrStepMethods, PipelineTask):
             lin = k.linearizer if k.linearizer is not None else Linearizer.from_detector(ccd.detector)
         if do_bias and c.doVariance and state.variance_replaced:
             bi, bm, _ = calib_planes(k.bias)
+            dark_flat = self._dark_flat_in_pass(state, k)
             res = bias_variance_linearity(
-                mi.image, mi.variance, bi, state.gains, state.noises, state.amp_boxes, lin
+                mi.image, mi.variance, bi, state.gains, state.noises, state.amp_boxes, lin, dark_flat
             )
             bm = conformed_mask(ccd, k.bias, bm)
             if bm is not None:
                 mi.mask |= bm
             state.nan_free = res.finite
+            if dark_flat is not None:
+                state.dark_flat_done = True
+                state.nonfinite = res.nonfinite
+                self._finish_dark_flat(ccd, k, res.flat_ok)
             if c.maskNegativeVariance:
                 if res.min_variance > 0:  # every variance positive (a NaN makes this False)
                     mi.add_mask_plane(c.negativeVarianceMaskName)
+                elif dark_flat is not None:  # the pixels found before the dark changed them
+                    bit = np.int32(mi.get_plane_bitmask(c.negativeVarianceMaskName, add=True))
+                    mi.mask.reshape(-1)[res.nonpositive_variance] |= bit
                 else:
                     self.maskNegativeVariance(ccd)
             if lin is not None:
@@ -558,6 +573,43 @@ class IsrTask(IsrStepMethods, PipelineTask):
         if lin is not None:  # 12. linearity
             state.task_metadata["LINEARITY OUT OF RANGE"] = linearize_amps(mi.image, lin, state.amp_boxes)
             _hset(md, "LSST ISR LINEARIZE APPLIED", True)
+
+    def _dark_flat_fused(self, ccd: Exposure, k: IsrCalibs) -> bool:
+        """Dark and flat run together, nothing between them (step 19 with 22)."""
+        c = self.config
+        do_fringe = c.doFringe and ccd.info.physical_filter in c.fringe.filters and k.fringes is not None
+        return c.doDark and c.doFlat and not c.doStrayLight and not (do_fringe and not c.fringeAfterFlat)
+
+    def _dark_flat_in_pass(self, state: IsrRunState, k: IsrCalibs) -> Any:
+        """Dark and flat planes for the bias/variance/linearity pass, or `None`.
+
+        They join that pass (one read and write of the image and variance less) when dark
+        and flat run together and nothing between steps 12 and 19 changes pixel values: no
+        crosstalk, no brighter-fatter (defects, edges, saturation trails only set mask bits;
+        the NaN and negative-variance pixels are found in the pass before the dark).
+        """
+        c = self.config
+        ccd = state.exposure
+        if not self._dark_flat_fused(ccd, k) or c.doCrosstalk or c.doBrighterFatter:
+            return None
+        if c.doTrimToMatchCalib or ccd.masked_image.image.shape != calib_planes(k.dark)[0].shape:
+            return None  # (shape errors are raised by the separate step, as before)
+        di, _, dv = calib_planes(k.dark)
+        fi, _, fv = calib_planes(k.flat)
+        if fi.shape != di.shape:
+            return None
+        dscale = F._dark_scale(ccd.info.dark_time, getattr(getattr(k.dark, "info", None), "dark_time", None))
+        fscale = F.flat_scale(fi, c.flatScalingType, c.flatUserScale)
+        return (di, dv, dscale), (fi, fv, fscale)
+
+    def _finish_dark_flat(self, ccd: Exposure, k: IsrCalibs, flat_ok: bool) -> None:
+        """The mask side of the dark and flat applied in the fused pass (as `apply_dark_and_flat`)."""
+        for calib in (k.dark, k.flat):
+            m = conformed_mask(ccd, calib, calib_planes(calib)[1])
+            if m is not None:
+                ccd.mask |= m
+        if not flat_ok:
+            mask_bad_flat(ccd.masked_image, calib_planes(k.flat)[0])
 
     def _crosstalk(self, ccd: Exposure, calib: Any, trimmed: bool) -> None:
         """Intra-detector crosstalk with the config's, the calibration's or the camera's coefficients."""

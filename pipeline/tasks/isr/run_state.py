@@ -59,6 +59,10 @@ class IsrRunState:
         The assembled variance plane holds no values yet; the variance step computes all.
     nan_free : `bool`
         The fused bias/variance/linearity pass saw only finite values.
+    dark_flat_done : `bool`
+        The dark and flat were applied in that pass.
+    nonfinite : `numpy.ndarray` of `int` or `None`
+        With ``dark_flat_done``: flat indices of the pixels non-finite before the dark.
     overscans : `dict` [`str`, `pipeline.struct.Struct`]
         Overscan results per amp.
     gains, noises : `dict` [`str`, `float`]
@@ -73,6 +77,8 @@ class IsrRunState:
     owned_raw: np.ndarray | None = None
     variance_replaced: bool = False
     nan_free: bool = False
+    dark_flat_done: bool = False
+    nonfinite: np.ndarray | None = None
     overscans: dict[str, Any] = field(default_factory=dict)
     gains: dict[str, float] = field(default_factory=dict)
     noises: dict[str, float] = field(default_factory=dict)
