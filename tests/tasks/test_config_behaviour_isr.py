@@ -560,3 +560,31 @@ def test_negative_variance_is_masked_next_to_a_nan():
     assert np.all(mi.mask[block] & mi.get_plane_bitmask("BAD"))
     negative = out.variance <= 0
     assert np.count_nonzero(negative & ((mi.mask & mi.get_plane_bitmask("BAD")) == 0)) == 0
+
+
+def test_cfht_safe_factor(monkeypatch):
+    """CfhtIsrTask.safe reaches the histogram saturation estimate, which scales with it.
+
+    `tests/isr/test_cfht_isr.py` checks the estimate's value with the default 0.95; here the
+    configured factor is the one the task passes, and 0.8 gives a lower saturation level.
+    """
+    import pipeline.tasks.isr.cfht_isr_task as cfht
+
+    seen = []
+    estimate = cfht.estimate_saturation
+
+    class StopError(Exception):
+        pass
+
+    def spy(image, header_saturate=65535.0, safe=0.95):
+        seen.append(safe)
+        raise StopError
+
+    monkeypatch.setattr(cfht, "estimate_saturation", spy)
+    with pytest.raises(StopError):
+        cfht.CfhtIsrTask(config=cfht.CfhtIsrTaskConfig(safe=0.8)).run(rich_input().raw.copy())
+    assert seen == [0.8]
+    img = np.full((20, 20), 1000, np.uint16)
+    img[:10] = 64000
+    assert estimate(img, 65535.0, 0.8) < estimate(img, 65535.0, 0.95)
+    assert estimate(img, 65535.0, 0.8) == pytest.approx(0.8 * 64000, rel=2e-3)

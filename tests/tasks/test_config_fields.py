@@ -12,8 +12,11 @@ each field of each config (nested configs included) in one class:
 - ``connections.<name>``: changing it renames that connection's dataset type (checked here);
 - the framework fields ``saveMetadata`` / ``saveLogOutput``: tests below;
 - ``noOpFields`` of the config class: setting a non-default value warns (checked here);
-- every other field acts: the task's package reads it (``.field`` or ``"field"`` in its code;
-  the declaration does not count), or `EXPLICIT_EVIDENCE` names the test that shows its effect.
+- every other field is shown to act by behaviour: the task's sweep in a
+  ``test_config_behaviour_*`` module changes it and sees the outputs or the graph change (or
+  the run refused), or maps it to the named test showing its effect; fields of a config shared
+  by sibling tasks that a task does not read are listed there as gaps (asserted inert). Tasks
+  running the same code with the same config fields share a sweep (`SAME_RUN`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -36,10 +38,54 @@ from pipeline.exceptions import ConfigError
 from pipeline.task import PipelineTask
 from pipeline.tasks.isr import IsrTask
 
-PACKAGE_ROOT = Path(pipeline.__file__).resolve().parent
+#: Tasks whose ``run`` is their parent's on the same config fields -> the swept parent.
+SAME_RUN = {
+    "CalibCombineByFilterTask": "CalibCombineTask",
+    "MeasureDefectsCombinedTask": "MeasureDefectsTask",
+    "MeasureDefectsCombinedWithFilterTask": "MeasureDefectsTask",
+    "CfhtIsrTask": "IsrTask",
+}
+#: Base tasks whose ``run`` needs a subclass (abstract ``measure``) -> the subclasses' sweeps.
+ABSTRACT = {
+    "CpVerifyStatsTask": ("CpVerifyBiasTask", "CpVerifyDarkTask", "CpVerifyFlatTask", "CpVerifyDefectsTask"),
+}
+#: Fields of a task not in its `SAME_RUN` parent's sweep -> the test showing their effect.
+EXTRA_EVIDENCE = {("CfhtIsrTask", "safe"): "tests/tasks/test_config_behaviour_isr.py::test_cfht_safe_factor"}
 
-#: Fields read indirectly (not as a literal ``.name``) -> the test that shows their effect.
-EXPLICIT_EVIDENCE: dict[tuple[str, str], str] = {}
+
+def _coverage() -> dict[str, dict[str, str]]:
+    """Task name -> field -> how its effect is shown (``behaviour``, ``named``, ``inert``)."""
+    from tests.tasks import (
+        test_config_behaviour_cp,
+        test_config_behaviour_cti,
+        test_config_behaviour_isr,
+        test_config_behaviour_ptc,
+        test_config_behaviour_verify,
+        test_config_behaviour_xtalk,
+    )
+
+    isr = test_config_behaviour_isr
+    out: dict[str, dict[str, str]] = {
+        "IsrTask": {
+            **{d: "behaviour" for d, _, _ in isr._cases()},
+            **{d: "named" for d in isr.NAMED_TESTS},
+        }
+    }
+    for module in (
+        test_config_behaviour_cp,
+        test_config_behaviour_ptc,
+        test_config_behaviour_xtalk,
+        test_config_behaviour_cti,
+        test_config_behaviour_verify,
+    ):
+        for sweep in module.SWEEPS:
+            out[sweep.task.__name__] = {
+                **{d: "behaviour" for d, _, _ in sweep.swept_cases()},
+                **{d: "named" for d in sweep.named},
+                **{d: "inert" for d in sweep.inert},
+            }
+    return out
+
 
 FRAMEWORK_EVIDENCE = {
     "saveMetadata": "test_save_metadata_false_is_refused",
@@ -75,22 +121,6 @@ def _fields(cfg: type[Config], prefix: str = "") -> list[tuple[str, type[Config]
     return out
 
 
-_SOURCES: dict[Path, list[tuple[Path, str]]] = {}
-
-
-def _package_sources(cls: type) -> list[tuple[Path, str]]:
-    """Return the sources of the package directory holding ``cls`` (the task family reading its fields)."""
-    pkg = Path(sys.modules[cls.__module__].__file__ or "").resolve().parent
-    if pkg not in _SOURCES:
-        _SOURCES[pkg] = [(p, p.read_text()) for p in sorted(pkg.rglob("*.py"))]
-    return _SOURCES[pkg]
-
-
-def _read_in_package(cls: type, name: str) -> bool:
-    pattern = re.compile(rf"\.{name}\b|[\"']{name}[\"']")
-    return any(pattern.search(text) for _, text in _package_sources(cls))
-
-
 def _non_default(value: Any) -> Any:
     if isinstance(value, bool):
         return not value
@@ -119,9 +149,13 @@ def test_task_walk_finds_the_tasks():
 
 @pytest.mark.parametrize("task", _task_classes(), ids=lambda t: t.__name__)
 def test_every_field_acts_or_warns(task):
-    """One class per field: renamed connection, framework field, warning no-op, or read by the code."""
+    """One class per field: renamed connection, framework field, warning no-op, or shown to act."""
     cfg_cls = task.ConfigClass
     config = cfg_cls()
+    coverage = _coverage()
+    shown = coverage.get(task.__name__) or coverage.get(SAME_RUN.get(task.__name__, ""), {})
+    for sub in ABSTRACT.get(task.__name__, ()):  # acting in one subclass is acting
+        shown = {**shown, **{d: how for d, how in coverage[sub].items() if how != "inert"}}
     unexplained = []
     for dotted, owner, name in _fields(cfg_cls):
         if name in FRAMEWORK_EVIDENCE and owner is cfg_cls:
@@ -134,12 +168,16 @@ def test_every_field_acts_or_warns(task):
             assert any(f"{owner.__name__}.{name} = " in str(w.message) for w in caught), dotted
             assert any("has no effect in ccdflow" in str(w.message) for w in caught), dotted
             continue
-        if (owner.__name__, name) in EXPLICIT_EVIDENCE:
+        if (task.__name__, dotted) in EXTRA_EVIDENCE:
             continue
-        if not _read_in_package(owner, name):
+        ann = owner.model_fields[name].annotation
+        if inspect.isclass(ann) and issubclass(ann, Config):
+            continue  # a nested config: its leaf fields are checked
+        if dotted not in shown:
             unexplained.append(dotted)
     assert not unexplained, (
-        f"{task.__name__}: fields that nothing reads and that are not documented no-ops: {unexplained}"
+        f"{task.__name__}: fields no behaviour sweep shows acting and that are not documented "
+        f"no-ops: {unexplained}"
     )
     # connections.<name>: each renames its connection's dataset type
     if "connections" in cfg_cls.model_fields:
