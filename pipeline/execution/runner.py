@@ -545,7 +545,7 @@ def _disk_full(error: str | None) -> bool:
                                     "Disk quota exceeded", "database or disk is full"))
 
 
-def _reset(executor: QuantumExecutor, butler: Any = None, run: str | None = None) -> None:
+def _reset(executor: QuantumExecutor, butler: Butler | None = None, run: str | None = None) -> None:
     """Restart a broken pool (its quanta may have left partial files; see `QuantumExecutor.reset`).
 
     Its workers are gone (`executor.reset` terminates them), so the temporary files a killed
