@@ -410,7 +410,16 @@ class _Presence:
         if run not in self._registered:
             ids: set[Any] = set()
             if run is not None:  # a graph without an output run: nothing registered
-                for name in sorted(set(type_names)):
+                names = sorted(set(type_names))
+                try:  # one query for the registered types (a query per type costs ~10 ms each)
+                    known = {dt.name for dt in self.butler.registry.query_dataset_types(names)}
+                    if known:
+                        refs = self.butler.query_datasets(sorted(known), collections=[run], find_first=False)
+                        ids.update(r.id for r in refs)
+                    names = []
+                except Exception:  # noqa: BLE001 - e.g. no such run: ask type by type as before
+                    pass
+                for name in names:
                     try:
                         ids.update(
                             r.id for r in self.butler.query_datasets(name, collections=[run], find_first=False)
