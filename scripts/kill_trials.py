@@ -85,6 +85,23 @@ def session_members(sid: int, exclude: int | None = None) -> list[int]:
     return out
 
 
+def _cleaned(log: str) -> int:
+    """Leftover files the driver reported removing (temporary and unregistered)."""
+    return sum(int(n) for n in re.findall(r"Removed (\d+) (?:temporary|unregistered output) file", log))
+
+
+def _ppid(pid: int) -> int:
+    st = _stat(pid)
+    return int(st[1]) if st else -1
+
+
+def _has_chain(root: Path, name: str) -> bool:
+    from butler import Butler
+
+    with Butler(root) as b:
+        return bool(b.registry.query_collections(name))
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -165,27 +182,42 @@ def trial(i: int, kind: str, template: Path, work: Path, pipe: Path, executor: s
           rng: random.Random, orphan_timeout: float, sleep: float) -> dict[str, Any]:
     """Run, kill, (rerun) and check one trial; return its findings."""
     repo = work / f"t{i:02d}"
+    shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(template, repo)
     res: dict[str, Any] = {"trial": i, "kind": kind, "ok": True, "problems": []}
     args = run_args(repo, pipe, executor, sleep) + ["-i", toy.TOY_RAW_RUN, "-o", "u/kill"]
     proc = subprocess.Popen(_pipetask(*args), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    delay = rng.uniform(1.0, 4.0) if executor == "pool" else rng.uniform(3.0, 8.0)
-    t0 = time.monotonic()
-    killed_worker = None
-    while time.monotonic() - t0 < delay and proc.poll() is None:
-        time.sleep(0.05)
+    # Kill at a random point: early (maybe before anything is registered) or after k quanta wrote
+    # their metadata (progress seen on disk, as the driver registers in batches).
+    k = rng.randint(0, 6) if kind == "driver" else rng.randint(1, 5)
+    deadline = time.monotonic() + 300
+    if k == 0:
+        time.sleep(rng.uniform(0.5, 3.0))
+    else:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if len(list((repo / "u" / "kill").rglob("subtractMedian_metadata*"))) >= k:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
+    res["k"] = k
     if proc.poll() is not None:
         res["note"] = "finished before the kill"
     elif kind == "driver":
         os.kill(proc.pid, signal.SIGKILL)
     else:
-        workers = [p for p in session_members(proc.pid, exclude=proc.pid)
-                   if "forkserver" not in _cmdline(p) and "resource_tracker" not in _cmdline(p)]
+        members = session_members(proc.pid, exclude=proc.pid)
+        if executor == "pool":  # workers are the fork server's children
+            servers = [p for p in members if "forkserver" in _cmdline(p) and _ppid(p) == proc.pid]
+            workers = [p for p in members if _ppid(p) in servers]
+        else:  # Parsl workers are spawned by the worker pool manager, after its Manager server
+            spawned = sorted(p for p in members if "multiprocessing.spawn" in _cmdline(p)
+                             and "process_worker_pool" in _cmdline(_ppid(p)))
+            workers = spawned[1:]
         if workers:
-            killed_worker = rng.choice(workers)
-            os.kill(killed_worker, signal.SIGKILL)
-            res["note"] = f"killed {_cmdline(killed_worker)[:60]!r}"
+            victim = rng.choice(workers)
+            os.kill(victim, signal.SIGKILL)
+            res["note"] = f"killed worker {victim}"
         else:
             res["note"] = "no worker to kill"
     if kind == "driver":
@@ -204,9 +236,15 @@ def trial(i: int, kind: str, template: Path, work: Path, pipe: Path, executor: s
                     os.kill(p, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        rerun = subprocess.run(_pipetask(*run_args(repo, pipe, executor, 0.0), "-o", "u/kill", "--extend-run",
-                                         "--skip-existing"), env=_env(), capture_output=True, text=True)
+        # The documented rerun: finish the job in the same RUN; if the driver died before it
+        # created anything, simply run again.
+        again = ["-o", "u/kill", "--extend-run", "--skip-existing"] if _has_chain(repo, "u/kill") \
+            else ["-i", toy.TOY_RAW_RUN, "-o", "u/kill"]
+        res["rerun"] = "extend" if "--extend-run" in again else "fresh"
+        rerun = subprocess.run(_pipetask(*run_args(repo, pipe, executor, sleep), *again), env=_env(),
+                               capture_output=True, text=True)
         res["rerun_rc"] = rerun.returncode
+        res["cleaned"] = _cleaned(rerun.stdout + rerun.stderr)
         if rerun.returncode != 0:
             res["ok"] = False
             res["problems"].append(f"rerun exit {rerun.returncode}: {(rerun.stdout + rerun.stderr)[-400:]}")
@@ -214,8 +252,15 @@ def trial(i: int, kind: str, template: Path, work: Path, pipe: Path, executor: s
             res["ok"] = False
             res["problems"].append("traceback in the rerun")
     else:
-        out = proc.communicate(timeout=600)[0].decode(errors="replace")
+        try:
+            out = proc.communicate(timeout=300)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)  # its children follow (butler.process_guard)
+            out = proc.communicate()[0].decode(errors="replace")
+            res["problems"].append("the run did not finish within 300 s after the worker kill")
+            res["ok"] = False
         res["rc"] = proc.returncode
+        res["cleaned"] = _cleaned(out)
         if proc.returncode != 0:
             res["ok"] = False
             res["problems"].append(f"run exit {proc.returncode}: {out[-400:]}")
@@ -278,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ref_repo = work / "reference"
     shutil.rmtree(ref_repo, ignore_errors=True)
     shutil.copytree(template, ref_repo)
-    r = subprocess.run(_pipetask(*run_args(ref_repo, pipe, a.executor, 0.0), "-i", toy.TOY_RAW_RUN, "-o",
+    r = subprocess.run(_pipetask(*run_args(ref_repo, pipe, a.executor, a.sleep), "-i", toy.TOY_RAW_RUN, "-o",
                                  "u/kill"), env=_env(), capture_output=True, text=True)
     if r.returncode != 0:
         print(r.stdout + r.stderr)
@@ -293,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         print(f"trial {i:2d} {a.executor} kill {kind:6s}: {'ok ' if res['ok'] else 'FAIL'} "
               f"orphans={res.get('orphans')} temps={res['temps']} unregistered={res['unregistered']} "
-              f"missing={res['missing']} equal={res['equal']} {res.get('note', '')} ({res['seconds']} s)")
+              f"missing={res['missing']} equal={res['equal']} cleaned={res.get('cleaned', 0)} "
+              f"k={res.get('k')} rerun={res.get('rerun', '-')} "
+              f"{res.get('note', '')} ({res['seconds']} s)", flush=True)
         for p in res["problems"]:
             print(f"    {p}")
     n_ok = sum(r["ok"] for r in results)
@@ -304,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(r['unregistered'] for r in results)}, "
           f"missing files {sum(r['missing'] for r in results)}, outputs different "
           f"{sum(not r['equal'] for r in results)}, failed reruns "
-          f"{sum(1 for r in results if r.get('rerun_rc', 0) != 0)}")
+          f"{sum(1 for r in results if r.get('rerun_rc', 0) != 0)}; leftover files removed by the "
+          f"driver {sum(r.get('cleaned', 0) for r in results)}")
     if a.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if n_ok == len(results) else 1

@@ -210,6 +210,13 @@ def execute_graph(butler: Butler, graph: QuantumGraph, *, executor: QuantumExecu
 
     ctx = run_lock(butler, graph.output_run) if lock and graph.output_run else contextlib.nullcontext()
     with ctx:
+        if lock and graph.output_run:
+            from .cleanup import check_writable, remove_stale_files
+
+            # Under the RUN's lock: fail before registering anything when the output directory
+            # cannot be written, and remove what an interrupted attempt left in the RUN.
+            check_writable(butler, graph.output_run)
+            remove_stale_files(butler, graph)
         pre_exec_init(butler, graph, register_dataset_types=register_dataset_types,
                       save_versions=save_versions)
         if isinstance(executor, str):
