@@ -679,9 +679,18 @@ def measure_pair_region(
     im2 = np.asarray(im2)
     if im1.shape != im2.shape:
         raise ValueError(f"flat pair shapes differ: {im1.shape} vs {im2.shape}")
+    # float32 flats (post-ISR images) are differenced in float32: the rounding error
+    # (~1e-7 x level) is far below the shot noise; other inputs in float64
+    work = np.float32 if (im1.dtype == np.float32 and im2.dtype == np.float32) else np.float64
+    # contiguous working copies of amp views (numpy pays a per-row cost in each operation on
+    # a view; six follow) in reused scratch arrays
+    d1 = work_array("ptc_d1", im1.shape, work)
+    d2 = work_array("ptc_d2", im2.shape, work)
+    np.copyto(d1, im1, casting="unsafe")
+    np.copyto(d2, im2, casting="unsafe")
     # usable pixels of each flat; None = every pixel (the common case: no mask arrays built)
-    good1 = _usable(im1, bad1, "ptc_good1")
-    good2 = _usable(im2, bad2, "ptc_good2")
+    good1 = _usable(d1 if work == im1.dtype else im1, bad1, "ptc_good1")
+    good2 = _usable(d2 if work == im2.dtype else im2, bad2, "ptc_good2")
     mu1, _, n1 = clipped_stats_finite(im1 if good1 is None else im1[good1], nsigma, niter)
     mu2, _, _ = clipped_stats_finite(im2 if good2 is None else im2[good2], nsigma, niter)
     if not (np.isfinite(mu1) and np.isfinite(mu2)) or mu1 <= 0 or mu2 <= 0:
@@ -693,15 +702,6 @@ def measure_pair_region(
         good = good1
     else:
         good = good1 & good2
-    # float32 flats (post-ISR images) are differenced in float32: the rounding error
-    # (~1e-7 x level) is far below the shot noise; other inputs in float64
-    work = np.float32 if (im1.dtype == np.float32 and im2.dtype == np.float32) else np.float64
-    # contiguous working copies of amp views (numpy pays a per-row cost in each operation on
-    # a view; four follow) in reused scratch arrays
-    d1 = work_array("ptc_d1", im1.shape, work)
-    d2 = work_array("ptc_d2", im2.shape, work)
-    np.copyto(d1, im1, casting="unsafe")
-    np.copyto(d2, im2, casting="unsafe")
     # D = (mu2 I1 - mu1 I2) / mu
     # (per-amp temporaries are reused scratch arrays: no fresh pages to fault in per region)
     diff = np.multiply(d1, work(mu2 / mu), out=work_array("ptc_diff", d1.shape, work))
