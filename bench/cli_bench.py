@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             note=f"by CPU {r['overhead_cpu_ms']:.2f}",
         )
 
-        rl = bench_run(tmp / "large", n_large, help_wall, 1 if args.quick else 2, "rbig")
+        rl = bench_run(tmp / "large", n_large, help_wall, 1, "rbig")
         print(
             f"pipetask run, {n_large:,d} quanta   {rl['wall']:7.2f} s wall, {rl['cpu']:.2f} s CPU; tasks' compute "
             f"{rl['compute']:.2f} s, in runQuantum {rl['in_run_quantum']:.2f} s"

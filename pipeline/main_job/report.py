@@ -284,12 +284,12 @@ def summarize_reusing(repo: Path, flows: Sequence[Flow], state_file: Path) -> tu
     """
     import json
 
-    from butler import Butler
+    from butler import Butler, CollectionType
 
     counts = dataset_counts(repo)
     b = Butler(repo, writeable=False)
     collections = sorted(
-        [name, b.registry.get_collection_type(name).name] for name in b.registry.query_collections("*")
+        [name, kind.name] for kind in CollectionType for name in b.registry.query_collections("*", types=[kind])
     )
     key = {"counts": counts, "collections": collections, "instruments": [f.instrument for f in flows]}
     try:
