@@ -17,11 +17,11 @@ from pipeline.tasks.isr.calibs import Defects
 from pipeline.tasks.verify.tasks import (
     CpVerifyDarkTask,
     CpVerifyDefectsTask,
+    CpVerifyFlatConfig,
     CpVerifyFlatTask,
     CpVerifyPtcTask,
     CpVerifyRunMergeConfig,
     CpVerifyRunMergeTask,
-    CpVerifyStatsConfig,
 )
 from pipeline.tasks.verify.verify_stats import ptc_noise_scatter, verify_ptc_amp
 from tests.cp._synth import SynthDetector, make_detector, make_exposure, make_flat
@@ -194,7 +194,7 @@ def test_verify_flat_noise_of_a_spectral_flat():
         assert stats["AMP"][amp]["NOISE_RATIO"] == pytest.approx(0.987, abs=0.02)  # 3-sigma clip
     # the faint end (C00: 400-1000 ADU raw) is noisier than sqrt(MEAN) of the flat-fielded level
     assert stats["AMP"]["C00"]["NOISE"] > 2 * np.sqrt(stats["AMP"]["C00"]["MEAN"])
-    cp_verify = CpVerifyFlatTask(config=CpVerifyStatsConfig(useFlatVariance=False)).run(good).outputStats
+    cp_verify = CpVerifyFlatTask(config=CpVerifyFlatConfig(useFlatVariance=False)).run(good).outputStats
     assert ("C00", "NOISE") in _failed(cp_verify) and ("C11", "NOISE") not in _failed(cp_verify)
     bad = CpVerifyFlatTask().run(_spectral_flat_verification(6, ramp=0.2)).outputStats
     # the 5 % ramp of an amp (std 46 ADU) beats the 36 ADU shot noise of the bright amps

@@ -2,9 +2,8 @@
 
 Same sweep as `test_config_behaviour_cp` (`tests/tasks/_behaviour.py`) over the pure ``run`` of
 each verification task, with the inputs of `tests/cp/test_verify_tasks.py` (a dark residual with
-cosmic rays, a flat with defects, a spectral flat, a PTC). The per-exposure tasks share one
-config class (`CpVerifyStatsConfig`); a field read by a sibling task only is listed as *inert*
-for the others (asserted to change nothing, so the list stays true).
+cosmic rays, a flat with defects, a spectral flat, a PTC). Each per-exposure task has its own
+config class holding only the fields it reads, so every field is swept (no gaps).
 """
 
 from __future__ import annotations
@@ -28,24 +27,15 @@ from tests.cp import test_verify_tasks as vt
 
 from ._behaviour import Sweep
 
-FLAT_ONLY = "read by CpVerifyFlatTask only (shared CpVerifyStatsConfig)"
-DEFECTS_ONLY = "read by CpVerifyDefectsTask only (shared CpVerifyStatsConfig)"
-NOISE_ONLY = "read by CpVerifyBias/DarkTask only (shared CpVerifyStatsConfig)"
-
-
-def _inert(*groups: tuple[str, dict[str, Any]]) -> dict[str, tuple[Any, str]]:
-    return {f: (v, why) for why, fields in groups for f, v in fields.items()}
-
-
-FLAT_FIELDS = {"useFlatVariance": False, "flatScatterThreshold": 1e-5}
-DEFECT_FIELDS = {"maxDefectFraction": 0.5, "maxOutliers": 0, "outlierSigma": 3.0}
-NOISE_FIELDS = {"useReadNoise": False, "noiseThreshold": 0.001, "crNoiseThreshold": 0.001, "crSigma": 3.0}
-
 STATS_CASES = {
     "maskNameList": [([], "main")],
     "numSigmaClip": [(1.5, "main")],
+}
+AMP_STATS_CASES = {
+    **STATS_CASES,
     "clipMaxIter": [(1, "main")],
-    "useDefects": [(True, "main")],  # adds the defects prerequisite input
+    "crSigma": [(3.0, "main")],
+    "noiseThreshold": [(0.001, "main")],
 }
 
 
@@ -65,20 +55,16 @@ DARK = Sweep(
         "crs3": {"crSigma": 3.0},  # CR_NOISE differs from NOISE by about 1e-4
     },
     cases={
-        **STATS_CASES,
-        "noiseThreshold": [(0.001, "main")],
+        **AMP_STATS_CASES,
         "crNoiseThreshold": [(1e-5, "crs3")],
-        "crSigma": [(3.0, "main")],
         "useReadNoise": [(False, "tight")],
     },
-    inert=_inert((FLAT_ONLY, FLAT_FIELDS), (DEFECTS_ONLY, DEFECT_FIELDS)),
 )
 BIAS = Sweep(
     CpVerifyBiasTask,
     lambda: {"inputExp": _dark().copy()},
     variants={k: v[0] for k, v in DARK.variants.items() if k != "main"},
     cases=DARK.cases,
-    inert=DARK.inert,
 )
 
 
@@ -95,15 +81,10 @@ FLAT = Sweep(
     CpVerifyFlatTask,
     lambda: {"inputExp": _flat().copy()},
     cases={
-        **STATS_CASES,
-        "noiseThreshold": [(0.001, "main")],
+        **AMP_STATS_CASES,
         "flatScatterThreshold": [(1e-5, "main")],
-        "crSigma": [(3.0, "main")],
+        "useFlatVariance": [(False, "main")],
     },
-    inert=_inert(
-        (DEFECTS_ONLY, DEFECT_FIELDS),
-        (NOISE_ONLY, {k: v for k, v in NOISE_FIELDS.items() if k not in ("noiseThreshold", "crSigma")}),
-    ),
 )
 
 
@@ -120,16 +101,12 @@ DEFECTS = Sweep(
     CpVerifyDefectsTask,
     lambda: {"inputExp": _defect_flat().copy(), "inputDefects": Defects(vt.TRUE_DEFECTS[:3])},
     cases={
-        **{k: v for k, v in STATS_CASES.items() if k != "clipMaxIter"},
+        **STATS_CASES,
+        "useDefects": [(True, "main")],  # adds the defects prerequisite input
         "maxDefectFraction": [(0.0001, "main")],
         "maxOutliers": [(0, "main")],
         "outlierSigma": [(3.0, "main")],
-    },  # fmt: skip
-    inert=_inert(
-        (FLAT_ONLY, FLAT_FIELDS),
-        (NOISE_ONLY, NOISE_FIELDS),
-        ("not read by CpVerifyDefectsTask (its statistics have no iteration count)", {"clipMaxIter": 1}),
-    ),
+    },
 )
 
 

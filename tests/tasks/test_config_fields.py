@@ -14,9 +14,8 @@ each field of each config (nested configs included) in one class:
 - ``noOpFields`` of the config class: setting a non-default value warns (checked here);
 - every other field is shown to act by behaviour: the task's sweep in a
   ``test_config_behaviour_*`` module changes it and sees the outputs or the graph change (or
-  the run refused), or maps it to the named test showing its effect; fields of a config shared
-  by sibling tasks that a task does not read are listed there as gaps (asserted inert). Tasks
-  running the same code with the same config fields share a sweep (`SAME_RUN`).
+  the run refused), or maps it to the named test showing its effect. Tasks running the same
+  code with the same config fields share a sweep (`SAME_RUN`).
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ def _coverage() -> dict[str, dict[str, str]]:
             out[sweep.task.__name__] = {
                 **{d: "behaviour" for d, _, _ in sweep.swept_cases()},
                 **{d: "named" for d in sweep.named},
-                **{d: "inert" for d in sweep.inert},
+                **{d: "inert" for d in sweep.inert},  # a listed gap: not acting
             }
     return out
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 from butler.utils import lazy_exports
 
 _LAZY = {
+    "CpVerifyBiasConfig": "tasks",
     "CpVerifyBiasTask": "tasks",
     "CpVerifyCalibMergeTask": "tasks",
+    "CpVerifyDarkConfig": "tasks",
     "CpVerifyDarkTask": "tasks",
+    "CpVerifyDefectsConfig": "tasks",
     "CpVerifyDefectsTask": "tasks",
+    "CpVerifyFlatConfig": "tasks",
     "CpVerifyFlatTask": "tasks",
     "CpVerifyPtcTask": "tasks",
     "CpVerifyRunMergeTask": "tasks",

@@ -43,10 +43,14 @@ from .verify_stats import (
 )
 
 __all__ = [
+    "CpVerifyBiasConfig",
     "CpVerifyBiasTask",
     "CpVerifyCalibMergeTask",
+    "CpVerifyDarkConfig",
     "CpVerifyDarkTask",
+    "CpVerifyDefectsConfig",
     "CpVerifyDefectsTask",
+    "CpVerifyFlatConfig",
     "CpVerifyFlatTask",
     "CpVerifyPtcTask",
     "CpVerifyRunMergeTask",
@@ -77,19 +81,24 @@ class CpVerifyStatsConnections(PipelineTaskConnections, dimensions=("instrument"
         doc="Exposure processed with the candidate calibration.",
         dimensions=("instrument", "exposure", "detector"),
     )
-    inputDefects = cT.PrerequisiteInput(
-        name="defects",
-        storageClass="IsrCalib",
-        doc="Candidate defects (VerifyDefects only).",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
     outputStats = cT.Output(
         name="verifyBiasDetStats",
         storageClass="StructuredDataDict",
         doc="Statistics, tests and SUCCESS of this exposure and detector.",
         dimensions=("instrument", "exposure", "detector"),
+    )
+
+
+class CpVerifyDefectsConnections(CpVerifyStatsConnections):
+    """`CpVerifyStatsConnections` plus the candidate ``defects`` (read when ``useDefects``)."""
+
+    inputDefects = cT.PrerequisiteInput(
+        name="defects",
+        storageClass="IsrCalib",
+        doc="Candidate defects.",
+        dimensions=("instrument", "detector"),
+        isCalibration=True,
+        minimum=0,
     )
 
     def __init__(self, *, config: Any = None) -> None:
@@ -99,20 +108,43 @@ class CpVerifyStatsConnections(PipelineTaskConnections, dimensions=("instrument"
 
 
 class CpVerifyStatsConfig(PipelineTaskConfig, pipelineConnections=CpVerifyStatsConnections):
-    """Configuration of the per-exposure verification tasks (cp_verify names where they exist)."""
+    """Fields common to the per-exposure verification tasks (cp_verify ``CpVerifyStatsConfig``).
+
+    Each task has its own subclass holding only the fields it reads: `CpVerifyBiasConfig`,
+    `CpVerifyDarkConfig`, `CpVerifyFlatConfig`, `CpVerifyDefectsConfig`.
+    """
 
     maskNameList: list[str] = Field(
         default_factory=lambda: ["BAD", "SAT", "NO_DATA", "UNMASKEDNAN", "INTRP"],
         description="Mask planes excluded from the statistics.",
     )
     numSigmaClip: float = Field(3.0, gt=0, description="Sigma for the clipped statistics.")
+
+
+class _CpVerifyAmpStatsConfig(CpVerifyStatsConfig):
+    """Fields of the iterated, clipped per-amp statistics (bias, dark, flat)."""
+
     clipMaxIter: int = Field(3, ge=1, description="Iterations of the clipped statistics.")
     crSigma: float = Field(5.0, gt=0, description="Cosmic-ray detection threshold (sigma above the mean).")
-    useReadNoise: bool = Field(True, description="Compare the noise against the read noise (NOISE test).")
     noiseThreshold: float = Field(
-        0.05, gt=0, description="Allowed relative excess of the noise (DMTN-101 4.3)."
+        0.05, gt=0, description="Allowed relative excess of the noise (DMTN-101 4.3; flat: 10.X)."
     )
+
+
+class CpVerifyBiasConfig(_CpVerifyAmpStatsConfig):
+    """Configuration of `CpVerifyBiasTask` (DMTN-101 tests 4.2-4.4)."""
+
+    useReadNoise: bool = Field(True, description="Compare the noise against the read noise (NOISE test).")
     crNoiseThreshold: float = Field(0.05, gt=0, description="Allowed NOISE / CR_NOISE difference (4.4).")
+
+
+class CpVerifyDarkConfig(CpVerifyBiasConfig):
+    """Configuration of `CpVerifyDarkTask` (the bias tests on the dark residual)."""
+
+
+class CpVerifyFlatConfig(_CpVerifyAmpStatsConfig):
+    """Configuration of `CpVerifyFlatTask` (DMTN-101 10.X, 10.Y)."""
+
     useFlatVariance: bool = Field(
         True,
         description="Flat NOISE test against the ISR variance plane (NOISE_RATIO <= 1 + noiseThreshold; "
@@ -120,7 +152,14 @@ class CpVerifyStatsConfig(PipelineTaskConfig, pipelineConnections=CpVerifyStatsC
         "illumination (spectral dome flats).",
     )
     flatScatterThreshold: float = Field(0.05, gt=0, description="Allowed amp-to-amp std / mean (10.Y).")
-    useDefects: bool = Field(False, description="Read the candidate defects (VerifyDefects).")
+
+
+class CpVerifyDefectsConfig(CpVerifyStatsConfig, pipelineConnections=CpVerifyDefectsConnections):
+    """Configuration of `CpVerifyDefectsTask`."""
+
+    useDefects: bool = Field(
+        False, description="Read the candidate defects (False: verify against no defects)."
+    )
     maxDefectFraction: float = Field(0.05, gt=0, description="Largest defect fraction of an amp.")
     maxOutliers: int = Field(10, ge=0, description="Most unmasked >outlierSigma pixels allowed per amp.")
     outlierSigma: float = Field(5.0, gt=0, description="Outlier threshold (sigma) of VerifyDefects.")
@@ -211,6 +250,7 @@ class CpVerifyBiasTask(CpVerifyStatsTask):
     residual overscan noise (``LSST ISR OVERSCAN RESIDUAL SERIAL STDEV <amp>``).
     """
 
+    ConfigClass = CpVerifyBiasConfig
     _DefaultName = "cpVerifyBias"
     calibType = "bias"
 
@@ -241,6 +281,7 @@ class CpVerifyBiasTask(CpVerifyStatsTask):
 class CpVerifyDarkTask(CpVerifyBiasTask):
     """Verify a dark on other darks (cp_verify ``CpVerifyDarkTask``: the bias tests on the residual)."""
 
+    ConfigClass = CpVerifyDarkConfig
     _DefaultName = "cpVerifyDark"
     calibType = "dark"
 
@@ -254,6 +295,7 @@ class CpVerifyFlatTask(CpVerifyStatsTask):
     sqrt(MEAN)`` (see `pipeline.tasks.verify.verify_stats.verify_flat_amp`).
     """
 
+    ConfigClass = CpVerifyFlatConfig
     _DefaultName = "cpVerifyFlat"
     calibType = "flat"
 
@@ -284,6 +326,7 @@ class CpVerifyDefectsTask(CpVerifyStatsTask):
     outside the defects (``OUTLIERS``). Reads the ``defects`` dataset as IsrTask does.
     """
 
+    ConfigClass = CpVerifyDefectsConfig
     _DefaultName = "cpVerifyDefects"
     calibType = "defects"
 
