@@ -143,6 +143,38 @@ def test_calib_keyword_mismatch_dates_and_flat_context(caplog):
     np.testing.assert_allclose(exp.image, img, atol=1e-3)
 
 
+def test_calib_keyword_missing_from_either_header_is_not_a_mismatch(caplog):
+    """A keyword missing from the calibration or the exposure is not compared (ip_isr).
+
+    Only keywords in both headers are compared: a calibration without SEQNAME logs one info line
+    ("not checked") and neither warns, marks the header nor raises with doRaiseOnCalibMismatch.
+    """
+    raw, truth = _sim()
+    flat = _flat_of(truth)  # no SEQNAME, no OBSMODE
+    flat.metadata["DAQMODE"] = "B"
+    raw.metadata["SEQNAME"] = "A"
+    raw.metadata["DAQMODE"] = "B"
+    keys = ["SEQNAME", "OBSMODE", "DAQMODE"]  # calib lacks, both lack, both equal
+    for raise_ in (False, True):
+        task = IsrTask(config=_cfg(doFlat=True, cameraKeywordsToCompare=keys, doRaiseOnCalibMismatch=raise_))
+        md = dict(raw.metadata)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            task.compareCameraKeywords(md, flat, "flat")
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert infos == ["flat has no camera keyword(s) SEQNAME; not checked"]
+        assert "LSST ISR FLAT SEQUENCER MISMATCH" not in md
+    # a real difference in a keyword both have still warns
+    flat.metadata["DAQMODE"] = "C"
+    md = dict(raw.metadata)
+    with caplog.at_level(logging.WARNING):
+        IsrTask(config=_cfg(doFlat=True, cameraKeywordsToCompare=keys)).compareCameraKeywords(
+            md, flat, "flat"
+        )
+    assert md["LSST ISR FLAT SEQUENCER MISMATCH"] is True
+
+
 def test_stray_light_and_illumination():
     """Check the stray-light model is subtracted and the illumination correction divides."""
     raw, _ = _sim()

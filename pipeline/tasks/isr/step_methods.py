@@ -103,6 +103,10 @@ class IsrStepMethods:
     def compareCameraKeywords(self, exposureMetadata: Mapping[str, Any], calib: Any, calibName: str) -> None:
         """Compare ``cameraKeywordsToCompare`` between the exposure and a calibration.
 
+        As ip_isr's ``isrFunctions.compareCameraKeywords``: a keyword is compared only when both
+        headers have it; one missing from the exposure is skipped (debug log), those missing from
+        the calibration are listed in one info log line ("not checked"), never as a mismatch.
+
         Raises
         ------
         RuntimeError
@@ -110,8 +114,15 @@ class IsrStepMethods:
             ``LSST ISR <CALIB> SEQUENCER MISMATCH`` = True.
         """
         md = calib_metadata(calib)
+        missing = []
         for key in self.config.cameraKeywordsToCompare:
             ev, cv = exposureMetadata.get(key), md.get(key)
+            if ev is None:
+                self.log.debug("camera keyword %s not in the exposure header; not checked", key)
+                continue
+            if cv is None:
+                missing.append(key)
+                continue
             if ev != cv:
                 msg = (
                     f"{calibName} keyword {key}={cv!r} differs from the exposure's {key}={ev!r}; "
@@ -122,6 +133,8 @@ class IsrStepMethods:
                 self.log.warning(msg)
                 if isinstance(exposureMetadata, MutableMapping):
                     _hset(exposureMetadata, f"LSST ISR {calibName.upper()} SEQUENCER MISMATCH", True)
+        if missing:
+            self.log.info("%s has no camera keyword(s) %s; not checked", calibName, ",".join(missing))
 
     @staticmethod
     def extractCalibDate(calib: Any) -> str:
