@@ -116,7 +116,8 @@ def storage_error(exc: BaseException, database: str | None = None) -> ButlerErro
     Looks through ``exc`` and the exceptions it was raised from (``__cause__``/``__context__``)
     for an `OSError` with ``ENOSPC``/``EDQUOT`` (full disk, quota) or ``EROFS``/``EACCES``/``EPERM``
     (read-only), and for SQLite's "database or disk is full", "attempt to write a readonly
-    database" and "unable to open database file".
+    database" and "unable to open database file", and PostgreSQL's ``disk_full`` and
+    ``read_only_sql_transaction`` SQLSTATEs.
 
     Parameters
     ----------
@@ -156,6 +157,17 @@ def storage_error(exc: BaseException, database: str | None = None) -> ButlerErro
             str(e) if type(e).__module__ in ("sqlite3", "_sqlite3") else "")
         low = text.lower()
         db = f" {database}" if database else ""
+        sqlstate = getattr(getattr(e, "orig", None), "sqlstate", None) or getattr(e, "sqlstate", None)
+        if sqlstate in ("53100", "53400"):  # PostgreSQL disk_full, configuration_limit_exceeded
+            return StorageFullError(
+                "the PostgreSQL server's disk is full (or a limit is reached); free space on the "
+                "database server and rerun (pipetask run: --extend-run --skip-existing finishes the job)"
+            )
+        if sqlstate == "25006":  # read_only_sql_transaction
+            return RepositoryReadOnlyError(
+                "the PostgreSQL registry is read-only for this connection (a hot standby or a "
+                "read-only role); write through the primary server or a role with write access"
+            )
         if "database or disk is full" in low:
             return StorageFullError(
                 f"the disk holding the registry database{db} is full (SQLite: database or disk is full); "

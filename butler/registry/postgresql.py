@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .._errors import InvalidQueryError, LockHeldError, RepositoryError
+from .._errors import InvalidQueryError, LockHeldError, RepositoryError, storage_error
 from .database import Database, lock_holder_info, lock_key
 
 __all__ = ["PostgresqlDatabase"]
@@ -94,7 +94,8 @@ class PostgresqlDatabase(Database):
             return InvalidQueryError(
                 f"PostgreSQL could not evaluate the query: {reason}; simplify the --where expression"
             )
-        return exc
+        # A full disk on the server or a read-only connection: one line (butler.storage_error).
+        return storage_error(exc) or exc
 
     def lock_tables(self, *tables: sa.Table) -> None:
         """``LOCK TABLE ... IN EXCLUSIVE MODE`` (readers continue, other writers wait)."""
