@@ -289,7 +289,9 @@ def summarize_reusing(repo: Path, flows: Sequence[Flow], state_file: Path) -> tu
     counts = dataset_counts(repo)
     b = Butler(repo, writeable=False)
     collections = sorted(
-        [name, kind.name] for kind in CollectionType for name in b.registry.query_collections("*", types=[kind])
+        [name, kind.name]
+        for kind in CollectionType
+        for name in b.registry.query_collections("*", types=[kind])
     )
     key = {"counts": counts, "collections": collections, "instruments": [f.instrument for f in flows]}
     try:
@@ -301,6 +303,7 @@ def summarize_reusing(repo: Path, flows: Sequence[Flow], state_file: Path) -> tu
     results = collect_results(repo, flows)
     state_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "results": [dataclasses.asdict(r) for r in results]}), encoding="utf-8")
+    state = {"key": key, "results": [dataclasses.asdict(r) for r in results]}
+    tmp.write_text(json.dumps(state), encoding="utf-8")
     tmp.replace(state_file)
     return format_report(results, counts), True

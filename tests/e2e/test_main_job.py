@@ -293,6 +293,27 @@ def test_megacam_ptc_gains_match_injected(megacam: tuple[Path, Any]) -> None:
         assert got[key].gain == pytest.approx(gain, rel=0.01), key
 
 
+def test_megacam_summary_reused_only_while_unchanged(megacam: tuple[Path, Any], tmp_path: Path) -> None:
+    """A re-run's results table comes from the state file only while counts and collections match."""
+    from pipeline.main_job.report import summarize, summarize_reusing
+
+    repo, _ = megacam
+    state = tmp_path / "state.json"
+    first, changed_first = summarize_reusing(repo, [MEGACAM_FLOW], state)
+    again, changed_again = summarize_reusing(repo, [MEGACAM_FLOW], state)
+    assert changed_first and not changed_again
+    assert first == again == summarize(repo, [MEGACAM_FLOW])
+    # a state whose key no longer matches the repository (one dataset fewer) is read again
+    import json
+
+    data = json.loads(state.read_text())
+    data["key"]["counts"]["raw"] = {k: v - 1 for k, v in data["key"]["counts"]["raw"].items()}
+    data["results"][0]["gain"] = -1.0  # would show if it were reused
+    state.write_text(json.dumps(data))
+    third, changed_third = summarize_reusing(repo, [MEGACAM_FLOW], state)
+    assert changed_third and third == first
+
+
 def test_megacam_overscan_level_and_read_noise(megacam: tuple[Path, Any]) -> None:
     """Overscan level (ADU) = injected bias level; overscan rms × PTC gain = injected read noise."""
     repo, _ = megacam
