@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.tasks.isr.binning import bin_image, bin_planes
 from pipeline.tasks.isr.brighter_fatter import brighter_fatter_correction
-from pipeline.tasks.isr.fringe import measure_fringes, solve_fringes, subtract_fringes
+from pipeline.tasks.isr.fringe import correct_fringes, measure_fringes, solve_fringes, subtract_fringes
 
 
 def test_binning_floor_mean_or_variance():
@@ -55,6 +55,29 @@ def test_fringe_amplitude_recovered():
     assert amp[0] == pytest.approx(12.5, rel=0.03)
     subtract_fringes(sci, None, [fringe], amp)
     assert np.std(sci) < 0.6
+
+
+def test_fringe_all_nan_image_gives_zero_amplitudes(caplog):
+    """An all-NaN image: amplitudes 0, nothing subtracted, one warning (ip_isr "no good pixels").
+
+    Was an IndexError from the clipping of an empty measurement list.
+    """
+    from pipeline.image import MaskedImage
+
+    ny, nx = 120, 140
+    y, x = np.mgrid[0:ny, 0:nx]
+    fringe = (np.sin(x / 7.0) * np.cos(y / 11.0)).astype(np.float32)
+    mi = MaskedImage(np.full((ny, nx), np.nan, np.float32), None, np.ones((ny, nx), np.float32))
+    with caplog.at_level("WARNING", logger="pipeline.tasks.isr.fringe"):
+        amps = correct_fringes(
+            mi, [(fringe, None, None), (fringe**2, None, None)], 3,
+            num=200, small=3, large=30, pedestal=True, iterations=20, clip=3.0,
+        )  # fmt: skip
+    np.testing.assert_array_equal(amps, [0.0, 0.0])
+    assert np.isnan(mi.image).all() and np.all(mi.variance == 1.0)
+    assert "no good pixels (no finite measurement)" in caplog.text
+    # finite science but NaN templates: no usable measurement either
+    np.testing.assert_array_equal(solve_fringes(np.ones(50), np.full((50, 3), np.nan)), [0.0, 0.0, 0.0])
 
 
 def test_bf_single_iteration_quirk_defined():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 from pipeline.image.statistics import clipped_stats, iqr_sigma
 
 __all__ = ["correct_fringes", "measure_fringes", "solve_fringes", "subtract_fringes"]
+
+_log = logging.getLogger(__name__)
 
 
 def _box_stat(image: np.ndarray, bad: np.ndarray, x: int, y: int, half: int) -> float:
@@ -58,6 +61,8 @@ def solve_fringes(
     Returns
     -------
     amplitudes : `numpy.ndarray`, shape ``(n_fringe,)``
+        Zeros (nothing subtracted, a warning logged) when no measurement is finite or none
+        survives the initial rejection, as ip_isr's ``FringeTask.solve`` ("no good pixels").
 
     Raises
     ------
@@ -70,6 +75,9 @@ def solve_fringes(
         raise RuntimeError(f"fringe measurements differ in length: {science.size} vs {fringes.shape[0]}")
     good = np.isfinite(science) & np.all(np.isfinite(fringes), axis=1)
     s, f = science[good], fringes[good]
+    if s.size == 0:
+        _log.warning("Unable to solve for fringes: no good pixels (no finite measurement); not subtracted")
+        return np.zeros(fringes.shape[1])
 
     def robust_keep(v: np.ndarray) -> np.ndarray:
         centre, sigma = iqr_sigma(v)
@@ -79,6 +87,9 @@ def solve_fringes(
     for j in range(f.shape[1]):
         keep &= robust_keep(f[:, j])
     s, f = s[keep], f[keep]
+    if s.size == 0:
+        _log.warning("Unable to solve for fringes: no good pixels after initial rejection; not subtracted")
+        return np.zeros(fringes.shape[1])
     n_prev = -1
     amp = np.zeros(f.shape[1])
     for _ in range(iterations):
