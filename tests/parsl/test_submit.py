@@ -55,6 +55,7 @@ def _submit_file(tmp: Path, repo: Path, query: str = "exposure IN (1..3)", **ext
         sites:
           laptop:
             strategy_period: 0.1
+            quanta_per_task: 1
             run_dir: {tmp / "runinfo"}
             export_env: {{CCDFLOW_TEST_FAIL: "1", CCDFLOW_TEST_SLEEP: "1.5"}}
             htex: {{max_workers_per_node: 2}}

@@ -124,7 +124,7 @@ def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path, how: str) -> None
     root = str(butler.root)
     env = dict(os.environ)
     args = ["run", "-b", root, "-p", str(pipe), "-i", toy.TOY_RAW_RUN, "-o", "u/kill", "-j", "2",
-            "--register-dataset-types", "-c", "subtractMedian:sleep_s=1.0", "--no-progress"]
+            "--register-dataset-types", "-c", "subtractMedian:sleep_s=2.0", "--no-progress"]
     proc = subprocess.Popen(_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     # Wait until at least one quantum is registered, then SIGKILL the driver only.
@@ -164,7 +164,7 @@ def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path, how: str) -> None
     assert n_before >= 3
     # Resume: only the unfinished quanta run; the result is complete and correct.
     r = subprocess.run(_cmd("run", "-b", root, "-p", str(pipe), "-o", "u/kill", "--extend-run",
-                            "--skip-existing", "--no-progress", "-j", "2", "-c", "subtractMedian:sleep_s=1.0"), env=env, capture_output=True, text=True)
+                            "--skip-existing", "--no-progress", "-j", "2", "-c", "subtractMedian:sleep_s=2.0"), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     n_run = int(r.stdout.split("Executed ")[1].split()[0])
     assert n_run < 9            # finished quanta were skipped
