@@ -82,7 +82,7 @@ def test_extract_is_trimmed():
     """IsTrimmed=False reads the amp regions of an untrimmed exposure (raw boxes, overscans kept).
 
     The ratios measured on the untrimmed ISR output with isTrimmed=False equal those of the
-    trimmed output with the default; read with the default, the untrimmed exposure gives others.
+    trimmed output with the default; an exposure of the other trimming is refused, naming the fix.
     """
     exps, _ = simulate_exposures(
         "testcam", [{"observation_type": "science", "exposure_time": 10.0, "flux": 50.0}],
@@ -105,9 +105,12 @@ def test_extract_is_trimmed():
     assert want.keys() == got.keys() and sum(len(v) for v in want.values()) >= 12
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
-    # read as trimmed, the untrimmed exposure's amp boxes are wrong: other ratios
-    wrong = _flatten(CrosstalkExtractTask().run(inputExp=untrimmed).outputRatios)
-    assert any(not np.array_equal(wrong.get(k, []), want[k]) for k in want)
+    # the other trimming is refused with one error naming the field and its fix (was: wrong
+    # ratios from the untrimmed exposure; a numpy broadcast error from the trimmed one)
+    with pytest.raises(ValueError, match=r"\(106, 150\).*but isTrimmed=True; set isTrimmed=False"):
+        CrosstalkExtractTask().run(inputExp=untrimmed)
+    with pytest.raises(ValueError, match=r"\(96, 128\).*but isTrimmed=False; set isTrimmed=True"):
+        CrosstalkExtractTask(config=cfg).run(inputExp=trimmed)
 
 
 @functools.cache

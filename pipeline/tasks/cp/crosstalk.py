@@ -167,7 +167,8 @@ class CrosstalkExtractTask(PipelineTask):
         Raises
         ------
         ValueError
-            If the exposure has no detector or amplifier regions of unequal size.
+            If the exposure has no detector, amplifier regions of unequal size, or is trimmed
+            while ``isTrimmed=False`` (or untrimmed while ``isTrimmed=True``).
         """
         det = inputExp.detector
         if det is None:
@@ -177,6 +178,7 @@ class CrosstalkExtractTask(PipelineTask):
         bad = (mi.mask & mi.get_plane_bitmask(planes)) != 0 if planes else np.zeros(mi.shape, bool)
         amps = list(det)
         boxes = [a.bbox if self.config.isTrimmed else a.raw_data_bbox for a in amps]
+        _check_trimmed(mi.shape, det, boxes, self.config.isTrimmed, inputExp.info.id)
         res = extract_ratios(np.asarray(mi.image), bad, amps, boxes, self.config.threshold)
         for src, n in res.nPixels.items():
             self.log.info("source amp %s: %d pixels above %g ADU", src, n, self.config.threshold)
@@ -185,6 +187,46 @@ class CrosstalkExtractTask(PipelineTask):
         return Struct(
             outputRatios={chip: {chip: res.ratios}},
             outputFluxes={chip: res.fluxes},
+        )
+
+
+def _check_trimmed(
+    shape: tuple[int, int], det: Any, boxes: Sequence[Any], is_trimmed: bool, exp_id: Any
+) -> None:
+    """Refuse an exposure whose trimming disagrees with ``isTrimmed`` (one error naming the fix).
+
+    Parameters
+    ----------
+    shape : `tuple` [`int`, `int`]
+        The exposure's image shape ``(ny, nx)``, pixels.
+    det : `pipeline.image.geometry.Detector`
+        Its detector (``bbox``: trimmed; ``raw_bbox``: untrimmed).
+    boxes : sequence of `pipeline.image.geometry.Box`
+        The amplifier data regions ``isTrimmed`` selects.
+    is_trimmed : `bool`
+        ``CrosstalkExtractConfig.isTrimmed``.
+    exp_id : `object`
+        The exposure id, for the message.
+
+    Raises
+    ------
+    ValueError
+        If an amplifier region lies outside the image, or the image has the other trimming's shape.
+    """
+    trimmed, untrimmed = tuple(det.bbox.shape), tuple(det.raw_bbox.shape)
+    shape = tuple(shape)
+    outside = any(b.x1 > shape[1] or b.y1 > shape[0] for b in boxes)
+    if is_trimmed and (outside or (shape == untrimmed != trimmed)):
+        raise ValueError(
+            f"CrosstalkExtractTask: exposure {exp_id} has shape {shape}, the detector's untrimmed "
+            f"shape {untrimmed} (trimmed: {trimmed}), but isTrimmed=True; set isTrimmed=False for "
+            "exposures keeping the overscans (assembleCcd.doTrim=False)"
+        )
+    if not is_trimmed and (outside or (shape == trimmed != untrimmed)):
+        raise ValueError(
+            f"CrosstalkExtractTask: exposure {exp_id} has shape {shape}, the detector's trimmed "
+            f"shape {trimmed} (untrimmed: {untrimmed}), but isTrimmed=False; set isTrimmed=True "
+            "(the default) for trimmed ISR output"
         )
 
 
