@@ -16,7 +16,7 @@ from ..collections import CollectionType, has_glob
 from ._model import EXPORT_FILENAME, CollectionEntry, ExportedFile, RepoContents, record_to_row
 
 if TYPE_CHECKING:
-    from .._butler import Butler
+    from ._repository import Repository
     from ..datasets import DatasetRef
 
 __all__ = ["EXPORT_TRANSFER_MODES", "ExportReport", "collect", "write_export"]
@@ -35,7 +35,7 @@ def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
     return list(value)
 
 
-def _chain_closure(butler: Butler, names: list[str]) -> list[str]:
+def _chain_closure(butler: Repository, names: list[str]) -> list[str]:
     """Names plus, for CHAINED ones, every collection they reach (each once, first seen first)."""
     reg = butler.registry
     out: list[str] = []
@@ -53,7 +53,7 @@ def _chain_closure(butler: Butler, names: list[str]) -> list[str]:
 
 
 def collect(
-    butler: Butler,
+    butler: Repository,
     dataset_types: str | Iterable[str] = "*",
     *,
     collections: str | Iterable[str] | None = None,
@@ -64,7 +64,7 @@ def collect(
 
     Parameters
     ----------
-    butler : `Butler`
+    butler : `Repository` (a `Butler`)
         The source repository.
     dataset_types : `str` or iterable of `str`
         Dataset type names or glob patterns (default: all).
@@ -256,13 +256,13 @@ def _export_path(path: str) -> str:
 
 
 def write_export(
-    butler: Butler, directory: str | os.PathLike[str], contents: RepoContents, *, transfer: str = "auto"
+    butler: Repository, directory: str | os.PathLike[str], contents: RepoContents, *, transfer: str = "auto"
 ) -> ExportReport:
     """Write an export directory: the files and ``export.yaml``, all or nothing.
 
     Parameters
     ----------
-    butler : `Butler`
+    butler : `Repository` (a `Butler`)
         The source repository (its datastore holds the files).
     directory : path
         New or empty directory. Files keep their paths relative to the repository root.

@@ -21,7 +21,7 @@ from ..timespan import Timespan
 from ._model import RepoContents, record_to_row
 
 if TYPE_CHECKING:
-    from .._butler import Butler
+    from ._repository import Repository
     from ..datasets import DatasetRef
 
 __all__ = ["IMPORT_TRANSFER_MODES", "ImportReport", "import_contents"]
@@ -70,7 +70,7 @@ def _describe(ref: DatasetRef) -> str:
     return f"{ref.dataset_type.name} {ref.data_id.required} (run {ref.run!r}, id {ref.id})"
 
 
-def _records(butler: Butler, contents: RepoContents, skip: set[str], report: ImportReport) -> None:
+def _records(butler: Repository, contents: RepoContents, skip: set[str], report: ImportReport) -> None:
     """Insert missing dimension records; refuse records that exist with other values."""
     reg = butler.registry
     for element, rows in contents.records.items():
@@ -109,7 +109,7 @@ def _short(value: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _collections(butler: Butler, contents: RepoContents, report: ImportReport) -> None:
+def _collections(butler: Repository, contents: RepoContents, report: ImportReport) -> None:
     """Create RUN, TAGGED and CALIBRATION collections (chains come last, after their children)."""
     reg = butler.registry
     for c in contents.collections:
@@ -123,7 +123,7 @@ def _collections(butler: Butler, contents: RepoContents, report: ImportReport) -
             report.collections.append(c.name)
 
 
-def _chains(butler: Butler, contents: RepoContents, report: ImportReport) -> None:
+def _chains(butler: Repository, contents: RepoContents, report: ImportReport) -> None:
     reg = butler.registry
     for c in contents.collections:
         if c.type is not CollectionType.CHAINED:
@@ -151,7 +151,7 @@ def _chains(butler: Butler, contents: RepoContents, report: ImportReport) -> Non
             )
 
 
-def _dataset_types(butler: Butler, contents: RepoContents, register: bool, report: ImportReport) -> None:
+def _dataset_types(butler: Repository, contents: RepoContents, register: bool, report: ImportReport) -> None:
     reg = butler.registry
     for dt in contents.dataset_types:
         try:
@@ -172,7 +172,7 @@ def _dataset_types(butler: Butler, contents: RepoContents, register: bool, repor
             )
 
 
-def _find_dataset_conflict(butler: Butler, refs: list[DatasetRef]) -> None:
+def _find_dataset_conflict(butler: Repository, refs: list[DatasetRef]) -> None:
     """Raise naming a dataset whose (type, data ID) is already in its RUN under another ID.
 
     Run after a failed import (the registry is unchanged), to name the culprit exactly; one
@@ -199,7 +199,7 @@ def _find_dataset_conflict(butler: Butler, refs: list[DatasetRef]) -> None:
 
 
 def import_contents(
-    butler: Butler,
+    butler: Repository,
     contents: RepoContents,
     base: str | Path | None,
     *,
@@ -216,7 +216,7 @@ def import_contents(
 
     Parameters
     ----------
-    butler : `Butler`
+    butler : `Repository` (a `Butler`)
         The destination (writeable).
     contents : `RepoContents`
     base : path or `None`
@@ -340,7 +340,7 @@ def _verify(f: Any, info: Any, path: Path, ref: DatasetRef) -> None:
 
 
 def _certify(
-    butler: Butler, collection: str, pairs: list[tuple[uuid.UUID, Timespan]], refs: dict[uuid.UUID, Any]
+    butler: Repository, collection: str, pairs: list[tuple[uuid.UUID, Timespan]], refs: dict[uuid.UUID, Any]
 ) -> int:
     """Certify the validity ranges the collection lacks; identical ones are skipped."""
     reg = butler.registry

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .._errors import DatastoreError
 
 if TYPE_CHECKING:
-    from .._butler import Butler
+    from ._repository import Repository
     from ..datasets import DatasetRef
 
 __all__ = ["RETRIEVE_TRANSFER_MODES", "retrieve_artifacts"]
@@ -22,7 +22,7 @@ RETRIEVE_TRANSFER_MODES = ("auto", "copy", "hardlink", "symlink", "relsymlink")
 
 
 def retrieve_artifacts(
-    butler: Butler,
+    butler: Repository,
     refs: Iterable[DatasetRef],
     destination: str | os.PathLike[str],
     *,
@@ -34,7 +34,7 @@ def retrieve_artifacts(
 
     Parameters
     ----------
-    butler : `Butler`
+    butler : `Repository` (a `Butler`)
     refs : iterable of `DatasetRef`
         Datasets whose files to retrieve (a file shared by several is retrieved once).
     destination : path

@@ -9,14 +9,14 @@ from ._export import collect
 from ._import import ImportReport, import_contents
 
 if TYPE_CHECKING:
-    from .._butler import Butler
+    from ._repository import Repository
 
 __all__ = ["transfer_datasets"]
 
 
 def transfer_datasets(
-    source: Butler,
-    dest: Butler,
+    source: Repository,
+    dest: Repository,
     dataset_types: str | Iterable[str] = "*",
     *,
     collections: str | Iterable[str] | None = None,
@@ -35,7 +35,7 @@ def transfer_datasets(
 
     Parameters
     ----------
-    source, dest : `Butler`
+    source, dest : `Repository` (each a `Butler`)
     dataset_types : `str` or iterable of `str`
         Names or glob patterns (default: all).
     collections : `str` or iterable of `str`, optional
