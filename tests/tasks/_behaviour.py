@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from pipeline.config import Config
 
@@ -371,3 +372,28 @@ class Sweep:
         for dotted, (value, why) in self.inert.items():  # the known gaps are still gaps
             changed = self.fingerprint(self.config("main", {dotted: value}))
             assert differing(base, changed) == [], f"{dotted} now acts ({why}): sweep it"
+
+
+def sweep_tests(sweeps: list[Sweep]) -> tuple[Any, Any]:
+    """Return a module's two sweep tests over ``sweeps``; assign both to module-level names.
+
+    ``test_every_field_is_accounted_for``: each field is swept, named, a documented no-op or a
+    framework field, and the baseline is stable. ``test_field_changes_the_output``: changing one
+    field (from the variant's baseline) changes the outputs or the connections.
+    """
+
+    @pytest.mark.parametrize("sweep", sweeps, ids=lambda s: s.task.__name__)
+    def test_every_field_is_accounted_for(sweep: Sweep) -> None:
+        """Each field is swept, named, a documented no-op or a framework field; the baseline is stable."""
+        sweep.check_accounted()
+
+    @pytest.mark.parametrize(
+        "sweep,dotted,value,variant",
+        [(s, *case) for s in sweeps for case in s.swept_cases()],
+        ids=lambda v: v.task.__name__ if isinstance(v, Sweep) else str(v)[:30],
+    )
+    def test_field_changes_the_output(sweep: Sweep, dotted: str, value: Any, variant: str) -> None:
+        """Changing one field (from the variant's baseline) changes the outputs or the connections."""
+        sweep.check_case(dotted, value, variant)
+
+    return test_every_field_is_accounted_for, test_field_changes_the_output

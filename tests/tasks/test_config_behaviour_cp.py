@@ -14,7 +14,6 @@ import functools
 from typing import Any
 
 import numpy as np
-import pytest
 
 from pipeline.image import MASK_PLANES
 from pipeline.tasks.cp import (
@@ -27,7 +26,7 @@ from pipeline.tasks.cp.dark import CpDarkTask
 from pipeline.tasks.cp.defects import MeasureDefectsTask, MergeDefectsCombinedTask
 from tests.cp._synth import SynthDetector, make_detector, make_exposure
 
-from ._behaviour import Sweep
+from ._behaviour import Sweep, sweep_tests
 
 BIT = {name: 1 << b for name, b in MASK_PLANES.items()}
 SYNTH = SynthDetector(gains=(1.0, 2.0), read_noise_e=(5.0, 5.0), ny=40, nx_amp=30)
@@ -310,17 +309,4 @@ MERGE_COMBINED = Sweep(
 SWEEPS = [COMBINE, DARK, FLAT_MEASURE, FLAT_NORM, MEASURE_DEFECTS, MERGE_DEFECTS, MERGE_COMBINED]
 
 
-@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda s: s.task.__name__)
-def test_every_field_is_accounted_for(sweep):
-    """Each field is swept, named, a documented no-op or a framework field; the baseline is stable."""
-    sweep.check_accounted()
-
-
-@pytest.mark.parametrize(
-    "sweep,dotted,value,variant",
-    [(s, *case) for s in SWEEPS for case in s.swept_cases()],
-    ids=lambda v: v.task.__name__ if isinstance(v, Sweep) else str(v)[:30],
-)
-def test_field_changes_the_output(sweep, dotted, value, variant):
-    """Changing one field (from the variant's baseline) changes the outputs or the connections."""
-    sweep.check_case(dotted, value, variant)
+test_every_field_is_accounted_for, test_field_changes_the_output = sweep_tests(SWEEPS)

@@ -21,7 +21,7 @@ from pipeline.instruments.simulate import make_truth, simulate_exposures
 from pipeline.tasks.cp.cti import CpCtiMeasureTask, CpCtiSolveTask
 from pipeline.tasks.isr import IsrTask, IsrTaskConfig
 
-from ._behaviour import Sweep
+from ._behaviour import Sweep, sweep_tests
 
 CAMERA = Path(__file__).resolve().parents[1] / "cp" / "data" / "xtcam.yaml"
 LEVELS = np.geomspace(300, 140000, 10)  # e-; the brightest above maxImageMean variants
@@ -111,17 +111,4 @@ def test_turnoff_finder_settings(monkeypatch):
 SWEEPS = [MEASURE, SOLVE]
 
 
-@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda s: s.task.__name__)
-def test_every_field_is_accounted_for(sweep):
-    """Each field is swept, named, a documented no-op or a framework field; the baseline is stable."""
-    sweep.check_accounted()
-
-
-@pytest.mark.parametrize(
-    "sweep,dotted,value,variant",
-    [(s, *case) for s in SWEEPS for case in s.swept_cases()],
-    ids=lambda v: v.task.__name__ if isinstance(v, Sweep) else str(v)[:30],
-)
-def test_field_changes_the_output(sweep, dotted, value, variant):
-    """Changing one field (from the variant's baseline) changes the outputs or the connections."""
-    sweep.check_case(dotted, value, variant)
+test_every_field_is_accounted_for, test_field_changes_the_output = sweep_tests(SWEEPS)

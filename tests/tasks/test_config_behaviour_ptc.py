@@ -22,7 +22,7 @@ from pipeline.tasks.cp.ptc_extract import PhotonTransferCurveExtractTask
 from pipeline.tasks.cp.ptc_solve import PhotonTransferCurveSolveTask
 from tests.cp._synth import SynthDetector, make_detector, make_exposure, make_flat
 
-from ._behaviour import Sweep
+from ._behaviour import Sweep, sweep_tests
 
 TRUTH = SynthDetector(gains=(1.0, 2.0), read_noise_e=(4.0, 6.0), ny=64, nx_amp=64, alpha=1.25e-7)
 SIGNALS = np.geomspace(300, 1.5e5, 12)  # e-
@@ -214,20 +214,7 @@ BFK = Sweep(
 SWEEPS = [EXTRACT, SOLVE, LINEARITY, BFK]
 
 
-@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda s: s.task.__name__)
-def test_every_field_is_accounted_for(sweep):
-    """Each field is swept, named, a documented no-op or a framework field; the baseline is stable."""
-    sweep.check_accounted()
-
-
-@pytest.mark.parametrize(
-    "sweep,dotted,value,variant",
-    [(s, *case) for s in SWEEPS for case in s.swept_cases()],
-    ids=lambda v: v.task.__name__ if isinstance(v, Sweep) else str(v)[:30],
-)
-def test_field_changes_the_output(sweep, dotted, value, variant):
-    """Changing one field (from the variant's baseline) changes the outputs or the connections."""
-    sweep.check_case(dotted, value, variant)
+test_every_field_is_accounted_for, test_field_changes_the_output = sweep_tests(SWEEPS)
 
 
 def test_lookup_table_fit_of_every_amp():

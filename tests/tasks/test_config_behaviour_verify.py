@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import pytest
-
 from pipeline.tasks.isr.calibs import Defects
 from pipeline.tasks.verify import (
     CpVerifyBiasTask,
@@ -25,7 +23,7 @@ from pipeline.tasks.verify import (
 )
 from tests.cp import test_verify_tasks as vt
 
-from ._behaviour import Sweep
+from ._behaviour import Sweep, sweep_tests
 
 STATS_CASES = {
     "maskNameList": [([], "main")],
@@ -159,17 +157,4 @@ CALIB_MERGE = Sweep(
 SWEEPS = [DARK, BIAS, FLAT, DEFECTS, PTC, RUN_MERGE, CALIB_MERGE]
 
 
-@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda s: s.task.__name__)
-def test_every_field_is_accounted_for(sweep):
-    """Each field is swept, named, a no-op, a framework field or a listed gap; the baseline is stable."""
-    sweep.check_accounted()
-
-
-@pytest.mark.parametrize(
-    "sweep,dotted,value,variant",
-    [(s, *case) for s in SWEEPS for case in s.swept_cases()],
-    ids=lambda v: v.task.__name__ if isinstance(v, Sweep) else str(v)[:30],
-)
-def test_field_changes_the_output(sweep, dotted, value, variant):
-    """Changing one field (from the variant's baseline) changes the outputs or the connections."""
-    sweep.check_case(dotted, value, variant)
+test_every_field_is_accounted_for, test_field_changes_the_output = sweep_tests(SWEEPS)

@@ -18,7 +18,7 @@ from pipeline.instruments.simulate import simulate_exposures
 from pipeline.tasks.cp.crosstalk import CrosstalkExtractTask, CrosstalkSolveTask
 from pipeline.tasks.isr import IsrTask, IsrTaskConfig
 
-from ._behaviour import Sweep
+from ._behaviour import Sweep, sweep_tests
 
 
 @functools.cache
@@ -137,17 +137,4 @@ SOLVE = Sweep(
 SWEEPS = [EXTRACT, SOLVE]
 
 
-@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda s: s.task.__name__)
-def test_every_field_is_accounted_for(sweep):
-    """Each field is swept, named, a documented no-op or a framework field; the baseline is stable."""
-    sweep.check_accounted()
-
-
-@pytest.mark.parametrize(
-    "sweep,dotted,value,variant",
-    [(s, *case) for s in SWEEPS for case in s.swept_cases()],
-    ids=lambda v: v.task.__name__ if isinstance(v, Sweep) else str(v)[:30],
-)
-def test_field_changes_the_output(sweep, dotted, value, variant):
-    """Changing one field (from the variant's baseline) changes the outputs or the connections."""
-    sweep.check_case(dotted, value, variant)
+test_every_field_is_accounted_for, test_field_changes_the_output = sweep_tests(SWEEPS)
