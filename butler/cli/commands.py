@@ -346,6 +346,39 @@ def _query_datasets_fast(
     return refs, order, (uris if show_uri else None)
 
 
+def _fast_query(repo: str, command: str, query: Any) -> Any:
+    """Return ``query(fast registry)`` on the read-only fast path; `None` when the registry must answer.
+
+    Parameters
+    ----------
+    repo : `str`
+        Repository.
+    command : `str`
+        Command name (for the debug log).
+    query : callable
+        Takes the `butler.registry._sqlite_fast.SqliteFastRegistry`; raises
+        `butler.registry.backends.FastPathUnavailableError` for anything it does not handle.
+
+    Returns
+    -------
+    result : `typing.Any` or `None`
+        The query's result, or `None` (fast path disabled or unavailable).
+    """
+    from butler.registry import backends
+
+    if not backends.fast_path_enabled():
+        return None
+    try:
+        fast = backends.open_read_only_fast(repo)
+        try:
+            return query(fast)
+        finally:
+            fast.close()
+    except backends.FastPathUnavailableError as exc:
+        _LOG.debug("%s: SQLAlchemy path (%s)", command, exc)
+        return None
+
+
 @cli.command("query-datasets")
 @click.argument("repo")
 @click.argument("dataset_types", nargs=-1)
@@ -434,16 +467,24 @@ def query_data_ids(
     fmt: str,
 ) -> None:
     """List data IDs of DIMENSIONS that exist and match the query."""
-    b = _open(repo, writeable=False)
-    ids = b.registry.query_data_ids(
-        _split(dimensions),
-        where=where,
-        datasets=_split(datasets) or None,
-        collections=_split(collections) or None,
-        order_by=order_by or None,
-        limit=limit or None,
-    )
-    rows = [dict(d) for d in ids]
+    rows = None
+    if not (order_by or datasets or collections):
+        rows = _fast_query(
+            repo,
+            "query-data-ids",
+            lambda fast: fast.query_data_ids(_split(dimensions), where=where, limit=limit),
+        )
+    if rows is None:
+        b = _open(repo, writeable=False)
+        ids = b.registry.query_data_ids(
+            _split(dimensions),
+            where=where,
+            datasets=_split(datasets) or None,
+            collections=_split(collections) or None,
+            order_by=order_by or None,
+            limit=limit or None,
+        )
+        rows = [dict(d) for d in ids]
     _print_table(rows, fmt, empty="No data IDs found.")
 
 
@@ -456,10 +497,18 @@ def query_data_ids(
 @FORMAT_OPTION
 def query_dimension_records(repo: str, element: str, where: str, order_by: str, limit: int, fmt: str) -> None:
     """List the records of dimension ELEMENT (instrument, detector, exposure ...)."""
-    b = _open(repo, writeable=False)
-    recs = b.registry.query_dimension_records(
-        element, where=where, order_by=order_by or None, limit=limit or None
-    )
+    recs = None
+    if not order_by:
+        recs = _fast_query(
+            repo,
+            "query-dimension-records",
+            lambda fast: fast.query_dimension_records(element, where=where, limit=limit),
+        )
+    if recs is None:
+        b = _open(repo, writeable=False)
+        recs = b.registry.query_dimension_records(
+            element, where=where, order_by=order_by or None, limit=limit or None
+        )
     rows = []
     for r in recs:
         d = {k: v for k, v in r.to_dict().items() if k != "camera_yaml"}

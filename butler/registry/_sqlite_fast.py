@@ -30,8 +30,8 @@ from .._config import ROOT_TOKEN
 from .._errors import FastPathUnavailableError
 from ..collections import CollectionType, flatten_chains, glob_filter, has_glob
 from ..datasets import DatasetType
-from ..dimensions import DimensionUniverse, default_universe
-from ..timespan import TIMESPAN_MAX, TIMESPAN_MIN
+from ..dimensions import DimensionRecord, DimensionUniverse, default_universe
+from ..timespan import TIMESPAN_MAX, TIMESPAN_MIN, Timespan
 from ._schema_version import schema_version
 from .queries import (
     DIMENSION_KIND,
@@ -250,6 +250,69 @@ class SqliteFastRegistry:
         except sqlite3.Error as exc:
             raise FastPathUnavailableError(str(exc)) from None
 
+    def query_dimension_records(
+        self, element: str, *, where: str = "", limit: int | None = None
+    ) -> list[DimensionRecord]:
+        """Return the records of one dimension element, as `Registry.query_dimension_records` finds them.
+
+        Parameters
+        ----------
+        element : `str`
+            Dimension element name.
+        where : `str`
+            Data query expression.
+        limit : `int`, optional
+            At most this many records (in the registry's default order: the element's keys).
+
+        Returns
+        -------
+        records : `list` [`DimensionRecord`]
+            In the registry's order.
+
+        Raises
+        ------
+        FastPathUnavailableError
+            Whenever the SQLAlchemy registry must answer instead (including every error case).
+        """
+        try:
+            return _records(self, element, where, limit)
+        except FastPathUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the registry path reports it
+            raise FastPathUnavailableError(str(exc)) from None
+
+    def query_data_ids(
+        self, dimensions: Sequence[str], *, where: str = "", limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Return data IDs of dimensions as `Registry.query_data_ids` finds them (no dataset constraint).
+
+        Parameters
+        ----------
+        dimensions : sequence of `str`
+            Dimension names (closed under requires/implies).
+        where : `str`
+            Data query expression.
+        limit : `int`, optional
+            At most this many data IDs (in the registry's default order: the required dimensions).
+
+        Returns
+        -------
+        data_ids : `list` [`dict` [`str`, `typing.Any`]]
+            Required then implied dimension values that are not NULL, in the registry's order
+            (what ``dict(data_coordinate)`` gives on the registry path).
+
+        Raises
+        ------
+        FastPathUnavailableError
+            Whenever the SQLAlchemy registry must answer instead (including every error case).
+        """
+        try:
+            return _data_ids(self, dimensions, where, limit)
+        except FastPathUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the registry path reports it
+            raise FastPathUnavailableError(str(exc)) from None
+
 
 class _Resolver(DimensionColumnResolver):
     """`DimensionColumnResolver` over the dataset subquery ``ds`` (SQL text), as `QueryContext`."""
@@ -387,3 +450,137 @@ def _query(
             for did, path in r.conn.execute(q, chunk):
                 uris[uuid.UUID(hex=did)] = path if os.path.isabs(path) else str(r.root / path)
     return out, uris, u.names
+
+
+class _TableResolver(_Resolver):
+    """`_Resolver` over dimension tables, as the registry's `QueryContext` of record and data-ID queries.
+
+    ``columns`` maps the dimensions whose columns are known (``t_<element>.<column>``) and
+    ``tables`` the elements whose table is already in the FROM clause; any other dimension is
+    found through the table of a dimension that implies it, joined like `QueryContext.table`.
+    """
+
+    def __init__(
+        self,
+        universe: DimensionUniverse,
+        dims: Sequence[str],
+        conn: sqlite3.Connection,
+        columns: dict[str, str],
+        tables: set[str],
+    ) -> None:
+        super().__init__(universe, dims, "", conn)
+        self.dataset_fields = {}
+        self.columns = columns
+        self.joined = set(tables)
+
+    def dim_col(self, d: str) -> SqlText:
+        col = self.columns.get(d)
+        if col is None:
+            if d not in self.dims:
+                raise FastPathUnavailableError(f"{d} is not a dimension of this query")
+            for e in self.universe.names:
+                if e in self.dims and d in self.universe[e].implies:
+                    col = f"{self.table(e)}.{d}"
+                    break
+            else:
+                raise FastPathUnavailableError(f"no column for {d}")
+            self.columns[d] = col
+        return SqlText(col, (), DIMENSION_KIND[self.universe[d].primary_key.type])
+
+    def table(self, element: str) -> str:
+        alias = f"t_{element}"
+        if element not in self.joined:
+            el = self.universe[element]
+            on = [f"{alias}.{r} = {self.dim_col(r).sql}" for r in el.requires]
+            on.append(f"{alias}.{el.primary_key.name} = {self.dim_col(element).sql}")
+            self.joined.add(element)
+            self.joins.append(f' JOIN "{element}" AS {alias} ON {" AND ".join(on)}')
+        return alias
+
+
+def _where(resolver: _TableResolver, where: str) -> tuple[str, list[Any]]:
+    """Compile ``where`` (blank: no clause) into `` WHERE ...`` SQL text and its parameters."""
+    if not where or not where.strip():
+        return "", []
+    clause = compile_expression(where, resolver)
+    return f" WHERE {clause.sql}", list(clause.params)
+
+
+def _limit(limit: int | None) -> str:
+    return f" LIMIT {int(limit)}" if limit is not None and limit > 0 else ""
+
+
+def _records(r: SqliteFastRegistry, element: str, where: str, limit: int | None) -> list[DimensionRecord]:
+    """See `SqliteFastRegistry.query_dimension_records` (the SQL of `RecordQuery.run`)."""
+    u = r.universe
+    if element not in u:
+        raise FastPathUnavailableError(f"no element {element!r}")
+    el = u[element]
+    required, implied = u.group([element])
+    t = f"t_{element}"
+    columns = {d: f"{t}.{d}" for d in (*el.requires, *el.implies)}
+    columns[element] = f"{t}.{el.primary_key.name}"
+    resolver = _TableResolver(u, required + implied, r.conn, columns, {element})
+    where_sql, params = _where(resolver, where)
+    fields = [f for f in el.record_fields if f != "timespan"]
+    select = fields + (["timespan_begin", "timespan_end"] if el.temporal else [])
+    keys = [*el.requires, el.primary_key.name]
+    quoted = [f'{t}."{c}"' for c in select]
+    sql = (
+        f'SELECT {", ".join(quoted)} FROM "{element}" AS {t}'
+        + "".join(resolver.joins)
+        + where_sql
+        + f" ORDER BY {', '.join(f'{t}.{k}' for k in keys)}"
+        + _limit(limit)
+    )
+    out = []
+    n = len(fields)
+    for row in r.conn.execute(sql, params).fetchall():
+        values = dict(zip(fields, row[:n]))
+        if el.temporal:
+            b, e = row[n], row[n + 1]
+            values["timespan"] = None if b is None and e is None else Timespan.from_ns(b, e)
+        out.append(DimensionRecord(el, values))
+    return out
+
+
+def _data_ids(
+    r: SqliteFastRegistry, dimensions: Sequence[str], where: str, limit: int | None
+) -> list[dict[str, Any]]:
+    """See `SqliteFastRegistry.query_data_ids` (the SQL of `DataIdQuery.run` without datasets)."""
+    u = r.universe
+    if not dimensions or any(d not in u for d in dimensions):
+        raise FastPathUnavailableError("no or unknown dimensions")
+    required, implied = u.group(dimensions)
+    if not required:
+        raise FastPathUnavailableError("no required dimension")
+    columns: dict[str, str] = {}
+    from_parts: list[str] = []
+    for d in required:
+        el = u[d]
+        alias = f"t_{d}"
+        on = [f"{alias}.{q} = {columns[q]}" for q in el.requires]
+        columns[d] = f"{alias}.{el.primary_key.name}"
+        if not from_parts:
+            from_parts.append(f'"{d}" AS {alias}')
+        else:
+            from_parts.append(f' JOIN "{d}" AS {alias} ON {" AND ".join(on) if on else "1 = 1"}')
+    all_dims = required + implied
+    resolver = _TableResolver(u, all_dims, r.conn, columns, set(required))
+    where_sql, params = _where(resolver, where)
+    cols = [resolver.dim_col(d).sql for d in all_dims]
+    sql = (
+        f"SELECT {', '.join(cols)} FROM "
+        + "".join(from_parts)
+        + "".join(resolver.joins)
+        + where_sql
+        + f" ORDER BY {', '.join(columns[d] for d in required)}"
+        + _limit(limit)
+    )
+    out = []
+    for row in r.conn.execute(sql, params).fetchall():
+        if None in row:
+            out.append({d: v for d, v in zip(all_dims, row) if v is not None})
+        else:
+            out.append(dict(zip(all_dims, row)))
+    return out
