@@ -19,6 +19,7 @@ into FITS cards (`header_from_metadata`) and back (`metadata_from_header`).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -155,11 +156,87 @@ def header_from_metadata(metadata: PropertyList | Mapping[str, Any]) -> fits.Hea
             continue
         name = key if _STANDARD_KEYWORD.fullmatch(key) else f"HIERARCH {key}"
         try:
-            card = fits.Card(name, value, comment)
+            card = _card(name, value, comment)
         except (ValueError, TypeError, fits.VerifyError):
             continue
         cards.append(card)
     return fits.Header(cards)
+
+
+#: Formatted card per ``(keyword, value type, value, comment)``: `_card` copies these.
+_CARD_CACHE: dict[tuple[Any, ...], fits.Card] = {}
+_CARD_CACHE_MAX = 50_000
+#: 80-character card images that passed ``Card.verify("exception")`` (see `_verify_cards`).
+_VERIFIED_IMAGES: set[str] = set()
+
+
+def _card(name: str, value: Any, comment: str | None = None) -> fits.Card:
+    """Return a new ``fits.Card(name, value, comment)`` whose 80-character image is formatted.
+
+    astropy formats a card's image once per card, reading its configuration for the value and
+    the comment each time (tens of microseconds a card); exposures written by one job repeat
+    the same cards. The first card of each ``(name, value type, value, comment)`` is made and
+    formatted by astropy and kept; later calls return a shallow copy (same image, own object,
+    so editing one header never changes another).
+
+    Parameters
+    ----------
+    name : str
+        Card keyword (``HIERARCH`` prefix included when needed).
+    value : Any
+        Card value.
+    comment : str, optional
+        Card comment.
+
+    Returns
+    -------
+    astropy.io.fits.Card
+
+    Raises
+    ------
+    ValueError, TypeError, astropy.io.fits.VerifyError
+        As ``fits.Card`` does for a value FITS cannot hold.
+    """
+    # the value's type is part of the key (True == 1 == 1.0 format differently), and floats
+    # are keyed by repr (-0.0 == 0.0 format differently; NaN never equals itself)
+    key = (name, type(value), repr(value) if isinstance(value, float) else value, comment)
+    try:
+        template = _CARD_CACHE.get(key)
+    except TypeError:  # unhashable value: astropy decides (usually refuses it)
+        return fits.Card(name, value, comment)
+    if template is None:
+        template = fits.Card(name, value, comment)
+        try:
+            template.image  # noqa: B018  (format once, while the template is private)
+        except (ValueError, fits.VerifyError):
+            return template  # not cached: astropy raises again when the file is written
+        if len(_CARD_CACHE) >= _CARD_CACHE_MAX:
+            _CARD_CACHE.clear()
+        _CARD_CACHE[key] = template
+    return copy.copy(template)
+
+
+def _verify_cards(hdus: list[Any]) -> None:
+    """Check every card of ``hdus`` as ``writeto(output_verify="exception")`` does.
+
+    Each distinct card image is verified by astropy once per process; the file is then written
+    with ``output_verify="ignore"``, which skips astropy's per-card re-verification (it reads the
+    configuration several times per card). ``"exception"`` never changes a card, so the bytes
+    written are the same.
+
+    Raises
+    ------
+    astropy.io.fits.VerifyError
+        If a card is not valid FITS (the error ``writeto`` would raise).
+    """
+    for hdu in hdus:
+        for card in hdu.header.cards:
+            image = card.image
+            if image not in _VERIFIED_IMAGES:
+                card.verify("exception")
+                if len(_VERIFIED_IMAGES) >= _CARD_CACHE_MAX:
+                    _VERIFIED_IMAGES.clear()
+                _VERIFIED_IMAGES.add(image)
 
 
 def metadata_from_header(header: fits.Header) -> PropertyList:
@@ -187,14 +264,11 @@ def metadata_from_header(header: fits.Header) -> PropertyList:
 
 
 def _mask_header(mask_planes: Mapping[str, int]) -> fits.Header:
-    hdr = fits.Header()
+    cards = []
     for name, bit in sorted(mask_planes.items(), key=lambda kv: kv[1]):
         key = f"MP_{name}"
-        if len(key) > 8:
-            hdr.append(fits.Card(f"HIERARCH {key}", int(bit)))
-        else:
-            hdr.append(fits.Card(key, int(bit)))
-    return hdr
+        cards.append(_card(f"HIERARCH {key}" if len(key) > 8 else key, int(bit)))
+    return fits.Header(cards)
 
 
 def _mask_planes_from_header(hdr: fits.Header) -> dict[str, int]:
@@ -234,8 +308,7 @@ def write_exposure(exposure: Exposure, path: str | os.PathLike[str]) -> None:
     hdus: list[Any] = [primary]
     for name, data in (("IMAGE", mi.image), ("MASK", mi.mask), ("VARIANCE", mi.variance)):
         hdr = _mask_header(mi.mask_planes) if name == "MASK" else fits.Header()
-        hdr["LTV1"] = -x0
-        hdr["LTV2"] = -y0
+        hdr.extend([_card("LTV1", -x0), _card("LTV2", -y0)])
         hdu = fits.ImageHDU(data=np.ascontiguousarray(data), header=hdr, name=name)
         hdus.append(hdu)
     archive = {
@@ -245,9 +318,13 @@ def write_exposure(exposure: Exposure, path: str | os.PathLike[str]) -> None:
         "transmission_curve": exposure.transmission_curve,
     }
     text = json.dumps(archive, default=_json_default, allow_nan=True)
-    col = fits.Column(name="JSON", format=f"{max(len(text), 1)}A", array=np.array([text]))
+    # ASCII bytes (json.dumps escapes the rest): a str column would be encoded and blank-stripped
+    # by astropy one character position at a time on every write
+    data = np.array([text.encode("ascii")])
+    col = fits.Column(name="JSON", format=f"{max(len(text), 1)}A", array=data)
     hdus.append(fits.BinTableHDU.from_columns([col], name="ARCHIVE"))
-    fits.HDUList(hdus).writeto(os.fspath(path), overwrite=True)
+    _verify_cards(hdus)
+    fits.HDUList(hdus).writeto(os.fspath(path), overwrite=True, output_verify="ignore")
 
 
 def read_exposure(path: str | os.PathLike[str], bbox: Box | None = None) -> Exposure:

@@ -18,6 +18,7 @@ from pipeline.image import (
     write_exposure,
 )
 from pipeline.image.fits import ExposureFitsError
+from pipeline.image.metadata import PropertyList
 
 
 def _exposure(dtype=np.float32):
@@ -130,3 +131,114 @@ def test_exposure_pickles_for_process_pools():
     assert np.array_equal(back.image, exp.image) and back.detector == exp.detector
     assert back.info.begin == exp.info.begin and back.metadata["OBJECT"] == "Dome Flat"
     assert back.masked_image.mask_planes == exp.masked_image.mask_planes
+
+
+def _reference_write(exposure, path):
+    """Write the exposure card by card with plain astropy (the writer before the card cache)."""
+    import json
+
+    from astropy.io import fits
+
+    from pipeline.image.fits import _STANDARD_KEYWORD, _is_structural, _json_default
+
+    mi = exposure.masked_image
+    x0, y0 = mi.xy0
+    cards = []
+    for key, value, comment in exposure.metadata.entries():
+        if _is_structural(key):
+            continue
+        name = key if _STANDARD_KEYWORD.fullmatch(key) else f"HIERARCH {key}"
+        try:
+            cards.append(fits.Card(name, value, comment))
+        except (ValueError, TypeError, fits.VerifyError):
+            continue
+    hdus = [fits.PrimaryHDU(header=fits.Header(cards))]
+    for name, data in (("IMAGE", mi.image), ("MASK", mi.mask), ("VARIANCE", mi.variance)):
+        hdr = fits.Header()
+        if name == "MASK":
+            for plane, bit in sorted(mi.mask_planes.items(), key=lambda kv: kv[1]):
+                key = f"MP_{plane}"
+                hdr.append(fits.Card(f"HIERARCH {key}" if len(key) > 8 else key, int(bit)))
+        hdr["LTV1"] = -x0
+        hdr["LTV2"] = -y0
+        hdus.append(fits.ImageHDU(data=np.ascontiguousarray(data), header=hdr, name=name))
+    archive = {
+        "detector": None if exposure.detector is None else exposure.detector.to_dict(),
+        "info": exposure.info.to_dict(),
+        "photo_calib": exposure.photo_calib,
+        "transmission_curve": exposure.transmission_curve,
+    }
+    text = json.dumps(archive, default=_json_default, allow_nan=True)
+    col = fits.Column(name="JSON", format=f"{max(len(text), 1)}A", array=np.array([text]))
+    hdus.append(fits.BinTableHDU.from_columns([col], name="ARCHIVE"))
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def _rich_metadata(exp):
+    md = exp.metadata
+    md.set("LONGSTR", "a long string value that needs CONTINUE cards " * 4, "long-string convention")
+    md.set("QUOTES", "it's 'quoted'", "embedded quotes")
+    md.set("HIERARCH LSST ISR UNITS", "electron", "HIERARCH with a comment")
+    md["HIERARCH LSST ISR OVERSCAN MEDIAN AMP A"] = 1234.5678901234
+    md["FLOATNEG0"] = -0.0
+    md["FLOATZ"] = 0.0
+    md.set("FLOATBIG", 1.0e300, "big")
+    md["FLOATSM"] = 1.234567890123456e-12
+    md["NPFLOAT"] = np.float64(2.5)
+    md["NPF32"] = np.float32(0.1)
+    md["NPINT"] = np.int64(-7)
+    md.set("INTVAL", 1, "an int")
+    md.set("BOOLT", True, "a bool")
+    md["BOOLF"] = False
+    md["ONEFLOAT"] = 1.0
+    md.set("EMPTY", "", "empty string")
+    md["NONEVAL"] = None
+    md["COMMENT"] = "first comment line"
+    md["COMMENT"] = "second comment line " * 5
+    md["HISTORY"] = "processed by a test"
+    md["NANVAL"] = float("nan")  # refused by FITS: left out by both writers
+    md["LISTVAL"] = [1, 2]  # a container: left out by both writers
+    md.set("LONGCOMMENT", 3, "a comment far too long to fit on one card " * 3)
+    return exp
+
+
+@pytest.mark.parametrize("xy0", [(0, 0), (5, -3)])
+def test_written_bytes_match_plain_astropy(tmp_path, xy0):
+    """The card cache and the single verification leave the file byte-identical to plain astropy."""
+    exp = _rich_metadata(_exposure())
+    exp.masked_image.xy0 = xy0
+    ref, new = tmp_path / "ref.fits", tmp_path / "new.fits"
+    _reference_write(exp, ref)
+    for _ in range(2):  # second write: every card comes from the cache
+        write_exposure(exp, new)
+        assert new.read_bytes() == ref.read_bytes()
+    back = read_exposure(new)
+    assert back.metadata["LONGSTR"] == exp.metadata["LONGSTR"].rstrip()  # astropy strips on read
+    assert back.metadata["FLOATNEG0"] == 0.0 and str(back.metadata["FLOATNEG0"]) == "-0.0"
+    assert back.metadata["BOOLT"] is True and back.metadata["INTVAL"] == 1
+
+
+def test_cached_cards_are_not_shared(tmp_path):
+    """Editing a header made from cached cards never changes the next one."""
+    from pipeline.image.fits import header_from_metadata
+
+    md = PropertyList([("OBJECT", "Dome Flat", "target")])
+    first = header_from_metadata(md)
+    first["OBJECT"] = "changed"
+    assert header_from_metadata(md)["OBJECT"] == "Dome Flat"
+
+
+def test_invalid_card_still_refused(tmp_path):
+    """A card astropy's write-time verification refuses is still refused (before anything is written)."""
+    from astropy.io import fits
+
+    from pipeline.image.fits import _verify_cards
+
+    def hdus():
+        bad = fits.Card.fromstring("BADTEXT = 'bell\x07'")
+        return [fits.PrimaryHDU(header=fits.Header([bad]))]
+
+    with pytest.raises((fits.VerifyError, ValueError)):
+        fits.HDUList(hdus()).writeto(tmp_path / "ref.fits", output_verify="exception")
+    with pytest.raises((fits.VerifyError, ValueError)):
+        _verify_cards(hdus())
