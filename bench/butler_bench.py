@@ -249,6 +249,21 @@ def bench_cli(repo: Path) -> None:
     finally:
         del os.environ["BUTLER_CLI_FAST"]
     print(f"  same, SQLAlchemy registry path (BUTLER_CLI_FAST=0)  {wall:8.3f} s wall, {cpu:.3f} s CPU")
+    queries = [
+        ("query-dimension-records", ["exposure", "--where", "exposure.observation_type = 'flat'"]),
+        ("query-data-ids", ["exposure", "detector", "--where", "detector = 7 AND exposure < 100"]),
+    ]
+    for name, extra in queries:
+        c = [str(exe), name, str(repo), *extra]
+        subprocess.run(c, check=True, capture_output=True)
+        wall, cpu = timed(c)
+        print(f"butler {name} CLI  {wall:8.3f} s wall, {cpu:.3f} s CPU   [target <= 0.2 s]")
+        os.environ["BUTLER_CLI_FAST"] = "0"
+        try:
+            wall, cpu = timed(c)
+        finally:
+            del os.environ["BUTLER_CLI_FAST"]
+        print(f"  same, SQLAlchemy registry path (BUTLER_CLI_FAST=0)  {wall:8.3f} s wall, {cpu:.3f} s CPU")
     wall, cpu = timed([str(exe), "--help"])
     print(f"butler --help              {wall:8.3f} s wall, {cpu:.3f} s CPU   [target <= 0.3 s]")
     print(
