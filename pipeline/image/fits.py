@@ -263,6 +263,109 @@ def metadata_from_header(header: fits.Header) -> PropertyList:
     return PropertyList(entries)
 
 
+#: The value field (column 11 on) of a card this module reads without astropy: a closed
+#: string, a logical, an integer or a plain decimal number, then an optional ``/ comment``.
+_PLAIN_VALUE = re.compile(
+    r" *(?:'(?P<str>(?:[ -&(-~]|'')*)'|(?P<bool>[TF])|"
+    r"(?P<num>[+-]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:E[+-]?[0-9]+)?))"
+    r" *(?:/ *(?P<comment>[ -~]*))?"
+)
+#: A standard keyword (columns 1-8) with a value indicator (columns 9-10).
+_PLAIN_KEY = re.compile(r"[A-Z0-9_-]{1,8} *")
+#: Keywords astropy reads by their own rules whatever follows them.
+_SPECIAL_KEYS = frozenset({"COMMENT", "HISTORY", "HIERARCH", "CONTINUE", "END"})
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _header_entries(text: str) -> list[tuple[str, Any, str]]:
+    """``(keyword, value, comment)`` of each card of a header, read as astropy reads them.
+
+    Cards with a standard keyword and a value matching ``_PLAIN_VALUE`` (not continued on
+    ``CONTINUE`` cards) are parsed here: astropy reads its configuration several times per card
+    (tens of microseconds a card).
+    Every other card (commentary, ``HIERARCH``, long strings, complex or ``D``-exponent numbers)
+    is given to ``astropy.io.fits.Card.fromstring``; cards astropy cannot parse are left out.
+
+    Parameters
+    ----------
+    text : str
+        The header: 80-character cards, up to (not including) ``END``.
+
+    Returns
+    -------
+    list of tuple
+        One entry per card (a long string and its ``CONTINUE`` cards are one entry).
+    """
+    images = [text[i : i + 80] for i in range(0, len(text), 80)]
+    entries: list[tuple[str, Any, str]] = []
+    i, n = 0, len(images)
+    while i < n:
+        image = images[i]
+        j = i + 1
+        while j < n and images[j].startswith("CONTINUE"):
+            j += 1
+        m = None
+        if j == i + 1 and image[8:10] == "= " and _PLAIN_KEY.fullmatch(image[:8]):
+            key = image[:8].rstrip()
+            if key not in _SPECIAL_KEYS:
+                m = _PLAIN_VALUE.fullmatch(image, 10)
+        if m is not None:
+            value: Any
+            if m.group("str") is not None:
+                value = m.group("str").replace("''", "'").rstrip()
+            elif m.group("bool") is not None:
+                value = m.group("bool") == "T"
+            else:
+                num = m.group("num")
+                value = int(num) if _INTEGER.fullmatch(num) else float(num)
+            entries.append((key, value, (m.group("comment") or "").rstrip()))
+        else:
+            try:
+                card = fits.Card.fromstring("".join(images[i:j]))
+                entries.append((card.keyword, card.value, card.comment))
+            except (ValueError, fits.VerifyError):
+                pass
+        i = j
+    return entries
+
+
+def _metadata_from_header_text(text: str) -> PropertyList:
+    """`metadata_from_header` of ``fits.Header.fromstring(text)``, without astropy for plain cards.
+
+    Parameters
+    ----------
+    text : str
+        The header: 80-character cards, up to (not including) ``END``.
+
+    Returns
+    -------
+    PropertyList
+    """
+    return PropertyList([e for e in _header_entries(text) if not _is_structural(e[0])])
+
+
+def _primary_header_text(fh: Any) -> str:
+    """Cards of the primary header of an open binary FITS file, up to (not including) ``END``.
+
+    Raises
+    ------
+    ExposureFitsError
+        If the file ends before an ``END`` card.
+    """
+    cards: list[str] = []
+    while True:
+        block = fh.read(2880)
+        if len(block) < 2880:
+            raise ExposureFitsError("FITS header without an END card")
+        text = block.decode("ascii", errors="replace")
+        for i in range(0, 2880, 80):
+            card = text[i : i + 80]
+            if card.startswith("END") and not card[3:].strip():
+                cards.append(text[:i])
+                return "".join(cards)
+        cards.append(text)
+
+
 def _mask_header(mask_planes: Mapping[str, int]) -> fits.Header:
     cards = []
     for name, bit in sorted(mask_planes.items(), key=lambda kv: kv[1]):
@@ -387,7 +490,8 @@ def read_exposure(path: str | os.PathLike[str], bbox: Box | None = None) -> Expo
         planes = _mask_planes_from_header(hdul["MASK"].header) if mask is not None else None
         if image is not None and image.dtype.byteorder not in ("=", "|"):
             image = image.astype(image.dtype.newbyteorder("="))
-        metadata = metadata_from_header(hdul[0].header)
+        with open(path, "rb") as fh:
+            metadata = _metadata_from_header_text(_primary_header_text(fh))
         archive: dict[str, Any] = {}
         try:
             table = hdul["ARCHIVE"].data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from astropy.time import Time
@@ -242,3 +244,77 @@ def test_invalid_card_still_refused(tmp_path):
         fits.HDUList(hdus()).writeto(tmp_path / "ref.fits", output_verify="exception")
     with pytest.raises((fits.VerifyError, ValueError)):
         _verify_cards(hdus())
+
+
+_TRICKY_CARDS = [
+    "PLAINSTR= 'abc     '           / a comment   ",
+    "QUOTED  = 'it''s'",
+    "NOSPACE = 'abc'/comment right after the string",
+    "EMPTYSTR= ''                   / empty",
+    "BLANKSTR= '    '",
+    "LEADING = '  lead'",
+    "INT     =                   42 / answer",
+    "PLUSINT =                  +07",
+    "NEGINT  =                  -12",
+    "BIGINT  = 123456789012345678901234567890",
+    "FLOAT   =                  1.5",
+    "FLOATDOT=                   1.",
+    "FLOATLED=                  .25",
+    "FLOATEXP=              1.5E-03",
+    "FLOATE2 =                  1E5",
+    "FLOATD  =              1.5D-03 / D exponent: astropy",
+    "FLOATLOW=              1.5e-03",
+    "NEGZERO =                 -0.0",
+    "BOOLT   =                    T / true",
+    "BOOLF   =                    F",
+    "BOOLLEFT= T",
+    "UNDEF   =                      / no value",
+    "COMPLEX = (1.0, 2.0)",
+    "TWOSTR  = 'a' 'b'",
+    "COMMENT = 'not a value'",
+    "HISTORY a history line",
+    "        blank keyword line",
+    "HIERARCH ESO DET CHIP ID = 'ccd1' / hierarch",
+    "HIERARCH lower case = 3",
+    "LONGSTR = 'a long string that goes on and on and on and on and on and on and&'",
+    "CONTINUE  'still going'",
+    "CONTINUE  '' / and a comment",
+    "lowkey  = 5",
+    "NOBLANK =5",
+    "TRAILCOM= 3 /",
+    "NAXIS   =                    2",
+]
+
+
+def test_fast_header_reader_matches_astropy():
+    """Cards read without astropy give the same keywords, values (and types) and comments."""
+    from astropy.io import fits
+
+    from pipeline.image.fits import _metadata_from_header_text, metadata_from_header
+
+    text = "".join(card.ljust(80) for card in _TRICKY_CARDS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy warns about the invalid cards
+        expected = metadata_from_header(fits.Header.fromstring(text))
+        got = _metadata_from_header_text(text)
+
+    def norm(md):
+        return [(k, type(v).__name__, repr(v), c) for k, v, c in md.entries()]
+
+    assert norm(got) == norm(expected)
+    assert "NAXIS" not in got and got["FLOATD"] == 1.5e-3 and got["QUOTED"] == "it's"
+
+
+def test_read_exposure_metadata_matches_astropy(tmp_path):
+    """`read_exposure` reads the primary header itself; the metadata equals astropy's reading."""
+    from astropy.io import fits
+
+    from pipeline.image.fits import metadata_from_header
+
+    exp = _rich_metadata(_exposure())
+    write_exposure(exp, tmp_path / "x.fits")
+    got = read_exposure(tmp_path / "x.fits").metadata
+    expected = metadata_from_header(fits.getheader(tmp_path / "x.fits"))
+    assert [(k, type(v), repr(v), c) for k, v, c in got.entries()] == [
+        (k, type(v), repr(v), c) for k, v, c in expected.entries()
+    ]
