@@ -547,34 +547,36 @@ def collection_chain(
     b = _open(repo)
     reg = b.registry
     kids = _split(children)
-    try:
-        current = list(reg.get_collection_chain(parent))
-    except MissingCollectionError:
-        if mode in ("remove", "pop"):
-            raise
-        reg.register_collection(parent, CollectionType.CHAINED, doc)
-        current = []
-    if mode == "redefine":
-        new = kids
-    elif mode == "extend":
-        new = current + [k for k in kids if k not in current]
-    elif mode == "prepend":
-        new = kids + [c for c in current if c not in kids]
-    elif mode == "remove":
-        missing = [k for k in kids if k not in current]
-        if missing:
-            raise click.UsageError(f"{', '.join(missing)} not in chain {parent} ({', '.join(current)})")
-        new = [c for c in current if c not in kids]
-    else:
-        positions = [int(k) for k in kids] or [0]
-        bad = [p for p in positions if not -len(current) <= p < len(current)]
-        if bad:
-            raise click.UsageError(
-                f"position(s) {bad} out of range for chain {parent} of length {len(current)}"
-            )
-        drop = {p % len(current) for p in positions}
-        new = [c for i, c in enumerate(current) if i not in drop]
-    reg.set_collection_chain(parent, new, flatten=flatten)
+    # one transaction: a new PARENT is not left behind when the chain is refused
+    with reg.transaction():
+        try:
+            current = list(reg.get_collection_chain(parent))
+        except MissingCollectionError:
+            if mode in ("remove", "pop"):
+                raise
+            reg.register_collection(parent, CollectionType.CHAINED, doc)
+            current = []
+        if mode == "redefine":
+            new = kids
+        elif mode == "extend":
+            new = current + [k for k in kids if k not in current]
+        elif mode == "prepend":
+            new = kids + [c for c in current if c not in kids]
+        elif mode == "remove":
+            missing = [k for k in kids if k not in current]
+            if missing:
+                raise click.UsageError(f"{', '.join(missing)} not in chain {parent} ({', '.join(current)})")
+            new = [c for c in current if c not in kids]
+        else:
+            positions = [int(k) for k in kids] or [0]
+            bad = [p for p in positions if not -len(current) <= p < len(current)]
+            if bad:
+                raise click.UsageError(
+                    f"position(s) {bad} out of range for chain {parent} of length {len(current)}"
+                )
+            drop = {p % len(current) for p in positions}
+            new = [c for i, c in enumerate(current) if i not in drop]
+        reg.set_collection_chain(parent, new, flatten=flatten)
     click.echo(f"{parent}: [{', '.join(reg.get_collection_chain(parent))}]")
 
 

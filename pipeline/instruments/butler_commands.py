@@ -50,7 +50,9 @@ def register_instrument(repo: str, instrument: str, update: bool) -> None:
     show_default=True,
     help="How files enter the repository.",
 )
-@click.option("-j", "--processes", default=1, show_default=True, help="Processes reading headers.")
+@click.option(
+    "-j", "--processes", type=click.IntRange(min=1), default=1, show_default=True, help="Processes reading headers."
+)
 def ingest_raws(repo: str, paths: tuple[str, ...], transfer: str, processes: int) -> None:
     """Ingest raw files (or directories of them) into <instrument>/raw/all."""
     from butler import Butler
@@ -65,4 +67,9 @@ def ingest_raws(repo: str, paths: tuple[str, ...], transfer: str, processes: int
     for path, reason in report.failed:
         click.echo(f"  FAILED {path}: {reason}", err=True)
     if report.failed:
+        click.echo(
+            f"Error: {len(report.failed)} file(s) could not be ingested (listed above); "
+            "fix or remove them and run ingest-raws again",
+            err=True,
+        )
         sys.exit(1)

@@ -532,7 +532,10 @@ class Translator:
                     raise ValueError(
                         f"{name} is outside the years 1678-2261 that the registry can store"
                     ) from None
-                raise
+                # astropy's message spans several lines (one per format it tried): give one line
+                raise ValueError(
+                    f"not a valid {rule.time_format or 'ISO'} time (expected e.g. 2024-02-29T12:34:56.7)"
+                ) from None
             if not _MIN_NS <= instant.ns <= _MAX_NS:
                 raise ValueError(f"{name} is outside the years 1678-2261 that the registry can store")
             return instant
