@@ -390,6 +390,8 @@ def cases() -> list[Case]:
              setup=_write("unk.py", "config.noSuchField = 3\n")),
         Case("-C python code", [*run, "-p", cb, "-C", f"cpBiasIsr:{W}/code.py", "--output-run", "sw/a"],
              setup=_write("code.py", "import os\nconfig.doOverscan = os.getcwd()\n")),
+        Case("-C non-UTF-8 file", [*run, "-p", cb, "-C", f"cpBiasIsr:{W}/latin1.py", "--output-run", "sw/a"],
+             setup=_write("latin1.py", b"config.doOverscan = True  # caf\xe9\n")),
         Case("-C bad yaml", [*run, "-p", cb, "-C", f"cpBiasIsr:{W}/c.yaml", "--output-run", "sw/a"],
              setup=_write("c.yaml", "doOverscan: [\n")),
         # --- pipetask: repo, collections, queries

@@ -188,10 +188,15 @@ def parse_override_file(path: str | os.PathLike[str], where: str | None = None) 
     path = Path(path)
     ctx = f"{where}: " if where else ""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PipelineDefinitionError(
             f"{ctx}cannot read config override file {str(path)!r}: {exc.strerror}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise PipelineDefinitionError(
+            f"{ctx}config override file {str(path)!r} is not UTF-8 text (byte "
+            f"{exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
         ) from None
     if path.suffix == ".py":
         return parse_python_overrides(text, str(path))

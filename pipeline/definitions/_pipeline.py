@@ -540,9 +540,14 @@ class Pipeline:
             chain = " -> ".join(str(p) for p in stack + (path,))
             raise PipelineDefinitionError(f"pipeline import cycle: {chain}")
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise PipelineDefinitionError(f"pipeline file {str(path)!r} does not exist") from None
+        except UnicodeDecodeError as exc:
+            raise PipelineDefinitionError(
+                f"pipeline file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                f"offset {exc.start}); save it as UTF-8"
+            ) from None
         except OSError as exc:
             raise PipelineDefinitionError(
                 f"cannot read pipeline file {str(path)!r}: {exc.strerror}"

@@ -91,3 +91,15 @@ def test_whole_sweep(sweep_dir: Path, in_checkout: None) -> None:
     outcomes = sweep_mod.sweep(sweep_dir, verbose=False)
     failed = [f"{o.case.name}: {o.problems} | {sweep_mod._message(o)}" for o in outcomes if o.problems]
     assert failed == []
+
+
+@pytest.mark.parametrize(
+    ("name", "fname"), [("pipeline non-UTF-8 file", "latin1.yaml"), ("-C non-UTF-8 file", "latin1.py")]
+)
+def test_non_utf8_files_named(sweep_dir: Path, in_checkout: None, name: str, fname: str) -> None:
+    """A Latin-1 pipeline / override file: the error names the file and the byte (was the bare codec
+    message "'utf-8' codec can't decode byte 0xe9 ...")."""
+    (outcome,) = sweep_mod.sweep(sweep_dir, names=[name], verbose=False)
+    assert outcome.problems == [], outcome.output
+    msg = sweep_mod._message(outcome)
+    assert fname in msg and "is not UTF-8 text (byte 0xe9" in msg and "codec" not in msg, msg
