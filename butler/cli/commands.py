@@ -468,11 +468,17 @@ def query_data_ids(
 ) -> None:
     """List data IDs of DIMENSIONS that exist and match the query."""
     rows = None
-    if not (order_by or datasets or collections):
+    if not order_by:
         rows = _fast_query(
             repo,
             "query-data-ids",
-            lambda fast: fast.query_data_ids(_split(dimensions), where=where, limit=limit),
+            lambda fast: fast.query_data_ids(
+                _split(dimensions),
+                where=where,
+                datasets=_split(datasets) or None,
+                collections=_split(collections) or None,
+                limit=limit,
+            ),
         )
     if rows is None:
         b = _open(repo, writeable=False)

@@ -42,7 +42,12 @@ from .queries import (
     compile_expression,
     parse_expression,
 )
-from .queries._datasets import DatasetQueryShape, query_dimensions, render_sqlite_text
+from .queries._datasets import (
+    DatasetQueryShape,
+    _render_subquery_text,
+    query_dimensions,
+    render_sqlite_text,
+)
 
 __all__ = ["FastPathUnavailableError", "FastRef", "SqliteFastRegistry"]
 
@@ -282,9 +287,15 @@ class SqliteFastRegistry:
             raise FastPathUnavailableError(str(exc)) from None
 
     def query_data_ids(
-        self, dimensions: Sequence[str], *, where: str = "", limit: int | None = None
+        self,
+        dimensions: Sequence[str],
+        *,
+        where: str = "",
+        datasets: Sequence[str] | None = None,
+        collections: Sequence[str] | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Return data IDs of dimensions as `Registry.query_data_ids` finds them (no dataset constraint).
+        """Return data IDs of dimensions as `Registry.query_data_ids` finds them.
 
         Parameters
         ----------
@@ -292,6 +303,10 @@ class SqliteFastRegistry:
             Dimension names (closed under requires/implies).
         where : `str`
             Data query expression.
+        datasets : sequence of `str`, optional
+            Only data IDs with datasets of these types (names or glob patterns) in ``collections``.
+        collections : sequence of `str`, optional
+            Collections searched for ``datasets`` (`None`: every RUN, TAGGED and CALIBRATION one).
         limit : `int`, optional
             At most this many data IDs (in the registry's default order: the required dimensions).
 
@@ -307,7 +322,7 @@ class SqliteFastRegistry:
             Whenever the SQLAlchemy registry must answer instead (including every error case).
         """
         try:
-            return _data_ids(self, dimensions, where, limit)
+            return _data_ids(self, dimensions, where, datasets, collections, limit)
         except FastPathUnavailableError:
             raise
         except Exception as exc:  # noqa: BLE001 - the registry path reports it
@@ -545,9 +560,14 @@ def _records(r: SqliteFastRegistry, element: str, where: str, limit: int | None)
 
 
 def _data_ids(
-    r: SqliteFastRegistry, dimensions: Sequence[str], where: str, limit: int | None
+    r: SqliteFastRegistry,
+    dimensions: Sequence[str],
+    where: str,
+    datasets: Sequence[str] | None,
+    collections: Sequence[str] | None,
+    limit: int | None,
 ) -> list[dict[str, Any]]:
-    """See `SqliteFastRegistry.query_data_ids` (the SQL of `DataIdQuery.run` without datasets)."""
+    """See `SqliteFastRegistry.query_data_ids` (the SQL of `DataIdQuery.run`)."""
     u = r.universe
     if not dimensions or any(d not in u for d in dimensions):
         raise FastPathUnavailableError("no or unknown dimensions")
@@ -567,7 +587,34 @@ def _data_ids(
             from_parts.append(f' JOIN "{d}" AS {alias} ON {" AND ".join(on) if on else "1 = 1"}')
     all_dims = required + implied
     resolver = _TableResolver(u, all_dims, r.conn, columns, set(required))
-    where_sql, params = _where(resolver, where)
+    where_sql, where_params = _where(resolver, where)
+    params: list[Any] = []  # of the semi-joins (the only joins with parameters), in join order
+    exists: list[str] = []
+    if datasets is not None:
+        dts = r.dataset_types(datasets)
+        if collections is None:
+            kinds = (CollectionType.RUN, CollectionType.TAGGED, CollectionType.CALIBRATION)
+            search = [c for c in r.collections.values() if c.type in kinds]
+        else:
+            search = r.resolve_collections(collections)
+        for i, (dt_id, dt) in enumerate(dts):
+            dt_dims = dt.dimensions + dt.implied
+            sub_sql, sub_params = _render_subquery_text(DatasetQueryShape.build(dt_id, dt_dims, search))
+            common = [x for x in dt_dims if x in all_dims]
+            if not common:  # uncorrelated: any dataset of the type at all
+                exists.append(f"EXISTS (SELECT 1 FROM ({sub_sql}) AS ds{i})")
+                where_params += sub_params
+                continue
+            cond = " AND ".join(f"have{i}.{x} = {resolver.dim_col(x).sql}" for x in common)
+            distinct = ", ".join(f"ds{i}.{x} AS {x}" for x in common)
+            resolver.joins.append(
+                f" JOIN (SELECT DISTINCT {distinct} FROM ({sub_sql}) AS ds{i}) AS have{i} ON {cond}"
+            )
+            params += sub_params
+    if exists:
+        conds = ([f"({where_sql[len(' WHERE ') :]})"] if where_sql else []) + exists
+        where_sql = " WHERE " + " AND ".join(conds)
+    params += where_params
     cols = [resolver.dim_col(d).sql for d in all_dims]
     sql = (
         f"SELECT {', '.join(cols)} FROM "

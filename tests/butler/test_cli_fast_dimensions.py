@@ -7,6 +7,7 @@ spy checks which cases the fast path answered; a subprocess checks SQLAlchemy is
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -59,8 +60,25 @@ DATA_ID_CASES = [
     (["exposure", "detector"], ["--limit", "5", "--format", "csv"], True),
     (["day_obs"], [], True),
     (["instrument"], ["--where", "instrument = 'nope'"], True),
-    # The registry path: datasets, ordering and every error.
-    (["exposure"], ["--datasets", "arr", "--collections", "raw/all"], False),
+    (["exposure"], ["--datasets", "arr", "--collections", "raw/all"], True),
+    (["exposure", "detector"], ["--datasets", "arr", "--collections", "redo"], True),
+    (
+        ["exposure", "detector"],
+        ["--datasets", "arr", "--collections", "picked", "--where", "exposure > 2"],
+        True,
+    ),
+    (["exposure"], ["--datasets", "meta,arr", "--collections", "chain"], True),
+    (["detector"], ["--datasets", "bias", "--collections", "calib"], True),
+    (["detector"], ["--datasets", "other"], True),
+    (["exposure"], ["--datasets", "packages", "--collections", "misc", "--where", "exposure < 3"], True),
+    (["exposure"], ["--datasets", "packages", "--collections", "raw/all"], True),
+    (["exposure"], ["--datasets", "a*", "--collections", "r*", "--limit", "2"], True),
+    (["band"], ["--datasets", "arr", "--collections", "redo"], True),
+    (["exposure"], ["--collections", "nope"], True),
+    # The registry path: ordering and every error.
+    (["exposure"], ["--datasets", "nope", "--collections", "raw/all"], False),
+    (["exposure"], ["--datasets", "arr", "--collections", "nope"], False),
+    (["exposure"], ["--datasets", "arr", "--where", "arr.run = 'redo'"], False),
     (["exposure"], ["--order-by", "-exposure"], False),
     (["nope"], [], False),
     (["exposure"], ["--where", "detector = 1"], False),
@@ -140,3 +158,23 @@ def test_no_sqlalchemy(world, args):
     lines = out.strip().splitlines()
     assert lines[-1] == "NO-SQLALCHEMY"
     assert len(lines) > 3
+
+
+def test_data_ids_with_datasets_found(world, monkeypatch, spy):
+    """The fast path's dataset semi-joins keep exactly the data IDs with datasets."""
+    args = [
+        "query-data-ids",
+        world.root,
+        "exposure",
+        "detector",
+        "--datasets",
+        "arr",
+        "--collections",
+        "redo",
+    ]
+    code, out, _ = _check(world, monkeypatch, spy, [*args, "--format", "json"], True)
+    assert sorted((r["exposure"], r["detector"]) for r in json.loads(out)) == [(3, 0), (3, 1), (4, 0), (4, 1)]
+    args = ["query-data-ids", world.root, "exposure", "--datasets", "packages", "--collections"]
+    assert _invoke([*args, "raw/all"], True, monkeypatch)[1].strip() == "No data IDs found."
+    code, out, _ = _invoke([*args, "misc", "--where", "exposure < 3", "--format", "json"], True, monkeypatch)
+    assert [r["exposure"] for r in json.loads(out)] == [1, 2]
