@@ -272,6 +272,11 @@ class FastHeader:
         except KeyError:
             return default
 
+    @property
+    def text(self) -> str:
+        """The header's 80-character cards, up to (not including) ``END``."""
+        return self._text
+
     def keys(self) -> list[str]:
         """Keywords in card order (first occurrences)."""
         return list(self._cards)

@@ -20,10 +20,10 @@ from astropy.io.fits.verify import VerifyWarning
 
 from butler import Formatter
 from pipeline.image.exposure import Exposure, MaskedImage
-from pipeline.image.fits import clean_header
+from pipeline.image.fits import clean_header, metadata_from_header_text
 from pipeline.image.geometry import Box
 
-from .headers import MergedHeader, RawFileError, merge_headers, read_headers
+from .headers import FastHeader, MergedHeader, RawFileError, merge_headers, read_headers
 from .instrument import BUILTIN_INSTRUMENTS, Instrument, get_instrument, instrument_for_headers
 from .translator import TranslationError
 
@@ -100,7 +100,12 @@ def read_raw(
     view = MergedHeader(headers[0], ext_header)
     info = inst.translate(view, hdu, detector=det_id, source=source).to_exposure_info()
     det = inst.detector_for_raw(det_id, ext_header if ext_header is not None else headers[0])
-    merged = merge_headers(headers[0].to_header(), None if ext_header is None else ext_header.to_header())
+    if ext_header is None and isinstance(headers[0], FastHeader):
+        # one header: its cards as they are, plain cards read without astropy's per-card lookups
+        metadata: Any = metadata_from_header_text(headers[0].text)
+    else:
+        merged = merge_headers(headers[0].to_header(), None if ext_header is None else ext_header.to_header())
+        metadata = clean_header(merged)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
@@ -125,7 +130,7 @@ def read_raw(
         data = data.astype(data.dtype.newbyteorder("="))
     xy0 = (0, 0) if bbox is None else (Box.coerce(bbox).x0, Box.coerce(bbox).y0)
     mi = MaskedImage(data, xy0=xy0)
-    return Exposure(mi, metadata=clean_header(merged), detector=det, info=info)
+    return Exposure(mi, metadata=metadata, detector=det, info=info)
 
 
 class RawFormatter(Formatter):

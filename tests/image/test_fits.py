@@ -290,13 +290,13 @@ def test_fast_header_reader_matches_astropy():
     """Cards read without astropy give the same keywords, values (and types) and comments."""
     from astropy.io import fits
 
-    from pipeline.image.fits import _metadata_from_header_text, metadata_from_header
+    from pipeline.image.fits import metadata_from_header, metadata_from_header_text
 
     text = "".join(card.ljust(80) for card in _TRICKY_CARDS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # astropy warns about the invalid cards
         expected = metadata_from_header(fits.Header.fromstring(text))
-        got = _metadata_from_header_text(text)
+        got = metadata_from_header_text(text)
 
     def norm(md):
         return [(k, type(v).__name__, repr(v), c) for k, v, c in md.entries()]

@@ -57,3 +57,21 @@ def test_efosc2_prescan_overscan_and_edge_column(shared_data):
     )
     assert sub.shape == (1024, 5) and sub.xy0 == (1024, 0)
     assert np.array_equal(sub.image, flat.image[amp.raw_serial_overscan_bbox.slices])
+
+
+@pytest.mark.parametrize("pattern", ["kast_blue/b1*.fits.gz", "efosc2/*.fits"])
+def test_raw_metadata_matches_astropy(shared_data, pattern):
+    """A single-HDU raw's metadata (plain cards read without astropy) equals astropy's reading."""
+    from pipeline.image.fits import clean_header
+    from pipeline.image.metadata import PropertyList
+    from pipeline.instruments.headers import read_headers
+
+    files = sorted((shared_data / "raw").glob(pattern))[:3]
+    assert files
+    for path in files:
+        (header,) = read_headers(path)
+        expected = PropertyList(clean_header(header))
+        got = read_raw(path).metadata
+        assert [(k, type(v), repr(v), c) for k, v, c in got.entries()] == [
+            (k, type(v), repr(v), c) for k, v, c in expected.entries()
+        ]
