@@ -508,10 +508,9 @@ def ingest_raws(
         known_days = {
             int(r.get("id")) for r in butler.query_dimension_records("day_obs", instrument=inst_name)
         }
-        known_exposures = {
-            int(r.get("id")): r.get("obs_id")
-            for r in butler.query_dimension_records("exposure", instrument=inst_name)
-        }
+        exposure_records = list(butler.query_dimension_records("exposure", instrument=inst_name))
+        known_exposures = {int(r.get("id")): r.get("obs_id") for r in exposure_records}
+        known_exposure_filters = {int(r.get("id")): r.get("physical_filter") for r in exposure_records}
         new_filters: dict[str, str] = {}
         new_days: dict[int, Any] = {}
         new_exposures: dict[int, dict[str, Any]] = {}
@@ -528,6 +527,22 @@ def ingest_raws(
                         f"exposure id {info.exposure_id} is already used by obs_id {owner!r} "
                         f"(this file: {info.obs_id!r}); "
                         f"fix translation.exposure_id in the {inst_name} camera description",
+                    )
+                )
+                continue
+            owner_filter = known_exposure_filters.get(info.exposure_id) or (
+                new_exposures[info.exposure_id].get("physical_filter")
+                if info.exposure_id in new_exposures
+                else None
+            )
+            if owner_filter is not None and owner_filter != info.physical_filter:
+                # refuse before any record is written: a new filter would otherwise stay behind
+                report.failed.append(
+                    (
+                        path,
+                        f"exposure {info.exposure_id} ({info.obs_id!r}) is already registered with "
+                        f"physical_filter {owner_filter!r}, but this file says {info.physical_filter!r}; "
+                        "check the file's filter keyword (or its camera description's translation)",
                     )
                 )
                 continue

@@ -7,7 +7,9 @@ registry row counts and file listing unchanged.
 The fast subset holds the defects the sweep found: ``collection-chain`` left a new CHAINED parent
 behind when the chain was refused (unknown child, cycle); ``ingest-raws -j 0`` was accepted;
 ``ingest-raws`` of a file with ``DATE-OBS = 'yesterday'`` printed astropy's multi-line
-``ValueError``; a failed ``ingest-raws`` had no ``Error`` line.
+``ValueError``; a failed ``ingest-raws`` had no ``Error`` line; ``ingest-raws`` of a file whose
+filter differs from its already registered exposure's left the new ``physical_filter`` and
+``band`` rows behind.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ FAST = [
     "ingest bad DATE-OBS",
     "ingest truncated 50%",
     "ingest no DATE-OBS",
+    "ingest unknown filter",
     "where 'exposure IN ('",
     "certify bad begin date",
     "-c unknown field",
