@@ -214,6 +214,11 @@ def test_written_bytes_match_plain_astropy(tmp_path, xy0):
     for _ in range(2):  # second write: every card comes from the cache
         write_exposure(exp, new)
         assert new.read_bytes() == ref.read_bytes()
+    from astropy.io import fits
+
+    with fits.open(new) as hdul:
+        hdul.verify("exception")
+        assert hdul["ARCHIVE"].data["JSON"][0].startswith("{")
     back = read_exposure(new)
     assert back.metadata["LONGSTR"] == exp.metadata["LONGSTR"].rstrip()  # astropy strips on read
     assert back.metadata["FLOATNEG0"] == 0.0 and str(back.metadata["FLOATNEG0"]) == "-0.0"
