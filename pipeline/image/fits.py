@@ -425,19 +425,13 @@ def write_exposure(exposure: Exposure, path: str | os.PathLike[str]) -> None:
         "transmission_curve": exposure.transmission_curve,
     }
     text = json.dumps(archive, default=_json_default, allow_nan=True)
-    payload = text.encode("ascii") or b"\0"  # ASCII: json.dumps escapes the rest
-    col = fits.Column(name="JSON", format=f"{len(payload)}A", array=np.array([payload]))
-    table = fits.BinTableHDU.from_columns([col], name="ARCHIVE")
-    hdus.append(table)
+    # ASCII bytes (json.dumps escapes the rest): a str column would be encoded and blank-stripped
+    # by astropy one character position at a time on every write
+    data = np.array([text.encode("ascii")])
+    col = fits.Column(name="JSON", format=f"{max(len(text), 1)}A", array=data)
+    hdus.append(fits.BinTableHDU.from_columns([col], name="ARCHIVE"))
     _verify_cards(hdus)
-    fits.HDUList(hdus[:-1]).writeto(os.fspath(path), overwrite=True, output_verify="ignore")
-    # The ARCHIVE HDU: astropy's header, then its one row as it is, padded with NULs to a 2880-byte
-    # block. astropy would first turn the string's trailing blanks into NULs one character
-    # position at a time (~10 us a character, ~15 ms for a detector's JSON); JSON ends in "}",
-    # so there are none and the bytes are the same.
-    with open(path, "ab") as fh:
-        fh.write(table.header.tostring().encode("ascii"))
-        fh.write(payload + b"\0" * (-len(payload) % 2880))
+    fits.HDUList(hdus).writeto(os.fspath(path), overwrite=True, output_verify="ignore")
 
 
 def read_exposure(path: str | os.PathLike[str], bbox: Box | None = None) -> Exposure:
