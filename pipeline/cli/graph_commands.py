@@ -145,8 +145,8 @@ def _setup_logging(level: Any, log_file: str | None) -> None:
 # --------------------------------------------------------------------------- building blocks
 def _load_pipeline(pipeline: str | None, tasks: Sequence[str], delete: Sequence[str],
                    config_overrides: Sequence[str], config_files: Sequence[str], instrument: str | None,
-                   butler: Any = None) -> Any:
-    """Build the pipeline from -p/-t/-c/-C and return its validated pipeline graph.
+                   butler: Any = None, select_tasks: str | None = None) -> Any:
+    """Build the pipeline from -p/-t/-c/-C/--select-tasks and return its validated pipeline graph.
 
     With a butler, the pipeline's instrument must be registered in its repository.
     """
@@ -155,8 +155,10 @@ def _load_pipeline(pipeline: str | None, tasks: Sequence[str], delete: Sequence[
     if butler is not None:
         registered = [str(r.get("name")) for r in butler.query_dimension_records("instrument")]
         return load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument,
-                             registered_instruments=registered, repo=str(butler.root)).to_graph()
-    return load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument).to_graph()
+                             select_tasks, registered_instruments=registered,
+                             repo=str(butler.root)).to_graph()
+    return load_pipeline(pipeline, tasks, delete, config_overrides, config_files, instrument,
+                         select_tasks).to_graph()
 
 
 def _make_butler(repo: str | None, *, writeable: bool) -> Any:
@@ -186,7 +188,7 @@ def _build_or_load(opts: dict[str, Any], butler: Any) -> Any:
     if butler is None:
         raise click.UsageError("building a graph needs the repository: -b REPO")
     tasks = _load_pipeline(opts["pipeline"], opts["tasks"], opts["delete"], opts["config_overrides"],
-                           opts["config_files"], opts["instrument"], butler)
+                           opts["config_files"], opts["instrument"], butler, opts.get("select_tasks"))
     colls = resolve_output_collections(
         butler.registry, inputs=_split_commas(opts["inputs"]), output=opts["output"],
         output_run=opts["output_run"], extend_run=opts["extend_run"], replace_run=opts["replace_run"],
@@ -260,7 +262,8 @@ def _show_pipeline(items: Sequence[str], opts: dict[str, Any], butler: Any) -> N
     if butler is not None:
         registered = [str(r.get("name")) for r in butler.query_dimension_records("instrument")]
     pipe = load_pipeline(opts["pipeline"], opts["tasks"], opts["delete"], opts["config_overrides"],
-                         opts["config_files"], opts["instrument"], registered_instruments=registered,
+                         opts["config_files"], opts["instrument"], opts.get("select_tasks"),
+                         registered_instruments=registered,
                          repo=str(butler.root) if butler is not None else None)
     graph = pipe.to_graph()
     for item in items:

@@ -106,3 +106,18 @@ def test_non_utf8_files_named(sweep_dir: Path, in_checkout: None, name: str, fna
     assert outcome.problems == [], outcome.output
     msg = sweep_mod._message(outcome)
     assert fname in msg and "is not UTF-8 text (byte 0xe9" in msg and "codec" not in msg, msg
+
+
+def test_qgraph_and_run_honour_select_tasks(sweep_dir: Path, in_checkout: None) -> None:
+    """``pipetask qgraph/run --select-tasks`` used to be ignored (the whole pipeline was built, and a
+    malformed expression passed unnoticed); now it selects, and a bad expression is one error."""
+    import subprocess
+
+    base = [sweep_mod._tool("pipetask"), "qgraph", "-b", str(sweep_dir / "repo"), "-i", sweep_mod.RAW_RUN,
+            "-p", "pipelines/cpBias.yaml", "--output-run", "sw/select", "--register-dataset-types"]
+    r = subprocess.run([*base, "--select-tasks", "cpBiasIsr"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "cpBiasIsr  15" in r.stdout and "cpBiasCombine" not in r.stdout
+    (outcome,) = sweep_mod.sweep(sweep_dir, names=["--select-tasks malformed"], verbose=False)
+    assert outcome.problems == []
+    assert "--select-tasks 'cpBiasIsr & (': unexpected end of expression" in sweep_mod._message(outcome)
