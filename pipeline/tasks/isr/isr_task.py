@@ -50,11 +50,10 @@ from .amp_statistics import amp_statistics, background_levels, flagged_after_int
 from .assembly import assemble_exposure, convert_int_to_float, trim_to_match, writable_variance
 from .bias_variance import bias_variance_linearity
 from .binning import bin_image
-from .brighter_fatter import amp_kernels, brighter_fatter_delta
 from .calib_apply import apply_bias, apply_dark_and_flat, calib_planes, conformed_mask
 from .calibs import BrighterFatterKernel, Defects, Linearizer
-from .crosstalk import correct_exposure_crosstalk, correct_interchip_sources, crosstalk_coefficients
-from .fringe import correct_fringes
+from .correction_steps import IsrCorrectionSteps
+from .crosstalk import correct_interchip_sources
 from .gain_noise import apply_amp_gains, effective_gains_noises
 from .isr_config import (
     AssembleCcdConfig,
@@ -68,8 +67,6 @@ from .isr_config import (
 from .linearize import linearize_amps
 from .masking import (
     box_maxima,
-    grow_planes,
-    mask_bad_flat,
     mask_defects,
     mask_nan,
     mask_parallel_bleeds,
@@ -105,7 +102,7 @@ _STAT_KEYS = (("NSAT", "NSAT"), ("NBAD", "NBAD"), ("FINAL MEAN", "MEAN"), ("FINA
 _OVERSCAN_KEYS = (("MEAN", "Mean"), ("MEDIAN", "Median"), ("STDEV", "Sigma"))
 
 
-class IsrTask(IsrStepMethods, PipelineTask):
+class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
     """Apply common instrument signature correction algorithms to a raw frame.
 
     See the module docstring for the header keywords written. Steps and order follow
@@ -573,122 +570,6 @@ class IsrTask(IsrStepMethods, PipelineTask):
         if lin is not None:  # 12. linearity
             state.task_metadata["LINEARITY OUT OF RANGE"] = linearize_amps(mi.image, lin, state.amp_boxes)
             _hset(md, "LSST ISR LINEARIZE APPLIED", True)
-
-    def _dark_flat_fused(self, ccd: Exposure, k: IsrCalibs) -> bool:
-        """Dark and flat run together, nothing between them (step 19 with 22)."""
-        c = self.config
-        do_fringe = c.doFringe and ccd.info.physical_filter in c.fringe.filters and k.fringes is not None
-        return c.doDark and c.doFlat and not c.doStrayLight and not (do_fringe and not c.fringeAfterFlat)
-
-    def _dark_flat_in_pass(self, state: IsrRunState, k: IsrCalibs) -> Any:
-        """Dark and flat planes for the bias/variance/linearity pass, or `None`.
-
-        They join that pass (one read and write of the image and variance less) when dark
-        and flat run together and nothing between steps 12 and 19 changes pixel values: no
-        crosstalk, no brighter-fatter (defects, edges, saturation trails only set mask bits;
-        the NaN and negative-variance pixels are found in the pass before the dark).
-        """
-        c = self.config
-        ccd = state.exposure
-        if not self._dark_flat_fused(ccd, k) or c.doCrosstalk or c.doBrighterFatter:
-            return None
-        if c.doTrimToMatchCalib or ccd.masked_image.image.shape != calib_planes(k.dark)[0].shape:
-            return None  # (shape errors are raised by the separate step, as before)
-        di, _, dv = calib_planes(k.dark)
-        fi, _, fv = calib_planes(k.flat)
-        if fi.shape != di.shape:
-            return None
-        dscale = F._dark_scale(ccd.info.dark_time, getattr(getattr(k.dark, "info", None), "dark_time", None))
-        fscale = F.flat_scale(fi, c.flatScalingType, c.flatUserScale)
-        return (di, dv, dscale), (fi, fv, fscale)
-
-    def _finish_dark_flat(self, ccd: Exposure, k: IsrCalibs, flat_ok: bool) -> None:
-        """The mask side of the dark and flat applied in the fused pass (as `apply_dark_and_flat`)."""
-        for calib in (k.dark, k.flat):
-            m = conformed_mask(ccd, calib, calib_planes(calib)[1])
-            if m is not None:
-                ccd.mask |= m
-        if not flat_ok:
-            mask_bad_flat(ccd.masked_image, calib_planes(k.flat)[0])
-
-    def _crosstalk(self, ccd: Exposure, calib: Any, trimmed: bool) -> None:
-        """Intra-detector crosstalk with the config's, the calibration's or the camera's coefficients."""
-        c = self.config.crosstalk
-        config_values = (
-            np.asarray(c.crosstalkValues, float).reshape(c.crosstalkShape)
-            if c.useConfigCoefficients
-            else None
-        )
-        coeffs, sqr = crosstalk_coefficients(
-            calib, ccd.detector, config_values, c.doQuadraticCrosstalkCorrection
-        )
-        correct_exposure_crosstalk(
-            ccd.masked_image,
-            ccd.detector,
-            coeffs,
-            sqr,
-            trimmed=trimmed,
-            background=c.crosstalkBackgroundMethod,
-            min_pixel_to_mask=c.minPixelToMask,
-            mask_plane=c.crosstalkMaskPlane,
-        )
-        _hset(ccd.metadata, "LSST ISR CROSSTALK APPLIED", True)
-
-    def _brighter_fatter(self, state: IsrRunState, k: IsrCalibs) -> None:
-        """Step 18 at ``brighterFatterLevel`` (`brighter_fatter.brighter_fatter_delta`).
-
-        The correction is computed on a copy with the dark and flat applied and the
-        ``brighterFatterMaskListToInterpolate`` planes interpolated.
-        """
-        c = self.config
-        ccd = state.exposure
-        kernels = amp_kernels(k.bfKernel, c.brighterFatterLevel, [a.name for a in ccd.detector])
-        work = ccd.copy()
-        with self.flatContext(work, k.flat, k.dark):
-            planes = work.masked_image.mask_planes
-            self._interpolate(work, [p for p in c.brighterFatterMaskListToInterpolate if p in planes])
-        img = work.image.astype(np.float64)
-        del work
-        res = brighter_fatter_delta(
-            img,
-            k.bfKernel,
-            kernels,
-            state.amp_boxes,
-            {**state.gains, **(k.bfGains or {})},
-            apply_gain=c.brighterFatterApplyGain,
-            max_iter=c.brighterFatterMaxIter,
-            threshold=c.brighterFatterThreshold,
-        )
-        for name, n_amp in res.amp_iterations.items():
-            state.task_metadata[f"BRIGHTER_FATTER_ITERATIONS {name}"] = n_amp
-        if res.iterations >= c.brighterFatterMaxIter:
-            self.log.warning(
-                "brighter-fatter correction did not converge (final difference %g)", res.difference
-            )
-        ccd.image += res.delta.astype(np.float32)
-        F.mask_edges(ccd.mask, res.border, ccd.masked_image.get_plane_bitmask("EDGE"))
-        if c.brighterFatterMaskGrowSize > 0:  # the correction is a convolution: grow (§1.4)
-            grow_planes(ccd.masked_image, c.brighterFatterMaskListToInterpolate, c.brighterFatterMaskGrowSize)
-        state.task_metadata["BRIGHTER_FATTER_ITERATIONS"] = res.iterations
-        state.task_metadata["BRIGHTER_FATTER_DIFFERENCE"] = res.difference
-
-    def _fringe(self, state: IsrRunState, fringes: Any) -> None:
-        fc = self.config.fringe
-        ccd = state.exposure
-        frames = fringes if isinstance(fringes, (list, tuple)) else [fringes]
-        amps = correct_fringes(
-            ccd.masked_image,
-            [calib_planes(fr) for fr in frames],
-            (fc.rngSeedOffset + int(ccd.info.id or 0)) % (2**32),
-            num=fc.num,
-            small=fc.small,
-            large=fc.large,
-            pedestal=fc.pedestal,
-            iterations=fc.iterations,
-            clip=fc.clip,
-        )
-        state.task_metadata["FRINGE_AMPLITUDES"] = [float(a) for a in amps]
-        _hset(ccd.metadata, "LSST ISR FRINGE APPLIED", True)
 
     def _final_steps(self, state: IsrRunState, oss_thumb: Any, flattened_thumb: Any) -> Struct:
         """Run steps 26-30: bad regions, interpolation, zero point, amp offset, statistics, binning."""
