@@ -267,7 +267,7 @@ def cases() -> list[Case]:
         "exposure = 1; DROP TABLE dataset",
         "detector = 1e999999",
         "((((",
-        "exposure.timespan OVERLAPS 5",
+        "exposure.timespan OVERLAPS 'abc'",  # a bare number would be an MJD (valid)
         "instrument = 'testcam' AND exposure = :bind",
         "detector IN (0..2:0)",
     ]

@@ -93,6 +93,7 @@ def _n_registered(root: Path, run: str) -> int:
 
 @pytest.mark.parsl
 @pytest.mark.slow
+@pytest.mark.isolated
 def test_pipetask_submit_interrupted_then_resumed(tmp_path: Path) -> None:
     _, medians = make_toy_repo_db(tmp_path / "repo", 4, 2, shape=(8, 8))
     sub = _submit_file(tmp_path, tmp_path / "repo", query="exposure IN (1..4)", outputRun="u/submit/run1")

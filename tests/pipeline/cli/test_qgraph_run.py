@@ -118,6 +118,7 @@ def _registered_files_exist(root: Path, collection: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.isolated
 @pytest.mark.parametrize("how", ["sigkill-driver", "ctrl-c"])
 def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path, how: str) -> None:
     butler, pipe, medians = toy_cli
