@@ -93,7 +93,6 @@ def _n_registered(root: Path, run: str) -> int:
 
 @pytest.mark.parsl
 @pytest.mark.slow
-@pytest.mark.isolated
 def test_pipetask_submit_interrupted_then_resumed(tmp_path: Path) -> None:
     _, medians = make_toy_repo_db(tmp_path / "repo", 4, 2, shape=(8, 8))
     sub = _submit_file(tmp_path, tmp_path / "repo", query="exposure IN (1..4)", outputRun="u/submit/run1")
@@ -103,6 +102,8 @@ def test_pipetask_submit_interrupted_then_resumed(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=str(REPO_ROOT),
+        # SIGINT may be ignored when the tests run as a background job: the default, as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         # Interrupt (Ctrl-C) once the driver registered two finished quanta.

@@ -118,7 +118,6 @@ def _registered_files_exist(root: Path, collection: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.isolated
 @pytest.mark.parametrize("how", ["sigkill-driver", "ctrl-c"])
 def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path, how: str) -> None:
     butler, pipe, medians = toy_cli
@@ -126,8 +125,11 @@ def test_kill_driver_then_resume(toy_cli: Any, tmp_path: Path, how: str) -> None
     env = dict(os.environ)
     args = ["run", "-b", root, "-p", str(pipe), "-i", toy.TOY_RAW_RUN, "-o", "u/kill", "-j", "2",
             "--register-dataset-types", "-c", "subtractMedian:sleep_s=2.0", "--no-progress"]
+    # A shell without job control starts background jobs with SIGINT ignored, and a child
+    # inherits that: give the driver the default disposition a terminal's foreground job has.
     proc = subprocess.Popen(_cmd(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Wait until at least one quantum is registered, then SIGKILL the driver only.
     from butler import Butler
 
