@@ -49,6 +49,7 @@ from ._ast import (
 from ._errors import ExpressionError
 from ._time import TimeLiteralError, parse_time_literal
 from ._tokens import LexError as _LexError
+from ._tokens import make_query_lexer
 
 __all__ = ["MAX_NESTING", "nesting_error", "parse_expression"]
 
@@ -151,13 +152,11 @@ _IDENT_CHAR = re.compile(r"[A-Za-z0-9_.]")
 
 _KNOWN_FUNCTIONS = ("GLOB", "UUID")
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = "[\ud800-\udfff]"  # compiled on first use (re's cache)
 
 
-def _make_transformer_class() -> type:
-    from lark import Transformer
-
-    class _ToAst(Transformer):
+def _make_transformer_class(transformer_base: type) -> type:
+    class _ToAst(transformer_base):
         """lark Transformer building :mod:`._ast` nodes; ``self.text`` is the source."""
 
         def __init__(self) -> None:
@@ -183,7 +182,7 @@ def _make_transformer_class() -> type:
                 raise self._err(
                     "a string literal contains a NUL character, which no database stores", tok.start_pos
                 )
-            bad = _SURROGATE.search(tok)
+            bad = re.search(_SURROGATE, tok)
             if bad is not None:
                 raise self._err(
                     f"a string literal contains {bad.group()!r}, half of a UTF-16 pair (not valid "
@@ -293,59 +292,31 @@ def _make_transformer_class() -> type:
     return _ToAst
 
 
-# Bump when the lexer or parser options change, so stale cached tables are never loaded.
-_CACHE_TAG = "ccdflow-query-lexer-1"
+# Bump when the lexer or parser options change, so a stale cached parser is never loaded.
+_CACHE_TAG = "ccdflow-query-parser-2"
 
 
-def _cache_path() -> str | None:
-    """Return the per-user file for lark's pickled parse tables, or `None` if unusable.
+def _runtime() -> Any:
+    """Return lark's standalone LALR runtime for `_GRAMMAR` (`._lark_standalone`; no lark import)."""
+    from ._lark_standalone import runtime
 
-    The file is in ``$XDG_CACHE_HOME/ccdflow/`` or ``~/.cache/ccdflow/`` (not world-writable
-    /tmp, which lark uses by default, so nobody else can plant a pickle for us to load).
-    """
-    import hashlib
-    import os
-
-    import lark
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    directory = os.path.join(base, "ccdflow")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError:
-        return None
-    if not os.access(directory, os.W_OK):
-        return None
-    digest = hashlib.sha256(f"{lark.__version__}\n{_CACHE_TAG}\n{_GRAMMAR}".encode()).hexdigest()[:16]
-    return os.path.join(directory, f"query-grammar-{digest}.lark-cache")
-
-
-def _lark_lexer_class() -> type:
-    from ._lark_lexer import QueryLexer
-
-    return QueryLexer
+    return runtime(_GRAMMAR, _CACHE_TAG)
 
 
 @functools.cache
 def _parser() -> Any:
-    """Build the LALR parser once (lark is imported here, not at module import).
+    """Build the LALR parser once, from lark's standalone runtime (see `._lark_standalone`).
 
-    The grammar analysis is cached on disk (see `_cache_path`), so a new process builds the
-    parser in ~10 ms instead of ~120 ms.
+    The parse tables are lark's (generated once per user and grammar, then loaded in a few ms
+    without importing lark); tokens come from the one-regex lexer of `._tokens`.
     """
-    from lark import Lark
-
-    transformer = _make_transformer_class()()
-    options: dict[str, Any] = dict(
-        parser="lalr", lexer=_lark_lexer_class(), transformer=transformer, maybe_placeholders=False
-    )
-    path = _cache_path()
-    if path is not None:
-        try:
-            return Lark(_GRAMMAR, cache=path, **options), transformer
-        except Exception:  # unreadable/corrupt cache file: fall back to building in memory
-            pass
-    return Lark(_GRAMMAR, **options), transformer
+    rt = _runtime()
+    transformer = _make_transformer_class(rt.Transformer)()
+    lexer = make_query_lexer(rt.Lexer, rt.Token)
+    parser_data = rt.DATA["parser"]
+    lexer_conf = {**parser_data["lexer_conf"], "lexer_type": lexer}  # the tables were made with "basic"
+    data = {**rt.DATA, "parser": {**parser_data, "lexer_conf": lexer_conf}}
+    return rt.Lark._load_from_dict(data, rt.MEMO, transformer=transformer), transformer
 
 
 _EXPECTED_ORDER = (
@@ -418,7 +389,12 @@ def _character_error(text: str, pos: int) -> ExpressionError:
 
 def _syntax_error(text: str, exc: Exception) -> ExpressionError:
     """Translate a lark error into an ExpressionError with a caret and what was expected."""
-    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+    rt = _runtime()
+    UnexpectedCharacters, UnexpectedEOF, UnexpectedToken = (  # noqa: N806 - lark's class names
+        rt.UnexpectedCharacters,
+        rt.UnexpectedEOF,
+        rt.UnexpectedToken,
+    )
 
     if isinstance(exc, UnexpectedEOF):
         pos = len(text)
@@ -498,9 +474,8 @@ def _unknown_operator(op: str) -> str:
 def _parse_cached(text: str) -> Node | None:
     if not text.strip():
         return None
-    from lark.exceptions import UnexpectedInput
-
     parser, transformer = _parser()
+    UnexpectedInput = _runtime().UnexpectedInput  # noqa: N806 - lark's class name
     try:
         with _PARSE_LOCK:  # the transformer holds the text being parsed (for error carets)
             transformer.text = text

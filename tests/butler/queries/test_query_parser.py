@@ -244,11 +244,71 @@ SAMPLES = [
 def test_custom_lexer_agrees_with_the_grammar_terminals(text):
     """The one-regex lexer produces the same tokens as lark's lexer built from the grammar."""
     from lark import Lark
+    from lark.lexer import Lexer, Token
 
-    from butler.registry.queries._lark_lexer import QueryLexer
     from butler.registry.queries._parser import _GRAMMAR
+    from butler.registry.queries._tokens import make_query_lexer
+
+    QueryLexer = make_query_lexer(Lexer, Token)  # noqa: N806
 
     reference = Lark(_GRAMMAR, parser="lalr", lexer="basic")
     want = [(t.type, str(t), t.start_pos) for t in reference.lex(text)]
     got = [(t.type, str(t), t.start_pos) for t in QueryLexer(None).lex(text)]
     assert got == want
+
+
+_STANDALONE_PROBE = (
+    "import sys; from butler.registry.queries import parse_expression; "
+    "print(repr(parse_expression(sys.argv[1]))); print('lark' in sys.modules)"
+)
+
+
+def test_standalone_parser_is_generated_once_then_loaded_without_lark(tmp_path):
+    """First use generates lark's standalone parser into the cache; later processes parse without lark.
+
+    The trees equal those of a parser built by lark itself from the grammar (the same LALR tables).
+    """
+    import os
+    import subprocess
+    import sys
+
+    from lark import Lark
+    from lark.lexer import Lexer, Token
+
+    from butler.registry.queries._parser import _GRAMMAR, _make_transformer_class
+    from butler.registry.queries._tokens import make_query_lexer
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    transformer = _make_transformer_class(__import__("lark").Transformer)()
+    reference = Lark(_GRAMMAR, parser="lalr", lexer=make_query_lexer(Lexer, Token), transformer=transformer,
+                     maybe_placeholders=False)
+    for text in SAMPLES:
+        transformer.text = text
+        want = repr(reference.parse(text))
+        runs = [subprocess.run([sys.executable, "-c", _STANDALONE_PROBE, text], env=env, capture_output=True,
+                               text=True, check=True).stdout.splitlines() for _ in range(2)]
+        assert [r[0] for r in runs] == [want, want]
+        assert runs[1][1] == "False"  # the second process loaded the cached parser
+    assert len(list((tmp_path / "ccdflow").glob("query-parser-*.marshal"))) == 1
+
+
+def test_standalone_parser_without_a_cache_directory(tmp_path):
+    """With no usable cache directory the parser is generated in memory: same trees, same errors."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = dict(os.environ, XDG_CACHE_HOME=str(blocker))
+    text = SAMPLES[0]
+    out = subprocess.run([sys.executable, "-c", _STANDALONE_PROBE, text], env=env, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[0] == repr(parse_expression(text))
+    code = ("from butler.registry.queries import parse_expression\n"
+            "try:\n    parse_expression('a = = 1')\nexcept Exception as exc:\n    print(str(exc))")
+    err = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    with pytest.raises(Exception) as expected:
+        parse_expression("a = = 1")
+    assert err.strip() == str(expected.value).strip()
