@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import RepositoryError
-from ._yaml import load_yaml
+from ._yaml import load_yaml_file
 
 __all__ = [
     "CONFIG_NAME",
@@ -51,6 +50,8 @@ def split_db_url(url: str) -> tuple[str, str | None]:
 
 def default_schema_name(root: Path) -> str:
     """Return a PostgreSQL schema name unique to a repository path (``ccdflow_<dir>_<hash>``)."""
+    import hashlib  # here: importing it (OpenSSL) costs the read-only commands ~5 ms
+
     stem = re.sub(r"[^a-z0-9_]", "_", root.name.lower())[:30] or "repo"
     return f"ccdflow_{stem}_{hashlib.blake2b(str(root).encode(), digest_size=4).hexdigest()}"
 
@@ -97,8 +98,6 @@ def load_config(root: Path) -> dict[str, Any]:
     RepositoryError
         If the directory does not exist or is not a repository.
     """
-    import yaml
-
     if not root.exists():
         raise RepositoryError(f"repository {root} does not exist; create it with `butler create {root}`")
     path = root / CONFIG_NAME
@@ -107,10 +106,13 @@ def load_config(root: Path) -> dict[str, Any]:
             f"{root} is not a butler repository (no {CONFIG_NAME}); create one with `butler create`"
         )
     try:
-        with open(path) as f:
-            cfg = load_yaml(f) or {}
-    except yaml.YAMLError as exc:
-        raise RepositoryError(f"{path} is not valid YAML: {exc}") from None
+        cfg = load_yaml_file(path) or {}
+    except Exception as exc:
+        import yaml  # imported when the file was parsed
+
+        if isinstance(exc, yaml.YAMLError):
+            raise RepositoryError(f"{path} is not valid YAML: {exc}") from None
+        raise
     if "registry" not in cfg:
         raise RepositoryError(
             f"{path} has no 'registry' section; it is not a ccdflow repository configuration"

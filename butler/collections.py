@@ -41,24 +41,23 @@ def flatten_chains(
     names : `list` [`str`]
         Each collection once, at its first position.
     """
+    # An explicit stack, not a recursive closure: a nested function that calls itself is a
+    # reference cycle, left to the cyclic garbage collector on every call (every dataset lookup).
     out: list[str] = []
     seen: set[str] = set()
-
-    def visit(n: str, depth: int) -> None:
+    stack = [(n, 0) for n in reversed(list(names))]
+    while stack:
+        n, depth = stack.pop()
         if depth > MAX_CHAIN_DEPTH:
             raise too_deep(n)
         if is_chain(n):
             if keep_chains and n not in seen:
                 seen.add(n)
                 out.append(n)
-            for c in children(n):
-                visit(c, depth + 1)
+            stack.extend([(c, depth + 1) for c in reversed(children(n))])
         elif n not in seen:
             seen.add(n)
             out.append(n)
-
-    for n in names:
-        visit(n, 0)
     return out
 
 

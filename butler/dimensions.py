@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import DataIdError
-from ._yaml import load_yaml
+from ._yaml import load_yaml_file
 from .timespan import Timespan
 
 __all__ = [
@@ -206,8 +206,7 @@ class DimensionUniverse:
 @lru_cache(maxsize=4)
 def _load_universe(path: str) -> DimensionUniverse:
 
-    with open(path) as f:
-        return DimensionUniverse(load_yaml(f))
+    return DimensionUniverse(load_yaml_file(path))
 
 
 def default_universe() -> DimensionUniverse:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ._errors import ButlerError
-from ._yaml import load_yaml
+from ._yaml import load_yaml_file
 from .formatter import Formatter
 
 __all__ = ["StorageClass", "get_formatter", "get_storage_class", "storage_classes"]
@@ -29,8 +29,7 @@ def storage_classes() -> dict[str, StorageClass]:
     """Return all storage classes of ``registry_schema/storage_classes.yaml`` by name."""
     import registry_schema
 
-    with open(Path(registry_schema.__file__).parent / "storage_classes.yaml") as f:
-        cfg = load_yaml(f)
+    cfg = load_yaml_file(Path(registry_schema.__file__).parent / "storage_classes.yaml")
     return {
         name: StorageClass(name, spec["pytype"], spec["formatter"], spec.get("doc", ""))
         for name, spec in cfg["storage_classes"].items()

@@ -117,6 +117,21 @@ class ButlerGroup(Utf8ArgumentsMixin, click.Group):
         self.add_command(command, cmd_name)
         return command
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Find the command; all but the short read-only ``query-*`` ones run with the GC on.
+
+        `main` pauses the cyclic garbage collector for start-up (`butler.cli_startup`); a
+        command that may run long (ingest, transfers, pruning) resumes it here, before it starts.
+        """
+        name, command, rest = super().resolve_command(ctx, args)
+        if not (name or "").startswith("query-"):
+            from butler.cli_startup import resume_gc
+
+            resume_gc()
+        return name, command, rest
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List the commands; plugin commands not imported yet are described by their module."""
         names = self.list_commands(ctx)

@@ -34,11 +34,7 @@ def _print_table(
 ) -> None:
     """Print rows as an aligned table, JSON or CSV."""
     if columns is None:
-        columns = []
-        for r in rows:
-            for k in r:
-                if k not in columns:
-                    columns.append(k)
+        columns = list(dict.fromkeys(k for r in rows for k in r))  # first-seen order
     if fmt == "json":
         click.echo(json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1, default=str))
         return
@@ -54,19 +50,24 @@ def _print_table(
         if empty:
             click.echo(empty)
         return
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    numeric = [all(_is_number(row[i]) for row in cells) for i in range(len(columns))]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
-        ).rstrip()
-
-    click.echo(line(list(columns)))
-    click.echo("  ".join("-" * w for w in widths))
-    for row in cells:
-        click.echo(line(row))
+    # Column by column (a column is right-aligned when every cell reads as a number).
+    padded = []
+    widths = []
+    for c in columns:
+        values = [r.get(c) for r in rows]
+        cells = ["" if v is None else str(v) for v in values]
+        width = max(len(c), *map(len, cells))
+        # int and float values (and None) always read as numbers: no need to parse their text
+        numeric = all(v is None or type(v) in (int, float) for v in values) or all(map(_is_number, cells))
+        pad = str.rjust if numeric else str.ljust
+        padded.append([pad(c, width), *(pad(s, width) for s in cells)])
+        widths.append(width)
+    # Blocks of lines: a click.echo per row cost ~40 ms for 3,600 rows. Not one write of
+    # everything: a reader that goes away (``| head -1``) must still raise BrokenPipeError.
+    table = ["  ".join(t).rstrip() for t in zip(*padded)]
+    lines = [table[0], "  ".join("-" * w for w in widths), *table[1:]]
+    for i in range(0, len(lines), 256):
+        click.echo("\n".join(lines[i : i + 256]))
 
 
 def _is_number(s: str) -> bool:
@@ -184,8 +185,19 @@ def cli(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="butler")
+    """Console-script entry point.
+
+    The cyclic garbage collector is paused during start-up (`butler.cli_startup`); the
+    read-only ``query-*`` commands run whole in that pause, the others resume the collector
+    before they start (`ButlerGroup.resolve_command`).
+    """
+    from butler.cli_startup import pause_gc, resume_gc
+
+    pause_gc()
+    try:
+        cli(prog_name="butler")
+    finally:
+        resume_gc()
 
 
 # ---------------------------------------------------------------------- repository

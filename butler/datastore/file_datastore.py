@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import DatastoreError
-from .._yaml import load_yaml
+from .._yaml import load_yaml_file
 from ..storage_classes import get_formatter, get_storage_class
 from .records import StoredFileInfo
 
@@ -174,8 +174,7 @@ def _config_from_root(root: Path) -> dict[str, Any]:
 @lru_cache(maxsize=16)
 def _read_datastore_config(path: str, mtime: int) -> dict[str, Any]:
     """Return the ``datastore`` section of a ``butler.yaml`` (cached per file version)."""
-    with open(path) as f:
-        return (load_yaml(f) or {}).get("datastore") or {}
+    return (load_yaml_file(path) or {}).get("datastore") or {}
 
 
 def _checksum(path: Path) -> str:

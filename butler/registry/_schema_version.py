@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .._yaml import load_yaml
+from .._yaml import load_yaml_file
 
 __all__ = ["schema_version"]
 
@@ -15,8 +15,7 @@ __all__ = ["schema_version"]
 def _tables_config() -> dict[str, Any]:
     import registry_schema
 
-    with open(Path(registry_schema.__file__).parent / "tables.yaml") as f:
-        return load_yaml(f)
+    return load_yaml_file(Path(registry_schema.__file__).parent / "tables.yaml")
 
 
 def schema_version() -> int:

@@ -33,6 +33,7 @@ from ..datasets import DatasetType
 from ..dimensions import DimensionRecord, DimensionUniverse, default_universe
 from ..timespan import TIMESPAN_MAX, TIMESPAN_MIN, Timespan
 from ._schema_version import schema_version
+from ._sqlite_uri import sqlite_read_only_uri
 from .queries import (
     DIMENSION_KIND,
     SQLITE_TEXT,
@@ -103,7 +104,7 @@ class SqliteFastRegistry:
         if not path.is_file():
             raise FastPathUnavailableError(f"no registry file {path}")
         try:
-            self.conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
+            self.conn = sqlite3.connect(sqlite_read_only_uri(path), uri=True, timeout=5.0)
             attrs = dict(self.conn.execute("SELECT name, value FROM butler_attributes").fetchall())
         except sqlite3.Error as exc:
             raise FastPathUnavailableError(str(exc)) from None

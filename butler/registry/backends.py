@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from .._errors import FastPathUnavailableError, RepositoryError
 
@@ -25,6 +25,7 @@ __all__ = [
     "BACKENDS",
     "DatabaseBackend",
     "FastPathUnavailableError",
+    "OpenOptions",
     "PostgresqlBackend",
     "SqliteBackend",
     "backend_for_url",
@@ -32,6 +33,16 @@ __all__ = [
     "make_database",
     "open_read_only_fast",
 ]
+
+
+class OpenOptions(NamedTuple):
+    """How to open a registry database (see `make_database`); each backend uses those that apply."""
+
+    schema: str | None
+    writeable: bool
+    busy_timeout: float
+    create: bool
+    must_exist: bool
 
 
 class DatabaseBackend:
@@ -44,17 +55,8 @@ class DatabaseBackend:
         """Whether a registry URL names this backend."""
         return url.startswith(self.scheme)
 
-    def open(
-        self,
-        url: str,
-        *,
-        schema: str | None = None,
-        writeable: bool = True,
-        busy_timeout: float = 60.0,
-        create: bool = False,
-        must_exist: bool = False,
-    ) -> Database:
-        """Open the database (see `make_database` for the parameters)."""
+    def open(self, url: str, options: OpenOptions) -> Database:
+        """Open the database at ``url`` (`make_database` describes the options)."""
         raise NotImplementedError
 
     def open_read_only_fast(self, root: Path, url: str) -> SqliteFastRegistry:
@@ -74,21 +76,12 @@ class SqliteBackend(DatabaseBackend):
 
     scheme = "sqlite"
 
-    def open(
-        self,
-        url: str,
-        *,
-        schema: str | None = None,
-        writeable: bool = True,
-        busy_timeout: float = 60.0,
-        create: bool = False,
-        must_exist: bool = False,
-    ) -> Database:
+    def open(self, url: str, options: OpenOptions) -> Database:
         """Open an SQLite registry (``schema`` and ``create`` do not apply)."""
         from .sqlite import SqliteDatabase
 
         return SqliteDatabase.from_url(
-            url, writeable=writeable, busy_timeout=busy_timeout, must_exist=must_exist
+            url, writeable=options.writeable, busy_timeout=options.busy_timeout, must_exist=options.must_exist
         )
 
     def open_read_only_fast(self, root: Path, url: str) -> SqliteFastRegistry:
@@ -103,20 +96,13 @@ class PostgresqlBackend(DatabaseBackend):
 
     scheme = "postgresql"
 
-    def open(
-        self,
-        url: str,
-        *,
-        schema: str | None = None,
-        writeable: bool = True,
-        busy_timeout: float = 60.0,
-        create: bool = False,
-        must_exist: bool = False,
-    ) -> Database:
+    def open(self, url: str, options: OpenOptions) -> Database:
         """Open a PostgreSQL registry (``busy_timeout`` and ``must_exist`` do not apply)."""
         from .postgresql import PostgresqlDatabase
 
-        return PostgresqlDatabase.from_url(url, schema=schema, writeable=writeable, create=create)
+        return PostgresqlDatabase.from_url(
+            url, schema=options.schema, writeable=options.writeable, create=options.create
+        )
 
 
 #: The backends, tried in order.
@@ -170,10 +156,10 @@ def make_database(
     RepositoryError
         If the URL names an unsupported backend or the server cannot be reached.
     """
-    return backend_for_url(url).open(
-        url, schema=schema, writeable=writeable, busy_timeout=busy_timeout, create=create,
-        must_exist=must_exist,
+    options = OpenOptions(
+        schema=schema, writeable=writeable, busy_timeout=busy_timeout, create=create, must_exist=must_exist
     )
+    return backend_for_url(url).open(url, options)
 
 
 def fast_path_enabled() -> bool:

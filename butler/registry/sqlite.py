@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from .._errors import RepositoryError, RepositoryLockedError, storage_error
+from ._sqlite_uri import sqlite_read_only_uri
 from .database import Database
 
 __all__ = ["SqliteDatabase"]
@@ -159,11 +160,18 @@ class SqliteDatabase(Database):
                 f"the registry database {path} is missing; the repository is incomplete "
                 "(restore registry.sqlite3 or create a new repository)"
             )
-        engine = sa.create_engine(
-            url,
-            connect_args={"timeout": busy_timeout, "check_same_thread": False},
-            poolclass=sa.pool.NullPool,
-        )
+        connect_args: dict[str, Any] = {"timeout": busy_timeout, "check_same_thread": False}
+        if not writeable and path and path != ":memory:" and os.path.exists(path):
+            # Read-only: ``mode=ro`` (``immutable=1`` in a directory we cannot write, where the
+            # WAL files cannot be made), so that a read-only repository can still be queried.
+            read_only_uri = sqlite_read_only_uri(path)
+            engine = sa.create_engine(
+                "sqlite://",
+                creator=lambda: sqlite3.connect(read_only_uri, uri=True, **connect_args),
+                poolclass=sa.pool.NullPool,
+            )
+        else:
+            engine = sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
         return cls(engine, writeable=writeable, busy_timeout=busy_timeout)
 
     def translate_error(self, exc: sa.exc.DBAPIError) -> Exception:

@@ -50,11 +50,33 @@ _find_first_option = click.option(
 )
 
 
+def _selection_options(command: Any) -> Any:
+    """Add ``-t/--dataset-type``, ``--collections``, ``--where`` and ``--find-first`` to a command."""
+    for option in (_find_first_option, _where_option, _collections_option, _dataset_type_option):
+        command = option(command)
+    return command
+
+
+def _transfer_option(choices: list[str], help: str) -> Any:
+    """Return the ``--transfer`` option (default ``auto``) with these modes."""
+    return click.option(
+        "--transfer", type=click.Choice(choices), default="auto", show_default=True, help=help
+    )
+
+
 def _selection(dataset_types: tuple[str, ...], collections: tuple[str, ...], find_first: bool) -> dict:
     cols = _split(collections) or None
     if find_first and cols is None:
         raise click.UsageError("--find-first needs --collections (the search order)")
     return {"dataset_types": _split(dataset_types) or "*", "collections": cols, "find_first": find_first}
+
+
+def _collect(b: Any, sel: dict, where: str) -> Any:
+    """Collect the datasets of butler ``b`` that ``sel`` and ``where`` choose, for export."""
+    from butler.transfers import collect
+
+    return collect(b, sel["dataset_types"], collections=sel["collections"], where=where,
+                   find_first=sel["find_first"])
 
 
 def _mb(n: int) -> str:
@@ -65,16 +87,10 @@ def _mb(n: int) -> str:
 @click.command("export")
 @click.argument("repo")
 @click.argument("directory")
-@_dataset_type_option
-@_collections_option
-@_where_option
-@_find_first_option
-@click.option(
-    "--transfer",
-    type=click.Choice(["auto", "copy", "hardlink", "symlink", "relsymlink"]),
-    default="auto",
-    show_default=True,
-    help="How the files reach DIRECTORY (auto: hard link when possible, else copy).",
+@_selection_options
+@_transfer_option(
+    ["auto", "copy", "hardlink", "symlink", "relsymlink"],
+    "How the files reach DIRECTORY (auto: hard link when possible, else copy).",
 )
 def export(
     repo: str,
@@ -93,13 +109,12 @@ def export(
     their paths. Read it back with 'butler import'.
     """
     from butler import Butler
-    from butler.transfers import collect, write_export
+    from butler.transfers import write_export
 
     sel = _selection(dataset_types, collections, find_first)
     t0 = time.perf_counter()
     b = Butler(repo, writeable=False)
-    contents = collect(b, sel["dataset_types"], collections=sel["collections"], where=where,
-                       find_first=sel["find_first"])
+    contents = _collect(b, sel, where)
     if not contents.n_datasets:
         raise click.ClickException("no datasets match; nothing was exported")
     r = write_export(b, directory, contents, transfer=transfer)
@@ -113,12 +128,9 @@ def export(
 @click.command("import")
 @click.argument("repo")
 @click.argument("directory")
-@click.option(
-    "--transfer",
-    type=click.Choice(["auto", "copy", "hardlink", "symlink", "move", "direct"]),
-    default="auto",
-    show_default=True,
-    help="How files enter REPO (auto: in place if already under REPO, else copy).",
+@_transfer_option(
+    ["auto", "copy", "hardlink", "symlink", "move", "direct"],
+    "How files enter REPO (auto: in place if already under REPO, else copy).",
 )
 @click.option("--export-file", default=None, help="Export file (default: DIRECTORY/export.yaml).")
 @click.option(
@@ -154,17 +166,8 @@ def _import_summary(r: Any, verb: str, seconds: float) -> str:
 @click.command("transfer-datasets")
 @click.argument("source")
 @click.argument("dest")
-@_dataset_type_option
-@_collections_option
-@_where_option
-@_find_first_option
-@click.option(
-    "--transfer",
-    type=click.Choice(["auto", "copy", "hardlink", "symlink", "direct"]),
-    default="auto",
-    show_default=True,
-    help="How files enter DEST (auto: copy).",
-)
+@_selection_options
+@_transfer_option(["auto", "copy", "hardlink", "symlink", "direct"], "How files enter DEST (auto: copy).")
 @click.option("--register-dataset-types", is_flag=True, help="Register dataset types DEST lacks.")
 @click.option(
     "--transfer-dimensions/--no-transfer-dimensions",
@@ -193,13 +196,12 @@ def transfer_datasets(
     file is checked against its size and checksum; running it again is a no-op.
     """
     from butler import Butler
-    from butler.transfers import collect, import_contents
+    from butler.transfers import import_contents
 
     sel = _selection(dataset_types, collections, find_first)
     t0 = time.perf_counter()
     src = Butler(source, writeable=False)
-    contents = collect(src, sel["dataset_types"], collections=sel["collections"], where=where,
-                       find_first=sel["find_first"])
+    contents = _collect(src, sel, where)
     if dry_run:
         click.echo(
             f"Would transfer {contents.n_datasets} dataset(s) in {contents.n_files} file(s), "
@@ -222,16 +224,9 @@ def transfer_datasets(
 @click.command("retrieve-artifacts")
 @click.argument("repo")
 @click.argument("destination")
-@_dataset_type_option
-@_collections_option
-@_where_option
-@_find_first_option
-@click.option(
-    "--transfer",
-    type=click.Choice(["auto", "copy", "hardlink", "symlink", "relsymlink"]),
-    default="auto",
-    show_default=True,
-    help="How files reach DESTINATION (auto: copy).",
+@_selection_options
+@_transfer_option(
+    ["auto", "copy", "hardlink", "symlink", "relsymlink"], "How files reach DESTINATION (auto: copy)."
 )
 @click.option(
     "--preserve-path/--no-preserve-path",

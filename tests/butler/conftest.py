@@ -63,13 +63,48 @@ def fill_dimensions(registry) -> None:
     )
 
 
+def invoke_butler(*args, ok: bool = True, input: str | None = None, codes: tuple[int, ...] = (1, 2)):
+    """Run the ``butler`` CLI in-process (click's test runner) and check its exit.
+
+    Parameters
+    ----------
+    *args
+        The command line after ``butler``; each argument is passed through `str`.
+    ok : `bool`
+        Expect exit code 0 (else one of ``codes`` and no traceback in the output).
+    input : `str`, optional
+        Text fed to standard input (answers to confirmations).
+    codes : `tuple` [`int`]
+        The accepted non-zero exit codes when ``ok`` is false.
+
+    Returns
+    -------
+    result : `click.testing.Result`
+    """
+    from click.testing import CliRunner
+
+    from butler.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], input=input)
+    if ok:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code in codes, result.output
+        assert "Traceback" not in result.output
+    return result
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path: Path) -> Iterator[str | None]:
     """``None`` (SQLite default) or a PostgreSQL URL with a fresh schema (dropped afterwards)."""
     if request.param == "sqlite":
         yield None
         return
-    base = request.getfixturevalue("postgres_url")
+    yield from fresh_postgres_schema(request.getfixturevalue("postgres_url"))
+
+
+def fresh_postgres_schema(base: str) -> Iterator[str]:
+    """Yield the PostgreSQL URL ``base`` with a new schema (``?schema=t_...``); drop the schema after."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     yield f"{base}?schema={schema}"
     import sqlalchemy as sa

@@ -10,22 +10,14 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from butler import Butler, DatasetType
-from butler.cli import cli
 
-from .conftest import exposure_span, fill_dimensions
+from .conftest import exposure_span, fill_dimensions, invoke_butler
 
 
 def run(*args: str, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    else:
-        assert result.exit_code in (1, 2), result.output
-        assert "Traceback" not in result.output
-    return result
+    return invoke_butler(*args, ok=ok)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from butler.registry import _sqlite_fast
 from . import test_cli_fast as _base
 
 _invoke = _base._invoke
+_check = _base._check
 world = _base.world  # the repository fixture of the query-datasets cases
 
 RECORD_CASES = [
@@ -100,19 +101,6 @@ def spy(monkeypatch):
 
         monkeypatch.setattr(_sqlite_fast.SqliteFastRegistry, name, wrapped)
     return calls
-
-
-def _check(world, monkeypatch, spy, args, answers):
-    if world.registry.db.engine.dialect.name != "sqlite":
-        pytest.skip("the fast path is for SQLite repositories")
-    fast = _invoke(args, True, monkeypatch)
-    assert spy["answered"] == (1 if answers else 0)
-    slow = _invoke(args, False, monkeypatch)
-    assert spy["answered"] == (1 if answers else 0)
-    assert fast == slow
-    if answers:
-        assert fast[0] == 0
-    return fast
 
 
 @pytest.mark.parametrize("element,extra,answers", RECORD_CASES)

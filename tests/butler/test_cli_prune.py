@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from butler import Butler, DatasetType
-from butler.cli import cli, commands
+from butler.cli import commands
 
-from .conftest import fill_dimensions
+from .conftest import fill_dimensions, invoke_butler
 
 
 def run(*args, ok=True, input=None):
-    result = CliRunner().invoke(cli, [str(a) for a in args], input=input)
-    if ok:
-        assert result.exit_code == 0, result.output
-    else:
-        assert result.exit_code in (1, 2), result.output
-        assert "Traceback" not in result.output
-    return result
+    return invoke_butler(*args, ok=ok, input=input)
 
 
 @pytest.fixture

@@ -239,3 +239,79 @@ def test_butler_create_refuses_a_bad_template(tmp_path):
     with pytest.raises(ValueError, match=r"'\{band:\?x\}' is not a field"):
         Butler.create(tmp_path / "repo", templates={"flat": "{run}/{datasetType}/{band:?x}"})
     assert not (tmp_path / "repo").exists()
+
+
+def _flatten_recursive(names, graph, keep_chains):
+    """Expand chains by plain recursion, depth first (what `flatten_chains` must equal)."""
+    from butler.collections import MAX_CHAIN_DEPTH
+
+    out: list[str] = []
+
+    def visit(n: str, depth: int) -> None:
+        if depth > MAX_CHAIN_DEPTH:
+            raise RecursionError(n)
+        if n in graph:
+            if keep_chains and n not in out:
+                out.append(n)
+            for c in graph[n]:
+                visit(c, depth + 1)
+        elif n not in out:
+            out.append(n)
+
+    for n in names:
+        visit(n, 0)
+    return out
+
+
+def test_flatten_chains_equals_recursive_expansion_and_leaves_no_garbage():
+    import gc
+    import random
+
+    from butler.collections import flatten_chains
+
+    rng = random.Random(5)
+    leaves = [f"r{i}" for i in range(6)]
+    for case in range(300):
+        chains = [f"c{i}" for i in range(rng.randint(0, 5))]
+        # Children only among later chains (no cycle) and leaves, duplicates allowed.
+        graph = {
+            c: [rng.choice(chains[i + 1 :] + leaves) for _ in range(rng.randint(0, 4))]
+            for i, c in enumerate(chains)
+        }
+        names = [rng.choice(chains + leaves) for _ in range(rng.randint(0, 4))]
+        for keep in (False, True):
+            got = flatten_chains(
+                names, graph.__contains__, graph.__getitem__, RecursionError, keep_chains=keep
+            )
+            assert got == _flatten_recursive(names, graph, keep), (case, graph, names, keep)
+    chain = {"c0": ["r2", "c1", "r2"], "c1": ["r1", "r3"]}
+    got = flatten_chains(
+        ["c0", "r1"], chain.__contains__, chain.__getitem__, RecursionError, keep_chains=True
+    )
+    assert got == ["c0", "r2", "c1", "r1", "r3"]
+    # A cycle raises too_deep for the same name as the recursive expansion (the first beyond depth 100).
+    cycle = {"a": ["r0", "b"], "b": ["a"]}
+    with pytest.raises(RecursionError, match="^r0$"):
+        _flatten_recursive(["a"], cycle, False)
+    with pytest.raises(RecursionError, match="^r0$"):
+        flatten_chains(["a"], cycle.__contains__, cycle.__getitem__, RecursionError)
+    # No reference cycle per call (a recursive closure would leave garbage on every lookup).
+    graph = {"c0": ["r2", "c1"], "c1": ["r1"]}
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for _ in range(1000):
+            flatten_chains(["c0", "r0"], graph.__contains__, graph.__getitem__, RecursionError)
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < 1000, grown  # a recursive closure leaves 13 objects per call
+    assert gc.collect() == 0
+
+
+def test_reproducible_dataset_id_namespace_is_daf_butlers():
+    """The written-out namespace of reproducible dataset IDs is uuid5(NAMESPACE_DNS, 'lsst.org')."""
+    from butler.datasets import NAMESPACE_LSST
+
+    assert NAMESPACE_LSST == uuid.uuid5(uuid.NAMESPACE_DNS, "lsst.org")

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from butler import Butler
-from butler.cli import cli
+
+from .conftest import invoke_butler
 
 pytest.importorskip("pipeline.instruments")
 
 
 def _run(*args):
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    assert r.exit_code == 0, r.output
-    return r.output
+    return invoke_butler(*args).output
 
 
 def test_kast_blue_ingest_query_get(shared_data, tmp_path):

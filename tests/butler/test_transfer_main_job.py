@@ -12,7 +12,6 @@ PTC reads back with the same gains, and that a second transfer is a no-op.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 import pytest
 
 from butler import Butler, CollectionType
+from tests.builders import run_simulated_flow, simulated_flow
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -35,21 +35,11 @@ FILTER = "r_test"
 def main_job_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The main job's calibration flow on simulated testcam raws (2 detectors, 12 amplifiers)."""
     from pipeline.instruments.simulate import simulate_raws
-    from pipeline.main_job import Flow, prepare_repo, run_flow
 
-    flow = Flow(
-        instrument="testcam",
-        raw_subdir="",
-        bias_where="exposure.observation_type = 'bias'",
-        flat_where="exposure.observation_type = 'flat'",
-        ptc_where="exposure.observation_type = 'flat'",
-        science_where="exposure.observation_type = 'science'",
+    flow = simulated_flow(
+        "testcam",
         calib_begin="2024-01-01T00:00:00",
-        calib_end=None,
-        nominal_gain=None,
-        nominal_read_noise=None,
         gain_tolerance=0.05,
-        ptc_grid_size=None,
         ptc_config=("ptcExtract:minNumberGoodPixelsForCovariance=1000",),
     )
     base = tmp_path_factory.mktemp("transfer_main_job")
@@ -63,13 +53,7 @@ def main_job_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     simulate_raws("testcam", raws, exposures=exposures, seed=7, detectors=(0, 1))
     repo = base / "repo"
-    env_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"
-    try:
-        prepare_repo(repo)
-        run_flow(flow, raws, repo, processes=1, progress=False)
-    finally:
-        os.environ["PATH"] = env_path
+    run_simulated_flow(flow, raws, repo)
     yield repo
     shutil.rmtree(base, ignore_errors=True)
 

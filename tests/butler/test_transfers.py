@@ -21,7 +21,7 @@ from butler import (
 )
 from butler.transfers import collect
 
-from .conftest import exposure_span
+from .conftest import exposure_span, fresh_postgres_schema
 
 
 def _fill_datasets(b: Butler) -> None:
@@ -49,15 +49,7 @@ def dest_url(db_url):
     if db_url is None:
         yield None
         return
-    base = db_url.split("?")[0]
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{base}?schema={schema}"
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(base, poolclass=sa.pool.NullPool)
-    with engine.begin() as conn:
-        conn.execute(sa.schema.DropSchema(schema, cascade=True, if_exists=True))
-    engine.dispose()
+    yield from fresh_postgres_schema(db_url.split("?")[0])
 
 
 @pytest.fixture

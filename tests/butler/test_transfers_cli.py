@@ -12,17 +12,11 @@ from click.testing import CliRunner
 from butler import Butler, DatasetType
 from butler.cli import cli
 
-from .conftest import fill_dimensions
+from .conftest import fill_dimensions, invoke_butler
 
 
 def run(*args, ok: bool = True):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output
-    else:
-        assert result.exit_code == 1, result.output
-        assert "Traceback" not in result.output
-    return result
+    return invoke_butler(*args, ok=ok, codes=(1,))
 
 
 @pytest.fixture

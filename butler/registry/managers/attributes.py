@@ -104,8 +104,9 @@ def _unwritable_sqlite_directory(database: str | None, exc: Exception) -> Reposi
     except OSError as err:
         return RepositoryReadOnlyError(
             f"the repository directory {directory} is read-only ({err.strerror}): the registry "
-            f"{os.path.basename(database)} (WAL journal) cannot be opened there; make the directory "
-            "writable, or use a repository you can write to"
+            f"{os.path.basename(database)} (WAL journal) cannot be opened there for writing; make the "
+            "directory writable, or use a repository you can write to (reading works: the butler "
+            "query commands, and Butler(REPO, writeable=False), open it read-only)"
         )
     os.close(fd)
     os.unlink(name)
