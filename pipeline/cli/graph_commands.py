@@ -417,11 +417,18 @@ def _run_command(opts: dict[str, Any]) -> None:
 
 
 def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
+    from butler.cli_startup import resume_gc
+
     from ..execution.executors import ProcessPoolQuantumExecutor, SerialExecutor
     from ..execution.runner import pre_exec_init, resume_state, run_graph
 
+    resume_gc()  # start-up is over: quanta (task code) run with the garbage collector on
+
     done: set[Any] = set()
-    clean_stale = None
+    # `_run_command` swept the RUN once, under its lock, before this (`remove_stale_files`): no
+    # quantum needs to look for leftovers at its output paths again (an --extend-run paid that
+    # per quantum). A pool that loses a worker turns the per-quantum sweep back on (`reset`).
+    clean_stale: bool | None = False
     if opts.get("qgraph"):
         # Running a saved graph again (after Ctrl-C, kill -9 or failures) finishes the job:
         # quanta whose metadata is registered are skipped, stale logs of failed attempts removed.
@@ -434,7 +441,7 @@ def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:
             butler.prune_datasets(stale, purge=True)
     pre_exec_init(butler, graph, register_dataset_types=opts["register_dataset_types"],
                   save_versions=not opts["no_versions"])
-    from ..execution.report import record_run_graph
+    from ..execution.run_graphs import record_run_graph
 
     record_run_graph(graph, butler.root)  # so `pipetask report REPO -o ...` knows what was expected
     if opts["init_only"]:
@@ -537,7 +544,7 @@ def pre_exec_init_qbb(repo: str, qgraph_file: str, log_level: str | None, log_fi
     from ..graph.quantum_graph import QuantumGraph
 
     graph = QuantumGraph.load(qgraph_file)
-    from ..execution.report import record_run_graph
+    from ..execution.run_graphs import record_run_graph
 
     record_run_graph(graph, repo)  # so `pipetask report REPO -o ...` works after the transfer
     refs = [r for refs in graph.init_outputs.values() for r in refs]
@@ -577,6 +584,9 @@ def run_qbb(repo: str, qgraph_file: str, qgraph_node_id: Sequence[str], processe
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--qgraph-node-id") from None
     graph = QuantumGraph.load(qgraph_file, nodes=nodes)
+    from butler.cli_startup import resume_gc
+
+    resume_gc()  # start-up is over: quanta (task code) run with the garbage collector on
     # A quantum counts as done when its metadata file exists: a rerun finishes the job.
     done = {q.id for q in graph.quanta()
             if _on_disk(repo, q.metadata_ref)}

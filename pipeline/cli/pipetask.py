@@ -68,6 +68,14 @@ SHOW_CHOICES = (
     "task-graph",
 )
 
+#: The pipeline-level ``--show`` item names (``SHOW_CHOICES`` without their ``=...`` arguments).
+PIPELINE_SHOW_ITEMS = frozenset(choice.split("=", 1)[0] for choice in SHOW_CHOICES)
+
+
+#: Commands that keep the start-up pause of the cyclic garbage collector (`main`): building a
+#: graph is start-up; ``run`` and ``run-qbb`` resume the collector before executing quanta.
+GC_PAUSED_COMMANDS = frozenset({"qgraph", "run", "run-qbb", "pre-exec-init-qbb"})
+
 
 class LazyGroup(click.Group):
     """A click group whose extra commands are imported only when invoked (or their help shown).
@@ -82,6 +90,17 @@ class LazyGroup(click.Group):
 
             check_utf8_arguments(args)
         return super().parse_args(ctx, args)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Find the command; those not in `GC_PAUSED_COMMANDS` start with the garbage collector on."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if name not in GC_PAUSED_COMMANDS:
+            from butler.cli_startup import resume_gc
+
+            resume_gc()
+        return name, command, rest
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(_LAZY_COMMANDS))
@@ -227,17 +246,7 @@ def write_dot_file(path: str, dot: str) -> None:
 
 def _check_show(item: str) -> None:
     name = item.split("=", 1)[0]
-    if name not in (
-        "pipeline",
-        "config",
-        "history",
-        "dump-config",
-        "tasks",
-        "subsets",
-        "inputs",
-        "pipeline-graph",
-        "task-graph",
-    ):
+    if name not in PIPELINE_SHOW_ITEMS:
         import difflib
 
         close = difflib.get_close_matches(name, [c.split("=")[0] for c in SHOW_CHOICES], n=1)
@@ -245,21 +254,6 @@ def _check_show(item: str) -> None:
         raise click.BadParameter(
             f"unknown --show item {item!r}.{hint} Choose from: {', '.join(SHOW_CHOICES)}", param_hint="--show"
         )
-
-
-PIPELINE_SHOW_ITEMS = frozenset(
-    [
-        "pipeline",
-        "config",
-        "history",
-        "dump-config",
-        "tasks",
-        "subsets",
-        "inputs",
-        "pipeline-graph",
-        "task-graph",
-    ]
-)
 
 
 def render_pipeline_show(item: str, pipe: Any, graph: Any) -> str | None:
@@ -405,8 +399,19 @@ def _dims(dims: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
-    """Console entry point ``pipetask``."""
-    return pipetask.main(args=list(argv) if argv is not None else None, prog_name="pipetask")
+    """Console entry point ``pipetask``.
+
+    The cyclic garbage collector is paused during start-up (`butler.cli_startup`): for the
+    whole of ``qgraph`` and ``pre-exec-init-qbb``, until quanta are executed for ``run`` and
+    ``run-qbb``, until the command starts for the others (``LazyGroup.resolve_command``).
+    """
+    from butler.cli_startup import pause_gc, resume_gc
+
+    pause_gc()
+    try:
+        return pipetask.main(args=list(argv) if argv is not None else None, prog_name="pipetask")
+    finally:
+        resume_gc()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,7 +30,6 @@ rule only sees the final state.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import importlib
 import os
@@ -635,6 +634,8 @@ def _unknown_field_error(
 ) -> ConfigError:
     path = ".".join(prefix + (name,))
     allowed = sorted(cls.model_fields)
+    import difflib  # imported for a "did you mean" hint only
+
     close = difflib.get_close_matches(name, allowed, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return ConfigError(
@@ -754,6 +755,8 @@ def _convert_validation_error(
                 text = f"config field '{field}' = {got!r} is invalid: expected {allowed}"
                 choices = _literal_choices(annotation)
                 if choices and isinstance(got, str):
+                    import difflib  # imported for a "did you mean" hint only
+
                     close = difflib.get_close_matches(got, [str(c) for c in choices], n=1, cutoff=0.6)
                     if not close:
                         close = [str(c) for c in choices if str(c).lower() == got.lower()]

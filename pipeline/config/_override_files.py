@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..exceptions import PipelineDefinitionError
 
 __all__ = ["parse_override_file", "parse_python_overrides"]
@@ -200,6 +198,8 @@ def parse_override_file(path: str | os.PathLike[str], where: str | None = None) 
         ) from None
     if path.suffix == ".py":
         return parse_python_overrides(text, str(path))
+    import yaml  # only for -C files: not imported by commands without them
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
 from ..exceptions import PipelineDefinitionError
 from ._pipeline import Pipeline, check_instrument_name
 
@@ -23,6 +21,8 @@ def parse_yaml_value(text: str) -> Any:
     ``1`` is an int, ``1.0e3`` a float, ``no`` false, ``[1, 2]`` a list; text that is not valid YAML
     stays a string.
     """
+    import yaml  # only for -c overrides: not imported by commands without them
+
     try:
         return yaml.safe_load(text) if text.strip() else text
     except yaml.YAMLError:

@@ -43,15 +43,13 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
-import difflib
+import functools
 import importlib.util
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
-
-import yaml
 
 from ..config import (
     Config,
@@ -101,6 +99,8 @@ _PARAM_RE = re.compile(r"^parameters\.([A-Za-z_][A-Za-z0-9_]*)$")
 
 
 def _suggest(name: str, allowed: Iterable[str]) -> str:
+    import difflib  # imported for a "did you mean" hint only
+
     close = difflib.get_close_matches(name, list(allowed), n=3, cutoff=0.6)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
@@ -431,6 +431,8 @@ def check_instrument_name(
         return
     if registered is None and is_file and Path(text).is_file():
         return
+    import difflib  # imported for a "did you mean" hint only
+
     close = difflib.get_close_matches(bare, known, n=3, cutoff=0.6) or difflib.get_close_matches(
         bare.lower(), known, n=3, cutoff=0.6
     )
@@ -830,9 +832,23 @@ class Pipeline:
     def add_config_override(self, label: str, field: str, value: Any) -> None:
         """Append an override ``field = value`` for a task (``-c label:field=value``).
 
-        ``label`` may be ``parameters`` to set a pipeline parameter.
+        ``label`` may be ``parameters`` to set a pipeline parameter; as in LSST's
+        ``Pipeline.addConfigOverride``, only a parameter the pipeline declares can be set.
+
+        Raises
+        ------
+        PipelineDefinitionError
+            If ``label`` is not a task of the pipeline, or is ``parameters`` and ``field`` is not
+            one of the pipeline's declared parameters.
         """
         if label == "parameters" and label not in self.tasks:
+            if field not in self.parameters:
+                declared = ", ".join(sorted(self.parameters)) or "none"
+                raise PipelineDefinitionError(
+                    f"-c parameters:{field}: the pipeline declares no parameter {field!r}"
+                    f"{_suggest(field, self.parameters)} (parameters: {declared}); declare it under "
+                    "'parameters:' in the pipeline YAML"
+                )
             self.parameters[field] = value
             return
         self._require_label(label, "-c").config.append(
@@ -1081,8 +1097,10 @@ class Pipeline:
 
     def to_yaml(self) -> str:
         """Return the expanded pipeline as YAML text (readable back by `from_string`)."""
+        import yaml
+
         return yaml.dump(
-            self.to_dict(), Dumper=_PipelineDumper, sort_keys=False, default_flow_style=False, width=100
+            self.to_dict(), Dumper=_yaml_classes()[1], sort_keys=False, default_flow_style=False, width=100
         )
 
     def write(self, path: str | Path) -> None:
@@ -1171,26 +1189,33 @@ def _expand(text: str, where: str) -> str:
     return expanded
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@functools.cache
+def _yaml_classes() -> tuple[Any, Any]:
+    """Return the loader and the dumper of pipeline files (PyYAML is imported here, on first use).
 
+    The dumper is safe; it writes multi-line strings (python blocks) as ``|`` blocks and folds
+    long ones (``>``).
+    """
+    import yaml
 
-class _PipelineDumper(yaml.SafeDumper):
-    """Safe dumper: multi-line strings (python blocks) as ``|`` blocks, long ones folded (``>``)."""
+    class _PipelineDumper(yaml.SafeDumper):
+        pass
 
+    def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        if "\n" in value.strip("\n"):
+            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+        if len(value) > 80:
+            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=">")
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value)
 
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    if "\n" in value.strip("\n"):
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    if len(value) > 80:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=">")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
-
-
-_PipelineDumper.add_representer(str, _represent_str)
+    _PipelineDumper.add_representer(str, represent_str)
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader), _PipelineDumper
 
 
 def _parse_yaml(text: str, where: str) -> Any:
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_LOADER)
+        return yaml.load(text, Loader=_yaml_classes()[0])
     except yaml.YAMLError as exc:
         raise PipelineDefinitionError(f"{where}: invalid YAML: {exc}") from None

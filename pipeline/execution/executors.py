@@ -15,17 +15,19 @@ submitted and registers the results; workers only need the graph file and the re
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from .single_quantum import QuantumResult, SingleQuantumExecutor
+from .threads import disable_implicit_threading
 
 if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
     from ..graph.quantum_graph import QuantumGraph
 
 __all__ = ["QuantumExecutor", "SerialExecutor", "ProcessPoolQuantumExecutor", "WorkerLostError"]
@@ -124,8 +126,7 @@ def _init_worker(timeout: float | None, log_level: int, driver_pid: int | None =
 
         exit_with_driver(driver_pid)
     # One BLAS thread per worker: the pool is the parallelism.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    disable_implicit_threading()
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     _WORKER_OPTS.update(timeout=timeout, log_level=log_level)
 
@@ -204,6 +205,10 @@ class ProcessPoolQuantumExecutor:
 
     def _ensure_pool_locked(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            # Imported here: a serial run (-j 1) needs neither (~10 ms of imports).
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             ctx = multiprocessing.get_context(self.start_method)
             if self.start_method == "forkserver":
                 ctx.set_forkserver_preload(_PRELOAD)

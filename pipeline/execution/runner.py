@@ -11,15 +11,14 @@ interrupted run never leaves a registered dataset without its file.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,10 +154,37 @@ def packages_versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for dist in ("ccdflow", "numpy", "scipy", "astropy", "sqlalchemy", "pydantic"):
         try:
-            out[dist] = metadata.version(dist)
+            out[dist] = _dist_version(metadata.distribution(dist))
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+_VERSION_LINE = re.compile(r"^Version:[ \t]*(.*?)\r?$", re.MULTILINE | re.IGNORECASE)
+
+
+def _dist_version(dist: Any) -> str:
+    """``Version`` of an installed distribution, as `importlib.metadata.version` returns it.
+
+    Reads the field from the header block of its ``METADATA`` (the lines before the first empty
+    one) instead of parsing the whole file with `email`: the METADATA of numpy or scipy carries
+    the README, and the email parser spent ~40 ms per ``pipetask run`` on it. Falls back to
+    ``dist.version`` when the header has no such line.
+
+    Parameters
+    ----------
+    dist : `importlib.metadata.Distribution`
+
+    Returns
+    -------
+    version : `str`
+        As `email` parses the header: leading blanks dropped, trailing ones kept (``dist.version``,
+        which may be `None`, when the field is missing).
+    """
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    head = re.split(r"\r?\n\r?\n", text, maxsplit=1)[0]
+    m = _VERSION_LINE.search(head)
+    return m.group(1) if m else dist.version
 
 
 # ---------------------------------------------------------------------------- pre-exec-init
@@ -413,7 +439,7 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
     report = RunReport()
     for i in range(n):
         qid = graph.id_at(i)
-        report.quanta[qid] = QuantumReport(qid, graph.label_at(i), dict(graph.data_id_at(i).required))
+        report.quanta[qid] = QuantumReport(qid, graph.label_at(i), graph.required_data_id_at(i))
     bar = _Progress(n, progress)
     in_flight: dict[Future[QuantumResult], int] = {}
     retries: dict[int, int] = {}
@@ -470,7 +496,9 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
                         continue
                     try:
                         fut = executor.submit(qid)
-                    except BrokenProcessPool:
+                    except BrokenExecutor as exc:
+                        if not _lost_worker(exc):
+                            raise
                         for back in reversed(batch[pos:]):
                             walker.requeue(back)
                         broken_at_submit = True
@@ -492,7 +520,9 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
                 idx = in_flight.pop(fut)
                 try:
                     res = fut.result()
-                except BrokenProcessPool:
+                except BrokenExecutor as exc:
+                    if not _lost_worker(exc):
+                        raise
                     lost = True
                     retries[idx] = retries.get(idx, 0) + 1
                     if retries[idx] > max_retries:
@@ -535,6 +565,18 @@ def run_graph(butler: Butler, graph: QuantumGraph, executor: QuantumExecutor, *,
     # Quanta never submitted after --fail-fast (or a full disk) stopped the run stay "pending"
     # (not attempted): "blocked" is only for descendants of a failed quantum.
     return report
+
+
+def _lost_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` is the process pool's `~concurrent.futures.process.BrokenProcessPool`.
+
+    A worker died (killed, out of memory): the driver restarts the pool and resubmits. The
+    class is looked up only when a broken executor is reported, so that a serial run does not
+    import `concurrent.futures.process` and `multiprocessing` (~10 ms); a pool that raised it
+    has imported that module.
+    """
+    mod = sys.modules.get("concurrent.futures.process")
+    return mod is not None and isinstance(exc, mod.BrokenProcessPool)
 
 
 def _disk_full(error: str | None) -> bool:
@@ -619,7 +661,3 @@ def _register(butler: Butler, graph: QuantumGraph, results: list[QuantumResult])
     if items:
         butler.register_outputs(items)
     return len(items)
-
-
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

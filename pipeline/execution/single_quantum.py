@@ -37,6 +37,7 @@ from uuid import UUID
 
 from ..graph.quantum import LOG_CONNECTION, METADATA_CONNECTION, Quantum
 from .butler_qc import ButlerQuantumContext, InputQuantizedConnection, OutputQuantizedConnection
+from .threads import disable_implicit_threading
 
 if TYPE_CHECKING:
     from butler import DatasetRef, QuantumBackedButler, StoredFileInfo
@@ -158,7 +159,8 @@ def _capture_logs(level: int) -> Iterator[_LogCollector]:
         yield handler
     finally:
         root.removeHandler(handler)
-        root.setLevel(old_level)
+        if root.level != old_level:  # setLevel empties every logger's cache: only on a change
+            root.setLevel(old_level)
 
 
 @contextmanager
@@ -215,6 +217,7 @@ class SingleQuantumExecutor:
     def __init__(self, graph: QuantumGraph, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
                  log_level: int = logging.INFO, clean_stale: bool | None = None,
                  post_mortem: bool = False) -> None:
+        disable_implicit_threading()
         self.post_mortem = post_mortem
         self.graph = graph
         if clean_stale is None:

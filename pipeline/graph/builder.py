@@ -43,21 +43,23 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from uuid import UUID, SafeUUID
+
+from butler.utils import bulk_objects
 
 from .. import connection_types as cT  # noqa: N812 - the LSST spelling
 from ..connections import PipelineTaskConnections
 from ..exceptions import InvalidQuantumError, NoWorkFound
 from ..pipeline_graph import PipelineGraph, ResolvedConnection, TaskNode
 from .collections import OutputCollections
-from .quantum import Quantum
-from .quantum_graph import QuantumGraph, TaskInfo, no_gc
+from .quantum_graph import QuantumGraph, TaskInfo
 
 if TYPE_CHECKING:
     from butler import Butler, DataCoordinate, DatasetRef, DatasetType, StoredFileInfo, Timespan
 
     from ..config import Config
+    from ._qg_codec import Encoder
 
 __all__ = ["build_quantum_graph", "QuantumGraphBuilder", "GraphBuilderError", "EmptyGraphError",
            "NothingToDoError", "MissingPrerequisiteError"]
@@ -122,6 +124,9 @@ class _Task:
     label: str = field(init=False)
     #: Whether the pipeline has data-ID-scoped config blocks for the task.
     scoped_configs: bool = field(init=False)
+
+    #: Automatic outputs (``_metadata``, ``_log``) that no task of the graph reads (set by the builder).
+    unread_automatic: list[_Edge] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.label = self.node.label
@@ -202,31 +207,62 @@ class _UuidFactory:
     """Time-ordered (version 7) UUIDs made in bulk: one ``os.urandom`` call per 4096 ids.
 
     Equivalent to ``butler.datasets.uuid7`` (48-bit ms timestamp, version 7, RFC 9562 variant,
-    random rest) but ~10x cheaper per id, which matters for 10^5-quantum graphs.
+    random rest) but ~10x cheaper per id, which matters for 10^6-quantum graphs. The timestamp
+    is taken when a batch is made, so ids handed out later in the batch carry that (earlier)
+    millisecond; ids stay time-ordered batch to batch.
     """
 
+    _BATCH = 4096
+
     def __init__(self) -> None:
-        self._buf = b""
-        self._pos = 0
+        self._ints: list[int] = []
+
+    def _refill(self) -> None:
+        import numpy as np
+
+        ms = (time.time_ns() // 1_000_000) & 0xFFFF_FFFF_FFFF
+        r = np.frombuffer(os.urandom(16 * self._BATCH), dtype=">u8").reshape(-1, 2)
+        # High 64 bits: 48-bit ms timestamp, version 7, 12 random bits; low: variant 0b10, 62 random bits.
+        hi = (np.uint64(ms << 16) | np.uint64(0x7000) | (r[:, 0] & np.uint64(0xFFF))).tolist()
+        lo = ((r[:, 1] & np.uint64((1 << 62) - 1)) | np.uint64(1 << 63)).tolist()
+        ints = [(h << 64) | v for h, v in zip(hi, lo)]
+        ints.reverse()
+        self._ints = ints
 
     def __call__(self) -> UUID:
-        if self._pos >= len(self._buf):
-            self._buf = os.urandom(16 * 4096)
-            self._pos = 0
-        r = int.from_bytes(self._buf[self._pos:self._pos + 10], "big")
-        self._pos += 16
-        ms = time.time_ns() // 1_000_000
-        value = ((ms & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (((r >> 62) & 0xFFF) << 64) | (0b10 << 62) \
-            | (r & ((1 << 62) - 1))
         u = object.__new__(UUID)
-        object.__setattr__(u, "int", value)
-        object.__setattr__(u, "is_safe", SafeUUID.unknown)
+        _set_attr(u, "int", self.next_int())
+        _set_attr(u, "is_safe", SafeUUID.unknown)
         return u
+
+    def next_int(self) -> int:
+        """The next id as its 128-bit integer (``UUID.int``), without making a `~uuid.UUID`."""
+        ints = self._ints
+        if not ints:
+            self._refill()
+            ints = self._ints
+        return ints.pop()
+
+
+_set_attr = object.__setattr__
 
 
 def _fmt(dc: DataCoordinate) -> str:
     """``{instrument: 'cam', exposure: 3}``: a data ID's required values, for messages."""
     return "{" + ", ".join(f"{k}: {v!r}" for k, v in dc.required.items()) + "}"
+
+
+class _Predicted(NamedTuple):
+    """A predicted output that no task of the graph reads (``_metadata``, ``_log`` as a rule).
+
+    It only goes into the graph's columns, so it is kept as the fields the encoder reads, with
+    the id as its integer (``UUID.int``); the graph makes a `DatasetRef` of it on access.
+    """
+
+    dataset_type: DatasetType
+    data_id: DataCoordinate
+    run: str
+    id: int
 
 
 class _NoWork(Exception):  # noqa: N818 - internal signal, never escapes
@@ -277,6 +313,8 @@ class QuantumGraphBuilder:
         from butler import DatasetType
         from butler.dimensions import default_universe
 
+        from ._qg_codec import Encoder
+
         if not pipeline_graph.tasks:
             raise GraphBuilderError("the pipeline has no tasks")
         self.pipeline_graph = pipeline_graph
@@ -300,7 +338,13 @@ class QuantumGraphBuilder:
         self.dataset_types[packages] = DatasetType(packages, packages_dimensions, packages_storage_class)
         self.tasks: dict[str, _Task] = {label: self._bind_task(node) for label, node in pipeline_graph.tasks.items()}
         # What the build found so far.
-        self.quanta: list[Quantum] = []
+        #: The quanta made so far, as columns (no `Quantum` objects are kept).
+        self.encoder: Encoder = Encoder()
+        #: Dataset types some task reads: only their predicted outputs are indexed for consumers.
+        self._consumed = {e.dataset_type.name for t in self.tasks.values() for e in t.inputs + t.prerequisites}
+        for t in self.tasks.values():
+            t.unread_automatic = [e for e in t.outputs
+                                  if e.name not in t.node.outputs and e.dataset_type.name not in self._consumed]
         self.datastore_records: dict[UUID, StoredFileInfo] = {}
         self.clobber: list[dict[str, Any]] = []
         self.n_queries = 0
@@ -346,7 +390,7 @@ class QuantumGraphBuilder:
             ``dataset_query_constraint``.
         """
         t0 = time.perf_counter()
-        with no_gc():
+        with bulk_objects():
             for subgraph in self.pipeline_graph.independent_subgraphs(through_overall_inputs=False):
                 self.process_subgraph([self.tasks[label] for label in subgraph.tasks])
             self._check_quanta()
@@ -464,7 +508,7 @@ class QuantumGraphBuilder:
         grouped = self._group_rows(task, sub)
         skip_keys, existing = self._find_existing_outputs(task, grouped)
         for qk, row in grouped.groups.items():
-            qdata = row.subset(task.dimensions) if task.dimensions else row.subset(())
+            qdata = row if row.dimensions == task.dimensions else row.subset(task.dimensions)
             if qk in skip_keys:
                 self._skip_quantum(task, sub, grouped, qk, qdata, existing)
                 continue
@@ -480,7 +524,7 @@ class QuantumGraphBuilder:
             except _NoWork as exc:
                 self.dropped[task.label].append(f"{_fmt(qdata)}: {exc}")
                 continue
-            self._add_quantum(task, sub, qdata, inputs, prerequisites, outputs)
+            self._add_quantum(task, sub, qk, qdata, inputs, prerequisites, outputs)
         if self.dropped.get(task.label):
             _log.info("task %s: %d quanta dropped for missing inputs, e.g. %s", task.label,
                       len(self.dropped[task.label]), self.dropped[task.label][0])
@@ -494,26 +538,24 @@ class QuantumGraphBuilder:
         q_rows: dict[_Key, list[DataCoordinate]] = defaultdict(list)
         multi_out = [e for e in task.outputs if not set(e.required) <= set(treq)]
         tget = _getter(treq)
-        in_get = [(e.name, e.dataset_type.name, _getter(e.required)) for e in task.inputs]
+        # (connection, key getter, the refs that exist or are predicted so far by data-ID key)
+        in_get = [(e.name, _getter(e.required), sub.available.get(e.dataset_type.name, {})) for e in task.inputs]
         out_get = [(e.name, _getter(e.required)) for e in multi_out]
-        available = sub.available
         keep_rows = bool(task.prerequisites)
         for row in sub.rows:
             vals = row.to_simple()
             qk = tget(vals)
-            if qk not in groups:
+            qi = q_inputs.get(qk)
+            if qi is None:
                 groups[qk] = row
-                q_inputs[qk] = {e.name: {} for e in task.inputs}
-                q_output_ids[qk] = {e.name: {} for e in multi_out}
-            qi = q_inputs[qk]
-            for cname, dtname, cget in in_get:
+                qi = q_inputs[qk] = {e.name: {} for e in task.inputs}
+                if multi_out:
+                    q_output_ids[qk] = {e.name: {} for e in multi_out}
+            for cname, cget, avail in in_get:
                 ck = cget(vals)
-                if ck not in qi[cname]:
-                    ref = available.get(dtname, {}).get(ck)
-                    if ref is not None:
-                        qi[cname][ck] = ref
-                    else:
-                        qi[cname].setdefault(ck, None)
+                by_key = qi[cname]
+                if ck not in by_key:
+                    by_key[ck] = avail.get(ck)  # None: missing (counted against ``minimum``)
             for cname, cget in out_get:
                 q_output_ids[qk][cname].setdefault(cget(vals), row)
             if keep_rows:
@@ -567,7 +609,11 @@ class QuantumGraphBuilder:
         """The regular inputs of one quantum, or `None` (quantum dropped) when one has too few."""
         inputs: dict[str, list[DatasetRef]] = {}
         for e in task.inputs:
-            refs = [r for _k, r in sorted(found[e.name].items(), key=lambda kv: kv[0]) if r is not None]
+            by_key = found[e.name]
+            if len(by_key) == 1:
+                refs = [r for r in by_key.values() if r is not None]
+            else:
+                refs = [r for _k, r in sorted(by_key.items(), key=lambda kv: kv[0]) if r is not None]
             if len(refs) < e.conn.minimum:
                 self.dropped[task.label].append(
                     f"{_fmt(qdata)}: {e.name} ({e.dataset_type.name}): {len(refs)} of {e.conn.minimum} needed")
@@ -599,16 +645,24 @@ class QuantumGraphBuilder:
         from butler import DatasetRef
 
         run = self.run
+        make_id = self._make_id
+        next_int = make_id.next_int
         outputs: dict[str, list[DatasetRef]] = {}
         for e in task.outputs:
             dt = e.dataset_type
+            ex = existing.get(dt.name) if existing else None
+            if e.required == task.dimensions and not ex:  # the common case: one output per quantum
+                if e in task.unread_automatic:
+                    outputs[e.name] = [_Predicted(dt, qdata, run, next_int())]  # type: ignore[list-item]
+                else:
+                    outputs[e.name] = [DatasetRef(dt, qdata, run, make_id())]
+                continue
             if e in grouped.multi_outputs:
                 out_ids = [r.subset(e.required) for _k, r in sorted(grouped.output_ids[qk][e.name].items(),
                                                                     key=lambda kv: kv[0])]
             else:
                 out_ids = [qdata.subset(e.required) if e.required != task.dimensions else qdata]
             refs = []
-            ex = existing.get(dt.name)
             for oid in out_ids:
                 if ex:
                     old = ex.get(_key(oid, e.required))
@@ -621,7 +675,7 @@ class QuantumGraphBuilder:
                                 "it, or --skip-existing-in to keep finished work only")
                         self.clobber.append({"id": str(old.id), "dataset_type": dt.name,
                                              "data_id": dict(old.data_id.required), "run": old.run})
-                refs.append(DatasetRef(dt, oid, run, self._make_id()))
+                refs.append(DatasetRef(dt, oid, run, make_id()))
             outputs[e.name] = refs
         return outputs
 
@@ -658,18 +712,22 @@ class QuantumGraphBuilder:
                 kept_outputs[n] = refs
         return kept_inputs, kept_prerequisites, kept_outputs
 
-    def _add_quantum(self, task: _Task, sub: _Subgraph, qdata: DataCoordinate,
+    def _add_quantum(self, task: _Task, sub: _Subgraph, qk: _Key, qdata: DataCoordinate,
                      inputs: dict[str, list[DatasetRef]], prerequisites: dict[str, list[DatasetRef]],
                      outputs: dict[str, list[DatasetRef]]) -> None:
         """Add the quantum; its outputs become available to its consumers."""
-        q = Quantum(self._make_id(), task.label, qdata, inputs, prerequisites, outputs)
-        self.quanta.append(q)
+        qid = self._make_id.next_int()
+        self.encoder.add(qid, task.label, qdata, inputs, prerequisites, outputs, new_outputs=self._consumed)
         if task.scoped_configs:
-            task.record_config_variant(q.id, qdata)
+            task.record_config_variant(UUID(int=qid), qdata)
+        consumed = self._consumed
         for e in task.outputs:
+            if e.dataset_type.name not in consumed:
+                continue  # no task reads it: nobody looks it up
             avail = sub.available.setdefault(e.dataset_type.name, {})
             for r in outputs.get(e.name, []):
-                avail[_key(r.data_id, e.required)] = r
+                # The quantum's key when the output has the task's dimensions (its data ID is qdata).
+                avail[qk if r.data_id is qdata and e.required == task.dimensions else _key(r.data_id, e.required)] = r
         for refs in inputs.values():
             for r in refs:
                 if r.dataset_type.name not in sub.produced or r.run != self.run:
@@ -765,7 +823,7 @@ class QuantumGraphBuilder:
         """Raise the one error for missing prerequisites, or for a graph without quanta."""
         if self.missing_prerequisites:
             raise MissingPrerequisiteError(self._explain_missing())
-        if not self.quanta:
+        if not len(self.encoder):
             if self.skipped:
                 raise NothingToDoError(
                     f"every quantum already finished in {self.skip_existing_in} ("
@@ -774,20 +832,21 @@ class QuantumGraphBuilder:
             why = "; ".join(f"task {lab!r}: {len(v)} quanta dropped, e.g. {v[0]}" for lab, v in self.dropped.items())
             raise EmptyGraphError(f"no quanta: {why or 'no data IDs matched'}")
 
-    def _predict_init_outputs(self) -> dict[str, list[DatasetRef]]:
-        """Step 3: ``<label>_config`` per task and, under ``""``, the run's ``packages``."""
+    def _predict_init_outputs(self) -> dict[str, list[int]]:
+        """Step 3: ``<label>_config`` per task and, under ``""``, the run's ``packages`` (dataset indices)."""
         from butler import DataCoordinate, DatasetRef
 
         empty = DataCoordinate.empty()
-        init_outputs: dict[str, list[DatasetRef]] = {}
+        new = self.encoder.new_ref
+        init_outputs: dict[str, list[int]] = {}
         for label, node in self.pipeline_graph.tasks.items():
             dt = self.dataset_types[node.config_output.dataset_type_name]
-            init_outputs[label] = [DatasetRef(dt, empty, self.run, self._make_id())]
+            init_outputs[label] = [new(DatasetRef(dt, empty, self.run, self._make_id()), False)]
         packages = self.dataset_types[self.pipeline_graph.packages_dataset_type[0]]
-        init_outputs[""] = [DatasetRef(packages, empty, self.run, self._make_id())]
+        init_outputs[""] = [new(DatasetRef(packages, empty, self.run, self._make_id()), False)]
         return init_outputs
 
-    def _make_graph(self, init_outputs: dict[str, list[DatasetRef]], metadata: Mapping[str, Any] | None,
+    def _make_graph(self, init_outputs: dict[str, list[int]], metadata: Mapping[str, Any] | None,
                     seconds: float) -> QuantumGraph:
         """Step 3: the `QuantumGraph` with its metadata."""
         md = dict(metadata or {})
@@ -798,10 +857,14 @@ class QuantumGraphBuilder:
         md["where"] = self.where
         md["data_id"] = dict(self.data_id or {})
         md["n_queries"] = self.n_queries
-        graph = QuantumGraph(self.quanta, {label: t.task_info() for label, t in self.tasks.items()}, metadata=md,
-                             init_outputs=init_outputs, dataset_types=self.dataset_types.values(),
-                             datastore_records=self.datastore_records)
-        _log.info("Built a quantum graph of %d quanta (%s) in %.2f s with %d queries", len(self.quanta),
+        enc = self.encoder
+        for dt in self.dataset_types.values():
+            enc.dataset_type(dt)
+        cols = enc.finish(self.datastore_records, init_outputs)
+        self.encoder = type(enc)()  # free the encoder's indexes
+        graph = QuantumGraph._from_columns(cols, {label: t.task_info() for label, t in self.tasks.items()}, md,
+                                           dataset_types=self.dataset_types.values())
+        _log.info("Built a quantum graph of %d quanta (%s) in %.2f s with %d queries", len(graph),
                   ", ".join(f"{k}: {v}" for k, v in graph.count_by_task().items()), seconds, self.n_queries)
         return graph
 

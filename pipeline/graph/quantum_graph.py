@@ -1,24 +1,28 @@
 """The quantum graph: quanta, their dependencies, and its compact versioned file format.
 
-File format (``.qg``), version 2::
+File format (``.qg``), version 3::
 
     line 1   b"CCDFLOW-QG <version>\\n"
     line 2   header: one line of JSON (metadata and counts; readable without decompressing)
-    rest     zlib-compressed JSON payload, *columnar* (see `pipeline.graph._qg_codec`): dataset
-             types, runs, dimension records and data IDs are stored once each and referenced by
-             index; per-quantum and per-dataset columns are base64 int32 / UUID byte arrays.
+    line 3   index: one line of JSON, ``{"tables": nbytes, "arrays": [[name, dtype, shape, nbytes,
+             codec], ...]}``
+    rest     the zlib-compressed JSON tables (dataset types, runs, dimension records, distinct
+             data-ID values, task infos ...), then each array's bytes in index order: int32
+             columns zlib-compressed (level 1), UUID columns raw (random bytes do not compress).
 
-Loading parses the columns only; `Quantum` objects and their `DatasetRef`\\ s are built on
-demand (and cached), so a 100,000-quantum graph loads in well under a second. The payload also
-holds the datastore records (`butler.StoredFileInfo`) of every pre-existing input, so workers
-can read through a quantum-backed butler without any registry.
+Everything that scales with the number of quanta is an array (see `pipeline.graph._qg_codec`),
+so saving and loading do no per-quantum Python work. Version 2 (one zlib-compressed JSON payload
+with base64 columns) is still read.
+
+A graph is columnar in memory too: the builder and `load` give a graph backed by
+`~pipeline.graph._qg_codec.Columns`; `Quantum` objects and their `DatasetRef`\\ s are built on
+demand (and cached). The payload also holds the datastore records (`butler.StoredFileInfo`) of
+every pre-existing input, so workers can read through a quantum-backed butler without any
+registry.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import gc
 import getpass
 import json
 import os
@@ -26,36 +30,27 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
+
+from butler.utils import bulk_objects
 
 from .quantum import Quantum
 
-__all__ = ["QuantumGraph", "TaskInfo", "QuantumGraphFileError", "FORMAT_VERSION", "MAGIC", "no_gc"]
+if TYPE_CHECKING:
+    from ._qg_codec import Columns
+
+__all__ = ["QuantumGraph", "TaskInfo", "QuantumGraphFileError", "FORMAT_VERSION", "MAGIC"]
 
 MAGIC = b"CCDFLOW-QG"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Int32 columns are compressed at this zlib level (1: ~4x smaller, ~100 MB/s).
+_ZLIB_LEVEL = 1
+#: Columns stored uncompressed (random UUID bytes).
+_RAW_ARRAYS = frozenset({"q_id", "ds_id"})
 
 _ROLES = ("inputs", "prerequisites", "outputs")
 
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many small containers.
-
-    Building or decoding a big graph creates millions of lists/dicts that are never cyclic
-    garbage; generational collections would rescan them all (quadratic-looking slow-downs).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            # Move the (long-lived) objects just built out of the collector's reach, so that
-            # re-enabling it does not trigger a full traversal of millions of objects.
-            gc.freeze()
-            gc.enable()
 
 
 class QuantumGraphFileError(ValueError):
@@ -280,6 +275,23 @@ class QuantumGraph:
             return self.quantum_at(index).data_id
         return self._cols.data_id(int(self._cols.q_data_id[index]))
 
+    def required_data_id_at(self, index: int) -> dict[str, Any]:
+        """Return the required dimension values of a quantum's data ID, without building the data
+        ID (no dimension records: ~2 us and a small dict per quantum of a loaded or built graph).
+
+        Parameters
+        ----------
+        index : `int`
+
+        Returns
+        -------
+        values : `dict` [`str`, `typing.Any`]
+            Equal to ``dict(graph.data_id_at(index).required)``.
+        """
+        if index in self._quanta or self._cols is None:
+            return dict(self.quantum_at(index).data_id.required)
+        return self._cols.required_values(int(self._cols.q_data_id[index]))
+
     def quantum_at(self, index: int) -> Quantum:
         """Return (building it on first access for a loaded graph) the quantum at an index.
 
@@ -338,7 +350,7 @@ class QuantumGraph:
 
     # ------------------------------------------------------------------ edges
     def _build_edges(self) -> None:
-        with no_gc():
+        with bulk_objects():
             self._build_edges_impl()
 
     def _build_edges_impl(self) -> None:
@@ -494,18 +506,54 @@ class QuantumGraph:
         -------
         path : `pathlib.Path`
         """
+        import numpy as np
+
         path = Path(path)
-        with no_gc():
-            header, payload = self._encode()
-        blob = zlib.compress(json.dumps(payload, separators=(",", ":")).encode(), 3)
+        with bulk_objects():
+            cols = self._columns()
+            tables = dict(cols.tables)
+            tables["tasks"] = [self.tasks[lab].to_dict() for lab in self.tasks]
+            tblob = zlib.compress(json.dumps(tables, separators=(",", ":")).encode(), 3)
+        header = {
+            "format": "ccdflow quantum graph", "version": FORMAT_VERSION,
+            "n_quanta": len(self), "n_datasets": len(cols.ds_type),
+            "tasks": self.count_by_task(), "metadata": self.metadata,
+            "saved_by": _default_user(),
+        }
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        index: dict[str, Any] = {"tables": len(tblob), "arrays": []}
+        blobs: list[Any] = []
+        for name, arr in cols.arrays.items():
+            raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data
+            codec = "raw" if name in _RAW_ARRAYS else "zlib"
+            data = raw if codec == "raw" else zlib.compress(raw, _ZLIB_LEVEL)
+            index["arrays"].append([name, arr.dtype.str, list(arr.shape), len(data), codec])
+            blobs.append(data)
         with open(tmp, "wb") as fh:
             fh.write(MAGIC + b" " + str(FORMAT_VERSION).encode() + b"\n")
             fh.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
-            fh.write(blob)
+            fh.write(json.dumps(index, separators=(",", ":")).encode() + b"\n")
+            fh.write(tblob)
+            for data in blobs:
+                fh.write(data)
         os.replace(tmp, path)
         return path
+
+    def _columns(self) -> Columns:
+        """The graph's columns: its own (built or loaded graph), or encoded from its quanta."""
+        from ._qg_codec import Encoder, LazyRecords
+
+        cols = self._cols
+        if cols is not None and isinstance(self.datastore_records, LazyRecords) and self.datastore_records._cols is cols:
+            return cols
+        enc = Encoder()
+        for i in range(len(self)):
+            enc.add_quantum(self.quantum_at(i))
+        init = {lab: [enc.ref(r) for r in refs] for lab, refs in self.init_outputs.items()}
+        for dt in self.dataset_types.values():
+            enc.dataset_type(dt)
+        return enc.finish(self.datastore_records, init)
 
     @staticmethod
     def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -550,90 +598,42 @@ class QuantumGraph:
         KeyError
             If a requested node id is not in the graph.
         """
-        with _open_graph(path) as fh, no_gc():
-            _check_magic(fh, path)
+        with _open_graph(path) as fh, bulk_objects():
+            version = _check_magic(fh, path)
             header = json.loads(fh.readline())
             try:
-                payload = json.loads(zlib.decompress(fh.read()))
-            except (zlib.error, ValueError) as exc:
+                if version >= 3:
+                    cols, tasks = _read_v3(fh)
+                else:
+                    from ._qg_codec import columns_from_v2
+
+                    payload = json.loads(zlib.decompress(fh.read()))
+                    tasks = payload["tasks"]
+                    cols = columns_from_v2(payload)
+            except (zlib.error, ValueError, KeyError, EOFError) as exc:
                 raise QuantumGraphFileError(
                     f"quantum graph file {path} is truncated or corrupt ({exc}); rebuild it with "
                     "'pipetask qgraph ... -q FILE'") from None
-            graph = cls._decode(header, payload)
+            graph = cls._from_columns(cols, {t["label"]: TaskInfo.from_dict(t) for t in tasks},
+                                      header.get("metadata", {}))
         if nodes is not None:
             graph = graph.subset(nodes)
         return graph
 
-    def _encode(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        from ._qg_codec import Encoder, encode_stored, pack
-
-        enc = Encoder()
-        conn_index: dict[str, int] = {}
-        labels = list(self.tasks)
-        label_index = {lab: i for i, lab in enumerate(labels)}
-        q_ids: list[bytes] = []
-        q_task: list[int] = []
-        q_data: list[int] = []
-        q_io_start = [0]
-        io_conn: list[int] = []
-        io_role: list[int] = []
-        io_ds_start = [0]
-        io_ds: list[int] = []
-        for i in range(len(self)):
-            q = self.quantum_at(i)
-            li = label_index.get(q.task_label)
-            if li is None:
-                li = label_index[q.task_label] = len(labels)
-                labels.append(q.task_label)
-            q_ids.append(q.id.bytes)
-            q_task.append(li)
-            q_data.append(enc.data_id(q.data_id))
-            for role_i, by_conn in enumerate((q.inputs, q.prerequisites, q.outputs)):  # ROLES order
-                for conn, refs in by_conn.items():
-                    ci = conn_index.get(conn)
-                    if ci is None:
-                        ci = conn_index[conn] = len(conn_index)
-                    io_conn.append(ci)
-                    io_role.append(role_i)
-                    io_ds.extend(enc.ref(r) for r in refs)
-                    io_ds_start.append(len(io_ds))
-            q_io_start.append(len(io_conn))
-        init = {lab: [enc.ref(r) for r in refs] for lab, refs in self.init_outputs.items()}
-        for dt in self.dataset_types.values():
-            enc.dataset_type(dt)
-        payload = enc.tables()
-        payload.update({
-            "tasks": [self.tasks[lab].to_dict() for lab in self.tasks],
-            "task_labels": labels,
-            "conn_names": list(conn_index),
-            "q_id": base64.b64encode(b"".join(q_ids)).decode("ascii"),
-            "q_task": pack(q_task), "q_data_id": pack(q_data), "q_io_start": pack(q_io_start),
-            "io_conn": pack(io_conn), "io_role": pack(io_role), "io_ds_start": pack(io_ds_start),
-            "io_ds": pack(io_ds),
-            "stored": encode_stored(enc, self.datastore_records),
-            "init_outputs": init,
-        })
-        header = {
-            "format": "ccdflow quantum graph", "version": FORMAT_VERSION,
-            "n_quanta": len(self), "n_datasets": len(enc.ds_type),
-            "tasks": self.count_by_task(), "metadata": self.metadata,
-            "saved_by": _default_user(),
-        }
-        return header, payload
-
     @classmethod
-    def _decode(cls, header: Mapping[str, Any], payload: Mapping[str, Any]) -> QuantumGraph:
-        from ._qg_codec import Columns, LazyRecords
+    def _from_columns(cls, cols: Columns, tasks: Mapping[str, TaskInfo], metadata: Mapping[str, Any],
+                      dataset_types: Iterable[Any] | None = None) -> QuantumGraph:
+        """A graph backed by columns (built by the builder's encoder, or loaded)."""
+        from ._qg_codec import LazyRecords
 
-        cols = Columns(payload)
-        graph = cls(tasks={t["label"]: TaskInfo.from_dict(t) for t in payload["tasks"]},
-                    metadata=header.get("metadata", {}), dataset_types=cols.dataset_types)
+        graph = cls(tasks=tasks, metadata=metadata,
+                    dataset_types=cols.dataset_types if dataset_types is None else dataset_types)
         graph._cols = cols
         graph._ids = _LazyIds(cols.q_id)
         labels = cols.task_labels
         graph._labels = [labels[t] for t in cols.q_task.tolist()]
-        graph.init_outputs = {lab: [cols.ref(i) for i in idxs] for lab, idxs in payload["init_outputs"].items()}
-        graph.datastore_records = LazyRecords(cols, payload["stored"])  # type: ignore[assignment]
+        graph.init_outputs = {lab: [cols.ref(i) for i in idxs] for lab, idxs in cols.init_output_index.items()}
+        graph.datastore_records = LazyRecords(cols)  # type: ignore[assignment]
         return graph
 
     def _materialize(self, index: int) -> Quantum:
@@ -690,7 +690,32 @@ class _open_graph:
         self.fh.close()
 
 
-def _check_magic(fh: Any, path: Any) -> None:
+def _read_v3(fh: Any) -> tuple[Columns, list[dict[str, Any]]]:
+    """Read the index, tables and arrays of a version-3 file (after the header line)."""
+    import numpy as np
+
+    from ._qg_codec import Columns
+
+    index = json.loads(fh.readline())
+
+    def read(n: int) -> bytes:
+        data = fh.read(n)
+        if len(data) != n:
+            raise EOFError(f"{n - len(data)} bytes missing")
+        return data
+
+    tables = json.loads(zlib.decompress(read(index["tables"])))
+    tasks = tables.pop("tasks")
+    arrays = {}
+    for name, dtype, shape, n, codec in index["arrays"]:
+        data = read(n)
+        if codec == "zlib":
+            data = zlib.decompress(data)
+        arrays[name] = np.frombuffer(data, dtype=dtype).reshape(shape)
+    return Columns(tables, arrays), tasks
+
+
+def _check_magic(fh: Any, path: Any) -> int:
     line = fh.readline()
     if not line.startswith(MAGIC):
         raise QuantumGraphFileError(f"{path} is not a ccdflow quantum graph file (bad magic bytes)")
@@ -702,6 +727,7 @@ def _check_magic(fh: Any, path: Any) -> None:
         raise QuantumGraphFileError(
             f"{path} has quantum graph format version {version}, newer than this ccdflow "
             f"understands ({FORMAT_VERSION}); upgrade ccdflow or rebuild the graph")
+    return version
 
 
 def _default_user() -> str:

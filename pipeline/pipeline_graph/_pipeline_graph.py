@@ -25,7 +25,6 @@ import networkx, which costs 0.3-1 s of CLI start-up); `PipelineGraph.xgraph` re
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
@@ -99,6 +98,8 @@ def sort_dimensions(dimensions: Iterable[str], *, where: str = "") -> tuple[str,
     while stack:
         dim = stack.pop()
         if dim not in universe:
+            import difflib  # imported for a "did you mean" hint only
+
             close = difflib.get_close_matches(dim, list(universe), n=2, cutoff=0.6)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise PipelineGraphError(f"{where}unknown dimension {dim!r}{hint} (known: {', '.join(universe)})")
@@ -1160,6 +1161,8 @@ def select_tasks(graph: PipelineGraph, expression: str) -> list[str]:
             raise error(f"unknown prefix {kind!r} (use T: for tasks, D: for dataset types, S: for subsets)")
         if not found:
             choices = list(graph.tasks) + list(graph.dataset_types) + list(subsets)
+            import difflib  # imported for a "did you mean" hint only
+
             close = difflib.get_close_matches(bare, choices, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise error(f"{bare!r} is not a task label, dataset type or subset{hint}")

@@ -10,35 +10,20 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import _toy_tasks
 import pytest
 from click.testing import CliRunner
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BENCH = REPO_ROOT / "bench"
-TOY_YAML = """\
-description: toy
-tasks:
-  subtractMedian:
-    class: _toy_tasks.SubtractMedianTask
-  gatherMedians:
-    class: _toy_tasks.GatherMediansTask
-"""
+TOY_YAML = _toy_tasks.TOY_PIPELINE_YAML
 
 
 @pytest.fixture
-def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+def toy(tmp_path: Path) -> tuple[Path, Path]:
     """Return a toy repository (3 exposures x 2 detectors) and its two-task pipeline file."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(BENCH), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    import _toy_tasks
-
     _toy_tasks.make_toy_repo(tmp_path / "repo", 3, 2, shape=(8, 8))
     pipe = tmp_path / "toy.yaml"
     pipe.write_text(TOY_YAML)

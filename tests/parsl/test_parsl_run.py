@@ -29,7 +29,7 @@ from pipeline.graph.collections import resolve_output_collections
 from pipeline.pipeline_graph import PipelineGraph
 
 from ._tasks import KillableSubtractMedianConfig, KillableSubtractMedianTask
-from .conftest import drop_pg_schema, make_toy_repo_db
+from .conftest import drop_pg_schema, make_toy_repo_db, pool_processes
 
 pytestmark = [pytest.mark.parsl, pytest.mark.postgres, pytest.mark.slow]
 
@@ -222,23 +222,8 @@ def test_parsl_run_dir_and_no_leftover_processes(runs: dict[str, Any]) -> None:
     # The interchange and worker pool were stopped by dfk.cleanup() (allow them a few s to exit).
     deadline = time.monotonic() + 15
     while True:
-        leftovers = _pool_processes(str(run_dir))
+        leftovers = pool_processes(str(run_dir))
         if not leftovers or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert not leftovers
-
-
-def _pool_processes(marker: str) -> list[str]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if "process_worker_pool" in cmd and marker in cmd and state != "Z":
-            out.append(f"{p.name}: {cmd[:100]}")
-    return out

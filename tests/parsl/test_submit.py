@@ -25,7 +25,7 @@ from pipeline.execution.submit import SubmitConfigError, execute_graph, submit
 from pipeline.graph.builder import build_quantum_graph
 from pipeline.graph.collections import resolve_output_collections
 
-from .conftest import REPO_ROOT, make_toy_repo_db
+from .conftest import REPO_ROOT, make_toy_repo_db, pool_processes
 
 BIN = Path(sys.executable).parent
 
@@ -66,21 +66,6 @@ def _submit_file(tmp: Path, repo: Path, query: str = "exposure IN (1..3)", **ext
     path = tmp / "submit.yaml"
     path.write_text(text)
     return path
-
-
-def _pool_processes(marker: str) -> list[str]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if "process_worker_pool" in cmd and marker in cmd and state != "Z":
-            out.append(cmd[:100])
-    return out
 
 
 def _n_registered(root: Path, run: str) -> int:
@@ -126,9 +111,9 @@ def test_pipetask_submit_interrupted_then_resumed(tmp_path: Path) -> None:
     assert counts["done"] >= 2 and counts["done"] + counts["failed"] + counts["blocked"] < 12
     # dfk.cleanup() ran: no worker pool of this run is left behind.
     deadline = time.monotonic() + 15
-    while _pool_processes(str(tmp_path / "runinfo")) and time.monotonic() < deadline:
+    while pool_processes(str(tmp_path / "runinfo")) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _pool_processes(str(tmp_path / "runinfo"))
+    assert not pool_processes(str(tmp_path / "runinfo"))
     with Butler(tmp_path / "repo") as b:
         run = summary["qgraphSummary"]["outputRun"]
         assert run == "u/submit/run1"

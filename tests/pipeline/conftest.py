@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-# Worker processes import the toy tasks by dotted path.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in [str(BENCH), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p)
 
 
 @pytest.fixture

@@ -155,6 +155,12 @@ def test_errors_are_one_line_and_write_nothing(toy_yaml, tmp_path):
         "Error: task 'isr': config field 'statistic' = 'MODE' is invalid: expected one of 'MEAN', 'MEDIAN'"
         in result.output
     )
+    result = run("build", "-p", str(toy_yaml), "-c", "parameters:noSuchParam=3", "-s", str(saved))
+    assert result.exit_code == 1 and not saved.exists()
+    assert result.output == (
+        "Error: -c parameters:noSuchParam: the pipeline declares no parameter 'noSuchParam' "
+        "(parameters: lvl); declare it under 'parameters:' in the pipeline YAML\n"
+    )
     result = run("build", "-p", str(toy_yaml), "-c", "isr-level")
     assert result.exit_code == 2 and "is not of the form LABEL:FIELD=VALUE" in result.output
     result = run("build", "-p", str(toy_yaml), "--show", "pipline")

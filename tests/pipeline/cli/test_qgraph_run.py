@@ -19,14 +19,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import pipetask
 
-TOY_YAML = """\
-description: Toy pipeline of middleware-reference section 10.
-tasks:
-  subtractMedian:
-    class: _toy_tasks.SubtractMedianTask
-  gatherMedians:
-    class: _toy_tasks.GatherMediansTask
-"""
+TOY_YAML = toy.TOY_PIPELINE_YAML
 
 
 @pytest.fixture

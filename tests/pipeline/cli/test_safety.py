@@ -29,14 +29,7 @@ import _toy_tasks as toy
 from butler import Butler
 from pipeline.cli import pipetask
 
-TOY_YAML = """\
-description: Toy pipeline.
-tasks:
-  subtractMedian:
-    class: _toy_tasks.SubtractMedianTask
-  gatherMedians:
-    class: _toy_tasks.GatherMediansTask
-"""
+TOY_YAML = toy.TOY_PIPELINE_YAML
 
 
 @pytest.fixture
@@ -167,6 +160,39 @@ def test_read_only_registry(repo: Any, tmp_path: Path, what: str) -> None:
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_read_only_repository_can_be_read(repo: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          fast: str) -> None:
+    """A repository in a directory nobody may write (a read-only mount, another user's, an archive)
+    is queried, read and planned; it used to fail at the registry's WAL files even for a query."""
+    root, pipe, medians = repo
+    copy = _clean_copy(root, tmp_path / "copy")
+    assert not (copy / "registry.sqlite3-wal").exists()
+    monkeypatch.setenv("BUTLER_CLI_FAST", fast)  # the sqlite3 fast path, and the SQLAlchemy path
+    from butler.cli import cli
+
+    with _read_only(copy / "registry.sqlite3"), _read_only(copy):
+        r = CliRunner().invoke(cli, ["query-datasets", str(copy), "toyRaw", "--collections", toy.TOY_RAW_RUN])
+        assert r.exit_code == 0, r.output
+        assert sum("toyRaw" in line for line in r.output.splitlines()) == 6
+        r = CliRunner().invoke(cli, ["query-data-ids", str(copy), "exposure", "detector", "--datasets", "toyRaw",
+                                     "--collections", toy.TOY_RAW_RUN, "--where", "exposure = 2"])
+        assert r.exit_code == 0, r.output
+        assert len([line for line in r.output.splitlines() if line.startswith(toy.TOY_INSTRUMENT)]) == 2
+        with Butler(copy, writeable=False) as b:
+            raw = b.get("toyRaw", collections=[toy.TOY_RAW_RUN], instrument=toy.TOY_INSTRUMENT, exposure=2,
+                        detector=1)
+        assert float(np.median(raw)) == medians[(2, 1)]
+        r = CliRunner().invoke(pipetask, ["qgraph", "-b", str(copy), "-p", str(pipe), "-i", toy.TOY_RAW_RUN,
+                                          "-o", "u/plan"])
+        assert r.exit_code == 0, r.output
+        assert "subtractMedian  6" in r.output
+        # Writing is still refused, with the way to read it.
+        with pytest.raises(Exception, match="cannot be opened there for writing.*writeable=False"):
+            Butler(copy)
+    assert sorted(p.name for p in copy.iterdir()) == ["ToyCam", "butler.yaml", "registry.sqlite3"]
 
 
 def test_read_only_registry_injected(repo: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -432,6 +432,10 @@ def test_config_cache_follows_parameters_and_instrument(tmp_path, monkeypatch):
     assert pipe.task_config("isr").level == 1.0
     pipe.add_config_override("parameters", "lvl", 2.0)
     assert pipe.task_config("isr").level == 2.0
+    # An undeclared parameter is refused (it used to be accepted and silently unused).
+    with pytest.raises(PipelineDefinitionError, match=r"no parameter 'lv'; did you mean 'lvl'\?"):
+        pipe.add_config_override("parameters", "lv", 3.0)
+    assert "lv" not in pipe.parameters and pipe.task_config("isr").level == 2.0
     assert pipe.task_config("isr").statistic == "MEDIAN"
     pipe.instrument = "toycam"
     assert pipe.task_config("isr").statistic == "MEAN"

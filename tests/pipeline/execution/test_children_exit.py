@@ -23,14 +23,7 @@ from butler.process_guard import exit_with_driver, process_alive
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 
-TOY_YAML = """\
-description: Toy pipeline.
-tasks:
-  subtractMedian:
-    class: _toy_tasks.SubtractMedianTask
-  gatherMedians:
-    class: _toy_tasks.GatherMediansTask
-"""
+TOY_YAML = toy.TOY_PIPELINE_YAML
 
 
 def _session(sid: int) -> list[int]:

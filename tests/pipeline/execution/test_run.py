@@ -11,6 +11,7 @@ import _toy_tasks as toy
 import numpy as np
 import pytest
 
+from butler import Butler
 from pipeline.execution.executors import ProcessPoolQuantumExecutor, SerialExecutor
 from pipeline.execution.runner import ExecutionError, pre_exec_init, run_graph
 from pipeline.graph.builder import EmptyGraphError, GraphBuilderError, build_quantum_graph
@@ -199,3 +200,78 @@ def test_timeout_fails_the_quantum(toy_repo: Any) -> None:
     assert report.count("failed") == 1 and report.count("blocked") == 1
     (failed,) = [q for q in report.quanta.values() if q.status == "failed"]
     assert "QuantumTimeoutError" in failed.error
+
+
+def test_packages_versions_equal_importlib_metadata() -> None:
+    """The ``packages`` dataset's versions (read from the METADATA header) equal `importlib.metadata`."""
+    from importlib import metadata
+
+    from pipeline.execution.runner import _dist_version, packages_versions
+
+    got = packages_versions()
+    assert got["numpy"] == metadata.version("numpy") == np.__version__
+    for name in ("ccdflow", "numpy", "scipy", "astropy", "sqlalchemy", "pydantic"):
+        try:
+            assert got[name] == metadata.version(name)
+        except metadata.PackageNotFoundError:
+            assert name not in got
+    dists = list(metadata.distributions())
+    assert len(dists) > 10
+    assert [_dist_version(d) for d in dists] == [d.version for d in dists]
+
+
+def test_dist_version_reads_the_header_only() -> None:
+    """A ``Version:`` line in the description (after the header block) is not the version."""
+    from importlib import metadata
+
+    from pipeline.execution.runner import _dist_version
+
+    class Fake(metadata.Distribution):
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def read_text(self, filename: str) -> str | None:
+            return self.text if filename == "METADATA" else None
+
+        def locate_file(self, path: Any) -> Any:
+            return Path(path)
+
+    body = "Metadata-Version: 2.1\nName: fake\nVersion:  1.2.3rc1 \nSummary: x\n\nVersion: 9.9\n"
+    fake = Fake(body)
+    assert _dist_version(fake) == fake.version == "1.2.3rc1 "  # email keeps trailing blanks
+    crlf = Fake(body.replace("\n", "\r\n"))
+    assert _dist_version(crlf) == crlf.version == "1.2.3rc1 "
+    no_field = Fake("Metadata-Version: 2.1\nName: fake\n\nVersion: 9.9\n")
+    assert _dist_version(no_field) is no_field.version is None
+
+
+def test_pipetask_run_records_its_graph_without_the_report_models(toy_repo: Any, tmp_path: Path) -> None:
+    """``pipetask run`` saves its graph for ``pipetask report`` without the report's models or (-j 1) a pool.
+
+    The report module defines pydantic models; the pool needs ``multiprocessing``.
+    """
+    import subprocess
+    import sys
+
+    butler, _ = toy_repo
+    root = Path(butler.root)
+    butler.close()
+    pipe = tmp_path / "toy.yaml"
+    pipe.write_text(toy.TOY_PIPELINE_YAML)
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom pipeline.cli import pipetask\n"
+        f"r = CliRunner().invoke(pipetask, ['run', '-b', {str(root)!r}, '-p', {str(pipe)!r}, '-i', "
+        f"{toy.TOY_RAW_RUN!r}, '-o', 'u/rec', '--register-dataset-types', '--no-progress'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print('pipeline.execution.report' in sys.modules, 'pipeline.execution.run_graphs' in sys.modules,\n"
+        "      'concurrent.futures.process' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = proc.stdout.split()
+    assert out[-3:] == ["False", "True", "False"]  # a serial run needs no process-pool machinery
+    from pipeline.execution.report import saved_graphs
+
+    with Butler(root) as b:
+        run = b.registry.get_collection_chain("u/rec")[0]
+    graphs = saved_graphs(root)
+    assert list(graphs) == [run] and len(graphs[run]) == 1

@@ -253,3 +253,71 @@ def test_inconsistent_dataset_type_is_an_error(toy_repo: Any) -> None:
     # The pipeline graph refuses it, before the builder makes any query.
     with pytest.raises(PipelineGraphError, match="toyCalexp"):
         _build(butler, tasks)
+
+
+def test_format_version_2_file_is_still_read(tmp_path: Path) -> None:
+    """A graph saved by the format-2 writer (3 exposures x 2 detectors toy) loads, and re-saves as
+    the current version with the same quanta, refs, records and edges."""
+    from pipeline.graph.quantum_graph import FORMAT_VERSION
+
+    old = QuantumGraph.load(Path(__file__).parent / "data" / "toy_v2.qg")
+    assert old.count_by_task() == {"subtractMedian": 6, "gatherMedians": 3}
+    assert sum(len(s) for s in old.successor_indices()) == 6
+    for q in old.quanta_for_task("gatherMedians"):
+        assert sorted(r.data_id["detector"] for r in q.inputs["inputImages"]) == [0, 1]
+    raw_ids = {r.id for q in old.quanta_for_task("subtractMedian") for r in q.inputs["inputImage"]}
+    assert raw_ids == set(old.datastore_records) and len(raw_ids) == 6
+    path = old.save(tmp_path / "v3.qg")
+    assert QuantumGraph.read_header(path)["version"] == FORMAT_VERSION == 3
+    new = QuantumGraph.load(path)
+    assert new.quantum_ids == old.quantum_ids
+    for qid in old.quantum_ids:
+        a, b = old[qid], new[qid]
+        assert a.data_id == b.data_id and a.data_id.records == b.data_id.records
+        for role in ("inputs", "prerequisites", "outputs"):
+            assert ({k: [(r.id, r.dataset_type.name, r.run) for r in v] for k, v in getattr(a, role).items()}
+                    == {k: [(r.id, r.dataset_type.name, r.run) for r in v] for k, v in getattr(b, role).items()})
+    assert dict(new.datastore_records) == dict(old.datastore_records)
+    assert list(new.edges()) == list(old.edges())
+    cut = tmp_path / "cut.qg"
+    cut.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(QuantumGraphFileError, match="truncated or corrupt"):
+        QuantumGraph.load(cut)
+
+
+def test_bulk_uuid7_factory_matches_uuid7_layout() -> None:
+    """The builder's bulk UUID maker gives what ``butler.datasets.uuid7`` gives: version 7, the RFC
+    variant, the current millisecond in the top 48 bits, random and unique otherwise."""
+    import time
+    import uuid
+
+    from butler.datasets import uuid7
+    from pipeline.graph.builder import _UuidFactory
+
+    before = time.time_ns() // 1_000_000
+    make = _UuidFactory()
+    ids = [make() for _ in range(10_000)]  # more than one batch
+    after = time.time_ns() // 1_000_000
+    ref = uuid7()
+    assert all(isinstance(u, uuid.UUID) and u.version == ref.version == 7 for u in ids)
+    assert {u.variant for u in ids} == {ref.variant} == {uuid.RFC_4122}
+    assert all(before <= (u.int >> 80) <= after for u in ids)
+    assert len(set(ids)) == len(ids)
+    assert [u.int >> 80 for u in ids] == sorted(u.int >> 80 for u in ids)  # time-ordered
+    assert uuid.UUID(bytes=ids[0].bytes) == ids[0] and hash(ids[0]) == hash(uuid.UUID(str(ids[0])))
+    # the 74 random bits vary (not a constant pattern)
+    assert len({u.int & ((1 << 62) - 1) for u in ids}) == len(ids)
+    assert len({(u.int >> 64) & 0xFFF for u in ids}) > 1000
+
+
+
+def test_required_data_id_at_equals_the_data_ids(toy_repo: Any, tmp_path: Path) -> None:
+    """The record-free required values equal the data IDs' required values, built and loaded."""
+    butler, _ = toy_repo
+    g = _build(butler, _toy_pipeline())
+    g2 = QuantumGraph.load(g.save(tmp_path / "g.qg"))
+    for graph in (g, g2, g.subset(g.quantum_ids[:3])):
+        for i in range(len(graph)):
+            req = graph.required_data_id_at(i)
+            assert req == dict(graph.data_id_at(i).required) and list(req) == list(graph.data_id_at(i).required)
+    assert g.required_data_id_at(0)["instrument"] == toy.TOY_INSTRUMENT
