@@ -40,6 +40,7 @@ __all__ = [
     "write_exposure",
     "read_exposure",
     "ExposureFormatter",
+    "bbox_parameter",
     "clean_header",
     "header_from_metadata",
     "metadata_from_header",
@@ -150,6 +151,16 @@ def header_from_metadata(metadata: PropertyList | Mapping[str, Any]) -> fits.Hea
         keywords (NAXIS, BZERO, EXTNAME...) and values FITS cannot hold (NaN, containers) are
         left out, as `clean_header` does for a header.
     """
+    return fits.Header(_metadata_cards(metadata, own=True))
+
+
+def _metadata_cards(metadata: PropertyList | Mapping[str, Any], *, own: bool) -> list[fits.Card]:
+    """The cards of `header_from_metadata`.
+
+    With ``own=False`` the cards may be the shared templates of `_card`: only for a header that
+    astropy copies card by card before anything can edit it (``PrimaryHDU(header=...)`` and
+    ``ImageHDU(header=...)`` do), which saves one copy per card.
+    """
     md = metadata if isinstance(metadata, PropertyList) else PropertyList(metadata)
     cards = []
     for key, value, comment in md.entries():
@@ -157,11 +168,11 @@ def header_from_metadata(metadata: PropertyList | Mapping[str, Any]) -> fits.Hea
             continue
         name = key if _STANDARD_KEYWORD.fullmatch(key) else f"HIERARCH {key}"
         try:
-            card = _card(name, value, comment)
+            card = _card(name, value, comment, own=own)
         except (ValueError, TypeError, fits.VerifyError):
             continue
         cards.append(card)
-    return fits.Header(cards)
+    return cards
 
 
 #: Formatted card per ``(keyword, value type, value, comment)``: `_card` copies these.
@@ -171,7 +182,7 @@ _CARD_CACHE_MAX = 50_000
 _VERIFIED_IMAGES: set[str] = set()
 
 
-def _card(name: str, value: Any, comment: str | None = None) -> fits.Card:
+def _card(name: str, value: Any, comment: str | None = None, *, own: bool = True) -> fits.Card:
     """Return a new ``fits.Card(name, value, comment)`` whose 80-character image is formatted.
 
     astropy formats a card's image once per card, reading its configuration for the value and
@@ -188,6 +199,9 @@ def _card(name: str, value: Any, comment: str | None = None) -> fits.Card:
         Card value.
     comment : str, optional
         Card comment.
+    own : bool, optional
+        `False`: return the cached template itself (never to be edited; see
+        `_metadata_cards`) instead of a copy.
 
     Returns
     -------
@@ -214,7 +228,7 @@ def _card(name: str, value: Any, comment: str | None = None) -> fits.Card:
         if len(_CARD_CACHE) >= _CARD_CACHE_MAX:
             _CARD_CACHE.clear()
         _CARD_CACHE[key] = template
-    return copy.copy(template)
+    return copy.copy(template) if own else template
 
 
 def _verify_cards(hdus: list[Any]) -> None:
@@ -374,7 +388,7 @@ def _mask_header(mask_planes: Mapping[str, int]) -> fits.Header:
     cards = []
     for name, bit in sorted(mask_planes.items(), key=lambda kv: kv[1]):
         key = f"MP_{name}"
-        cards.append(_card(f"HIERARCH {key}" if len(key) > 8 else key, int(bit)))
+        cards.append(_card(f"HIERARCH {key}" if len(key) > 8 else key, int(bit), own=False))
     return fits.Header(cards)
 
 
@@ -411,11 +425,12 @@ def write_exposure(exposure: Exposure, path: str | os.PathLike[str]) -> None:
     """
     mi = exposure.masked_image
     x0, y0 = mi.xy0
-    primary = fits.PrimaryHDU(header=header_from_metadata(exposure.metadata))
+    # the HDUs copy the cards of the headers given (templates of `_card`, not copied here)
+    primary = fits.PrimaryHDU(header=fits.Header(_metadata_cards(exposure.metadata, own=False)))
     hdus: list[Any] = [primary]
     for name, data in (("IMAGE", mi.image), ("MASK", mi.mask), ("VARIANCE", mi.variance)):
         hdr = _mask_header(mi.mask_planes) if name == "MASK" else fits.Header()
-        hdr.extend([_card("LTV1", -x0), _card("LTV2", -y0)])
+        hdr.extend([_card("LTV1", -x0, own=False), _card("LTV2", -y0, own=False)])
         hdu = fits.ImageHDU(data=np.ascontiguousarray(data), header=hdr, name=name)
         hdus.append(hdu)
     archive = {
@@ -515,6 +530,32 @@ def read_exposure(path: str | os.PathLike[str], bbox: Box | None = None) -> Expo
     )
 
 
+def bbox_parameter(parameters: Mapping[str, Any] | None, what: str) -> Any:
+    """Return the ``bbox`` of an image formatter's read parameters (`None` when not given).
+
+    Parameters
+    ----------
+    parameters : `~collections.abc.Mapping` or `None`
+        The butler read parameters.
+    what : `str`
+        What is read (``"Exposure"``, ``"raw"``), for the error message.
+
+    Returns
+    -------
+    bbox : `object` or `None`
+        ``parameters["bbox"]`` as given (a `Box` or ``(x0, y0, nx, ny)``).
+
+    Raises
+    ------
+    ValueError
+        If ``parameters`` holds a key other than ``bbox``.
+    """
+    unknown = sorted(k for k in (parameters or {}) if k != "bbox")
+    if unknown:
+        raise ValueError(f"unknown read parameters for {what}: {unknown}; known: ['bbox']")
+    return (parameters or {}).get("bbox")
+
+
 class ExposureFormatter(Formatter):
     """Butler formatter for the ``Exposure`` storage class (multi-extension FITS).
 
@@ -537,10 +578,7 @@ class ExposureFormatter(Formatter):
         ValueError
             If ``parameters`` holds a key other than ``bbox``.
         """
-        parameters = dict(parameters or {})
-        bbox = parameters.pop("bbox", None)
-        if parameters:
-            raise ValueError(f"unknown read parameters for Exposure: {sorted(parameters)}; known: ['bbox']")
+        bbox = bbox_parameter(parameters, "Exposure")
         return read_exposure(path, bbox=None if bbox is None else Box.coerce(bbox))
 
     def write(self, obj: Exposure, path: str | os.PathLike[str], ref: Any = None) -> None:

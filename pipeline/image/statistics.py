@@ -655,14 +655,17 @@ def _clipped_core_rim(
     core_lo, core_hi = c0 - r_out, c0 + r_out
     if not (c_hi - h_lo <= core_lo and core_hi <= c_lo + h_lo):
         return None
-    dev = work_array("core_rim_dev", values.shape, dt)
-    np.subtract(values, dt(c0), out=dev, dtype=dt)
-    dev = dev.reshape(-1)
-    hit = work_array("core_rim_hit", dev.shape, bool)
+    if c0 == 0.0 and values.flags.c_contiguous:
+        dev = values.reshape(-1)  # x - 0 is x: no copy
+    else:
+        dev = work_array("core_rim_dev", values.shape, dt)
+        np.subtract(values, dt(c0), out=dev, dtype=dt)
+        dev = dev.reshape(-1)
     idx = fr * (n_all - 1)
     k0 = np.floor(idx).astype(np.intp)
     k1 = np.minimum(k0 + 1, n_all - 1)
     lo_d, hi_d = (lo_v - dt(c0)).astype(dt), (hi_v - dt(c0)).astype(dt)  # exact: inside the core
+    hit = work_array("core_rim_hit", dev.shape, bool)
     below = np.array([np.count_nonzero(np.less(dev, lo_d[i], out=hit)) for i in range(3)])
     upto = np.array([np.count_nonzero(np.less_equal(dev, hi_d[i], out=hit)) for i in range(3)])
     if not (np.all(below <= k0) and np.all(k1 < upto)):

@@ -206,15 +206,17 @@ class FastHeader:
     convention, FITS standard 4.0 section 4.2.1.2), a ``HIERARCH`` card that is not
     ``HIERARCH KEY WORDS = value`` with upper-case words, a keyword with lower-case letters, a
     value indicator without its blank (``KEY     =value``) and a value that is neither a
-    string, a logical, a number nor empty (e.g. a complex number).
+    string, a logical, a number nor empty (e.g. a complex number). Values are classified when
+    they are looked up (a header of 150 cards is built for the ~30 keywords an ingest reads).
     """
 
-    __slots__ = ("_text", "_cards", "_cache", "_handed_over", "_astropy")
+    __slots__ = ("_text", "_cards", "_cache", "_handed_over", "_hierarch", "_astropy")
 
     def __init__(self, text: str) -> None:
         self._text = text
         cards: dict[str, str] = {}
-        handed_over: set[str] = set()
+        handed_over: set[str] = set()  # known at build time: CONTINUE, odd HIERARCH, '=' without blank
+        hierarch: set[str] = set()  # keywords of plain HIERARCH cards
         previous: str | None = None  # keyword a CONTINUE card would continue
         for i in range(0, len(text), 80):
             card = text[i : i + 80]
@@ -222,7 +224,7 @@ class FastHeader:
             if card[8:10] == "= ":
                 key = head.rstrip()
                 rest = card[10:]
-                plain = _KEY_RE.match(key) is not None
+                kind = 0  # keyword checked at lookup (_KEY_RE)
             elif head == "CONTINUE":
                 if previous is not None:  # a long string of the keyword before
                     handed_over.add(previous)
@@ -233,22 +235,34 @@ class FastHeader:
                 if not sep or not key:
                     previous = None
                     continue
-                plain = _HIERARCH_RE.match(card) is not None
+                kind = 1 if _HIERARCH_RE.match(card) is not None else 2
             elif card[8:9] == "=" and head.strip():  # value indicator without its blank
-                key, rest, plain = head.rstrip(), card[9:], False
+                key, rest, kind = head.rstrip(), card[9:], 2
             else:
                 previous = None
                 continue
-            previous = key if key not in cards else None
             if key in cards:
+                previous = None
                 continue
+            previous = key
             cards[key] = rest
-            if not plain or not _plain_value(rest):
+            if kind == 2:
                 handed_over.add(key)
+            elif kind == 1:
+                hierarch.add(key)
         self._cards = cards
         self._handed_over = handed_over
+        self._hierarch = hierarch
         self._cache: dict[str, Any] = {}
         self._astropy: fits.Header | None = None
+
+    def _reads(self, key: str, rest: str) -> bool:
+        """Whether this reader reads the card of ``key`` exactly as astropy does."""
+        if key in self._handed_over:
+            return False
+        if key not in self._hierarch and _KEY_RE.match(key) is None:
+            return False
+        return _plain_value(rest)
 
     def __contains__(self, key: object) -> bool:
         return key in self._cards
@@ -256,12 +270,15 @@ class FastHeader:
     def __getitem__(self, key: str) -> Any:
         if key in self._cache:
             return self._cache[key]
-        if key in self._handed_over:
+        rest = self._cards[key]
+        if key in self._handed_over or (key not in self._hierarch and _KEY_RE.match(key) is None):
+            plain, value = False, None
+        else:
+            plain, value = _read_plain(rest)
+        if not plain:
             if self._astropy is None:  # parsed once, for every handed-over keyword
                 self._astropy = self.to_header()
             value = self._astropy[key]
-        else:
-            value = _parse_value(self._cards[key])
         self._cache[key] = value
         return value
 
@@ -283,7 +300,7 @@ class FastHeader:
 
     def handed_over(self) -> frozenset[str]:
         """Keywords whose values are read by astropy (cards this reader does not fully read)."""
-        return frozenset(self._handed_over)
+        return frozenset(k for k, rest in self._cards.items() if not self._reads(k, rest))
 
     def to_header(self) -> fits.Header:
         """Return the same cards as a new astropy header."""
@@ -309,21 +326,46 @@ def _plain_value(rest: str) -> bool:
     return value in ("", "T", "F") or _NUMBER_RE.match(value) is not None
 
 
+def _read_plain(rest: str) -> tuple[bool, Any]:
+    """Return ``(_plain_value(rest), _parse_value(rest))`` in one reading (the value is None if not plain)."""
+    text = rest.strip()
+    if text.startswith("'"):
+        value, closed = _parse_string(text)
+        if closed and not value.endswith("&"):
+            return True, value
+        return False, None
+    value = text.split("/", 1)[0].strip()
+    if value == "T":
+        return True, True
+    if value == "F":
+        return True, False
+    if not value:
+        return True, None
+    if _NUMBER_RE.match(value) is None:
+        return False, None
+    if "." in value or "e" in value.lower() or "d" in value.lower():
+        return True, float(value.replace("D", "E").replace("d", "e"))
+    return True, int(value)
+
+
 def _parse_string(text: str) -> tuple[str, bool]:
-    """Return the string value starting at the quote ``text[0]`` and whether it is closed."""
+    """Return the string value starting at the quote ``text[0]`` and whether it is closed.
+
+    A doubled quote ``''`` inside the string is one quote; trailing blanks are stripped.
+    """
     out = []
     i = 1
-    while i < len(text):
-        ch = text[i]
-        if ch == "'":
-            if i + 1 < len(text) and text[i + 1] == "'":
-                out.append("'")
-                i += 2
-                continue
-            return "".join(out).rstrip(), True
-        out.append(ch)
-        i += 1
-    return "".join(out).rstrip(), False
+    while True:
+        j = text.find("'", i)
+        if j < 0:
+            out.append(text[i:])
+            return "".join(out).rstrip(), False
+        out.append(text[i:j])
+        if text[j + 1 : j + 2] == "'":
+            out.append("'")
+            i = j + 2
+            continue
+        return "".join(out).rstrip(), True
 
 
 def _parse_value(rest: str) -> Any:

@@ -679,6 +679,8 @@ def _differing_content(butler: Any, raw_type: Any, present: list[tuple[str, Any]
         if info is None:
             continue
         stored = butler.datastore.abspath(info.path)
+        if os.path.abspath(stored) == os.path.abspath(path):  # ingested in place ("direct"): no stat
+            continue
         try:
             if os.path.samefile(stored, path):
                 continue

@@ -20,7 +20,7 @@ from astropy.io.fits.verify import VerifyWarning
 
 from butler import Formatter
 from pipeline.image.exposure import Exposure, MaskedImage
-from pipeline.image.fits import clean_header, metadata_from_header_text
+from pipeline.image.fits import bbox_parameter, clean_header, metadata_from_header_text
 from pipeline.image.geometry import Box
 
 from .headers import FastHeader, MergedHeader, RawFileError, merge_headers, read_headers
@@ -158,10 +158,7 @@ class RawFormatter(Formatter):
         RawFileError, TranslationError
             See `read_raw`.
         """
-        parameters = dict(parameters or {})
-        bbox = parameters.pop("bbox", None)
-        if parameters:
-            raise ValueError(f"unknown read parameters for raw: {sorted(parameters)}; known: ['bbox']")
+        bbox = bbox_parameter(parameters, "raw")
         instrument = None
         detector = None
         if ref is not None:

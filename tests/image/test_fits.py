@@ -235,6 +235,21 @@ def test_cached_cards_are_not_shared(tmp_path):
     assert header_from_metadata(md)["OBJECT"] == "Dome Flat"
 
 
+def test_write_leaves_card_templates_unchanged(tmp_path):
+    """write_exposure hands `_card`'s templates to astropy uncopied; the HDUs copy, never edit them."""
+    from pipeline.image import fits as pfits
+
+    exp = _rich_metadata(_exposure())
+    exp.masked_image.xy0 = (5, -3)
+    write_exposure(exp, tmp_path / "a.fits")
+    before = {k: (c.image, c.keyword, c.value, c.comment) for k, c in pfits._CARD_CACHE.items()}
+    assert len(before) > 20
+    write_exposure(exp, tmp_path / "b.fits")
+    after = {k: (c.image, c.keyword, c.value, c.comment) for k, c in pfits._CARD_CACHE.items()}
+    assert after == before
+    assert (tmp_path / "a.fits").read_bytes() == (tmp_path / "b.fits").read_bytes()
+
+
 def test_invalid_card_still_refused(tmp_path):
     """A card astropy's write-time verification refuses is still refused (before anything is written)."""
     from astropy.io import fits

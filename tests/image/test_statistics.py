@@ -172,6 +172,17 @@ def test_histogram_method_equals_exact_on_float_images(dist, dtype, nsigma):
         assert m1 == pytest.approx(2e4, abs=1.0) and np.sqrt(v1) == pytest.approx(140.0, rel=0.01)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_core_rim_on_a_contiguous_difference_image_equals_exact(dtype):
+    """A contiguous image centred on 0 (c0 = 0) is used without the copy of its deviations."""
+    img = np.ascontiguousarray(_image("difference", dtype))
+    before = img.copy()
+    m1, v1, n1 = clipped_stats(img, None, 5.5, 3, method="exact")
+    m2, v2, n2 = clipped_stats_finite(img, 5.5, 3, method="histogram")
+    assert n2 == n1 and abs(m2 - m1) <= 1e-9 * np.sqrt(v1) and v2 == pytest.approx(v1, rel=1e-9)
+    np.testing.assert_array_equal(img, before)  # the input is only read
+
+
 def test_histogram_method_with_mask_and_nan_equals_exact():
     """Masked and NaN pixels are out of every method's input set."""
     rng = np.random.default_rng(4)

@@ -52,6 +52,7 @@ def test_long_object_value_is_read_through_continue_cards(tmp_path):
         ("HIERARCH eso tel airm start = 1.204", "eso tel airm start"),      # lower case
         ("GAINS   = (1.5, 2.0)", "GAINS"),                                 # complex value
         ("RDNOISE =3.7", "RDNOISE"),                                       # '=' without its blank
+        ("Object  = 'M31'", "Object"),                                     # lower case, not HIERARCH
     ],
 )
 def test_cards_not_fully_read_are_handed_over_to_astropy(image, key):
@@ -94,3 +95,63 @@ def test_plain_header_hands_nothing_over():
     assert fast.handed_over() == frozenset()
     for key in ("OBJECT", "DATE-OBS", "SIMPLE", "NAXIS", "ESO DET OUT1 RON"):
         assert fast[key] == header[key]
+
+
+def _parse_string_by_character(text):
+    """Read a FITS string value character by character (the reference for `_parse_string`)."""
+    out = []
+    i = 1
+    while i < len(text):
+        if text[i] == "'":
+            if i + 1 < len(text) and text[i + 1] == "'":
+                out.append("'")
+                i += 2
+                continue
+            return "".join(out).rstrip(), True
+        out.append(text[i])
+        i += 1
+    return "".join(out).rstrip(), False
+
+
+def test_parse_string_equals_the_character_by_character_reading():
+    import random
+
+    from pipeline.instruments.headers import _parse_string
+
+    rng = random.Random(3)
+    cases = ["'", "''", "'''", "''''", "'a''", "'a'''", "'a'' '", "'x  ' / c", "'&'", "' ''&"]
+    for _ in range(3000):
+        cases.append("'" + "".join(rng.choice("a '/&") for _ in range(rng.randint(0, 20))))
+    for text in cases:
+        assert _parse_string(text) == _parse_string_by_character(text), text
+
+
+def test_values_are_classified_when_looked_up(tmp_path):
+    """A header is built without reading its values; each lookup reads or hands over its card."""
+    cards = [
+        fits.Card("PLAIN", "it''s", "c").image,
+        fits.Card("NUM", 3.5).image,
+        "CPLX    = (1.0, 2.0)".ljust(80),
+        "LONG    = 'abc&'".ljust(80),
+    ]
+    fast = FastHeader("".join(cards))
+    assert fast["PLAIN"] == "it''s" and fast["NUM"] == 3.5
+    assert fast["CPLX"] == complex(1.0, 2.0) and fast["LONG"] == "abc&"
+    assert fast.handed_over() == {"CPLX", "LONG"}
+
+
+def test_read_plain_equals_plain_value_and_parse_value(shared_data):
+    """The one-pass reading equals the check and the parse it replaces, on real and odd value fields."""
+    import glob
+
+    from pipeline.instruments.headers import _parse_value, _plain_value, _read_plain
+
+    fields = ["", "  ", " T", " F / x", " 12", " -3.5e2 / c", " 1D3", " .5", " 1.", " (1, 2)", " abc"]
+    fields += [" 'a''b' / c", " 'open", " 'x&'", " '  '", " 'a/b' / d", " +7 ", " 0x10"]
+    for path in sorted(glob.glob(str(shared_data / "raw" / "*" / "*.fits*")))[:20]:
+        text = read_headers(path, fast=True)[0].text
+        fields += [text[i + 10 : i + 80] for i in range(0, len(text), 80) if text[i + 8 : i + 10] == "= "]
+    for rest in fields:
+        plain = _plain_value(rest)
+        assert _read_plain(rest) == (plain, _parse_value(rest) if plain else None), rest
+    assert len(fields) > 1000  # the real headers were read

@@ -10,6 +10,9 @@ from pipeline.instruments.raw import read_raw
 from pipeline.instruments.simulate import main, simulate_raws
 from tests.builders import make_bias_set, make_flat_pair_sequence, make_raw_exposure
 
+#: Simulator settings that leave only photon noise (no read noise, flat structure or bias structure).
+_QUIET = dict(read_noises=0.0, flat_rms=0.0, flat_gradient=0.0, bias_row_amplitude=0.0, bias_col_rms=0.0)
+
 
 def _amp_stats(exp, amp):
     data = exp.image[amp.raw_data_bbox.slices].astype(np.float64)
@@ -129,30 +132,9 @@ def test_crosstalk_nonlinearity_dark_hot_columns_saturation():
     )
     assert sat.image[sat.detector["C00"].raw_data_bbox.slices].max() == 30000
     # non-linearity: measured = true + c true^2
-    lin, t_lin = make_raw_exposure(
-        "testcam",
-        detector=0,
-        exposure_time=5.0,
-        flux=4000.0,
-        seed=4,
-        read_noises=0.0,
-        flat_rms=0.0,
-        flat_gradient=0.0,
-        bias_row_amplitude=0.0,
-        bias_col_rms=0.0,
-    )
+    lin, _ = make_raw_exposure("testcam", detector=0, exposure_time=5.0, flux=4000.0, seed=4, **_QUIET)
     nl, _ = make_raw_exposure(
-        "testcam",
-        detector=0,
-        exposure_time=5.0,
-        flux=4000.0,
-        seed=4,
-        read_noises=0.0,
-        flat_rms=0.0,
-        flat_gradient=0.0,
-        bias_row_amplitude=0.0,
-        bias_col_rms=0.0,
-        nonlinearity=1e-5,
+        "testcam", detector=0, exposure_time=5.0, flux=4000.0, seed=4, nonlinearity=1e-5, **_QUIET
     )
     a = lin.detector["C00"]
     m0 = lin.image[a.raw_data_bbox.slices].astype(float).mean() - 1000.0
@@ -160,32 +142,11 @@ def test_crosstalk_nonlinearity_dark_hot_columns_saturation():
     assert m1 == pytest.approx(m0 + 1e-5 * m0**2, rel=2e-3)
     # crosstalk: a source amp at high signal leaks c[s, t] x signal into a target
     xt_exp, xt_truth = make_raw_exposure(
-        "testcam",
-        detector=0,
-        exposure_time=1.0,
-        flux=30000.0,
-        seed=3,
-        crosstalk=True,
-        read_noises=0.0,
-        flat_rms=0.0,
-        flat_gradient=0.0,
-        bias_row_amplitude=0.0,
-        bias_col_rms=0.0,
+        "testcam", detector=0, exposure_time=1.0, flux=30000.0, seed=3, crosstalk=True, **_QUIET
     )
     coeffs = xt_truth.crosstalk[0]
     det = xt_exp.detector
-    ref, _ = make_raw_exposure(
-        "testcam",
-        detector=0,
-        exposure_time=1.0,
-        flux=30000.0,
-        seed=3,
-        read_noises=0.0,
-        flat_rms=0.0,
-        flat_gradient=0.0,
-        bias_row_amplitude=0.0,
-        bias_col_rms=0.0,
-    )
+    ref, _ = make_raw_exposure("testcam", detector=0, exposure_time=1.0, flux=30000.0, seed=3, **_QUIET)
     target = det["C11"]
     extra = (
         xt_exp.image[target.raw_data_bbox.slices].astype(float) - ref.image[target.raw_data_bbox.slices]
@@ -199,16 +160,12 @@ def test_brighter_fatter_like_correlations():
     pairs, truth = make_flat_pair_sequence(
         "testcam",
         gains=1.0,
-        read_noises=0.0,
         exposure_times=[20.0],
         seed=8,
         flux=2000.0,
         bf_strength=0.02,
-        flat_rms=0.0,
-        flat_gradient=0.0,
-        bias_row_amplitude=0.0,
-        bias_col_rms=0.0,
         detector=2,
+        **_QUIET,
     )
     e1, e2 = pairs[0]
     amp = e1.detector["C00"]
@@ -221,19 +178,15 @@ def test_brighter_fatter_like_correlations():
 
 def test_reproducible_and_files_translate(tmp_path):
     """Check reproducible and files translate."""
-    r1 = simulate_raws(
-        "testcam",
-        tmp_path / "a",
-        exposures=["bias", {"type": "flat", "exposure_time": 2, "flux": 100}],
-        seed=3,
-        detectors=[0, 2],
-    )
-    r2 = simulate_raws(
-        "testcam",
-        tmp_path / "b",
-        exposures=["bias", {"type": "flat", "exposure_time": 2, "flux": 100}],
-        seed=3,
-        detectors=[0, 2],
+    r1, r2 = (
+        simulate_raws(
+            "testcam",
+            tmp_path / sub,
+            exposures=["bias", {"type": "flat", "exposure_time": 2, "flux": 100}],
+            seed=3,
+            detectors=[0, 2],
+        )
+        for sub in ("a", "b")
     )
     assert [p.name for p in r1] == ["testcam_1000.fits", "testcam_1001.fits"]
     for p1, p2 in zip(r1, r2):

@@ -121,6 +121,38 @@ def test_binning_and_view_sampling():
     np.testing.assert_array_equal(s, view[::sy, ::sx].ravel())
 
 
+def _plain_block_reduce(a, b, op, dtype):
+    """``op`` over the b rows, then over the b columns, left to right, in ``dtype``."""
+    ny, nx = a.shape[0] // b, a.shape[1] // b
+    x = a[: ny * b, : nx * b].astype(dtype).reshape(ny, b, nx * b)
+    r = x[:, 0]
+    for k in range(1, b):
+        r = op(r, x[:, k])
+    c = r.reshape(ny, nx, b)
+    o = c[:, :, 0]
+    for k in range(1, b):
+        o = op(o, c[:, :, k])
+    return o
+
+
+@pytest.mark.parametrize("b", [1, 2, 3, 4])
+def test_block_binning_equals_plain_sums_bit_for_bit(b):
+    """Thumbnails and binned planes: the banded reduction adds in the plain order."""
+    rng = np.random.default_rng(9)
+    a = (rng.normal(1000, 30, (1030, 517)) * 1.37).astype(np.float32)
+    got = bin_image(a, b, np.float32)
+    want = _plain_block_reduce(a, b, np.add, np.float32)
+    want *= 1.0 / (b * b)
+    np.testing.assert_array_equal(got, want)
+    mean64 = (_plain_block_reduce(a, b, np.add, np.float64) / (b * b)).astype(np.float32)
+    np.testing.assert_array_equal(bin_image(a, b), mean64)  # float64 accumulation
+    m = rng.integers(0, 1 << 20, a.shape).astype(np.int32)
+    m *= rng.random(a.shape) < 0.3
+    _, mb, vb = bin_planes(a, m, a, b)
+    np.testing.assert_array_equal(mb, _plain_block_reduce(m, b, np.bitwise_or, np.int32))
+    np.testing.assert_array_equal(vb, mean64)
+
+
 class _UnfusedIsrTask:
     """Factory of an IsrTask forced onto the step-by-step path for steps 10-12."""
 
@@ -225,6 +257,41 @@ def test_overscan_subtracted_while_assembling_equals_in_place(fit):
     for amp in raw.detector:
         key = f"LSST ISR OVERSCAN RESIDUAL SERIAL STDEV {amp.name}"
         assert out_d.metadata[key] == out_i.metadata[key]
+
+
+@pytest.mark.parametrize("fit", ["MEDIAN", "MEDIAN_PER_ROW"])
+def test_integer_raw_assembled_directly_equals_converted_raw(fit):
+    """An integer raw converted while assembling equals the same raw converted to float32 first.
+
+    The float32 raw takes the plain path (whole-frame conversion, overscan corrected in the
+    raw); saturated pixels (compared as float32) and a flipped amp included.
+    """
+    exps, _ = simulate_exposures(
+        "testcam",
+        [{"observation_type": "science", "exposure_time": 5.0, "flux": 100.0}],
+        seed=7,
+        detectors=[0],
+    )
+    raw = exps[0]
+    assert np.issubdtype(raw.image.dtype, np.integer)
+    d = raw.detector[0].raw_data_bbox
+    raw.image[d.y0 + 4, d.x0 + 5 : d.x0 + 8] = 60001
+    img_in, pristine = raw.image, raw.image.copy()
+    as_float = raw.copy()
+    as_float.masked_image.image = raw.image.astype(np.float32)
+    cfg = IsrTaskConfig(
+        overscan={"fitType": fit}, saturation=60000.5, doBias=False, doDark=False, doFlat=False,
+        doDefect=False,
+    )
+    out_i = IsrTask(config=cfg).run(raw).exposure
+    out_f = IsrTask(config=cfg).run(as_float).exposure
+    np.testing.assert_array_equal(img_in, pristine)  # the caller's integer pixels are not written
+    np.testing.assert_array_equal(out_i.image, out_f.image)
+    np.testing.assert_array_equal(out_i.variance, out_f.variance)
+    np.testing.assert_array_equal(out_i.mask, out_f.mask)
+    sat = out_i.masked_image.get_plane_bitmask("SAT")
+    assert np.count_nonzero(out_i.mask & sat) >= 3
+    assert dict(out_i.metadata.items()) == dict(out_f.metadata.items())
 
 
 def test_nan_pixel_found_through_the_fused_steps():

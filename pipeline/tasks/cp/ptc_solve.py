@@ -66,7 +66,9 @@ class PhotonTransferCurveSolveConfig(PipelineTaskConfig,
     maxIterationsPtcOutliers: int = Field(2, ge=1, description="Maximum iterations of outlier rejection.")
     maxSignalInitialPtcOutlierFit: float = Field(
         50000.0, description="Maximum signal for the initial outlier fit (e- if "
-                             "scaleMaxSignalInitialPtcOutlierFit, else ADU).")
+                             "scaleMaxSignalInitialPtcOutlierFit, else ADU); must be below the PTC "
+                             "turnoff, else collapsed points bias the first fit and good points "
+                             "at the top of the curve are rejected.")
     maxDeltaInitialPtcOutlierFit: float = Field(
         9000.0, description="Mean gap after a rejected point that cuts the curve (turnoff; e- if scaled).")
     scaleMaxSignalInitialPtcOutlierFit: bool = Field(

@@ -171,10 +171,21 @@ def fit_exp_approximation(
     Notes
     -----
     cp_pipe ``PhotonTransferCurveSolveTask.fitPtc`` (reference-algorithms §3.4 step 2). The
-    initial fit uses points with mean and variance ≤ the initial limit; later iterations
-    test every good point against the model; after each sigma cut, scanning upwards in mean,
-    the first kept point that follows a rejected one with a mean gap ≥ ``max_delta_initial``
-    from the previous kept point is cut together with everything above it.
+    first (unweighted) fit uses the good points with mean ≤ the initial limit (cp_pipe compares
+    only the mean; reference-algorithms says mean and variance, which for gains < 1 e⁻/ADU left
+    out good points and lost the top of the curve); every good point is then tested against the
+    model; after each sigma cut, scanning upwards in mean, the first kept point that follows a
+    rejected one with a mean gap ≥ ``max_delta_initial`` from the previous kept point is cut
+    together with everything above it. The next fit uses the kept points; the loop stops when an
+    iteration keeps the same points as the previous one (at first: all good points, so a first
+    cut that rejects nothing ends it, as cp_pipe) or after ``max_iterations``.
+
+    The initial limit must lie below the PTC turnoff (cp_pipe's config doc): with the default
+    50000 e⁻ an amp of gain ~1 e⁻/ADU whose ADC or full well saturates below 50000 ADU has
+    collapsed-variance points in the first fit, which then rejects good points at the top of
+    the curve (cp_pipe does the same; its extract also masks such pairs with a KS test of the
+    difference image, which this package does not compute). Lower
+    ``maxSignalInitialPtcOutlierFit`` for such amps.
     """
     mu = np.asarray(means, dtype=np.float64)
     var = np.asarray(variances, dtype=np.float64)
@@ -204,23 +215,28 @@ def fit_exp_approximation(
     def resid(p, m, v, w):
         return (exp_approx_model(p, m) - v) * w
 
-    mask = ok_s & (mu_s <= lim) & (var_s <= lim)
-    if mask.sum() < 3:
-        mask = ok_s.copy()
+    # the first fit uses the points whose *mean* is below the limit (a signal; the variance, in
+    # ADU², is not compared with it: for a gain < 1 e⁻/ADU that shrank the sample)
+    fit_set = ok_s & (mu_s <= lim)
+    if fit_set.sum() < 3:
+        fit_set = ok_s.copy()
+    mask = ok_s.copy()              # the previous iteration's result: all good points at first
     params = p0
     for _ in range(max_iterations):
-        if mask.sum() < 2:
+        if fit_set.sum() < 2:
             break
         fit = least_squares(resid, params, bounds=bounds,
-                            args=(mu_s[mask], var_s[mask], np.ones(mask.sum())),
+                            args=(mu_s[fit_set], var_s[fit_set], np.ones(fit_set.sum())),
                             x_scale=np.array([1e-6, 1.0, 10.0]))
         params = fit.x
         z = (var_s - exp_approx_model(params, mu_s)) / np.sqrt(np.abs(var_s))
         new_mask = ok_s & np.isfinite(z) & (np.abs(z) < sigma_cut)
         new_mask = _cut_at_gap(mu_s, new_mask, max_delta)
-        if np.array_equal(new_mask, mask):
-            break
+        converged = np.array_equal(new_mask, mask)
         mask = new_mask
+        if converged:
+            break
+        fit_set = mask
     if mask.sum() < 2:
         return ExpApproxResult(bad=True, mask=np.zeros(n, bool), model=np.full(n, np.nan))
     w = sw_s[mask]

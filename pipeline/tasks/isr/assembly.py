@@ -282,21 +282,29 @@ def assembled_detector(detector: "Detector", *, trim: bool = True) -> "Detector"
     return detector.replace(amplifiers=tuple(amps))
 
 
-def convert_int_to_float(mi: MaskedImage) -> tuple[MaskedImage, np.ndarray | None]:
+def convert_int_to_float(
+    mi: MaskedImage, keep_integer: bool = False
+) -> tuple[MaskedImage, np.ndarray | None]:
     """Integer raw → float32 with variance 1 and mask 0 (float input: float32, planes kept).
 
     Parameters
     ----------
     mi : `pipeline.image.MaskedImage`
         Raw planes (ADU).
+    keep_integer : `bool`, optional
+        Keep the integer image (new mask and variance only): the trimmed assembly converts the
+        data sections while copying them (`assemble_plane`), which saves one full-frame pass
+        and the float32 raw. Only for callers that read the raw pixels and never write them
+        before the assembly; the float32 values are the same.
 
     Returns
     -------
     converted : `pipeline.image.MaskedImage`
         ``mi`` itself when already float32.
     owned : `numpy.ndarray` or `None`
-        The new float32 image when converted from integers: a buffer the caller owns and may
-        reuse once it is no longer needed (see `assemble_exposure`).
+        The new float32 image when converted from integers (not with ``keep_integer``): a
+        buffer the caller owns and may reuse once it is no longer needed (see
+        `assemble_exposure`).
 
     Raises
     ------
@@ -317,7 +325,7 @@ def convert_int_to_float(mi: MaskedImage) -> tuple[MaskedImage, np.ndarray | Non
         return mi, None
     if not np.issubdtype(mi.image.dtype, np.integer):
         raise RuntimeError(f"cannot convert raw pixels of dtype {mi.image.dtype} to float")
-    img = mi.image.astype(np.float32)
+    img = mi.image if keep_integer else mi.image.astype(np.float32)
     out = MaskedImage(
         img,
         np.zeros(img.shape, np.int32),
@@ -325,7 +333,7 @@ def convert_int_to_float(mi: MaskedImage) -> tuple[MaskedImage, np.ndarray | Non
         mi.mask_planes,
         mi.xy0,
     )
-    return out, img
+    return out, None if keep_integer else img
 
 
 def writable_variance(mi: MaskedImage) -> np.ndarray:

@@ -64,15 +64,26 @@ def _block_reduce(plane: np.ndarray, b: int, op: np.ufunc, dtype: type) -> np.nd
         return out
     band = max(1, _BAND_PIXELS // (nx * b * b))
     acc_buf = np.empty((min(band, ny), nx * b), np.dtype(dtype))
+    dt = np.dtype(dtype)
     for y0 in range(0, ny, band):
         y1 = min(y0 + band, ny)
         acc = acc_buf[: y1 - y0]
-        np.copyto(acc, plane[y0 * b : y1 * b : b, : nx * b], casting="unsafe")
-        for k in range(1, b):
-            op(acc, plane[y0 * b + k : y1 * b : b, : nx * b], out=acc)
+        rows = [plane[y0 * b + k : y1 * b : b, : nx * b] for k in range(b)]
+        # the first operation combines two inputs when no conversion is needed (a copy pass
+        # less; same values)
+        start = 2 if b > 1 and plane.dtype == dt else 1
+        if start == 2:
+            op(rows[0], rows[1], out=acc)
+        else:
+            np.copyto(acc, rows[0], casting="unsafe")
+        for k in range(start, b):
+            op(acc, rows[k], out=acc)
         o = out[y0:y1]
-        np.copyto(o, acc[:, 0::b])
-        for k in range(1, b):
+        if b > 1:
+            op(acc[:, 0::b], acc[:, 1::b], out=o)
+        else:
+            np.copyto(o, acc)
+        for k in range(2, b):
             op(o, acc[:, k::b], out=o)
     return out
 

@@ -91,6 +91,17 @@ class IsrQaConfig(Config):
     flatnessNIter: int = Field(3, description="Clipping iterations of the cell statistics.")
 
 
+def _calibration_input(name: str, storage_class: str, doc: str,
+                       dimensions: tuple[str, ...] = ("instrument", "detector")) -> Any:
+    """Return an optional calibration prerequisite of `IsrTask`.
+
+    As ip_isr's: ``isCalibration=True``, ``minimum=0``; the connection is dropped when its
+    ``do*`` switch is off.
+    """
+    return cT.PrerequisiteInput(name=name, storageClass=storage_class, doc=doc, dimensions=dimensions,
+                                isCalibration=True, minimum=0)
+
+
 # ============================================================================================
 # Connections and config
 # ============================================================================================
@@ -105,86 +116,20 @@ class IsrTaskConnections(
         doc="Input raw exposure (untrimmed).",
         dimensions=("instrument", "exposure", "detector"),
     )
-    bias = cT.PrerequisiteInput(
-        name="bias",
-        storageClass="Exposure",
-        doc="Combined bias.",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    dark = cT.PrerequisiteInput(
-        name="dark",
-        storageClass="Exposure",
-        doc="Combined dark.",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    flat = cT.PrerequisiteInput(
-        name="flat",
-        storageClass="Exposure",
-        doc="Combined flat.",
-        dimensions=("instrument", "physical_filter", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    ptc = cT.PrerequisiteInput(
-        name="ptc",
-        storageClass="PhotonTransferCurveDataset",
-        doc="Photon transfer curve (gains, read noise).",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    linearizer = cT.PrerequisiteInput(
-        name="linearizer",
-        storageClass="IsrCalib",
-        doc="Linearity model.",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    crosstalk = cT.PrerequisiteInput(
-        name="crosstalk",
-        storageClass="IsrCalib",
-        doc="Crosstalk coefficients.",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    defects = cT.PrerequisiteInput(
-        name="defects",
-        storageClass="IsrCalib",
-        doc="Defect list.",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    bfKernel = cT.PrerequisiteInput(
-        name="bfk",
-        storageClass="IsrCalib",
-        doc="Brighter-fatter kernel.",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    deferredChargeCalib = cT.PrerequisiteInput(
-        name="cpCtiCalib",
-        storageClass="IsrCalib",
-        doc="Deferred charge (CTI) calibration (DeferredChargeCalib).",
-        dimensions=("instrument", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
-    fringes = cT.PrerequisiteInput(
-        name="fringe",
-        storageClass="Exposure",
-        doc="Fringe template.",
-        dimensions=("instrument", "physical_filter", "detector"),
-        isCalibration=True,
-        minimum=0,
-    )
+    bias = _calibration_input("bias", "Exposure", "Combined bias.")
+    dark = _calibration_input("dark", "Exposure", "Combined dark.")
+    flat = _calibration_input("flat", "Exposure", "Combined flat.",
+                              ("instrument", "physical_filter", "detector"))
+    ptc = _calibration_input("ptc", "PhotonTransferCurveDataset",
+                             "Photon transfer curve (gains, read noise).")
+    linearizer = _calibration_input("linearizer", "IsrCalib", "Linearity model.")
+    crosstalk = _calibration_input("crosstalk", "IsrCalib", "Crosstalk coefficients.")
+    defects = _calibration_input("defects", "IsrCalib", "Defect list.")
+    bfKernel = _calibration_input("bfk", "IsrCalib", "Brighter-fatter kernel.")
+    deferredChargeCalib = _calibration_input(
+        "cpCtiCalib", "IsrCalib", "Deferred charge (CTI) calibration (DeferredChargeCalib).")
+    fringes = _calibration_input("fringe", "Exposure", "Fringe template.",
+                                 ("instrument", "physical_filter", "detector"))
     outputExposure = cT.Output(
         name="postISRCCD",
         storageClass="Exposure",

@@ -297,8 +297,20 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
         c = self.config
         ccd = state.exposure
         md = ccd.metadata
-        if c.doConvertIntToFloat:  # 2.
-            ccd.masked_image, state.owned_raw = convert_int_to_float(ccd.masked_image)
+        # 5. per amp: saturation/suspect, overscan. The overscan level is subtracted from the
+        # data while assembling (one pass less) when nothing reads the raw data in between.
+        defer = bool(
+            c.doAssembleCcd
+            and c.assembleCcd.doTrim
+            and not c.doDeferredCharge
+            and not (c.doCrosstalk and c.doCrosstalkBeforeAssemble)
+        )
+        if c.doConvertIntToFloat:  # 2. an integer raw that no step writes to before the
+            # assembly stays integer: the assembly converts the data sections while copying
+            keep_int = defer and not (
+                (c.doBias and c.doBiasBeforeOverscan) or (c.doOverscan and c.overscan.doParallelOverscan)
+            )
+            ccd.masked_image, state.owned_raw = convert_int_to_float(ccd.masked_image, keep_int)
         elif not np.issubdtype(ccd.image.dtype, np.floating):
             raise RuntimeError(
                 f"the raw pixels are {ccd.image.dtype} and doConvertIntToFloat=False; IsrTask works "
@@ -316,14 +328,6 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
             mask_parallel_bleeds(
                 mi, ccd.detector, oc.parallelOverscanMaskThreshold, oc.parallelOverscanMaskGrowSize
             )
-        # 5. per amp: saturation/suspect, overscan. The overscan level is subtracted from the
-        # data while assembling (one pass less) when nothing reads the raw data in between.
-        defer = bool(
-            c.doAssembleCcd
-            and c.assembleCcd.doTrim
-            and not c.doDeferredCharge
-            and not (c.doCrosstalk and c.doCrosstalkBeforeAssemble)
-        )
         deferred: dict[str, Any] = {}
         for amp in ccd.detector:
             if amp.raw_bbox.y1 > mi.shape[0] or amp.raw_bbox.x1 > mi.shape[1]:

@@ -101,8 +101,12 @@ def mask_amplifier(
     if data_max is None:
         data_max = float(np.fmax.reduce(data, axis=None)) if data.size and levels else float("nan")
     dmax = data_max
+    # an integer raw (kept so by IsrTask until the assembly) is compared as its float32 values
+    as_float = np.issubdtype(data.dtype, np.integer)
     for level, plane in levels:
-        sel = data >= level if dmax >= level else None
+        sel = None
+        if dmax >= level:
+            sel = (data.astype(np.float32) if as_float else data) >= level
         if sel is not None and sel.any():
             bit = np.int32(mi.get_plane_bitmask(plane, add=True))
             mask[sel] |= bit

@@ -479,8 +479,10 @@ def correct_overscan(
 
     Parameters
     ----------
-    image : `numpy.ndarray`, shape ``(ny, nx)``, float
-        The raw detector image (ADU); modified in place.
+    image : `numpy.ndarray`, shape ``(ny, nx)``
+        The raw detector image (ADU); modified in place when float. An integer image (raw
+        counts) is only read: it needs ``subtract_image=False``, and its overscan region is
+        corrected in the float32 copy the statistics use but not written back.
     mask : `numpy.ndarray` of int32, shape ``(ny, nx)``, optional
         Mask plane; BAD lines found in the overscan are written into it.
     data_slices, overscan_slices : `tuple` of `slice`
@@ -519,7 +521,8 @@ def correct_overscan(
     Raises
     ------
     ValueError
-        Unknown fit type, bad skip counts, ``max_deviation <= 0``.
+        Unknown fit type, bad skip counts, ``max_deviation <= 0``, an integer ``image`` with
+        ``subtract_image``.
 
     Notes
     -----
@@ -539,13 +542,19 @@ def correct_overscan(
     # Contiguous copies of the overscan and its mask: numpy pays a per-row cost in every
     # operation on a narrow view of the raw, and a dozen operations follow. The corrected
     # overscan is written back at the end; BAD lines go to both masks.
-    ov_full = np.ascontiguousarray(img[oys, oxs])
+    # An integer raw (IsrTask keeps it until the assembly converts it) is read here only: its
+    # overscan is corrected in a float32 copy, the data region is never modified.
+    int_raw = np.issubdtype(img.dtype, np.integer)
+    if int_raw and subtract_image:
+        raise ValueError("correct_overscan: an integer image needs subtract_image=False")
+    ov_raw = img[oys, oxs]
+    ov_full = ov_raw.astype(np.float32) if int_raw else np.ascontiguousarray(ov_raw)
     ov_msk = None if msk is None else np.ascontiguousarray(msk[oys, oxs])
     fit_cols = slice(ox0 - oxs.start, ox1 - oxs.start)
     lines = ov_full[:, fit_cols]
     # Integer-valued overscan (raw counts): exact histogram statistics (`statistics`) on an
     # int32 copy instead of sorting floats; the numbers are the same.
-    ov_int = _as_integers(ov_full)
+    ov_int = _as_integers(ov_raw if int_raw and ov_raw.dtype.itemsize <= 2 else ov_full)
     lines_int = None if ov_int is None else ov_int[:, fit_cols]
     masked = np.zeros(lines.shape, bool) if ov_msk is None else (ov_msk[:, fit_cols] & exclude_bits) != 0
     result = OverscanResult()
@@ -582,7 +591,7 @@ def correct_overscan(
         model, mmean, mmed, msig = fit_overscan(lines, masked, fit_type, order, nsigma, is_int)
     result.model, result.mean, result.median, result.sigma = model, mmean, mmed, msig
     if np.ndim(model) == 0:
-        value = np.float32(model) if img.dtype == np.float32 else model
+        value = np.float32(model) if ov_full.dtype == np.float32 else model
         if subtract_image:
             img[dys, dxs] -= value
         ov_full -= value
@@ -591,12 +600,13 @@ def correct_overscan(
         model = np.asarray(model)
         n_os = oys.stop - oys.start
         iy = np.clip(np.arange(dys.start, dys.stop) - oys.start, 0, n_os - 1)
-        img_model = model[iy].astype(img.dtype, copy=False)
+        img_model = model[iy].astype(ov_full.dtype, copy=False)
         if subtract_image:
             img[dys, dxs] -= img_model[:, None]
-        ov_full -= model.astype(img.dtype, copy=False)[:, None]
+        ov_full -= model.astype(ov_full.dtype, copy=False)[:, None]
         result.image_model = img_model
-    img[oys, oxs] = ov_full
+    if not int_raw:
+        img[oys, oxs] = ov_full
     res_mask = None if ov_msk is None else (ov_msk & exclude_bits) != 0
     if res_mask is not None and not res_mask.any():
         res_mask = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
+
 from pipeline.config import Config, Field, model_validator
 from pipeline.image import Box, Exposure
 from pipeline.struct import Struct
@@ -110,7 +112,8 @@ class OverscanCorrectionTask(Task):
         Parameters
         ----------
         exposure : `pipeline.image.Exposure`
-            Raw exposure (float image, ADU).
+            Raw exposure (ADU). An integer image is only read when the data correction is
+            deferred; otherwise it is first converted to float32 in place.
         amp : `pipeline.image.Amplifier`
             Amplifier geometry (raw boxes).
         isTransposed : `bool`
@@ -149,6 +152,10 @@ class OverscanCorrectionTask(Task):
         do_parallel = c.doParallelOverscan and not par.is_empty
         img_box = data
         defer = deferImage and not do_parallel
+        if not defer and np.issubdtype(mi.image.dtype, np.integer):
+            # an integer raw kept by IsrTask for its assembly: the in-place subtraction needs
+            # float pixels (the conversion IsrTask would have made)
+            mi.image = mi.image.astype(np.float32)
         if do_parallel:
             img_box = data.union(par)
             serial = Box(serial.x0, img_box.y0, serial.nx, img_box.ny)
