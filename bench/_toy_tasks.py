@@ -141,6 +141,15 @@ class GatherMediansTask(PipelineTask):
 # ----------------------------------------------------------------------------- toy repository
 TOY_INSTRUMENT = "ToyCam"
 TOY_RAW_RUN = "ToyCam/raw/all"
+TOY_PIPELINE_YAML = """\
+description: The toy pipeline of middleware-reference section 10.
+tasks:
+  subtractMedian:
+    class: _toy_tasks.SubtractMedianTask
+  gatherMedians:
+    class: _toy_tasks.GatherMediansTask
+"""
+"""The two-task toy pipeline (``subtractMedian`` then ``gatherMedians``) as pipeline YAML."""
 
 
 def register_toy_dimensions(butler: Any, n_exposures: int, n_detectors: int, *, start_id: int = 1,

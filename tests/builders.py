@@ -16,6 +16,8 @@ Examples
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ __all__ = [
     "make_dark_set",
     "write_raw_set",
     "make_exposure",
+    "simulated_flow",
+    "run_simulated_flow",
     "testcam",
     "SimulationTruth",
     "ExposureSpec",
@@ -212,3 +216,43 @@ def make_exposure(
         observation_type=observation_type,
     )
     return Exposure(mi, detector=detector, info=info)
+
+
+def simulated_flow(instrument: str, **fields: Any) -> Any:
+    """Return a main-job `~pipeline.main_job.Flow` over simulated raws of ``instrument``.
+
+    The raws lie in one directory and each step picks its raws by observation type; the end of
+    validity, the nominal gain and read noise and the PTC grid are left unset. ``fields`` gives
+    the rest (``calib_begin``, ``gain_tolerance``, ...) and may replace any of these defaults.
+    """
+    from pipeline.main_job import Flow
+
+    defaults: dict[str, Any] = {
+        "raw_subdir": "",
+        "bias_where": "exposure.observation_type = 'bias'",
+        "flat_where": "exposure.observation_type = 'flat'",
+        "ptc_where": "exposure.observation_type = 'flat'",
+        "science_where": "exposure.observation_type = 'science'",
+        "calib_end": None,
+        "nominal_gain": None,
+        "nominal_read_noise": None,
+        "ptc_grid_size": None,
+    }
+    return Flow(instrument=instrument, **{**defaults, **fields})
+
+
+def run_simulated_flow(flow: Any, raws: Path, repo: Path) -> None:
+    """Create the repository ``repo`` and run the main job's ``flow`` on ``raws`` in one process.
+
+    The directory of this Python's executable comes first on ``PATH`` meanwhile, for the
+    ``butler`` and ``pipetask`` commands the flow runs.
+    """
+    from pipeline.main_job import prepare_repo, run_flow
+
+    env_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"
+    try:
+        prepare_repo(repo)
+        run_flow(flow, raws, repo, processes=1, progress=False)
+    finally:
+        os.environ["PATH"] = env_path

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH = REPO_ROOT / "bench"
+# The toy tasks (bench/_toy_tasks.py) are imported by dotted path, here and in worker processes
+# (pool workers, Parsl workers, ``pipetask`` subprocesses), so bench/ and the checkout are on
+# both paths for the whole session.
+for _path in (str(BENCH), str(REPO_ROOT)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in [str(BENCH), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
+)
 #: Where the real data are unless ``--data-dir`` / ``$CCDFLOW_DATA_DIR`` say otherwise: the
 #: ``shared`` directory beside the checkout (the layout CI uses).
 DEFAULT_DATA_DIR = REPO_ROOT / ".." / "shared" / "data"

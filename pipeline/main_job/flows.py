@@ -10,7 +10,7 @@ from typing import Any
 from ._queries import collection_exists, query
 from .commands import StepFailed, StepRecord, run_command, say, tool
 
-__all__ = ["FLOWS", "Flow", "run_flow"]
+__all__ = ["FLOWS", "Flow", "preload", "run_flow"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +149,60 @@ def _pipeline_file(name: str, pipelines: Path | None) -> str | Path:
     """``-p`` argument of a main-job pipeline (by name, or in ``pipelines``)."""
     file = _PIPELINE_FILES.get(name, f"{name}.yaml")
     return file if pipelines is None else f"{pipelines / file}"
+
+
+#: Every pipeline the main job runs (`run_flow` and its verification steps), by ``-p`` name.
+_PIPELINES = ("cpBias", "cpFlat", "cpDefects", "cpPtc", "isr", "VerifyBias", "VerifyFlat")
+#: Modules the commands of every flow import besides the task classes: the ``butler`` and
+#: ``pipetask`` commands, raw-header reading (astropy.io.fits), the registry (SQLAlchemy), the
+#: butler's lazily imported parts, scipy.ndimage (verification, defects) and the plots' PNG writer.
+_COMMAND_MODULES = (
+    "butler.cli.commands",
+    "pipeline.cli.pipetask",
+    "pipeline.cli.graph_commands",
+    "pipeline.instruments.headers",
+    "pipeline.instruments.ingest",
+    "pipeline.graph.builder",
+    "pipeline.execution.runner",
+    "butler.registry.sqlite",
+    "butler._butler",
+    "butler._quantum_backed",
+    "butler.cli_logging",
+    "scipy.ndimage",
+    "matplotlib.backends.backend_agg",
+    "astropy.visualization",
+)
+
+
+def preload(pipelines: Path | None = None) -> None:
+    """Import the modules the main job's commands import: its task classes and `_COMMAND_MODULES`.
+
+    Called before the flows of several instruments are forked into worker processes, so that
+    they are imported once (about 2 s of CPU) instead of once per process. Importing is the only
+    effect: nothing is opened or started.
+
+    Parameters
+    ----------
+    pipelines : `pathlib.Path`, optional
+        Directory of the pipeline files (as for `run_flow`; default: ccdflow's own).
+
+    Raises
+    ------
+    pipeline.exceptions.PipelineDefinitionError
+        If a pipeline file cannot be read.
+    ImportError
+        If a task class cannot be imported.
+    """
+    import importlib
+
+    from pipeline.definitions import Pipeline
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name)
+    for name in _PIPELINES:
+        definition = Pipeline.from_file(_pipeline_file(name, pipelines))
+        for label in definition.tasks:
+            definition.task_class(label)
 
 
 def _certified(butler: Any, flow: Flow, dataset_type: str) -> bool:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from .collect import DetectorSection
 
 __all__ = ["main", "write_report"]
 
@@ -18,6 +22,7 @@ def write_report(
     *,
     thumbnails: bool = True,
     title: str | None = None,
+    sections: Sequence[DetectorSection] = (),
 ) -> Path:
     """Write ``outdir/index.html`` and its images for a repository.
 
@@ -33,6 +38,9 @@ def write_report(
         Draw thumbnails of the image calibrations and ISR outputs.
     title : `str`, optional
         Page title (default ``"ccdflow calibration report: <repo name>"``).
+    sections : sequence of `DetectorSection`, optional
+        Detector sections collected earlier into the same ``outdir`` (`collect_report` with
+        ``instruments``): shown as they are, their images kept.
 
     Returns
     -------
@@ -50,9 +58,13 @@ def write_report(
     from .html import render_html
 
     outdir = Path(outdir)
-    if (outdir / "img").is_dir():
-        shutil.rmtree(outdir / "img")
-    data = collect_report(repo, outdir, collections, thumbnails=thumbnails)
+    img = outdir / "img"
+    keep = {Path(image.path).name for section in sections for image in section.images}
+    if img.is_dir():  # every image is drawn again, but those of the sections given
+        for path in img.iterdir():
+            if path.name not in keep:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    data = collect_report(repo, outdir, collections, thumbnails=thumbnails, sections=sections)
     page = outdir / "index.html"
     tmp = page.with_suffix(".html.tmp")
     tmp.write_text(

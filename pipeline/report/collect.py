@@ -277,6 +277,8 @@ def collect_report(
     *,
     thumbnails: bool = True,
     run_reports: bool = True,
+    instruments: Sequence[str] | None = None,
+    sections: Sequence[DetectorSection] = (),
 ) -> ReportData:
     """Read a repository and write the report's image files into ``outdir/img``.
 
@@ -292,6 +294,13 @@ def collect_report(
         Write thumbnails of image calibrations and ISR outputs.
     run_reports : `bool`
         Summarize the quanta of each RUN (`pipeline.execution.report`).
+    instruments : sequence of `str`, optional
+        Only the detector sections of these instruments (default: every instrument).
+    sections : sequence of `DetectorSection`, optional
+        Sections collected earlier (with their images in ``outdir/img``), used as they are. A
+        section depends only on its own instrument's datasets (every look-up is restricted to
+        its instrument and detector), so it can be collected as soon as that instrument's
+        processing has finished, e.g. while another instrument's still runs.
 
     Returns
     -------
@@ -342,7 +351,13 @@ def collect_report(
     for ref in raw_refs + isr_refs:
         keys.add((str(ref.data_id["instrument"]), int(ref.data_id["detector"])))
     keys.discard(("", -1))
+    earlier = {(section.instrument, section.detector): section for section in sections}
     for inst, det in sorted(keys):
+        if instruments is not None and inst not in instruments:
+            continue
+        if (inst, det) in earlier:
+            data.sections.append(earlier[(inst, det)])
+            continue
         section = DetectorSection(inst, det)
         _fill_section(
             butler,
@@ -360,7 +375,7 @@ def collect_report(
     if run_reports:
         from ..execution.report import report_from_collections
 
-        for run in runs:
+        for run in _runs_with_quanta(butler, runs):
             try:
                 summary = report_from_collections(butler, [run])
             except Exception as exc:  # noqa: BLE001 - a run the report cannot read: say so, go on
@@ -369,6 +384,31 @@ def collect_report(
             if summary.tasks:
                 data.runs.append(RunEntry(run, summary))
     return data
+
+
+def _runs_with_quanta(butler: Any, runs: Sequence[str]) -> list[str]:
+    """The runs of ``runs`` whose quanta `report_from_collections` can summarize, in order.
+
+    Those with a saved graph, and those holding a dataset of a ``<label>_log`` type or of its
+    ``<label>_metadata``: the summary of any other run (the raws') has no task. One query for
+    all of them instead of two per log type and run.
+    """
+    from ..execution.report import saved_graphs
+
+    graphs = saved_graphs(butler.root)
+    rest = [run for run in runs if run not in graphs]
+    try:
+        logs = [dt.name for dt in butler.registry.query_dataset_types("*_log")]
+        names = logs + [f"{name[: -len('_log')]}_metadata" for name in logs]
+        known = sorted(dt.name for dt in butler.registry.query_dataset_types(names))
+        found = (
+            {ref.run for ref in butler.query_datasets(known, collections=rest, find_first=False)}
+            if known and rest
+            else set()
+        )
+    except Exception:  # noqa: BLE001 - ask about every run, one by one
+        return list(runs)
+    return [run for run in runs if run in graphs or run in found]
 
 
 def _fill_section(

@@ -35,6 +35,7 @@ import pytest
 from butler import Butler, CollectionType
 from pipeline.image import Box
 from pipeline.main_job import FLOWS, Flow, collect_results, dataset_counts, prepare_repo, run_flow
+from tests.builders import simulated_flow
 
 pytestmark = pytest.mark.slow
 
@@ -47,20 +48,12 @@ MEGACAM_BIAS = {(0, "A"): 1100.0, (0, "B"): 1400.0, (1, "A"): 950.0, (1, "B"): 1
 MEGACAM_FILTER = "r.MP9601"
 SCIENCE_LEVEL = 3000.0  # e⁻ per pixel (flat = 1)
 
-MEGACAM_FLOW = Flow(
-    instrument="megacam",
-    raw_subdir="",
-    bias_where="exposure.observation_type = 'bias'",
+MEGACAM_FLOW = simulated_flow(
+    "megacam",
     # the flat from the brightest pair only (2 x 20k e-), the PTC from all three pairs
     flat_where="exposure.observation_type = 'flat' AND exposure.exposure_time > 8",
-    ptc_where="exposure.observation_type = 'flat'",
-    science_where="exposure.observation_type = 'science'",
     calib_begin=None,
-    calib_end=None,
-    nominal_gain=None,
-    nominal_read_noise=None,
     gain_tolerance=0.01,
-    ptc_grid_size=None,
 )
 
 

@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import _toy_tasks as toy
 import pytest
 from click.testing import CliRunner
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(BENCH), os.environ.get("PYTHONPATH", "")] if p)
+from butler.cli_logging import LONG_LOG_FORMAT, parse_labels, parse_levels, setup_logging
 
-import _toy_tasks as toy  # noqa: E402
-
-from butler.cli_logging import LONG_LOG_FORMAT, parse_labels, parse_levels, setup_logging  # noqa: E402
-
-TOY_YAML = """\
-description: toy pipeline
-tasks:
-  subtractMedian:
-    class: _toy_tasks.SubtractMedianTask
-  gatherMedians:
-    class: _toy_tasks.GatherMediansTask
-"""
+TOY_YAML = toy.TOY_PIPELINE_YAML
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ QBB (three steps) and repeated runs, from a graph file and from the registry alo
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,28 +14,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-# Worker processes import the toy tasks by dotted path.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in [str(BENCH), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")] if p
-)
 
-import _toy_tasks as toy  # noqa: E402
+import _toy_tasks as toy
 
-from pipeline.execution.report import Summary, failure_message  # noqa: E402
-from pipeline.execution.report_cli import aggregate_reports_command, report_command  # noqa: E402
+from pipeline.execution.report import Summary, failure_message
+from pipeline.execution.report_cli import aggregate_reports_command, report_command
 
-TOY_YAML = """\
-description: toy pipeline
-tasks:
-  subtractMedian:
-    class: _toy_tasks.SubtractMedianTask
-  gatherMedians:
-    class: _toy_tasks.GatherMediansTask
-"""
+TOY_YAML = toy.TOY_PIPELINE_YAML
 MESSAGE = "RuntimeError: injected failure for exposure 1"
 
 

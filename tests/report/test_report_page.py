@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.main_job import Flow, prepare_repo, run_flow
 from pipeline.report import collect_report, write_report
 from pipeline.report.cli import main as report_main
+from tests.builders import run_simulated_flow, simulated_flow
 
 from ._cdp import Browser, find_chromium
 
@@ -50,19 +50,10 @@ AMPS = {0: ["C00", "C01", "C10", "C11"], 1: ["C00", "C01", "C02", "C03", "C10", 
 NOISES = {k: 5.0 for k in GAINS}
 FILTER = "r_test"
 
-SIM_FLOW = Flow(
-    instrument="testcam",
-    raw_subdir="",
-    bias_where="exposure.observation_type = 'bias'",
-    flat_where="exposure.observation_type = 'flat'",
-    ptc_where="exposure.observation_type = 'flat'",
-    science_where="exposure.observation_type = 'science'",
+SIM_FLOW = simulated_flow(
+    "testcam",
     calib_begin="2024-01-01T00:00:00",
-    calib_end=None,
-    nominal_gain=None,
-    nominal_read_noise=None,
     gain_tolerance=0.05,
-    ptc_grid_size=None,
     # testcam amplifiers have 64 x 48 pixels
     ptc_config=("ptcExtract:minNumberGoodPixelsForCovariance=1000",),
 )
@@ -98,13 +89,7 @@ def sim_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         flat_rms=0.02,
     )
     repo = base / "repo"
-    env_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"
-    try:
-        prepare_repo(repo)
-        run_flow(SIM_FLOW, raws, repo, processes=1, progress=False)
-    finally:
-        os.environ["PATH"] = env_path
+    run_simulated_flow(SIM_FLOW, raws, repo)
     yield repo
     shutil.rmtree(base, ignore_errors=True)
 
@@ -301,3 +286,41 @@ def test_browser_main_job_report(demo_repo: Path, tmp_path: Path) -> None:
     _check_page(page, tmp_path / "report_main_job_1280x800.png", expected)
     doc = json.dumps(sorted(expected))
     assert "efosc2" in doc
+
+
+def test_runs_with_quanta_equal_runs_with_a_summary(sim_repo: Path, tmp_path: Path) -> None:
+    """The runs the page summarizes (one query) are those whose summary has a task, graph or not."""
+    from butler import Butler
+    from pipeline.execution.report import report_from_collections
+    from pipeline.report.collect import _resolve, _runs_with_quanta
+
+    copy = tmp_path / "repo"
+    shutil.copytree(sim_repo, copy, symlinks=True)
+    for graphs_kept in (True, False):
+        if not graphs_kept:  # the runs are then summarized from their _log / _metadata datasets
+            shutil.rmtree(copy / ".ccdflow" / "graphs")
+        butler = Butler(copy, writeable=False)
+        runs, _ = _resolve(butler, None)
+        plain = [run for run in runs if report_from_collections(butler, [run]).tasks]
+        assert len(plain) >= 4 and len(plain) < len(runs)  # the raws' run has none
+        assert _runs_with_quanta(butler, runs) == plain
+
+
+def test_sections_collected_earlier_give_the_same_page(sim_repo: Path, tmp_path: Path) -> None:
+    """write_report with sections collected beforehand (instruments=...) writes the same page and images."""
+    plain = write_report(sim_repo, tmp_path / "plain")
+    out = tmp_path / "early"
+    early = collect_report(sim_repo, out, instruments=["testcam"], run_reports=False).sections
+    assert [s.detector for s in early] == sorted(DETECTORS) and all(s.images for s in early)
+    assert not collect_report(sim_repo, tmp_path / "x", instruments=["other"], run_reports=False).sections
+    (out / "img" / "stale.png").write_bytes(b"not an image of this page")
+    page = write_report(sim_repo, out, sections=early)
+
+    def text(path: Path) -> str:  # the page without its creation time
+        return re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", "TIME", path.read_text(encoding="utf-8"))
+
+    assert text(page) == text(plain)
+    images = sorted(p.name for p in (out / "img").iterdir())
+    assert images == sorted(p.name for p in (tmp_path / "plain" / "img").iterdir())
+    for name in images:
+        assert (out / "img" / name).read_bytes() == (tmp_path / "plain" / "img" / name).read_bytes()
