@@ -64,6 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .executors import WorkerLostError
 from .runner import ExecutionError
 from .single_quantum import QuantumResult
+from .threads import CORES_PER_QUANTUM_VAR
 
 __all__ = ["ParslQuantumExecutor", "ParslConfigError", "ParslWorkersUnavailableError", "ParslSiteConfig",
            "HtexOptions", "ProviderOptions", "load_parsl_config", "make_parsl_config",
@@ -298,10 +299,13 @@ def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *,
                                    "remove provider.launcher")
         kwargs["launcher"] = _import(_LAUNCHERS[lname])()
     # Workers are fresh interpreters: put this Python's bin/ first on PATH (process_worker_pool.py
-    # and the ccdflow installation), one BLAS thread per single-core worker, then the user's lines.
+    # and the ccdflow installation), one BLAS thread per single-core worker (or, for a worker with
+    # several cores, their number for `threads.disable_implicit_threading`), then the user's lines.
     init = [f'export PATH="{Path(sys.executable).parent}:$PATH"']
     if site.htex.cores_per_worker <= 1:
         init.append("export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1")
+    else:
+        init.append(f"export {CORES_PER_QUANTUM_VAR}={int(site.htex.cores_per_worker)}")
     for k, v in site.export_env.items():
         init.append(f"export {k}={_shell_quote(str(v))}")
     if site.provider.worker_init:

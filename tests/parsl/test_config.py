@@ -61,7 +61,9 @@ def test_slurm_yaml_builds_htex_on_slurm(tmp_path: Path) -> None:
     lines = prov.worker_init.splitlines()
     assert lines[0] == f'export PATH="{Path(sys.executable).parent}:$PATH"'
     assert "export CCDFLOW_X='a b'" in lines and lines[-1] == "source /project/venv/bin/activate"
-    assert not any("OMP_NUM_THREADS" in x for x in lines)  # 2 cores per worker: BLAS may thread
+    # 2 cores per worker: no single-thread exports; the worker's quanta get 2 BLAS threads.
+    assert not any("OMP_NUM_THREADS" in x for x in lines)
+    assert "export CCDFLOW_CORES_PER_QUANTUM=2" in lines
     assert config.retries == 2 and config.retry_handler is lost_worker_retry_handler
     assert config.run_dir == str(tmp_path / "runinfo")
     assert _worker_slots(site) == 4 * 5 * 16
@@ -106,6 +108,20 @@ def test_every_provider_kind(kind: str, extra: dict, cls: str, tmp_path: Path) -
     assert config.executors[0].address == ("127.0.0.1" if kind == "local" else config.executors[0].address)
     # Single-core workers get one BLAS thread each.
     assert "OMP_NUM_THREADS=1" in prov.worker_init
+    assert "CCDFLOW_CORES_PER_QUANTUM" not in prov.worker_init
+
+
+@pytest.mark.parametrize("cores, exported", [(1, None), (0.5, None), (2, "2"), (2.5, "2"), (8, "8")])
+def test_worker_init_exports_whole_cores_per_quantum(
+    cores: float, exported: str | None, tmp_path: Path
+) -> None:
+    """A worker with several cores is told how many (whole) cores its quanta may thread over."""
+    config, _ = load_parsl_config({"htex": {"cores_per_worker": cores}}, run_dir=tmp_path)
+    lines = config.executors[0].provider.worker_init.splitlines()
+    found = [x.split("=", 1)[1] for x in lines if x.startswith("export CCDFLOW_CORES_PER_QUANTUM=")]
+    assert found == ([] if exported is None else [exported])
+    single = "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1"
+    assert (single in lines) is (exported is None)
 
 
 def test_yaml_errors_name_field_and_fix(tmp_path: Path) -> None:
