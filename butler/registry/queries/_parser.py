@@ -297,26 +297,23 @@ _CACHE_TAG = "ccdflow-query-parser-2"
 
 
 def _runtime() -> Any:
-    """Return lark's standalone LALR runtime for `_GRAMMAR` (`._lark_standalone`; no lark import)."""
-    from ._lark_standalone import runtime
+    """Return the LALR runtime module (`._lalr`: parse loop, tokens, errors; no lark import)."""
+    from . import _lalr
 
-    return runtime(_GRAMMAR, _CACHE_TAG)
+    return _lalr
 
 
 @functools.cache
 def _parser() -> Any:
-    """Build the LALR parser once, from lark's standalone runtime (see `._lark_standalone`).
+    """Build the LALR parser once, from lark's parse tables (see `._lalr`).
 
-    The parse tables are lark's (generated once per user and grammar, then loaded in a few ms
-    without importing lark); tokens come from the one-regex lexer of `._tokens`.
+    The tables are lark's (built once per user and grammar, then loaded in well under a
+    millisecond without importing lark); tokens come from the one-regex lexer of `._tokens`.
     """
     rt = _runtime()
-    transformer = _make_transformer_class(rt.Transformer)()
-    lexer = make_query_lexer(rt.Lexer, rt.Token)
-    parser_data = rt.DATA["parser"]
-    lexer_conf = {**parser_data["lexer_conf"], "lexer_type": lexer}  # the tables were made with "basic"
-    data = {**rt.DATA, "parser": {**parser_data, "lexer_conf": lexer_conf}}
-    return rt.Lark._load_from_dict(data, rt.MEMO, transformer=transformer), transformer
+    transformer = _make_transformer_class(rt.TransformerBase)()
+    lexer = make_query_lexer(object, rt.Token)(None)
+    return rt.LalrParser(rt.tables(_GRAMMAR, _CACHE_TAG), lexer.lex, transformer), transformer
 
 
 _EXPECTED_ORDER = (
@@ -388,7 +385,11 @@ def _character_error(text: str, pos: int) -> ExpressionError:
 
 
 def _syntax_error(text: str, exc: Exception) -> ExpressionError:
-    """Translate a lark error into an ExpressionError with a caret and what was expected."""
+    """Translate a parse error into an ExpressionError with a caret and what was expected.
+
+    ``exc`` is an error of `._lalr` (lark's classes and attributes: ``token``, ``expected``) or
+    the query lexer's `LexError`.
+    """
     rt = _runtime()
     UnexpectedCharacters, UnexpectedEOF, UnexpectedToken = (  # noqa: N806 - lark's class names
         rt.UnexpectedCharacters,

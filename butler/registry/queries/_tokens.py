@@ -44,8 +44,8 @@ def make_query_lexer(lexer_base: type, token_class: type) -> type:
     One regex scan (about 3x faster than lark's generic lexer here). Token types are the
     terminal names of the grammar in ``_parser``; identifiers whose upper-cased text is a keyword
     become that keyword. Whitespace is skipped. The lark classes are parameters, so this module
-    does not import lark: the parser passes those of its standalone runtime
-    (`butler.registry.queries._lark_standalone`), the tests those of lark itself.
+    does not import lark: the parser passes its own (`butler.registry.queries._lalr`),
+    the tests those of lark itself.
 
     Parameters
     ----------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
@@ -257,14 +258,28 @@ def test_custom_lexer_agrees_with_the_grammar_terminals(text):
     assert got == want
 
 
-_STANDALONE_PROBE = (
+_TABLES_PROBE = (
     "import sys; from butler.registry.queries import parse_expression; "
     "print(repr(parse_expression(sys.argv[1]))); print('lark' in sys.modules)"
 )
 
 
-def test_standalone_parser_is_generated_once_then_loaded_without_lark(tmp_path):
-    """First use generates lark's standalone parser into the cache; later processes parse without lark.
+def _lark_reference() -> tuple[Any, Any]:
+    """Return lark's own LALR parser of the grammar, with the query lexer and the AST transformer."""
+    from lark import Lark, Transformer
+    from lark.lexer import Lexer, Token
+
+    from butler.registry.queries._parser import _GRAMMAR, _make_transformer_class
+    from butler.registry.queries._tokens import make_query_lexer
+
+    transformer = _make_transformer_class(Transformer)()
+    reference = Lark(_GRAMMAR, parser="lalr", lexer=make_query_lexer(Lexer, Token), transformer=transformer,
+                     maybe_placeholders=False)
+    return reference, transformer
+
+
+def test_tables_are_built_once_then_loaded_without_lark(tmp_path):
+    """First use builds lark's parse tables into the cache; later processes parse without lark.
 
     The trees equal those of a parser built by lark itself from the grammar (the same LALR tables).
     """
@@ -272,28 +287,72 @@ def test_standalone_parser_is_generated_once_then_loaded_without_lark(tmp_path):
     import subprocess
     import sys
 
-    from lark import Lark
-    from lark.lexer import Lexer, Token
-
-    from butler.registry.queries._parser import _GRAMMAR, _make_transformer_class
-    from butler.registry.queries._tokens import make_query_lexer
-
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
-    transformer = _make_transformer_class(__import__("lark").Transformer)()
-    reference = Lark(_GRAMMAR, parser="lalr", lexer=make_query_lexer(Lexer, Token), transformer=transformer,
-                     maybe_placeholders=False)
+    reference, transformer = _lark_reference()
     for text in SAMPLES:
         transformer.text = text
         want = repr(reference.parse(text))
-        runs = [subprocess.run([sys.executable, "-c", _STANDALONE_PROBE, text], env=env, capture_output=True,
+        runs = [subprocess.run([sys.executable, "-c", _TABLES_PROBE, text], env=env, capture_output=True,
                                text=True, check=True).stdout.splitlines() for _ in range(2)]
         assert [r[0] for r in runs] == [want, want]
-        assert runs[1][1] == "False"  # the second process loaded the cached parser
-    assert len(list((tmp_path / "ccdflow").glob("query-parser-*.marshal"))) == 1
+        assert runs[1][1] == "False"  # the second process loaded the cached tables
+    assert len(list((tmp_path / "ccdflow").glob("query-tables-*.marshal"))) == 1
 
 
-def test_standalone_parser_without_a_cache_directory(tmp_path):
-    """With no usable cache directory the parser is generated in memory: same trees, same errors."""
+def _random_texts(n: int, seed: int) -> list[str]:
+    """Random token soups and mutated samples: valid and invalid expressions alike."""
+    import random
+
+    r = random.Random(seed)
+    words = ["a", "exposure.obs_id", "3", "-2", "1.5e3", "'x'", "T'2022-01-26'", ":b", "1..4", "1..9:2",
+             "AND", "or", "NOT", "IN", "OVERLAPS", "=", "!=", "<>", "<=", "+", "-", "*", "/", "%", "(", ")",
+             ",", "GLOB", "UUID", "glob(a, 'x*')", "x IN (1, 2)", "(1, 2)"]
+    out = []
+    for _ in range(n):
+        out.append(" ".join(r.choice(words) for _ in range(r.randint(0, 9))))
+    for text in SAMPLES:
+        for _ in range(n // 20):
+            cut = sorted(r.randrange(len(text) + 1) for _ in range(2))
+            out.append(text[: cut[0]] + text[cut[1]:])
+    return out
+
+
+def test_parse_loop_equals_lark_on_valid_and_invalid_texts():
+    """Trees, and for a syntax error the offending token and the expected terminals, equal lark's.
+
+    ~1,300 texts: random token soups (most are syntax errors at every kind of place), cut-down
+    samples and the samples themselves; transformer errors (bad literals) must match too.
+    """
+    from lark.exceptions import UnexpectedToken as LarkUnexpectedToken
+
+    from butler.registry.queries import _lalr
+    from butler.registry.queries._parser import _parser
+
+    reference, ref_transformer = _lark_reference()
+    ours, transformer = _parser()
+
+    def outcome(parser: Any, t: Any, text: str, error: type) -> tuple:
+        t.text = text
+        try:
+            return ("tree", repr(parser.parse(text)))
+        except error as exc:
+            return ("syntax", exc.token.type, str(exc.token), exc.token.start_pos, sorted(exc.expected))
+        except Exception as exc:
+            inner = getattr(exc, "orig_exc", exc)
+            return ("other", type(inner).__name__, str(inner))
+
+    texts = SAMPLES + _random_texts(1000, 7)
+    kinds = set()
+    for text in texts:
+        want = outcome(reference, ref_transformer, text, LarkUnexpectedToken)
+        got = outcome(ours, transformer, text, _lalr.UnexpectedToken)
+        assert got == want, text
+        kinds.add(want[0])
+    assert kinds == {"tree", "syntax", "other"}  # every path was exercised
+
+
+def test_parser_without_a_cache_directory(tmp_path):
+    """With no usable cache directory the tables are built in memory: same trees, same errors."""
     import os
     import subprocess
     import sys
@@ -302,7 +361,7 @@ def test_standalone_parser_without_a_cache_directory(tmp_path):
     blocker.write_text("")
     env = dict(os.environ, XDG_CACHE_HOME=str(blocker))
     text = SAMPLES[0]
-    out = subprocess.run([sys.executable, "-c", _STANDALONE_PROBE, text], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _TABLES_PROBE, text], env=env, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out[0] == repr(parse_expression(text))
     code = ("from butler.registry.queries import parse_expression\n"
