@@ -3,11 +3,17 @@
 Usage::
 
     python bench/butler_bench.py [--quick] [--keep DIR]
+    python bench/butler_bench.py --ab OTHER_CHECKOUT [--rounds N]
 
-Prints one line per figure (milliseconds unless stated). LSST figures on the same machine class
-(middleware-reference §10): put 4-12 ms, get by data ID 3.5-8 ms, get by ref 0.4-0.8 ms, CLI
-query ~1.5 s. Our targets: put <= 1.5 ms, get by data ID <= 0.5 ms, query over 100,000 datasets
-<= 100 ms, CLI query <= 0.4 s.
+Prints one line per figure (milliseconds unless stated). ``--ab`` compares this checkout with
+another one (e.g. the pre-restructuring tree) back to back on the per-call figures (put, get by
+ref, get by data ID, register_outputs, ``butler --help``): each round runs both trees in fresh
+processes, alternating which goes first, and the table holds the best CPU time (user + system)
+of all rounds, the figure least moved by other load on a shared machine.
+
+LSST figures on the same machine class (middleware-reference §10): put 4-12 ms, get by data ID
+3.5-8 ms, get by ref 0.4-0.8 ms, CLI query ~1.5 s. Our targets: put <= 1.5 ms, get by data ID
+<= 0.5 ms, query over 100,000 datasets <= 100 ms, CLI query <= 0.4 s.
 """
 
 from __future__ import annotations
@@ -22,10 +28,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parents[1]
+
+
+def _tree_argument(argv: list[str]) -> Path:
+    """Return the checkout to import ``butler`` from: ``--tree DIR`` (for ``--ab``), else this one."""
+    if "--tree" in argv:
+        return Path(argv[argv.index("--tree") + 1]).resolve()
+    return HERE
+
+
+TREE = _tree_argument(sys.argv)
+sys.path.insert(0, str(TREE))
 
 from butler import Butler, DatasetType, Timespan  # noqa: E402
 
@@ -88,6 +106,7 @@ class _Clock:
 
 
 def bench_put_get(root: Path, n: int) -> None:
+    """Print put, get by ref, get by data ID and find_dataset of ``n`` 0.5 MB arrays."""
     b = Butler.create(root / "putget")
     _fill(b, max(2, n // N_DET + 1))
     arr = np.random.default_rng(1).normal(size=(256, 256))  # 0.5 MB float64
@@ -117,17 +136,19 @@ def bench_put_get(root: Path, n: int) -> None:
         for e, d in ids:
             b.find_dataset("arr", instrument="bench", exposure=e, detector=d)
     print(
-        f"put 0.5 MB numpy        {put}   (np.save alone {write.wall:.3f} wall / {write.cpu:.3f} CPU)  [LSST 4-12 ms; target <= 1.5]"
+        f"put 0.5 MB numpy        {put}   (np.save alone {write.wall:.3f} wall / {write.cpu:.3f} CPU)"
+        "  [LSST 4-12 ms; target <= 1.5]"
     )
     print(f"get by ref              {by_ref}   [LSST 0.4-0.8 ms]")
     print(
-        f"get by data ID          {by_id}   (registry lookup alone {find.wall:.3f} wall / {find.cpu:.3f} CPU)  [LSST 3.5-8 ms; target <= 0.5]"
+        f"get by data ID          {by_id}   (registry lookup alone {find.wall:.3f} wall / {find.cpu:.3f} CPU)"
+        "  [LSST 3.5-8 ms; target <= 0.5]"
     )
     b.close()
 
 
 def bench_register_outputs(root: Path, n: int) -> None:
-    """The pipeline driver's hot path: register outputs that workers wrote, in one transaction."""
+    """Time the pipeline driver's hot path: register outputs that workers wrote, in one transaction."""
     from butler import DatasetRef, StoredFileInfo
 
     b = Butler.create(root / "outputs")
@@ -184,6 +205,7 @@ def _time(fn, repeat: int = 3) -> tuple[str, int]:
 
 
 def bench_queries(root: Path, n_datasets: int, label: str) -> Path:
+    """Print query_datasets and query_data_ids over ``n_datasets``; return the repository."""
     b = _registry_repo(root, label, n_datasets)
     b.close()
     b = Butler(root / label, collections=["bench/run"])
@@ -211,6 +233,7 @@ def bench_queries(root: Path, n_datasets: int, label: str) -> Path:
 
 
 def bench_cli(repo: Path) -> None:
+    """Print whole-process times of the query commands and of ``butler --help``."""
     # Time the CLI as installed: with bytecode, even when PYTHONDONTWRITEBYTECODE is set here
     # (otherwise every run recompiles the ccdflow sources, ~0.1 s).
     import compileall
@@ -267,15 +290,163 @@ def bench_cli(repo: Path) -> None:
     wall, cpu = timed([str(exe), "--help"])
     print(f"butler --help              {wall:8.3f} s wall, {cpu:.3f} s CPU   [target <= 0.3 s]")
     print(
-        f"(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; wall times scale with it)"
+        f"(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores;"
+        " wall times scale with it)"
     )
 
 
+def _best(fn, n: int, repeat: int) -> tuple[float, float]:
+    """Best CPU and best wall time per item (ms) of ``repeat`` calls of ``fn(k)`` doing ``n`` items."""
+    cpus, walls = [], []
+    for k in range(repeat):
+        with _Clock(n) as c:
+            fn(k)
+        cpus.append(c.cpu)
+        walls.append(c.wall)
+    return min(cpus), min(walls)
+
+
+def _help_time(tree: Path, repeat: int) -> tuple[float, float]:
+    """Best CPU and wall time (s) of a whole ``butler --help`` process importing ``tree``."""
+    exe = Path(sys.executable).with_name("butler")
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    subprocess.run([str(exe), "--help"], check=True, capture_output=True, env=env)
+    cpus, walls = [], []
+    for _ in range(repeat):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        subprocess.run([str(exe), "--help"], check=True, capture_output=True, env=env)
+        walls.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    return min(cpus), min(walls)
+
+
+def core_figures(root: Path, n: int = 200, n_outputs: int = 2000, repeat: int = 3) -> dict[str, list[float]]:
+    """Measure the per-call figures of ``--ab``: ``{name: [best CPU, best wall]}`` (ms; s for --help).
+
+    ``butler`` is imported from `TREE`; every figure uses only API both trees have.
+    """
+    from butler import DatasetRef, StoredFileInfo
+
+    out: dict[str, list[float]] = {}
+    b = Butler.create(root / "core")
+    _fill(b, max(2, n // N_DET + 1) + n_outputs // N_DET + 1)
+    arr = np.random.default_rng(1).normal(size=(256, 256))  # 0.5 MB float64
+    ids = [(i // N_DET, i % N_DET) for i in range(n)]
+    b.put(arr, "arr", instrument="bench", exposure=0, detector=0, run="warm")
+    refs: list[Any] = []
+
+    def put(k: int) -> None:
+        refs[:] = [
+            b.put(arr, "arr", instrument="bench", exposure=e, detector=d, run=f"bench/run{k}") for e, d in ids
+        ]
+
+    out["put 0.5 MB (ms)"] = list(_best(put, n, repeat))
+    b.close()
+    b = Butler(root / "core", collections=[f"bench/run{repeat - 1}"])
+    b.get(refs[0])
+
+    # Each result is dropped before the next get, as in a loop over datasets (keeping them all
+    # would add the page faults of fresh memory to every read).
+    def by_ref(k: int) -> None:
+        for r in refs:
+            b.get(r)
+
+    def by_id(k: int) -> None:
+        for e, d in ids:
+            b.get("arr", instrument="bench", exposure=e, detector=d)
+
+    def find(k: int) -> None:
+        for e, d in ids:
+            b.find_dataset("arr", instrument="bench", exposure=e, detector=d)
+
+    out["get by ref (ms)"] = list(_best(by_ref, n, repeat))
+    out["get by data ID (ms)"] = list(_best(by_id, n, repeat))
+    out["find_dataset (ms)"] = list(_best(find, n, repeat))
+    dt = b.registry.get_dataset_type("arr")
+    first = n // N_DET + 1
+    dids = [
+        b.registry.expand_data_id(
+            instrument="bench", exposure=first + i // N_DET, detector=i % N_DET, dimensions=dt.dimensions
+        )
+        for i in range(n_outputs)
+    ]
+
+    def register(k: int) -> None:
+        items = [
+            (
+                DatasetRef(dt, did, f"pipe/run{k}"),
+                StoredFileInfo(
+                    f"pipe/run{k}/arr/{i}.npy",
+                    "butler.datastore.formatters.NumpyFormatter",
+                    "NumpyArray",
+                    None,
+                    524416,
+                ),
+            )
+            for i, did in enumerate(dids)
+        ]
+        b.register_outputs(items)
+
+    out["register_outputs (ms/dataset)"] = list(_best(register, n_outputs, repeat))
+    b.close()
+    out["butler --help (s)"] = list(_help_time(TREE, 2 * repeat))
+    return out
+
+
+def ab(other: Path, rounds: int) -> None:
+    """Compare ``other`` (A) with this checkout (B) back to back; print a Markdown table."""
+    import compileall
+    import json
+
+    trees = {"A": other.resolve(), "B": HERE}
+    for tree in trees.values():
+        for pkg in ("butler", "pipeline", "registry_schema"):
+            compileall.compile_dir(str(tree / pkg), quiet=1)
+    best: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
+    loads = []
+    for r in range(rounds):
+        for label in ("A", "B") if r % 2 == 0 else ("B", "A"):
+            loads.append(os.getloadavg()[0])
+            res = subprocess.run(
+                [sys.executable, __file__, "--core", "--tree", str(trees[label])],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            figures = json.loads(res.stdout.strip().splitlines()[-1])
+            for name, (cpu, wall) in figures.items():
+                old = best[label].get(name)
+                best[label][name] = [cpu, wall] if old is None else [min(old[0], cpu), min(old[1], wall)]
+    print(f"A = {trees['A']}, B = {trees['B']}; best of {rounds} rounds x 3 (CPU user+sys; wall)")
+    print(f"load average during the runs: {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores")
+    print("| figure | A CPU | B CPU | B/A CPU | A wall | B wall |")
+    print("|---|---|---|---|---|---|")
+    for name in best["A"]:
+        a, b = best["A"][name], best["B"][name]
+        print(f"| {name} | {a[0]:.3f} | {b[0]:.3f} | {b[0] / a[0]:.2f} | {a[1]:.3f} | {b[1]:.3f} |")
+
+
 def main() -> None:
+    """Run the benchmark (or the ``--ab`` comparison)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Small sizes (a few seconds).")
     parser.add_argument("--keep", default=None, help="Keep the repositories in this directory.")
+    parser.add_argument("--ab", default=None, metavar="CHECKOUT", help="Compare with another checkout.")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of --ab (default 5).")
+    parser.add_argument("--tree", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--core", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ab:
+        ab(Path(args.ab), args.rounds)
+        return
+    if args.core:
+        import json
+
+        with tempfile.TemporaryDirectory(prefix="butler_bench_") as tmp:
+            print(json.dumps(core_figures(Path(tmp))))
+        return
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="butler_bench_"))
     root.mkdir(parents=True, exist_ok=True)
     try:

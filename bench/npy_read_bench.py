@@ -3,11 +3,11 @@
     python bench/npy_read_bench.py [--repeat N]
 
 `butler.datastore.formatters.NumpyFormatter` reads a version 1.0 ``.npy`` of a plain dtype by
-matching its header with a regular expression and calling `numpy.fromfile`; anything else goes
-to `numpy.load`, which parses the header with `ast.literal_eval`. This benchmark measures both
-(best of N per file, float64 arrays of 4 kB, 0.5 MB and 8 MB) and prints whether the own
-reader is worth its ~25 lines: it is kept when it saves more than 20 % of a 0.5 MB read, the
-size of the butler benchmark's "get by ref" (~0.2 ms per dataset).
+matching its header with a regular expression and reading the data into the new array with one
+``preadv``; anything else goes to `numpy.load`, which parses the header with `ast.literal_eval`.
+This benchmark measures both (best of N per file, float64 arrays of 4 kB, 0.5 MB and 8 MB)
+and prints whether the own reader is worth its ~40 lines: it is kept when it saves more than
+20 % of a 0.5 MB read, the size of the butler benchmark's "get by ref" (~0.2 ms per dataset).
 """
 
 from __future__ import annotations

@@ -193,6 +193,51 @@ def test_numpy_formatter_writes_the_bytes_of_np_save(tmp_path):
         assert back.dtype == a.dtype and back.shape == a.shape and np.array_equal(back, a)
 
 
+def test_fast_npy_read_equals_numpy_load(tmp_path):
+    """The own reader gives numpy.load's array, for every dtype and layout it takes."""
+    import numpy as np
+
+    from butler.datastore.formatters import _fast_npy_read
+
+    rng = np.random.default_rng(3)
+    arrays = [
+        np.arange(3.0),  # data inside the first 4 kB read
+        rng.normal(size=(4096 - 128) // 8),  # data ends at 4 kB
+        rng.normal(size=(4096 - 128) // 8 + 1),  # one value past it
+        rng.normal(size=(256, 256)),  # 0.5 MB: the benchmark's size
+        np.asfortranarray(rng.normal(size=(300, 7))),  # fortran_order: True
+        rng.integers(0, 1000, size=(40, 50)).astype(">i2"),
+        np.array(7, dtype=np.uint8),  # 0-d
+        np.zeros((0, 4)),
+        (rng.normal(size=2000) + 1j).astype(np.complex64),
+        np.array([b"ab", b"cde"] * 700),
+        np.array([True, False] * 3000),
+        np.zeros((2,) + (1,) * 40),  # a header longer than the first 128-byte read
+    ]
+    for i, a in enumerate(arrays):
+        path = tmp_path / f"{i}.npy"
+        np.save(path, a, allow_pickle=False)
+        if i == len(arrays) - 1:
+            assert int.from_bytes(path.read_bytes()[8:10], "little") == 246  # two reads of the header
+        back = _fast_npy_read(path)
+        ref = np.load(path, allow_pickle=False)
+        assert back is not None, i
+        assert back.dtype == ref.dtype and back.shape == ref.shape, i
+        assert back.flags.f_contiguous == ref.flags.f_contiguous and back.flags.writeable, i
+        assert np.array_equal(back, ref), i
+        assert back.tobytes(order="A") == ref.tobytes(order="A"), i
+    # Truncated: the same ValueError numpy.fromfile gave (the datastore calls it corrupted).
+    data = (tmp_path / "3.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match=r"truncated: 65523 of 65536 values"):
+        _fast_npy_read(tmp_path / "cut.npy")
+    # Not a plain .npy of version 1.0: left to numpy.load.
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "text.npy").write_bytes(b"not numpy")
+    assert _fast_npy_read(tmp_path / "obj.npy") is None
+    assert _fast_npy_read(tmp_path / "text.npy") is None
+
+
 def test_every_storage_class_formatter_is_a_formatter():
     """Each formatter named in storage_classes.yaml subclasses `butler.Formatter` and can read."""
     from butler import ButlerError, Formatter
