@@ -655,29 +655,14 @@ def _clipped_core_rim(
     core_lo, core_hi = c0 - r_out, c0 + r_out
     if not (c_hi - h_lo <= core_lo and core_hi <= c_lo + h_lo):
         return None
-    if c0 == 0.0 and values.flags.c_contiguous:
-        dev = values.reshape(-1)  # x - 0 is x: no copy
-    else:
-        dev = work_array("core_rim_dev", values.shape, dt)
-        np.subtract(values, dt(c0), out=dev, dtype=dt)
-        dev = dev.reshape(-1)
     idx = fr * (n_all - 1)
     k0 = np.floor(idx).astype(np.intp)
     k1 = np.minimum(k0 + 1, n_all - 1)
     lo_d, hi_d = (lo_v - dt(c0)).astype(dt), (hi_v - dt(c0)).astype(dt)  # exact: inside the core
-    hit = work_array("core_rim_hit", dev.shape, bool)
-    below = np.array([np.count_nonzero(np.less(dev, lo_d[i], out=hit)) for i in range(3)])
-    upto = np.array([np.count_nonzero(np.less_equal(dev, hi_d[i], out=hit)) for i in range(3)])
+    dev, below, upto, rim, s1_all, rim_d, s2_all, rim_d2 = _core_rim_passes(
+        values, dt(c0), lo_d, hi_d, dt(r))
     if not (np.all(below <= k0) and np.all(k1 < upto)):
         return None
-    sq = np.abs(dev, out=work_array("core_rim_sq", dev.shape, dt))
-    rim = np.flatnonzero(np.greater(sq, dt(r), out=hit))
-    s1_all = float(dev.sum(dtype=np.float64))
-    rim_d = dev[rim].astype(np.float64)
-    np.multiply(dev, dev, out=sq)
-    s2_all = float(sq.sum(dtype=np.float64))
-    rim_d2 = sq[rim].astype(np.float64)
-    del sq
     s1_core = s1_all - float(rim_d.sum())
     s2_core = s2_all - float(rim_d2.sum())
     if not (math.isfinite(s1_core) and math.isfinite(s2_core)):
@@ -690,9 +675,9 @@ def _clipped_core_rim(
     possibly = (rim_x >= c_lo - h_hi) & (rim_x <= c_hi + h_hi)
     if with_median or np.any(possibly & ~definitely):
         q = []
-        for i in range(3):
+        for i, band_d in enumerate(_bracket_bands(dev, lo_d, hi_d)):
             # the values inside the bracket are core values: x = c0 + d exactly
-            band = (dev[(dev >= lo_d[i]) & (dev <= hi_d[i])].astype(np.float64) + c0).astype(dt)
+            band = (band_d.astype(np.float64) + c0).astype(dt)
             j0, j1 = int(k0[i] - below[i]), int(k1[i] - below[i])
             ranks = np.unique([j0, j1])
             p = order_statistics(band, ranks)
@@ -722,6 +707,147 @@ def _clipped_core_rim(
         mean = c0 + m1
         centre, half = mean, nsigma * math.sqrt(var)
     return mean, var, n, q50
+
+
+#: Values per block of `_core_rim_passes` (float32 data), in units of numpy's buffer size.
+#: 8 x 8192 float32 values (256 kB, with their bool and square blocks) stay in the L2 cache.
+CORE_RIM_BLOCK_BUFFERS = 8
+
+
+def _core_rim_passes(
+    values: np.ndarray, c0: np.floating, lo_d: np.ndarray, hi_d: np.ndarray, r: np.floating,
+    block: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, float, np.ndarray]:
+    """Run the full-data passes of `_clipped_core_rim`, block by block (cache-sized blocks).
+
+    Parameters
+    ----------
+    values : `numpy.ndarray`
+        The data (float32 or float64, any shape; a 2-D view is read row block by row block).
+    c0 : numpy float scalar
+        Offset of the deviations ``d = x - c0`` (data dtype).
+    lo_d, hi_d : `numpy.ndarray`, shape ``(3,)``
+        Lower / upper quartile bracket edges, as deviations (data dtype).
+    r : numpy float scalar
+        Core half-width (data dtype).
+    block : `int`, optional
+        Values per block (a multiple of ``numpy.getbufsize()``); default
+        `CORE_RIM_BLOCK_BUFFERS` buffers for float32 data and the whole array for float64.
+
+    Returns
+    -------
+    dev : `numpy.ndarray`, shape ``(n,)``
+        The deviations (a scratch array, or ``values`` itself when ``c0`` is 0 and ``values``
+        contiguous).
+    below, upto : `numpy.ndarray` of `int`, shape ``(3,)``
+        ``#(d < lo_d[i])`` and ``#(d <= hi_d[i])``.
+    rim : `numpy.ndarray` of `int`
+        Flat indices of the rim, ``|d| > r``, ascending.
+    s1_all : `float`
+        ``d.sum(dtype=float64)``.
+    rim_d : `numpy.ndarray`
+        ``d[rim]`` in float64.
+    s2_all : `float`
+        ``(d * d).sum(dtype=float64)``, the squares rounded to the data dtype.
+    rim_d2 : `numpy.ndarray`
+        ``(d * d)[rim]`` in float64.
+
+    Notes
+    -----
+    Every output equals, bit for bit, the same expressions evaluated on the whole array: the
+    counts, comparisons and element-wise operations do not depend on the blocking, and
+    numpy sums float32 data into float64 through its cast buffer (``numpy.getbufsize()``
+    values), adding each buffer's pairwise sum to the running total in turn, which is what
+    ``numpy.add.reduce(block, initial=total)`` continues when the blocks are whole buffers.
+    float64 data are summed without a buffer (one pairwise sum over everything), so they are
+    processed as one block. Blocking keeps the ~14 passes (6 bracket counts, rim, two sums
+    of powers) in the L2 cache instead of streaming 4-byte arrays from memory each time.
+    """
+    dt = values.dtype.type
+    n = values.size
+    bufsize = np.getbufsize()
+    if block is None:
+        block = n if dt is np.float64 else CORE_RIM_BLOCK_BUFFERS * bufsize
+    if dt is np.float64:
+        block = n
+    elif block < n and block % bufsize:
+        raise ValueError(f"block {block} is not a multiple of numpy's buffer size {bufsize}")
+    block = max(1, min(block, n))
+    flat_in = values.flags.c_contiguous
+    if c0 == 0 and flat_in:
+        dev = values.reshape(-1)  # x - 0 is x: no copy
+        fill = None
+    else:
+        dev2 = work_array("core_rim_dev", values.shape, dt)
+        dev = dev2.reshape(-1)
+        if flat_in:
+            src = values.reshape(-1)
+
+            def fill(s: int, e: int) -> None:
+                np.subtract(src[s:e], c0, out=dev[s:e], dtype=dt)
+        elif values.ndim == 2:
+            nx = values.shape[1]
+            done = [0]  # rows of the deviations written so far
+
+            def fill(s: int, e: int) -> None:
+                r1 = min(-(-e // nx), values.shape[0])
+                if r1 > done[0]:
+                    np.subtract(values[done[0]:r1], c0, out=dev2[done[0]:r1], dtype=dt)
+                    done[0] = r1
+        else:
+            np.subtract(values, c0, out=dev2, dtype=dt)
+            fill = None
+    hit = work_array("core_rim_hit", (block,), bool)
+    sq = work_array("core_rim_sq", (block,), dt)
+    counts = np.zeros(6, np.intp)
+    s1: np.floating | None = None
+    s2: np.floating | None = None
+    rims, rds, rd2s = [], [], []
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        if fill is not None:
+            fill(s, e)
+        d = dev[s:e]
+        h, q = hit[: e - s], sq[: e - s]
+        for i in range(3):
+            counts[i] += np.count_nonzero(np.less(d, lo_d[i], out=h))
+            counts[3 + i] += np.count_nonzero(np.less_equal(d, hi_d[i], out=h))
+        np.abs(d, out=q)
+        k = np.flatnonzero(np.greater(q, r, out=h))
+        s1 = (np.add.reduce(d, dtype=np.float64) if s1 is None
+              else np.add.reduce(d, dtype=np.float64, initial=s1))
+        rds.append(d[k])
+        np.multiply(d, d, out=q)
+        s2 = (np.add.reduce(q, dtype=np.float64) if s2 is None
+              else np.add.reduce(q, dtype=np.float64, initial=s2))
+        rd2s.append(q[k])
+        k += s
+        rims.append(k)
+    rim = rims[0] if len(rims) == 1 else np.concatenate(rims)
+    rim_d = (rds[0] if len(rds) == 1 else np.concatenate(rds)).astype(np.float64)
+    rim_d2 = (rd2s[0] if len(rd2s) == 1 else np.concatenate(rd2s)).astype(np.float64)
+    return dev, counts[:3], counts[3:], rim, float(s1), rim_d, float(s2), rim_d2
+
+
+def _bracket_bands(dev: np.ndarray, lo_d: np.ndarray, hi_d: np.ndarray) -> list[np.ndarray]:
+    """Gather the values of ``dev`` (1-D) inside each bracket ``[lo_d[i], hi_d[i]]``, in order.
+
+    Equal to ``dev[(dev >= lo_d[i]) & (dev <= hi_d[i])]`` for each ``i``, gathered block by
+    block (`CORE_RIM_BLOCK_BUFFERS` buffers) so that the comparisons stay in the cache.
+    """
+    block = max(1, CORE_RIM_BLOCK_BUFFERS * np.getbufsize())
+    n = dev.size
+    h1 = work_array("core_rim_hit", (min(block, n),), bool)
+    h2 = work_array("core_rim_hit2", (min(block, n),), bool)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for s in range(0, n, block):
+        d = dev[s:s + block]
+        a, b = h1[: d.size], h2[: d.size]
+        for i in range(len(lo_d)):
+            np.greater_equal(d, lo_d[i], out=a)
+            a &= np.less_equal(d, hi_d[i], out=b)
+            parts[i].append(d[a])
+    return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts[: len(lo_d)]]
 
 
 def _histogram(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

@@ -356,3 +356,54 @@ def test_zero_degrees_of_freedom_give_nan_errors_not_round_off():
     assert not fit.bad and fit.gain == pytest.approx(gain, rel=1e-4)
     assert np.all(np.isnan(fit.params_err)) and np.isnan(fit.gain_err)
     assert _err_text(float("nan"), 3) == "±n/a" and _err_text(0.004, 3) == "±0.004"
+
+
+@pytest.mark.parametrize("flux_normalization", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_difference_and_gain_ratio_equal_whole_array_computation(flux_normalization, dtype):
+    """The cache-blocked difference image and gain ratio equal the whole-array expressions.
+
+    Flats whose level spans four decades make the float64 sum of the ratios depend on the
+    order of the additions: the blocked sum continues numpy's own buffered sum, bit for bit.
+    """
+    from pipeline.tasks.cp.ptc_math import _difference_and_ratio_mean, _ratio_mean_plain
+
+    rng = np.random.default_rng(35)
+    shape = (700, 509)
+    level = 10.0 ** rng.uniform(1.0, 5.0, shape)
+    d1 = (level + rng.normal(0.0, 1.0, shape) * np.sqrt(level)).astype(dtype)
+    d2 = (1.01 * level + rng.normal(0.0, 1.0, shape) * np.sqrt(level)).astype(dtype)
+    mu1, mu2 = 1234.5, 1240.25
+    mu = 0.5 * (mu1 + mu2)
+    want_diff = d1 * dtype(mu2 / mu) - d2 * dtype(mu1 / mu)
+    if flux_normalization:
+        a, b = d1 * dtype(mu / mu1), d2 * dtype(mu / mu2)
+    else:
+        a, b = d1, d2
+    ratio = ((a - b) * (a - b)) / (a + b)
+    assert ratio.dtype == dtype
+    total = float(ratio.sum(dtype=np.float64))
+    want_c = total / ratio.size
+    naive = 0.0
+    for i in range(0, ratio.size, 65536):
+        naive += float(ratio.reshape(-1)[i:i + 65536].sum(dtype=np.float64))
+    assert dtype is np.float64 or naive != total  # the order of the additions matters here
+    for block in (8192, 2 * 8192, None, d1.size):
+        diff, c = _difference_and_ratio_mean(d1, d2, mu1, mu2, None, block=block,
+                                             flux_normalization=flux_normalization)
+        np.testing.assert_array_equal(diff, want_diff)
+        assert c == want_c
+    assert _ratio_mean_plain(d1, d2, mu1, mu2, None, flux_normalization) == want_c
+    # a pixel with I1 + I2 <= 0, or unusable pixels: the plain masked mean
+    d1[3, 4] = d2[3, 4] = -5.0
+    good = np.ones(shape, bool)
+    good[10, :] = False
+    for g in (None, good):
+        _, c = _difference_and_ratio_mean(d1, d2, mu1, mu2, g, block=8192,
+                                          flux_normalization=flux_normalization)
+        assert c == _ratio_mean_plain(d1, d2, mu1, mu2, g, flux_normalization)
+    ok = good & ((a + b) > 0)
+    ok[3, 4] = False
+    assert c == pytest.approx(float(ratio[ok].mean(dtype=np.float64)), rel=1e-6)
+    _, c = _difference_and_ratio_mean(d1, d2, mu1, mu2, None, do_gain=False)
+    assert np.isnan(c)

@@ -313,3 +313,52 @@ def test_work_array_reused_per_name_dtype_and_thread():
     big1 = work_array("t_big", (WORK_ARRAY_MAX_SIZE + 1,), np.uint8)
     big2 = work_array("t_big", (WORK_ARRAY_MAX_SIZE + 1,), np.uint8)
     assert not np.shares_memory(big1, big2)  # too large to keep
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "view", "zero_offset", "float64"])
+def test_core_rim_blocked_passes_equal_whole_array_expressions(layout):
+    """The cache-blocked passes of the core/rim method give the whole-array numbers bit for bit.
+
+    Counts, rim indices and values, and the float64 sums of ``d`` and ``d²`` (numpy's
+    buffered float32 -> float64 sum continued block by block with ``initial=``).
+    """
+    from pipeline.image.statistics import _bracket_bands, _core_rim_passes
+
+    rng = np.random.default_rng(21)
+    dtype = np.float64 if layout == "float64" else np.float32
+    # values over eight decades: float64 sums of them depend on the order of the additions
+    shape = (1013, 611)
+    full = rng.normal(0.0, 120.0, shape) * 10.0 ** rng.uniform(-6.0, 2.0, shape)
+    full = (full + (0.0 if layout == "zero_offset" else 0.37)).astype(dtype)
+    values = full[:, 7:520] if layout == "view" else full
+    c0 = dtype(0.0 if layout == "zero_offset" else 0.37)
+    lo_d = np.array([-3.0, -1e-3, 2.0], dtype)
+    hi_d = np.array([-2.0, 2e-3, 3.0], dtype)
+    r = dtype(500.0)
+    d = (values - c0).astype(dtype).reshape(-1)
+    sq = (d * d).astype(dtype)
+    rim = np.flatnonzero(np.abs(d) > r)
+    want = (
+        np.array([np.count_nonzero(d < t) for t in lo_d]),
+        np.array([np.count_nonzero(d <= t) for t in hi_d]),
+        rim, float(d.sum(dtype=np.float64)), d[rim].astype(np.float64),
+        float(sq.sum(dtype=np.float64)), sq[rim].astype(np.float64),
+    )
+    for block in (8192, 3 * 8192, None, values.size):
+        got = _core_rim_passes(values, c0, lo_d, hi_d, r, block=block)
+        np.testing.assert_array_equal(got[0], d)
+        for g, w in zip(got[1:], want):
+            np.testing.assert_array_equal(g, w)
+            assert np.asarray(g).dtype == np.asarray(w).dtype
+    assert want[2].size > 0 and want[0][1] > 0  # the checks are not vacuous
+    for band, lo, hi in zip(_bracket_bands(d, lo_d, hi_d), lo_d, hi_d):
+        np.testing.assert_array_equal(band, d[(d >= lo) & (d <= hi)])
+        assert band.size > 100
+    # totals of separately summed blocks differ from the whole-array sum of squares here
+    naive = 0.0
+    for i in range(0, sq.size, 65536):
+        naive += float(sq[i:i + 65536].sum(dtype=np.float64))
+    assert layout != "contiguous" or naive != want[5]
+    with pytest.raises(ValueError, match="multiple"):
+        _core_rim_passes(values.astype(np.float32), np.float32(c0), lo_d.astype(np.float32),
+                         hi_d.astype(np.float32), np.float32(r), block=1000)

@@ -144,10 +144,17 @@ def _lags(spec: np.ndarray, shape: tuple[int, int], y_lags: tuple[int, ...],
 
 
 def _power(f: np.ndarray) -> np.ndarray:
-    """``|f|²`` of a complex array without a square root (a scratch array: use it at once)."""
-    p = np.square(f.real, out=work_array("ptc_power", f.shape, f.real.dtype))
-    p += np.square(f.imag, out=work_array("ptc_power_im", f.shape, f.real.dtype))
-    return p
+    """``|f|²`` of a complex array without a square root (a scratch array: use it at once).
+
+    Computed in the precision of ``f`` (``re² + im²``, each rounded to it) and stored as
+    float64, the type `_lags` multiplies in: the values of a float32 sum converted afterwards,
+    without a separate conversion pass.
+    """
+    dt = f.real.dtype
+    re2 = np.square(f.real, out=work_array("ptc_power", f.shape, dt))
+    im2 = np.square(f.imag, out=work_array("ptc_power_im", f.shape, dt))
+    return np.add(re2, im2, out=work_array("ptc_power64", f.shape, np.float64), dtype=dt,
+                  casting="unsafe")
 
 
 def _collapsed_sat(a: np.ndarray, m: int) -> np.ndarray:
@@ -702,10 +709,9 @@ def measure_pair_region(
         good = good1
     else:
         good = good1 & good2
-    # D = (mu2 I1 - mu1 I2) / mu
-    # (per-amp temporaries are reused scratch arrays: no fresh pages to fault in per region)
-    diff = np.multiply(d1, work(mu2 / mu), out=work_array("ptc_diff", d1.shape, work))
-    diff -= np.multiply(d2, work(mu1 / mu), out=work_array("ptc_tmp", d1.shape, work))
+    # D = (mu2 I1 - mu1 I2) / mu and the gain's c, in one cache-blocked pass over the flats
+    diff, ratio_mean = _difference_and_ratio_mean(
+        d1, d2, mu1, mu2, good, do_gain=do_gain, flux_normalization=gain_flux_normalization)
     if bin_size > 1:
         diff, bad_b = bin_image(diff, np.zeros(diff.shape, bool) if good is None else ~good, bin_size)
         good_b = ~bad_b & np.isfinite(diff)
@@ -727,31 +733,7 @@ def measure_pair_region(
 
     gain = float("nan")
     if do_gain:
-        if gain_flux_normalization:
-            s1, s2 = work(mu / mu1), work(mu / mu2)
-            dd = np.multiply(d1, s1, out=work_array("ptc_dd", d1.shape, work))
-            t2 = np.multiply(d2, s2, out=work_array("ptc_tmp", d1.shape, work))
-            den = np.add(dd, t2, out=work_array("ptc_den", d1.shape, work))
-            dd -= t2
-            del t2
-        else:
-            dd = np.subtract(d1, d2, out=work_array("ptc_dd", d1.shape, work))
-            den = np.add(d1, d2, out=work_array("ptc_den", d1.shape, work))
-        dd *= dd
-        if good is None and den.size and float(den.min()) > 0:
-            dd /= den
-            c = float(dd.sum(dtype=np.float64)) / dd.size
-        else:
-            ok = den > 0
-            if good is not None:
-                ok &= good
-            n_ok = int(np.count_nonzero(ok))
-            if n_ok:
-                np.divide(dd, den, out=dd, where=ok)
-                c = float(np.sum(dd, where=ok, dtype=np.float64)) / n_ok
-            else:
-                c = float("nan")
-        gain = pair_gain(c, mu, read_noise_adu, gain_correction)
+        gain = pair_gain(ratio_mean, mu, read_noise_adu, gain_correction)
 
     m = max_range
     res = RegionMeasurement(
@@ -781,6 +763,133 @@ def measure_pair_region(
     cov, npix = covariances_fft(diff, w, m, single_precision=diff.size > SMALL_REGION)
     res.covariances, res.sqrt_weights, res.npix_cov = covariance_arrays(cov, npix, m, f)
     return res
+
+
+#: Values per block of `_difference_and_ratio_mean` (float32 flats): 8 numpy buffers of
+#: 8192 values, so that the block's temporaries stay in the L2 cache.
+PAIR_BLOCK = 8 * 8192
+
+
+def _ratio_mean_plain(d1: np.ndarray, d2: np.ndarray, mu1: float, mu2: float,
+                      good: np.ndarray | None, flux_normalization: bool) -> float:
+    """``c = mean((I1 - I2)² / (I1 + I2))`` over good pixels with ``I1 + I2 > 0`` (whole arrays).
+
+    With ``flux_normalization`` the flats are first scaled to their common mean,
+    ``I1 μ/μ1`` and ``I2 μ/μ2``. NaN when no pixel qualifies.
+    """
+    work = d1.dtype.type
+    mu = 0.5 * (mu1 + mu2)
+    if flux_normalization:
+        s1, s2 = work(mu / mu1), work(mu / mu2)
+        dd = np.multiply(d1, s1, out=work_array("ptc_dd", d1.shape, work))
+        t2 = np.multiply(d2, s2, out=work_array("ptc_tmp", d1.shape, work))
+        den = np.add(dd, t2, out=work_array("ptc_den", d1.shape, work))
+        dd -= t2
+        del t2
+    else:
+        dd = np.subtract(d1, d2, out=work_array("ptc_dd", d1.shape, work))
+        den = np.add(d1, d2, out=work_array("ptc_den", d1.shape, work))
+    dd *= dd
+    if good is None and den.size and float(den.min()) > 0:
+        dd /= den
+        return float(dd.sum(dtype=np.float64)) / dd.size
+    ok = den > 0
+    if good is not None:
+        ok &= good
+    n_ok = int(np.count_nonzero(ok))
+    if not n_ok:
+        return float("nan")
+    np.divide(dd, den, out=dd, where=ok)
+    return float(np.sum(dd, where=ok, dtype=np.float64)) / n_ok
+
+
+def _difference_and_ratio_mean(
+    d1: np.ndarray, d2: np.ndarray, mu1: float, mu2: float, good: np.ndarray | None, *,
+    do_gain: bool = True, flux_normalization: bool = True, block: int | None = None,
+) -> tuple[np.ndarray, float]:
+    """Difference image ``D = (μ2 I1 - μ1 I2) / μ`` and the gain's ``c``, in one pass.
+
+    Parameters
+    ----------
+    d1, d2 : `numpy.ndarray`, shape ``(ny, nx)``
+        The two flats, C-contiguous, same dtype (float32 or float64), ADU.
+    mu1, mu2 : `float`
+        Their clipped means (ADU).
+    good : `numpy.ndarray` of `bool`, shape ``(ny, nx)``, or `None`
+        Usable pixels (`None`: all).
+    do_gain : `bool`
+        Also compute ``c`` (else NaN).
+    flux_normalization : `bool`
+        ``c`` of the flats scaled to their common mean (see `_ratio_mean_plain`).
+    block : `int`, optional
+        Values per block, a multiple of ``numpy.getbufsize()``; default `PAIR_BLOCK` for
+        float32 flats, the whole array for float64 ones.
+
+    Returns
+    -------
+    diff : `numpy.ndarray`, shape ``(ny, nx)``
+        ``D`` in the flats' dtype (the scratch array ``"ptc_diff"``: valid until the next call).
+    c : `float`
+        ``mean((I1 - I2)² / (I1 + I2))`` (ADU), NaN when not computed or undefined.
+
+    Notes
+    -----
+    The same element-wise operations as `_ratio_mean_plain` and the plain difference, block
+    by block while the block is in the cache; the float64 sum of the float32 ratios continues
+    numpy's buffered sum from block to block (``initial=``), so every value equals the
+    whole-array computation bit for bit. When some pixel is unusable or ``I1 + I2 <= 0``
+    somewhere, ``c`` comes from `_ratio_mean_plain`.
+    """
+    work = d1.dtype.type
+    n = d1.size
+    mu = 0.5 * (mu1 + mu2)
+    a2, a1 = work(mu2 / mu), work(mu1 / mu)
+    s1, s2 = work(mu / mu1), work(mu / mu2)
+    if block is None:
+        block = PAIR_BLOCK if work is np.float32 else n
+    if work is not np.float32:
+        block = n  # float64 sums are one pairwise sum over the whole array
+    elif block < n and block % np.getbufsize():
+        raise ValueError(f"block {block} is not a multiple of numpy's buffer size {np.getbufsize()}")
+    block = max(1, min(block, n))
+    diff = work_array("ptc_diff", d1.shape, work)
+    f1, f2, fd = d1.reshape(-1), d2.reshape(-1), diff.reshape(-1)
+    fused = do_gain and good is None and n > 0
+    tmp = work_array("ptc_blk_tmp", (block,), work)
+    x = work_array("ptc_blk_x", (block,), work)
+    den = work_array("ptc_blk_den", (block,), work)
+    acc: np.floating | None = None
+    positive = True
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for s in range(0, n, block):
+            e = min(s + block, n)
+            a, b, t = f1[s:e], f2[s:e], tmp[: e - s]
+            dblk = fd[s:e]
+            np.multiply(a, a2, out=dblk)
+            dblk -= np.multiply(b, a1, out=t)
+            if not fused:
+                continue
+            xb, db = x[: e - s], den[: e - s]
+            if flux_normalization:
+                np.multiply(a, s1, out=xb)
+                np.multiply(b, s2, out=t)
+                np.add(xb, t, out=db)
+                xb -= t
+            else:
+                np.subtract(a, b, out=xb)
+                np.add(a, b, out=db)
+            xb *= xb
+            if positive and not float(db.min()) > 0:
+                positive = False
+            if positive:
+                xb /= db
+                acc = (np.add.reduce(xb, dtype=np.float64) if acc is None
+                       else np.add.reduce(xb, dtype=np.float64, initial=acc))
+    if not do_gain:
+        return diff, float("nan")
+    if fused and positive:
+        return diff, float(acc) / n
+    return diff, _ratio_mean_plain(d1, d2, mu1, mu2, good, flux_normalization)
 
 
 def _usable(im: np.ndarray, bad: np.ndarray | None, slot: str) -> np.ndarray | None:
