@@ -251,7 +251,7 @@ def _make_coords(
 ) -> list[DataCoordinate]:
     """Build expanded data IDs from row tuples (columns named by ``keys``) of dimension values.
 
-    Records are prefetched per distinct key and attached lazily (see `DatasetManager.rows_to_refs`).
+    Records are read for the whole batch when first asked for (`DimensionRecordManager.lazy_coordinates`).
     """
     u = managers.dimensions.universe
     dims = required + implied

@@ -364,6 +364,37 @@ def test_query_data_ids_and_records(filled):
         reg.query_dimension_records("nonesuch")
 
 
+def test_query_data_ids_read_records_on_first_use_and_equal_expand_data_id(filled, monkeypatch):
+    """Data IDs of a query read their dimension records only when asked, once per batch and element.
+
+    Values, equality and hashing need no record; the records then equal those of
+    `expand_data_id` (the plain path), for every data ID and dimension.
+    """
+    reg = filled.registry
+    reg.managers.clear_caches()
+    dm = reg.managers.dimensions
+    calls: list[str] = []
+    prefetch = dm.prefetch
+    monkeypatch.setattr(
+        dm, "prefetch", lambda element, keys: (calls.append(element), prefetch(element, keys))
+    )
+    ids = reg.query_data_ids(["exposure", "detector"], where="detector IN (1, 2)")
+    assert len(ids) == 2 * len(EXPOSURE_IDS)
+    assert sorted((d["exposure"], d["detector"]) for d in ids) == sorted(
+        (e, d) for e in EXPOSURE_IDS for d in (1, 2)
+    )
+    assert len(set(ids)) == len(ids) and ids[0] == dict(ids[0].required)
+    assert calls == []  # nothing read yet
+    assert ids[3].has_records()
+    assert sorted(calls) == ["band", "day_obs", "detector", "exposure", "instrument", "physical_filter"]
+    calls.clear()
+    reg.managers.clear_caches()  # the batch keeps what it read
+    for d in ids:
+        plain = reg.expand_data_id(d.required, dimensions=["exposure", "detector"])
+        assert dict(d) == dict(plain)
+        assert d.has_records() and d.records == plain.records and d.timespan == plain.timespan
+
+
 def test_hostile_string_cannot_change_query(filled):
     reg = filled.registry
     reg.register_run("r")

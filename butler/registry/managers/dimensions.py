@@ -7,7 +7,8 @@ full; records of the other elements (exposure, day_obs, ...) are cached as they 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +19,7 @@ from ...dimensions import DataCoordinate, DimensionElement, DimensionRecord, Dim
 from ...timespan import Timespan
 from ..database import Database
 
-__all__ = ["SMALL_ELEMENTS", "DimensionRecordManager", "tuple_getter"]
+__all__ = ["SMALL_ELEMENTS", "BatchRecords", "DimensionRecordManager", "tuple_getter"]
 
 SMALL_ELEMENTS = ("instrument", "band", "physical_filter", "detector")
 """Dimension tables cached client-side in full."""
@@ -34,6 +35,81 @@ def tuple_getter(positions: Sequence[int]) -> RecordKeyGetter:
         i = positions[0]
         return lambda r: (r[i],)
     return lambda r: ()
+
+
+class BatchRecords(Mapping[tuple, DimensionRecord]):
+    """The records of one dimension element for a batch of query rows, read on first use.
+
+    The first lookup reads the records every row of the batch needs in a few queries
+    (`DimensionRecordManager.prefetch`) and keeps a snapshot of the element's cache, so later
+    changes to the registry's caches (a rolled-back transaction clears them) do not reach it.
+
+    Parameters
+    ----------
+    manager : `DimensionRecordManager`
+        Reads the records.
+    element : `str`
+        The dimension element.
+    rows : sequence of row tuples
+        The query rows (kept until the first lookup).
+    get_key : callable
+        Row -> the element's record key (required values, then its own).
+    """
+
+    __slots__ = ("_element", "_get_key", "_lock", "_manager", "_records", "_rows")
+
+    def __init__(
+        self,
+        manager: DimensionRecordManager,
+        element: str,
+        rows: Sequence[Sequence[Any]],
+        get_key: RecordKeyGetter,
+    ) -> None:
+        self._manager: DimensionRecordManager | None = manager
+        self._element = element
+        self._rows: Sequence[Sequence[Any]] | None = rows
+        self._get_key = get_key
+        self._records: dict[tuple, DimensionRecord] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[tuple, DimensionRecord]:
+        with self._lock:
+            if self._records is None:
+                manager, rows, element = self._manager, self._rows, self._element
+                assert manager is not None and rows is not None
+                if element in SMALL_ELEMENTS:
+                    manager.prefetch(element, ())
+                else:
+                    manager.prefetch(element, {k for k in map(self._get_key, rows) if k[-1] is not None})
+                self._records = manager.snapshot(element)
+                self._manager = self._rows = None
+            return self._records
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the records were read."""
+        return self._records is not None
+
+    def get(self, key: tuple, default: Any = None) -> Any:
+        """Return the record of ``key`` (`None` if there is none); the first call reads them all."""
+        records = self._records
+        if records is None:
+            records = self._load()
+        return records.get(key, default)
+
+    def __getitem__(self, key: tuple) -> DimensionRecord:
+        records = self._records
+        if records is None:
+            records = self._load()
+        return records[key]
+
+    def __iter__(self) -> Iterator[tuple]:
+        records = self._records
+        return iter(records if records is not None else self._load())
+
+    def __len__(self) -> int:
+        records = self._records
+        return len(records if records is not None else self._load())
 
 
 class DimensionRecordManager:
@@ -152,8 +228,13 @@ class DimensionRecordManager:
         dims: tuple[str, ...],
         rows: Sequence[Sequence[Any]],
         position: Mapping[str, int],
-    ) -> tuple[RecordKeyGetter, tuple[tuple[str, dict[tuple, DimensionRecord], RecordKeyGetter], ...]]:
-        """Prefetch the records ``rows`` need and return getters for `DataCoordinate._expanded_lazily`.
+    ) -> tuple[RecordKeyGetter, tuple[tuple[str, Mapping[tuple, DimensionRecord], RecordKeyGetter], ...]]:
+        """Return getters for `DataCoordinate._expanded_lazily`; records are read when first asked for.
+
+        Each dimension's records for the whole batch of ``rows`` are read (`prefetch`) the first
+        time any data ID of the batch needs its records, then kept as a snapshot of the cache, as
+        an eager prefetch at query time would have kept them: a query whose data IDs are only
+        compared, hashed or printed reads no record at all.
 
         Parameters
         ----------
@@ -171,17 +252,14 @@ class DimensionRecordManager:
         get_values : callable
             Row -> the values of ``dims``.
         record_getters : `tuple`
-            ``(dimension, records by key, row -> key)`` per dimension.
+            ``(dimension, records by key, row -> key)`` per dimension; the records are a
+            `BatchRecords`.
         """
         u = self.universe
         getters = []
         for d in dims:
             get_key = tuple_getter([position[q] for q in u[d].requires] + [position[d]])
-            if d in SMALL_ELEMENTS:
-                self.prefetch(d, ())
-            else:
-                self.prefetch(d, {k for k in map(get_key, rows) if k[-1] is not None})
-            getters.append((d, self.snapshot(d), get_key))
+            getters.append((d, BatchRecords(self, d, rows, get_key), get_key))
         return tuple_getter([position[d] for d in dims]), tuple(getters)
 
     # -- writing ----------------------------------------------------------------------------------
