@@ -21,6 +21,7 @@ from ..timespan import Timespan
 from ._query import DataIdQuery, DatasetFinder, DatasetQuery, RecordQuery, dataset_types_for_query
 from .database import Database
 from .managers import AttributesManager, CollectionRecord, RegistryManagers
+from .managers.datastore_records import FileRecordColumns
 
 __all__ = ["CalibrationLookupError", "CollectionRecord", "Registry"]
 
@@ -302,6 +303,13 @@ class Registry:
     def get_file_records(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredFileInfo]:
         """Datastore records of datasets (missing ids are absent from the result)."""
         return self._files.get(ids)
+
+    def get_file_record_columns(self, ids: Sequence[uuid.UUID]) -> FileRecordColumns:
+        """Datastore records of many datasets as columns, in one query (e.g. a graph's inputs).
+
+        See `~butler.registry.managers.datastore_records.DatastoreRecordManager.get_columns`.
+        """
+        return self._files.get_columns(ids)
 
     def remove_file_records(self, ids: Sequence[uuid.UUID]) -> None:
         """Delete the datastore records of datasets (they stay registered; see `Butler.prune_datasets`)."""

@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import sqlalchemy as sa
 
 from ...datastore.records import StoredFileInfo
 from ..database import Database
 
-__all__ = ["DatastoreRecordManager"]
+__all__ = ["DatastoreRecordManager", "FileRecordColumns"]
+
+#: Above this many ids, `DatastoreRecordManager.get_columns` joins a temporary table of the ids
+#: instead of sending ``IN (...)`` lists of 5,000 (measured on SQLite, 1,000,000 ids: 200 IN
+#: queries ~19 s, the join ~2 s; below ~5,000 ids one IN query is cheaper than the table).
+BULK_THRESHOLD = 5000
+
+
+class FileRecordColumns(NamedTuple):
+    """The datastore records of many datasets as columns (`DatastoreRecordManager.get_columns`).
+
+    Row ``k`` is the record of dataset ``ids[position[k]]`` of the ids asked for; datasets without
+    a record have no row. Rows come in no particular order.
+    """
+
+    #: Position of each row's dataset in the ids asked for, shape ``(n_rows,)``, int64.
+    position: np.ndarray
+    #: File path (relative to the repository root, or absolute for direct ingest), per row.
+    path: list[str]
+    #: Dotted path of the formatter class, per row.
+    formatter: list[str]
+    #: Storage class name, per row.
+    storage_class: list[str]
+    #: blake2b hex digest or `None`, per row.
+    checksum: list[str | None]
+    #: File size in bytes (``-1``: unknown), per row.
+    file_size: list[int]
+
+    def to_dict(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredFileInfo]:
+        """Return the records as `StoredFileInfo` by dataset id (the form of `DatastoreRecordManager.get`).
+
+        Parameters
+        ----------
+        ids : sequence of `uuid.UUID`
+            The ids the columns were read for (``position`` points into them).
+
+        Returns
+        -------
+        records : `dict` [`uuid.UUID`, `StoredFileInfo`]
+        """
+        return {ids[i]: StoredFileInfo(p, f, sc, c, n) for i, p, f, sc, c, n in
+                zip(self.position.tolist(), self.path, self.formatter, self.storage_class, self.checksum,
+                    self.file_size)}
 
 
 class DatastoreRecordManager:
@@ -70,6 +114,56 @@ class DatastoreRecordManager:
                 )
         return out
 
+    def get_columns(self, ids: Sequence[uuid.UUID]) -> FileRecordColumns:
+        """Return the records of many datasets as columns, in one query.
+
+        Up to `BULK_THRESHOLD` ids are matched with one ``IN (...)`` list; more are written to a
+        temporary table of ``(position, dataset id)`` (dropped again at the end) that is joined
+        with the records table, so that the rows come back with the position of their id and no
+        dataset id has to be converted back to a `uuid.UUID`. The temporary table lives in the
+        connection's own temporary space, so a read-only repository can be read this way too.
+
+        Parameters
+        ----------
+        ids : sequence of `uuid.UUID`
+            The datasets (no duplicates).
+
+        Returns
+        -------
+        columns : `FileRecordColumns`
+            One row per dataset that has a record; missing ids have none.
+        """
+        t = self._table
+        cols = (t.c.path, t.c.formatter, t.c.storage_class, t.c.checksum, t.c.file_size)
+        if not ids:
+            return _columns([])
+        if len(ids) <= BULK_THRESHOLD:
+            pos = {u: i for i, u in enumerate(ids)}
+            found = self.get(ids)
+            return _columns([(pos[u], f.path, f.formatter, f.storage_class, f.checksum, f.file_size)
+                             for u, f in found.items()])
+        tmp = sa.Table(
+            "ccdflow_tmp_record_ids", sa.MetaData(),
+            sa.Column("dataset_id", sa.Uuid, primary_key=True),
+            sa.Column("pos", sa.BigInteger, nullable=False),
+            prefixes=["TEMPORARY"],
+            # Clustered on the id (SQLite): the join then walks both tables in id order, and
+            # time-ordered (version 7) ids are in insertion order in the records table too:
+            # 1.5 us per id against 4.6 us with a rowid table (measured, 94,500 ids).
+            sqlite_with_rowid=False,
+        )
+        db = self.db
+        with db.transaction(write=False) as conn:
+            tmp.create(conn)
+            try:
+                db.execute_many("tmp_record_ids", tmp,
+                                [{"pos": i, "dataset_id": u} for i, u in zip(itertools.count(), ids)])
+                stmt = sa.select(tmp.c.pos, *cols).select_from(tmp.join(t, t.c.dataset_id == tmp.c.dataset_id))
+                rows, _ = db.fetch_tuples(stmt)
+            finally:
+                tmp.drop(conn)
+        return _columns(rows)
+
     def remove(self, ids: Sequence[uuid.UUID]) -> None:
         """Delete the records of datasets (inside the caller's transaction); the files are the caller's."""
         t = self._table
@@ -95,3 +189,11 @@ class DatastoreRecordManager:
         """Return the paths of the datasets a subquery or list of ids selects (files of a RUN to delete)."""
         t = self._table
         return [r.path for r in self.db.execute(sa.select(t.c.path).where(t.c.dataset_id.in_(dataset_ids)))]
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> FileRecordColumns:
+    """``(position, path, formatter, storage class, checksum, size)`` rows -> `FileRecordColumns`."""
+    if not rows:
+        return FileRecordColumns(np.zeros(0, np.int64), [], [], [], [], [])
+    pos, path, fmt, sc, checksum, size = (list(c) for c in zip(*rows))
+    return FileRecordColumns(np.asarray(pos, dtype=np.int64), path, fmt, sc, checksum, size)
