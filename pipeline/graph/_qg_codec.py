@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import base64
 from array import array
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -326,14 +326,88 @@ class Encoder:
                 io_ds_start.append(len(io_ds))
         self.q_io_start.append(len(io_conn))
 
-    def finish(self, datastore_records: Mapping[Any, Any], init_outputs: Mapping[str, list[int]]
-               ) -> Columns:
+    def new_datasets(self, dataset_type: Any, data_ids: Any, run: str, ids: np.ndarray) -> int:
+        """Append ``n`` new datasets of one type and run in one go (the builder's bulk path).
+
+        Parameters
+        ----------
+        dataset_type : `butler.DatasetType`
+        data_ids : sequence of `int`, length ``n``
+            Data-ID indices (`data_id`).
+        run : `str`
+        ids : `numpy.ndarray`, shape ``(n, 16)``, uint8
+            The dataset ids (``UUID.bytes``).
+
+        Returns
+        -------
+        first : `int`
+            Dataset index of the first; the others follow in order. They are not indexed by
+            UUID (the caller indexes those that later refs may name in `ref_index`).
+        """
+        n = len(ids)
+        first = len(self.ds_type)
+        self.ds_type.frombytes(np.full(n, self.dataset_type(dataset_type), dtype=np.int32).tobytes())
+        self.ds_data_id.frombytes(np.asarray(data_ids, dtype=np.int32).tobytes())
+        self.ds_run.frombytes(np.full(n, self.run(run), dtype=np.int32).tobytes())
+        self.ds_id += np.ascontiguousarray(ids, dtype=np.uint8).tobytes()
+        return first
+
+    def add_quanta(self, qids: np.ndarray, label: str, data_ids: Any, conns: list[tuple[str, int]],
+                   counts: np.ndarray, io_ds: Any) -> None:
+        """Append ``n`` quanta of one task that all have the same connections (the builder's bulk path).
+
+        Equivalent to `add` per quantum with the connections in the order of ``conns``.
+
+        Parameters
+        ----------
+        qids : `numpy.ndarray`, shape ``(n, 16)``, uint8
+            Quantum ids (``UUID.bytes``).
+        label : `str`
+            Task label.
+        data_ids : sequence of `int`, length ``n``
+            Data-ID indices of the quanta (`data_id`).
+        conns : `list` [`tuple` [`str`, `int`]]
+            ``(connection name, role index in ROLES)`` of each quantum's connections, ``m`` of them.
+        counts : `numpy.ndarray`, shape ``(n, m)``, int
+            Number of datasets of each quantum and connection.
+        io_ds : sequence of `int`
+            Dataset indices, quantum by quantum and connection by connection
+            (``counts.sum()`` of them).
+        """
+        n, m = counts.shape
+        if not n:
+            return
+        self.q_id += np.ascontiguousarray(qids, dtype=np.uint8).tobytes()
+        li = self.label(label)
+        self.q_task.frombytes(np.full(n, li, dtype=np.int32).tobytes())
+        self.q_data_id.frombytes(np.asarray(data_ids, dtype=np.int32).tobytes())
+        codes = []
+        for name, _role in conns:
+            ci = self._conn.get(name)
+            if ci is None:
+                ci = self._conn[name] = len(self.conn_names)
+                self.conn_names.append(name)
+            codes.append(ci)
+        io0 = len(self.io_conn)
+        self.io_conn.frombytes(np.tile(np.asarray(codes, dtype=np.int32), n).tobytes())
+        self.io_role.frombytes(np.tile(np.asarray([r for _n, r in conns], dtype=np.int32), n).tobytes())
+        self.q_io_start.frombytes((io0 + m * np.arange(1, n + 1, dtype=np.int64)).astype(np.int32).tobytes())
+        ds0 = len(self.io_ds)
+        self.io_ds_start.frombytes((ds0 + np.cumsum(counts.ravel(), dtype=np.int64)).astype(np.int32).tobytes())
+        self.io_ds.frombytes(np.asarray(io_ds, dtype=np.int32).tobytes())
+        if len(self.io_ds) != self.io_ds_start[-1]:
+            raise ValueError(f"{len(self.io_ds) - ds0} dataset indices given for {int(counts.sum())} counted")
+
+    def finish(self, datastore_records: Mapping[Any, Any] | Sequence[tuple[Sequence[UUID], Any]],
+               init_outputs: Mapping[str, list[int]]) -> Columns:
         """Return the `Columns` of everything added (the encoder should be dropped afterwards).
 
         Parameters
         ----------
-        datastore_records : `dict` [`uuid.UUID`, `butler.StoredFileInfo`]
-            Records of pre-existing inputs; those of datasets not in the graph are left out.
+        datastore_records : `dict` [`uuid.UUID`, `butler.StoredFileInfo`] or sequence of ``(ids, columns)``
+            Records of pre-existing inputs; those of datasets not in the graph are left out. The
+            builder gives ``(dataset ids, FileRecordColumns)`` pairs (records as columns, ``position``
+            pointing into the ids).
         init_outputs : `dict` [`str`, `list` [`int`]]
             Dataset indices of the init outputs per task label.
 
@@ -360,22 +434,43 @@ class Encoder:
         return Columns(tables, arrays)
 
 
-def _encode_stored(enc: Encoder, records: Mapping[Any, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _encode_stored(enc: Encoder, records: Mapping[Any, Any] | Sequence[tuple[Sequence[UUID], Any]]
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The ``stored`` tables and arrays: records of datasets in the graph (others are left out).
+
+    ``records`` is ``{dataset id: StoredFileInfo}``, or (the builder's form) a sequence of
+    ``(dataset ids, FileRecordColumns)`` whose ``position`` points into the ids.
+    """
     ds, fmts, scs, sizes = array("i"), array("i"), array("i"), array("q")
     paths: list[str] = []
     checks: list[str | None] = []
     fmt_idx: dict[str, int] = {}
     sc_idx: dict[str, int] = {}
-    for uid, info in records.items():
-        i = enc.ref_index.get(uid)
-        if i is None:
-            continue
-        ds.append(i)
-        paths.append(info.path)
-        fmts.append(fmt_idx.setdefault(info.formatter, len(fmt_idx)))
-        scs.append(sc_idx.setdefault(info.storage_class, len(sc_idx)))
-        checks.append(info.checksum)
-        sizes.append(info.file_size if info.file_size is not None else -1)
+    ref_index = enc.ref_index
+    if isinstance(records, Mapping):
+        for uid, info in records.items():
+            i = ref_index.get(uid)
+            if i is None:
+                continue
+            ds.append(i)
+            paths.append(info.path)
+            fmts.append(fmt_idx.setdefault(info.formatter, len(fmt_idx)))
+            scs.append(sc_idx.setdefault(info.storage_class, len(sc_idx)))
+            checks.append(info.checksum)
+            sizes.append(info.file_size if info.file_size is not None else -1)
+    else:
+        for ids, cols in records:
+            for p, path, fmt, sc, check, size in zip(cols.position.tolist(), cols.path, cols.formatter,
+                                                     cols.storage_class, cols.checksum, cols.file_size):
+                i = ref_index.get(ids[p])
+                if i is None:
+                    continue
+                ds.append(i)
+                paths.append(path)
+                fmts.append(fmt_idx.setdefault(fmt, len(fmt_idx)))
+                scs.append(sc_idx.setdefault(sc, len(sc_idx)))
+                checks.append(check)
+                sizes.append(size if size is not None else -1)
     tables = {"path": paths, "formatter_names": list(fmt_idx), "sc_names": list(sc_idx), "checksum": checks}
     arrays = {"stored.ds": _i4(ds), "stored.formatter": _i4(fmts), "stored.storage_class": _i4(scs),
               "stored.size": np.frombuffer(sizes, dtype=np.int64).astype("<i8") if len(sizes) else np.zeros(0, "<i8")}

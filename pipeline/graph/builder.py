@@ -28,7 +28,15 @@ with the join done in Python); each step is one method:
       ``<label>_log``) gets its UUID now.
    f. `_adjust_quantum`: ``adjustQuantum`` may trim a quantum or raise `NoWorkFound` (the quantum
       is dropped and its outputs are not predicted, so consumers see fewer inputs).
-   g. `_attach_datastore_records`: the datastore records of every pre-existing input.
+   g. `_attach_datastore_records`: the datastore records of every pre-existing input, in one
+      query (kept as columns until the encoder writes them).
+
+   For a simple task (no prerequisites, outputs within its dimensions, the default
+   ``adjustQuantum``, no data-ID-scoped configs, nothing to skip or clobber) steps e, f and the
+   adding are done for all its quanta at once by `_add_quanta_bulk`: ids in one block, the new
+   datasets and the quanta written to the encoder as columns, `DatasetRef` objects only for the
+   outputs another task reads. ``bulk=False`` makes every quantum one by one (the reference path;
+   same graph, tested).
 
 3. `_predict_init_outputs`: ``<label>_config`` and ``packages``; `_make_graph`: the graph with its
    metadata.
@@ -36,6 +44,7 @@ with the join done in Python); each step is one method:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import os
@@ -56,7 +65,8 @@ from .collections import OutputCollections
 from .quantum_graph import QuantumGraph, TaskInfo
 
 if TYPE_CHECKING:
-    from butler import Butler, DataCoordinate, DatasetRef, DatasetType, StoredFileInfo, Timespan
+    from butler import Butler, DataCoordinate, DatasetRef, DatasetType, Timespan
+    from butler.registry.managers.datastore_records import FileRecordColumns
 
     from ..config import Config
     from ._qg_codec import Encoder
@@ -183,14 +193,32 @@ class _TaskRows:
     """The data-ID rows of a subgraph grouped into one task's quanta (`QuantumGraphBuilder._group_rows`)."""
 
     groups: dict[_Key, DataCoordinate]  # quantum key -> first row
-    inputs: dict[_Key, dict[str, dict[_Key, DatasetRef | None]]]  # per quantum and connection
+    #: Per quantum and connection with dimensions beyond the task's: data-ID key -> ref (`None`:
+    #: missing); those within the task's dimensions are in ``single``.
+    inputs: dict[_Key, dict[str, dict[_Key, DatasetRef | None]]]
     output_ids: dict[_Key, dict[str, dict[_Key, DataCoordinate]]]  # outputs with more dimensions
     rows: dict[_Key, list[DataCoordinate]]  # every row of a quantum (for prerequisite lookups)
     multi_outputs: list[_Edge]  # outputs with dimensions beyond the task's
+    #: Input connections within the task's dimensions (one dataset key per quantum, found on demand
+    #: rather than stored per quantum): name -> (quantum key -> dataset key, the refs by key).
+    single: dict[str, tuple[Callable[[_Key], _Key], dict[_Key, DatasetRef]]] = field(default_factory=dict)
 
 
 def _key(values: Mapping[str, Any], dims: tuple[str, ...]) -> _Key:
     return tuple(values[d] for d in dims)
+
+
+def _sub_key(outer: tuple[str, ...], inner: tuple[str, ...]) -> Callable[[_Key], _Key]:
+    """``key of outer dimensions -> key of inner ones`` (``inner`` a subset of ``outer``, both in universe order)."""
+    if inner == outer:
+        return lambda k: k
+    pos = [outer.index(d) for d in inner]
+    if len(pos) == 1:
+        p = pos[0]
+        return lambda k: (k[p],)
+    if not pos:
+        return lambda k: ()
+    return operator.itemgetter(*pos)
 
 
 def _getter(dims: tuple[str, ...]) -> Callable[[Mapping[str, Any]], _Key]:
@@ -217,17 +245,42 @@ class _UuidFactory:
     def __init__(self) -> None:
         self._ints: list[int] = []
 
-    def _refill(self) -> None:
+    @staticmethod
+    def _make(n: int) -> Any:
+        """``n`` new ids as an ``(n, 2)`` array of big-endian uint64 (high, low 64 bits)."""
         import numpy as np
 
         ms = (time.time_ns() // 1_000_000) & 0xFFFF_FFFF_FFFF
-        r = np.frombuffer(os.urandom(16 * self._BATCH), dtype=">u8").reshape(-1, 2)
+        r = np.frombuffer(os.urandom(16 * n), dtype=">u8").reshape(-1, 2)
         # High 64 bits: 48-bit ms timestamp, version 7, 12 random bits; low: variant 0b10, 62 random bits.
-        hi = (np.uint64(ms << 16) | np.uint64(0x7000) | (r[:, 0] & np.uint64(0xFFF))).tolist()
-        lo = ((r[:, 1] & np.uint64((1 << 62) - 1)) | np.uint64(1 << 63)).tolist()
-        ints = [(h << 64) | v for h, v in zip(hi, lo)]
+        out = np.empty((n, 2), dtype=">u8")
+        out[:, 0] = np.uint64(ms << 16) | np.uint64(0x7000) | (r[:, 0] & np.uint64(0xFFF))
+        out[:, 1] = (r[:, 1] & np.uint64((1 << 62) - 1)) | np.uint64(1 << 63)
+        return out
+
+    def _refill(self) -> None:
+        ids = self._make(self._BATCH)
+        ints = [(h << 64) | v for h, v in zip(ids[:, 0].tolist(), ids[:, 1].tolist())]
         ints.reverse()
         self._ints = ints
+
+    def block(self, n: int) -> Any:
+        """The next ``n`` ids as an ``(n, 16)`` uint8 array of their bytes (``UUID.bytes``).
+
+        The ids left in the current batch come first, so ids stay time-ordered whichever way
+        they are taken.
+        """
+        import numpy as np
+
+        head = self._ints[::-1][:n]
+        del self._ints[len(self._ints) - len(head):]
+        out = np.empty((n, 2), dtype=">u8")
+        if head:
+            out[:len(head), 0] = [i >> 64 for i in head]
+            out[:len(head), 1] = [i & 0xFFFF_FFFF_FFFF_FFFF for i in head]
+        if n > len(head):
+            out[len(head):] = self._make(n - len(head))
+        return out.view(np.uint8).reshape(n, 16)
 
     def __call__(self) -> UUID:
         u = object.__new__(UUID)
@@ -291,6 +344,11 @@ class QuantumGraphBuilder:
         again, instead of failing.
     dataset_query_constraint : {"all", "off"} or comma-separated dataset type names
         Which overall inputs constrain the data-ID query.
+    bulk : `bool`
+        Make the quanta of simple tasks (no prerequisites, outputs within the task's dimensions,
+        the default ``adjustQuantum``, no data-ID-scoped configs, nothing existing to skip or
+        clobber) in bulk, as columns (`_add_quanta_bulk`); `False`: every quantum one by one
+        (the reference path; the graphs are the same, only the dataset ids differ).
 
     Raises
     ------
@@ -309,6 +367,7 @@ class QuantumGraphBuilder:
         data_id: Mapping[str, Any] | None = None,
         clobber_outputs: bool = False,
         dataset_query_constraint: str = "all",
+        bulk: bool = True,
     ) -> None:
         from butler import DatasetType
         from butler.dimensions import default_universe
@@ -325,6 +384,7 @@ class QuantumGraphBuilder:
         self.data_id = data_id
         self.clobber_outputs = clobber_outputs
         self.dataset_query_constraint = dataset_query_constraint
+        self.bulk = bulk
         self.inputs = list(collections.inputs)
         self.run = collections.run
         self.skip_existing_in = list(collections.skip_existing_in)
@@ -345,7 +405,9 @@ class QuantumGraphBuilder:
         for t in self.tasks.values():
             t.unread_automatic = [e for e in t.outputs
                                   if e.name not in t.node.outputs and e.dataset_type.name not in self._consumed]
-        self.datastore_records: dict[UUID, StoredFileInfo] = {}
+        #: Datastore records of the pre-existing inputs: per subgraph, the dataset ids and their records.
+        self.datastore_records: list[tuple[list[UUID], FileRecordColumns]] = []
+        self._recorded: set[UUID] = set()  # ids in `datastore_records`
         self.clobber: list[dict[str, Any]] = []
         self.n_queries = 0
         self.missing_prerequisites: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -507,12 +569,16 @@ class QuantumGraphBuilder:
         """Steps 2b-2f for one task: its quanta, appended to `quanta`."""
         grouped = self._group_rows(task, sub)
         skip_keys, existing = self._find_existing_outputs(task, grouped)
+        if self._bulk_eligible(task, grouped, skip_keys, existing):
+            self._add_quanta_bulk(task, sub, grouped)
+            self._log_dropped(task)
+            return
         for qk, row in grouped.groups.items():
             qdata = row if row.dimensions == task.dimensions else row.subset(task.dimensions)
             if qk in skip_keys:
                 self._skip_quantum(task, sub, grouped, qk, qdata, existing)
                 continue
-            inputs = self._quantum_inputs(task, grouped.inputs[qk], qdata)
+            inputs = self._quantum_inputs(task, grouped, qk, qdata)
             if inputs is None:
                 continue
             prerequisites = self._find_prerequisites(task, qdata, grouped.rows[qk])
@@ -525,6 +591,9 @@ class QuantumGraphBuilder:
                 self.dropped[task.label].append(f"{_fmt(qdata)}: {exc}")
                 continue
             self._add_quantum(task, sub, qk, qdata, inputs, prerequisites, outputs)
+        self._log_dropped(task)
+
+    def _log_dropped(self, task: _Task) -> None:
         if self.dropped.get(task.label):
             _log.info("task %s: %d quanta dropped for missing inputs, e.g. %s", task.label,
                       len(self.dropped[task.label]), self.dropped[task.label][0])
@@ -538,8 +607,12 @@ class QuantumGraphBuilder:
         q_rows: dict[_Key, list[DataCoordinate]] = defaultdict(list)
         multi_out = [e for e in task.outputs if not set(e.required) <= set(treq)]
         tget = _getter(treq)
+        # Inputs within the task's dimensions: found per quantum by `_quantum_inputs`.
+        single = {e.name: (_sub_key(treq, e.required), sub.available.get(e.dataset_type.name, {}))
+                  for e in task.inputs if set(e.required) <= set(treq)}
+        gather = [e for e in task.inputs if e.name not in single]
         # (connection, key getter, the refs that exist or are predicted so far by data-ID key)
-        in_get = [(e.name, _getter(e.required), sub.available.get(e.dataset_type.name, {})) for e in task.inputs]
+        in_get = [(e.name, _getter(e.required), sub.available.get(e.dataset_type.name, {})) for e in gather]
         out_get = [(e.name, _getter(e.required)) for e in multi_out]
         keep_rows = bool(task.prerequisites)
         for row in sub.rows:
@@ -548,7 +621,7 @@ class QuantumGraphBuilder:
             qi = q_inputs.get(qk)
             if qi is None:
                 groups[qk] = row
-                qi = q_inputs[qk] = {e.name: {} for e in task.inputs}
+                qi = q_inputs[qk] = {e.name: {} for e in gather} if gather else {}
                 if multi_out:
                     q_output_ids[qk] = {e.name: {} for e in multi_out}
             for cname, cget, avail in in_get:
@@ -560,7 +633,7 @@ class QuantumGraphBuilder:
                 q_output_ids[qk][cname].setdefault(cget(vals), row)
             if keep_rows:
                 q_rows[qk].append(row)
-        return _TaskRows(groups, q_inputs, q_output_ids, q_rows, multi_out)
+        return _TaskRows(groups, q_inputs, q_output_ids, q_rows, multi_out, single)
 
     def _find_existing_outputs(self, task: _Task, grouped: _TaskRows
                                ) -> tuple[set[_Key], dict[str, dict[_Key, DatasetRef]]]:
@@ -604,16 +677,23 @@ class QuantumGraphBuilder:
                     sub.available.setdefault(e.dataset_type.name, {})[ok] = r
                     sub.used_inputs.setdefault(r.id, r)
 
-    def _quantum_inputs(self, task: _Task, found: Mapping[str, Mapping[_Key, DatasetRef | None]],
-                        qdata: DataCoordinate) -> dict[str, list[DatasetRef]] | None:
+    def _quantum_inputs(self, task: _Task, grouped: _TaskRows, qk: _Key, qdata: DataCoordinate
+                        ) -> dict[str, list[DatasetRef]] | None:
         """The regular inputs of one quantum, or `None` (quantum dropped) when one has too few."""
         inputs: dict[str, list[DatasetRef]] = {}
+        found = grouped.inputs[qk]
+        single = grouped.single
         for e in task.inputs:
-            by_key = found[e.name]
-            if len(by_key) == 1:
-                refs = [r for r in by_key.values() if r is not None]
+            one = single.get(e.name)
+            if one is not None:
+                r = one[1].get(one[0](qk))
+                refs = [] if r is None else [r]
             else:
-                refs = [r for _k, r in sorted(by_key.items(), key=lambda kv: kv[0]) if r is not None]
+                by_key = found[e.name]
+                if len(by_key) == 1:
+                    refs = [r for r in by_key.values() if r is not None]
+                else:
+                    refs = [r for _k, r in sorted(by_key.items(), key=lambda kv: kv[0]) if r is not None]
             if len(refs) < e.conn.minimum:
                 self.dropped[task.label].append(
                     f"{_fmt(qdata)}: {e.name} ({e.dataset_type.name}): {len(refs)} of {e.conn.minimum} needed")
@@ -736,6 +816,109 @@ class QuantumGraphBuilder:
             for r in refs:
                 sub.used_inputs.setdefault(r.id, r)
 
+    # ------------------------------------------------------------------ bulk
+    def _bulk_eligible(self, task: _Task, grouped: _TaskRows, skip_keys: set[_Key],
+                       existing: Mapping[str, Any]) -> bool:
+        """Whether `_add_quanta_bulk` makes the task's quanta (see the ``bulk`` parameter)."""
+        return (self.bulk and not skip_keys and not existing and not grouped.multi_outputs
+                and not task.prerequisites and not task.scoped_configs
+                and type(task.node.connections).adjustQuantum is PipelineTaskConnections.adjustQuantum)
+
+    def _add_quanta_bulk(self, task: _Task, sub: _Subgraph, grouped: _TaskRows) -> None:
+        """Steps 2e, 2f and the adding of `_add_quantum`, for all quanta of a simple task at once.
+
+        The same quanta as the per-quantum path (`_bulk_eligible` says when it applies: steps
+        2c, 2d and 2f have nothing to do then beyond the checks of `_quantum_inputs` and the
+        default ``adjustQuantum``), written to the encoder as columns: the ids of all outputs
+        and quanta come from one `_UuidFactory.block`, the new datasets go in per output
+        connection (`Encoder.new_datasets`) and the quanta in one `Encoder.add_quanta`. Only the
+        outputs some task reads become `DatasetRef` objects (their consumers look them up); the
+        others exist only as columns. Per quantum remain the data-ID index, the input look-ups
+        and, for read outputs, one ref.
+        """
+        items = iter(grouped.groups.items())
+        while True:
+            chunk = list(itertools.islice(items, self._BULK_CHUNK))
+            if not chunk:
+                return
+            self._add_quanta_chunk(task, sub, grouped, chunk)
+
+    #: Quanta per `_add_quanta_chunk` call: bounds the temporary lists (~1 kB per quantum).
+    _BULK_CHUNK = 32768
+
+    def _add_quanta_chunk(self, task: _Task, sub: _Subgraph, grouped: _TaskRows,
+                          chunk: list[tuple[_Key, DataCoordinate]]) -> None:
+        """`_add_quanta_bulk` for some of the task's quanta (in the order of the per-quantum path)."""
+        import numpy as np
+        from butler import DatasetRef
+
+        enc = self.encoder
+        kept: list[tuple[_Key, DataCoordinate, dict[str, list[DatasetRef]]]] = []
+        for qk, row in chunk:
+            qdata = row if row.dimensions == task.dimensions else row.subset(task.dimensions)
+            inputs = self._quantum_inputs(task, grouped, qk, qdata)
+            if inputs is None:
+                continue
+            for e in task.inputs:  # the default adjustQuantum's check
+                if len(inputs[e.name]) > 1 and not e.conn.multiple:
+                    raise InvalidQuantumError(
+                        f"task '{task.label}' quantum {_fmt(qdata)}: connection {e.name!r} is not multiple=True "
+                        f"but got {len(inputs[e.name])} datasets; check the connection's dimensions")
+            kept.append((qk, qdata, inputs))
+        n = len(kept)
+        if not n:
+            return
+        n_in, n_out = len(task.inputs), len(task.outputs)
+        # Ids in the order of the per-quantum path: each quantum's outputs, then the quantum.
+        ids = self._make_id.block(n * (n_out + 1)).reshape(n, n_out + 1, 16)
+        data_id_index = enc.data_id
+        q_did = [data_id_index(qdata) for _qk, qdata, _i in kept]
+        # Inputs: dataset indices quantum by quantum, connection by connection.
+        counts = np.ones((n, n_in + n_out), dtype=np.int64)
+        in_ds: list[list[int]] = []
+        ref_index = enc.ref_index
+        used = sub.used_inputs
+        produced, run = sub.produced, self.run
+        for q, (_qk, _qdata, inputs) in enumerate(kept):
+            qds: list[int] = []
+            for c, e in enumerate(task.inputs):
+                refs = inputs[e.name]
+                counts[q, c] = len(refs)
+                for r in refs:
+                    i = ref_index.get(r.id)
+                    if i is None:
+                        i = ref_index[r.id] = enc._append_ref(r)
+                    qds.append(i)
+                    if r.dataset_type.name not in produced or r.run != run:
+                        used.setdefault(r.id, r)
+            in_ds.append(qds)
+        # Outputs: one new dataset per quantum and output connection.
+        out_first = []
+        for j, e in enumerate(task.outputs):
+            dt = e.dataset_type
+            same = e.required == task.dimensions
+            oids = [qdata if same else qdata.subset(e.required) for _qk, qdata, _i in kept]
+            dids = q_did if same else [data_id_index(o) for o in oids]
+            first = enc.new_datasets(dt, dids, run, ids[:, j])
+            out_first.append(first)
+            if dt.name not in self._consumed:
+                continue
+            avail = sub.available.setdefault(dt.name, {})
+            words = ids[:, j].view(">u8").reshape(n, 2)
+            for q, (h, lo) in enumerate(zip(words[:, 0].tolist(), words[:, 1].tolist())):
+                u = object.__new__(UUID)
+                _set_attr(u, "int", (h << 64) | lo)
+                _set_attr(u, "is_safe", SafeUUID.unknown)
+                ref_index[u] = first + q
+                oid = oids[q]
+                avail[kept[q][0] if same else _key(oid, e.required)] = DatasetRef(dt, oid, run, u)
+        io_ds: list[int] = []
+        for q, qds in enumerate(in_ds):
+            io_ds.extend(qds)
+            io_ds.extend([f + q for f in out_first])
+        conns = [(e.name, 0) for e in task.inputs] + [(e.name, 2) for e in task.outputs]
+        enc.add_quanta(ids[:, n_out], task.label, q_did, conns, counts, io_ds)
+
     # ------------------------------------------------------------------ prerequisites
     def _lookup_prerequisite(self, e: _Edge, qdata: DataCoordinate, rows: Sequence[DataCoordinate]
                              ) -> list[DatasetRef] | str:
@@ -799,24 +982,35 @@ class QuantumGraphBuilder:
 
     # ------------------------------------------------------------------ datastore records
     def _attach_datastore_records(self, sub: _Subgraph) -> None:
-        """Step 2g: the datastore records of every pre-existing input of the subgraph.
+        """Step 2g: the datastore records of every pre-existing input of the subgraph (one query).
+
+        The records stay columns (`~butler.registry.managers.datastore_records.FileRecordColumns`)
+        until the encoder writes them: no `StoredFileInfo` per input is made.
 
         Raises
         ------
         FileNotFoundError
             If an input dataset has no file in the datastore.
         """
-        existing = [r for r in sub.used_inputs.values() if r.id not in self.datastore_records]
+        recorded = self._recorded
+        existing = [r for r in sub.used_inputs.values() if r.id not in recorded] if recorded else \
+            list(sub.used_inputs.values())
         if not existing:
             return
-        found = self.butler.registry.get_file_records([r.id for r in existing])
-        missing = [r for r in existing if r.id not in found]
-        if missing:
+        import numpy as np
+
+        ids = [r.id for r in existing]
+        found = self.butler.registry.get_file_record_columns(ids)
+        if len(found.position) != len(ids):
+            has = np.zeros(len(ids), dtype=bool)
+            has[found.position] = True
+            missing = [existing[i] for i in np.flatnonzero(~has)[:1].tolist()]
             raise FileNotFoundError(
-                f"{len(missing)} input dataset(s) have no file in the datastore, e.g. "
+                f"{len(ids) - len(found.position)} input dataset(s) have no file in the datastore, e.g. "
                 f"{missing[0].dataset_type.name} {dict(missing[0].data_id.required)} in run {missing[0].run}; "
                 "re-ingest or remove them (butler prune-datasets)")
-        self.datastore_records.update(found)
+        self.datastore_records.append((ids, found))
+        recorded.update(ids)
 
     # ------------------------------------------------------------------ the graph
     def _check_quanta(self) -> None:
