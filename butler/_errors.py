@@ -6,6 +6,8 @@ to fix it, so the CLI can print ``str(error)`` alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "ButlerError",
     "CalibrationLookupError",
@@ -23,6 +25,7 @@ __all__ = [
     "RepositoryLockedError",
     "RepositoryReadOnlyError",
     "StorageFullError",
+    "did_you_mean",
     "storage_error",
 ]
 
@@ -104,6 +107,19 @@ class FastPathUnavailableError(Exception):
     Raised by a database backend's read-only fast path (`butler.registry.backends`) whenever it
     does not handle a repository or query exactly like the registry; never shown to users.
     """
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest of ``candidates`` to a mistyped ``name``.
+
+    Uses `difflib.get_close_matches` (ratio >= 0.75); returns ``""`` when nothing is close. The
+    registry's managers and its SQLAlchemy-free read-only path word their "no such name" errors
+    with it.
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 _FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT

@@ -436,20 +436,7 @@ def _query(
     out: list[FastRef] = []
     for dt_id, dt in dts:
         dims = dt.dimensions + dt.implied
-        resolver = _Resolver(u, dims, dt.name, r.conn)
-        try:
-            clause = compile_expression(where, resolver) if where and where.strip() else None
-        except FastPathUnavailableError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the registry path reports it
-            raise FastPathUnavailableError(str(exc)) from None
-        shape = DatasetQueryShape.build(dt_id, dims, search, find_first=find_first)
-        where_sql = None if clause is None else (clause.sql, clause.params)
-        sql, params, keys = render_sqlite_text(shape, resolver.joins, where_sql)
-        rows = r.conn.execute(sql, params).fetchall()
-        if shape.ambiguous_count(rows, keys):
-            raise FastPathUnavailableError("ambiguous calibration")
-        rows = shape.finish(rows, keys)
+        rows, _ = dataset_rows(r, dt_id, dt, search, where, find_first)
         n = len(dims)
         for row in rows:
             values = {d: v for d, v in zip(dims, row[3 : 3 + n]) if v is not None}
@@ -466,6 +453,60 @@ def _query(
             for did, path in r.conn.execute(q, chunk):
                 uris[uuid.UUID(hex=did)] = path if os.path.isabs(path) else str(r.root / path)
     return out, uris, u.names
+
+
+def dataset_rows(
+    r: SqliteFastRegistry,
+    dt_id: int,
+    dt: DatasetType,
+    search: Sequence[Any],
+    where: str,
+    find_first: bool,
+) -> tuple[list[tuple[Any, ...]], tuple[str, ...]]:
+    """Run the SQL of `DatasetQuery.run` for one dataset type (no bind, data ID, order or limit).
+
+    Parameters
+    ----------
+    r : `SqliteFastRegistry`
+        The open registry.
+    dt_id : `int`
+        The dataset type's id.
+    dt : `DatasetType`
+        Its definition.
+    search : sequence of collection records
+        The flattened search path (``id`` and ``type`` of each collection).
+    where : `str`
+        Data query expression (blank: none).
+    find_first : `bool`
+        First dataset per data ID along the path.
+
+    Returns
+    -------
+    rows : `list` [`tuple`]
+        The result rows, deduplicated as the registry does (`DatasetQueryShape.finish`).
+    keys : `tuple` [`str`, ...]
+        Their column names: ``dataset_id``, ``dataset_type_id``, ``run_id``, the dimensions ...
+
+    Raises
+    ------
+    FastPathUnavailableError
+        When the expression cannot be compiled here or a calibration lookup is ambiguous.
+    """
+    dims = dt.dimensions + dt.implied
+    resolver = _Resolver(r.universe, dims, dt.name, r.conn)
+    try:
+        clause = compile_expression(where, resolver) if where and where.strip() else None
+    except FastPathUnavailableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the registry path reports it
+        raise FastPathUnavailableError(str(exc)) from None
+    shape = DatasetQueryShape.build(dt_id, dims, search, find_first=find_first)
+    where_sql = None if clause is None else (clause.sql, clause.params)
+    sql, params, keys = render_sqlite_text(shape, resolver.joins, where_sql)
+    rows = r.conn.execute(sql, params).fetchall()
+    if shape.ambiguous_count(rows, keys):
+        raise FastPathUnavailableError("ambiguous calibration")
+    return shape.finish(rows, keys), keys
 
 
 class _TableResolver(_Resolver):
@@ -569,6 +610,40 @@ def _data_ids(
     limit: int | None,
 ) -> list[dict[str, Any]]:
     """See `SqliteFastRegistry.query_data_ids` (the SQL of `DataIdQuery.run`)."""
+    rows, required, implied = data_id_rows(r, dimensions, where, datasets, collections, limit)
+    all_dims = required + implied
+    out = []
+    for row in rows:
+        if None in row:
+            out.append({d: v for d, v in zip(all_dims, row) if v is not None})
+        else:
+            out.append(dict(zip(all_dims, row)))
+    return out
+
+
+def data_id_rows(
+    r: SqliteFastRegistry,
+    dimensions: Sequence[str],
+    where: str,
+    datasets: Sequence[str] | None,
+    collections: Sequence[str] | None,
+    limit: int | None,
+) -> tuple[list[tuple[Any, ...]], tuple[str, ...], tuple[str, ...]]:
+    """Run the SQL of `DataIdQuery.run` and return its rows with the required and implied dimensions.
+
+    Returns
+    -------
+    rows : `list` [`tuple`]
+        The values of the required then implied dimensions (`None` = unknown), ordered by the
+        required ones.
+    required, implied : `tuple` [`str`, ...]
+        The dimensions of the query, universe order.
+
+    Raises
+    ------
+    FastPathUnavailableError
+        For anything the SQLAlchemy registry must answer (see `SqliteFastRegistry.query_data_ids`).
+    """
     u = r.universe
     if not dimensions or any(d not in u for d in dimensions):
         raise FastPathUnavailableError("no or unknown dimensions")
@@ -625,10 +700,4 @@ def _data_ids(
         + f" ORDER BY {', '.join(columns[d] for d in required)}"
         + _limit(limit)
     )
-    out = []
-    for row in r.conn.execute(sql, params).fetchall():
-        if None in row:
-            out.append({d: v for d, v in zip(all_dims, row) if v is not None})
-        else:
-            out.append(dict(zip(all_dims, row)))
-    return out
+    return r.conn.execute(sql, params).fetchall(), required, implied

@@ -5,8 +5,9 @@ description of one kind of database: `DatabaseBackend.open` makes its `Database`
 module, and SQLAlchemy, are imported only then), and `DatabaseBackend.open_read_only_fast` opens
 its read-only fast path for the ``butler`` CLI's listing and dataset queries, which must not
 import SQLAlchemy (about 0.3 s of a 0.4 s command). SQLite has one (``sqlite3`` on the file,
-`butler.registry._sqlite_fast`); PostgreSQL has none. Importing this module imports no
-SQLAlchemy.
+`butler.registry._sqlite_fast`); PostgreSQL has none. `DatabaseBackend.open_read_only_butler`
+opens the read-only butler ``pipetask qgraph`` builds graphs with (SQLite:
+`butler.registry._sqlite_read_only`). Importing this module imports no SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .._errors import FastPathUnavailableError, RepositoryError
 
 if TYPE_CHECKING:
     from ._sqlite_fast import SqliteFastRegistry
+    from ._sqlite_read_only import SqliteReadOnlyButler
     from .database import Database
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "backend_for_url",
     "fast_path_enabled",
     "make_database",
+    "open_read_only_butler",
     "open_read_only_fast",
 ]
 
@@ -70,6 +73,17 @@ class DatabaseBackend:
         """
         raise FastPathUnavailableError(f"no read-only fast path for {self.scheme} registries")
 
+    def open_read_only_butler(self, root: Path, url: str) -> SqliteReadOnlyButler:
+        """Open the read-only butler of the repository at ``root`` (what graph building reads).
+
+        Raises
+        ------
+        FastPathUnavailableError
+            When this backend has none or cannot take this repository; the caller then opens
+            the repository with `butler.Butler`.
+        """
+        raise FastPathUnavailableError(f"no read-only butler for {self.scheme} registries")
+
 
 class SqliteBackend(DatabaseBackend):
     """SQLite files (`butler.registry.sqlite.SqliteDatabase`); fast path with ``sqlite3``."""
@@ -89,6 +103,12 @@ class SqliteBackend(DatabaseBackend):
         from ._sqlite_fast import SqliteFastRegistry
 
         return SqliteFastRegistry(root, url)
+
+    def open_read_only_butler(self, root: Path, url: str) -> SqliteReadOnlyButler:
+        """Open a `butler.registry._sqlite_read_only.SqliteReadOnlyButler` on the registry file."""
+        from ._sqlite_read_only import SqliteReadOnlyButler
+
+        return SqliteReadOnlyButler(self.open_read_only_fast(root, url))
 
 
 class PostgresqlBackend(DatabaseBackend):
@@ -167,6 +187,37 @@ def fast_path_enabled() -> bool:
     return os.environ.get("BUTLER_CLI_FAST", "1") not in ("0", "false", "no", "")
 
 
+def _backend_of(repo: str | os.PathLike[str]) -> tuple[DatabaseBackend, Path, str]:
+    """Return the backend, root and registry URL of a repository (`FastPathUnavailableError` if none)."""
+    from .._config import load_config, repo_root
+
+    try:
+        root = repo_root(repo)
+        config = load_config(root)
+        url = str(config["registry"].get("db", ""))
+        backend = backend_for_url(url)
+    except Exception as exc:  # noqa: BLE001 - the registry path reports it
+        raise FastPathUnavailableError(str(exc)) from None
+    return backend, Path(root), url
+
+
+def open_read_only_butler(repo: str | os.PathLike[str]) -> SqliteReadOnlyButler:
+    """Open a repository's read-only butler for quantum-graph building, without SQLAlchemy.
+
+    The result answers the registry reads of `pipeline.graph.builder` with the registry's results
+    (`butler.registry._sqlite_read_only`); its ``unavailable`` attribute tells whether a call had
+    to be refused; ``close()`` closes it.
+
+    Raises
+    ------
+    FastPathUnavailableError
+        When the repository must be opened with `butler.Butler` (no repository, a backend without
+        a read-only path, another schema version ...); the `butler.Butler` then reports any error.
+    """
+    backend, root, url = _backend_of(repo)
+    return backend.open_read_only_butler(root, url)
+
+
 def open_read_only_fast(repo: str | os.PathLike[str]) -> SqliteFastRegistry:
     """Open a repository's registry through its backend's read-only fast path.
 
@@ -179,13 +230,5 @@ def open_read_only_fast(repo: str | os.PathLike[str]) -> SqliteFastRegistry:
         When the repository must be opened with `butler.Butler` (no repository, a backend without
         a fast path, another schema version ...); the `butler.Butler` then reports any error.
     """
-    from .._config import load_config, repo_root
-
-    try:
-        root = repo_root(repo)
-        config = load_config(root)
-        url = str(config["registry"].get("db", ""))
-        backend = backend_for_url(url)
-    except Exception as exc:  # noqa: BLE001 - the registry path reports it
-        raise FastPathUnavailableError(str(exc)) from None
-    return backend.open_read_only_fast(Path(root), url)
+    backend, root, url = _backend_of(repo)
+    return backend.open_read_only_fast(root, url)
