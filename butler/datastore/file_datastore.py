@@ -14,7 +14,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._errors import DatastoreError
@@ -177,6 +177,17 @@ def _read_datastore_config(path: str, mtime: int) -> dict[str, Any]:
     return (load_yaml_file(path) or {}).get("datastore") or {}
 
 
+def _normalized(rel: str) -> str:
+    """``PurePosixPath(rel).as_posix()`` of a relative path, without building the path object.
+
+    A rendered template rarely needs the normalisation (no empty or ``.`` parts, no trailing
+    ``/``); when it does, `PurePosixPath` does it.
+    """
+    if "//" in rel or rel.startswith(("./", "/")) or rel.endswith(("/", "/.")) or "/./" in rel or rel == ".":
+        return PurePosixPath(rel).as_posix()
+    return rel
+
+
 def _checksum(path: Path) -> str:
     h = hashlib.blake2b(digest_size=32)
     with open(path, "rb") as f:
@@ -215,7 +226,7 @@ class FileDatastore:
         templates = dict(DEFAULT_TEMPLATES)
         templates.update(config.get("templates") or {})
         self.templates = {k: PathTemplate(v) for k, v in templates.items()}
-        self._made_dirs: set[Path] = set()
+        self._made_dirs: set[str] = set()
 
     # ------------------------------------------------------------------ paths
     def template_for(self, dataset_type: Any) -> PathTemplate:
@@ -248,10 +259,11 @@ class FileDatastore:
         p = Path(path)
         return p if p.is_absolute() else self.root / p
 
-    def _mkdir(self, d: Path) -> None:
-        if d not in self._made_dirs:
-            d.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(d)
+    def _mkdir(self, d: str | Path) -> None:
+        key = str(d)
+        if key not in self._made_dirs:
+            os.makedirs(key, exist_ok=True)
+            self._made_dirs.add(key)
 
     # ------------------------------------------------------------------ writing
     def prepare_write(self, obj: Any, ref: Any) -> tuple[Path, Path, StoredFileInfo]:
@@ -270,21 +282,27 @@ class FileDatastore:
         """
         sc = get_storage_class(ref.dataset_type.storage_class)
         fmt = get_formatter(sc.formatter)
-        rel = Path(self.template_for(ref.dataset_type).render(ref) + fmt.extension)
-        final = self.root / rel
-        self._mkdir(final.parent)
-        tmp = final.parent / f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{fmt.extension}"
+        rel = _normalized(self.template_for(ref.dataset_type).render(ref) + fmt.extension)
+        parent, _, name = rel.rpartition("/")
+        # Strings, not Path arithmetic: the same paths (`_normalized` is PurePosixPath's form),
+        # ~30 us less per dataset, three datasets per quantum.
+        directory = f"{self._root_str}/{parent}" if parent else self._root_str
+        self._mkdir(directory)
+        dot = name.rfind(".")
+        stem = name[:dot] if 0 < dot < len(name) - 1 else name  # Path(name).stem
+        tmp = Path(f"{directory}/.{stem}.{os.urandom(6).hex()}.tmp{fmt.extension}")
+        final = Path(f"{directory}/{name}")
         try:
             try:
                 fmt.write(obj, tmp, ref)
             except FileNotFoundError:
                 # The directory cache outlived the directory (removed by a prune elsewhere).
-                if final.parent.is_dir():
+                if os.path.isdir(directory):
                     raise
-                self._made_dirs.discard(final.parent)
-                self._mkdir(final.parent)
+                self._made_dirs.discard(directory)
+                self._mkdir(directory)
                 fmt.write(obj, tmp, ref)
-            size = tmp.stat().st_size
+            size = os.stat(tmp).st_size
             checksum = _checksum(tmp) if self.checksum else None
         except Exception as exc:
             tmp.unlink(missing_ok=True)
@@ -294,7 +312,7 @@ class FileDatastore:
                 f"cannot write {ref.dataset_type.name} {ref.data_id.required} with {sc.formatter}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        return tmp, final, StoredFileInfo(rel.as_posix(), sc.formatter, sc.name, checksum, size)
+        return tmp, final, StoredFileInfo(rel, sc.formatter, sc.name, checksum, size)
 
     def commit_write(self, tmp: Path, final: Path, *, clobber: bool = False) -> None:
         """Move a prepared file into place (atomic rename).

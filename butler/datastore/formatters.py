@@ -32,12 +32,30 @@ __all__ = [
     "PngFormatter",
     "YamlFormatter",
     "to_builtin",
+    "write_file",
 ]
 
 
 def to_builtin(obj: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples, paths, UUIDs and mappings to plain Python for YAML/JSON."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    """Convert numpy scalars/arrays, tuples, paths, UUIDs and mappings to plain Python for YAML/JSON.
+
+    Plain values, `dict` (its keys kept when ``str``, ``int``, ``float`` or ``bool``, else made
+    ``str``), `list` and `tuple` (made lists) are converted recursively; numpy values through
+    ``tolist()``, objects with ``to_dict()`` through it, anything else through ``str``. The exact
+    built-in types are tested first (the per-quantum metadata is nested dicts of plain values);
+    the result is the same as through the general `isinstance` tests below them.
+    """
+    t = type(obj)
+    if t is str or t is float or t is int or t is bool or obj is None:
+        return obj
+    if t is dict:
+        return {
+            k if type(k) is str else str(k) if not isinstance(k, (int, float, bool)) else k: to_builtin(v)
+            for k, v in obj.items()
+        }
+    if t is list or t is tuple:
+        return [to_builtin(v) for v in obj]
+    if isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, Mapping):
         return {str(k) if not isinstance(k, (int, float, bool)) else k: to_builtin(v) for k, v in obj.items()}
@@ -221,10 +239,35 @@ class JsonFormatter(Formatter):
 
     def write(self, obj: Any, path: Path, ref: DatasetRef | None) -> None:
         """Write ``obj`` to ``path`` (see `Formatter.write`)."""
-        # json.dumps, not json.dump: only the one-shot form uses the C encoder (~5x faster)
-        text = json.dumps(to_builtin(obj))
-        with open(path, "w") as f:
-            f.write(text)
+        # json.dumps, not json.dump: only the one-shot form uses the C encoder (~5x faster). The
+        # text is ASCII (ensure_ascii) and goes out in one os.write, without a text-file object
+        # (the per-quantum metadata and log are written so, twice per quantum).
+        write_file(path, json.dumps(to_builtin(obj)).encode("ascii"))
+
+
+def write_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Create (or truncate) ``path`` and write ``data`` to it with one ``write`` call.
+
+    Parameters
+    ----------
+    path : path-like
+        The file (a formatter's temporary path).
+    data : `bytes`
+        Its whole content.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be created or written (e.g. ``ENOSPC``); a short write is retried
+        until everything is written.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 class AstropyTableFormatter(Formatter):

@@ -360,3 +360,85 @@ def test_reproducible_dataset_id_namespace_is_daf_butlers():
     from butler.datasets import NAMESPACE_LSST
 
     assert NAMESPACE_LSST == uuid.uuid5(uuid.NAMESPACE_DNS, "lsst.org")
+
+
+def _to_builtin_general(obj):
+    """`to_builtin` before its exact-type fast path (the reference the fast path must equal)."""
+    from collections.abc import Mapping
+
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Mapping):
+        return {
+            str(k) if not isinstance(k, (int, float, bool)) else k: _to_builtin_general(v) for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_to_builtin_general(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _to_builtin_general(obj.tolist())
+    if hasattr(obj, "to_dict"):
+        return _to_builtin_general(obj.to_dict())
+    return str(obj)
+
+
+def test_to_builtin_fast_path_equals_the_general_conversion():
+    """Exact dict/list/tuple/scalar types take the fast path; the result (values, types, key
+    types and order) is that of the general isinstance-based conversion."""
+    import collections
+    import enum
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from butler.datastore.formatters import to_builtin
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    class Name(str):
+        def __str__(self):
+            return "renamed"
+
+    uid = uuid.UUID(int=7)
+    objs = [
+        None, True, 3, 2.5, float("nan"), "s", Level.LOW, Name("n"),
+        {"a": 1, 2: "b", 2.5: None, False: [1, (2, 3)], None: 0, uid: {"x": np.float32(1.5)}, (1, 2): "t"},
+        {Name("k"): 1, np.int64(4): 2, np.float64(1.5): 3},
+        [np.arange(3), np.int64(5), np.bool_(True), {1, 2}, frozenset(), Path("/a/b"), uid],
+        (1, [2, {"c": (3,)}]),
+        collections.OrderedDict(z=1, a=2),
+        collections.defaultdict(list, {"k": [1]}),
+        {"quantum": {"prepUtc": "2026-01-01T00:00:00+00:00", "CpuTime": 0.25, "MaxResidentSetSize": 10}},
+    ]
+    for obj in objs:
+        fast, general = to_builtin(obj), _to_builtin_general(obj)
+        assert json.dumps(fast) == json.dumps(general), obj
+        assert repr(fast) == repr(general), obj
+
+
+def test_json_formatter_writes_the_bytes_of_a_text_dump(tmp_path):
+    """One os.write of the encoded text gives the file the text-mode write gave."""
+    import json
+
+    from butler.datastore.formatters import JsonFormatter, to_builtin
+
+    fmt = JsonFormatter()
+    for i, obj in enumerate([[], {"é": "ü ✓", "n": [1, 2.5, None]}, {"x": "\n\t\"", 3: True}, "x" * 100_000]):
+        path = tmp_path / f"{i}.json"
+        fmt.write(obj, path, None)
+        with open(tmp_path / f"{i}.ref", "w") as f:
+            f.write(json.dumps(to_builtin(obj)))
+        assert path.read_bytes() == (tmp_path / f"{i}.ref").read_bytes()
+        assert fmt.read(path, None) == json.loads(json.dumps(to_builtin(obj)))
+
+
+def test_normalized_relative_path_equals_pure_posix_path():
+    """The datastore's string normalisation of rendered paths equals PurePosixPath's."""
+    from pathlib import PurePosixPath
+
+    from butler.datastore.file_datastore import _normalized
+
+    for rel in ["a/b/c.npy", "a//b.npy", "./a/b", "a/./b", "a/b/", "a/b/.", ".", "a/../b", "a/.b/c",
+                "a./b", "run/x_y/.hidden.json", "a/b//", "a..b/c"]:
+        assert _normalized(rel) == PurePosixPath(rel).as_posix(), rel

@@ -168,6 +168,24 @@ def test_dataid_type_ids_are_deterministic_and_reimport_is_noop(filled):
         reg.import_datasets([DatasetRef(dt, did, "raw/other", i1)])
 
 
+def test_import_without_skip_existing_refuses_a_registered_id_and_inserts_nothing(filled):
+    """``skip_existing=False`` (the driver's registration) looks for no ids first: the insert
+    finds the registered one, raises, and the new ref of the same batch is not inserted."""
+    reg = filled.registry
+    dt = reg.get_dataset_type("arr")
+    d0 = reg.expand_data_id(instrument="cam", exposure=1, detector=0)
+    d1 = reg.expand_data_id(instrument="cam", exposure=1, detector=1)
+    old = DatasetRef(dt, d0, "out/a", DatasetRef.make_id(dt, d0, "out/a", "dataid_type_run"))
+    assert reg.import_datasets([old], skip_existing=False) == [old]
+    new = DatasetRef(dt, d1, "out/b", DatasetRef.make_id(dt, d1, "out/b", "dataid_type_run"))
+    moved = DatasetRef(dt, d0, "out/b", old.id)  # the registered id, in another RUN
+    with pytest.raises(ConflictingDefinitionError, match=f"dataset id {old.id.hex}|{old.id}"):
+        reg.import_datasets([new, moved], skip_existing=False)
+    assert reg.get_dataset(new.id) is None
+    assert reg.get_dataset(old.id).run == "out/a"
+    assert reg.import_datasets([new], skip_existing=False) == [new]
+
+
 # ---------------------------------------------------------------- collections
 def test_chained_find_first(filled):
     reg = filled.registry

@@ -98,7 +98,9 @@ class DatasetManager:
             run_id = self.collections.run(run).id
             rows = self._rows(dt_id, [refs[i] for i in idx], run_id)
             try:
-                with self.db.transaction(savepoint=not self.db.statement_atomic):
+                # A savepoint on every backend: SQLite's executemany keeps the rows before the
+                # failing one, and the diagnosis must see only what was registered before.
+                with self.db.transaction(savepoint=True):
                     self.db.execute_many("insert_dataset", self._dataset, rows)
             except sa.exc.IntegrityError as exc:
                 raise self._diagnose_conflict(
@@ -146,6 +148,15 @@ class DatasetManager:
                 out[row.id] = (row.dataset_type_id, row.run_id, row.data_id_key)
         return out
 
+    def expanded(self, refs: Sequence[DatasetRef]) -> list[DatasetRef]:
+        """Return the refs with their data IDs expanded (full values and records; as given when they are)."""
+        return [
+            r
+            if r.data_id.has_full() and r.data_id.has_records()
+            else r.replace(data_id=self.dimensions.expand_for(r.dataset_type, r.data_id))
+            for r in refs
+        ]
+
     def new_refs(self, refs: Sequence[DatasetRef], *, skip_existing: bool) -> list[DatasetRef]:
         """Return the refs whose ids are not registered yet, data IDs expanded (`Registry.import_datasets`).
 
@@ -154,12 +165,7 @@ class DatasetManager:
         ConflictingDefinitionError
             If an id is registered with another definition, or at all when not ``skip_existing``.
         """
-        refs = [
-            r
-            if r.data_id.has_full() and r.data_id.has_records()
-            else r.replace(data_id=self.dimensions.expand_for(r.dataset_type, r.data_id))
-            for r in refs
-        ]
+        refs = self.expanded(refs)
         type_ids = {r.dataset_type.name: self.dataset_types.entry(r.dataset_type)[0] for r in refs}
         existing = self.existing([r.id for r in refs])
         new = []
