@@ -32,7 +32,7 @@ from typing import Any
 from .._errors import FastPathUnavailableError, MissingCollectionError, did_you_mean
 from ..collections import CollectionType, has_glob
 from ..datasets import DatasetRef, DatasetType
-from ..datastore.records import StoredFileInfo
+from ..datastore.records import FileRecordColumns, StoredFileInfo, file_record_columns
 from ..dimensions import DataCoordinate, DimensionRecord, DimensionUniverse
 from ..timespan import Timespan
 from ._sqlite_fast import SqliteFastRegistry, data_id_rows, dataset_rows
@@ -41,7 +41,9 @@ __all__ = ["SqliteReadOnlyButler"]
 
 _KeyGetter = Callable[[Sequence[Any]], tuple[Any, ...]]
 
-#: Ids per ``IN (...)`` list, as the registry's managers chunk them.
+#: Ids per ``IN (...)`` list, as the registry's managers chunk them; above it, the datastore
+#: records of many datasets are joined with a temporary table (``BULK_THRESHOLD`` of
+#: ``butler.registry.managers.datastore_records``).
 _CHUNK = 5000
 
 
@@ -407,6 +409,48 @@ class SqliteReadOnlyButler:
                 ):
                     out[uuid.UUID(hex=did)] = StoredFileInfo(path, formatter, sc, checksum, size)
             return out
+
+        return self._guard(run)
+
+    def get_file_record_columns(self, ids: Sequence[uuid.UUID]) -> FileRecordColumns:
+        """As `Registry.get_file_record_columns`: the datastore records of many datasets as columns.
+
+        The same SQL as ``DatastoreRecordManager.get_columns``, so the rows come in the same
+        order: `get_file_records` up to ``BULK_THRESHOLD`` ids, else a join with a temporary table
+        of ``(dataset id, position)`` clustered on the id (SQLite allows temporary tables on a
+        read-only connection).
+        """
+
+        def run() -> FileRecordColumns:
+            if not ids:
+                return file_record_columns([])
+            if len(ids) <= _CHUNK:
+                pos = {u: i for i, u in enumerate(ids)}
+                found = self.get_file_records(ids)
+                return file_record_columns(
+                    [
+                        (pos[u], f.path, f.formatter, f.storage_class, f.checksum, f.file_size)
+                        for u, f in found.items()
+                    ]
+                )
+            conn = self._r.conn
+            tmp, t = "ccdflow_tmp_record_ids", "file_datastore_records"
+            conn.execute(
+                f"CREATE TEMPORARY TABLE {tmp} (dataset_id CHAR(32) NOT NULL, pos BIGINT NOT NULL, "
+                "PRIMARY KEY (dataset_id)) WITHOUT ROWID"
+            )
+            try:
+                values = [(u.hex, i) for i, u in enumerate(ids)]
+                conn.executemany(f"INSERT INTO {tmp} (dataset_id, pos) VALUES (?, ?)", values)
+                rows = conn.execute(
+                    f"SELECT {tmp}.pos, {t}.path, {t}.formatter, {t}.storage_class, {t}.checksum, "
+                    f"{t}.file_size "
+                    f"FROM {tmp} JOIN {t} ON {t}.dataset_id = {tmp}.dataset_id"
+                ).fetchall()
+            finally:
+                conn.execute(f"DROP TABLE {tmp}")
+                conn.commit()
+            return file_record_columns(rows)
 
         return self._guard(run)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
-from ...datastore.records import StoredFileInfo
+from ...datastore.records import FileRecordColumns, StoredFileInfo
+from ...datastore.records import file_record_columns as _columns
 from ..database import Database
 
 __all__ = ["DatastoreRecordManager", "FileRecordColumns"]
@@ -19,43 +19,6 @@ __all__ = ["DatastoreRecordManager", "FileRecordColumns"]
 #: instead of sending ``IN (...)`` lists of 5,000 (measured on SQLite, 1,000,000 ids: 200 IN
 #: queries ~19 s, the join ~2 s; below ~5,000 ids one IN query is cheaper than the table).
 BULK_THRESHOLD = 5000
-
-
-class FileRecordColumns(NamedTuple):
-    """The datastore records of many datasets as columns (`DatastoreRecordManager.get_columns`).
-
-    Row ``k`` is the record of dataset ``ids[position[k]]`` of the ids asked for; datasets without
-    a record have no row. Rows come in no particular order.
-    """
-
-    #: Position of each row's dataset in the ids asked for, shape ``(n_rows,)``, int64.
-    position: np.ndarray
-    #: File path (relative to the repository root, or absolute for direct ingest), per row.
-    path: list[str]
-    #: Dotted path of the formatter class, per row.
-    formatter: list[str]
-    #: Storage class name, per row.
-    storage_class: list[str]
-    #: blake2b hex digest or `None`, per row.
-    checksum: list[str | None]
-    #: File size in bytes (``-1``: unknown), per row.
-    file_size: list[int]
-
-    def to_dict(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredFileInfo]:
-        """Return the records as `StoredFileInfo` by dataset id (the form of `DatastoreRecordManager.get`).
-
-        Parameters
-        ----------
-        ids : sequence of `uuid.UUID`
-            The ids the columns were read for (``position`` points into them).
-
-        Returns
-        -------
-        records : `dict` [`uuid.UUID`, `StoredFileInfo`]
-        """
-        return {ids[i]: StoredFileInfo(p, f, sc, c, n) for i, p, f, sc, c, n in
-                zip(self.position.tolist(), self.path, self.formatter, self.storage_class, self.checksum,
-                    self.file_size)}
 
 
 class DatastoreRecordManager:
@@ -189,11 +152,3 @@ class DatastoreRecordManager:
         """Return the paths of the datasets a subquery or list of ids selects (files of a RUN to delete)."""
         t = self._table
         return [r.path for r in self.db.execute(sa.select(t.c.path).where(t.c.dataset_id.in_(dataset_ids)))]
-
-
-def _columns(rows: list[tuple[Any, ...]]) -> FileRecordColumns:
-    """``(position, path, formatter, storage class, checksum, size)`` rows -> `FileRecordColumns`."""
-    if not rows:
-        return FileRecordColumns(np.zeros(0, np.int64), [], [], [], [], [])
-    pos, path, fmt, sc, checksum, size = (list(c) for c in zip(*rows))
-    return FileRecordColumns(np.asarray(pos, dtype=np.int64), path, fmt, sc, checksum, size)
