@@ -18,21 +18,28 @@ The installed entry points are read from the ``entry_points.txt`` files of the d
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from butler.cli_args import Utf8ArgumentsMixin
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = ["PLUGIN_GROUP", "ButlerGroup", "find_entry_points", "load_entry_point"]
 
 PLUGIN_GROUP = "butler.cli"
 """The entry-point group of commands that other packages add to ``butler``."""
 
-_LOG = logging.getLogger("butler")
+
+def _log() -> logging.Logger:
+    """Return the ``butler`` logger; `logging` is imported on first use (``butler --help`` needs none)."""
+    import logging
+
+    return logging.getLogger("butler")
 
 
 def find_entry_points(group: str, path: list[str] | None = None) -> dict[str, str]:
@@ -109,7 +116,7 @@ class ButlerGroup(Utf8ArgumentsMixin, click.Group):
         value = self.plugins().get(cmd_name)
         if value is None:
             if not self.plugins():
-                _LOG.debug("no %r entry points: is the package installed (pip install -e .)?", PLUGIN_GROUP)
+                _log().debug("no %r entry points: is the package installed (pip install -e .)?", PLUGIN_GROUP)
             return None
         command = load_entry_point(value)
         if not isinstance(command, click.Command):
@@ -164,7 +171,9 @@ class ButlerGroup(Utf8ArgumentsMixin, click.Group):
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a killed writer
         except Exception as exc:  # noqa: BLE001 - report every failure the same way
-            if _LOG.isEnabledFor(logging.DEBUG):
+            import logging
+
+            if _log().isEnabledFor(logging.DEBUG):
                 raise
             from butler._errors import ButlerError, storage_error
 

@@ -15,17 +15,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._group import ButlerGroup
 
+if TYPE_CHECKING:
+    import logging
+
 __all__ = ["main", "cli"]
 
-_LOG = logging.getLogger("butler")
+
+def _log() -> logging.Logger:
+    """Return the ``butler`` logger; `logging` is imported on first use (``butler --help`` needs none)."""
+    import logging
+
+    return logging.getLogger("butler")
 
 
 # ---------------------------------------------------------------------- output helpers
@@ -109,7 +116,7 @@ def _listing_registry(repo: str) -> Any:
         try:
             return backends.open_read_only_fast(repo)
         except backends.FastPathUnavailableError as exc:
-            _LOG.debug("SQLAlchemy registry (%s)", exc)
+            _log().debug("SQLAlchemy registry (%s)", exc)
     return _open(repo, writeable=False).registry
 
 
@@ -167,6 +174,8 @@ def cli(
     log_label: tuple[str, ...],
 ) -> None:
     """Manage a ccdflow data repository: create it, ingest raws, query and curate collections."""
+    import logging
+
     from butler.cli_logging import setup_logging
 
     try:
@@ -353,7 +362,7 @@ def _query_datasets_fast(
         finally:
             fast.close()
     except backends.FastPathUnavailableError as exc:
-        _LOG.debug("query-datasets: SQLAlchemy path (%s)", exc)
+        _log().debug("query-datasets: SQLAlchemy path (%s)", exc)
         return None
     return refs, order, (uris if show_uri else None)
 
@@ -387,7 +396,7 @@ def _fast_query(repo: str, command: str, query: Any) -> Any:
         finally:
             fast.close()
     except backends.FastPathUnavailableError as exc:
-        _LOG.debug("%s: SQLAlchemy path (%s)", command, exc)
+        _log().debug("%s: SQLAlchemy path (%s)", command, exc)
         return None
 
 
