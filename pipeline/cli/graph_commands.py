@@ -361,6 +361,20 @@ def _show_pipeline(items: Sequence[str], opts: dict[str, Any], butler: Any) -> N
         click.echo(render_pipeline_show(item, pipe, graph) or "", nl=False)
 
 
+def _instruments_butler(repo: str) -> Any:
+    """Open a butler to list the registered instruments with: the read-only one when it answers."""
+    butler = _read_only_butler(repo)
+    if butler is not None:
+        from butler.registry.backends import FastPathUnavailableError
+
+        try:
+            butler.query_dimension_records("instrument")
+            return butler
+        except FastPathUnavailableError:
+            butler.close()
+    return _make_butler(repo, writeable=False)
+
+
 def _show_pipeline_only(opts: dict[str, Any], command: str) -> bool:
     """Show the pipeline ``--show`` items; return whether that was all there was to do.
 
@@ -371,7 +385,7 @@ def _show_pipeline_only(opts: dict[str, Any], command: str) -> bool:
     opts["show"] = graph_items
     if not pipeline_items:
         return False
-    butler = _make_butler(opts["repo"], writeable=False) if opts["repo"] else None
+    butler = _instruments_butler(opts["repo"]) if opts["repo"] else None
     try:
         _show_pipeline(pipeline_items, opts, butler)
     finally:

@@ -143,34 +143,23 @@ def test_unsupported_read_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert "input collection(s) ToyCam/raw/al do not exist" in outputs[0]
 
 
-def test_qgraph_imports_no_sqlalchemy(tmp_path: Path) -> None:
-    """The whole ``pipetask qgraph`` process never imports SQLAlchemy on a SQLite repository."""
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [([], "Quantum graph: 4 quanta"), (["--show", "config=work_ms"], "config.work_ms=0.0")],
+)
+def test_qgraph_imports_no_sqlalchemy(tmp_path: Path, extra: list[str], expected: str) -> None:
+    """The whole ``pipetask qgraph`` process (or its pipeline ``--show``) never imports SQLAlchemy."""
     butler, _ = toy.make_toy_repo(tmp_path / "repo", 2, 2, shape=(4, 4))
     code = (
         "import sys; from pipeline.cli.pipetask import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "print('SQLALCHEMY', 'sqlalchemy' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "qgraph",
-            "-b",
-            str(butler.root),
-            "-t",
-            "_toy_tasks.SubtractMedianTask:subtractMedian",
-            "-i",
-            toy.TOY_RAW_RUN,
-            "--output-run",
-            "u/x",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "Quantum graph: 4 quanta" in out
+    args = ["qgraph", "-b", str(butler.root), "-t", "_toy_tasks.SubtractMedianTask:subtractMedian",
+            "-i", toy.TOY_RAW_RUN, "--output-run", "u/x", *extra]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    out = proc.stdout
+    assert expected in out
     assert "SQLALCHEMY False" in out
 
 
