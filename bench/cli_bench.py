@@ -20,7 +20,8 @@ measured on the same toy workload and machine class; it is not a dependency, so 
 constants here. Wall times are the median of several runs; CPU times (user + system of the
 command) are printed beside them because a shared machine moves wall times.
 
-Usage: ``python bench/cli_bench.py [--quick] [--repeat N]``; the last lines (``TARGET {...}``)
+Usage: ``python bench/cli_bench.py [--quick] [--repeat N] [--only PARTS]`` (``--only
+qgraph,imports``: only ``pipetask qgraph`` and its import time); the last lines (``TARGET {...}``)
 are what ``bench/run_all.py`` tabulates.
 """
 
@@ -55,6 +56,16 @@ LSST = {
     "qgraph100_wall_s": "1.94",
     "help_wall_s": "1.6",
     "first_query_ms": "6-21",
+}
+#: The parts of the benchmark (``--only``); ``help`` always runs (the run overheads subtract it).
+PARTS = ("help", "qgraph", "run", "run-large", "queries", "first-query", "imports")
+#: The part whose command each import profile is of.
+IMPORT_PARTS = {
+    "pipetask --help": "help",
+    "pipetask qgraph": "qgraph",
+    "pipetask run": "run",
+    "butler query-data-ids": "queries",
+    "butler query-dimension-records": "queries",
 }
 TASKS = [
     "-t",
@@ -242,7 +253,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64x64 images and a 20 x 9 'large' run.")
     parser.add_argument("--repeat", type=int, default=5, help="runs per small figure (median)")
+    parser.add_argument(
+        "--only",
+        default="",
+        metavar="PARTS",
+        help="comma-separated parts to run (default: all): "
+        + ", ".join(PARTS)
+        + "; e.g. '--only qgraph,imports' "
+        "times pipetask qgraph and its imports (with another part, 'imports' profiles that part's commands only)",
+    )
     args = parser.parse_args(argv)
+    only = {p.strip() for p in args.only.split(",") if p.strip()}
+    if only - set(PARTS):
+        parser.error(f"unknown part(s) {sorted(only - set(PARTS))}; choose from {', '.join(PARTS)}")
+
+    def want(part: str) -> bool:
+        return not only or part in only
+
     import compileall
 
     # Time the commands as installed: with bytecode, also for the toy tasks' module (an installed
@@ -257,14 +284,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipetask, butler_cli = _exe("pipetask"), _exe("butler")
     try:
         small, _ = toy.make_toy_repo(tmp / "small", 10, 9, shape=shape)
-        large, _ = toy.make_toy_repo(tmp / "large", *big, shape=shape)
+        needs_large = not only or bool(only & {"run-large", "queries", "first-query"}) or only == {"imports"}
+        large = toy.make_toy_repo(tmp / "large", *big, shape=shape)[0] if needs_large else None
         small.close() if hasattr(small, "close") else None
-        large.close() if hasattr(large, "close") else None
+        large.close() if large is not None and hasattr(large, "close") else None
         n_small, n_large = 10 * 9 + 10, big[0] * big[1] + big[0]
         print(
             f"toy workload: {shape[0]}x{shape[1]} uint16 raws; load average {os.getloadavg()[0]:.1f} "
             f"on {os.cpu_count()} cores at the start"
         )
+
+        qgraph = [
+            pipetask,
+            "qgraph",
+            "-b",
+            str(tmp / "small"),
+            *TASKS,
+            "-i",
+            toy.TOY_RAW_RUN,
+            "--output-run",
+            "bench/qgraph",
+        ]
+        where = f"instrument = '{toy.TOY_INSTRUMENT}'"
+        qdi = [butler_cli, "query-data-ids", str(tmp / "large"), "exposure,detector", "-d", where]
+        qdr = [butler_cli, "query-dimension-records", str(tmp / "large"), "exposure"]
 
         help_wall, help_cpu, _ = timed([pipetask, "--help"], repeat=max(repeat, 5))
         print(
@@ -279,126 +322,118 @@ def main(argv: Sequence[str] | None = None) -> int:
             float(LSST["help_wall_s"]) / help_wall,
         )
 
-        qgraph = [
-            pipetask,
-            "qgraph",
-            "-b",
-            str(tmp / "small"),
-            *TASKS,
-            "-i",
-            toy.TOY_RAW_RUN,
-            "--output-run",
-            "bench/qgraph",
-        ]
-        qg_wall, qg_cpu, _ = timed(qgraph, repeat=repeat)
-        print(
-            f"pipetask qgraph, 100 quanta    {qg_wall:7.3f} s wall, {qg_cpu:.3f} s CPU   "
-            f"[LSST {LSST['qgraph100_wall_s']} s; target <= 0.32 s]"
-        )
-        target(
-            "pipetask qgraph of 100 quanta, whole process",
-            qg_wall,
-            "s",
-            "<= 0.32",
-            LSST["qgraph100_wall_s"],
-            float(LSST["qgraph100_wall_s"]) / qg_wall,
-        )
+        if want("qgraph"):
+            qg_wall, qg_cpu, _ = timed(qgraph, repeat=repeat)
+            print(
+                f"pipetask qgraph, 100 quanta    {qg_wall:7.3f} s wall, {qg_cpu:.3f} s CPU   "
+                f"[LSST {LSST['qgraph100_wall_s']} s; target <= 0.32 s]"
+            )
+            target(
+                "pipetask qgraph of 100 quanta, whole process",
+                qg_wall,
+                "s",
+                "<= 0.32",
+                LSST["qgraph100_wall_s"],
+                float(LSST["qgraph100_wall_s"]) / qg_wall,
+            )
 
-        r = bench_run(tmp / "small", n_small, help_wall, repeat, "r100")
-        print(
-            f"pipetask run, 100 quanta       {r['wall']:7.3f} s wall, {r['cpu']:.3f} s CPU; tasks' compute "
-            f"{r['compute']:.3f} s, in runQuantum {r['in_run_quantum']:.3f} s   [LSST {LSST['run100_wall_s']} s]"
-        )
-        print(
-            f"  framework overhead           {r['overhead_ms']:7.2f} ms/quantum "
-            f"(runs: {', '.join(f'{x:.2f}' for x in r['all_overhead_ms'])}; by CPU {r['overhead_cpu_ms']:.2f})   "
-            f"[LSST {LSST['run100_overhead_ms']} ms; target <= 3.9 ms]"
-        )
-        target(
-            "pipetask run of 100 quanta, whole process",
-            r["wall"],
-            "s",
-            "",
-            LSST["run100_wall_s"],
-            float(LSST["run100_wall_s"]) / r["wall"],
-        )
-        target(
-            "pipetask run of 100 quanta, framework overhead",
-            r["overhead_ms"],
-            "ms/quantum",
-            "<= 3.9",
-            LSST["run100_overhead_ms"],
-            61.0 / r["overhead_ms"],
-            note=f"by CPU {r['overhead_cpu_ms']:.2f}",
-        )
+        if want("run"):
+            r = bench_run(tmp / "small", n_small, help_wall, repeat, "r100")
+            print(
+                f"pipetask run, 100 quanta       {r['wall']:7.3f} s wall, {r['cpu']:.3f} s CPU; tasks' compute "
+                f"{r['compute']:.3f} s, in runQuantum {r['in_run_quantum']:.3f} s   [LSST {LSST['run100_wall_s']} s]"
+            )
+            print(
+                f"  framework overhead           {r['overhead_ms']:7.2f} ms/quantum "
+                f"(runs: {', '.join(f'{x:.2f}' for x in r['all_overhead_ms'])}; by CPU {r['overhead_cpu_ms']:.2f})   "
+                f"[LSST {LSST['run100_overhead_ms']} ms; target <= 3.9 ms]"
+            )
+            target(
+                "pipetask run of 100 quanta, whole process",
+                r["wall"],
+                "s",
+                "",
+                LSST["run100_wall_s"],
+                float(LSST["run100_wall_s"]) / r["wall"],
+            )
+            target(
+                "pipetask run of 100 quanta, framework overhead",
+                r["overhead_ms"],
+                "ms/quantum",
+                "<= 3.9",
+                LSST["run100_overhead_ms"],
+                61.0 / r["overhead_ms"],
+                note=f"by CPU {r['overhead_cpu_ms']:.2f}",
+            )
 
-        rl = bench_run(tmp / "large", n_large, help_wall, 1, "rbig")
-        print(
-            f"pipetask run, {n_large:,d} quanta   {rl['wall']:7.2f} s wall, {rl['cpu']:.2f} s CPU; tasks' compute "
-            f"{rl['compute']:.2f} s, in runQuantum {rl['in_run_quantum']:.2f} s"
-        )
-        print(
-            f"  framework overhead           {rl['overhead_ms']:7.2f} ms/quantum "
-            f"(runs: {', '.join(f'{x:.2f}' for x in rl['all_overhead_ms'])}; by CPU {rl['overhead_cpu_ms']:.2f})   "
-            f"[LSST {LSST['run3700_overhead_ms']} ms; target <= 2.3 ms]"
-        )
-        target(
-            f"pipetask run of {n_large:,d} quanta, framework overhead",
-            rl["overhead_ms"],
-            "ms/quantum",
-            "<= 2.3",
-            LSST["run3700_overhead_ms"],
-            117.0 / rl["overhead_ms"],
-            note=f"by CPU {rl['overhead_cpu_ms']:.2f}",
-        )
+        if want("run-large"):
+            rl = bench_run(tmp / "large", n_large, help_wall, 1, "rbig")
+            print(
+                f"pipetask run, {n_large:,d} quanta   {rl['wall']:7.2f} s wall, {rl['cpu']:.2f} s CPU; tasks' compute "
+                f"{rl['compute']:.2f} s, in runQuantum {rl['in_run_quantum']:.2f} s"
+            )
+            print(
+                f"  framework overhead           {rl['overhead_ms']:7.2f} ms/quantum "
+                f"(runs: {', '.join(f'{x:.2f}' for x in rl['all_overhead_ms'])}; by CPU {rl['overhead_cpu_ms']:.2f})   "
+                f"[LSST {LSST['run3700_overhead_ms']} ms; target <= 2.3 ms]"
+            )
+            target(
+                f"pipetask run of {n_large:,d} quanta, framework overhead",
+                rl["overhead_ms"],
+                "ms/quantum",
+                "<= 2.3",
+                LSST["run3700_overhead_ms"],
+                117.0 / rl["overhead_ms"],
+                note=f"by CPU {rl['overhead_cpu_ms']:.2f}",
+            )
 
-        where = f"instrument = '{toy.TOY_INSTRUMENT}'"
-        qdi = [butler_cli, "query-data-ids", str(tmp / "large"), "exposure,detector", "-d", where]
-        qdi_wall, qdi_cpu, _ = timed(qdi, repeat=repeat)
-        print(
-            f"butler query-data-ids ({big[0] * big[1]:,d} rows)  {qdi_wall:7.3f} s wall, {qdi_cpu:.3f} s CPU   "
-            "[target <= 0.2 s]"
-        )
-        target(f"butler query-data-ids CLI ({big[0] * big[1]:,d} rows)", qdi_wall, "s", "<= 0.2")
-        qdr = [butler_cli, "query-dimension-records", str(tmp / "large"), "exposure"]
-        qdr_wall, qdr_cpu, _ = timed(qdr, repeat=repeat)
-        print(
-            f"butler query-dimension-records exposure ({big[0]} rows)  {qdr_wall:7.3f} s wall, "
-            f"{qdr_cpu:.3f} s CPU   [target <= 0.2 s]"
-        )
-        target("butler query-dimension-records CLI", qdr_wall, "s", "<= 0.2")
+        if want("queries"):
+            qdi_wall, qdi_cpu, _ = timed(qdi, repeat=repeat)
+            print(
+                f"butler query-data-ids ({big[0] * big[1]:,d} rows)  {qdi_wall:7.3f} s wall, {qdi_cpu:.3f} s CPU   "
+                "[target <= 0.2 s]"
+            )
+            target(f"butler query-data-ids CLI ({big[0] * big[1]:,d} rows)", qdi_wall, "s", "<= 0.2")
+            qdr_wall, qdr_cpu, _ = timed(qdr, repeat=repeat)
+            print(
+                f"butler query-dimension-records exposure ({big[0]} rows)  {qdr_wall:7.3f} s wall, "
+                f"{qdr_cpu:.3f} s CPU   [target <= 0.2 s]"
+            )
+            target("butler query-dimension-records CLI", qdr_wall, "s", "<= 0.2")
 
-        probe = (
-            "import time, sys; from butler import Butler; b = Butler(sys.argv[1], writeable=False); "
-            "t = time.perf_counter(); c = time.process_time(); "
-            "n = len(list(b.registry.query_data_ids(['exposure', 'detector'], where=sys.argv[2]))); "
-            "print(n, 1000 * (time.perf_counter() - t), 1000 * (time.process_time() - c))"
-        )
-        firsts = []
-        for _ in range(repeat):
-            out = subprocess.run(
-                [sys.executable, "-c", probe, str(tmp / "large"), where],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()
-            firsts.append((float(out[1]), float(out[2]), int(out[0])))
-        fw = statistics.median(f[0] for f in firsts)
-        fc = statistics.median(f[1] for f in firsts)
-        print(
-            f"first query_data_ids in a process ({firsts[0][2]:,d} rows)  {fw:7.1f} ms wall, {fc:.1f} ms CPU   "
-            f"[LSST {LSST['first_query_ms']} ms; target <= 10 ms]"
-        )
-        target(
-            f"first query_data_ids call in a process ({firsts[0][2]:,d} rows)",
-            fw,
-            "ms",
-            "<= 10",
-            LSST["first_query_ms"],
-            13.5 / fw,
-        )
+        if want("first-query"):
+            probe = (
+                "import time, sys; from butler import Butler; b = Butler(sys.argv[1], writeable=False); "
+                "t = time.perf_counter(); c = time.process_time(); "
+                "n = len(list(b.registry.query_data_ids(['exposure', 'detector'], where=sys.argv[2]))); "
+                "print(n, 1000 * (time.perf_counter() - t), 1000 * (time.process_time() - c))"
+            )
+            firsts = []
+            for _ in range(repeat):
+                out = subprocess.run(
+                    [sys.executable, "-c", probe, str(tmp / "large"), where],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.split()
+                firsts.append((float(out[1]), float(out[2]), int(out[0])))
+            fw = statistics.median(f[0] for f in firsts)
+            fc = statistics.median(f[1] for f in firsts)
+            print(
+                f"first query_data_ids in a process ({firsts[0][2]:,d} rows)  {fw:7.1f} ms wall, {fc:.1f} ms CPU   "
+                f"[LSST {LSST['first_query_ms']} ms; target <= 10 ms]"
+            )
+            target(
+                f"first query_data_ids call in a process ({firsts[0][2]:,d} rows)",
+                fw,
+                "ms",
+                "<= 10",
+                LSST["first_query_ms"],
+                13.5 / fw,
+            )
 
-        print("import time per command (python -X importtime, sum of self times; largest packages, ms):")
+        if want("imports"):
+            print("import time per command (python -X importtime, sum of self times; largest packages, ms):")
         commands = {
             "pipetask --help": [pipetask, "--help"],
             "pipetask qgraph": qgraph,
@@ -419,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "butler query-dimension-records": qdr,
         }
         for name, cmd in commands.items():
+            if not want("imports") or (only - {"imports"} and IMPORT_PARTS[name] not in only):
+                continue
             total, packages = import_profile(cmd)
             print(f"  {name:32s} {1000 * total:6.0f} ms   ({_fmt_packages(packages)})")
             target(f"imports of {name}", 1000 * total, "ms", "", note=_fmt_packages(packages[:4]))
