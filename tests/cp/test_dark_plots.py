@@ -94,3 +94,35 @@ def test_ptc_plot_title_says_when_the_noise_is_unconstrained():
     ptc.noiseErr.update(A=0.29, B=2e7)
     assert _fit_summary(ptc, "A") == "A: g=1.200±0.005 e-/ADU, noise=4.86±0.29 e-"
     assert _fit_summary(ptc, "B") == "B: g=1.240±0.020 e-/ADU, noise unconstrained"
+
+
+def test_ptc_plot_panels_and_labels_fit_in_the_figure_without_overlap():
+    """The fixed margins (no tight_layout) keep every label inside the figure, panels apart."""
+    from pipeline.tasks.cp.ptc_plots import plot_covariances, plot_pair_gains
+
+    for names in (["A"], ["A", "B"], ["A", "B", "C", "D"]):
+        ptc = PhotonTransferCurveDataset(names, "EXPAPPROXIMATION", 2)
+        mu = np.geomspace(300, 40000, 30)
+        for amp in names:
+            cov = np.zeros((30, 2, 2))
+            cov[:, 0, 1] = cov[:, 1, 0] = -1e-6 * mu**2   # negative: a minus sign on the tick labels
+            ptc.append_points(amp, rawMeans=mu, rawVars=mu / 1.2, covariances=cov,
+                              gainList=np.linspace(1.1, 1.3, 30), inputExpIdPairs=np.zeros((30, 2), int),
+                              expIdMask=np.ones(30, bool))
+            ptc.gain[amp] = 1.2
+        for fig in (plot_covariances(ptc, "detector 0"), plot_pair_gains(ptc, "detector 0")):
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+            canvas = FigureCanvasAgg(fig)
+            canvas.draw()
+            r = canvas.get_renderer()
+            w, h = fig.bbox.width, fig.bbox.height
+            boxes = [ax.get_tightbbox(r) for ax in fig.axes]
+            assert len(boxes) == len(names)
+            for b in boxes:
+                assert b.x0 >= 0 and b.y0 >= 0 and b.x1 <= w and b.y1 <= h, (len(names), b)
+            for i, b in enumerate(boxes):
+                for c in boxes[i + 1:]:
+                    assert not b.overlaps(c), (len(names), b, c)
+            title = fig.texts[0].get_window_extent(r)
+            assert all(title.y0 >= ax.get_tightbbox(r).y1 - 1 for ax in fig.axes[: min(len(names), 2)])
