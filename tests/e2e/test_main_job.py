@@ -114,6 +114,33 @@ def test_step_significance_detects_an_injected_step() -> None:
     assert s1 > 5
 
 
+def test_quicklook_tight_box_from_one_draw_equals_matplotlib_tight(tmp_path: Path) -> None:
+    """`_save_tight` writes the image of ``savefig(bbox_inches="tight")``, pixel for pixel."""
+    import matplotlib.image as mpimg
+
+    from pipeline.image import Amplifier, Detector, Exposure, MaskedImage
+    from pipeline.main_job import plots
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(500.0, 20.0, (150, 300)).astype(np.float32)
+    img[:, 150:] += 40.0
+    det = Detector(id=0, name="d", bbox=Box(0, 0, 300, 150), amplifiers=(
+        Amplifier(name="A", gain=1.0, read_noise=3.0, bbox=Box(0, 0, 150, 150)),
+        Amplifier(name="B", gain=1.0, read_noise=3.0, bbox=Box(150, 0, 150, 150))))
+    exp = Exposure(MaskedImage(img), detector=det)
+    saved: list[Any] = []
+    real = plots._save_tight
+    plots._save_tight = lambda fig, path, dpi: saved.append(fig) or real(fig, path, dpi)
+    try:
+        plots._quicklook(exp, "a quick look", tmp_path / "one_draw.png")
+    finally:
+        plots._save_tight = real
+    saved[0].savefig(tmp_path / "tight.png", dpi=80, bbox_inches="tight")
+    a, b = mpimg.imread(tmp_path / "one_draw.png"), mpimg.imread(tmp_path / "tight.png")
+    assert a.shape == b.shape and a.shape[1] < 11 * 80  # cropped to the tight box
+    np.testing.assert_array_equal(a, b)
+
+
 def expected_datasets(
     flow: Flow, raws_by_type: dict[str, set[tuple[int, int]]], n_filters: int
 ) -> dict[str, dict[str, int]]:
