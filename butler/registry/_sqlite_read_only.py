@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import FastPathUnavailableError, MissingCollectionError, did_you_mean
+from .._errors import FastPathUnavailableError, MissingCollectionError, MissingDatasetTypeError, did_you_mean
 from ..collections import CollectionType, has_glob
 from ..datasets import DatasetRef, DatasetType
 from ..datastore.records import FileRecordColumns, StoredFileInfo, file_record_columns
@@ -148,6 +148,24 @@ class SqliteReadOnlyButler:
         return self._guard(run)
 
     # ------------------------------------------------------------------ dataset types
+    def _registered(self, name: Any) -> bool:
+        """Whether ``name`` (a plain name) is a registered dataset type."""
+        if not isinstance(name, str) or has_glob(name):
+            raise FastPathUnavailableError("dataset type given as an object or a pattern")
+        try:
+            self._entry(name)
+        except FastPathUnavailableError:
+            return False
+        return True
+
+    def _missing_type(self, name: str) -> MissingDatasetTypeError:
+        """Return the registry's error for an unregistered dataset type (``DatasetTypeManager.entry``)."""
+        assert self._types is not None
+        return MissingDatasetTypeError(
+            f"dataset type {name!r} is not registered{did_you_mean(name, self._types)}; "
+            "register it first (butler register-dataset-type, or pipetask --register-dataset-types)"
+        )
+
     def _entry(self, name: Any) -> tuple[int, DatasetType]:
         if not isinstance(name, str) or has_glob(name):
             raise FastPathUnavailableError("dataset type given as an object or a pattern")
@@ -273,6 +291,8 @@ class SqliteReadOnlyButler:
 
         Raises
         ------
+        MissingDatasetTypeError
+            If the dataset type is not registered (the registry's error).
         FastPathUnavailableError
             For a pattern or several types, no collections, a ``bind``, ``data_id``, ``limit``,
             ``order_by``, ``timespan`` or dimension keyword, and whatever `dataset_rows` refuses.
@@ -282,6 +302,8 @@ class SqliteReadOnlyButler:
             _no_extras(
                 bind=bind, data_id=data_id, limit=limit, order_by=order_by, timespan=timespan, dims=dims
             )
+            if not self._registered(dataset_type):
+                raise self._missing_type(dataset_type)  # the registry's answer (before the collections)
             if collections is None:
                 raise FastPathUnavailableError("no collections")
             dt_id, dt = self._entry(dataset_type)
@@ -365,6 +387,8 @@ class SqliteReadOnlyButler:
             rec = self._r.collections.get(collection)
             if rec is None:
                 raise FastPathUnavailableError(f"no collection {collection!r}")
+            if not self._registered(dataset_type):
+                raise self._missing_type(dataset_type)  # the registry's answer, not a refusal
             dt_id = self._entry(dataset_type)[0]
             certs = [
                 (uuid.UUID(hex=i), Timespan.from_ns(b, e))
@@ -454,10 +478,32 @@ class SqliteReadOnlyButler:
 
         return self._guard(run)
 
-    def find_dataset(self, *args: Any, **kwargs: Any) -> DatasetRef | None:
-        """Not answered here: always `FastPathUnavailableError` (the registry's `find_dataset` decides)."""
+    def find_dataset(
+        self,
+        dataset_type: Any,
+        data_id: Mapping[str, Any] | None = None,
+        *,
+        collections: str | Iterable[str] | None = None,
+        timespan: Timespan | None = None,
+        **dims: Any,
+    ) -> DatasetRef | None:
+        """As `Registry.find_dataset`, only for a dataset type that is not registered.
+
+        Raises
+        ------
+        MissingDatasetTypeError
+            If ``dataset_type`` is not registered (as the registry; after the collections are
+            resolved, as the registry does).
+        FastPathUnavailableError
+            Otherwise: the registry finds datasets.
+        """
 
         def run() -> None:
+            if collections is None:
+                raise FastPathUnavailableError("no collections")
+            self.resolve_collections(collections)
+            if not self._registered(dataset_type):
+                raise self._missing_type(dataset_type)
             raise FastPathUnavailableError("find_dataset is not answered by the read-only path")
 
         return self._guard(run)

@@ -14,7 +14,7 @@ import _toy_tasks as toy
 import numpy as np
 import pytest
 
-from butler import Butler, MissingCollectionError
+from butler import Butler, MissingCollectionError, MissingDatasetTypeError
 from butler._errors import FastPathUnavailableError
 from butler.registry.backends import open_read_only_butler
 
@@ -88,3 +88,24 @@ def test_refusals_are_remembered(tmp_path: Path) -> None:
             fast.find_dataset("toyRaw", {"exposure": 1}, collections=[toy.TOY_RAW_RUN])
     finally:
         fast.close()
+
+
+def test_unregistered_type_is_the_registrys_error(repos: Any) -> None:
+    """find_dataset, query_calibration_validity, query_datasets of an unknown type: the registry's error."""
+    butler, fast = repos
+    errors = []
+    for b in (butler, fast):
+        with pytest.raises(MissingDatasetTypeError) as e1:
+            b.find_dataset("toyRa", {"instrument": toy.TOY_INSTRUMENT}, collections=[toy.TOY_RAW_RUN])
+        with pytest.raises(MissingDatasetTypeError) as e2:
+            b.registry.query_calibration_validity(toy.TOY_RAW_RUN, "toyRa")
+        with pytest.raises(MissingDatasetTypeError) as e3:
+            b.query_datasets("toyRa", collections=["no/such/collection"], where="detector = 1")
+        errors.append((str(e1.value), str(e2.value), str(e3.value)))
+    assert errors[0] == errors[1]
+    assert "did you mean 'toyRaw'" in errors[0][0]
+    assert fast.unavailable is None
+    with pytest.raises(FastPathUnavailableError):  # a registered type: the registry finds it
+        fast.find_dataset("toyRaw", {"instrument": toy.TOY_INSTRUMENT, "exposure": 1, "detector": 1},
+                          collections=[toy.TOY_RAW_RUN])
+    fast.unavailable = None

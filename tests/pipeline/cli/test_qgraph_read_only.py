@@ -233,3 +233,12 @@ def test_real_cpbias_cpptc_graphs_equal(
     assert len(bias_inputs) == 3 and len({r.id for r in bias_inputs}) == 1
     assert bias_inputs[0].id in fast.datastore_records
     _assert_same(fast, slow)
+    # isr.yaml: bias and flat lookups; no flat type is registered (the registry's MissingDatasetTypeError
+    # per quantum, answered the same way by the read-only butler), so flats are simply absent.
+    isr_args = ["-b", repo, "-p", str(REPO_ROOT / "pipelines" / "isr.yaml"), "-i",
+                "kast_blue/raw/all,kast_blue/calib", "--output-run", "u/isr",
+                "-d", "exposure.observation_type IN ('flat', 'arc')"]
+    fast, slow = _qgraph_both_ways(monkeypatch, tmp_path, isr_args)
+    assert fast.count_by_task() == {"isr": 4}
+    assert all(len(q.prerequisites["bias"]) == 1 and not q.prerequisites.get("flat") for q in fast.quanta())
+    _assert_same(fast, slow)
