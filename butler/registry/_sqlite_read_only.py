@@ -126,23 +126,38 @@ class SqliteReadOnlyButler:
         """As `Registry.get_collection_type` (`MissingCollectionError` for an unknown name)."""
         rec = self._r.collections.get(name)
         if rec is None:
-            raise MissingCollectionError(
-                f"collection {name!r} does not exist{did_you_mean(name, self._r.collections)}; "
-                "see `butler query-collections` for the existing ones"
-            )
+            raise self._missing_collection(name)
         return rec.type
+
+    def _missing_collection(self, name: str) -> MissingCollectionError:
+        """Return the registry's error for an unknown collection (``CollectionManager.find``)."""
+        return MissingCollectionError(
+            f"collection {name!r} does not exist{did_you_mean(name, self._r.collections)}; "
+            "see `butler query-collections` for the existing ones"
+        )
 
     def get_collection_chain(self, parent: str) -> tuple[str, ...]:
         """As `Registry.get_collection_chain` (of a CHAINED collection)."""
         return self._guard(lambda: self._r.get_collection_chain(parent))
 
     def resolve_collections(self, collections: str | Iterable[str], *, flatten: bool = True) -> list[Any]:
-        """As `Registry.resolve_collections`: the flattened search path (``id``, ``name``, ``type``)."""
+        """As `Registry.resolve_collections`: the flattened search path (``id``, ``name``, ``type``).
+
+        Raises
+        ------
+        MissingCollectionError
+            For an unknown name (the registry's error).
+        FastPathUnavailableError
+            Without ``flatten`` or collections, or for a chain that is too deep.
+        """
 
         def run() -> list[Any]:
             if not flatten or collections is None:
                 raise FastPathUnavailableError("unflattened or missing collections")
             names = [collections] if isinstance(collections, str) else list(collections)
+            for name in names:  # the registry's error for the first unknown name, in order
+                if not has_glob(name) and name not in self._r.collections:
+                    raise self._missing_collection(name)
             return self._r.resolve_collections(names)
 
         return self._guard(run)

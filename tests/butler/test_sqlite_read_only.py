@@ -91,7 +91,7 @@ def test_refusals_are_remembered(tmp_path: Path) -> None:
 
 
 def test_unregistered_type_is_the_registrys_error(repos: Any) -> None:
-    """find_dataset, query_calibration_validity, query_datasets of an unknown type: the registry's error."""
+    """Unknown dataset types and collections: the registry's exceptions and messages, no refusal."""
     butler, fast = repos
     errors = []
     for b in (butler, fast):
@@ -101,7 +101,11 @@ def test_unregistered_type_is_the_registrys_error(repos: Any) -> None:
             b.registry.query_calibration_validity(toy.TOY_RAW_RUN, "toyRa")
         with pytest.raises(MissingDatasetTypeError) as e3:
             b.query_datasets("toyRa", collections=["no/such/collection"], where="detector = 1")
-        errors.append((str(e1.value), str(e2.value), str(e3.value)))
+        with pytest.raises(MissingCollectionError) as e4:
+            b.query_datasets("toyRaw", collections=[toy.TOY_RAW_RUN, "ToyCam/raw/al"], where="detector = 1")
+        with pytest.raises(MissingCollectionError) as e5:
+            b.registry.resolve_collections(["ToyCam/*", "nothing"])
+        errors.append(tuple(str(e.value) for e in (e1, e2, e3, e4, e5)))
     assert errors[0] == errors[1]
     assert "did you mean 'toyRaw'" in errors[0][0]
     assert fast.unavailable is None

@@ -127,8 +127,39 @@ def test_toy_graph_equal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     _assert_same(fast, slow)
 
 
-def test_unsupported_read_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A read the read-only butler refuses (here: an unknown input collection) gives the registry's error."""
+def test_refused_read_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A read the read-only butler refuses, even one the builder catches, makes qgraph use the registry."""
+    from butler.registry import _sqlite_read_only
+
+    butler, _ = toy.make_toy_repo(tmp_path / "repo", 2, 2, shape=(4, 4))
+    pipe = tmp_path / "toy.yaml"
+    pipe.write_text(toy.TOY_PIPELINE_YAML)
+    refused = []
+
+    def refuse(self: Any, *a: Any, **k: Any) -> Any:
+        def run() -> None:
+            refused.append(True)
+            raise _sqlite_read_only.FastPathUnavailableError("refused by the test")
+
+        return self._guard(run)
+
+    # The builder catches a failed dataset query of the lead input and tries query_data_ids.
+    monkeypatch.setattr(_sqlite_read_only.SqliteReadOnlyButler, "query_datasets", refuse)
+    used = []
+    real_make_butler = graph_commands._make_butler
+    monkeypatch.setattr(graph_commands, "_make_butler",
+                        lambda *a, **k: used.append(1) or real_make_butler(*a, **k))
+    qg = tmp_path / "g.qg"
+    args = ["qgraph", "-b", str(butler.root), "-p", str(pipe), "-i", toy.TOY_RAW_RUN, "--output-run", "u/x",
+            "-q", str(qg)]
+    r = CliRunner().invoke(pipetask, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert refused and used == [1]
+    assert QuantumGraph.load(qg).count_by_task() == {"subtractMedian": 4, "gatherMedians": 2}
+
+
+def test_failed_build_gives_the_registry_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A build failing with the read-only butler (unknown input collection) gives the registry's error."""
     butler, _ = toy.make_toy_repo(tmp_path / "repo", 2, 2, shape=(4, 4))
     pipe = tmp_path / "toy.yaml"
     pipe.write_text(toy.TOY_PIPELINE_YAML)
