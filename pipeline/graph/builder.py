@@ -222,7 +222,8 @@ def _sub_key(outer: tuple[str, ...], inner: tuple[str, ...]) -> Callable[[_Key],
 
 
 def _getter(dims: tuple[str, ...]) -> Callable[[Mapping[str, Any]], _Key]:
-    """A C-speed ``dict -> tuple of values`` for a fixed tuple of dimension names."""
+    """A C-speed ``dict -> tuple of values`` for a fixed tuple of dimension names (`_key` of a
+    plain dict: give it ``data_id.to_simple()``, ~4x faster than `_key` of the data ID)."""
     if len(dims) == 1:
         d = dims[0]
         return lambda v: (v[d],)
@@ -529,15 +530,17 @@ class QuantumGraphBuilder:
                                               bind=self.bind, data_id=self.data_id, find_first=True)
         except Exception:  # noqa: BLE001 - e.g. a where clause on dimensions the type lacks
             return None
-        sub.available[lead] = {_key(r.data_id, union_required): r for r in refs}
+        get = _getter(union_required)
+        sub.available[lead] = {get(r.data_id.to_simple()): r for r in refs}
         rows = [r.data_id for r in refs]
         for other in sub.constraint:
             if other == lead or not rows:
                 continue
             req = sub.overall_inputs[other].required
             orefs = self._query_datasets(other)
-            sub.available[other] = {_key(r.data_id, req): r for r in orefs}
-            rows = [r for r in rows if _key(r, req) in sub.available[other]]
+            get = _getter(req)
+            sub.available[other] = {get(r.data_id.to_simple()): r for r in orefs}
+            rows = [r for r in rows if get(r.to_simple()) in sub.available[other]]
         return rows
 
     def _query_datasets(self, name: str) -> list[DatasetRef]:
@@ -560,7 +563,8 @@ class QuantumGraphBuilder:
                 continue
             refs = self._query_datasets(name)
             self.n_queries += 1
-            sub.available[name] = {_key(r.data_id, e.required): r for r in refs}
+            get = _getter(e.required)
+            sub.available[name] = {get(r.data_id.to_simple()): r for r in refs}
             if not refs and e.conn.minimum > 0 and self.dataset_query_constraint != "all":
                 _log.warning("no %s datasets in %s", name, self.inputs)
 
