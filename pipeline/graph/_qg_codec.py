@@ -428,8 +428,11 @@ class Encoder:
         for name in ("ds_type", "ds_data_id", "ds_run", "q_task", "q_data_id", "q_io_start", "io_conn", "io_role",
                      "io_ds_start", "io_ds"):
             arrays[name] = _i4(getattr(self, name))
+            setattr(self, name, array("i"))  # free each column once copied (lower peak memory)
         arrays["ds_id"] = _u8(self.ds_id)
+        self.ds_id = bytearray()
         arrays["q_id"] = _u8(self.q_id)
+        self.q_id = bytearray()
         arrays.update(stored_arrays)
         return Columns(tables, arrays)
 

@@ -408,7 +408,8 @@ class QuantumGraphBuilder:
                                   if e.name not in t.node.outputs and e.dataset_type.name not in self._consumed]
         #: Datastore records of the pre-existing inputs: per subgraph, the dataset ids and their records.
         self.datastore_records: list[tuple[list[UUID], FileRecordColumns]] = []
-        self._recorded: set[UUID] = set()  # ids in `datastore_records`
+        #: The ids in `datastore_records`, made when a second subgraph needs them.
+        self._recorded: set[UUID] | None = None
         self.clobber: list[dict[str, Any]] = []
         self.n_queries = 0
         self.missing_prerequisites: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -996,9 +997,13 @@ class QuantumGraphBuilder:
         FileNotFoundError
             If an input dataset has no file in the datastore.
         """
-        recorded = self._recorded
-        existing = [r for r in sub.used_inputs.values() if r.id not in recorded] if recorded else \
-            list(sub.used_inputs.values())
+        if self.datastore_records:  # a later subgraph: leave out the inputs an earlier one had
+            if self._recorded is None:
+                self._recorded = {u for ids, _cols in self.datastore_records for u in ids}
+            recorded = self._recorded
+            existing = [r for r in sub.used_inputs.values() if r.id not in recorded]
+        else:
+            existing = list(sub.used_inputs.values())
         if not existing:
             return
         import numpy as np
@@ -1014,7 +1019,8 @@ class QuantumGraphBuilder:
                 f"{missing[0].dataset_type.name} {dict(missing[0].data_id.required)} in run {missing[0].run}; "
                 "re-ingest or remove them (butler prune-datasets)")
         self.datastore_records.append((ids, found))
-        recorded.update(ids)
+        if self._recorded is not None:
+            self._recorded.update(ids)
 
     # ------------------------------------------------------------------ the graph
     def _check_quanta(self) -> None:
