@@ -28,6 +28,7 @@ from .queries import (
     ResolvedColumn,
     compile_expression,
     parse_expression,
+    referenced_identifiers,
 )
 from .queries._datasets import DatasetQueryShape, query_dimensions
 from .queries._sa_backend import SQLALCHEMY
@@ -40,6 +41,7 @@ __all__ = [
     "QueryContext",
     "RecordQuery",
     "dataset_types_for_query",
+    "query_dataset_types",
 ]
 
 
@@ -289,6 +291,10 @@ class DatasetQuery:
         Flattened search path (no CHAINED entries needed; they are skipped).
     timespan : `Timespan`, optional
         Keep calibrations whose validity overlaps it.
+    also : sequence of `DatasetType`
+        More dataset types of the same dimensions to query in the same statement (see
+        `query_dataset_types`); the ``where`` expression and ``order_by`` then cannot name
+        dataset fields (``raw.run``), which exist for the first type only.
     """
 
     def __init__(
@@ -298,19 +304,24 @@ class DatasetQuery:
         search: Sequence[CollectionRecord],
         *,
         timespan: Timespan | None = None,
+        also: Sequence[DatasetType] = (),
     ) -> None:
         self.managers = managers
         self.db = managers.db
         self.dataset_type = dataset_type
         self.dt_id = managers.dataset_types.entry(dataset_type)[0]
+        self.types = [(self.dt_id, dataset_type)] + [managers.dataset_types.entry(dt) for dt in also]
         self.search = list(search)
         self.timespan = timespan
         self.dims = dataset_type.dimensions + dataset_type.implied
+        if any(dt.dimensions + dt.implied != self.dims for _, dt in self.types):
+            raise ValueError("dataset types queried together must have the same dimensions")
 
     def shape(self, *, find_first: bool = False) -> DatasetQueryShape:
         """Return the query's `DatasetQueryShape` (what the SQLAlchemy and sqlite3 renderers render)."""
         ts = None if self.timespan is None else (self.timespan.begin_ns, self.timespan.end_ns)
-        return DatasetQueryShape.build(self.dt_id, self.dims, self.search, timespan=ts, find_first=find_first)
+        ids = [i for i, _ in self.types]
+        return DatasetQueryShape.build(ids, self.dims, self.search, timespan=ts, find_first=find_first)
 
     def subquery(self, name: str = "ds", shape: DatasetQueryShape | None = None) -> Any:
         """Return the union of the dataset rows in each kind of collection, with a search ``rank``.
@@ -351,8 +362,73 @@ class DatasetQuery:
                 "ingest_date or timespan"
             )
 
-        ctx.dataset_fields[name] = dataset_field
+        if len(self.types) == 1:
+            ctx.dataset_fields[name] = dataset_field
         return ctx
+
+    def statement(
+        self,
+        *,
+        where: str = "",
+        bind: Mapping[str, Any] | None = None,
+        data_id: Mapping[str, Any] | None = None,
+        dims: Mapping[str, Any] | None = None,
+        find_first: bool = True,
+        limit: int | None = None,
+        order_by: str | Sequence[str] | None = None,
+    ) -> tuple[DatasetQueryShape, Any, tuple[bool, ...]]:
+        """Return the query's shape, its SELECT and whether each ORDER BY term is descending.
+
+        The ORDER BY terms are also the SELECT's columns ``o_0``, ``o_1`` ... (`render_select`).
+        """
+        shape = self.shape(find_first=find_first)
+        sub = self.subquery(shape=shape)
+        ctx = self.context(sub)
+        clauses = ctx.filters(data_id, dims, where, bind)
+        orders = ctx.order_columns(order_by)
+        stmt = render_select(shape, sub, ctx.from_clause(sub), clauses, orders, limit)
+        return shape, stmt, tuple(desc for _, desc in orders)
+
+    def refs(self, shape: DatasetQueryShape, rows: list[Any], keys: Sequence[str]) -> list[DatasetRef]:
+        """Build the refs of the fetched rows of `statement` (ambiguity check, duplicates dropped).
+
+        Raises
+        ------
+        CalibrationLookupError
+            If a find-first search in a CALIBRATION collection matched several validity ranges.
+        """
+        return [ref for refs in self.refs_by_type(shape, rows, keys) for ref in refs]
+
+    def refs_by_type(
+        self, shape: DatasetQueryShape, rows: list[Any], keys: Sequence[str]
+    ) -> list[list[DatasetRef]]:
+        """Build the refs of each dataset type of the query (in the order of ``self.types``).
+
+        A type's rows keep the order the database returned them in.
+
+        Raises
+        ------
+        CalibrationLookupError
+            If a find-first search in a CALIBRATION collection matched several validity ranges
+            (for the first such type).
+        """
+        if len(self.types) == 1:
+            per_type = [rows]
+        else:
+            i_type = list(keys).index("dataset_type_id")
+            buckets: dict[int, list[Any]] = {i: [] for i, _ in self.types}
+            for r in rows:
+                buckets[r[i_type]].append(r)
+            per_type = [buckets[i] for i, _ in self.types]
+        for (_, dt), type_rows in zip(self.types, per_type):
+            n = shape.ambiguous_count(type_rows, keys)
+            if n:
+                raise CalibrationLookupError(
+                    f"find-first search of {dt.name} in a CALIBRATION collection "
+                    f"matched {n} validity ranges for one data ID; give a timespan, or use find_first=False"
+                )
+        build = self.managers.datasets.rows_to_refs
+        return [build(shape.finish(r, keys), dt, keys) for (_, dt), r in zip(self.types, per_type)]
 
     def run(
         self,
@@ -366,21 +442,164 @@ class DatasetQuery:
         order_by: str | Sequence[str] | None = None,
     ) -> list[DatasetRef]:
         """Execute the query (see `Registry.query_datasets`)."""
-        shape = self.shape(find_first=find_first)
-        sub = self.subquery(shape=shape)
-        ctx = self.context(sub)
-        clauses = ctx.filters(data_id, dims, where, bind)
-        orders = ctx.order_columns(order_by)
-        stmt = render_select(shape, sub, ctx.from_clause(sub), clauses, orders, limit)
+        shape, stmt, _ = self.statement(
+            where=where, bind=bind, data_id=data_id, dims=dims, find_first=find_first, limit=limit,
+            order_by=order_by,
+        )
         with bulk_objects():
             rows, keys = self.db.fetch_tuples(stmt)
-            n = shape.ambiguous_count(rows, keys)
-            if n:
-                raise CalibrationLookupError(
-                    f"find-first search of {self.dataset_type.name} in a CALIBRATION collection "
-                    f"matched {n} validity ranges for one data ID; give a timespan, or use find_first=False"
-                )
-            return self.managers.datasets.rows_to_refs(shape.finish(rows, keys), self.dataset_type, keys)
+            return self.refs(shape, rows, keys)
+
+
+def _names_only_dimensions(universe: Any, where: str, order_by: str | Sequence[str] | None) -> bool:
+    """Whether ``where`` and ``order_by`` name dimensions and their fields only (no dataset fields).
+
+    A malformed expression counts as naming something else (its error is the per-type one).
+    """
+    heads: list[str] = []
+    if where and where.strip():
+        try:
+            heads += [i.split(".")[0] for i in referenced_identifiers(parse_expression(where))]
+        except ExpressionError:
+            return False
+    if isinstance(order_by, str):
+        order_by = [t for t in order_by.split(",") if t.strip()]
+    terms = list(order_by or ())
+    heads += [t.strip().lstrip("-+").split(".")[0] for t in terms]
+    return all(h in universe for h in heads)
+
+
+def query_dataset_types(
+    managers: RegistryManagers,
+    dataset_types: Sequence[DatasetType],
+    search: Sequence[CollectionRecord],
+    *,
+    timespan: Timespan | None = None,
+    where: str = "",
+    bind: Mapping[str, Any] | None = None,
+    data_id: Mapping[str, Any] | None = None,
+    dims: Mapping[str, Any] | None = None,
+    find_first: bool = True,
+    limit: int | None = None,
+    order_by: str | Sequence[str] | None = None,
+) -> list[DatasetRef]:
+    """Query several dataset types in one statement; the refs of each type in turn.
+
+    `Registry.query_datasets` of several types is defined as one `DatasetQuery` per type, the
+    results concatenated; this returns the same refs in the same order from one SELECT:
+
+    - types of the same dimensions form one `DatasetQuery` (``dataset_type_id IN (...)``; the
+      find-first and ambiguity windows partition by type too) when ``where`` and ``order_by``
+      name only dimensions (a dataset field such as ``raw.run`` exists for its own type only:
+      then every type is its own query);
+    - these queries are the parts of a UNION ALL (a ``part`` column; dimensions a part lacks
+      are typed NULLs), ordered by part and then by ``order_by`` (its columns ``o_i``);
+    - rows are split by dataset type in Python; a type's rows keep the order the database gave
+      them (ordered by ``order_by`` when given, as each type's own query orders them).
+
+    With ``limit`` (at most ``limit`` per type) each type runs alone, as it does for one type.
+    Any error makes the types run one by one again, so the error raised is the one the first
+    failing type raises on its own.
+
+    Parameters
+    ----------
+    managers : `RegistryManagers`
+        The registry's managers.
+    dataset_types : sequence of `DatasetType`
+        The types, in the order of the result.
+    search : sequence of `CollectionRecord`
+        Flattened search path.
+    timespan, where, bind, data_id, dims, find_first, limit, order_by
+        As for `DatasetQuery.run`.
+
+    Returns
+    -------
+    refs : `list` [`DatasetRef`]
+        The refs of the first type, then of the second ...
+
+    Raises
+    ------
+    CalibrationLookupError, InvalidQueryError, DataIdError
+        As `DatasetQuery.run` for the first type (in order) that raises them.
+    """
+    kw: dict[str, Any] = dict(
+        where=where, bind=bind, data_id=data_id, dims=dims, find_first=find_first, order_by=order_by
+    )
+
+    def one_by_one() -> list[DatasetRef]:
+        out: list[DatasetRef] = []
+        for dt in dataset_types:
+            out += DatasetQuery(managers, dt, search, timespan=timespan).run(limit=limit, **kw)
+        return out
+
+    if limit is not None or len(dataset_types) < 2:
+        return one_by_one()
+    groups: dict[Any, list[DatasetType]] = {}
+    if _names_only_dimensions(managers.dimensions.universe, where, order_by):
+        for dt in dataset_types:
+            groups.setdefault(dt.dimensions + dt.implied, []).append(dt)
+    else:
+        groups = {i: [dt] for i, dt in enumerate(dataset_types)}
+    def together() -> dict[str, list[DatasetRef]]:
+        queries = [
+            DatasetQuery(managers, g[0], search, timespan=timespan, also=g[1:]) for g in groups.values()
+        ]
+        found: dict[str, list[DatasetRef]] = {}
+        for start in range(0, len(queries), QUERIES_PER_STATEMENT):
+            found.update(_run_union(managers, queries[start : start + QUERIES_PER_STATEMENT], kw))
+        return found
+
+    refs: dict[str, list[DatasetRef]] | None
+    try:
+        refs = together()
+    except Exception:
+        refs = None
+    if refs is None:
+        return one_by_one()  # raises what the first failing type raises alone
+    return [ref for dt in dataset_types for ref in refs[dt.name]]
+
+
+#: `DatasetQuery` parts per UNION ALL statement of `query_dataset_types` (SQLite allows 500).
+QUERIES_PER_STATEMENT = 100
+
+
+def _run_union(
+    managers: RegistryManagers, queries: Sequence[DatasetQuery], kw: Mapping[str, Any]
+) -> dict[str, list[DatasetRef]]:
+    """Run several `DatasetQuery` as one UNION ALL; return the refs of each dataset type by name."""
+    parts = [(q, *q.statement(**kw)) for q in queries]
+    dataset_table = managers.datasets.table
+    dims: list[str] = []
+    for _, shape, _, _ in parts:
+        dims += [d for d in shape.dimensions if d not in dims]
+    descending = parts[0][3]  # the same order_by for every part
+    extra = ["nrank"] if parts[0][1].check_ambiguity else []  # the same search path for every part
+    selects = []
+    for i, (_, shape, stmt, _) in enumerate(parts):
+        p = stmt.order_by(None).subquery(f"p{i}")
+        cols = [sa.literal(i, sa.Integer).label("part")]
+        cols += [p.c[c] for c in ("dataset_id", "dataset_type_id", "run_id")]
+        cols += [
+            p.c[d] if d in shape.dimensions else sa.cast(sa.null(), dataset_table.c[d].type).label(d)
+            for d in dims
+        ]
+        cols += [p.c[f"o_{j}"] for j in range(len(descending))] + [p.c[c] for c in extra]
+        selects.append(sa.select(*cols))
+    union = sa.union_all(*selects).subquery("u") if len(selects) > 1 else selects[0].subquery("u")
+    stmt = sa.select(union)
+    if descending:
+        orders = [union.c[f"o_{j}"] for j in range(len(descending))]
+        stmt = stmt.order_by(union.c.part, *[o.desc() if d else o for o, d in zip(orders, descending)])
+    with bulk_objects():
+        rows, keys = managers.db.fetch_tuples(stmt)
+        by_part: list[list[Any]] = [[] for _ in parts]
+        for r in rows:  # a part's rows keep the order the database gave them
+            by_part[r[0]].append(r)
+        out: dict[str, list[DatasetRef]] = {}
+        for (query, shape, _, _), part_rows in zip(parts, by_part):
+            for (_, dt), refs in zip(query.types, query.refs_by_type(shape, part_rows, keys)):
+                out[dt.name] = refs
+        return out
 
 
 class DataIdQuery:

@@ -18,7 +18,7 @@ from ..datasets import DatasetRef, DatasetType
 from ..datastore.records import StoredFileInfo
 from ..dimensions import DataCoordinate, DimensionRecord, DimensionUniverse
 from ..timespan import Timespan
-from ._query import DataIdQuery, DatasetFinder, DatasetQuery, RecordQuery, dataset_types_for_query
+from ._query import DataIdQuery, DatasetFinder, RecordQuery, dataset_types_for_query, query_dataset_types
 from .database import Database
 from .managers import AttributesManager, CollectionRecord, RegistryManagers
 from .managers.datastore_records import FileRecordColumns
@@ -449,19 +449,10 @@ class Registry:
         dts = dataset_types_for_query(self._types, dataset_type, where, data_id, dims)
         search = self._colls.search_path(collections)
         find_first = find_first and collections is not None
-        out: list[DatasetRef] = []
-        for dt in dts:
-            query = DatasetQuery(self.managers, dt, search, timespan=timespan)
-            out += query.run(
-                where=where,
-                bind=bind,
-                data_id=data_id,
-                dims=dims,
-                find_first=find_first,
-                limit=limit,
-                order_by=order_by,
-            )
-        return out
+        return query_dataset_types(  # several types: one UNION ALL, the same refs in the same order
+            self.managers, dts, search, timespan=timespan, where=where, bind=bind, data_id=data_id,
+            dims=dims, find_first=find_first, limit=limit, order_by=order_by,
+        )
 
     def query_data_ids(
         self,

@@ -74,10 +74,12 @@ class DatasetQueryShape:
 
     Attributes
     ----------
-    dataset_type_id : `int`
-        The dataset type's id.
+    dataset_type_ids : `tuple` [`int`, ...]
+        The dataset type's id; several dataset types of the same dimensions can be queried
+        together (rows of each type are then found first, deduplicated and checked for
+        ambiguity within their type: the windows partition by type too).
     dimensions : `tuple` [`str`, ...]
-        Required then implied dimensions of the dataset type (columns of the dataset table).
+        Required then implied dimensions of the dataset type(s) (columns of the dataset table).
     members : `tuple` [`CollectionMembers`, ...]
         RUN, TAGGED and CALIBRATION parts of the union, in that order, only those present.
     rank : `tuple` [`tuple` [`int`, `int`], ...]
@@ -106,7 +108,7 @@ class DatasetQueryShape:
     )
     """The columns of the union subquery ``ds``, before the dimension columns."""
 
-    dataset_type_id: int
+    dataset_type_ids: tuple[int, ...]
     dimensions: tuple[str, ...]
     members: tuple[CollectionMembers, ...]
     rank: tuple[tuple[int, int], ...]
@@ -118,7 +120,7 @@ class DatasetQueryShape:
     @classmethod
     def build(
         cls,
-        dataset_type_id: int,
+        dataset_type_id: int | Sequence[int],
         dimensions: Sequence[str],
         search: Iterable[SearchEntry],
         *,
@@ -129,10 +131,10 @@ class DatasetQueryShape:
 
         Parameters
         ----------
-        dataset_type_id : `int`
-            The dataset type's id.
+        dataset_type_id : `int` or sequence of `int`
+            The dataset type's id, or the ids of several types with the same dimensions.
         dimensions : sequence of `str`
-            Its required then implied dimensions.
+            Their required then implied dimensions.
         search : iterable of `SearchEntry`
             The search path in order.
         timespan : `tuple` [`int`, `int`], optional
@@ -146,8 +148,9 @@ class DatasetQueryShape:
             by_kind.setdefault(c.type, []).append(c.id)
         has_calib = CollectionType.CALIBRATION in by_kind
         do_ff = find_first and (len(path) > 1 or has_calib)
+        ids = (dataset_type_id,) if isinstance(dataset_type_id, int) else tuple(dataset_type_id)
         return cls(
-            dataset_type_id=dataset_type_id,
+            dataset_type_ids=ids,
             dimensions=tuple(dimensions),
             members=tuple(CollectionMembers(k, tuple(by_kind[k])) for k in _KINDS if k in by_kind),
             rank=tuple((c.id, i) for i, c in enumerate(path)) if len(path) > 1 else (),
@@ -157,6 +160,11 @@ class DatasetQueryShape:
             # a dataset certified for several validity ranges is listed once, as in LSST
             deduplicate=not do_ff and (len(path) > 1 or has_calib),
         )
+
+    @property
+    def several_types(self) -> bool:
+        """Whether the query is for more than one dataset type (windows partition by type too)."""
+        return len(self.dataset_type_ids) > 1
 
     @property
     def output_columns(self) -> tuple[str, ...]:
@@ -220,12 +228,14 @@ def _render_subquery_text(shape: DatasetQueryShape) -> tuple[str, list[Any]]:
             f"CAST({ve} AS BIGINT) AS validity_end{dim_cols}"
         )
 
+    n_types = len(shape.dataset_type_ids)
+    type_sql = "= ?" if n_types == 1 else f"IN ({', '.join('?' * n_types)})"
     parts: list[str] = []
     for m in shape.members:
         marks = ", ".join("?" * len(m.collection_ids))
         if m.kind is CollectionType.RUN:
             sql = head("d.run_id", "?", "?", (TIMESPAN_MIN, TIMESPAN_MAX))
-            sql += f" FROM dataset AS d WHERE d.dataset_type_id = ? AND d.run_id IN ({marks})"
+            sql += f" FROM dataset AS d WHERE d.dataset_type_id {type_sql} AND d.run_id IN ({marks})"
         else:
             table = "dataset_tags" if m.kind is CollectionType.TAGGED else "dataset_calibs"
             if m.kind is CollectionType.TAGGED:
@@ -234,9 +244,9 @@ def _render_subquery_text(shape: DatasetQueryShape) -> tuple[str, list[Any]]:
                 sql = head("t.collection_id", "t.validity_begin", "t.validity_end", ())
             sql += (
                 f" FROM {table} AS t JOIN dataset AS d ON d.id = t.dataset_id "
-                f"WHERE t.dataset_type_id = ? AND t.collection_id IN ({marks})"
+                f"WHERE t.dataset_type_id {type_sql} AND t.collection_id IN ({marks})"
             )
-        params.extend((shape.dataset_type_id, *m.collection_ids))
+        params.extend((*shape.dataset_type_ids, *m.collection_ids))
         if m.kind is CollectionType.CALIBRATION and shape.timespan is not None:
             sql += " AND t.validity_begin < ? AND ? < t.validity_end"
             params.extend((shape.timespan[1], shape.timespan[0]))
@@ -273,10 +283,11 @@ def render_sqlite_text(
     extra: tuple[str, ...] = ()
     window = ""
     if shape.find_first:
-        window = ", row_number() OVER (PARTITION BY ds.data_id_key ORDER BY ds.rank) AS rn"
+        key = "ds.dataset_type_id, ds.data_id_key" if shape.several_types else "ds.data_id_key"
+        window = f", row_number() OVER (PARTITION BY {key} ORDER BY ds.rank) AS rn"
         extra = ("rn",)
         if shape.check_ambiguity:
-            window += ", count(*) OVER (PARTITION BY ds.data_id_key, ds.rank) AS nrank"
+            window += f", count(*) OVER (PARTITION BY {key}, ds.rank) AS nrank"
             extra += ("nrank",)
     sql = f"SELECT {cols}{window} FROM ({sub_sql}) AS ds" + "".join(joins)
     if where is not None:

@@ -47,6 +47,10 @@ def render_subquery(shape: DatasetQueryShape, tables: DatasetTables, name: str =
             *[d.c[x] for x in shape.dimensions],
         ]
 
+    def of_types(col: Any) -> Any:
+        ids = shape.dataset_type_ids
+        return col == ids[0] if len(ids) == 1 else col.in_(ids)
+
     unbounded = (sa.literal(TIMESPAN_MIN), sa.literal(TIMESPAN_MAX))
     parts: list[sa.Select] = []
     for m in shape.members:
@@ -54,14 +58,14 @@ def render_subquery(shape: DatasetQueryShape, tables: DatasetTables, name: str =
         if m.kind is CollectionType.RUN:
             parts.append(
                 sa.select(*cols(d.c.run_id, *unbounded)).where(
-                    d.c.dataset_type_id == shape.dataset_type_id,
+                    of_types(d.c.dataset_type_id),
                     d.c.run_id.in_(ids) if len(ids) > 1 else d.c.run_id == ids[0],
                 )
             )
             continue
         t = tables.tags if m.kind is CollectionType.TAGGED else tables.calibs
         validity = unbounded if m.kind is CollectionType.TAGGED else (t.c.validity_begin, t.c.validity_end)
-        conds = [t.c.dataset_type_id == shape.dataset_type_id, t.c.collection_id.in_(ids)]
+        conds = [of_types(t.c.dataset_type_id), t.c.collection_id.in_(ids)]
         if m.kind is CollectionType.CALIBRATION and shape.timespan is not None:
             begin, end = shape.timespan
             conds += [t.c.validity_begin < end, sa.literal(begin) < t.c.validity_end]
@@ -105,11 +109,10 @@ def render_select(
     order_labels = [col.label(f"o_{i}") for i, (col, _) in enumerate(orders)]
     extra = []
     if shape.find_first:
-        extra.append(
-            sa.func.row_number().over(partition_by=sub.c.data_id_key, order_by=sub.c.rank).label("rn")
-        )
+        key = [sub.c.dataset_type_id, sub.c.data_id_key] if shape.several_types else [sub.c.data_id_key]
+        extra.append(sa.func.row_number().over(partition_by=key, order_by=sub.c.rank).label("rn"))
         if shape.check_ambiguity:
-            extra.append(sa.func.count().over(partition_by=[sub.c.data_id_key, sub.c.rank]).label("nrank"))
+            extra.append(sa.func.count().over(partition_by=[*key, sub.c.rank]).label("nrank"))
     inner = sa.select(*[sub.c[c] for c in shape.output_columns], *order_labels, *extra).select_from(
         from_clause
     )
