@@ -143,6 +143,23 @@ def test_one_dataset_per_data_id_per_run(filled):
     assert len(reg.query_datasets("arr", collections="run/a")) == 4
 
 
+def test_one_row_conflict_in_a_transaction_keeps_its_earlier_rows(filled):
+    """A one-row insert (a put) goes without a savepoint where a failed statement changes nothing.
+
+    The conflict is still diagnosed, and the rows the transaction inserted before it stay.
+    """
+    reg = filled.registry
+    reg.register_run("run/a")
+    one = _raw_ids([1], [0])
+    with reg.transaction():
+        reg.insert_datasets("arr", one, "run/a")
+        with pytest.raises(ConflictingDefinitionError, match="already in RUN 'run/a'"):
+            reg.insert_datasets("arr", one, "run/a")
+        reg.insert_datasets("arr", _raw_ids([2], [0]), "run/a")
+    found = reg.query_datasets("arr", collections="run/a")
+    assert sorted((r.data_id["exposure"], r.data_id["detector"]) for r in found) == [(1, 0), (2, 0)]
+
+
 def test_insert_into_non_run_is_rejected(filled):
     reg = filled.registry
     reg.register_collection("tag", CollectionType.TAGGED)

@@ -98,9 +98,10 @@ class DatasetManager:
             run_id = self.collections.run(run).id
             rows = self._rows(dt_id, [refs[i] for i in idx], run_id)
             try:
-                # A savepoint on every backend: SQLite's executemany keeps the rows before the
-                # failing one, and the diagnosis must see only what was registered before.
-                with self.db.transaction(savepoint=True):
+                # A savepoint for several rows on every backend: SQLite's executemany keeps the
+                # rows before the failing one, and the diagnosis must see only what was registered
+                # before. One row (a put) needs none where a failed statement changes nothing.
+                with self.db.transaction(savepoint=len(rows) > 1 or not self.db.statement_atomic):
                     self.db.execute_many("insert_dataset", self._dataset, rows)
             except sa.exc.IntegrityError as exc:
                 raise self._diagnose_conflict(
