@@ -155,7 +155,7 @@ def header_from_metadata(metadata: PropertyList | Mapping[str, Any]) -> fits.Hea
 
 
 def _metadata_cards(metadata: PropertyList | Mapping[str, Any], *, own: bool) -> list[fits.Card]:
-    """The cards of `header_from_metadata`.
+    """Return the cards of `header_from_metadata`.
 
     With ``own=False`` the cards may be the shared templates of `_card`: only for a header that
     astropy copies card by card before anything can edit it (``PrimaryHDU(header=...)`` and

@@ -109,7 +109,7 @@ WORK_ARRAY_MAX_SIZE = 1 << 22
 
 
 def work_array(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-    """A reusable, uninitialised scratch array, one per name, dtype and thread.
+    """Return a reusable, uninitialised scratch array, one per name, dtype and thread.
 
     Parameters
     ----------

@@ -100,6 +100,35 @@ def test_sparse_assembly_and_flagged_pixels():
     np.testing.assert_array_equal(vals, m[ey, ex] & 0b1010)
 
 
+@pytest.mark.parametrize("block", [1, 5, 16, 128])
+def test_flagged_pixels_and_flagged_rows_equal_nonzero(block):
+    """Column-prefiltered scans == np.nonzero / per-row OR, for sparse and dense blocks.
+
+    A bad column through every block, a defect box, a saturated star, scattered bits, a
+    block with more than 1/8 of its columns flagged (the dense branch) and a row with bits
+    not asked for.
+    """
+    rng = np.random.default_rng(11)
+    m = np.zeros((70, 96), np.int32)
+    m[:, 40] |= 4
+    m[20:31, 60:62] |= 4
+    m[50:53, 3:9] |= 1 << 14
+    m.ravel()[rng.integers(0, m.size, 25)] |= rng.integers(1, 1 << 12, 25).astype(np.int32)
+    m[60:62, ::3] |= 8  # dense rows
+    m[66, :] = 1 << 20  # bits not asked for
+    for bits in (0b1010, 0b110, 1 << 14, 1 << 20, -1, 1 << 25):
+        ys, xs, vals = F.flagged_pixels(m, bits, block=block)
+        ey, ex = np.nonzero(m & bits)
+        np.testing.assert_array_equal(ys, ey)
+        np.testing.assert_array_equal(xs, ex)
+        np.testing.assert_array_equal(vals, m[ey, ex] & bits)
+        rows = F.rows_with_bits(m, bits, block=block)
+        np.testing.assert_array_equal(rows, np.flatnonzero(np.bitwise_or.reduce(m, axis=1) & bits))
+    assert F.rows_with_bits(m, 1 << 14, block=block).tolist() == [50, 51, 52]
+    assert F.flagged_pixels(np.zeros((0, 5), np.int32), 1)[0].size == 0
+    assert F.rows_with_bits(np.zeros((3, 0), np.int32), 1).size == 0
+
+
 def test_binning_and_view_sampling():
     """Strided binning equals the reshape mean; view sampling takes every sy-th/sx-th pixel."""
     rng = np.random.default_rng(2)
@@ -329,7 +358,10 @@ def test_amp_runs_group_side_by_side_amps():
     assert [m[0] for m in runs[0][4]] == ["C00", "C01", "C02", "C03"]
     assert runs[0][4][1] == ("C01", 23, 46)
     gap = {"A": Box(0, 0, 10, 5), "B": Box(12, 0, 10, 5), "C": Box(22, 0, 3, 5)}
-    assert [(r[2], r[3], [m[0] for m in r[4]]) for r in amp_runs(gap)] == [(0, 10, ["A"]), (12, 25, ["B", "C"])]
+    assert [(r[2], r[3], [m[0] for m in r[4]]) for r in amp_runs(gap)] == [
+        (0, 10, ["A"]),
+        (12, 25, ["B", "C"]),
+    ]
     overlap = {"B": Box(5, 0, 10, 5), "A": Box(0, 0, 10, 5)}
     assert [r[4][0][0] for r in amp_runs(overlap)] == ["B", "A"]  # given order kept
 
@@ -359,7 +391,8 @@ def test_bias_variance_linearity_by_runs_equals_per_amp(kind):
         types = ["Squared", "Polynomial", "None", "Squared"]
         lin = Linearizer({n: types[i % 4] for i, n in enumerate(names)}, {n: [1e-7, -1e-12] for n in names})
     else:
-        lin = Linearizer({n: "Squared" for n in names}, {n: [0.0 if i == 1 else 1e-7] for i, n in enumerate(names)})
+        coeffs = {n: [0.0 if i == 1 else 1e-7] for i, n in enumerate(names)}
+        lin = Linearizer({n: "Squared" for n in names}, coeffs)
     fused_img, fused_var = img.copy(), np.empty_like(img)
     res = bias_variance_linearity(fused_img, fused_var, bias, gains, noises, boxes, lin)
     plain_img, plain_var = img.copy(), np.empty_like(img)
@@ -372,6 +405,37 @@ def test_bias_variance_linearity_by_runs_equals_per_amp(kind):
     assert not res.finite
     if kind == "zero-coefficient":
         assert np.isposinf(fused_img[3, 30])  # amp C01 has no correction: inf stays inf
+
+
+@pytest.mark.parametrize("case", ["clean", "huge-sum", "variance-overflow", "linearity-overflow", "nan"])
+def test_bias_variance_linearity_finite_flag_equals_plane_check(case):
+    """``finite`` is True exactly when every output image and variance value is finite.
+
+    Finite values whose sum overflows float32 are finite; an overflow to inf in the variance
+    only (a tiny gain) or in the linearity only is not.
+    """
+    from pipeline.tasks.isr.bias_variance import bias_variance_linearity
+
+    boxes = _side_by_side_boxes()
+    names = list(boxes)
+    rng = np.random.default_rng(5)
+    img = rng.normal(20000, 100, (80, 92)).astype(np.float32)
+    gains = {n: 1.5 for n in names}
+    if case == "huge-sum":
+        img[:] = 3e36  # finite everywhere; a float32 sum of the block overflows
+    elif case == "variance-overflow":
+        img[10, 10] = 3e37
+        gains[names[0]] = 0.01  # 3e37 / 0.01 overflows in the variance only
+    elif case == "linearity-overflow":
+        img[60, 70] = 6e22  # 6e22 * (1 + 1e-7 * 6e22) overflows
+    elif case == "nan":
+        img[41, 3] = np.nan
+    coeff = 0.0 if case == "huge-sum" else 1e-7
+    lin = Linearizer({n: "Squared" for n in names}, {n: [coeff] for n in names})
+    var = np.empty_like(img)
+    res = bias_variance_linearity(img, var, np.zeros_like(img), gains, {n: 5.0 for n in names}, boxes, lin)
+    want = bool(np.isfinite(img).all() and np.isfinite(var).all())
+    assert res.finite == want == (case in ("clean", "huge-sum"))
 
 
 def test_box_maxima_equal_per_box_reduction():
@@ -393,9 +457,11 @@ def test_box_maxima_equal_per_box_reduction():
 
 
 def test_dark_and_flat_in_the_bias_variance_pass_equal_separate_steps():
-    """Dark and flat applied in the fused steps 10-12 pass give the planes, masks and NaN count
-    of the step-by-step run: NaN raw pixel, negative variances, a flat with a zero and a NaN
-    pixel, calibration mask bits."""
+    """Dark and flat applied in the fused steps 10-12 pass equal the step-by-step run.
+
+    Planes, masks and NaN count, with a NaN raw pixel, negative variances, a flat with a zero
+    and a NaN pixel, calibration mask bits.
+    """
     exps, _ = simulate_exposures(
         "testcam",
         [{"observation_type": "science", "exposure_time": 10.0, "flux": 200.0}],

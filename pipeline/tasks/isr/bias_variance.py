@@ -9,7 +9,6 @@ so the task can skip the full-image NaN and negative-variance scans.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +106,7 @@ def bias_variance_linearity(
     lin = linearizer
     n_out = 0
     vmin = np.inf
-    total = 0.0
+    finite = True
     flat_ok = True
     bad_nan: list[np.ndarray] = []
     bad_var: list[np.ndarray] = []
@@ -154,6 +153,9 @@ def bias_variance_linearity(
             # np.minimum: a NaN propagates (Python's min would drop it or keep it depending
             # on the order)
             vmin = float(np.minimum(vmin, bmin))
+            # every value finite <=> -inf < min and max < inf (a NaN propagates through both
+            # reductions and fails the comparisons); checked while the block is in the cache
+            block_finite = _finite_range(bmin, vb)
             if squared:
                 t = scratch[: rows.stop - rows.start]
                 np.multiply(c_sq, blk, out=t)  # as linearize_squared: v *= 1 + c0 v
@@ -162,16 +164,14 @@ def bias_variance_linearity(
             else:
                 for _, a0, a1, ltype, coeffs in per_amp:
                     n_out += apply_linearity(blk[:, a0:a1], ltype, coeffs, lin.table)
-            # finite sums <=> no NaN/inf in the block (checked while it is in the cache); the
-            # variance (image / gain + const) carries any non-finite pre-linearity pixel
-            block_total = float(np.add.reduce(vb, axis=None))
-            if per_amp:
-                block_total += float(np.add.reduce(blk, axis=None))
-            total += block_total
+            # the variance (image / gain + const) carries any non-finite pre-linearity pixel
+            if per_amp and block_finite and blk.size:
+                block_finite = _finite_range(float(blk.min()), blk)
+            finite = finite and block_finite
             if dark_flat is None:
                 continue
             n = rows.stop - rows.start
-            if not math.isfinite(block_total):  # what NaN masking would find before the dark
+            if not block_finite:  # what NaN masking would find before the dark
                 bad = ~np.isfinite(blk)
                 bad |= ~np.isfinite(vb)
                 bad_nan.append(_image_index(np.flatnonzero(bad), r0, x0, width, nx_img))
@@ -186,16 +186,21 @@ def bias_variance_linearity(
                 fvb = None if fv is None else fv[rows, cols]
                 _flat_block(blk, vb, fb, fvb, fscale, inv, ta[:n], tb[:n])
     if dark_flat is None:
-        return BiasVarianceLinearityResult(math.isfinite(total), vmin, n_out)
+        return BiasVarianceLinearityResult(finite, vmin, n_out)
     empty = np.empty(0, np.intp)
     return BiasVarianceLinearityResult(
-        math.isfinite(total),
+        finite,
         vmin,
         n_out,
         flat_ok,
         np.concatenate(bad_nan) if bad_nan else empty,
         np.concatenate(bad_var) if bad_var else empty,
     )
+
+
+def _finite_range(lo: float, block: np.ndarray) -> bool:
+    """Whether every value of ``block`` is finite, given its minimum ``lo`` (NaN-propagating)."""
+    return bool(-np.inf < lo and float(block.max()) < np.inf) if block.size else True
 
 
 def _image_index(local: np.ndarray, r0: int, x0: int, width: int, nx: int) -> np.ndarray:

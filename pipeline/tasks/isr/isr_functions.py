@@ -34,6 +34,7 @@ __all__ = [
     "mask_boxes",
     "sample_for_statistics",
     "set_bad_regions",
+    "rows_with_bits",
     "sparse_nonzero",
     "update_variance",
     "widen_saturation_trails",
@@ -101,25 +102,75 @@ def flagged_pixels(
     ys, xs : `numpy.ndarray` of `int`
         Row and column of each flagged pixel.
     values : `numpy.ndarray` of int32
-        ``mask[ys, xs] & bits``.
+        ``mask[ys, xs] & bits``, i.e. ``np.nonzero(mask & bits)`` and its values.
+
+    Notes
+    -----
+    Each block of rows is first reduced to one OR per column (a read-only pass that numpy
+    vectorises across the row); only the columns carrying ``bits`` are looked at pixel by
+    pixel (bad columns, defects and stars touch few columns). A block where more than
+    1/8 of the columns carry a bit is scanned whole.
     """
     ny, nx = mask.shape
     b = np.int32(bits)
-    scratch = np.empty((min(block, ny), nx), np.int32)
-    hit = np.empty((min(block, ny), nx), bool)
+    scratch = hit = None
     parts = []
     for y0 in range(0, ny, block):
         y1 = min(y0 + block, ny)
+        rows = mask[y0:y1]
+        cols = np.flatnonzero(np.bitwise_or.reduce(rows, axis=0) & b)
+        if cols.size == 0:
+            continue
+        if cols.size * 8 <= nx:  # few columns: gather them (row-major within the block)
+            sub = rows[:, cols]
+            sub &= b
+            ly, lk = np.divmod(np.flatnonzero(sub), cols.size)
+            parts.append((ly + y0) * nx + cols[lk])
+            continue
+        if scratch is None:
+            scratch = np.empty((min(block, ny), nx), np.int32)
+            hit = np.empty((min(block, ny), nx), bool)
         s = scratch[: y1 - y0]
-        np.bitwise_and(mask[y0:y1], b, out=s)
+        np.bitwise_and(rows, b, out=s)
         h = hit[: y1 - y0]
         np.not_equal(s, 0, out=h)
-        if not h.any():  # (the test on the bool block reads a quarter of the bytes)
-            continue
         parts.append(np.flatnonzero(h) + y0 * nx)  # nonzero has a fast path for bool only
     idx = np.concatenate(parts) if parts else np.empty(0, np.intp)
     ys, xs = np.divmod(idx, nx)
     return ys, xs, mask[ys, xs] & b
+
+
+def rows_with_bits(mask: np.ndarray, bits: int, block: int = 128) -> np.ndarray:
+    """Return the indices of the rows of ``mask`` holding a pixel with any of ``bits`` set.
+
+    Parameters
+    ----------
+    mask : `numpy.ndarray` of int32, shape ``(ny, nx)``
+        Mask plane.
+    bits : `int`
+        Bit values to look for.
+    block : `int`
+        Rows reduced at a time.
+
+    Returns
+    -------
+    rows : `numpy.ndarray` of `int`
+        Increasing row indices, ``np.flatnonzero(np.bitwise_or.reduce(mask, axis=1) & bits)``.
+
+    Notes
+    -----
+    A block of rows is first reduced to one OR per column (vectorised across the row, unlike
+    the per-row reduction); only the blocks carrying ``bits`` are reduced row by row.
+    """
+    ny = mask.shape[0]
+    b = np.int32(bits)
+    parts = []
+    for y0 in range(0, ny, block):
+        rows = mask[y0 : min(y0 + block, ny)]
+        if not rows.size or not (np.bitwise_or.reduce(np.bitwise_or.reduce(rows, axis=0)) & b):
+            continue
+        parts.append(np.flatnonzero(np.bitwise_or.reduce(rows, axis=1) & b) + y0)
+    return np.concatenate(parts) if parts else np.empty(0, np.intp)
 
 
 # --------------------------------------------------------------------------------------------

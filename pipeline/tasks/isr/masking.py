@@ -235,8 +235,7 @@ def widen_saturation_mask(mi: MaskedImage, plane: str) -> None:
     if plane not in mi.mask_planes:
         return
     bit = np.int32(mi.get_plane_bitmask(plane))
-    # rows holding SAT pixels from one OR per row (a reduction along contiguous rows)
-    sy = np.flatnonzero(np.bitwise_or.reduce(mi.mask, axis=1) & bit) if mi.mask.size else np.empty(0, int)
+    sy = F.rows_with_bits(mi.mask, bit)  # rows holding SAT pixels
     if sy.size:
         # Widening acts along rows only: process the band of rows holding SAT pixels.
         band = slice(int(sy[0]), int(sy[-1]) + 1)
