@@ -129,6 +129,51 @@ def test_flagged_pixels_and_flagged_rows_equal_nonzero(block):
     assert F.rows_with_bits(np.zeros((3, 0), np.int32), 1).size == 0
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32])
+@pytest.mark.parametrize("level", ["none", "scalar", "rows"])
+def test_assembly_of_mirrored_amps_equals_direct_subtraction(monkeypatch, dtype, level):
+    """Mirrored amps assembled through the blocked scratch == ``np.subtract`` on the flipped view."""
+    from pipeline.tasks.isr import assembly
+
+    monkeypatch.setattr(assembly, "_FLIP_BLOCK_PIXELS", 30)  # several blocks and a short last one
+    amps = []
+    for i, (fx, fy) in enumerate([(False, False), (True, False), (False, True), (True, True)]):
+        col, row = i % 2, i // 2
+        raw = Box(col * 14, row * 12, 14, 12)
+        amps.append(
+            Amplifier(
+                f"A{i}",
+                bbox=Box(col * 10, row * 10, 10, 10),
+                raw_bbox=raw,
+                raw_data_bbox=Box(raw.x0 + 2, raw.y0 + 1, 10, 10),
+                raw_flip_x=fx,
+                raw_flip_y=fy,
+            )
+        )
+    det = Detector(0, "D", bbox=Box(0, 0, 20, 20), amplifiers=tuple(amps), raw_shape=(24, 28))
+    rng = np.random.default_rng(4)
+    raw = (rng.random((24, 28)) * 60000).astype(dtype)
+    levels = {
+        "none": None,
+        "scalar": {a.name: 1000.3 + i for i, a in enumerate(amps)},
+        "rows": {a.name: rng.normal(1000, 5, 10) for a in amps},
+    }[level]
+    got = assemble_plane(raw, det, dtype=np.float32, subtract=levels)
+    for a in amps:
+        view = raw[a.raw_data_bbox.slices]
+        view = view[::-1] if a.raw_flip_y else view
+        view = view[:, ::-1] if a.raw_flip_x else view
+        want = np.empty(view.shape, np.float32)
+        if levels is None:
+            want[...] = view
+        elif level == "scalar":
+            np.subtract(view, np.float32(levels[a.name]), out=want)
+        else:
+            rows = np.asarray(levels[a.name], np.float32)
+            np.subtract(view, (rows[::-1] if a.raw_flip_y else rows)[:, None], out=want)
+        np.testing.assert_array_equal(got[a.bbox.slices], want)
+
+
 def test_binning_and_view_sampling():
     """Strided binning equals the reshape mean; view sampling takes every sy-th/sx-th pixel."""
     rng = np.random.default_rng(2)
