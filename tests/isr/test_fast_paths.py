@@ -545,3 +545,47 @@ def test_dark_and_flat_in_the_bias_variance_pass_equal_separate_steps():
     assert np.all(fused.mask[20:22, 30:40] & neg)
     bad = fused.masked_image.get_plane_bitmask("BAD")
     assert fused.mask[40, 41] & bad and fused.mask[50, 51] & bad and fused.mask[60, 61] & bad
+
+
+@pytest.mark.parametrize(
+    ("binning", "extra"), [(3, {}), (4, {}), (5, {}), (4, {"doApplyGains": True, "doFlat": False})]
+)
+def test_thumbnails_summed_in_the_pass_equal_binned_images(monkeypatch, binning, extra):
+    """QA thumbnails summed block by block in the fused pass == `bin_image` of the plain run.
+
+    Several blocks per amp run (small blocks); binning 5 does not divide the amp rows (the
+    thumbnails are binned from the image); with gains applied after the pass only the
+    post-overscan thumbnail is made in the pass.
+    """
+    import pipeline.tasks.isr.isr_task as isr_task_module
+
+    monkeypatch.setattr(F, "_BLOCK_PIXELS", 256 * 5)
+    exps, _ = simulate_exposures(
+        "testcam",
+        [{"observation_type": "science", "exposure_time": 10.0, "flux": 200.0}],
+        seed=12,
+        detectors=[1],
+    )
+    raw = exps[0]
+    shape = raw.detector.bbox.shape
+    rng = np.random.default_rng(13)
+    bias = Exposure(MaskedImage(rng.normal(3.0, 0.5, shape).astype(np.float32)))
+    dark = Exposure(MaskedImage(rng.uniform(0, 0.02, shape).astype(np.float32), None,
+                                rng.uniform(0, 1e-4, shape).astype(np.float32)))  # fmt: skip
+    dark.info.dark_time = 2.0
+    flat = Exposure(MaskedImage(rng.uniform(0.9, 1.1, shape).astype(np.float32), None,
+                                rng.uniform(0, 1e-5, shape).astype(np.float32)))  # fmt: skip
+    cfg = IsrTaskConfig(qa={"thumbnailBinning": binning}, doDefect=False, **extra)
+    calls = []
+    binned = isr_task_module.bin_image
+    monkeypatch.setattr(isr_task_module, "bin_image", lambda *a, **kw: calls.append(1) or binned(*a, **kw))
+    calibs = {"bias": bias, "dark": dark, "flat": flat}
+    fused = IsrTask(config=cfg).run(raw.copy(), **calibs)
+    n_binned = len(calls)
+    plain = _UnfusedIsrTask.make(cfg).run(raw.copy(), **calibs)
+    assert n_binned == {3: 0, 4: 0, 5: 2}[binning] + bool(extra)
+    assert len(calls) == n_binned + 2  # the plain run bins both from the image
+    assert fused.ossThumb.shape == (96 // binning, 256 // binning)
+    np.testing.assert_array_equal(fused.ossThumb, plain.ossThumb)
+    np.testing.assert_array_equal(fused.flattenedThumb, plain.flattenedThumb)
+    np.testing.assert_array_equal(fused.exposure.image, plain.exposure.image)

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.image import Box
 
+from .binning import PassThumbnails
 from .isr_functions import _block_rows, _check_same_shape, _dark_block, _flat_block
 from .linearize import apply_linearity
 
@@ -61,6 +62,7 @@ def bias_variance_linearity(
     amp_boxes: Mapping[str, Box],
     linearizer: Any = None,
     dark_flat: tuple[tuple[Any, Any, float], tuple[Any, Any, float]] | None = None,
+    thumbnails: PassThumbnails | None = None,
 ) -> BiasVarianceLinearityResult:
     """Subtract the bias, replace the variance and linearize, amp by amp (then dark and flat).
 
@@ -84,6 +86,10 @@ def bias_variance_linearity(
         `isr_functions.dark_flat_correction` (masks are the caller's). Only valid when the amp
         boxes cover the image and nothing between the linearity and the dark changes pixel
         values; the NaN and negative-variance pixels before the dark are returned.
+    thumbnails : `binning.PassThumbnails`, optional
+        Thumbnails planned for ``amp_runs(amp_boxes)``: ``before`` gets each block before
+        the bias, ``after`` after the last operation of the pass (the caller calls
+        ``finish``).
 
     Returns
     -------
@@ -139,6 +145,8 @@ def bias_variance_linearity(
         )
         cols = slice(x0, x1)
         block = _block_rows((width,))
+        if thumbnails is not None:  # whole thumbnail cells per block
+            block = max(block - block % thumbnails.factor, thumbnails.factor)
         scratch = np.empty((min(block, y1 - y0), width), np.float32) if squared else None
         if dark_flat is not None:
             ta = np.empty((min(block, y1 - y0), width), np.float32)
@@ -146,6 +154,8 @@ def bias_variance_linearity(
         for r0 in range(y0, y1, block):
             rows = slice(r0, min(r0 + block, y1))
             blk, vb = image[rows, cols], variance[rows, cols]
+            if thumbnails is not None:
+                thumbnails.add("before", blk, r0)
             blk -= bias[rows, cols]
             np.divide(blk, g, out=vb)
             vb += rn2
@@ -169,6 +179,8 @@ def bias_variance_linearity(
                 block_finite = _finite_range(float(blk.min()), blk)
             finite = finite and block_finite
             if dark_flat is None:
+                if thumbnails is not None:
+                    thumbnails.add("after", blk, r0)
                 continue
             n = rows.stop - rows.start
             if not block_finite:  # what NaN masking would find before the dark
@@ -185,6 +197,8 @@ def bias_variance_linearity(
                     flat_ok = bool(fb.min() > 0 and fb.max() < np.inf)  # NaN -> False
                 fvb = None if fv is None else fv[rows, cols]
                 _flat_block(blk, vb, fb, fvb, fscale, inv, ta[:n], tb[:n])
+            if thumbnails is not None:
+                thumbnails.add("after", blk, r0)
     if dark_flat is None:
         return BiasVarianceLinearityResult(finite, vmin, n_out)
     empty = np.empty(0, np.intp)

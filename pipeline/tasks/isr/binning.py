@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["bin_image", "bin_planes"]
+__all__ = ["PassThumbnails", "bin_image", "bin_planes"]
 
 
 def _check(factor: int) -> int:
@@ -49,7 +52,9 @@ def _block_sum(plane: np.ndarray, b: int, dtype: type = np.float64) -> np.ndarra
 _BAND_PIXELS = 1 << 20
 
 
-def _block_reduce(plane: np.ndarray, b: int, op: np.ufunc, dtype: type) -> np.ndarray:
+def _block_reduce(
+    plane: np.ndarray, b: int, op: np.ufunc, dtype: type, out: np.ndarray | None = None
+) -> np.ndarray:
     """Reduce ``b × b`` blocks of a ``(ny, nx)`` plane with ``op`` (in ``dtype``).
 
     Rows of strided row views, then columns of strided column views of the (b times
@@ -57,9 +62,11 @@ def _block_reduce(plane: np.ndarray, b: int, op: np.ufunc, dtype: type) -> np.nd
     row accumulator is a small reused buffer (a full-size one costs its page faults; a
     ``reshape(ny, b, nx, b).sum`` is ~8× slower on float32). Every output value is
     ``op(...op(op(r0, r1), r2)..., r_{b-1})`` over the rows, then the same over the columns.
+    ``out`` (shape ``(ny // b, nx // b)``, ``dtype``) receives the result when given.
     """
     ny, nx = plane.shape[0] // b, plane.shape[1] // b
-    out = np.empty((ny, nx), np.dtype(dtype))
+    if out is None:
+        out = np.empty((ny, nx), np.dtype(dtype))
     if ny == 0 or nx == 0:
         return out
     band = max(1, _BAND_PIXELS // (nx * b * b))
@@ -113,3 +120,94 @@ def bin_planes(
     m = _block_reduce(mask, b, np.bitwise_or, np.int32)
     v = _block_sum(variance, b) / (b * b)
     return img, m, v.astype(np.float32)
+
+
+@dataclass
+class PassThumbnails:
+    """Thumbnails (`bin_image` means, float32) summed block by block inside a pass over the image.
+
+    A pass that processes an image in blocks of whole rows (`bias_variance.bias_variance_linearity`)
+    adds each block to the thumbnail while the block is in the cache, before (``before``) and/or
+    after (``after``) its arithmetic, instead of a separate read of the frame per thumbnail.
+    Each thumbnail pixel is the same sum in the same order as `bin_image`'s, so the means are
+    bit for bit those of ``bin_image(image, factor, np.float32)`` at that point.
+
+    Attributes
+    ----------
+    factor : `int`
+        Binning factor ``b``.
+    before, after : `numpy.ndarray` or `None`
+        float32 sums of shape ``(ny // b, nx // b)`` (means after `finish`); `None` = not made.
+    """
+
+    factor: int
+    before: np.ndarray | None
+    after: np.ndarray | None
+
+    @classmethod
+    def plan(
+        cls,
+        shape: tuple[int, int],
+        runs: Sequence[tuple[int, int, int, int]],
+        factor: int,
+        before: bool,
+        after: bool,
+    ) -> PassThumbnails | None:
+        """Return the thumbnails to fill in a pass over ``runs``, or `None` if it cannot.
+
+        Parameters
+        ----------
+        shape : `tuple` of `int`
+            Image shape ``(ny, nx)``.
+        runs : sequence of ``(y0, y1, x0, x1)``
+            The row bands of the pass; each must span the full width and start on a multiple
+            of ``factor`` (also end on one, or at the image end), and together they must tile
+            the rows.
+        factor : `int`
+            Binning factor.
+        before, after : `bool`
+            Which thumbnails are wanted.
+
+        Returns
+        -------
+        thumbnails : `PassThumbnails` or `None`
+            `None` when none is wanted or the geometry does not allow it (then bin the
+            finished image instead).
+        """
+        b = _check(factor)
+        ny, nx = shape
+        if not (before or after) or ny < b or nx < b:
+            return None
+        if any(not (x0 == 0 and x1 == nx) for _, _, x0, x1 in runs):  # a run narrower than the image
+            return None
+        edges = sorted((y0, y1) for y0, y1, _, _ in runs)
+        y = 0
+        for y0, y1 in edges:
+            if y0 != y or y0 % b or (y1 % b and y1 != ny):
+                return None
+            y = y1
+        if y != ny:
+            return None
+        tshape = (ny // b, nx // b)
+        return cls(
+            b,
+            np.empty(tshape, np.float32) if before else None,
+            np.empty(tshape, np.float32) if after else None,
+        )
+
+    def add(self, which: str, block: np.ndarray, r0: int) -> None:
+        """Sum the ``b × b`` cells of rows ``[r0, r0 + len(block))`` (``r0`` a multiple of ``b``)."""
+        out = self.before if which == "before" else self.after
+        if out is None:
+            return
+        b = self.factor
+        n = min(block.shape[0], out.shape[0] * b - r0)
+        if n >= b:
+            _block_reduce(block[:n], b, np.add, np.float32, out=out[r0 // b : r0 // b + n // b])
+
+    def finish(self) -> None:
+        """Turn the sums into means (as `bin_image`)."""
+        b = self.factor
+        for out in (self.before, self.after):
+            if out is not None:
+                out *= 1.0 / (b * b)

@@ -18,6 +18,8 @@ from pipeline.image import Exposure
 
 from . import isr_functions as F  # noqa: N812
 from ._header import _hset
+from .bias_variance import amp_runs
+from .binning import PassThumbnails
 from .brighter_fatter import amp_kernels, brighter_fatter_delta
 from .calib_apply import calib_planes, conformed_mask
 from .crosstalk import correct_exposure_crosstalk, crosstalk_coefficients
@@ -65,6 +67,39 @@ class IsrCorrectionSteps:
         dscale = F._dark_scale(ccd.info.dark_time, getattr(getattr(k.dark, "info", None), "dark_time", None))
         fscale = F.flat_scale(fi, c.flatScalingType, c.flatUserScale)
         return (di, dv, dscale), (fi, fv, fscale)
+
+    def _fused_pass(self, state: IsrRunState) -> bool:
+        """Bias, variance and linearity run as one pass (`bias_variance.bias_variance_linearity`)."""
+        c = self.config
+        return bool(c.doBias and not c.doBiasBeforeOverscan and c.doVariance and state.variance_replaced)
+
+    def _plan_thumbnails(self, state: IsrRunState, k: IsrCalibs) -> PassThumbnails | None:
+        """QA thumbnails to sum inside the bias/variance/linearity pass, or `None`.
+
+        The post-overscan thumbnail is the image as assembled, which the pass reads first
+        (not with ``doTrimToMatchCalib``, which trims in between); the flattened one is the
+        image after the pass when the dark and flat run in it and nothing after the flat
+        changes pixel values (no gains, fringe after flat, vignetting or illumination
+        correction; the masking steps only set bits). Needs ``state.dark_flat``.
+        """
+        c = self.config
+        if not self._fused_pass(state) or c.doTrimToMatchCalib:
+            return None
+        ccd = state.exposure
+        filt = ccd.info.physical_filter
+        do_fringe = c.doFringe and filt in c.fringe.filters and k.fringes is not None
+        final = state.dark_flat is not None and not (
+            c.doApplyGains
+            or (do_fringe and c.fringeAfterFlat)
+            or c.doVignette
+            or (c.doIlluminationCorrection and filt in c.illumFilters)
+        )
+        runs = [run[:4] for run in amp_runs(state.amp_boxes)]
+        qa = c.qa
+        return PassThumbnails.plan(
+            ccd.masked_image.shape, runs, qa.thumbnailBinning, qa.doThumbnailOss,
+            qa.doThumbnailFlattened and final,
+        )  # fmt: skip
 
     def _finish_dark_flat(self, ccd: Exposure, k: IsrCalibs, flat_ok: bool) -> None:
         """Apply the mask side of the dark and flat of the fused pass (as `apply_dark_and_flat`)."""

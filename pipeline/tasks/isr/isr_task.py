@@ -421,7 +421,12 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
         mi = ccd.masked_image
         trimmed = c.doAssembleCcd and c.assembleCcd.doTrim
         state.amp_boxes = self._amp_boxes(ccd)
-        oss_thumb = bin_image(mi.image, c.qa.thumbnailBinning, np.float32) if c.qa.doThumbnailOss else None
+        state.dark_flat = self._dark_flat_in_pass(state, k) if self._fused_pass(state) else None
+        thumbs = state.thumbnails = self._plan_thumbnails(state, k)  # QA thumbnails in the pass
+        oss_in_pass = thumbs is not None and thumbs.before is not None
+        oss_thumb = None
+        if c.qa.doThumbnailOss and not oss_in_pass:
+            oss_thumb = bin_image(mi.image, c.qa.thumbnailBinning, np.float32)
         if c.doTrimToMatchCalib:
             ref = k.bias if k.bias is not None else (k.dark if k.dark is not None else k.flat)
             if ref is not None:
@@ -429,6 +434,9 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
                 mi = ccd.masked_image
                 state.amp_boxes = self._amp_boxes(ccd)
         self._bias_variance_linearity(state, k)
+        if thumbs is not None:
+            thumbs.finish()
+            oss_thumb = thumbs.before if oss_in_pass else oss_thumb
         if c.doCrosstalk and not c.doCrosstalkBeforeAssemble:  # 13. crosstalk
             self._crosstalk(ccd, k.crosstalk, trimmed=trimmed)
         if k.crosstalkSources:
@@ -515,9 +523,9 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
         if c.doIlluminationCorrection and filt in c.illumFilters:
             ii, im_, iv = calib_planes(k.illumMaskedImage)
             F.flat_correction(mi.image, mi.mask, mi.variance, ii, im_, iv, "USER", c.illumScale)
-        flat_thumb = (
-            bin_image(mi.image, c.qa.thumbnailBinning, np.float32) if c.qa.doThumbnailFlattened else None
-        )
+        flat_thumb = thumbs.after if thumbs is not None else None
+        if c.qa.doThumbnailFlattened and flat_thumb is None:
+            flat_thumb = bin_image(mi.image, c.qa.thumbnailBinning, np.float32)
         return oss_thumb, flat_thumb
 
     def _bias_variance_linearity(self, state: IsrRunState, k: IsrCalibs) -> None:
@@ -531,12 +539,13 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
         lin = None
         if do_lin:
             lin = k.linearizer if k.linearizer is not None else Linearizer.from_detector(ccd.detector)
-        if do_bias and c.doVariance and state.variance_replaced:
+        if self._fused_pass(state):
             bi, bm, _ = calib_planes(k.bias)
-            dark_flat = self._dark_flat_in_pass(state, k)
+            dark_flat = state.dark_flat
             res = bias_variance_linearity(
-                mi.image, mi.variance, bi, state.gains, state.noises, state.amp_boxes, lin, dark_flat
-            )
+                mi.image, mi.variance, bi, state.gains, state.noises, state.amp_boxes, lin, dark_flat,
+                state.thumbnails,
+            )  # fmt: skip
             bm = conformed_mask(ccd, k.bias, bm)
             if bm is not None:
                 mi.mask |= bm

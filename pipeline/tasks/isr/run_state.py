@@ -63,6 +63,11 @@ class IsrRunState:
         The dark and flat were applied in that pass.
     nonfinite : `numpy.ndarray` of `int` or `None`
         With ``dark_flat_done``: flat indices of the pixels non-finite before the dark.
+    dark_flat : `tuple` or `None`
+        Dark and flat planes and scales to apply in the bias/variance/linearity pass
+        (`IsrCorrectionSteps._dark_flat_in_pass`), `None` if they run separately.
+    thumbnails : `binning.PassThumbnails` or `None`
+        QA thumbnails summed in that pass (`IsrCorrectionSteps._plan_thumbnails`).
     overscans : `dict` [`str`, `pipeline.struct.Struct`]
         Overscan results per amp.
     gains, noises : `dict` [`str`, `float`]
@@ -79,6 +84,8 @@ class IsrRunState:
     nan_free: bool = False
     dark_flat_done: bool = False
     nonfinite: np.ndarray | None = None
+    dark_flat: Any = None
+    thumbnails: Any = None
     overscans: dict[str, Any] = field(default_factory=dict)
     gains: dict[str, float] = field(default_factory=dict)
     noises: dict[str, float] = field(default_factory=dict)
