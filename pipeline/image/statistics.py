@@ -272,9 +272,13 @@ def quartiles(values: np.ndarray) -> tuple[float, float, float]:
     idx = np.array([0.25, 0.5, 0.75]) * (n - 1)
     lo = np.floor(idx).astype(np.intp)
     hi = np.minimum(lo + 1, n - 1)
-    ranks = np.unique(np.concatenate([lo, hi]))
-    part = order_statistics(x, ranks)
-    q = _lerp(part[np.searchsorted(ranks, lo)], part[np.searchsorted(ranks, hi)], idx - lo)
+    if n <= _SORT_MAX_SIZE:
+        s = np.sort(x)  # what order_statistics does for a small input (e.g. a 64 x 64 grid box)
+        q = _lerp(s[lo], s[hi], idx - lo)
+    else:
+        ranks = np.unique(np.concatenate([lo, hi]))
+        part = order_statistics(x, ranks)
+        q = _lerp(part[np.searchsorted(ranks, lo)], part[np.searchsorted(ranks, hi)], idx - lo)
     return float(q[0]), float(q[1]), float(q[2])
 
 
@@ -569,10 +573,23 @@ def clipped_stats_finite(
 
 
 def _iterate(x: np.ndarray, centre: float, half: float, nsigma: float, niter: int) -> StatsResult:
-    """``niter`` full re-selections of the float64 values ``x`` from the window ``centre ± half``."""
+    """``niter`` full re-selections of the float64 values ``x`` from the window ``centre ± half``.
+
+    A selection equal to the previous one gives the same mean and variance, hence the same
+    next window: the iterations stop there with the same result.
+    """
     result: StatsResult = (float("nan"), float("nan"), 0)
+    previous = None
     for _ in range(niter):
-        sel = x if not math.isfinite(half) else x[np.abs(x - centre) <= half]
+        if math.isfinite(half):
+            keep = np.abs(x - centre) <= half
+            if previous is not None and np.array_equal(keep, previous):
+                break
+            previous = keep
+            sel = x[keep]
+        else:
+            previous = None
+            sel = x
         n = int(sel.size)
         if n == 0:
             return (float("nan"), float("nan"), 0)

@@ -407,3 +407,29 @@ def test_blocked_difference_and_gain_ratio_equal_whole_array_computation(flux_no
     assert c == pytest.approx(float(ratio[ok].mean(dtype=np.float64)), rel=1e-6)
     _, c = _difference_and_ratio_mean(d1, d2, mu1, mu2, None, do_gain=False)
     assert np.isnan(c)
+
+
+def test_unit_weight_spectrum_is_the_spectrum_of_the_weights():
+    """The cached all-one weight spectrum and pair counts are the freshly computed ones, exactly."""
+    import scipy.fft
+
+    from pipeline.tasks.cp.ptc_math import _fft_shape, _lags, _power, _unit_weight_spectrum
+
+    ny, nx, m = 64, 61, 9
+    shape = _fft_shape(ny, nx, m - 1)
+    y_pm, x_p = tuple(range(-(m - 1), m)), tuple(range(m))
+    fw, p_cnt = _unit_weight_spectrum(ny, nx, shape, y_pm, x_p)
+    fresh = scipy.fft.rfft2(np.ones((ny, nx), bool).astype(np.float64), s=shape)
+    np.testing.assert_array_equal(fw, fresh)
+    np.testing.assert_array_equal(p_cnt, np.rint(_lags(_power(fresh), shape, y_pm, x_p)))
+    assert p_cnt[m - 1, 0] == ny * nx and p_cnt[m - 1 + 2, 3] == (ny - 2) * (nx - 3)
+    assert not fw.flags.writeable and not p_cnt.flags.writeable
+    # a clean box (every weight 1) through the cache equals the direct sum
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.0, 30.0, (ny, nx)).astype(np.float32) + 2000.0
+    d[:, 1:] += 0.2 * d[:, :-1]
+    w = np.ones((ny, nx), bool)
+    c_fft, n_fft = covariances_fft(d, w, m - 1)
+    c_dir, n_dir = covariances_direct(d, w, m - 1)
+    np.testing.assert_array_equal(n_fft, n_dir)
+    np.testing.assert_allclose(c_fft, c_dir, rtol=0, atol=1e-9 * c_dir[0, 0])

@@ -362,3 +362,35 @@ def test_core_rim_blocked_passes_equal_whole_array_expressions(layout):
     with pytest.raises(ValueError, match="multiple"):
         _core_rim_passes(values.astype(np.float32), np.float32(c0), lo_d.astype(np.float32),
                          hi_d.astype(np.float32), np.float32(r), block=1000)
+
+
+def test_clipping_stops_at_a_repeated_selection_with_the_full_result():
+    """`_iterate` stops when a selection repeats; the result equals all niter re-selections."""
+    from pipeline.image.statistics import _iterate
+
+    def plain(x, centre, half, nsigma, niter):
+        result, selections = (float("nan"), float("nan"), 0), []
+        for _ in range(niter):
+            keep = np.abs(x - centre) <= half
+            selections.append(keep)
+            sel = x[keep]
+            n = sel.size
+            mean = float(sel.sum()) / n
+            dev = sel - mean
+            var = float((dev * dev).sum()) / (n - 1)
+            result = (mean, var, n)
+            centre, half = mean, nsigma * np.sqrt(var)
+        repeated = any(np.array_equal(a, b) for a, b in zip(selections, selections[1:]))
+        return result, repeated
+
+    rng = np.random.default_rng(17)
+    repeats = {True: 0, False: 0}
+    for k in range(40):
+        x = rng.normal(100.0, 5.0, 3000)
+        x[: k % 9] += rng.uniform(20, 60, k % 9)           # a few outliers in some cases
+        centre, half = float(np.median(x)), float(rng.uniform(8.0, 30.0))
+        for niter in (1, 2, 3, 5):
+            want, repeated = plain(x, centre, half, 3.0, niter)
+            assert _iterate(x, centre, half, 3.0, niter) == want
+            repeats[repeated] += 1
+    assert repeats[True] > 10 and repeats[False] > 10  # stopped early, and not

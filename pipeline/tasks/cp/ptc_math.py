@@ -143,6 +143,21 @@ def _lags(spec: np.ndarray, shape: tuple[int, int], y_lags: tuple[int, ...],
     return (ey @ a).real
 
 
+@functools.lru_cache(maxsize=16)
+def _unit_weight_spectrum(ny: int, nx: int, shape: tuple[int, int], y_lags: tuple[int, ...],
+                          x_lags: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``W = rfft2(ones((ny, nx)), s=shape)`` and the pair counts ``rint(IFFT(|W|²))`` at the lags.
+
+    What `covariances_fft` computes from all-one weights, computed once per region shape
+    (read-only arrays; the same numbers as computing them again).
+    """
+    fw = scipy.fft.rfft2(np.ones((ny, nx)), s=shape)
+    p_cnt = np.rint(_lags(_power(fw), shape, y_lags, x_lags))
+    fw.flags.writeable = False
+    p_cnt.flags.writeable = False
+    return fw, p_cnt
+
+
 def _power(f: np.ndarray) -> np.ndarray:
     """``|f|²`` of a complex array without a square root (a scratch array: use it at once).
 
@@ -304,10 +319,14 @@ def covariances_fft(
     del buf, d
     p_cov = _lags(_power(fx), shape, y_pm, x_p)                 # [dy + m - 1, dx]
     if not sparse:
-        fw = scipy.fft.rfft2(w.astype(np.float64), s=shape)
+        if n_zero == 0 and w.size < SMALL_REGION:
+            # every pixel weighted (a clean grid box): the same weight spectrum every time
+            fw, p_cnt = _unit_weight_spectrum(ny, nx, shape, y_pm, x_p)
+        else:
+            fw = scipy.fft.rfft2(w.astype(np.float64), s=shape)
+            p_cnt = np.rint(_lags(_power(fw), shape, y_pm, x_p))
         x_pm = tuple(range(-(m - 1), m))
         p_mean = _lags(fx * np.conj(fw), shape, y_pm, x_pm)    # [dy + m - 1, dx + m - 1]
-        p_cnt = np.rint(_lags(_power(fw), shape, y_pm, x_p))
         del fx, fw
         c0 = m - 1
 
