@@ -9,12 +9,15 @@ propagation rules (reference-algorithms.md §1.3). `Exposure` adds the header (a
 from __future__ import annotations
 
 import copy as _copy
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.time import Time
+
+if TYPE_CHECKING:
+    from astropy.time import Time
 
 from .geometry import Box, Detector
 from .metadata import PropertyList
@@ -350,6 +353,12 @@ class MaskedImage:
         return f"MaskedImage(shape={self.shape}, dtype={self._image.dtype}, xy0={self.xy0})"
 
 
+
+def _is_time(value: Any) -> bool:
+    """Whether ``value`` is an `astropy.time.Time` (astropy is imported only by code that makes one)."""
+    module = sys.modules.get("astropy.time")
+    return module is not None and isinstance(value, module.Time)
+
 @dataclass
 class ExposureInfo:
     """What is known about the exposure an image comes from.
@@ -398,7 +407,7 @@ class ExposureInfo:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Time):
+            if _is_time(value):
                 value = value.tai.isot
             elif isinstance(value, float) and np.isnan(value):
                 value = None
@@ -411,6 +420,8 @@ class ExposureInfo:
         kwargs = dict(data)
         for key in ("begin", "end"):
             if kwargs.get(key) is not None:
+                from astropy.time import Time
+
                 kwargs[key] = Time(kwargs[key], format="isot", scale="tai")
         for key in ("exposure_time", "dark_time"):
             if kwargs.get(key) is None:

@@ -25,10 +25,9 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from astropy.io import fits
 
 import pipeline.connection_types as cT
 from pipeline.config import Field
@@ -37,6 +36,9 @@ from pipeline.image import Exposure, ExposureInfo, MaskedImage
 from pipeline.image.statistics import clipped_stats, stack_statistic
 from pipeline.struct import Struct
 from pipeline.task import PipelineTask
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 __all__ = [
     "CalibCombineByFilterConfig",
@@ -355,6 +357,8 @@ class CalibCombineTask(PipelineTask):
     def _header(self, infos: list[ExposureInfo], headers: list[fits.Header],
                 scales: list[dict], combined: MaskedImage, detector: Any) -> fits.Header:
         cfg = self.config
+        from astropy.io import fits  # here, not with the task class (graph building imports it)
+
         hdr = fits.Header()
         # keys common to every input with the same value
         common = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 import pipeline.connection_types as cT
 from pipeline.config import Field
@@ -58,6 +57,8 @@ def find_cosmic_rays(image: np.ndarray, bad: np.ndarray | None, *, gain: float, 
                                         satlevel=satlevel, niter=4, cleantype="meanmask",
                                         sepmed=True)
     if grow > 0 and cr.any():
+        from scipy import ndimage  # here, not with the task classes (graph building imports those)
+
         cr = ndimage.binary_dilation(cr, structure=ndimage.generate_binary_structure(2, 1),
                                      iterations=grow)
     return cr

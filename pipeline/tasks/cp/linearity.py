@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import pipeline.connection_types as cT
+from pipeline.config import Field
+from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
+from pipeline.struct import Struct
+from pipeline.task import PipelineTask
+from pipeline.tasks.isr.calibs import Linearizer
 
-import pipeline.connection_types as cT  # noqa: E402
-from pipeline.config import Field  # noqa: E402
-from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections  # noqa: E402
-from pipeline.struct import Struct  # noqa: E402
-from pipeline.task import PipelineTask  # noqa: E402
-from pipeline.tasks.isr.calibs import Linearizer  # noqa: E402
+from .linearity_math import fit_linearity, linearity_residuals
+from .ptc_dataset import PhotonTransferCurveDataset
+from .ptc_plots import new_figure
 
-from .linearity_math import fit_linearity, linearity_residuals  # noqa: E402
-from .ptc_dataset import PhotonTransferCurveDataset  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "LinearityPlotConfig",
@@ -207,7 +207,7 @@ def plot_linearity(ptc: PhotonTransferCurveDataset, linearizer: Linearizer, titl
     amps = list(ptc.ampNames)
     ncol = int(np.ceil(np.sqrt(max(len(amps), 1))))
     nrow = int(np.ceil(len(amps) / ncol))
-    fig = Figure(figsize=(4.2 * ncol, 3.4 * nrow), layout="constrained")
+    fig = new_figure(figsize=(4.2 * ncol, 3.4 * nrow), layout="constrained")
     for k, amp in enumerate(amps):
         ax = fig.add_subplot(nrow, ncol, k + 1)
         t = np.asarray(ptc.rawExpTimes[amp], float)

@@ -18,13 +18,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.io import fits
-from astropy.table import Table
 
 from butler import Formatter
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+# astropy is imported by the methods that read or write tables, not with the task classes
+# (building a quantum graph imports every task module and reads no PTC).
 
 __all__ = ["PhotonTransferCurveDataset", "PtcFormatter"]
 
@@ -245,6 +249,8 @@ class PhotonTransferCurveDataset:
         npts = np.array([self.n_points(a) for a in amps], dtype=np.int64)
         nmax = int(npts.max()) if len(amps) else 0
         nfit = max([np.size(self.ptcFitPars[a]) for a in amps] + [0])
+        from astropy.table import Table
+
         t = Table()
         t["AMPLIFIER_NAME"] = np.array(amps, dtype="U32")
         t["nPoints"] = npts
@@ -313,6 +319,8 @@ class PhotonTransferCurveDataset:
 
     def writeFits(self, path: str | Path) -> None:
         """Write the PTC as a FITS binary table (overwrites ``path``)."""
+        from astropy.io import fits
+
         t = self.to_table()
         hdu = fits.table_to_hdu(t)
         hdu.name = "PTC"
@@ -329,6 +337,8 @@ class PhotonTransferCurveDataset:
         KeyError
             If it is not a PTC table.
         """
+        from astropy.table import Table
+
         return cls.from_table(Table.read(path, hdu=1, mask_invalid=False))
 
     def __repr__(self) -> str:

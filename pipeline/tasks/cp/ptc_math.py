@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import scipy.fft
 
 from pipeline.image.statistics import clipped_stats_finite, work_array
 
@@ -89,6 +88,8 @@ def clip_correction_factor(nsigma: float) -> float:
 
 def _fft_shape(ny: int, nx: int, max_range: int) -> tuple[int, int]:
     """Return the padded FFT shape: ≥ ``n + maxRange + 1`` per axis, a fast length, even along x."""
+    import scipy.fft  # here, not with the task classes (graph building imports those)
+
     sy = scipy.fft.next_fast_len(ny + max_range + 1, real=True)
     sx = scipy.fft.next_fast_len(nx + max_range + 1, real=True)
     if sx % 2:
@@ -249,6 +250,8 @@ def covariances_fft(
     ``X`` and ``W`` are transformed in float64. The padded size is a fast FFT length
     ≥ ``n + max_range + 1`` per axis, so nothing wraps around.
     """
+    import scipy.fft
+
     w = np.asarray(weights)
     w = w if w.dtype == bool else w != 0
     diff = np.asarray(diff)

@@ -6,23 +6,41 @@ datasets (PNG).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import pipeline.connection_types as cT
+from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections
+from pipeline.struct import Struct
+from pipeline.task import PipelineTask
 
-import pipeline.connection_types as cT  # noqa: E402
-from pipeline.connections import PipelineTaskConfig, PipelineTaskConnections  # noqa: E402
-from pipeline.struct import Struct  # noqa: E402
-from pipeline.task import PipelineTask  # noqa: E402
+from .ptc_dataset import PhotonTransferCurveDataset
 
-from .ptc_dataset import PhotonTransferCurveDataset  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["PhotonTransferCurvePlotConfig", "PhotonTransferCurvePlotTask", "plot_covariances",
            "plot_pair_gains", "plot_ptc"]
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """Return a new `matplotlib.figure.Figure` with the Agg backend selected.
+
+    matplotlib is imported here, by the first plot, not with the task classes: building a
+    quantum graph imports every task module and draws nothing.
+
+    Parameters
+    ----------
+    **kwargs
+        `matplotlib.figure.Figure` arguments (``figsize``, ``layout`` ...).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -90,7 +108,7 @@ def plot_ptc(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
     """
     amps = ptc.ampNames
     nr, nc = _grid(max(len(amps), 1))
-    fig = Figure(figsize=(4 * nc, 4.4 * nr))
+    fig = new_figure(figsize=(4 * nc, 4.4 * nr))
     # room for the y labels however few panels there are (a one-amp figure is 4 inches wide)
     outer = fig.add_gridspec(nr, nc, hspace=0.4, wspace=0.4, left=0.8 / (4 * nc) + 0.02, right=0.97)
     for k, amp in enumerate(amps):
@@ -127,7 +145,7 @@ def plot_covariances(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure
     """C01 and C10 (per-flat covariances, ADU²) divided by the mean vs mean, per amp, with the model."""
     amps = ptc.ampNames
     nr, nc = _grid(max(len(amps), 1))
-    fig = Figure(figsize=(4 * nc, 3.2 * nr))
+    fig = new_figure(figsize=(4 * nc, 3.2 * nr))
     for k, amp in enumerate(amps):
         ax = fig.add_subplot(nr, nc, k + 1)
         cov = np.asarray(ptc.covariances[amp])
@@ -210,7 +228,7 @@ def plot_pair_gains(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
     """
     amps = ptc.ampNames
     nr, nc = _grid(max(len(amps), 1))
-    fig = Figure(figsize=(4 * nc, 3.3 * nr))
+    fig = new_figure(figsize=(4 * nc, 3.3 * nr))
     for k, amp in enumerate(amps):
         ax = fig.add_subplot(nr, nc, k + 1)
         mu = np.asarray(ptc.rawMeans[amp], float)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares
 
 __all__ = [
     "ExpApproxResult",
@@ -100,6 +100,17 @@ class ExpApproxResult:
     turnoff: float = float("nan")
     turnoff_sampling_err: float = float("nan")
     model: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def least_squares(fun: Any, x0: Any, **kwargs: Any) -> Any:
+    """Call `scipy.optimize.least_squares` (scipy is imported here, on the first fit).
+
+    Not at module level: the task classes import this module, and building a quantum graph
+    imports every task class and fits nothing.
+    """
+    from scipy.optimize import least_squares as scipy_least_squares
+
+    return scipy_least_squares(fun, x0, **kwargs)
 
 
 def _param_errors(res, n_data: int) -> np.ndarray:

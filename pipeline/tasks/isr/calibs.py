@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from astropy.io import fits
 
 from butler import Formatter
 
 if TYPE_CHECKING:  # pragma: no cover
+    from astropy.io import fits
     from astropy.table import Table
 
 __all__ = [
@@ -424,6 +424,8 @@ def _check_kernel(kernel: Any, what: str) -> np.ndarray:
 
 
 def _header_safe(meta: Mapping[str, Any]) -> fits.Header:
+    from astropy.io import fits  # here: the task classes (graph building) import no astropy
+
     hdr = fits.Header()
     for k, v in meta.items():
         if isinstance(v, (np.generic,)):
@@ -450,6 +452,7 @@ class IsrCalibFormatter(Formatter):
         TypeError
             If ``obj`` is not an `IsrCalib`.
         """
+        from astropy.io import fits
         from astropy.table import Table
 
         if not isinstance(obj, IsrCalib):
@@ -478,6 +481,7 @@ class IsrCalibFormatter(Formatter):
         ValueError
             If the file has no ``CALIBCLS`` keyword or names an unknown class.
         """
+        from astropy.io import fits
         from astropy.table import Table
 
         with fits.open(path) as hdul:

@@ -273,3 +273,22 @@ def test_real_cpbias_cpptc_graphs_equal(
     assert fast.count_by_task() == {"isr": 4}
     assert all(len(q.prerequisites["bias"]) == 1 and not q.prerequisites.get("flat") for q in fast.quanta())
     _assert_same(fast, slow)
+
+
+def test_task_classes_import_no_astropy_scipy_matplotlib() -> None:
+    """Loading every pipeline of pipelines/ (task classes, configs, connections) imports none of them.
+
+    Building a graph imports each task class; astropy, scipy and matplotlib are imported by the
+    code that reads or writes FITS, fits or draws (about 1 s of imports for cpPtc otherwise).
+    """
+    code = (
+        "import glob, sys\n"
+        "from pipeline.definitions import Pipeline\n"
+        "n = sum(len(Pipeline.from_file(p).to_graph().tasks) for p in sorted(glob.glob(sys.argv[1])))\n"
+        "heavy = ('astropy', 'scipy', 'matplotlib', 'numcodecs', 'astroscrappy', 'sqlalchemy')\n"
+        "print(n, sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(REPO_ROOT / "pipelines" / "*.yaml")],
+                         capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert int(out[0]) >= 40
+    assert out[1].strip() == "[]"
