@@ -405,7 +405,8 @@ def ab(other: Path, rounds: int, scratch: str | None) -> None:
     """Compare ``other`` (A) with this checkout (B) back to back; print a Markdown table.
 
     The repositories are made under ``scratch`` (default ``/dev/shm``): on a disk, the writeback
-    of the 0.5 MB files of earlier rounds lands in later ones and moved put by up to +-60 %.
+    of the 0.5 MB files of earlier rounds lands in later ones (single loops of the same puts
+    differed by up to 2x).
     """
     import compileall
     import json
