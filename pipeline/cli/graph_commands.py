@@ -316,6 +316,8 @@ def split_show(items: Sequence[str]) -> tuple[list[str], list[str]]:
     click.BadParameter
         For an unknown item (before anything is built), naming the choices.
     """
+    if not items:
+        return [], []
     from ..graph.display import SHOW_CHOICES as GRAPH_ITEMS
     from .pipetask import PIPELINE_SHOW_ITEMS, SHOW_CHOICES
 
@@ -399,6 +401,8 @@ def _show_pipeline_only(opts: dict[str, Any], command: str) -> bool:
 
 
 def _show(graph: Any, opts: dict[str, Any], butler: Any) -> None:
+    if not opts["show"] and not opts["qgraph_dot"]:
+        return
     from ..graph.display import show_graph, write_dot
 
     for what in opts["show"]:
