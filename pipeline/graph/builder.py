@@ -188,6 +188,10 @@ class _Subgraph:
     used_inputs: dict[UUID, DatasetRef] = field(default_factory=dict)
 
 
+#: The per-quantum inputs of a task whose inputs are all within its dimensions (shared, never changed).
+_NO_INPUTS: dict[str, dict[_Key, Any]] = {}
+
+
 @dataclass(eq=False)
 class _TaskRows:
     """The data-ID rows of a subgraph grouped into one task's quanta (`QuantumGraphBuilder._group_rows`)."""
@@ -620,13 +624,17 @@ class QuantumGraphBuilder:
         in_get = [(e.name, _getter(e.required), sub.available.get(e.dataset_type.name, {})) for e in gather]
         out_get = [(e.name, _getter(e.required)) for e in multi_out]
         keep_rows = bool(task.prerequisites)
+        if not (gather or multi_out or keep_rows):  # quanta keys only: the first row of each
+            for row in sub.rows:
+                groups.setdefault(tget(row.to_simple()), row)
+            return _TaskRows(groups, q_inputs, q_output_ids, q_rows, multi_out, single)
         for row in sub.rows:
             vals = row.to_simple()
             qk = tget(vals)
             qi = q_inputs.get(qk)
             if qi is None:
                 groups[qk] = row
-                qi = q_inputs[qk] = {e.name: {} for e in gather} if gather else {}
+                qi = q_inputs[qk] = {e.name: {} for e in gather} if gather else _NO_INPUTS
                 if multi_out:
                     q_output_ids[qk] = {e.name: {} for e in multi_out}
             for cname, cget, avail in in_get:
@@ -686,7 +694,7 @@ class QuantumGraphBuilder:
                         ) -> dict[str, list[DatasetRef]] | None:
         """The regular inputs of one quantum, or `None` (quantum dropped) when one has too few."""
         inputs: dict[str, list[DatasetRef]] = {}
-        found = grouped.inputs[qk]
+        found = grouped.inputs.get(qk, _NO_INPUTS)
         single = grouped.single
         for e in task.inputs:
             one = single.get(e.name)
