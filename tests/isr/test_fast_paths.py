@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -589,3 +591,58 @@ def test_thumbnails_summed_in_the_pass_equal_binned_images(monkeypatch, binning,
     np.testing.assert_array_equal(fused.ossThumb, plain.ossThumb)
     np.testing.assert_array_equal(fused.flattenedThumb, plain.flattenedThumb)
     np.testing.assert_array_equal(fused.exposure.image, plain.exposure.image)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 7, 32, 33])
+def test_row_quartiles_equal_numpy_percentile(n):
+    """One sort per row gives np.percentile's 25/50/75 (ties, NaN, +-inf, +-0 included)."""
+    from pipeline.tasks.isr.overscan import mask_line_outliers, row_quartiles
+
+    rng = np.random.default_rng(n)
+    data = np.rint(rng.normal(1000, 3, (300, n))) + rng.choice([0.0, 0.25, 0.5], (300, n))
+    data[5, 0] = np.nan
+    data[6, :] = np.nan
+    data[7, -1] = np.inf
+    data[8, 0] = -np.inf
+    data[9, :2] = [np.inf, -np.inf]
+    data[10, :] = 0.0
+    data[10, ::2] = -0.0
+    data[11, :] = 1e300
+    data[11, 0] = -1e300
+    got = row_quartiles(data)
+    with np.errstate(invalid="ignore"):
+        want = np.percentile(data, [25.0, 50.0, 75.0], axis=1)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    masked = np.zeros(data.shape, bool)
+    masked[20, 0] = True
+    with np.errstate(invalid="ignore"):
+        q25, q50, q75 = want
+        sig = 0.74 * (q75 - q25)
+        msig = np.median(sig)
+        sig = np.where(sig > 2 * msig, msig, sig)
+        plain = masked | (np.abs(data - q50[:, None]) > 3.0 * sig[:, None]) | ~np.isfinite(data)
+    np.testing.assert_array_equal(mask_line_outliers(data, masked, 3.0), plain)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 32, 33, 700])
+def test_median_per_row_equals_nanmedian(n):
+    """The sorted-row median equals np.nanmedian of the selected pixels (odd, even, empty rows)."""
+    from pipeline.image.statistics import median_per_row
+
+    rng = np.random.default_rng(n)
+    data = np.rint(rng.normal(1000, 3, (200, n))) + rng.choice([0.0, 0.5], (200, n))
+    data[3, 0] = np.nan
+    data[4, -1] = np.inf
+    data[5, :] = 1.5e308  # (x + x) overflows
+    mask = rng.random((200, n)) < 0.2
+    mask[7, :] = True  # empty row
+    got = median_per_row(data, mask)
+    sel = np.where(mask | ~np.isfinite(data), np.nan, data)
+    with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanmedian(sel, axis=1)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[7])
+    ints = data.astype(np.int64)[8:20]
+    np.testing.assert_array_equal(median_per_row(ints), np.median(ints, axis=1))

@@ -39,6 +39,7 @@ __all__ = [
     "fit_overscan",
     "mask_deviant_pixels",
     "mask_line_outliers",
+    "row_quartiles",
     "skip_columns",
 ]
 
@@ -213,6 +214,48 @@ def smoothing_bad_lines(overscan: np.ndarray, kernel: int, threshold: float) -> 
     return bad
 
 
+def row_quartiles(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.percentile(data, [25, 50, 75], axis=1)`` from one sort of each row.
+
+    Parameters
+    ----------
+    data : `numpy.ndarray` of float, shape ``(n_lines, n)``
+        Values, one line per row.
+
+    Returns
+    -------
+    q25, q50, q75 : `numpy.ndarray`, shape ``(n_lines,)``
+        The linear-method percentiles (NaN for a row holding a NaN).
+
+    Notes
+    -----
+    numpy's ``percentile`` along the short axis of a ``(2000, 32)`` overscan partitions each
+    row for six order statistics and costs ~15 times one ``np.sort(axis=1)``. The values
+    here are numpy's: the same order statistics, the virtual index ``(n - 1) q`` and its
+    interpolation ``a + (b - a) t`` (``b - (b - a)(1 - t)`` for ``t >= 0.5``); a test
+    compares them with ``np.percentile``. Rows shorter than 2 values and other dtypes than
+    float64 use numpy.
+    """
+    n = data.shape[1] if data.ndim == 2 else 0
+    if n < 2 or data.dtype != np.float64:
+        q25, q50, q75 = np.percentile(data, [25.0, 50.0, 75.0], axis=1)
+        return q25, q50, q75
+    srt = np.sort(data, axis=1)
+    nan_rows = np.isnan(srt[:, -1])
+    out = []
+    for q in (0.25, 0.5, 0.75):
+        index = (n - 1) * q
+        lo = int(np.floor(index))
+        t = index - lo
+        a, b = srt[:, lo], srt[:, lo + 1]
+        diff = b - a
+        value = b - diff * (1 - t) if t >= 0.5 else a + diff * t
+        if nan_rows.any():
+            value[nan_rows] = np.nan
+        out.append(value)
+    return out[0], out[1], out[2]
+
+
 def mask_line_outliers(lines: np.ndarray, masked: np.ndarray, nsigma: float) -> np.ndarray:
     """Robust per-line outlier rejection used before vector fits (reference ``maskOutliers``).
 
@@ -236,7 +279,7 @@ def mask_line_outliers(lines: np.ndarray, masked: np.ndarray, nsigma: float) -> 
     0.74·IQR; sigma values larger than twice their median are replaced by the median.
     """
     data = lines.astype(np.float64, copy=False)
-    q25, q50, q75 = np.percentile(data, [25.0, 50.0, 75.0], axis=1)
+    q25, q50, q75 = row_quartiles(data)
     sig = 0.74 * (q75 - q25)
     msig = np.median(sig)
     sig = np.where(sig > 2 * msig, msig, sig)
