@@ -175,29 +175,32 @@ class SqliteReadOnlyButler:
 
     def _missing_type(self, name: str) -> MissingDatasetTypeError:
         """Return the registry's error for an unregistered dataset type (``DatasetTypeManager.entry``)."""
-        assert self._types is not None
         return MissingDatasetTypeError(
-            f"dataset type {name!r} is not registered{did_you_mean(name, self._types)}; "
+            f"dataset type {name!r} is not registered{did_you_mean(name, self._definitions())}; "
             "register it first (butler register-dataset-type, or pipetask --register-dataset-types)"
         )
+
+    def _definitions(self) -> dict[str, tuple[int, DatasetType]]:
+        """Return ``name -> (id, definition)`` of every registered dataset type (read once)."""
+        if self._types is None:
+            types: dict[str, tuple[int, DatasetType]] = {}
+            for row in self._r._dataset_type_rows():
+                dt = self._r._dataset_type(row)
+                types[dt.name] = (row[0], dt)
+                self._types_by_id[row[0]] = dt
+            self._types = types
+        return self._types
 
     def _entry(self, name: Any) -> tuple[int, DatasetType]:
         if not isinstance(name, str) or has_glob(name):
             raise FastPathUnavailableError("dataset type given as an object or a pattern")
-        if self._types is None:
-            self._types = {}
-            for row in self._r._dataset_type_rows():
-                dt = self._r._dataset_type(row)
-                self._types[dt.name] = (row[0], dt)
-                self._types_by_id[row[0]] = dt
-        entry = self._types.get(name)
+        entry = self._definitions().get(name)
         if entry is None:
             raise FastPathUnavailableError(f"no dataset type {name!r}")
         return entry
 
     def _type_by_id(self, dataset_type_id: int) -> DatasetType:
-        if self._types is None:
-            self._entry("")  # loads every definition, then raises for the empty name
+        self._definitions()
         return self._types_by_id[dataset_type_id]
 
     # ------------------------------------------------------------------ dimension records

@@ -113,3 +113,15 @@ def test_unregistered_type_is_the_registrys_error(repos: Any) -> None:
         fast.find_dataset("toyRaw", {"instrument": toy.TOY_INSTRUMENT, "exposure": 1, "detector": 1},
                           collections=[toy.TOY_RAW_RUN])
     fast.unavailable = None
+
+
+def test_refs_from_ids_on_a_fresh_butler(repos: Any) -> None:
+    """Refs by id (the certifications' datasets) before any dataset type was looked up, in the order given."""
+    butler, _ = repos
+    ids = [r.id for r in butler.query_datasets("toyRaw", collections=[toy.TOY_RAW_RUN], where="exposure = 7")]
+    ids.reverse()
+    fresh = open_read_only_butler(butler.root)
+    try:
+        _refs_equal(fresh._refs_from_ids(ids), [butler.get_dataset(i) for i in ids])
+    finally:
+        fresh.close()
