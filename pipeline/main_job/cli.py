@@ -7,12 +7,12 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .commands import StepFailed, StepRecord, children_cpu, prepare_repo, say, self_cpu
-from .flows import FLOWS, Flow, preload, run_flow
+from .flows import FLOWS, Flow, preload, run_flow, run_verification
 from .plots import write_plots
 from .report import summarize_reusing
 
@@ -35,12 +35,27 @@ def _phase(label: str, since: float) -> float:
     return now
 
 
+def _claimer(directory: Path) -> Callable[[str], bool]:
+    """``claim(label)``: `True` for the first process to ask for ``label`` (a file made in ``directory``)."""
+
+    def claim(label: str) -> bool:
+        try:
+            os.close(os.open(directory / label.replace("/", "_"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
+
+    return claim
+
+
 def _flow_in_child(
-    instrument: str, data_dir: Path, repo: Path, processes: int, output: Path
+    instrument: str, data_dir: Path, repo: Path, processes: int, output: Path,
+    claims: Path | None = None,
 ) -> list[StepRecord]:
     """Run one instrument's flow in a worker process, its stdout and stderr into files.
 
-    The files are ``output`` and ``output`` with the suffix ``.err``.
+    The files are ``output`` and ``output`` with the suffix ``.err``. ``claims``: directory of
+    the verification steps' claims shared with the main process (`run_verification`).
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -50,7 +65,8 @@ def _flow_in_child(
         os.close(fd)
     log: list[StepRecord] = []
     try:
-        run_flow(FLOWS[instrument], data_dir, repo, processes=processes, log=log)
+        run_flow(FLOWS[instrument], data_dir, repo, processes=processes, log=log,
+                 claim=None if claims is None else _claimer(claims))
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -106,7 +122,9 @@ def run_flows(
     The instruments' steps are independent (their own raws, runs and calibration collections in one
     repository; the registry serializes the writes). The first flow prints as it goes; each other
     one runs in a worker process whose output (stdout and stderr) is printed, whole, when it has
-    finished. Meanwhile the first flow's plots and its sections of the report page are made.
+    finished. Meanwhile the first flow's plots and its sections of the report page are made, and
+    then the first process takes over the other flows' verification steps that they have not
+    started yet (`run_verification`; a step is run by whichever process claims it first).
 
     Parameters
     ----------
@@ -151,8 +169,10 @@ def run_flows(
         max_workers=len(flows) - 1, mp_context=context
     ) as pool:
         outputs = [Path(tmp) / f"{flow.instrument}.out" for flow in flows[1:]]
+        claims = Path(tmp) / "claims"
+        claims.mkdir()
         futures = [
-            pool.submit(_flow_in_child, flow.instrument, data_dir, repo, processes, out)
+            pool.submit(_flow_in_child, flow.instrument, data_dir, repo, processes, out, claims)
             for flow, out in zip(flows[1:], outputs)
         ]
         say(
@@ -177,6 +197,11 @@ def run_flows(
                 f"\n  [{flows[0].instrument} plots and report-page sections, while the others finish: "
                 f"{time.perf_counter() - t0:.2f} s]"
             )
+            # then the others' verification steps they have not started yet (their
+            # calibrations certified): both cores work until the end
+            for flow, future in zip(flows[1:], futures):
+                if not future.done():
+                    run_verification(flow, repo, _claimer(claims), processes=processes, log=log)
         except StepFailed as exc:
             failure = exc
         for flow, future, out in zip(flows[1:], futures, outputs):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._queries import collection_exists, query
 from .commands import StepFailed, StepRecord, run_command, say, tool
 
-__all__ = ["FLOWS", "Flow", "preload", "run_flow"]
+__all__ = ["FLOWS", "VERIFY_STEPS", "Flow", "preload", "run_flow", "run_verification"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +218,7 @@ def run_flow(
     log: list[StepRecord] | None = None,
     pipelines: Path | None = None,
     progress: bool | None = None,
+    claim: Callable[[str], bool] | None = None,
 ) -> list[StepRecord]:
     """Run the whole calibration flow for one instrument through the CLI.
 
@@ -245,6 +246,10 @@ def run_flow(
     progress : `bool`, optional
         Force ``pipetask --progress`` on or off (default: a bar on a terminal, log lines
         otherwise).
+    claim : callable, optional
+        ``claim(label)`` is asked before each verification step (label ``"<instrument>
+        VerifyBias"`` / ``"... VerifyFlat"``); `False` means another process has taken the
+        step (`run_verification`) and it is left out here. Default: every step is run.
 
     Returns
     -------
@@ -384,8 +389,68 @@ def run_flow(
                 if flow.calib_end:
                     cert += ["--end-date", flow.calib_end]
                 run_command(cert, label=f"{inst} certify {calib_type}", log=log)
-    _verify_bias_flat(flow, repo, pipetask, pipelines, processes, progress_opt, log)
+    _verify_bias_flat(flow, repo, pipetask, pipelines, processes, progress_opt, log, claim=claim)
     return log
+
+
+#: The verification steps of a flow, in the order `run_flow` runs them, with the calibration
+#: each one verifies (it must be certified first).
+VERIFY_STEPS = (("VerifyBias", "bias"), ("VerifyFlat", "flat"))
+
+
+def run_verification(
+    flow: Flow,
+    repo: Path,
+    claim: Callable[[str], bool],
+    *,
+    processes: int = 1,
+    log: list[StepRecord] | None = None,
+    pipelines: Path | None = None,
+    progress: bool | None = None,
+) -> list[str]:
+    """Take over the verification steps of a flow running in another process, where possible.
+
+    For the main job's side-by-side flows: the process whose own flow finished first runs the
+    other flow's VerifyFlat and then VerifyBias (the reverse of the other process's order),
+    each when the calibration it verifies is already certified and ``claim(label)`` gives
+    the step to this process; `run_flow` there, asking the same ``claim``, leaves such a step
+    out. Both processes then work until the end instead of one waiting for the other.
+
+    Parameters
+    ----------
+    flow : `Flow`
+        The other process's flow.
+    repo : `pathlib.Path`
+        Repository root.
+    claim : callable
+        ``claim(label) -> bool``: `True` exactly once per label across the processes.
+    processes, log, pipelines, progress
+        As for `run_flow`.
+
+    Returns
+    -------
+    names : `list` [`str`]
+        The steps run here, in the order run (``"VerifyFlat"``, ``"VerifyBias"``), possibly
+        none.
+
+    Raises
+    ------
+    StepFailed
+        If a command exits non-zero.
+    """
+    from butler import Butler
+
+    log = [] if log is None else log
+    b = Butler(repo, writeable=False)
+    ready = [name for name, calib_type in VERIFY_STEPS if _certified(b, flow, calib_type)]
+    progress_opt = [] if progress is None else (["--progress"] if progress else ["--no-progress"])
+    taken = []
+    for name in reversed(ready):  # one at a time: the other process may take the next one
+        if claim(f"{flow.instrument} {name}"):
+            _verify_bias_flat(flow, repo, tool("pipetask"), pipelines, processes, progress_opt, log,
+                              names=(name,))
+            taken.append(name)
+    return taken
 
 
 def _verify_bias_flat(
@@ -396,21 +461,30 @@ def _verify_bias_flat(
     processes: int,
     progress_opt: list[str],
     log: list[StepRecord],
+    *,
+    claim: Callable[[str], bool] | None = None,
+    names: Sequence[str] = ("VerifyBias", "VerifyFlat"),
 ) -> None:
     """Run VerifyBias / VerifyFlat (cp_verify) on the flow's biases and flats; print the verdicts.
 
     The real data sets have too few frames to keep some aside, so the bias and the flat are
     verified on the frames they were made from (a weaker test: the residual noise is below the
-    read noise by ``sqrt(1 - 1/N)``). A failed test is reported, not fatal.
+    read noise by ``sqrt(1 - 1/N)``). A failed test is reported, not fatal. Only the steps in
+    ``names`` that ``claim`` (when given) grants are run; the verdicts printed are theirs.
     """
     from butler import Butler
     from pipeline.tasks.verify.summary import format_summary
 
     runs = []
     for name, expr in (("VerifyBias", flow.bias_where), ("VerifyFlat", flow.flat_where)):
+        label = f"{flow.instrument} {name}"
+        if name not in names:
+            continue
+        if claim is not None and not claim(label):
+            say(f"\n--- [{flow.instrument}] {name}: run by the other process of the main job ---", bold=True)
+            continue
         result_type = f"verify{name[6:]}Results"
         run = flow.calib_run(f"verify{name[6:]}")
-        label = f"{flow.instrument} {name}"
         say(f"\n--- [{flow.instrument}] {name}: {flow.where(expr)} ---", bold=True)
         b = Butler(repo, writeable=False)
         if query(b, result_type, [run]):
@@ -426,6 +500,8 @@ def _verify_bias_flat(
                 cmd.append("--extend-run")
             run_command(cmd, label=label, log=log)
         runs.append((result_type, run))
+    if not runs:
+        return
     b = Butler(repo, writeable=False)
     results = [(t, r, b.get(ref)) for t, r in runs for ref in query(b, t, [r])]
     say(f"\n=== {flow.instrument}: calibration verification (cp_verify) ===", bold=True)

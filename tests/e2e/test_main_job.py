@@ -334,6 +334,45 @@ def test_megacam_summary_reused_only_while_unchanged(megacam: tuple[Path, Any], 
     assert changed_third and third == first
 
 
+def test_megacam_verification_steps_shared_through_claims(
+    megacam: tuple[Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A verification step runs in the process that claims it first; the other leaves it out."""
+    from pipeline.main_job.cli import _claimer
+    from pipeline.main_job.flows import run_verification
+
+    repo, _ = megacam
+    claim = _claimer(tmp_path)
+    assert claim("megacam VerifyFlat") and not claim("megacam VerifyFlat")  # once per label
+    pid = os.fork()
+    if pid == 0:  # another process asking for the same label, and for a new one
+        os._exit(0 if not claim("megacam VerifyFlat") and claim("megacam VerifyBias") else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert not claim("megacam VerifyBias")
+
+    # the flow leaves out a step claimed elsewhere (everything else is already done here)
+    taken: list[str] = []
+
+    def only_bias(label: str) -> bool:
+        taken.append(label)
+        return label.endswith("VerifyBias")
+
+    capsys.readouterr()
+    run_flow(MEGACAM_FLOW, repo.parent / "raws", repo, processes=1, progress=False, claim=only_bias)
+    out = capsys.readouterr().out
+    assert taken == ["megacam VerifyBias", "megacam VerifyFlat"]
+    assert "VerifyFlat: run by the other process" in out and "VerifyBias: run by" not in out
+    assert out.count("calibration verification (cp_verify)") == 1
+
+    # taking over: VerifyFlat first, then VerifyBias, each only when granted
+    asked: list[str] = []
+    assert run_verification(MEGACAM_FLOW, repo, lambda label: asked.append(label) or True) == [
+        "VerifyFlat", "VerifyBias"]
+    assert asked == ["megacam VerifyFlat", "megacam VerifyBias"]
+    assert run_verification(MEGACAM_FLOW, repo, lambda label: label.endswith("Bias")) == ["VerifyBias"]
+    assert run_verification(MEGACAM_FLOW, repo, lambda label: False) == []
+
+
 def test_megacam_overscan_level_and_read_noise(megacam: tuple[Path, Any]) -> None:
     """Overscan level (ADU) = injected bias level; overscan rms × PTC gain = injected read noise."""
     repo, _ = megacam
