@@ -273,9 +273,8 @@ class Registry:
 
         Returns the refs inserted (expanded). ``skip_existing`` skips refs already registered with
         the same definition (re-ingest); otherwise, or for another definition, and for a dataset
-        type and data ID already in the RUN, raises `ConflictingDefinitionError`. Without
-        ``skip_existing`` no query looks for the ids first (the driver registers every quantum's
-        outputs so): the insert's unique constraints find a registered id, and nothing is inserted.
+        type and data ID already in the RUN, raises `ConflictingDefinitionError` (without
+        ``skip_existing``, the insert's unique constraints find registered ids; no query first).
         """
         refs = list(refs)
         if not refs:
@@ -283,10 +282,8 @@ class Registry:
         with self.transaction():
             for run in {r.run for r in refs}:
                 self.register_run(run)
-            if skip_existing:
-                new = self._datasets.new_refs(refs, skip_existing=True)
-            else:
-                new = self._datasets.expanded(refs)
+            datasets = self._datasets
+            new = datasets.new_refs(refs, skip_existing=True) if skip_existing else datasets.expanded(refs)
             self.insert_refs(new)
         return new
 
