@@ -12,9 +12,7 @@ the commands so ``butler --help`` starts fast.
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +41,13 @@ def _print_table(
     if columns is None:
         columns = list(dict.fromkeys(k for r in rows for k in r))  # first-seen order
     if fmt == "json":
+        import json  # here: ``butler --help`` imports neither json nor csv
+
         click.echo(json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1, default=str))
         return
     if fmt == "csv":
+        import csv
+
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(columns)

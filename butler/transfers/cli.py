@@ -11,7 +11,6 @@ and exits 1.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -388,6 +387,8 @@ def get(
     except ValueError as exc:
         raise click.ClickException(f"{dataset_type} {ref.data_id.required}: {exc}") from None
     if fmt == "json":
+        import json
+
         text = json.dumps(value, indent=1) + "\n"
     else:
         import yaml
