@@ -155,8 +155,9 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
     Performance (same numbers as the step-by-step computation, each checked by a test in
     ``tests/isr/test_fast_paths.py``): the overscan level is subtracted while assembling;
     bias, variance, negative-variance and NaN checks and the pixel-wise linearity run in one
-    pass per amp and block of rows; dark and flat run in one blocked pass; the float32 raw
-    buffer becomes the variance plane; the mask is assembled sparsely; one sparse inventory of
+    pass per amp and block of rows; dark and flat run in one blocked pass (in the same pass
+    when nothing runs between them), and so do the QA thumbnails; the float32 raw buffer
+    becomes the variance plane; the mask is assembled sparsely; one sparse inventory of
     flagged pixels serves setBadRegions, interpolation and the statistics; integer overscan
     statistics use exact histograms.
     """
