@@ -152,6 +152,8 @@ def _unit_weight_spectrum(ny: int, nx: int, shape: tuple[int, int], y_lags: tupl
     What `covariances_fft` computes from all-one weights, computed once per region shape
     (read-only arrays; the same numbers as computing them again).
     """
+    import scipy.fft
+
     fw = scipy.fft.rfft2(np.ones((ny, nx)), s=shape)
     p_cnt = np.rint(_lags(_power(fw), shape, y_lags, x_lags))
     fw.flags.writeable = False
