@@ -446,7 +446,13 @@ def qgraph(**opts: Any) -> None:
     if _show_pipeline_only(opts, "qgraph"):
         return
     graph = butler = None
-    if opts["repo"] and not opts["qgraph"]:
+    if opts["repo"] and opts["qgraph"]:
+        # A saved graph (-g): the repository only gives its root (--show uri); no registry read.
+        butler = _read_only_butler(opts["repo"])
+        if butler is not None:
+            butler.close()
+            graph = _build_or_load(opts, butler)
+    elif opts["repo"]:
         graph, butler = _build_read_only(opts)  # no SQLAlchemy import when it answers everything
     if graph is None:
         butler = _make_butler(opts["repo"], writeable=False) if opts["repo"] else None

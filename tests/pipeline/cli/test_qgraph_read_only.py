@@ -292,3 +292,28 @@ def test_task_classes_import_no_astropy_scipy_matplotlib() -> None:
                          capture_output=True, text=True, check=True).stdout.split(" ", 1)
     assert int(out[0]) >= 40
     assert out[1].strip() == "[]"
+
+
+def test_saved_graph_show_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``qgraph -g FILE -b REPO --show uri``: the same output both ways, and no SQLAlchemy import."""
+    butler, _ = toy.make_toy_repo(tmp_path / "repo", 2, 2, shape=(4, 4))
+    qg = tmp_path / "g.qg"
+    base = ["qgraph", "-b", str(butler.root), "-t", "_toy_tasks.SubtractMedianTask:subtractMedian"]
+    r = CliRunner().invoke(pipetask, [*base, "-i", toy.TOY_RAW_RUN, "--output-run", "u/x", "-q", str(qg)])
+    assert r.exit_code == 0, r.output
+    args = ["qgraph", "-b", str(butler.root), "-g", str(qg), "--show", "uri"]
+    outputs = []
+    for fast in ("1", "0"):
+        monkeypatch.setenv("BUTLER_CLI_FAST", fast)
+        r = CliRunner().invoke(pipetask, args, catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        outputs.append(r.output)
+    assert outputs[0] == outputs[1] and outputs[0].count(str(butler.root)) >= 4
+    code = (
+        "import sys; from pipeline.cli.pipetask import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('SQLALCHEMY', 'sqlalchemy' in sys.modules)\n"
+    )
+    monkeypatch.setenv("BUTLER_CLI_FAST", "1")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    assert "SQLALCHEMY False" in proc.stdout
