@@ -646,3 +646,28 @@ def test_median_per_row_equals_nanmedian(n):
     assert np.isnan(got[7])
     ints = data.astype(np.int64)[8:20]
     np.testing.assert_array_equal(median_per_row(ints), np.median(ints, axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32])
+@pytest.mark.parametrize("level", [200.0, 200.000001, np.float64(200.000001), np.float32(200.5), 16777216.5])
+def test_saturation_of_an_integer_raw_equals_float32_comparison(dtype, level):
+    """SAT on an integer raw == SAT on its float32 values (python, numpy float64/float32 levels)."""
+    from pipeline.tasks.isr.masking import mask_amplifier
+
+    rng = np.random.default_rng(3)
+    hi = 250 if dtype == np.uint8 else (30000 if dtype == np.int16 else 60000)
+    data = rng.integers(0, hi, (12, 20)).astype(dtype)
+    data[2, 3:6] = 200
+    data[3, 3:6] = 201
+    if dtype == np.int32:
+        data[4, :3] = [16777216, 16777217, 16777218]
+    box = Box(0, 0, 20, 12)
+    amp = Amplifier("A", bbox=box, raw_bbox=box, raw_data_bbox=box)
+    planes = []
+    for img in (data, data.astype(np.float32)):
+        mi = MaskedImage(img)
+        mask_amplifier(mi, amp, None, saturation=level, saturated_plane="SAT", suspect_plane=None)
+        planes.append(mi.mask.copy())
+    np.testing.assert_array_equal(planes[0], planes[1])
+    n_sat = np.count_nonzero(data.astype(np.float32) >= level)
+    assert np.count_nonzero(planes[0]) == n_sat and (n_sat > 0 or level > 1e6)

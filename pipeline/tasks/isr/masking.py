@@ -106,7 +106,14 @@ def mask_amplifier(
     for level, plane in levels:
         sel = None
         if dmax >= level:
-            sel = (data.astype(np.float32) if as_float else data) >= level
+            if as_float and data.dtype.itemsize <= 2:
+                # exact in float32: converted inside the comparison loop (no float32 copy of
+                # the amp) to the dtype that float32 and ``level`` promote to, as in
+                # ``data.astype(np.float32) >= level``
+                dt = np.result_type(np.float32, level)
+                sel = np.greater_equal(data, level, signature=(dt, dt, np.bool_))
+            else:
+                sel = (data.astype(np.float32) if as_float else data) >= level
         if sel is not None and sel.any():
             bit = np.int32(mi.get_plane_bitmask(plane, add=True))
             mask[sel] |= bit
