@@ -137,6 +137,22 @@ def test_empirical_read_noise_and_ptc_gains(sim):
     assert res.exposure.metadata[f"LSST ISR READNOISE {raw.detector[0].name}"] == 4.0
 
 
+def test_empirical_read_noise_of_a_saturated_amp_falls_back_to_the_camera(sim, caplog):
+    """An amp saturated in its data and overscan has an overscan of one value (stdev 0): its read
+    noise is the camera's, not 0 e-; the other amps keep their overscan noise."""
+    exps, truth = sim
+    raw = exps[0].copy()
+    amp0 = raw.detector[0]
+    raw.image[amp0.raw_bbox.slices] = 65535
+    res = IsrTask(config=_plain_config(doEmpiricalReadNoise=True)).run(raw)
+    md = res.exposure.metadata
+    assert md[f"LSST ISR READNOISE {amp0.name}"] == pytest.approx(amp0.read_noise)
+    assert amp0.read_noise > 0 and "overscan has no noise" in caplog.text
+    for amp in list(raw.detector)[1:]:
+        rn_adu = truth.amps[DET][amp.name].read_noise / truth.gain(DET, amp.name)
+        assert md[f"LSST ISR READNOISE {amp.name}"] == pytest.approx(rn_adu * amp.gain, rel=0.2)
+
+
 @pytest.mark.parametrize(
     "switch,calib",
     [

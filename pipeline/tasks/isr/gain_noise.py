@@ -102,7 +102,9 @@ def effective_gains_noises(
     A PTC read noise that is not positive, or far below the noise measured in this very
     exposure's overscan (which contains the read noise), is a failed PTC fit, not a noiseless
     amp: the overscan value is used, else the camera's (reference QUIRK: it substitutes an
-    arbitrary 1 e⁻ for a noise <= 0 and keeps tiny values).
+    arbitrary 1 e⁻ for a noise <= 0 and keeps tiny values). Likewise an empirical read noise of
+    0 (an overscan of one constant value: saturated, or a dead amp) is no measurement: the
+    camera's read noise is used.
     """
     gains: dict[str, float] = {}
     noises: dict[str, float] = {}
@@ -117,6 +119,15 @@ def effective_gains_noises(
                     f"doEmpiricalReadNoise needs the overscan of amp {amp.name!r}; enable doOverscan"
                 )
             n = float(sigma) * (g if g > 0 else 1.0)
+            if not n > 0:
+                _log.warning(
+                    "amp %s: its overscan has no noise (%.3g ADU: saturated or dead); using the "
+                    "camera read noise %.3g e-",
+                    amp.name,
+                    float(sigma),
+                    amp.read_noise,
+                )
+                n = amp.read_noise
         elif use_ptc_read_noise:
             n = ptc_value(ptc, "noise", amp)
             sigma = overscan_sigmas.get(amp.name)
