@@ -326,29 +326,33 @@ class Encoder:
                 io_ds_start.append(len(io_ds))
         self.q_io_start.append(len(io_conn))
 
-    def new_datasets(self, dataset_type: Any, data_ids: Any, run: str, ids: np.ndarray) -> int:
-        """Append ``n`` new datasets of one type and run in one go (the builder's bulk path).
+    def new_datasets(self, dataset_types: list[Any], data_ids: np.ndarray, run: str, ids: np.ndarray) -> int:
+        """Append the ``k`` new datasets of each of ``n`` quanta in one go (the builder's bulk path).
 
         Parameters
         ----------
-        dataset_type : `butler.DatasetType`
-        data_ids : sequence of `int`, length ``n``
+        dataset_types : `list` [`butler.DatasetType`], length ``k``
+            The dataset type of each of a quantum's ``k`` new datasets.
+        data_ids : `numpy.ndarray`, shape ``(n, k)``, int
             Data-ID indices (`data_id`).
         run : `str`
-        ids : `numpy.ndarray`, shape ``(n, 16)``, uint8
+        ids : `numpy.ndarray`, shape ``(n, k, 16)``, uint8
             The dataset ids (``UUID.bytes``).
 
         Returns
         -------
         first : `int`
-            Dataset index of the first; the others follow in order. They are not indexed by
-            UUID (the caller indexes those that later refs may name in `ref_index`).
+            Dataset index of the first; dataset ``j`` of quantum ``q`` is ``first + q * k + j``
+            (quantum by quantum, as the per-quantum path appends them, which compresses best).
+            They are not indexed by UUID (the caller indexes those that later refs may name in
+            `ref_index`).
         """
-        n = len(ids)
+        n, k = data_ids.shape
         first = len(self.ds_type)
-        self.ds_type.frombytes(np.full(n, self.dataset_type(dataset_type), dtype=np.int32).tobytes())
-        self.ds_data_id.frombytes(np.asarray(data_ids, dtype=np.int32).tobytes())
-        self.ds_run.frombytes(np.full(n, self.run(run), dtype=np.int32).tobytes())
+        types = np.asarray([self.dataset_type(dt) for dt in dataset_types], dtype=np.int32)
+        self.ds_type.frombytes(np.tile(types, n).tobytes())
+        self.ds_data_id.frombytes(np.ascontiguousarray(data_ids, dtype=np.int32).tobytes())
+        self.ds_run.frombytes(np.full(n * k, self.run(run), dtype=np.int32).tobytes())
         self.ds_id += np.ascontiguousarray(ids, dtype=np.uint8).tobytes()
         return first
 

@@ -213,7 +213,8 @@ def _key(values: Mapping[str, Any], dims: tuple[str, ...]) -> _Key:
 
 
 def _sub_key(outer: tuple[str, ...], inner: tuple[str, ...]) -> Callable[[_Key], _Key]:
-    """``key of outer dimensions -> key of inner ones`` (``inner`` a subset of ``outer``, both in universe order)."""
+    """``key of outer dimensions -> key of inner ones`` (``inner`` a subset of ``outer``, both in
+    universe order)."""
     if inner == outer:
         return lambda k: k
     pos = [outer.index(d) for d in inner]
@@ -843,8 +844,8 @@ class QuantumGraphBuilder:
         The same quanta as the per-quantum path (`_bulk_eligible` says when it applies: steps
         2c, 2d and 2f have nothing to do then beyond the checks of `_quantum_inputs` and the
         default ``adjustQuantum``), written to the encoder as columns: the ids of all outputs
-        and quanta come from one `_UuidFactory.block`, the new datasets go in per output
-        connection (`Encoder.new_datasets`) and the quanta in one `Encoder.add_quanta`. Only the
+        and quanta come from one `_UuidFactory.block`, the new datasets go in quantum by quantum in one
+        call (`Encoder.new_datasets`) and the quanta in one `Encoder.add_quanta`. Only the
         outputs some task reads become `DatasetRef` objects (their consumers look them up); the
         others exist only as columns. Per quantum remain the data-ID index, the input look-ups
         and, for read outputs, one ref.
@@ -875,8 +876,9 @@ class QuantumGraphBuilder:
             for e in task.inputs:  # the default adjustQuantum's check
                 if len(inputs[e.name]) > 1 and not e.conn.multiple:
                     raise InvalidQuantumError(
-                        f"task '{task.label}' quantum {_fmt(qdata)}: connection {e.name!r} is not multiple=True "
-                        f"but got {len(inputs[e.name])} datasets; check the connection's dimensions")
+                        f"task '{task.label}' quantum {_fmt(qdata)}: connection {e.name!r} is not "
+                        f"multiple=True but got {len(inputs[e.name])} datasets; check the connection's "
+                        "dimensions")
             kept.append((qk, qdata, inputs))
         n = len(kept)
         if not n:
@@ -905,30 +907,34 @@ class QuantumGraphBuilder:
                     if r.dataset_type.name not in produced or r.run != run:
                         used.setdefault(r.id, r)
             in_ds.append(qds)
-        # Outputs: one new dataset per quantum and output connection.
-        out_first = []
+        # Outputs: one new dataset per quantum and output connection, quantum by quantum.
+        out_ids = [[qdata if e.required == task.dimensions else qdata.subset(e.required)
+                    for _qk, qdata, _i in kept] for e in task.outputs]
+        dids = np.empty((n, n_out), dtype=np.int64)
+        for j, e in enumerate(task.outputs):
+            dids[:, j] = q_did if e.required == task.dimensions else [data_id_index(o) for o in out_ids[j]]
+        first = enc.new_datasets([e.dataset_type for e in task.outputs], dids, run, ids[:, :n_out])
         for j, e in enumerate(task.outputs):
             dt = e.dataset_type
-            same = e.required == task.dimensions
-            oids = [qdata if same else qdata.subset(e.required) for _qk, qdata, _i in kept]
-            dids = q_did if same else [data_id_index(o) for o in oids]
-            first = enc.new_datasets(dt, dids, run, ids[:, j])
-            out_first.append(first)
             if dt.name not in self._consumed:
                 continue
+            same = e.required == task.dimensions
+            oids = out_ids[j]
             avail = sub.available.setdefault(dt.name, {})
             words = ids[:, j].view(">u8").reshape(n, 2)
             for q, (h, lo) in enumerate(zip(words[:, 0].tolist(), words[:, 1].tolist())):
                 u = object.__new__(UUID)
                 _set_attr(u, "int", (h << 64) | lo)
                 _set_attr(u, "is_safe", SafeUUID.unknown)
-                ref_index[u] = first + q
+                ref_index[u] = first + q * n_out + j
                 oid = oids[q]
                 avail[kept[q][0] if same else _key(oid, e.required)] = DatasetRef(dt, oid, run, u)
         io_ds: list[int] = []
+        out_j = list(range(n_out))
         for q, qds in enumerate(in_ds):
             io_ds.extend(qds)
-            io_ds.extend([f + q for f in out_first])
+            base = first + q * n_out
+            io_ds.extend([base + j for j in out_j])
         conns = [(e.name, 0) for e in task.inputs] + [(e.name, 2) for e in task.outputs]
         enc.add_quanta(ids[:, n_out], task.label, q_did, conns, counts, io_ds)
 

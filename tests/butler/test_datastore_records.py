@@ -20,7 +20,8 @@ def _fill(filled) -> list[uuid.UUID]:
                                        for e in EXPOSURE_IDS for d in range(4)], "run/a")
     # Every other dataset has a record; checksums and sizes vary, two formatters.
     reg.insert_file_records([
-        (r.id, StoredFileInfo(f"run/a/{k}.npy", "butler.datastore.formatters.NumpyFormatter" if k % 3 else "x.Other",
+        (r.id, StoredFileInfo(f"run/a/{k}.npy",
+                              "butler.datastore.formatters.NumpyFormatter" if k % 3 else "x.Other",
                               "NumpyArray", None if k % 4 else f"{k:064x}", 100 + k))
         for k, r in enumerate(refs) if k % 2 == 0])
     return [r.id for r in refs]

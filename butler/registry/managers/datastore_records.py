@@ -121,7 +121,8 @@ class DatastoreRecordManager:
             try:
                 db.execute_many("tmp_record_ids", tmp,
                                 [{"pos": i, "dataset_id": u} for i, u in zip(itertools.count(), ids)])
-                stmt = sa.select(tmp.c.pos, *cols).select_from(tmp.join(t, t.c.dataset_id == tmp.c.dataset_id))
+                stmt = sa.select(tmp.c.pos, *cols).select_from(
+                    tmp.join(t, t.c.dataset_id == tmp.c.dataset_id))
                 rows, _ = db.fetch_tuples(stmt)
             finally:
                 tmp.drop(conn)

@@ -42,7 +42,8 @@ def _certify_bias(butler: Any) -> None:
     from butler import CollectionType, DatasetType, Timespan
 
     reg = butler.registry
-    reg.register_dataset_type(DatasetType("toyBias", ("instrument", "detector"), "NumpyArray", is_calibration=True))
+    reg.register_dataset_type(DatasetType("toyBias", ("instrument", "detector"), "NumpyArray",
+                                          is_calibration=True))
     reg.register_collection("calib", CollectionType.CALIBRATION)
     reg.register_run("calib/run")
     refs = [butler.put(np.full((8, 8), 5.0, dtype=np.float32), "toyBias", instrument=toy.TOY_INSTRUMENT,
