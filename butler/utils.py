@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["bulk_objects", "lazy_exports"]
+__all__ = ["RecordKeyGetter", "bulk_objects", "lazy_exports", "tuple_getter"]
 
 
 @contextmanager
@@ -75,3 +76,29 @@ def lazy_exports(
         return sorted(set(namespace) | set(where))
 
     return get, names
+
+
+#: A function mapping a row tuple to a tuple of some of its values (see `tuple_getter`).
+RecordKeyGetter = Callable[[Sequence[Any]], tuple[Any, ...]]
+
+
+def tuple_getter(positions: Sequence[int]) -> RecordKeyGetter:
+    """Return a function mapping a row tuple to the tuple of its values at ``positions``.
+
+    Parameters
+    ----------
+    positions : sequence of `int`
+        Column positions, in the order of the key.
+
+    Returns
+    -------
+    getter : callable
+        ``row -> tuple`` (`operator.itemgetter` for two or more positions, which returns a tuple
+        only then; a one-tuple or the empty tuple otherwise).
+    """
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    if positions:
+        i = positions[0]
+        return lambda r: (r[i],)
+    return lambda r: ()

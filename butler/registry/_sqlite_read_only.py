@@ -22,7 +22,6 @@ with a `butler.Butler`. Opened through `butler.registry.backends.open_read_only_
 
 from __future__ import annotations
 
-import operator
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,26 +34,16 @@ from ..datasets import DatasetRef, DatasetType
 from ..datastore.records import FileRecordColumns, StoredFileInfo, file_record_columns
 from ..dimensions import DataCoordinate, DimensionRecord, DimensionUniverse
 from ..timespan import Timespan
+from ..utils import RecordKeyGetter, tuple_getter
 from ._sqlite_fast import SqliteFastRegistry, data_id_rows, dataset_rows
 
 __all__ = ["SqliteReadOnlyButler"]
 
-_KeyGetter = Callable[[Sequence[Any]], tuple[Any, ...]]
 
 #: Ids per ``IN (...)`` list, as the registry's managers chunk them; above it, the datastore
 #: records of many datasets are joined with a temporary table (``BULK_THRESHOLD`` of
 #: ``butler.registry.managers.datastore_records``).
 _CHUNK = 5000
-
-
-def _tuple_getter(positions: Sequence[int]) -> _KeyGetter:
-    """Row -> tuple of its values at ``positions`` (as the registry's ``tuple_getter``)."""
-    if len(positions) > 1:
-        return operator.itemgetter(*positions)
-    if positions:
-        i = positions[0]
-        return lambda r: (r[i],)
-    return lambda r: ()
 
 
 def _no_extras(**kwargs: Any) -> None:
@@ -239,7 +228,7 @@ class SqliteReadOnlyButler:
 
     def _lazy_coordinates(
         self, dims: tuple[str, ...], rows: Sequence[Sequence[Any]], position: Mapping[str, int]
-    ) -> tuple[_KeyGetter, tuple[tuple[str, dict[tuple[Any, ...], DimensionRecord], _KeyGetter], ...]]:
+    ) -> tuple[RecordKeyGetter, tuple[tuple[str, dict[tuple, DimensionRecord], RecordKeyGetter], ...]]:
         """Fetch the records ``rows`` need; return the getters of `DataCoordinate._expanded_lazily`.
 
         As the registry's ``DimensionRecordManager.lazy_coordinates``: one ``(dimension, records
@@ -248,10 +237,10 @@ class SqliteReadOnlyButler:
         u = self.universe
         getters = []
         for d in dims:
-            get_key = _tuple_getter([position[q] for q in u[d].requires] + [position[d]])
+            get_key = tuple_getter([position[q] for q in u[d].requires] + [position[d]])
             records = self._element_records(d, {k for k in map(get_key, rows) if k[-1] is not None})
             getters.append((d, records, get_key))
-        return _tuple_getter([position[d] for d in dims]), tuple(getters)
+        return tuple_getter([position[d] for d in dims]), tuple(getters)
 
     def _refs(
         self, rows: Sequence[Sequence[Any]], keys: Sequence[str], dataset_type: DatasetType | None = None

@@ -16,8 +16,8 @@ from ..collections import CollectionType, has_glob
 from ._model import EXPORT_FILENAME, CollectionEntry, ExportedFile, RepoContents, record_to_row
 
 if TYPE_CHECKING:
-    from ._repository import Repository
     from ..datasets import DatasetRef
+    from ._repository import Repository
 
 __all__ = ["EXPORT_TRANSFER_MODES", "ExportReport", "collect", "write_export"]
 

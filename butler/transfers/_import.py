@@ -21,8 +21,8 @@ from ..timespan import Timespan
 from ._model import RepoContents, record_to_row
 
 if TYPE_CHECKING:
-    from ._repository import Repository
     from ..datasets import DatasetRef
+    from ._repository import Repository
 
 __all__ = ["IMPORT_TRANSFER_MODES", "ImportReport", "import_contents"]
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from .._errors import DatastoreError
 
 if TYPE_CHECKING:
-    from ._repository import Repository
     from ..datasets import DatasetRef
+    from ._repository import Repository
 
 __all__ = ["RETRIEVE_TRANSFER_MODES", "retrieve_artifacts"]
 

@@ -6,9 +6,8 @@ full; records of the other elements (exposure, day_obs, ...) are cached as they 
 
 from __future__ import annotations
 
-import operator
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,24 +16,14 @@ from ..._errors import ConflictingDefinitionError, DataIdError
 from ...datasets import DatasetType
 from ...dimensions import DataCoordinate, DimensionElement, DimensionRecord, DimensionUniverse
 from ...timespan import Timespan
+from ...utils import RecordKeyGetter, tuple_getter
 from ..database import Database
 
-__all__ = ["SMALL_ELEMENTS", "BatchRecords", "DimensionRecordManager", "tuple_getter"]
+__all__ = ["SMALL_ELEMENTS", "BatchRecords", "DimensionRecordManager"]
 
 SMALL_ELEMENTS = ("instrument", "band", "physical_filter", "detector")
 """Dimension tables cached client-side in full."""
 
-RecordKeyGetter = Callable[[Sequence[Any]], tuple[Any, ...]]
-
-
-def tuple_getter(positions: Sequence[int]) -> RecordKeyGetter:
-    """Return a function mapping a row tuple to the tuple of its values at ``positions``."""
-    if len(positions) > 1:
-        return operator.itemgetter(*positions)
-    if positions:
-        i = positions[0]
-        return lambda r: (r[i],)
-    return lambda r: ()
 
 
 class BatchRecords(Mapping[tuple, DimensionRecord]):
