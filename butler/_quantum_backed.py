@@ -80,10 +80,6 @@ class QuantumBackedButler:
         self._inputs = dict(inputs)
         self._outputs = {r.id: r for r in outputs}
         self._written: dict[uuid.UUID, tuple[DatasetRef, StoredFileInfo]] = {}
-        # Writes handed to a background writer (`defer_writes`), in put order: id -> (ref, future).
-        self._pending: dict[uuid.UUID, tuple[DatasetRef, Any]] = {}
-        self._writer: Any = None
-        self._snapshot: Any = None
 
     def for_quantum(
         self,
@@ -118,53 +114,8 @@ class QuantumBackedButler:
 
     @property
     def written(self) -> list[tuple[DatasetRef, StoredFileInfo]]:
-        """``(ref, info)`` of every output written so far, in write order.
-
-        Waits for the deferred writes (`defer_writes`) and raises the first one's error.
-        """
-        self.wait_written()
+        """``(ref, info)`` of every output written so far, in write order."""
         return list(self._written.values())
-
-    def defer_writes(self, writer: Any, snapshot: Any) -> None:
-        """Hand the writing of outputs to a background writer from now on (write-behind).
-
-        `put` asks ``snapshot(obj)`` for a private copy of the object: when it returns one, the
-        file is written from the copy by ``writer.submit(...)`` (one thread, so the files of a
-        quantum are written in put order) and `put` returns at once; when it returns `None`,
-        `put` writes synchronously as usual. `written`, `get`, `exists` and `delete_written`
-        wait for the deferred writes they concern. The files are those `put` writes: same
-        paths, same bytes, the same atomic rename.
-
-        Parameters
-        ----------
-        writer : `concurrent.futures.Executor`
-            Runs the writes (a single-thread executor).
-        snapshot : callable
-            ``obj -> copy or None``; the copy must write the same bytes as ``obj``.
-        """
-        self._writer = writer
-        self._snapshot = snapshot
-
-    def wait_written(self) -> None:
-        """Wait for the deferred writes and record them as written (in put order).
-
-        Raises
-        ------
-        DatastoreError
-            The first error of a deferred write (the other writes are still waited for and
-            recorded, so that `delete_written` can remove their files).
-        """
-        first: BaseException | None = None
-        for uid, (ref, fut) in list(self._pending.items()):
-            try:
-                info = fut.result()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others
-                first = first or exc
-            else:
-                self._written[uid] = (ref, info)
-            del self._pending[uid]
-        if first is not None:
-            raise first
 
     def predicted_file_info(self, ref: DatasetRef) -> StoredFileInfo:
         """Return the record an output will have once written (path from the template; size unknown).
@@ -199,10 +150,6 @@ class QuantumBackedButler:
         n : `int`
             Number of files deleted.
         """
-        try:
-            self.wait_written()
-        except Exception:  # noqa: BLE001 - a failed write left no file; delete the others
-            pass
         n = 0
         for _ref, info in self._written.values():
             try:
@@ -241,8 +188,6 @@ class QuantumBackedButler:
 
     # ------------------------------------------------------------------ I/O
     def _lookup(self, ref: DatasetRef) -> tuple[DatasetRef, StoredFileInfo]:
-        if ref.id in self._pending:
-            self.wait_written()
         entry = self._inputs.get(ref.id) or self._written.get(ref.id)
         if entry is None:
             raise DatasetNotFoundError(
@@ -267,8 +212,6 @@ class QuantumBackedButler:
 
     def exists(self, ref: DatasetRef) -> bool:
         """Whether a known input or written output has its file."""
-        if ref.id in self._pending:
-            self.wait_written()
         entry = self._inputs.get(ref.id) or self._written.get(ref.id)
         return entry is not None and self.datastore.exists(entry[1])
 
@@ -288,14 +231,6 @@ class QuantumBackedButler:
                 f"dataset {ref.dataset_type.name} {ref.data_id.required} (id {ref.id}) is not a "
                 "predicted output of this quantum"
             )
-        if ref.id in self._pending:  # put twice: the last one wins, as for synchronous puts
-            self.wait_written()
-        copy = self._snapshot(obj) if self._writer is not None else None
-        if copy is not None:
-            self._written.pop(ref.id, None)
-            self._pending[ref.id] = (predicted, self._writer.submit(self.datastore.write, copy, predicted,
-                                                                     clobber=True))
-            return predicted
         info = self.datastore.write(obj, predicted, clobber=True)
         self._written[ref.id] = (predicted, info)
         return predicted

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -79,31 +79,18 @@ class SerialExecutor:
         Passed to `SingleQuantumExecutor`.
     post_mortem : `bool`, optional
         Open the Python debugger at a failing quantum's exception (``pipetask run --pdb``).
-    write_behind : `bool`, optional
-        Write the files of a quantum's array outputs, and its log and metadata, in a background
-        thread while the next quantum runs (`SingleQuantumExecutor.execute_async`; default on,
-        off with ``post_mortem``). Copying a 1 MB array takes ~0.1 ms; writing it into the page
-        cache took 1.2-2.4 ms of kernel time per quantum of the toy workload, which then
-        overlaps the next quantum's task on a second core. The driver keeps two quanta in flight
-        and registers a quantum only once its future is complete, i.e. once every file of it is
-        in place; the files are the same.
     """
+
+    max_in_flight = 1
 
     def __init__(self, graph: QuantumGraph, repo_root: str | os.PathLike[str], *, timeout: float | None = None,
                  log_level: int = logging.INFO, clean_stale: bool | None = None,
-                 post_mortem: bool = False, write_behind: bool = True) -> None:
+                 post_mortem: bool = False) -> None:
         self._sqe = SingleQuantumExecutor(graph, repo_root, timeout=timeout, log_level=log_level,
                                           clean_stale=clean_stale, post_mortem=post_mortem)
-        self.write_behind = write_behind and not post_mortem
-        self._writer: ThreadPoolExecutor | None = None
-
-    @property
-    def max_in_flight(self) -> int:
-        """1, or 2 with write-behind (the next quantum runs while the last one's files are written)."""
-        return 2 if self.write_behind else 1
 
     def submit(self, quantum_id: UUID) -> Future[QuantumResult]:
-        """Run the quantum now; return its future (complete, or completed by the writer thread).
+        """Run the quantum now and return a completed future.
 
         Parameters
         ----------
@@ -113,26 +100,12 @@ class SerialExecutor:
         -------
         future : `concurrent.futures.Future` [`QuantumResult`]
         """
-        if self.write_behind:
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccdflow-writer")
-            return self._sqe.execute_async(quantum_id, self._writer)
         fut: Future[QuantumResult] = Future()
         fut.set_result(self._sqe.execute(quantum_id))
         return fut
 
     def shutdown(self, cancel: bool = False) -> None:
-        """Wait for the files being written (also with ``cancel``: they complete their quanta).
-
-        Parameters
-        ----------
-        cancel : `bool`
-            Ignored: the writer always finishes (its jobs are short), so that the quanta whose
-            task ran can still be registered after an interruption.
-        """
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+        """Nothing to stop."""
 
     def reset(self) -> None:
         """Nothing to rebuild."""

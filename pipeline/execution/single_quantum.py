@@ -29,7 +29,6 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +45,7 @@ if TYPE_CHECKING:
     from ..graph.quantum_graph import QuantumGraph
     from ..task import PipelineTask
 
-__all__ = ["QuantumResult", "SingleQuantumExecutor", "QuantumTimeoutError", "make_task",
-           "snapshot_for_write"]
+__all__ = ["QuantumResult", "SingleQuantumExecutor", "QuantumTimeoutError", "make_task"]
 
 _log = logging.getLogger("ccdflow.exec")
 
@@ -194,60 +192,6 @@ def _usage() -> dict[str, Any]:
             "VoluntaryContextSwitches": ru.ru_nvcsw, "InvoluntaryContextSwitches": ru.ru_nivcsw}
 
 
-def snapshot_for_write(obj: Any) -> Any:
-    """Return a private copy of an output that writes the same file, or `None` (write it now).
-
-    Used by the write-behind of `SingleQuantumExecutor.execute_async`: the task may change an
-    object after putting it, so a deferred write works on a copy taken at ``put``. Only exact
-    `numpy.ndarray` objects without Python objects and C- or Fortran-contiguous are copied
-    (`numpy.ndarray.copy` in the same order, so ``np.save``'s ``fortran_order`` and every byte
-    of the file are those of the original); anything else is written synchronously.
-
-    Parameters
-    ----------
-    obj : `object`
-        The object being put.
-
-    Returns
-    -------
-    copy : `numpy.ndarray` or `None`
-    """
-    if type(obj).__name__ != "ndarray" or type(obj).__module__ != "numpy":
-        return None
-    if obj.dtype.hasobject:
-        return None
-    flags = obj.flags
-    if flags.c_contiguous:
-        return obj.copy(order="C")
-    if flags.f_contiguous:
-        return obj.copy(order="F")
-    return None
-
-
-@dataclass
-class _Attempt:
-    """The state of one quantum between its task and its provenance.
-
-    Made by `SingleQuantumExecutor._run` (the task ran), used by `SingleQuantumExecutor._finish`
-    (the log and metadata are written).
-    """
-
-    quantum_id: UUID
-    t_start: float
-    prep: dict[str, Any]
-    quantum: Quantum
-    status: str = "done"
-    error: str | None = None
-    tb: str | None = None
-    run_time: float = 0.0
-    start: dict[str, Any] | None = None
-    end: dict[str, Any] | None = None
-    task_md: dict[str, Any] = field(default_factory=dict)
-    qbb: QuantumBackedButler | None = None
-    butler_qc: ButlerQuantumContext | None = None
-    logs: _LogCollector | None = None
-
-
 class SingleQuantumExecutor:
     """Execute quanta of one graph against one repository root, without a registry.
 
@@ -333,147 +277,86 @@ class SingleQuantumExecutor:
             Never raises for an error inside the task: failures are reported in the result
             (status ``failed``, error and traceback), with the log written.
         """
-        return self._finish(self._run(quantum_id, None))
-
-    def execute_async(self, quantum_id: UUID, writer: Executor) -> Future[QuantumResult]:
-        """Run one quantum's task now; write its files in the background (write-behind).
-
-        The task runs in the calling thread as in `execute`. The files of the outputs it puts
-        (the objects `snapshot_for_write` can copy: plain numpy arrays) are written from copies
-        by ``writer``, and so are the log and the metadata after them; the future completes
-        when every file is in place. The files and the result are those of `execute`; only the
-        timings in the metadata differ. A failed quantum's future is complete on return (its
-        files were deleted and its log written), so ``--fail-fast`` stops where it does without
-        write-behind. A deferred write that fails (disk full) fails the quantum as a failing
-        ``put`` does: its files are deleted, the log keeps the error.
-
-        Parameters
-        ----------
-        quantum_id : `uuid.UUID`
-            Id of a quantum of the graph.
-        writer : `concurrent.futures.Executor`
-            A single-thread executor (the files of a quantum are written in order, the
-            metadata last).
-
-        Returns
-        -------
-        future : `concurrent.futures.Future` [`QuantumResult`]
-        """
-        state = self._run(quantum_id, writer)
-        fut = writer.submit(self._finish, state)
-        if state.status == "failed":
-            fut.result()
-        return fut
-
-    def _run(self, quantum_id: UUID, writer: Executor | None) -> _Attempt:
-        """Run the task of a quantum (the first part of `execute`); return what `_finish` needs."""
         from ..exceptions import NoWorkFound
         from ._butler_adapter import make_qbb, remove_stale
 
-        a = _Attempt(quantum_id, time.perf_counter(), _usage(), self.graph[quantum_id])
-        quantum = a.quantum
+        t_start = time.perf_counter()
+        prep = _usage()
+        quantum = self.graph[quantum_id]
         label = quantum.task_label
         info = self.graph.tasks[label]
         conn_specs = info.connections
+        qbb: QuantumBackedButler | None = None
+        status = "done"
+        error = tb = None
+        run_time = 0.0
+        task_md: dict[str, Any] = {}
+        butler_qc: ButlerQuantumContext | None = None
+        written: list[tuple[UUID, StoredFileInfo]] = []
         with _capture_logs(self.log_level) as logs:
-            a.logs = logs
             try:
                 with _time_limit(self.timeout):
                     task = self.task_for(label, quantum.id)
-                    a.qbb = make_qbb(self.repo_root, self._input_records(quantum), quantum.all_outputs())
-                    if writer is not None:
-                        a.qbb.defer_writes(writer, snapshot_for_write)
+                    qbb = make_qbb(self.repo_root, self._input_records(quantum), quantum.all_outputs())
                     if self.clean_stale:
-                        remove_stale(a.qbb, self.repo_root, quantum.all_outputs())
-                    inputs = self._present_inputs(a.qbb, quantum, conn_specs)
+                        remove_stale(qbb, self.repo_root, quantum.all_outputs())
+                    inputs = self._present_inputs(qbb, quantum, conn_specs)
                     in_refs = InputQuantizedConnection(**self._shape(inputs, conn_specs))
                     outputs = {k: v for k, v in quantum.outputs.items()
                                if k not in (METADATA_CONNECTION, LOG_CONNECTION)}
                     out_refs = OutputQuantizedConnection(**self._shape(outputs, conn_specs))
                     deferred = {n for n, c in conn_specs.items() if c.get("defer_load")}
-                    a.butler_qc = ButlerQuantumContext(a.qbb, quantum, self.repo_root, deferred=deferred)
-                    a.start = _usage()
+                    butler_qc = ButlerQuantumContext(qbb, quantum, self.repo_root, deferred=deferred)
+                    start = _usage()
                     t0 = time.perf_counter()
                     try:
-                        task.runQuantum(a.butler_qc, in_refs, out_refs)
+                        task.runQuantum(butler_qc, in_refs, out_refs)
                     finally:
-                        a.run_time = time.perf_counter() - t0
-                    a.end = _usage()
-                    a.task_md = self._task_metadata(task)
+                        run_time = time.perf_counter() - t0
+                    end = _usage()
+                    task_md = self._task_metadata(task)
             except NoWorkFound as exc:
-                a.status = "no_work"
+                status = "no_work"
                 _log.info("No work found for %s: %s", quantum.describe(), exc)
-                a.start = a.end = _usage()
-                self._delete_written(a.qbb)
+                start = end = _usage()
+                self._delete_written(qbb)
             except BaseException as exc:  # noqa: BLE001 - report every failure, incl. timeouts
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
-                    self._delete_written(a.qbb)
+                    self._delete_written(qbb)
                     raise
-                self._record_failure(a, exc, traceback.format_exc())
+                status = "failed"
+                error = f"{type(exc).__name__}: {exc}"
+                tb = traceback.format_exc()
+                # The <label>_log dataset keeps the failure with its traceback (pipetask report
+                # shows it); the console gets one line from the driver (runner.run_graph) and the
+                # traceback only at --log-level DEBUG.
+                task_log = logging.getLogger(f"ccdflow.{label}")
+                logs.handle(task_log.makeRecord(
+                    task_log.name, logging.ERROR, __file__, 0, "Quantum %s failed: %s",
+                    (quantum.describe(), error), (type(exc), exc, exc.__traceback__)))
+                task_log.debug("Traceback of the failure of %s:\n%s", quantum.describe(), tb.rstrip())
                 if self.post_mortem:
                     import pdb
 
-                    print(f"--pdb: quantum {quantum.describe()} raised {a.error}; entering the debugger "
+                    print(f"--pdb: quantum {quantum.describe()} raised {error}; entering the debugger "
                           "(c or q to go on)", flush=True)
                     pdb.post_mortem(exc.__traceback__)
-                self._delete_written(a.qbb)
-        return a
-
-    @staticmethod
-    def _record_failure(a: _Attempt, exc: BaseException, tb: str, console: bool = True) -> None:
-        """Mark an attempt failed; its log keeps the error with the traceback.
-
-        ``console=False`` (in the writer thread) skips the DEBUG line through the logging
-        system: the quantum then running in the main thread would capture it in its own log.
-        """
-        a.status = "failed"
-        a.error = f"{type(exc).__name__}: {exc}"
-        a.tb = tb
-        # The <label>_log dataset keeps the failure with its traceback (pipetask report
-        # shows it); the console gets one line from the driver (runner.run_graph) and the
-        # traceback only at --log-level DEBUG.
-        quantum = a.quantum
-        task_log = logging.getLogger(f"ccdflow.{quantum.task_label}")
-        assert a.logs is not None
-        a.logs.handle(task_log.makeRecord(
-            task_log.name, logging.ERROR, __file__, 0, "Quantum %s failed: %s",
-            (quantum.describe(), a.error), (type(exc), exc, exc.__traceback__)))
-        if console:
-            task_log.debug("Traceback of the failure of %s:\n%s", quantum.describe(), tb.rstrip())
-
-    def _finish(self, a: _Attempt) -> QuantumResult:
-        """Write the log and (on success) the metadata of an attempt, last; return its result."""
-        from ._butler_adapter import make_qbb
-
-        quantum = a.quantum
-        qbb = a.qbb
-        if qbb is not None and a.status != "failed":
-            try:
-                qbb.wait_written()  # deferred output writes (write-behind) end before the metadata
-            except Exception as exc:  # noqa: BLE001 - e.g. disk full: the quantum failed
-                self._record_failure(a, exc, "".join(traceback.format_exception(exc)),
-                                     console=threading.current_thread() is threading.main_thread())
                 self._delete_written(qbb)
         if qbb is None:
             try:
                 qbb = make_qbb(self.repo_root, {}, quantum.all_outputs())
             except Exception:  # noqa: BLE001
-                return QuantumResult(a.quantum_id, "failed", [], a.error, a.tb,
-                                     time.perf_counter() - a.t_start, a.run_time)
-        status, error, tb = a.status, a.error, a.tb
-        written: list[tuple[UUID, StoredFileInfo]] = []
+                return QuantumResult(quantum_id, "failed", [], error, tb, time.perf_counter() - t_start, run_time)
         try:
             if quantum.log_ref is not None:  # saveLogOutput=False: no <label>_log
-                assert a.logs is not None
-                qbb.put(a.logs.records, quantum.log_ref)
+                qbb.put(logs.records, quantum.log_ref)
             if status != "failed":
-                butler_qc = a.butler_qc
                 metadata = {
-                    "quantum": {**{f"prep{k}": v for k, v in a.prep.items()},
-                                **{f"start{k}": v for k, v in (a.start or {}).items()},
-                                **{f"end{k}": v for k, v in (a.end or {}).items()},
-                                "wallTime": time.perf_counter() - a.t_start, "runTime": a.run_time},
-                    "task": a.task_md,
+                    "quantum": {**{f"prep{k}": v for k, v in prep.items()},
+                                **{f"start{k}": v for k, v in start.items()},
+                                **{f"end{k}": v for k, v in end.items()},
+                                "wallTime": time.perf_counter() - t_start, "runTime": run_time},
+                    "task": task_md,
                     "butler_metrics": (butler_qc.metrics() if butler_qc is not None
                                        else ButlerQuantumContext.no_metrics()),
                     "caveats": ["NO_WORK"] if status == "no_work" else [],
@@ -488,8 +371,7 @@ class SingleQuantumExecutor:
             tb = tb or traceback.format_exc()
             self._delete_written(qbb)
             written = []
-        return QuantumResult(a.quantum_id, status, written, error, tb, time.perf_counter() - a.t_start,
-                             a.run_time)
+        return QuantumResult(quantum_id, status, written, error, tb, time.perf_counter() - t_start, run_time)
 
     @staticmethod
     def _task_metadata(task: PipelineTask) -> dict[str, Any]:
