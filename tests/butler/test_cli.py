@@ -231,7 +231,29 @@ def test_help_lists_plugin_commands_without_importing_them():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for name in ("register-instrument", "ingest-raws", "transfer-from-graph"):
         assert f"  {name} " in out
+    assert "Ingest raw files (or directories" in out and "imported when run" not in out
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_plugin_help_text_is_the_commands_own_without_importing_it():
+    """A plugin command's help in ``butler --help`` is read from its source, unimported.
+
+    It is the text click gives once the command is imported (the docstring, or help=).
+    """
+    import click
+
+    from butler.cli import PLUGIN_GROUP
+    from butler.cli._group import find_entry_points, load_entry_point, plugin_help_text
+
+    found = find_entry_points(PLUGIN_GROUP)
+    assert set(found) >= {"register-instrument", "ingest-raws", "transfer-from-graph"}
+    for value in found.values():
+        text = plugin_help_text(value)
+        command = load_entry_point(value)
+        assert text is not None and text == command.help, value
+        assert click.Command("x", help=text).get_short_help_str(45) == command.get_short_help_str(45)
+    assert plugin_help_text("butler.no_such_module:cmd") is None
+    assert plugin_help_text("pipeline.instruments.butler_commands:no_such_command") is None
 
 
 def test_plugin_entry_points_are_found():
