@@ -135,6 +135,13 @@ class SqliteFastRegistry:
         return rec
 
     def flatten(self, names: Sequence[str]) -> list[_Collection]:
+        """Return the collections of ``names`` with CHAINED ones expanded in search order.
+
+        Raises
+        ------
+        FastPathUnavailableError
+            If a name is unknown or a chain nests too deep (the registry path then answers).
+        """
         flat = flatten_chains(
             names,
             lambda n: self._get(n).type is CollectionType.CHAINED,
@@ -144,6 +151,13 @@ class SqliteFastRegistry:
         return [self.collections[n] for n in flat]
 
     def resolve_collections(self, collections: Sequence[str]) -> list[_Collection]:
+        """Return the collections named by ``collections`` (glob patterns expanded), flattened.
+
+        Raises
+        ------
+        FastPathUnavailableError
+            If a name is unknown (the registry path then gives its own error).
+        """
         names: list[str] = []
         for c in collections:
             if has_glob(c):
@@ -199,6 +213,13 @@ class SqliteFastRegistry:
         )
 
     def dataset_types(self, patterns: Sequence[str]) -> list[tuple[int, DatasetType]]:
+        """Return ``(dataset_type_id, DatasetType)`` of the registered types matching ``patterns``.
+
+        Raises
+        ------
+        FastPathUnavailableError
+            If a plain name is not registered (the registry path then gives its own error).
+        """
         rows = self._dataset_type_rows()
         by_name = {r[1]: r for r in rows}
         chosen: list[tuple] = []

@@ -103,9 +103,17 @@ class LazyGroup(click.Group):
         return name, command, rest
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Return the names of the loaded and the not yet imported commands, sorted."""
         return sorted(set(self.commands) | set(_LAZY_COMMANDS))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Return the command ``cmd_name``, importing its module on first use (`None` if unknown).
+
+        Raises
+        ------
+        click.ClickException
+            If the command's module does not define it (a broken installation).
+        """
         if cmd_name in self.commands:
             return self.commands[cmd_name]
         spec = _LAZY_COMMANDS.get(cmd_name)
@@ -118,6 +126,7 @@ class LazyGroup(click.Group):
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands with their short help, without importing the lazy ones."""
         rows = []
         for name in self.list_commands(ctx):
             if name in self.commands:

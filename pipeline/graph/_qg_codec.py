@@ -567,9 +567,11 @@ class Columns:
         self._required_cols: dict[int, list[tuple[str, int]]] = {}
 
     def uuid_bytes(self, di: int) -> bytes:
+        """Return the 16 bytes of the UUID of dataset ``di``."""
         return self.ds_id[16 * di:16 * di + 16]
 
     def data_id(self, i: int) -> Any:
+        """Return data ID ``i`` as a `DataCoordinate` (with its records if it was saved expanded; cached)."""
         dc = self._dc.get(i)
         if dc is not None:
             return dc
@@ -607,6 +609,7 @@ class Columns:
         return {d: values[d][int(vals[r, j])] for d, j in cols} if vals is not None else {}
 
     def ref(self, di: int) -> Any:
+        """Return dataset ``di`` as a `DatasetRef` (cached: one object per dataset)."""
         ref = self._ref.get(di)
         if ref is None:
             from butler import DatasetRef
@@ -617,6 +620,7 @@ class Columns:
         return ref
 
     def quantum_parts(self, qi: int) -> dict[str, dict[str, list[Any]]]:
+        """Return the refs of quantum ``qi`` by role (inputs, prerequisites, outputs) and connection."""
         parts: dict[str, dict[str, list[Any]]] = {r: {} for r in ROLES}
         for k in range(int(self.q_io_start[qi]), int(self.q_io_start[qi + 1])):
             a, b = int(self.io_ds_start[k]), int(self.io_ds_start[k + 1])

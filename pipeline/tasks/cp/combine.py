@@ -56,6 +56,8 @@ MEMORY_BUDGET = 1_500_000_000
 
 
 class CalibCombineConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Inputs and output of `CalibCombineTask`: the processed frames of one detector, one combined calib."""
+
     inputExpHandles = cT.Input(
         name="cpInputs", storageClass="Exposure", multiple=True, deferLoad=True,
         doc="Processed input exposures to combine.",
@@ -115,6 +117,8 @@ class CalibCombineConfig(PipelineTaskConfig, pipelineConnections=CalibCombineCon
 
 class CalibCombineByFilterConnections(CalibCombineConnections,
                                       dimensions=("instrument", "detector", "physical_filter")):
+    """`CalibCombineConnections` per physical filter (flats): one combined calib per filter."""
+
     outputData = cT.Output(
         name="cpFilterProposal", storageClass="Exposure", isCalibration=True,
         doc="Combined calibration for one physical filter.",

@@ -65,6 +65,8 @@ def find_cosmic_rays(image: np.ndarray, bad: np.ndarray | None, *, gain: float, 
 
 
 class CpDarkConnections(PipelineTaskConnections, dimensions=("instrument", "exposure", "detector")):
+    """Input and output of `CpDarkTask`: one ISR-processed dark in, its cosmic-ray-masked copy out."""
+
     inputExp = cT.Input(name="cpDarkIsr", storageClass="Exposure", doc="ISR-processed dark.",
                         dimensions=("instrument", "exposure", "detector"))
     outputExp = cT.Output(name="cpDarkProc", storageClass="Exposure",

@@ -276,6 +276,8 @@ def plot_pair_gains(ptc: PhotonTransferCurveDataset, title: str = "") -> Figure:
 
 
 class PhotonTransferCurvePlotConnections(PipelineTaskConnections, dimensions=("instrument", "detector")):
+    """Input and outputs of `PhotonTransferCurvePlotTask`: the solved PTC of one detector, its figures."""
+
     inputPtc = cT.Input(name="ptc", storageClass="PhotonTransferCurveDataset", doc="Solved PTC.",
                         isCalibration=True,
                         dimensions=("instrument", "detector"))
