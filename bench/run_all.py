@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/run_all.py [--quick] [--only NAME ...] [--update-readme]
+    python bench/run_all.py [--quick] [--only NAME ...] [--scale] [--update-readme]
     python bench/run_all.py --tables-only [--update-readme]     # re-tabulate bench/RESULTS.md
 
 Each benchmark is a script in ``bench/`` that prints its figures; this runs them one after the
@@ -303,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     parser.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="pass --scale to pipeline_bench: the 1,007,000-quantum graph targets (~5 min more, ~3 GB)",
+    )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument(
         "--update-readme",
@@ -325,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             if not script.exists():
                 sections.append(f"## {name}\n\n(not present)\n")
                 continue
-            cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
+            extra = ["--scale"] if args.scale and name == "pipeline_bench" else []
+            cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else []) + extra
             print(f"$ {' '.join(cmd)}", flush=True)
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -342,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 else f"\n\nFAILED (exit {proc.returncode}):\n```\n{proc.stderr[-2000:]}\n```"
             )
             sections.append(
-                f"## {name}\n\nCommand: `python bench/{name}.py{' --quick' if args.quick else ''}` "
+                f"## {name}\n\nCommand: `python bench/{' '.join([f'{name}.py', *cmd[2:]])}` "
                 f"({wall:.1f} s)\n\n```\n{body}\n```{tail}\n"
             )
         date = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}"
