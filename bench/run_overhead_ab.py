@@ -41,7 +41,8 @@ from pipeline.execution.runner import pre_exec_init, run_graph
 from pipeline.graph.builder import build_quantum_graph
 from pipeline.graph.collections import resolve_output_collections
 
-e, d, size, runs, scratch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+e, d, size, runs = (int(a) for a in sys.argv[1:5])
+scratch = sys.argv[5]
 tmp = Path(tempfile.mkdtemp(dir=scratch))
 butler, _ = toy.make_toy_repo(tmp / "repo", e, d, shape=(size, size))
 tasks = [("subtractMedian", toy.SubtractMedianTask, toy.SubtractMedianConfig()),
