@@ -71,8 +71,8 @@ def test_histogram_statistics_equal_sorting_path():
         assert a[3] == b[3] == median(x) == float(np.median(x))
 
 
-def test_sparse_assembly_and_flagged_pixels():
-    """assemble_sparse_plane == assemble_plane on a sparse mask; flagged_pixels == np.nonzero."""
+def _mirrored_detector() -> tuple[list[Amplifier], Detector]:
+    """A 2 x 2-amp detector (raw 24 x 28, 10 x 10 data per amp) with every kind of amp flip."""
     amps = []
     for i, (fx, fy) in enumerate([(False, False), (True, False), (False, True), (True, True)]):
         col, row = i % 2, i // 2
@@ -88,6 +88,12 @@ def test_sparse_assembly_and_flagged_pixels():
             )
         )
     det = Detector(0, "D", bbox=Box(0, 0, 20, 20), amplifiers=tuple(amps), raw_shape=(24, 28))
+    return amps, det
+
+
+def test_sparse_assembly_and_flagged_pixels():
+    """assemble_sparse_plane == assemble_plane on a sparse mask; flagged_pixels == np.nonzero."""
+    amps, det = _mirrored_detector()
     rng = np.random.default_rng(0)
     m = np.zeros((24, 28), np.int32)
     m.ravel()[rng.integers(0, m.size, 60)] = rng.integers(1, 1 << 20, 60)
@@ -138,21 +144,7 @@ def test_assembly_of_mirrored_amps_equals_direct_subtraction(monkeypatch, dtype,
     from pipeline.tasks.isr import assembly
 
     monkeypatch.setattr(assembly, "_FLIP_BLOCK_PIXELS", 30)  # several blocks and a short last one
-    amps = []
-    for i, (fx, fy) in enumerate([(False, False), (True, False), (False, True), (True, True)]):
-        col, row = i % 2, i // 2
-        raw = Box(col * 14, row * 12, 14, 12)
-        amps.append(
-            Amplifier(
-                f"A{i}",
-                bbox=Box(col * 10, row * 10, 10, 10),
-                raw_bbox=raw,
-                raw_data_bbox=Box(raw.x0 + 2, raw.y0 + 1, 10, 10),
-                raw_flip_x=fx,
-                raw_flip_y=fy,
-            )
-        )
-    det = Detector(0, "D", bbox=Box(0, 0, 20, 20), amplifiers=tuple(amps), raw_shape=(24, 28))
+    amps, det = _mirrored_detector()
     rng = np.random.default_rng(4)
     raw = (rng.random((24, 28)) * 60000).astype(dtype)
     levels = {
