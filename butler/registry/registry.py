@@ -282,8 +282,7 @@ class Registry:
         with self.transaction():
             for run in {r.run for r in refs}:
                 self.register_run(run)
-            datasets = self._datasets
-            new = datasets.new_refs(refs, skip_existing=True) if skip_existing else datasets.expanded(refs)
+            new = self._datasets.new_refs(refs, skip_existing=skip_existing)
             self.insert_refs(new)
         return new
 

@@ -64,7 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .executors import WorkerLostError
 from .runner import ExecutionError
 from .single_quantum import QuantumResult
-from .threads import CORES_PER_QUANTUM_VAR
+from .threads import CORES_PER_QUANTUM_VAR, THREAD_ENV_VARS
 
 __all__ = ["ParslQuantumExecutor", "ParslConfigError", "ParslWorkersUnavailableError", "ParslSiteConfig",
            "HtexOptions", "ProviderOptions", "load_parsl_config", "make_parsl_config",
@@ -303,7 +303,7 @@ def make_parsl_config(site: ParslSiteConfig | dict[str, Any], *,
     # several cores, their number for `threads.disable_implicit_threading`), then the user's lines.
     init = [f'export PATH="{Path(sys.executable).parent}:$PATH"']
     if site.htex.cores_per_worker <= 1:
-        init.append("export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1")
+        init.append("export " + " ".join(f"{var}=1" for var in THREAD_ENV_VARS))
     else:
         init.append(f"export {CORES_PER_QUANTUM_VAR}={int(site.htex.cores_per_worker)}")
     for k, v in site.export_env.items():

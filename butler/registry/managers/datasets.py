@@ -161,12 +161,18 @@ class DatasetManager:
     def new_refs(self, refs: Sequence[DatasetRef], *, skip_existing: bool) -> list[DatasetRef]:
         """Return the refs whose ids are not registered yet, data IDs expanded (`Registry.import_datasets`).
 
+        Without ``skip_existing`` every ref is returned and no query looks for the ids: the
+        insert's unique constraints then refuse a registered id (the driver registers every
+        quantum's outputs so).
+
         Raises
         ------
         ConflictingDefinitionError
-            If an id is registered with another definition, or at all when not ``skip_existing``.
+            With ``skip_existing``, if an id is registered with another definition.
         """
         refs = self.expanded(refs)
+        if not skip_existing:
+            return refs
         type_ids = {r.dataset_type.name: self.dataset_types.entry(r.dataset_type)[0] for r in refs}
         existing = self.existing([r.id for r in refs])
         new = []
@@ -176,7 +182,7 @@ class DatasetManager:
                 new.append(r)
                 continue
             same = old == (type_ids[r.dataset_type.name], self.collections.find(r.run).id, r.data_id.key)
-            if not (skip_existing and same):
+            if not same:
                 raise ConflictingDefinitionError(
                     f"dataset id {r.id} already exists with another definition than {r}"
                 )
