@@ -37,6 +37,7 @@ from uuid import UUID
 
 from ..graph.quantum import LOG_CONNECTION, METADATA_CONNECTION, Quantum
 from .butler_qc import ButlerQuantumContext, InputQuantizedConnection, OutputQuantizedConnection
+from .heap import keep_freed_memory
 from .threads import disable_implicit_threading
 
 if TYPE_CHECKING:
@@ -218,6 +219,7 @@ class SingleQuantumExecutor:
                  log_level: int = logging.INFO, clean_stale: bool | None = None,
                  post_mortem: bool = False) -> None:
         disable_implicit_threading()
+        keep_freed_memory()
         self.post_mortem = post_mortem
         self.graph = graph
         if clean_stale is None:
