@@ -76,6 +76,10 @@ PIPELINE_SHOW_ITEMS = frozenset(choice.split("=", 1)[0] for choice in SHOW_CHOIC
 #: graph is start-up; ``run`` and ``run-qbb`` resume the collector before executing quanta.
 GC_PAUSED_COMMANDS = frozenset({"qgraph", "run", "run-qbb", "pre-exec-init-qbb"})
 
+#: Commands that execute quanta: numpy is imported with its BLAS pool at the quanta's thread
+#: limit (`pipeline.execution.threads.import_numpy_with_thread_limit`), so no idle pool spins.
+EXECUTING_COMMANDS = frozenset({"run", "run-qbb"})
+
 
 class LazyGroup(click.Group):
     """A click group whose extra commands are imported only when invoked (or their help shown).
@@ -96,6 +100,10 @@ class LazyGroup(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         """Find the command; those not in `GC_PAUSED_COMMANDS` start with the garbage collector on."""
         name, command, rest = super().resolve_command(ctx, args)
+        if name in EXECUTING_COMMANDS:
+            from ..execution.threads import import_numpy_with_thread_limit
+
+            import_numpy_with_thread_limit()
         if name not in GC_PAUSED_COMMANDS:
             from butler.cli_startup import resume_gc
 

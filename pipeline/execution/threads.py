@@ -17,8 +17,10 @@ exports (`pipeline.execution.parsl_executor`); the pools are then limited to tha
 from __future__ import annotations
 
 import os
+import sys
 
-__all__ = ["CORES_PER_QUANTUM_VAR", "THREAD_ENV_VARS", "disable_implicit_threading", "thread_limit"]
+__all__ = ["CORES_PER_QUANTUM_VAR", "THREAD_ENV_VARS", "disable_implicit_threading",
+           "import_numpy_with_thread_limit", "thread_limit"]
 
 #: The variables the BLAS and OpenMP runtimes read for their thread count.
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -78,3 +80,31 @@ def disable_implicit_threading() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=limit)
+
+
+def import_numpy_with_thread_limit() -> None:
+    """Import numpy with its BLAS / OpenMP thread pools started at `thread_limit` threads.
+
+    OpenBLAS starts its pool when it is loaded (on ``import numpy``), one thread per core, and
+    each new thread spins for about 0.1 s of CPU waiting for work before it sleeps: ~0.1 s of
+    a second core at the start of every ``pipetask run``, though the quanta then run with
+    `disable_implicit_threading`'s one thread. Imported with `THREAD_ENV_VARS` at the limit
+    (where the user gave none), the pool starts at its final size and there is no thread to
+    spin. The environment is restored at once, so processes started later (Parsl workers told
+    their cores per quantum, `CORES_PER_QUANTUM_VAR`) see the user's environment; the limit at
+    run time stays `disable_implicit_threading`'s job. Does nothing when numpy is imported already.
+    """
+    if "numpy" in sys.modules:
+        return
+    limit = str(thread_limit())
+    saved = {var: os.environ.get(var) for var in THREAD_ENV_VARS}
+    for var in THREAD_ENV_VARS:
+        os.environ.setdefault(var, limit)
+    try:
+        import numpy  # noqa: F401 - loaded now, with the limit in the environment
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value

@@ -78,3 +78,51 @@ def test_a_user_thread_count_wins_over_cores_per_quantum() -> None:
 def test_thread_limit(env: dict[str, str], limit: int) -> None:
     """The limit read from an environment: user variables, then cores per quantum, then 1."""
     assert thread_limit(env) == limit
+
+
+IMPORT_CODE = """
+import json, os, sys
+from pipeline.execution.threads import import_numpy_with_thread_limit
+if sys.argv[1] == "pipetask":
+    from pipeline.cli import main
+    try:
+        main(["run", "--help"])
+    except SystemExit:
+        pass
+else:
+    import_numpy_with_thread_limit()
+from threadpoolctl import threadpool_info
+print(json.dumps({"blas": sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}),
+                  "threads": len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None,
+                  "env": [os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                      "MKL_NUM_THREADS")]}))
+"""
+
+
+def _run_import(how: str, env_extra: dict[str, str]) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in (*THREAD_ENV_VARS, CORES_PER_QUANTUM_VAR)}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", IMPORT_CODE, how], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: BLAS starts one thread anyway")
+@pytest.mark.parametrize("how", ["function", "pipetask"])
+def test_numpy_imported_at_the_limit_starts_no_blas_thread(how: str) -> None:
+    """``pipetask run`` imports numpy with one BLAS thread: no pool thread to spin; environment kept."""
+    got = _run_import(how, {})
+    assert got["blas"] == [1]
+    if got["threads"] is not None:
+        assert got["threads"] == 1  # only the main thread (plain `import numpy` starts one per core)
+    assert got["env"] == [None, None, None]  # restored: later processes see the user's environment
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: BLAS starts one thread anyway")
+def test_numpy_imported_at_the_limit_keeps_cores_per_quantum_and_user_values() -> None:
+    """A worker's cores per quantum and a user's value set the pool size; the environment is theirs."""
+    got = _run_import("function", {CORES_PER_QUANTUM_VAR: "2"})
+    assert got["blas"] == [2] and got["env"] == [None, None, None]
+    got = _run_import("function", {"OPENBLAS_NUM_THREADS": "2"})
+    assert got["blas"] == [2] and got["env"] == [None, "2", None]
