@@ -7,20 +7,22 @@ its read-only fast path for the ``butler`` CLI's listing and dataset queries, wh
 import SQLAlchemy (about 0.3 s of a 0.4 s command). SQLite has one (``sqlite3`` on the file,
 `butler.registry._sqlite_fast`); PostgreSQL has none. `DatabaseBackend.open_read_only_butler`
 opens the read-only butler ``pipetask qgraph`` builds graphs with (SQLite:
-`butler.registry._sqlite_read_only`). Importing this module imports no SQLAlchemy.
+`butler.registry._sqlite_read_only`), `DatabaseBackend.open_run_writer` the writer ``pipetask run``
+registers a new output RUN with (SQLite: `butler.registry._sqlite_run_writer`). Importing this module imports no SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from .._errors import FastPathUnavailableError, RepositoryError
 
 if TYPE_CHECKING:
     from ._sqlite_fast import SqliteFastRegistry
     from ._sqlite_read_only import SqliteReadOnlyButler
+    from ._sqlite_run_writer import SqliteRunWriter
     from .database import Database
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "make_database",
     "open_read_only_butler",
     "open_read_only_fast",
+    "open_run_writer",
 ]
 
 
@@ -84,6 +87,17 @@ class DatabaseBackend:
         """
         raise FastPathUnavailableError(f"no read-only butler for {self.scheme} registries")
 
+    def open_run_writer(self, root: Path, url: str, config: dict[str, Any]) -> SqliteRunWriter:
+        """Open the SQLAlchemy-free writer of ``pipetask run`` (a new output RUN) on the repository.
+
+        Raises
+        ------
+        FastPathUnavailableError
+            When this backend has none or cannot take this repository; the caller then opens
+            the repository with `butler.Butler`.
+        """
+        raise FastPathUnavailableError(f"no run writer for {self.scheme} registries")
+
 
 class SqliteBackend(DatabaseBackend):
     """SQLite files (`butler.registry.sqlite.SqliteDatabase`); fast path with ``sqlite3``."""
@@ -109,6 +123,12 @@ class SqliteBackend(DatabaseBackend):
         from ._sqlite_read_only import SqliteReadOnlyButler
 
         return SqliteReadOnlyButler(self.open_read_only_fast(root, url))
+
+    def open_run_writer(self, root: Path, url: str, config: dict[str, Any]) -> SqliteRunWriter:
+        """Open a `butler.registry._sqlite_run_writer.SqliteRunWriter` on the registry file."""
+        from ._sqlite_run_writer import SqliteRunWriter
+
+        return SqliteRunWriter(root, url, config)
 
 
 class PostgresqlBackend(DatabaseBackend):
@@ -187,8 +207,11 @@ def fast_path_enabled() -> bool:
     return os.environ.get("BUTLER_CLI_FAST", "1") not in ("0", "false", "no", "")
 
 
-def _backend_of(repo: str | os.PathLike[str]) -> tuple[DatabaseBackend, Path, str]:
-    """Return the backend, root and registry URL of a repository (`FastPathUnavailableError` if none)."""
+def _backend_of(repo: str | os.PathLike[str]) -> tuple[DatabaseBackend, Path, str, dict[str, Any]]:
+    """Return the backend, root, registry URL and ``butler.yaml`` of a repository.
+
+    Raises `FastPathUnavailableError` when there is none.
+    """
     from .._config import load_config, repo_root
 
     try:
@@ -198,7 +221,7 @@ def _backend_of(repo: str | os.PathLike[str]) -> tuple[DatabaseBackend, Path, st
         backend = backend_for_url(url)
     except Exception as exc:  # noqa: BLE001 - the registry path reports it
         raise FastPathUnavailableError(str(exc)) from None
-    return backend, Path(root), url
+    return backend, Path(root), url, config
 
 
 def open_read_only_butler(repo: str | os.PathLike[str]) -> SqliteReadOnlyButler:
@@ -214,7 +237,7 @@ def open_read_only_butler(repo: str | os.PathLike[str]) -> SqliteReadOnlyButler:
         When the repository must be opened with `butler.Butler` (no repository, a backend without
         a read-only path, another schema version ...); the `butler.Butler` then reports any error.
     """
-    backend, root, url = _backend_of(repo)
+    backend, root, url, _ = _backend_of(repo)
     return backend.open_read_only_butler(root, url)
 
 
@@ -230,5 +253,24 @@ def open_read_only_fast(repo: str | os.PathLike[str]) -> SqliteFastRegistry:
         When the repository must be opened with `butler.Butler` (no repository, a backend without
         a fast path, another schema version ...); the `butler.Butler` then reports any error.
     """
-    backend, root, url = _backend_of(repo)
+    backend, root, url, _ = _backend_of(repo)
     return backend.open_read_only_fast(root, url)
+
+
+def open_run_writer(repo: str | os.PathLike[str]) -> SqliteRunWriter:
+    """Open a repository's SQLAlchemy-free writer of ``pipetask run`` (`butler.registry._sqlite_run_writer`).
+
+    The writer registers dataset types, the output RUN and CHAINED collections, the run-level
+    init-outputs and the outputs of quanta as the registry would; ``close()`` closes it. The
+    caller uses it only for a new output RUN, and decides before anything is written.
+
+    Raises
+    ------
+    FastPathUnavailableError
+        When the repository must be opened with `butler.Butler` (``BUTLER_CLI_FAST=0``, a backend
+        without a run writer, another schema version ...).
+    """
+    if not fast_path_enabled():
+        raise FastPathUnavailableError("BUTLER_CLI_FAST=0")
+    backend, root, url, config = _backend_of(repo)
+    return backend.open_run_writer(root, url, config)

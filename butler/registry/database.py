@@ -12,51 +12,17 @@ failed inner block can be undone alone).
 from __future__ import annotations
 
 import contextlib
-import datetime
-import fcntl
-import hashlib
-import json
-import os
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from .._errors import LockHeldError, RepositoryError
+from .._errors import RepositoryError
+from ._locks import flock_lock, lock_holder_info, lock_key
 from .schema import RegistrySchema, build_schema
 
-__all__ = ["Database", "lock_key"]
-
-
-def lock_key(namespace: str, name: str) -> int:
-    """Return the signed 64-bit key of a named lock (`Database.exclusive_lock`).
-
-    Parameters
-    ----------
-    namespace : `str`
-        Database schema (or repository root) the lock belongs to.
-    name : `str`
-        Lock name (an output RUN collection).
-
-    Returns
-    -------
-    key : `int`
-        In ``[-2**63, 2**63)``; stable across processes and hosts (blake2b).
-    """
-    digest = hashlib.blake2b(f"ccdflow-run-lock\0{namespace}\0{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def lock_holder_info(name: str) -> dict[str, Any]:
-    """Return what a lock holder records about itself: host, pid, lock name and start time (UTC)."""
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "run": name,
-        "since": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+__all__ = ["Database", "lock_holder_info", "lock_key"]
 
 
 class Database:
@@ -257,8 +223,9 @@ class Database:
     def exclusive_lock(self, name: str, *, root: Path) -> Iterator[None]:
         """Hold an inter-process lock named ``name`` for the duration of the block.
 
-        The default (one host): ``flock`` on ``root/.ccdflow/locks/run-<key>.lock``; the kernel
-        releases it when the process dies. The file holds the holder's host, pid and start time
+        The default (one host): ``flock`` on ``root/.ccdflow/locks/run-<key>.lock``
+        (`butler.registry._locks.flock_lock`, shared with the SQLAlchemy-free run writer); the
+        kernel releases it when the process dies. The file holds the holder's host, pid and start time
         for the message. Backends shared between hosts override it (PostgreSQL: an advisory lock).
 
         Parameters
@@ -273,36 +240,8 @@ class Database:
         LockHeldError
             If another process holds it (``holder`` says who).
         """
-        key = lock_key(str(root.resolve()), name)
-        lock_dir = root / ".ccdflow" / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        path = lock_dir / f"run-{key & 0xFFFFFFFFFFFFFFFF:016x}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                try:
-                    holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-                except (ValueError, OSError):
-                    holder = {}
-                who = (
-                    f"the driver {holder.get('host', '?')}:{holder.get('pid', '?')} "
-                    f"(started {holder.get('since', '?')})"
-                    if holder
-                    else "another driver"
-                )
-                raise LockHeldError(who) from None
-            payload = json.dumps(lock_holder_info(name)).encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, payload, 0)
-            try:
-                yield
-            finally:
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        with flock_lock(name, root=root):
+            yield
 
     def close(self) -> None:
         """Close the connection and dispose of the engine."""

@@ -15,10 +15,46 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from .._errors import RepositoryError, RepositoryLockedError, storage_error
+from ._row_values import SQLITE_ENCODERS
 from ._sqlite_uri import sqlite_read_only_uri
 from .database import Database
 
-__all__ = ["SqliteDatabase"]
+__all__ = ["SqliteDatabase", "bind_encoders"]
+
+#: SQLAlchemy column types whose values `SQLITE_ENCODERS` converts (by ``tables.yaml`` type name).
+_ENCODED_TYPES: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
+    (sa.Uuid, "uuid"),
+    (sa.DateTime, "datetime"),
+    (sa.Boolean, "bool"),
+    (sa.Float, "float"),
+)
+
+
+def bind_encoders(compiled: Any) -> dict[str, Any]:
+    """Return bind name -> value conversion of a compiled statement, for the raw ``sqlite3`` cursor.
+
+    The conversions of `butler.registry._row_values.SQLITE_ENCODERS` (the ones the
+    SQLAlchemy-free run writer uses too) for UUID, datetime, boolean and float parameters;
+    SQLAlchemy's bind processor for a parameter of any other type that has one.
+
+    Parameters
+    ----------
+    compiled : `sqlalchemy.sql.compiler.SQLCompiler`
+        A statement compiled for the SQLite dialect.
+
+    Returns
+    -------
+    encoders : `dict` [`str`, callable]
+        Only the parameters whose values are converted.
+    """
+    out = {}
+    for name, proc in compiled._bind_processors.items():
+        bind = compiled.binds.get(name)
+        kind = None
+        if bind is not None:
+            kind = next((k for cls, k in _ENCODED_TYPES if isinstance(bind.type, cls)), None)
+        out[name] = SQLITE_ENCODERS[kind] if kind is not None else proc
+    return out
 
 
 class SqliteDatabase(Database):
@@ -68,7 +104,7 @@ class SqliteDatabase(Database):
         entry = self._compiled.get(key)
         if entry is None:
             c = factory().compile(dialect=self.engine.dialect)
-            entry = (str(c), tuple(c.positiontup or ()), dict(c._bind_processors))
+            entry = (str(c), tuple(c.positiontup or ()), bind_encoders(c))
             self._compiled[key] = entry
         return entry
 
@@ -117,7 +153,7 @@ class SqliteDatabase(Database):
         """Compile once and run on the raw sqlite3 cursor (UUIDs come back as 32-char hex)."""
         c = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
         params = c.construct_params()
-        procs = c._bind_processors
+        procs = bind_encoders(c)
         values = []
         for n in c.positiontup or ():
             v = params[n]

@@ -518,9 +518,26 @@ def run(**opts: Any) -> None:
 
 
 def _run_command(opts: dict[str, Any]) -> None:
+    graph = None
+    if _run_writer_may_apply(opts):
+        graph, _ = _build_read_only(opts)  # no SQLAlchemy import when it answers everything
+        writer = _open_run_writer(opts["repo"], graph) if graph is not None else None
+        if writer is not None:
+            try:
+                _finish_graph(graph, opts, writer)
+                _run_locked(writer, graph, opts)
+            finally:
+                writer.close()
+            return
     butler = _make_butler(opts["repo"], writeable=True)
-    graph = _build_or_load(opts, butler)
+    if graph is None:
+        graph = _build_or_load(opts, butler)
     _finish_graph(graph, opts, butler)
+    _run_locked(butler, graph, opts)
+
+
+def _run_locked(butler: Any, graph: Any, opts: dict[str, Any]) -> None:
+    """Run the graph under the output RUN's lock; exit with the status of `_execute`."""
     # (a bad --parsl-config has failed already: `run` builds the Parsl executor before the graph)
     from ..execution.cleanup import check_writable, remove_stale_files
     from ..execution.run_lock import run_lock
@@ -533,6 +550,58 @@ def _run_command(opts: dict[str, Any]) -> None:
         code = _execute(butler, graph, opts)
     if code:
         sys.exit(code)
+
+
+def _run_writer_may_apply(opts: dict[str, Any]) -> bool:
+    """Whether the options of ``pipetask run`` allow the SQLAlchemy-free run writer.
+
+    It writes into a new output RUN only: a graph built here (no ``-g``), no ``--extend-run``,
+    ``--replace-run``, ``--prune-replaced``, ``--skip-existing(-in)`` or ``--rebase``, and the
+    serial or process-pool executor (Parsl's driver keeps the `butler.Butler`).
+    """
+    if not opts["repo"] or opts["qgraph"]:
+        return False
+    if opts["extend_run"] or opts["replace_run"] or opts.get("prune_replaced") or opts.get("rebase"):
+        return False
+    if opts["skip_existing"] or opts["skip_existing_in"]:
+        return False
+    return not opts.get("parsl_config") and opts.get("executor", "auto") in ("auto", "serial", "pool")
+
+
+def _open_run_writer(repo: str, graph: Any) -> Any:
+    """Open the SQLAlchemy-free run writer (`butler.registry.backends.open_run_writer`) for a graph.
+
+    Returns `None`, before anything is written, unless the graph writes into a new RUN (no such
+    collection, no directory of that name in the datastore: nothing to clean up or compare), has
+    nothing to clobber or replace, its init-outputs have no dimensions and the data IDs of its
+    outputs are complete (values and records: the registry would insert them as they are).
+    ``BUTLER_CLI_FAST=0`` and repositories without a run writer (PostgreSQL) give `None` too.
+    """
+    from butler import MissingCollectionError
+    from butler.registry.backends import FastPathUnavailableError, open_run_writer
+
+    md = graph.metadata
+    run = graph.output_run
+    if not run or md.get("replaced_run") or md.get("clobber_refs") or md.get("extend_run"):
+        return None
+    if any(r.dataset_type.dimensions for refs in graph.init_outputs.values() for r in refs):
+        return None
+    for i in range(len(graph)):
+        outputs = graph.quantum_at(i).all_outputs()
+        if not all(r.data_id.has_full() and r.data_id.has_records() for r in outputs):
+            return None
+    try:
+        writer = open_run_writer(repo)
+    except FastPathUnavailableError as exc:
+        _log.debug("no run writer for %s (%s); running through the registry", repo, exc)
+        return None
+    try:
+        writer.get_collection_type(run)
+    except MissingCollectionError:
+        if not (Path(writer.root) / run).exists():
+            return writer
+    writer.close()
+    return None
 
 
 def _execute(butler: Any, graph: Any, opts: dict[str, Any]) -> int:

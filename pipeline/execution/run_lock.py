@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from butler import LockHeldError
-from butler.registry.database import lock_key
+from butler.registry._locks import lock_key
 
 from .runner import ExecutionError
 
@@ -35,7 +35,7 @@ class RunLockedError(ExecutionError):
 
 
 def run_lock_key(namespace: str, run: str) -> int:
-    """Return the signed 64-bit lock key of a RUN (`butler.registry.database.lock_key`).
+    """Return the signed 64-bit lock key of a RUN (`butler.registry._locks.lock_key`).
 
     Parameters
     ----------
@@ -58,8 +58,9 @@ def run_lock(butler: Butler, run: str | None) -> Iterator[None]:
 
     Parameters
     ----------
-    butler : `butler.Butler`
-        Butler on the repository (its registry database provides the lock).
+    butler : `butler.Butler` or `butler.registry._sqlite_run_writer.SqliteRunWriter`
+        Butler on the repository (its registry database provides the lock; the SQLite run
+        writer takes the same ``flock``, `butler.registry._locks.flock_lock`).
     run : `str` or `None`
         The output RUN collection (`None`: no lock, nothing to protect).
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
 import socket
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -12,6 +10,7 @@ import sqlalchemy as sa
 
 from ..._errors import CollectionTypeError, ConflictingDefinitionError, MissingCollectionError
 from ...collections import CollectionType, flatten_chains, glob_filter, has_glob
+from .._row_values import now_utc, time_to_ns_now
 from ..database import Database
 from ._names import did_you_mean
 
@@ -25,16 +24,6 @@ class CollectionRecord:
     id: int
     name: str
     type: CollectionType
-
-
-def now_utc() -> datetime.datetime:
-    """Return the current UTC time as a naive `datetime.datetime` (the registry's ``ingest_date``)."""
-    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-
-
-def time_to_ns_now() -> int:
-    """Return the current time in TAI ns (TAI-UTC taken as 37 s, exact since 2017)."""
-    return time.time_ns() + 37_000_000_000
 
 
 class CollectionManager:

@@ -195,20 +195,32 @@ def test_read_only_repository_can_be_read(repo: Any, tmp_path: Path, monkeypatch
     assert sorted(p.name for p in copy.iterdir()) == ["ToyCam", "butler.yaml", "registry.sqlite3"]
 
 
-def test_read_only_registry_injected(repo: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fast", ["0", "1"])
+def test_read_only_registry_injected(repo: Any, monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
+    """SQLite refuses the first registry write: one line, nothing registered (registry and run writer)."""
     import sqlalchemy as sa
 
+    from butler.registry._sqlite_run_writer import SqliteRunWriter
     from butler.registry.registry import Registry
 
     root, pipe, _ = repo
+    monkeypatch.setenv("BUTLER_CLI_FAST", fast)
 
     def readonly(self: Any, *a: Any, **k: Any) -> None:
         raise sa.exc.OperationalError("INSERT INTO collection (name, type) VALUES (?, ?)", ("u/ro", 1),
                                       sqlite3.OperationalError("attempt to write a readonly database"))
 
+    used = []
+
+    def readonly_sqlite3(self: Any, *a: Any, **k: Any) -> None:
+        used.append(self)
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(SqliteRunWriter, "register_run", readonly_sqlite3)
     monkeypatch.setattr(Registry, "register_run", readonly)
     r = _run(root, pipe, "-i", toy.TOY_RAW_RUN, "-o", "u/ro")
     assert r.exit_code == 1 and "registry database" in r.output and "read-only" in r.output
+    assert bool(used) == (fast == "1")
     assert "INSERT INTO" not in r.output
     monkeypatch.undo()
     assert "u/ro" not in _collections(root)
@@ -255,20 +267,36 @@ def test_full_disk_during_the_run_then_rerun(repo: Any, monkeypatch: pytest.Monk
     assert _files_not_registered(root, run) == []
 
 
-def test_registration_on_a_full_disk_then_rerun(repo: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The registry's disk fills up: files written, not registered; the rerun removes and redoes them."""
+@pytest.mark.parametrize("fast", ["0", "1"])
+def test_registration_on_a_full_disk_then_rerun(repo: Any, monkeypatch: pytest.MonkeyPatch, fast: str) -> None:
+    """The registry's disk fills up: files written, not registered; the rerun removes and redoes them.
+
+    With ``fast``: the registrations of the SQLAlchemy-free run writer fail the same way.
+    """
     import sqlalchemy as sa
 
+    from butler.registry._sqlite_run_writer import SqliteRunWriter
+
     root, pipe, medians = repo
+    monkeypatch.setenv("BUTLER_CLI_FAST", fast)
 
     def full(self: Any, items: Any) -> None:
         with self.registry.transaction():
             raise sa.exc.OperationalError("INSERT INTO dataset (id) VALUES (?)", (1,),
                                           sqlite3.OperationalError("database or disk is full"))
 
+    used = []
+
+    def full_sqlite3(self: Any, items: Any) -> None:
+        used.append(self)
+        with self.transaction():
+            raise sqlite3.OperationalError("database or disk is full")
+
     monkeypatch.setattr(Butler, "register_outputs", full)
+    monkeypatch.setattr(SqliteRunWriter, "register_outputs", full_sqlite3)
     r = _run(root, pipe, "-i", toy.TOY_RAW_RUN, "-o", "u/full2")
     assert r.exit_code == 1 and "disk" in r.output and "full" in r.output
+    assert bool(used) == (fast == "1")
     monkeypatch.undo()
     with Butler(root) as b:
         run = b.registry.get_collection_chain("u/full2")[0]
