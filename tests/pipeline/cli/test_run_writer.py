@@ -295,3 +295,26 @@ def test_run_imports_no_sqlalchemy(tmp_path: Path, extra: list[str], env: str, i
                           capture_output=True, text=True, cwd=str(REPO_ROOT))
     assert proc.returncode == 0, proc.stderr
     assert f"SQLALCHEMY {imported}" in proc.stdout
+
+
+def test_real_cpbias_registers_as_the_registry(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Run cpBias over the Kast biases (real raws, ISR and combine): every table equal both ways."""
+    from pipeline.instruments import ingest_raws, register_instrument
+
+    with Butler.create(tmp_path / "fast") as butler:
+        register_instrument(butler, "kast_blue")
+        ingest_raws(butler, sorted((shared_data / "raw" / "kast_blue").glob("*.fits*")))
+    shutil.copytree(tmp_path / "fast", tmp_path / "slow")
+    args = ["-p", str(REPO_ROOT / "pipelines" / "cpBias.yaml"), "-i", "kast_blue/raw/all", "-o", "u/bias",
+            "-d", "instrument = 'kast_blue' AND exposure.observation_type = 'bias'",
+            "--register-dataset-types"]
+    (ca, oa), (cb, ob) = _both(monkeypatch, tmp_path / "fast", tmp_path / "slow", args)
+    assert ca == cb == 0, (oa, ob)
+    assert "Executed 4 quanta successfully" in oa
+    a, b = dump_registry(tmp_path / "fast"), dump_registry(tmp_path / "slow")
+    assert [r[4] for r in a["dataset_type"] if r[1] == "bias"] == [1]  # is_calibration, stored as 1
+    outputs = [r for r in a["file_datastore_records"] if r[1].startswith("u/bias/")]
+    assert len(outputs) >= 4 * 3 + 2  # each quantum's products, metadata and log; configs, packages
+    assert a == b
