@@ -138,6 +138,7 @@ class SqliteRunWriter:
         reg_cfg = config.get("registry") or {}
         self.busy_timeout = float(reg_cfg.get("busy_timeout", DEFAULT_BUSY_TIMEOUT))
         self.universe: DimensionUniverse = default_universe()
+        self.datastore = FileDatastore(root, config.get("datastore") or {})  # checks the templates
         try:
             # As `butler.registry.sqlite.SqliteDatabase` sets up its connections.
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False)
@@ -155,7 +156,6 @@ class SqliteRunWriter:
         ):
             conn.close()
             raise FastPathUnavailableError("schema version mismatch")
-        self.datastore = FileDatastore(root, config.get("datastore") or {})
         self._depth = 0
         self._savepoints = 0
         self._types: dict[str, tuple[int, DatasetType]] = {}

@@ -102,3 +102,33 @@ def test_one_run_lock(tmp_path: Path) -> None:
             with pytest.raises(LockHeldError):
                 with writer.exclusive_lock("u/run", root=root):
                     pass
+
+
+def test_reads_answer_as_the_registry(tmp_path: Path) -> None:
+    """The writer's reads (the clean-up's collection query, type and collection look-ups) and their errors."""
+    from butler import CollectionType, DatasetType
+
+    root = tmp_path / "repo"
+    Butler.create(root).close()
+    with Butler(root) as butler:
+        reg = butler.registry
+        for name in ("u/run", "u/run/nested", "u/run/nested/deeper", "u/runx", "v/run"):
+            reg.register_run(name)
+        reg.register_collection("u/run/tag", CollectionType.TAGGED)
+        reg.set_collection_chain("u/run/chain", ["u/run/nested", "v/run"])
+        reg.register_dataset_type(DatasetType("calexp", ("instrument", "detector"), "NumpyArray"))
+        with open_run_writer(root) as writer:
+            for pattern, types in [("u/run/*", ["RUN"]), ("u/run/*", None), ("*", ["CHAINED", "TAGGED"]),
+                                   ("nothing*", ["RUN"])]:
+                expected = reg.query_collections(pattern, types=types)
+                assert writer.query_collections(pattern, types=types) == expected
+            assert writer.get_collection_type("u/run/chain") is CollectionType.CHAINED
+            assert writer.get_dataset_type("calexp") == reg.get_dataset_type("calexp")
+            for call in (lambda r: r.get_collection_type("u/rnu"), lambda r: r.get_dataset_type("calexpp"),
+                         lambda r: r.get_dataset_type(DatasetType("calexp", ("instrument",), "NumpyArray"))):
+                with pytest.raises(Exception) as ours:
+                    call(writer)
+                with pytest.raises(Exception) as theirs:
+                    call(reg)
+                assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+                assert "did you mean" in str(ours.value) or "does not match" in str(ours.value)
