@@ -64,18 +64,21 @@ class QuantumBackedButler:
         config: Mapping[str, Any] | None = None,
         datastore: FileDatastore | None = None,
     ) -> None:
-        self.root = Path(root).absolute()
-        if datastore is None:
-            ds_config = None
-            if config is not None:
-                ds_config = config["datastore"] if "datastore" in config else config
-                ds_config = ds_config or {}
-            datastore = FileDatastore(self.root, config=ds_config)
-        elif datastore.root != self.root:
-            raise ValueError(
-                f"the datastore given is rooted at {datastore.root}, not at {self.root}; "
-                "pass the datastore of this repository (or none)"
-            )
+        if datastore is not None and root is datastore.root:  # `for_quantum`: absolute already
+            self.root = datastore.root
+        else:
+            self.root = Path(root).absolute()
+            if datastore is None:
+                ds_config = None
+                if config is not None:
+                    ds_config = config["datastore"] if "datastore" in config else config
+                    ds_config = ds_config or {}
+                datastore = FileDatastore(self.root, config=ds_config)
+            elif datastore.root != self.root:
+                raise ValueError(
+                    f"the datastore given is rooted at {datastore.root}, not at {self.root}; "
+                    "pass the datastore of this repository (or none)"
+                )
         self.datastore = datastore
         self._inputs = dict(inputs)
         self._outputs = {r.id: r for r in outputs}
@@ -99,7 +102,8 @@ class QuantumBackedButler:
         qbb : `QuantumBackedButler`
             Fresh state (nothing written), same root and datastore.
         """
-        return QuantumBackedButler(self.root, inputs=inputs, outputs=outputs, datastore=self.datastore)
+        ds = self.datastore
+        return QuantumBackedButler(ds.root, inputs=inputs, outputs=outputs, datastore=ds)
 
     # ------------------------------------------------------------------ state
     @property

@@ -7,6 +7,7 @@ class with records that travel in the quantum graph.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -48,6 +49,28 @@ _SAFE = re.compile(r"[A-Za-z0-9_.,+@=-]*\Z")
 _TEMP_FILE = re.compile(r"\..+\.[0-9a-f]{12}\.tmp(\.[A-Za-z0-9.]+)?\Z")
 
 
+#: How `render` finds a field alternative's value (`_alternatives`).
+_RUN, _DATASET_TYPE, _RECORD, _DIMENSION = range(4)
+#: A parsed field alternative: (name, kind, record element, record field).
+_Alternative = tuple[str, int, str, str]
+
+
+def _alternatives(name: str) -> tuple[_Alternative, ...]:
+    """Split a field name (``a|b.c``) into ``(alternative, kind, record element, record field)``."""
+    out: list[_Alternative] = []
+    for alternative in name.split("|"):
+        if alternative == "run":
+            out.append((alternative, _RUN, "", ""))
+        elif alternative == "datasetType":
+            out.append((alternative, _DATASET_TYPE, "", ""))
+        elif "." in alternative:
+            head, _, field = alternative.partition(".")
+            out.append((alternative, _RECORD, head, field))
+        else:
+            out.append((alternative, _DIMENSION, "", ""))
+    return tuple(out)
+
+
 class PathTemplate:
     """An LSST-style file template: ``{run}/{datasetType}/{day_obs}/{exposure.obs_id}/...``.
 
@@ -84,13 +107,15 @@ class PathTemplate:
                 )
         self.template = template
         self.segments = template.strip("/").split("/")
-        # Parsed once: per segment, its (literal, field name, optional) pieces and the tail.
-        self._parsed: list[tuple[list[tuple[str, str, bool]], str]] = []
+        # Parsed once: per segment, its (literal, field name, alternatives, optional) pieces and
+        # the tail; each alternative says how its value is found (`_alternatives`), so `render`
+        # splits and compares no names per dataset.
+        self._parsed: list[tuple[list[tuple[str, str, tuple[_Alternative, ...], bool]], str]] = []
         for seg in self.segments:
             pieces = []
             pos = 0
             for m in _FIELD.finditer(seg):
-                pieces.append((seg[pos : m.start()], m.group(1), bool(m.group(2))))
+                pieces.append((seg[pos : m.start()], m.group(1), _alternatives(m.group(1)), bool(m.group(2))))
                 pos = m.end()
             self._parsed.append((pieces, seg[pos:]))
 
@@ -108,16 +133,28 @@ class PathTemplate:
         """
         out_segments = []
         last = len(self._parsed) - 1
+        data_id = ref.data_id
+        records = None
         for i, (fields, tail) in enumerate(self._parsed):
             pieces: list[str] = []
             drop_next_sep = False
-            for literal, name, optional in fields:
+            for literal, name, alternatives, optional in fields:
                 if drop_next_sep and literal.startswith("_"):
                     literal = literal[1:]
                 drop_next_sep = False
                 value = None
-                for alternative in name.split("|"):
-                    value = self._value(ref, alternative)
+                for alternative, kind, head, field in alternatives:
+                    if kind == _RUN:
+                        value = ref.run
+                    elif kind == _DATASET_TYPE:
+                        value = ref.dataset_type.name
+                    elif kind == _RECORD:
+                        if records is None:
+                            records = data_id.records
+                        rec = records.get(head)
+                        value = None if rec is None else rec.get(field)
+                    else:
+                        value = data_id.get(alternative)
                     if value is not None:
                         name = alternative
                         break
@@ -147,19 +184,6 @@ class PathTemplate:
             if rendered:
                 out_segments.append(rendered)
         return "/".join(out_segments)
-
-    @staticmethod
-    def _value(ref: Any, name: str) -> Any:
-        if name == "run":
-            return ref.run
-        if name == "datasetType":
-            return ref.dataset_type.name
-        data_id = ref.data_id
-        if "." in name:
-            head, _, field = name.partition(".")
-            rec = data_id.records.get(head)
-            return None if rec is None else rec.get(field)
-        return data_id.get(name)
 
 
 def _config_from_root(root: Path) -> dict[str, Any]:
@@ -405,8 +429,26 @@ class FileDatastore:
         return self.bridge([r.id for r in refs])
 
     def exists(self, info: StoredFileInfo) -> bool:
-        """Whether the file of a record exists."""
-        return self.abspath(info.path).exists()
+        """Whether the file of a record exists.
+
+        Raises
+        ------
+        OSError
+            If the file cannot be checked (e.g. no permission on its directory); a missing file
+            or directory is `False`, as `pathlib.Path.exists` has it.
+        """
+        rel = info.path
+        try:
+            os.stat(rel if os.path.isabs(rel) else os.path.join(self._root_str, rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EBADF, errno.ELOOP):  # what pathlib ignores besides those
+                return False
+            raise
+        except ValueError:  # an embedded NUL byte
+            return False
+        return True
 
     # ------------------------------------------------------------------ ingest and removal
     def transfer(

@@ -15,7 +15,7 @@ from uuid import UUID
 if TYPE_CHECKING:
     from butler import DatasetRef, QuantumBackedButler, StoredFileInfo
 
-__all__ = ["make_qbb", "predicted_file_info", "delete_written", "remove_stale"]
+__all__ = ["base_qbb", "make_qbb", "predicted_file_info", "delete_written", "remove_stale"]
 
 
 #: Per process: repository root -> (``butler.yaml`` mtime, a quantum-backed butler whose
@@ -24,8 +24,23 @@ __all__ = ["make_qbb", "predicted_file_info", "delete_written", "remove_stale"]
 _BASE_QBB: dict[str, tuple[int, QuantumBackedButler]] = {}
 
 
-def _base_qbb(root: str | os.PathLike[str]) -> QuantumBackedButler:
-    """Return the per-process quantum-backed butler of a repository (no inputs, no outputs)."""
+def base_qbb(root: str | os.PathLike[str]) -> QuantumBackedButler:
+    """Return the per-process quantum-backed butler of a repository (no inputs, no outputs).
+
+    Its datastore (parsed ``butler.yaml`` and file templates) is shared by the quanta this
+    process runs; it is made again when ``butler.yaml`` changes (one ``stat`` per call).
+
+    Parameters
+    ----------
+    root : path-like
+        Repository root.
+
+    Returns
+    -------
+    qbb : `butler.QuantumBackedButler`
+        Derive a quantum's butler with ``for_quantum``; ``predicted_file_info`` gives the file
+        of a dataset produced upstream.
+    """
     from butler import QuantumBackedButler
 
     key = os.path.abspath(root)
@@ -60,7 +75,7 @@ def make_qbb(root: str | os.PathLike[str], inputs: Mapping[UUID, tuple[DatasetRe
     -------
     qbb : `butler.QuantumBackedButler`
     """
-    return _base_qbb(root).for_quantum(inputs=inputs, outputs=outputs)
+    return base_qbb(root).for_quantum(inputs=inputs, outputs=outputs)
 
 
 def predicted_file_info(root: str | os.PathLike[str], ref: DatasetRef) -> StoredFileInfo:
@@ -79,7 +94,7 @@ def predicted_file_info(root: str | os.PathLike[str], ref: DatasetRef) -> Stored
         Root-relative path from the datastore's file template, default formatter of the
         storage class; unknown checksum and size.
     """
-    return _base_qbb(root).predicted_file_info(ref)
+    return base_qbb(root).predicted_file_info(ref)
 
 
 def remove_stale(qbb: QuantumBackedButler, root: str | os.PathLike[str], refs: Iterable[DatasetRef]) -> None:

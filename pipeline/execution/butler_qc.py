@@ -80,7 +80,7 @@ class ButlerQuantumContext:
                  deferred: set[str] | None = None) -> None:
         self.butler = butler
         self.quantum = quantum
-        self.repo_root = Path(repo_root)
+        self.repo_root = repo_root if isinstance(repo_root, Path) else Path(repo_root)
         self.deferred = set(deferred or ())
         self._deferred_ids = {r.id for name in self.deferred
                               for r in quantum.inputs.get(name, []) + quantum.prerequisites.get(name, [])}

@@ -252,15 +252,15 @@ class SingleQuantumExecutor:
             task = self._tasks[(label, variant)] = make_task(info.task_class, config, label)
         return task
 
-    def _input_records(self, quantum: Quantum) -> dict[UUID, tuple[DatasetRef, StoredFileInfo]]:
-        from ._butler_adapter import predicted_file_info
-
+    def _input_records(self, quantum: Quantum, base: QuantumBackedButler
+                       ) -> dict[UUID, tuple[DatasetRef, StoredFileInfo]]:
+        """Inputs with their records: from the graph, or predicted by ``base`` for upstream outputs."""
         records = self.graph.datastore_records
         out: dict[UUID, tuple[DatasetRef, StoredFileInfo]] = {}
         for ref in quantum.all_inputs():
             info = records.get(ref.id)
             if info is None:
-                info = predicted_file_info(self.repo_root, ref)
+                info = base.predicted_file_info(ref)
             out[ref.id] = (ref, info)
         return out
 
@@ -280,7 +280,7 @@ class SingleQuantumExecutor:
             (status ``failed``, error and traceback), with the log written.
         """
         from ..exceptions import NoWorkFound
-        from ._butler_adapter import make_qbb, remove_stale
+        from ._butler_adapter import base_qbb, make_qbb, remove_stale
 
         t_start = time.perf_counter()
         prep = _usage()
@@ -299,7 +299,9 @@ class SingleQuantumExecutor:
             try:
                 with _time_limit(self.timeout):
                     task = self.task_for(label, quantum.id)
-                    qbb = make_qbb(self.repo_root, self._input_records(quantum), quantum.all_outputs())
+                    base = base_qbb(self.repo_root)
+                    qbb = base.for_quantum(inputs=self._input_records(quantum, base),
+                                           outputs=quantum.all_outputs())
                     if self.clean_stale:
                         remove_stale(qbb, self.repo_root, quantum.all_outputs())
                     inputs = self._present_inputs(qbb, quantum, conn_specs)
