@@ -6,7 +6,7 @@ to fix it, so the CLI can print ``str(error)`` alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "ButlerError",
@@ -25,7 +25,11 @@ __all__ = [
     "RepositoryLockedError",
     "RepositoryReadOnlyError",
     "StorageFullError",
+    "dataset_insert_conflict",
+    "dataset_type_conflict",
     "did_you_mean",
+    "missing_collection",
+    "missing_dataset_type",
     "storage_error",
 ]
 
@@ -120,6 +124,78 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# The registry's "not found" and conflict errors, worded once: the SQLAlchemy managers, the
+# read-only butler and the SQLite run writer (`butler.registry`) all raise these.
+def missing_collection(name: str, existing: Iterable[str]) -> MissingCollectionError:
+    """Return the error for an unknown collection ``name``, suggesting the closest of ``existing``."""
+    return MissingCollectionError(
+        f"collection {name!r} does not exist{did_you_mean(name, existing)}; "
+        "see `butler query-collections` for the existing ones"
+    )
+
+
+def missing_dataset_type(name: str, existing: Iterable[str]) -> MissingDatasetTypeError:
+    """Return the error for an unregistered dataset type ``name``, suggesting the closest of ``existing``."""
+    return MissingDatasetTypeError(
+        f"dataset type {name!r} is not registered{did_you_mean(name, existing)}; "
+        "register it first (butler register-dataset-type, or pipetask --register-dataset-types)"
+    )
+
+
+def dataset_type_conflict(existing: object, new: object) -> ConflictingDefinitionError:
+    """Return the error for registering ``new`` under the name of the different ``existing`` type."""
+    name = getattr(new, "name", new)
+    return ConflictingDefinitionError(
+        f"dataset type {name!r} is already registered as {existing}, not {new}; "
+        "use another name or remove the old one"
+    )
+
+
+def dataset_insert_conflict(
+    dataset_type: str,
+    run: str,
+    data_ids: Sequence[tuple[str, object]],
+    duplicate_keys: Sequence[str],
+    existing_id: object | None,
+    exc: object,
+) -> ConflictingDefinitionError:
+    """Explain a failed insert of datasets of one type into one RUN.
+
+    Parameters
+    ----------
+    dataset_type, run : `str`
+        Names of the dataset type and the RUN.
+    data_ids : sequence of ``(key, required)``
+        Canonical data ID key (``data_id_key`` column) and printable required values of each
+        dataset to insert, in order.
+    duplicate_keys : sequence of `str`
+        Keys among them that the RUN already holds (a query of the registry).
+    existing_id : `uuid.UUID` or `None`
+        One of their dataset ids already registered, if any.
+    exc : `BaseException` or `None`
+        The database's error, quoted when nothing above explains it.
+
+    Returns
+    -------
+    error : `ConflictingDefinitionError`
+    """
+    if duplicate_keys:
+        first = next(req for key, req in data_ids if key == duplicate_keys[0])
+        return ConflictingDefinitionError(
+            f"a {dataset_type} dataset with data ID {first} is already in RUN {run!r} "
+            f"({len(duplicate_keys)} conflict(s)); a RUN holds one dataset per dataset type and data ID - "
+            "use another run or remove the old dataset"
+        )
+    if existing_id is not None:
+        return ConflictingDefinitionError(f"dataset id {existing_id} is already registered")
+    keys = [key for key, _ in data_ids]
+    if len(set(keys)) < len(keys):
+        return ConflictingDefinitionError(
+            f"the {dataset_type} datasets to insert into RUN {run!r} repeat a data ID"
+        )
+    return ConflictingDefinitionError(f"cannot insert {dataset_type} datasets into {run!r}: {exc}")
 
 
 _FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT

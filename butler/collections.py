@@ -7,8 +7,11 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from typing import Any
 
-__all__ = ["CollectionType", "flatten_chains", "has_glob", "glob_filter", "glob_regex"]
+from ._errors import ConflictingDefinitionError
+
+__all__ = ["CollectionType", "chain_members", "flatten_chains", "has_glob", "glob_filter", "glob_regex"]
 
 MAX_CHAIN_DEPTH = 100
 
@@ -92,6 +95,66 @@ class CollectionType(enum.IntEnum):
             raise ValueError(
                 f"unknown collection type {name!r}; use one of RUN, TAGGED, CHAINED, CALIBRATION"
             ) from None
+
+
+
+def chain_members(
+    parent: str,
+    children: str | Sequence[str],
+    find: Callable[[str], Any],
+    flatten: Callable[..., list[str]],
+    *,
+    flatten_children: bool = False,
+) -> list[Any]:
+    """Return the records of the new children of CHAINED ``parent``: checked, in order, each once.
+
+    The rules of `Registry.set_collection_chain`, shared by the registry and the SQLite run
+    writer: with ``flatten_children`` chains among the children are replaced by their members;
+    a child that is ``parent`` or a chain that reaches it is refused; repeats are dropped.
+
+    Parameters
+    ----------
+    parent : `str`
+        The CHAINED collection.
+    children : `str` or sequence of `str`
+        Its new children, in search order.
+    find : callable
+        ``name -> record`` with ``name``, ``type`` (`CollectionType`) and ``id``; raises for an
+        unknown name.
+    flatten : callable
+        ``(names, keep_chains=bool) -> list of str``, as `flatten_chains` over the same records.
+    flatten_children : `bool`
+        Store the flattened search path instead of the chains.
+
+    Returns
+    -------
+    records : `list`
+        The children's records, in order, each once.
+
+    Raises
+    ------
+    ConflictingDefinitionError
+        If a child would make a cycle.
+    """
+    if isinstance(children, str):
+        children = [children]
+    kids = [find(c) for c in children]
+    if flatten_children:
+        kids = [find(n) for n in flatten([c.name for c in kids])]
+    for k in kids:
+        if k.name == parent or (
+            k.type is CollectionType.CHAINED and parent in flatten([k.name], keep_chains=True)
+        ):
+            raise ConflictingDefinitionError(
+                f"chain {parent!r} cannot contain {k.name!r}: that would be a cycle"
+            )
+    seen: set[Any] = set()
+    out = []
+    for k in kids:
+        if k.id not in seen:
+            seen.add(k.id)
+            out.append(k)
+    return out
 
 
 def has_glob(pattern: str) -> bool:

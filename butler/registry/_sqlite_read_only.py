@@ -28,7 +28,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import FastPathUnavailableError, MissingCollectionError, MissingDatasetTypeError, did_you_mean
+from .._errors import (
+    FastPathUnavailableError,
+    MissingCollectionError,
+    MissingDatasetTypeError,
+    missing_collection,
+    missing_dataset_type,
+)
 from ..collections import CollectionType, has_glob
 from ..datasets import DatasetRef, DatasetType
 from ..datastore.records import FileRecordColumns, StoredFileInfo, file_record_columns
@@ -120,10 +126,7 @@ class SqliteReadOnlyButler:
 
     def _missing_collection(self, name: str) -> MissingCollectionError:
         """Return the registry's error for an unknown collection (``CollectionManager.find``)."""
-        return MissingCollectionError(
-            f"collection {name!r} does not exist{did_you_mean(name, self._r.collections)}; "
-            "see `butler query-collections` for the existing ones"
-        )
+        return missing_collection(name, self._r.collections)
 
     def get_collection_chain(self, parent: str) -> tuple[str, ...]:
         """As `Registry.get_collection_chain` (of a CHAINED collection)."""
@@ -164,10 +167,7 @@ class SqliteReadOnlyButler:
 
     def _missing_type(self, name: str) -> MissingDatasetTypeError:
         """Return the registry's error for an unregistered dataset type (``DatasetTypeManager.entry``)."""
-        return MissingDatasetTypeError(
-            f"dataset type {name!r} is not registered{did_you_mean(name, self._definitions())}; "
-            "register it first (butler register-dataset-type, or pipetask --register-dataset-types)"
-        )
+        return missing_dataset_type(name, self._definitions())
 
     def _definitions(self) -> dict[str, tuple[int, DatasetType]]:
         """Return ``name -> (id, definition)`` of every registered dataset type (read once)."""

@@ -35,10 +35,13 @@ from .._errors import (
     MissingCollectionError,
     MissingDatasetTypeError,
     RepositoryLockedError,
-    did_you_mean,
+    dataset_insert_conflict,
+    dataset_type_conflict,
+    missing_collection,
+    missing_dataset_type,
     storage_error,
 )
-from ..collections import CollectionType, flatten_chains, glob_filter, has_glob
+from ..collections import CollectionType, chain_members, flatten_chains, glob_filter, has_glob
 from ..datasets import DatasetRef, DatasetType
 from ..datastore.file_datastore import FileDatastore
 from ..datastore.records import StoredFileInfo
@@ -294,10 +297,7 @@ class SqliteRunWriter:
             )
             if not rows:
                 names = [r[0] for r in self._read("SELECT name FROM dataset_type")]
-                raise MissingDatasetTypeError(
-                    f"dataset type {name!r} is not registered{did_you_mean(name, names)}; "
-                    "register it first (butler register-dataset-type, or pipetask --register-dataset-types)"
-                )
+                raise missing_dataset_type(name, names)
             tid, tname, dims, storage_class, is_calib = rows[0]
             dt = DatasetType(
                 tname,
@@ -340,11 +340,7 @@ class SqliteRunWriter:
             existing = None
         if existing is not None:
             if existing != dataset_type:
-                raise ConflictingDefinitionError(
-                    f"dataset type {dataset_type.name!r} is already registered as {existing}, not "
-                    f"{dataset_type}; "
-                    "use another name or remove the old one"
-                )
+                raise dataset_type_conflict(existing, dataset_type)
             return False
         with self.transaction():
             self._conn.execute(
@@ -373,10 +369,7 @@ class SqliteRunWriter:
             rows = self._read("SELECT collection_id, name, type FROM collection WHERE name = ?", (name,))
             if not rows:
                 names = [r[0] for r in self._read("SELECT name FROM collection")]
-                raise MissingCollectionError(
-                    f"collection {name!r} does not exist{did_you_mean(name, names)}; "
-                    "see `butler query-collections` for the existing ones"
-                )
+                raise missing_collection(name, names)
             rec = _Collection(rows[0][0], rows[0][1], CollectionType(rows[0][2]))
             self._collections[name] = rec
         return rec
@@ -469,20 +462,7 @@ class SqliteRunWriter:
             rec = self._find(parent)
             if rec.type is not CollectionType.CHAINED:
                 raise CollectionTypeError(f"collection {parent!r} is {rec.type.name}, not CHAINED")
-            if isinstance(children, str):
-                children = [children]
-            kids = [self._find(c) for c in children]
-            if flatten:
-                kids = [self._find(n) for n in self._flatten([c.name for c in kids])]
-            for k in kids:
-                if k.name == parent or (
-                    k.type is CollectionType.CHAINED and parent in self._flatten([k.name], keep_chains=True)
-                ):
-                    raise ConflictingDefinitionError(
-                        f"chain {parent!r} cannot contain {k.name!r}: that would be a cycle"
-                    )
-            seen: set[int] = set()
-            kids = [k for k in kids if not (k.id in seen or seen.add(k.id))]  # type: ignore[func-returns-value]
+            kids = chain_members(parent, children, self._find, self._flatten, flatten_children=flatten)
             self._conn.execute("DELETE FROM collection_chain WHERE parent = ?", (rec.id,))
             if kids:
                 self._conn.executemany(
@@ -553,23 +533,18 @@ class SqliteRunWriter:
             f"AND data_id_key IN ({', '.join('?' * len(chunk))})",
             (dt_id, run_id, *chunk),
         )
-        if dup:
-            first = next(r for r in refs if r.data_id.key == dup[0][0])
-            return ConflictingDefinitionError(
-                f"a {dt_name} dataset with data ID {first.data_id.required} is already in RUN {run!r} "
-                f"({len(dup)} conflict(s)); a RUN holds one dataset per dataset type and data ID - "
-                "use another run or remove the old dataset"
-            )
-        ids = [r.id.hex for r in refs][:_CHUNK]
-        found = self._read(f"SELECT id FROM dataset WHERE id IN ({', '.join('?' * len(ids))})", ids)
-        if found:
-            found_id = uuid.UUID(hex=found[0][0])
-            return ConflictingDefinitionError(f"dataset id {found_id} is already registered")
-        if len(set(keys)) < len(keys):
-            return ConflictingDefinitionError(
-                f"the {dt_name} datasets to insert into RUN {run!r} repeat a data ID"
-            )
-        return ConflictingDefinitionError(f"cannot insert {dt_name} datasets into {run!r}: {exc}")
+        found: list[tuple[Any, ...]] = []
+        if not dup:
+            ids = [r.id.hex for r in refs][:_CHUNK]
+            found = self._read(f"SELECT id FROM dataset WHERE id IN ({', '.join('?' * len(ids))})", ids)
+        return dataset_insert_conflict(
+            dt_name,
+            run,
+            [(r.data_id.key, r.data_id.required) for r in refs],
+            [row[0] for row in dup],
+            uuid.UUID(hex=found[0][0]) if found else None,
+            exc,
+        )
 
     def _note_inserts(self, n: int) -> None:
         """``ANALYZE dataset`` once it has grown by a quarter, as `SqliteDatabase.note_inserts`."""

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..._errors import CollectionTypeError, ConflictingDefinitionError, MissingCollectionError
-from ...collections import CollectionType, flatten_chains, glob_filter, has_glob
+from ..._errors import (
+    CollectionTypeError,
+    ConflictingDefinitionError,
+    MissingCollectionError,
+    missing_collection,
+)
+from ...collections import CollectionType, chain_members, flatten_chains, glob_filter, has_glob
 from .._row_values import now_utc, time_to_ns_now
 from ..database import Database
-from ._names import did_you_mean
 
 __all__ = ["CollectionManager", "CollectionRecord", "now_utc", "time_to_ns_now"]
 
@@ -73,10 +77,7 @@ class CollectionManager:
             rows = self.db.fetchall(sa.select(t).where(t.c.name == name))
             if not rows:
                 names = self.db.fetchall(sa.select(t.c.name))
-                raise MissingCollectionError(
-                    f"collection {name!r} does not exist{did_you_mean(name, [r.name for r in names])}; "
-                    "see `butler query-collections` for the existing ones"
-                )
+                raise missing_collection(name, [r.name for r in names])
             rec = self._remember(
                 CollectionRecord(rows[0].collection_id, rows[0].name, CollectionType(rows[0].type))
             )
@@ -206,20 +207,7 @@ class CollectionManager:
         rec = self.find(parent)
         if rec.type is not CollectionType.CHAINED:
             raise CollectionTypeError(f"collection {parent!r} is {rec.type.name}, not CHAINED")
-        if isinstance(children, str):
-            children = [children]
-        kids = [self.find(c) for c in children]
-        if flatten:
-            kids = [self.find(n) for n in self.flatten([c.name for c in kids])]
-        for k in kids:
-            if k.name == parent or (
-                k.type is CollectionType.CHAINED and parent in self.flatten([k.name], keep_chains=True)
-            ):
-                raise ConflictingDefinitionError(
-                    f"chain {parent!r} cannot contain {k.name!r}: that would be a cycle"
-                )
-        seen: set[int] = set()
-        kids = [k for k in kids if not (k.id in seen or seen.add(k.id))]  # type: ignore[func-returns-value]
+        kids = chain_members(parent, children, self.find, self.flatten, flatten_children=flatten)
         t = self._chain
         with self.db.transaction():
             self.db.execute(sa.delete(t).where(t.c.parent == rec.id))

@@ -6,12 +6,16 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from ..._errors import ConflictingDefinitionError, MissingDatasetTypeError
+from ..._errors import (
+    ConflictingDefinitionError,
+    MissingDatasetTypeError,
+    dataset_type_conflict,
+    missing_dataset_type,
+)
 from ...collections import glob_filter
 from ...datasets import DatasetType
 from ...dimensions import DimensionUniverse
 from ..database import Database
-from ._names import did_you_mean
 
 __all__ = ["DatasetTypeManager"]
 
@@ -62,10 +66,7 @@ class DatasetTypeManager:
             rows = self.db.fetchall(sa.select(t).where(t.c.name == key))
             if not rows:
                 names = self.db.fetchall(sa.select(t.c.name))
-                raise MissingDatasetTypeError(
-                    f"dataset type {key!r} is not registered{did_you_mean(key, [r.name for r in names])}; "
-                    "register it first (butler register-dataset-type, or pipetask --register-dataset-types)"
-                )
+                raise missing_dataset_type(key, [r.name for r in names])
             entry = (rows[0].dataset_type_id, self._from_row(rows[0]))
             self._by_name[key] = entry
             self._by_id[entry[0]] = entry[1]
@@ -92,11 +93,7 @@ class DatasetTypeManager:
             existing = None
         if existing is not None:
             if existing != dataset_type:
-                raise ConflictingDefinitionError(
-                    f"dataset type {dataset_type.name!r} is already registered as {existing}, not "
-                    f"{dataset_type}; "
-                    "use another name or remove the old one"
-                )
+                raise dataset_type_conflict(existing, dataset_type)
             return False
         try:
             with self.db.transaction(savepoint=True):

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..._errors import ConflictingDefinitionError
+from ..._errors import ConflictingDefinitionError, dataset_insert_conflict
 from ...collections import CollectionType
 from ...datasets import DatasetRef, DatasetType
 from ...dimensions import DataCoordinate
@@ -119,22 +119,17 @@ class DatasetManager:
                 d.c.dataset_type_id == dt_id, d.c.run_id == run_id, d.c.data_id_key.in_(keys[:5000])
             )
         ).fetchall()
-        if dup:
-            first = next(r for r in refs if r.data_id.key == dup[0][0])
-            return ConflictingDefinitionError(
-                f"a {dt_name} dataset with data ID {first.data_id.required} is already in RUN {run!r} "
-                f"({len(dup)} conflict(s)); a RUN holds one dataset per dataset type and data ID - "
-                "use another run or remove the old dataset"
-            )
-        ids = self.db.execute(sa.select(d.c.id).where(d.c.id.in_([r.id for r in refs][:5000]))).fetchall()
-        if ids:
-            return ConflictingDefinitionError(f"dataset id {ids[0][0]} is already registered")
-        if len(set(keys)) < len(keys):
-            return ConflictingDefinitionError(
-                f"the {dt_name} datasets to insert into RUN {run!r} repeat a data ID"
-            )
-        orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-        return ConflictingDefinitionError(f"cannot insert {dt_name} datasets into {run!r}: {orig}")
+        ids = [] if dup else self.db.execute(
+            sa.select(d.c.id).where(d.c.id.in_([r.id for r in refs][:5000]))
+        ).fetchall()
+        return dataset_insert_conflict(
+            dt_name,
+            run,
+            [(r.data_id.key, r.data_id.required) for r in refs],
+            [row[0] for row in dup],
+            ids[0][0] if ids else None,
+            exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc,
+        )
 
     def existing(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int, str]]:
         """Return ``id -> (dataset_type_id, run_id, data_id_key)`` of the ids that are registered."""
