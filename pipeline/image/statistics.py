@@ -677,7 +677,7 @@ def _clipped_core_rim(
     k1 = np.minimum(k0 + 1, n_all - 1)
     lo_d, hi_d = (lo_v - dt(c0)).astype(dt), (hi_v - dt(c0)).astype(dt)  # exact: inside the core
     dev, below, upto, rim, s1_all, rim_d, s2_all, rim_d2 = _core_rim_passes(
-        values, dt(c0), lo_d, hi_d, dt(r))
+        values, dt(c0), lo_d, hi_d, dt(r), keep_dev=with_median)
     if not (np.all(below <= k0) and np.all(k1 < upto)):
         return None
     s1_core = s1_all - float(rim_d.sum())
@@ -692,6 +692,8 @@ def _clipped_core_rim(
     possibly = (rim_x >= c_lo - h_hi) & (rim_x <= c_hi + h_hi)
     if with_median or np.any(possibly & ~definitely):
         q = []
+        if dev is None:  # the deviations were formed block by block only: form them again
+            dev = _deviations(values, dt(c0))
         for i, band_d in enumerate(_bracket_bands(dev, lo_d, hi_d)):
             # the values inside the bracket are core values: x = c0 + d exactly
             band = (band_d.astype(np.float64) + c0).astype(dt)
@@ -733,8 +735,8 @@ CORE_RIM_BLOCK_BUFFERS = 8
 
 def _core_rim_passes(
     values: np.ndarray, c0: np.floating, lo_d: np.ndarray, hi_d: np.ndarray, r: np.floating,
-    block: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, float, np.ndarray]:
+    block: int | None = None, keep_dev: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray, float, np.ndarray, float, np.ndarray]:
     """Run the full-data passes of `_clipped_core_rim`, block by block (cache-sized blocks).
 
     Parameters
@@ -750,12 +752,16 @@ def _core_rim_passes(
     block : `int`, optional
         Values per block (a multiple of ``numpy.getbufsize()``); default
         `CORE_RIM_BLOCK_BUFFERS` buffers for float32 data and the whole array for float64.
+    keep_dev : `bool`, optional
+        Keep the whole array of deviations (default). `False`: form them block by block in
+        a block-sized scratch array (no image-sized array written when ``c0`` is not 0 or
+        ``values`` is a view; `_deviations` forms them again if they are needed later).
 
     Returns
     -------
-    dev : `numpy.ndarray`, shape ``(n,)``
+    dev : `numpy.ndarray`, shape ``(n,)``, or `None`
         The deviations (a scratch array, or ``values`` itself when ``c0`` is 0 and ``values``
-        contiguous).
+        contiguous); `None` when ``keep_dev`` is `False` and they were not kept.
     below, upto : `numpy.ndarray` of `int`, shape ``(3,)``
         ``#(d < lo_d[i])`` and ``#(d <= hi_d[i])``.
     rim : `numpy.ndarray` of `int`
@@ -791,9 +797,23 @@ def _core_rim_passes(
         raise ValueError(f"block {block} is not a multiple of numpy's buffer size {bufsize}")
     block = max(1, min(block, n))
     flat_in = values.flags.c_contiguous
+    dev: np.ndarray | None
     if c0 == 0 and flat_in:
         dev = values.reshape(-1)  # x - 0 is x: no copy
         fill = None
+    elif not keep_dev and block < n and (flat_in or values.ndim == 2):
+        # deviations of each block only, in a block-sized scratch array (rows of a view)
+        dev = None
+        nx = n if flat_in else values.shape[1]
+        blk = work_array("core_rim_dev_blk", (block if flat_in else block + 2 * nx,), dt)
+        rows = values.reshape(1, -1) if flat_in else values
+
+        def fill(s: int, e: int) -> np.ndarray:
+            if flat_in:
+                return np.subtract(rows[0, s:e], c0, out=blk[: e - s], dtype=dt)
+            r0, r1 = s // nx, -(-e // nx)
+            np.subtract(rows[r0:r1], c0, out=blk[: (r1 - r0) * nx].reshape(r1 - r0, nx), dtype=dt)
+            return blk[s - r0 * nx: e - r0 * nx]
     else:
         dev2 = work_array("core_rim_dev", values.shape, dt)
         dev = dev2.reshape(-1)
@@ -822,9 +842,12 @@ def _core_rim_passes(
     rims, rds, rd2s = [], [], []
     for s in range(0, n, block):
         e = min(s + block, n)
-        if fill is not None:
-            fill(s, e)
-        d = dev[s:e]
+        if dev is None:
+            d = fill(s, e)
+        else:
+            if fill is not None:
+                fill(s, e)
+            d = dev[s:e]
         h, q = hit[: e - s], sq[: e - s]
         for i in range(3):
             counts[i] += np.count_nonzero(np.less(d, lo_d[i], out=h))
@@ -844,6 +867,13 @@ def _core_rim_passes(
     rim_d = (rds[0] if len(rds) == 1 else np.concatenate(rds)).astype(np.float64)
     rim_d2 = (rd2s[0] if len(rd2s) == 1 else np.concatenate(rd2s)).astype(np.float64)
     return dev, counts[:3], counts[3:], rim, float(s1), rim_d, float(s2), rim_d2
+
+
+def _deviations(values: np.ndarray, c0: np.floating) -> np.ndarray:
+    """``values - c0`` in the data dtype, flat (the ``dev`` of `_core_rim_passes`, same values)."""
+    dev = work_array("core_rim_dev", values.shape, values.dtype)
+    np.subtract(values, c0, out=dev, dtype=values.dtype)
+    return dev.reshape(-1)
 
 
 def _bracket_bands(dev: np.ndarray, lo_d: np.ndarray, hi_d: np.ndarray) -> list[np.ndarray]:

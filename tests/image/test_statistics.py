@@ -345,11 +345,16 @@ def test_core_rim_blocked_passes_equal_whole_array_expressions(layout):
         float(sq.sum(dtype=np.float64)), sq[rim].astype(np.float64),
     )
     for block in (8192, 3 * 8192, None, values.size):
-        got = _core_rim_passes(values, c0, lo_d, hi_d, r, block=block)
-        np.testing.assert_array_equal(got[0], d)
-        for g, w in zip(got[1:], want):
-            np.testing.assert_array_equal(g, w)
-            assert np.asarray(g).dtype == np.asarray(w).dtype
+        for keep_dev in (True, False):
+            got = _core_rim_passes(values, c0, lo_d, hi_d, r, block=block, keep_dev=keep_dev)
+            if keep_dev or got[0] is not None:
+                np.testing.assert_array_equal(got[0], d)
+            for g, w in zip(got[1:], want):
+                np.testing.assert_array_equal(g, w)
+                assert np.asarray(g).dtype == np.asarray(w).dtype
+        # deviations formed block by block only when they need a pass of their own
+        dropped = got[0] is None
+        assert dropped == (layout in ("contiguous", "view") and (block or 8192) < values.size)
     assert want[2].size > 0 and want[0][1] > 0  # the checks are not vacuous
     for band, lo, hi in zip(_bracket_bands(d, lo_d, hi_d), lo_d, hi_d):
         np.testing.assert_array_equal(band, d[(d >= lo) & (d <= hi)])
@@ -362,6 +367,31 @@ def test_core_rim_blocked_passes_equal_whole_array_expressions(layout):
     with pytest.raises(ValueError, match="multiple"):
         _core_rim_passes(values.astype(np.float32), np.float32(c0), lo_d.astype(np.float32),
                          hi_d.astype(np.float32), np.float32(r), block=1000)
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_core_rim_statistics_equal_with_and_without_whole_deviation_array(monkeypatch, view):
+    """Block-only deviations (formed again for the exact quartiles) give the same statistics.
+
+    Flats on a level (the deviations need a subtraction) with outliers near the first window
+    edge, so the exact quartiles are needed: the deviations are then formed a second time.
+    """
+    import pipeline.image.statistics as st
+
+    rng = np.random.default_rng(23)
+    full = (20000.0 + rng.normal(0.0, 115.0, (900, 700))).astype(np.float32)
+    full[::97, ::89] = 20000.0 + 5.5 * 115.0 * 0.9894  # near 5.5 sigma: inside the uncertain band
+    values = full[:, 13:613] if view else full
+    calls = []
+    real = st._deviations
+    monkeypatch.setattr(st, "_deviations", lambda *a: calls.append(1) or real(*a))
+    got = st.clipped_stats_finite(values, 5.5, 3)
+    assert calls  # the deviations were formed again for the exact quartiles
+    monkeypatch.setattr(st, "CORE_RIM_BLOCK_BUFFERS", values.size)  # one block: the whole array kept
+    whole = st.clipped_stats_finite(values, 5.5, 3)
+    assert got == whole
+    x = values.astype(np.float64).reshape(-1)
+    assert got[0] == pytest.approx(x.mean(), rel=1e-9) and got[2] == x.size
 
 
 def test_clipping_stops_at_a_repeated_selection_with_the_full_result():
