@@ -388,25 +388,98 @@ def test_blocked_difference_and_gain_ratio_equal_whole_array_computation(flux_no
     for i in range(0, ratio.size, 65536):
         naive += float(ratio.reshape(-1)[i:i + 65536].sum(dtype=np.float64))
     assert dtype is np.float64 or naive != total  # the order of the additions matters here
+    want_sum = float(want_diff.sum(dtype=np.float64))
+    want_rows = want_diff.sum(axis=1, dtype=np.float64)
+    # the flats as amp views of wider images (read row block by row block), and contiguous
+    wide1 = np.zeros((shape[0], shape[1] + 40), dtype)
+    wide2 = np.zeros_like(wide1)
+    wide1[:, 17:17 + shape[1]], wide2[:, 17:17 + shape[1]] = d1, d2
+    v1, v2 = wide1[:, 17:17 + shape[1]], wide2[:, 17:17 + shape[1]]
     for block in (8192, 2 * 8192, None, d1.size):
-        diff, c = _difference_and_ratio_mean(d1, d2, mu1, mu2, None, block=block,
-                                             flux_normalization=flux_normalization)
-        np.testing.assert_array_equal(diff, want_diff)
-        assert c == want_c
+        for a1, a2 in ((d1, d2), (v1, v2)):
+            pair = _difference_and_ratio_mean(a1, a2, mu1, mu2, None, block=block,
+                                              flux_normalization=flux_normalization, row_sums=True)
+            np.testing.assert_array_equal(pair.diff, want_diff)
+            assert pair.ratio_mean == want_c
+            assert pair.diff_sum == want_sum
+            np.testing.assert_array_equal(pair.row_sums, want_rows)
+    assert _difference_and_ratio_mean(d1, d2, mu1, mu2, None).row_sums is None
+    # a difference image over nine decades of both signs: its float64 sum depends on the order
+    e1 = (rng.choice([-1.0, 1.0], shape) * 10.0 ** rng.uniform(-6.0, 3.0, shape)).astype(dtype)
+    e2 = np.zeros(shape, dtype)
+    e_diff = e1 * dtype(mu2 / mu) - e2 * dtype(mu1 / mu)
+    e_sum = float(e_diff.sum(dtype=np.float64))
+    naive = 0.0
+    for i in range(0, e_diff.size, 65536):
+        naive += float(e_diff.reshape(-1)[i:i + 65536].sum(dtype=np.float64))
+    assert dtype is np.float64 or naive != e_sum
+    for block in (8192, None):
+        pair = _difference_and_ratio_mean(e1, e2, mu1, mu2, None, block=block, do_gain=False, row_sums=True)
+        assert pair.diff_sum == e_sum
+        np.testing.assert_array_equal(pair.row_sums, e_diff.sum(axis=1, dtype=np.float64))
     assert _ratio_mean_plain(d1, d2, mu1, mu2, None, flux_normalization) == want_c
     # a pixel with I1 + I2 <= 0, or unusable pixels: the plain masked mean
     d1[3, 4] = d2[3, 4] = -5.0
     good = np.ones(shape, bool)
     good[10, :] = False
     for g in (None, good):
-        _, c = _difference_and_ratio_mean(d1, d2, mu1, mu2, g, block=8192,
-                                          flux_normalization=flux_normalization)
-        assert c == _ratio_mean_plain(d1, d2, mu1, mu2, g, flux_normalization)
+        for a1, a2 in ((d1, d2), (v1, v2)):
+            a1[3, 4] = a2[3, 4] = -5.0
+            c = _difference_and_ratio_mean(a1, a2, mu1, mu2, g, block=8192,
+                                           flux_normalization=flux_normalization).ratio_mean
+            assert c == _ratio_mean_plain(d1, d2, mu1, mu2, g, flux_normalization)
     ok = good & ((a + b) > 0)
     ok[3, 4] = False
     assert c == pytest.approx(float(ratio[ok].mean(dtype=np.float64)), rel=1e-6)
-    _, c = _difference_and_ratio_mean(d1, d2, mu1, mu2, None, do_gain=False)
-    assert np.isnan(c)
+    assert np.isnan(_difference_and_ratio_mean(d1, d2, mu1, mu2, None, do_gain=False).ratio_mean)
+
+
+def test_difference_pass_of_mixed_dtypes_works_in_float64():
+    """A float32 flat with a float64 one (or integers) is differenced in float64, as whole arrays."""
+    from pipeline.tasks.cp.ptc_math import _difference_and_ratio_mean
+
+    rng = np.random.default_rng(36)
+    d1 = rng.normal(3000.0, 50.0, (300, 257)).astype(np.float32)
+    d2 = rng.normal(3010.0, 50.0, (300, 257))
+    mu1, mu2 = 3000.5, 3009.75
+    mu = 0.5 * (mu1 + mu2)
+    a, b = d1.astype(np.float64), d2
+    want = a * (mu2 / mu) - b * (mu1 / mu)
+    x, y = a * (mu / mu1), b * (mu / mu2)
+    want_c = float((((x - y) * (x - y)) / (x + y)).sum()) / want.size
+    for pair in (_difference_and_ratio_mean(d1, d2, mu1, mu2, None, row_sums=True),
+                 _difference_and_ratio_mean(d1[:, :], np.asfortranarray(d2), mu1, mu2, None, row_sums=True)):
+        assert pair.diff.dtype == np.float64
+        np.testing.assert_array_equal(pair.diff, want)
+        assert pair.ratio_mean == want_c and pair.diff_sum == float(want.sum())
+        np.testing.assert_array_equal(pair.row_sums, want.sum(axis=1))
+    n1, n2 = np.rint(d1).astype(np.int32), np.rint(d2).astype(np.int32)
+    ints = _difference_and_ratio_mean(n1, n2, mu1, mu2, None)
+    assert ints.diff.dtype == np.float64 and np.isfinite(ints.ratio_mean)
+
+
+def test_abs_cut_and_scratch_spectrum_equal_the_plain_expressions():
+    """Blocked |D| <= cut, the FFT into a scratch array and the in-place power: same values."""
+    import scipy.fft
+
+    from pipeline.tasks.cp.ptc_math import _abs_at_most, _power, _power_inplace, _rfft2_scratch
+
+    rng = np.random.default_rng(37)
+    d = rng.normal(0.0, 100.0, (333, 517)).astype(np.float32)
+    cut = np.float32(150.0)
+    out = np.empty(d.shape, bool)
+    np.testing.assert_array_equal(_abs_at_most(d, cut, out, block=8192), np.abs(d) <= cut)
+    assert 0 < np.count_nonzero(out) < out.size
+    for dtype in (np.float32, np.float64):
+        buf = np.zeros((340, 540), dtype)
+        buf[:333, :517] = d
+        want = scipy.fft.rfft2(buf)
+        got = _rfft2_scratch(buf)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+        plain = _power(want).copy()  # (both write the same scratch array)
+        np.testing.assert_array_equal(_power_inplace(got), plain)
+        assert plain.dtype == np.float64 and plain.max() > 0
 
 
 def test_unit_weight_spectrum_is_the_spectrum_of_the_weights():
@@ -433,3 +506,60 @@ def test_unit_weight_spectrum_is_the_spectrum_of_the_weights():
     c_dir, n_dir = covariances_direct(d, w, m - 1)
     np.testing.assert_array_equal(n_fft, n_dir)
     np.testing.assert_allclose(c_fft, c_dir, rtol=0, atol=1e-9 * c_dir[0, 0])
+
+
+def _same_measurement(a, b):
+    """Field-by-field equality of two `RegionMeasurement` (NaN equal to NaN, arrays exactly)."""
+    import dataclasses
+
+    for f, x in dataclasses.asdict(a).items():
+        y = getattr(b, f)
+        if isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y, err_msg=f)
+        elif isinstance(x, float) and np.isnan(x):
+            assert np.isnan(y), f
+        else:
+            assert x == y, f
+
+
+@pytest.mark.parametrize("case", ["finite", "nan_inf", "half_nan", "negative"])
+def test_unmasked_flats_measured_first_and_checked_after_equal_the_masked_path(monkeypatch, case):
+    """Flats without bad pixels skip the finiteness images; NaN/inf found later: redone masked.
+
+    Whatever the flats hold, the result equals the path that selects the usable pixels
+    first (forced here), and so do the warnings (none from the values measured unchecked).
+    """
+    import warnings
+
+    import pipeline.tasks.cp.ptc_math as pm
+
+    rng = np.random.default_rng(38)
+    i1 = rng.normal(8000.0, 75.0, (420, 300)).astype(np.float32)
+    i2 = rng.normal(8050.0, 75.0, (420, 300)).astype(np.float32)
+    if case == "nan_inf":
+        i1[5, 5], i2[7, 9], i1[100, 100], i2[100, 100] = np.nan, np.inf, -np.inf, np.inf
+    elif case == "half_nan":
+        i1[:250] = np.nan
+    elif case == "negative":
+        i2[:] = -3.0
+    kw = dict(read_noise_adu=4.0, max_range=4, min_good_pixels=1000)
+
+    def measured(*bad):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            out = measure_pair_region(i1, i2, *bad, **kw)
+        return out, sorted(str(w.message) for w in seen)
+
+    fast, fast_warnings = measured()
+    masked, _ = measured(~np.isfinite(i1), ~np.isfinite(i2))
+    monkeypatch.setattr(pm, "_any_set", lambda bad: True)  # always select the usable pixels first
+    plain, plain_warnings = measured()
+    assert fast_warnings == plain_warnings
+    assert (case == "nan_inf") == bool(plain_warnings)  # inf - inf in the gain's I1 + I2
+    _same_measurement(fast, plain)
+    _same_measurement(masked, plain)
+    assert fast.valid == (case != "negative")
+    if fast.valid:
+        finite = np.isfinite(i1)
+        assert fast.n_pix == pytest.approx(finite.sum(), rel=1e-3)
+        assert fast.mean1 == pytest.approx(float(i1[finite].mean()), rel=1e-4)

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -175,6 +176,38 @@ def _power(f: np.ndarray) -> np.ndarray:
                   casting="unsafe")
 
 
+def _rfft2_scratch(buf: np.ndarray) -> np.ndarray:
+    """``scipy.fft.rfft2(buf)`` written into the scratch array ``"ptc_fft_out"``.
+
+    The same transform (pocketfft's ``r2c`` over both axes, last axis first, as ``rfft2``
+    calls it) without a fresh multi-megabyte output array per call; plain ``rfft2`` when
+    this SciPy has no such entry point. Valid until the next call in the thread.
+    """
+    import scipy.fft
+
+    try:
+        from scipy.fft._pocketfft import pypocketfft
+    except ImportError:  # pragma: no cover - SciPy without the bundled pocketfft module
+        return scipy.fft.rfft2(buf)
+    ctype = np.complex64 if buf.dtype == np.float32 else np.complex128
+    out = work_array("ptc_fft_out", (buf.shape[0], buf.shape[1] // 2 + 1), ctype)
+    return pypocketfft.r2c(buf, (0, 1), True, 0, out, 1)
+
+
+def _power_inplace(f: np.ndarray) -> np.ndarray:
+    """`_power` of a scratch spectrum ``f``, squaring its real and imaginary parts in place.
+
+    One contiguous squaring pass over ``f`` viewed as reals instead of two strided ones;
+    ``re² + im²`` is then added in the precision of ``f`` as in `_power`: the same values.
+    ``f`` is overwritten.
+    """
+    dt = f.real.dtype
+    v = f.view(dt)
+    np.square(v, out=v)
+    return np.add(v[:, 0::2], v[:, 1::2], out=work_array("ptc_power64", f.shape, np.float64), dtype=dt,
+                  casting="unsafe")
+
+
 def _collapsed_sat(a: np.ndarray, m: int) -> np.ndarray:
     """Summed-area table (float64) of ``a`` with its middle rows/columns collapsed.
 
@@ -212,7 +245,8 @@ SPARSE_MAX_ZEROS = 2048
 
 
 def covariances_fft(
-    diff: np.ndarray, weights: np.ndarray, max_range: int, *, single_precision: bool = False
+    diff: np.ndarray, weights: np.ndarray, max_range: int, *, single_precision: bool = False,
+    diff_sum: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Covariances of a weighted image at lags ``0..max_range`` by FFT (Astier+19 app. A).
 
@@ -229,6 +263,9 @@ def covariances_fft(
         relative error ~1e-7 of ``C00``, far below their statistical error). Only used on the
         box-sum path (few zero-weight pixels); the pixel-count FFTs are always float64.
         Default float64.
+    diff_sum : `float`, optional
+        ``float(diff.sum(dtype=numpy.float64))`` when the caller has it already (saves a pass
+        over ``diff``); it only sets the offset removed before the FFT.
 
     Returns
     -------
@@ -270,7 +307,7 @@ def covariances_fft(
     # covariances are invariant under a constant offset: centre for precision
     mean = 0.0
     if n_good:
-        total = float(diff.sum(dtype=np.float64))
+        total = float(diff.sum(dtype=np.float64)) if diff_sum is None else float(diff_sum)
         if n_zero and math.isfinite(total):
             total -= float(diff[zy, zx].sum(dtype=np.float64))
         elif n_zero:                          # NaN/inf under zero weight
@@ -320,9 +357,15 @@ def covariances_fft(
             s_a -= np.where(in_b, d[fy, fx_], 0.0).sum(axis=1, dtype=np.float64)
             s_b -= np.where(in_a, d[gy, gx], 0.0).sum(axis=1, dtype=np.float64)
         n = np.where((by1 > by0) & (bx1 > bx0), n, 0.0)
-    fx = scipy.fft.rfft2(buf, overwrite_x=True)
-    del buf, d
-    p_cov = _lags(_power(fx), shape, y_pm, x_p)                 # [dy + m - 1, dx]
+    if sparse:
+        # only |X|² is needed: transform into a scratch array and square it in place
+        fx = _rfft2_scratch(buf)
+        del buf, d
+        p_cov = _lags(_power_inplace(fx), shape, y_pm, x_p)     # [dy + m - 1, dx]
+    else:
+        fx = scipy.fft.rfft2(buf, overwrite_x=True)
+        del buf, d
+        p_cov = _lags(_power(fx), shape, y_pm, x_p)             # [dy + m - 1, dx]
     if not sparse:
         if n_zero == 0 and w.size < SMALL_REGION:
             # every pixel weighted (a clean grid box): the same weight spectrum every time
@@ -713,29 +756,21 @@ def measure_pair_region(
     # float32 flats (post-ISR images) are differenced in float32: the rounding error
     # (~1e-7 x level) is far below the shot noise; other inputs in float64
     work = np.float32 if (im1.dtype == np.float32 and im2.dtype == np.float32) else np.float64
-    # contiguous working copies of amp views (numpy pays a per-row cost in each operation on
-    # a view; six follow) in reused scratch arrays
-    d1 = work_array("ptc_d1", im1.shape, work)
-    d2 = work_array("ptc_d2", im2.shape, work)
-    np.copyto(d1, im1, casting="unsafe")
-    np.copyto(d2, im2, casting="unsafe")
-    # usable pixels of each flat; None = every pixel (the common case: no mask arrays built)
-    good1 = _usable(d1 if work == im1.dtype else im1, bad1, "ptc_good1")
-    good2 = _usable(d2 if work == im2.dtype else im2, bad2, "ptc_good2")
-    mu1, _, n1 = clipped_stats_finite(im1 if good1 is None else im1[good1], nsigma, niter)
-    mu2, _, _ = clipped_stats_finite(im2 if good2 is None else im2[good2], nsigma, niter)
-    if not (np.isfinite(mu1) and np.isfinite(mu2)) or mu1 <= 0 or mu2 <= 0:
+    pass_kw = dict(do_gain=do_gain, flux_normalization=gain_flux_normalization, bin_size=bin_size)
+    # Flats without masked pixels are measured as they are, assuming every value finite, and
+    # checked by the difference pass (a NaN or infinity in either flat makes the sum of the
+    # difference image non-finite): no boolean images are built in the usual case. Otherwise,
+    # or when the check fails, the usable pixels are selected first.
+    got = None
+    if not (_any_set(bad1) or _any_set(bad2)):
+        got = _means_and_difference(im1, im2, None, None, nsigma, niter, assume_finite=True, **pass_kw)
+    if got is None:
+        got = _means_and_difference(im1, im2, bad1, bad2, nsigma, niter, assume_finite=False, **pass_kw)
+    mu1, mu2, n1, good, pair = got
+    if pair is None:
         return _empty(max_range, "non-positive or non-finite mean", mean1=mu1, mean2=mu2)
     mu = 0.5 * (mu1 + mu2)
-    if good1 is None:
-        good = good2
-    elif good2 is None:
-        good = good1
-    else:
-        good = good1 & good2
-    # D = (mu2 I1 - mu1 I2) / mu and the gain's c, in one cache-blocked pass over the flats
-    diff, ratio_mean = _difference_and_ratio_mean(
-        d1, d2, mu1, mu2, good, do_gain=do_gain, flux_normalization=gain_flux_normalization)
+    diff, ratio_mean = pair.diff, pair.ratio_mean
     if bin_size > 1:
         diff, bad_b = bin_image(diff, np.zeros(diff.shape, bool) if good is None else ~good, bin_size)
         good_b = ~bad_b & np.isfinite(diff)
@@ -749,7 +784,8 @@ def measure_pair_region(
     # rowMeanVariance: per-row mean of good pixels, rows 0 .. ny-1 (we keep the last row).
     with np.errstate(invalid="ignore", divide="ignore"):
         if good_b is None:
-            row_means = diff.sum(axis=1, dtype=np.float64) / diff.shape[1]
+            row_means = (pair.row_sums if pair.row_sums is not None
+                         else diff.sum(axis=1, dtype=np.float64)) / diff.shape[1]
         else:
             row_means = (np.where(good_b, diff, 0.0).sum(axis=1, dtype=np.float64)
                          / good_b.sum(axis=1))
@@ -774,7 +810,7 @@ def measure_pair_region(
     cut = mean_d + nsigma * math.sqrt(var_d) if np.isfinite(var_d) else np.inf
     w = work_array("ptc_w", diff.shape, bool)
     if np.isfinite(cut):
-        np.less_equal(np.abs(diff, out=work_array("ptc_tmp", diff.shape, diff.dtype)), work(cut), out=w)
+        _abs_at_most(diff, work(cut), w)
     else:
         np.isfinite(diff, out=w)
     if good_b is not None:
@@ -784,7 +820,8 @@ def measure_pair_region(
         out.mean1, out.mean2, out.mean, out.raw_var = mu1, mu2, mu, var_diff * f
         out.gain, out.n_pix, out.row_mean_variance = gain, int(n1), row_var
         return out
-    cov, npix = covariances_fft(diff, w, m, single_precision=diff.size > SMALL_REGION)
+    cov, npix = covariances_fft(diff, w, m, single_precision=diff.size > SMALL_REGION,
+                                diff_sum=pair.diff_sum if bin_size == 1 else None)
     res.covariances, res.sqrt_weights, res.npix_cov = covariance_arrays(cov, npix, m, f)
     return res
 
@@ -827,16 +864,32 @@ def _ratio_mean_plain(d1: np.ndarray, d2: np.ndarray, mu1: float, mu2: float,
     return float(np.sum(dd, where=ok, dtype=np.float64)) / n_ok
 
 
+class PairPass(NamedTuple):
+    """Outputs of `_difference_and_ratio_mean` (one pass over a flat pair)."""
+
+    #: ``D = (μ2 I1 - μ1 I2) / μ``, shape ``(ny, nx)``, in the working dtype (the scratch
+    #: array ``"ptc_diff"``: valid until the next call in the thread).
+    diff: np.ndarray
+    #: ``c = mean((I1 - I2)² / (I1 + I2))`` (ADU), NaN when not computed or undefined.
+    ratio_mean: float
+    #: ``diff.sum(dtype=float64)`` (ADU), bit for bit.
+    diff_sum: float
+    #: ``diff.sum(axis=1, dtype=float64)``, shape ``(ny,)`` (ADU), bit for bit; `None` unless asked.
+    row_sums: np.ndarray | None
+
+
 def _difference_and_ratio_mean(
     d1: np.ndarray, d2: np.ndarray, mu1: float, mu2: float, good: np.ndarray | None, *,
     do_gain: bool = True, flux_normalization: bool = True, block: int | None = None,
-) -> tuple[np.ndarray, float]:
-    """Difference image ``D = (μ2 I1 - μ1 I2) / μ`` and the gain's ``c``, in one pass.
+    row_sums: bool = False,
+) -> PairPass:
+    """Difference image ``D = (μ2 I1 - μ1 I2) / μ``, its sums and the gain's ``c``, in one pass.
 
     Parameters
     ----------
     d1, d2 : `numpy.ndarray`, shape ``(ny, nx)``
-        The two flats, C-contiguous, same dtype (float32 or float64), ADU.
+        The two flats (ADU), any layout (amp views of a detector image are read row block by
+        row block) and dtype; the work is done in float32 when both are float32, else float64.
     mu1, mu2 : `float`
         Their clipped means (ADU).
     good : `numpy.ndarray` of `bool`, shape ``(ny, nx)``, or `None`
@@ -848,23 +901,31 @@ def _difference_and_ratio_mean(
     block : `int`, optional
         Values per block, a multiple of ``numpy.getbufsize()``; default `PAIR_BLOCK` for
         float32 flats, the whole array for float64 ones.
+    row_sums : `bool`
+        Also return the per-row sums of ``D``.
 
     Returns
     -------
-    diff : `numpy.ndarray`, shape ``(ny, nx)``
-        ``D`` in the flats' dtype (the scratch array ``"ptc_diff"``: valid until the next call).
-    c : `float`
-        ``mean((I1 - I2)² / (I1 + I2))`` (ADU), NaN when not computed or undefined.
+    result : `PairPass`
+        ``diff``, ``ratio_mean``, ``diff_sum`` and ``row_sums``.
+
+    Raises
+    ------
+    ValueError
+        If ``block`` is not a multiple of numpy's buffer size (float32 flats).
 
     Notes
     -----
     The same element-wise operations as `_ratio_mean_plain` and the plain difference, block
-    by block while the block is in the cache; the float64 sum of the float32 ratios continues
-    numpy's buffered sum from block to block (``initial=``), so every value equals the
-    whole-array computation bit for bit. When some pixel is unusable or ``I1 + I2 <= 0``
-    somewhere, ``c`` comes from `_ratio_mean_plain`.
+    by block while the block is in the cache; the float64 sums of float32 values continue
+    numpy's buffered sum from block to block (``initial=``), and each row sum is one
+    reduction of a whole row, so every value equals the whole-array computation bit for bit.
+    Flats that are not C-contiguous in the work dtype are copied block by block (the rows
+    covering the block) into a small scratch array instead of whole. When some pixel is
+    unusable or ``I1 + I2 <= 0`` somewhere, ``c`` comes from `_ratio_mean_plain`.
     """
-    work = d1.dtype.type
+    work = np.float32 if (d1.dtype == np.float32 and d2.dtype == np.float32) else np.float64
+    ny, nx = d1.shape
     n = d1.size
     mu = 0.5 * (mu1 + mu2)
     a2, a1 = work(mu2 / mu), work(mu1 / mu)
@@ -877,20 +938,29 @@ def _difference_and_ratio_mean(
         raise ValueError(f"block {block} is not a multiple of numpy's buffer size {np.getbufsize()}")
     block = max(1, min(block, n))
     diff = work_array("ptc_diff", d1.shape, work)
-    f1, f2, fd = d1.reshape(-1), d2.reshape(-1), diff.reshape(-1)
+    sources = [_block_source(d, work, block, nx, slot) for d, slot in ((d1, "ptc_src1"), (d2, "ptc_src2"))]
+    fd = diff.reshape(-1)
+    rows = np.empty(ny) if row_sums else None
+    rows_done = 0
     fused = do_gain and good is None and n > 0
     tmp = work_array("ptc_blk_tmp", (block,), work)
     x = work_array("ptc_blk_x", (block,), work)
     den = work_array("ptc_blk_den", (block,), work)
     acc: np.floating | None = None
+    dsum: np.floating | None = None
     positive = True
     with np.errstate(divide="ignore", invalid="ignore"):
         for s in range(0, n, block):
             e = min(s + block, n)
-            a, b, t = f1[s:e], f2[s:e], tmp[: e - s]
-            dblk = fd[s:e]
+            a, b = sources[0](s, e), sources[1](s, e)
+            t, dblk = tmp[: e - s], fd[s:e]
             np.multiply(a, a2, out=dblk)
             dblk -= np.multiply(b, a1, out=t)
+            dsum = (np.add.reduce(dblk, dtype=np.float64) if dsum is None
+                    else np.add.reduce(dblk, dtype=np.float64, initial=dsum))
+            if rows is not None and (done := (e // nx if e < n else ny)) > rows_done:
+                np.add.reduce(diff[rows_done:done], axis=1, dtype=np.float64, out=rows[rows_done:done])
+                rows_done = done
             if not fused:
                 continue
             xb, db = x[: e - s], den[: e - s]
@@ -909,11 +979,53 @@ def _difference_and_ratio_mean(
                 xb /= db
                 acc = (np.add.reduce(xb, dtype=np.float64) if acc is None
                        else np.add.reduce(xb, dtype=np.float64, initial=acc))
+    diff_sum = float(dsum) if dsum is not None else 0.0
     if not do_gain:
-        return diff, float("nan")
-    if fused and positive:
-        return diff, float(acc) / n
-    return diff, _ratio_mean_plain(d1, d2, mu1, mu2, good, flux_normalization)
+        c = float("nan")
+    elif fused and positive:
+        c = float(acc) / n
+    else:
+        c = _ratio_mean_plain(d1.astype(work, copy=False), d2.astype(work, copy=False), mu1, mu2,
+                              good, flux_normalization)
+    return PairPass(diff, c, diff_sum, rows)
+
+
+def _block_source(
+    im: np.ndarray, work: type, block: int, nx: int, slot: str
+) -> Callable[[int, int], np.ndarray]:
+    """Return ``get(s, e)``: the flat values ``[s, e)`` of ``im`` in dtype ``work``.
+
+    A C-contiguous ``im`` of that dtype is sliced; otherwise the rows covering ``[s, e)`` are
+    copied into the scratch array ``slot`` (at most ``block + 2 nx`` values).
+    """
+    if im.dtype == work and im.flags.c_contiguous:
+        flat = im.reshape(-1)
+        return lambda s, e: flat[s:e]
+    scratch = work_array(slot, (block + 2 * nx,), work)
+
+    def get(s: int, e: int) -> np.ndarray:
+        r0, r1 = s // nx, -(-e // nx)
+        np.copyto(scratch[: (r1 - r0) * nx].reshape(r1 - r0, nx), im[r0:r1], casting="unsafe")
+        off = s - r0 * nx
+        return scratch[off: off + e - s]
+
+    return get
+
+
+def _abs_at_most(x: np.ndarray, limit: np.floating, out: np.ndarray, block: int = PAIR_BLOCK) -> np.ndarray:
+    """``numpy.less_equal(numpy.abs(x), limit, out=out)`` block by block (no image-sized temporary).
+
+    ``out`` is a C-contiguous bool array of the shape of ``x``; the same comparisons, so the
+    same values.
+    """
+    if not x.flags.c_contiguous:
+        return np.less_equal(np.abs(x), limit, out=out)
+    fx, fo = x.reshape(-1), out.reshape(-1)
+    tmp = work_array("ptc_abs_blk", (min(block, fx.size),), x.dtype)
+    for s in range(0, fx.size, block):
+        e = min(s + block, fx.size)
+        np.less_equal(np.abs(fx[s:e], out=tmp[: e - s]), limit, out=fo[s:e])
+    return out
 
 
 def _usable(im: np.ndarray, bad: np.ndarray | None, slot: str) -> np.ndarray | None:
@@ -927,6 +1039,60 @@ def _usable(im: np.ndarray, bad: np.ndarray | None, slot: str) -> np.ndarray | N
         if bad.any():
             good &= ~bad
     return None if good.all() else good
+
+
+def _any_set(bad: np.ndarray | None) -> bool:
+    """Whether a "bad" array marks any pixel (`None`: no)."""
+    return bad is not None and bool(np.asarray(bad, bool).any())
+
+
+def _means_and_difference(
+    im1: np.ndarray, im2: np.ndarray, bad1: np.ndarray | None, bad2: np.ndarray | None,
+    nsigma: float, niter: int, *, assume_finite: bool, do_gain: bool, flux_normalization: bool,
+    bin_size: int,
+) -> tuple[float, float, int, np.ndarray | None, PairPass | None] | None:
+    """Clipped means of two flats, then the pass forming their difference image.
+
+    Returns ``(mu1, mu2, n1, good, pair)``: the means (ADU), the number of pixels behind
+    ``mu1``, the usable pixels (`None`: all) and the `PairPass`, which is `None` when a mean
+    is not finite or not positive. With ``assume_finite`` (only for flats without bad
+    pixels) no finiteness test precedes the statistics; `None` is returned instead when
+    either flat turns out to hold a NaN or an infinity (then call again without it: the
+    results with it are those of that call whenever it returns them).
+    """
+    if assume_finite:
+        try:
+            with np.errstate(invalid="ignore"):  # NaN/inf values may be there: checked below
+                mu1, _, n1 = clipped_stats_finite(im1, nsigma, niter)
+                mu2, _, _ = clipped_stats_finite(im2, nsigma, niter)
+        except (ArithmeticError, ValueError):
+            return None
+        good = None
+    else:
+        good1 = _usable(im1, bad1, "ptc_good1")
+        good2 = _usable(im2, bad2, "ptc_good2")
+        mu1, _, n1 = clipped_stats_finite(im1 if good1 is None else im1[good1], nsigma, niter)
+        mu2, _, _ = clipped_stats_finite(im2 if good2 is None else im2[good2], nsigma, niter)
+        if good1 is None:
+            good = good2
+        elif good2 is None:
+            good = good1
+        else:
+            good = good1 & good2
+    if not (np.isfinite(mu1) and np.isfinite(mu2)) or mu1 <= 0 or mu2 <= 0:
+        if assume_finite and not (_usable(im1, None, "ptc_good1") is None
+                                  and _usable(im2, None, "ptc_good2") is None):
+            return None
+        return mu1, mu2, int(n1), good, None
+    # D = (mu2 I1 - mu1 I2) / mu, its sums and the gain's c, in one cache-blocked pass over the
+    # flats (amp views are copied block by block)
+    with np.errstate(invalid="ignore" if assume_finite else None):
+        pair = _difference_and_ratio_mean(
+            im1, im2, mu1, mu2, good, do_gain=do_gain, flux_normalization=flux_normalization,
+            row_sums=good is None and bin_size == 1)
+    if assume_finite and not math.isfinite(pair.diff_sum):
+        return None
+    return mu1, mu2, int(n1), good, pair
 
 
 def measure_pair(
