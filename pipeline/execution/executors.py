@@ -148,10 +148,12 @@ def _run_in_worker(graph_path: str, repo_root: str, clean_stale: bool | None, qu
     return sqe.execute(quantum_id)
 
 
-#: Modules imported once by the fork server, so every worker starts with them loaded.
-_PRELOAD = ["numpy", "pipeline.execution.single_quantum", "pipeline.graph.quantum_graph", "pipeline.task",
-            "pipeline.connections", "butler._quantum_backed", "butler.datastore.file_datastore",
-            "butler.datastore.formatters", "butler.datasets", "butler.dimensions"]
+#: Modules imported once by the fork server, so every worker starts with them loaded; the first
+#: imports numpy with one BLAS thread (no idle OpenBLAS pool spinning in the fork server).
+_PRELOAD = ["pipeline.execution._forkserver_preload", "numpy", "pipeline.execution.single_quantum",
+            "pipeline.graph.quantum_graph", "pipeline.task", "pipeline.connections", "butler._quantum_backed",
+            "butler.datastore.file_datastore", "butler.datastore.formatters", "butler.datasets",
+            "butler.dimensions"]
 
 
 class ProcessPoolQuantumExecutor:

@@ -89,6 +89,11 @@ if sys.argv[1] == "pipetask":
         main(["run", "--help"])
     except SystemExit:
         pass
+elif sys.argv[1] == "forkserver":  # what the process pool's fork server imports first
+    import importlib
+    from pipeline.execution.executors import _PRELOAD
+    importlib.import_module(_PRELOAD[0])
+    assert "numpy" in sys.modules
 else:
     import_numpy_with_thread_limit()
 from threadpoolctl import threadpool_info
@@ -109,9 +114,9 @@ def _run_import(how: str, env_extra: dict[str, str]) -> dict:
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: BLAS starts one thread anyway")
-@pytest.mark.parametrize("how", ["function", "pipetask"])
+@pytest.mark.parametrize("how", ["function", "pipetask", "forkserver"])
 def test_numpy_imported_at_the_limit_starts_no_blas_thread(how: str) -> None:
-    """``pipetask run`` imports numpy with one BLAS thread: no pool thread to spin; environment kept."""
+    """``pipetask run`` and the pool's fork server import numpy with one BLAS thread: none to spin."""
     got = _run_import(how, {})
     assert got["blas"] == [1]
     if got["threads"] is not None:
