@@ -529,8 +529,14 @@ class Columns:
     """
 
     def __init__(self, tables: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-        from butler import DatasetType
-        from butler.dimensions import default_universe
+        from butler import DatasetRef, DatasetType
+        from butler.dimensions import DataCoordinate, DimensionRecord, default_universe
+
+        # The classes `ref` and `data_id` make one object of per dataset / data ID (no import
+        # statement each time).
+        self._dataset_ref = DatasetRef
+        self._data_coordinate = DataCoordinate
+        self._dimension_record = DimensionRecord
 
         self.tables = dict(tables)
         self.arrays = dict(arrays)
@@ -575,8 +581,6 @@ class Columns:
         dc = self._dc.get(i)
         if dc is not None:
             return dc
-        from butler.dimensions import DataCoordinate, DimensionRecord
-
         s = int(self.did_shape[i])
         r = int(self.did_row[i])
         dims, keys, rec_els, expanded = self.shapes[s]
@@ -591,9 +595,10 @@ class Columns:
                 ri = int(rrow[r, j])
                 rec = self._rec.get((el, ri))
                 if rec is None:
-                    rec = self._rec[(el, ri)] = DimensionRecord.from_dict(self.universe[el], self.records[el][ri])
+                    rec = self._rec[(el, ri)] = self._dimension_record.from_dict(self.universe[el],
+                                                                                 self.records[el][ri])
                 records[el] = rec
-        dc = self._dc[i] = DataCoordinate(self.universe, tuple(dims), values, records)
+        dc = self._dc[i] = self._data_coordinate(self.universe, tuple(dims), values, records)
         return dc
 
     def required_values(self, i: int) -> dict[str, Any]:
@@ -612,11 +617,9 @@ class Columns:
         """Return dataset ``di`` as a `DatasetRef` (cached: one object per dataset)."""
         ref = self._ref.get(di)
         if ref is None:
-            from butler import DatasetRef
-
-            ref = self._ref[di] = DatasetRef(self.dataset_types[int(self.ds_type[di])],
-                                             self.data_id(int(self.ds_data_id[di])),
-                                             self.runs[int(self.ds_run[di])], UUID(bytes=self.uuid_bytes(di)))
+            ref = self._ref[di] = self._dataset_ref(
+                self.dataset_types[int(self.ds_type[di])], self.data_id(int(self.ds_data_id[di])),
+                self.runs[int(self.ds_run[di])], UUID(bytes=self.ds_id[16 * di:16 * di + 16]))
         return ref
 
     def quantum_parts(self, qi: int) -> dict[str, dict[str, list[Any]]]:
@@ -625,7 +628,7 @@ class Columns:
         for k in range(int(self.q_io_start[qi]), int(self.q_io_start[qi + 1])):
             a, b = int(self.io_ds_start[k]), int(self.io_ds_start[k + 1])
             parts[ROLES[int(self.io_role[k])]][self.conn_names[int(self.io_conn[k])]] = [
-                self.ref(int(d)) for d in self.io_ds[a:b]]
+                self.ref(d) for d in self.io_ds[a:b].tolist()]
         return parts
 
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
