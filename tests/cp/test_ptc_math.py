@@ -468,8 +468,10 @@ def test_abs_cut_and_scratch_spectrum_equal_the_plain_expressions():
     d = rng.normal(0.0, 100.0, (333, 517)).astype(np.float32)
     cut = np.float32(150.0)
     out = np.empty(d.shape, bool)
-    np.testing.assert_array_equal(_abs_at_most(d, cut, out, block=8192), np.abs(d) <= cut)
-    assert 0 < np.count_nonzero(out) < out.size
+    for block in (8192, d.size):
+        out = np.empty(d.shape, bool)
+        np.testing.assert_array_equal(_abs_at_most(d, cut, out, block=block), np.abs(d) <= cut)
+        assert 0 < np.count_nonzero(out) < out.size
     for dtype in (np.float32, np.float64):
         buf = np.zeros((340, 540), dtype)
         buf[:333, :517] = d
@@ -522,27 +524,30 @@ def _same_measurement(a, b):
             assert x == y, f
 
 
+@pytest.mark.parametrize("shape", [(420, 300), (60, 50)])
 @pytest.mark.parametrize("case", ["finite", "nan_inf", "half_nan", "negative"])
-def test_unmasked_flats_measured_first_and_checked_after_equal_the_masked_path(monkeypatch, case):
+def test_unmasked_flats_measured_first_and_checked_after_equal_the_masked_path(monkeypatch, case, shape):
     """Flats without bad pixels skip the finiteness images; NaN/inf found later: redone masked.
 
     Whatever the flats hold, the result equals the path that selects the usable pixels
     first (forced here), and so do the warnings (none from the values measured unchecked).
+    Small boxes (below SMALL_REGION pixels) always take that path, from contiguous copies.
     """
     import warnings
 
     import pipeline.tasks.cp.ptc_math as pm
 
     rng = np.random.default_rng(38)
-    i1 = rng.normal(8000.0, 75.0, (420, 300)).astype(np.float32)
-    i2 = rng.normal(8050.0, 75.0, (420, 300)).astype(np.float32)
+    wide1 = rng.normal(8000.0, 75.0, (shape[0], shape[1] + 20)).astype(np.float32)
+    wide2 = rng.normal(8050.0, 75.0, (shape[0], shape[1] + 20)).astype(np.float32)
+    i1, i2 = wide1[:, 10:-10], wide2[:, 10:-10]  # amp views
     if case == "nan_inf":
-        i1[5, 5], i2[7, 9], i1[100, 100], i2[100, 100] = np.nan, np.inf, -np.inf, np.inf
+        i1[5, 5], i2[7, 9], i1[40, 40], i2[40, 40] = np.nan, np.inf, -np.inf, np.inf
     elif case == "half_nan":
-        i1[:250] = np.nan
+        i1[: shape[0] * 3 // 5] = np.nan
     elif case == "negative":
         i2[:] = -3.0
-    kw = dict(read_noise_adu=4.0, max_range=4, min_good_pixels=1000)
+    kw = dict(read_noise_adu=4.0, max_range=4, min_good_pixels=500)
 
     def measured(*bad):
         with warnings.catch_warnings(record=True) as seen:

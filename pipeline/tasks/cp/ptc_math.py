@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -191,7 +190,10 @@ def _rfft2_scratch(buf: np.ndarray) -> np.ndarray:
         return scipy.fft.rfft2(buf)
     ctype = np.complex64 if buf.dtype == np.float32 else np.complex128
     out = work_array("ptc_fft_out", (buf.shape[0], buf.shape[1] // 2 + 1), ctype)
-    return pypocketfft.r2c(buf, (0, 1), True, 0, out, 1)
+    try:
+        return pypocketfft.r2c(buf, (0, 1), True, 0, out, 1)
+    except TypeError:  # pragma: no cover - another signature of the private entry point
+        return scipy.fft.rfft2(buf)
 
 
 def _power_inplace(f: np.ndarray) -> np.ndarray:
@@ -756,16 +758,18 @@ def measure_pair_region(
     # float32 flats (post-ISR images) are differenced in float32: the rounding error
     # (~1e-7 x level) is far below the shot noise; other inputs in float64
     work = np.float32 if (im1.dtype == np.float32 and im2.dtype == np.float32) else np.float64
-    pass_kw = dict(do_gain=do_gain, flux_normalization=gain_flux_normalization, bin_size=bin_size)
-    # Flats without masked pixels are measured as they are, assuming every value finite, and
-    # checked by the difference pass (a NaN or infinity in either flat makes the sum of the
-    # difference image non-finite): no boolean images are built in the usual case. Otherwise,
-    # or when the check fails, the usable pixels are selected first.
+    # Large regions (amps) of flats without masked pixels are measured as they are, assuming
+    # every value finite, and checked by the difference pass (a NaN or infinity in either flat
+    # makes the sum of the difference image non-finite): no boolean images are built in the
+    # usual case. Otherwise (small boxes: the test costs less than the bookkeeping), or when
+    # the check fails, the usable pixels are selected first.
     got = None
-    if not (_any_set(bad1) or _any_set(bad2)):
-        got = _means_and_difference(im1, im2, None, None, nsigma, niter, assume_finite=True, **pass_kw)
+    if im1.size >= SMALL_REGION and not (_any_set(bad1) or _any_set(bad2)):
+        got = _means_and_difference(im1, im2, None, None, nsigma, niter, True, do_gain,
+                                    gain_flux_normalization, bin_size)
     if got is None:
-        got = _means_and_difference(im1, im2, bad1, bad2, nsigma, niter, assume_finite=False, **pass_kw)
+        got = _means_and_difference(im1, im2, bad1, bad2, nsigma, niter, False, do_gain,
+                                    gain_flux_normalization, bin_size)
     mu1, mu2, n1, good, pair = got
     if pair is None:
         return _empty(max_range, "non-positive or non-finite mean", mean1=mu1, mean2=mu2)
@@ -938,7 +942,12 @@ def _difference_and_ratio_mean(
         raise ValueError(f"block {block} is not a multiple of numpy's buffer size {np.getbufsize()}")
     block = max(1, min(block, n))
     diff = work_array("ptc_diff", d1.shape, work)
-    sources = [_block_source(d, work, block, nx, slot) for d, slot in ((d1, "ptc_src1"), (d2, "ptc_src2"))]
+    f1 = _flat_values(d1, work, block, "ptc_src1")
+    f2 = _flat_values(d2, work, block, "ptc_src2")
+    rows_scratch = None
+    if f1 is None or f2 is None:
+        rows_scratch = (work_array("ptc_src1", (block + 2 * nx,), work),
+                        work_array("ptc_src2", (block + 2 * nx,), work))
     fd = diff.reshape(-1)
     rows = np.empty(ny) if row_sums else None
     rows_done = 0
@@ -952,7 +961,8 @@ def _difference_and_ratio_mean(
     with np.errstate(divide="ignore", invalid="ignore"):
         for s in range(0, n, block):
             e = min(s + block, n)
-            a, b = sources[0](s, e), sources[1](s, e)
+            a = f1[s:e] if f1 is not None else _row_block(d1, s, e, rows_scratch[0])
+            b = f2[s:e] if f2 is not None else _row_block(d2, s, e, rows_scratch[1])
             t, dblk = tmp[: e - s], fd[s:e]
             np.multiply(a, a2, out=dblk)
             dblk -= np.multiply(b, a1, out=t)
@@ -990,26 +1000,28 @@ def _difference_and_ratio_mean(
     return PairPass(diff, c, diff_sum, rows)
 
 
-def _block_source(
-    im: np.ndarray, work: type, block: int, nx: int, slot: str
-) -> Callable[[int, int], np.ndarray]:
-    """Return ``get(s, e)``: the flat values ``[s, e)`` of ``im`` in dtype ``work``.
+def _flat_values(im: np.ndarray, work: type, block: int, slot: str) -> np.ndarray | None:
+    """``im`` as flat values of dtype ``work`` when that costs no image-sized copy, else `None`.
 
-    A C-contiguous ``im`` of that dtype is sliced; otherwise the rows covering ``[s, e)`` are
-    copied into the scratch array ``slot`` (at most ``block + 2 nx`` values).
+    A C-contiguous ``im`` of that dtype is its own flat view; an image of one block (a grid
+    box) is copied whole into the scratch array ``slot``; otherwise `None`: read the blocks
+    with `_row_block`.
     """
     if im.dtype == work and im.flags.c_contiguous:
-        flat = im.reshape(-1)
-        return lambda s, e: flat[s:e]
-    scratch = work_array(slot, (block + 2 * nx,), work)
+        return im.reshape(-1)
+    if im.size <= block:
+        flat = work_array(slot, (im.size,), work)
+        np.copyto(flat.reshape(im.shape), im, casting="unsafe")
+        return flat
+    return None
 
-    def get(s: int, e: int) -> np.ndarray:
-        r0, r1 = s // nx, -(-e // nx)
-        np.copyto(scratch[: (r1 - r0) * nx].reshape(r1 - r0, nx), im[r0:r1], casting="unsafe")
-        off = s - r0 * nx
-        return scratch[off: off + e - s]
 
-    return get
+def _row_block(im: np.ndarray, s: int, e: int, scratch: np.ndarray) -> np.ndarray:
+    """Flat values ``[s, e)`` of the 2-D ``im``: the rows covering them copied into ``scratch``."""
+    nx = im.shape[1]
+    r0, r1 = s // nx, -(-e // nx)
+    np.copyto(scratch[: (r1 - r0) * nx].reshape(r1 - r0, nx), im[r0:r1], casting="unsafe")
+    return scratch[s - r0 * nx: e - r0 * nx]
 
 
 def _abs_at_most(x: np.ndarray, limit: np.floating, out: np.ndarray, block: int = PAIR_BLOCK) -> np.ndarray:
@@ -1018,8 +1030,8 @@ def _abs_at_most(x: np.ndarray, limit: np.floating, out: np.ndarray, block: int 
     ``out`` is a C-contiguous bool array of the shape of ``x``; the same comparisons, so the
     same values.
     """
-    if not x.flags.c_contiguous:
-        return np.less_equal(np.abs(x), limit, out=out)
+    if x.size <= block or not x.flags.c_contiguous:
+        return np.less_equal(np.abs(x, out=work_array("ptc_tmp", x.shape, x.dtype)), limit, out=out)
     fx, fo = x.reshape(-1), out.reshape(-1)
     tmp = work_array("ptc_abs_blk", (min(block, fx.size),), x.dtype)
     for s in range(0, fx.size, block):
@@ -1048,7 +1060,7 @@ def _any_set(bad: np.ndarray | None) -> bool:
 
 def _means_and_difference(
     im1: np.ndarray, im2: np.ndarray, bad1: np.ndarray | None, bad2: np.ndarray | None,
-    nsigma: float, niter: int, *, assume_finite: bool, do_gain: bool, flux_normalization: bool,
+    nsigma: float, niter: int, assume_finite: bool, do_gain: bool, flux_normalization: bool,
     bin_size: int,
 ) -> tuple[float, float, int, np.ndarray | None, PairPass | None] | None:
     """Clipped means of two flats, then the pass forming their difference image.
@@ -1061,38 +1073,55 @@ def _means_and_difference(
     results with it are those of that call whenever it returns them).
     """
     if assume_finite:
+        pair = None
         try:
             with np.errstate(invalid="ignore"):  # NaN/inf values may be there: checked below
                 mu1, _, n1 = clipped_stats_finite(im1, nsigma, niter)
                 mu2, _, _ = clipped_stats_finite(im2, nsigma, niter)
+                if _usable_means(mu1, mu2):
+                    pair = _difference_and_ratio_mean(im1, im2, mu1, mu2, None, do_gain=do_gain,
+                                                      flux_normalization=flux_normalization,
+                                                      row_sums=bin_size == 1)
         except (ArithmeticError, ValueError):
             return None
-        good = None
-    else:
-        good1 = _usable(im1, bad1, "ptc_good1")
-        good2 = _usable(im2, bad2, "ptc_good2")
-        mu1, _, n1 = clipped_stats_finite(im1 if good1 is None else im1[good1], nsigma, niter)
-        mu2, _, _ = clipped_stats_finite(im2 if good2 is None else im2[good2], nsigma, niter)
-        if good1 is None:
-            good = good2
-        elif good2 is None:
-            good = good1
-        else:
-            good = good1 & good2
-    if not (np.isfinite(mu1) and np.isfinite(mu2)) or mu1 <= 0 or mu2 <= 0:
-        if assume_finite and not (_usable(im1, None, "ptc_good1") is None
-                                  and _usable(im2, None, "ptc_good2") is None):
+        if pair is None:  # a NaN or an infinity may be the cause
+            if _usable(im1, None, "ptc_good1") is not None or _usable(im2, None, "ptc_good2") is not None:
+                return None
+        elif not math.isfinite(pair.diff_sum):
             return None
+        return mu1, mu2, int(n1), None, pair
+    src1, src2 = im1, im2  # what the difference pass reads
+    if im1.size <= PAIR_BLOCK:
+        # a small box: contiguous working copies first; the finiteness test and the
+        # difference pass then run over contiguous arrays
+        work = np.float32 if (im1.dtype == np.float32 and im2.dtype == np.float32) else np.float64
+        src1 = work_array("ptc_d1", im1.shape, work)
+        src2 = work_array("ptc_d2", im2.shape, work)
+        np.copyto(src1, im1, casting="unsafe")
+        np.copyto(src2, im2, casting="unsafe")
+    good1 = _usable(src1 if src1.dtype == im1.dtype else im1, bad1, "ptc_good1")
+    good2 = _usable(src2 if src2.dtype == im2.dtype else im2, bad2, "ptc_good2")
+    mu1, _, n1 = clipped_stats_finite(im1 if good1 is None else im1[good1], nsigma, niter)
+    mu2, _, _ = clipped_stats_finite(im2 if good2 is None else im2[good2], nsigma, niter)
+    if good1 is None:
+        good = good2
+    elif good2 is None:
+        good = good1
+    else:
+        good = good1 & good2
+    if not _usable_means(mu1, mu2):
         return mu1, mu2, int(n1), good, None
     # D = (mu2 I1 - mu1 I2) / mu, its sums and the gain's c, in one cache-blocked pass over the
     # flats (amp views are copied block by block)
-    with np.errstate(invalid="ignore" if assume_finite else None):
-        pair = _difference_and_ratio_mean(
-            im1, im2, mu1, mu2, good, do_gain=do_gain, flux_normalization=flux_normalization,
-            row_sums=good is None and bin_size == 1)
-    if assume_finite and not math.isfinite(pair.diff_sum):
-        return None
+    pair = _difference_and_ratio_mean(src1, src2, mu1, mu2, good, do_gain=do_gain,
+                                      flux_normalization=flux_normalization,
+                                      row_sums=good is None and bin_size == 1)
     return mu1, mu2, int(n1), good, pair
+
+
+def _usable_means(mu1: float, mu2: float) -> bool:
+    """Whether both clipped means are finite and positive (a measurable pair)."""
+    return bool(np.isfinite(mu1) and np.isfinite(mu2)) and mu1 > 0 and mu2 > 0
 
 
 def measure_pair(
