@@ -100,7 +100,7 @@ class LazyGroup(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         """Find the command; those not in `GC_PAUSED_COMMANDS` start with the garbage collector on."""
         name, command, rest = super().resolve_command(ctx, args)
-        if name in EXECUTING_COMMANDS:
+        if name in EXECUTING_COMMANDS and not {"-h", "--help"} & set(rest):
             from ..execution.threads import import_numpy_with_thread_limit
 
             import_numpy_with_thread_limit()

@@ -89,6 +89,11 @@ if sys.argv[1] == "pipetask":
         main(["run", "--help"])
     except SystemExit:
         pass
+    assert "numpy" not in sys.modules, "pipetask run --help imported numpy"
+    try:
+        main(["run"])  # resolves the command (numpy imported), then fails: no repository
+    except SystemExit:
+        pass
 elif sys.argv[1] == "forkserver":  # what the process pool's fork server imports first
     import importlib
     from pipeline.execution.executors import _PRELOAD
