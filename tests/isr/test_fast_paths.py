@@ -663,3 +663,46 @@ def test_saturation_of_an_integer_raw_equals_float32_comparison(dtype, level):
     np.testing.assert_array_equal(planes[0], planes[1])
     n_sat = np.count_nonzero(data.astype(np.float32) >= level)
     assert np.count_nonzero(planes[0]) == n_sat and (n_sat > 0 or level > 1e6)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int16, np.int32, np.int64, np.float32])
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (3, 5), (4, 6), (64, 130)])
+def test_has_nonzero_equals_count_nonzero(dtype, shape):
+    """`calib_apply.has_nonzero` == ``np.count_nonzero(plane) > 0`` (contiguous or not, odd sizes)."""
+    from pipeline.tasks.isr.calib_apply import has_nonzero
+
+    rng = np.random.default_rng(5)
+    base = np.zeros(shape, dtype)
+    cases = [base, base[:, ::2], base.T]
+    if base.size:
+        one = base.copy()
+        one[-1, -1] = 1  # the last element only (the end of the last 64-bit word)
+        first = base.copy()
+        first.reshape(-1)[0] = 1
+        many = (rng.random(shape) < 0.01).astype(dtype)
+        cases += [one, first, many, one[:, ::2], one.T]
+    if dtype == np.float32 and base.size:
+        neg = base.copy()
+        neg[0, 0] = -0.0  # a zero with a set bit: counted as zero
+        cases.append(neg)
+    for plane in cases:
+        assert has_nonzero(plane) == (np.count_nonzero(plane) > 0), (plane.shape, plane.strides)
+
+
+@pytest.mark.parametrize("hole", [None, (0, 0), (37, 41), (99, 129)])
+def test_saturated_amp_marked_bad_only_when_every_pixel_is_flagged(hole):
+    """The sampled pre-test of `mask_amplifier` keeps the full-amp BAD rule: one unflagged pixel
+    (in the sample or not) keeps the amp good."""
+    from pipeline.tasks.isr.masking import mask_amplifier
+
+    data = np.full((100, 130), 300, np.uint16)
+    if hole is not None:
+        data[hole] = 10
+    box = Box(0, 0, 130, 100)
+    amp = Amplifier("A", bbox=box, raw_bbox=box, raw_data_bbox=box)
+    mi = MaskedImage(data)
+    res = mask_amplifier(mi, amp, None, saturation=200.0, saturated_plane="SAT", suspect_plane=None)
+    assert res.bad == (hole is None)
+    bad = mi.get_plane_bitmask("BAD")
+    assert np.count_nonzero(mi.mask & bad) == (data.size if hole is None else 0)
+    assert np.count_nonzero(mi.mask & mi.get_plane_bitmask("SAT")) == data.size - (hole is not None)

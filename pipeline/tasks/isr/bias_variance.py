@@ -147,9 +147,10 @@ def bias_variance_linearity(
         block = _block_rows((width,))
         if thumbnails is not None:  # whole thumbnail cells per block
             block = max(block - block % thumbnails.factor, thumbnails.factor)
-        scratch = np.empty((min(block, y1 - y0), width), np.float32) if squared else None
+        # scratch blocks: the Squared linearity and the dark share the first (fewer blocks
+        # live in the cache at once)
+        ta = np.empty((min(block, y1 - y0), width), np.float32) if squared or dark_flat else None
         if dark_flat is not None:
-            ta = np.empty((min(block, y1 - y0), width), np.float32)
             tb = np.empty_like(ta)
         for r0 in range(y0, y1, block):
             rows = slice(r0, min(r0 + block, y1))
@@ -167,7 +168,7 @@ def bias_variance_linearity(
             # reductions and fails the comparisons); checked while the block is in the cache
             block_finite = _finite_range(bmin, vb)
             if squared:
-                t = scratch[: rows.stop - rows.start]
+                t = ta[: rows.stop - rows.start]
                 np.multiply(c_sq, blk, out=t)  # as linearize_squared: v *= 1 + c0 v
                 np.add(1, t, out=t)
                 blk *= t

@@ -24,6 +24,7 @@ __all__ = [
     "calib_planes",
     "calib_metadata",
     "conformed_mask",
+    "has_nonzero",
 ]
 
 
@@ -45,13 +46,40 @@ def _dark_time(calib: Any) -> float | None:
     return getattr(getattr(calib, "info", None), "dark_time", None)
 
 
+def has_nonzero(plane: np.ndarray) -> bool:
+    """Whether an integer (or bool) plane holds a non-zero value: ``np.count_nonzero(plane) > 0``.
+
+    A C-contiguous plane whose size in bytes is a multiple of 8 is read as unsigned 64-bit
+    words (every byte of a zero integer is zero) and tested with one maximum, about twice
+    as fast as counting the int32 elements; other planes are counted.
+
+    Parameters
+    ----------
+    plane : `numpy.ndarray`
+        Mask-like plane of any shape (integer or bool dtype for the fast path).
+
+    Returns
+    -------
+    nonzero : `bool`
+    """
+    if plane.size == 0:
+        return False
+    if (
+        plane.flags.c_contiguous
+        and plane.nbytes % 8 == 0
+        and (np.issubdtype(plane.dtype, np.integer) or plane.dtype == np.bool_)
+    ):
+        return bool(plane.reshape(-1).view(np.uint64).max())
+    return bool(np.count_nonzero(plane))
+
+
 def conformed_mask(exposure: Exposure, calib: Any, mask: np.ndarray | None) -> np.ndarray | None:
     """Return the calibration's mask in the exposure's plane dictionary; `None` if no bit is set.
 
     A calibration mask without any bit set is dropped: the read-only count is cheaper than
     OR-ing a full plane of zeros into the exposure's mask.
     """
-    if mask is None or not np.count_nonzero(mask):
+    if mask is None or not has_nonzero(mask):
         return None
     if not isinstance(calib, (Exposure, MaskedImage)):
         return mask

@@ -53,7 +53,7 @@ _EDGE_RUN = 6
 
 #: Pixels per block of the blocked plane arithmetic: a few float32 planes of one block stay
 #: in the L2 cache between the operations applied to it.
-_BLOCK_PIXELS = 1 << 17
+_BLOCK_PIXELS = 1 << 16
 
 
 def _block_rows(shape: tuple[int, ...]) -> int:
