@@ -706,3 +706,81 @@ def test_saturated_amp_marked_bad_only_when_every_pixel_is_flagged(hole):
     bad = mi.get_plane_bitmask("BAD")
     assert np.count_nonzero(mi.mask & bad) == (data.size if hole is None else 0)
     assert np.count_nonzero(mi.mask & mi.get_plane_bitmask("SAT")) == data.size - (hole is not None)
+
+
+@pytest.mark.parametrize("with_sat_bit", [True, False])
+def test_widening_inventory_equals_widening_then_scan(with_sat_bit):
+    """`widen_saturation_mask_inventory` == `widen_saturation_mask` then `flagged_pixels`
+    (trails of every width class, at the edges, a BAD-only pixel, bits with or without SAT)."""
+    from pipeline.tasks.isr.masking import widen_saturation_mask, widen_saturation_mask_inventory
+
+    rng = np.random.default_rng(9)
+    mask = np.zeros((300, 257), np.int32)
+    mi0 = MaskedImage(np.zeros(mask.shape, np.float32), mask)
+    sat, bad, intrp = (mi0.get_plane_bitmask(p) for p in ("SAT", "BAD", "INTRP"))
+    for row, (x0, w) in enumerate([(0, 3), (20, 6), (60, 7), (100, 8), (150, 9), (200, 10), (245, 12)]):
+        mask[40 + 3 * row, x0 : x0 + w] |= sat
+    mask[250, 250:] |= sat  # at the right edge
+    mask[rng.integers(0, 300, 30), rng.integers(0, 257, 30)] |= bad
+    mask[5, 5] |= intrp | 1024  # a bit outside the inventory as well
+    bits = (bad | sat | intrp) if with_sat_bit else (bad | intrp)
+    a = MaskedImage(np.zeros(mask.shape, np.float32), mask.copy(), None, mi0.mask_planes)
+    b = MaskedImage(np.zeros(mask.shape, np.float32), mask.copy(), None, mi0.mask_planes)
+    widen_saturation_mask(a, "SAT")
+    ys, xs, vals = F.flagged_pixels(a.mask, bits)
+    got = widen_saturation_mask_inventory(b, "SAT", bits)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert np.count_nonzero(a.mask & sat) > np.count_nonzero(mask & sat)  # trails were widened
+    for want, have in zip((ys, xs, vals), got):
+        np.testing.assert_array_equal(want, have)
+        assert want.dtype == have.dtype
+    # no SAT plane: nothing widened, the plain inventory
+    c = MaskedImage(np.zeros(mask.shape, np.float32), mask.copy(), None, {"BAD": 0})
+    got = widen_saturation_mask_inventory(c, "SAT", 1)
+    np.testing.assert_array_equal(c.mask, mask)
+    for want, have in zip(F.flagged_pixels(mask, 1), got):
+        np.testing.assert_array_equal(want, have)
+
+
+@pytest.mark.parametrize("extra", [{}, {"doVignette": True}])
+def test_inventory_from_the_widening_gives_the_scanned_run(monkeypatch, extra):
+    """IsrTask with the inventory taken from the widening scan == the run that scans the mask
+    again before the bad regions (saturated trail, defects); a step that can change the mask
+    in between (vignetting) turns the reuse off."""
+    from pipeline.tasks.isr import IsrTask
+    from pipeline.tasks.isr import isr_task as isr_task_module
+
+    exps, _ = simulate_exposures(
+        "testcam",
+        [{"observation_type": "science", "exposure_time": 10.0, "flux": 200.0}],
+        seed=21,
+        detectors=[1],
+    )
+    raw = exps[0]
+    raw.image[30:33, 40:52] = 65000  # saturated trails, widened
+    shape = raw.detector.bbox.shape
+    rng = np.random.default_rng(22)
+    calibs = {
+        "bias": Exposure(MaskedImage(rng.normal(3.0, 0.5, shape).astype(np.float32))),
+        "dark": Exposure(MaskedImage(rng.uniform(0, 0.02, shape).astype(np.float32))),
+        "flat": Exposure(MaskedImage(rng.uniform(0.9, 1.1, shape).astype(np.float32))),
+        "defects": [Box(10, 0, 1, shape[0]), Box(60, 20, 3, 4)],
+    }
+    calibs["dark"].info.dark_time = 2.0
+    cfg = IsrTaskConfig(doSaturation=True, saturation=60000.0, doCalculateStatistics=True, **extra)
+    used = []
+    real = isr_task_module.widen_saturation_mask_inventory
+    monkeypatch.setattr(
+        isr_task_module, "widen_saturation_mask_inventory", lambda *a: used.append(1) or real(*a)
+    )
+    task = IsrTask(config=cfg)
+    fused = task.run(raw.copy(), **calibs)
+    assert len(used) == (0 if extra else 1)
+    monkeypatch.setattr(IsrTask, "_mask_final_after_widening", lambda self, *a: False)
+    plain = IsrTask(config=cfg).run(raw.copy(), **calibs)
+    for name in ("image", "mask", "variance"):
+        np.testing.assert_array_equal(getattr(fused.exposure, name), getattr(plain.exposure, name))
+    assert fused.outputStatistics and fused.outputStatistics == plain.outputStatistics
+    sat = fused.exposure.masked_image.get_plane_bitmask("SAT")
+    assert np.count_nonzero(fused.exposure.mask & sat) > 0
+    assert dict(fused.exposure.metadata.items()) == dict(plain.exposure.metadata.items())

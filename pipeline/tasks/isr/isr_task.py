@@ -72,6 +72,7 @@ from .masking import (
     mask_parallel_bleeds,
     mask_vignette,
     widen_saturation_mask,
+    widen_saturation_mask_inventory,
 )
 from .overscan_task import OverscanCorrectionTask, OverscanCorrectionTaskConfig
 from .run_state import IsrCalibs, IsrRunState, check_inputs
@@ -474,14 +475,19 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
                 state.task_metadata["NUMNANS"] = int(state.nonfinite.size)
             else:
                 state.task_metadata["NUMNANS"] = mask_nan(mi)
+        filt = ccd.info.physical_filter
+        do_fringe = c.doFringe and filt in c.fringe.filters and k.fringes is not None
         if c.doWidenSaturationTrails:  # 16. saturation trails
-            widen_saturation_mask(mi, c.saturatedMaskName)
+            if self._mask_final_after_widening(state, do_fringe, filt):
+                # the flagged-pixel inventory of steps 27-28 comes from the same mask scan
+                bits = self._inventory_bits(mi)
+                state.inventory = (bits, widen_saturation_mask_inventory(mi, c.saturatedMaskName, bits))
+            else:
+                widen_saturation_mask(mi, c.saturatedMaskName)
         if c.doBrighterFatter:  # 18. brighter-fatter
             self._brighter_fatter(state, k)
             _hset(md, "LSST ISR BF APPLIED", True)
         # 19. dark (fused with 22. flat when nothing runs between them)
-        filt = ccd.info.physical_filter
-        do_fringe = c.doFringe and filt in c.fringe.filters and k.fringes is not None
         fused = c.doDark and c.doFlat and not c.doStrayLight and not (do_fringe and not c.fringeAfterFlat)
         if state.dark_flat_done:
             pass  # applied in the bias/variance/linearity pass
@@ -528,6 +534,23 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
         if c.qa.doThumbnailFlattened and flat_thumb is None:
             flat_thumb = bin_image(mi.image, c.qa.thumbnailBinning, np.float32)
         return oss_thumb, flat_thumb
+
+    def _inventory_bits(self, mi: Any) -> int:
+        """Mask bits of the flagged-pixel inventory (BAD, SAT, INTRP, the planes to interpolate)."""
+        c = self.config
+        planes = [p for p in ("BAD", "SAT", "INTRP", *c.interpolation_planes()) if p in mi.mask_planes]
+        return int(mi.get_plane_bitmask(planes))
+
+    def _mask_final_after_widening(self, state: IsrRunState, do_fringe: bool, filt: Any) -> bool:
+        """Whether no step between the saturation-trail widening and the bad-region,
+        interpolation and statistics steps can change the mask (and those steps run)."""
+        c = self.config
+        return bool(
+            (c.doSetBadRegions or c.doInterpolate or c.doStandardStatistics or c.doCalculateStatistics)
+            and state.dark_flat_done
+            and not (c.doBrighterFatter or do_fringe or c.doStrayLight or c.doApplyGains or c.doVignette)
+            and not (c.doIlluminationCorrection and filt in c.illumFilters)
+        )
 
     def _bias_variance_linearity(self, state: IsrRunState, k: IsrCalibs) -> None:
         """Run steps 10-12: bias, variance, linearity; fused in one pass when the variance is replaced."""
@@ -597,8 +620,11 @@ class IsrTask(IsrStepMethods, IsrCorrectionSteps, PipelineTask):
         do_stats = c.doStandardStatistics or c.doCalculateStatistics
         inventory = None
         if c.doSetBadRegions or c.doInterpolate or do_stats:
-            planes = [p for p in ("BAD", "SAT", "INTRP", *c.interpolation_planes()) if p in mi.mask_planes]
-            inventory = F.flagged_pixels(mi.mask, mi.get_plane_bitmask(planes))
+            bits = self._inventory_bits(mi)
+            if state.inventory is not None and state.inventory[0] == bits:
+                inventory = state.inventory[1]  # found while widening the saturation trails
+            else:
+                inventory = F.flagged_pixels(mi.mask, bits)
         if c.doSetBadRegions:  # 27.
             n, value = F.set_bad_regions(
                 mi.image,

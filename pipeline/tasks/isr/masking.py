@@ -33,6 +33,7 @@ __all__ = [
     "mask_vignette",
     "threshold_mask",
     "widen_saturation_mask",
+    "widen_saturation_mask_inventory",
 ]
 
 
@@ -254,6 +255,53 @@ def widen_saturation_mask(mi: MaskedImage, plane: str) -> None:
         band = slice(int(sy[0]), int(sy[-1]) + 1)
         wide = F.widen_saturation_trails((mi.mask[band] & bit) != 0)
         np.bitwise_or(mi.mask[band], bit, out=mi.mask[band], where=wide)
+
+
+def widen_saturation_mask_inventory(
+    mi: MaskedImage, plane: str, bits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`widen_saturation_mask`, returning the flagged-pixel inventory of the result from one scan.
+
+    Parameters
+    ----------
+    mi : `pipeline.image.MaskedImage`
+        Planes; the mask is widened in place exactly as `widen_saturation_mask` does.
+    plane : `str`
+        Saturation mask plane.
+    bits : `int`
+        Bits of the inventory (e.g. BAD | SAT | INTRP and the planes to interpolate).
+
+    Returns
+    -------
+    ys, xs, values : `numpy.ndarray`
+        ``isr_functions.flagged_pixels(mi.mask, bits)`` of the widened mask (row-major
+        order; values ``mask & bits``, int32).
+
+    Notes
+    -----
+    One `isr_functions.flagged_pixels` scan of the mask for ``bits`` and the saturation bit
+    gives the saturated rows (what `isr_functions.rows_with_bits` finds); the widened pixels
+    are merged into it, so a caller that would scan the mask again for ``bits`` (the
+    flagged-pixel inventory of the bad-region, interpolation and statistics steps) reads
+    the plane once instead of twice when nothing changes the mask in between.
+    """
+    nx = mi.mask.shape[1]
+    sat = np.int32(mi.get_plane_bitmask(plane)) if plane in mi.mask_planes else np.int32(0)
+    ys, xs, vals = F.flagged_pixels(mi.mask, int(bits) | int(sat))
+    if sat:
+        sat_rows = ys[(vals & sat) != 0]
+        if sat_rows.size:
+            band = slice(int(sat_rows[0]), int(sat_rows[-1]) + 1)  # row-major: sorted rows
+            wide = F.widen_saturation_trails((mi.mask[band] & sat) != 0)
+            np.bitwise_or(mi.mask[band], sat, out=mi.mask[band], where=wide)
+            idx = np.union1d(ys * nx + xs, np.flatnonzero(wide) + band.start * nx)
+            ys, xs = np.divmod(idx, nx)
+    b = np.int32(bits)
+    vals = mi.mask[ys, xs] & b
+    keep = vals != 0
+    if not keep.all():
+        ys, xs, vals = ys[keep], xs[keep], vals[keep]
+    return ys, xs, vals
 
 
 def mask_vignette(

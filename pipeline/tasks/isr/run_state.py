@@ -76,6 +76,9 @@ class IsrRunState:
         Each amp's region in the current image (trimmed or raw data box).
     task_metadata : `dict`
         Task metadata items of this run, copied to ``task.metadata`` when the run ends.
+    inventory : `tuple` or `None`
+        ``(bits, (ys, xs, values))``: the flagged-pixel inventory of the mask for ``bits``
+        found while widening the saturation trails, when no later step changes the mask.
     """
 
     exposure: Exposure
@@ -91,6 +94,7 @@ class IsrRunState:
     noises: dict[str, float] = field(default_factory=dict)
     amp_boxes: dict[str, Box] = field(default_factory=dict)
     task_metadata: dict[str, Any] = field(default_factory=dict)
+    inventory: Any = None
 
 
 def check_inputs(config: Any, ccd: Exposure, calibs: IsrCalibs, do_linearize: bool) -> None:
