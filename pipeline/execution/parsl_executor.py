@@ -19,6 +19,10 @@ Failures
   heartbeats) is retried: first by Parsl's own ``retries`` (with a retry handler that counts only
   lost-worker errors), then by this executor up to ``lost_worker_retries`` more times; after
   that the quantum fails with ``WorkerLostError`` and only its descendants are blocked.
+- A task that finished on a worker killed just afterwards can lose its result inside Parsl
+  (no result, no error: its future would stay pending for ever). Workers record each task's
+  start and end in a ledger file per process; the tasks a dead process finished whose results
+  never came are resubmitted like lost ones (see `lost_results`).
 - Any other infrastructure error (e.g. ccdflow cannot be imported on the workers) fails the
   quantum with the Parsl error message instead of killing the whole run.
 
@@ -50,6 +54,8 @@ import inspect
 import logging
 import os
 import runpy
+import shutil
+import socket
 import statistics
 import sys
 import threading
@@ -57,7 +63,7 @@ from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -69,7 +75,7 @@ from .threads import CORES_PER_QUANTUM_VAR, THREAD_ENV_VARS
 __all__ = ["ParslQuantumExecutor", "ParslConfigError", "ParslWorkersUnavailableError", "ParslSiteConfig",
            "HtexOptions", "ProviderOptions", "load_parsl_config", "make_parsl_config",
            "run_quantum_on_worker", "run_quanta_on_worker", "is_lost_worker_error", "is_no_workers_error",
-           "lost_worker_retry_handler", "PROVIDER_KINDS"]
+           "lost_worker_retry_handler", "PROVIDER_KINDS", "write_ledger", "parse_ledger", "lost_results"]
 
 _log = logging.getLogger("ccdflow.exec.parsl")
 
@@ -486,7 +492,8 @@ _WORKER_CACHE: dict[tuple[str, str, int, int, float | None, int], Any] = {}
 
 
 def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, timeout: float | None = None,
-                          log_level: int = logging.INFO, clean_stale: bool = False) -> QuantumResult:
+                          log_level: int = logging.INFO, clean_stale: bool = False,
+                          ledger: str | None = None, task_key: int | None = None) -> QuantumResult:
     """Run one quantum in a Parsl worker (the Parsl app body).
 
     The graph is loaded and the `SingleQuantumExecutor` built once per worker process and
@@ -507,12 +514,21 @@ def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, time
     clean_stale : `bool`
         Delete leftovers of an earlier attempt at the predicted output paths first (set for
         the resubmission of a quantum whose worker was lost).
+    ledger, task_key : `str`, `int`, optional
+        Task ledger directory and the driver's key of this Parsl task: ``KEY start`` and
+        ``KEY done`` are appended to this process's ledger file (see `write_ledger`).
 
     Returns
     -------
     result : `QuantumResult`
         Task errors are reported in the result, not raised.
     """
+    if ledger is not None and task_key is not None:
+        write_ledger(ledger, f"{task_key} start\n")
+        try:
+            return run_quantum_on_worker(graph_path, repo_root, quantum_id, timeout, log_level, clean_stale)
+        finally:
+            write_ledger(ledger, f"{task_key} done\n")
     from .single_quantum import SingleQuantumExecutor
 
     st = os.stat(graph_path)
@@ -537,13 +553,14 @@ def run_quantum_on_worker(graph_path: str, repo_root: str, quantum_id: str, time
 
 def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str],
                          timeout: float | None = None, log_level: int = logging.INFO,
-                         clean_stale: bool = False) -> list[QuantumResult]:
+                         clean_stale: bool = False, ledger: str | None = None,
+                         task_key: int | None = None) -> list[QuantumResult]:
     """Run several quanta one after the other in a Parsl worker (one Parsl task per batch).
 
     Parameters
     ----------
-    graph_path, repo_root, timeout, log_level, clean_stale
-        As for `run_quantum_on_worker`.
+    graph_path, repo_root, timeout, log_level, clean_stale, ledger, task_key
+        As for `run_quantum_on_worker` (the ledger lines are written once for the batch).
     quantum_ids : `list` [`str`]
         Quantum UUIDs.
 
@@ -552,8 +569,118 @@ def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str]
     results : `list` [`QuantumResult`]
         In the order of ``quantum_ids``.
     """
-    return [run_quantum_on_worker(graph_path, repo_root, q, timeout, log_level, clean_stale)
-            for q in quantum_ids]
+    if ledger is not None and task_key is not None:
+        write_ledger(ledger, f"{task_key} start\n")
+    try:
+        return [run_quantum_on_worker(graph_path, repo_root, q, timeout, log_level, clean_stale)
+                for q in quantum_ids]
+    finally:
+        if ledger is not None and task_key is not None:
+            write_ledger(ledger, f"{task_key} done\n")
+
+
+# ============================================================================ task ledger
+# Parsl's worker hands a finished task's result to a multiprocessing queue, whose background
+# feeder thread writes it to the manager, and takes the next task at once. A worker killed a
+# few milliseconds later (the tests' SIGKILL, the OOM killer in the next quantum) can die
+# before the feeder wrote the previous result: Parsl then reports the task in progress as
+# lost (WorkerLost) but never says anything about the finished one, whose future stays
+# pending for ever. Each worker process therefore appends ``KEY start`` / ``KEY done`` to its
+# own ledger file (``HOST.PID`` in a directory on the shared filesystem); when the process is
+# known to be dead (a WorkerLost for a task it started, or a local PID that is gone), every
+# task it marked done whose result never came is resubmitted like a lost one.
+_HOST: list[str] = []
+
+
+def write_ledger(ledger: str, line: str) -> None:
+    """Append one line to this worker process's ledger file ``LEDGER/HOST.PID``.
+
+    Parameters
+    ----------
+    ledger : `str`
+        Ledger directory (shared filesystem; made by the driver).
+    line : `str`
+        ``KEY start`` or ``KEY done``, with its newline.
+
+    Notes
+    -----
+    One ``O_APPEND`` write and close per call (no fsync): the file is read only after its
+    process died, and close-to-open consistency makes it visible on NFS. An unwritable ledger
+    (removed by a driver that shut down, full disk) is ignored: only the detection of lost
+    results depends on it, never the quantum.
+    """
+    if not _HOST:
+        _HOST.append(socket.gethostname())
+    try:
+        fd = os.open(os.path.join(ledger, f"{_HOST[0]}.{os.getpid()}"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def parse_ledger(text: str) -> tuple[set[int], set[int]]:
+    """Return the task keys a ledger file marks started and done.
+
+    Parameters
+    ----------
+    text : `str`
+        The file's content (a truncated last line is ignored).
+
+    Returns
+    -------
+    started, done : `set` [`int`]
+    """
+    started: set[int] = set()
+    done: set[int] = set()
+    for line in text.splitlines():
+        key, _, what = line.partition(" ")
+        if not key.isdigit():
+            continue
+        if what == "start":
+            started.add(int(key))
+        elif what == "done":
+            done.add(int(key))
+    return started, done
+
+
+def lost_results(ledgers: dict[str, str], dead: set[str], lost_key: int | None,
+                 outstanding: set[int]) -> tuple[set[int], set[str]]:
+    """Find the tasks whose results died with their worker process (pure function).
+
+    Parameters
+    ----------
+    ledgers : `dict` [`str`, `str`]
+        Ledger file name -> content, for files not examined yet.
+    dead : `set` [`str`]
+        Names of files whose process is known to be dead (e.g. local PIDs that are gone),
+        read after the process was found dead.
+    lost_key : `int` or `None`
+        Key of a task Parsl reported lost (WorkerLost): every file that started it without
+        finishing it belongs to a process that died.
+    outstanding : `set` [`int`]
+        Keys whose results the driver still waits for.
+
+    Returns
+    -------
+    lost : `set` [`int`]
+        Outstanding keys marked done in a dead process's file: finished, result lost. Tasks it
+        only started are left to Parsl's WorkerLost report (and its retries).
+    dead_files : `set` [`str`]
+        The dead processes' files (their content is final; they need not be read again).
+    """
+    dead_files = set(dead) & set(ledgers)
+    parsed = {name: parse_ledger(text) for name, text in ledgers.items()}
+    if lost_key is not None:
+        dead_files |= {name for name, (started, done) in parsed.items()
+                       if lost_key in started and lost_key not in done}
+    lost: set[int] = set()
+    for name in dead_files:
+        lost |= parsed[name][1] & outstanding
+    return lost, dead_files
 
 
 # ============================================================================ driver side
@@ -596,6 +723,8 @@ class ParslQuantumExecutor:
         Python configs whose worker count is unknown.
     n_lost : `int`
         Task attempts lost with their worker (resubmitted or failed).
+    n_results_lost : `int`
+        Of these, tasks that had finished but whose result died with the worker process.
 
     Raises
     ------
@@ -617,6 +746,8 @@ class ParslQuantumExecutor:
     AUTO_TASK_SECONDS = 0.2
     #: Largest batch ``quanta_per_task: auto`` makes.
     AUTO_MAX_QUANTA_PER_TASK = 16
+    #: Seconds between two checks for local worker processes that died between tasks.
+    LEDGER_SWEEP_SECONDS = 5.0
 
     def __init__(self, graph_path: str | os.PathLike[str] | None, repo_root: str | os.PathLike[str],
                  config: Any = None, *, max_in_flight: int | None = None,
@@ -674,7 +805,14 @@ class ParslQuantumExecutor:
         self._lock = threading.RLock()
         self._start_lock = threading.Lock()
         self._outstanding: set[Future[QuantumResult]] = set()
+        self._seq = 0
+        self._running: dict[int, list[_Item]] = {}  # Parsl tasks by key, until their result is handled
+        self._ledger: str | None = None
+        self._dead_ledgers: set[str] = set()
+        self._stop_sweeps = threading.Event()
         self.n_lost = 0
+        self.n_results_lost = 0
+        """Parsl tasks whose result died with their worker after they finished (resubmitted)."""
         self.n_tasks_sent = 0
         """Parsl tasks sent so far (attempts, lost-worker resubmissions included)."""
 
@@ -707,6 +845,8 @@ class ParslQuantumExecutor:
                 logging.getLogger("parsl").setLevel(level)
             self._batch_app = python_app(run_quanta_on_worker, data_flow_kernel=dfk)
             self._dfk = dfk
+            threading.Thread(target=self._sweep_periodically, name="ccdflow-parsl-ledger",
+                             daemon=True).start()
             self._app = python_app(run_quantum_on_worker, data_flow_kernel=dfk)
         return self._app
 
@@ -813,67 +953,152 @@ class ParslQuantumExecutor:
             if not self._fixed_window:
                 self.max_in_flight = k * self.tasks_in_flight
 
+    def _ledger_dir(self) -> str:
+        """Return the task ledger directory of this executor (made on first use, removed at shutdown)."""
+        with self._lock:
+            if self._ledger is None:
+                path = Path(self.repo_root) / ".ccdflow" / "parsl-ledger" / uuid4().hex
+                path.mkdir(parents=True, exist_ok=True)
+                self._ledger = str(path)
+            return self._ledger
+
     def _attempt(self, items: list[_Item]) -> None:
         """Send quanta ``(id, outer future, times lost so far)`` as one Parsl task.
 
         The caller has counted the task in ``_n_tasks``; the lock must not be held (Parsl may
         run the done callback synchronously).
         """
+        with self._lock:
+            self._seq += 1
+            key = self._seq
+            self._running[key] = items
         try:
             app = self._ensure_started()
+            ledger = self._ledger_dir()
             retry = any(n > 0 for _, _, n in items)  # after a lost worker: remove its leftovers first
             if len(items) == 1:
                 fut = app(self.graph_path, self.repo_root, str(items[0][0]), self.timeout, self.log_level,
-                          retry)
+                          retry, ledger, key)
             else:
                 fut = self._batch_app(self.graph_path, self.repo_root, [str(q) for q, _, _ in items],
-                                      self.timeout, self.log_level, retry)
+                                      self.timeout, self.log_level, retry, ledger, key)
         except Exception as exc:  # noqa: BLE001 - e.g. Parsl already shut down
             with self._lock:
+                self._running.pop(key, None)
                 self._n_tasks -= 1
             for qid, outer, _ in items:
                 self._finish(outer, QuantumResult(qid, "failed", error=f"{type(exc).__name__}: {exc}"))
             return
         self.n_tasks_sent += 1
-        fut.add_done_callback(lambda f: self._on_done(f, items))
+        fut.add_done_callback(lambda f: self._on_done(f, items, key))
 
-    def _on_done(self, fut: Any, items: list[_Item]) -> None:
+    def _on_done(self, fut: Any, items: list[_Item], key: int | None = None) -> None:
+        """Done callback of a Parsl task (``key`` `None`: a task not in ``_running``, tests)."""
+        with self._lock:
+            if key is not None and self._running.pop(key, None) is None:
+                return  # its result was declared lost with its worker and the quanta resent
+            self._n_tasks -= 1
         resend: list[_Item] = []
         try:
-            self._handle(fut, items, resend)
+            self._handle(fut, items, resend, key)
         finally:
-            with self._lock:
-                self._n_tasks -= 1
-                batches = []
-                for item in resend:  # lost-worker resubmissions go out one quantum per task
-                    self._n_tasks += 1
-                    batches.append([item])
-                while True:
-                    batch = self._take_batch_locked()
-                    if not batch:
-                        break
-                    batches.append(batch)
-            for batch in batches:
-                self._attempt(batch)
+            self._send(resend)
 
-    def _handle(self, fut: Any, items: list[_Item], resend: list[_Item]) -> None:
+    def _send(self, resend: list[_Item]) -> None:
+        """Send lost-worker resubmissions (one quantum per task) and the batches now due."""
+        with self._lock:
+            batches = []
+            for item in resend:
+                self._n_tasks += 1
+                batches.append([item])
+            while True:
+                batch = self._take_batch_locked()
+                if not batch:
+                    break
+                batches.append(batch)
+        for batch in batches:
+            self._attempt(batch)
+
+    def _lost(self, items: list[_Item], why: str, resend: list[_Item]) -> None:
+        """Resubmit the quanta of a lost task (``resend``), or fail those out of retries."""
+        with self._lock:
+            self.n_lost += 1
+            stopping = self._dfk is None
+        for qid, outer, n_lost in items:
+            if n_lost < self.lost_worker_retries and not stopping:
+                _log.warning("Worker lost while running quantum %s (%s); resubmitting (%d/%d)",
+                             qid, why, n_lost + 1, self.lost_worker_retries)
+                resend.append((qid, outer, n_lost + 1))
+            else:
+                self._finish(outer, QuantumResult(
+                    qid, "failed",
+                    error=f"{WorkerLostError.__name__}: the worker running this quantum "
+                    f"was lost {n_lost + 1} time(s); last error: {why}"))
+
+    def _claim_lost_results(self, lost_key: int | None, resend: list[_Item]) -> None:
+        """Resubmit the tasks that finished on a dead worker process but whose result never came.
+
+        See `lost_results`: the dead processes are those that started ``lost_key`` (reported
+        lost by Parsl) and, on this host, those whose PID is gone.
+        """
+        ledger = self._ledger
+        if ledger is None:
+            return
+        from butler.process_guard import process_alive
+
+        try:
+            names = [n for n in os.listdir(ledger) if n not in self._dead_ledgers]
+        except OSError:
+            return
+        host = socket.gethostname()
+        dead = set()
+        for name in names:  # liveness first, content second: a dead process's file is final
+            h, _, pid = name.rpartition(".")
+            if h == host and pid.isdigit() and not process_alive(int(pid)):
+                dead.add(name)
+        if lost_key is None and not dead:
+            return
+        texts = {}
+        for name in (names if lost_key is not None else sorted(dead)):
+            try:
+                texts[name] = Path(ledger, name).read_text()
+            except OSError:
+                continue
+        with self._lock:
+            lost, dead_files = lost_results(texts, dead, lost_key, set(self._running))
+            self._dead_ledgers |= dead_files
+            claimed = [self._running.pop(k) for k in sorted(lost)]
+            self._n_tasks -= len(claimed)
+            self.n_results_lost += len(claimed)
+        for items in claimed:
+            self._lost(items, "the worker process died after finishing the task, before Parsl "
+                       "delivered its result", resend)
+
+    def _sweep_periodically(self) -> None:
+        """Daemon thread: every `LEDGER_SWEEP_SECONDS`, claim results lost with local workers.
+
+        Covers a worker that died between two tasks (Parsl reports nothing then).
+        """
+        while not self._stop_sweeps.wait(self.LEDGER_SWEEP_SECONDS):
+            if not self._running:
+                continue
+            resend: list[_Item] = []
+            try:
+                self._claim_lost_results(None, resend)
+            except Exception as exc:  # noqa: BLE001 - never kill the sweeps
+                _log.debug("ledger sweep failed: %s", exc)
+            if resend:
+                self._send(resend)
+
+    def _handle(self, fut: Any, items: list[_Item], resend: list[_Item], key: int | None = None) -> None:
         try:
             res = fut.result()
         except BaseException as exc:  # noqa: BLE001 - classify every infrastructure error
             if is_lost_worker_error(exc):
-                with self._lock:
-                    self.n_lost += 1
-                    stopping = self._dfk is None
-                for qid, outer, n_lost in items:
-                    if n_lost < self.lost_worker_retries and not stopping:
-                        _log.warning("Worker lost while running quantum %s (%s); resubmitting (%d/%d)",
-                                     qid, exc, n_lost + 1, self.lost_worker_retries)
-                        resend.append((qid, outer, n_lost + 1))
-                    else:
-                        self._finish(outer, QuantumResult(
-                            qid, "failed",
-                            error=f"{WorkerLostError.__name__}: the worker running this quantum "
-                            f"was lost {n_lost + 1} time(s); last error: {exc}"))
+                self._lost(items, str(exc), resend)
+                # Tasks the same process finished just before it died may have lost their
+                # results with it (Parsl's result queue is written by a background thread).
+                self._claim_lost_results(key, resend)
                 return
             if is_no_workers_error(exc):
                 err = ParslWorkersUnavailableError(
@@ -927,6 +1152,7 @@ class ParslQuantumExecutor:
             dfk, self._dfk, self._app, self._batch_app = self._dfk, None, None, None
             outstanding = list(self._outstanding) if cancel else []
             self._outstanding.clear() if cancel else None
+        self._stop_sweeps.set()
         try:
             if dfk is not None:
                 dfk.cleanup()
@@ -934,6 +1160,8 @@ class ParslQuantumExecutor:
             for fut in outstanding:
                 fut.cancel()
             self._config = None
+            if self._ledger is not None:
+                shutil.rmtree(self._ledger, ignore_errors=True)
 
     def reset(self) -> None:
         """Nothing to rebuild: lost workers are handled inside the executor."""

@@ -30,7 +30,7 @@ class _FakeApp:
         self.futures: list[Future[Any]] = []
 
     def __call__(self, graph_path: str, root: str, qids: Any, timeout: Any, level: int,
-                 retry: bool) -> Future[Any]:
+                 retry: bool, ledger: str | None = None, key: int | None = None) -> Future[Any]:
         ids = list(qids) if isinstance(qids, list) else [qids]
         self.calls.append((ids, retry))
         fut: Future[Any] = Future()
