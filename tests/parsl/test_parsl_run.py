@@ -195,8 +195,11 @@ def test_killed_worker_is_retried_and_run_completes(runs: dict[str, Any]) -> Non
         e, d = (int(x) for x in p.name.split("_")[:2])
         attempts[(e, d)] = attempts.get((e, d), 0) + 1
     assert attempts[KILL] == 2  # killed once, then completed
-    # An algorithm error is not retried.
-    assert all(attempts[(FAIL_EXPOSURE, d)] == 1 for d in range(N_DET))
+    # An algorithm error is not retried. Only if the batch the killed worker had finished just
+    # before lost its result with it (test_lost_results.py) were that batch's quanta run again.
+    reruns = [d for d in range(N_DET) if attempts[(FAIL_EXPOSURE, d)] != 1]
+    assert all(attempts[(FAIL_EXPOSURE, d)] == 2 for d in reruns)
+    assert len(reruns) <= 2 * executor.n_results_lost
     # Every registered output of the run has its file, metadata included.
     butler = runs["butler"]
     md_refs = butler.query_datasets("subtractMedian_metadata", collections=["u/parsl"])
