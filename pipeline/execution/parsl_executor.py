@@ -59,6 +59,7 @@ import socket
 import statistics
 import sys
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
@@ -468,14 +469,28 @@ def lost_worker_retry_handler(exc: BaseException, task_record: Any) -> float:
     exc : `BaseException`
         The failure.
     task_record : `parsl.dataflow.taskrecord.TaskRecord`
-        Parsl's task record (unused).
+        Parsl's task record. For a ccdflow task lost with its worker, the executor that sent it
+        is told at once (Parsl retries the task itself and reports nothing else): the tasks the
+        same worker process had finished whose results died with it are resubmitted
+        (`lost_results`).
 
     Returns
     -------
     cost : `float`
         1 for a lost worker/manager, a cost above any retry budget otherwise.
     """
-    return 1.0 if is_lost_worker_error(exc) else 1e9
+    if not is_lost_worker_error(exc):
+        return 1e9
+    try:
+        args = task_record["args"]
+        ledger, key = args[6], args[7]
+        owner = _LEDGER_OWNERS.get(ledger) if isinstance(ledger, str) and isinstance(key, int) else None
+        ex = owner() if owner is not None else None
+        if ex is not None:
+            ex._claim_and_send(key)
+    except Exception as err:  # noqa: BLE001 - never stop Parsl's retry of the lost task
+        _log.debug("lost-result check after %s failed: %s", exc, err)
+    return 1.0
 
 
 # ============================================================================ worker side
@@ -590,6 +605,8 @@ def run_quanta_on_worker(graph_path: str, repo_root: str, quantum_ids: list[str]
 # known to be dead (a WorkerLost for a task it started, or a local PID that is gone), every
 # task it marked done whose result never came is resubmitted like a lost one.
 _HOST: list[str] = []
+#: Ledger directory -> the driver-side executor that owns it (for `lost_worker_retry_handler`).
+_LEDGER_OWNERS: dict[str, weakref.ref[ParslQuantumExecutor]] = {}
 
 
 def write_ledger(ledger: str, line: str) -> None:
@@ -960,6 +977,7 @@ class ParslQuantumExecutor:
                 path = Path(self.repo_root) / ".ccdflow" / "parsl-ledger" / uuid4().hex
                 path.mkdir(parents=True, exist_ok=True)
                 self._ledger = str(path)
+                _LEDGER_OWNERS[self._ledger] = weakref.ref(self)
             return self._ledger
 
     def _attempt(self, items: list[_Item]) -> None:
@@ -1074,6 +1092,13 @@ class ParslQuantumExecutor:
             self._lost(items, "the worker process died after finishing the task, before Parsl "
                        "delivered its result", resend)
 
+    def _claim_and_send(self, lost_key: int) -> None:
+        """Resubmit the lost results of the process that was running ``lost_key`` (Parsl retries that one)."""
+        resend: list[_Item] = []
+        self._claim_lost_results(lost_key, resend)
+        if resend:
+            self._send(resend)
+
     def _sweep_periodically(self) -> None:
         """Daemon thread: every `LEDGER_SWEEP_SECONDS`, claim results lost with local workers.
 
@@ -1161,6 +1186,7 @@ class ParslQuantumExecutor:
                 fut.cancel()
             self._config = None
             if self._ledger is not None:
+                _LEDGER_OWNERS.pop(self._ledger, None)
                 shutil.rmtree(self._ledger, ignore_errors=True)
 
     def reset(self) -> None:

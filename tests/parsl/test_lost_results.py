@@ -153,3 +153,28 @@ def test_worker_dead_between_tasks_is_found_by_its_pid(tmp_path: Path) -> None:
     assert resend == [] and ex2.n_results_lost == 0 and not f2.done()
     live.complete(0)
     assert f2.result(timeout=5).ok
+
+
+def test_parsl_retry_of_the_lost_task_still_resubmits_the_lost_result(tmp_path: Path) -> None:
+    """With Parsl ``retries`` (default 1) the WorkerLost reaches only the retry handler."""
+    from parsl.executors.high_throughput.errors import WorkerLost
+
+    from pipeline.execution.parsl_executor import lost_worker_retry_handler
+
+    worker = _Worker(f"{socket.gethostname()}.4000001")
+    ex = _executor(tmp_path, worker)
+    ids = [uuid.uuid4() for _ in range(2)]
+    futs = [ex.submit(q) for q in ids]
+    worker.write(0, "start", "done")  # finished, result lost
+    worker.write(1, "start")  # running when the process was killed
+    key = worker.calls[1][2]
+    record = {"args": [ex.graph_path, ex.repo_root, str(ids[1]), None, 20, False, worker.ledger, key]}
+    assert lost_worker_retry_handler(WorkerLost(0, "vm"), record) == 1.0  # Parsl retries task 1 itself
+    assert ex.n_results_lost == 1 and [c[0] for c in worker.calls[2:]] == [[str(ids[0])]]
+    worker.complete(2)
+    worker.complete(1)  # Parsl's retry of the killed task succeeds
+    assert [f.result(timeout=5).ok for f in futs] == [True, True] and not ex._running
+    # Other errors are not retried and touch nothing; a task record without ledger is fine.
+    assert lost_worker_retry_handler(ValueError("x"), record) == 1e9
+    assert lost_worker_retry_handler(WorkerLost(0, "vm"), {"args": [1, 2]}) == 1.0
+    ex.shutdown()
