@@ -826,6 +826,7 @@ class ParslQuantumExecutor:
         self._running: dict[int, list[_Item]] = {}  # Parsl tasks by key, until their result is handled
         self._ledger: str | None = None
         self._dead_ledgers: set[str] = set()
+        self._parsl_retries: set[int] = set()  # keys Parsl is running again after a lost worker
         self._stop_sweeps = threading.Event()
         self.n_lost = 0
         self.n_results_lost = 0
@@ -1013,6 +1014,8 @@ class ParslQuantumExecutor:
     def _on_done(self, fut: Any, items: list[_Item], key: int | None = None) -> None:
         """Done callback of a Parsl task (``key`` `None`: a task not in ``_running``, tests)."""
         with self._lock:
+            if key is not None:
+                self._parsl_retries.discard(key)
             if key is not None and self._running.pop(key, None) is None:
                 return  # its result was declared lost with its worker and the quanta resent
             self._n_tasks -= 1
@@ -1083,7 +1086,8 @@ class ParslQuantumExecutor:
             except OSError:
                 continue
         with self._lock:
-            lost, dead_files = lost_results(texts, dead, lost_key, set(self._running))
+            awaited = set(self._running) - self._parsl_retries  # never run twice at once
+            lost, dead_files = lost_results(texts, dead, lost_key, awaited)
             self._dead_ledgers |= dead_files
             claimed = [self._running.pop(k) for k in sorted(lost)]
             self._n_tasks -= len(claimed)
@@ -1094,6 +1098,9 @@ class ParslQuantumExecutor:
 
     def _claim_and_send(self, lost_key: int) -> None:
         """Resubmit the lost results of the process that was running ``lost_key`` (Parsl retries that one)."""
+        with self._lock:
+            if lost_key in self._running:
+                self._parsl_retries.add(lost_key)
         resend: list[_Item] = []
         self._claim_lost_results(lost_key, resend)
         if resend:

@@ -166,7 +166,9 @@ def test_parsl_retry_of_the_lost_task_still_resubmits_the_lost_result(tmp_path: 
     ids = [uuid.uuid4() for _ in range(2)]
     futs = [ex.submit(q) for q in ids]
     worker.write(0, "start", "done")  # finished, result lost
-    worker.write(1, "start")  # running when the process was killed
+    # Task 1 was killed right after its end was noted (before Parsl's worker reported it): the
+    # dead process "finished" it too, but Parsl is running it again -- it must not be sent twice.
+    worker.write(1, "start", "done")
     key = worker.calls[1][2]
     record = {"args": [ex.graph_path, ex.repo_root, str(ids[1]), None, 20, False, worker.ledger, key]}
     assert lost_worker_retry_handler(WorkerLost(0, "vm"), record) == 1.0  # Parsl retries task 1 itself
