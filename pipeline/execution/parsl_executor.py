@@ -825,6 +825,7 @@ class ParslQuantumExecutor:
         self._seq = 0
         self._running: dict[int, list[_Item]] = {}  # Parsl tasks by key, until their result is handled
         self._ledger: str | None = None
+        self._no_ledger = False
         self._dead_ledgers: set[str] = set()
         self._parsl_retries: set[int] = set()  # keys Parsl is running again after a lost worker
         self._stop_sweeps = threading.Event()
@@ -971,12 +972,21 @@ class ParslQuantumExecutor:
             if not self._fixed_window:
                 self.max_in_flight = k * self.tasks_in_flight
 
-    def _ledger_dir(self) -> str:
-        """Return the task ledger directory of this executor (made on first use, removed at shutdown)."""
+    def _ledger_dir(self) -> str | None:
+        """Return the task ledger directory of this executor (made on first use, removed at shutdown).
+
+        `None` if it cannot be made (the run goes on without the detection of lost results).
+        """
         with self._lock:
-            if self._ledger is None:
+            if self._ledger is None and not self._no_ledger:
                 path = Path(self.repo_root) / ".ccdflow" / "parsl-ledger" / uuid4().hex
-                path.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    _log.warning("cannot make the Parsl task ledger %s (%s): results lost with a killed "
+                                 "worker will not be detected", path, exc)
+                    self._no_ledger = True
+                    return None
                 self._ledger = str(path)
                 _LEDGER_OWNERS[self._ledger] = weakref.ref(self)
             return self._ledger

@@ -180,3 +180,15 @@ def test_parsl_retry_of_the_lost_task_still_resubmits_the_lost_result(tmp_path: 
     assert lost_worker_retry_handler(ValueError("x"), record) == 1e9
     assert lost_worker_retry_handler(WorkerLost(0, "vm"), {"args": [1, 2]}) == 1.0
     ex.shutdown()
+
+
+def test_run_goes_on_without_a_ledger(tmp_path: Path) -> None:
+    """A ledger that cannot be made costs only the detection of lost results, never a quantum."""
+    (tmp_path / ".ccdflow").write_text("not a directory")
+    worker = _Worker("unused")
+    ex = _executor(tmp_path, worker)
+    fut = ex.submit(uuid.uuid4())
+    assert worker.calls[0][2] == 1 and worker.ledger is None
+    worker.complete(0)
+    assert fut.result(timeout=5).ok
+    ex.shutdown()
