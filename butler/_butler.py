@@ -299,20 +299,11 @@ class Butler:
             values.update(dims)
             coord = self.registry.expand_for_dataset_type(dt, values)
             ref = DatasetRef(dt, coord, run)
-        tmp, final, info = self.datastore.prepare_write(obj, ref)
-        moved = False
-        try:
+        with self.datastore.staged_write(obj, ref) as (info, commit):
             with self.registry.transaction():
                 self._ensure_run(run)  # inside: a failed put leaves no new empty RUN behind
                 self.registry.insert_refs([ref], [info])
-                self.datastore.commit_write(tmp, final)
-                moved = True
-        except BaseException:
-            if moved:
-                final.unlink(missing_ok=True)
-            else:
-                tmp.unlink(missing_ok=True)
-            raise
+                commit()
         return ref
 
     def get(

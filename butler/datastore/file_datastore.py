@@ -7,13 +7,14 @@ class with records that travel in the quantum graph.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -337,6 +338,36 @@ class FileDatastore:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         return tmp, final, StoredFileInfo(rel, sc.formatter, sc.name, checksum, size)
+
+    @contextlib.contextmanager
+    def staged_write(self, obj: Any, ref: Any) -> Iterator[tuple[StoredFileInfo, Callable[[], None]]]:
+        """Write a dataset to a temporary file; the block registers it and moves it into place.
+
+        Yields the record and a ``commit()`` that moves the file to its final path (call it last
+        in the registering transaction). If the block raises, the temporary file -- or the moved
+        file, when the transaction failed after ``commit()`` -- is removed: a failed put leaves
+        no file behind. `butler.Butler.put` and the SQLite run writer's ``put`` use it.
+
+        Raises
+        ------
+        DatastoreError
+            If writing fails or the final path exists (from ``commit()``).
+        """
+        tmp, final, info = self.prepare_write(obj, ref)
+        moved = False
+
+        def commit() -> None:
+            nonlocal moved
+            self.commit_write(tmp, final)
+            moved = True
+
+        try:
+            yield info, commit
+            if not moved:
+                raise RuntimeError("staged_write: the block ended without commit()")
+        except BaseException:
+            (final if moved else tmp).unlink(missing_ok=True)
+            raise
 
     def commit_write(self, tmp: Path, final: Path, *, clobber: bool = False) -> None:
         """Move a prepared file into place (atomic rename).

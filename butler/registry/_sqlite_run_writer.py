@@ -583,21 +583,12 @@ class SqliteRunWriter:
         if dt.dimensions or ref.data_id.dimensions:
             raise FastPathUnavailableError("the run writer puts only datasets without dimensions")
         ref = DatasetRef(dt, ref.data_id, ref.run, ref.id)
-        tmp, final, info = self.datastore.prepare_write(obj, ref)
-        moved = False
-        try:
+        with self.datastore.staged_write(obj, ref) as (info, commit):
             with self.transaction():
                 self._ensure_run(ref.run)
                 self._insert_refs([ref])
                 self._insert_file_records([(ref.id, info)])
-                self.datastore.commit_write(tmp, final)
-                moved = True
-        except BaseException:
-            if moved:
-                final.unlink(missing_ok=True)
-            else:
-                tmp.unlink(missing_ok=True)
-            raise
+                commit()
         return ref
 
     def register_outputs(self, items: Sequence[tuple[DatasetRef, StoredFileInfo]]) -> None:

@@ -448,3 +448,30 @@ def test_query_refs_records_are_lazy_but_complete(filled):
     assert back == by_key[(5, 0)] and back.data_id.records["exposure"].obs_id == "CAM_0005"
     assert isinstance(back.id, uuid.UUID) and str(back.id) == str(by_key[(5, 0)].id)
     assert hash(back.id) == hash(uuid.UUID(str(back.id)))
+
+
+def test_staged_write_leaves_no_file_when_the_block_fails(filled):
+    """`FileDatastore.staged_write`: a failure before or after ``commit()`` removes the file."""
+    a = np.arange(12.0).reshape(3, 4)
+    ref = filled.put(a, "arr", instrument="cam", exposure=2, detector=1, run="staged")
+    directory = filled.get_uri(ref).parent
+    before = sorted(p.name for p in directory.iterdir())
+    other = type(ref)(ref.dataset_type, ref.data_id, "staged2", uuid.uuid4())
+    for fail_after_commit in (False, True):
+        with pytest.raises(KeyError, match="injected"):
+            with filled.datastore.staged_write(a, other) as (info, commit):
+                assert info.file_size > 0
+                if fail_after_commit:
+                    commit()
+                    assert (filled.root / info.path).exists()
+                raise KeyError("injected")
+        assert not (filled.root / info.path).exists()
+        assert not [p for p in (filled.root / info.path).parent.iterdir() if p.name.startswith(".")]
+    with pytest.raises(RuntimeError, match="without commit"):
+        with filled.datastore.staged_write(a, other) as (info, commit):
+            pass
+    assert not (filled.root / info.path).parent.exists() or not list((filled.root / info.path).parent.iterdir())
+    with filled.datastore.staged_write(a, other) as (info, commit):
+        commit()
+    assert np.array_equal(np.load(filled.root / info.path), a)
+    assert sorted(p.name for p in directory.iterdir()) == before  # the first RUN's directory untouched
